@@ -1,0 +1,205 @@
+/*
+ * Hypervisor side of the FIFO ABI: raising an event links its port at the
+ * tail of its (vCPU, priority) queue.  Follows the order of operations of
+ * xen/common/event_fifo.c; the caller holds the domain's event lock, which
+ * stands in for Xen's per-queue locks (the guest runs lock-free against us,
+ * so every shared word is still touched atomically).
+ */
+#include "fifo_internal.h"
+
+/* Xen's try_set_link(): write LINK only while the tail word is LINKED.
+ * 1 linked, 0 tail no longer linked (queue emptied), -1 lost a race. */
+static int try_set_link(uint32_t *word, uint32_t *w, uint32_t link)
+{
+    uint32_t old, new;
+
+    if (!(*w & XE_W_LINKED))
+        return 0;
+    old = *w;
+    new = (old & ~(XE_W_BUSY | XE_EVTCHN_FIFO_LINK_MASK)) | link;
+    *w = xe_cmpxchg(word, old, new);
+    return *w == old ? 1 : -1;
+}
+
+/* Xen's evtchn_fifo_set_link(): one plain attempt, then BUSY on the tail
+ * word (it blocks the guest's unmask, the only change that can keep the
+ * cmpxchg failing) and at most 4 more.  Giving up counts as linked, as in
+ * Xen: the event is then lost ("port not linked") and *gave_up says so. */
+static int set_link(uint32_t *word, uint32_t link, int *gave_up)
+{
+    uint32_t w = xe_load(word);
+    int ret, try;
+
+    ret = try_set_link(word, &w, link);
+    if (ret >= 0)
+        return ret;
+
+    xe_set(word, XE_W_BUSY);
+    w = xe_load(word);
+    for (try = 0; try < 4; try++) {
+        ret = try_set_link(word, &w, link);
+        if (ret >= 0) {
+            if (ret == 0)
+                xe_clear(word, XE_W_BUSY);
+            return ret;
+        }
+    }
+    xe_clear(word, XE_W_BUSY);
+    *gave_up = 1;
+    return 1;
+}
+
+static int valid_tail(const xe_domain *d, uint32_t tail)
+{
+    return tail == 0 || xe_word(d, tail) != NULL;
+}
+
+int xe_hv_set_pending(xe_domain *d, uint32_t port)
+{
+    xe_chan *ch;
+    uint32_t *word, *tail_word;
+    uint32_t v, prio, q, old_q;
+    int result = 0, linked = 1, gave_up = 0;
+
+    if (port == 0 || port >= d->nr_chans)
+        return XE_E_PORT;
+    ch = &d->chans[port];
+    v = ch->notify_vcpu;
+    prio = ch->priority;
+    if (v >= d->nr_vcpus)
+        return XE_E_VCPU;
+    if (prio > XE_EVTCHN_FIFO_PRIORITY_MIN || ch->last_priority > XE_EVTCHN_FIFO_PRIORITY_MIN
+        || ch->last_vcpu >= d->nr_vcpus)
+        return XE_E_STATE;
+
+    /* No array page yet: remember it, add_page_to_event_array() re-raises. */
+    word = xe_word(d, port);
+    if (word == NULL) {
+        ch->flags |= XE_CHAN_DEFERRED;
+        return XE_SP_DEFERRED;
+    }
+
+    q = v * XE_EVTCHN_FIFO_MAX_QUEUES + prio;
+    old_q = ch->last_vcpu * XE_EVTCHN_FIFO_MAX_QUEUES + ch->last_priority;
+    /* Validate the hypervisor's own tails before touching any shared word,
+     * so that corrupt state is reported, never half-applied. */
+    if (!valid_tail(d, d->tails[q]) || !valid_tail(d, d->tails[old_q]))
+        return XE_E_STATE;
+
+    if (xe_test_and_set(word, XE_W_PENDING))
+        result |= XE_SP_WAS_PENDING;
+
+    /* Control block not registered: Xen drops the event (the guest may not
+     * unmask before registering, so nothing is lost that it could see). */
+    if (d->cb == NULL || d->cb[v] == NULL)
+        return result | XE_SP_NO_CONTROL;
+
+    if (xe_load(word) & XE_W_MASKED) {
+        result |= XE_SP_MASKED;
+    } else if (xe_test_and_set(word, XE_W_LINKED)) {
+        result |= XE_SP_ALREADY_LINKED;
+    } else {
+        /* Was it the tail of its last queue?  That queue is empty now and
+         * its tail must not be linked to by the next event there. */
+        if (d->tails[old_q] == port)
+            d->tails[old_q] = 0;
+        if (old_q != q) {
+            ch->last_vcpu = (uint16_t)v;
+            ch->last_priority = (uint8_t)prio;
+            result |= XE_SP_MOVED;
+        }
+        linked = 0;
+        if (d->tails[q] != 0) {
+            tail_word = xe_word(d, d->tails[q]);
+            linked = set_link(tail_word, port, &gave_up);
+        }
+        if (!linked) {
+            xe_store(&d->cb[v]->head[prio], port);
+            result |= XE_SP_NEW_HEAD;
+        }
+        if (gave_up)
+            result |= XE_SP_LINK_GAVE_UP;
+        d->tails[q] = port;
+        result |= XE_SP_LINKED;
+    }
+
+    /* READY only for a new head: setting it on every append let guests
+     * walk a stale head (fixed in Xen 4.4). */
+    if (!linked && !xe_test_and_set(&d->cb[v]->ready, XE_BIT(prio)))
+        result |= XE_SP_UPCALL;
+    return result;
+}
+
+int xe_hv_unmask(xe_domain *d, uint32_t port)
+{
+    uint32_t *word;
+
+    if (port == 0 || port >= d->nr_chans)
+        return XE_E_PORT;
+    word = xe_word(d, port);
+    if (word == NULL)
+        return XE_SP_DEFERRED;
+    xe_clear(word, XE_W_MASKED);
+    if (!(xe_load(word) & XE_W_PENDING))
+        return XE_SP_NOT_PENDING;
+    return xe_hv_set_pending(d, port);
+}
+
+int xe_hv_clear_pending(xe_domain *d, uint32_t port)
+{
+    uint32_t *word;
+
+    if (port == 0 || port >= d->nr_chans)
+        return XE_E_PORT;
+    d->chans[port].flags &= (uint8_t)~XE_CHAN_DEFERRED;
+    word = xe_word(d, port);
+    if (word != NULL)
+        xe_clear(word, XE_W_PENDING);
+    return XE_OK;
+}
+
+/* EVTCHNOP_expand_array: the caller has mapped pages[page_index] and raised
+ * nr_pages; re-raise what fired while the page was missing.  Returns the
+ * number of ports re-raised, or a negative XE_E_* code. */
+int xe_hv_page_added(xe_domain *d, uint32_t page_index)
+{
+    uint32_t port, first, last;
+    int raised = 0, rc;
+
+    if (page_index >= d->nr_pages || page_index >= XE_MAX_PAGES || d->pages[page_index] == NULL)
+        return XE_E_RANGE;
+    first = page_index * XE_WORDS_PER_PAGE;
+    last = first + XE_WORDS_PER_PAGE;
+    if (last > d->nr_chans)
+        last = d->nr_chans;
+    for (port = first ? first : 1; port < last; port++) {
+        if (!(d->chans[port].flags & XE_CHAN_DEFERRED))
+            continue;
+        d->chans[port].flags &= (uint8_t)~XE_CHAN_DEFERRED;
+        rc = xe_hv_set_pending(d, port);
+        if (rc < 0)
+            return rc;
+        raised++;
+    }
+    return raised;
+}
+
+int xe_word_get(const xe_domain *d, uint32_t port, uint32_t *value)
+{
+    const uint32_t *word = xe_word(d, port);
+
+    if (word == NULL)
+        return XE_E_RANGE;
+    *value = xe_load(word);
+    return XE_OK;
+}
+
+int xe_word_set(xe_domain *d, uint32_t port, uint32_t value)
+{
+    uint32_t *word = xe_word(d, port);
+
+    if (word == NULL)
+        return XE_E_RANGE;
+    xe_store(word, value);
+    return XE_OK;
+}

@@ -1,0 +1,152 @@
+/*
+ * xenevt FIFO event-channel engine: the declarations shared by the C sources
+ * and the cffi binding (xenevt/_build_native.py feeds this file to cdef()).
+ *
+ * Keep this file free of preprocessor logic other than plain integer
+ * #defines: cffi parses it.  Constants come from Xen's public header
+ * xen/include/public/event_channel.h and keep Xen's names recognisable.
+ */
+
+/* --- Xen ABI (event_channel.h, FIFO section) --- */
+#define XE_EVTCHN_FIFO_PENDING 31
+#define XE_EVTCHN_FIFO_MASKED 30
+#define XE_EVTCHN_FIFO_LINKED 29
+#define XE_EVTCHN_FIFO_BUSY 28
+#define XE_EVTCHN_FIFO_LINK_BITS 17
+#define XE_EVTCHN_FIFO_LINK_MASK 0x1ffff
+#define XE_EVTCHN_FIFO_NR_CHANNELS 131072
+#define XE_EVTCHN_FIFO_MAX_QUEUES 16
+#define XE_EVTCHN_FIFO_PRIORITY_MAX 0
+#define XE_EVTCHN_FIFO_PRIORITY_DEFAULT 7
+#define XE_EVTCHN_FIFO_PRIORITY_MIN 15
+#define XE_WORDS_PER_PAGE 1024
+#define XE_MAX_PAGES 128
+
+/* struct evtchn_fifo_control_block: 72 bytes, one per vCPU. */
+typedef struct xe_control_block {
+    uint32_t ready;
+    uint32_t _rsvd;
+    uint32_t head[16];
+} xe_control_block;
+
+/*
+ * Hypervisor-private per-port state (Xen's struct evtchn, reduced to what the
+ * FIFO code and the simulator's channel table need).  16 bytes.  The engine
+ * reads priority/notify_vcpu and maintains last_priority/last_vcpu (Xen's
+ * fifo_lastq) and the DEFERRED flag; the other fields belong to the caller.
+ */
+typedef struct xe_chan {
+    uint8_t state;
+    uint8_t priority;
+    uint8_t last_priority;
+    uint8_t flags;
+    uint16_t notify_vcpu;
+    uint16_t last_vcpu;
+    uint16_t remote_dom;
+    uint16_t aux;
+    uint32_t remote_port;
+} xe_chan;
+
+/* xe_chan.flags */
+#define XE_CHAN_DEFERRED 1    /* raised while its array page was missing */
+
+/*
+ * A domain's FIFO memory as the engine sees it.  pages[i] may be NULL (not
+ * mapped): such ports have no event word.  Ports >= nr_pages * 1024 have no
+ * word either.  cb[v] NULL means vCPU v has no control block.  tails is
+ * Xen's per-queue tail, indexed vcpu * 16 + priority.
+ */
+typedef struct xe_domain {
+    uint32_t *pages[128];
+    uint32_t nr_pages;
+    uint32_t nr_vcpus;
+    xe_control_block **cb;
+    uint32_t *tails;
+    xe_chan *chans;
+    uint32_t nr_chans;
+} xe_domain;
+
+/* Linux's per-CPU cpu_queue plus the handler's local copy of READY, kept
+ * across calls so that a batch may stop early without losing a READY bit. */
+typedef struct xe_guest_vcpu {
+    uint32_t ready;
+    uint32_t head[16];
+} xe_guest_vcpu;
+
+typedef struct xe_error {
+    int32_t code;      /* XE_OK or an XE_E_* code */
+    uint32_t port;     /* the port the error is about */
+    uint32_t vcpu;
+    uint32_t priority;
+} xe_error;
+
+/* Error codes (negative returns, or xe_error.code). */
+#define XE_OK 0
+#define XE_E_PORT -1        /* port 0 or beyond the channel table */
+#define XE_E_VCPU -2        /* vCPU beyond the domain's vCPUs */
+#define XE_E_RANGE -3       /* port/head/LINK/tail with no event word (past the array or unmapped page) */
+#define XE_E_NO_CONTROL -4  /* vCPU has no control block */
+#define XE_E_ZERO_HEAD -5   /* READY bit set but the queue's head is 0 */
+#define XE_E_UNLINKED -6    /* head/LINK points at a word that is not LINKED (cycle or corruption) */
+#define XE_E_BUSY -7        /* word stayed BUSY past the spin bound */
+#define XE_E_STATE -8       /* corrupt hypervisor state (lastq, priority) */
+
+/* Result bits of xe_hv_set_pending / xe_hv_unmask. */
+#define XE_SP_WAS_PENDING 1
+#define XE_SP_LINKED 2        /* newly linked onto a queue */
+#define XE_SP_NEW_HEAD 4      /* the queue was empty: head written */
+#define XE_SP_UPCALL 8        /* READY bit was clear: vCPU must be kicked */
+#define XE_SP_DEFERRED 16     /* no array page yet: remembered until expand */
+#define XE_SP_NO_CONTROL 32   /* vCPU has no control block: event dropped */
+#define XE_SP_LINK_GAVE_UP 64 /* tail stayed contended: Xen's "not linked" */
+#define XE_SP_MASKED 128      /* pending but masked: not linked */
+#define XE_SP_ALREADY_LINKED 256
+#define XE_SP_NOT_PENDING 512 /* (unmask) not pending: nothing raised */
+#define XE_SP_MOVED 1024      /* linked on a different queue than last time */
+
+/* Flags of xe_guest_consume. */
+#define XE_CONSUME_ACK 1      /* clear PENDING on delivery (Linux's ack) */
+#define XE_CONSUME_MASK 2     /* set MASKED on delivery (the evtchn device / lateeoi) */
+
+/* Status of a walked queue (xe_walk_result.status). */
+#define XE_WALK_EMPTY 0       /* head is 0 */
+#define XE_WALK_END 1         /* chain ended with LINK 0 */
+#define XE_WALK_STALE 2       /* head word is not LINKED: queue consumed, head stale */
+#define XE_WALK_RANGE 3       /* a head/LINK with no event word (bad_port) */
+#define XE_WALK_UNLINKED 4    /* a LINK to a word that is not LINKED (bad_port) */
+#define XE_WALK_CYCLE 5       /* the chain comes back to bad_port */
+#define XE_WALK_SHARED 6      /* bad_port is also on queue `other` */
+#define XE_WALK_TRUNCATED 7   /* chain buffer full */
+#define XE_WALK_NO_CONTROL 8  /* vCPU has no control block */
+
+typedef struct xe_walk_result {
+    uint32_t head;     /* where the walk started */
+    uint32_t start;    /* index of the chain's first port in the chain buffer */
+    uint32_t count;    /* ports in the chain */
+    int32_t status;
+    uint32_t bad_port;
+    int32_t other;     /* for XE_WALK_SHARED: vcpu * 16 + priority of the other queue */
+} xe_walk_result;
+
+/* --- event words --- */
+int xe_word_get(const xe_domain *d, uint32_t port, uint32_t *value);
+int xe_word_set(xe_domain *d, uint32_t port, uint32_t value);
+
+/* --- hypervisor side (xen/common/event_fifo.c); caller holds the domain's event lock --- */
+int xe_hv_set_pending(xe_domain *d, uint32_t port);
+int xe_hv_unmask(xe_domain *d, uint32_t port);
+int xe_hv_clear_pending(xe_domain *d, uint32_t port);
+int xe_hv_page_added(xe_domain *d, uint32_t page_index);
+
+/* --- guest side (Linux drivers/xen/events/events_fifo.c) --- */
+uint32_t xe_guest_consume(xe_domain *d, uint32_t vcpu, xe_guest_vcpu *g, uint32_t flags,
+                          uint32_t *out, uint32_t out_len, uint32_t max_steps, xe_error *err);
+int xe_guest_mask(xe_domain *d, uint32_t port);
+int xe_guest_unmask(xe_domain *d, uint32_t port);
+int xe_guest_clear_pending(xe_domain *d, uint32_t port);
+
+/* --- non-destructive walker (dumps) --- */
+int xe_walk_queue(const xe_domain *d, uint32_t queue_id, uint32_t head, uint32_t *chain,
+                  uint32_t chain_len, uint16_t *owner, xe_walk_result *res);
+int xe_walk_all(const xe_domain *d, const uint32_t *starts, uint32_t *chain, uint32_t chain_len,
+                uint16_t *owner, xe_walk_result *results);

@@ -1,0 +1,69 @@
+"""Return codes and flag bits of the engine, as in csrc/xenevt_fifo_api.h.
+
+Kept in Python so that the reference engine and the decoders work without
+the compiled module; tests/test_codes.py checks each value against it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+
+class Err(IntEnum):
+    OK = 0
+    PORT = -1
+    VCPU = -2
+    RANGE = -3
+    NO_CONTROL = -4
+    ZERO_HEAD = -5
+    UNLINKED = -6
+    BUSY = -7
+    STATE = -8
+
+
+ERR_TEXT = {
+    Err.PORT: "port out of range",
+    Err.VCPU: "vCPU out of range",
+    Err.RANGE: "no event word (past the event array or on an unmapped page)",
+    Err.NO_CONTROL: "vCPU has no control block",
+    Err.ZERO_HEAD: "READY bit set but the queue head is 0",
+    Err.UNLINKED: "queue points at a word that is not LINKED (cycle or corruption)",
+    Err.BUSY: "event word stayed BUSY",
+    Err.STATE: "corrupt hypervisor state",
+}
+
+
+class SP(IntFlag):
+    """What raising (or unmasking) an event did: xe_hv_set_pending's result."""
+
+    WAS_PENDING = 1
+    LINKED = 2
+    NEW_HEAD = 4
+    UPCALL = 8
+    DEFERRED = 16
+    NO_CONTROL = 32
+    LINK_GAVE_UP = 64
+    MASKED = 128
+    ALREADY_LINKED = 256
+    NOT_PENDING = 512
+    MOVED = 1024
+
+
+class Consume(IntFlag):
+    ACK = 1
+    MASK = 2
+
+
+class Walk(IntEnum):
+    EMPTY = 0
+    END = 1
+    STALE = 2
+    RANGE = 3
+    UNLINKED = 4
+    CYCLE = 5
+    SHARED = 6
+    TRUNCATED = 7
+    NO_CONTROL = 8
+
+
+CHAN_DEFERRED = 1

@@ -1,0 +1,268 @@
+"""One domain's FIFO memory in one buffer: the layout both engines work on.
+
+The same layout serves an in-memory ``bytearray`` (tests), a region of the
+simulator's memory-mapped state file, and a saved dump, so the engines never
+care where the bytes live.  Sections, each 64-byte aligned:
+
+* header page: magic, geometry, array size, per-vCPU control-block offsets;
+* the event array: ``max_pages`` pages of 1024 event words (Xen's view);
+* one guest page per vCPU holding its control block at a chosen offset;
+* hypervisor-private: queue tails (``vcpu * 16 + priority``) and channels;
+* guest-private: Linux's per-CPU queue heads and local READY per vCPU.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from dataclasses import dataclass
+
+from .. import abi
+
+if sys.byteorder != "little":  # pragma: no cover - Xen's FIFO ABI is little-endian on x86/Arm
+    raise ImportError("xenevt's memory layouts assume a little-endian host")
+
+MAGIC = 0x4D444558  # "XEDM"
+LAYOUT_VERSION = 1
+MAX_VCPUS = 512
+HEADER = struct.Struct("<IIIIIII")  # magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, generation
+CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
+CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
+GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
+TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
+
+# xe_chan.flags
+CHAN_DEFERRED = 1
+
+
+class LayoutError(ValueError):
+    """The buffer does not hold a valid domain image (names the field and value)."""
+
+
+def _align(n: int, a: int = 64) -> int:
+    return (n + a - 1) // a * a
+
+
+@dataclass(frozen=True)
+class Geometry:
+    nr_vcpus: int
+    max_pages: int
+    nr_chans: int
+
+    def validate(self) -> None:
+        if not 1 <= self.nr_vcpus <= MAX_VCPUS:
+            raise LayoutError(f"vCPU count {self.nr_vcpus} out of range 1..{MAX_VCPUS}")
+        if not 1 <= self.max_pages <= abi.MAX_EVENT_ARRAY_PAGES:
+            raise LayoutError(f"event array size {self.max_pages} pages out of range 1..{abi.MAX_EVENT_ARRAY_PAGES}")
+        if not 2 <= self.nr_chans <= abi.EVTCHN_FIFO_NR_CHANNELS:
+            raise LayoutError(f"channel count {self.nr_chans} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
+
+    @property
+    def pages_offset(self) -> int:
+        return abi.PAGE_SIZE
+
+    @property
+    def cb_pages_offset(self) -> int:
+        return self.pages_offset + self.max_pages * abi.PAGE_SIZE
+
+    @property
+    def tails_offset(self) -> int:
+        return self.cb_pages_offset + self.nr_vcpus * abi.PAGE_SIZE
+
+    @property
+    def guest_offset(self) -> int:
+        return _align(self.tails_offset + self.nr_vcpus * TAILS_PER_VCPU * 4)
+
+    @property
+    def chans_offset(self) -> int:
+        return _align(self.guest_offset + self.nr_vcpus * GUEST_VCPU.size)
+
+    @property
+    def size(self) -> int:
+        return _align(self.chans_offset + self.nr_chans * CHAN.size, abi.PAGE_SIZE)
+
+
+@dataclass
+class Chan:
+    """A channel's hypervisor-private fields (``xe_chan``)."""
+
+    state: int = 0
+    priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT
+    last_priority: int = 0
+    flags: int = 0
+    notify_vcpu: int = 0
+    last_vcpu: int = 0
+    remote_dom: int = 0
+    aux: int = 0
+    remote_port: int = 0
+
+
+class DomainMemory:
+    """A view of one domain image inside ``buf`` (any writable buffer)."""
+
+    def __init__(self, buf, offset: int = 0):
+        view = memoryview(buf)
+        if view.readonly:
+            raise LayoutError("domain image buffer is read-only")
+        if len(view) < offset + abi.PAGE_SIZE:
+            raise LayoutError(f"domain image at offset {offset} is truncated: {len(view) - offset} bytes")
+        magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, _ = HEADER.unpack_from(view, offset)
+        if magic != MAGIC:
+            raise LayoutError(f"bad domain image magic {magic:#010x} at offset {offset}")
+        if version != LAYOUT_VERSION:
+            raise LayoutError(f"unsupported domain image version {version} at offset {offset}")
+        self.geometry = Geometry(nr_vcpus, max_pages, nr_chans)
+        self.geometry.validate()
+        if nr_pages > max_pages:
+            raise LayoutError(f"event array of {nr_pages} pages exceeds its {max_pages}-page capacity")
+        if len(view) < offset + self.geometry.size:
+            raise LayoutError(
+                f"domain image at offset {offset} is truncated: {len(view) - offset} of {self.geometry.size} bytes"
+            )
+        self.offset = offset
+        self.buffer = view[offset : offset + self.geometry.size]
+        self._words = self.buffer.cast("I")
+
+    @classmethod
+    def create(cls, nr_vcpus: int = 1, max_pages: int = 1, nr_chans: int | None = None, buf=None, offset: int = 0):
+        """Format a fresh image (no pages, no control blocks) and attach to it."""
+        if nr_chans is None:
+            nr_chans = max_pages * abi.EVENT_WORDS_PER_PAGE
+        geo = Geometry(nr_vcpus, max_pages, nr_chans)
+        geo.validate()
+        if buf is None:
+            buf = bytearray(geo.size)
+        view = memoryview(buf)
+        if len(view) < offset + geo.size:
+            raise LayoutError(f"buffer too small for domain image: {len(view) - offset} < {geo.size} bytes")
+        view[offset : offset + geo.size] = bytes(geo.size)
+        HEADER.pack_into(view, offset, MAGIC, LAYOUT_VERSION, nr_vcpus, max_pages, 0, nr_chans, 0)
+        mem = cls(buf, offset)
+        for port in range(nr_chans):
+            mem.set_chan(port, Chan())
+        return mem
+
+    # --- header -------------------------------------------------------
+    def _hdr(self, index: int) -> int:
+        return self._words[index]
+
+    @property
+    def nr_vcpus(self) -> int:
+        return self.geometry.nr_vcpus
+
+    @property
+    def max_pages(self) -> int:
+        return self.geometry.max_pages
+
+    @property
+    def nr_chans(self) -> int:
+        return self.geometry.nr_chans
+
+    @property
+    def nr_pages(self) -> int:
+        return self._words[4]
+
+    @property
+    def nr_ports(self) -> int:
+        """Ports that have an event word now."""
+        return self.nr_pages * abi.EVENT_WORDS_PER_PAGE
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever pages or control blocks are added (engines re-read then)."""
+        return self._words[6]
+
+    def _bump(self) -> None:
+        self._words[6] = (self._words[6] + 1) & 0xFFFFFFFF
+
+    # --- event array --------------------------------------------------
+    def page_words(self, index: int) -> memoryview:
+        start = (self.geometry.pages_offset + index * abi.PAGE_SIZE) // 4
+        return self._words[start : start + abi.EVENT_WORDS_PER_PAGE]
+
+    def add_page(self, fill: int = abi.WORD_MASKED) -> int:
+        """Append one page, pre-filled as Linux does (every word MASKED)."""
+        index = self.nr_pages
+        if index >= self.max_pages:
+            raise LayoutError(f"event array is full: {index} of {self.max_pages} pages")
+        words = self.page_words(index)
+        for i in range(abi.EVENT_WORDS_PER_PAGE):
+            words[i] = fill
+        self._words[4] = index + 1
+        self._bump()
+        return index
+
+    def word(self, port: int) -> int | None:
+        if not 0 <= port < self.nr_ports:
+            return None
+        return self._words[self.geometry.pages_offset // 4 + port]
+
+    def set_word(self, port: int, value: int) -> None:
+        if not 0 <= port < self.nr_ports:
+            raise LayoutError(f"port {port} has no event word (array has {self.nr_ports} ports)")
+        self._words[self.geometry.pages_offset // 4 + port] = value & 0xFFFFFFFF
+
+    # --- control blocks -----------------------------------------------
+    def cb_offset(self, vcpu: int) -> int | None:
+        state = self._words[CB_STATE_OFFSET // 4 + vcpu]
+        return None if state == 0 else state - 1
+
+    def register_control_block(self, vcpu: int, offset: int = 0) -> None:
+        """EVTCHNOP_init_control's placement rules: 8-byte aligned, inside the page."""
+        if not 0 <= vcpu < self.nr_vcpus:
+            raise LayoutError(f"vCPU {vcpu} out of range 0..{self.nr_vcpus - 1}")
+        if offset % 8 or not 0 <= offset <= abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE:
+            raise LayoutError(f"control block offset {offset} is not 8-byte aligned inside a page")
+        self._words[CB_STATE_OFFSET // 4 + vcpu] = offset + 1
+        self._bump()
+
+    def cb_byte_offset(self, vcpu: int) -> int | None:
+        off = self.cb_offset(vcpu)
+        if off is None:
+            return None
+        return self.geometry.cb_pages_offset + vcpu * abi.PAGE_SIZE + off
+
+    def control_block(self, vcpu: int) -> memoryview | None:
+        """The 18 words ``ready, _rsvd, head[16]`` of vCPU ``vcpu``, or None."""
+        off = self.cb_byte_offset(vcpu)
+        if off is None:
+            return None
+        return self._words[off // 4 : off // 4 + 18]
+
+    # --- hypervisor-private -------------------------------------------
+    def tails(self) -> memoryview:
+        start = self.geometry.tails_offset // 4
+        return self._words[start : start + self.nr_vcpus * TAILS_PER_VCPU]
+
+    def chan(self, port: int) -> Chan:
+        return Chan(*CHAN.unpack_from(self.buffer, self.geometry.chans_offset + port * CHAN.size))
+
+    def set_chan(self, port: int, chan: Chan) -> None:
+        CHAN.pack_into(
+            self.buffer,
+            self.geometry.chans_offset + port * CHAN.size,
+            chan.state,
+            chan.priority,
+            chan.last_priority,
+            chan.flags,
+            chan.notify_vcpu,
+            chan.last_vcpu,
+            chan.remote_dom,
+            chan.aux,
+            chan.remote_port,
+        )
+
+    def update_chan(self, port: int, **fields) -> None:
+        chan = self.chan(port)
+        for name, value in fields.items():
+            setattr(chan, name, value)
+        self.set_chan(port, chan)
+
+    # --- guest-private ------------------------------------------------
+    def guest(self, vcpu: int) -> memoryview:
+        """``ready, head[16]``: Linux's local state for vCPU ``vcpu``."""
+        start = (self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4
+        return self._words[start : start + 17]
+
+    def snapshot(self) -> bytes:
+        return bytes(self.buffer)
