@@ -49,7 +49,7 @@ uint32_t xe_guest_consume(xe_domain *d, uint32_t vcpu, xe_guest_vcpu *g, uint32_
     uint32_t ready, q, head, port, link, w, n = 0, steps = 0;
     uint32_t *word;
 
-    err->code = XE_OK;
+    fail(err, XE_OK, 0, 0, 0, 0);
     if (vcpu >= d->nr_vcpus)
         return fail(err, XE_E_VCPU, 0, vcpu, 0, 0);
     cb = d->cb ? d->cb[vcpu] : NULL;

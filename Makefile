@@ -1,0 +1,48 @@
+# xenevt — `make help` lists the targets.
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+CSRC := csrc/fifo_hv.c csrc/fifo_guest.c csrc/fifo_walk.c
+CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Wshadow -Werror -Icsrc
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: help setup native test test-fast test-c sanitize bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml setup.py xenevt/_build_native.py $(CSRC) csrc/*.h
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv, install xenevt (builds the C engine) and test tools
+
+native: setup ## rebuild the C extension in place after editing csrc/
+	$(VPY) setup.py -q build_ext --inplace
+
+test: setup test-c ## build everything and run the whole suite (C tests + pytest, slow included)
+	$(VPY) -m pytest -q
+
+test-fast: setup ## pytest without the slow suites
+	$(VPY) -m pytest -q -m "not slow"
+
+test-c: ## the C engine's own tests, plain build
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) csrc/test_fifo.c $(CSRC) -o build/test_fifo
+	build/test_fifo
+
+sanitize: ## the C tests under AddressSanitizer + UBSan (must print no report)
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) $(SAN) csrc/test_fifo.c $(CSRC) -o build/test_fifo_san
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/test_fifo_san
+
+bench: setup ## print consume-loop figures: C engine vs plain C loop vs Python reference
+	$(VPY) bench/bench_engine.py
+
+lint: setup ## ruff
+	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench
+
+clean: ## remove build products and the venv
+	rm -rf build $(VENV) *.egg-info xenevt/_native*.so xenevt/_native.c
