@@ -24,9 +24,11 @@ if sys.byteorder != "little":  # pragma: no cover - Xen's FIFO ABI is little-end
 
 MAGIC = 0x4D444558  # "XEDM"
 LAYOUT_VERSION = 1
-MAX_VCPUS = 512
+MAX_VCPUS = 256
 HEADER = struct.Struct("<IIIIIII")  # magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, generation
 CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
+UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
+CONSUMER_OFFSET = 3072  # u32 per vCPU: pid of the process consuming as this vCPU, 0 if none
 CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
 GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
 TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
@@ -228,6 +230,24 @@ class DomainMemory:
         if off is None:
             return None
         return self._words[off // 4 : off // 4 + 18]
+
+    def upcall_byte_offset(self, vcpu: int) -> int:
+        """Offset (in the image) of vCPU ``vcpu``'s upcall counter, for futex waits."""
+        return UPCALL_OFFSET + 4 * vcpu
+
+    def upcall_seq(self, vcpu: int) -> int:
+        return self._words[UPCALL_OFFSET // 4 + vcpu]
+
+    def bump_upcall(self, vcpu: int) -> None:
+        """Mark an upcall pending for ``vcpu`` (callers hold the hypervisor lock)."""
+        i = UPCALL_OFFSET // 4 + vcpu
+        self._words[i] = (self._words[i] + 1) & 0xFFFFFFFF
+
+    def consumer(self, vcpu: int) -> int:
+        return self._words[CONSUMER_OFFSET // 4 + vcpu]
+
+    def set_consumer(self, vcpu: int, pid: int) -> None:
+        self._words[CONSUMER_OFFSET // 4 + vcpu] = pid
 
     # --- hypervisor-private -------------------------------------------
     def tails(self) -> memoryview:

@@ -1,0 +1,29 @@
+"""Backend selection: the one place that decides which implementation runs."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import BackendUnavailable, UsageError
+from .base import Backend, NotifyResult, PortStatus
+
+__all__ = ["Backend", "NotifyResult", "PortStatus", "select_backend"]
+
+XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"
+
+
+def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: int | None = None) -> Backend:
+    """``auto`` means the real host where /dev/xen/evtchn exists, the simulator elsewhere."""
+    if name == "auto":
+        name = "xen" if os.path.exists(XEN_EVTCHN_DEVICE) else "sim"
+    if name == "sim":
+        from .sim import SimBackend
+
+        return SimBackend(state_dir, caller)
+    if name == "xen":
+        raise BackendUnavailable(
+            "the real Xen backend is not available in this build yet: use --backend sim"
+            if os.path.exists(XEN_EVTCHN_DEVICE)
+            else f"not running on Xen: {XEN_EVTCHN_DEVICE} does not exist (use --backend sim)"
+        )
+    raise UsageError(f"unknown backend {name!r} (expected auto, sim or xen)")

@@ -1,0 +1,70 @@
+"""The one Backend protocol every implementation (sim, xen, file) offers.
+
+Nothing outside xenevt/backend/ branches on which backend is in use; optional
+abilities (consuming as a guest, FIFO memory for dumps) are methods that
+raise BackendUnavailable where a backend lacks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+# Channel states as EVTCHNOP_status reports them (EVTCHNSTAT_*)
+STATES = ("closed", "unbound", "interdomain", "pirq", "virq", "ipi")
+
+# Xen's VIRQ numbers (xen.h) that the CLI accepts by name
+VIRQS = {"timer": 0, "debug": 1, "console": 2, "dom_exc": 3, "tbuf": 4, "debugger": 6, "xenoprof": 7,
+         "con_ring": 8, "pcpu_state": 9, "mem_event": 10, "argo": 11, "enomem": 12, "xenpmu": 13}
+# VIRQs bound per vCPU (VIRQ_TIMER, VIRQ_DEBUG, VIRQ_XENOPROF, VIRQ_XENPMU); the others are global
+PER_VCPU_VIRQS = {0, 1, 7, 13}
+
+
+@dataclass
+class PortStatus:
+    """What is known of one port: EVTCHNOP_status's facts plus FIFO flags where readable."""
+
+    domain: int
+    port: int
+    state: str                     # one of STATES
+    vcpu: int = 0                  # notify vCPU
+    remote_domain: int | None = None
+    remote_port: int | None = None
+    virq: int | None = None
+    pirq: int | None = None
+    priority: int | None = None    # FIFO priority, where known
+    word: int | None = None        # raw event word, where readable
+    flags: dict = field(default_factory=dict)  # pending/masked/linked/busy/link where readable
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+
+@dataclass
+class NotifyResult:
+    domain: int
+    port: int
+    target_domain: int | None      # where the event was raised (None: dropped)
+    target_port: int | None
+    outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def info(self) -> dict: ...
+    def domains(self) -> list[int]: ...
+    def bind_unbound(self, domain: int, remote_domain: int) -> int: ...
+    def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int: ...
+    def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int: ...
+    def bind_ipi(self, domain: int, vcpu: int = 0) -> int: ...
+    def notify(self, domain: int, port: int) -> NotifyResult: ...
+    def mask(self, domain: int, port: int) -> None: ...
+    def unmask(self, domain: int, port: int) -> None: ...
+    def close(self, domain: int, port: int) -> None: ...
+    def set_priority(self, domain: int, port: int, priority: int) -> None: ...
+    def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None: ...
+    def status(self, domain: int, port: int) -> PortStatus: ...
+    def list_ports(self, domain: int) -> list[PortStatus]: ...
+    def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]: ...
+    def fifo_memory(self, domain: int): ...

@@ -1,0 +1,71 @@
+"""The `sim` backend: the Backend protocol over the embedded simulated host."""
+
+from __future__ import annotations
+
+from ..sim.host import SimHost
+
+
+class SimBackend:
+    name = "sim"
+
+    def __init__(self, state_dir: str | None = None, caller: int | None = None):
+        self.host = SimHost(state_dir)
+        self.caller = caller
+
+    def _as(self, domain: int) -> int:
+        # default: act as the domain itself (a guest using its own ports)
+        return domain if self.caller is None else self.caller
+
+    def info(self) -> dict:
+        return self.host.info()
+
+    def domains(self) -> list[int]:
+        return sorted(self.host.domains)
+
+    def bind_unbound(self, domain: int, remote_domain: int) -> int:
+        return self.host.alloc_unbound(self._as(domain), domain, remote_domain)
+
+    def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int:
+        return self.host.bind_interdomain(self._as(domain), domain, remote_domain, remote_port)
+
+    def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int:
+        return self.host.bind_virq(self._as(domain), domain, virq, vcpu)
+
+    def bind_ipi(self, domain: int, vcpu: int = 0) -> int:
+        return self.host.bind_ipi(self._as(domain), domain, vcpu)
+
+    def notify(self, domain: int, port: int):
+        return self.host.send(self._as(domain), domain, port)
+
+    def mask(self, domain: int, port: int) -> None:
+        self.host.mask(self._as(domain), domain, port)
+
+    def unmask(self, domain: int, port: int) -> None:
+        self.host.unmask(self._as(domain), domain, port)
+
+    def close(self, domain: int, port: int) -> None:
+        self.host.close_port(self._as(domain), domain, port)
+
+    def set_priority(self, domain: int, port: int, priority: int) -> None:
+        self.host.set_priority(self._as(domain), domain, port, priority)
+
+    def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None:
+        self.host.bind_vcpu(self._as(domain), domain, port, vcpu)
+
+    def status(self, domain: int, port: int):
+        return self.host.status(self._as(domain), domain, port)
+
+    def list_ports(self, domain: int):
+        return self.host.list_ports(self._as(domain), domain)
+
+    def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None):
+        if (domain, vcpu) not in getattr(self, "_claimed", set()):
+            self.host.claim_vcpu(domain, vcpu)
+            self._claimed = getattr(self, "_claimed", set()) | {(domain, vcpu)}
+        return self.host.consume(domain, vcpu, max_events, timeout)
+
+    def fifo_memory(self, domain: int):
+        return self.host.domain(domain, "read the FIFO memory of").mem
+
+    def shutdown(self) -> None:
+        self.host.close()

@@ -1,0 +1,593 @@
+"""The embedded simulated Xen host: Xen's event-channel rules over a state file.
+
+One memory-mapped file holds every domain's FIFO memory (the engine's
+DomainMemory layout), so several processes share one host: hypervisor-side
+operations take an exclusive file lock (Xen's event lock), guests consume
+lock-free with atomics on the shared words, and a consumer sleeps on its
+vCPU's upcall word (futex) until an event is raised.
+
+The hypercalls follow xen/common/event_channel.c; the guest kernel's part
+(expanding the array before using a port, unmasking it, masking on close)
+follows Linux drivers/xen/events/.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import struct
+import tempfile
+import time
+from contextlib import contextmanager
+
+from .. import abi
+from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus
+from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
+from ..errors import ChannelError, StateError, channel_error
+from . import futex
+
+FILE_NAME = "host.xes"
+LOCK_NAME = "consumers.lock"
+MAGIC = b"XENEVTSM"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
+DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
+DOM_TABLE = 64
+MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
+DOM_PRIVILEGED = 1
+
+# Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
+ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
+ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
+               ECS_IPI: 5}
+NR_VIRQS = 24
+CONSUME_BATCH = 256
+
+
+def default_state_dir() -> str:
+    """``$XENEVT_STATE``, else ``$XDG_RUNTIME_DIR/xenevt``, else ``~/.local/state/xenevt``."""
+    if os.environ.get("XENEVT_STATE"):
+        return os.environ["XENEVT_STATE"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "xenevt")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "xenevt")
+
+
+def _errtext(e: OSError) -> str:
+    return e.strerror.lower() if e.strerror else str(e)
+
+
+def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
+                max_ports_domu: int = 1024, force: bool = False) -> str:
+    """Create a fresh host (dom0 + domUs) and return its state file's path.
+
+    Each guest boots as Linux does: a control block per vCPU, then the first
+    event-array page.  The file is built aside and renamed into place, so an
+    existing host is never left half-written.
+    """
+    state_dir = state_dir or default_state_dir()
+    if not 1 <= nr_domains <= MAX_DOMAINS:
+        raise StateError(f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    geos = []
+    for domid in range(nr_domains):
+        ports = max_ports_dom0 if domid == 0 else max_ports_domu
+        if not 2 <= ports <= abi.EVTCHN_FIFO_NR_CHANNELS:
+            raise StateError(f"port count {ports} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
+        geo = Geometry(nr_vcpus, -(-ports // abi.EVENT_WORDS_PER_PAGE), ports)
+        try:
+            geo.validate()
+        except LayoutError as e:
+            raise StateError(str(e)) from None
+        geos.append(geo)
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as e:
+        raise StateError(f"cannot create state directory {state_dir}: {_errtext(e)}") from None
+    path = os.path.join(state_dir, FILE_NAME)
+    if os.path.exists(path) and not force:
+        raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
+    size = abi.PAGE_SIZE + sum(g.size for g in geos)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
+    except OSError as e:
+        raise StateError(f"cannot write in state directory {state_dir}: {_errtext(e)}") from None
+    try:
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size) as mm:
+            HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
+            offset = abi.PAGE_SIZE
+            for domid, geo in enumerate(geos):
+                DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid,
+                                    DOM_PRIVILEGED if domid == 0 else 0, offset, geo.size)
+                mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
+                mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
+                for v in range(geo.nr_vcpus):
+                    mem.register_control_block(v)
+                mem.add_page()
+                del mem
+                offset += geo.size
+            mm.flush()
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd) if _fd_open(fd) else None
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+class SimDomain:
+    """One domain of the host: its memory, engine and Xen-side facts."""
+
+    def __init__(self, domid: int, flags: int, mem: DomainMemory):
+        self.domid = domid
+        self.privileged = bool(flags & DOM_PRIVILEGED)
+        self.mem = mem
+        self.engine = engine_for(mem)
+
+
+class SimHost:
+    """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
+
+    def __init__(self, state_dir: str | None = None):
+        self.state_dir = state_dir or default_state_dir()
+        self.path = os.path.join(self.state_dir, FILE_NAME)
+        if not os.path.isdir(self.state_dir):
+            raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first")
+        if not os.path.exists(self.path):
+            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first")
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
+        except OSError as e:
+            raise StateError(f"cannot open state file {self.path}: {_errtext(e)}") from None
+        try:
+            self._map()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._consumer_fd: int | None = None
+        self._pins: dict[tuple[int, int], tuple[int, object]] = {}
+
+    def _map(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size < abi.PAGE_SIZE:
+            raise StateError(f"state file {self.path} is truncated ({size} bytes): not a xenevt state file")
+        self._mm = mmap.mmap(self._fd, size)
+        magic, version, nr_domains, file_size, _ = HEADER.unpack_from(self._mm, 0)
+        bad = None
+        if magic != MAGIC:
+            bad = "not a xenevt state file (bad magic)"
+        elif version != VERSION:
+            bad = f"unsupported state file version {version} (this xenevt reads {VERSION})"
+        elif file_size != size:
+            bad = f"corrupt: header says {file_size} bytes, file has {size}"
+        elif not 1 <= nr_domains <= MAX_DOMAINS:
+            bad = f"corrupt: domain count {nr_domains}"
+        self.domains: dict[int, SimDomain] = {}
+        if bad is None:
+            for i in range(nr_domains):
+                domid, flags, offset, dsize = DOM_ENTRY.unpack_from(self._mm, DOM_TABLE + i * DOM_ENTRY.size)
+                if offset < abi.PAGE_SIZE or offset + dsize > size or domid in self.domains or domid > 0x7FF0:
+                    bad = f"corrupt: domain table entry {i} (domain {domid}, offset {offset}, size {dsize})"
+                    break
+                try:
+                    mem = DomainMemory(self._mm, offset)
+                except LayoutError as e:
+                    bad = f"corrupt: domain {domid}: {e}"
+                    break
+                self.domains[domid] = SimDomain(domid, flags, mem)
+        if bad is not None:
+            self.domains = {}
+            self._mm.close()
+            raise StateError(f"state file {self.path}: {bad}")
+
+    def close(self) -> None:
+        self._pins.clear()
+        for dom in self.domains.values():
+            dom.engine = None
+            dom.mem = None
+        self.domains = {}
+        try:
+            self._mm.close()
+        except BufferError:  # a caller still holds a view; the OS unmaps at exit
+            pass
+        os.close(self._fd)
+        if self._consumer_fd is not None:
+            os.close(self._consumer_fd)
+            self._consumer_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- locking and lookup -----------------------------------------------
+    @contextmanager
+    def locked(self):
+        """The hypervisor's event lock: one process changes channel tables at a time."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def domain(self, domid: int, call: str, port: int | None = None) -> SimDomain:
+        dom = self.domains.get(domid)
+        if dom is None:
+            raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
+        return dom
+
+    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
+        """A domain may only touch its own ports unless it is privileged (XSM's dom0 rule)."""
+        me = self.domain(caller, call)
+        dom = self.domain(domid, call, port)
+        if caller != domid and not me.privileged:
+            raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
+                                domain=domid, port=port)
+        return dom
+
+    def _chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
+        if not 0 < port < dom.mem.nr_chans:
+            raise channel_error(call, errno.EINVAL, f"port out of range (domain has ports 1..{dom.mem.nr_chans - 1})",
+                                domain=dom.domid, port=port)
+        ch = dom.mem.chan(port)
+        if bound and ch.state in (ECS_FREE, ECS_RESERVED):
+            raise channel_error(call, errno.EINVAL, "port is not bound", domain=dom.domid, port=port)
+        return ch
+
+    def _vcpu(self, dom: SimDomain, vcpu: int, call: str, port: int | None = None) -> None:
+        if not 0 <= vcpu < dom.mem.nr_vcpus:
+            raise channel_error(call, errno.ENOENT, f"no vCPU {vcpu} (domain has {dom.mem.nr_vcpus})",
+                                domain=dom.domid, port=port, vcpu=vcpu)
+
+    # --- raising events -----------------------------------------------------
+    def _raise(self, dom: SimDomain, port: int, unmask: bool = False) -> int:
+        """Xen's evtchn_port_set_pending (or the unmask hypercall) plus the vCPU kick."""
+        rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
+        if rc < 0:
+            raise channel_error("raise", errno.EIO, f"engine refused: code {rc} (corrupt state?)",
+                                domain=dom.domid, port=port)
+        if rc & SP.UPCALL:
+            self._kick(dom, dom.mem.chan(port).notify_vcpu)
+        return rc
+
+    def _kick(self, dom: SimDomain, vcpu: int) -> None:
+        """vcpu_mark_events_pending(): bump the upcall word and wake its sleepers."""
+        dom.mem.bump_upcall(vcpu)
+        futex.wake(self._upcall_addr(dom, vcpu))
+
+    def _upcall_addr(self, dom: SimDomain, vcpu: int) -> int:
+        key = (dom.domid, vcpu)
+        if key not in self._pins:
+            self._pins[key] = futex.address_of(self._mm, dom.mem.offset + dom.mem.upcall_byte_offset(vcpu))
+        return self._pins[key][0]
+
+    # --- the guest kernel's part (Linux events_fifo.c / events_base.c) --------
+    def _guest_setup(self, dom: SimDomain, port: int) -> None:
+        """evtchn_fifo_setup(): grow the array, one MASKED page at a time, to cover ``port``."""
+        mem = dom.mem
+        while port >= mem.nr_ports:
+            if mem.nr_pages >= mem.max_pages:
+                raise channel_error("bind", errno.ENOSPC, "event array is at its maximum size",
+                                    domain=dom.domid, port=port)
+            index = mem.add_page()
+            raised = dom.engine.page_added(index)
+            if raised > 0:
+                for v in range(mem.nr_vcpus):
+                    self._kick(dom, v)
+
+    def _guest_enable(self, dom: SimDomain, port: int, masked: bool) -> None:
+        """The guest binds an IRQ to the port and enables it: unmask, via the hypercall if pending."""
+        self._guest_setup(dom, port)
+        if not masked and dom.engine.guest_unmask(port) == 0:
+            self._raise(dom, port, unmask=True)
+
+    def _get_free_port(self, dom: SimDomain, call: str) -> int:
+        """Xen's get_free_port(): the lowest free port that is not still LINKED (busy)."""
+        mem = dom.mem
+        for port in range(1, mem.nr_chans):
+            if mem.chan(port).state != ECS_FREE:
+                continue
+            word = mem.word(port)
+            if word is not None and word & abi.WORD_LINKED:
+                continue
+            return port
+        raise channel_error(call, errno.ENOSPC, f"no free port (all {mem.nr_chans - 1} in use)", domain=dom.domid)
+
+    def _new_chan(self, dom: SimDomain, port: int, **fields) -> None:
+        # evtchn_fifo_init(): default priority; lastq keeps whatever it was
+        old = dom.mem.chan(port)
+        chan = Chan(priority=abi.EVTCHN_FIFO_PRIORITY_DEFAULT, last_priority=old.last_priority,
+                    last_vcpu=old.last_vcpu, **fields)
+        dom.mem.set_chan(port, chan)
+
+    # --- hypercalls -------------------------------------------------------------
+    def alloc_unbound(self, caller: int, domid: int, remote: int, masked: bool = False) -> int:
+        call = "allocate an unbound port in"
+        with self.locked():
+            dom = self._access(caller, domid, call)
+            self.domain(remote, call)
+            port = self._get_free_port(dom, call)
+            self._guest_setup(dom, port)
+            self._new_chan(dom, port, state=ECS_UNBOUND, remote_dom=remote)
+            self._guest_enable(dom, port, masked)
+            return port
+
+    def bind_interdomain(self, caller: int, domid: int, remote: int, remote_port: int, masked: bool = False) -> int:
+        call = "bind interdomain for"
+        with self.locked():
+            dom = self._access(caller, domid, call)
+            rdom = self.domain(remote, call)
+            rch = self._chan(rdom, remote_port, "bind to", bound=False)
+            if rch.state != ECS_UNBOUND or rch.remote_dom != domid:
+                why = "is not unbound" if rch.state != ECS_UNBOUND else f"accepts domain {rch.remote_dom} only"
+                raise channel_error("bind to", errno.EINVAL, f"remote port {why}", domain=remote, port=remote_port)
+            port = self._get_free_port(dom, call)
+            self._new_chan(dom, port, state=ECS_INTERDOMAIN, remote_dom=remote, remote_port=remote_port)
+            rdom.mem.update_chan(remote_port, state=ECS_INTERDOMAIN, remote_dom=domid, remote_port=port)
+            # Xen sets the new local port pending: an event sent before the bind is not lost
+            self._raise(dom, port)
+            self._guest_enable(dom, port, masked)
+            return port
+
+    def bind_virq(self, caller: int, domid: int, virq: int, vcpu: int = 0, masked: bool = False) -> int:
+        call = "bind VIRQ for"
+        with self.locked():
+            dom = self._access(caller, domid, call)
+            if not 0 <= virq < NR_VIRQS:
+                raise channel_error(call, errno.EINVAL, f"no VIRQ {virq}", domain=domid)
+            self._vcpu(dom, vcpu, call)
+            if virq not in PER_VCPU_VIRQS and vcpu != 0:
+                raise channel_error(call, errno.EINVAL, f"VIRQ {virq} is global: bind it on vCPU 0", domain=domid)
+            for p in range(1, dom.mem.nr_chans):
+                ch = dom.mem.chan(p)
+                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
+                    raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
+                                        domain=domid, port=p)
+            port = self._get_free_port(dom, call)
+            self._new_chan(dom, port, state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu)
+            self._guest_enable(dom, port, masked)
+            return port
+
+    def bind_ipi(self, caller: int, domid: int, vcpu: int = 0, masked: bool = False) -> int:
+        call = "bind IPI for"
+        with self.locked():
+            dom = self._access(caller, domid, call)
+            self._vcpu(dom, vcpu, call)
+            port = self._get_free_port(dom, call)
+            self._new_chan(dom, port, state=ECS_IPI, notify_vcpu=vcpu)
+            self._guest_enable(dom, port, masked)
+            return port
+
+    def send(self, caller: int, domid: int, port: int) -> NotifyResult:
+        call = "notify"
+        with self.locked():
+            dom = self._access(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            if ch.state == ECS_INTERDOMAIN:
+                target, tport = self.domain(ch.remote_dom, call, port), ch.remote_port
+            elif ch.state == ECS_IPI:
+                target, tport = dom, port
+            elif ch.state == ECS_UNBOUND:
+                # Xen returns 0 and drops it; a user asking for it is told
+                raise channel_error(call, errno.ENOTCONN,
+                                    "port is unbound, nothing is connected (Xen drops the notification)",
+                                    domain=domid, port=port)
+            else:
+                state = STATES[ECS_TO_STAT[ch.state]]
+                raise channel_error(call, errno.EINVAL, f"cannot send on a {state} port", domain=domid, port=port)
+            rc = SP(self._raise(target, tport))
+        return NotifyResult(domid, port, target.domid, tport, _outcome(rc))
+
+    def raise_virq(self, domid: int, virq: int, vcpu: int = 0) -> NotifyResult:
+        """send_guest_vcpu_virq(): Xen raises a VIRQ on the port bound to it."""
+        with self.locked():
+            dom = self.domain(domid, "raise VIRQ in")
+            for p in range(1, dom.mem.nr_chans):
+                ch = dom.mem.chan(p)
+                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
+                    return NotifyResult(domid, p, domid, p, _outcome(SP(self._raise(dom, p))))
+            raise channel_error("raise VIRQ in", errno.ENOENT, f"VIRQ {virq} is not bound on vCPU {vcpu}",
+                                domain=domid)
+
+    def close_port(self, caller: int, domid: int, port: int) -> None:
+        call = "close"
+        with self.locked():
+            dom = self._access(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            if ch.state == ECS_INTERDOMAIN:
+                rdom = self.domains.get(ch.remote_dom)
+                if rdom is not None:
+                    # the other end stays, waiting for a new partner from this domain
+                    rdom.mem.update_chan(ch.remote_port, state=ECS_UNBOUND, remote_dom=domid, remote_port=0)
+            self._free(dom, port)
+
+    def _free(self, dom: SimDomain, port: int) -> None:
+        """Linux masks the port before closing it; Xen's evtchn_free() clears PENDING."""
+        if dom.mem.word(port) is not None:
+            dom.engine.guest_mask(port)
+        dom.engine.clear_pending(port)
+        old = dom.mem.chan(port)
+        dom.mem.set_chan(port, Chan(last_priority=old.last_priority, last_vcpu=old.last_vcpu))
+
+    def reset(self, caller: int, domid: int) -> None:
+        """EVTCHNOP_reset: close every port of the domain."""
+        for port in range(1, self.domain(domid, "reset").mem.nr_chans):
+            with self.locked():
+                dom = self._access(caller, domid, "reset")
+                if dom.mem.chan(port).state in (ECS_FREE, ECS_RESERVED):
+                    continue
+            self.close_port(caller, domid, port)
+
+    def unmask(self, caller: int, domid: int, port: int) -> None:
+        """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
+        call = "unmask"
+        dom = self._access(caller, domid, call, port)
+        self._chan(dom, port, call)
+        self._word_or_fail(dom, port, call)
+        rc = dom.engine.guest_unmask(port)
+        if rc < 0:
+            raise channel_error(call, errno.EBUSY, "event word stayed BUSY", domain=domid, port=port)
+        if rc == 0:
+            with self.locked():
+                self._raise(dom, port, unmask=True)
+
+    def mask(self, caller: int, domid: int, port: int) -> None:
+        call = "mask"
+        dom = self._access(caller, domid, call, port)
+        self._chan(dom, port, call)
+        self._word_or_fail(dom, port, call)
+        dom.engine.guest_mask(port)
+
+    def _word_or_fail(self, dom: SimDomain, port: int, call: str) -> int:
+        word = dom.mem.word(port)
+        if word is None:
+            raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=dom.domid, port=port)
+        return word
+
+    def set_priority(self, caller: int, domid: int, port: int, priority: int) -> None:
+        call = "set the priority of"
+        with self.locked():
+            dom = self._access(caller, domid, call, port)
+            self._chan(dom, port, call)
+            if not 0 <= priority <= abi.EVTCHN_FIFO_PRIORITY_MIN:
+                raise channel_error(call, errno.EINVAL, f"priority {priority} out of range 0..15", domain=domid,
+                                    port=port)
+            # only future events use it: a linked event stays on its old queue
+            dom.mem.update_chan(port, priority=priority)
+
+    def bind_vcpu(self, caller: int, domid: int, port: int, vcpu: int) -> None:
+        call = "bind to a vCPU"
+        with self.locked():
+            dom = self._access(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            self._vcpu(dom, vcpu, call, port)
+            if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
+                raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
+                                    port=port)
+            dom.mem.update_chan(port, notify_vcpu=vcpu)
+
+    # --- inspection ------------------------------------------------------------
+    def status(self, caller: int, domid: int, port: int) -> PortStatus:
+        dom = self._access(caller, domid, "get the status of", port)
+        self._chan(dom, port, "get the status of", bound=False)
+        return self._status(dom, port)
+
+    def _status(self, dom: SimDomain, port: int) -> PortStatus:
+        ch = dom.mem.chan(port)
+        state = STATES[ECS_TO_STAT.get(ch.state, 0)]
+        st = PortStatus(domain=dom.domid, port=port, state=state, vcpu=ch.notify_vcpu)
+        if ch.state == ECS_UNBOUND:
+            st.remote_domain = ch.remote_dom
+        elif ch.state == ECS_INTERDOMAIN:
+            st.remote_domain, st.remote_port = ch.remote_dom, ch.remote_port
+        elif ch.state == ECS_VIRQ:
+            st.virq = ch.aux
+        elif ch.state == ECS_PIRQ:
+            st.pirq = ch.aux
+        if ch.state not in (ECS_FREE, ECS_RESERVED):
+            st.priority = ch.priority
+        word = dom.mem.word(port)
+        if word is not None:
+            st.word = word
+            st.flags = word_flag_dict(word)
+        return st
+
+    def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
+        dom = self._access(caller, domid, "list the ports of")
+        return [self._status(dom, p) for p in range(1, dom.mem.nr_chans)
+                if dom.mem.chan(p).state not in (ECS_FREE, ECS_RESERVED)]
+
+    def info(self) -> dict:
+        doms = []
+        for d in self.domains.values():
+            used = sum(1 for p in range(1, d.mem.nr_chans) if d.mem.chan(p).state not in (ECS_FREE, ECS_RESERVED))
+            doms.append({"domain": d.domid, "privileged": d.privileged, "vcpus": d.mem.nr_vcpus,
+                         "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
+                         "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None]})
+        return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
+                "domains": doms}
+
+    def _engine_name(self) -> str:
+        return next(iter(self.domains.values())).engine.name if self.domains else "none"
+
+    # --- the guest consuming ---------------------------------------------------
+    def claim_vcpu(self, domid: int, vcpu: int) -> None:
+        """One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock says who."""
+        dom = self.domain(domid, "consume events of")
+        self._vcpu(dom, vcpu, "consume events of")
+        if self._consumer_fd is None:
+            self._consumer_fd = os.open(os.path.join(self.state_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(self._consumer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
+        except OSError:
+            raise channel_error("consume events of", errno.EBUSY,
+                                f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
+                                domain=domid, vcpu=vcpu) from None
+        dom.mem.set_consumer(vcpu, os.getpid())
+
+    def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0) -> list[int]:
+        """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives."""
+        dom = self.domain(domid, "consume events of")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        addr = self._upcall_addr(dom, vcpu)
+        while True:
+            seq = dom.mem.upcall_seq(vcpu)
+            ports, err = dom.engine.consume(vcpu, Consume.ACK, max_events)
+            if err[0] != 0:
+                from ..engine.codes import ERR_TEXT, Err
+
+                raise ChannelError(
+                    f"cannot consume events of vCPU {vcpu} of domain {domid}: {ERR_TEXT[Err(err[0])]}"
+                    f" (port {err[1]}, priority {err[3]})", domain=domid, port=err[1], vcpu=vcpu, call="consume")
+            if ports:
+                return ports
+            if dom.mem.guest(vcpu)[0]:
+                continue  # local READY bits left: more to consume without sleeping
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))
+
+
+def word_flag_dict(word: int) -> dict:
+    return {"pending": bool(word & abi.WORD_PENDING), "masked": bool(word & abi.WORD_MASKED),
+            "linked": bool(word & abi.WORD_LINKED), "busy": bool(word & abi.WORD_BUSY),
+            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
+
+
+def _outcome(rc: SP) -> str:
+    if SP.DEFERRED in rc:
+        return "deferred"
+    if SP.NO_CONTROL in rc:
+        return "dropped: no control block"
+    if SP.MASKED in rc:
+        return "pending, masked"
+    if SP.ALREADY_LINKED in rc or SP.WAS_PENDING in rc:
+        return "coalesced"
+    if SP.LINK_GAVE_UP in rc:
+        return "lost: tail stayed busy"
+    return "queued" if SP.LINKED in rc else "raised"
+
+
+def host_info(state_dir: str | None) -> dict:
+    with SimHost(state_dir) as host:
+        return host.info()
+
+
+def reset_host(state_dir: str | None) -> None:
+    with SimHost(state_dir) as host:
+        for domid in list(host.domains):
+            host.reset(0, domid)
