@@ -3,10 +3,14 @@ PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 CSRC := csrc/fifo_hv.c csrc/fifo_guest.c csrc/fifo_walk.c
+CTEST ?= csrc/test_fifo_main.c
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Wshadow -Werror -Icsrc
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: help setup native test test-fast test-c sanitize bench lint clean
+demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
+	$(VPY) -m xenevt.sim.demo
+
+.PHONY: help setup demo native test test-fast test-c sanitize bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,12 +34,12 @@ test-fast: setup ## pytest without the slow suites
 
 test-c: ## the C engine's own tests, plain build
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) csrc/test_fifo.c $(CSRC) -o build/test_fifo
+	$(CC) $(CFLAGS_TEST) $(CTEST) $(CSRC) -o build/test_fifo
 	build/test_fifo
 
 sanitize: ## the C tests under AddressSanitizer + UBSan (must print no report)
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) $(SAN) csrc/test_fifo.c $(CSRC) -o build/test_fifo_san
+	$(CC) $(CFLAGS_TEST) $(SAN) $(CTEST) $(CSRC) -o build/test_fifo_san
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/test_fifo_san
 
 bench: setup ## print consume-loop figures: C engine vs plain C loop vs Python reference

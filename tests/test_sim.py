@@ -185,3 +185,15 @@ def test_many_processes_notify_while_one_consumes(tmp_path):
         results, chain = h.domain(0, "t").engine.walk()
         assert chain == []
         assert len(got) <= 8 * 300
+
+
+def test_demo_runs_and_shows_priority_order():
+    import io
+
+    from xenevt.sim import demo
+
+    buf = io.StringIO()
+    assert demo.run(buf) == 0
+    text = buf.getvalue()
+    assert "delivered [2, 1]: priority 2 first" in text
+    assert "PM-- link=0" in text and "unbound again" in text
