@@ -196,4 +196,4 @@ def test_demo_runs_and_shows_priority_order():
     assert demo.run(buf) == 0
     text = buf.getvalue()
     assert "delivered [2, 1]: priority 2 first" in text
-    assert "PM-- link=0" in text and "unbound again" in text
+    assert "0xc0000000  PM--" in text and "unbound again" in text

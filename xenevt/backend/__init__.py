@@ -12,14 +12,18 @@ __all__ = ["Backend", "NotifyResult", "PortStatus", "select_backend"]
 XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"
 
 
-def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: int | None = None) -> Backend:
-    """``auto`` means the real host where /dev/xen/evtchn exists, the simulator elsewhere."""
+def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: int | None = None,
+                   read_only: bool = False) -> Backend:
+    """``auto`` means the real host where /dev/xen/evtchn exists, the simulator elsewhere.
+
+    ``read_only``: the caller only inspects, so a backend may open its state read-only.
+    """
     if name == "auto":
         name = "xen" if os.path.exists(XEN_EVTCHN_DEVICE) else "sim"
     if name == "sim":
         from .sim import SimBackend
 
-        return SimBackend(state_dir, caller)
+        return SimBackend(state_dir, caller, read_only)
     if name == "xen":
         raise BackendUnavailable(
             "the real Xen backend is not available in this build yet: use --backend sim"

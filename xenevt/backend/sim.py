@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..sim.host import SimHost
+from .base import PortStatus
 
 
 class SimBackend:
     name = "sim"
 
-    def __init__(self, state_dir: str | None = None, caller: int | None = None):
-        self.host = SimHost(state_dir)
+    def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
+        self.host = SimHost(state_dir, read_only=read_only)
         self.caller = caller
 
     def _as(self, domain: int) -> int:
@@ -65,7 +66,12 @@ class SimBackend:
         return self.host.consume(domain, vcpu, max_events, timeout)
 
     def fifo_memory(self, domain: int):
+        """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.domain(domain, "read the FIFO memory of").mem
+
+    def channels(self, domain: int) -> dict[int, "PortStatus"]:
+        """Every open port's status, keyed by port: what dumps annotate words with."""
+        return {st.port: st for st in self.list_ports(domain)}
 
     def shutdown(self) -> None:
         self.host.close()

@@ -140,15 +140,17 @@ class SimDomain:
 class SimHost:
     """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
 
-    def __init__(self, state_dir: str | None = None):
+    def __init__(self, state_dir: str | None = None, read_only: bool = False):
+        """``read_only`` maps a private copy: inspection can never change the shared state."""
         self.state_dir = state_dir or default_state_dir()
+        self.read_only = read_only
         self.path = os.path.join(self.state_dir, FILE_NAME)
         if not os.path.isdir(self.state_dir):
             raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first")
         if not os.path.exists(self.path):
             raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first")
         try:
-            self._fd = os.open(self.path, os.O_RDWR)
+            self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
         except OSError as e:
             raise StateError(f"cannot open state file {self.path}: {_errtext(e)}") from None
         try:
@@ -163,7 +165,7 @@ class SimHost:
         size = os.fstat(self._fd).st_size
         if size < abi.PAGE_SIZE:
             raise StateError(f"state file {self.path} is truncated ({size} bytes): not a xenevt state file")
-        self._mm = mmap.mmap(self._fd, size)
+        self._mm = mmap.mmap(self._fd, size, access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
         magic, version, nr_domains, file_size, _ = HEADER.unpack_from(self._mm, 0)
         bad = None
         if magic != MAGIC:
@@ -217,11 +219,16 @@ class SimHost:
     @contextmanager
     def locked(self):
         """The hypervisor's event lock: one process changes channel tables at a time."""
+        self._writable()
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StateError(f"state file {self.path} is open read-only here: this command only inspects")
 
     def domain(self, domid: int, call: str, port: int | None = None) -> SimDomain:
         dom = self.domains.get(domid)
@@ -434,6 +441,7 @@ class SimHost:
     def unmask(self, caller: int, domid: int, port: int) -> None:
         """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
         call = "unmask"
+        self._writable()
         dom = self._access(caller, domid, call, port)
         self._chan(dom, port, call)
         self._word_or_fail(dom, port, call)
@@ -446,6 +454,7 @@ class SimHost:
 
     def mask(self, caller: int, domid: int, port: int) -> None:
         call = "mask"
+        self._writable()
         dom = self._access(caller, domid, call, port)
         self._chan(dom, port, call)
         self._word_or_fail(dom, port, call)
@@ -486,24 +495,7 @@ class SimHost:
         return self._status(dom, port)
 
     def _status(self, dom: SimDomain, port: int) -> PortStatus:
-        ch = dom.mem.chan(port)
-        state = STATES[ECS_TO_STAT.get(ch.state, 0)]
-        st = PortStatus(domain=dom.domid, port=port, state=state, vcpu=ch.notify_vcpu)
-        if ch.state == ECS_UNBOUND:
-            st.remote_domain = ch.remote_dom
-        elif ch.state == ECS_INTERDOMAIN:
-            st.remote_domain, st.remote_port = ch.remote_dom, ch.remote_port
-        elif ch.state == ECS_VIRQ:
-            st.virq = ch.aux
-        elif ch.state == ECS_PIRQ:
-            st.pirq = ch.aux
-        if ch.state not in (ECS_FREE, ECS_RESERVED):
-            st.priority = ch.priority
-        word = dom.mem.word(port)
-        if word is not None:
-            st.word = word
-            st.flags = word_flag_dict(word)
-        return st
+        return chan_status(dom.domid, port, dom.mem.chan(port), dom.mem.word(port))
 
     def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
         dom = self._access(caller, domid, "list the ports of")
@@ -526,6 +518,7 @@ class SimHost:
     # --- the guest consuming ---------------------------------------------------
     def claim_vcpu(self, domid: int, vcpu: int) -> None:
         """One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock says who."""
+        self._writable()
         dom = self.domain(domid, "consume events of")
         self._vcpu(dom, vcpu, "consume events of")
         if self._consumer_fd is None:
@@ -560,6 +553,30 @@ class SimHost:
             if remaining is not None and remaining <= 0:
                 return []
             futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))
+
+
+def chan_is_open(chan: Chan) -> bool:
+    return chan.state not in (ECS_FREE, ECS_RESERVED)
+
+
+def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus:
+    """EVTCHNOP_status's view of a channel record, plus the FIFO flags of its word."""
+    state = STATES[ECS_TO_STAT.get(ch.state, 0)]
+    st = PortStatus(domain=domid, port=port, state=state, vcpu=ch.notify_vcpu)
+    if ch.state == ECS_UNBOUND:
+        st.remote_domain = ch.remote_dom
+    elif ch.state == ECS_INTERDOMAIN:
+        st.remote_domain, st.remote_port = ch.remote_dom, ch.remote_port
+    elif ch.state == ECS_VIRQ:
+        st.virq = ch.aux
+    elif ch.state == ECS_PIRQ:
+        st.pirq = ch.aux
+    if chan_is_open(ch):
+        st.priority = ch.priority
+    if word is not None:
+        st.word = word
+        st.flags = word_flag_dict(word)
+    return st
 
 
 def word_flag_dict(word: int) -> dict:

@@ -1,0 +1,5 @@
+"""``python -m xenevt``: the same as the ``xenevt`` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,155 @@
+"""What every command shares: the chosen backend, output, and argument types.
+
+Commands never pick a backend themselves: they ask the context, which asks
+``select_backend`` once with the global options.  Commands that only inspect
+say so, and the simulator then opens its state read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+
+from .. import abi
+from ..backend import select_backend
+from ..backend.base import VIRQS
+from ..errors import UsageError
+from ..sim.host import FILE_NAME, create_host, default_state_dir
+
+MAX_DOMID = 0x7FEF  # DOMID_FIRST_RESERVED - 1
+
+
+class Ctx:
+    def __init__(self, backend: str, state: str | None, domain: int | None, caller: int | None, as_json: bool,
+                 debug: bool):
+        self.backend_name = backend
+        self.state_given = state is not None or bool(os.environ.get("XENEVT_STATE"))
+        self.state = state or default_state_dir()
+        self.domain_default = domain
+        self.caller = caller
+        self.json = as_json
+        self.debug = debug
+        self.out = Console(markup=False, highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+        self._backends: dict[bool, object] = {}
+
+    def domain(self, local: int | None) -> int:
+        """The domain a command is about: its own --domain, else the global one, else dom0."""
+        if local is not None:
+            return local
+        return 0 if self.domain_default is None else self.domain_default
+
+    def backend(self, read_only: bool = False):
+        if read_only and False in self._backends:
+            return self._backends[False]
+        if read_only not in self._backends:
+            self._maybe_create_default_host()
+            self._backends[read_only] = select_backend(self.backend_name, state_dir=self.state, caller=self.caller,
+                                                       read_only=read_only)
+        return self._backends[read_only]
+
+    def _maybe_create_default_host(self) -> None:
+        """On a laptop with no Xen and no host yet, the default location gets one (said on stderr)."""
+        if self.state_given or self.backend_name == "xen":
+            return
+        if self.backend_name == "auto" and os.path.exists("/dev/xen/evtchn"):
+            return
+        if os.path.exists(os.path.join(self.state, FILE_NAME)):
+            return
+        create_host(self.state)
+        self.err.print(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {self.state}")
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            shutdown = getattr(b, "shutdown", None)
+            if shutdown:
+                shutdown()
+        self._backends.clear()
+
+    def emit(self, data, text: str | None = None) -> None:
+        """JSON when --json, else ``text`` (or nothing)."""
+        if self.json:
+            self.out.file.write(json.dumps(data, sort_keys=False) + "\n")
+            self.out.file.flush()
+        elif text is not None:
+            self.out.print(text)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+class _IntRange(click.ParamType):
+    """An integer (decimal or 0x hex) in a range, with an error that names the value and the range."""
+
+    def __init__(self, what: str, lo: int, hi: int, why: str = ""):
+        self.name = what
+        self.lo, self.hi, self.why = lo, hi, why
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            n = value
+        else:
+            try:
+                n = int(str(value), 0)
+            except ValueError:
+                self.fail(f"{self.name} {value!r} is not a number", param, ctx)
+        if not self.lo <= n <= self.hi:
+            self.fail(f"{self.name} {n} out of range {self.lo}..{self.hi}{self.why}", param, ctx)
+        return n
+
+
+PORT = _IntRange("port", 1, abi.EVTCHN_FIFO_NR_CHANNELS - 1, " (port 0 is never valid; the FIFO ABI has 2^17 ports)")
+DOMAIN = _IntRange("domain", 0, MAX_DOMID)
+VCPU = _IntRange("vCPU", 0, 4095)
+PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)")
+COUNT = _IntRange("count", 1, 1 << 31)
+
+
+class _Virq(click.ParamType):
+    name = "virq"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        s = str(value).lower().removeprefix("virq_")
+        if s in VIRQS:
+            return VIRQS[s]
+        try:
+            n = int(s, 0)
+        except ValueError:
+            self.fail(f"unknown VIRQ {value!r} (names: {', '.join(VIRQS)}; or a number)", param, ctx)
+        if not 0 <= n < 24:
+            self.fail(f"VIRQ {n} out of range 0..23", param, ctx)
+        return n
+
+
+VIRQ = _Virq()
+
+
+def domain_option(f):
+    return click.option("--domain", "-d", "local_domain", type=DOMAIN, default=None,
+                        help="Domain the port belongs to (default: the global --domain, else 0).")(f)
+
+
+def json_option(f):
+    """--json is accepted after the command too; it sets the global flag."""
+
+    def set_json(ctx, param, value):
+        if value:
+            ctx.find_object(Ctx).json = True
+        return value
+
+    return click.option("--json", "local_json", is_flag=True, expose_value=False, callback=set_json,
+                        help="Print JSON.")(f)
+
+
+def fail_usage(message: str):
+    raise UsageError(message)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

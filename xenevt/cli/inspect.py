@@ -1,0 +1,106 @@
+"""Read-only commands: ``status``, ``list``, ``info``.  They open the simulator read-only."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..abi import word_flags
+from ..backend.base import VIRQS
+from .context import PORT, Ctx, domain_option, json_option, pass_ctx
+
+VIRQ_NAMES = {n: name for name, n in VIRQS.items()}
+
+
+def remote_text(st) -> str:
+    if st.state == "interdomain":
+        return f"domain {st.remote_domain} port {st.remote_port}"
+    if st.state == "unbound":
+        return f"waiting for domain {st.remote_domain}"
+    if st.state == "virq":
+        return f"VIRQ {st.virq} ({VIRQ_NAMES.get(st.virq, '?')})"
+    if st.state == "pirq":
+        return f"PIRQ {st.pirq}"
+    return ""
+
+
+@click.command("status")
+@click.argument("port", type=PORT)
+@domain_option
+@json_option
+@pass_ctx
+def status(c: Ctx, port, local_domain):
+    """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
+    d = c.domain(local_domain)
+    st = c.backend(read_only=True).status(d, port)
+    if c.json:
+        c.emit(st.as_dict())
+        return
+    c.out.print(f"domain {d} port {port}: {st.state}")
+    if remote_text(st):
+        c.out.print(f"  remote:   {remote_text(st)}")
+    c.out.print(f"  vCPU:     {st.vcpu}")
+    if st.priority is not None:
+        c.out.print(f"  priority: {st.priority}")
+    if st.word is None:
+        c.out.print("  word:     none (port beyond the event array)")
+    else:
+        f = st.flags
+        c.out.print(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, masked {f['masked']},"
+                    f" linked {f['linked']}, busy {f['busy']}, link {f['link']})")
+
+
+@click.command("list")
+@domain_option
+@json_option
+@pass_ctx
+def list_ports(c: Ctx, local_domain):
+    """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
+    d = c.domain(local_domain)
+    ports = c.backend(read_only=True).list_ports(d)
+    if c.json:
+        c.emit([st.as_dict() for st in ports])
+        return
+    if not ports:
+        c.out.print(f"domain {d}: no open ports")
+        return
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("port", "state", "vcpu", "prio", "PMLB", "link", "remote"):
+        t.add_column(col, justify="right" if col in ("port", "vcpu", "prio", "link") else "left")
+    for st in ports:
+        t.add_row(str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
+                  word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
+                  remote_text(st))
+    c.out.print(f"domain {d}: {len(ports)} open port(s)")
+    c.out.print(t)
+
+
+def render_info(data: dict, out: Console) -> None:
+    out.print(f"backend {data['backend']}: {data.get('state_file', '')}  ABI {data.get('abi', '?')}, engine "
+              f"{data.get('engine', '?')}")
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("domain", "privileged", "vcpus", "ports in use", "max ports", "array pages", "control blocks"):
+        t.add_column(col, justify="left" if col == "control blocks" else "right")
+    for d in data.get("domains", []):
+        cbs = d["control_blocks"]
+        t.add_row(str(d["domain"]), "yes" if d["privileged"] else "no", str(d["vcpus"]), str(d["ports_in_use"]),
+                  str(d["max_ports"] - 1), str(d["event_array_pages"]),
+                  "all" if len(cbs) == d["vcpus"] else ",".join(map(str, cbs)) or "none")
+    out.print(t)
+
+
+@click.command("info")
+@pass_ctx
+def info(c: Ctx):
+    """Which backend runs, and what it sees (domains, vCPUs, ports, ABI)."""
+    data = c.backend(read_only=True).info()
+    if c.json:
+        c.emit(data)
+    else:
+        render_info(data, c.out)
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (status, list_ports, info):
+        cli.add_command(cmd)

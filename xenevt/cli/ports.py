@@ -1,0 +1,86 @@
+"""Commands that act on one open port: notify, mask, unmask, close, set-priority, bind-vcpu."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from ..abi import word_flags
+from .context import PORT, PRIORITY, VCPU, Ctx, domain_option, json_option, pass_ctx
+
+
+def _flags_now(c: Ctx, domain: int, port: int) -> str:
+    st = c.backend().status(domain, port)
+    return f"now {word_flags(st.word)}" if st.word is not None else "no event word"
+
+
+@click.command("notify")
+@click.argument("ports", metavar="PORT...", type=PORT, nargs=-1, required=True)
+@domain_option
+@json_option
+@pass_ctx
+def notify(c: Ctx, ports, local_domain):
+    """Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end
+    (interdomain) or on this domain (IPI).  Notifying an unbound port is an error here,
+    although Xen silently drops it."""
+    d = c.domain(local_domain)
+    b = c.backend()
+    for port in ports:
+        r = b.notify(d, port)
+        c.emit(asdict(r), f"notified port {port} of domain {d} -> domain {r.target_domain} port {r.target_port}:"
+                          f" {r.outcome}")
+
+
+def _simple(name: str, verb: str, doc: str, action):
+    @click.command(name, help=doc)
+    @click.argument("port", type=PORT)
+    @domain_option
+    @json_option
+    @pass_ctx
+    def cmd(c: Ctx, port, local_domain):
+        d = c.domain(local_domain)
+        action(c.backend(), d, port)
+        after = "" if name == "close" else f" ({_flags_now(c, d, port)})"
+        c.emit({"domain": d, "port": port, "done": name}, f"{verb} port {port} of domain {d}{after}")
+
+    return cmd
+
+
+mask = _simple("mask", "masked", "Set MASKED on PORT: events stay pending, nothing is queued or delivered.",
+               lambda b, d, p: b.mask(d, p))
+unmask = _simple("unmask", "unmasked", "Clear MASKED on PORT; if it is pending Xen links it and raises the upcall "
+                 "(EVTCHNOP_unmask).", lambda b, d, p: b.unmask(d, p))
+close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.",
+                lambda b, d, p: b.close(d, p))
+
+
+@click.command("set-priority")
+@click.argument("port", type=PORT)
+@click.argument("priority", type=PRIORITY)
+@domain_option
+@json_option
+@pass_ctx
+def set_priority(c: Ctx, port, priority, local_domain):
+    """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue."""
+    d = c.domain(local_domain)
+    c.backend().set_priority(d, port, priority)
+    c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")
+
+
+@click.command("bind-vcpu")
+@click.argument("port", type=PORT)
+@click.argument("vcpu", type=VCPU)
+@domain_option
+@json_option
+@pass_ctx
+def bind_vcpu(c: Ctx, port, vcpu, local_domain):
+    """Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ ports cannot move."""
+    d = c.domain(local_domain)
+    c.backend().bind_vcpu(d, port, vcpu)
+    c.emit({"domain": d, "port": port, "vcpu": vcpu}, f"port {port} of domain {d}: notifies vCPU {vcpu}")
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (notify, mask, unmask, close, set_priority, bind_vcpu):
+        cli.add_command(cmd)

@@ -1,0 +1,62 @@
+"""The text view of a DomainDump: queues as chains, then the event words that matter."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from .model import DomainDump, _bits
+
+
+def _remote(st) -> str:
+    if st.state == "interdomain":
+        return f"dom{st.remote_domain}:{st.remote_port}"
+    if st.state == "unbound":
+        return f"dom{st.remote_domain} (waiting)"
+    if st.state == "virq":
+        return f"VIRQ {st.virq}"
+    if st.state == "pirq":
+        return f"PIRQ {st.pirq}"
+    return ""
+
+
+def render_dump(d: DomainDump, console: Console) -> None:
+    limit = f" (limit: port {d.max_ports - 1})" if d.max_ports else ""
+    console.print(Text(f"domain {d.domain}: {d.abi} ABI, {d.nr_pages} event-array page(s) = ports 0..{d.nr_ports - 1}"
+                       f"{limit}; source: {d.source}", style="bold"))
+    for v in d.vcpus:
+        if not v.control_block:
+            console.print(f"  vCPU {v.vcpu}: no control block (events for it are dropped)")
+            continue
+        ready = ",".join(map(str, _bits(v.ready))) or "-"
+        line = f"  vCPU {v.vcpu}: READY {v.ready:#06x} [{ready}]"
+        if v.guest_ready:
+            line += f"  guest still holds [{','.join(map(str, _bits(v.guest_ready)))}]"
+        console.print(line)
+        if not v.queues:
+            console.print("    all queues empty")
+        for q in v.queues:
+            chain = " -> ".join(map(str, q.chain)) or "(none)"
+            flag = " READY" if q.ready else ""
+            text = Text(f"    q{q.priority:<2d}{flag:6s} head {q.head} ({q.head_from}): {chain}  [{q.status}]")
+            if q.note:
+                text.append(f"  {q.note}", style="red" if q.broken else "dim")
+            console.print(text)
+    if not d.words:
+        console.print("  no event word set beyond the boot default (MASKED)")
+    else:
+        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for col in ("port", "word", "PMLB", "link", "state", "vcpu", "prio", "remote"):
+            t.add_column(col, justify="right" if col in ("port", "link", "vcpu", "prio") else "left")
+        for w in d.words:
+            st = w.channel
+            t.add_row(str(w.port), f"{w.word:#010x}", w.flags, str(w.link) if w.link else "-",
+                      st.state if st else "", str(st.vcpu) if st else "",
+                      str(st.priority) if st and st.priority is not None else "", _remote(st) if st else "")
+        console.print(Text("  event words (P=pending M=masked L=linked B=busy):"))
+        console.print(Padding(t, (0, 0, 0, 2)))
+    if d.plain_masked:
+        console.print(f"  {d.plain_masked} more word(s) are plain MASKED, the boot default (--all-words lists them)",
+                      style="dim")
