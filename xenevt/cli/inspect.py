@@ -91,6 +91,7 @@ def render_info(data: dict, out: Console) -> None:
 
 
 @click.command("info")
+@json_option
 @pass_ctx
 def info(c: Ctx):
     """Which backend runs, and what it sees (domains, vCPUs, ports, ABI)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..sim.host import SimHost, create_host
-from .context import DOMAIN, Ctx, pass_ctx
+from .context import DOMAIN, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
 
@@ -23,6 +23,7 @@ def sim():
 @click.option("--max-ports-domu", type=click.IntRange(2, 1 << 17), default=1024, show_default=True,
               help="Event-channel limit of each domU (Xen's default max_event_channels is 1023 ports).")
 @click.option("--force", is_flag=True, help="Replace an existing host.")
+@json_option
 @pass_ctx
 def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, force):
     """Create a fresh host: each guest has a control block per vCPU and one event-array page."""
@@ -34,6 +35,7 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, force):
 
 
 @sim.command("info")
+@json_option
 @pass_ctx
 def info(c: Ctx):
     """Domains, vCPUs, ports in use and array sizes of the host."""
@@ -48,6 +50,7 @@ def info(c: Ctx):
 @sim.command("reset")
 @click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True,
               help="Only this domain (repeatable); default every domain.")
+@json_option
 @pass_ctx
 def reset(c: Ctx, domains):
     """Close every port (EVTCHNOP_reset), as dom0; interdomain peers are left unbound."""

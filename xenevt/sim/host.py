@@ -159,6 +159,7 @@ class SimHost:
             os.close(self._fd)
             raise
         self._consumer_fd: int | None = None
+        self._claimed: set[tuple[int, int]] = set()
         self._pins: dict[tuple[int, int], tuple[int, object]] = {}
 
     def _map(self) -> None:
@@ -195,6 +196,12 @@ class SimHost:
             raise StateError(f"state file {self.path}: {bad}")
 
     def close(self) -> None:
+        # a consumer that leaves says so: its vCPU shows no consumer pid any more
+        for domid, vcpu in self._claimed:
+            dom = self.domains.get(domid)
+            if dom is not None and dom.mem is not None and dom.mem.consumer(vcpu) == os.getpid():
+                dom.mem.set_consumer(vcpu, 0)
+        self._claimed = set()
         self._pins.clear()
         for dom in self.domains.values():
             dom.engine = None
@@ -238,8 +245,11 @@ class SimHost:
 
     def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
         """A domain may only touch its own ports unless it is privileged (XSM's dom0 rule)."""
-        me = self.domain(caller, call)
         dom = self.domain(domid, call, port)
+        me = self.domains.get(caller)
+        if me is None:
+            raise channel_error(call, errno.ESRCH, f"the calling domain {caller} does not exist", domain=domid,
+                                port=port)
         if caller != domid and not me.privileged:
             raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
                                 domain=domid, port=port)
@@ -478,7 +488,7 @@ class SimHost:
             dom.mem.update_chan(port, priority=priority)
 
     def bind_vcpu(self, caller: int, domid: int, port: int, vcpu: int) -> None:
-        call = "bind to a vCPU"
+        call = "move"
         with self.locked():
             dom = self._access(caller, domid, call, port)
             ch = self._chan(dom, port, call)
@@ -522,7 +532,11 @@ class SimHost:
         dom = self.domain(domid, "consume events of")
         self._vcpu(dom, vcpu, "consume events of")
         if self._consumer_fd is None:
-            self._consumer_fd = os.open(os.path.join(self.state_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+            lock = os.path.join(self.state_dir, LOCK_NAME)
+            try:
+                self._consumer_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise StateError(f"cannot open the consumer lock {lock}: {_errtext(e)}") from None
         try:
             fcntl.lockf(self._consumer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
         except OSError:
@@ -530,6 +544,7 @@ class SimHost:
                                 f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
                                 domain=domid, vcpu=vcpu) from None
         dom.mem.set_consumer(vcpu, os.getpid())
+        self._claimed.add((domid, vcpu))
 
     def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0) -> list[int]:
         """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives."""
