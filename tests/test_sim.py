@@ -202,6 +202,10 @@ def test_many_processes_notify_while_one_consumes(tmp_path):
             assert mem.word(p0) & (abi.WORD_PENDING | abi.WORD_LINKED | abi.WORD_BUSY) == 0
         results_, chain = h.domain(0, "t").engine.walk()
         assert chain == [] and mem.control_block(0)[0] == 0
+        from xenevt.dump import build_dump
+
+        view = build_dump(mem, 0, "sim")
+        assert view.vcpus[0].queues == [] and not any(w.pending or w.linked or w.busy for w in view.words)
 
 
 def test_demo_runs_and_shows_priority_order():
