@@ -359,3 +359,12 @@ def test_subprocess_read_only_state_dir(state):
         os.chmod(state, 0o755)
         os.chmod(path, 0o644)
     assert digest(state) == before
+
+
+def test_subprocess_reader_going_away_is_not_an_error(state):
+    p = subprocess.Popen(xenevt_cmd("dump", "--all-words", "--all-domains"),  # > a pipe buffer env=dict(os.environ, XENEVT_STATE=state),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"domain 0")
+    p.stdout.close()  # like `| head -1`
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 0 and err == b""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 from rich.console import Console
@@ -17,7 +16,6 @@ from rich.console import Console
 from .. import abi
 from ..backend import select_backend
 from ..backend.base import VIRQS
-from ..errors import UsageError
 from ..sim.host import FILE_NAME, create_host, default_state_dir
 
 MAX_DOMID = 0x7FEF  # DOMID_FIRST_RESERVED - 1
@@ -35,6 +33,7 @@ class Ctx:
         self.debug = debug
         self.out = Console(markup=False, highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+        self.out.on_broken_pipe = _reader_left  # `xenevt list | head`: stop quietly, exit 0
         self._backends: dict[bool, object] = {}
 
     def domain(self, local: int | None) -> int:
@@ -77,6 +76,10 @@ class Ctx:
             self.out.file.flush()
         elif text is not None:
             self.out.print(text)
+
+
+def _reader_left() -> None:
+    raise BrokenPipeError
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -146,10 +149,3 @@ def json_option(f):
     return click.option("--json", "local_json", is_flag=True, expose_value=False, callback=set_json,
                         help="Print JSON.")(f)
 
-
-def fail_usage(message: str):
-    raise UsageError(message)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
