@@ -80,7 +80,7 @@ def render_info(data: dict, out: Console) -> None:
     out.print(f"backend {data['backend']}: {data.get('state_file', '')}  ABI {data.get('abi', '?')}, engine "
               f"{data.get('engine', '?')}")
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("domain", "privileged", "vcpus", "ports in use", "max ports", "array pages", "control blocks"):
+    for col in ("domain", "privileged", "vcpus", "ports in use", "highest port", "array pages", "control blocks"):
         t.add_column(col, justify="left" if col == "control blocks" else "right")
     for d in data.get("domains", []):
         cbs = d["control_blocks"]
