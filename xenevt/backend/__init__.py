@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import BackendUnavailable, UsageError
+from ..errors import UsageError
 from .base import Backend, NotifyResult, PortStatus
 
 __all__ = ["Backend", "NotifyResult", "PortStatus", "select_backend"]
@@ -25,9 +25,7 @@ def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: 
 
         return SimBackend(state_dir, caller, read_only)
     if name == "xen":
-        raise BackendUnavailable(
-            "the real Xen backend is not available in this build yet: use --backend sim"
-            if os.path.exists(XEN_EVTCHN_DEVICE)
-            else f"not running on Xen: {XEN_EVTCHN_DEVICE} does not exist (use --backend sim)"
-        )
+        from .xen import XenBackend
+
+        return XenBackend(caller)
     raise UsageError(f"unknown backend {name!r} (expected auto, sim or xen)")

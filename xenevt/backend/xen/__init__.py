@@ -1,0 +1,341 @@
+"""The ``xen`` backend: real event channels through libxenevtchn, libxenctrl and libxencall.
+
+What real Xen allows shapes what this backend offers:
+- ports bound through /dev/xen/evtchn (libxenevtchn) belong to this process and are
+  closed when it exits; only those can be notified, unmasked, unbound or waited on;
+- another domain's ports are reached through libxenctrl as dom0 does: their status,
+  alloc_unbound on their behalf, reset;
+- set_priority and bind_vcpu act on the calling domain's own ports (hypercalls through
+  libxencall), as the ABI defines them.
+Every failure becomes a ChannelError or BackendUnavailable carrying errno, the call,
+the domain and the port.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import struct
+import time
+
+from ...errors import BackendUnavailable, ChannelError, channel_error
+from ..base import STATES, NotifyResult, PortStatus
+from . import libs
+
+XEN_DEVICE = "/dev/xen/evtchn"
+HYPERVISOR_event_channel_op = 32
+EVTCHNOP_bind_vcpu = 8
+EVTCHNOP_set_priority = 13
+DOMINFO_SIZE = 1024  # room for one xc_dominfo_t (its first field is the domid)
+
+
+def _reason(err: int) -> str:
+    return {
+        errno.EPERM: "not permitted (run as root, in dom0 or with the needed XSM rights)",
+        errno.EACCES: "permission denied (run as root)",
+        errno.ESRCH: "no such domain",
+        errno.EINVAL: "invalid port or argument",
+        errno.ENOENT: "not running on Xen (no /dev/xen device)",
+        errno.ENOSPC: "no free port",
+        errno.EEXIST: "already bound",
+        errno.EBUSY: "busy",
+        errno.ENOSYS: "the hypervisor does not implement this operation",
+    }.get(err, os.strerror(err).lower() if err else "failed")
+
+
+def self_domid() -> int | None:
+    """This guest's domain id: $XENEVT_SELF_DOMID, dom0 if /proc/xen says control_d, else unknown."""
+    env = os.environ.get("XENEVT_SELF_DOMID")
+    if env is not None:
+        return int(env)
+    try:
+        with open("/proc/xen/capabilities") as f:
+            if "control_d" in f.read():
+                return 0
+    except OSError:
+        pass
+    return None
+
+
+class XenBackend:
+    name = "xen"
+    ports_live_with_process = True
+
+    def __init__(self, caller: int | None = None):
+        if caller is not None:
+            raise BackendUnavailable("--as only applies to the simulator: on Xen the caller is this domain")
+        try:
+            self._evtchn = libs.load("xenevtchn")
+        except BackendUnavailable as e:
+            if not os.path.exists(XEN_DEVICE):
+                raise BackendUnavailable(f"not running on Xen: {XEN_DEVICE} does not exist, and {e} "
+                                         "(use --backend sim)") from None
+            raise
+        lg = libs.quiet_logger()
+        self._h = self._evtchn.xenevtchn_open(lg, 0)
+        if self._h == libs.ffi.NULL:
+            err = libs.ffi.errno
+            if err == errno.ENOENT:
+                raise BackendUnavailable(f"not running on Xen: {XEN_DEVICE} does not exist (use --backend sim)")
+            if err in (errno.EACCES, errno.EPERM):
+                raise BackendUnavailable(f"cannot open {XEN_DEVICE}: permission denied (run as root)")
+            raise BackendUnavailable(f"cannot open {XEN_DEVICE}: {_reason(err)} ({errno.errorcode.get(err, err)})")
+        self._xc = None
+        self._call = None
+        self._own: set[int] = set()          # ports bound through our handle
+        self.domid = self_domid()
+        self._logger = lg
+
+    # --- library plumbing -----------------------------------------------------
+    def _ctrl(self):
+        if self._xc is None:
+            ctrl = libs.load("xenctrl")
+            xc = ctrl.xc_interface_open(self._logger, self._logger, 0)
+            if xc == libs.ffi.NULL:
+                err = libs.ffi.errno
+                raise BackendUnavailable(f"cannot open the hypervisor control interface (libxenctrl): {_reason(err)}"
+                                         f" ({errno.errorcode.get(err, err)})")
+            self._ctrl_lib, self._xc = ctrl, xc
+        return self._ctrl_lib, self._xc
+
+    def _fail(self, call: str, domain: int, port: int | None = None) -> ChannelError:
+        err = libs.ffi.errno or errno.EIO
+        return channel_error(call, err, _reason(err), domain=domain, port=port)
+
+    def _mine(self, domain: int) -> bool:
+        return self.domid is None and domain == 0 or domain == self.domid
+
+    def _own_port(self, call: str, domain: int, port: int) -> None:
+        if not self._mine(domain) or port not in self._own:
+            raise channel_error(call, errno.EPERM, "on Xen only the process that bound a port through "
+                                "/dev/xen/evtchn may do this (use `xenevt bind …`, which holds its port)",
+                                domain=domain, port=port)
+
+    def shutdown(self) -> None:
+        for port in sorted(self._own):
+            self._evtchn.xenevtchn_unbind(self._h, port)
+        self._own.clear()
+        if self._h is not None:
+            self._evtchn.xenevtchn_close(self._h)
+            self._h = None
+        if self._xc is not None:
+            self._ctrl_lib.xc_interface_close(self._xc)
+            self._xc = None
+
+    # --- the protocol -------------------------------------------------------------
+    def info(self) -> dict:
+        info = {"backend": "xen", "self_domain": self.domid,
+                "libraries": {"xenevtchn": libs.loaded_path("xenevtchn")}}
+        try:
+            self._ctrl()
+            info["libraries"]["xenctrl"] = libs.loaded_path("xenctrl")
+            info["domains"] = [{"domain": d} for d in self.domains()]
+        except BackendUnavailable as e:
+            info["xenctrl"] = str(e)
+        info["abi"] = _kernel_abi()
+        return info
+
+    def domains(self) -> list[int]:
+        ctrl, xc = self._ctrl()
+        buf = libs.ffi.new("char[]", DOMINFO_SIZE)
+        out, first = [], 0
+        while first < 0x7FF0:
+            n = ctrl.xc_domain_getinfo(xc, first, 1, buf)
+            if n < 1:
+                break
+            (domid,) = struct.unpack_from("<I", libs.ffi.buffer(buf, 4))
+            if domid < first:
+                break
+            out.append(domid)
+            first = domid + 1
+        return out
+
+    def bind_unbound(self, domain: int, remote_domain: int) -> int:
+        if self._mine(domain):
+            port = self._evtchn.xenevtchn_bind_unbound_port(self._h, remote_domain)
+            if port < 0:
+                raise self._fail("allocate an unbound port in", domain)
+            self._own.add(port)
+            return port
+        ctrl, xc = self._ctrl()
+        port = ctrl.xc_evtchn_alloc_unbound(xc, domain, remote_domain)
+        if port < 0:
+            raise self._fail("allocate an unbound port in", domain)
+        return port
+
+    def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int:
+        self._only_self("bind interdomain for", domain)
+        port = self._evtchn.xenevtchn_bind_interdomain(self._h, remote_domain, remote_port)
+        if port < 0:
+            err = libs.ffi.errno
+            raise channel_error("bind to", err, _reason(err), domain=remote_domain, port=remote_port)
+        self._own.add(port)
+        return port
+
+    def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int:
+        self._only_self("bind VIRQ for", domain)
+        if vcpu != 0:
+            raise channel_error("bind VIRQ for", errno.EINVAL, "libxenevtchn binds VIRQs on vCPU 0 only",
+                                domain=domain, vcpu=vcpu)
+        port = self._evtchn.xenevtchn_bind_virq(self._h, virq)
+        if port < 0:
+            raise self._fail("bind VIRQ for", domain)
+        self._own.add(port)
+        return port
+
+    def bind_ipi(self, domain: int, vcpu: int = 0) -> int:
+        raise BackendUnavailable("libxenevtchn cannot bind IPIs: only the guest kernel does (use --backend sim)")
+
+    def _only_self(self, call: str, domain: int) -> None:
+        if not self._mine(domain):
+            raise channel_error(call, errno.EPERM, "on Xen a domain binds its own ports only (this is domain "
+                                f"{self.domid if self.domid is not None else '0?'})", domain=domain)
+
+    def notify(self, domain: int, port: int) -> NotifyResult:
+        self._own_port("notify", domain, port)
+        st = self.status(domain, port)
+        if self._evtchn.xenevtchn_notify(self._h, port) < 0:
+            raise self._fail("notify", domain, port)
+        return NotifyResult(domain, port, st.remote_domain if st.state == "interdomain" else domain,
+                            st.remote_port if st.state == "interdomain" else port, "sent")
+
+    def mask(self, domain: int, port: int) -> None:
+        raise BackendUnavailable("libxenevtchn has no mask call: the kernel masks a port itself while its event "
+                                 "waits to be read (use --backend sim to mask by hand)")
+
+    def unmask(self, domain: int, port: int) -> None:
+        self._own_port("unmask", domain, port)
+        if self._evtchn.xenevtchn_unmask(self._h, port) < 0:
+            raise self._fail("unmask", domain, port)
+
+    def close(self, domain: int, port: int) -> None:
+        self._own_port("close", domain, port)
+        if self._evtchn.xenevtchn_unbind(self._h, port) < 0:
+            raise self._fail("close", domain, port)
+        self._own.discard(port)
+
+    def reset(self, domain: int) -> None:
+        ctrl, xc = self._ctrl()
+        if ctrl.xc_evtchn_reset(xc, domain) < 0:
+            raise self._fail("reset", domain)
+
+    def _evtchn_op(self, op: int, payload: bytes, call: str, domain: int, port: int) -> None:
+        self._only_self(call, domain)
+        if self._call is None:
+            xcl = libs.load("xencall")
+            h = xcl.xencall_open(self._logger, 0)
+            if h == libs.ffi.NULL:
+                raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxencall): {_reason(libs.ffi.errno)}")
+            self._call = (xcl, h)
+        xcl, h = self._call
+        buf = xcl.xencall_alloc_buffer(h, len(payload))
+        if buf == libs.ffi.NULL:
+            raise self._fail(call, domain, port)
+        try:
+            libs.ffi.memmove(buf, payload, len(payload))
+            rc = xcl.xencall2(h, HYPERVISOR_event_channel_op, op, int(libs.ffi.cast("uintptr_t", buf)))
+            if rc < 0:
+                raise self._fail(call, domain, port)
+        finally:
+            xcl.xencall_free_buffer(h, buf)
+
+    def set_priority(self, domain: int, port: int, priority: int) -> None:
+        self._evtchn_op(EVTCHNOP_set_priority, struct.pack("<II", port, priority), "set the priority of", domain, port)
+
+    def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None:
+        self._evtchn_op(EVTCHNOP_bind_vcpu, struct.pack("<II", port, vcpu), "move", domain, port)
+
+    def status(self, domain: int, port: int) -> PortStatus:
+        st = self._status(domain, port)
+        if st is None:
+            raise self._fail("get the status of", domain, port)
+        return st
+
+    def _status(self, domain: int, port: int) -> PortStatus | None:
+        ctrl, xc = self._ctrl()
+        s = libs.ffi.new("struct evtchn_status *")
+        s.dom, s.port = domain, port
+        if ctrl.xc_evtchn_status(xc, s) < 0:
+            return None
+        state = STATES[s.status] if s.status < len(STATES) else f"state {s.status}"
+        st = PortStatus(domain=domain, port=port, state=state, vcpu=s.vcpu)
+        if state == "unbound":
+            st.remote_domain = s.u.unbound.dom
+        elif state == "interdomain":
+            st.remote_domain, st.remote_port = s.u.interdomain.dom, s.u.interdomain.port
+        elif state == "virq":
+            st.virq = s.u.virq
+        elif state == "pirq":
+            st.pirq = s.u.pirq
+        return st
+
+    def list_ports(self, domain: int) -> list[PortStatus]:
+        """EVTCHNOP_status from port 1 up to the first invalid port, as lsevtchn walks them."""
+        out = []
+        port = 1
+        while port < (1 << 17):
+            st = self._status(domain, port)
+            if st is None:
+                if libs.ffi.errno == errno.EINVAL:
+                    break
+                raise self._fail("list the ports of", domain, port)
+            if st.state != "closed":
+                out.append(st)
+            port += 1
+        return out
+
+    def channels(self, domain: int) -> dict[int, PortStatus]:
+        return {st.port: st for st in self.list_ports(domain)}
+
+    def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]:
+        """Events on the ports this process bound: read from the evtchn fd, then unmask each."""
+        if not self._own:
+            raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
+                                     "use `xenevt bind … --count N` to bind and wait")
+        fd = self._evtchn.xenevtchn_fd(self._h)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got: list[int] = []
+        while len(got) < max_events:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if got:
+                left = 0.0
+            try:
+                ready, _, _ = select.select([fd], [], [], left)
+            except InterruptedError:
+                continue
+            if not ready:
+                break
+            port = self._evtchn.xenevtchn_pending(self._h)
+            if port < 0:
+                raise self._fail("read events of", domain)
+            got.append(port)
+            self._evtchn.xenevtchn_unmask(self._h, port)
+        return got
+
+    def fifo_memory(self, domain: int):
+        raise BackendUnavailable("reading a domain's event array needs its frames: use `xenevt dump --gfn …` "
+                                 "(or `--self` for this kernel's own queues)")
+
+
+def _kernel_abi() -> str:
+    """FIFO or 2-level, as this kernel logged it at boot (dmesg), else unknown."""
+    try:
+        with open("/dev/kmsg", "rb", buffering=0) as f:
+            os.set_blocking(f.fileno(), False)
+            while True:
+                try:
+                    line = f.read(4096)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                if not line:
+                    break
+                if b"Using FIFO-based ABI" in line:
+                    return "FIFO"
+                if b"Using 2-level ABI" in line:
+                    return "2-level"
+    except OSError:
+        pass
+    return "unknown"
