@@ -8,6 +8,7 @@ from .base import PortStatus
 
 class SimBackend:
     name = "sim"
+    ports_live_with_process = False  # simulated ports stay bound until closed
 
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
         self.host = SimHost(state_dir, read_only=read_only)
@@ -37,6 +38,15 @@ class SimBackend:
 
     def notify(self, domain: int, port: int):
         return self.host.send(self._as(domain), domain, port)
+
+    def notify_remote(self, domain: int, remote_domain: int, remote_port: int):
+        """As a one-shot tool on Xen does: bind interdomain to the remote port, send, close."""
+        port = self.bind_interdomain(domain, remote_domain, remote_port)
+        try:
+            r = self.notify(domain, port)
+        finally:
+            self.close(domain, port)
+        return r
 
     def mask(self, domain: int, port: int) -> None:
         self.host.mask(self._as(domain), domain, port)

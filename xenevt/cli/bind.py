@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
-from .context import DOMAIN, PORT, VCPU, VIRQ, Ctx, domain_option, json_option, pass_ctx
+from ..errors import ChannelError
+from .context import COUNT, DOMAIN, PORT, VCPU, VIRQ, Ctx, domain_option, json_option, pass_ctx
 
-HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until closed; "
-             "on real Xen a port bound through /dev/xen/evtchn lives as long as the process that bound it.")
+HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until closed, and the command returns "
+             "unless --count, --timeout or --notify-every asks it to wait.  On real Xen a port bound through "
+             "/dev/xen/evtchn lives as long as the process that bound it, so the command holds it in the "
+             "foreground: it prints each event as it arrives and unmasks the port again, until Ctrl-C, --count "
+             "events or --timeout seconds; then the port is closed.")
 
 
 @click.group("bind")
@@ -15,57 +21,107 @@ def bind():
     """Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI."""
 
 
-def _done(c: Ctx, domain: int, port: int) -> None:
-    st = c.backend().status(domain, port)
+def hold_options(f):
+    f = click.option("--notify-every", type=click.FloatRange(min=0.001), default=None, metavar="S",
+                     help="While holding, send on the port every S seconds (a ping-pong with the peer).")(f)
+    f = click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
+                     help="Hold the port at most S seconds.")(f)
+    f = click.option("--count", "-n", type=COUNT, default=None, help="Hold the port until N events arrived.")(f)
+    return f
+
+
+def _done(c: Ctx, domain: int, port: int, count=None, timeout=None, notify_every=None) -> None:
+    b = c.backend()
+    st = b.status(domain, port)
     c.emit(st.as_dict(), str(port))
+    if b.ports_live_with_process or count or timeout is not None or notify_every:
+        _hold(c, domain, port, st.vcpu, count, timeout, notify_every)
+
+
+def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_every) -> None:
+    """Wait for events on the new port (the process keeps it bound meanwhile), pinging if asked."""
+    b = c.backend()
+    if c.out.is_terminal and not c.json:
+        c.err.print(f"xenevt: holding port {port} of domain {domain}"
+                    f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
+                    " (Ctrl-C to release)")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    next_ping = time.monotonic() if notify_every else None
+    got = 0
+    try:
+        while count is None or got < count:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if next_ping is not None and now >= next_ping:
+                b.notify(domain, port)
+                next_ping = now + notify_every
+            waits = [t - now for t in (deadline, next_ping) if t is not None]
+            left = max(0.0, min(waits)) if waits else None
+            for p in b.consume(domain, vcpu, 256 if count is None else count - got, left):
+                got += 1
+                if c.json:
+                    c.emit({"domain": domain, "vcpu": vcpu, "port": p, "time": time.time()})
+                else:
+                    c.out.print(f"domain {domain} vCPU {vcpu}: event on port {p}")
+    except KeyboardInterrupt:
+        c.err.print(f"xenevt: released port {port} after {got} event(s)")
+        return
+    if count is not None and got < count:
+        raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on port {port} of domain "
+                           f"{domain}", domain=domain, port=port, call="bind")
 
 
 @bind.command("unbound", epilog=HELP_TAIL)
 @click.argument("remote_domain", type=DOMAIN)
+@hold_options
 @domain_option
 @json_option
 @pass_ctx
-def unbound(c: Ctx, remote_domain, local_domain):
+def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
     """Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_unbound(d, remote_domain))
+    _done(c, d, c.backend().bind_unbound(d, remote_domain), count, timeout, notify_every)
 
 
 @bind.command("interdomain", epilog=HELP_TAIL)
 @click.argument("remote_domain", type=DOMAIN)
 @click.argument("remote_port", type=PORT)
+@hold_options
 @domain_option
 @json_option
 @pass_ctx
-def interdomain(c: Ctx, remote_domain, remote_port, local_domain):
+def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout, notify_every):
     """Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
 
     Xen sets the new local port pending, so an event sent before the bind is not lost."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_interdomain(d, remote_domain, remote_port))
+    _done(c, d, c.backend().bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
 
 
 @bind.command("virq", epilog=HELP_TAIL)
 @click.argument("virq", type=VIRQ)
 @click.option("--vcpu", type=VCPU, default=0, show_default=True, help="vCPU (per-vCPU VIRQs: timer, debug, …).")
+@hold_options
 @domain_option
 @json_option
 @pass_ctx
-def virq(c: Ctx, virq, vcpu, local_domain):
+def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
     """Bind a virtual IRQ (a name such as timer, console, debug, or its number)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_virq(d, virq, vcpu))
+    _done(c, d, c.backend().bind_virq(d, virq, vcpu), count, timeout, notify_every)
 
 
 @bind.command("ipi", epilog=HELP_TAIL)
 @click.option("--vcpu", type=VCPU, default=0, show_default=True, help="vCPU the IPI is delivered to.")
+@hold_options
 @domain_option
 @json_option
 @pass_ctx
-def ipi(c: Ctx, vcpu, local_domain):
+def ipi(c: Ctx, vcpu, local_domain, count, timeout, notify_every):
     """Bind an inter-processor interrupt port (a notify on it raises it on --vcpu)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_ipi(d, vcpu))
+    _done(c, d, c.backend().bind_ipi(d, vcpu), count, timeout, notify_every)
 
 
 def register(cli: click.Group) -> None:

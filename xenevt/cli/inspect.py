@@ -77,12 +77,21 @@ def list_ports(c: Ctx, local_domain):
 
 
 def render_info(data: dict, out: Console) -> None:
-    out.print(f"backend {data['backend']}: {data.get('state_file', '')}  ABI {data.get('abi', '?')}, engine "
-              f"{data.get('engine', '?')}")
+    where = data.get("state_file") or ", ".join(f"{k}: {v}" for k, v in data.get("libraries", {}).items())
+    out.print(f"backend {data['backend']} ({where}); ABI {data.get('abi', '?')}"
+              + (f", engine {data['engine']}" if "engine" in data else "")
+              + (f"; this is domain {data['self_domain']}" if data.get("self_domain") is not None else ""))
+    for key in ("xenctrl",):
+        if key in data:
+            out.print(f"  {data[key]}")
+    doms = data.get("domains", [])
+    if doms and "vcpus" not in doms[0]:
+        out.print("domains: " + " ".join(str(d["domain"]) for d in doms))
+        return
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("domain", "privileged", "vcpus", "ports in use", "highest port", "array pages", "control blocks"):
         t.add_column(col, justify="left" if col == "control blocks" else "right")
-    for d in data.get("domains", []):
+    for d in doms:
         cbs = d["control_blocks"]
         t.add_row(str(d["domain"]), "yes" if d["privileged"] else "no", str(d["vcpus"]), str(d["ports_in_use"]),
                   str(d["max_ports"] - 1), str(d["event_array_pages"]),

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from ..abi import word_flags
-from .context import PORT, PRIORITY, VCPU, Ctx, domain_option, json_option, pass_ctx
+from .context import DOMAIN, PORT, PRIORITY, VCPU, Ctx, domain_option, json_option, pass_ctx
 
 
 def _flags_now(c: Ctx, domain: int, port: int) -> str:
@@ -15,20 +15,39 @@ def _flags_now(c: Ctx, domain: int, port: int) -> str:
     return f"now {word_flags(st.word)}" if st.word is not None else "no event word"
 
 
-@click.command("notify")
-@click.argument("ports", metavar="PORT...", type=PORT, nargs=-1, required=True)
+class _Remote(click.ParamType):
+    name = "DOMAIN:PORT"
+
+    def convert(self, value, param, ctx):
+        dom, sep, port = str(value).partition(":")
+        if not sep:
+            self.fail(f"{value!r} is not DOMAIN:PORT", param, ctx)
+        return DOMAIN.convert(dom, param, ctx), PORT.convert(port, param, ctx)
+
+
+@click.command("notify", epilog="On real Xen a process can send only on ports it bound itself: use --to for a "
+               "port that another domain allocated for this one, or `xenevt bind … --notify-every S`.")
+@click.argument("ports", metavar="[PORT]...", type=PORT, nargs=-1)
+@click.option("--to", "remotes", type=_Remote(), multiple=True,
+              help="Bind interdomain to this unbound remote port, send once, close (repeatable).")
 @domain_option
 @json_option
 @pass_ctx
-def notify(c: Ctx, ports, local_domain):
+def notify(c: Ctx, ports, remotes, local_domain):
     """Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end
     (interdomain) or on this domain (IPI).  Notifying an unbound port is an error here,
     although Xen silently drops it."""
+    if not ports and not remotes:
+        raise click.UsageError("give a PORT to send on, or --to DOMAIN:PORT")
     d = c.domain(local_domain)
     b = c.backend()
     for port in ports:
         r = b.notify(d, port)
         c.emit(asdict(r), f"notified port {port} of domain {d} -> domain {r.target_domain} port {r.target_port}:"
+                          f" {r.outcome}")
+    for rdom, rport in remotes:
+        r = b.notify_remote(d, rdom, rport)
+        c.emit(asdict(r), f"bound port {r.port} of domain {d} to domain {rdom} port {rport}, notified, closed:"
                           f" {r.outcome}")
 
 

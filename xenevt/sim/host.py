@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -160,6 +161,8 @@ class SimHost:
             raise
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
+        self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
+        self._depth = 0
         self._pins: dict[tuple[int, int], tuple[int, object]] = {}
 
     def _map(self) -> None:
@@ -225,13 +228,18 @@ class SimHost:
     # --- locking and lookup -----------------------------------------------
     @contextmanager
     def locked(self):
-        """The hypervisor's event lock: one process changes channel tables at a time."""
+        """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time."""
         self._writable()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with self._tlock:
+            self._depth += 1
+            if self._depth == 1:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _writable(self) -> None:
         if self.read_only:

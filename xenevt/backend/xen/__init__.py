@@ -193,12 +193,25 @@ class XenBackend:
                                 f"{self.domid if self.domid is not None else '0?'})", domain=domain)
 
     def notify(self, domain: int, port: int) -> NotifyResult:
-        self._own_port("notify", domain, port)
+        if not self._mine(domain) or port not in self._own:
+            raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
+                                f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
+                                domain=domain, port=port)
         st = self.status(domain, port)
         if self._evtchn.xenevtchn_notify(self._h, port) < 0:
             raise self._fail("notify", domain, port)
         return NotifyResult(domain, port, st.remote_domain if st.state == "interdomain" else domain,
                             st.remote_port if st.state == "interdomain" else port, "sent")
+
+    def notify_remote(self, domain: int, remote_domain: int, remote_port: int) -> NotifyResult:
+        """Bind interdomain to the remote unbound port, send once, unbind (what a one-shot tool can do)."""
+        port = self.bind_interdomain(domain, remote_domain, remote_port)
+        try:
+            if self._evtchn.xenevtchn_notify(self._h, port) < 0:
+                raise self._fail("notify", domain, port)
+        finally:
+            self.close(domain, port)
+        return NotifyResult(domain, port, remote_domain, remote_port, "sent")
 
     def mask(self, domain: int, port: int) -> None:
         raise BackendUnavailable("libxenevtchn has no mask call: the kernel masks a port itself while its event "
@@ -279,7 +292,7 @@ class XenBackend:
             if st is None:
                 if libs.ffi.errno == errno.EINVAL:
                     break
-                raise self._fail("list the ports of", domain, port)
+                raise self._fail("list the ports of", domain, None if port == 1 else port)
             if st.state != "closed":
                 out.append(st)
             port += 1
@@ -294,6 +307,8 @@ class XenBackend:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")
         fd = self._evtchn.xenevtchn_fd(self._h)
+        if fd < 0:
+            raise self._fail("receive events of", domain)
         deadline = None if timeout is None else time.monotonic() + timeout
         got: list[int] = []
         while len(got) < max_events:

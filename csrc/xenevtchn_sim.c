@@ -1,0 +1,51 @@
+/*
+ * The parts of libxenevtchn-sim.so that need no simulator: hypercall buffers
+ * (plain heap memory here, page-locked memory on Xen), the logger constructor
+ * (the simulator's messages go to stderr only when no logger is given, as the
+ * real libraries do), and xenevtchn_fdopen, which has no simulated device fd.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct xentoollog_logger;
+typedef struct xenevtchn_handle xenevtchn_handle;
+typedef struct xencall_handle xencall_handle;
+
+/* Any non-NULL logger silences the simulator's stderr messages. */
+static struct { int magic; } xe_sim_quiet_logger = { 0x5845 };
+
+void *xtl_createlogger_stdiostream(FILE *f, int min_level, unsigned flags)
+{
+    (void)f; (void)min_level; (void)flags;
+    return &xe_sim_quiet_logger;
+}
+
+void xtl_logger_destroy(struct xentoollog_logger *logger)
+{
+    (void)logger;
+}
+
+xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd, unsigned open_flags)
+{
+    (void)logger; (void)fd; (void)open_flags;
+    errno = EOPNOTSUPP;  /* there is no /dev/xen/evtchn fd to adopt on the simulator */
+    return NULL;
+}
+
+void *xencall_alloc_buffer(xencall_handle *xcall, size_t size)
+{
+    (void)xcall;
+    if (size == 0 || size > (1u << 20)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return calloc(1, size);
+}
+
+void xencall_free_buffer(xencall_handle *xcall, void *p)
+{
+    (void)xcall;
+    free(p);
+}

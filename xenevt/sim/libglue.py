@@ -1,0 +1,160 @@
+"""The C entry points of libxenevtchn-sim.so, in Python (cffi embedding).
+
+Each function converts the C arguments, calls SimLibraries, and reports a
+failure the C way: -1 (or NULL) with errno set.  Nothing may escape as a
+Python exception: cffi would print it and return 0, which C callers would
+take for port 0 or success.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+
+from ..errors import XenevtError
+
+_libs = None
+_quiet = False
+
+
+def _get():
+    global _libs
+    if _libs is None:
+        from .libxen import SimLibraries
+
+        _libs = SimLibraries()
+    return _libs
+
+
+def install(ffi) -> None:
+    NULL = ffi.NULL
+
+    def guarded(fail, fn, *args):
+        try:
+            return fn(*args)
+        except XenevtError as e:
+            ffi.errno = e.errno or errno.EIO
+            if not _quiet:
+                sys.stderr.write(f"xenevtchn-sim: {e}\n")
+        except OSError as e:
+            ffi.errno = e.errno or errno.EIO
+        except Exception as e:  # a bug: still a C-style failure
+            ffi.errno = errno.EIO
+            sys.stderr.write(f"xenevtchn-sim: internal error: {type(e).__name__}: {e}\n")
+        return fail
+
+    def hid(h) -> int:
+        return int(ffi.cast("uintptr_t", h))
+
+    def opened(logger, ctype):
+        global _quiet
+        _quiet = _quiet or logger != NULL
+        return ffi.cast(ctype, _get().evtchn_open())
+
+    @ffi.def_extern()
+    def xenevtchn_open(logger, flags):
+        return guarded(NULL, opened, logger, "xenevtchn_handle *")
+
+    @ffi.def_extern()
+    def xenevtchn_close(h):
+        if h == NULL:
+            return 0
+        return guarded(-1, lambda: _get().evtchn_close(hid(h)) or 0)
+
+    @ffi.def_extern()
+    def xenevtchn_fd(h):
+        return guarded(-1, lambda: _get().evtchn_fd(hid(h)))
+
+    @ffi.def_extern()
+    def xenevtchn_notify(h, port):
+        return guarded(-1, lambda: _get().notify(hid(h), port) or 0)
+
+    @ffi.def_extern()
+    def xenevtchn_bind_unbound_port(h, domid):
+        return guarded(-1, lambda: _get().bind_unbound(hid(h), domid))
+
+    @ffi.def_extern()
+    def xenevtchn_bind_interdomain(h, domid, remote_port):
+        return guarded(-1, lambda: _get().bind_interdomain(hid(h), domid, remote_port))
+
+    @ffi.def_extern()
+    def xenevtchn_bind_virq(h, virq):
+        return guarded(-1, lambda: _get().bind_virq(hid(h), virq))
+
+    @ffi.def_extern()
+    def xenevtchn_unbind(h, port):
+        return guarded(-1, lambda: _get().unbind(hid(h), port) or 0)
+
+    @ffi.def_extern()
+    def xenevtchn_pending(h):
+        return guarded(-1, lambda: _get().pending(hid(h)))
+
+    @ffi.def_extern()
+    def xenevtchn_unmask(h, port):
+        return guarded(-1, lambda: _get().unmask(hid(h), port) or 0)
+
+    @ffi.def_extern()
+    def xenevtchn_restrict(h, domid):
+        return guarded(-1, lambda: _get().restrict(hid(h), domid) or 0)
+
+    # libxenctrl: the interface handle carries nothing, every call acts as this domain
+    @ffi.def_extern()
+    def xc_interface_open(logger, dombuild_logger, flags):
+        def op():
+            global _quiet
+            _quiet = _quiet or logger != NULL
+            _get()
+            return ffi.cast("xc_interface *", 1)
+
+        return guarded(NULL, op)
+
+    @ffi.def_extern()
+    def xc_interface_close(xch):
+        return 0
+
+    @ffi.def_extern()
+    def xc_evtchn_alloc_unbound(xch, dom, remote_dom):
+        return guarded(-1, lambda: _get().xc_alloc_unbound(dom, remote_dom))
+
+    @ffi.def_extern()
+    def xc_evtchn_reset(xch, dom):
+        return guarded(-1, lambda: _get().xc_reset(dom) or 0)
+
+    @ffi.def_extern()
+    def xc_evtchn_status(xch, status):
+        def op():
+            raw = ffi.cast("uint8_t *", status)
+            dom = raw[0] | raw[1] << 8
+            port = int.from_bytes(bytes(ffi.buffer(raw + 4, 4)), "little")
+            out = _get().xc_status(dom, port)
+            ffi.memmove(status, out, len(out))
+            return 0
+
+        return guarded(-1, op)
+
+    @ffi.def_extern()
+    def xc_domain_getinfo(xch, first_domid, max_doms, info):
+        def op():
+            out = _get().xc_domain_getinfo(first_domid, max_doms)
+            ffi.memmove(info, out, len(out))
+            from .libxen import XC_DOMINFO_SIZE
+
+            return len(out) // XC_DOMINFO_SIZE
+
+        return guarded(-1, op)
+
+    @ffi.def_extern()
+    def xencall_open(logger, flags):
+        return guarded(NULL, lambda: _get() and ffi.cast("xencall_handle *", 1))
+
+    @ffi.def_extern()
+    def xencall_close(xcall):
+        return 0
+
+    @ffi.def_extern()
+    def xencall2(xcall, op, arg1, arg2):
+        def call():
+            arg = bytes(ffi.buffer(ffi.cast("uint8_t *", arg2), 8))
+            return _get().hypercall(op, arg1, arg)
+
+        return guarded(-1, call)

@@ -1,0 +1,254 @@
+"""The Xen tool libraries' semantics over the simulated host (what libxenevtchn-sim.so runs).
+
+A process using the library acts as one simulated domain ($XENEVT_SIM_DOMAIN,
+default dom0), as a program on that domain's kernel would:
+- libxenevtchn: each handle is a user of the kernel's evtchn device: the ports
+  it binds are its own, their events arrive on its fd (a pipe) masked, as
+  Linux's evtchn driver masks a port until userspace writes it back, and
+  unbinding or closing the handle closes them;
+- the kernel's upcall handler runs as a thread per vCPU in this process once
+  program asks for a handle's fd or its pending events: it consumes the
+  domain's FIFO queues (the engine's C loop) and routes each port to the
+  handle that owns it.  One process per simulated domain can receive (the
+  vCPU consumer lock says which; another gets EBUSY); a process that only
+  binds and sends needs no kernel;
+- libxenctrl's event-channel calls and libxencall's EVTCHNOP_set_priority /
+  bind_vcpu act as the hypercalls do, with this domain as the caller.
+Errors are XenevtErrors carrying errno; the C glue turns them into -1 + errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+
+from ..errors import ChannelError, XenevtError, channel_error
+from .host import SimHost
+
+DOMID_SELF = 0x7FF0
+XC_DOMINFO_SIZE = 112          # sizeof(xc_dominfo_t), Xen 4.17 x86_64
+XC_DOMINFO_NR_ONLINE_VCPUS = 72
+XC_DOMINFO_MAX_VCPU_ID = 76
+EVTCHNOP_bind_vcpu = 8
+EVTCHNOP_set_priority = 13
+HYPERVISOR_event_channel_op = 32
+STATUS = struct.Struct("<HxxIIIHxxI")  # struct evtchn_status: dom, port, status, vcpu, u (dom, port | pirq | virq)
+STAT_CODES = {"closed": 0, "unbound": 1, "interdomain": 2, "pirq": 3, "virq": 4, "ipi": 5}
+
+
+class _Handle:
+    """One open /dev/xen/evtchn: its ports and the pipe its events arrive on."""
+
+    def __init__(self):
+        self.rfd, self.wfd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.wfd, False)
+        self.ports: set[int] = set()
+        self.restrict: int | None = None
+
+
+class SimLibraries:
+    def __init__(self, state_dir: str | None = None, domid: int | None = None):
+        if domid is None:
+            domid = int(os.environ.get("XENEVT_SIM_DOMAIN", "0"), 0)
+        self.host = SimHost(state_dir)
+        self.domid = domid
+        self.host.domain(domid, "act as")
+        self.handles: dict[int, _Handle] = {}
+        self.owner: dict[int, _Handle] = {}
+        self._next = 1
+        self._lock = threading.RLock()
+        self._kernel: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.dropped = 0  # events for ports no handle owns (the kernel had no handler for them)
+
+    # --- the guest kernel ----------------------------------------------------------
+    def _start_kernel(self) -> None:
+        """Claim every vCPU's upcall handler (once); EBUSY if another process receives for this domain."""
+        if self._kernel:
+            return
+        nr = self.host.domain(self.domid, "act as").mem.nr_vcpus
+        for v in range(nr):
+            self.host.claim_vcpu(self.domid, v)
+        for v in range(nr):
+            t = threading.Thread(target=self._upcall_loop, args=(v,), name=f"xenevt-sim-vcpu{v}", daemon=True)
+            t.start()
+            self._kernel.append(t)
+
+    def _upcall_loop(self, vcpu: int) -> None:
+        while not self._stop.is_set():
+            try:
+                ports = self.host.consume(self.domid, vcpu, 256, 0.2)
+            except XenevtError:
+                return
+            for port in ports:
+                with self._lock:
+                    h = self.owner.get(port)
+                    if h is None:
+                        self.dropped += 1
+                        continue
+                    dom = self.host.domain(self.domid, "deliver")
+                    dom.engine.guest_mask(port)  # the evtchn driver masks until userspace unmasks
+                    try:
+                        os.write(h.wfd, struct.pack("<I", port))
+                    except BlockingIOError:
+                        self.dropped += 1
+
+    # --- libxenevtchn ----------------------------------------------------------------
+    def evtchn_open(self) -> int:
+        with self._lock:
+            hid = self._next
+            self._next += 1
+            self.handles[hid] = _Handle()
+            return hid
+
+    def _h(self, hid: int) -> _Handle:
+        h = self.handles.get(hid)
+        if h is None:
+            raise ChannelError("bad xenevtchn handle", errno=errno.EBADF)
+        return h
+
+    def evtchn_close(self, hid: int) -> None:
+        with self._lock:
+            h = self._h(hid)
+            for port in sorted(h.ports):
+                self._unbind(h, port)
+            os.close(h.rfd)
+            os.close(h.wfd)
+            del self.handles[hid]
+
+    def evtchn_fd(self, hid: int) -> int:
+        """The fd to poll: asking for it means this process receives, so its kernel starts."""
+        h = self._h(hid)
+        self._start_kernel()
+        return h.rfd
+
+    def _own(self, h: _Handle, port: int, call: str) -> None:
+        if port not in h.ports:
+            # the evtchn driver answers ENOTCONN for a port the file has not bound
+            raise channel_error(call, errno.ENOTCONN, "port not bound by this handle", domain=self.domid, port=port)
+
+    def _adopt(self, h: _Handle, port: int) -> int:
+        h.ports.add(port)
+        self.owner[port] = h
+        return port
+
+    def _restricted(self, h: _Handle, remote: int, call: str) -> None:
+        if h.restrict is not None and remote != h.restrict:
+            raise channel_error(call, errno.EPERM, f"handle is restricted to domain {h.restrict}", domain=remote)
+
+    def bind_unbound(self, hid: int, remote: int) -> int:
+        with self._lock:
+            h = self._h(hid)
+            remote = self.domid if remote == DOMID_SELF else remote
+            self._restricted(h, remote, "allocate an unbound port for")
+            return self._adopt(h, self.host.alloc_unbound(self.domid, self.domid, remote))
+
+    def bind_interdomain(self, hid: int, remote: int, remote_port: int) -> int:
+        with self._lock:
+            h = self._h(hid)
+            remote = self.domid if remote == DOMID_SELF else remote
+            self._restricted(h, remote, "bind to")
+            return self._adopt(h, self.host.bind_interdomain(self.domid, self.domid, remote, remote_port))
+
+    def bind_virq(self, hid: int, virq: int) -> int:
+        with self._lock:
+            h = self._h(hid)
+            if h.restrict is not None:
+                raise channel_error("bind VIRQ for", errno.EPERM, "a restricted handle cannot bind VIRQs",
+                                    domain=self.domid)
+            return self._adopt(h, self.host.bind_virq(self.domid, self.domid, virq, 0))
+
+    def notify(self, hid: int, port: int) -> None:
+        h = self._h(hid)
+        self._own(h, port, "notify")
+        self.host.send(self.domid, self.domid, port)
+
+    def _unbind(self, h: _Handle, port: int) -> None:
+        h.ports.discard(port)
+        self.owner.pop(port, None)
+        self.host.close_port(self.domid, self.domid, port)
+
+    def unbind(self, hid: int, port: int) -> None:
+        with self._lock:
+            h = self._h(hid)
+            self._own(h, port, "close")
+            self._unbind(h, port)
+
+    def pending(self, hid: int) -> int:
+        """The next port with an event (blocks like read() on the device unless the fd is non-blocking)."""
+        h = self._h(hid)
+        self._start_kernel()
+        data = os.read(h.rfd, 4)
+        if len(data) != 4:
+            raise ChannelError("short read from the event pipe", errno=errno.EIO)
+        return struct.unpack("<I", data)[0]
+
+    def unmask(self, hid: int, port: int) -> None:
+        h = self._h(hid)
+        self._own(h, port, "unmask")
+        self.host.unmask(self.domid, self.domid, port)
+
+    def restrict(self, hid: int, domid: int) -> None:
+        h = self._h(hid)
+        if h.restrict is not None and h.restrict != domid:
+            raise channel_error("restrict", errno.EINVAL, f"already restricted to domain {h.restrict}", domain=domid)
+        h.restrict = domid
+
+    # --- libxenctrl --------------------------------------------------------------------
+    def _dom(self, dom: int) -> int:
+        return self.domid if dom == DOMID_SELF else dom
+
+    def xc_alloc_unbound(self, dom: int, remote: int) -> int:
+        return self.host.alloc_unbound(self.domid, self._dom(dom), self._dom(remote))
+
+    def xc_reset(self, dom: int) -> None:
+        self.host.reset(self.domid, self._dom(dom))
+
+    def xc_status(self, dom: int, port: int) -> bytes:
+        """struct evtchn_status, OUT fields filled."""
+        dom = self._dom(dom)
+        st = self.host.status(self.domid, dom, port)
+        code = STAT_CODES[st.state]
+        u0, u1 = 0, 0
+        if st.state in ("unbound", "interdomain"):
+            u0, u1 = st.remote_domain, st.remote_port or 0
+        elif st.state == "virq":
+            u0 = st.virq
+        elif st.state == "pirq":
+            u0 = st.pirq
+        if st.state in ("virq", "pirq"):
+            return struct.pack("<HxxIII", dom, port, code, st.vcpu) + struct.pack("<II", u0, 0)
+        return STATUS.pack(dom, port, code, st.vcpu, u0, u1)
+
+    def xc_domain_getinfo(self, first: int, max_doms: int) -> bytes:
+        """xc_dominfo_t records (domid, vCPU counts) for domains >= first."""
+        out = bytearray()
+        for domid in sorted(self.host.domains):
+            if domid < first or len(out) // XC_DOMINFO_SIZE >= max_doms:
+                continue
+            rec = bytearray(XC_DOMINFO_SIZE)
+            nv = self.host.domains[domid].mem.nr_vcpus
+            struct.pack_into("<I", rec, 0, domid)
+            struct.pack_into("<II", rec, XC_DOMINFO_NR_ONLINE_VCPUS, nv, nv - 1)
+            out += rec
+        return bytes(out)
+
+    # --- libxencall: the two event-channel hypercalls a user may need ---------------------
+    def hypercall(self, op: int, cmd: int, arg: bytes) -> int:
+        if op != HYPERVISOR_event_channel_op or cmd not in (EVTCHNOP_bind_vcpu, EVTCHNOP_set_priority):
+            raise ChannelError(f"hypercall {op}/{cmd} is not simulated", errno=errno.ENOSYS)
+        port, value = struct.unpack_from("<II", arg)
+        if cmd == EVTCHNOP_set_priority:
+            self.host.set_priority(self.domid, self.domid, port, value)
+        else:
+            self.host.bind_vcpu(self.domid, self.domid, port, value)
+        return 0
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for t in self._kernel:
+            t.join(timeout=2)
+        for hid in list(self.handles):
+            self.evtchn_close(hid)

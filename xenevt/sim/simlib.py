@@ -1,0 +1,106 @@
+"""Building and locating libxenevtchn-sim.so: Xen's C API over the simulator.
+
+The library is a cffi embedding of xenevt.sim.libglue plus csrc/xenevtchn_sim.c.
+It is built on first use into a cache folder keyed by its sources and the
+Python it embeds, so a change rebuilds it and two Pythons do not share one.
+The folder holds the library under the names programs link against
+(libxenevtchn.so.1, libxenctrl.so.4.17, libxencall.so.1, libxentoollog.so.1),
+so ``LD_LIBRARY_PATH=$(xenevt sim libpath) ./program`` runs on the simulator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import site
+import sys
+import sysconfig
+import tempfile
+
+from ..errors import XenevtError
+
+LIB_FILE = "libxenevtchn-sim.so"
+SONAME = "libxenevtchn.so.1"
+ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxenctrl.so", "libxencall.so.1",
+           "libxencall.so", "libxentoollog.so.1", "libxentoollog.so"]
+PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../xenevt
+ROOT = os.path.dirname(PKG)
+CSRC = os.path.join(ROOT, "csrc")
+SOURCES = [os.path.join(CSRC, "xenevtchn_sim_api.h"), os.path.join(CSRC, "xenevtchn_sim.c"),
+           os.path.join(PKG, "sim", "libglue.py"), os.path.abspath(__file__)]
+
+
+class SimLibError(XenevtError):
+    pass
+
+
+def _key() -> str:
+    h = hashlib.sha256(sys.version.encode() + sys.prefix.encode())
+    for path in SOURCES:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "xenevt", "simlib")
+
+
+def _init_code() -> str:
+    """Run by the embedded interpreter on the first call: make xenevt importable, install the glue."""
+    paths = [ROOT] + [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
+    return (
+        "import sys\n"
+        f"for _p in reversed({paths!r}):\n"
+        "    if _p not in sys.path:\n"
+        "        sys.path.insert(0, _p)\n"
+        "from xenevt_simlib import ffi\n"
+        "from xenevt.sim.libglue import install\n"
+        "install(ffi)\n"
+    )
+
+
+def build(dest: str) -> None:
+    from cffi import FFI
+
+    with open(os.path.join(CSRC, "xenevtchn_sim_api.h")) as f:
+        api = "".join(line for line in f if not line.lstrip().startswith(("/*", "*", "*/")))
+    ffi = FFI()
+    ffi.embedding_api(api)
+    with open(os.path.join(CSRC, "xenevtchn_sim.c")) as f:
+        ffi.set_source("xenevt_simlib", '#include <stdint.h>\n#include "xenevtchn_sim_api.h"\n' + f.read(),
+                       include_dirs=[CSRC], extra_compile_args=["-Wall", "-O2"],
+                       extra_link_args=[f"-Wl,-soname,{SONAME}"])
+    ffi.embedding_init_code(_init_code())
+    tmp = tempfile.mkdtemp(prefix="xenevt-simlib-")
+    try:
+        out = ffi.compile(tmpdir=tmp, target=LIB_FILE, verbose=False)
+        os.makedirs(dest, exist_ok=True)
+        shutil.copy2(out, os.path.join(dest, LIB_FILE + ".tmp"))
+        os.replace(os.path.join(dest, LIB_FILE + ".tmp"), os.path.join(dest, LIB_FILE))
+        for alias in ALIASES:
+            link = os.path.join(dest, alias)
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(LIB_FILE, link)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def libpath(build_if_missing: bool = True) -> str:
+    """The folder holding the simulator's Xen libraries, built there if needed."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise SimLibError(f"this Python ({sys.executable}) has no shared libpython to embed: "
+                          "libxenevtchn-sim.so cannot be built with it")
+    dest = os.path.join(cache_root(), _key())
+    if os.path.exists(os.path.join(dest, LIB_FILE)):
+        return dest
+    if not build_if_missing:
+        raise SimLibError(f"libxenevtchn-sim.so is not built yet (expected in {dest})")
+    try:
+        build(dest)
+    except Exception as e:  # compiler missing, no Python headers, ...
+        raise SimLibError(f"cannot build libxenevtchn-sim.so: {type(e).__name__}: {e}") from None
+    return dest
