@@ -8,7 +8,7 @@ CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Wshadow -Werror -Icsrc
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
-	$(VPY) -m xenevt.sim.demo
+	$(VENV)/bin/xenevt demo
 
 .PHONY: help setup demo native test test-fast test-c sanitize bench lint clean
 
@@ -37,13 +37,23 @@ test-c: ## the C engine's own tests, plain build
 	$(CC) $(CFLAGS_TEST) $(CTEST) $(CSRC) -o build/test_fifo
 	build/test_fifo
 
-sanitize: ## the C tests under AddressSanitizer + UBSan (must print no report)
+sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then a libxenevtchn program on the sim library
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) $(SAN) $(CTEST) $(CSRC) -o build/test_fifo_san
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/test_fifo_san
+	$(CC) $(CFLAGS_TEST) -include stdint.h -include csrc/xenevtchn_sim_api.h \
+		-fsyntax-only csrc/xenevtchn_sim.c
+	@if [ -e /usr/include/xenevtchn.h ]; then \
+		L=$$($(VENV)/bin/xenevt sim libpath) && S=$$(mktemp -d) && \
+		$(CC) $(CFLAGS_TEST) $(SAN) tests/c/evtchn_pingpong.c -o build/pingpong_san -L$$L -lxenevtchn && \
+		$(VENV)/bin/xenevt --state $$S sim init >/dev/null && \
+		XENEVT_STATE=$$S LD_LIBRARY_PATH=$$L ASAN_OPTIONS=detect_leaks=0 build/pingpong_san 200 2>/dev/null; \
+		rc=$$?; rm -rf $$S; exit $$rc; \
+	else echo "sanitize: /usr/include/xenevtchn.h missing (apt install libxen-dev): sim-library program skipped"; fi
 
-bench: setup ## print consume-loop figures: C engine vs plain C loop vs Python reference
+bench: setup ## print figures: consume loop (C vs plain C vs Python), notify->wake latency (sim vs eventfd/pipe)
 	$(VPY) bench/bench_engine.py
+	$(VPY) bench/bench_notify.py
 
 lint: setup ## ruff
 	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench

@@ -1,6 +1,6 @@
 /*
  * An ordinary libxenevtchn program, as a Xen tool would write it: a loopback
- * channel in its own domain, N notify -> poll -> pending -> unmask round
+ * channel in its own domain (argv[2], default 0), N notify -> poll -> pending -> unmask round
  * trips, then unbind.  Built against the real xenevtchn.h; run on the
  * simulator with LD_LIBRARY_PATH=$(xenevt sim libpath).  Prints one line;
  * exit 0 only if every notify arrived on the right port.
@@ -32,6 +32,7 @@ static int wait_port(xenevtchn_handle *h, int want)
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 100;
+    uint32_t self = argc > 2 ? (uint32_t)atoi(argv[2]) : 0;  /* this domain's id: loopback peer */
     xenevtchn_handle *h = xenevtchn_open(NULL, 0);
     int a, b, i;
 
@@ -39,12 +40,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "xenevtchn_open: %s\n", strerror(errno));
         return 2;
     }
-    a = xenevtchn_bind_unbound_port(h, 0);
+    a = xenevtchn_bind_unbound_port(h, self);
     if (a < 0) {
         fprintf(stderr, "bind_unbound_port: %s\n", strerror(errno));
         return 2;
     }
-    b = xenevtchn_bind_interdomain(h, 0, a);
+    b = xenevtchn_bind_interdomain(h, self, a);
     if (b < 0) {
         fprintf(stderr, "bind_interdomain: %s\n", strerror(errno));
         return 2;

@@ -65,5 +65,16 @@ def reset(c: Ctx, domains):
            "; ".join(f"domain {d}: closed {n} port(s)" for d, n in closed.items()))
 
 
+@sim.command("libpath")
+@pass_ctx
+def libpath(c: Ctx):
+    """Print the folder holding libxenevtchn-sim.so (built on first use): Xen's C libraries over
+    the simulator.  LD_LIBRARY_PATH=$(xenevt sim libpath) ./program runs an unmodified
+    libxenevtchn program as dom0 ($XENEVT_SIM_DOMAIN to act as another domain)."""
+    from ..sim.simlib import libpath as build
+
+    c.emit({"libpath": build()}, build())
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(sim)

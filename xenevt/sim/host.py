@@ -147,13 +147,13 @@ class SimHost:
         self.read_only = read_only
         self.path = os.path.join(self.state_dir, FILE_NAME)
         if not os.path.isdir(self.state_dir):
-            raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first")
+            raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
         if not os.path.exists(self.path):
-            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first")
+            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
         try:
             self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
         except OSError as e:
-            raise StateError(f"cannot open state file {self.path}: {_errtext(e)}") from None
+            raise StateError(f"cannot open state file {self.path}: {_errtext(e)}", errno=e.errno) from None
         try:
             self._map()
         except BaseException:
@@ -544,7 +544,7 @@ class SimHost:
             try:
                 self._consumer_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as e:
-                raise StateError(f"cannot open the consumer lock {lock}: {_errtext(e)}") from None
+                raise StateError(f"cannot open the consumer lock {lock}: {_errtext(e)}", errno=e.errno) from None
         try:
             fcntl.lockf(self._consumer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
         except OSError:

@@ -26,6 +26,14 @@ def _get():
     return _libs
 
 
+def reset() -> None:
+    """Forget the simulated host this process acts on (tests switch state directories)."""
+    global _libs, _quiet
+    if _libs is not None:
+        _libs.shutdown()
+    _libs, _quiet = None, False
+
+
 def install(ffi) -> None:
     NULL = ffi.NULL
 

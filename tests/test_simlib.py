@@ -1,0 +1,124 @@
+"""libxenevtchn-sim.so: unmodified C programs written against libxenevtchn run on the simulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from xenevt.errors import XenevtError
+from xenevt.sim.host import SimHost, create_host
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+XENEVTCHN_H = "/usr/include/xenevtchn.h"
+
+
+@pytest.fixture(scope="module")
+def libpath():
+    r = subprocess.run([sys.executable, "-m", "xenevt", "sim", "libpath"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(r.stderr.strip())
+    path = r.stdout.strip()
+    assert os.path.exists(os.path.join(path, "libxenevtchn.so.1"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pingpong(libpath, tmp_path_factory):
+    """The C program, built against the real xenevtchn.h (Debian libxen-dev) and linked to the sim library."""
+    if not os.path.exists(XENEVTCHN_H) or not shutil.which("gcc"):
+        if os.environ.get("CI"):
+            pytest.fail(f"{XENEVTCHN_H} missing: .ci/run installs libxen-dev")
+        pytest.skip(f"{XENEVTCHN_H} not installed (apt install libxen-dev)")
+    exe = str(tmp_path_factory.mktemp("c") / "pingpong")
+    subprocess.run(["gcc", "-Wall", "-Wextra", "-Werror", "-O2", os.path.join(HERE, "c", "evtchn_pingpong.c"),
+                    "-o", exe, f"-L{libpath}", "-lxenevtchn"], check=True)
+    return exe
+
+
+def run(exe, libpath, state, *args, **env):
+    e = dict(os.environ, LD_LIBRARY_PATH=libpath, XENEVT_STATE=state, **env)
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=60)
+
+
+def test_soname_is_libxenevtchn_so_1(libpath):
+    out = subprocess.run(["readelf", "-d", os.path.join(libpath, "libxenevtchn-sim.so")], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip("readelf not available")
+    assert "Library soname: [libxenevtchn.so.1]" in out.stdout
+
+
+def test_unmodified_program_ping_pongs_on_the_simulator(pingpong, libpath, tmp_path):
+    create_host(str(tmp_path))
+    r = run(pingpong, libpath, str(tmp_path), "500")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "pingpong: 500 round trips on ports 1 <-> 2"
+    # the program's ports were unbound when it finished: nothing left open, nothing queued
+    with SimHost(str(tmp_path)) as h:
+        assert h.list_ports(0, 0) == []
+        assert h.domain(0, "t").engine.walk()[1] == []
+
+
+def test_program_without_a_host_fails_with_enoent(pingpong, libpath, tmp_path):
+    r = run(pingpong, libpath, str(tmp_path / "missing"))
+    assert r.returncode == 2
+    assert "xenevtchn_open: No such file or directory" in r.stderr
+    assert "run `xenevt sim init` first" in r.stderr  # the library's own log line (no logger given)
+
+
+def test_program_acting_as_a_domu(pingpong, libpath, tmp_path):
+    """A domU may bind loopback channels in its own domain: the same program runs as dom1."""
+    create_host(str(tmp_path))
+    r = run(pingpong, libpath, str(tmp_path), "50", "1", XENEVT_SIM_DOMAIN="1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_second_receiving_process_of_a_domain_gets_ebusy(pingpong, libpath, tmp_path):
+    create_host(str(tmp_path))
+    with SimHost(str(tmp_path)) as h:
+        h.claim_vcpu(0, 0)  # this test process receives for dom0 vCPU 0
+        r = run(pingpong, libpath, str(tmp_path), "5")
+    assert r.returncode == 1
+    assert "vCPU 0 already has a consumer" in r.stderr
+
+
+def test_cli_xen_backend_over_the_sim_library(libpath, tmp_path):
+    """The real binding code of `--backend xen`, end to end in subprocesses: bind holds, notify --to pings it."""
+    create_host(str(tmp_path))
+    env = dict(os.environ, LD_LIBRARY_PATH=libpath, XENEVT_STATE=str(tmp_path), XENEVT_SELF_DOMID="0")
+    xe = [sys.executable, "-m", "xenevt", "--backend", "xen"]
+    holder = subprocess.Popen(xe + ["bind", "unbound", "0", "--count", "2", "--timeout", "30"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = holder.stdout.readline().strip()
+    assert port == "1", holder.stderr.read() if not port else port
+    for _ in range(2):
+        r = subprocess.run(xe + ["notify", "--to", f"0:{port}"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and "notified, closed" in r.stdout, r.stderr
+    out, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
+    assert out.splitlines() == ["domain 0 vCPU 0: event on port 1"] * 2
+    # the holder exited: its port is closed, as on Xen
+    r = subprocess.run(xe + ["list"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "no open ports" in r.stdout
+    r = subprocess.run(xe + ["status", "99999"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "xenevt: cannot get the status of port 99999 of domain 0: invalid port or argument (EINVAL)")
+
+
+def test_sim_libpath_command_reports_build_errors_in_one_line(monkeypatch, capsys):
+    from xenevt.cli import main
+    from xenevt.sim import simlib
+
+    def broken(dest):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(simlib, "build", broken)
+    monkeypatch.setattr(simlib, "cache_root", lambda: "/nonexistent-cache")
+    assert main(["sim", "libpath"]) == 1
+    err = capsys.readouterr().err
+    assert err == "xenevt: cannot build libxenevtchn-sim.so: RuntimeError: no compiler\n"
+    assert isinstance(simlib.SimLibError("x"), XenevtError)
