@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .. import abi
 from ..engine import Chan, DomainMemory
+from .frames import from_frames
 from ..engine.layout import CHAN, GUEST_VCPU, MAX_VCPUS
 from ..errors import XenevtError
 
@@ -156,8 +157,6 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
     (crc,) = CRC.unpack_from(data, want - CRC.size)
     if zlib.crc32(data[: want - CRC.size]) != crc:
         raise bad("checksum mismatch: the file is corrupt")
-    nports = max(npages * abi.EVENT_WORDS_PER_PAGE, nchans)
-    mem = DomainMemory.create(nv, npages, nports)
     off = HEADER_SIZE
     cbs = []
     for v in range(nv):
@@ -166,18 +165,17 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
             raise bad(f"control-block flag {present} of vCPU {v} at offset {off} is not 0 or 1")
         cbs.append(raw if present else None)
         off += CB_RECORD.size
-    for v, raw in enumerate(cbs):
-        if raw is not None:
-            mem.register_control_block(v)
-            mem.control_block(v)[:] = memoryview(raw).cast("I")
+    heads = ready = None
     if flags & FLAG_GUEST:
+        heads, ready = [], []
         for v in range(nv):
-            mem.guest(v)[:] = memoryview(data[off : off + GUEST_VCPU.size]).cast("I")
+            g = GUEST_VCPU.unpack_from(data, off)
+            ready.append(g[0])
+            heads.append(list(g[1:]))
             off += GUEST_VCPU.size
-    for i in range(npages):
-        mem.add_page(fill=0)
-        mem.page_words(i)[:] = memoryview(data[off : off + abi.PAGE_SIZE]).cast("I")
-        off += abi.PAGE_SIZE
+    pages = [data[off + i * abi.PAGE_SIZE: off + (i + 1) * abi.PAGE_SIZE] for i in range(npages)]
+    off += npages * abi.PAGE_SIZE
+    mem = from_frames(pages, cbs, heads, nchans, ready)
     if flags & FLAG_CHANNELS:
         for port in range(nchans):
             mem.set_chan(port, Chan(*CHAN.unpack_from(data, off)))
