@@ -1,7 +1,8 @@
 /*
  * The C API that libxenevtchn-sim.so exports: the same names and signatures as
  * Xen 4.17's xenevtchn.h, plus the event-channel subset of xenctrl.h and
- * xencall.h and the one xentoollog constructor callers use.  Implemented by
+ * xencall.h and xenforeignmemory.h (frames of the simulated guests' shared pages)
+ * and the one xentoollog constructor callers use.  Implemented by
  * xenevt/sim/libglue.py over the simulated host (cffi embedding), except the
  * pieces in xenevtchn_sim.c.  Also read by cffi as its embedding_api.
  */
@@ -32,6 +33,14 @@ int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom
 int xc_evtchn_reset(xc_interface *xch, uint32_t dom);
 int xc_evtchn_status(xc_interface *xch, void *status);
 int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms, void *info);
+
+typedef struct xenforeignmemory_handle xenforeignmemory_handle;
+typedef unsigned long xen_pfn_t;
+xenforeignmemory_handle *xenforeignmemory_open(struct xentoollog_logger *logger, unsigned open_flags);
+int xenforeignmemory_close(xenforeignmemory_handle *fmem);
+void *xenforeignmemory_map(xenforeignmemory_handle *fmem, uint32_t dom, int prot, size_t pages,
+                           const xen_pfn_t arr[], int err[]);
+int xenforeignmemory_unmap(xenforeignmemory_handle *fmem, void *addr, size_t pages);
 
 typedef struct xencall_handle xencall_handle;
 xencall_handle *xencall_open(struct xentoollog_logger *logger, unsigned open_flags);

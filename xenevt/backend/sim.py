@@ -79,6 +79,12 @@ class SimBackend:
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.domain(domain, "read the FIFO memory of").mem
 
+    def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
+        """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
+        self.host._access(self._as(domain), domain, "map frames of")
+        mm = self.host._mm
+        return [bytes(mm[off:off + 4096]) for off in (self.host.frame_offset(domain, g) for g in gfns)]
+
     def channels(self, domain: int) -> dict[int, "PortStatus"]:
         """Every open port's status, keyed by port: what dumps annotate words with."""
         return {st.port: st for st in self.list_ports(domain)}

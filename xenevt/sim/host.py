@@ -45,6 +45,9 @@ ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2,
                ECS_IPI: 5}
 NR_VIRQS = 24
 CONSUME_BATCH = 256
+# frame numbers of the simulated guests' shared pages, for foreign mappings (privcmd)
+EVENT_ARRAY_GFN = 0x100000
+CONTROL_BLOCK_GFN = 0x200000
 
 
 def default_state_dir() -> str:
@@ -526,9 +529,33 @@ class SimHost:
             used = sum(1 for p in range(1, d.mem.nr_chans) if d.mem.chan(p).state not in (ECS_FREE, ECS_RESERVED))
             doms.append({"domain": d.domid, "privileged": d.privileged, "vcpus": d.mem.nr_vcpus,
                          "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
-                         "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None]})
+                         "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
+                         "gfns": self.gfns(d.domid)})
         return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
                 "domains": doms}
+
+    # --- frames, as privcmd would map them -----------------------------------------
+    def gfns(self, domid: int) -> dict:
+        """The frame numbers a foreign mapping uses for the domain's event array and control blocks."""
+        mem = self.domain(domid, "list the frames of").mem
+        return {"event_array": [EVENT_ARRAY_GFN + i for i in range(mem.nr_pages)],
+                "control_blocks": {v: [CONTROL_BLOCK_GFN + v, mem.cb_offset(v)] for v in range(mem.nr_vcpus)
+                                   if mem.cb_offset(v) is not None}}
+
+    def frame_offset(self, domid: int, gfn: int) -> int:
+        """Where frame ``gfn`` of the domain lies in the state file (page aligned); EINVAL if it has none."""
+        dom = self.domain(domid, "map frames of")
+        mem, geo = dom.mem, dom.mem.geometry
+        if EVENT_ARRAY_GFN <= gfn < EVENT_ARRAY_GFN + mem.nr_pages:
+            return mem.offset + geo.pages_offset + (gfn - EVENT_ARRAY_GFN) * abi.PAGE_SIZE
+        if CONTROL_BLOCK_GFN <= gfn < CONTROL_BLOCK_GFN + mem.nr_vcpus and mem.cb_offset(gfn - CONTROL_BLOCK_GFN) \
+                is not None:
+            return mem.offset + geo.cb_pages_offset + (gfn - CONTROL_BLOCK_GFN) * abi.PAGE_SIZE
+        raise channel_error("map frames of", errno.EINVAL, f"frame {gfn:#x} is not an event-array or control-block "
+                            "page", domain=domid)
+
+    def fileno(self) -> int:
+        return self._fd
 
     def _engine_name(self) -> str:
         return next(iter(self.domains.values())).engine.name if self.domains else "none"

@@ -8,10 +8,19 @@ take for port 0 or success.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import sys
 
 from ..errors import XenevtError
+
+PAGE = 4096
+PROT_NONE, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0, 0x01, 0x02, 0x10, 0x20
+MAP_FAILED = ctypes.c_void_p(-1).value
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 _libs = None
 _quiet = False
@@ -148,6 +157,51 @@ def install(ffi) -> None:
             from .libxen import XC_DOMINFO_SIZE
 
             return len(out) // XC_DOMINFO_SIZE
+
+        return guarded(-1, op)
+
+    @ffi.def_extern()
+    def xenforeignmemory_open(logger, flags):
+        return guarded(NULL, lambda: _get() and ffi.cast("xenforeignmemory_handle *", 1))
+
+    @ffi.def_extern()
+    def xenforeignmemory_close(fmem):
+        return 0
+
+    @ffi.def_extern()
+    def xenforeignmemory_map(fmem, dom, prot, pages, arr, err):
+        """Map the frames where the simulated guest keeps them: the state file's pages, MAP_SHARED, so
+        the mapping is live, as privcmd's is."""
+
+        def op():
+            libs = _get()
+            offsets = libs.foreign_offsets(dom, [int(arr[i]) for i in range(pages)])
+            if err == NULL and any(o < 0 for o in offsets):
+                raise OSError(-min(offsets), "frame not mappable")
+            base = _libc.mmap(None, pages * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if base in (None, MAP_FAILED):
+                raise OSError(ctypes.get_errno(), "mmap")
+            for i, off in enumerate(offsets):
+                if off < 0:
+                    err[i] = off
+                    continue
+                got = _libc.mmap(base + i * PAGE, PAGE, prot, MAP_SHARED | MAP_FIXED, libs.host.fileno(), off)
+                if got in (None, MAP_FAILED):
+                    e = ctypes.get_errno()
+                    _libc.munmap(base, pages * PAGE)
+                    raise OSError(e, "mmap")
+                if err != NULL:
+                    err[i] = 0
+            return ffi.cast("void *", base)
+
+        return guarded(NULL, op)
+
+    @ffi.def_extern()
+    def xenforeignmemory_unmap(fmem, addr, pages):
+        def op():
+            if _libc.munmap(int(ffi.cast("uintptr_t", addr)), pages * PAGE) != 0:
+                raise OSError(ctypes.get_errno(), "munmap")
+            return 0
 
         return guarded(-1, op)
 

@@ -235,6 +235,19 @@ class SimLibraries:
             out += rec
         return bytes(out)
 
+    # --- libxenforeignmemory ------------------------------------------------------------
+    def foreign_offsets(self, dom: int, gfns: list[int]) -> list[int]:
+        """Per frame: its page-aligned offset in the state file, or -errno; privilege as for hypercalls."""
+        dom = self._dom(dom)
+        self.host._access(self.domid, dom, "map frames of")
+        out = []
+        for gfn in gfns:
+            try:
+                out.append(self.host.frame_offset(dom, gfn))
+            except XenevtError as e:
+                out.append(-(e.errno or errno.EINVAL))
+        return out
+
     # --- libxencall: the two event-channel hypercalls a user may need ---------------------
     def hypercall(self, op: int, cmd: int, arg: bytes) -> int:
         if op != HYPERVISOR_event_channel_op or cmd not in (EVTCHNOP_bind_vcpu, EVTCHNOP_set_priority):

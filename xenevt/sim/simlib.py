@@ -4,7 +4,8 @@ The library is a cffi embedding of xenevt.sim.libglue plus csrc/xenevtchn_sim.c.
 It is built on first use into a cache folder keyed by its sources and the
 Python it embeds, so a change rebuilds it and two Pythons do not share one.
 The folder holds the library under the names programs link against
-(libxenevtchn.so.1, libxenctrl.so.4.17, libxencall.so.1, libxentoollog.so.1),
+(libxenevtchn.so.1, libxenctrl.so.4.17, libxencall.so.1, libxenforeignmemory.so.1,
+libxentoollog.so.1),
 so ``LD_LIBRARY_PATH=$(xenevt sim libpath) ./program`` runs on the simulator.
 """
 
@@ -23,7 +24,8 @@ from ..errors import XenevtError
 LIB_FILE = "libxenevtchn-sim.so"
 SONAME = "libxenevtchn.so.1"
 ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxenctrl.so", "libxencall.so.1",
-           "libxencall.so", "libxentoollog.so.1", "libxentoollog.so"]
+           "libxencall.so", "libxentoollog.so.1", "libxentoollog.so", "libxenforeignmemory.so.1",
+           "libxenforeignmemory.so"]
 PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../xenevt
 ROOT = os.path.dirname(PKG)
 CSRC = os.path.join(ROOT, "csrc")
