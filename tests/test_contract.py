@@ -25,7 +25,8 @@ REQUIRE_XEN = os.environ.get("XENEVT_REQUIRE_XEN") == "1"
 def simlib(tmp_path, monkeypatch):
     """The xen backend's libraries resolved to the simulator's, acting as dom0 on a fresh host."""
     from xenevt.backend.xen import libs
-    from xenevt.sim import libglue, simlib as builder
+    from xenevt.sim import libglue
+    from xenevt.sim import simlib as builder
 
     try:
         path = builder.libpath()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from .. import abi
+
 # Channel states as EVTCHNOP_status reports them (EVTCHNSTAT_*)
 STATES = ("closed", "unbound", "interdomain", "pirq", "virq", "ipi")
 
@@ -47,6 +49,13 @@ class NotifyResult:
     target_domain: int | None      # where the event was raised (None: dropped)
     target_port: int | None
     outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+
+
+def word_flag_dict(word: int) -> dict:
+    """The FIFO flags of an event word, as PortStatus.flags reports them."""
+    return {"pending": bool(word & abi.WORD_PENDING), "masked": bool(word & abi.WORD_MASKED),
+            "linked": bool(word & abi.WORD_LINKED), "busy": bool(word & abi.WORD_BUSY),
+            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
 
 
 class Backend(Protocol):

@@ -85,7 +85,7 @@ class SimBackend:
         mm = self.host._mm
         return [bytes(mm[off:off + 4096]) for off in (self.host.frame_offset(domain, g) for g in gfns)]
 
-    def channels(self, domain: int) -> dict[int, "PortStatus"]:
+    def channels(self, domain: int) -> dict[int, PortStatus]:
         """Every open port's status, keyed by port: what dumps annotate words with."""
         return {st.port: st for st in self.list_ports(domain)}
 

@@ -91,8 +91,8 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, ra
                                              raw.guest_known, raw.channels())
         max_ports = raw.mem.nr_chans if raw.has_channels else None
     elif self_kernel:
-        from ..backend.xen.kernel import read_self
         from ..backend.xen import self_domid
+        from ..backend.xen.kernel import read_self
 
         mem, source = read_self(kcore, kallsyms, cpus_file)
         domain, guest, chans, max_ports = self_domid() or 0, True, None, None

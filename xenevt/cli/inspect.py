@@ -47,7 +47,8 @@ def status(c: Ctx, port, local_domain):
         c.out.print("  word:     none (port beyond the event array)")
     else:
         f = st.flags
-        c.out.print(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, masked {f['masked']},"
+        c.out.print(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, "
+                    f"masked {f['masked']},"
                     f" linked {f['linked']}, busy {f['busy']}, link {f['link']})")
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from .. import abi
 from ..engine import Chan, DomainMemory
-from .frames import from_frames
 from ..engine.layout import CHAN, GUEST_VCPU, MAX_VCPUS
 from ..errors import XenevtError
+from .frames import from_frames
 
 MAGIC = b"XENEVTDP"
 VERSION = 1
@@ -168,7 +168,7 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
     heads = ready = None
     if flags & FLAG_GUEST:
         heads, ready = [], []
-        for v in range(nv):
+        for _ in range(nv):
             g = GUEST_VCPU.unpack_from(data, off)
             ready.append(g[0])
             heads.append(list(g[1:]))

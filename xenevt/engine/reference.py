@@ -10,7 +10,7 @@ ever driven by one thread.
 from __future__ import annotations
 
 from .. import abi
-from .codes import CHAN_DEFERRED, Err, SP, Walk
+from .codes import CHAN_DEFERRED, SP, Err, Walk
 from .layout import DomainMemory
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
@@ -59,7 +59,8 @@ class ReferenceEngine:
         v, prio = ch.notify_vcpu, ch.priority
         if v >= mem.nr_vcpus:
             return Err.VCPU
-        if prio > abi.EVTCHN_FIFO_PRIORITY_MIN or ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN or ch.last_vcpu >= mem.nr_vcpus:
+        if (prio > abi.EVTCHN_FIFO_PRIORITY_MIN or ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN
+                or ch.last_vcpu >= mem.nr_vcpus):
             return Err.STATE
         w = self._word(port)
         if w is None:

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 
 from .. import abi
-from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus
+from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus, word_flag_dict
 from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
 from ..errors import ChannelError, StateError, channel_error
 from . import futex
@@ -627,12 +627,6 @@ def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus
         st.word = word
         st.flags = word_flag_dict(word)
     return st
-
-
-def word_flag_dict(word: int) -> dict:
-    return {"pending": bool(word & abi.WORD_PENDING), "masked": bool(word & abi.WORD_MASKED),
-            "linked": bool(word & abi.WORD_LINKED), "busy": bool(word & abi.WORD_BUSY),
-            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
 
 
 def _outcome(rc: SP) -> str:

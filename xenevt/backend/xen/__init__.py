@@ -19,8 +19,8 @@ import select
 import struct
 import time
 
-from ...errors import BackendUnavailable, ChannelError, channel_error
-from ..base import STATES, NotifyResult, PortStatus
+from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
+from ..base import STATES, NotifyResult, PortStatus, word_flag_dict
 from . import libs
 
 XEN_DEVICE = "/dev/xen/evtchn"
@@ -263,7 +263,7 @@ class XenBackend:
         st = self._status(domain, port)
         if st is None:
             raise self._fail("get the status of", domain, port)
-        return st
+        return self._annotate(domain, [st])[0]
 
     def _status(self, domain: int, port: int) -> PortStatus | None:
         ctrl, xc = self._ctrl()
@@ -283,7 +283,30 @@ class XenBackend:
             st.pirq = s.u.pirq
         return st
 
+    def _own_words(self, domain: int):
+        """This kernel's event array, where it is readable (root, FIFO ABI): None otherwise."""
+        if not self._mine(domain):
+            return None
+        try:
+            from .kernel import read_self
+
+            return read_self()[0]
+        except (XenevtError, OSError):
+            return None
+
+    def _annotate(self, domain: int, statuses: list[PortStatus]) -> list[PortStatus]:
+        mem = self._own_words(domain)
+        for st in statuses if mem is not None else []:
+            word = mem.word(st.port)
+            if word is not None:
+                st.word, st.flags = word, word_flag_dict(word)
+        return statuses
+
     def list_ports(self, domain: int) -> list[PortStatus]:
+        """EVTCHNOP_status over every port (FIFO flags added where this kernel's array is readable)."""
+        return self._annotate(domain, self._list_ports(domain))
+
+    def _list_ports(self, domain: int) -> list[PortStatus]:
         """EVTCHNOP_status from port 1 up to the first invalid port, as lsevtchn walks them."""
         out = []
         port = 1
@@ -299,7 +322,7 @@ class XenBackend:
         return out
 
     def channels(self, domain: int) -> dict[int, PortStatus]:
-        return {st.port: st for st in self.list_ports(domain)}
+        return {st.port: st for st in self._list_ports(domain)}
 
     def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]:
         """Events on the ports this process bound: read from the evtchn fd, then unmask each."""
