@@ -18,6 +18,7 @@ STATES = ("closed", "unbound", "interdomain", "pirq", "virq", "ipi")
 # Xen's VIRQ numbers (xen.h) that the CLI accepts by name
 VIRQS = {"timer": 0, "debug": 1, "console": 2, "dom_exc": 3, "tbuf": 4, "debugger": 6, "xenoprof": 7,
          "con_ring": 8, "pcpu_state": 9, "mem_event": 10, "argo": 11, "enomem": 12, "xenpmu": 13}
+VIRQ_NAMES = {n: name for name, n in VIRQS.items()}
 # VIRQs bound per vCPU (VIRQ_TIMER, VIRQ_DEBUG, VIRQ_XENOPROF, VIRQ_XENPMU); the others are global
 PER_VCPU_VIRQS = {0, 1, 7, 13}
 
@@ -40,6 +41,20 @@ class PortStatus:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+    def remote(self, short: bool = False) -> str:
+        """The other end in words: the peer, who may connect, or the IRQ source."""
+        if self.state == "interdomain":
+            return f"dom{self.remote_domain}:{self.remote_port}" if short else \
+                f"domain {self.remote_domain} port {self.remote_port}"
+        if self.state == "unbound":
+            return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
+        if self.state == "virq":
+            name = VIRQ_NAMES.get(self.virq, "?")
+            return f"VIRQ {self.virq} ({name})"
+        if self.state == "pirq":
+            return f"PIRQ {self.pirq}"
+        return ""
 
 
 @dataclass

@@ -7,22 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..abi import word_flags
-from ..backend.base import VIRQS
 from .context import PORT, Ctx, domain_option, json_option, pass_ctx
-
-VIRQ_NAMES = {n: name for name, n in VIRQS.items()}
-
-
-def remote_text(st) -> str:
-    if st.state == "interdomain":
-        return f"domain {st.remote_domain} port {st.remote_port}"
-    if st.state == "unbound":
-        return f"waiting for domain {st.remote_domain}"
-    if st.state == "virq":
-        return f"VIRQ {st.virq} ({VIRQ_NAMES.get(st.virq, '?')})"
-    if st.state == "pirq":
-        return f"PIRQ {st.pirq}"
-    return ""
 
 
 @click.command("status")
@@ -38,8 +23,8 @@ def status(c: Ctx, port, local_domain):
         c.emit(st.as_dict())
         return
     c.out.print(f"domain {d} port {port}: {st.state}")
-    if remote_text(st):
-        c.out.print(f"  remote:   {remote_text(st)}")
+    if st.remote():
+        c.out.print(f"  remote:   {st.remote()}")
     c.out.print(f"  vCPU:     {st.vcpu}")
     if st.priority is not None:
         c.out.print(f"  priority: {st.priority}")
@@ -72,7 +57,7 @@ def list_ports(c: Ctx, local_domain):
     for st in ports:
         t.add_row(str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
                   word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
-                  remote_text(st))
+                  st.remote())
     c.out.print(f"domain {d}: {len(ports)} open port(s)")
     c.out.print(t)
 

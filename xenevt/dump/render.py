@@ -10,18 +10,6 @@ from rich.text import Text
 from .model import DomainDump, _bits
 
 
-def _remote(st) -> str:
-    if st.state == "interdomain":
-        return f"dom{st.remote_domain}:{st.remote_port}"
-    if st.state == "unbound":
-        return f"dom{st.remote_domain} (waiting)"
-    if st.state == "virq":
-        return f"VIRQ {st.virq}"
-    if st.state == "pirq":
-        return f"PIRQ {st.pirq}"
-    return ""
-
-
 def render_dump(d: DomainDump, console: Console) -> None:
     limit = f" (limit: port {d.max_ports - 1})" if d.max_ports else ""
     console.print(Text(f"domain {d.domain}: {d.abi} ABI, {d.nr_pages} event-array page(s) = ports 0..{d.nr_ports - 1}"
@@ -54,7 +42,7 @@ def render_dump(d: DomainDump, console: Console) -> None:
             st = w.channel
             t.add_row(str(w.port), f"{w.word:#010x}", w.flags, str(w.link) if w.link else "-",
                       st.state if st else "", str(st.vcpu) if st else "",
-                      str(st.priority) if st and st.priority is not None else "", _remote(st) if st else "")
+                      str(st.priority) if st and st.priority is not None else "", st.remote(short=True) if st else "")
         console.print(Text("  event words (P=pending M=masked L=linked B=busy):"))
         console.print(Padding(t, (0, 0, 0, 2)))
     if d.plain_masked:
