@@ -122,3 +122,25 @@ def test_sim_libpath_command_reports_build_errors_in_one_line(monkeypatch, capsy
     err = capsys.readouterr().err
     assert err == "xenevt: cannot build libxenevtchn-sim.so: RuntimeError: no compiler\n"
     assert isinstance(simlib.SimLibError("x"), XenevtError)
+
+
+def test_cli_notify_every_pings_the_peer(libpath, tmp_path):
+    """dom1 (the xen backend acting as dom1) holds a port; dom0 connects and pings it every 50 ms."""
+    create_host(str(tmp_path))
+    base = dict(os.environ, LD_LIBRARY_PATH=libpath, XENEVT_STATE=str(tmp_path))
+    xe = [sys.executable, "-m", "xenevt", "--backend", "xen"]
+    holder = subprocess.Popen(xe + ["-d", "1", "--json", "bind", "unbound", "0", "-n", "3", "-t", "30"],
+                              env=dict(base, XENEVT_SIM_DOMAIN="1", XENEVT_SELF_DOMID="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import json
+
+    port = json.loads(holder.stdout.readline())["port"]
+    pinger = subprocess.run(xe + ["bind", "interdomain", "1", str(port), "--notify-every", "0.05", "-t", "1.5"],
+                            env=dict(base, XENEVT_SELF_DOMID="0"), capture_output=True, text=True, timeout=60)
+    out, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["port"] for e in events] == [port] * 3 and all(e["domain"] == 1 for e in events)
+    assert pinger.returncode == 0, pinger.stderr
+    # the pinger's own end was left pending once by the bind (Xen's rule): it saw that event
+    assert "event on port" in pinger.stdout

@@ -163,7 +163,7 @@ class SimLibraries:
     def notify(self, hid: int, port: int) -> None:
         h = self._h(hid)
         self._own(h, port, "notify")
-        self.host.send(self.domid, self.domid, port)
+        self.host.send(self.domid, self.domid, port, tell_unbound=False)
 
     def _unbind(self, h: _Handle, port: int) -> None:
         h.ports.discard(port)
