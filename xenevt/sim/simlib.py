@@ -72,7 +72,8 @@ def build(dest: str) -> None:
     ffi = FFI()
     ffi.embedding_api(api)
     with open(os.path.join(CSRC, "xenevtchn_sim.c")) as f:
-        ffi.set_source("xenevt_simlib", '#include <stdint.h>\n#include "xenevtchn_sim_api.h"\n' + f.read(),
+        prelude = '#include <stddef.h>\n#include <stdint.h>\n#include "xenevtchn_sim_api.h"\n'
+        ffi.set_source("xenevt_simlib", prelude + f.read(),
                        include_dirs=[CSRC], extra_compile_args=["-Wall", "-O2"],
                        extra_link_args=[f"-Wl,-soname,{SONAME}"])
     ffi.embedding_init_code(_init_code())
