@@ -39,9 +39,9 @@ def cli(ctx: click.Context, backend, state, domain, caller, as_json, debug):
     ctx.call_on_close(ctx.obj.close)
 
 
-from . import bind, demo, dump, inspect, ports, sim, wait  # noqa: E402  (commands register on `cli`)
+from . import bind, demo, doctor, dump, inspect, ports, sim, wait  # noqa: E402  (commands register on `cli`)
 
-for _module in (sim, bind, ports, inspect, wait, dump, demo):
+for _module in (sim, bind, ports, inspect, wait, dump, doctor, demo):
     _module.register(cli)
 
 
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     code = EXIT_OK
     try:
-        cli.main(args=argv, prog_name="xenevt", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="xenevt", standalone_mode=False)
+        if isinstance(rv, int):  # ctx.exit(N) comes back as a return value outside standalone mode
+            code = rv
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.NoArgsIsHelpError as e:

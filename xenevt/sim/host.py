@@ -537,6 +537,38 @@ class SimHost:
         return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
                 "domains": doms}
 
+    # --- the 'e' debug key -----------------------------------------------------------
+    def debug_key_e(self) -> list[str]:
+        """What Xen 4.17 prints for debug key 'e' (domain_dump_evtchn_info + the FIFO print_state)."""
+        lines = ["'e' pressed -> dumping event-channel info"]
+        for domid in sorted(self.domains):
+            mem = self.domains[domid].mem
+            lines += [f"Event channel information for domain {domid}:", "Polling vCPUs: {}", "    port [p/m/s]"]
+            for port in range(1, mem.nr_chans):
+                ch = mem.chan(port)
+                if ch.state == ECS_FREE:
+                    continue
+                word = mem.word(port)
+                pending = int(word is not None and bool(word & abi.WORD_PENDING))
+                masked = int(word is None or bool(word & abi.WORD_MASKED))  # no word reads as masked
+                if word is None:
+                    state = "?     "
+                else:
+                    busy = "B" if word & abi.WORD_BUSY else " "
+                    state = f"{busy} {word & abi.EVTCHN_FIFO_LINK_MASK:<4d}" if word & abi.WORD_LINKED else \
+                        f"{busy} -   "
+                line = f"    {port:4d} [{pending}/{masked}/{state}]: s={ch.state} n={ch.notify_vcpu} x=0"
+                if ch.state == ECS_UNBOUND:
+                    line += f" d={ch.remote_dom}"
+                elif ch.state == ECS_INTERDOMAIN:
+                    line += f" d={ch.remote_dom} p={ch.remote_port}"
+                elif ch.state == ECS_PIRQ:
+                    line += f" p={ch.aux} i=-1"
+                elif ch.state == ECS_VIRQ:
+                    line += f" v={ch.aux}"
+                lines.append(line)
+        return lines
+
     # --- frames, as privcmd would map them -----------------------------------------
     def gfns(self, domid: int) -> dict:
         """The frame numbers a foreign mapping uses for the domain's event array and control blocks."""

@@ -1,0 +1,113 @@
+"""``xenevt doctor``: find what is wrong with event channels, and say what it means."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rich.text import Text
+
+from .context import DOMAIN, Ctx, json_option, pass_ctx
+
+STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+@click.command("doctor", epilog="Exit code: 0 healthy (info findings only), 3 when there is a finding at warning "
+               "level or above, 1/2 when the evidence could not be read.")
+@click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True, help="Only these domains (repeatable).")
+@click.option("--edump", metavar="FILE", help="Read Xen's 'e' debug-key dump (xl dmesg output; - for stdin).")
+@click.option("--lsevtchn", "lsevtchn_file", metavar="FILE", help="Read lsevtchn's output for --domain (- for stdin).")
+@click.option("--from", "raw_file", metavar="FILE", help="Read a raw dump saved with `xenevt dump --raw`.")
+@click.option("--save", metavar="SNAPSHOT", help="Also save the evidence, for a later --since.")
+@click.option("--since", metavar="SNAPSHOT", help="An earlier snapshot: what is still wrong now is stuck.")
+@json_option
+@pass_ctx
+def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
+    """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
+    but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
+    queue their channel left, interdomain ends that disagree, vCPUs without a control block, and
+    domains near their event-channel limit.  Evidence comes from the backend (default), an 'e'
+    dump, lsevtchn output, or a raw dump."""
+    from ..evidence import collect, doctor as rules
+    from ..evidence.model import Evidence, EvidenceError
+
+    chosen = [x for x in (edump, lsevtchn_file, raw_file) if x]
+    if len(chosen) > 1:
+        raise click.UsageError("pick one source of evidence: --edump, --lsevtchn or --from")
+    if lsevtchn_file and len(domains) != 1:
+        raise click.UsageError("lsevtchn prints no domain id: say which domain with one --domain")
+    prior = None
+    if since:
+        try:
+            with open(since) as f:
+                prior = Evidence.from_json(f.read(), since)
+        except OSError as e:
+            raise EvidenceError(f"cannot read snapshot {since}: {(e.strerror or str(e)).lower()}") from None
+    if edump:
+        from ..evidence import edump as reader
+
+        ev = reader.read(edump)
+    elif lsevtchn_file:
+        from ..evidence import lsevtchn
+
+        ev = lsevtchn.read(lsevtchn_file, domains[0])
+    elif raw_file:
+        from ..dump import build_dump, load_raw
+
+        raw = load_raw(raw_file)
+        ev = Evidence(f"raw dump {raw_file}")
+        collect.add_dump(ev, build_dump(raw.mem, raw.domain, ev.source, channels=raw.channels(),
+                                        guest_known=raw.guest_known,
+                                        max_ports=raw.mem.nr_chans if raw.has_channels else None))
+    else:
+        ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
+    if domains:
+        ev.domains = {d: f for d, f in ev.domains.items() if d in domains}
+    if save:
+        _save(save, ev.to_json())
+    rep = rules.examine(ev, prior)
+    if c.json:
+        c.emit(rep.as_dict() | {"source": ev.source})
+    else:
+        _render(c, rep, ev)
+    if rep.exit_code:
+        click.get_current_context().exit(rep.exit_code)
+
+
+def _save(path: str, text: str) -> None:
+    from ..evidence.model import EvidenceError
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise EvidenceError(f"cannot save snapshot {path}: {(e.strerror or str(e)).lower()}") from None
+
+
+def _render(c: Ctx, rep, ev) -> None:
+    for w in rep.warnings:
+        c.err.print(f"xenevt: warning: {w}")
+    for f in rep.findings:
+        where = f"dom{f.domain}" + (f" port {','.join(map(str, f.ports))}" if f.ports else "") + (
+            f" vCPU {f.vcpu}" if f.vcpu is not None and not f.ports else "")
+        line = Text(f"{f.severity.upper():8s}", style=STYLE[f.severity])
+        line.append(f"{where}: {f.title}")
+        c.out.print(line)
+        c.out.print(f"         evidence: {f.evidence}")
+        c.out.print(f"         meaning:  {f.advice}")
+    ports = sum(rep.checked.values())
+    counts = {s: sum(1 for f in rep.findings if f.severity == s) for s in ("error", "warning", "info")}
+    said = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n)
+    head = "healthy" if rep.exit_code == 0 else "problems found"
+    c.out.print(f"doctor: {head}: {said or 'no findings'} in {len(rep.checked)} domain(s), {ports} port(s) "
+                f"checked ({ev.source})")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(doctor)

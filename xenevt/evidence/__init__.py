@@ -1,0 +1,11 @@
+"""Evidence about event channels, from any source, in one model; and the doctor that reads it.
+
+Readers turn what an operator has at hand (the hypervisor's 'e' debug-key
+dump, lsevtchn's text, EVTCHNOP_status over a domain, the guest's FIFO pages
+from the simulator, a raw file, privcmd or this kernel) into the same facts;
+``doctor`` applies its rules to those facts without knowing where they came from.
+"""
+
+from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
+
+__all__ = ["DomainFacts", "Evidence", "PortFacts", "QueueFacts", "VcpuFacts"]

@@ -1,0 +1,73 @@
+"""Evidence from live sources and dumps: the backend's port table and FIFO pages, raw files.
+
+Merging is field by field: a later source fills what an earlier one left
+unknown (None), so EVTCHNOP_status's states and the event words' flags end
+up on the same PortFacts.
+"""
+
+from __future__ import annotations
+
+from ..backend.base import PortStatus
+from ..dump.model import DomainDump
+from ..errors import BackendUnavailable
+from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
+
+
+def port_from_status(st: PortStatus) -> PortFacts:
+    f = PortFacts(st.port, st.state, vcpu=st.vcpu, remote_domain=st.remote_domain, remote_port=st.remote_port,
+                  virq=st.virq, pirq=st.pirq, priority=st.priority)
+    if st.flags:
+        f.pending, f.masked = st.flags["pending"], st.flags["masked"]
+        f.linked, f.busy = st.flags["linked"], st.flags["busy"]
+        f.link = st.flags["link"] if st.flags["linked"] else None
+    return f
+
+
+def merge_port(dom: DomainFacts, new: PortFacts) -> None:
+    old = dom.ports.get(new.port)
+    if old is None:
+        dom.ports[new.port] = new
+        return
+    for key, value in vars(new).items():
+        if value is not None and (getattr(old, key) is None or old.state == "unknown" and key == "state"):
+            setattr(old, key, value)
+
+
+def add_dump(ev: Evidence, d: DomainDump) -> None:
+    """The guest's side: queues, READY bits and every flagged word of one domain."""
+    dom = ev.domain(d.domain)
+    dom.abi = dom.abi or d.abi
+    dom.nr_word_ports = d.nr_ports
+    if d.max_ports is not None:
+        dom.max_ports = d.max_ports
+    for v in d.vcpus:
+        vf = VcpuFacts(v.vcpu, v.control_block, v.ready if v.control_block else None,
+                       list(v.heads) if v.control_block else None)
+        for q in v.queues:
+            vf.queues.append(QueueFacts(q.vcpu, q.priority, q.head, list(q.chain), q.status, q.ready, q.bad_port,
+                                        q.other_queue))
+        dom.vcpus[v.vcpu] = vf
+    for w in d.words:
+        facts = port_from_status(w.channel) if w.channel is not None else PortFacts(w.port, "unknown")
+        facts.pending, facts.masked, facts.linked, facts.busy = w.pending, w.masked, w.linked, w.busy
+        facts.link = w.link if w.linked else None
+        merge_port(dom, facts)
+
+
+def from_backend(backend, domains: list[int] | None = None) -> Evidence:
+    """Everything the backend can say: port tables for every domain, FIFO pages where it has them."""
+    from ..dump import build_dump
+    from ..engine import DomainMemory
+
+    ev = Evidence(f"{backend.name} backend")
+    for domid in domains if domains is not None else backend.domains():
+        dom = ev.domain(domid)
+        for st in backend.list_ports(domid):
+            merge_port(dom, port_from_status(st))
+        try:
+            live = backend.fifo_memory(domid)
+        except BackendUnavailable:
+            continue
+        mem = DomainMemory(bytearray(live.snapshot()))
+        add_dump(ev, build_dump(mem, domid, backend.name, channels=backend.channels(domid), max_ports=mem.nr_chans))
+    return ev
