@@ -28,7 +28,8 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, and
     domains near their event-channel limit.  Evidence comes from the backend (default), an 'e'
     dump, lsevtchn output, or a raw dump."""
-    from ..evidence import collect, doctor as rules
+    from ..evidence import collect
+    from ..evidence import doctor as rules
     from ..evidence.model import Evidence, EvidenceError
 
     chosen = [x for x in (edump, lsevtchn_file, raw_file) if x]
