@@ -33,6 +33,9 @@ int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom
 int xc_evtchn_reset(xc_interface *xch, uint32_t dom);
 int xc_evtchn_status(xc_interface *xch, void *status);
 int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms, void *info);
+int xc_send_debug_keys(xc_interface *xch, const char *keys);
+int xc_readconsolering(xc_interface *xch, char *buffer, unsigned int *pnr_chars, int clear, int incremental,
+                       uint32_t *pindex);
 
 typedef struct xenforeignmemory_handle xenforeignmemory_handle;
 typedef unsigned long xen_pfn_t;

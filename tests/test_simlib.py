@@ -144,3 +144,21 @@ def test_cli_notify_every_pings_the_peer(libpath, tmp_path):
     assert pinger.returncode == 0, pinger.stderr
     # the pinger's own end was left pending once by the bind (Xen's rule): it saw that event
     assert "event on port" in pinger.stdout
+
+
+def test_cli_doctor_through_the_xen_backend_uses_the_e_debug_key(libpath, tmp_path):
+    """On Xen, doctor presses 'e' (xc_send_debug_keys) and reads the console ring: here, the simulator's."""
+    create_host(str(tmp_path))
+    with SimHost(str(tmp_path)) as h:
+        p1 = h.alloc_unbound(1, 1, 0)
+        p0 = h.bind_interdomain(0, 0, 1, p1)
+        h.mask(0, 0, p0)  # pending from the bind, and now masked: stuck
+    env = dict(os.environ, LD_LIBRARY_PATH=libpath, XENEVT_STATE=str(tmp_path), XENEVT_SELF_DOMID="0")
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--backend", "xen", "--json", "doctor"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["source"] == "xen backend + 'e' dump"
+    assert [(f["rule"], f["domain"], f["ports"]) for f in out["findings"]] == [("pending-masked", 0, [p0])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..sim.host import SimHost
+from ..errors import BackendUnavailable
 from .base import PortStatus
 
 
@@ -84,6 +85,12 @@ class SimBackend:
         self.host._access(self._as(domain), domain, "map frames of")
         mm = self.host._mm
         return [bytes(mm[off:off + 4096]) for off in (self.host.frame_offset(domain, g) for g in gfns)]
+
+    def debug_dump(self, keys: str = "e") -> str:
+        """What the simulated hypervisor prints for debug key 'e', as Xen's console shows it."""
+        if keys != "e":
+            raise BackendUnavailable(f"the simulator has debug key 'e' only, not {keys!r}")
+        return "".join(f"(XEN) {line}\n" for line in self.host.debug_key_e())
 
     def channels(self, domain: int) -> dict[int, PortStatus]:
         """Every open port's status, keyed by port: what dumps annotate words with."""

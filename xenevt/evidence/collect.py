@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..backend.base import PortStatus
 from ..dump.model import DomainDump
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, XenevtError
 from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
 
@@ -59,15 +59,36 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     from ..dump import build_dump
     from ..engine import DomainMemory
 
+    from . import edump
+
     ev = Evidence(f"{backend.name} backend")
-    for domid in domains if domains is not None else backend.domains():
+    wanted = domains if domains is not None else backend.domains()
+    for domid in wanted:
         dom = ev.domain(domid)
         for st in backend.list_ports(domid):
             merge_port(dom, port_from_status(st))
         try:
             live = backend.fifo_memory(domid)
         except BackendUnavailable:
+            continue  # normal: only a domain itself knows where its event array is
+        except XenevtError as e:
+            ev.warnings.append(f"domain {domid}: its FIFO pages could not be read ({e})")
             continue
         mem = DomainMemory(bytearray(live.snapshot()))
         add_dump(ev, build_dump(mem, domid, backend.name, channels=backend.channels(domid), max_ports=mem.nr_chans))
+    # the hypervisor's own view of every domain's words, where the backend can press 'e'
+    try:
+        text = backend.debug_dump("e")
+    except (BackendUnavailable, XenevtError) as e:
+        ev.warnings.append(f"no 'e' debug-key dump ({e})")
+        return ev
+    seen = edump.parse(text, f"{backend.name} 'e' dump")
+    ev.warnings += seen.warnings
+    for domid, facts in seen.domains.items():
+        if domid in wanted:
+            dom = ev.domain(domid)
+            dom.abi = dom.abi or facts.abi
+            for port in facts.ports.values():
+                merge_port(dom, port)
+    ev.source += " + 'e' dump"
     return ev

@@ -161,6 +161,23 @@ def install(ffi) -> None:
         return guarded(-1, op)
 
     @ffi.def_extern()
+    def xc_send_debug_keys(xch, keys):
+        return guarded(-1, lambda: _get().send_debug_keys(ffi.string(keys).decode(errors="replace")) or 0)
+
+    @ffi.def_extern()
+    def xc_readconsolering(xch, buffer, pnr_chars, clear, incremental, pindex):
+        def op():
+            index = int(pindex[0]) if incremental and pindex != NULL else 0
+            data, new = _get().read_console(int(pnr_chars[0]), bool(clear), bool(incremental), index)
+            ffi.memmove(buffer, data, len(data))
+            pnr_chars[0] = len(data)
+            if pindex != NULL:
+                pindex[0] = new
+            return 0
+
+        return guarded(-1, op)
+
+    @ffi.def_extern()
     def xenforeignmemory_open(logger, flags):
         return guarded(NULL, lambda: _get() and ffi.cast("xenforeignmemory_handle *", 1))
 

@@ -235,6 +235,37 @@ class SimLibraries:
             out += rec
         return bytes(out)
 
+    # --- the hypervisor console: debug keys and the console ring ---------------------------
+    def _ring(self) -> str:
+        return os.path.join(self.host.state_dir, "console.ring")
+
+    def send_debug_keys(self, keys: str) -> None:
+        """Run debug-key handlers; 'e' prints the event-channel dump into the console ring, as Xen does."""
+        self.host._access(self.domid, self.domid, "send debug keys as")
+        if not self.host.domains[self.domid].privileged:
+            raise ChannelError("debug keys need a privileged domain", errno=errno.EPERM, domain=self.domid)
+        out = []
+        for key in keys:
+            if key == "e":
+                out += self.host.debug_key_e()
+            else:
+                out.append(f"'{key}' pressed -> (not simulated)")
+        with open(self._ring(), "a") as f:
+            f.write("".join(f"(XEN) {line}\n" for line in out))
+
+    def read_console(self, size: int, clear: bool, incremental: bool, index: int) -> tuple[bytes, int]:
+        """(text, new index): the ring from ``index`` (incremental) or its end, at most ``size`` bytes."""
+        try:
+            with open(self._ring(), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        start = min(index, len(data)) if incremental else max(0, len(data) - size)
+        chunk = data[start:start + size]
+        if clear:
+            open(self._ring(), "wb").close()
+        return chunk, start + len(chunk)
+
     # --- libxenforeignmemory ------------------------------------------------------------
     def foreign_offsets(self, dom: int, gfns: list[int]) -> list[int]:
         """Per frame: its page-aligned offset in the state file, or -errno; privilege as for hypercalls."""

@@ -382,8 +382,43 @@ class XenBackend:
             fm.xenforeignmemory_close(h)
 
     def fifo_memory(self, domain: int):
-        raise BackendUnavailable("reading a domain's event array needs its frames: use `xenevt dump --gfn …` "
-                                 "(or `--self` for this kernel's own queues)")
+        """This kernel's own FIFO memory (kcore); another domain's frames are known only to that domain."""
+        if self._mine(domain):
+            from .kernel import read_self
+
+            return read_self()[0]
+        raise BackendUnavailable(f"reading domain {domain}'s event array needs its frames: use `xenevt dump "
+                                 "--gfn …` (no hypercall reveals them)")
+
+    def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
+        """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
+        ctrl, xc = self._ctrl()
+        size = 1 << 20
+        buf = libs.ffi.new("char[]", size)
+        nr = libs.ffi.new("unsigned int *", size)
+        index = libs.ffi.new("uint32_t *", 0)
+        while True:  # skip what the ring already holds
+            nr[0] = size
+            if ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index) < 0:
+                raise self._fail("read the console ring of", 0)
+            if nr[0] == 0:
+                break
+        if ctrl.xc_send_debug_keys(xc, keys.encode()) < 0:
+            raise self._fail(f"send debug key {keys!r} as", self.domid or 0)
+        out = bytearray()
+        deadline, quiet_since = time.monotonic() + limit, time.monotonic()
+        while time.monotonic() < deadline:
+            nr[0] = size
+            if ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index) < 0:
+                raise self._fail("read the console ring of", 0)
+            if nr[0]:
+                out += libs.ffi.buffer(buf, nr[0])
+                quiet_since = time.monotonic()
+            elif out and time.monotonic() - quiet_since >= settle:
+                break
+            else:
+                time.sleep(0.05)
+        return out.decode(errors="replace")
 
 
 def _kernel_abi() -> str:
