@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..sim.host import SimHost
 from ..errors import BackendUnavailable
+from ..sim.host import SimHost
 from .base import PortStatus
 
 

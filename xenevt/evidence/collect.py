@@ -58,7 +58,6 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     """Everything the backend can say: port tables for every domain, FIFO pages where it has them."""
     from ..dump import build_dump
     from ..engine import DomainMemory
-
     from . import edump
 
     ev = Evidence(f"{backend.name} backend")
