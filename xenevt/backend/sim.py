@@ -86,6 +86,18 @@ class SimBackend:
         mm = self.host._mm
         return [bytes(mm[off:off + 4096]) for off in (self.host.frame_offset(domain, g) for g in gfns)]
 
+    def activity(self, domain: int):
+        """Per open port: deliveries (as /proc/interrupts counts them) and raises, with its flags."""
+        from ..evidence.activity import Row
+
+        counts = self.host.counters(domain)
+        rows = []
+        for st in self.list_ports(domain):
+            raised, delivered = counts[st.port]
+            rows.append(Row(f"port {st.port}", f"{st.state} {st.remote()}".strip(), [delivered], st.port,
+                            st.flags.get("pending"), st.flags.get("masked"), raised))
+        return rows
+
     def debug_dump(self, keys: str = "e") -> str:
         """What the simulated hypervisor prints for debug key 'e', as Xen's console shows it."""
         if keys != "e":

@@ -39,9 +39,9 @@ def cli(ctx: click.Context, backend, state, domain, caller, as_json, debug):
     ctx.call_on_close(ctx.obj.close)
 
 
-from . import bind, demo, doctor, dump, inspect, ports, sim, wait  # noqa: E402  (commands register on `cli`)
+from . import bind, demo, doctor, dump, inspect, ports, sim, wait, watch  # noqa: E402  (commands register on `cli`)
 
-for _module in (sim, bind, ports, inspect, wait, dump, doctor, demo):
+for _module in (sim, bind, ports, inspect, wait, dump, doctor, watch, demo):
     _module.register(cli)
 
 

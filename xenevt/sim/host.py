@@ -45,6 +45,9 @@ ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2,
                ECS_IPI: 5}
 NR_VIRQS = 24
 CONSUME_BATCH = 256
+STATS_NAME = "stats.xes"
+STATS_MAGIC = b"XEVTSTAT"
+STATS_HEADER = struct.Struct("<8sIQQ")  # magic, version, and the host file's size and creation time
 # frame numbers of the simulated guests' shared pages, for foreign mappings (privcmd)
 EVENT_ARRAY_GFN = 0x100000
 CONTROL_BLOCK_GFN = 0x200000
@@ -164,6 +167,7 @@ class SimHost:
             raise
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
+        self._stats = None
         self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
         self._depth = 0
         self._pins: dict[tuple[int, int], tuple[int, object]] = {}
@@ -202,6 +206,9 @@ class SimHost:
             raise StateError(f"state file {self.path}: {bad}")
 
     def close(self) -> None:
+        if self._stats is not None:
+            self._stats[0].close()
+            self._stats = None
         # a consumer that leaves says so: its vCPU shows no consumer pid any more
         for domid, vcpu in self._claimed:
             dom = self.domains.get(domid)
@@ -287,6 +294,8 @@ class SimHost:
         if rc < 0:
             raise channel_error("raise", errno.EIO, f"engine refused: code {rc} (corrupt state?)",
                                 domain=dom.domid, port=port)
+        if not unmask:
+            self._count(dom.domid, port, 0)
         if rc & SP.UPCALL:
             self._kick(dom, dom.mem.chan(port).notify_vcpu)
         return rc
@@ -537,6 +546,56 @@ class SimHost:
         return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
                 "domains": doms}
 
+    # --- activity counters (what /proc/interrupts counts on a real guest) -------------
+    def _stats_view(self):
+        """The counters file: per domain and port, u64 raised and u64 delivered; made on first use."""
+        if self._stats is not None:
+            return self._stats
+        path = os.path.join(self.state_dir, STATS_NAME)
+        ident = STATS_HEADER.pack(STATS_MAGIC, 1, *HEADER.unpack_from(self._mm, 0)[3:5])
+        size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in self.domains.values())
+        try:
+            fd = os.open(path, os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None  # read-only and never made: every counter reads 0
+        try:
+            if not self.read_only:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                head = os.pread(fd, STATS_HEADER.size, 0)
+                if head != ident or os.fstat(fd).st_size != size:  # a new host: start from zero
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, ident, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            elif os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
+                return None
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE)
+        finally:
+            os.close(fd)
+        offsets, off = {}, STATS_HEADER.size
+        for domid in sorted(self.domains):
+            offsets[domid] = off
+            off += 16 * self.domains[domid].mem.nr_chans
+        self._stats = (mm, offsets)
+        return self._stats
+
+    def _count(self, domid: int, port: int, which: int) -> None:
+        view = self._stats_view()
+        if view is None or self.read_only:
+            return
+        mm, offsets = view
+        at = offsets[domid] + 16 * port + 8 * which
+        struct.pack_into("<Q", mm, at, struct.unpack_from("<Q", mm, at)[0] + 1)
+
+    def counters(self, domid: int) -> list[tuple[int, int]]:
+        """(raised, delivered) per port of the domain, since the host was made."""
+        dom = self.domain(domid, "count events of")
+        view = self._stats_view()
+        if view is None:
+            return [(0, 0)] * dom.mem.nr_chans
+        mm, offsets = view
+        return list(struct.iter_unpack("<QQ", mm[offsets[domid]: offsets[domid] + 16 * dom.mem.nr_chans]))
+
     # --- the 'e' debug key -----------------------------------------------------------
     def debug_key_e(self) -> list[str]:
         """What Xen 4.17 prints for debug key 'e' (domain_dump_evtchn_info + the FIFO print_state)."""
@@ -631,6 +690,8 @@ class SimHost:
                     f"cannot consume events of vCPU {vcpu} of domain {domid}: {ERR_TEXT[Err(err[0])]}"
                     f" (port {err[1]}, priority {err[3]})", domain=domid, port=err[1], vcpu=vcpu, call="consume")
             if ports:
+                for port in ports:
+                    self._count(domid, port, 1)
                 return ports
             if dom.mem.guest(vcpu)[0]:
                 continue  # local READY bits left: more to consume without sleeping

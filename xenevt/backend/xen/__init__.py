@@ -390,6 +390,18 @@ class XenBackend:
         raise BackendUnavailable(f"reading domain {domain}'s event array needs its frames: use `xenevt dump "
                                  "--gfn …` (no hypercall reveals them)")
 
+    def activity(self, domain: int):
+        """This kernel's Xen interrupts (/proc/interrupts): per IRQ and CPU; other domains' are not visible."""
+        from ...evidence.activity import parse_interrupts
+
+        if not self._mine(domain):
+            raise BackendUnavailable(f"only domain {domain} itself can count its interrupts: run watch there")
+        try:
+            with open("/proc/interrupts") as f:
+                return parse_interrupts(f.read())
+        except OSError as e:
+            raise BackendUnavailable(f"cannot read /proc/interrupts: {(e.strerror or str(e)).lower()}") from None
+
     def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
         """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
         ctrl, xc = self._ctrl()

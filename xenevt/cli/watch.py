@@ -1,0 +1,75 @@
+"""``xenevt watch``: event activity per port (simulator) or per Xen IRQ (this guest), live."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from .context import COUNT, Ctx, domain_option, json_option, pass_ctx
+
+
+def _table(title: str, rates) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold", box=None)
+    for col in ("what", "name", "total", "per s", "raised", "PM", "note"):
+        t.add_column(col, justify="right" if col in ("total", "per s", "raised") else "left")
+    for r in sorted(rates, key=lambda r: (-r.per_second, r.row.key)):
+        row = r.row
+        flags = ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
+        note = "STALLED: pending, count not moving" if r.stalled else ""
+        t.add_row(row.key, row.name, str(row.total), f"{r.per_second:.1f}",
+                  "" if row.raised is None else str(row.raised), flags, note, style="bold red" if r.stalled else None)
+    return t
+
+
+@click.command("watch")
+@click.option("--interval", "-i", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between samples.")
+@click.option("--once", is_flag=True, help="Take two samples one interval apart, print once, exit.")
+@click.option("--count", "-n", type=COUNT, default=None, help="Stop after N refreshes.")
+@domain_option
+@json_option
+@pass_ctx
+def watch(c: Ctx, interval, once, count, local_domain):
+    """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
+    real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows); totals,
+    rates, and ports whose count stopped moving while their PENDING bit is set."""
+    from ..evidence.activity import Sample, rates
+
+    d = c.domain(local_domain)
+    b = c.backend(read_only=True)
+
+    def sample() -> Sample:
+        return Sample(f"{b.name} domain {d}", b.activity(d))
+
+    before = sample()
+    if once or c.json:
+        time.sleep(interval)
+        after = sample()
+        result = rates(before, after)
+        if c.json:
+            c.emit({"domain": d, "interval": round(after.taken_at - before.taken_at, 3), "rows": [
+                {"key": r.row.key, "name": r.row.name, "port": r.row.port, "counts": r.row.counts, "total": r.row.total,
+                 "per_second": round(r.per_second, 2), "raised": r.row.raised, "pending": r.row.pending,
+                 "masked": r.row.masked, "stalled": r.stalled} for r in result]})
+        else:
+            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result))
+        return
+    shown = 0
+    try:
+        with Live(console=c.out, auto_refresh=False) as live:
+            while count is None or shown < count:
+                time.sleep(interval)
+                after = sample()
+                live.update(_table(f"{after.source}: activity (every {interval:g} s, Ctrl-C to stop)",
+                                   rates(before, after)), refresh=True)
+                before = after
+                shown += 1
+    except KeyboardInterrupt:
+        pass
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(watch)
