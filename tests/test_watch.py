@@ -20,7 +20,8 @@ def interrupts_text(cpus: int, rows: list[tuple[int, list[int], str, str, str]])
     prec = 3
     out = " " * (prec + 2) + "".join(f"CPU{i:<7d}" for i in range(cpus)).rstrip() + "\n"
     for irq, counts, chip, handler, action in rows:
-        line = f"{irq:{prec}d}: " + "".join(f"{n:10d} " for n in counts) + f" {chip:>8s}" + " " * (1 + prec) + f"-{handler:<8s}"
+        line = f"{irq:{prec}d}: " + "".join(f"{n:10d} " for n in counts) + f" {chip:>8s}"
+        line += " " * (1 + prec) + f"-{handler:<8s}"
         out += line + (f"  {action}" if action else "") + "\n"
     out += "NMI:          0          0   Non-maskable interrupts\n"
     return out
