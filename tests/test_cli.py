@@ -369,3 +369,17 @@ def test_subprocess_reader_going_away_is_not_an_error(state):
     p.stdout.close()  # like `| head -1`
     _, err = p.communicate(timeout=20)
     assert p.returncode == 0 and err == b""
+
+
+def test_dump_formats_agree(state, tmp_path, xe):
+    """--format text|json|raw describe the same dump; raw goes to a file or a pipe, never a terminal."""
+    rc, as_json, _ = xe("dump", "--format", "json")
+    assert rc == 0 and json.loads(as_json) == json.loads(xe("--json", "dump")[1])
+    out = tmp_path / "d.raw"
+    assert xe("dump", "--format", "raw", "-o", out)[0] == 0
+    assert json.loads(xe("dump", "--from", out, "--json")[1])["vcpus"] == json.loads(as_json)["vcpus"]
+    r = subprocess.run(xenevt_cmd("dump", "--format", "raw"), env=dict(os.environ, XENEVT_STATE=state),
+                       capture_output=True)
+    assert r.returncode == 0 and r.stdout[:8] == b"XENEVTDP" and r.stdout[8:] == out.read_bytes()[8:] or (
+        r.stdout[:8] == b"XENEVTDP" and len(r.stdout) == out.stat().st_size)
+    assert xe("dump", "-o", out)[0] == 2

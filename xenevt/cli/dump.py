@@ -59,7 +59,11 @@ class _Control(click.ParamType):
               help="A vCPU's control block as GFN:OFFSET, in vCPU order (repeatable).")
 @click.option("--control-gfn", type=_Frame(), default=None, help="Control block frame of one vCPU (with --offset).")
 @click.option("--offset", type=click.IntRange(0, 4096 - 72), default=0, help="Control block offset in its frame.")
-@click.option("--raw", "raw_file", metavar="FILE", type=click.Path(), help="Save the raw ABI pages to FILE instead.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "raw"]), default=None,
+              help="text (default), json (as --json), or raw: the ABI pages in xenevt's dump file format "
+                   "(to --output FILE, or to stdout when it is not a terminal).")
+@click.option("--output", "-o", metavar="FILE", type=click.Path(), help="With --format raw: the file to write.")
+@click.option("--raw", "raw_file", metavar="FILE", type=click.Path(), help="Same as --format raw --output FILE.")
 @click.option("--all-words", is_flag=True, help="List plain MASKED words too (the boot default).")
 @click.option("--all-domains", is_flag=True, help="Every domain of the host.")
 @click.option("--kcore", default="/proc/kcore", hidden=True)
@@ -68,13 +72,21 @@ class _Control(click.ParamType):
 @domain_option
 @json_option
 @pass_ctx
-def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, raw_file, all_words, all_domains,
-         kcore, kallsyms, cpus_file, local_domain):
+def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fmt, output, raw_file, all_words,
+         all_domains, kcore, kallsyms, cpus_file, local_domain):
     """Queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
     and every event word that is not the boot default, with its PENDING/MASKED/LINKED/BUSY flags.
 
     A broken chain (a LINK past the array, to an unlinked word, a cycle) is shown with the port
     where it breaks."""
+    if fmt == "json":
+        c.json = True
+    if fmt == "raw" or raw_file:
+        raw_file = raw_file or output or "-"
+        if raw_file == "-" and c.out.is_terminal:
+            raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
+    elif output:
+        raise click.UsageError("--output goes with --format raw")
     sources = [bool(from_file), self_kernel, bool(gfns)]
     if sum(sources) > 1:
         raise click.UsageError("pick one source: --from FILE, --self or --gfn")
@@ -82,7 +94,7 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, ra
         raise click.UsageError("--control/--control-gfn describe a mapping: give the event array with --gfn")
     if all_domains and any(sources):
         raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self or --gfn")
-    if from_file and raw_file:
+    if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
     dumps = []
     if from_file:
@@ -117,6 +129,14 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, ra
             dumps.append(build_dump(mem, d, b.name, channels=b.channels(d), all_words=all_words,
                                     max_ports=mem.nr_chans))
         domain, source, guest, chans, max_ports = domains[0], f"{b.name} domain {domains[0]}", True, None, None
+    if raw_file == "-":
+        from ..dump.rawfile import encode
+
+        data = encode(mem, domain, source, guest=guest, channels=not (self_kernel or gfns))
+        out = click.get_binary_stream("stdout")
+        out.write(data)
+        out.flush()
+        return
     if raw_file:
         size = save_raw(raw_file, mem, domain, source, guest=guest, channels=not (self_kernel or gfns))
         c.emit({"domain": domain, "file": raw_file, "bytes": size, "event_array_pages": mem.nr_pages},
