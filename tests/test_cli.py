@@ -380,6 +380,5 @@ def test_dump_formats_agree(state, tmp_path, xe):
     assert json.loads(xe("dump", "--from", out, "--json")[1])["vcpus"] == json.loads(as_json)["vcpus"]
     r = subprocess.run(xenevt_cmd("dump", "--format", "raw"), env=dict(os.environ, XENEVT_STATE=state),
                        capture_output=True)
-    assert r.returncode == 0 and r.stdout[:8] == b"XENEVTDP" and r.stdout[8:] == out.read_bytes()[8:] or (
-        r.stdout[:8] == b"XENEVTDP" and len(r.stdout) == out.stat().st_size)
+    assert r.returncode == 0 and r.stdout[:8] == b"XENEVTDP" and len(r.stdout) == out.stat().st_size
     assert xe("dump", "-o", out)[0] == 2
