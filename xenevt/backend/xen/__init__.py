@@ -27,6 +27,7 @@ XEN_DEVICE = "/dev/xen/evtchn"
 HYPERVISOR_event_channel_op = 32
 EVTCHNOP_bind_vcpu = 8
 EVTCHNOP_set_priority = 13
+DOMID_SELF = 0x7FF0
 DOMINFO_SIZE = 1024  # room for one xc_dominfo_t (its first field is the domid)
 
 
@@ -350,6 +351,8 @@ class XenBackend:
             port = self._evtchn.xenevtchn_pending(self._h)
             if port < 0:
                 raise self._fail("read events of", domain)
+            if port not in self._own:
+                continue  # raised before we unbound it (Xen leaves a new interdomain end pending): stale
             got.append(port)
             self._evtchn.xenevtchn_unmask(self._h, port)
         return got
@@ -365,7 +368,9 @@ class XenBackend:
         try:
             arr = libs.ffi.new("xen_pfn_t[]", gfns)
             errs = libs.ffi.new("int[]", len(gfns))
-            addr = fm.xenforeignmemory_map(h, domain, 1, len(gfns), arr, errs)  # PROT_READ
+            # Xen refuses a domain naming itself as the foreign owner (ESRCH): its own frames go by DOMID_SELF
+            owner = DOMID_SELF if self._mine(domain) else domain
+            addr = fm.xenforeignmemory_map(h, owner, 1, len(gfns), arr, errs)  # PROT_READ
             if addr == libs.ffi.NULL:
                 raise self._fail("map frames of", domain)
             try:

@@ -1,0 +1,393 @@
+"""The nested Xen runner: Xen 4.17 and a Debian dom0 under QEMU (TCG), real-Xen tests in dom0.
+
+Stages, each bounded by a timeout that names it when it expires:
+  fetch            Debian packages (apt-get download; cached in $XENCI_CACHE)
+  build-initramfs  dom0's root: python3, the Xen libraries and tools, busybox, the three Xen
+                   drivers and this checkout, as a gzipped newc cpio (cached by content)
+  boot-xen         QEMU starts; until the hypervisor hands over to dom0's kernel
+  boot-dom0        until dom0's /init runs
+  dom0-init        drivers loaded, xenfs mounted, until the tests start
+  tests            pytest in dom0 (tests/test_on_xen.py + the contract tests' real-Xen half)
+  shutdown         until QEMU exits after dom0 powers off
+Everything is read from the serial console (build/xen-ci/console.log); QEMU is stopped on
+every exit path.  Results: build/xen-ci/results.txt (per test) and summary.txt (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "ci", "xen")
+OUT = os.path.join(ROOT, "build", "xen-ci")
+CACHE = os.environ.get("XENCI_CACHE", "/var/cache/xenevt-xen-ci")
+
+ROOT_PACKAGES = ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
+                 "python3-pytest", "python3-pytest-timeout", "libxenevtchn1", "libxenmisc4.17",
+                 "libxenforeignmemory1", "libxencall1", "xen-utils-4.17", "busybox-static"]
+# pulled in by dependencies but not needed to run python3 and the Xen tools from /init
+EXCLUDE = set("""perl perl-base perl-modules-5.36 libperl5.36 udev adduser passwd debconf cdebconf dpkg install-info
+tar ucf sysvinit-utils lsb-base libpam-modules libpam0g libsemanage-common libsemanage2 libsepol2 libaudit-common
+libaudit1 libdebian-installer4 libnewt0.52 libslang2 libtextwrap1 sensible-utils mailcap mime-support libext2fs2
+libcap-ng0 libgdbm-compat4 libdb5.3 libkmod2 libudev1 libblkid1 libacl1 libcom-err2 libselinux1
+libpcre2-8-0""".split())
+PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
+         "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
+         "usr/lib/python3.11/ensurepip", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data"]
+XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs"]
+PROJECT = ["xenevt", "tests", "pyproject.toml"]
+CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
+RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
+# pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
+REASON = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (tests/\S+?)(?: - (.*))?$")
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, why: str):
+        super().__init__(f"stage {stage}: {why}")
+        self.stage = stage
+
+
+def say(msg: str) -> None:
+    print(f"xen-ci: {msg}", flush=True)
+
+
+def run(cmd: list[str], stage: str, timeout: float, **kw) -> subprocess.CompletedProcess:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise StageFailed(stage, f"timed out after {timeout:.0f} s running {' '.join(cmd[:3])} …") from None
+    if r.returncode != 0:
+        raise StageFailed(stage, f"{' '.join(cmd[:3])} … failed (exit {r.returncode}): "
+                                 f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ''}")
+    return r
+
+
+# --- fetch ---------------------------------------------------------------------------------------------------
+def fetch(timeout: float) -> dict:
+    stage = "fetch"
+    deadline = time.monotonic() + timeout
+    left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if not shutil.which("qemu-system-x86_64"):
+        say("installing qemu-system-x86")
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"], stage, left(), env=env)
+    policy = run(["apt-cache", "policy", "xen-hypervisor-4.17-amd64"], stage, left()).stdout
+    if "Candidate: (none)" in policy or "Candidate" not in policy:
+        say("apt-get update")
+        run(["apt-get", "update", "-qq"], stage, left(), env=env)
+    deps = run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *ROOT_PACKAGES], stage,
+               left()).stdout
+    names = sorted({line.strip() for line in deps.splitlines() if re.match(r"^[a-z0-9]", line)} - EXCLUDE
+                   | {"python3-minimal"})
+    kernel = re.search(r"Depends: (linux-image-6\.\S+-amd64)",
+                       run(["apt-cache", "depends", "linux-image-amd64"], stage, left()).stdout)
+    if not kernel:
+        raise StageFailed(stage, "cannot resolve linux-image-amd64 to a versioned kernel package")
+    boot = ["xen-hypervisor-4.17-amd64", kernel.group(1)]
+    debs = os.path.join(CACHE, "debs")
+    os.makedirs(debs, exist_ok=True)
+    missing = [n for n in names + boot if not glob.glob(os.path.join(debs, f"{n}_*.deb"))]
+    if missing:
+        say(f"downloading {len(missing)} package(s)")
+        run(["apt-get", "download", *missing], stage, left(), cwd=debs, env=env)
+    else:
+        say(f"{len(names) + len(boot)} packages cached in {debs}")
+
+    def deb(name):
+        found = sorted(glob.glob(os.path.join(debs, f"{name}_*.deb")))
+        if not found:
+            raise StageFailed(stage, f"package {name} did not download")
+        return found[-1]
+
+    return {"root": [deb(n) for n in names], "xen": deb(boot[0]), "kernel": deb(boot[1])}
+
+
+# --- build ---------------------------------------------------------------------------------------------------
+def _extract(debs: list[str], dest: str, stage: str, timeout: float, prepare=None) -> None:
+    """Unpack ``debs`` into ``dest`` (and ``prepare`` it) aside, then rename: a cache entry is whole or absent."""
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for d in debs:
+        run(["dpkg-deb", "-x", d, tmp], stage, timeout)
+    if prepare is not None:
+        prepare(tmp)
+    os.replace(tmp, dest)
+
+
+def _digest(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for top in paths:
+        files = [top] if os.path.isfile(top) else sorted(
+            os.path.join(dp, f) for dp, dn, fn in os.walk(top) for f in fn
+            if "__pycache__" not in dp and not f.endswith(".pyc"))
+        for f in files:
+            h.update(os.path.relpath(f, ROOT).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def cpio_newc(root: str, out) -> None:
+    """Write the tree under ``root`` as a newc cpio archive (what the kernel unpacks as initramfs)."""
+    ino = 1
+
+    def entry(name: str, mode: int, data: bytes = b"", mtime: int = 0):
+        nonlocal ino
+        nb = name.encode() + b"\0"
+        hdr = "070701" + "".join(f"{v:08X}" for v in (ino, mode, 0, 0, 1, mtime, len(data), 0, 0, 0, 0, len(nb), 0))
+        out.write(hdr.encode() + nb + b"\0" * (-(110 + len(nb)) % 4))
+        out.write(data + b"\0" * (-len(data) % 4))
+        ino += 1
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        if rel != ".":
+            entry(rel, stat.S_IFDIR | 0o755)
+        for name in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
+            path = os.path.join(dirpath, name)
+            relp = os.path.normpath(os.path.join(rel, name))
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                entry(relp, stat.S_IFLNK | 0o777, os.readlink(path).encode())
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    entry(relp, stat.S_IFREG | (st.st_mode & 0o7777), f.read())
+    entry("TRAILER!!!", 0)
+
+
+def build(pk: dict, timeout: float) -> dict:
+    stage = "build-initramfs"
+    t0 = time.monotonic()
+    deb_key = hashlib.sha256("\n".join(os.path.basename(d) for d in pk["root"]).encode()).hexdigest()[:16]
+    base = os.path.join(CACHE, f"rootfs-{deb_key}")
+    def prepare(tree: str) -> None:
+        for p in PRUNE:
+            shutil.rmtree(os.path.join(tree, p), ignore_errors=True)
+        applets = run([os.path.join(tree, "bin", "busybox"), "--list"], stage, timeout).stdout.split()
+        for a in applets:
+            if not any(os.path.lexists(os.path.join(tree, d, a)) for d in ("bin", "sbin", "usr/bin", "usr/sbin")):
+                os.symlink("busybox", os.path.join(tree, "bin", a))
+        # byte-compile with dom0's own python: no compiling at import time under TCG
+        run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/usr/lib/python3.11",
+             "/usr/lib/python3/dist-packages"], stage, timeout)
+
+    if not os.path.isdir(base):
+        say("extracting dom0's userspace")
+        _extract(pk["root"], base, stage, timeout, prepare)
+    kdir = os.path.join(CACHE, "kernel-" + os.path.basename(pk["kernel"])[:-4])
+    if not os.path.isdir(kdir):
+        say("extracting the dom0 kernel")
+        _extract([pk["kernel"]], kdir, stage, timeout)
+    xdir = os.path.join(CACHE, "xen-" + os.path.basename(pk["xen"])[:-4])
+    if not os.path.isdir(xdir):
+        _extract([pk["xen"]], xdir, stage, timeout)
+    xen_gz = glob.glob(os.path.join(xdir, "boot", "xen-4.17-amd64.gz"))
+    vmlinuz = glob.glob(os.path.join(kdir, "boot", "vmlinuz-*"))
+    if not xen_gz or not vmlinuz:
+        raise StageFailed(stage, "the Xen or kernel package has no boot image")
+    xen_elf = xen_gz[0][:-3]
+    if not os.path.exists(xen_elf):  # QEMU's multiboot loader wants the plain ELF
+        with gzip.open(xen_gz[0]) as src, open(xen_elf + ".tmp", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(xen_elf + ".tmp", xen_elf)
+    key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [
+        os.path.join(HERE, "init.sh")]) + os.path.basename(kdir)).encode()).hexdigest()[:16]
+    initrd = os.path.join(CACHE, f"initrd-{key}.gz")
+    if os.path.exists(initrd):
+        say(f"initramfs cached ({os.path.getsize(initrd) / 1e6:.1f} MB)")
+    else:
+        stagedir = os.path.join(CACHE, "staging")
+        shutil.rmtree(stagedir, ignore_errors=True)
+        run(["cp", "-a", base, stagedir], stage, timeout)
+        mods = os.path.join(stagedir, "lib", "modules", "xenci")
+        os.makedirs(mods, exist_ok=True)
+        for drv in XEN_DRIVERS:
+            found = glob.glob(os.path.join(kdir, "lib", "modules", "*", "kernel", "drivers", "xen", "**",
+                                           f"{drv}.ko*"), recursive=True)
+            if not found:
+                raise StageFailed(stage, f"driver {drv} is not in the kernel package")
+            if found[0].endswith(".xz"):
+                import lzma
+
+                with lzma.open(found[0]) as src, open(os.path.join(mods, f"{drv}.ko"), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copy(found[0], os.path.join(mods, f"{drv}.ko"))
+        proj = os.path.join(stagedir, "xenevt")
+        os.makedirs(proj)
+        for p in PROJECT:
+            src = os.path.join(ROOT, p)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(proj, p), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy(src, proj)
+        if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
+            raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
+        run(["chroot", stagedir, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
+        shutil.copy(os.path.join(HERE, "init.sh"), os.path.join(stagedir, "init"))
+        os.chmod(os.path.join(stagedir, "init"), 0o755)
+        with gzip.open(initrd + ".tmp", "wb", compresslevel=6) as f:
+            cpio_newc(stagedir, f)
+        os.replace(initrd + ".tmp", initrd)
+        shutil.rmtree(stagedir, ignore_errors=True)
+        say(f"initramfs built: {os.path.getsize(initrd) / 1e6:.1f} MB in {time.monotonic() - t0:.0f} s")
+    return {"xen": xen_elf, "kernel": vmlinuz[0], "initrd": initrd}
+
+
+# --- boot and test -----------------------------------------------------------------------------------------------
+def boot_and_test(img: dict, args) -> dict:
+    os.makedirs(OUT, exist_ok=True)
+    log = os.path.join(OUT, "console.log")
+    open(log, "w").close()
+    extra = (" xenci_break=1" if args.break_ else "") + (" xenci_hang=1" if args.hang else "")
+    dom0 = f"console=hvc0 earlyprintk=xen rdinit=/init xenci_timeout={args.test_timeout}{extra}"
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "3072", "-smp", "2", "-nographic",
+           "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-display", "none",
+           "-kernel", img["xen"],
+           "-append", "console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 loglvl=all "
+                      "guest_loglvl=all noreboot",
+           "-initrd", f"{img['kernel']} {dom0},{img['initrd']}"]
+    limits = {"boot-xen": args.xen_timeout, "boot-dom0": args.dom0_timeout, "dom0-init": 120,
+              "tests": args.tests_timeout, "shutdown": 60}
+    next_stage = {"boot-xen": ("boot-dom0", re.compile(r"Linux version")),
+                  "boot-dom0": ("dom0-init", re.compile(r"XENCI-STAGE dom0-init")),
+                  "dom0-init": ("tests", re.compile(r"XENCI-BEGIN")),
+                  "tests": ("shutdown", re.compile(r"XENCI-SUMMARY rc=(\d+)"))}
+    facts = {"results": [], "rc": None}
+    stage, started = "boot-xen", time.monotonic()
+    t_start = started
+    say(f"stage {stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
+    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pos, buf = 0, ""
+    try:
+        while True:
+            with open(log, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            pos += len(chunk)
+            buf += chunk.decode(errors="replace")
+            lines = buf.split("\n")
+            buf = lines.pop()
+            for line in lines:
+                line = line.rstrip("\r")
+                m = re.search(r"Xen version (\S+)", line)
+                if m and "xen" not in facts:
+                    facts["xen"] = m.group(1)
+                m = re.search(r"Linux version (\S+)", line)
+                if m and "linux" not in facts:
+                    facts["linux"] = m.group(1)
+                if "Using FIFO-based ABI" in line:
+                    facts["abi"] = "FIFO"
+                elif "Using 2-level ABI" in line:
+                    facts["abi"] = "2-level"
+                m = RESULT.match(line)
+                if m:
+                    facts["results"].append((m.group(2), m.group(1)))
+                    say(f"  {m.group(2):7s} {m.group(1)}")
+                m = REASON.match(line)
+                if m and stage == "tests":
+                    facts.setdefault("summary", {})[m.group(2)] = m.group(1)
+                    facts.setdefault("reasons", {})[m.group(2)] = (m.group(3) or "").strip()
+                if line.startswith("XENCI-INFO"):
+                    say(line)
+                if line.startswith("XENCI-ERROR"):
+                    say(line)
+                if CRASH.search(line):
+                    raise StageFailed(stage, f"crash on the console: {line.strip()[:120]}")
+                if stage in next_stage:
+                    nxt, marker = next_stage[stage]
+                    m = marker.search(line)
+                    if m:
+                        if stage == "tests":
+                            facts["rc"] = int(m.group(1))
+                        say(f"stage {nxt} after {time.monotonic() - t_start:.0f} s")
+                        stage, started = nxt, time.monotonic()
+            if qemu.poll() is not None:
+                if stage == "shutdown":
+                    break
+                raise StageFailed(stage, f"QEMU exited (code {qemu.returncode}) before the stage ended")
+            if time.monotonic() - started > limits[stage]:
+                raise StageFailed(stage, f"timed out after {limits[stage]:.0f} s")
+            time.sleep(0.2)
+    finally:
+        if qemu.poll() is None:
+            qemu.terminate()
+            try:
+                qemu.wait(10)
+            except subprocess.TimeoutExpired:
+                qemu.kill()
+                qemu.wait()
+        facts["seconds"] = time.monotonic() - t_start
+    return facts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Boot Xen + dom0 under QEMU and run xenevt's real-Xen tests.")
+    ap.add_argument("--break", dest="break_", action="store_true", default=os.environ.get("XENCI_BREAK") == "1",
+                    help="flip one expected value in dom0 (the run must fail naming that test)")
+    ap.add_argument("--hang", action="store_true", default=os.environ.get("XENCI_HANG") == "1",
+                    help="run a test that waits forever (must end by timeout, naming it)")
+    ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "120")),
+                    help="seconds per test inside dom0")
+    ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "1200")),
+                    help="seconds for the whole in-dom0 test stage")
+    ap.add_argument("--xen-timeout", type=float, default=180)
+    ap.add_argument("--dom0-timeout", type=float, default=300)
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    summary_path = os.path.join(OUT, "summary.txt")
+    t0 = time.monotonic()
+    facts: dict = {"results": []}
+    failure = None
+    try:
+        say("stage fetch")
+        pk = fetch(900)
+        say("stage build-initramfs")
+        img = build(pk, 900)
+        facts = boot_and_test(img, args)
+    except StageFailed as e:
+        failure = str(e)
+        say(f"FAILED: {failure}")
+    # the summary's verdicts win: a progress line can be split by hypervisor messages on the same console
+    results = dict((n, st) for st, n in facts.get("results", []))
+    results.update(facts.get("summary", {}))
+    results = [(st, n) for n, st in results.items()]
+    with open(os.path.join(OUT, "results.txt"), "w") as f:
+        f.write("".join(f"{status} {name}\n" for status, name in results))
+    passed = sum(1 for s, _ in results if s == "PASSED")
+    failed = [n for s, n in results if s in ("FAILED", "ERROR")]
+    skipped = sum(1 for s, _ in results if s == "SKIPPED")
+    ok = failure is None and not failed and passed > 0 and facts.get("rc") == 0
+    line = (f"xen-ci: {passed} passed, {len(failed)} failed, {skipped} skipped "
+            f"(xen {facts.get('xen', '?')}, dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
+            f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
+    if failed:
+        reasons = facts.get("reasons", {})
+        line += " failed: " + "; ".join(f"{n}" + (f" ({reasons[n][:100]})" if reasons.get(n) else "")
+                                        for n in failed)
+    elif facts.get("rc") not in (0, None) and failure is None:
+        line += f" [pytest in dom0 exited {facts['rc']}]"
+    if failure:
+        line += f" [{failure}]"
+    with open(summary_path, "w") as f:
+        f.write(line + "\n")
+    print(line, flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
