@@ -10,7 +10,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-c sanitize bench lint clean
+.PHONY: help setup demo native test test-fast test-c sanitize bench xen-ci lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,8 +55,11 @@ bench: setup ## print figures: consume loop (C vs plain C vs Python), notify->wa
 	$(VPY) bench/bench_engine.py
 	$(VPY) bench/bench_notify.py
 
+xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0
+	bash ci/xen/run.sh
+
 lint: setup ## ruff
-	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench
+	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench ci
 
 clean: ## remove build products and the venv
 	rm -rf build $(VENV) *.egg-info xenevt/_native*.so xenevt/_native.c

@@ -1,7 +1,7 @@
 #!/bin/sh
 # dom0's /init in the nested Xen runner: bring up the Xen devices, run the real-Xen
 # tests, print markers the host reads from the serial console, power off.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 COLUMNS=200
 mkdir -p /proc /sys /dev  # the initramfs has none of them: the mounts need their mount points
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -249,7 +249,61 @@ def build(pk: dict, timeout: float) -> dict:
 
 
 # --- boot and test -----------------------------------------------------------------------------------------------
-def boot_and_test(img: dict, args) -> dict:
+class ConsoleWatcher:
+    """Reads the serial console line by line: stage changes, versions, test results, crashes."""
+
+    NEXT = {"boot-xen": ("boot-dom0", re.compile(r"Linux version")),
+            "boot-dom0": ("dom0-init", re.compile(r"XENCI-STAGE dom0-init")),
+            "dom0-init": ("tests", re.compile(r"XENCI-BEGIN")),
+            "tests": ("shutdown", re.compile(r"XENCI-SUMMARY rc=(\d+)"))}
+
+    def __init__(self, report=say):
+        self.stage = "boot-xen"
+        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None}
+        self.report = report
+
+    def feed(self, line: str) -> str | None:
+        """Take one console line; returns the new stage when this line starts one."""
+        f = self.facts
+        for key, pattern in (("xen", r"Xen version (\S+)"), ("linux", r"Linux version (\S+)")):
+            m = re.search(pattern, line)
+            if m and key not in f:
+                f[key] = m.group(1)
+        if "Using FIFO-based ABI" in line:
+            f["abi"] = "FIFO"
+        elif "Using 2-level ABI" in line:
+            f["abi"] = "2-level"
+        m = RESULT.match(line)
+        if m:
+            f["results"].append((m.group(2), m.group(1)))
+            self.report(f"  {m.group(2):7s} {m.group(1)}")
+        m = REASON.match(line)
+        if m and self.stage == "tests":
+            f["summary"][m.group(2)] = m.group(1)
+            f["reasons"][m.group(2)] = (m.group(3) or "").strip()
+        if line.startswith(("XENCI-ERROR", "XENCI-INFO")):
+            self.report(line)
+        if CRASH.search(line):
+            raise StageFailed(self.stage, f"crash on the console: {line.strip()[:120]}")
+        if self.stage in self.NEXT:
+            nxt, marker = self.NEXT[self.stage]
+            m = marker.search(line)
+            if m:
+                if self.stage == "tests":
+                    f["rc"] = int(m.group(1))
+                self.stage = nxt
+                return nxt
+        return None
+
+    def results(self) -> list[tuple[str, str]]:
+        """(status, test) per test; the end-of-run summary wins over progress lines, which the
+        hypervisor's own console messages can split."""
+        merged = {n: st for st, n in self.facts["results"]}
+        merged.update(self.facts["summary"])
+        return [(st, n) for n, st in merged.items()]
+
+
+def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
     os.makedirs(OUT, exist_ok=True)
     log = os.path.join(OUT, "console.log")
     open(log, "w").close()
@@ -263,14 +317,8 @@ def boot_and_test(img: dict, args) -> dict:
            "-initrd", f"{img['kernel']} {dom0},{img['initrd']}"]
     limits = {"boot-xen": args.xen_timeout, "boot-dom0": args.dom0_timeout, "dom0-init": 120,
               "tests": args.tests_timeout, "shutdown": 60}
-    next_stage = {"boot-xen": ("boot-dom0", re.compile(r"Linux version")),
-                  "boot-dom0": ("dom0-init", re.compile(r"XENCI-STAGE dom0-init")),
-                  "dom0-init": ("tests", re.compile(r"XENCI-BEGIN")),
-                  "tests": ("shutdown", re.compile(r"XENCI-SUMMARY rc=(\d+)"))}
-    facts = {"results": [], "rc": None}
-    stage, started = "boot-xen", time.monotonic()
-    t_start = started
-    say(f"stage {stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
+    t_start = started = time.monotonic()
+    say(f"stage {w.stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
     qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pos, buf = 0, ""
     try:
@@ -283,45 +331,15 @@ def boot_and_test(img: dict, args) -> dict:
             lines = buf.split("\n")
             buf = lines.pop()
             for line in lines:
-                line = line.rstrip("\r")
-                m = re.search(r"Xen version (\S+)", line)
-                if m and "xen" not in facts:
-                    facts["xen"] = m.group(1)
-                m = re.search(r"Linux version (\S+)", line)
-                if m and "linux" not in facts:
-                    facts["linux"] = m.group(1)
-                if "Using FIFO-based ABI" in line:
-                    facts["abi"] = "FIFO"
-                elif "Using 2-level ABI" in line:
-                    facts["abi"] = "2-level"
-                m = RESULT.match(line)
-                if m:
-                    facts["results"].append((m.group(2), m.group(1)))
-                    say(f"  {m.group(2):7s} {m.group(1)}")
-                m = REASON.match(line)
-                if m and stage == "tests":
-                    facts.setdefault("summary", {})[m.group(2)] = m.group(1)
-                    facts.setdefault("reasons", {})[m.group(2)] = (m.group(3) or "").strip()
-                if line.startswith("XENCI-INFO"):
-                    say(line)
-                if line.startswith("XENCI-ERROR"):
-                    say(line)
-                if CRASH.search(line):
-                    raise StageFailed(stage, f"crash on the console: {line.strip()[:120]}")
-                if stage in next_stage:
-                    nxt, marker = next_stage[stage]
-                    m = marker.search(line)
-                    if m:
-                        if stage == "tests":
-                            facts["rc"] = int(m.group(1))
-                        say(f"stage {nxt} after {time.monotonic() - t_start:.0f} s")
-                        stage, started = nxt, time.monotonic()
+                if w.feed(line.rstrip("\r")):
+                    say(f"stage {w.stage} after {time.monotonic() - t_start:.0f} s")
+                    started = time.monotonic()
             if qemu.poll() is not None:
-                if stage == "shutdown":
+                if w.stage == "shutdown":
                     break
-                raise StageFailed(stage, f"QEMU exited (code {qemu.returncode}) before the stage ended")
-            if time.monotonic() - started > limits[stage]:
-                raise StageFailed(stage, f"timed out after {limits[stage]:.0f} s")
+                raise StageFailed(w.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended")
+            if time.monotonic() - started > limits[w.stage]:
+                raise StageFailed(w.stage, f"timed out after {limits[w.stage]:.0f} s")
             time.sleep(0.2)
     finally:
         if qemu.poll() is None:
@@ -331,8 +349,8 @@ def boot_and_test(img: dict, args) -> dict:
             except subprocess.TimeoutExpired:
                 qemu.kill()
                 qemu.wait()
-        facts["seconds"] = time.monotonic() - t_start
-    return facts
+        w.facts["seconds"] = time.monotonic() - t_start
+    return w.facts
 
 
 def main() -> int:
@@ -351,21 +369,19 @@ def main() -> int:
     os.makedirs(OUT, exist_ok=True)
     summary_path = os.path.join(OUT, "summary.txt")
     t0 = time.monotonic()
-    facts: dict = {"results": []}
+    watcher = ConsoleWatcher()
     failure = None
     try:
         say("stage fetch")
         pk = fetch(900)
         say("stage build-initramfs")
         img = build(pk, 900)
-        facts = boot_and_test(img, args)
+        boot_and_test(img, args, watcher)
     except StageFailed as e:
         failure = str(e)
         say(f"FAILED: {failure}")
-    # the summary's verdicts win: a progress line can be split by hypervisor messages on the same console
-    results = dict((n, st) for st, n in facts.get("results", []))
-    results.update(facts.get("summary", {}))
-    results = [(st, n) for n, st in results.items()]
+    facts = watcher.facts
+    results = watcher.results()
     with open(os.path.join(OUT, "results.txt"), "w") as f:
         f.write("".join(f"{status} {name}\n" for status, name in results))
     passed = sum(1 for s, _ in results if s == "PASSED")

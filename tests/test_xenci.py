@@ -1,0 +1,86 @@
+"""The nested Xen runner's own logic, fast: the cpio writer and the console reader."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import os
+import stat
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+spec = importlib.util.spec_from_file_location("xenci", os.path.join(HERE, "..", "ci", "xen", "xenci.py"))
+xenci = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(xenci)
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    """A newc reader (the kernel's format): name -> (mode, data)."""
+    out, off = {}, 0
+    while True:
+        assert data[off:off + 6] == b"070701", off
+        fields = [int(data[off + 6 + 8 * i: off + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name = data[off + 110: off + 110 + namesize - 1].decode()
+        off += 110 + namesize
+        off += -off % 4
+        body = data[off: off + size]
+        off += size
+        off += -off % 4
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (mode, body)
+
+
+def test_cpio_newc_holds_files_links_and_dirs(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "busybox").write_bytes(b"\x7fELF" + b"x" * 13)
+    os.chmod(tmp_path / "bin" / "busybox", 0o755)
+    os.symlink("busybox", tmp_path / "bin" / "sh")
+    (tmp_path / "init").write_text("#!/bin/sh\n")
+    buf = io.BytesIO()
+    xenci.cpio_newc(str(tmp_path), buf)
+    entries = read_newc(buf.getvalue())
+    assert stat.S_ISDIR(entries["bin"][0])
+    assert entries["bin/busybox"] == (stat.S_IFREG | 0o755, b"\x7fELF" + b"x" * 13)
+    assert entries["bin/sh"] == (stat.S_IFLNK | 0o777, b"busybox")
+    assert entries["init"][1] == b"#!/bin/sh\n"
+    assert len(gzip.compress(buf.getvalue())) > 0
+
+
+CONSOLE = """\
+(XEN) Xen version 4.17.5+72-g01140da4e8 (Debian 4.17.5+72-g01140da4e8-1) (pkg-xen-devel@lists.alioth.debian.org)
+[    0.000000] Linux version 6.1.0-50-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14))
+[    1.342789] xen:events: Using FIFO-based ABI
+XENCI-STAGE dom0-init
+XENCI-BEGIN
+tests/test_on_xen.py::test_a PASSED                                     [ 50%]
+tests/test_on_xen.py::test_b (XEN) 'e' pressed -> dumping event-channel info
+(XEN) Event channel information for domain 0:
+FAILED                                                                  [100%]
+=========================== short test summary info ============================
+PASSED tests/test_on_xen.py::test_a
+FAILED tests/test_on_xen.py::test_b - AssertionError: assert 1 == 2
+XENCI-SUMMARY rc=1
+"""
+
+
+def test_console_watcher_reads_stages_versions_and_results():
+    w = xenci.ConsoleWatcher(report=lambda s: None)
+    stages = [w.feed(line) for line in CONSOLE.splitlines()]
+    assert [s for s in stages if s] == ["boot-dom0", "dom0-init", "tests", "shutdown"]
+    f = w.facts
+    assert (f["xen"], f["linux"], f["abi"], f["rc"]) == ("4.17.5+72-g01140da4e8", "6.1.0-50-amd64", "FIFO", 1)
+    # test_b's progress line was split by the hypervisor's output: the summary still names it
+    assert sorted(w.results()) == [("FAILED", "tests/test_on_xen.py::test_b"),
+                                   ("PASSED", "tests/test_on_xen.py::test_a")]
+    assert f["reasons"]["tests/test_on_xen.py::test_b"] == "AssertionError: assert 1 == 2"
+
+
+def test_console_watcher_stops_on_a_crash_naming_the_stage():
+    w = xenci.ConsoleWatcher(report=lambda s: None)
+    w.feed("[    0.1] Linux version 6.1.0-50-amd64")
+    with pytest.raises(xenci.StageFailed, match="stage boot-dom0: crash on the console: .*Hardware Dom0 crashed"):
+        w.feed("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
