@@ -273,6 +273,9 @@ class ConsoleWatcher:
             f["abi"] = "FIFO"
         elif "Using 2-level ABI" in line:
             f["abi"] = "2-level"
+        m = re.match(r"^(tests/\S+::\S+)", line)
+        if m and self.stage == "tests":
+            f["current"] = m.group(1)  # pytest -v names a test before running it
         m = RESULT.match(line)
         if m:
             f["results"].append((m.group(2), m.group(1)))
@@ -339,7 +342,9 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
                     break
                 raise StageFailed(w.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended")
             if time.monotonic() - started > limits[w.stage]:
-                raise StageFailed(w.stage, f"timed out after {limits[w.stage]:.0f} s")
+                running = w.facts.get("current") if w.stage == "tests" else None
+                raise StageFailed(w.stage, f"timed out after {limits[w.stage]:.0f} s"
+                                  + (f" while running {running}" if running else ""))
             time.sleep(0.2)
     finally:
         if qemu.poll() is None:
