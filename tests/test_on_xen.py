@@ -168,3 +168,21 @@ def test_waiting_for_an_event_that_never_comes(xen):
     xen.bind_unbound(0, 0)
     xen.consume(0, 0, 1, None)  # nobody notifies: blocks until the runner's timeout
     time.sleep(1e9)
+
+
+def test_watch_counts_this_guests_xen_interrupts(xen):
+    """/proc/interrupts' Xen rows move when events arrive on a port this process bound."""
+    p = xen.bind_unbound(0, 0)
+    q = xen.bind_interdomain(0, 0, p)
+    before = {r.key: r.total for r in xen.activity(0)}
+    assert before and all(r.startswith("irq ") for r in before)
+    for _ in range(5):
+        xen._evtchn.xenevtchn_notify(xen._h, q)
+        xen.consume(0, 0, 8, 10.0)
+    after = {r.key: r.total for r in xen.activity(0)}
+    assert sum(after.values()) - sum(before.values()) >= 5
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "watch", "--interval", "0.5"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert any(row["name"].startswith(("xen-dyn", "xen-percpu")) for row in rows)

@@ -371,6 +371,12 @@ def main() -> int:
     ap.add_argument("--xen-timeout", type=float, default=180)
     ap.add_argument("--dom0-timeout", type=float, default=300)
     args = ap.parse_args()
+    import signal
+
+    def stop(signum, frame):  # a CI timeout's SIGTERM must still stop QEMU (the finally blocks run)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     os.makedirs(OUT, exist_ok=True)
     summary_path = os.path.join(OUT, "summary.txt")
     t0 = time.monotonic()
