@@ -125,3 +125,21 @@ def test_gfn_dump_equals_the_backend_view(tmp_path, monkeypatch, capsys):
     assert main(["dump", "--self", "--gfn", "1"]) == 2
     assert main(["--as", "1", "dump", "--gfn", hex(gfns["event_array"][0])]) == 1
     assert "(EPERM)" in capsys.readouterr().err
+
+
+def test_frames_of_the_wrong_shape_are_named():
+    from xenevt.dump.frames import FrameError, from_frames
+
+    with pytest.raises(FrameError, match="event-array page 1 has 100 bytes, not 4096"):
+        from_frames([bytes(4096), bytes(100)], [None])
+    with pytest.raises(FrameError, match="control block of vCPU 0 has 8 bytes, not 72"):
+        from_frames([bytes(4096)], [bytes(8)])
+    with pytest.raises(FrameError, match="129 event-array pages"):
+        from_frames([bytes(4096)] * 129, [None])
+
+
+def test_cli_bad_frame_numbers(capsys):
+    assert main(["dump", "--gfn", "zz"]) == 2
+    assert "frame number 'zz' is not a number" in capsys.readouterr().err
+    assert main(["dump", "--gfn", "1", "--control", "1"]) == 2
+    assert "'1' is not GFN:OFFSET" in capsys.readouterr().err
