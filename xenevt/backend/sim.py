@@ -82,9 +82,7 @@ class SimBackend:
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
-        self.host._access(self._as(domain), domain, "map frames of")
-        mm = self.host._mm
-        return [bytes(mm[off:off + 4096]) for off in (self.host.frame_offset(domain, g) for g in gfns)]
+        return self.host.read_frames(self._as(domain), domain, gfns)
 
     def activity(self, domain: int):
         """Per open port: deliveries (as /proc/interrupts counts them) and raises, with its flags."""

@@ -88,9 +88,9 @@ pass_ctx = click.make_pass_decorator(Ctx)
 class _IntRange(click.ParamType):
     """An integer (decimal or 0x hex) in a range, with an error that names the value and the range."""
 
-    def __init__(self, what: str, lo: int, hi: int, why: str = ""):
+    def __init__(self, what: str, lo: int, hi: int, why: str = "", align: int = 1):
         self.name = what
-        self.lo, self.hi, self.why = lo, hi, why
+        self.lo, self.hi, self.why, self.align = lo, hi, why, align
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
@@ -100,6 +100,8 @@ class _IntRange(click.ParamType):
                 n = int(str(value), 0)
             except ValueError:
                 self.fail(f"{self.name} {value!r} is not a number", param, ctx)
+        if n % self.align:
+            self.fail(f"{self.name} {n} is not {self.align}-byte aligned{self.why}", param, ctx)
         if not self.lo <= n <= self.hi:
             self.fail(f"{self.name} {n} out of range {self.lo}..{self.hi}{self.why}", param, ctx)
         return n
@@ -110,6 +112,24 @@ DOMAIN = _IntRange("domain", 0, MAX_DOMID)
 VCPU = _IntRange("vCPU", 0, 4095)
 PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)")
 COUNT = _IntRange("count", 1, 1 << 31)
+GFN = _IntRange("frame number", 0, (1 << 52) - 1)
+CB_OFFSET = _IntRange("control-block offset", 0, abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE,
+                      f" inside the page (0..{abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE})", align=8)
+
+
+class Pair(click.ParamType):
+    """``A:B`` where each side has its own type, e.g. DOMAIN:PORT or GFN:OFFSET."""
+
+    def __init__(self, left: click.ParamType, right: click.ParamType, name: str):
+        self.left, self.right, self.name = left, right, name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        a, sep, b = str(value).partition(":")
+        if not sep:
+            self.fail(f"{value!r} is not {self.name}", param, ctx)
+        return self.left.convert(a, param, ctx), self.right.convert(b, param, ctx)
 
 
 class _Virq(click.ParamType):

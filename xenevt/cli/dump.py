@@ -15,37 +15,7 @@ from ..dump.frames import from_frames
 from ..dump.rawfile import save_raw
 from ..dump.render import render_dump
 from ..engine import DomainMemory
-from .context import Ctx, domain_option, json_option, pass_ctx
-
-
-class _Frame(click.ParamType):
-    name = "GFN"
-
-    def convert(self, value, param, ctx):
-        try:
-            n = int(str(value), 0)
-        except ValueError:
-            self.fail(f"frame number {value!r} is not a number (decimal or 0x hex)", param, ctx)
-        if not 0 <= n < 1 << 52:
-            self.fail(f"frame number {value} out of range", param, ctx)
-        return n
-
-
-class _Control(click.ParamType):
-    name = "GFN:OFFSET"
-
-    def convert(self, value, param, ctx):
-        gfn, sep, off = str(value).partition(":")
-        if not sep:
-            self.fail(f"{value!r} is not GFN:OFFSET", param, ctx)
-        g = _Frame().convert(gfn, param, ctx)
-        try:
-            o = int(off, 0)
-        except ValueError:
-            self.fail(f"control-block offset {off!r} is not a number", param, ctx)
-        if o % 8 or not 0 <= o <= 4096 - 72:
-            self.fail(f"control-block offset {o} is not 8-byte aligned inside the page (0..4024)", param, ctx)
-        return g, o
+from .context import CB_OFFSET, GFN, Ctx, Pair, domain_option, json_option, pass_ctx
 
 
 @click.command("dump")
@@ -53,12 +23,12 @@ class _Control(click.ParamType):
               help="Decode a raw dump saved with --raw (no backend needed).")
 @click.option("--self", "self_kernel", is_flag=True,
               help="This kernel's own FIFO queues (dom0 or domU), read from /proc/kcore; needs root.")
-@click.option("--gfn", "gfns", type=_Frame(), multiple=True,
+@click.option("--gfn", "gfns", type=GFN, multiple=True,
               help="A frame of the domain's event array, in order (repeat per page); mapped through privcmd.")
-@click.option("--control", "controls", type=_Control(), multiple=True,
+@click.option("--control", "controls", type=Pair(GFN, CB_OFFSET, "GFN:OFFSET"), multiple=True,
               help="A vCPU's control block as GFN:OFFSET, in vCPU order (repeatable).")
-@click.option("--control-gfn", type=_Frame(), default=None, help="Control block frame of one vCPU (with --offset).")
-@click.option("--offset", type=click.IntRange(0, 4096 - 72), default=0, help="Control block offset in its frame.")
+@click.option("--control-gfn", type=GFN, default=None, help="Control block frame of one vCPU (with --offset).")
+@click.option("--offset", type=CB_OFFSET, default=0, help="Control block offset in its frame.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "raw"]), default=None,
               help="text (default), json (as --json), or raw: the ABI pages in xenevt's dump file format "
                    "(to --output FILE, or to stdout when it is not a terminal).")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from ..abi import word_flags
-from .context import DOMAIN, PORT, PRIORITY, VCPU, Ctx, domain_option, json_option, pass_ctx
+from .context import DOMAIN, PORT, PRIORITY, VCPU, Ctx, Pair, domain_option, json_option, pass_ctx
 
 
 def _flags_now(c: Ctx, domain: int, port: int) -> str:
@@ -15,20 +15,10 @@ def _flags_now(c: Ctx, domain: int, port: int) -> str:
     return f"now {word_flags(st.word)}" if st.word is not None else "no event word"
 
 
-class _Remote(click.ParamType):
-    name = "DOMAIN:PORT"
-
-    def convert(self, value, param, ctx):
-        dom, sep, port = str(value).partition(":")
-        if not sep:
-            self.fail(f"{value!r} is not DOMAIN:PORT", param, ctx)
-        return DOMAIN.convert(dom, param, ctx), PORT.convert(port, param, ctx)
-
-
 @click.command("notify", epilog="On real Xen a process can send only on ports it bound itself: use --to for a "
                "port that another domain allocated for this one, or `xenevt bind … --notify-every S`.")
 @click.argument("ports", metavar="[PORT]...", type=PORT, nargs=-1)
-@click.option("--to", "remotes", type=_Remote(), multiple=True,
+@click.option("--to", "remotes", type=Pair(DOMAIN, PORT, "DOMAIN:PORT"), multiple=True,
               help="Bind interdomain to this unbound remote port, send once, close (repeatable).")
 @domain_option
 @json_option

@@ -636,6 +636,22 @@ class SimHost:
                 "control_blocks": {v: [CONTROL_BLOCK_GFN + v, mem.cb_offset(v)] for v in range(mem.nr_vcpus)
                                    if mem.cb_offset(v) is not None}}
 
+    def frame_offsets(self, caller: int, domid: int, gfns: list[int]) -> list[int]:
+        """Per frame: where it lies in the state file (page aligned), or -errno; privcmd's rules for who may map."""
+        self._access(caller, domid, "map frames of")
+        out = []
+        for gfn in gfns:
+            try:
+                out.append(self.frame_offset(domid, gfn))
+            except ChannelError as e:
+                out.append(-(e.errno or errno.EINVAL))
+        return out
+
+    def read_frames(self, caller: int, domid: int, gfns: list[int]) -> list[bytes]:
+        """A copy of each frame, as a privcmd mapping would show it; the first bad frame is an error."""
+        self._access(caller, domid, "map frames of")
+        return [bytes(self._mm[off:off + abi.PAGE_SIZE]) for off in (self.frame_offset(domid, g) for g in gfns)]
+
     def frame_offset(self, domid: int, gfn: int) -> int:
         """Where frame ``gfn`` of the domain lies in the state file (page aligned); EINVAL if it has none."""
         dom = self.domain(domid, "map frames of")

@@ -241,8 +241,7 @@ class SimLibraries:
 
     def send_debug_keys(self, keys: str) -> None:
         """Run debug-key handlers; 'e' prints the event-channel dump into the console ring, as Xen does."""
-        self.host._access(self.domid, self.domid, "send debug keys as")
-        if not self.host.domains[self.domid].privileged:
+        if not self.host.domain(self.domid, "send debug keys as").privileged:
             raise ChannelError("debug keys need a privileged domain", errno=errno.EPERM, domain=self.domid)
         out = []
         for key in keys:
@@ -268,16 +267,8 @@ class SimLibraries:
 
     # --- libxenforeignmemory ------------------------------------------------------------
     def foreign_offsets(self, dom: int, gfns: list[int]) -> list[int]:
-        """Per frame: its page-aligned offset in the state file, or -errno; privilege as for hypercalls."""
-        dom = self._dom(dom)
-        self.host._access(self.domid, dom, "map frames of")
-        out = []
-        for gfn in gfns:
-            try:
-                out.append(self.host.frame_offset(dom, gfn))
-            except XenevtError as e:
-                out.append(-(e.errno or errno.EINVAL))
-        return out
+        """Per frame: its page-aligned offset in the state file, or -errno."""
+        return self.host.frame_offsets(self.domid, self._dom(dom), gfns)
 
     # --- libxencall: the two event-channel hypercalls a user may need ---------------------
     def hypercall(self, op: int, cmd: int, arg: bytes) -> int:
