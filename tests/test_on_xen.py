@@ -186,3 +186,41 @@ def test_watch_counts_this_guests_xen_interrupts(xen):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
     assert any(row["name"].startswith(("xen-dyn", "xen-percpu")) for row in rows)
+
+
+@pytest.fixture
+def domu():
+    """The PV domU the runner started (XENCI_DOMU); its absence is a failure when the runner said why."""
+    if os.environ.get("XENCI_DOMU_ERROR"):
+        pytest.fail(f"the runner could not start a domU: {os.environ['XENCI_DOMU_ERROR']}")
+    if not os.environ.get("XENCI_DOMU"):
+        pytest.skip("no domU here (the nested runner starts one)")
+    return int(os.environ["XENCI_DOMU"])
+
+
+def test_interdomain_channel_with_a_pv_domu(xen, domu):
+    """dom0 allocates a port in the domU for itself, connects to it, notifies: Xen's own dump shows the event
+    waiting in the domU (its kernel never bound the port, so the word is still MASKED), and doctor says so."""
+    assert domu in xen.domains()
+    p = xen.bind_unbound(domu, 0)                    # xc_evtchn_alloc_unbound in the domU
+    st = xen.status(domu, p)
+    assert (st.state, st.remote_domain) == ("unbound", 0)
+    q = xen.bind_interdomain(0, domu, p)
+    a, b = xen.status(0, q), xen.status(domu, p)
+    assert (a.state, a.remote_domain, a.remote_port) == ("interdomain", domu, p)
+    assert (b.state, b.remote_domain, b.remote_port) == ("interdomain", 0, q)
+    out = subprocess.run([LSEVTCHN, str(domu)], capture_output=True, text=True, check=True).stdout
+    theirs = {port: (f.state, f.remote_domain, f.remote_port)
+              for port, f in lsevtchn.parse(out, domu).domains[domu].ports.items()}
+    assert theirs == {s.port: (s.state, s.remote_domain, s.remote_port) for s in xen.list_ports(domu)}
+    xen.notify(0, q)
+    seen = edump.parse(xen.debug_dump("e")).domains[domu].ports[p]
+    assert (seen.pending, seen.masked, seen.state, seen.remote_port) == (True, True, "interdomain", q)
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "-d", str(domu)],
+                       capture_output=True, text=True, timeout=300)
+    found = {(f["rule"], f["domain"], tuple(f["ports"])) for f in json.loads(r.stdout)["findings"]}
+    assert ("pending-masked", domu, (p,)) in found
+    assert not any(rule == "remote-end-mismatch" for rule, _, _ in found)
+    xen.close(0, q)
+    st = xen.status(domu, p)
+    assert (st.state, st.remote_domain) == ("unbound", 0)

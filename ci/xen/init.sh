@@ -7,9 +7,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /tmp /root /run /var/tmp
+mount -t devpts devpts /dev/pts  # xenconsoled gives each guest console a pty
 mount -t tmpfs tmpfs /tmp
 echo "XENCI-STAGE dom0-init"
-for m in xen-evtchn xen-privcmd xenfs; do
+for m in xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc; do
     insmod /lib/modules/xenci/$m.ko || echo "XENCI-ERROR cannot load $m"
 done
 mkdir -p /proc/xen
@@ -23,6 +24,33 @@ for arg in $(cat /proc/cmdline); do
         xenci_timeout=*) TIMEOUT=${arg#xenci_timeout=} ;;
     esac
 done
+# a toolstack, and one PV domU for the interdomain tests
+XL=/usr/lib/xen-4.17/bin/xl
+mkdir -p /var/run/xen /var/run/xenstored /var/lib/xenstored /var/log/xen /var/lib/xen /run/xen /etc/xen
+if /usr/lib/xen-4.17/bin/xenstored --pid-file /run/xenstored.pid >/tmp/xenstored.log 2>&1; then
+    /usr/lib/xen-4.17/bin/xenconsoled --pid-file /run/xenconsoled.pid >/tmp/xenconsoled.log 2>&1
+    /usr/lib/xen-4.17/bin/xen-init-dom0 >/tmp/xen-init-dom0.log 2>&1  # dom0's and the cpupools' xenstore entries
+    cat > /etc/xen/domu1.cfg <<CFG
+name = "domu1"
+type = "pv"
+kernel = "/boot/vmlinuz"
+ramdisk = "/boot/domu.gz"
+extra = "console=hvc0 rdinit=/init"
+memory = 256
+vcpus = 1
+on_crash = "destroy"
+CFG
+    if $XL create /etc/xen/domu1.cfg >/tmp/xl-create.log 2>&1; then
+        export XENCI_DOMU=$($XL domid domu1)
+        echo "XENCI-STAGE domU $XENCI_DOMU created"
+    else
+        sed 's/^/XENCI-INFO xl: /' /tmp/xl-create.log
+        export XENCI_DOMU_ERROR="xl create failed: $(grep -m1 error /tmp/xl-create.log)"
+    fi
+else
+    export XENCI_DOMU_ERROR="xenstored did not start: $(tail -n 3 /tmp/xenstored.log | tr '\n' ' ')"
+fi
+[ -n "${XENCI_DOMU_ERROR:-}" ] && echo "XENCI-ERROR $XENCI_DOMU_ERROR"
 echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \

@@ -44,7 +44,13 @@ libpcre2-8-0""".split())
 PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
          "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
          "usr/lib/python3.11/ensurepip", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data"]
-XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs"]
+XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"]  # the last two for xenstored
+DOMU_INIT = """#!/bin/sh
+# a PV domU that only lives: dom0's tests reach its event channels through the hypervisor
+mkdir -p /proc /sys && mount -t proc proc /proc && mount -t sysfs sysfs /sys
+echo "XENCI-DOMU up"
+while :; do sleep 3600; done
+"""
 PROJECT = ["xenevt", "tests", "pyproject.toml"]
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
@@ -238,6 +244,22 @@ def build(pk: dict, timeout: float) -> dict:
         if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
             raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
         run(["chroot", stagedir, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
+        # a PV domU for the interdomain tests: the same kernel, and busybox alone as its root
+        boot = os.path.join(stagedir, "boot")
+        os.makedirs(boot, exist_ok=True)
+        shutil.copy(vmlinuz[0], os.path.join(boot, "vmlinuz"))
+        domu = os.path.join(CACHE, "domu-root")
+        shutil.rmtree(domu, ignore_errors=True)
+        os.makedirs(os.path.join(domu, "bin"))
+        shutil.copy(os.path.join(base, "bin", "busybox"), os.path.join(domu, "bin", "busybox"))
+        for a in ("sh", "mount", "mkdir", "sleep", "echo"):
+            os.symlink("busybox", os.path.join(domu, "bin", a))
+        with open(os.path.join(domu, "init"), "w") as f:
+            f.write(DOMU_INIT)
+        os.chmod(os.path.join(domu, "init"), 0o755)
+        with gzip.open(os.path.join(boot, "domu.gz"), "wb") as f:
+            cpio_newc(domu, f)
+        shutil.rmtree(domu, ignore_errors=True)
         shutil.copy(os.path.join(HERE, "init.sh"), os.path.join(stagedir, "init"))
         os.chmod(os.path.join(stagedir, "init"), 0o755)
         with gzip.open(initrd + ".tmp", "wb", compresslevel=6) as f:
