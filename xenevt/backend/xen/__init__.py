@@ -198,11 +198,14 @@ class XenBackend:
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
                                 f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
                                 domain=domain, port=port)
-        st = self.status(domain, port)
         if self._evtchn.xenevtchn_notify(self._h, port) < 0:
             raise self._fail("notify", domain, port)
-        return NotifyResult(domain, port, st.remote_domain if st.state == "interdomain" else domain,
-                            st.remote_port if st.state == "interdomain" else port, "sent")
+        st = self._status(domain, port)  # only to say where it went: the plain hypercall, no kernel memory read
+        if st is not None and st.state == "interdomain":
+            return NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
+        return NotifyResult(domain, port, domain if st is not None and st.state == "ipi" else None,
+                            port if st is not None and st.state == "ipi" else None,
+                            "sent" if st is None or st.state != "unbound" else "dropped: port is unbound")
 
     def notify_remote(self, domain: int, remote_domain: int, remote_port: int) -> NotifyResult:
         """Bind interdomain to the remote unbound port, send once, unbind (what a one-shot tool can do)."""
