@@ -35,8 +35,8 @@ name = "domu1"
 type = "pv"
 kernel = "/boot/vmlinuz"
 ramdisk = "/boot/domu.gz"
-extra = "console=hvc0 rdinit=/init"
-memory = 256
+extra = "console=hvc0 rdinit=/init quiet"
+memory = 768
 vcpus = 1
 on_crash = "destroy"
 CFG

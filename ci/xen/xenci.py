@@ -45,12 +45,6 @@ PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
          "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
          "usr/lib/python3.11/ensurepip", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data"]
 XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"]  # the last two for xenstored
-DOMU_INIT = """#!/bin/sh
-# a PV domU that only lives: dom0's tests reach its event channels through the hypervisor
-mkdir -p /proc /sys && mount -t proc proc /proc && mount -t sysfs sysfs /sys
-echo "XENCI-DOMU up"
-while :; do sleep 3600; done
-"""
 PROJECT = ["xenevt", "tests", "pyproject.toml"]
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
@@ -211,15 +205,18 @@ def build(pk: dict, timeout: float) -> dict:
             shutil.copyfileobj(src, dst)
         os.replace(xen_elf + ".tmp", xen_elf)
     key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [
-        os.path.join(HERE, "init.sh")]) + os.path.basename(kdir)).encode()).hexdigest()[:16]
+        os.path.join(HERE, f) for f in ("init.sh", "domu-init.sh", "domu_check.py")]) + os.path.basename(kdir)
+                          ).encode()).hexdigest()[:16]
     initrd = os.path.join(CACHE, f"initrd-{key}.gz")
     if os.path.exists(initrd):
         say(f"initramfs cached ({os.path.getsize(initrd) / 1e6:.1f} MB)")
-    else:
-        stagedir = os.path.join(CACHE, "staging")
-        shutil.rmtree(stagedir, ignore_errors=True)
-        run(["cp", "-a", base, stagedir], stage, timeout)
-        mods = os.path.join(stagedir, "lib", "modules", "xenci")
+        return {"xen": xen_elf, "kernel": vmlinuz[0], "initrd": initrd}
+
+    def root(tree: str, init: str) -> None:
+        """dom0's userspace + the Xen drivers + this checkout, byte-compiled, with ``init`` as /init."""
+        shutil.rmtree(tree, ignore_errors=True)
+        run(["cp", "-a", base, tree], stage, timeout)
+        mods = os.path.join(tree, "lib", "modules", "xenci")
         os.makedirs(mods, exist_ok=True)
         for drv in XEN_DRIVERS:
             found = glob.glob(os.path.join(kdir, "lib", "modules", "*", "kernel", "drivers", "xen", "**",
@@ -233,40 +230,37 @@ def build(pk: dict, timeout: float) -> dict:
                     shutil.copyfileobj(src, dst)
             else:
                 shutil.copy(found[0], os.path.join(mods, f"{drv}.ko"))
-        proj = os.path.join(stagedir, "xenevt")
-        os.makedirs(proj)
+        proj = os.path.join(tree, "xenevt")
+        os.makedirs(os.path.join(proj, "ci", "xen"))
         for p in PROJECT:
             src = os.path.join(ROOT, p)
             if os.path.isdir(src):
                 shutil.copytree(src, os.path.join(proj, p), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
                 shutil.copy(src, proj)
+        shutil.copy(os.path.join(HERE, "domu_check.py"), os.path.join(proj, "ci", "xen"))
         if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
             raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
-        run(["chroot", stagedir, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
-        # a PV domU for the interdomain tests: the same kernel, and busybox alone as its root
-        boot = os.path.join(stagedir, "boot")
-        os.makedirs(boot, exist_ok=True)
-        shutil.copy(vmlinuz[0], os.path.join(boot, "vmlinuz"))
-        domu = os.path.join(CACHE, "domu-root")
-        shutil.rmtree(domu, ignore_errors=True)
-        os.makedirs(os.path.join(domu, "bin"))
-        shutil.copy(os.path.join(base, "bin", "busybox"), os.path.join(domu, "bin", "busybox"))
-        for a in ("sh", "mount", "mkdir", "sleep", "echo"):
-            os.symlink("busybox", os.path.join(domu, "bin", a))
-        with open(os.path.join(domu, "init"), "w") as f:
-            f.write(DOMU_INIT)
-        os.chmod(os.path.join(domu, "init"), 0o755)
-        with gzip.open(os.path.join(boot, "domu.gz"), "wb") as f:
-            cpio_newc(domu, f)
-        shutil.rmtree(domu, ignore_errors=True)
-        shutil.copy(os.path.join(HERE, "init.sh"), os.path.join(stagedir, "init"))
-        os.chmod(os.path.join(stagedir, "init"), 0o755)
-        with gzip.open(initrd + ".tmp", "wb", compresslevel=6) as f:
-            cpio_newc(stagedir, f)
-        os.replace(initrd + ".tmp", initrd)
-        shutil.rmtree(stagedir, ignore_errors=True)
-        say(f"initramfs built: {os.path.getsize(initrd) / 1e6:.1f} MB in {time.monotonic() - t0:.0f} s")
+        run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
+        shutil.copy(os.path.join(HERE, init), os.path.join(tree, "init"))
+        os.chmod(os.path.join(tree, "init"), 0o755)
+
+    def pack(tree: str, dest: str) -> None:
+        with gzip.open(dest + ".tmp", "wb", compresslevel=6) as f:
+            cpio_newc(tree, f)
+        os.replace(dest + ".tmp", dest)
+        shutil.rmtree(tree, ignore_errors=True)
+
+    # the PV domU: the same userspace with its own /init; dom0 starts it with the same kernel
+    domu_tree, dom0_tree = os.path.join(CACHE, "staging-domu"), os.path.join(CACHE, "staging")
+    root(domu_tree, "domu-init.sh")
+    root(dom0_tree, "init.sh")
+    boot = os.path.join(dom0_tree, "boot")
+    os.makedirs(boot, exist_ok=True)
+    shutil.copy(vmlinuz[0], os.path.join(boot, "vmlinuz"))
+    pack(domu_tree, os.path.join(boot, "domu.gz"))
+    pack(dom0_tree, initrd)
+    say(f"initramfs built: {os.path.getsize(initrd) / 1e6:.1f} MB (with the domU's) in {time.monotonic() - t0:.0f} s")
     return {"xen": xen_elf, "kernel": vmlinuz[0], "initrd": initrd}
 
 

@@ -272,7 +272,7 @@ class XenBackend:
     def _status(self, domain: int, port: int) -> PortStatus | None:
         ctrl, xc = self._ctrl()
         s = libs.ffi.new("struct evtchn_status *")
-        s.dom, s.port = domain, port
+        s.dom, s.port = DOMID_SELF if self._mine(domain) else domain, port
         if ctrl.xc_evtchn_status(xc, s) < 0:
             return None
         state = STATES[s.status] if s.status < len(STATES) else f"state {s.status}"
