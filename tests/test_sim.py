@@ -160,6 +160,7 @@ def _notifier(state, ports, rounds, barrier, results):
     results.put(fresh)
 
 
+@pytest.mark.slow
 def test_many_processes_notify_while_one_consumes(tmp_path):
     """Four processes notify the same 8 ports concurrently while one consumes.
 

@@ -17,6 +17,10 @@ static int wait_port(xenevtchn_handle *h, int want)
     struct pollfd pfd = { .fd = xenevtchn_fd(h), .events = POLLIN };
     int got;
 
+    if (pfd.fd < 0) {
+        fprintf(stderr, "xenevtchn_fd: %s\n", strerror(errno));
+        return -1;
+    }
     if (poll(&pfd, 1, 5000) != 1) {
         fprintf(stderr, "timeout waiting for port %d\n", want);
         return -1;
