@@ -195,3 +195,17 @@ def test_frames_map_live_through_privcmd(backend, request):
     with pytest.raises(ChannelError) as e:
         backend.map_frames(9, [gfns["event_array"][0]])
     assert e.value.errno == errno.ESRCH
+
+
+def test_missing_xen_libraries_are_named_with_their_package(monkeypatch):
+    """No Xen library installed: one line naming the file and the Debian package, never an import error."""
+    from xenevt.backend.xen import libs
+
+    monkeypatch.setattr(libs, "_loaded", {})
+    monkeypatch.setitem(libs.LIBRARIES, "xenevtchn", ("libxenevtchn-absent.so.9", "libxenevtchn1"))
+    with pytest.raises(BackendUnavailable) as e:
+        select_backend("xen")
+    text = str(e.value)
+    assert "libxenevtchn-absent.so.9 is not installed (Debian package libxenevtchn1)" in text
+    if not HAVE_XEN:
+        assert text.startswith("not running on Xen: /dev/xen/evtchn does not exist")
