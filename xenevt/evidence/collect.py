@@ -62,9 +62,12 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
 
     ev = Evidence(f"{backend.name} backend")
     wanted = domains if domains is not None else backend.domains()
+    # the event-channel limit only where the backend knows it: an event array's size is not a limit
+    limits = {d["domain"]: d["max_ports"] for d in backend.info().get("domains", []) if "max_ports" in d}
     for domid in wanted:
         dom = ev.domain(domid)
-        for st in backend.list_ports(domid):
+        statuses = backend.list_ports(domid)
+        for st in statuses:
             merge_port(dom, port_from_status(st))
         try:
             live = backend.fifo_memory(domid)
@@ -74,7 +77,8 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             ev.warnings.append(f"domain {domid}: its FIFO pages could not be read ({e})")
             continue
         mem = DomainMemory(bytearray(live.snapshot()))
-        add_dump(ev, build_dump(mem, domid, backend.name, channels=backend.channels(domid), max_ports=mem.nr_chans))
+        add_dump(ev, build_dump(mem, domid, backend.name, channels={st.port: st for st in statuses},
+                                max_ports=limits.get(domid)))
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:
         text = backend.debug_dump("e")
