@@ -10,7 +10,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-c sanitize bench xen-ci lint clean
+.PHONY: help setup demo native test test-fast test-c sanitize bench fuzz xen-ci lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then a 
 bench: setup ## print figures: consume loop (C vs plain C vs Python), notify->wake latency (sim vs eventfd/pipe)
 	$(VPY) bench/bench_engine.py
 	$(VPY) bench/bench_notify.py
+
+fuzz: setup ## every reader's fuzz target, 100,000 inputs each (FUZZ_COUNT=N to change)
+	$(VPY) -m tests.fuzz --count $${FUZZ_COUNT:-100000}
 
 xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0
 	bash ci/xen/run.sh
