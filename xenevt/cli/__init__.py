@@ -45,6 +45,11 @@ for _module in (sim, bind, ports, inspect, wait, dump, doctor, watch, demo):
     _module.register(cli)
 
 
+# click 8.2 raises NoArgsIsHelpError for a group called bare; 8.1 (Debian 12) prints the help and exits 0 itself
+_NO_ARGS_IS_HELP: tuple[type[BaseException], ...] = tuple(
+    c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
+
+
 def _json_wanted(argv: list[str]) -> bool:
     return "--json" in argv
 
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             code = rv
     except click.exceptions.Exit as e:
         code = e.exit_code
-    except click.exceptions.NoArgsIsHelpError as e:
+    except _NO_ARGS_IS_HELP as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         code = EXIT_OK
     except click.UsageError as e:
