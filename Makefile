@@ -2,6 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
+FLOOR ?= .venv-floor
 CSRC := csrc/fifo_hv.c csrc/fifo_guest.c csrc/fifo_walk.c
 CTEST ?= csrc/test_fifo_main.c
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Wshadow -Werror -Icsrc
@@ -10,7 +11,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-c sanitize bench fuzz xen-ci lint clean
+.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz xen-ci lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,8 +27,16 @@ setup: $(VENV)/.installed ## create .venv, install xenevt (builds the C engine) 
 native: setup ## rebuild the C extension in place after editing csrc/
 	$(VPY) setup.py -q build_ext --inplace
 
-test: setup test-c ## build everything and run the whole suite (C tests + pytest, slow included)
+test: setup test-c ## the whole suite: C tests, pytest on the newest dependencies (slow included), then on the floors
 	$(VPY) -m pytest -q
+	$(MAKE) --no-print-directory test-floor
+
+$(FLOOR)/.installed: pyproject.toml setup.py ci/floor-venv.sh
+	bash ci/floor-venv.sh $(FLOOR)
+	touch $@
+
+test-floor: setup $(FLOOR)/.installed ## pytest (fast suites) on pyproject's floors: Debian 12's python3, click, rich, cffi
+	$(FLOOR)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-fast: setup ## pytest without the slow suites
 	$(VPY) -m pytest -q -m "not slow"
@@ -65,4 +74,4 @@ lint: setup ## ruff
 	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench ci
 
 clean: ## remove build products and the venv
-	rm -rf build $(VENV) *.egg-info xenevt/_native*.so xenevt/_native.c
+	rm -rf build $(VENV) $(FLOOR) *.egg-info xenevt/_native*.so xenevt/_native.c

@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     code = EXIT_OK
     try:
-        rv = cli.main(args=argv, prog_name="xenevt", standalone_mode=False)
-        if isinstance(rv, int):  # ctx.exit(N) comes back as a return value outside standalone mode
+        # make_context + invoke rather than cli.main: click's main handles EPIPE and ^C itself, differently
+        # across versions (8.1 exits 1 on a closed pipe), and the error contract is ours
+        with cli.make_context("xenevt", list(argv)) as ctx:
+            rv = cli.invoke(ctx)
+        if isinstance(rv, int):
             code = rv
     except click.exceptions.Exit as e:
         code = e.exit_code
