@@ -129,6 +129,25 @@ def test_linked_port_is_not_reused_until_unlinked(host):
     assert b != a, "a still-LINKED port must not be reused (Xen's evtchn_is_busy)"
 
 
+def test_lowest_free_port_is_chosen_across_processes(tmp_path):
+    """get_free_port() picks the lowest free port even when another opener freed it (the cached hint is revalidated)."""
+    create_host(str(tmp_path), nr_domains=2, nr_vcpus=1, max_ports_domu=4096)
+    with SimHost(str(tmp_path)) as a, SimHost(str(tmp_path)) as b:
+        ports = [a.bind_ipi(1, 1) for _ in range(3000)]
+        assert ports == list(range(1, 3001))
+        b.close_port(1, 1, 1500)  # another process frees a port below a's hint
+        b.close_port(1, 1, 7)
+        assert a.bind_ipi(1, 1) == 7
+        assert a.bind_ipi(1, 1) == 1500
+        assert b.bind_ipi(1, 1) == 3001
+        assert a.bind_ipi(1, 1) == 3002
+        a.send(1, 1, 20)  # linked, not consumed: skipped while LINKED, taken once the guest consumed it
+        a.close_port(1, 1, 20)
+        assert b.bind_ipi(1, 1) == 3003
+        assert a.consume(1, 0, timeout=0) == []  # closed (masked) port: consumed, not delivered
+        assert b.bind_ipi(1, 1) == 20
+
+
 def test_state_file_errors_leave_the_file_unchanged(tmp_path):
     with pytest.raises(StateError, match="run `xenevt sim init`"):
         SimHost(str(tmp_path / "nowhere"))

@@ -4,7 +4,9 @@ The same layout serves an in-memory ``bytearray`` (tests), a region of the
 simulator's memory-mapped state file, and a saved dump, so the engines never
 care where the bytes live.  Sections, each 64-byte aligned:
 
-* header page: magic, geometry, array size, per-vCPU control-block offsets;
+* header page: magic, geometry, array size, a count of ports freed (so a
+  cached lowest-free-port hint can be revalidated), per-vCPU control-block
+  offsets;
 * the event array: ``max_pages`` pages of 1024 event words (Xen's view);
 * one guest page per vCPU holding its control block at a chosen offset;
 * hypervisor-private: queue tails (``vcpu * 16 + priority``) and channels;
@@ -26,6 +28,7 @@ MAGIC = 0x4D444558  # "XEDM"
 LAYOUT_VERSION = 1
 MAX_VCPUS = 256
 HEADER = struct.Struct("<IIIIIII")  # magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, generation
+FREES_WORD = 7  # u32 after HEADER: bumped each time a channel is freed (0 in files made before it existed)
 CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
 UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
 CONSUMER_OFFSET = 3072  # u32 per vCPU: pid of the process consuming as this vCPU, 0 if none
@@ -176,6 +179,20 @@ class DomainMemory:
 
     def _bump(self) -> None:
         self._words[6] = (self._words[6] + 1) & 0xFFFFFFFF
+
+    @property
+    def frees(self) -> int:
+        """How many channels were ever freed: unchanged means no port below a cached hint became free."""
+        return self._words[FREES_WORD]
+
+    def bump_frees(self) -> None:
+        """Record that a channel was freed (callers hold the hypervisor lock)."""
+        self._words[FREES_WORD] = (self._words[FREES_WORD] + 1) & 0xFFFFFFFF
+
+    def chan_states(self, start: int, stop: int) -> bytes:
+        """The ``state`` byte of channels ``start..stop-1``, one byte each (a strided copy, done in C)."""
+        base = self.geometry.chans_offset
+        return self.buffer[base + start * CHAN.size: base + stop * CHAN.size: CHAN.size].tobytes()
 
     # --- event array --------------------------------------------------
     def page_words(self, index: int) -> memoryview:

@@ -41,6 +41,8 @@ DOM_PRIVILEGED = 1
 
 # Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
 ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
+ECS_FREE_BYTE = bytes([ECS_FREE])
+FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
                ECS_IPI: 5}
 NR_VIRQS = 24
@@ -142,6 +144,8 @@ class SimDomain:
         self.privileged = bool(flags & DOM_PRIVILEGED)
         self.mem = mem
         self.engine = engine_for(mem)
+        self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
+        self.frees_seen = -1
 
 
 class SimHost:
@@ -332,16 +336,29 @@ class SimHost:
             self._raise(dom, port, unmask=True)
 
     def _get_free_port(self, dom: SimDomain, call: str) -> int:
-        """Xen's get_free_port(): the lowest free port that is not still LINKED (busy)."""
+        """Xen's get_free_port(): the lowest free port that is not still LINKED (busy).
+
+        Every port below ``dom.free_hint`` is in use; that stays true until some
+        process frees a channel, which bumps the domain's ``frees`` word, so the
+        hint is trusted only while that word is what it was.  The scan itself is
+        a search of the channel states' bytes, not a Python loop over ports.
+        """
         mem = dom.mem
-        for port in range(1, mem.nr_chans):
-            if mem.chan(port).state != ECS_FREE:
-                continue
-            word = mem.word(port)
-            if word is not None and word & abi.WORD_LINKED:
-                continue
-            return port
-        raise channel_error(call, errno.ENOSPC, f"no free port (all {mem.nr_chans - 1} in use)", domain=dom.domid)
+        nr = mem.nr_chans
+        frees = mem.frees
+        start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
+        dom.frees_seen, dom.free_hint = frees, nr
+        for base in range(start, nr, FREE_SCAN_CHUNK):
+            states = mem.chan_states(base, min(base + FREE_SCAN_CHUNK, nr))
+            i = states.find(ECS_FREE_BYTE)
+            if i >= 0 and dom.free_hint == nr:
+                dom.free_hint = base + i
+            while i >= 0:
+                word = mem.word(base + i)
+                if word is None or not word & abi.WORD_LINKED:
+                    return base + i
+                i = states.find(ECS_FREE_BYTE, i + 1)  # freed but its event is still queued: Xen skips it too
+        raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
 
     def _new_chan(self, dom: SimDomain, port: int, **fields) -> None:
         # evtchn_fifo_init(): default priority; lastq keeps whatever it was
@@ -461,6 +478,7 @@ class SimHost:
         dom.engine.clear_pending(port)
         old = dom.mem.chan(port)
         dom.mem.set_chan(port, Chan(last_priority=old.last_priority, last_vcpu=old.last_vcpu))
+        dom.mem.bump_frees()  # any process's lowest-free-port hint above this port is now stale
 
     def reset(self, caller: int, domid: int) -> None:
         """EVTCHNOP_reset: close every port of the domain."""
