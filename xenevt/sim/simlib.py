@@ -3,6 +3,10 @@
 The library is a cffi embedding of xenevt.sim.libglue plus csrc/xenevtchn_sim.c.
 It is built on first use into a cache folder keyed by its sources and the
 Python it embeds, so a change rebuilds it and two Pythons do not share one.
+It cannot be built with the wheel: the embedded interpreter's init code names
+the sys.path of the Python that builds it.  So the C sources come from csrc/ of
+a checkout (editable install), else from the copy setup.py's build_py puts in
+the installed package (xenevt/sim/_csrc).
 The folder holds the library under the names programs link against
 (libxenevtchn.so.1, libxenctrl.so.4.17, libxencall.so.1, libxenforeignmemory.so.1,
 libxentoollog.so.1),
@@ -27,19 +31,30 @@ ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxen
            "libxencall.so", "libxentoollog.so.1", "libxentoollog.so", "libxenforeignmemory.so.1",
            "libxenforeignmemory.so"]
 PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../xenevt
-ROOT = os.path.dirname(PKG)
-CSRC = os.path.join(ROOT, "csrc")
-SOURCES = [os.path.join(CSRC, "xenevtchn_sim_api.h"), os.path.join(CSRC, "xenevtchn_sim.c"),
-           os.path.join(PKG, "sim", "libglue.py"), os.path.abspath(__file__)]
+ROOT = os.path.dirname(PKG)  # the checkout, or site-packages when installed
+C_SOURCES = ["xenevtchn_sim_api.h", "xenevtchn_sim.c"]
+CSRC_DIRS = [os.path.join(ROOT, "csrc"), os.path.join(PKG, "sim", "_csrc")]  # checkout first, then installed
 
 
 class SimLibError(XenevtError):
     pass
 
 
+def csrc_dir() -> str:
+    """The folder holding C_SOURCES: a checkout's csrc/ (its edits count), else the installed package's copy."""
+    for d in CSRC_DIRS:
+        if all(os.path.isfile(os.path.join(d, name)) for name in C_SOURCES):
+            return d
+    raise SimLibError(f"the C sources of libxenevtchn-sim.so ({', '.join(C_SOURCES)}) are in neither "
+                      f"{' nor '.join(CSRC_DIRS)}: reinstall xenevt from its sdist or wheel")
+
+
 def _key() -> str:
-    h = hashlib.sha256(sys.version.encode() + sys.prefix.encode())
-    for path in SOURCES:
+    # the init code names where the embedded interpreter imports xenevt from (checkout or site-packages)
+    h = hashlib.sha256(sys.version.encode() + sys.prefix.encode() + _init_code().encode())
+    csrc = csrc_dir()
+    for path in [os.path.join(csrc, name) for name in C_SOURCES] + [os.path.join(PKG, "sim", "libglue.py"),
+                                                                     os.path.abspath(__file__)]:
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -67,14 +82,15 @@ def _init_code() -> str:
 def build(dest: str) -> None:
     from cffi import FFI
 
-    with open(os.path.join(CSRC, "xenevtchn_sim_api.h")) as f:
+    csrc = csrc_dir()
+    with open(os.path.join(csrc, "xenevtchn_sim_api.h")) as f:
         api = "".join(line for line in f if not line.lstrip().startswith(("/*", "*", "*/")))
     ffi = FFI()
     ffi.embedding_api(api)
-    with open(os.path.join(CSRC, "xenevtchn_sim.c")) as f:
+    with open(os.path.join(csrc, "xenevtchn_sim.c")) as f:
         prelude = '#include <stddef.h>\n#include <stdint.h>\n#include "xenevtchn_sim_api.h"\n'
         ffi.set_source("xenevt_simlib", prelude + f.read(),
-                       include_dirs=[CSRC], extra_compile_args=["-Wall", "-O2"],
+                       include_dirs=[csrc], extra_compile_args=["-Wall", "-O2"],
                        extra_link_args=[f"-Wl,-soname,{SONAME}"])
     ffi.embedding_init_code(_init_code())
     tmp = tempfile.mkdtemp(prefix="xenevt-simlib-")
