@@ -11,7 +11,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz xen-ci lint clean
+.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz xen-ci lint wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ fuzz: setup ## every reader's fuzz target, 100,000 inputs each (FUZZ_COUNT=N to 
 
 xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0
 	bash ci/xen/run.sh
+
+wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
+	$(VPY) -m build --outdir dist .
 
 lint: setup ## ruff
 	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench ci
