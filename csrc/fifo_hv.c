@@ -203,3 +203,39 @@ int xe_word_set(xe_domain *d, uint32_t port, uint32_t value)
     xe_store(word, value);
     return XE_OK;
 }
+
+/* Is [p, p + len) inside [base, base + size) and aligned to align?  Compared
+ * as integers: the pointers come from shared memory's offsets, not from C. */
+static int inside(const void *p, size_t len, uintptr_t base, size_t size, uintptr_t align)
+{
+    uintptr_t a = (uintptr_t)p;
+
+    return a >= base && a % align == 0 && len <= size && a - base <= size - len;
+}
+
+int xe_domain_check(const xe_domain *d, const void *base, size_t size, uint32_t *where)
+{
+    uintptr_t b = (uintptr_t)base;
+    uint32_t i;
+
+    *where = 0;
+    if (d->nr_pages > XE_MAX_PAGES || d->nr_vcpus == 0 || d->nr_vcpus > 256 || d->nr_chans < 2
+        || d->nr_chans > XE_EVTCHN_FIFO_NR_CHANNELS)
+        return XE_E_STATE;
+    if (!inside(d->tails, (size_t)d->nr_vcpus * XE_EVTCHN_FIFO_MAX_QUEUES * sizeof(uint32_t), b, size, 4)
+        || !inside(d->chans, (size_t)d->nr_chans * sizeof(xe_chan), b, size, 4))
+        return XE_E_STATE;
+    for (i = 0; i < d->nr_pages; i++) {
+        if (d->pages[i] != NULL && !inside(d->pages[i], XE_WORDS_PER_PAGE * sizeof(uint32_t), b, size, 4)) {
+            *where = i;
+            return XE_E_RANGE;
+        }
+    }
+    for (i = 0; d->cb != NULL && i < d->nr_vcpus; i++) {
+        if (d->cb[i] != NULL && !inside(d->cb[i], sizeof(xe_control_block), b, size, 8)) {
+            *where = i;
+            return XE_E_NO_CONTROL;
+        }
+    }
+    return XE_OK;
+}

@@ -245,6 +245,50 @@ static void t_bad_args(void)
     passed++;
 }
 
+/* xe_domain_check: every pointer a descriptor holds must lie in the image it was built from. */
+static void t_domain_check(void)
+{
+    size_t size = 4 * 4096;
+    char *img = aligned_alloc(4096, size);
+    xe_control_block *cbs[2];
+    xe_domain d;
+    uint32_t where = 99;
+
+    memset(&d, 0, sizeof(d));
+    d.pages[0] = (uint32_t *)img;
+    d.nr_pages = 1;
+    d.nr_vcpus = 2;
+    cbs[0] = (xe_control_block *)(img + 4096);
+    cbs[1] = NULL;
+    d.cb = cbs;
+    d.tails = (uint32_t *)(img + 2 * 4096);
+    d.chans = (xe_chan *)(img + 3 * 4096);
+    d.nr_chans = 256;
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_OK && where == 0);
+    cbs[1] = (xe_control_block *)(img + size - 40);          /* runs past the image */
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_NO_CONTROL && where == 1);
+    cbs[1] = (xe_control_block *)(img + 4096 + 4);           /* not 8-byte aligned */
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_NO_CONTROL && where == 1);
+    cbs[1] = (xe_control_block *)(img - 4096);               /* before the image */
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_NO_CONTROL && where == 1);
+    cbs[1] = NULL;
+    d.pages[1] = (uint32_t *)(img + size - 4096 + 8);         /* a page running off the end */
+    d.nr_pages = 2;
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_RANGE && where == 1);
+    d.pages[1] = NULL;                                         /* an unmapped page is fine */
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_OK);
+    d.nr_pages = 129;
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_STATE);
+    d.nr_pages = 1;
+    d.nr_chans = 1000;                                         /* channel table past the end */
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_STATE);
+    d.nr_chans = 256;
+    d.nr_vcpus = 0;
+    CHECK(xe_domain_check(&d, img, size, &where) == XE_E_STATE);
+    free(img);
+    passed++;
+}
+
 int main(void)
 {
     struct {
@@ -254,7 +298,7 @@ int main(void)
         {"link_order", t_link_order},         {"masked_then_unmask", t_masked_then_unmask},
         {"bad_links", t_bad_links},           {"cycle", t_cycle},
         {"walk_statuses", t_walk_statuses},   {"moves_and_deferred", t_moves_and_deferred},
-        {"bad_args", t_bad_args},
+        {"bad_args", t_bad_args},             {"domain_check", t_domain_check},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

@@ -128,6 +128,15 @@ typedef struct xe_walk_result {
     int32_t other;     /* for XE_WALK_SHARED: vcpu * 16 + priority of the other queue */
 } xe_walk_result;
 
+/* --- the descriptor itself --- */
+/* Check a descriptor built from shared memory before the engine uses it:
+ * nr_pages <= 128, 1 <= nr_vcpus <= 256, 2 <= nr_chans <= 131072, and every
+ * mapped page, control block, the tails and the channel table inside
+ * [base, base + size) and aligned.  Returns XE_OK, or a negative XE_E_* code
+ * with *where set to the page index (XE_E_RANGE), the vCPU (XE_E_NO_CONTROL),
+ * or 0 (counts, tails, channels: XE_E_STATE). */
+int xe_domain_check(const xe_domain *d, const void *base, size_t size, uint32_t *where);
+
 /* --- event words --- */
 int xe_word_get(const xe_domain *d, uint32_t port, uint32_t *value);
 int xe_word_set(xe_domain *d, uint32_t port, uint32_t value);

@@ -204,9 +204,10 @@ def _corrupt(path, how):
     ("foreign", "not a xenevt state file (bad magic)"),
     ("magic", "bad magic"),
     ("version", "unsupported state file version 77"),
-    ("truncated", "corrupt: header says"),
+    ("truncated", "offset 0x10: field file_size: header says"),
     ("tiny", "is truncated (100 bytes)"),
-    ("domain-table", "corrupt: domain table entry 0"),
+    ("domain-table", "offset 0x48: field domain_table[0].offset: domain 0's image offset 0x10000000000 is not a page "
+                     "boundary inside the file"),
 ])
 @pytest.mark.parametrize("args", [["list"], ["notify", "1"], ["dump"], ["wait", "-t", "0"]])
 def test_corrupt_state_file_is_refused_and_left_alone(state, xe, how, message, args):

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from .. import abi
+from ..errors import XenevtError
 
 if sys.byteorder != "little":  # pragma: no cover - Xen's FIFO ABI is little-endian on x86/Arm
     raise ImportError("xenevt's memory layouts assume a little-endian host")
@@ -28,6 +29,8 @@ MAGIC = 0x4D444558  # "XEDM"
 LAYOUT_VERSION = 1
 MAX_VCPUS = 256
 HEADER = struct.Struct("<IIIIIII")  # magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, generation
+HEADER_FIELDS = {"magic": 0, "version": 4, "nr_vcpus": 8, "max_pages": 12, "nr_pages": 16, "nr_chans": 20,
+                 "generation": 24}  # byte offsets, for errors
 FREES_WORD = 7  # u32 after HEADER: bumped each time a channel is freed (0 in files made before it existed)
 CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
 UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
@@ -40,8 +43,18 @@ TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
 CHAN_DEFERRED = 1
 
 
-class LayoutError(ValueError):
-    """The buffer does not hold a valid domain image (names the field and value)."""
+class LayoutError(XenevtError, ValueError):
+    """The buffer does not hold a valid domain image (names the field and value).
+
+    Errors about bytes of an attached image read ``ORIGIN: offset 0x…: field F: why``,
+    where ORIGIN says whose bytes they are (``state file PATH`` for the simulator)
+    and the offset counts from the start of that buffer.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.offset = offset
+        self.field = field
 
 
 def _align(n: int, a: int = 64) -> int:
@@ -56,11 +69,13 @@ class Geometry:
 
     def validate(self) -> None:
         if not 1 <= self.nr_vcpus <= MAX_VCPUS:
-            raise LayoutError(f"vCPU count {self.nr_vcpus} out of range 1..{MAX_VCPUS}")
+            raise LayoutError(f"vCPU count {self.nr_vcpus} out of range 1..{MAX_VCPUS}", field="nr_vcpus")
         if not 1 <= self.max_pages <= abi.MAX_EVENT_ARRAY_PAGES:
-            raise LayoutError(f"event array size {self.max_pages} pages out of range 1..{abi.MAX_EVENT_ARRAY_PAGES}")
+            raise LayoutError(f"event array size {self.max_pages} pages out of range 1..{abi.MAX_EVENT_ARRAY_PAGES}",
+                              field="max_pages")
         if not 2 <= self.nr_chans <= abi.EVTCHN_FIFO_NR_CHANNELS:
-            raise LayoutError(f"channel count {self.nr_chans} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
+            raise LayoutError(f"channel count {self.nr_chans} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}",
+                              field="nr_chans")
 
     @property
     def pages_offset(self) -> int:
@@ -105,28 +120,57 @@ class Chan:
 class DomainMemory:
     """A view of one domain image inside ``buf`` (any writable buffer)."""
 
-    def __init__(self, buf, offset: int = 0):
+    def __init__(self, buf, offset: int = 0, origin: str = "domain image"):
+        """Attach to the image at ``offset`` of ``buf``; ``origin`` names the buffer in errors."""
+        self.origin = origin
+        self.offset = offset
         view = memoryview(buf)
+        try:
+            self._attach(view, offset)
+        except BaseException:
+            # a traceback keeps this frame (and our views) alive: let go of the buffer now, so a file
+            # mapping under it can still be closed
+            for v in (getattr(self, "_words", None), getattr(self, "buffer", None), view):
+                if v is not None:
+                    v.release()
+            raise
+
+    def _attach(self, view: memoryview, offset: int) -> None:
+        origin = self.origin
         if view.readonly:
-            raise LayoutError("domain image buffer is read-only")
+            raise LayoutError(f"{origin}: buffer is read-only")
+        if offset % 8:
+            raise self._bad(0, "domain image", "not 8-byte aligned")
         if len(view) < offset + abi.PAGE_SIZE:
-            raise LayoutError(f"domain image at offset {offset} is truncated: {len(view) - offset} bytes")
+            raise self._bad(0, "domain image", f"truncated: {max(len(view) - offset, 0)} bytes")
         magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, _ = HEADER.unpack_from(view, offset)
         if magic != MAGIC:
-            raise LayoutError(f"bad domain image magic {magic:#010x} at offset {offset}")
+            raise self._bad(0, "magic", f"bad domain image magic {magic:#010x}")
         if version != LAYOUT_VERSION:
-            raise LayoutError(f"unsupported domain image version {version} at offset {offset}")
+            raise self._bad(4, "version", f"unsupported domain image version {version}")
         self.geometry = Geometry(nr_vcpus, max_pages, nr_chans)
-        self.geometry.validate()
+        try:
+            self.geometry.validate()
+        except LayoutError as e:
+            raise self._bad(HEADER_FIELDS[e.field or ""], e.field or "", str(e)) from None
         if nr_pages > max_pages:
-            raise LayoutError(f"event array of {nr_pages} pages exceeds its {max_pages}-page capacity")
+            raise self._bad(16, "nr_pages", f"event array of {nr_pages} pages exceeds its {max_pages}-page capacity")
         if len(view) < offset + self.geometry.size:
-            raise LayoutError(
-                f"domain image at offset {offset} is truncated: {len(view) - offset} of {self.geometry.size} bytes"
-            )
-        self.offset = offset
+            raise self._bad(0, "domain image", f"truncated: {len(view) - offset} of {self.geometry.size} bytes")
         self.buffer = view[offset : offset + self.geometry.size]
         self._words = self.buffer.cast("I")
+        for v in range(nr_vcpus):
+            self.cb_offset(v)  # a control-block offset out of its page is refused now, not when followed
+
+    def release(self) -> None:
+        """Let go of the buffer (so an mmap under it can be closed); the object is unusable after."""
+        for view in (self._words, self.buffer):
+            view.release()
+
+    def _bad(self, rel: int, field: str, why: str) -> LayoutError:
+        """The error for a bad field ``rel`` bytes into this image."""
+        at = self.offset + rel
+        return LayoutError(f"{self.origin}: offset {at:#x}: field {field}: {why}", offset=at, field=field)
 
     @classmethod
     def create(cls, nr_vcpus: int = 1, max_pages: int = 1, nr_chans: int | None = None, buf=None, offset: int = 0):
@@ -165,7 +209,12 @@ class DomainMemory:
 
     @property
     def nr_pages(self) -> int:
-        return self._words[4]
+        """Checked on every read: another process may have written the header since we attached."""
+        n = self._words[4]
+        if n > self.geometry.max_pages:
+            raise self._bad(16, "nr_pages", f"event array of {n} pages exceeds its {self.geometry.max_pages}-page "
+                            "capacity")
+        return n
 
     @property
     def nr_ports(self) -> int:
@@ -223,8 +272,17 @@ class DomainMemory:
 
     # --- control blocks -----------------------------------------------
     def cb_offset(self, vcpu: int) -> int | None:
+        """Where vCPU ``vcpu``'s control block sits in its page, or None; a bad offset is an error, never followed."""
+        if not 0 <= vcpu < self.nr_vcpus:
+            raise LayoutError(f"{self.origin}: vCPU {vcpu} out of range 0..{self.nr_vcpus - 1}")
         state = self._words[CB_STATE_OFFSET // 4 + vcpu]
-        return None if state == 0 else state - 1
+        if state == 0:
+            return None
+        off = state - 1
+        if off % 8 or off > abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE:
+            raise self._bad(CB_STATE_OFFSET + 4 * vcpu, f"control_block[{vcpu}]",
+                            f"control block offset {off:#x} is not 8-byte aligned inside its page")
+        return off
 
     def register_control_block(self, vcpu: int, offset: int = 0) -> None:
         """EVTCHNOP_init_control's placement rules: 8-byte aligned, inside the page."""

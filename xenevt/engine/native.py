@@ -2,14 +2,17 @@
 
 Builds the ``xe_domain`` descriptor once and re-reads the layout only when
 its generation changes (a page or control block was added, maybe by another
-process), so each operation is one C call.
+process), so each operation is one C call.  The layout's reads check each
+count and offset they take from the shared header, and ``xe_domain_check``
+then holds every pointer of the descriptor to the image's bounds, so the C
+engine is never handed a pointer outside the buffer.
 """
 
 from __future__ import annotations
 
 from .. import abi
 from .._native import ffi, lib
-from .layout import DomainMemory
+from .layout import CB_STATE_OFFSET, HEADER_FIELDS, DomainMemory, LayoutError
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
 
@@ -29,6 +32,8 @@ class NativeEngine:
         self._d.tails = ffi.cast("uint32_t *", self._base + geo.tails_offset)
         self._d.chans = ffi.cast("xe_chan *", self._base + geo.chans_offset)
         self._guests = ffi.cast("xe_guest_vcpu *", self._base + geo.guest_offset)
+        self._size = len(mem.buffer)
+        self._where = ffi.new("uint32_t *")
         self._err = ffi.new("xe_error *")
         self._value = ffi.new("uint32_t *")
         self._out = ffi.new("uint32_t[]", 4096)
@@ -36,19 +41,36 @@ class NativeEngine:
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read pages and control blocks from the layout's header."""
+        """Re-read pages and control blocks from the layout's header (checked there, then again in C)."""
         mem, geo, d = self.mem, self.mem.geometry, self._d
         self._gen = mem.generation
         nr_pages = mem.nr_pages
+        cbs = [mem.cb_byte_offset(v) for v in range(mem.nr_vcpus)]
         for i in range(abi.MAX_EVENT_ARRAY_PAGES):
             if i < nr_pages:
                 d.pages[i] = ffi.cast("uint32_t *", self._base + geo.pages_offset + i * abi.PAGE_SIZE)
             else:
                 d.pages[i] = ffi.NULL
         d.nr_pages = nr_pages
-        for v in range(mem.nr_vcpus):
-            off = mem.cb_byte_offset(v)
+        for v, off in enumerate(cbs):
             self._cbs[v] = ffi.NULL if off is None else ffi.cast("xe_control_block *", self._base + off)
+        rc = lib.xe_domain_check(d, self._base, self._size, self._where)
+        if rc < 0:  # the layout's own checks should have caught it: refuse rather than follow
+            d.nr_pages = 0
+            for v in range(mem.nr_vcpus):
+                self._cbs[v] = ffi.NULL
+            self._gen = None
+            where = self._where[0]
+            rel, field = {lib.XE_E_RANGE: (HEADER_FIELDS["nr_pages"], f"page {where}"),
+                          lib.XE_E_NO_CONTROL: (CB_STATE_OFFSET + 4 * where, f"control_block[{where}]")}.get(
+                              rc, (0, "domain image"))
+            raise LayoutError(f"{mem.origin}: offset {mem.offset + rel:#x}: field {field}: the C engine refused "
+                              f"the descriptor built from it (code {rc})", offset=mem.offset + rel, field=field)
+
+    def close(self) -> None:
+        """Let go of the buffer (so an mmap under it can be closed); the engine is unusable after."""
+        self._d.nr_pages = 0
+        ffi.release(self._base)
 
     def _fresh(self):
         if self.mem.generation != self._gen:

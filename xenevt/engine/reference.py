@@ -28,6 +28,9 @@ class ReferenceEngine:
     def refresh(self) -> None:
         """Nothing cached: every call reads the layout afresh."""
 
+    def close(self) -> None:
+        """Nothing held beyond the DomainMemory (the native engine's counterpart releases its buffer)."""
+
     # --- words --------------------------------------------------------
     def _word(self, port: int) -> int | None:
         return self.mem.word(port)

@@ -28,24 +28,33 @@ from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus, wor
 from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
 from ..errors import ChannelError, StateError, channel_error
 from . import futex
+from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are imported from here by others)
+    DOM_ENTRY,
+    DOM_PRIVILEGED,
+    DOM_TABLE,
+    ECS_FREE,
+    ECS_INTERDOMAIN,
+    ECS_IPI,
+    ECS_PIRQ,
+    ECS_RESERVED,
+    ECS_UNBOUND,
+    ECS_VIRQ,
+    FILE_NAME,
+    HEADER,
+    MAGIC,
+    MAX_DOMAINS,
+    NR_VIRQS,
+    VERSION,
+    check_chan,
+    check_file,
+)
 
-FILE_NAME = "host.xes"
 LOCK_NAME = "consumers.lock"
-MAGIC = b"XENEVTSM"
-VERSION = 1
-HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
-DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
-DOM_TABLE = 64
-MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
-DOM_PRIVILEGED = 1
-
-# Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
-ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
                ECS_IPI: 5}
-NR_VIRQS = 24
+_OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 CONSUME_BATCH = 256
 STATS_NAME = "stats.xes"
 STATS_MAGIC = b"XEVTSTAT"
@@ -177,37 +186,39 @@ class SimHost:
         self._pins: dict[tuple[int, int], tuple[int, object]] = {}
 
     def _map(self) -> None:
-        size = os.fstat(self._fd).st_size
-        if size < abi.PAGE_SIZE:
-            raise StateError(f"state file {self.path} is truncated ({size} bytes): not a xenevt state file")
-        self._mm = mmap.mmap(self._fd, size, access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
-        magic, version, nr_domains, file_size, _ = HEADER.unpack_from(self._mm, 0)
-        bad = None
-        if magic != MAGIC:
-            bad = "not a xenevt state file (bad magic)"
-        elif version != VERSION:
-            bad = f"unsupported state file version {version} (this xenevt reads {VERSION})"
-        elif file_size != size:
-            bad = f"corrupt: header says {file_size} bytes, file has {size}"
-        elif not 1 <= nr_domains <= MAX_DOMAINS:
-            bad = f"corrupt: domain count {nr_domains}"
+        """Map the file and check all of it (statefile.check_file) before any engine sees a byte."""
+        self._size = os.fstat(self._fd).st_size
+        if self._size < abi.PAGE_SIZE:
+            raise StateError(f"state file {self.path} is truncated ({self._size} bytes): not a xenevt state file")
+        self._mm = mmap.mmap(self._fd, self._size,
+                             access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
         self.domains: dict[int, SimDomain] = {}
-        if bad is None:
-            for i in range(nr_domains):
-                domid, flags, offset, dsize = DOM_ENTRY.unpack_from(self._mm, DOM_TABLE + i * DOM_ENTRY.size)
-                if offset < abi.PAGE_SIZE or offset + dsize > size or domid in self.domains or domid > 0x7FF0:
-                    bad = f"corrupt: domain table entry {i} (domain {domid}, offset {offset}, size {dsize})"
-                    break
-                try:
-                    mem = DomainMemory(self._mm, offset)
-                except LayoutError as e:
-                    bad = f"corrupt: domain {domid}: {e}"
-                    break
-                self.domains[domid] = SimDomain(domid, flags, mem)
-        if bad is not None:
+        try:
+            checked = check_file(self._mm, self._size, self.path)
+            try:
+                for domid, flags, mem in checked:
+                    self.domains[domid] = SimDomain(domid, flags, mem)
+            except BaseException:
+                for dom in self.domains.values():
+                    dom.engine.close()
+                for _, _, mem in checked:
+                    mem.release()
+                raise
+        except BaseException:
             self.domains = {}
+            self._unmap()
+            raise
+        self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
+
+    def _unmap(self) -> None:
+        for dom in self.domains.values():
+            dom.engine = None
+            dom.mem = None
+        self.domains = {}
+        try:
             self._mm.close()
-            raise StateError(f"state file {self.path}: {bad}")
+        except BufferError:  # a caller still holds a view; the OS unmaps at exit
+            pass
 
     def close(self) -> None:
         if self._stats is not None:
@@ -220,14 +231,7 @@ class SimHost:
                 dom.mem.set_consumer(vcpu, 0)
         self._claimed = set()
         self._pins.clear()
-        for dom in self.domains.values():
-            dom.engine = None
-            dom.mem = None
-        self.domains = {}
-        try:
-            self._mm.close()
-        except BufferError:  # a caller still holds a view; the OS unmaps at exit
-            pass
+        self._unmap()
         os.close(self._fd)
         if self._consumer_fd is not None:
             os.close(self._consumer_fd)
@@ -255,11 +259,23 @@ class SimHost:
                 if self._depth == 0:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def _check_size(self) -> None:
+        """Cheap, on each use: a file another process shrank would fault (SIGBUS) past its new end."""
+        size = os.fstat(self._fd).st_size
+        if size != self._size:
+            raise StateError(f"state file {self.path}: offset {min(size, self._size):#x}: field file_size: the file "
+                             f"changed size under us ({self._size} -> {size} bytes)")
+
+    def _rec(self, dom: SimDomain, port: int) -> Chan:
+        """Channel record ``port`` of ``dom``, checked: another process may have written it since the open."""
+        return check_chan(dom.mem, port, dom.mem.chan(port), self._nr_chans, self.path)
+
     def _writable(self) -> None:
         if self.read_only:
             raise StateError(f"state file {self.path} is open read-only here: this command only inspects")
 
     def domain(self, domid: int, call: str, port: int | None = None) -> SimDomain:
+        self._check_size()
         dom = self.domains.get(domid)
         if dom is None:
             raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
@@ -281,7 +297,7 @@ class SimHost:
         if not 0 < port < dom.mem.nr_chans:
             raise channel_error(call, errno.EINVAL, f"port out of range (domain has ports 1..{dom.mem.nr_chans - 1})",
                                 domain=dom.domid, port=port)
-        ch = dom.mem.chan(port)
+        ch = self._rec(dom, port)
         if bound and ch.state in (ECS_FREE, ECS_RESERVED):
             raise channel_error(call, errno.EINVAL, "port is not bound", domain=dom.domid, port=port)
         return ch
@@ -301,7 +317,7 @@ class SimHost:
         if not unmask:
             self._count(dom.domid, port, 0)
         if rc & SP.UPCALL:
-            self._kick(dom, dom.mem.chan(port).notify_vcpu)
+            self._kick(dom, self._rec(dom, port).notify_vcpu)
         return rc
 
     def _kick(self, dom: SimDomain, vcpu: int) -> None:
@@ -362,7 +378,7 @@ class SimHost:
 
     def _new_chan(self, dom: SimDomain, port: int, **fields) -> None:
         # evtchn_fifo_init(): default priority; lastq keeps whatever it was
-        old = dom.mem.chan(port)
+        old = self._rec(dom, port)
         chan = Chan(priority=abi.EVTCHN_FIFO_PRIORITY_DEFAULT, last_priority=old.last_priority,
                     last_vcpu=old.last_vcpu, **fields)
         dom.mem.set_chan(port, chan)
@@ -405,8 +421,8 @@ class SimHost:
             self._vcpu(dom, vcpu, call)
             if virq not in PER_VCPU_VIRQS and vcpu != 0:
                 raise channel_error(call, errno.EINVAL, f"VIRQ {virq} is global: bind it on vCPU 0", domain=domid)
-            for p in range(1, dom.mem.nr_chans):
-                ch = dom.mem.chan(p)
+            for p in self._open_ports(dom):
+                ch = self._rec(dom, p)
                 if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
                     raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
                                         domain=domid, port=p)
@@ -452,8 +468,8 @@ class SimHost:
         """send_guest_vcpu_virq(): Xen raises a VIRQ on the port bound to it."""
         with self.locked():
             dom = self.domain(domid, "raise VIRQ in")
-            for p in range(1, dom.mem.nr_chans):
-                ch = dom.mem.chan(p)
+            for p in self._open_ports(dom):
+                ch = self._rec(dom, p)
                 if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
                     return NotifyResult(domid, p, domid, p, _outcome(SP(self._raise(dom, p))))
             raise channel_error("raise VIRQ in", errno.ENOENT, f"VIRQ {virq} is not bound on vCPU {vcpu}",
@@ -476,7 +492,7 @@ class SimHost:
         if dom.mem.word(port) is not None:
             dom.engine.guest_mask(port)
         dom.engine.clear_pending(port)
-        old = dom.mem.chan(port)
+        old = self._rec(dom, port)
         dom.mem.set_chan(port, Chan(last_priority=old.last_priority, last_vcpu=old.last_vcpu))
         dom.mem.bump_frees()  # any process's lowest-free-port hint above this port is now stale
 
@@ -485,7 +501,7 @@ class SimHost:
         for port in range(1, self.domain(domid, "reset").mem.nr_chans):
             with self.locked():
                 dom = self._access(caller, domid, "reset")
-                if dom.mem.chan(port).state in (ECS_FREE, ECS_RESERVED):
+                if self._rec(dom, port).state in (ECS_FREE, ECS_RESERVED):
                     continue
             self.close_port(caller, domid, port)
 
@@ -546,17 +562,25 @@ class SimHost:
         return self._status(dom, port)
 
     def _status(self, dom: SimDomain, port: int) -> PortStatus:
-        return chan_status(dom.domid, port, dom.mem.chan(port), dom.mem.word(port))
+        return chan_status(dom.domid, port, self._rec(dom, port), dom.mem.word(port))
 
     def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
         dom = self._access(caller, domid, "list the ports of")
-        return [self._status(dom, p) for p in range(1, dom.mem.nr_chans)
-                if dom.mem.chan(p).state not in (ECS_FREE, ECS_RESERVED)]
+        return [self._status(dom, p) for p in self._open_ports(dom)]
+
+    def _open_ports(self, dom: SimDomain) -> list[int]:
+        """Ports whose channel is neither free nor reserved, found by a search of the state bytes."""
+        states = dom.mem.chan_states(0, dom.mem.nr_chans).translate(_OPEN_STATES)
+        out, port = [], states.find(1, 1)
+        while port >= 0:
+            out.append(port)
+            port = states.find(1, port + 1)
+        return out
 
     def info(self) -> dict:
         doms = []
         for d in self.domains.values():
-            used = sum(1 for p in range(1, d.mem.nr_chans) if d.mem.chan(p).state not in (ECS_FREE, ECS_RESERVED))
+            used = len(self._open_ports(d))
             doms.append({"domain": d.domid, "privileged": d.privileged, "vcpus": d.mem.nr_vcpus,
                          "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
                          "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
@@ -602,6 +626,8 @@ class SimHost:
         if view is None or self.read_only:
             return
         mm, offsets = view
+        if not 0 <= port < self._nr_chans[domid]:
+            return  # a word past the channel table (a corrupt LINK can deliver one): nothing to count
         at = offsets[domid] + 16 * port + 8 * which
         struct.pack_into("<Q", mm, at, struct.unpack_from("<Q", mm, at)[0] + 1)
 
@@ -619,12 +645,14 @@ class SimHost:
         """What Xen 4.17 prints for debug key 'e' (domain_dump_evtchn_info + the FIFO print_state)."""
         lines = ["'e' pressed -> dumping event-channel info"]
         for domid in sorted(self.domains):
-            mem = self.domains[domid].mem
+            dom = self.domains[domid]
+            mem = dom.mem
             lines += [f"Event channel information for domain {domid}:", "Polling vCPUs: {}", "    port [p/m/s]"]
+            states = mem.chan_states(0, mem.nr_chans)
             for port in range(1, mem.nr_chans):
-                ch = mem.chan(port)
-                if ch.state == ECS_FREE:
+                if states[port] == ECS_FREE:
                     continue
+                ch = self._rec(dom, port)
                 word = mem.word(port)
                 pending = int(word is not None and bool(word & abi.WORD_PENDING))
                 masked = int(word is None or bool(word & abi.WORD_MASKED))  # no word reads as masked

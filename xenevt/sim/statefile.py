@@ -1,0 +1,181 @@
+"""The simulator's state file: its format, and every check of what is read from it.
+
+Page 0 holds the host header (``HEADER``) and, at ``DOM_TABLE``, one
+``DOM_ENTRY`` per domain; each domain's image (the engine's DomainMemory
+layout, engine/layout.py) follows at a page-aligned offset.  The file is
+shared by processes, and any of them (or a disk) may have written nonsense,
+so nothing in it is trusted:
+
+* on open, :func:`check_file` checks the header, the domain table (entries
+  against each other and against the file's size), each image's header and
+  control-block offsets (DomainMemory does that), and every channel record
+  (against its domain's vCPUs and the other domains);
+* on each use, what another process may legitimately have changed since is
+  checked again where it is read: the array size and control-block offsets
+  by DomainMemory, a channel record by :func:`check_chan`, the file's size by
+  SimHost.
+
+A bad field is one line: ``state file PATH: offset 0x…: field F: why``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .. import abi
+from ..engine import Chan, DomainMemory, LayoutError
+from ..engine.layout import CHAN
+from ..errors import StateError
+
+FILE_NAME = "host.xes"
+MAGIC = b"XENEVTSM"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
+DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
+DOM_TABLE = 64
+MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
+DOM_PRIVILEGED = 1
+DOMID_FIRST_RESERVED = 0x7FF0  # xen/include/public/xen.h: DOMID_FIRST_RESERVED
+
+# Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
+ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
+NR_VIRQS = 24
+CHAN_FLAGS = 1  # xe_chan.flags: DEFERRED is the only bit
+
+# byte offsets of xe_chan's fields, for errors
+CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,
+               "remote_dom": 8, "aux": 10, "remote_port": 12}
+
+
+def corrupt(path: str, offset: int, field: str, why: str) -> StateError:
+    """The one-line error for a bad field at ``offset`` of the state file."""
+    return StateError(f"state file {path}: offset {offset:#x}: field {field}: {why}")
+
+
+def _over(limit: int) -> bytes:
+    """A translate() table mapping bytes 0..limit to 0 and every larger byte to 1."""
+    return bytes(0 if b <= limit else 1 for b in range(256))
+
+
+_STATE_BAD = _over(ECS_IPI)
+_PRIO_BAD = _over(abi.EVTCHN_FIFO_PRIORITY_MIN)
+_FLAGS_BAD = _over(CHAN_FLAGS)
+_STATE_REMOTE = bytes(1 if b in (ECS_UNBOUND, ECS_INTERDOMAIN, ECS_VIRQ) else 0 for b in range(256))
+
+
+def check_file(mm, size: int, path: str) -> list[tuple[int, int, DomainMemory]]:
+    """Check the whole file; returns ``(domid, flags, memory)`` per domain, in table order.
+
+    On error every view taken of ``mm`` is released before raising, so the caller can unmap.
+    """
+    if size < abi.PAGE_SIZE:
+        raise StateError(f"state file {path} is truncated ({size} bytes): not a xenevt state file")
+    magic, version, nr_domains, file_size, _ = HEADER.unpack_from(mm, 0)
+    if magic != MAGIC:
+        raise StateError(f"state file {path}: not a xenevt state file (bad magic)")
+    if version != VERSION:
+        raise corrupt(path, 8, "version", f"unsupported state file version {version} (this xenevt reads {VERSION})")
+    if file_size != size:
+        raise corrupt(path, 16, "file_size", f"header says {file_size} bytes, the file has {size}")
+    if not 1 <= nr_domains <= MAX_DOMAINS:
+        raise corrupt(path, 12, "nr_domains", f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    entries = []
+    for i in range(nr_domains):
+        at = DOM_TABLE + i * DOM_ENTRY.size
+        domid, flags, offset, dsize = DOM_ENTRY.unpack_from(mm, at)
+        field = f"domain_table[{i}]"
+        if domid >= DOMID_FIRST_RESERVED:
+            raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {DOMID_FIRST_RESERVED:#x}")
+        if flags & ~DOM_PRIVILEGED:
+            raise corrupt(path, at + 4, f"{field}.flags", f"unknown flags {flags:#x}")
+        if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
+            raise corrupt(path, at + 8, f"{field}.offset",
+                          f"domain {domid}'s image offset {offset:#x} is not a page boundary inside the file")
+        if dsize > size - offset:
+            raise corrupt(path, at + 16, f"{field}.size",
+                          f"domain {domid}'s image of {dsize} bytes at {offset:#x} runs past the file's end")
+        entries.append((i, domid, flags, offset, dsize))
+    seen: dict[int, int] = {}
+    for i, domid, *_ in entries:
+        if domid in seen:
+            raise corrupt(path, DOM_TABLE + i * DOM_ENTRY.size, f"domain_table[{i}].domid",
+                          f"domain {domid} is listed twice (entries {seen[domid]} and {i})")
+        seen[domid] = i
+    by_offset = sorted(entries, key=lambda e: e[3])
+    for (i, d1, _, o1, s1), (_, d2, _, o2, _) in zip(by_offset, by_offset[1:], strict=False):
+        if o1 + s1 > o2:
+            raise corrupt(path, DOM_TABLE + i * DOM_ENTRY.size + 16, f"domain_table[{i}].size",
+                          f"domain {d1}'s image ({s1} bytes at {o1:#x}) overlaps domain {d2}'s at {o2:#x}")
+    mems: list[tuple[int, int, DomainMemory]] = []
+    try:
+        for i, domid, flags, offset, dsize in entries:
+            try:
+                mem = DomainMemory(mm, offset, origin=f"state file {path}")
+            except LayoutError as e:
+                raise StateError(str(e)) from None
+            mems.append((domid, flags, mem))
+            if mem.geometry.size != dsize:
+                raise corrupt(path, DOM_TABLE + i * DOM_ENTRY.size + 16, f"domain_table[{i}].size",
+                              f"{dsize} bytes, but domain {domid}'s image header describes {mem.geometry.size}")
+        nr_chans = {domid: mem.nr_chans for domid, _, mem in mems}
+        for _, _, mem in mems:
+            check_chans(mem, nr_chans, path)
+    except BaseException:
+        for _, _, mem in mems:
+            mem.release()
+        raise
+    return mems
+
+
+def check_chans(mem: DomainMemory, nr_chans: dict[int, int], path: str) -> None:
+    """Every channel record of one domain (done in C where it can be: byte searches over strided copies)."""
+    n = mem.nr_chans
+    base = mem.geometry.chans_offset
+    # views are released on the way out, error or not, so the mapping under them can be closed
+    with mem.buffer[base: base + n * CHAN.size] as table, table.cast("H") as halves:
+        for name, bad in (("state", _STATE_BAD), ("priority", _PRIO_BAD), ("last_priority", _PRIO_BAD),
+                          ("flags", _FLAGS_BAD)):
+            i = table[CHAN_FIELDS[name]::CHAN.size].tobytes().translate(bad).find(1)
+            if i >= 0:
+                check_chan(mem, i, mem.chan(i), nr_chans, path)  # names the field
+        for name in ("notify_vcpu", "last_vcpu"):
+            if max(halves[CHAN_FIELDS[name] // 2::CHAN.size // 2]) >= mem.nr_vcpus:
+                for port in range(n):
+                    check_chan(mem, port, mem.chan(port), nr_chans, path)
+        states = table[0::CHAN.size].tobytes()
+    if states[0] != ECS_RESERVED:
+        raise corrupt(path, mem.offset + base, "channel[0].state", f"port 0 is in state {states[0]}, not reserved")
+    marks = states.translate(_STATE_REMOTE)
+    port = marks.find(1)
+    while port >= 0:  # only channels whose fields point elsewhere are looked at one by one
+        check_chan(mem, port, mem.chan(port), nr_chans, path)
+        port = marks.find(1, port + 1)
+
+
+def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int], path: str) -> Chan:
+    """One channel record against its domain and the host (``nr_chans``: channels per domain); returns it."""
+
+    def bad(field: str, why: str) -> StateError:
+        at = mem.offset + mem.geometry.chans_offset + port * CHAN.size + CHAN_FIELDS[field]
+        return corrupt(path, at, f"channel[{port}].{field}", why)
+
+    if ch.state > ECS_IPI:
+        raise bad("state", f"state {ch.state} is not a Xen channel state (0..{ECS_IPI})")
+    if ch.priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        raise bad("priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}")
+    if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        raise bad("last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}")
+    if ch.flags & ~CHAN_FLAGS:
+        raise bad("flags", f"unknown flags {ch.flags:#x}")
+    if ch.notify_vcpu >= mem.nr_vcpus:
+        raise bad("notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{mem.nr_vcpus - 1}")
+    if ch.last_vcpu >= mem.nr_vcpus:
+        raise bad("last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{mem.nr_vcpus - 1}")
+    if ch.state in (ECS_UNBOUND, ECS_INTERDOMAIN) and ch.remote_dom not in nr_chans:
+        raise bad("remote_dom", f"domain {ch.remote_dom} is not on this host")
+    if ch.state == ECS_INTERDOMAIN and not 0 < ch.remote_port < nr_chans[ch.remote_dom]:
+        raise bad("remote_port", f"port {ch.remote_port} out of range 1..{nr_chans[ch.remote_dom] - 1} of domain "
+                  f"{ch.remote_dom}")
+    if ch.state == ECS_VIRQ and ch.aux >= NR_VIRQS:
+        raise bad("aux", f"VIRQ {ch.aux} out of range 0..{NR_VIRQS - 1}")
+    return ch
