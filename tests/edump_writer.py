@@ -60,3 +60,30 @@ def console(lines: list[str], prefix: str = "(XEN) ", stamps: bool = False) -> s
         stamp = f"[{1000 + i * 0.000123:12.6f}] " if stamps else ""
         out.append(f"{prefix}{stamp}{line}")
     return "\n".join(out) + "\n"
+
+
+def every_port_line(port: int, link: int, xsm: str | None = None) -> list[str]:
+    """One port line per shape Xen can print for this port: every ECS state, both ABIs, old and new FIFO, BUSY."""
+    words = [None, {"linked": False}, {"linked": False, "busy": True}, {"linked": True, "link": link},
+             {"linked": True, "busy": True, "link": link}]
+    states = [("reserved", {}), ("unbound", {"d": 65535}), ("interdomain", {"d": 32751, "rp": 131071}),
+              ("pirq", {"pirq": 2147483647, "irq": -2147483648}), ("virq", {"virq": 23}), ("ipi", {})]
+    out = []
+    for state, kw in states:
+        for p, m in ((0, 0), (1, 1)):
+            for word in words:
+                out.append(port_line(port, state, p=p, m=m, n=8191, x=7, word=word, xsm=xsm, **kw))
+                if word is None or "busy" not in word:
+                    out.append(port_line(port, state, p=p, m=m, n=8191, x=7, word=word, old=True, xsm=xsm, **kw))
+            if port < 4096:  # the 2-level ABI's EVTCHN_2L_NR_CHANNELS (64-bit)
+                out.append(port_line(port, state, p=p, m=m, n=8191, x=7, two_level_sel=p, xsm=xsm, **kw))
+    return out
+
+
+def lsevtchn_line(port: int, vcpu: int, state: str, d: int = 0, rp: int = 0, pirq: int = 0, virq: int = 0) -> str:
+    """One line of lsevtchn (tools/xcutils/lsevtchn.c)."""
+    what = {"unbound": c_printf("Interdomain (Waiting connection) - Remote Domain %u", d),
+            "interdomain": c_printf("Interdomain (Connected) - Remote Domain %u, Port %u", d, rp),
+            "pirq": c_printf("Physical IRQ %u", pirq), "virq": c_printf("Virtual IRQ %u", virq),
+            "ipi": "IPI", "unknown": "Unknown"}[state]
+    return c_printf("%4d: VCPU %u: ", port, vcpu) + what

@@ -126,15 +126,17 @@ def test_e_dump_findings(kw):
     }
 
 
-def test_e_dump_tolerates_noise_and_truncation():
+def test_e_dump_tolerates_noise_and_records_truncation_as_unread():
     lines = e_text().splitlines()
     lines.insert(6, "(XEN) [2026-11-24 03:00:01] d1v0 some unrelated hypervisor message")
     lines[7] = lines[7][:20]                 # a port line cut short
     lines.append("(XEN)        9 [1/0/  -   ]: s=3 n=0 x=0 d=0 p")
     ev = edump.parse("\n".join(lines))
-    assert len(ev.warnings) == 3
-    assert ev.warnings[0].startswith("line 7: not an event-channel line, skipped")
-    assert ev.warnings[1].startswith("line 8: not an event-channel line")
+    assert ev.warnings == ["1 other console line(s) in the dump ignored (the first at line 7)"]
+    assert [str(u).split(":")[0] for u in ev.unread] == ["line 8", "line 17"]
+    assert "not an event-channel line Xen prints, skipped" in ev.unread[0].what
+    assert "the fields after x= ('d=0 p') are not what Xen prints for s=3" in ev.unread[1].what
+    assert doctor.examine(ev).verdict == "problems"  # the findings stand, with what went unread beside them
 
 
 def test_e_dump_other_formats():
@@ -166,8 +168,9 @@ def test_lsevtchn_text():
     ports = ev.domains[0].ports
     assert (ports[1].remote_domain, ports[1].remote_port, ports[2].state, ports[3].virq, ports[4].pirq) == (
         1, 4, "unbound", 2, 9)
-    assert ev.warnings == ["line 6: not an lsevtchn line, skipped: 'garbage line'"]
-    assert doctor.examine(ev).findings == []
+    assert [str(u) for u in ev.unread] == ["line 6: not an lsevtchn line, skipped: 'garbage line'"]
+    rep = doctor.examine(ev)
+    assert rep.findings == [] and (rep.verdict, rep.exit_code) == ("inconclusive", 4)
     with pytest.raises(EvidenceError, match="no lsevtchn lines"):
         lsevtchn.parse("nothing here\n", 0)
 

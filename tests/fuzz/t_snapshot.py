@@ -8,7 +8,7 @@ from .harness import target
 
 
 def _seeds() -> list[bytes]:
-    from xenevt.evidence.model import DomainFacts, PortFacts, QueueFacts, VcpuFacts
+    from xenevt.evidence.model import PortFacts, QueueFacts, VcpuFacts
 
     ev = Evidence("seed")
     d = ev.domain(0)

@@ -12,8 +12,10 @@ from .context import DOMAIN, Ctx, json_option, pass_ctx
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-@click.command("doctor", epilog="Exit code: 0 healthy (info findings only), 3 when there is a finding at warning "
-               "level or above, 1/2 when the evidence could not be read.")
+@click.command("doctor", epilog="Exit code: 0 healthy (info findings only, and every line of the evidence read), "
+               "3 when there is a finding at warning level or above (what went unread is listed beside it), "
+               "4 inconclusive (no finding, but part of the evidence could not be read, or it holds no port), "
+               "1/2 when the evidence could not be read at all.")
 @click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True, help="Only these domains (repeatable).")
 @click.option("--edump", metavar="FILE", help="Read Xen's 'e' debug-key dump (xl dmesg output; - for stdin).")
 @click.option("--lsevtchn", "lsevtchn_file", metavar="FILE", help="Read lsevtchn's output for --domain (- for stdin).")
@@ -40,7 +42,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
     prior = None
     if since:
         try:
-            with open(since) as f:
+            with open(since, "rb") as f:
                 prior = Evidence.from_json(f.read(), since)
         except OSError as e:
             raise EvidenceError(f"cannot read snapshot {since}: {(e.strerror or str(e)).lower()}") from None
@@ -64,6 +66,9 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
         ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
     if domains:
         ev.domains = {d: f for d, f in ev.domains.items() if d in domains}
+        for d in sorted(set(domains) - set(ev.domains)):
+            ev.skip("--domain", f"domain {d} is not in the evidence", d)
+            ev.domain(d)  # so the note is kept, and the domain counted with 0 ports
     if save:
         _save(save, ev.to_json())
     rep = rules.examine(ev, prior)
@@ -92,7 +97,7 @@ def _save(path: str, text: str) -> None:
 
 
 def _render(c: Ctx, rep, ev) -> None:
-    for w in rep.warnings:
+    for w in _summary(rep.warnings):
         c.err.print(f"xenevt: warning: {w}")
     for f in rep.findings:
         where = f"dom{f.domain}" + (f" port {','.join(map(str, f.ports))}" if f.ports else "") + (
@@ -102,12 +107,27 @@ def _render(c: Ctx, rep, ev) -> None:
         c.out.print(line)
         c.out.print(f"         evidence: {f.evidence}")
         c.out.print(f"         meaning:  {f.advice}")
+    if rep.unread:
+        line = Text(f"{'UNREAD':8s}", style="bold magenta")
+        line.append(f"{len(rep.unread)} item(s) of the evidence could not be read, so this is no clean bill of "
+                    "health:")
+        c.out.print(line)
+        for u in _summary(rep.unread):
+            c.out.print(f"         {u}")
     ports = sum(rep.checked.values())
     counts = {s: sum(1 for f in rep.findings if f.severity == s) for s in ("error", "warning", "info")}
     said = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n)
-    head = "healthy" if rep.exit_code == 0 else "problems found"
+    head = {"healthy": "healthy", "problems": "problems found", "inconclusive": "inconclusive"}[rep.verdict]
+    unread = f", {len(rep.unread)} item(s) unread" if rep.unread else ""
     c.out.print(f"doctor: {head}: {said or 'no findings'} in {len(rep.checked)} domain(s), {ports} port(s) "
-                f"checked ({ev.source})")
+                f"checked{unread} ({ev.source})")
+
+
+def _summary(items: list[str], first: int = 5) -> list[str]:
+    """Many lines of the same kind: the first few and a count, not one per line."""
+    if len(items) <= first + 1:
+        return items
+    return items[:first] + [f"... and {len(items) - first} more (--json lists the first 20)"]
 
 
 def register(cli: click.Group) -> None:

@@ -87,6 +87,10 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         return ev
     seen = edump.parse(text, f"{backend.name} 'e' dump")
     ev.warnings += seen.warnings
+    # an 'e' dump with no port is news only when the port tables have some
+    tables_empty = not any(d.ports for d in ev.domains.values())
+    ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
+                  and not (tables_empty and u.where == edump.NO_PORTS)]
     for domid, facts in seen.domains.items():
         if domid in wanted:
             dom = ev.domain(domid)

@@ -4,6 +4,9 @@ Each rule reads the facts (never the source), stays silent where a fact it
 needs is unknown, and says what it found: severity, domain, port(s), the
 evidence, and one sentence on what it usually means and what to try.
 ``--since`` gives a second, earlier sample, so "stuck" can mean "still so".
+Evidence that was not all read is never called healthy: what went unread may
+be what is wrong, so the verdict is then "inconclusive" (exit 4) unless a
+finding already says "problems" (exit 3).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from .model import DomainFacts, Evidence
 SEVERITIES = ("info", "warning", "error")
 DEFAULT_DOMU_LIMIT = 1023          # Xen's default max_event_channels for a guest
 DOM0_LIMIT = (1 << 17) - 1
+EXIT_CODES = {"healthy": 0, "problems": 3, "inconclusive": 4}
+SHOWN_IN_JSON = 20                 # the first unread items and warnings listed; the totals say how many more
 BROKEN = {"range": "points past the event array (or at a page that is not there)",
           "unlinked": "points at a port that is not LINKED",
           "cycle": "comes back on itself (a cycle)",
@@ -42,14 +47,25 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     checked: dict[int, int] = field(default_factory=dict)  # domain -> ports examined
     warnings: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)        # what the evidence held but did not become facts
+
+    @property
+    def verdict(self) -> str:
+        """problems (a warning or worse), else inconclusive (something went unread), else healthy."""
+        if any(f.severity in ("warning", "error") for f in self.findings):
+            return "problems"
+        return "inconclusive" if self.unread else "healthy"
 
     @property
     def exit_code(self) -> int:
-        return 3 if any(f.severity in ("warning", "error") for f in self.findings) else 0
+        return EXIT_CODES[self.verdict]
 
     def as_dict(self) -> dict:
-        return {"healthy": self.exit_code == 0, "findings": [f.as_dict() for f in self.findings],
-                "checked": {str(d): n for d, n in self.checked.items()}, "warnings": self.warnings}
+        return {"verdict": self.verdict, "healthy": self.verdict == "healthy",
+                "findings": [f.as_dict() for f in self.findings],
+                "checked": {str(d): n for d, n in self.checked.items()},
+                "unread": self.unread[:SHOWN_IN_JSON], "unread_total": len(self.unread),
+                "warnings": self.warnings[:SHOWN_IN_JSON], "warnings_total": len(self.warnings)}
 
 
 def _queued(dom: DomainFacts) -> dict[int, tuple[int, int]]:
@@ -67,7 +83,10 @@ def _walked(dom: DomainFacts) -> bool:
 
 
 def examine(ev: Evidence, since: Evidence | None = None) -> Report:
-    rep = Report(warnings=list(ev.warnings))
+    rep = Report(warnings=list(ev.warnings),
+                 unread=[str(u) for u in ev.unread if u.domain is None or u.domain in ev.domains])
+    if not ev.domains:
+        rep.unread.append(f"{ev.source}: no domain in the evidence")
     age = ev.taken_at - since.taken_at if since is not None else None
     for domid in sorted(ev.domains):
         dom = ev.domains[domid]

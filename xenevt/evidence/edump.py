@@ -1,150 +1,281 @@
 """Reader of the hypervisor's 'e' debug-key dump (``xl debug-keys e; xl dmesg``).
 
-Xen prints, per domain (xen/common/event_channel.c, domain_dump_evtchn_info):
-``Event channel information for domain %d:`` (later Xen: ``for d%d:`` and an
-``ABI: FIFO|2-level`` line), ``Polling vCPUs: {list}``, ``    port [p/m/s]``, then
-per open port ``    %4u [%d/%d/<state>]: s=%d n=%d x=%d`` followed by ``d=%d``
-(unbound), ``d=%d p=%d`` (interdomain), ``p=%d i=%d`` (pirq) or ``v=%d`` (virq),
-and ``Z=%s`` under XSM.  ``<state>`` is the ABI's print_state: FIFO prints
-``?     `` (no event word), ``%c %-4u`` when LINKED (``B`` if BUSY, then LINK) or
-``%c -   `` (older Xen: ``?   ``, ``%-4u``, ``-   ``); 2-level prints the vCPU's
-selector bit, one digit.  ``s=`` is Xen's internal state (ECS_*).
+Xen 4.4 to 4.20 print, per domain (xen/common/event_channel.c, domain_dump_evtchn_info):
+``Event channel information for domain %d:``, ``Polling vCPUs: {%*pbl}``,
+``    port [p/m/s]``, then per open port ``    %4u [%d/%d/<state>]: s=%d n=%d x=%d``
+followed by `` d=%d`` (unbound), `` d=%d p=%d`` (interdomain), `` p=%d i=%d``
+(pirq) or `` v=%d`` (virq), and `` Z=%s`` under XSM.  ``<state>`` is the ABI's
+print_state: FIFO (event_fifo.c) prints ``?     `` (no event word), ``%c %-4u``
+when LINKED (``B`` if BUSY, then LINK: 4 to 6 digits wide) or ``%c -   ``
+(before 4.4: ``?   ``, ``%-4u``, ``-   ``); 2-level (event_2l.c) prints the
+vCPU's selector bit, ``%d``.  We also take ``for d%d:`` and an ``ABI:`` line.
 
-Lines may carry ``(XEN) `` and timestamps, be cut short, or be interleaved with
-other console output: each line that cannot be read inside a dump is a warning
-naming its number, never a failure; a text with no dump at all is an error.
+Every number is bounded by what Xen can print (bounds.py).  A port line that
+cannot be read, or a value Xen cannot print, is recorded as unread (the line
+and the field), never a failure and never a silently shown fact; lines that
+do not look like dump lines (other console output) are counted and ignored.
+Only the last dump in the text is read.  A text with no dump at all is an error.
 """
 
 from __future__ import annotations
 
 import re
 
+from .bounds import (
+    DOMID_FIRST_RESERVED,
+    DOMID_MAX,
+    ECS_NAMES,
+    EVTCHN_2L_NR_CHANNELS,
+    INT_MAX,
+    MAX_PORT,
+    NR_VIRQS,
+    XEN_MAX_CONSUMER,
+    XEN_MAX_VCPUS,
+    Impossible,
+    number,
+)
 from .model import DomainFacts, Evidence, EvidenceError, PortFacts
 
-ECS_NAMES = {0: "closed", 1: "reserved", 2: "unbound", 3: "interdomain", 4: "pirq", 5: "virq", 6: "ipi"}
+__all__ = ["ECS_NAMES", "parse", "read"]
 
-_PREFIX = re.compile(r"^.*?\(XEN\)\s?(?:\[[^\]]*\]\s?)?")
-_HEADER = re.compile(r"^Event channel information for (?:domain (?P<dom>\d+)|d(?P<d>\d+)):\s*$")
-_ABI = re.compile(r"^ABI: (?P<abi>FIFO|2-level)\s*$")
-_POLL = re.compile(r"^Polling vCPUs: \{(?P<list>[0-9,\- ]*)\}\s*$")
-_LEGEND = re.compile(r"^\s*port \[p/m/s\]\s*$")
-_KEY = re.compile(r"^'e' pressed -> dumping event-channel info\s*$")
-_PORT = re.compile(r"^\s*(?P<port>\d+) \[(?P<p>[01])/(?P<m>[01])/(?P<st>[^\]]{1,6})\]: "
-                   r"s=(?P<s>\d+) n=(?P<n>\d+) x=(?P<x>\d+)(?P<rest>(?: [a-zA-Z]=\S+)*)\s*$")
-_EXTRA = re.compile(r" ([a-zA-Z])=(\S+)")
+# Every pattern is anchored and its repeats are over disjoint classes or bounded: linear in the line's length.
+_STAMP = re.compile(r"\[[^\]\n]{0,40}\] ?", re.A)
+_HEADER = re.compile(r"Event channel information for (?:domain ([0-9]+)|d([0-9]+)):", re.A)
+_ABI = re.compile(r"ABI: (FIFO|2-level)", re.A)
+_POLL = re.compile(r"Polling vCPUs: \{([0-9,-]*)\}", re.A)
+_LEGEND = re.compile(r" *port \[p/m/s\]", re.A)
+_KEY = re.compile(r"'e' pressed -> dumping event-channel info", re.A)
+_PORT = re.compile(r" *([0-9]+) \[([01])/([01])/([^\]]{1,16})\]: s=([0-9]+) n=([0-9]+) x=([0-9]+)(.*)", re.A)
+_PORTISH = re.compile(r" *[0-9]+(?: *\[| *$)|.{0,64}(?:\]: s=| s=[0-9]+ n=)", re.A)
+# print_state: 2-level | FIFO no word | FIFO linked | FIFO not linked | old FIFO: no word | linked | not linked
+_STATE = re.compile(r"([01])|\?     |([B ]) ([0-9]+) *|([B ]) -   |\?   |([0-9]+) *|-   ", re.A)
+_SUFFIX = {
+    1: re.compile(r"", re.A),
+    2: re.compile(r" d=([0-9]+)", re.A),
+    3: re.compile(r" d=([0-9]+) p=([0-9]+)", re.A),
+    4: re.compile(r" p=([0-9]+) i=(-?[0-9]+)", re.A),
+    5: re.compile(r" v=([0-9]+)", re.A),
+    6: re.compile(r"", re.A),
+}
+_XSM = re.compile(r" Z=(\S.*)", re.A)
+_SHOWN = 80
+NO_PORTS = "the dump"  # where a dump without any port line is recorded as unread
 
 
 def _strip(line: str) -> str:
-    line = line.rstrip("\r\n")
-    m = _PREFIX.match(line)
+    """The printk text: without the console's ``(XEN) `` and a timestamp."""
+    at = line.find("(XEN)")
+    if at < 0:
+        return line
+    line = line[at + 5:]
+    if line.startswith(" "):
+        line = line[1:]
+    m = _STAMP.match(line)
     return line[m.end():] if m else line
 
 
-def _vcpus(text: str) -> list[int]:
+def _polling(text: str) -> list[int]:
+    """A %*pbl bitmap list ("0-3,5"): ascending, disjoint, below Xen's vCPU limit, so never longer than it."""
     out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if part:
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
+    if not text:
+        return out
+    last = -1
+    for part in text.split(","):
+        lo_s, dash, hi_s = part.partition("-")
+        lo = number(lo_s, "vCPU", XEN_MAX_VCPUS - 1, why=f"Xen has at most {XEN_MAX_VCPUS} vCPUs")
+        hi = number(hi_s, "vCPU", XEN_MAX_VCPUS - 1, why=f"Xen has at most {XEN_MAX_VCPUS} vCPUs") if dash else lo
+        if lo <= last or hi < lo:
+            raise Impossible(f"{part!r} is not in ascending order (Xen prints a sorted bitmap)")
+        out.extend(range(lo, hi + 1))
+        last = hi
     return out
 
 
-def _fifo_state(st: str) -> dict | None:
-    """Decode a FIFO print_state field; None if it is not one."""
-    if st.strip() == "?":
-        return {"linked": None}  # no event word: the port is beyond the array
-    tokens = st.split()
-    busy = False
-    if tokens and tokens[0] == "B":
-        busy, tokens = True, tokens[1:]
-    elif len(st) == 6 and st[0] != " ":
-        return None
-    if len(tokens) != 1:
-        return None
-    if tokens[0] == "-":
-        return {"linked": False, "busy": busy, "link": None}
-    if tokens[0].isdigit():
-        return {"linked": True, "busy": busy, "link": int(tokens[0])}
-    return None
+def _fifo_width_ok(field: str, digits: str, lead: int) -> bool:
+    """%-4u pads LINK to 4 characters: the field is exactly max(4, digits) wide after its lead."""
+    return len(field) - lead == max(4, len(digits))
 
 
-def parse(text: str, source: str = "'e' dump") -> Evidence:
-    ev = Evidence(source)
-    dom: DomainFacts | None = None
-    seen_dump = False
-    formats: dict[int, set[str]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = _strip(raw)
+class _Reader:
+    def __init__(self, source: str):
+        self.source = source
+        self.ev = Evidence(source)
+        self.dom: DomainFacts | None = None
+        self.section_ok = True       # False inside the section of a domain header we could not read
+        self.seen_dump = False
+        self.other = 0               # console lines that are not part of the dump
+        self.first_other = 0
+        self.formats: dict[int, set[str]] = {}
+
+    def skip(self, number_: int, what: str, raw: str | None = None) -> None:
+        shown = f": {raw.strip()[:_SHOWN]!r}" if raw is not None else ""
+        self.ev.skip(f"line {number_}", what + shown, self.dom.domain if self.dom is not None else None)
+
+    def line(self, n: int, raw: str) -> None:
+        line = _strip(raw).rstrip()
         if not line.strip():
-            continue
-        if _KEY.match(line) or _LEGEND.match(line):
-            seen_dump = True
-            continue
-        m = _HEADER.match(line)
+            return
+        if _KEY.fullmatch(line):
+            if self.seen_dump:
+                self.ev.warnings.append(f"line {n}: another 'e' dump starts; only the last one is read")
+                self.ev.domains.clear()
+                self.ev.unread.clear()
+                self.formats.clear()
+                self.other = self.first_other = 0
+            self.seen_dump, self.dom, self.section_ok = True, None, True
+            return
+        m = _HEADER.fullmatch(line)
         if m:
-            seen_dump = True
-            domid = int(m["dom"] or m["d"])
-            dom = ev.domain(domid)
-            continue
-        m = _ABI.match(line)
-        if m and dom is not None:
-            dom.abi = m["abi"]
-            continue
-        m = _POLL.match(line)
-        if m and dom is not None:
-            try:
-                dom.polling = _vcpus(m["list"])
-            except ValueError:
-                ev.warnings.append(f"line {number}: unreadable vCPU list {m['list']!r}")
-            continue
-        m = _PORT.match(line)
+            self.header(n, m[1] or m[2], raw)
+            return
+        if self.dom is None and self.section_ok:
+            if _LEGEND.fullmatch(line) or _PORT.fullmatch(line):
+                self.seen_dump = True
+                self.skip(n, "dump line before any 'Event channel information' header, skipped", raw)
+            return  # console output before the dump
+        if _LEGEND.fullmatch(line):
+            return
+        if self.dom is not None:
+            m = _ABI.fullmatch(line)
+            if m:
+                self.dom.abi = m[1]
+                return
+            m = _POLL.fullmatch(line)
+            if m:
+                try:
+                    self.dom.polling = _polling(m[1])
+                except Impossible as e:
+                    self.skip(n, f"Polling vCPUs: {e}")
+                return
+        m = _PORT.fullmatch(line)
         if m is None:
-            if dom is not None:
-                shown = raw.strip()
-                ev.warnings.append(f"line {number}: not an event-channel line, skipped: {shown[:80]!r}")
-            continue
-        if dom is None:
-            ev.warnings.append(f"line {number}: port line before any 'Event channel information' header, skipped")
-            continue
-        port, s = int(m["port"]), int(m["s"])
-        facts = PortFacts(port, ECS_NAMES.get(s, f"state {s}"), vcpu=int(m["n"]), pending=m["p"] == "1",
-                          masked=m["m"] == "1", xen_consumer=int(m["x"]))
-        st = m["st"]
-        if len(st) == 1 and st in "01":
-            facts.selector = st == "1"
-            formats.setdefault(dom.domain, set()).add("2-level")
-        else:
-            decoded = _fifo_state(st)
-            if decoded is None:
-                ev.warnings.append(f"line {number}: unreadable state field [{st}] of port {port}, flags skipped")
+            if _PORTISH.match(line):
+                self.skip(n, "not an event-channel line Xen prints, skipped", raw)
             else:
-                formats.setdefault(dom.domain, set()).add("FIFO")
-                facts.linked = decoded["linked"]
-                facts.busy = decoded.get("busy")
-                facts.link = decoded.get("link")
-        extras = dict(_EXTRA.findall(m["rest"]))
+                self.other += 1
+                self.first_other = self.first_other or n
+            return
+        if self.dom is None:
+            self.skip(n, "port line of a domain whose header could not be read, skipped", raw)
+            return
+        self.port(n, m, raw)
+
+    def header(self, n: int, text: str, raw: str) -> None:
+        self.seen_dump = True
+        self.dom = None
         try:
-            if facts.state in ("unbound", "interdomain") and "d" in extras:
-                facts.remote_domain = int(extras["d"])
-            if facts.state == "interdomain" and "p" in extras:
-                facts.remote_port = int(extras["p"])
-            if facts.state == "pirq" and "p" in extras:
-                facts.pirq = int(extras["p"])
-            if facts.state == "virq" and "v" in extras:
-                facts.virq = int(extras["v"])
-        except ValueError:
-            ev.warnings.append(f"line {number}: unreadable remote fields {m['rest'].strip()!r} of port {port}")
+            domid = number(text, "domain", DOMID_FIRST_RESERVED - 1,
+                           why=f"ids from {DOMID_FIRST_RESERVED:#x} (DOMID_FIRST_RESERVED) are no domain's")
+        except Impossible as e:
+            self.section_ok = False
+            self.skip(n, f"header: {e}; its ports are not read")
+            return
+        self.section_ok = True
+        if domid in self.ev.domains:
+            self.ev.warnings.append(f"line {n}: domain {domid} is dumped again; the later dump is read")
+            del self.ev.domains[domid]
+            self.formats.pop(domid, None)
+            self.ev.unread = [u for u in self.ev.unread if u.domain != domid]
+        self.dom = self.ev.domain(domid)
+
+    def port(self, n: int, m: re.Match, raw: str) -> None:
+        dom = self.dom
+        try:
+            port = number(m[1], "port", MAX_PORT, lo=1, why=f"Xen's ports are 1..{MAX_PORT}")
+            s = number(m[5], "s=", 255)
+            if s not in ECS_NAMES:
+                raise Impossible(f"s={s} is not a channel state Xen prints (ECS_* 1..6)")
+        except Impossible as e:
+            self.skip(n, f"{e}; line skipped", raw)
+            return
+        facts = PortFacts(port, ECS_NAMES[s], pending=m[2] == "1", masked=m[3] == "1")
+        where = f"port {port}"
+        facts.vcpu = self.field(n, where, lambda: number(m[6], "n=", XEN_MAX_VCPUS - 1,
+                                                          why=f"Xen has at most {XEN_MAX_VCPUS} vCPUs"))
+        facts.xen_consumer = self.field(n, where, lambda: number(m[7], "x=", XEN_MAX_CONSUMER))
+        self.state(n, port, m[4], facts)
+        rest = m[8]
+        x = _XSM.search(rest) if " Z=" in rest else None
+        if x is not None:
+            rest = rest[:x.start()]
+        sm = _SUFFIX[s].fullmatch(rest)
+        if sm is None:
+            self.skip(n, f"{where}: the fields after x= ({rest.strip()[:40]!r}) are not what Xen prints for "
+                         f"s={s} ({facts.state}); they are not read")
+        elif s == 2:
+            facts.remote_domain = self.field(n, where, lambda: number(sm[1], "d=", DOMID_MAX))
+        elif s == 3:
+            facts.remote_domain = self.field(n, where, lambda: number(
+                sm[1], "d=", DOMID_FIRST_RESERVED - 1, why="the peer of a connected channel is a real domain"))
+            facts.remote_port = self.field(n, where, lambda: number(sm[2], "p=", MAX_PORT, lo=1))
+        elif s == 4:
+            facts.pirq = self.field(n, where, lambda: number(sm[1], "p=", INT_MAX))
+            self.field(n, where, lambda: number(sm[2], "i=", INT_MAX, lo=-INT_MAX - 1))
+        elif s == 5:
+            facts.virq = self.field(n, where, lambda: number(sm[1], "v=", NR_VIRQS - 1,
+                                                              why=f"Xen has {NR_VIRQS} VIRQs"))
         if port in dom.ports:
-            ev.warnings.append(f"line {number}: port {port} of domain {dom.domain} appears twice; the later line wins")
+            self.skip(n, f"port {port} of domain {dom.domain} appears twice in one dump; the later line is read")
         dom.ports[port] = facts
-    if not seen_dump:
-        raise EvidenceError(f"{source}: no 'Event channel information for domain N:' section found "
-                            "(is this the output of `xl debug-keys e; xl dmesg`?)")
-    for domid, kinds in formats.items():
-        d = ev.domains[domid]
-        if d.abi is None and len(kinds) == 1:
-            d.abi = next(iter(kinds))
-    return ev
+
+    def field(self, n: int, where: str, read):
+        try:
+            return read()
+        except Impossible as e:
+            self.skip(n, f"{where}: {e}; that field is not read")
+            return None
+
+    def state(self, n: int, port: int, st: str, facts: PortFacts) -> None:
+        """print_state's field: the 2-level selector bit, or FIFO's LINKED/BUSY/LINK."""
+        m = _STATE.fullmatch(st)
+        digits = m and (m[3] or m[5])
+        if m is None or digits and not _fifo_width_ok(st, digits, 2 if m[3] else 0):
+            self.skip(n, f"port {port}: state field [{st}] is not what Xen prints; its flags are not read")
+            return
+        kinds = self.formats.setdefault(self.dom.domain, set())
+        if m[1] is not None:
+            kinds.add("2-level")
+            facts.selector = m[1] == "1"
+            if port >= EVTCHN_2L_NR_CHANNELS:
+                self.skip(n, f"port {port} is beyond the 2-level ABI's {EVTCHN_2L_NR_CHANNELS} ports")
+            return
+        kinds.add("FIFO")
+        if st.startswith("?"):
+            facts.linked = None  # no event word: the port is beyond the guest's event array
+            return
+        b = m[2] or m[4]
+        facts.busy = b == "B" if b else None  # Xen before 4.4 did not show BUSY
+        if digits:
+            facts.linked = True
+            facts.link = self.field(n, f"port {port}", lambda: number(digits, "LINK", MAX_PORT))
+        else:
+            facts.linked = False
+
+    def finish(self) -> Evidence:
+        if not self.seen_dump:
+            raise EvidenceError(f"{self.source}: no 'Event channel information for domain N:' section found "
+                                "(is this the output of `xl debug-keys e; xl dmesg`?)")
+        ev = self.ev
+        for domid, kinds in self.formats.items():
+            d = ev.domains.get(domid)
+            if d is not None and d.abi is None and len(kinds) == 1:
+                d.abi = next(iter(kinds))
+        if not any(d.ports for d in ev.domains.values()) and not ev.unread:
+            ev.skip(NO_PORTS, "no port lines in any domain's section: nothing about ports was read")
+        if self.other:
+            ev.warnings.append(f"{self.other} other console line(s) in the dump ignored (the first at line "
+                               f"{self.first_other})")
+        return ev
+
+
+def parse(text: str | bytes, source: str = "'e' dump") -> Evidence:
+    """Facts from the text of an 'e' dump (bytes are read as UTF-8, bad bytes replaced)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    r = _Reader(source)
+    for n, raw in enumerate(text.split("\n"), 1):
+        r.line(n, raw.rstrip("\r"))
+    return r.finish()
 
 
 def read(path: str) -> Evidence:
@@ -152,12 +283,12 @@ def read(path: str) -> Evidence:
 
     try:
         if path == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
     except IsADirectoryError:
         raise EvidenceError(f"'e' dump {path} is a directory") from None
     except OSError as e:
         raise EvidenceError(f"cannot read 'e' dump {path}: {(e.strerror or str(e)).lower()}") from None
-    return parse(text, f"'e' dump {'<stdin>' if path == '-' else path}")
+    return parse(data, f"'e' dump {'<stdin>' if path == '-' else path}")

@@ -2,59 +2,88 @@
 
 Each line is ``%4d: VCPU %u: `` then ``Interdomain (Waiting connection) - Remote
 Domain %u``, ``Interdomain (Connected) - Remote Domain %u, Port %u``,
-``Physical IRQ %u``, ``Virtual IRQ %u``, ``IPI`` or ``Unknown``.  lsevtchn
-prints no domain id, so the caller says which domain the text is about.
+``Physical IRQ %u``, ``Virtual IRQ %u``, ``IPI`` or ``Unknown``
+(tools/xcutils/lsevtchn.c).  lsevtchn prints no domain id, so the caller says
+which domain the text is about.  Numbers are bounded by what Xen can hold
+(bounds.py); a line that cannot be read or a value Xen cannot hold is recorded
+as unread, and so is a text with no port line at all.
 """
 
 from __future__ import annotations
 
 import re
 
+from .bounds import DOMID_FIRST_RESERVED, DOMID_MAX, MAX_PORT, NR_VIRQS, XEN_MAX_VCPUS, Impossible, number
 from .model import Evidence, EvidenceError, PortFacts
 
-_LINE = re.compile(r"^\s*(?P<port>\d+): VCPU (?P<vcpu>\d+): (?P<what>.*?)\s*$")
+# Anchored, over the line with its trailing blanks already cut: linear in the line's length.
+_LINE = re.compile(r" *([0-9]+): VCPU ([0-9]+): (.*)", re.A)
 _KINDS = [
-    (re.compile(r"^Interdomain \(Waiting connection\) - Remote Domain (\d+)$"), "unbound"),
-    (re.compile(r"^Interdomain \(Connected\) - Remote Domain (\d+), Port (\d+)$"), "interdomain"),
-    (re.compile(r"^Physical IRQ (\d+)$"), "pirq"),
-    (re.compile(r"^Virtual IRQ (\d+)$"), "virq"),
-    (re.compile(r"^IPI$"), "ipi"),
-    (re.compile(r"^Unknown$"), "unknown"),
+    (re.compile(r"Interdomain \(Waiting connection\) - Remote Domain ([0-9]+)", re.A), "unbound"),
+    (re.compile(r"Interdomain \(Connected\) - Remote Domain ([0-9]+), Port ([0-9]+)", re.A), "interdomain"),
+    (re.compile(r"Physical IRQ ([0-9]+)", re.A), "pirq"),
+    (re.compile(r"Virtual IRQ ([0-9]+)", re.A), "virq"),
+    (re.compile(r"IPI", re.A), "ipi"),
+    (re.compile(r"Unknown", re.A), "unknown"),
 ]
+_SHOWN = 80
 
 
-def parse(text: str, domain: int, source: str = "lsevtchn") -> Evidence:
+def parse(text: str | bytes, domain: int, source: str = "lsevtchn") -> Evidence:
+    """Facts about ``domain`` from lsevtchn's text (bytes are read as UTF-8, bad bytes replaced)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
     ev = Evidence(source)
     dom = ev.domain(domain)
     lines = 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
+    for n, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip()
+        if not line:
             continue
-        m = _LINE.match(raw)
+        m = _LINE.fullmatch(line)
         kind = None
         if m:
             for pattern, name in _KINDS:
-                k = pattern.match(m["what"])
+                k = pattern.fullmatch(m[3])
                 if k:
                     kind = (name, k.groups())
                     break
         if kind is None:
-            ev.warnings.append(f"line {number}: not an lsevtchn line, skipped: {raw.strip()[:80]!r}")
+            ev.skip(f"line {n}", f"not an lsevtchn line, skipped: {line.strip()[:_SHOWN]!r}", domain)
             continue
         lines += 1
         name, args = kind
-        facts = PortFacts(int(m["port"]), name, vcpu=int(m["vcpu"]))
-        if name in ("unbound", "interdomain"):
-            facts.remote_domain = int(args[0])
-        if name == "interdomain":
-            facts.remote_port = int(args[1])
+        try:
+            port = number(m[1], "port", MAX_PORT, why=f"Xen's ports are 0..{MAX_PORT}")
+        except Impossible as e:
+            ev.skip(f"line {n}", f"{e}; line skipped", domain)
+            continue
+        facts = PortFacts(port, name)
+        # (attribute, text, field, highest, lowest, why): every number bounded by what Xen can hold
+        vcpus = f"Xen has at most {XEN_MAX_VCPUS} vCPUs"
+        reads = [("vcpu", m[2], "VCPU", XEN_MAX_VCPUS - 1, 0, vcpus)]
+        if name == "unbound":
+            reads.append(("remote_domain", args[0], "Remote Domain", DOMID_MAX, 0, ""))
+        elif name == "interdomain":
+            reads += [("remote_domain", args[0], "Remote Domain", DOMID_FIRST_RESERVED - 1, 0,
+                       "the peer of a connected channel is a real domain"),
+                      ("remote_port", args[1], "Port", MAX_PORT, 1, "")]
         elif name == "pirq":
-            facts.pirq = int(args[0])
+            reads.append(("pirq", args[0], "Physical IRQ", (1 << 31) - 1, 0, ""))
         elif name == "virq":
-            facts.virq = int(args[0])
-        dom.ports[facts.port] = facts
+            reads.append(("virq", args[0], "Virtual IRQ", NR_VIRQS - 1, 0, f"Xen has {NR_VIRQS} VIRQs"))
+        for attr, text_, what, hi, lo, why in reads:
+            try:
+                setattr(facts, attr, number(text_, what, hi, lo=lo, why=why))
+            except Impossible as e:
+                ev.skip(f"line {n}", f"port {port}: {e}; that field is not read", domain)
+        if port in dom.ports:
+            ev.skip(f"line {n}", f"port {port} appears twice; the later line is read", domain)
+        dom.ports[port] = facts
     if lines == 0 and text.strip():
         raise EvidenceError(f"{source}: no lsevtchn lines found (expected lines like '   1: VCPU 0: IPI')")
+    if lines == 0:
+        ev.skip(source, "the text is empty: no port was read", domain)
     return ev
 
 
@@ -62,9 +91,13 @@ def read(path: str, domain: int) -> Evidence:
     import sys
 
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8", errors="replace").read()
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
     except IsADirectoryError:
         raise EvidenceError(f"lsevtchn output {path} is a directory") from None
     except OSError as e:
         raise EvidenceError(f"cannot read lsevtchn output {path}: {(e.strerror or str(e)).lower()}") from None
-    return parse(text, domain, f"lsevtchn output {'<stdin>' if path == '-' else path} (domain {domain})")
+    return parse(data, domain, f"lsevtchn output {'<stdin>' if path == '-' else path} (domain {domain})")

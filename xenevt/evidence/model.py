@@ -8,8 +8,9 @@ bit, the 'e' dump knows no queue chains), so rules can tell "clear" from
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..errors import XenevtError
 
@@ -70,11 +71,30 @@ class DomainFacts:
 
 
 @dataclass
+class Unread:
+    """Something the source holds that did not become a fact: a skipped line, or a value Xen cannot print.
+
+    doctor never calls evidence with any of these healthy: what was not read may be what is wrong.
+    """
+
+    where: str                       # "line 12", or what else locates it
+    what: str
+    domain: int | None = None        # the domain it is about, where known
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
 class Evidence:
     source: str
     domains: dict[int, DomainFacts] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # notes that do not make the evidence incomplete
     taken_at: float = field(default_factory=time.time)
+    unread: list[Unread] = field(default_factory=list)
+
+    def skip(self, where: str, what: str, domain: int | None = None) -> None:
+        self.unread.append(Unread(where, what, domain))
 
     def domain(self, domid: int) -> DomainFacts:
         if domid not in self.domains:
@@ -85,28 +105,124 @@ class Evidence:
     def to_json(self) -> str:
         return json.dumps({"format": "xenevt-evidence", "version": 1, "source": self.source,
                            "taken_at": self.taken_at, "warnings": self.warnings,
+                           "unread": [asdict(u) for u in self.unread],
                            "domains": [asdict(d) for d in self.domains.values()]})
 
     @classmethod
-    def from_json(cls, text: str, path: str = "<snapshot>") -> Evidence:
+    def from_json(cls, data: str | bytes, path: str = "<snapshot>") -> Evidence:
+        """A snapshot as doctor --save wrote it; anything else is one EvidenceError naming the file and field."""
+        return _Snapshot(path).read(data)
+
+
+_MAX_INT = 1 << 32
+
+
+class _Snapshot:
+    """Reads a snapshot field by field against the dataclasses, so a file of the wrong shape is named, not run."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, where: str, problem: str) -> EvidenceError:
+        return EvidenceError(f"snapshot {self.path}: {where + ': ' if where else ''}{problem}")
+
+    def read(self, data: str | bytes) -> Evidence:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise self.fail("", f"not UTF-8 text (byte offset {e.start})") from None
         try:
-            raw = json.loads(text)
+            raw = json.loads(data)
+        except RecursionError:
+            raise self.fail("", "not JSON (nested too deeply)") from None
         except ValueError as e:
-            raise EvidenceError(f"snapshot {path}: not JSON ({e})") from None
+            raise self.fail("", f"not JSON ({_one_line(str(e))})") from None
         if not isinstance(raw, dict) or raw.get("format") != "xenevt-evidence":
-            raise EvidenceError(f"snapshot {path}: not a xenevt evidence snapshot (save one with doctor --save)")
-        if raw.get("version") != 1:
-            raise EvidenceError(f"snapshot {path}: unsupported version {raw.get('version')!r}")
-        try:
-            ev = cls(raw["source"], taken_at=float(raw["taken_at"]), warnings=list(raw.get("warnings", [])))
-            for d in raw["domains"]:
-                dom = DomainFacts(**{k: v for k, v in d.items() if k not in ("ports", "vcpus")})
-                dom.ports = {int(p["port"]): PortFacts(**p) for p in d["ports"].values()}
-                for v in d["vcpus"].values():
-                    qs = [QueueFacts(**{**q, "other_queue": tuple(q["other_queue"]) if q.get("other_queue") else None})
-                          for q in v.pop("queues", [])]
-                    dom.vcpus[int(v["vcpu"])] = VcpuFacts(**v, queues=qs)
-                ev.domains[dom.domain] = dom
-        except (KeyError, TypeError, ValueError) as e:
-            raise EvidenceError(f"snapshot {path}: malformed ({type(e).__name__}: {e})") from None
+            raise self.fail("", "not a xenevt evidence snapshot (save one with doctor --save)")
+        if raw.get("version") != 1 or isinstance(raw.get("version"), bool):
+            raise self.fail("", f"unsupported version {_shown(raw.get('version'))}")
+        taken = raw.get("taken_at")
+        if isinstance(taken, bool) or not isinstance(taken, (int, float)) or not math.isfinite(taken):
+            raise self.fail("taken_at", f"expected a time in seconds, got {_shown(taken)}")
+        ev = Evidence(self.value("source", raw.get("source"), "str"), taken_at=float(taken))
+        ev.warnings = [self.value(f"warnings[{i}]", w, "str") for i, w in enumerate(self.seq("warnings",
+                                                                                              raw.get("warnings", [])))]
+        for i, u in enumerate(self.seq("unread", raw.get("unread", []))):
+            ev.unread.append(Unread(**self.record(f"unread[{i}]", u, Unread)))
+        for i, d in enumerate(self.seq("domains", raw.get("domains"))):
+            where = f"domains[{i}]"
+            dom = DomainFacts(**self.record(where, d, DomainFacts, skip=("ports", "vcpus")))
+            for key, p in self.table(f"{where}.ports", d.get("ports", {})):
+                facts = PortFacts(**self.record(f"{where}.ports[{key}]", p, PortFacts))
+                dom.ports[facts.port] = facts
+            for key, v in self.table(f"{where}.vcpus", d.get("vcpus", {})):
+                vw = f"{where}.vcpus[{key}]"
+                vf = VcpuFacts(**self.record(vw, v, VcpuFacts, skip=("queues",)))
+                for j, q in enumerate(self.seq(f"{vw}.queues", v.get("queues", []))):
+                    vf.queues.append(QueueFacts(**self.record(f"{vw}.queues[{j}]", q, QueueFacts)))
+                dom.vcpus[vf.vcpu] = vf
+            ev.domains[dom.domain] = dom
         return ev
+
+    def seq(self, where: str, value) -> list:
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {_shown(value)}")
+        return value
+
+    def table(self, where: str, value) -> list:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected an object, got {_shown(value)}")
+        return [(_shown(k), v) for k, v in value.items()]
+
+    def record(self, where: str, obj, cls, skip: tuple[str, ...] = ()) -> dict:
+        """The dataclass ``cls``'s fields from ``obj``, each checked against its annotation."""
+        if not isinstance(obj, dict):
+            raise self.fail(where, f"expected an object, got {_shown(obj)}")
+        known = {f.name: f for f in fields(cls)}
+        for key in obj:
+            if key not in known:
+                raise self.fail(where, f"unknown field {_shown(key)}")
+        out = {}
+        for name, f in known.items():
+            if name in skip:
+                continue
+            if name not in obj:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise self.fail(where, f"field {name!r} is missing")
+                continue
+            out[name] = self.value(f"{where}.{name}", obj[name], f.type)
+        return out
+
+    def value(self, where: str, v, kind: str):
+        """One value of the annotated kind (``int | None``, ``list[int]``, ``tuple[int, int] | None`` ...)."""
+        if kind.endswith(" | None"):
+            if v is None:
+                return None
+            kind = kind[: -len(" | None")]
+        if kind == "str" and isinstance(v, str):
+            return v
+        if kind == "bool" and isinstance(v, bool):
+            return v
+        if kind == "int" and _is_int(v):
+            return v
+        if kind == "list[int]" and isinstance(v, list) and all(_is_int(x) for x in v):
+            return v
+        if kind == "tuple[int, int]" and isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v):
+            return tuple(v)
+        want = {"str": "a string", "bool": "true or false", "int": f"an integer below {_MAX_INT}",
+                "list[int]": "a list of integers", "tuple[int, int]": "a pair of integers"}.get(kind, kind)
+        raise self.fail(where, f"expected {want}, got {_shown(v)}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -_MAX_INT < v < _MAX_INT
+
+
+def _shown(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else f"{text[:32]}...{type(v).__name__}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
