@@ -18,7 +18,7 @@ help: ## list the targets
 
 $(VENV)/.installed: pyproject.toml setup.py xenevt/_build_native.py $(CSRC) csrc/*.h
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --upgrade pip "setuptools>=77"  # make native runs setup.py in this venv
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -77,4 +77,4 @@ lint: setup ## ruff
 	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench ci
 
 clean: ## remove build products and the venv
-	rm -rf build $(VENV) $(FLOOR) *.egg-info xenevt/_native*.so xenevt/_native.c
+	rm -rf build dist $(VENV) $(FLOOR) *.egg-info xenevt/_native*.so xenevt/_native.c
