@@ -19,8 +19,8 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from xenevt.errors import XenevtError
 
