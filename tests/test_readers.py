@@ -352,3 +352,14 @@ def test_doctor_on_a_20000_channel_simulated_dom0_with_every_channel_pending(tmp
     rep = json.loads(capsys.readouterr().out)
     assert (rep["unread_total"], rep["checked"]) == (0, {"0": 20000, "1": 20000})
     assert [(f["rule"], f["domain"]) for f in rep["findings"]] == [("ports-exhausted", 1)]
+
+
+def test_stdin_is_read_as_bytes(monkeypatch):
+    import io
+
+    text = ew.console(ew.domain_lines(0, [ew.port_line(1, "ipi", word={"linked": False})])).encode() + b"\xff\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text), encoding="utf-8"))
+    ev = edump.read("-")
+    assert ev.source == "'e' dump <stdin>" and set(ev.domains[0].ports) == {1} and ev.unread == []
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff\n" + ew.lsevtchn_line(1, 0, "ipi").encode())))
+    assert [str(u)[:28] for u in lsevtchn.read("-", 0).unread] == ["line 1: not an lsevtchn line"]

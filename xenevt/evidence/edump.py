@@ -283,7 +283,7 @@ def read(path: str) -> Evidence:
 
     try:
         if path == "-":
-            data = sys.stdin.buffer.read()
+            data = getattr(sys.stdin, "buffer", sys.stdin).read()  # bytes: bad UTF-8 is read, not raised
         else:
             with open(path, "rb") as f:
                 data = f.read()
