@@ -153,16 +153,17 @@ class XenBackend:
         return out
 
     def bind_unbound(self, domain: int, remote_domain: int) -> int:
+        call = f"allocate an unbound port (for domain {remote_domain}) in"  # ESRCH may be about either domain
         if self._mine(domain):
             port = self._evtchn.xenevtchn_bind_unbound_port(self._h, remote_domain)
             if port < 0:
-                raise self._fail("allocate an unbound port in", domain)
+                raise self._fail(call, domain)
             self._own.add(port)
             return port
         ctrl, xc = self._ctrl()
         port = ctrl.xc_evtchn_alloc_unbound(xc, domain, remote_domain)
         if port < 0:
-            raise self._fail("allocate an unbound port in", domain)
+            raise self._fail(call, domain)
         return port
 
     def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int:
