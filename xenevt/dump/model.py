@@ -74,6 +74,7 @@ class DomainDump:
     words: list[WordView]
     plain_masked: int            # words that are exactly MASKED (the boot default) and not shown
     abi: str = "FIFO"
+    warnings: list[str] = field(default_factory=list)  # values no Xen or Linux writes: shown as read, flagged
 
     @property
     def nr_ports(self) -> int:
@@ -85,7 +86,7 @@ class DomainDump:
     def as_dict(self) -> dict:
         d = {"domain": self.domain, "source": self.source, "abi": self.abi, "event_array_pages": self.nr_pages,
              "ports_with_words": self.nr_ports, "max_ports": self.max_ports, "plain_masked_words": self.plain_masked,
-             "vcpus": [], "words": []}
+             "warnings": list(self.warnings), "vcpus": [], "words": []}
         for v in self.vcpus:
             vd = {"vcpu": v.vcpu, "control_block": v.control_block}
             if v.control_block:
@@ -136,6 +137,7 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     if guest_known:
         starts = [mem.guest(v)[1 + p] for v in range(nv) for p in range(Q)]
     results, chain = engine.walk(starts)
+    warn = _Warnings(list(mem.warnings))
     vcpus = []
     for v in range(nv):
         cb = mem.control_block(v)
@@ -143,9 +145,12 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
         if cb is not None:
             view.ready = cb[0]
             view.heads = list(cb[2:18])
+            warn.queue_state(f"vCPU {v} control block", view.ready, view.heads, mem.nr_ports)
         if guest_known:
             g = mem.guest(v)
             view.guest_ready, view.guest_heads = g[0], list(g[1:17])
+            warn.queue_state(f"vCPU {v} guest (Linux's cpu_queue)", view.guest_ready, view.guest_heads,
+                             mem.nr_ports)
         for p in range(Q):
             head, start, count, status, bad, other = results[v * Q + p]
             status = Walk(status)
@@ -173,6 +178,39 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
         if w == abi.WORD_MASKED and ch is None and not all_words:
             plain += 1
             continue
+        if w & abi.WORD_UNUSED:
+            warn.add("unused", f"event word of port {port} is {w:#010x}: bits 17..27 set, which the ABI leaves unused")
+        if w & abi.WORD_LINKED and abi.word_link(w) >= mem.nr_ports:
+            warn.add("link", f"event word of port {port} is LINKED to port {abi.word_link(w)}, past the array's "
+                     f"{mem.nr_ports} ports")
         words.append(WordView(port, w, bool(w & abi.WORD_PENDING), bool(w & abi.WORD_MASKED),
                               bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), abi.word_link(w), ch))
-    return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain)
+    return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
+
+
+class _Warnings:
+    """Impossible values found while decoding, a few of each kind named and the rest counted (linear in size)."""
+
+    SHOWN = 8
+
+    def __init__(self, first: list[str]):
+        self.lines = first
+        self.counts: dict[str, int] = {}
+
+    def add(self, kind: str, text: str) -> None:
+        n = self.counts[kind] = self.counts.get(kind, 0) + 1
+        if n <= self.SHOWN:
+            self.lines.append(text)
+
+    def queue_state(self, where: str, ready: int, heads: list[int], nr_ports: int) -> None:
+        if ready >> Q:
+            self.add("ready", f"{where}: READY {ready:#010x} has bits above 15 set; the FIFO ABI has 16 queues")
+        for p, head in enumerate(heads):
+            if head >= nr_ports:
+                self.add("head", f"{where}: head of queue {p} is port {head}, past the array's {nr_ports} ports")
+
+    def done(self) -> list[str]:
+        for kind, n in self.counts.items():
+            if n > self.SHOWN:
+                self.lines.append(f"... and {n - self.SHOWN} more like the above ({kind})")
+        return self.lines

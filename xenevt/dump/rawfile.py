@@ -7,7 +7,10 @@ then Linux's local ``ready, head[16]`` per vCPU if flag GUEST, then the
 event-array pages (4 KiB each, exactly as mapped), then the 16-byte channel
 records if flag CHANNELS, then a CRC-32 of everything before it.  Every
 field is checked on load, so a truncated or corrupted file is named, with
-the offset, instead of being decoded into nonsense.
+the offset, instead of being decoded into nonsense; a file whose checksum is
+right but whose fields no Xen could hold (state 200, priority 99, vCPU 9999)
+loads with warnings (the memory's ``warnings``, which every dump shows), and
+such channel records are ignored rather than shown as real.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ CB_RECORD = struct.Struct("<I72s")
 FLAG_GUEST = 1      # Linux's local heads are saved
 FLAG_CHANNELS = 2   # the hypervisor's channel table is saved (simulator only)
 CRC = struct.Struct("<I")
+DOMID_FIRST_RESERVED = 0x7FF0  # xen/include/public/xen.h
 
 
 class DumpFileError(XenevtError):
@@ -176,9 +180,26 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
     pages = [data[off + i * abi.PAGE_SIZE: off + (i + 1) * abi.PAGE_SIZE] for i in range(npages)]
     off += npages * abi.PAGE_SIZE
     mem = from_frames(pages, cbs, heads, nchans, ready)
+    warnings = mem.warnings
+    if domain >= DOMID_FIRST_RESERVED:
+        warnings.append(f"dump file {path}: offset 0xc: field domain: {domain} is not a domain id (ids stop below "
+                        f"{DOMID_FIRST_RESERVED:#x}); shown as read")
     if flags & FLAG_CHANNELS:
+        from ..sim.statefile import CHAN_FIELDS, chan_problem
+
+        ignored = 0
         for port in range(nchans):
-            mem.set_chan(port, Chan(*CHAN.unpack_from(data, off)))
+            ch = Chan(*CHAN.unpack_from(data, off))
+            bad = chan_problem(ch, nv) if port else None
+            if bad is not None:  # not shown as if Xen had said it: the word stays, without a channel
+                ignored += 1
+                if ignored <= 8:
+                    warnings.append(f"dump file {path}: offset {off + CHAN_FIELDS[bad[0]]:#x}: field "
+                                    f"channel[{port}].{bad[0]}: {bad[1]}; the record is ignored")
+                ch = Chan()
+            mem.set_chan(port, ch)
             off += CHAN.size
+        if ignored > 8:
+            warnings.append(f"dump file {path}: ... and {ignored - 8} more impossible channel records ignored")
     return RawDump(path, domain, source.rstrip(b"\0").decode(errors="replace"), created, mem,
                    bool(flags & FLAG_GUEST), bool(flags & FLAG_CHANNELS))

@@ -14,6 +14,8 @@ def render_dump(d: DomainDump, console: Console) -> None:
     limit = f" (limit: port {d.max_ports - 1})" if d.max_ports else ""
     console.print(Text(f"domain {d.domain}: {d.abi} ABI, {d.nr_pages} event-array page(s) = ports 0..{d.nr_ports - 1}"
                        f"{limit}; source: {d.source}", style="bold"))
+    for w in d.warnings:
+        console.print(Text(f"  warning: {w}", style="yellow"))
     for v in d.vcpus:
         if not v.control_block:
             console.print(f"  vCPU {v.vcpu}: no control block (events for it are dropped)")

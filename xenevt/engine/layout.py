@@ -124,6 +124,7 @@ class DomainMemory:
         """Attach to the image at ``offset`` of ``buf``; ``origin`` names the buffer in errors."""
         self.origin = origin
         self.offset = offset
+        self.warnings: list[str] = []  # impossible values a loader found and left in place; dumps show them
         view = memoryview(buf)
         try:
             self._attach(view, offset)

@@ -37,6 +37,8 @@ def add_dump(ev: Evidence, d: DomainDump) -> None:
     """The guest's side: queues, READY bits and every flagged word of one domain."""
     dom = ev.domain(d.domain)
     dom.abi = dom.abi or d.abi
+    # values no Xen or Linux writes (a raw file's impossible fields, READY bits above 15 …): said, not hidden
+    ev.warnings += [f"domain {d.domain}: {w}" for w in d.warnings]
     dom.nr_word_ports = d.nr_ports
     if d.max_ports is not None:
         dom.max_ports = d.max_ports

@@ -119,12 +119,24 @@ def check_file(mm, size: int, path: str) -> list[tuple[int, int, DomainMemory]]:
                               f"{dsize} bytes, but domain {domid}'s image header describes {mem.geometry.size}")
         nr_chans = {domid: mem.nr_chans for domid, _, mem in mems}
         for _, _, mem in mems:
+            check_tails(mem, path)
             check_chans(mem, nr_chans, path)
     except BaseException:
         for _, _, mem in mems:
             mem.release()
         raise
     return mems
+
+
+def check_tails(mem: DomainMemory, path: str) -> None:
+    """Xen's queue tails: 0 or a port with an event word (the array never shrinks, so this stays true)."""
+    with mem.tails() as view:
+        tails = view.tolist()
+    if max(tails) >= mem.nr_ports:
+        i = next(i for i, t in enumerate(tails) if t >= mem.nr_ports)
+        at = mem.offset + mem.geometry.tails_offset + 4 * i
+        raise corrupt(path, at, f"tails[{i // abi.EVTCHN_FIFO_MAX_QUEUES}][{i % abi.EVTCHN_FIFO_MAX_QUEUES}]",
+                      f"tail port {tails[i]} has no event word (the array has {mem.nr_ports} ports)")
 
 
 def check_chans(mem: DomainMemory, nr_chans: dict[int, int], path: str) -> None:
@@ -154,28 +166,41 @@ def check_chans(mem: DomainMemory, nr_chans: dict[int, int], path: str) -> None:
 
 def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int], path: str) -> Chan:
     """One channel record against its domain and the host (``nr_chans``: channels per domain); returns it."""
-
-    def bad(field: str, why: str) -> StateError:
+    bad = chan_problem(ch, mem.nr_vcpus, nr_chans)
+    if bad is not None:
+        field, why = bad
         at = mem.offset + mem.geometry.chans_offset + port * CHAN.size + CHAN_FIELDS[field]
-        return corrupt(path, at, f"channel[{port}].{field}", why)
-
-    if ch.state > ECS_IPI:
-        raise bad("state", f"state {ch.state} is not a Xen channel state (0..{ECS_IPI})")
-    if ch.priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
-        raise bad("priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}")
-    if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
-        raise bad("last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}")
-    if ch.flags & ~CHAN_FLAGS:
-        raise bad("flags", f"unknown flags {ch.flags:#x}")
-    if ch.notify_vcpu >= mem.nr_vcpus:
-        raise bad("notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{mem.nr_vcpus - 1}")
-    if ch.last_vcpu >= mem.nr_vcpus:
-        raise bad("last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{mem.nr_vcpus - 1}")
-    if ch.state in (ECS_UNBOUND, ECS_INTERDOMAIN) and ch.remote_dom not in nr_chans:
-        raise bad("remote_dom", f"domain {ch.remote_dom} is not on this host")
-    if ch.state == ECS_INTERDOMAIN and not 0 < ch.remote_port < nr_chans[ch.remote_dom]:
-        raise bad("remote_port", f"port {ch.remote_port} out of range 1..{nr_chans[ch.remote_dom] - 1} of domain "
-                  f"{ch.remote_dom}")
-    if ch.state == ECS_VIRQ and ch.aux >= NR_VIRQS:
-        raise bad("aux", f"VIRQ {ch.aux} out of range 0..{NR_VIRQS - 1}")
+        raise corrupt(path, at, f"channel[{port}].{field}", why)
     return ch
+
+
+def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None) -> tuple[str, str] | None:
+    """The first field of a channel record that no Xen could hold, as ``(field, why)``, or None.
+
+    ``nr_chans`` (channels per domain of the host) checks where an interdomain channel points; without it
+    (a dump of one domain) only what the ABI bounds is checked.
+    """
+    if ch.state > ECS_IPI:
+        return "state", f"state {ch.state} is not a Xen channel state (0..{ECS_IPI})"
+    if ch.priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        return "priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
+    if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        return "last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
+    if ch.flags & ~CHAN_FLAGS:
+        return "flags", f"unknown flags {ch.flags:#x}"
+    if ch.notify_vcpu >= nr_vcpus:
+        return "notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{nr_vcpus - 1}"
+    if ch.last_vcpu >= nr_vcpus:
+        return "last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{nr_vcpus - 1}"
+    if ch.state in (ECS_UNBOUND, ECS_INTERDOMAIN):
+        if nr_chans is not None and ch.remote_dom not in nr_chans:
+            return "remote_dom", f"domain {ch.remote_dom} is not on this host"
+        if ch.remote_dom >= DOMID_FIRST_RESERVED:
+            return "remote_dom", f"domain {ch.remote_dom} is not below {DOMID_FIRST_RESERVED:#x}"
+    if ch.state == ECS_INTERDOMAIN:
+        limit = nr_chans[ch.remote_dom] if nr_chans is not None else abi.EVTCHN_FIFO_NR_CHANNELS
+        if not 0 < ch.remote_port < limit:
+            return "remote_port", f"port {ch.remote_port} out of range 1..{limit - 1} of domain {ch.remote_dom}"
+    if ch.state == ECS_VIRQ and ch.aux >= NR_VIRQS:
+        return "aux", f"VIRQ {ch.aux} out of range 0..{NR_VIRQS - 1}"
+    return None
