@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from xenevt._native import ffi, lib
 
 from xenevt import abi
+from xenevt._native import ffi, lib
 from xenevt.engine import SP, Consume, DomainMemory, Err, LayoutError, Walk, engine_for
 from xenevt.engine import layout as L
 

@@ -124,7 +124,7 @@ def test_privcmd_maps_dom0s_own_event_array_page(xen):
     (mapped,) = xen.map_frames(0, [mfn])
     words_a = struct.unpack("<1024I", direct)
     words_b = struct.unpack("<1024I", mapped)
-    same = sum(a == b for a, b in zip(words_a, words_b))
+    same = sum(a == b for a, b in zip(words_a, words_b, strict=True))
     assert same >= 1000, f"only {same} of 1024 words agree (mfn {mfn:#x})"
 
 

@@ -84,7 +84,7 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fm
         domain = c.domain(local_domain)
         frames = b.map_frames(domain, list(gfns) + [g for g, _ in cbs])
         pages, cb_frames = frames[: len(gfns)], frames[len(gfns):]
-        mem = from_frames(pages, [f[o:o + 72] for f, (_, o) in zip(cb_frames, cbs)] or [None])
+        mem = from_frames(pages, [f[o:o + 72] for f, (_, o) in zip(cb_frames, cbs, strict=True)] or [None])
         source = f"{b.name}: {len(gfns)} frame(s) mapped through privcmd"
         guest, chans, max_ports = False, b.channels(domain), None
     else:
