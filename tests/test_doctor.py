@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -92,6 +95,76 @@ def test_since_turns_a_masked_port_into_a_stuck_one():
     rep = doctor.examine(now, Evidence.from_json(before.to_json()))
     (f,) = rep.findings
     assert (f.severity, f.rule) == ("error", "pending-masked") and "for at least 42 s" in f.title
+
+
+def severities(rep) -> dict[tuple[str, tuple], str]:
+    return {(f.rule, tuple(f.ports)): f.severity for f in rep.findings}
+
+
+def test_stale_head_into_a_live_queue_is_not_a_finding():
+    """The issue's case: queue 0's head is stale (drained), port 5 is now linked on queue 7 (set-priority).
+
+    The walker takes queue 0 first and claims 5, so queue 7 looks "shared"; doctor re-walks live first."""
+    mem = writer.domain(ports={5: "PL->6", 6: "PL"}, heads={(0, 0): 5, (0, 7): 5}, ready={0: 1 << 7})
+    for guest in (False, True):
+        ev = Evidence("t")
+        collect.add_dump(ev, build_dump(mem, 0, "t", guest_known=guest))
+        assert ev.domains[0].vcpus[0].queues[1].status == "shared"   # what the walker says, kept in the evidence
+        assert doctor.examine(ev).findings == []
+
+
+def test_mid_upcall_is_exact_with_the_guests_state_and_asks_for_a_second_sample_without():
+    """Linux took READY and consumed 5; its local head is 6. From inside: healthy. From outside: info."""
+    mem = writer.domain(ports={5: "P", 6: "PL->7", 7: "PL"}, unmasked=(), heads={(0, 7): 5})
+    mem.guest(0)[0], mem.guest(0)[1 + 7] = 1 << 7, 6
+    mem.set_word(5, 0)  # delivered and acknowledged
+    inside = Evidence("t")
+    collect.add_dump(inside, build_dump(mem, 0, "t", guest_known=True))
+    vf = inside.domains[0].vcpus[0]
+    assert (vf.guest_ready, vf.guest_heads[7], vf.queues[0].head_from) == (1 << 7, 6, "guest")
+    assert doctor.examine(inside).findings == []
+    outside = from_mem(mem)
+    rep = doctor.examine(outside)
+    assert severities(rep) == {("linked-unreachable", (6,)): "info", ("linked-unreachable", (7,)): "info"}
+    assert "--since" in rep.findings[0].evidence and rep.exit_code == 0
+    later = from_mem(mem)  # a second sample: still there, so no guest is consuming it
+    later.taken_at = outside.taken_at + 5
+    rep = doctor.examine(later, Evidence.from_json(outside.to_json()))
+    assert severities(rep) == {("linked-unreachable", (6,)): "error", ("linked-unreachable", (7,)): "error"}
+    assert "already so 5 s earlier" in rep.findings[0].evidence and rep.exit_code == 3
+
+
+def test_head_without_ready_is_an_error_when_the_guest_holds_nothing_for_the_queue():
+    mem = writer.domain(ports={5: "PL"}, heads={(0, 7): 5})
+    assert severities(doctor.examine(from_mem(mem))) == {("head-without-ready", (5,)): "info"}
+    ev = Evidence("t")
+    collect.add_dump(ev, build_dump(mem, 0, "t", guest_known=True))  # guest: no local READY, no local head
+    assert severities(doctor.examine(ev)) == {("head-without-ready", (5,)): "error"}
+
+
+def test_pending_not_queued_is_a_warning_until_a_second_sample_confirms_it():
+    first = from_mem(writer.domain(ports={5: "P"}))
+    assert severities(doctor.examine(first)) == {("pending-not-queued", (5,)): "warning"}
+    second = from_mem(writer.domain(ports={5: "P"}))
+    second.taken_at = first.taken_at + 3
+    assert severities(doctor.examine(second, first)) == {("pending-not-queued", (5,)): "error"}
+
+
+def test_snapshot_keeps_the_guests_queue_state():
+    mem = writer.domain(ports={6: "PL"}, heads={(0, 7): 5})
+    mem.guest(0)[0], mem.guest(0)[1 + 7] = 1 << 7, 6
+    ev = Evidence("t")
+    collect.add_dump(ev, build_dump(mem, 0, "t", guest_known=True))
+    back = Evidence.from_json(ev.to_json())
+    assert back.domains[0].vcpus[0] == ev.domains[0].vcpus[0]
+    d = json.loads(ev.to_json())
+    d["domains"][0]["vcpus"]["0"]["guest_heads"] = [1, 2]
+    with pytest.raises(EvidenceError, match=r"vcpus\['0'\]\.guest_heads: expected 16 heads, got 2"):
+        Evidence.from_json(json.dumps(d))
+    d = json.loads(ev.to_json())
+    d["domains"][0]["vcpus"]["0"]["queues"][0]["head_from"] = "xen"
+    with pytest.raises(EvidenceError, match=r"queues\[0\]\.head_from: expected one of 'guest', 'control block'"):
+        Evidence.from_json(json.dumps(d))
 
 
 # --- the 'e' dump, in Xen's exact text ------------------------------------------------------------------------
@@ -346,3 +419,15 @@ def test_cli_doctor_reads_files_and_reports_bad_ones(tmp_path, capsys):
         assert main(args) == code, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_cli_issue_reproducer_reports_nothing_wrong(tmp_path):
+    """Issue 10's command line, verbatim: a drained queue's stale head points at a port now on another queue."""
+    script = ('xenevt() { "$PY" -m xenevt "$@"; }\n'
+              "A=$(xenevt bind ipi); xenevt set-priority $A 0; xenevt notify $A; xenevt wait -t .2; "
+              "xenevt set-priority $A 7; xenevt notify $A; xenevt doctor\n")
+    create_host(str(tmp_path), nr_domains=2, nr_vcpus=2)
+    env = dict(os.environ, XENEVT_STATE=str(tmp_path), PY=sys.executable)
+    r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.rstrip().splitlines()[-1].startswith("doctor: healthy: no findings in"), r.stdout

@@ -45,9 +45,13 @@ def add_dump(ev: Evidence, d: DomainDump) -> None:
     for v in d.vcpus:
         vf = VcpuFacts(v.vcpu, v.control_block, v.ready if v.control_block else None,
                        list(v.heads) if v.control_block else None)
+        # Linux's local READY and heads, where the source has them: they tell a queue being consumed
+        # (READY already taken from the control block) from one nobody will look at again
+        if v.guest_heads is not None:
+            vf.guest_ready, vf.guest_heads = v.guest_ready or 0, list(v.guest_heads)
         for q in v.queues:
             vf.queues.append(QueueFacts(q.vcpu, q.priority, q.head, list(q.chain), q.status, q.ready, q.bad_port,
-                                        q.other_queue))
+                                        q.other_queue, q.head_from))
         dom.vcpus[v.vcpu] = vf
     for w in d.words:
         facts = port_from_status(w.channel) if w.channel is not None else PortFacts(w.port, "unknown")

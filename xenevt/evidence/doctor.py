@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .model import DomainFacts, Evidence
+from .model import DomainFacts, Evidence, QueueFacts, VcpuFacts
 
 SEVERITIES = ("info", "warning", "error")
 DEFAULT_DOMU_LIMIT = 1023          # Xen's default max_event_channels for a guest
@@ -68,18 +68,111 @@ class Report:
                 "warnings": self.warnings[:SHOWN_IN_JSON], "warnings_total": len(self.warnings)}
 
 
-def _queued(dom: DomainFacts) -> dict[int, tuple[int, int]]:
-    """port -> (vcpu, priority) of the queue whose chain holds it."""
-    out = {}
-    for v in dom.vcpus.values():
-        for q in v.queues:
-            for port in q.chain:
-                out.setdefault(port, (q.vcpu, q.priority))
-    return out
-
-
 def _walked(dom: DomainFacts) -> bool:
     return any(v.control_block for v in dom.vcpus.values())
+
+
+@dataclass
+class _Queue:
+    """One queue as doctor judges it: live or stale, and its chain walked with the live queues first."""
+
+    facts: QueueFacts
+    live: str                  # why the queue is live ("" when it is not): READY, or the guest consuming it
+    guest_known: bool          # the guest's local READY and heads are in the evidence
+    chain: list[int] = field(default_factory=list)   # the ports this walk reached first
+    status: str = "end"
+    bad_port: int | None = None
+    other: tuple[int, int] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"vCPU {self.facts.vcpu} priority {self.facts.priority}"
+
+
+class _Queues:
+    """A domain's queues judged live or stale, and their chains re-walked live queues first.
+
+    Xen writes a queue's head only when it links into an empty queue, and Linux never clears it: after a
+    drain the control block's head is stale and may point at a port now LINKED on another queue.  Linux
+    takes READY with xchg at the start of an upcall and consumes from its own local heads, so mid-upcall a
+    queue with events has READY clear.  A queue is live when its READY bit is set or the guest's local
+    READY/head says it is being consumed; the others are stale.  The dump's walker goes in (vCPU,
+    priority) order, so a stale queue walked first claims a live queue's chain, and the live one is then
+    "shared" with it: the chains are rebuilt from the walker's own segments with every live queue first,
+    so a stale head that leads into a live chain is just that, and a live chain is whole again.
+    """
+
+    def __init__(self, dom: DomainFacts):
+        vcpus = [v for v in sorted(dom.vcpus.values(), key=lambda x: x.vcpu) if v.control_block]
+        self.guest_known = bool(vcpus) and all(v.guest_known for v in vcpus)
+        self.queues: list[_Queue] = []
+        for v in vcpus:
+            for q in v.queues:
+                self.queues.append(_Queue(q, _live(v, q), v.guest_known))
+        # the walker's segments: port -> next port, None at a chain's end, or (status, bad port) where it broke
+        nxt: dict[int, object] = {}
+        for qu in self.queues:
+            q = qu.facts
+            for i, port in enumerate(q.chain):
+                if port in nxt:
+                    continue  # a port in two segments (only a hand-made snapshot has that): the first one counts
+                if i + 1 < len(q.chain):
+                    nxt[port] = q.chain[i + 1]
+                elif q.status == "end":
+                    nxt[port] = None
+                elif q.status in ("shared", "cycle") and q.bad_port is not None:
+                    nxt[port] = q.bad_port  # a port some walk already took: the chain goes on there
+                else:
+                    nxt[port] = (q.status, q.bad_port)
+        self.owner: dict[int, _Queue] = {}
+        for qu in sorted(self.queues, key=lambda x: not x.live):  # stable: live first, then walk order
+            self._walk(qu, nxt)
+        self.linked = {p.port for p in dom.ports.values() if p.linked}
+        self.linked.update(self.owner)
+        # LINKED ports no live queue reaches: no guest will consume them
+        self.unreached = {p for p in self.linked if not (p in self.owner and self.owner[p].live)}
+
+    def _walk(self, qu: _Queue, nxt: dict[int, object]) -> None:
+        q = qu.facts
+        if q.chain:
+            port = q.chain[0]
+        elif q.status == "shared" and q.bad_port is not None:
+            port = q.bad_port  # its head is a port an earlier walk took
+        else:
+            qu.status, qu.bad_port = q.status, q.bad_port  # empty, stale, range, no control block ...
+            return
+        while True:
+            if port in self.owner:
+                first = self.owner[port]
+                qu.status, qu.bad_port = ("cycle", port) if first is qu else ("shared", port)
+                if first is not qu:
+                    qu.other = (first.facts.vcpu, first.facts.priority)
+                return
+            if port not in nxt:  # a snapshot naming a port no segment holds: keep the walker's verdict
+                qu.status, qu.bad_port = q.status, port
+                return
+            self.owner[port] = qu
+            qu.chain.append(port)
+            step = nxt[port]
+            if step is None:
+                qu.status = "end"
+                return
+            if isinstance(step, tuple):
+                qu.status, qu.bad_port = step
+                return
+            port = step
+
+
+def _live(v: VcpuFacts, q: QueueFacts) -> str:
+    """Why queue ``q`` of vCPU ``v`` is being consumed, or "" when it is not (its head is stale)."""
+    if q.ready:
+        return f"READY bit {q.priority} set"
+    if v.guest_known and 0 <= q.priority < len(v.guest_heads or ()):
+        if v.guest_heads[q.priority]:
+            return f"the guest is consuming it (its local head is port {v.guest_heads[q.priority]})"
+        if v.guest_ready >> q.priority & 1:
+            return f"the guest is consuming it (local READY bit {q.priority} set)"
+    return ""
 
 
 def examine(ev: Evidence, since: Evidence | None = None) -> Report:
@@ -92,12 +185,15 @@ def examine(ev: Evidence, since: Evidence | None = None) -> Report:
         dom = ev.domains[domid]
         prev = since.domains.get(domid) if since is not None else None
         rep.checked[domid] = len(dom.ports)
+        queues = _Queues(dom) if _walked(dom) else None
+        before = _Queues(prev) if prev is not None and _walked(prev) else None
         _pending_masked(rep, dom, prev, age)
         _pending_unlinked(rep, dom, prev, age)
-        _chains(rep, dom)
-        _unreachable(rep, dom)
+        if queues is not None:
+            _chains(rep, dom, queues, before, age)
+            _unreachable(rep, dom, queues, before, age)
+            _moved(rep, dom, queues)
         _busy(rep, dom)
-        _moved(rep, dom)
         _no_control_block(rep, dom)
         _remote_ends(rep, dom, ev)
         _limit(rep, dom)
@@ -140,7 +236,8 @@ def _pending_unlinked(rep, dom, prev, age):
         before = prev.ports.get(p.port) if prev is not None else None
         still = before is not None and before.pending and before.masked is False and (
             before.linked is False or before.selector is False)
-        _add(rep, "error", "pending-not-queued", dom, [p.port],
+        # Linux clears LINKED before it handles the port: a guest mid-upcall shows this for microseconds
+        _add(rep, "error" if still else "warning", "pending-not-queued", dom, [p.port],
              f"port {p.port} is pending and unmasked but {kind}",
              f"PENDING set, MASKED clear, {kind}" + (f"; already so {age:.0f} s earlier" if still else
                                                       " (one sample: a guest mid-upcall can show this for "
@@ -150,50 +247,72 @@ def _pending_unlinked(rep, dom, prev, age):
              "Xen and guest kernel versions.")
 
 
-def _chains(rep, dom):
-    for v in sorted(dom.vcpus.values(), key=lambda x: x.vcpu):
-        for q in v.queues:
-            where = f"vCPU {q.vcpu} priority {q.priority}"
-            chain = " -> ".join(map(str, q.chain)) or "(nothing)"
-            if q.status in BROKEN:
-                other = f" (vCPU {q.other_queue[0]} priority {q.other_queue[1]})" if q.other_queue else ""
-                sev = "warning" if q.status == "truncated" else "error"
-                _add(rep, sev, f"chain-{q.status}", dom, [q.bad_port] if q.bad_port else [],
-                     f"queue {where}: the chain {BROKEN[q.status]}",
-                     f"head {q.head}: {chain}, then port {q.bad_port}{other}",
-                     "The guest walks this queue by LINK fields: a broken chain loses every event after the break "
-                     "(Linux stops at it) or spins. It means the guest wrote the event array wrongly or memory "
-                     "was corrupted; the domain needs its event channels reset (reboot or EVTCHNOP_reset).",
-                     vcpu=q.vcpu)
-            elif q.status == "empty" and q.ready:
-                _add(rep, "error", "ready-without-head", dom, [], f"queue {where}: READY is set but the head is 0",
-                     f"READY bit {q.priority} set, head[{q.priority}] = 0",
-                     "Xen sets READY only when it writes a new head: a READY bit with no head means the control "
-                     "block was written by someone else or the head was lost; the guest finds nothing to consume.",
-                     vcpu=q.vcpu)
-            elif q.chain and not q.ready and q.status == "end":
-                _add(rep, "error", "head-without-ready", dom, [q.chain[0]],
-                     f"queue {where} holds {len(q.chain)} event(s) but its READY bit is clear",
-                     f"head {q.head}: {chain}; READY bit {q.priority} clear",
-                     "Nothing will make the guest look at this queue until another event is linked as a new head "
-                     "(which it will not be: the queue is not empty), so these events sit forever; a guest "
-                     "mid-upcall shows this briefly. Unmasking or notifying does not help; EVTCHNOP_reset does.",
-                     vcpu=q.vcpu)
+def _one_sample(queues: _Queues, before: _Queues | None, port: int, age) -> tuple[str, str]:
+    """Severity and a note for a state that is exact only where the guest's local queue state is known.
+
+    From frames read outside the guest, one sample cannot tell a guest mid-upcall (READY taken, its own
+    heads further down the chain) from events nobody will consume: that is said, and a second sample
+    that still shows the port LINKED and unreached makes it an error.
+    """
+    if queues.guest_known:
+        return "error", ""
+    if before is not None and port in before.unreached:
+        return "error", f"; already so {age:.0f} s earlier"
+    return "info", ("; one sample, without the guest's own queue heads (not in this evidence): a guest "
+                    "mid-upcall looks the same, so take a second sample with --since")
 
 
-def _unreachable(rep, dom):
-    if not _walked(dom):
-        return
-    queued = _queued(dom)
-    broken_after = {q.bad_port for v in dom.vcpus.values() for q in v.queues if q.status in BROKEN}
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
-        if p.linked and p.port not in queued and p.port not in broken_after:
-            _add(rep, "error", "linked-unreachable", dom, [p.port],
-                 f"port {p.port} is LINKED but no queue reaches it",
-                 f"LINKED (LINK {p.link}), PENDING {p.pending}; not on the chain of any vCPU's queue",
-                 "A lost link: the event is marked queued, so Xen will never link it again, but no head leads to "
-                 "it, so the guest never consumes it; the port stays dead until the domain's event channels are "
-                 "reset.")
+def _chains(rep, dom, queues: _Queues, before, age):
+    for qu in queues.queues:
+        q = qu.facts
+        where = qu.where
+        chain = " -> ".join(map(str, qu.chain)) or "(nothing)"
+        if qu.live and qu.status in BROKEN:
+            other = f" (vCPU {qu.other[0]} priority {qu.other[1]})" if qu.other else ""
+            sev = "warning" if qu.status == "truncated" else "error"
+            _add(rep, sev, f"chain-{qu.status}", dom, [qu.bad_port] if qu.bad_port else [],
+                 f"queue {where}: the chain {BROKEN[qu.status]}",
+                 f"{qu.live}; {_start(q)}: {chain}, then port {qu.bad_port}{other}",
+                 "The guest walks this queue by LINK fields: a broken chain loses every event after the break "
+                 "(Linux stops at it) or spins. It means the guest wrote the event array wrongly or memory "
+                 "was corrupted; the domain needs its event channels reset (reboot or EVTCHNOP_reset).",
+                 vcpu=q.vcpu)
+        elif qu.status == "empty" and q.ready:
+            _add(rep, "error", "ready-without-head", dom, [], f"queue {where}: READY is set but the head is 0",
+                 f"READY bit {q.priority} set, head[{q.priority}] = 0",
+                 "Xen sets READY only when it writes a new head: a READY bit with no head means the control "
+                 "block was written by someone else or the head was lost; the guest finds nothing to consume.",
+                 vcpu=q.vcpu)
+        elif not qu.live and qu.chain:
+            # a stale queue whose walk reached LINKED ports no live queue reaches: nothing will consume them
+            sev, note = _one_sample(queues, before, qu.chain[0], age)
+            broke = f", then {qu.status} at port {qu.bad_port}" if qu.status in BROKEN else ""
+            guest = ", and the guest holds no local READY bit or head for it" if qu.guest_known else ""
+            _add(rep, sev, "head-without-ready", dom, [qu.chain[0]],
+                 f"queue {where} holds {len(qu.chain)} event(s) but its READY bit is clear",
+                 f"{_start(q)}: {chain}{broke}; READY bit {q.priority} clear{guest}{note}",
+                 "Nothing will make the guest look at this queue until another event is linked as a new head "
+                 "(which it will not be: the queue is not empty), so these events sit forever. Unmasking or "
+                 "notifying does not help; EVTCHNOP_reset does.",
+                 vcpu=q.vcpu)
+
+
+def _start(q: QueueFacts) -> str:
+    return f"head {q.head}" + (" (the guest's local head)" if q.head_from == "guest" else "")
+
+
+def _unreachable(rep, dom, queues: _Queues, before, age):
+    broken_after = {qu.bad_port for qu in queues.queues if qu.live and qu.status in BROKEN}
+    for port in sorted(queues.linked - set(queues.owner) - broken_after):
+        p = dom.ports.get(port)
+        sev, note = _one_sample(queues, before, port, age)
+        _add(rep, sev, "linked-unreachable", dom, [port],
+             f"port {port} is LINKED but no queue reaches it",
+             (f"LINKED (LINK {p.link}), PENDING {p.pending}" if p is not None else "LINKED")
+             + "; not on the chain of any vCPU's queue" + note,
+             "A lost link: the event is marked queued, so Xen will never link it again, but no head leads to "
+             "it, so the guest never consumes it; the port stays dead until the domain's event channels are "
+             "reset.")
 
 
 def _busy(rep, dom):
@@ -206,9 +325,11 @@ def _busy(rep, dom):
                  "(an event lost).")
 
 
-def _moved(rep, dom):
-    queued = _queued(dom)
-    for port, (vcpu, prio) in sorted(queued.items()):
+def _moved(rep, dom, queues: _Queues):
+    for port, qu in sorted(queues.owner.items()):
+        if not qu.live:
+            continue  # a stale walk's ports: which queue they are really on is not known
+        vcpu, prio = qu.facts.vcpu, qu.facts.priority
         p = dom.ports.get(port)
         if p is None or p.priority is None and p.vcpu is None:
             continue

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from ..abi import EVTCHN_FIFO_MAX_QUEUES as QUEUES
 from ..errors import XenevtError
 
 
@@ -48,15 +49,27 @@ class QueueFacts:
     ready: bool
     bad_port: int | None = None
     other_queue: tuple[int, int] | None = None
+    head_from: str | None = None     # where the walk started: "guest" (Linux's local head) or "control block"
+
+
+HEAD_FROM = ("guest", "control block")
 
 
 @dataclass
 class VcpuFacts:
     vcpu: int
     control_block: bool | None = None
-    ready: int | None = None
-    heads: list[int] | None = None
+    ready: int | None = None         # the control block's READY bits
+    heads: list[int] | None = None   # the control block's head[16]: stale once a queue is drained
     queues: list[QueueFacts] = field(default_factory=list)
+    # Linux's local READY copy and per-queue heads (cpu_queue), where the source holds them (the simulator,
+    # dump --self); None for frames read from outside the guest, where a queue being consumed looks idle
+    guest_ready: int | None = None
+    guest_heads: list[int] | None = None
+
+    @property
+    def guest_known(self) -> bool:
+        return self.guest_ready is not None and self.guest_heads is not None
 
 
 @dataclass
@@ -159,8 +172,14 @@ class _Snapshot:
             for key, v in self.table(f"{where}.vcpus", d.get("vcpus", {})):
                 vw = f"{where}.vcpus[{key}]"
                 vf = VcpuFacts(**self.record(vw, v, VcpuFacts, skip=("queues",)))
+                if vf.guest_heads is not None and len(vf.guest_heads) != QUEUES:
+                    raise self.fail(f"{vw}.guest_heads", f"expected {QUEUES} heads, got {len(vf.guest_heads)}")
                 for j, q in enumerate(self.seq(f"{vw}.queues", v.get("queues", []))):
-                    vf.queues.append(QueueFacts(**self.record(f"{vw}.queues[{j}]", q, QueueFacts)))
+                    qf = QueueFacts(**self.record(f"{vw}.queues[{j}]", q, QueueFacts))
+                    if qf.head_from is not None and qf.head_from not in HEAD_FROM:
+                        raise self.fail(f"{vw}.queues[{j}].head_from", f"expected one of "
+                                        f"{', '.join(map(repr, HEAD_FROM))}, got {_shown(qf.head_from)}")
+                    vf.queues.append(qf)
                 dom.vcpus[vf.vcpu] = vf
             ev.domains[dom.domain] = dom
         return ev
