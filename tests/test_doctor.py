@@ -150,6 +150,29 @@ def test_pending_not_queued_is_a_warning_until_a_second_sample_confirms_it():
     assert severities(doctor.examine(second, first)) == {("pending-not-queued", (5,)): "error"}
 
 
+def test_a_stale_walk_into_a_live_chain_is_a_lost_link_not_a_queue():
+    """6 is LINKED but 5's LINK skips it; a drained queue's stale head names 6. Xen keeps chains apart, so
+    a walk that joins a live chain found skipped ports: linked-unreachable, not head-without-ready."""
+    mem = writer.domain(ports={5: "PL->7", 6: "PL->7", 7: "PL"}, heads={(0, 3): 6, (0, 7): 5}, ready={0: 1 << 7})
+    ev = Evidence("t")
+    collect.add_dump(ev, build_dump(mem, 0, "t", guest_known=True))
+    assert severities(doctor.examine(ev)) == {("linked-unreachable", (6,)): "error"}
+
+
+def test_closed_ports_still_linked_count_against_the_limit():
+    from xenevt.evidence.model import PortFacts
+
+    ev = Evidence("t")
+    dom = ev.domain(3)
+    for p in range(1, 901):
+        dom.ports[p] = doctor_port(p)
+    for p in range(901, 961):
+        dom.ports[p] = PortFacts(p, "unknown", linked=True, link=0, pending=False, masked=True)
+    rep = doctor.examine(ev)
+    assert ("ports-near-limit", 3, ()) in rules(rep)
+    assert "960 ports in use (60 of them closed but still LINKED" in rep.findings[0].evidence
+
+
 def test_snapshot_keeps_the_guests_queue_state():
     mem = writer.domain(ports={6: "PL"}, heads={(0, 7): 5})
     mem.guest(0)[0], mem.guest(0)[1 + 7] = 1 << 7, 6
@@ -359,6 +382,15 @@ def test_scenario_vcpu_without_control_block(host):
     mem._words[CB_STATE_OFFSET // 4 + 1] = 0  # vCPU 1 never registered its control block
     host.bind_vcpu(0, 0, p0, 1)
     assert rules(examine(host)) == {("vcpu-without-control-block", 0, (p0,))}
+
+
+def test_scenario_only_a_closed_port_still_queued_is_healthy(host):
+    """Xen's 'e' prints open ports only: no port line there is no unread evidence when none is open."""
+    a = host.bind_ipi(0, 0, 0)
+    host.send(0, 0, a)
+    host.close_port(0, 0, a)  # closed, its event still LINKED on vCPU 0's queue 7
+    rep = examine(host)
+    assert rep.findings == [] and rep.verdict == "healthy", (rep.findings, rep.unread)
 
 
 def test_scenario_ports_run_out(tmp_path):

@@ -70,9 +70,11 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     wanted = domains if domains is not None else backend.domains()
     # the event-channel limit only where the backend knows it: an event array's size is not a limit
     limits = {d["domain"]: d["max_ports"] for d in backend.info().get("domains", []) if "max_ports" in d}
+    listed = False  # any open port in the tables ('e' prints open ports only: not the words of closed ones)
     for domid in wanted:
         dom = ev.domain(domid)
         statuses = backend.list_ports(domid)
+        listed = listed or bool(statuses)
         for st in statuses:
             merge_port(dom, port_from_status(st))
         try:
@@ -94,7 +96,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     seen = edump.parse(text, f"{backend.name} 'e' dump")
     ev.warnings += seen.warnings
     # an 'e' dump with no port is news only when the port tables have some
-    tables_empty = not any(d.ports for d in ev.domains.values())
+    tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
                   and not (tables_empty and u.where == edump.NO_PORTS)]
     for domid, facts in seen.domains.items():

@@ -131,6 +131,12 @@ class _Queues:
         self.linked.update(self.owner)
         # LINKED ports no live queue reaches: no guest will consume them
         self.unreached = {p for p in self.linked if not (p in self.owner and self.owner[p].live)}
+        # A stale queue's walk that reaches such ports and then runs into a live chain has found ports a LINK
+        # skips (a lost link), not a queue of its own: Xen keeps chains apart, so a queue that lost its READY
+        # bit ends by itself.  Its ports are reported as unreachable, not as that stale queue's events.
+        self.lost = {p for qu in self.queues if not qu.live and qu.status == "shared" and qu.other is not None
+                     and self.owner.get(qu.bad_port) is not None and self.owner[qu.bad_port].live
+                     for p in qu.chain}
 
     def _walk(self, qu: _Queue, nxt: dict[int, object]) -> None:
         q = qu.facts
@@ -283,7 +289,7 @@ def _chains(rep, dom, queues: _Queues, before, age):
                  "Xen sets READY only when it writes a new head: a READY bit with no head means the control "
                  "block was written by someone else or the head was lost; the guest finds nothing to consume.",
                  vcpu=q.vcpu)
-        elif not qu.live and qu.chain:
+        elif not qu.live and qu.chain and qu.chain[0] not in queues.lost:
             # a stale queue whose walk reached LINKED ports no live queue reaches: nothing will consume them
             sev, note = _one_sample(queues, before, qu.chain[0], age)
             broke = f", then {qu.status} at port {qu.bad_port}" if qu.status in BROKEN else ""
@@ -303,7 +309,7 @@ def _start(q: QueueFacts) -> str:
 
 def _unreachable(rep, dom, queues: _Queues, before, age):
     broken_after = {qu.bad_port for qu in queues.queues if qu.live and qu.status in BROKEN}
-    for port in sorted(queues.linked - set(queues.owner) - broken_after):
+    for port in sorted((queues.linked - set(queues.owner) | queues.lost) - broken_after):
         p = dom.ports.get(port)
         sev, note = _one_sample(queues, before, port, age)
         _add(rep, sev, "linked-unreachable", dom, [port],
@@ -387,6 +393,9 @@ def _remote_ends(rep, dom, ev):
 
 def _limit(rep, dom):
     used = sum(1 for p in dom.ports.values() if p.state not in ("closed", "reserved", "unknown"))
+    # Xen's get_free_port() skips a freed port while its event is still LINKED: it is not free yet
+    busy = sum(1 for p in dom.ports.values() if p.state in ("closed", "unknown") and p.linked)
+    used += busy
     if dom.max_ports is not None:
         limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}"
     else:
@@ -394,13 +403,17 @@ def _limit(rep, dom):
         said = f"assuming Xen's default limit of {limit} (max_event_channels)"
     if used >= limit:
         _add(rep, "error", "ports-exhausted", dom, [], f"domain {dom.domain} has no free event channel",
-             f"{used} ports in use, {said}",
+             f"{used} ports in use{_busy_note(busy)}, {said}",
              "Every new bind in this domain fails (ENOSPC): raise max_event_channels in the domain's config, or "
              "find who leaks ports (the list shows them).")
     elif used >= 0.9 * limit:
         _add(rep, "warning", "ports-near-limit", dom, [], f"domain {dom.domain} is near its event-channel limit",
-             f"{used} ports in use, {said}",
+             f"{used} ports in use{_busy_note(busy)}, {said}",
              "New devices or vCPUs will soon fail to bind (ENOSPC): raise max_event_channels or look for a leak.")
+
+
+def _busy_note(busy: int) -> str:
+    return f" ({busy} of them closed but still LINKED: Xen reuses no port until its event is consumed)" if busy else ""
 
 
 def _remote(p) -> str:

@@ -119,12 +119,21 @@ class Evidence:
         return json.dumps({"format": "xenevt-evidence", "version": 1, "source": self.source,
                            "taken_at": self.taken_at, "warnings": self.warnings,
                            "unread": [asdict(u) for u in self.unread],
-                           "domains": [asdict(d) for d in self.domains.values()]})
+                           "domains": [_domain_dict(d) for d in self.domains.values()]})
 
     @classmethod
     def from_json(cls, data: str | bytes, path: str = "<snapshot>") -> Evidence:
         """A snapshot as doctor --save wrote it; anything else is one EvidenceError naming the file and field."""
         return _Snapshot(path).read(data)
+
+
+def _domain_dict(d: DomainFacts) -> dict:
+    """``asdict(d)`` without its deep copies (json.dumps copies anyway): 20,000 ports in ms, not seconds."""
+    out = {f.name: getattr(d, f.name) for f in fields(d)}
+    out["ports"] = {k: vars(p) for k, p in d.ports.items()}
+    out["vcpus"] = {k: {f.name: getattr(v, f.name) for f in fields(v)} | {"queues": [vars(q) for q in v.queues]}
+                    for k, v in d.vcpus.items()}
+    return out
 
 
 _MAX_INT = 1 << 32

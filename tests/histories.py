@@ -1,0 +1,628 @@
+"""Histories of correct guests on the simulator, for measuring doctor's precision and recall.
+
+A history is a random sequence of what Xen and correct guest kernels do — bind
+(unbound, interdomain, VIRQ, IPI), send, consume part of a queue, mask, unmask,
+set-priority and bind-vcpu while events are queued, close, and binds that make
+the guest add event-array pages — drawn from a seed, so any failure replays.
+``settle`` is the guest moving on: every port unmasked and every queue drained.
+
+``inject`` then breaks such a history in one of the ways doctor knows, by
+writing the simulator's memory as a buggy guest, a lost write or a corrupted
+table would, and says which finding (rule, domain, port) must name it.
+``measure`` runs both over a process pool; ``python -m tests.histories``
+prints the figures (``make doctor-check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import errno
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from xenevt import abi
+from xenevt.backend import select_backend
+from xenevt.dump import build_dump
+from xenevt.engine import DomainMemory
+from xenevt.engine.layout import CB_STATE_OFFSET
+from xenevt.errors import ChannelError
+from xenevt.evidence import collect, doctor
+from xenevt.evidence.model import Evidence
+from xenevt.sim.host import ECS_FREE, FILE_NAME, LOCK_NAME, STATS_NAME, SimHost, create_host
+
+DOMAINS, VCPUS = 3, 2
+STEPS = 40
+FILL = 0.75        # "many" binds stop here: with the rest of a history a domain stays below 80% of its limit
+Q = abi.EVTCHN_FIFO_MAX_QUEUES
+REFUSALS = (errno.EINVAL, errno.ENOSPC, errno.EEXIST, errno.ENOENT, errno.EBUSY, errno.ENOTCONN)
+
+
+# --- building a history --------------------------------------------------------------------------------------
+_template: bytes | None = None
+
+
+def fresh_host(state_dir: str) -> None:
+    """A just-booted host in ``state_dir``: a copy of one made once per process (create_host costs ~30 ms)."""
+    global _template
+    if _template is None:
+        with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as tdir:
+            create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True)
+            with open(os.path.join(tdir, FILE_NAME), "rb") as f:
+                _template = f.read()
+    os.makedirs(state_dir, exist_ok=True)
+    for name in (STATS_NAME, LOCK_NAME):
+        try:
+            os.unlink(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
+    with open(os.path.join(state_dir, FILE_NAME), "wb") as f:
+        f.write(_template)
+
+
+def _open_ports(h: SimHost, domid: int) -> list[int]:
+    return h._open_ports(h.domains[domid])  # a byte search of the channel table; list_ports decodes every port
+
+
+def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
+    """One operation by a correct guest (or Xen on its behalf); refusals Xen would give are fine."""
+    d = rng.randrange(DOMAINS)
+    ports = _open_ports(h, d)
+    op = rng.choices(["bind", "send", "consume", "mask", "unmask", "prio", "move", "close", "many"],
+                     [14, 30, 16, 6, 8, 6, 6, 8, 1])[0]
+    try:
+        if op == "bind":
+            kind = rng.choice(["inter", "inter", "unbound", "virq", "ipi"])
+            if kind == "inter":
+                r = rng.randrange(DOMAINS)
+                rp = h.alloc_unbound(0, r, d)
+                p = h.bind_interdomain(0, d, r, rp)
+                log.append(f"d{d} interdomain {p} <-> d{r}:{rp}")
+            elif kind == "unbound":
+                log.append(f"d{d} unbound {h.alloc_unbound(0, d, rng.randrange(DOMAINS))}")
+            elif kind == "virq":
+                virq = rng.choice([1, 2, 3, 5, 7])
+                log.append(f"d{d} virq {virq} -> {h.bind_virq(0, d, virq, rng.randrange(VCPUS))}")
+            else:
+                log.append(f"d{d} ipi {h.bind_ipi(0, d, rng.randrange(VCPUS))}")
+        elif op == "many":  # dom0 adds event-array pages (1024 ports each); a domU fills its one page
+            limit = h.domains[d].mem.nr_chans - 1
+            n = min(rng.randint(300, 1100), int(FILL * limit) - len(ports))
+            for _ in range(n):
+                h.bind_ipi(0, d, rng.randrange(VCPUS))
+            log.append(f"d{d} {max(n, 0)} ipis")
+        elif not ports:
+            return
+        else:
+            st = h.status(0, d, rng.choice(ports))
+            if op == "send":
+                if st.state in ("interdomain", "ipi"):
+                    h.send(0, d, st.port, tell_unbound=False)
+                    log.append(f"d{d} send {st.port}")
+                elif st.state == "virq":
+                    h.raise_virq(d, st.virq, st.vcpu)
+                    log.append(f"xen raises virq {st.virq} on d{d}:{st.port}")
+            elif op == "consume":
+                v = rng.randrange(VCPUS)
+                got = h.consume(d, v, rng.randint(1, 4), timeout=0)
+                log.append(f"d{d} vcpu {v} consumes {got}")
+            elif op == "mask":
+                h.mask(0, d, st.port)
+                log.append(f"d{d} mask {st.port}")
+            elif op == "unmask":
+                h.unmask(0, d, st.port)
+                log.append(f"d{d} unmask {st.port}")
+            elif op == "prio":
+                pr = rng.randrange(Q)
+                h.set_priority(0, d, st.port, pr)
+                log.append(f"d{d} set-priority {st.port} {pr}")
+            elif op == "move":
+                v = rng.randrange(VCPUS)
+                h.bind_vcpu(0, d, st.port, v)
+                log.append(f"d{d} bind-vcpu {st.port} {v}")
+            elif op == "close":
+                h.close_port(0, d, st.port)
+                log.append(f"d{d} close {st.port}")
+    except ChannelError as e:
+        if e.errno not in REFUSALS:
+            raise
+        log.append(f"refused: {e}")
+
+
+def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset()) -> None:
+    """The guests move on: every masked port unmasked (but the (domain, port)s in ``keep``), every queue drained."""
+    for d in range(DOMAINS):
+        mem = h.domains[d].mem
+        for port in _open_ports(h, d):
+            w = mem.word(port)
+            if w is not None and w & abi.WORD_MASKED and (d, port) not in keep:
+                h.unmask(0, d, port)
+        for v in range(VCPUS):
+            while h.consume(d, v, 4096, timeout=0):
+                pass
+
+
+def run_history(h: SimHost, seed: int, steps: int = STEPS) -> list[str]:
+    rng = random.Random(seed)
+    log: list[str] = []
+    for _ in range(steps):
+        step(h, rng, log)
+    return log
+
+
+def build(state_dir: str, seed: int, steps: int = STEPS) -> list[str]:
+    fresh_host(state_dir)
+    with SimHost(state_dir) as h:
+        return run_history(h, seed, steps)
+
+
+def sample(state_dir: str) -> Evidence:
+    """doctor's evidence, as `xenevt doctor` collects it on the simulator (the guests' local state known)."""
+    b = select_backend("sim", state_dir=state_dir, read_only=True)
+    try:
+        return collect.from_backend(b)
+    finally:
+        b.shutdown() if hasattr(b, "shutdown") else None
+
+
+def sample_frames(h: SimHost) -> Evidence:
+    """The same memory read as frames from outside the guest (privcmd): no local READY or heads."""
+    ev = Evidence("frames")
+    for d in range(DOMAINS):
+        statuses = h.list_ports(0, d)
+        mem = DomainMemory(bytearray(h.domains[d].mem.snapshot()))
+        collect.add_dump(ev, build_dump(mem, d, "frames", channels={st.port: st for st in statuses},
+                                        guest_known=False, max_ports=h.domains[d].mem.nr_chans))
+        for st in statuses:
+            collect.merge_port(ev.domain(d), collect.port_from_status(st))
+    return ev
+
+
+def again(ev: Evidence) -> Evidence:
+    """A snapshot as --save writes and --since reads it (so every history also round-trips the format)."""
+    return Evidence.from_json(ev.to_json())
+
+
+# --- healthy histories: what doctor may say ---------------------------------------------------------------------
+def allowed(f: doctor.Finding) -> bool:
+    """On one sample of a healthy host: information, or a port the guest keeps masked with an event waiting."""
+    return f.severity == "info" or (f.severity, f.rule) == ("warning", "pending-masked")
+
+
+def check_healthy(state_dir: str, seed: int) -> dict:
+    """One history, sampled as doctor does (guest known) and as frames from outside; then settled and
+    sampled again with --since: the first may hold only allowed findings, the second nothing at all."""
+    out: dict = {"seed": seed, "counts": collections.Counter(), "bad": []}
+    fresh_host(state_dir)
+    with SimHost(state_dir) as h:
+        log = run_history(h, seed)
+        first = {"sim": sample(state_dir), "frames": sample_frames(h)}
+        settle(h)
+        second = {"sim": sample(state_dir), "frames": sample_frames(h)}
+    for view in first:
+        before = again(first[view])
+        second[view].taken_at = before.taken_at + 10
+        for when, rep in (("first", doctor.examine(first[view])), ("settled", doctor.examine(second[view], before))):
+            for f in rep.findings:
+                ok = when == "first" and allowed(f)
+                out["counts"][(view, when, f.severity, f.rule, "ok" if ok else "BAD")] += 1
+                if not ok:
+                    out["bad"].append((view, when, f.severity, f.rule, f.domain, f.ports, f.title))
+            if rep.unread or rep.warnings:
+                out["counts"][(view, when, "unread/warnings", "", "BAD")] += 1
+                out["bad"].append((view, when, "unread/warnings", rep.unread[:3], rep.warnings[:3]))
+    if out["bad"]:
+        out["log"] = log
+    return out
+
+
+# --- breakage ---------------------------------------------------------------------------------------------------
+@dataclass
+class Expect:
+    """The finding that must name an injected breakage."""
+
+    rule: str
+    domain: int
+    port: int | None = None          # must be among the finding's ports (None: a queue, named by vcpu/priority)
+    vcpu: int | None = None
+    priority: int | None = None
+    samples: int = 1                 # 2: a state that is stuck only when a second sample still shows it
+    keep: set = field(default_factory=set)  # (domain, port)s the guest leaves masked while it moves on
+
+    def matches(self, f: doctor.Finding) -> bool:
+        if (f.rule, f.domain) != (self.rule, self.domain):
+            return False
+        if f.severity not in (("error",) if self.samples == 2 else ("warning", "error")):
+            return False
+        if self.port is not None and self.port not in f.ports:
+            return False
+        if self.vcpu is not None and f.vcpu != self.vcpu:
+            return False
+        return self.priority is None or f"priority {self.priority}:" in f.title
+
+
+def live_chains(mem: DomainMemory) -> dict[tuple[int, int], list[int]]:
+    """(vcpu, priority) -> the ports the guest will consume, from where it goes on (its local head, else the
+    control block's), for every queue that is live (READY in the control block or taken by the guest)."""
+    out = {}
+    for v in range(mem.nr_vcpus):
+        cb = mem.control_block(v)
+        if cb is None:
+            continue
+        g = mem.guest(v)
+        for p in range(Q):
+            if not (cb[0] >> p & 1 or g[0] >> p & 1 or g[1 + p]):
+                continue
+            chain, port = [], g[1 + p] or cb[2 + p]
+            while port and port not in chain and (mem.word(port) or 0) & abi.WORD_LINKED:
+                chain.append(port)
+                port = abi.word_link(mem.word(port))
+            if chain:
+                out[(v, p)] = chain
+    return out
+
+
+def _queue_idle(mem: DomainMemory, v: int, p: int) -> bool:
+    """Nothing queued on (v, p) from Xen's side or the guest's: a new event there becomes a new head."""
+    cb, g = mem.control_block(v), mem.guest(v)
+    tail = mem.tails()[v * Q + p]
+    return not (cb[0] >> p & 1 or g[0] >> p & 1 or g[1 + p]) and not (tail and (mem.word(tail) or 0)
+                                                                         & abi.WORD_LINKED)
+
+
+def make_queue(h: SimHost, rng: random.Random, n: int, d: int | None = None) -> tuple[int, int, int, list[int]]:
+    """A new live queue of ``n`` events: fresh IPIs at an idle (vCPU, priority), each sent once."""
+    doms = [d] if d is not None else rng.sample(range(DOMAINS), DOMAINS)
+    for d in doms:
+        mem = h.domains[d].mem
+        idle = [(v, p) for v in range(VCPUS) for p in range(Q) if _queue_idle(mem, v, p)]
+        if not idle:
+            continue
+        v, p = rng.choice(idle)
+        ports = []
+        for _ in range(n):
+            port = h.bind_ipi(0, d, v)
+            h.set_priority(0, d, port, p)
+            h.send(0, d, port)
+            ports.append(port)
+        return d, v, p, ports
+    raise RuntimeError("no idle queue in any domain")
+
+
+def a_chain(h: SimHost, rng: random.Random, n: int, d: int | None = None,
+            fresh_ready: bool = False) -> tuple[int, int, int, list[int]]:
+    """A live queue of at least ``n`` events, from the history if it has one, else made."""
+    found = []
+    for dd in [d] if d is not None else range(DOMAINS):
+        mem = h.domains[dd].mem
+        for (v, p), chain in live_chains(mem).items():
+            g = mem.guest(v)
+            if len(chain) >= n and not (fresh_ready and (g[0] >> p & 1 or g[1 + p]
+                                                         or not mem.control_block(v)[0] >> p & 1)):
+                found.append((dd, v, p, chain))
+    if found:
+        return rng.choice(found)
+    return make_queue(h, rng, n, d)
+
+
+def _set_link(mem: DomainMemory, port: int, link: int) -> None:
+    mem.set_word(port, (mem.word(port) & ~abi.EVTCHN_FIFO_LINK_MASK) | link)
+
+
+def _idle_ports(h: SimHost, d: int) -> list[int]:
+    """Open ports with an event word that are not queued."""
+    mem = h.domains[d].mem
+    return [p for p in _open_ports(h, d) if mem.word(p) is not None and not mem.word(p) & abi.WORD_LINKED]
+
+
+def _an_idle_port(h: SimHost, rng: random.Random, avoid=lambda mem: set()) -> tuple[int, int]:
+    doms = [(d, [p for p in _idle_ports(h, d) if p not in avoid(h.domains[d].mem)]) for d in range(DOMAINS)]
+    doms = [(d, ports) for d, ports in doms if ports]
+    if not doms:
+        d = rng.randrange(DOMAINS)
+        port = h.bind_ipi(0, d, rng.randrange(VCPUS))
+        return d, port
+    d, ports = rng.choice(doms)
+    return d, rng.choice(ports)
+
+
+def inj_lost_link_skipped(h, rng):
+    """Xen's LINK write lost: the event before a pending port links past it, so no walk reaches it."""
+    d, v, p, chain = a_chain(h, rng, 2)
+    i = rng.randrange(1, len(chain))
+    mem = h.domains[d].mem
+    _set_link(mem, chain[i - 1], abi.word_link(mem.word(chain[i])))
+    return Expect("linked-unreachable", d, chain[i])
+
+
+def _stale_heads(mem: DomainMemory) -> set[int]:
+    return {mem.control_block(v)[2 + p] for v in range(mem.nr_vcpus) if mem.control_block(v) is not None
+            for p in range(Q)}
+
+
+def inj_lost_link_off_chain(h, rng):
+    """A pending port marked LINKED on no chain (Xen set LINKED, the link to it never happened).
+
+    Not a port some control block still names as a head: LINKED there, it would be that queue's head with
+    its READY bit lost (the state Xen leaves when it links into an empty queue and the READY write is lost),
+    which doctor rightly calls head-without-ready."""
+    d, port = _an_idle_port(h, rng, avoid=_stale_heads)
+    mem = h.domains[d].mem
+    mem.set_word(port, abi.WORD_PENDING | abi.WORD_LINKED)
+    return Expect("linked-unreachable", d, port)
+
+
+def inj_cycle(h, rng):
+    d, v, p, chain = a_chain(h, rng, 1)
+    target = rng.choice(chain)
+    _set_link(h.domains[d].mem, chain[-1], target)
+    return Expect("chain-cycle", d, target)
+
+
+def inj_stray_unlinked(h, rng):
+    """A LINK to a port that is not LINKED (a word the guest or a bad write changed)."""
+    d, v, p, chain = a_chain(h, rng, 1)
+    mem = h.domains[d].mem
+    unlinked = [q for q in range(1, mem.nr_ports) if not mem.word(q) & abi.WORD_LINKED]
+    target = rng.choice(unlinked)
+    _set_link(mem, rng.choice(chain), target)
+    return Expect("chain-unlinked", d, target)
+
+
+def inj_stray_range(h, rng):
+    d, v, p, chain = a_chain(h, rng, 1)
+    mem = h.domains[d].mem
+    target = rng.randrange(mem.nr_ports, abi.EVTCHN_FIFO_NR_CHANNELS)
+    _set_link(mem, rng.choice(chain), target)
+    return Expect("chain-range", d, target)
+
+
+def inj_shared(h, rng):
+    """Two live queues' chains joined: a LINK into the middle of another queue."""
+    d, v, p, chain = a_chain(h, rng, 1)
+    others = [(k, c) for k, c in live_chains(h.domains[d].mem).items() if k != (v, p)]
+    if not others:
+        make_queue(h, rng, rng.randint(1, 3), d)
+        others = [(k, c) for k, c in live_chains(h.domains[d].mem).items() if k != (v, p)]
+    _, other = rng.choice(others)
+    target = rng.choice(other)
+    _set_link(h.domains[d].mem, chain[-1], target)
+    return Expect("chain-shared", d, target)
+
+
+def inj_busy(h, rng):
+    d = rng.randrange(DOMAINS)
+    ports = [p for p in _open_ports(h, d) if h.domains[d].mem.word(p) is not None]
+    if not ports:
+        ports = [h.bind_ipi(0, d, rng.randrange(VCPUS))]
+    port = rng.choice(ports)
+    mem = h.domains[d].mem
+    mem.set_word(port, mem.word(port) | abi.WORD_BUSY)
+    return Expect("busy-left-set", d, port)
+
+
+def inj_ready_without_head(h, rng):
+    spots = [(d, v, p) for d in range(DOMAINS) for v in range(VCPUS) for p in range(Q)
+             if h.domains[d].mem.control_block(v)[2 + p] == 0 and _queue_idle(h.domains[d].mem, v, p)]
+    d, v, p = rng.choice(spots)
+    h.domains[d].mem.control_block(v)[0] |= 1 << p
+    return Expect("ready-without-head", d, vcpu=v, priority=p)
+
+
+def inj_ready_lost(h, rng):
+    """A queue Xen made READY, not yet taken by the guest, loses its READY bit: nobody will look at it."""
+    d, v, p, chain = a_chain(h, rng, 1, fresh_ready=True)
+    h.domains[d].mem.control_block(v)[0] &= ~(1 << p)
+    return Expect("head-without-ready", d, chain[0], vcpu=v)
+
+
+def inj_masked_forever(h, rng):
+    """The guest masks a port, an event arrives, and the guest never unmasks it while it goes on."""
+    d = rng.randrange(DOMAINS)
+    ports = _open_ports(h, d) or [h.bind_ipi(0, d, rng.randrange(VCPUS))]
+    port = rng.choice(ports)
+    mem = h.domains[d].mem
+    h.mask(0, d, port)
+    mem.set_word(port, mem.word(port) | abi.WORD_PENDING)
+    return Expect("pending-masked", d, port, samples=2, keep={(d, port)})
+
+
+def inj_never_queued(h, rng):
+    """PENDING set, unmasked, never linked: stuck once a second sample still shows it."""
+    d, port = _an_idle_port(h, rng)
+    h.domains[d].mem.set_word(port, abi.WORD_PENDING)
+    return Expect("pending-not-queued", d, port, samples=2)
+
+
+def inj_peer_gone(h, rng):
+    """One end of an interdomain channel freed in its channel table only."""
+    pairs = []
+    for d in range(DOMAINS):
+        for port in _open_ports(h, d):
+            st = h.status(0, d, port)
+            if st.state == "interdomain":
+                pairs.append((d, port, st.remote_domain, st.remote_port))
+    if not pairs:
+        r, d = rng.randrange(DOMAINS), rng.randrange(DOMAINS)
+        rp = h.alloc_unbound(0, r, d)
+        pairs.append((d, h.bind_interdomain(0, d, r, rp), r, rp))
+    d, port, r, rp = rng.choice(pairs)
+    h.domains[r].mem.update_chan(rp, state=ECS_FREE)
+    return Expect("remote-end-mismatch", d, port)
+
+
+def inj_no_control_block(h, rng):
+    """A vCPU that never registered its control block, and a port bound to it."""
+    d, v = rng.randrange(DOMAINS), rng.randrange(VCPUS)
+    mem = h.domains[d].mem
+    mem._words[CB_STATE_OFFSET // 4 + v] = 0
+    on_v = [p for p in _open_ports(h, d) if h.status(0, d, p).vcpu == v]
+    port = rng.choice(on_v) if on_v else h.bind_ipi(0, d, v)
+    return Expect("vcpu-without-control-block", d, port, vcpu=v)
+
+
+def inj_ports_exhausted(h, rng):
+    d = rng.randrange(1, DOMAINS)
+    try:
+        while True:
+            h.bind_ipi(0, d, rng.randrange(VCPUS))
+    except ChannelError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+    return Expect("ports-exhausted", d)
+
+
+KINDS = {
+    "lost link (LINK skips it)": inj_lost_link_skipped,
+    "lost link (LINKED, on no chain)": inj_lost_link_off_chain,
+    "cycle": inj_cycle,
+    "stray LINK to an unlinked port": inj_stray_unlinked,
+    "stray LINK past the array": inj_stray_range,
+    "LINK into another queue": inj_shared,
+    "BUSY left set": inj_busy,
+    "READY with head 0": inj_ready_without_head,
+    "READY bit lost (guest known)": inj_ready_lost,
+    "masked forever (2 samples)": inj_masked_forever,
+    "pending, never queued (2 samples)": inj_never_queued,
+    "peer gone": inj_peer_gone,
+    "vCPU without control block": inj_no_control_block,
+    "ports exhausted": inj_ports_exhausted,
+}
+
+
+def check_injected(state_dir: str, kind: str, seed: int) -> dict:
+    """A healthy history, then one breakage of ``kind``: is it named (rule, domain, port)?"""
+    fresh_host(state_dir)
+    rng = random.Random(f"{kind}/{seed}")
+    with SimHost(state_dir) as h:
+        log = run_history(h, seed)
+        expect = KINDS[kind](h, rng)
+        ev = sample(state_dir)
+        if expect.samples == 2:
+            settle(h, expect.keep)
+            later = sample(state_dir)
+            before = again(ev)
+            later.taken_at = before.taken_at + 10
+            rep = doctor.examine(later, before)
+        else:
+            rep = doctor.examine(ev)
+    found = any(expect.matches(f) for f in rep.findings)
+    out = {"kind": kind, "seed": seed, "found": found}
+    if not found:
+        out.update(expect=expect, log=log, findings=[(f.severity, f.rule, f.domain, f.ports, f.title)
+                                                      for f in rep.findings])
+    return out
+
+
+# --- the measurement --------------------------------------------------------------------------------------------
+def _job(args: tuple) -> list[dict]:
+    what, items = args
+    with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as d:
+        if what == "healthy":
+            return [check_healthy(d, seed) for seed in items]
+        return [check_injected(d, kind, seed) for kind, seed in items]
+
+
+@dataclass
+class Figures:
+    healthy: int = 0
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    bad: list = field(default_factory=list)        # (seed, finding) of healthy histories doctor flagged
+    recall: dict = field(default_factory=dict)     # kind -> [found, total]
+    missed: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(n for k, n in self.counts.items() if k[2] == "error")
+
+    @property
+    def unexplained_warnings(self) -> int:
+        return sum(n for k, n in self.counts.items() if k[2] == "warning" and k[4] == "BAD")
+
+    @property
+    def unexplained(self) -> int:
+        return sum(n for k, n in self.counts.items() if k[4] == "BAD")
+
+
+def measure(healthy: int, per_kind: int, workers: int = 2, first_seed: int = 0, chunk: int = 50) -> Figures:
+    jobs = [("healthy", list(range(first_seed + i, first_seed + min(i + chunk, healthy))))
+            for i in range(0, healthy, chunk)]
+    cases = [(kind, first_seed + i) for i in range(per_kind) for kind in KINDS]
+    jobs += [("inject", cases[i:i + chunk]) for i in range(0, len(cases), chunk)]
+    fig = Figures(recall={k: [0, 0] for k in KINDS})
+    start = time.monotonic()
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_job, jobs))
+    else:
+        results = [_job(j) for j in jobs]
+    for (what, _), batch in zip(jobs, results, strict=True):
+        for r in batch:
+            if what == "healthy":
+                fig.healthy += 1
+                fig.counts.update(r["counts"])
+                fig.bad += [(r["seed"], b) for b in r["bad"]]
+            else:
+                fig.recall[r["kind"]][1] += 1
+                fig.recall[r["kind"]][0] += r["found"]
+                if not r["found"]:
+                    fig.missed.append(r)
+    fig.seconds = time.monotonic() - start
+    return fig
+
+
+def report(fig: Figures) -> str:
+    lines = [f"doctor precision: {fig.healthy} healthy histories ({STEPS} steps each), each sampled as doctor "
+             "does on the simulator (sim) and as frames from outside the guest (frames), then settled and "
+             "sampled again with --since"]
+    lines.append(f"  errors: {fig.errors}   unexplained warnings: {fig.unexplained_warnings}   "
+                 f"anything else not allowed: {fig.unexplained - fig.errors - fig.unexplained_warnings}")
+    by = collections.Counter()
+    for (view, when, sev, rule, verdict), n in fig.counts.items():
+        by[(view, when, sev, rule, verdict)] += n
+    for (view, when, sev, rule, verdict), n in sorted(by.items()):
+        note = "allowed" if verdict == "ok" else "NOT ALLOWED"
+        lines.append(f"    {view:6s} {when:7s} {sev:8s} {rule:24s} {n:7d}  {note}")
+    for seed, b in fig.bad[:10]:
+        lines.append(f"    seed {seed}: {b}")
+    lines.append("doctor recall: each breakage injected into a healthy history")
+    width = max(map(len, fig.recall))
+    lines.append(f"  {'kind':{width}s}  found/total")
+    worst = 1.0
+    for kind, (found, total) in fig.recall.items():
+        rate = found / total if total else 0.0
+        worst = min(worst, rate)
+        lines.append(f"  {kind:{width}s}  {found:5d}/{total:<5d} {100 * rate:6.2f}%")
+    for m in fig.missed[:10]:
+        lines.append(f"    missed {m['kind']} seed {m['seed']}: expected {m['expect']}, got {m['findings']}")
+    lines.append(f"{fig.healthy} histories and {sum(t for _, t in fig.recall.values())} injections in "
+                 f"{fig.seconds:.0f} s; errors on healthy: {fig.errors}, unexplained warnings: "
+                 f"{fig.unexplained_warnings}; lowest recall {100 * worst:.2f}%")
+    return "\n".join(lines)
+
+
+def passed(fig: Figures) -> bool:
+    return fig.unexplained == 0 and all(t and f / t >= 0.99 for f, t in fig.recall.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.histories", description=__doc__.splitlines()[0])
+    ap.add_argument("--healthy", type=int, default=10_000, help="healthy histories (default 10,000)")
+    ap.add_argument("--per-kind", type=int, default=200, help="injections of each breakage kind (default 200)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    args = ap.parse_args(argv)
+    fig = measure(args.healthy, args.per_kind, args.workers, args.seed)
+    print(report(fig))
+    return 0 if passed(fig) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
