@@ -173,6 +173,19 @@ def test_closed_ports_still_linked_count_against_the_limit():
     assert "960 ports in use (60 of them closed but still LINKED" in rep.findings[0].evidence
 
 
+def test_a_break_in_a_queue_with_ready_clear_from_outside_is_named_and_confirmed_by_a_second_sample():
+    """Without the guest's heads a READY-clear queue may be one it is consuming: its cycle is info, then error."""
+    mem = writer.domain(ports={5: "PL->6", 6: "PL->5"}, heads={(0, 7): 5})
+    first = from_mem(mem)
+    assert severities(doctor.examine(first)) == {("chain-cycle", (5,)): "info"}
+    second = from_mem(mem)
+    second.taken_at = first.taken_at + 2
+    assert severities(doctor.examine(second, first)) == {("chain-cycle", (5,)): "error"}
+    inside = Evidence("t")
+    collect.add_dump(inside, build_dump(mem, 0, "t", guest_known=True))  # the guest holds nothing for it
+    assert severities(doctor.examine(inside)) == {("head-without-ready", (5,)): "error"}
+
+
 def test_snapshot_keeps_the_guests_queue_state():
     mem = writer.domain(ports={6: "PL"}, heads={(0, 7): 5})
     mem.guest(0)[0], mem.guest(0)[1 + 7] = 1 << 7, 6

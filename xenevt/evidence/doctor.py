@@ -289,6 +289,19 @@ def _chains(rep, dom, queues: _Queues, before, age):
                  "Xen sets READY only when it writes a new head: a READY bit with no head means the control "
                  "block was written by someone else or the head was lost; the guest finds nothing to consume.",
                  vcpu=q.vcpu)
+        elif not qu.live and qu.chain and qu.chain[0] not in queues.lost and qu.status in BROKEN \
+                and qu.status != "shared" and not queues.guest_known:
+            # READY clear and the guest's heads unknown: maybe a queue the guest is consuming (a break in it
+            # matters), maybe a stale head; "shared" is left out: a stale head leading into a chain is normal
+            sev, note = _one_sample(queues, before, qu.chain[0], age)
+            other = f" (vCPU {qu.other[0]} priority {qu.other[1]})" if qu.other else ""
+            _add(rep, "warning" if qu.status == "truncated" and sev == "error" else sev, f"chain-{qu.status}",
+                 dom, [qu.bad_port] if qu.bad_port else [], f"queue {where}: the chain {BROKEN[qu.status]}",
+                 f"READY bit {q.priority} clear; {_start(q)}: {chain}, then port {qu.bad_port}{other}{note}",
+                 "The guest walks this queue by LINK fields: a broken chain loses every event after the break "
+                 "(Linux stops at it) or spins. It means the guest wrote the event array wrongly or memory "
+                 "was corrupted; the domain needs its event channels reset (reboot or EVTCHNOP_reset).",
+                 vcpu=q.vcpu)
         elif not qu.live and qu.chain and qu.chain[0] not in queues.lost:
             # a stale queue whose walk reached LINKED ports no live queue reaches: nothing will consume them
             sev, note = _one_sample(queues, before, qu.chain[0], age)
