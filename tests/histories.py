@@ -74,8 +74,8 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
     """One operation by a correct guest (or Xen on its behalf); refusals Xen would give are fine."""
     d = rng.randrange(DOMAINS)
     ports = _open_ports(h, d)
-    op = rng.choices(["bind", "send", "consume", "mask", "unmask", "prio", "move", "close", "many"],
-                     [14, 30, 16, 6, 8, 6, 6, 8, 1])[0]
+    op = rng.choices(["bind", "send", "burst", "consume", "mask", "unmask", "prio", "move", "requeue", "close",
+                      "many"], [14, 24, 6, 16, 6, 8, 6, 6, 3, 8, 1])[0]
     try:
         if op == "bind":
             kind = rng.choice(["inter", "inter", "unbound", "virq", "ipi"])
@@ -91,9 +91,14 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 log.append(f"d{d} virq {virq} -> {h.bind_virq(0, d, virq, rng.randrange(VCPUS))}")
             else:
                 log.append(f"d{d} ipi {h.bind_ipi(0, d, rng.randrange(VCPUS))}")
-        elif op == "many":  # dom0 adds event-array pages (1024 ports each); a domU fills its one page
-            limit = h.domains[d].mem.nr_chans - 1
-            n = min(rng.randint(300, 1100), int(FILL * limit) - len(ports))
+        elif op == "many":  # dom0 adds an event-array page (1024 ports each); a domU fills its one page
+            mem = h.domains[d].mem
+            limit = mem.nr_chans - 1
+            if mem.max_pages > 1:
+                n = mem.nr_ports - len(ports) + rng.randint(1, 100)
+            else:
+                n = rng.randint(300, 1100)
+            n = min(n, int(FILL * limit) - len(ports))
             for _ in range(n):
                 h.bind_ipi(0, d, rng.randrange(VCPUS))
             log.append(f"d{d} {max(n, 0)} ipis")
@@ -108,9 +113,28 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 elif st.state == "virq":
                     h.raise_virq(d, st.virq, st.vcpu)
                     log.append(f"xen raises virq {st.virq} on d{d}:{st.port}")
+            elif op == "burst":  # events on several ports at once: long queues, left half consumed
+                sent = []
+                for port in rng.sample(ports, min(len(ports), rng.randint(2, 6))):
+                    st = h.status(0, d, port)
+                    if st.state in ("interdomain", "ipi"):
+                        h.send(0, d, port, tell_unbound=False)
+                        sent.append(port)
+                log.append(f"d{d} burst {sent}")
+            elif op == "requeue" and st.state in ("interdomain", "ipi"):
+                # issue 10's sequence at the receiving end: its queue drained keeps a head that names the port,
+                # which the second event then queues at another priority
+                rd, rp = (d, st.port) if st.state == "ipi" else (st.remote_domain, st.remote_port)
+                p1, p2 = rng.randrange(Q), rng.randrange(Q)
+                h.set_priority(0, rd, rp, p1)
+                h.send(0, d, st.port, tell_unbound=False)
+                got = h.consume(rd, h.status(0, rd, rp).vcpu, 4096, timeout=0)
+                h.set_priority(0, rd, rp, p2)
+                h.send(0, d, st.port, tell_unbound=False)
+                log.append(f"d{rd} requeue {rp}: priority {p1}, event, consumed {got}, priority {p2}, event")
             elif op == "consume":
                 v = rng.randrange(VCPUS)
-                got = h.consume(d, v, rng.randint(1, 4), timeout=0)
+                got = h.consume(d, v, rng.randint(1, 3), timeout=0)
                 log.append(f"d{d} vcpu {v} consumes {got}")
             elif op == "mask":
                 h.mask(0, d, st.port)
@@ -321,37 +345,56 @@ def _idle_ports(h: SimHost, d: int) -> list[int]:
     return [p for p in _open_ports(h, d) if mem.word(p) is not None and not mem.word(p) & abi.WORD_LINKED]
 
 
+def _stale_heads(mem: DomainMemory) -> set[int]:
+    """Ports a control block names as the head of a queue that is not live (drained: the head stays)."""
+    live = live_chains(mem)
+    return {mem.control_block(v)[2 + p] for v in range(mem.nr_vcpus) if mem.control_block(v) is not None
+            for p in range(Q) if (v, p) not in live}
+
+
 def _an_idle_port(h: SimHost, rng: random.Random, avoid=lambda mem: set()) -> tuple[int, int]:
-    doms = [(d, [p for p in _idle_ports(h, d) if p not in avoid(h.domains[d].mem)]) for d in range(DOMAINS)]
+    doms = []
+    for d in range(DOMAINS):
+        avoided = avoid(h.domains[d].mem)
+        doms.append((d, [p for p in _idle_ports(h, d) if p not in avoided]))
     doms = [(d, ports) for d, ports in doms if ports]
-    if not doms:
+    while not doms:
         d = rng.randrange(DOMAINS)
         port = h.bind_ipi(0, d, rng.randrange(VCPUS))
-        return d, port
+        if port not in avoid(h.domains[d].mem):
+            return d, port
     d, ports = rng.choice(doms)
     return d, rng.choice(ports)
 
 
 def inj_lost_link_skipped(h, rng):
-    """Xen's LINK write lost: the event before a pending port links past it, so no walk reaches it."""
-    d, v, p, chain = a_chain(h, rng, 2)
-    i = rng.randrange(1, len(chain))
+    """Xen's LINK write lost: the event before a pending port links past it, so no walk reaches it.
+
+    Not the last port of a chain when a drained queue's stale head names it: alone, LINKED, linking
+    nowhere, it then reads exactly as that queue's one event with its READY bit lost (doctor calls it
+    head-without-ready, naming the same port); a skipped port further up links into the live chain."""
+    for _ in range(3):
+        picks = []
+        for d in range(DOMAINS):
+            mem = h.domains[d].mem
+            stale = _stale_heads(mem)
+            for chain in live_chains(mem).values():
+                picks += [(d, chain, i) for i in range(1, len(chain)) if i < len(chain) - 1 or chain[i] not in stale]
+        if picks:
+            break
+        make_queue(h, rng, 3)
+    d, chain, i = rng.choice(picks)
     mem = h.domains[d].mem
     _set_link(mem, chain[i - 1], abi.word_link(mem.word(chain[i])))
     return Expect("linked-unreachable", d, chain[i])
 
 
-def _stale_heads(mem: DomainMemory) -> set[int]:
-    return {mem.control_block(v)[2 + p] for v in range(mem.nr_vcpus) if mem.control_block(v) is not None
-            for p in range(Q)}
-
-
 def inj_lost_link_off_chain(h, rng):
     """A pending port marked LINKED on no chain (Xen set LINKED, the link to it never happened).
 
-    Not a port some control block still names as a head: LINKED there, it would be that queue's head with
-    its READY bit lost (the state Xen leaves when it links into an empty queue and the READY write is lost),
-    which doctor rightly calls head-without-ready."""
+    Not a port a drained queue's stale head names: LINKED there, it would read exactly as that queue's
+    head with its READY bit lost (Xen links into an empty queue as its head), which doctor rightly calls
+    head-without-ready."""
     d, port = _an_idle_port(h, rng, avoid=_stale_heads)
     mem = h.domains[d].mem
     mem.set_word(port, abi.WORD_PENDING | abi.WORD_LINKED)

@@ -159,6 +159,18 @@ def test_a_stale_walk_into_a_live_chain_is_a_lost_link_not_a_queue():
     assert severities(doctor.examine(ev)) == {("linked-unreachable", (6,)): "error"}
 
 
+def test_of_two_stale_heads_naming_one_lost_queue_the_one_its_channel_names_is_reported():
+    from xenevt.sim.host import chan_status
+
+    mem = writer.domain(nr_vcpus=2, ports={1: "PL"}, heads={(0, 7): 1, (1, 3): 1},
+                        chans={1: {"state": 6, "notify_vcpu": 1, "priority": 3}})
+    ev = Evidence("t")
+    collect.add_dump(ev, build_dump(mem, 0, "t", channels={1: chan_status(0, 1, mem.chan(1), mem.word(1))}))
+    (f,) = doctor.examine(ev).findings
+    assert (f.rule, f.ports, f.vcpu, f.severity) == ("head-without-ready", [1], 1, "error")
+    assert f.title.startswith("queue vCPU 1 priority 3 holds 1 event(s)")
+
+
 def test_closed_ports_still_linked_count_against_the_limit():
     from xenevt.evidence.model import PortFacts
 

@@ -125,7 +125,9 @@ class _Queues:
                 else:
                     nxt[port] = (q.status, q.bad_port)
         self.owner: dict[int, _Queue] = {}
-        for qu in sorted(self.queues, key=lambda x: not x.live):  # stable: live first, then walk order
+        # live queues first; then, of two stale heads naming the same port, first the one on the queue the
+        # port's channel says (the later head Xen wrote); otherwise the walk order
+        for qu in sorted(self.queues, key=lambda x: (not x.live, not _agrees(x, dom))):
             self._walk(qu, nxt)
         self.linked = {p.port for p in dom.ports.values() if p.linked}
         self.linked.update(self.owner)
@@ -133,9 +135,10 @@ class _Queues:
         self.unreached = {p for p in self.linked if not (p in self.owner and self.owner[p].live)}
         # A stale queue's walk that reaches such ports and then runs into a live chain has found ports a LINK
         # skips (a lost link), not a queue of its own: Xen keeps chains apart, so a queue that lost its READY
-        # bit ends by itself.  Its ports are reported as unreachable, not as that stale queue's events.
-        self.lost = {p for qu in self.queues if not qu.live and qu.status == "shared" and qu.other is not None
-                     and self.owner.get(qu.bad_port) is not None and self.owner[qu.bad_port].live
+        # bit ends by itself.  Its ports are reported as unreachable, not as that stale queue's events.  (A
+        # stale head naming one orphan port that ends by itself reads exactly as a queue whose READY was
+        # lost; the port's channel does not tell them apart, since set-priority moves it after it is linked.)
+        self.lost = {p for qu in self.queues if not qu.live and qu.chain and _joins_live(qu, self.owner)
                      for p in qu.chain}
 
     def _walk(self, qu: _Queue, nxt: dict[int, object]) -> None:
@@ -167,6 +170,18 @@ class _Queues:
                 qu.status, qu.bad_port = step
                 return
             port = step
+
+
+def _agrees(qu: _Queue, dom: DomainFacts) -> bool:
+    """The port at ``qu``'s head is, by its channel, one Xen links on this queue."""
+    q = qu.facts
+    head = q.chain[0] if q.chain else q.bad_port if q.status == "shared" else None
+    p = dom.ports.get(head) if head is not None else None
+    return p is not None and (p.vcpu, p.priority) == (q.vcpu, q.priority)
+
+
+def _joins_live(qu: _Queue, owner: dict[int, _Queue]) -> bool:
+    return qu.status == "shared" and qu.bad_port in owner and owner[qu.bad_port].live
 
 
 def _live(v: VcpuFacts, q: QueueFacts) -> str:
