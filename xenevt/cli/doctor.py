@@ -14,7 +14,8 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 @click.command("doctor", epilog="Exit code: 0 healthy (info findings only, and every line of the evidence read), "
                "3 when there is a finding at warning level or above (what went unread is listed beside it), "
-               "4 inconclusive (no finding, but part of the evidence could not be read, or it holds no port), "
+               "4 inconclusive (no finding, but part of the evidence could not be read, or it holds no port, or a "
+               "finding cannot be told from a transient state on one sample: take a second with --since), "
                "1/2 when the evidence could not be read at all.")
 @click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True, help="Only these domains (repeatable).")
 @click.option("--edump", metavar="FILE", help="Read Xen's 'e' debug-key dump (xl dmesg output; - for stdin).")
@@ -114,6 +115,10 @@ def _render(c: Ctx, rep, ev) -> None:
         c.out.print(line)
         for u in _summary(rep.unread):
             c.out.print(f"         {u}")
+    if rep.to_confirm:
+        line = Text(f"{'CONFIRM':8s}", style="bold magenta")
+        line.append(f"{rep.to_confirm} finding(s) may be a guest caught mid-upcall: sample again with --since")
+        c.out.print(line)
     ports = sum(rep.checked.values())
     counts = {s: sum(1 for f in rep.findings if f.severity == s) for s in ("error", "warning", "info")}
     said = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n)

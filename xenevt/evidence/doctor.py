@@ -37,6 +37,7 @@ class Finding:
     evidence: str
     advice: str
     vcpu: int | None = None
+    confirm: bool = False  # one sample cannot tell this from a transient state: take a second (--since)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -51,10 +52,15 @@ class Report:
 
     @property
     def verdict(self) -> str:
-        """problems (a warning or worse), else inconclusive (something went unread), else healthy."""
+        """problems (a warning or worse), else inconclusive (something went unread, or a finding needs a
+        second sample to be told from a transient state), else healthy."""
         if any(f.severity in ("warning", "error") for f in self.findings):
             return "problems"
-        return "inconclusive" if self.unread else "healthy"
+        return "inconclusive" if self.unread or self.to_confirm else "healthy"
+
+    @property
+    def to_confirm(self) -> int:
+        return sum(1 for f in self.findings if f.confirm)
 
     @property
     def exit_code(self) -> int:
@@ -65,6 +71,7 @@ class Report:
                 "findings": [f.as_dict() for f in self.findings],
                 "checked": {str(d): n for d, n in self.checked.items()},
                 "unread": self.unread[:SHOWN_IN_JSON], "unread_total": len(self.unread),
+                "need_second_sample": self.to_confirm,
                 "warnings": self.warnings[:SHOWN_IN_JSON], "warnings_total": len(self.warnings)}
 
 
@@ -224,8 +231,8 @@ def examine(ev: Evidence, since: Evidence | None = None) -> Report:
 
 
 def _add(rep: Report, severity: str, rule: str, dom: DomainFacts, ports: list[int], title: str, evidence: str,
-         advice: str, vcpu: int | None = None) -> None:
-    rep.findings.append(Finding(severity, rule, dom.domain, ports, title, evidence, advice, vcpu))
+         advice: str, vcpu: int | None = None, confirm: bool = False) -> None:
+    rep.findings.append(Finding(severity, rule, dom.domain, ports, title, evidence, advice, vcpu, confirm))
 
 
 def _pending_masked(rep, dom, prev, age):
@@ -316,7 +323,7 @@ def _chains(rep, dom, queues: _Queues, before, age):
                  "The guest walks this queue by LINK fields: a broken chain loses every event after the break "
                  "(Linux stops at it) or spins. It means the guest wrote the event array wrongly or memory "
                  "was corrupted; the domain needs its event channels reset (reboot or EVTCHNOP_reset).",
-                 vcpu=q.vcpu)
+                 vcpu=q.vcpu, confirm=sev == "info")
         elif not qu.live and qu.chain and qu.chain[0] not in queues.lost:
             # a stale queue whose walk reached LINKED ports no live queue reaches: nothing will consume them
             sev, note = _one_sample(queues, before, qu.chain[0], age)
@@ -328,7 +335,7 @@ def _chains(rep, dom, queues: _Queues, before, age):
                  "Nothing will make the guest look at this queue until another event is linked as a new head "
                  "(which it will not be: the queue is not empty), so these events sit forever. Unmasking or "
                  "notifying does not help; EVTCHNOP_reset does.",
-                 vcpu=q.vcpu)
+                 vcpu=q.vcpu, confirm=sev == "info")
 
 
 def _start(q: QueueFacts) -> str:
@@ -346,7 +353,7 @@ def _unreachable(rep, dom, queues: _Queues, before, age):
              + "; not on the chain of any vCPU's queue" + note,
              "A lost link: the event is marked queued, so Xen will never link it again, but no head leads to "
              "it, so the guest never consumes it; the port stays dead until the domain's event channels are "
-             "reset.")
+             "reset.", confirm=sev == "info")
 
 
 def _busy(rep, dom):
