@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import pytest
 
@@ -73,6 +74,41 @@ def test_cpu_lists():
     assert parse_cpu_list("0") == [0]
     with pytest.raises(KernelReadError):
         parse_cpu_list("zero")
+
+
+def test_cpu_lists_are_bounded_and_ascii():
+    """A crafted list never costs more than Linux's largest NR_CPUS entries, and only ASCII digits count."""
+    for text in ("0-4294967295", "0-99999999", "\u00b9", "\u0663", "1_0", "3-1", "-1", "0-8192"):
+        with pytest.raises(KernelReadError):
+            parse_cpu_list(text)
+    assert parse_cpu_list("0-8191")[-1] == 8191
+
+
+def test_self_rejects_crafted_cores_with_one_line(tmp_path):
+    mem = guest_mid_consume()
+    core, syms, cpus = kcore_writer.write(mem, tmp_path)
+    data = bytearray(open(core, "rb").read())
+    struct.pack_into("<Q", data, 32, 1 << 63)  # e_phoff past what lseek takes
+    open(core, "wb").write(data)
+    with pytest.raises(KernelReadError, match="program header table truncated"):
+        read_self(core, syms, cpus)
+    core, syms, cpus = kcore_writer.write(mem, tmp_path)
+    data = bytearray(open(core, "rb").read())
+    struct.pack_into("<Q", data, 64 + 8, 1 << 63)  # the first segment's file offset
+    open(core, "wb").write(data)
+    with pytest.raises(KernelReadError, match="file offset out of range"):
+        read_self(core, syms, cpus)
+    core, syms, _ = kcore_writer.write(mem, tmp_path)
+    open(cpus, "w").write("0,300\n")
+    with pytest.raises(KernelReadError, match="CPU 300 is possible; this reader takes CPU ids 0..255"):
+        read_self(core, syms, cpus)
+    open(cpus, "wb").write(b"0-1\xff\n")
+    with pytest.raises(KernelReadError, match="cannot parse CPU list"):
+        read_self(core, syms, cpus)
+    text = open(syms).read().replace("ffffffff82000000", "ffffffff8200000\u0663")
+    open(syms, "w").write(text)
+    with pytest.raises(KernelReadError, match="not in kallsyms format"):
+        read_self(core, syms, cpus)
 
 
 def test_cli_dump_self(tmp_path, capsys):

@@ -23,6 +23,10 @@ def from_frames(pages: list[bytes], control_blocks: list[bytes | None], guest_he
         raise FrameError(f"{len(pages)} event-array pages: the FIFO ABI has 1..{abi.MAX_EVENT_ARRAY_PAGES}")
     if not 1 <= len(control_blocks) <= 256:
         raise FrameError(f"{len(control_blocks)} vCPUs: expected 1..256")
+    if guest_heads is not None and (len(guest_heads) > len(control_blocks)
+                                    or guest_ready is not None and len(guest_ready) < len(guest_heads)):
+        raise FrameError(f"guest queue state for {len(guest_heads)} vCPUs does not match {len(control_blocks)} "
+                         "control-block slots")
     try:
         mem = DomainMemory.create(len(control_blocks), len(pages), max(nr_chans or 0,
                                                                           len(pages) * abi.EVENT_WORDS_PER_PAGE))

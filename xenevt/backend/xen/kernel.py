@@ -12,6 +12,7 @@ memory are checked against the segments before they are followed.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import struct
 
@@ -24,6 +25,9 @@ KALLSYMS = "/proc/kallsyms"
 CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
 NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
 PT_LOAD = 1
+MAX_CPU_ID = 8192  # Linux's largest NR_CPUS (x86 MAXSMP)
+MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class KernelReadError(XenevtError):
@@ -31,17 +35,26 @@ class KernelReadError(XenevtError):
 
 
 def parse_cpu_list(text: str) -> list[int]:
-    """'0-3,6' -> [0, 1, 2, 3, 6] (the format of /sys/devices/system/cpu/possible)."""
-    cpus: list[int] = []
+    """'0-3,6' -> [0, 1, 2, 3, 6] (the format of /sys/devices/system/cpu/possible).
+
+    ASCII digits only, CPU ids below ``MAX_CPU_ID`` (Linux's largest NR_CPUS), so a
+    crafted range can never cost more than that many entries."""
+    cpus: set[int] = set()
     for part in text.strip().split(","):
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        try:
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            raise KernelReadError(f"cannot parse CPU list {text.strip()!r}") from None
-    return cpus
+        if not _is_decimal(lo) or (hi and not _is_decimal(hi)):
+            raise KernelReadError(f"cannot parse CPU list {text.strip()[:80]!r}")
+        first, last = int(lo), int(hi or lo)
+        if last >= MAX_CPU_ID or first > last:
+            raise KernelReadError(f"CPU range {part[:40]!r} in CPU list: ids run 0..{MAX_CPU_ID - 1}, low to high")
+        cpus.update(range(first, last + 1))
+    return sorted(cpus)
+
+
+def _is_decimal(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
 
 
 def read_symbols(path: str, names=NEEDED + ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")) -> dict[str, int]:
@@ -51,13 +64,15 @@ def read_symbols(path: str, names=NEEDED + ("evtchn_ops", "evtchn_ops_2l", "evtc
         with open(path) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 3 and parts[2] in want and len(parts) == 3:  # built-in symbols only
+                if len(parts) == 3 and parts[2] in want:  # built-in symbols only
+                    if not 0 < len(parts[0]) <= 16 or not _HEX.issuperset(parts[0]):
+                        raise ValueError(parts[0])
                     found.setdefault(parts[2], int(parts[0], 16))
     except PermissionError:
         raise BackendUnavailable(f"cannot read {path}: permission denied (run as root)") from None
     except OSError as e:
         raise BackendUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError included
         raise KernelReadError(f"{path}: not in kallsyms format") from None
     return found
 
@@ -82,8 +97,11 @@ class KernelMemory:
         if phentsize < 56 or phnum == 0 or phnum > 65535:
             self.f.close()
             raise KernelReadError(f"{path}: bad program header table ({phnum} x {phentsize} bytes)")
-        self.f.seek(phoff)
-        table = self.f.read(phentsize * phnum)
+        try:
+            self.f.seek(phoff)
+            table = self.f.read(phentsize * phnum)
+        except (OSError, OverflowError, ValueError):  # e_phoff past what lseek takes
+            table = b""
         if len(table) < phentsize * phnum:
             self.f.close()
             raise KernelReadError(f"{path}: program header table truncated")
@@ -92,25 +110,38 @@ class KernelMemory:
             p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
             if p_type == PT_LOAD and p_filesz:
                 self.segments.append((p_vaddr, p_filesz, p_offset))
+        # kcore's ranges do not overlap; sorted, each read looks at one candidate (a crafted file with
+        # 65,535 segments costs a bisection per read, not a scan)
+        self.segments.sort()
+        self._starts = [v for v, _, _ in self.segments]
 
     def close(self) -> None:
         self.f.close()
 
+    def _segment(self, addr: int, size: int):
+        """The segment holding [addr, addr + size): of those starting at or below addr, the last one."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            vaddr, filesz, offset = self.segments[i]
+            if addr + size <= vaddr + filesz:
+                return vaddr, filesz, offset
+        return None
+
     def mapped(self, addr: int, size: int) -> bool:
-        return any(v <= addr and addr + size <= v + n for v, n, _ in self.segments)
+        return self._segment(addr, size) is not None
 
     def read(self, addr: int, size: int, what: str) -> bytes:
-        for vaddr, filesz, offset in self.segments:
-            if vaddr <= addr and addr + size <= vaddr + filesz:
-                try:
-                    self.f.seek(offset + addr - vaddr)
-                    data = self.f.read(size)
-                except OSError as e:
-                    raise KernelReadError(f"cannot read {what} at {addr:#x} from {self.path}: "
-                                          f"{(e.strerror or str(e)).lower()}") from None
-                if len(data) == size:
-                    return data
-                break
+        seg = self._segment(addr, size)
+        if seg is not None:
+            vaddr, _, offset = seg
+            try:
+                self.f.seek(offset + addr - vaddr)
+                data = self.f.read(size)
+            except (OSError, OverflowError, ValueError) as e:  # a file offset past what lseek takes
+                why = (e.strerror or str(e)).lower() if isinstance(e, OSError) else "file offset out of range"
+                raise KernelReadError(f"cannot read {what} at {addr:#x} from {self.path}: {why}") from None
+            if len(data) == size:
+                return data
         raise KernelReadError(f"{what} at {addr:#x} is not in {self.path}'s mapped ranges")
 
     def u32(self, addr: int, what: str) -> int:
@@ -130,12 +161,15 @@ def read_self(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPU
     if all(syms[n] == 0 for n in NEEDED):
         raise BackendUnavailable(f"{kallsyms} hides kernel addresses (kptr_restrict): run as root")
     try:
-        with open(cpus_file) as f:
-            cpus = parse_cpu_list(f.read())
+        with open(cpus_file, "rb") as f:
+            cpus = parse_cpu_list(f.read().decode("ascii", errors="replace"))
     except OSError as e:
         raise KernelReadError(f"cannot read {cpus_file}: {(e.strerror or str(e)).lower()}") from None
-    if not 1 <= len(cpus) <= 256:
-        raise KernelReadError(f"{len(cpus)} possible CPUs: expected 1..256")
+    if not cpus:
+        raise KernelReadError(f"{cpus_file} lists no CPU")
+    if cpus[-1] >= MAX_FIFO_CPUS:
+        raise KernelReadError(f"{cpus_file}: CPU {cpus[-1]} is possible; this reader takes CPU ids "
+                              f"0..{MAX_FIFO_CPUS - 1}")
     km = KernelMemory(kcore)
     try:
         if "evtchn_ops" in syms and "evtchn_ops_2l" in syms:
@@ -154,8 +188,9 @@ def read_self(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPU
             ptr = km.u64(syms["event_array"] + 8 * i, f"event_array[{i}]")
             pages.append(km.read(ptr, abi.PAGE_SIZE, f"event-array page {i}"))
         cbs, heads = [], []
+        possible = set(cpus)
         for cpu in range(max(cpus) + 1):
-            if cpu not in cpus:
+            if cpu not in possible:
                 cbs.append(None)
                 heads.append([0] * 16)
                 continue
