@@ -198,12 +198,14 @@ def test_raw_dump_impossible_fields_are_warnings_not_facts(state, tmp_path, caps
     code, out, err = run("dump", "--from", raw, capsys=capsys)
     assert code == 0 and [line.strip() for line in out.splitlines() if "warning:" in line] == \
         [f"warning: {w}" for w in expected]
-    # doctor's evidence carries them as warnings
+    # doctor's evidence carries them as unread: no clean bill of health on such a file
     loaded = load_raw(raw)
     ev = Evidence(f"raw dump {raw}")
     collect.add_dump(ev, build_dump(loaded.mem, loaded.domain, ev.source, channels=loaded.channels(),
                                     guest_known=loaded.guest_known, max_ports=loaded.mem.nr_chans))
-    assert ev.warnings == [f"domain 0: {w}" for w in expected]
+    assert [str(u) for u in ev.unread] == [f"domain 0: {w}" for w in expected] and ev.warnings == []
+    code, out, _ = run("doctor", "--from", raw, "--json", capsys=capsys)
+    assert code == 4 and json.loads(out)["verdict"] == "inconclusive"
 
 
 def test_raw_dump_of_a_healthy_host_has_no_warning(state, tmp_path, capsys):

@@ -37,8 +37,10 @@ def add_dump(ev: Evidence, d: DomainDump) -> None:
     """The guest's side: queues, READY bits and every flagged word of one domain."""
     dom = ev.domain(d.domain)
     dom.abi = dom.abi or d.abi
-    # values no Xen or Linux writes (a raw file's impossible fields, READY bits above 15 …): said, not hidden
-    ev.warnings += [f"domain {d.domain}: {w}" for w in d.warnings]
+    # values no Xen or Linux writes (a raw file's impossible fields, READY bits above 15 …) did not become
+    # facts: unread, so doctor cannot call this evidence healthy
+    for w in d.warnings:
+        ev.skip(f"domain {d.domain}", w, d.domain)
     dom.nr_word_ports = d.nr_ports
     if d.max_ports is not None:
         dom.max_ports = d.max_ports
@@ -82,7 +84,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
         except XenevtError as e:
-            ev.warnings.append(f"domain {domid}: its FIFO pages could not be read ({e})")
+            ev.skip(f"domain {domid}", f"its FIFO pages could not be read ({e})", domid)
             continue
         mem = DomainMemory(bytearray(live.snapshot()))
         add_dump(ev, build_dump(mem, domid, backend.name, channels={st.port: st for st in statuses},
