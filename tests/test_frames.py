@@ -9,10 +9,10 @@ import struct
 import pytest
 
 from tests import kcore_writer, writer
-from xenevt.backend.xen.kernel import KernelReadError, parse_cpu_list, read_self
 from xenevt.cli import main
 from xenevt.dump import build_dump
 from xenevt.errors import BackendUnavailable
+from xenevt.memory.kcore import KernelReadError, parse_cpu_list, read_self
 from xenevt.sim.host import SimHost, create_host
 
 

@@ -30,8 +30,8 @@ if not HAVE_XEN:
     pytest.skip("not running on Xen", allow_module_level=True)
 
 from xenevt.backend import select_backend  # noqa: E402
-from xenevt.backend.xen.kernel import KernelMemory, read_self, read_symbols  # noqa: E402
 from xenevt.evidence import edump, lsevtchn  # noqa: E402
+from xenevt.memory.kcore import KernelMemory, read_self, read_symbols  # noqa: E402
 
 pytestmark = pytest.mark.xen
 
@@ -96,7 +96,7 @@ def test_events_arrive_through_the_fd_and_dump_self_sees_the_mask(xen):
 def test_dump_self_shows_every_online_cpu(xen):
     mem, what = read_self()
     with open("/sys/devices/system/cpu/online") as f:
-        from xenevt.backend.xen.kernel import parse_cpu_list
+        from xenevt.memory.kcore import parse_cpu_list
 
         online = parse_cpu_list(f.read())
     assert all(mem.cb_offset(cpu) is not None for cpu in online), what

@@ -22,12 +22,12 @@ def main() -> int:
     try:
         domid = int(subprocess.run(["xenstore-read", "domid"], capture_output=True, text=True, check=True).stdout)
         os.environ["XENEVT_SELF_DOMID"] = str(domid)
+        from xenevt import memory
         from xenevt.backend import select_backend
-        from xenevt.backend.xen.kernel import read_self
         from xenevt.dump import build_dump
         from xenevt.errors import XenevtError
 
-        mem, _ = read_self()
+        mem = memory.open_source(memory.Ask(self_kernel=True), lambda: select_backend("xen")).fifo_image().mem
         d = build_dump(mem, domid, "self")
         # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
         unmasked = [p for p in range(1, mem.nr_ports) if not mem.word(p) & (1 << 30)]

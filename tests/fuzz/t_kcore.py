@@ -20,9 +20,9 @@ import struct
 import tempfile
 
 from xenevt import abi
-from xenevt.backend.xen.kernel import read_self
 from xenevt.dump import build_dump
 from xenevt.dump.frames import from_frames
+from xenevt.memory import Ask, open_source
 
 from .harness import target
 
@@ -72,8 +72,14 @@ def _kcore(data: bytes) -> None:
     syms, cpus, core = body[:nsyms], body[nsyms:nsyms + ncpus], body[nsyms + ncpus:]
     for name, blob in (("kallsyms", syms), ("possible", cpus), ("kcore", core)):
         (_DIR / name).write_bytes(blob)
-    mem, source = read_self(str(_DIR / "kcore"), str(_DIR / "kallsyms"), str(_DIR / "possible"))
-    build_dump(mem, 0, source, guest_known=True).as_dict()
+    ask = Ask(self_kernel=True, kcore=str(_DIR / "kcore"), kallsyms=str(_DIR / "kallsyms"),
+              cpus_file=str(_DIR / "possible"))
+    img = open_source(ask, _no_backend).fifo_image()  # the path `dump --self` takes
+    build_dump(img.mem, img.domain, img.source, guest_known=img.guest_known).as_dict()
+
+
+def _no_backend():
+    raise AssertionError("reading this kernel opened a backend")
 
 
 def _frames(data: bytes) -> None:

@@ -8,8 +8,11 @@ to a seed's and their CRC recomputed, and the fields behind the checksum are wha
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
+import os
+import pathlib
 import shutil
 import tempfile
 import zlib
@@ -17,15 +20,19 @@ import zlib
 from rich.console import Console
 
 from xenevt.dump import build_dump
-from xenevt.dump.rawfile import CRC, decode, encode
+from xenevt.dump.rawfile import CRC, encode
 from xenevt.dump.render import render_dump
 from xenevt.evidence import collect
 from xenevt.evidence import doctor as rules
 from xenevt.evidence.model import Evidence
+from xenevt.memory import Ask, open_source
 from xenevt.sim.host import SimHost, create_host
 
 from .harness import target
 
+_DIR = pathlib.Path(tempfile.mkdtemp(prefix="xenevt-fuzz-raw-"))
+_PARENT = os.getpid()
+atexit.register(lambda: os.getpid() == _PARENT and shutil.rmtree(_DIR, ignore_errors=True))
 # rich's table costs ~0.3 ms a row (the text view's known cost, issue 15): larger dumps are checked as JSON only
 RENDER_WORDS = 64
 
@@ -70,12 +77,19 @@ def _fit(data: bytes) -> bytes:
 
 @target("rawdump", SEEDS, tokens=[b"XENEVTDP", b"\x01\x00\x00\x00", b"\x03\x00\x00\x00", b"\xff\xff\xff\xff"])
 def run(data: bytes) -> None:
-    raw = decode(_fit(data), "fuzz.raw")
-    dump = build_dump(raw.mem, raw.domain, f"file fuzz.raw ({raw.source})", channels=raw.channels(),
-                      guest_known=raw.guest_known, max_ports=raw.mem.nr_chans if raw.has_channels else None)
+    path = _DIR / "fuzz.raw"
+    path.write_bytes(_fit(data))
+    src = open_source(Ask(from_file=str(path)), _no_backend)  # the path `dump --from` and `doctor --from` take
+    img = src.fifo_image()
+    dump = build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
+                      max_ports=img.max_ports)
     json.dumps(dump.as_dict())
     if len(dump.words) <= RENDER_WORDS:
         render_dump(dump, Console(file=io.StringIO(), width=120, markup=False))
     ev = Evidence("raw dump fuzz.raw")
     collect.add_dump(ev, dump)
     rules.examine(ev).as_dict()
+
+
+def _no_backend():
+    raise AssertionError("reading a raw dump opened a backend")

@@ -56,13 +56,10 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
 
         ev = lsevtchn.read(lsevtchn_file, domains[0])
     elif raw_file:
-        from ..dump import build_dump, load_raw
+        from .. import memory
 
-        raw = load_raw(raw_file)
-        ev = Evidence(f"raw dump {raw_file}")
-        collect.add_dump(ev, build_dump(raw.mem, raw.domain, ev.source, channels=raw.channels(),
-                                        guest_known=raw.guest_known,
-                                        max_ports=raw.mem.nr_chans if raw.has_channels else None))
+        src = memory.open_source(memory.Ask(from_file=raw_file), lambda: c.backend(read_only=True))
+        ev = collect.from_memory(src, f"raw dump {raw_file}")
     else:
         ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
     if domains:

@@ -1,20 +1,20 @@
 """``xenevt dump``: the FIFO queues and event words of a domain, from wherever its pages are.
 
-Sources: the backend's own view (the simulator's memory), frames mapped through
-privcmd (``--gfn``/``--control``), this kernel's memory (``--self``), or a raw
-file saved earlier (``--from``).  All become a DomainMemory and one decoder
-(the engine's walker) reads it.
+The options say which memory to read: the backend's own view (the simulator's
+memory), frames mapped through privcmd (``--gfn``/``--control``), this
+kernel's memory (``--self``), or a raw file saved earlier (``--from``);
+``memory.open_sources`` picks the source, and one decoder (the engine's
+walker) reads the image every source gives.
 """
 
 from __future__ import annotations
 
 import click
 
-from ..dump import build_dump, load_raw
-from ..dump.frames import from_frames
+from .. import memory
+from ..dump import build_dump
 from ..dump.rawfile import save_raw
 from ..dump.render import render_dump
-from ..engine import DomainMemory
 from .context import CB_OFFSET, GFN, Ctx, Pair, domain_option, json_option, pass_ctx
 
 
@@ -57,65 +57,45 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fm
             raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
     elif output:
         raise click.UsageError("--output goes with --format raw")
-    sources = [bool(from_file), self_kernel, bool(gfns)]
-    if sum(sources) > 1:
+    given = [bool(from_file), self_kernel, bool(gfns)]
+    if sum(given) > 1:
         raise click.UsageError("pick one source: --from FILE, --self or --gfn")
     if (controls or control_gfn is not None) and not gfns:
         raise click.UsageError("--control/--control-gfn describe a mapping: give the event array with --gfn")
-    if all_domains and any(sources):
+    if all_domains and any(given):
         raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self or --gfn")
     if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
+    cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
+    ask = memory.Ask(domain=c.domain(local_domain), all_domains=all_domains, from_file=from_file,
+                     self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), kcore=kcore, kallsyms=kallsyms,
+                     cpus_file=cpus_file)
+    chosen = memory.open_sources(ask, lambda: c.backend(read_only=True))
+    if raw_file and len(chosen) != 1:
+        raise click.UsageError("--raw saves one domain: pick it with --domain")
     dumps = []
-    if from_file:
-        raw = load_raw(from_file)
-        mem, domain, source, guest, chans = (raw.mem, raw.domain, f"file {from_file} ({raw.source})",
-                                             raw.guest_known, raw.channels())
-        max_ports = raw.mem.nr_chans if raw.has_channels else None
-    elif self_kernel:
-        from ..backend.xen import self_domid
-        from ..backend.xen.kernel import read_self
-
-        mem, source = read_self(kcore, kallsyms, cpus_file)
-        domain, guest, chans, max_ports = self_domid() or 0, True, None, None
-    elif gfns:
-        cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
-        b = c.backend(read_only=True)
-        domain = c.domain(local_domain)
-        frames = b.map_frames(domain, list(gfns) + [g for g, _ in cbs])
-        pages, cb_frames = frames[: len(gfns)], frames[len(gfns):]
-        mem = from_frames(pages, [f[o:o + 72] for f, (_, o) in zip(cb_frames, cbs, strict=True)] or [None])
-        source = f"{b.name}: {len(gfns)} frame(s) mapped through privcmd"
-        guest, chans, max_ports = False, b.channels(domain), None
-    else:
-        b = c.backend(read_only=True)
-        domains = b.domains() if all_domains else [c.domain(local_domain)]
-        if raw_file and len(domains) != 1:
-            raise click.UsageError("--raw saves one domain: pick it with --domain")
-        for d in domains:
-            mem = _snapshot(b, d)
-            if raw_file:
-                break
-            dumps.append(build_dump(mem, d, b.name, channels=b.channels(d), all_words=all_words,
-                                    max_ports=mem.nr_chans))
-        domain, source, guest, chans, max_ports = domains[0], f"{b.name} domain {domains[0]}", True, None, None
+    for src in chosen:
+        img = src.fifo_image()
+        if raw_file:
+            break
+        dumps.append(build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
+                                all_words=all_words, max_ports=img.max_ports))
     if raw_file == "-":
         from ..dump.rawfile import encode
 
-        data = encode(mem, domain, source, guest=guest, channels=not (self_kernel or gfns))
+        data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table)
         out = click.get_binary_stream("stdout")
         out.write(data)
         out.flush()
         return
     if raw_file:
-        size = save_raw(raw_file, mem, domain, source, guest=guest, channels=not (self_kernel or gfns))
-        c.emit({"domain": domain, "file": raw_file, "bytes": size, "event_array_pages": mem.nr_pages},
-               f"saved the FIFO pages of domain {domain} ({mem.nr_pages} event-array page(s), {mem.nr_vcpus} vCPU(s))"
-               f" to {raw_file}: {size} bytes")
+        mem = img.mem
+        size = save_raw(raw_file, mem, img.domain, img.saved_source, guest=img.guest_known,
+                        channels=img.channel_table)
+        c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "event_array_pages": mem.nr_pages},
+               f"saved the FIFO pages of domain {img.domain} ({mem.nr_pages} event-array page(s), {mem.nr_vcpus} "
+               f"vCPU(s)) to {raw_file}: {size} bytes")
         return
-    if not dumps:
-        dumps = [build_dump(mem, domain, source, channels=chans, guest_known=guest, all_words=all_words,
-                            max_ports=max_ports)]
     if c.json:
         c.emit(dumps[0].as_dict() if len(dumps) == 1 and not all_domains else [x.as_dict() for x in dumps])
         return
@@ -123,12 +103,6 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fm
         if i:
             c.out.print()
         render_dump(x, c.out)
-
-
-def _snapshot(backend, domain: int) -> DomainMemory:
-    """A private copy, so the decoded view is of one moment and decoding cannot disturb the host."""
-    live = backend.fifo_memory(domain)
-    return DomainMemory(bytearray(live.snapshot()))
 
 
 def register(cli: click.Group) -> None:

@@ -1,4 +1,4 @@
-"""Evidence from live sources and dumps: the backend's port table and FIFO pages, raw files.
+"""Evidence from live sources and dumps: the backend's port table, FIFO memory from any memory source.
 
 Merging is field by field: a later source fills what an earlier one left
 unknown (None), so EVTCHNOP_status's states and the event words' flags end
@@ -62,10 +62,21 @@ def add_dump(ev: Evidence, d: DomainDump) -> None:
         merge_port(dom, facts)
 
 
+def from_memory(source, label: str) -> Evidence:
+    """One domain's memory from a source the memory layer picked: its queues, words and channel table."""
+    from ..dump import build_dump
+
+    img = source.fifo_image()
+    ev = Evidence(label)
+    add_dump(ev, build_dump(img.mem, img.domain, label, channels=source.channels(), guest_known=img.guest_known,
+                            max_ports=img.max_ports))
+    return ev
+
+
 def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     """Everything the backend can say: port tables for every domain, FIFO pages where it has them."""
+    from .. import memory
     from ..dump import build_dump
-    from ..engine import DomainMemory
     from . import edump
 
     ev = Evidence(f"{backend.name} backend")
@@ -80,15 +91,15 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         for st in statuses:
             merge_port(dom, port_from_status(st))
         try:
-            live = backend.fifo_memory(domid)
+            img = memory.open_source(memory.Ask(domain=domid), lambda: backend).fifo_image()
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
         except XenevtError as e:
             ev.skip(f"domain {domid}", f"its FIFO pages could not be read ({e})", domid)
             continue
-        mem = DomainMemory(bytearray(live.snapshot()))
-        add_dump(ev, build_dump(mem, domid, backend.name, channels={st.port: st for st in statuses},
-                                max_ports=limits.get(domid)))
+        # the tables just listed, and the limit only where the backend states one (on Xen an array's size is none)
+        add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
+                                guest_known=img.guest_known, max_ports=limits.get(domid)))
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:
         text = backend.debug_dump("e")

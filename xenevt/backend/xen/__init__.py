@@ -20,6 +20,7 @@ import struct
 import time
 
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
+from ...memory.kcore import read_self, self_domid
 from ..base import STATES, NotifyResult, PortStatus, word_flag_dict
 from . import libs
 
@@ -43,20 +44,6 @@ def _reason(err: int) -> str:
         errno.EBUSY: "busy",
         errno.ENOSYS: "the hypervisor does not implement this operation",
     }.get(err, os.strerror(err).lower() if err else "failed")
-
-
-def self_domid() -> int | None:
-    """This guest's domain id: $XENEVT_SELF_DOMID, dom0 if /proc/xen says control_d, else unknown."""
-    env = os.environ.get("XENEVT_SELF_DOMID")
-    if env is not None:
-        return int(env)
-    try:
-        with open("/proc/xen/capabilities") as f:
-            if "control_d" in f.read():
-                return 0
-    except OSError:
-        pass
-    return None
 
 
 class XenBackend:
@@ -293,8 +280,6 @@ class XenBackend:
         if not self._mine(domain):
             return None
         try:
-            from .kernel import read_self
-
             return read_self()[0]
         except (XenevtError, OSError):
             return None
@@ -393,8 +378,6 @@ class XenBackend:
     def fifo_memory(self, domain: int):
         """This kernel's own FIFO memory (kcore); another domain's frames are known only to that domain."""
         if self._mine(domain):
-            from .kernel import read_self
-
             return read_self()[0]
         raise BackendUnavailable(f"reading domain {domain}'s event array needs its frames: use `xenevt dump "
                                  "--gfn …` (no hypercall reveals them)")

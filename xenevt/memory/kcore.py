@@ -1,37 +1,49 @@
-"""This kernel's own FIFO event-channel state, read through /proc/kallsyms and /proc/kcore.
+"""The memory source "this kernel": /proc/kallsyms for addresses, /proc/kcore for the memory behind them.
 
-Linux (drivers/xen/events/events_fifo.c) keeps the event array as a static
-array of page pointers (``event_array``, ``event_array_pages``), one control
-block pointer per CPU (``cpu_control_block``) and per CPU the queue heads it
-is consuming from (``cpu_queue``).  kallsyms gives their addresses (per-CPU
-symbols as offsets added to ``__per_cpu_offset[cpu]``), kcore is an ELF core
-of kernel memory whose PT_LOAD segments say where each address range lies in
-the file.  Everything is read, never written; pointers read from kernel
-memory are checked against the segments before they are followed.
+kallsyms gives the symbols' addresses (per-CPU symbols as offsets, see
+``linux``), kcore is an ELF core of kernel memory whose PT_LOAD segments say
+where each address range lies in the file.  Everything is read, never
+written; pointers read from kernel memory are checked against the segments
+before they are followed.  Where Linux keeps the FIFO state is ``linux``'s
+business, so another kernel's memory (from dom0, from a dump-core file)
+reuses it with its own reader.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
+import os
 import struct
 
-from ... import abi
-from ...dump.frames import from_frames
-from ...errors import BackendUnavailable, XenevtError
+from ..dump.frames import from_frames
+from ..errors import BackendUnavailable
+from .base import FifoImage, MemorySource
+from .linux import ABI_SYMBOLS, MAX_FIFO_CPUS, NEEDED, KernelReadError, check_symbols, read_fifo
 
 KCORE = "/proc/kcore"
 KALLSYMS = "/proc/kallsyms"
 CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
-NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
 PT_LOAD = 1
 MAX_CPU_ID = 8192  # Linux's largest NR_CPUS (x86 MAXSMP)
-MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
 _HEX = frozenset("0123456789abcdefABCDEF")
 
+__all__ = ["KernelMemory", "KernelReadError", "KcoreSource", "parse_cpu_list", "read_self", "read_symbols",
+           "self_domid"]
 
-class KernelReadError(XenevtError):
-    """Kernel memory could not be read or does not hold what we expect."""
+
+def self_domid() -> int | None:
+    """This guest's domain id: $XENEVT_SELF_DOMID, dom0 if /proc/xen says control_d, else unknown."""
+    env = os.environ.get("XENEVT_SELF_DOMID")
+    if env is not None:
+        return int(env)
+    try:
+        with open("/proc/xen/capabilities") as f:
+            if "control_d" in f.read():
+                return 0
+    except OSError:
+        pass
+    return None
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -57,7 +69,7 @@ def _is_decimal(text: str) -> bool:
     return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
 
 
-def read_symbols(path: str, names=NEEDED + ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")) -> dict[str, int]:
+def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS) -> dict[str, int]:
     want = set(names)
     found: dict[str, int] = {}
     try:
@@ -118,6 +130,12 @@ class KernelMemory:
     def close(self) -> None:
         self.f.close()
 
+    def __enter__(self) -> KernelMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _segment(self, addr: int, size: int):
         """The segment holding [addr, addr + size): of those starting at or below addr, the last one."""
         i = bisect.bisect_right(self._starts, addr) - 1
@@ -151,60 +169,56 @@ class KernelMemory:
         return struct.unpack("<Q", self.read(addr, 8, what))[0]
 
 
+def read_cpus(path: str) -> list[int]:
+    """The possible CPUs, each one a vCPU whose control block and cpu_queue the dump reads."""
+    try:
+        with open(path, "rb") as f:
+            cpus = parse_cpu_list(f.read().decode("ascii", errors="replace"))
+    except OSError as e:
+        raise KernelReadError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+    if not cpus:
+        raise KernelReadError(f"{path} lists no CPU")
+    if cpus[-1] >= MAX_FIFO_CPUS:
+        raise KernelReadError(f"{path}: CPU {cpus[-1]} is possible; this reader takes CPU ids "
+                              f"0..{MAX_FIFO_CPUS - 1}")
+    return cpus
+
+
 def read_self(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPUS_POSSIBLE):
     """(DomainMemory, description) of this kernel's FIFO state; refuses the 2-level ABI."""
     syms = read_symbols(kallsyms)
-    missing = [n for n in NEEDED if n not in syms]
-    if missing:
-        raise KernelReadError(f"this kernel has no FIFO event-channel code to read ({', '.join(missing)} not in "
-                              f"{kallsyms}; is it a Xen guest kernel?)")
-    if all(syms[n] == 0 for n in NEEDED):
-        raise BackendUnavailable(f"{kallsyms} hides kernel addresses (kptr_restrict): run as root")
+    check_symbols(syms, kallsyms)
+    cpus = read_cpus(cpus_file)
     try:
-        with open(cpus_file, "rb") as f:
-            cpus = parse_cpu_list(f.read().decode("ascii", errors="replace"))
-    except OSError as e:
-        raise KernelReadError(f"cannot read {cpus_file}: {(e.strerror or str(e)).lower()}") from None
-    if not cpus:
-        raise KernelReadError(f"{cpus_file} lists no CPU")
-    if cpus[-1] >= MAX_FIFO_CPUS:
-        raise KernelReadError(f"{cpus_file}: CPU {cpus[-1]} is possible; this reader takes CPU ids "
-                              f"0..{MAX_FIFO_CPUS - 1}")
-    km = KernelMemory(kcore)
-    try:
-        if "evtchn_ops" in syms and "evtchn_ops_2l" in syms:
-            ops = km.u64(syms["evtchn_ops"], "evtchn_ops")
-            if ops == syms["evtchn_ops_2l"]:
-                raise KernelReadError("this kernel uses the 2-level event-channel ABI: there is no FIFO event array "
-                                      "to dump (Xen older than 4.4, or xen.fifo_events=0)")
-        npages = km.u32(syms["event_array_pages"], "event_array_pages")
-        if npages == 0:
-            raise KernelReadError("the kernel's FIFO event array has no pages (the FIFO ABI is not in use)")
-        if npages > abi.MAX_EVENT_ARRAY_PAGES:
-            raise KernelReadError(f"event_array_pages reads {npages}: more than the ABI's "
-                                  f"{abi.MAX_EVENT_ARRAY_PAGES} (wrong symbols?)")
-        pages = []
-        for i in range(npages):
-            ptr = km.u64(syms["event_array"] + 8 * i, f"event_array[{i}]")
-            pages.append(km.read(ptr, abi.PAGE_SIZE, f"event-array page {i}"))
-        cbs, heads = [], []
-        possible = set(cpus)
-        for cpu in range(max(cpus) + 1):
-            if cpu not in possible:
-                cbs.append(None)
-                heads.append([0] * 16)
-                continue
-            off = km.u64(syms["__per_cpu_offset"] + 8 * cpu, f"__per_cpu_offset[{cpu}]")
-            cb_ptr = km.u64(syms["cpu_control_block"] + off, f"cpu_control_block of CPU {cpu}")
-            # a CPU that never came up (or went offline before init) has no control block
-            cbs.append(km.read(cb_ptr, abi.CONTROL_BLOCK_SIZE, f"control block of CPU {cpu}")
-                       if cb_ptr and km.mapped(cb_ptr, abi.CONTROL_BLOCK_SIZE) else None)
-            heads.append(list(struct.unpack("<16I", km.read(syms["cpu_queue"] + off, 64, f"cpu_queue of CPU {cpu}"))))
+        with KernelMemory(kcore) as km:
+            pages, cbs, heads = read_fifo(km, syms, cpus)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise BackendUnavailable(f"cannot read {kcore}: permission denied (run as root)") from None
         raise
-    finally:
-        km.close()
     mem = from_frames(pages, cbs, heads)
-    return mem, f"this kernel ({kcore}, {npages} event-array page(s), {len(cpus)} CPU(s))"
+    return mem, f"this kernel ({kcore}, {len(pages)} event-array page(s), {len(cpus)} CPU(s))"
+
+
+class KcoreSource(MemorySource):
+    """This kernel's memory (dom0 or a domU, as root): its FIFO queues with Linux's local heads, and any
+    kernel symbol's bytes."""
+
+    kind = "this kernel"
+
+    def __init__(self, kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPUS_POSSIBLE):
+        self.kcore, self.kallsyms, self.cpus_file = kcore, kallsyms, cpus_file
+        self.domain = self_domid() or 0
+
+    def fifo_image(self) -> FifoImage:
+        mem, source = read_self(self.kcore, self.kallsyms, self.cpus_file)
+        return FifoImage(mem, self.domain, source, guest_known=True)
+
+    def read_symbol(self, name: str, size: int, offset: int = 0) -> bytes:
+        addr = read_symbols(self.kallsyms, (name,)).get(name)
+        if addr is None:
+            raise KernelReadError(f"{name} is not in {self.kallsyms}")
+        if addr == 0:
+            raise BackendUnavailable(f"{self.kallsyms} hides kernel addresses (kptr_restrict): run as root")
+        with KernelMemory(self.kcore) as km:
+            return km.read(addr + offset, size, name if not offset else f"{name}+{offset:#x}")

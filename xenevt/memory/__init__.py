@@ -1,0 +1,63 @@
+"""Memory sources: one domain's memory from wherever it can be read, behind one interface (drgn's model).
+
+Each module is one source: ``live`` (the backend's own view: the simulator's
+state file, or this kernel on Xen), ``frames`` (frames mapped through
+privcmd), ``kcore`` (this kernel, via /proc/kallsyms and /proc/kcore),
+``rawfile`` (a saved raw dump).  ``linux`` knows where a Linux guest keeps its
+FIFO state, for any source that reads kernel memory.  ``open_sources`` is the
+one place that picks a source from what the user asked for; dump, doctor and
+the nested runner's domU check all come through it, so a new source (another
+domain's kernel memory from dom0, an ``xl dump-core`` file) is a new module
+and a branch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .base import FifoImage, MemorySource, MemoryUnavailable
+from .frames import FramesSource
+from .kcore import CPUS_POSSIBLE, KALLSYMS, KCORE, KcoreSource
+from .live import LiveSource
+from .rawfile import RawFileSource
+
+__all__ = ["Ask", "FifoImage", "FramesSource", "KcoreSource", "LiveSource", "MemorySource", "MemoryUnavailable",
+           "RawFileSource", "open_source", "open_sources"]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What the user asked to read: a saved file, this kernel, or frames by number, else the backend's view
+    of ``domain`` (every domain with ``all_domains``).  The CLI has already refused combinations."""
+
+    domain: int = 0
+    all_domains: bool = False
+    from_file: str | None = None
+    self_kernel: bool = False
+    gfns: tuple[int, ...] = ()
+    controls: tuple[tuple[int, int], ...] = ()  # (frame, offset) of each vCPU's control block, in vCPU order
+    kcore: str = KCORE
+    kallsyms: str = KALLSYMS
+    cpus_file: str = CPUS_POSSIBLE
+
+
+def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
+    """The sources ``ask`` names, one per domain.  ``backend()`` is called only by sources that need one, so
+    reading a file or this kernel never opens (or creates) a simulated host."""
+    if ask.from_file:
+        return [RawFileSource(ask.from_file)]
+    if ask.self_kernel:
+        return [KcoreSource(ask.kcore, ask.kallsyms, ask.cpus_file)]
+    b = backend()
+    if ask.gfns:
+        return [FramesSource(b, ask.domain, ask.gfns, ask.controls)]
+    return [LiveSource(b, d) for d in (b.domains() if ask.all_domains else [ask.domain])]
+
+
+def open_source(ask: Ask, backend: Callable[[], object]) -> MemorySource:
+    """The one source of a one-domain ``ask``."""
+    if ask.all_domains:
+        raise ValueError("open_source reads one domain: use open_sources for all_domains")
+    (source,) = open_sources(ask, backend)
+    return source

@@ -1,0 +1,87 @@
+"""Where a Linux guest keeps its FIFO event-channel state, read through any kernel-memory reader.
+
+Linux (drivers/xen/events/events_fifo.c) keeps the event array as a static
+array of page pointers (``event_array``, ``event_array_pages``), one control
+block pointer per CPU (``cpu_control_block``) and per CPU the queue heads it
+is consuming from (``cpu_queue``); per-CPU symbols are offsets added to
+``__per_cpu_offset[cpu]``.  This module knows that layout and nothing about
+where the memory comes from: this kernel's /proc/kcore today, another
+domain's memory mapped from dom0 or an ``xl dump-core`` file next, each
+giving a reader with ``read``/``u32``/``u64``/``mapped`` over kernel virtual
+addresses and the symbols' addresses.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+from .. import abi
+from ..errors import BackendUnavailable, XenevtError
+
+NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
+ABI_SYMBOLS = ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")
+MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
+
+
+class KernelReadError(XenevtError):
+    """Kernel memory could not be read or does not hold what we expect."""
+
+
+class KernelReader(Protocol):
+    """Kernel virtual memory, as one source sees it (kcore's segments, a guest's page tables …)."""
+
+    def read(self, addr: int, size: int, what: str) -> bytes: ...
+
+    def mapped(self, addr: int, size: int) -> bool: ...
+
+    def u32(self, addr: int, what: str) -> int: ...
+
+    def u64(self, addr: int, what: str) -> int: ...
+
+
+def check_symbols(syms: dict[str, int], where: str) -> None:
+    """Refuse a symbol table with no FIFO code in it, or whose addresses are hidden (kptr_restrict)."""
+    missing = [n for n in NEEDED if n not in syms]
+    if missing:
+        raise KernelReadError(f"this kernel has no FIFO event-channel code to read ({', '.join(missing)} not in "
+                              f"{where}; is it a Xen guest kernel?)")
+    if all(syms[n] == 0 for n in NEEDED):
+        raise BackendUnavailable(f"{where} hides kernel addresses (kptr_restrict): run as root")
+
+
+def read_fifo(km: KernelReader, syms: dict[str, int], cpus: list[int]):
+    """(event-array pages, control block per CPU or None, Linux's cpu_queue heads per CPU) of a FIFO kernel.
+
+    ``cpus``: the possible CPU ids, ascending.  Refuses the 2-level ABI.  Pointers read from kernel memory
+    are followed only through ``km``, which checks them against what it can read."""
+    if "evtchn_ops" in syms and "evtchn_ops_2l" in syms:
+        ops = km.u64(syms["evtchn_ops"], "evtchn_ops")
+        if ops == syms["evtchn_ops_2l"]:
+            raise KernelReadError("this kernel uses the 2-level event-channel ABI: there is no FIFO event array "
+                                  "to dump (Xen older than 4.4, or xen.fifo_events=0)")
+    npages = km.u32(syms["event_array_pages"], "event_array_pages")
+    if npages == 0:
+        raise KernelReadError("the kernel's FIFO event array has no pages (the FIFO ABI is not in use)")
+    if npages > abi.MAX_EVENT_ARRAY_PAGES:
+        raise KernelReadError(f"event_array_pages reads {npages}: more than the ABI's "
+                              f"{abi.MAX_EVENT_ARRAY_PAGES} (wrong symbols?)")
+    pages = []
+    for i in range(npages):
+        ptr = km.u64(syms["event_array"] + 8 * i, f"event_array[{i}]")
+        pages.append(km.read(ptr, abi.PAGE_SIZE, f"event-array page {i}"))
+    cbs: list[bytes | None] = []
+    heads: list[list[int]] = []
+    possible = set(cpus)
+    for cpu in range(max(cpus) + 1):
+        if cpu not in possible:
+            cbs.append(None)
+            heads.append([0] * 16)
+            continue
+        off = km.u64(syms["__per_cpu_offset"] + 8 * cpu, f"__per_cpu_offset[{cpu}]")
+        cb_ptr = km.u64(syms["cpu_control_block"] + off, f"cpu_control_block of CPU {cpu}")
+        # a CPU that never came up (or went offline before init) has no control block
+        cbs.append(km.read(cb_ptr, abi.CONTROL_BLOCK_SIZE, f"control block of CPU {cpu}")
+                   if cb_ptr and km.mapped(cb_ptr, abi.CONTROL_BLOCK_SIZE) else None)
+        heads.append(list(struct.unpack("<16I", km.read(syms["cpu_queue"] + off, 64, f"cpu_queue of CPU {cpu}"))))
+    return pages, cbs, heads
