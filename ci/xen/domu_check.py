@@ -6,6 +6,7 @@ to data/xenci-result in its own xenstore directory; dom0's test compares it with
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -41,8 +42,8 @@ def main() -> int:
         report({"domid": domid, "abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
                 "broken": len(d.broken_queues()), "unmasked": unmasked, "status": status})
     except Exception as e:  # report it, with what lsevtchn says on the same question: dom0's test shows both
-        ls = subprocess.run(["/usr/lib/xen-4.17/bin/lsevtchn", os.environ.get("XENEVT_SELF_DOMID", "0")],
-                            capture_output=True, text=True)
+        lsevtchn = (glob.glob("/usr/lib/xen-*/bin/lsevtchn") or ["lsevtchn"])[0]
+        ls = subprocess.run([lsevtchn, os.environ.get("XENEVT_SELF_DOMID", "0")], capture_output=True, text=True)
         report({"error": f"{type(e).__name__}: {e}; lsevtchn: rc {ls.returncode} {ls.stderr.strip()[:200]}"})
         return 1
     return 0

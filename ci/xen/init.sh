@@ -1,7 +1,7 @@
 #!/bin/sh
 # dom0's /init in the nested Xen runner: bring up the Xen devices, run the real-Xen
 # tests, print markers the host reads from the serial console, power off.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 COLUMNS=200
+export PATH=/xenci-bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 COLUMNS=200
 mkdir -p /proc /sys /dev  # the initramfs has none of them: the mounts need their mount points
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -25,11 +25,13 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 # a toolstack, and one PV domU for the interdomain tests
-XL=/usr/lib/xen-4.17/bin/xl
+XENBIN=$(ls -d /usr/lib/xen-*/bin | head -n 1)  # /usr/lib/xen-4.17/bin, /usr/lib/xen-4.20/bin, ...
+export PATH="$PATH:$XENBIN"
+XL=$XENBIN/xl
 mkdir -p /var/run/xen /var/run/xenstored /var/lib/xenstored /var/log/xen /var/lib/xen /run/xen /etc/xen
-if /usr/lib/xen-4.17/bin/xenstored --pid-file /run/xenstored.pid >/tmp/xenstored.log 2>&1; then
-    /usr/lib/xen-4.17/bin/xenconsoled --pid-file /run/xenconsoled.pid >/tmp/xenconsoled.log 2>&1
-    /usr/lib/xen-4.17/bin/xen-init-dom0 >/tmp/xen-init-dom0.log 2>&1  # dom0's and the cpupools' xenstore entries
+if $XENBIN/xenstored --pid-file /run/xenstored.pid >/tmp/xenstored.log 2>&1; then
+    $XENBIN/xenconsoled --pid-file /run/xenconsoled.pid >/tmp/xenconsoled.log 2>&1
+    $XENBIN/xen-init-dom0 >/tmp/xen-init-dom0.log 2>&1  # dom0's and the cpupools' xenstore entries
     cat > /etc/xen/domu1.cfg <<CFG
 name = "domu1"
 type = "pv"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make xen-ci`: boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0.
+# `make xen-ci`: boot each Debian Xen (4.17, 4.20) + its dom0 under QEMU (TCG) and run the real-Xen tests in dom0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec python3 ci/xen/xenci.py "$@"

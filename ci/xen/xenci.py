@@ -1,7 +1,9 @@
-"""The nested Xen runner: Xen 4.17 and a Debian dom0 under QEMU (TCG), real-Xen tests in dom0.
+"""The nested Xen runner: Debian's Xens (4.17 from Debian 12, 4.20 from Debian 13) with that release's
+dom0 under QEMU (TCG), real-Xen tests in dom0; one run per version, each from its own release's packages.
 
 Stages, each bounded by a timeout that names it when it expires:
-  fetch            Debian packages (apt-get download; cached in $XENCI_CACHE)
+  fetch            Debian packages (apt-get download; cached in $XENCI_CACHE); another release's through a
+                   private apt configuration, never the system's
   build-initramfs  dom0's root: python3, the Xen libraries and tools, busybox, the three Xen
                    drivers and this checkout, as a gzipped newc cpio (cached by content)
   boot-xen         QEMU starts; until the hypervisor hands over to dom0's kernel
@@ -29,23 +31,34 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "ci", "xen")
-OUT = os.path.join(ROOT, "build", "xen-ci")
+OUT_TOP = os.path.join(ROOT, "build", "xen-ci")
+OUT = OUT_TOP  # per version: build/xen-ci/<version>/, set by main()
 CACHE = os.environ.get("XENCI_CACHE", "/var/cache/xenevt-xen-ci")
 
-ROOT_PACKAGES = ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
-                 "python3-pytest", "python3-pytest-timeout", "libxenevtchn1", "libxenmisc4.17",
-                 "libxenforeignmemory1", "libxencall1", "xen-utils-4.17", "busybox-static"]
+# Debian release of each Xen: its own hypervisor, kernel, python3 and Xen tools make dom0's root
+VERSIONS = {"4.17": "bookworm", "4.20": "trixie"}
+DEFAULT_VERSIONS = "4.17"  # 4.20 joins once the real backend runs on its libxenctrl (no xc_domain_getinfo there)
+
+
+def root_packages(xen: str) -> list[str]:
+    return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
+            "python3-pytest", "python3-pytest-timeout", "libxenevtchn1", f"libxenmisc{xen}", "libxenforeignmemory1",
+            "libxencall1", f"xen-utils-{xen}", "busybox-static"]
+
+
 # pulled in by dependencies but not needed to run python3 and the Xen tools from /init
-EXCLUDE = set("""perl perl-base perl-modules-5.36 libperl5.36 udev adduser passwd debconf cdebconf dpkg install-info
+EXCLUDE = set("""perl perl-base perl-modules-5.36 libperl5.36 perl-modules-5.40 libperl5.40 udev systemd systemd-sysv
+libsystemd-shared init-system-helpers adduser passwd debconf cdebconf dpkg install-info
 tar ucf sysvinit-utils lsb-base libpam-modules libpam0g libsemanage-common libsemanage2 libsepol2 libaudit-common
 libaudit1 libdebian-installer4 libnewt0.52 libslang2 libtextwrap1 sensible-utils mailcap mime-support libext2fs2
 libcap-ng0 libgdbm-compat4 libdb5.3 libkmod2 libudev1 libblkid1 libacl1 libcom-err2 libselinux1
 libpcre2-8-0""".split())
 PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
-         "usr/lib/python3.11/test", "usr/lib/python3.11/idlelib", "usr/lib/python3.11/tkinter",
-         "usr/lib/python3.11/ensurepip", "usr/lib/python3.11/lib2to3", "usr/lib/python3.11/pydoc_data"]
+         "usr/lib/python3.*/test", "usr/lib/python3.*/idlelib", "usr/lib/python3.*/tkinter",
+         "usr/lib/python3.*/ensurepip", "usr/lib/python3.*/lib2to3", "usr/lib/python3.*/pydoc_data"]
+ROOTFS_RECIPE = "2"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
 XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"]  # the last two for xenstored
-PROJECT = ["xenevt", "tests", "pyproject.toml"]
+PROJECT = ["xenevt", "csrc", "tests", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 # pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
@@ -74,34 +87,72 @@ def run(cmd: list[str], stage: str, timeout: float, **kw) -> subprocess.Complete
 
 
 # --- fetch ---------------------------------------------------------------------------------------------------
-def fetch(timeout: float) -> dict:
+def apt_options(suite: str) -> list[str]:
+    """apt's options for ``suite``: the system's own configuration for the machine's release, else a private
+    sources/lists/cache directory under the cache (the system's apt is never touched)."""
+    if suite == HOST_SUITE:
+        return []
+    top = os.path.join(CACHE, f"apt-{suite}")
+    parts = os.path.join(top, "sources.list.d")
+    for d in (parts, os.path.join(top, "lists", "partial"), os.path.join(top, "cache", "archives", "partial")):
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(parts, f"{suite}.sources"), "w") as f:
+        f.write(f"Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite} {suite}-updates\nComponents: main\n"
+                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+                f"Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: {suite}-security\n"
+                "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    status = os.path.join(top, "status")
+    if not os.path.exists(status):
+        open(status, "w").close()  # nothing "installed": the dependency closure is whole
+    return ["-o", "Dir::Etc::sourcelist=/dev/null", "-o", f"Dir::Etc::sourceparts={parts}",
+            "-o", f"Dir::State::Lists={os.path.join(top, 'lists')}", "-o", f"Dir::Cache={os.path.join(top, 'cache')}",
+            "-o", f"Dir::State::status={status}"]
+
+
+def _host_suite() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            return re.search(r"^VERSION_CODENAME=(\S+)", f.read(), re.M).group(1)
+    except (OSError, AttributeError):
+        return "bookworm"
+
+
+HOST_SUITE = _host_suite()
+
+
+def fetch(xen: str, timeout: float) -> dict:
     stage = "fetch"
+    suite = VERSIONS[xen]
     deadline = time.monotonic() + timeout
     left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    policy = run(["apt-cache", "policy", "xen-hypervisor-4.17-amd64", "qemu-system-x86"], stage, left()).stdout
-    if "Candidate: (none)" in policy or policy.count("Candidate") < 2:  # a fresh machine: no package lists yet
-        say("apt-get update")
-        run(["apt-get", "update", "-qq"], stage, left(), env=env)
     if not shutil.which("qemu-system-x86_64"):
+        if "Candidate: (none)" in run(["apt-cache", "policy", "qemu-system-x86"], stage, left()).stdout:
+            say("apt-get update")
+            run(["apt-get", "update", "-qq"], stage, left(), env=env)
         say("installing qemu-system-x86")
         run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"], stage, left(), env=env)
-    deps = run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-                "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *ROOT_PACKAGES], stage,
+    apt = apt_options(suite)
+    policy = run(["apt-cache", *apt, "policy", f"xen-hypervisor-{xen}-amd64"], stage, left()).stdout
+    if "Candidate: (none)" in policy or "Candidate" not in policy:  # no package lists yet (a fresh machine)
+        say(f"apt-get update ({suite})")
+        run(["apt-get", *apt, "update", "-qq"], stage, left(), env=env)
+    deps = run(["apt-cache", *apt, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *root_packages(xen)], stage,
                left()).stdout
     names = sorted({line.strip() for line in deps.splitlines() if re.match(r"^[a-z0-9]", line)} - EXCLUDE
                    | {"python3-minimal"})
     kernel = re.search(r"Depends: (linux-image-6\.\S+-amd64)",
-                       run(["apt-cache", "depends", "linux-image-amd64"], stage, left()).stdout)
+                       run(["apt-cache", *apt, "depends", "linux-image-amd64"], stage, left()).stdout)
     if not kernel:
         raise StageFailed(stage, "cannot resolve linux-image-amd64 to a versioned kernel package")
-    boot = ["xen-hypervisor-4.17-amd64", kernel.group(1)]
-    debs = os.path.join(CACHE, "debs")
+    boot = [f"xen-hypervisor-{xen}-amd64", kernel.group(1)]
+    debs = os.path.join(CACHE, "debs" if suite == "bookworm" else f"debs-{suite}")
     os.makedirs(debs, exist_ok=True)
     missing = [n for n in names + boot if not glob.glob(os.path.join(debs, f"{n}_*.deb"))]
     if missing:
-        say(f"downloading {len(missing)} package(s)")
-        run(["apt-get", "download", *missing], stage, left(), cwd=debs, env=env)
+        say(f"downloading {len(missing)} package(s) ({suite})")
+        run(["apt-get", *apt, "download", *missing], stage, left(), cwd=debs, env=env)
     else:
         say(f"{len(names) + len(boot)} packages cached in {debs}")
 
@@ -111,7 +162,7 @@ def fetch(timeout: float) -> dict:
             raise StageFailed(stage, f"package {name} did not download")
         return found[-1]
 
-    return {"root": [deb(n) for n in names], "xen": deb(boot[0]), "kernel": deb(boot[1])}
+    return {"root": [deb(n) for n in names], "xen": deb(boot[0]), "kernel": deb(boot[1]), "version": xen}
 
 
 # --- build ---------------------------------------------------------------------------------------------------
@@ -172,17 +223,32 @@ def cpio_newc(root: str, out) -> None:
 def build(pk: dict, timeout: float) -> dict:
     stage = "build-initramfs"
     t0 = time.monotonic()
-    deb_key = hashlib.sha256("\n".join(os.path.basename(d) for d in pk["root"]).encode()).hexdigest()[:16]
+    names = "\n".join(os.path.basename(d) for d in pk["root"])
+    deb_key = hashlib.sha256((ROOTFS_RECIPE + names).encode()).hexdigest()[:16]
     base = os.path.join(CACHE, f"rootfs-{deb_key}")
     def prepare(tree: str) -> None:
         for p in PRUNE:
-            shutil.rmtree(os.path.join(tree, p), ignore_errors=True)
-        applets = run([os.path.join(tree, "bin", "busybox"), "--list"], stage, timeout).stdout.split()
+            for d in glob.glob(os.path.join(tree, p)):
+                shutil.rmtree(d, ignore_errors=True)
+        for top in ("bin", "sbin", "lib", "lib64"):  # a merged-/usr release ships these as links into usr/
+            if not os.path.lexists(os.path.join(tree, top)) and os.path.isdir(os.path.join(tree, "usr", top)):
+                os.symlink(f"usr/{top}", os.path.join(tree, top))
+        busybox = next(b for b in (os.path.join(tree, "bin", "busybox"), os.path.join(tree, "usr", "bin", "busybox"))
+                       if os.path.exists(b))
+        applets = run([busybox, "--list"], stage, timeout).stdout.split()
+        # /init's own tools are busybox's, first on its PATH: a release's util-linux mount may need libraries
+        # left out of this root (Debian 13's does)
+        own = os.path.join(tree, "xenci-bin")
+        os.makedirs(own, exist_ok=True)
+        for a in applets:
+            os.symlink(os.path.relpath(os.path.realpath(busybox), own), os.path.join(own, a))
         for a in applets:
             if not any(os.path.lexists(os.path.join(tree, d, a)) for d in ("bin", "sbin", "usr/bin", "usr/sbin")):
-                os.symlink("busybox", os.path.join(tree, "bin", a))
+                bindir = os.path.realpath(os.path.join(tree, "bin"))
+                os.symlink(os.path.relpath(os.path.realpath(busybox), bindir), os.path.join(bindir, a))
         # byte-compile with dom0's own python: no compiling at import time under TCG
-        run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/usr/lib/python3.11",
+        pylibs = [p[len(tree):] for p in glob.glob(os.path.join(tree, "usr", "lib", "python3.*"))]
+        run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", *pylibs,
              "/usr/lib/python3/dist-packages"], stage, timeout)
 
     if not os.path.isdir(base):
@@ -195,7 +261,7 @@ def build(pk: dict, timeout: float) -> dict:
     xdir = os.path.join(CACHE, "xen-" + os.path.basename(pk["xen"])[:-4])
     if not os.path.isdir(xdir):
         _extract([pk["xen"]], xdir, stage, timeout)
-    xen_gz = glob.glob(os.path.join(xdir, "boot", "xen-4.17-amd64.gz"))
+    xen_gz = glob.glob(os.path.join(xdir, "boot", f"xen-{pk['version']}-amd64.gz"))
     vmlinuz = glob.glob(os.path.join(kdir, "boot", "vmlinuz-*"))
     if not xen_gz or not vmlinuz:
         raise StageFailed(stage, "the Xen or kernel package has no boot image")
@@ -219,8 +285,9 @@ def build(pk: dict, timeout: float) -> dict:
         mods = os.path.join(tree, "lib", "modules", "xenci")
         os.makedirs(mods, exist_ok=True)
         for drv in XEN_DRIVERS:
-            found = glob.glob(os.path.join(kdir, "lib", "modules", "*", "kernel", "drivers", "xen", "**",
-                                           f"{drv}.ko*"), recursive=True)
+            found = [f for top in ("lib", "usr/lib")  # a merged-/usr kernel package ships usr/lib/modules
+                     for f in glob.glob(os.path.join(kdir, top, "modules", "*", "kernel", "drivers", "xen", "**",
+                                                     f"{drv}.ko*"), recursive=True)]
             if not found:
                 raise StageFailed(stage, f"driver {drv} is not in the kernel package")
             if found[0].endswith(".xz"):
@@ -337,7 +404,7 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
     limits = {"boot-xen": args.xen_timeout, "boot-dom0": args.dom0_timeout, "dom0-init": 120,
               "tests": args.tests_timeout, "shutdown": 60}
     t_start = started = time.monotonic()
-    say(f"stage {w.stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
+    w.report(f"stage {w.stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
     qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pos, buf = 0, ""
     try:
@@ -351,7 +418,7 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
             buf = lines.pop()
             for line in lines:
                 if w.feed(line.rstrip("\r")):
-                    say(f"stage {w.stage} after {time.monotonic() - t_start:.0f} s")
+                    w.report(f"stage {w.stage} after {time.monotonic() - t_start:.0f} s")
                     started = time.monotonic()
             if qemu.poll() is not None:
                 if w.stage == "shutdown":
@@ -386,6 +453,8 @@ def main() -> int:
                     help="seconds for the whole in-dom0 test stage")
     ap.add_argument("--xen-timeout", type=float, default=180)
     ap.add_argument("--dom0-timeout", type=float, default=300)
+    ap.add_argument("--xen", action="append", choices=sorted(VERSIONS),
+                    help="only this Xen version (repeatable; default $XENCI_VERSIONS, else " + DEFAULT_VERSIONS + ")")
     args = ap.parse_args()
     import signal
 
@@ -393,21 +462,40 @@ def main() -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    versions = args.xen or os.environ.get("XENCI_VERSIONS", DEFAULT_VERSIONS).split()
+    unknown = [v for v in versions if v not in VERSIONS]
+    if unknown:
+        ap.error(f"unknown Xen version(s) {', '.join(unknown)}; known: {', '.join(VERSIONS)}")
+    lines, ok = [], True
+    for xen in versions:
+        good, line = run_version(xen, args)
+        ok &= good
+        lines.append(line)
+    if len(lines) > 1:  # every version's verdict together at the end
+        print("\n".join(lines), flush=True)
+    with open(os.path.join(OUT_TOP, "summary.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return 0 if ok else 1
+
+
+def run_version(xen: str, args) -> tuple[bool, str]:
+    """Fetch, build, boot and test one Xen version; its files under build/xen-ci/<version>/."""
+    global OUT
+    OUT = os.path.join(OUT_TOP, xen)
     os.makedirs(OUT, exist_ok=True)
-    summary_path = os.path.join(OUT, "summary.txt")
     t0 = time.monotonic()
-    watcher = ConsoleWatcher()
+    watcher = ConsoleWatcher(report=lambda msg: say(f"[{xen}] {msg}"))
     failure = None
     try:
-        say("stage fetch")
-        # worst case, every stage at its limit: 600+600+180+300+120+900+60 s = 46 min, inside CI's hour
-        pk = fetch(600)
-        say("stage build-initramfs")
+        say(f"[{xen}] stage fetch ({VERSIONS[xen]})")
+        # worst case, every stage at its limit: 600+600+180+300+120+900+60 s = 46 min; in practice ~3 min a version
+        pk = fetch(xen, 600)
+        say(f"[{xen}] stage build-initramfs")
         img = build(pk, 600)
         boot_and_test(img, args, watcher)
     except StageFailed as e:
         failure = str(e)
-        say(f"FAILED: {failure}")
+        say(f"[{xen}] FAILED: {failure}")
     facts = watcher.facts
     results = watcher.results()
     with open(os.path.join(OUT, "results.txt"), "w") as f:
@@ -416,8 +504,8 @@ def main() -> int:
     failed = [n for s, n in results if s in ("FAILED", "ERROR")]
     skipped = sum(1 for s, _ in results if s == "SKIPPED")
     ok = failure is None and not failed and passed > 0 and facts.get("rc") == 0
-    line = (f"xen-ci: {passed} passed, {len(failed)} failed, {skipped} skipped "
-            f"(xen {facts.get('xen', '?')}, dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
+    line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {passed} passed, {len(failed)} failed, {skipped} skipped "
+            f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
     if failed:
         reasons = facts.get("reasons", {})
@@ -427,10 +515,10 @@ def main() -> int:
         line += f" [pytest in dom0 exited {facts['rc']}]"
     if failure:
         line += f" [{failure}]"
-    with open(summary_path, "w") as f:
+    with open(os.path.join(OUT, "summary.txt"), "w") as f:
         f.write(line + "\n")
     print(line, flush=True)
-    return 0 if ok else 1
+    return ok, line
 
 
 if __name__ == "__main__":
