@@ -82,15 +82,15 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
             if kind == "inter":
                 r = rng.randrange(DOMAINS)
                 rp = h.alloc_unbound(0, r, d)
-                p = h.bind_interdomain(0, d, r, rp)
+                p = h.bind_interdomain(d, d, r, rp)
                 log.append(f"d{d} interdomain {p} <-> d{r}:{rp}")
             elif kind == "unbound":
                 log.append(f"d{d} unbound {h.alloc_unbound(0, d, rng.randrange(DOMAINS))}")
             elif kind == "virq":
                 virq = rng.choice([1, 2, 3, 5, 7])
-                log.append(f"d{d} virq {virq} -> {h.bind_virq(0, d, virq, rng.randrange(VCPUS))}")
+                log.append(f"d{d} virq {virq} -> {h.bind_virq(d, d, virq, rng.randrange(VCPUS))}")
             else:
-                log.append(f"d{d} ipi {h.bind_ipi(0, d, rng.randrange(VCPUS))}")
+                log.append(f"d{d} ipi {h.bind_ipi(d, d, rng.randrange(VCPUS))}")
         elif op == "many":  # dom0 adds an event-array page (1024 ports each); a domU fills its one page
             mem = h.domains[d].mem
             limit = mem.nr_chans - 1
@@ -100,7 +100,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 n = rng.randint(300, 1100)
             n = min(n, int(FILL * limit) - len(ports))
             for _ in range(n):
-                h.bind_ipi(0, d, rng.randrange(VCPUS))
+                h.bind_ipi(d, d, rng.randrange(VCPUS))
             log.append(f"d{d} {max(n, 0)} ipis")
         elif not ports:
             return
@@ -108,7 +108,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
             st = h.status(0, d, rng.choice(ports))
             if op == "send":
                 if st.state in ("interdomain", "ipi"):
-                    h.send(0, d, st.port, tell_unbound=False)
+                    h.send(d, d, st.port, tell_unbound=False)
                     log.append(f"d{d} send {st.port}")
                 elif st.state == "virq":
                     h.raise_virq(d, st.virq, st.vcpu)
@@ -118,7 +118,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 for port in rng.sample(ports, min(len(ports), rng.randint(2, 6))):
                     st = h.status(0, d, port)
                     if st.state in ("interdomain", "ipi"):
-                        h.send(0, d, port, tell_unbound=False)
+                        h.send(d, d, port, tell_unbound=False)
                         sent.append(port)
                 log.append(f"d{d} burst {sent}")
             elif op == "requeue" and st.state in ("interdomain", "ipi"):
@@ -126,32 +126,32 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 # which the second event then queues at another priority
                 rd, rp = (d, st.port) if st.state == "ipi" else (st.remote_domain, st.remote_port)
                 p1, p2 = rng.randrange(Q), rng.randrange(Q)
-                h.set_priority(0, rd, rp, p1)
-                h.send(0, d, st.port, tell_unbound=False)
+                h.set_priority(rd, rd, rp, p1)
+                h.send(d, d, st.port, tell_unbound=False)
                 got = h.consume(rd, h.status(0, rd, rp).vcpu, 4096, timeout=0)
-                h.set_priority(0, rd, rp, p2)
-                h.send(0, d, st.port, tell_unbound=False)
+                h.set_priority(rd, rd, rp, p2)
+                h.send(d, d, st.port, tell_unbound=False)
                 log.append(f"d{rd} requeue {rp}: priority {p1}, event, consumed {got}, priority {p2}, event")
             elif op == "consume":
                 v = rng.randrange(VCPUS)
                 got = h.consume(d, v, rng.randint(1, 3), timeout=0)
                 log.append(f"d{d} vcpu {v} consumes {got}")
             elif op == "mask":
-                h.mask(0, d, st.port)
+                h.mask(d, d, st.port)
                 log.append(f"d{d} mask {st.port}")
             elif op == "unmask":
-                h.unmask(0, d, st.port)
+                h.unmask(d, d, st.port)
                 log.append(f"d{d} unmask {st.port}")
             elif op == "prio":
                 pr = rng.randrange(Q)
-                h.set_priority(0, d, st.port, pr)
+                h.set_priority(d, d, st.port, pr)
                 log.append(f"d{d} set-priority {st.port} {pr}")
             elif op == "move":
                 v = rng.randrange(VCPUS)
-                h.bind_vcpu(0, d, st.port, v)
+                h.bind_vcpu(d, d, st.port, v)
                 log.append(f"d{d} bind-vcpu {st.port} {v}")
             elif op == "close":
-                h.close_port(0, d, st.port)
+                h.close_port(d, d, st.port)
                 log.append(f"d{d} close {st.port}")
     except ChannelError as e:
         if e.errno not in REFUSALS:
@@ -166,7 +166,7 @@ def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset()) -> None:
         for port in _open_ports(h, d):
             w = mem.word(port)
             if w is not None and w & abi.WORD_MASKED and (d, port) not in keep:
-                h.unmask(0, d, port)
+                h.unmask(d, d, port)
         for v in range(VCPUS):
             while h.consume(d, v, 4096, timeout=0):
                 pass
@@ -311,9 +311,9 @@ def make_queue(h: SimHost, rng: random.Random, n: int, d: int | None = None) -> 
         v, p = rng.choice(idle)
         ports = []
         for _ in range(n):
-            port = h.bind_ipi(0, d, v)
-            h.set_priority(0, d, port, p)
-            h.send(0, d, port)
+            port = h.bind_ipi(d, d, v)
+            h.set_priority(d, d, port, p)
+            h.send(d, d, port)
             ports.append(port)
         return d, v, p, ports
     raise RuntimeError("no idle queue in any domain")
@@ -360,7 +360,7 @@ def _an_idle_port(h: SimHost, rng: random.Random, avoid=lambda mem: set()) -> tu
     doms = [(d, ports) for d, ports in doms if ports]
     while not doms:
         d = rng.randrange(DOMAINS)
-        port = h.bind_ipi(0, d, rng.randrange(VCPUS))
+        port = h.bind_ipi(d, d, rng.randrange(VCPUS))
         if port not in avoid(h.domains[d].mem):
             return d, port
     d, ports = rng.choice(doms)
@@ -443,7 +443,7 @@ def inj_busy(h, rng):
     d = rng.randrange(DOMAINS)
     ports = [p for p in _open_ports(h, d) if h.domains[d].mem.word(p) is not None]
     if not ports:
-        ports = [h.bind_ipi(0, d, rng.randrange(VCPUS))]
+        ports = [h.bind_ipi(d, d, rng.randrange(VCPUS))]
     port = rng.choice(ports)
     mem = h.domains[d].mem
     mem.set_word(port, mem.word(port) | abi.WORD_BUSY)
@@ -468,10 +468,10 @@ def inj_ready_lost(h, rng):
 def inj_masked_forever(h, rng):
     """The guest masks a port, an event arrives, and the guest never unmasks it while it goes on."""
     d = rng.randrange(DOMAINS)
-    ports = _open_ports(h, d) or [h.bind_ipi(0, d, rng.randrange(VCPUS))]
+    ports = _open_ports(h, d) or [h.bind_ipi(d, d, rng.randrange(VCPUS))]
     port = rng.choice(ports)
     mem = h.domains[d].mem
-    h.mask(0, d, port)
+    h.mask(d, d, port)
     mem.set_word(port, mem.word(port) | abi.WORD_PENDING)
     return Expect("pending-masked", d, port, samples=2, keep={(d, port)})
 
@@ -494,7 +494,7 @@ def inj_peer_gone(h, rng):
     if not pairs:
         r, d = rng.randrange(DOMAINS), rng.randrange(DOMAINS)
         rp = h.alloc_unbound(0, r, d)
-        pairs.append((d, h.bind_interdomain(0, d, r, rp), r, rp))
+        pairs.append((d, h.bind_interdomain(d, d, r, rp), r, rp))
     d, port, r, rp = rng.choice(pairs)
     h.domains[r].mem.update_chan(rp, state=ECS_FREE)
     return Expect("remote-end-mismatch", d, port)
@@ -506,7 +506,7 @@ def inj_no_control_block(h, rng):
     mem = h.domains[d].mem
     mem._words[CB_STATE_OFFSET // 4 + v] = 0
     on_v = [p for p in _open_ports(h, d) if h.status(0, d, p).vcpu == v]
-    port = rng.choice(on_v) if on_v else h.bind_ipi(0, d, v)
+    port = rng.choice(on_v) if on_v else h.bind_ipi(d, d, v)
     return Expect("vcpu-without-control-block", d, port, vcpu=v)
 
 
@@ -514,7 +514,7 @@ def inj_ports_exhausted(h, rng):
     d = rng.randrange(1, DOMAINS)
     try:
         while True:
-            h.bind_ipi(0, d, rng.randrange(VCPUS))
+            h.bind_ipi(d, d, rng.randrange(VCPUS))
     except ChannelError as e:
         if e.errno != errno.ENOSPC:
             raise

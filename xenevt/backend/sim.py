@@ -71,10 +71,12 @@ class SimBackend:
         return self.host.list_ports(self._as(domain), domain)
 
     def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None):
+        """Act as the domain's own kernel: only that domain may consume its events."""
+        caller = self._as(domain)
         if (domain, vcpu) not in getattr(self, "_claimed", set()):
-            self.host.claim_vcpu(domain, vcpu)
+            self.host.claim_vcpu(domain, vcpu, caller=caller)
             self._claimed = getattr(self, "_claimed", set()) | {(domain, vcpu)}
-        return self.host.consume(domain, vcpu, max_events, timeout)
+        return self.host.consume(domain, vcpu, max_events, timeout, caller=caller)
 
     def fifo_memory(self, domain: int):
         """The domain's live FIFO memory (a DomainMemory), for dumps."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from ..sim.host import SimHost, create_host
+from ..sim.host import FILE_NAME, SimHost, create_host
 from .context import DOMAIN, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
@@ -53,16 +55,47 @@ def info(c: Ctx):
 @json_option
 @pass_ctx
 def reset(c: Ctx, domains):
-    """Close every port (EVTCHNOP_reset), as dom0; interdomain peers are left unbound."""
+    """Close every port (EVTCHNOP_reset) as --as (default dom0); interdomain peers are left unbound.  A domain
+    resets itself, a privileged one any domain: every target is checked before any is touched."""
+    caller = 0 if c.caller is None else c.caller
     with SimHost(c.state) as host:
         targets = list(domains) or sorted(host.domains)
+        for domid in targets:  # EPERM/ESRCH for any target before any is touched
+            host.check_access(caller, domid, "reset")
+        before = {domid: len(host.list_ports(caller, domid)) for domid in targets}
         closed = {}
         for domid in targets:
-            before = len(host.list_ports(0, domid))
-            host.reset(0, domid)
-            closed[domid] = before - len(host.list_ports(0, domid))
+            host.reset(caller, domid)
+            closed[domid] = before[domid] - len(host.list_ports(caller, domid))
     c.emit({"closed": {str(k): v for k, v in closed.items()}},
            "; ".join(f"domain {d}: closed {n} port(s)" for d, n in closed.items()))
+
+
+@sim.command("check")
+@click.option("--repair", is_flag=True, help="Mend what can be mended (each repair is printed), then check again.")
+@json_option
+@pass_ctx
+def check(c: Ctx, repair):
+    """Report every inconsistency of the state file, one line each (domain, port or vCPU queue, field): peers
+    that disagree, channel records against event words, queues, an update cut short by a kill.  Exit 0 when
+    clean, 1 when not (after --repair: when something is left)."""
+    from ..sim.check import check_host
+
+    left, done, notes = check_host(c.state, repair)
+    if c.json:
+        c.emit({"state_file": os.path.join(c.state, FILE_NAME), "inconsistencies": left, "repaired": done,
+                "notes": notes, "clean": not left})
+    else:
+        for line in done:
+            c.out.print(f"repaired: {line}")
+        for line in left:
+            c.out.print(line)
+        for line in notes:
+            c.err.print(f"note: {line}")
+        if not left:
+            c.out.print("clean" + (f" after {len(done)} repair(s)" if done else ""))
+    if left:
+        click.get_current_context().exit(1)
 
 
 @sim.command("libpath")

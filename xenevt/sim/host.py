@@ -17,6 +17,7 @@ import errno
 import fcntl
 import mmap
 import os
+import random
 import struct
 import tempfile
 import threading
@@ -26,9 +27,11 @@ from contextlib import contextmanager
 from .. import abi
 from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus, word_flag_dict
 from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
+from ..engine.layout import CHAN, FREES_WORD, HEADER_FIELDS
 from ..errors import ChannelError, StateError, channel_error
 from . import futex
 from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are imported from here by others)
+    CHAN_FIELDS,
     DOM_ENTRY,
     DOM_PRIVILEGED,
     DOM_TABLE,
@@ -39,17 +42,38 @@ from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are impor
     ECS_RESERVED,
     ECS_UNBOUND,
     ECS_VIRQ,
+    ENTRIES,
+    ENTRY,
     FILE_NAME,
     HEADER,
+    INTENT,
+    INTENT_COMMITTED,
+    JOURNAL_AT,
+    JOURNAL_FIELD,
+    K_CHAN,
+    K_CLOSE_WORD,
+    K_ENABLE,
+    K_FREES,
+    K_PAGE,
+    K_RAISE,
+    K_RESET,
     MAGIC,
     MAX_DOMAINS,
+    MAX_INTENT_ENTRIES,
     NR_VIRQS,
+    OP_CODES,
+    RAISE,
     VERSION,
     check_chan,
     check_file,
+    check_journal,
+    intent_crc,
+    read_raise,
 )
 
 LOCK_NAME = "consumers.lock"
+_INTENT_TAIL = struct.Struct("<7I")  # INTENT_HEADER after its state word
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
@@ -106,7 +130,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
     path = os.path.join(state_dir, FILE_NAME)
     if os.path.exists(path) and not force:
         raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
-    size = abi.PAGE_SIZE + sum(g.size for g in geos)
+    size = abi.PAGE_SIZE + sum(g.size for g in geos) + abi.PAGE_SIZE  # header page, images, journal page
     try:
         fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
     except OSError as e:
@@ -115,6 +139,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         os.ftruncate(fd, size)
         with mmap.mmap(fd, size) as mm:
             HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
+            JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - abi.PAGE_SIZE)
             offset = abi.PAGE_SIZE
             for domid, geo in enumerate(geos):
                 DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid,
@@ -145,6 +170,10 @@ def _fd_open(fd: int) -> bool:
         return False
 
 
+_LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
+_LOCK_FDS_GUARD = threading.Lock()
+
+
 class SimDomain:
     """One domain of the host: its memory, engine and Xen-side facts."""
 
@@ -160,8 +189,13 @@ class SimDomain:
 class SimHost:
     """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
 
-    def __init__(self, state_dir: str | None = None, read_only: bool = False):
-        """``read_only`` maps a private copy: inspection can never change the shared state."""
+    def __init__(self, state_dir: str | None = None, read_only: bool = False, recover: bool = True):
+        """``read_only`` maps a private copy: inspection can never change the shared state.
+
+        ``recover`` finishes, on open, what a process killed mid-update left (the intent record, a raise
+        under way, a consumer gone mid-batch); read-only, into the private copy only.  ``sim check`` opens
+        with ``recover=False`` to see the file as it is.
+        """
         self.state_dir = state_dir or default_state_dir()
         self.read_only = read_only
         self.path = os.path.join(self.state_dir, FILE_NAME)
@@ -184,6 +218,22 @@ class SimHost:
         self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
         self._depth = 0
         self._pins: dict[tuple[int, int], tuple[int, object]] = {}
+        self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
+        self._recover_on_lock = recover
+        # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
+        # SIGKILLs land inside updates (tests only)
+        self._crash_sleep = float(os.environ.get("XENEVT_SIM_CRASH_SLEEP") or 0)
+        if recover:
+            try:
+                if read_only:
+                    if self._jw[INTENT // 4] or self._jw[RAISE // 4]:
+                        self._recover()  # into the private copy: inspection sees the update whole
+                else:
+                    with self.locked():
+                        self._recover_consumers()
+            except BaseException:
+                self.close()
+                raise
 
     def _map(self) -> None:
         """Map the file and check all of it (statefile.check_file) before any engine sees a byte."""
@@ -209,8 +259,14 @@ class SimHost:
             self._unmap()
             raise
         self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
+        self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
+        self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
 
     def _unmap(self) -> None:
+        jw = getattr(self, "_jw", None)
+        if jw is not None:
+            jw.release()
+            self._jw = None
         for dom in self.domains.values():
             dom.engine = None
             dom.mem = None
@@ -221,6 +277,8 @@ class SimHost:
             pass
 
     def close(self) -> None:
+        if self._mm.closed:
+            return
         if self._stats is not None:
             self._stats[0].close()
             self._stats = None
@@ -229,13 +287,14 @@ class SimHost:
             dom = self.domains.get(domid)
             if dom is not None and dom.mem is not None and dom.mem.consumer(vcpu) == os.getpid():
                 dom.mem.set_consumer(vcpu, 0)
+        if self._consumer_fd is not None:
+            for domid, vcpu in self._claimed:
+                fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, domid * 1024 + vcpu)
+            self._consumer_fd = None
         self._claimed = set()
         self._pins.clear()
         self._unmap()
         os.close(self._fd)
-        if self._consumer_fd is not None:
-            os.close(self._consumer_fd)
-            self._consumer_fd = None
 
     def __enter__(self):
         return self
@@ -245,14 +304,22 @@ class SimHost:
 
     # --- locking and lookup -----------------------------------------------
     @contextmanager
-    def locked(self):
-        """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time."""
-        self._writable()
+    def locked(self, check_only: bool = False):
+        """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time.
+
+        Whoever takes it first finishes an update whose process died holding it (two word reads when there
+        is none).  ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
+        """
+        if not check_only:
+            self._writable()
         with self._tlock:
             self._depth += 1
-            if self._depth == 1:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
+                if self._depth == 1:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                    self._check_size()  # the journal is the last page: a shrunk file would fault (SIGBUS) there
+                    if not check_only and self._recover_on_lock and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
+                        self._recover()
                 yield
             finally:
                 self._depth -= 1
@@ -281,16 +348,36 @@ class SimHost:
             raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
         return dom
 
-    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
-        """A domain may only touch its own ports unless it is privileged (XSM's dom0 rule)."""
-        dom = self.domain(domid, call, port)
+    def _caller(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
         me = self.domains.get(caller)
         if me is None:
             raise channel_error(call, errno.ESRCH, f"the calling domain {caller} does not exist", domain=domid,
                                 port=port)
+        return me
+
+    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
+        """An operation that names a domain (alloc_unbound, status, reset; privcmd's foreign mappings): the
+        caller must be that domain or privileged (XSM_TARGET: xsm_evtchn_unbound/_status/_reset)."""
+        dom = self.domain(domid, call, port)
+        me = self._caller(caller, domid, call, port)
         if caller != domid and not me.privileged:
             raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
                                 domain=domid, port=port)
+        return dom
+
+    def check_access(self, caller: int, domid: int, call: str) -> None:
+        """Raise what ``call`` naming domain ``domid`` by ``caller`` would be refused with (EPERM, ESRCH)."""
+        self._access(caller, domid, call)
+
+    def _own(self, caller: int, domid: int, call: str, port: int | None = None, vcpu: int | None = None) -> SimDomain:
+        """An operation on the caller's own domain only, privileged or not: Xen's send, close, unmask,
+        bind_vcpu, set_priority and bind_* take no domain (current->domain), and only the guest's own kernel
+        masks its words or consumes its queues."""
+        dom = self.domain(domid, call, port)
+        self._caller(caller, domid, call, port)
+        if caller != domid:
+            raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
+                                domain=domid, port=port, vcpu=vcpu)
         return dom
 
     def _chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
@@ -309,8 +396,19 @@ class SimHost:
 
     # --- raising events -----------------------------------------------------
     def _raise(self, dom: SimDomain, port: int, unmask: bool = False) -> int:
-        """Xen's evtchn_port_set_pending (or the unmask hypercall) plus the vCPU kick."""
-        rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
+        """Xen's evtchn_port_set_pending (or the unmask hypercall) plus the vCPU kick.
+
+        The engine links the port in several stores; the journal's raise mark (three word stores, the only
+        cost the hot path pays) tells the next lock holder which queue a process killed in between left.
+        """
+        jw = self._jw
+        jw[RAISE // 4 + 1] = port
+        jw[RAISE // 4] = dom.domid + 1
+        try:
+            self._crash_point()
+            rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
+        finally:
+            jw[RAISE // 4] = 0
         if rc < 0:
             raise channel_error("raise", errno.EIO, f"engine refused: code {rc} (corrupt state?)",
                                 domain=dom.domid, port=port)
@@ -319,6 +417,10 @@ class SimHost:
         if rc & SP.UPCALL:
             self._kick(dom, self._rec(dom, port).notify_vcpu)
         return rc
+
+    def _crash_point(self) -> None:
+        if self._crash_sleep:
+            time.sleep(random.random() * self._crash_sleep)
 
     def _kick(self, dom: SimDomain, vcpu: int) -> None:
         """vcpu_mark_events_pending(): bump the upcall word and wake its sleepers."""
@@ -331,25 +433,207 @@ class SimHost:
             self._pins[key] = futex.address_of(self._mm, dom.mem.offset + dom.mem.upcall_byte_offset(vcpu))
         return self._pins[key][0]
 
+    # --- the intent record: updates of more than one record, whole or not at all --------
+    def _transact(self, op: str, caller: int, entries: list[tuple[int, int, int, bytes]]) -> None:
+        """Write the intent record, commit it with one aligned store, apply it, clear it (statefile's docstring)."""
+        if len(entries) > MAX_INTENT_ENTRIES:
+            raise StateError(f"an update of {len(entries)} steps does not fit the intent record "
+                             f"({MAX_INTENT_ENTRIES})")
+        mm, jw, code = self._mm, self._jw, OP_CODES[op]
+        raw = b"".join(ENTRY.pack(kind, domid, index, 0, value) for kind, domid, index, value in entries)
+        mm[self._journal + ENTRIES: self._journal + ENTRIES + len(raw)] = raw
+        pid = os.getpid()
+        seq = (jw[(INTENT + 4) // 4] + 1) & 0xFFFFFFFF
+        _INTENT_TAIL.pack_into(mm, self._journal + INTENT + 4, seq, code, caller, pid, len(entries),
+                               intent_crc(code, caller, pid, len(entries), raw), 0)  # every field but state
+        jw[INTENT // 4] = INTENT_COMMITTED  # the commit point: from here the next lock holder redoes it all
+        self._apply(entries)
+        jw[INTENT // 4] = 0
+
+    def _apply(self, entries) -> None:
+        """Apply intent entries in order; the normal path and the replay are this one function, and every
+        entry may run again after a partial run (at-least-once for a raise: Xen guests take spurious events)."""
+        for kind, domid, index, value in entries:
+            self._crash_point()
+            dom = self.domains[domid]
+            mem = dom.mem
+            if kind == K_CHAN:
+                new = Chan(*CHAN.unpack(value))
+                old = mem.chan(index)  # the engine's own fields: where the word is linked now
+                new.last_priority, new.last_vcpu = old.last_priority, old.last_vcpu
+                mem.set_chan(index, new)
+            elif kind == K_FREES:
+                struct.pack_into("<I", mem.buffer, 4 * FREES_WORD, struct.unpack("<I", value[:4])[0])
+            elif kind == K_CLOSE_WORD:
+                self._close_word(dom, index)
+            elif kind == K_RAISE:
+                if chan_is_open(mem.chan(index)):
+                    self._raise(dom, index)
+            elif kind == K_ENABLE:
+                if chan_is_open(mem.chan(index)) and mem.word(index) is not None \
+                        and dom.engine.guest_unmask(index) == 0:
+                    self._raise(dom, index, unmask=True)
+            elif kind == K_PAGE:
+                self._page(dom, index)
+            elif kind == K_RESET:
+                self._reset_all(dom)
+
+    def _close_word(self, dom: SimDomain, port: int) -> None:
+        """Linux masks the port before closing it; Xen's evtchn_close() clears PENDING (and DEFERRED)."""
+        if dom.mem.word(port) is not None:
+            dom.engine.guest_mask(port)
+        dom.engine.clear_pending(port)
+
+    def _page(self, dom: SimDomain, index: int) -> None:
+        """EVTCHNOP_expand_array, redone: the page filled MASKED and counted, engines told, deferred events raised."""
+        mem = dom.mem
+        if mem.nr_pages == index:
+            mem.add_page()
+        elif mem.nr_pages > index:  # added before a kill: make every engine re-read the layout anyway
+            at = HEADER_FIELDS["generation"]
+            struct.pack_into("<I", mem.buffer, at, (struct.unpack_from("<I", mem.buffer, at)[0] + 1) & 0xFFFFFFFF)
+        else:
+            return
+        if dom.engine.page_added(index) > 0:
+            for v in range(mem.nr_vcpus):
+                self._kick(dom, v)
+
+    @staticmethod
+    def _image(chan: Chan) -> bytes:
+        return CHAN.pack(chan.state, chan.priority, chan.last_priority, chan.flags, chan.notify_vcpu, chan.last_vcpu,
+                         chan.remote_dom, chan.aux, chan.remote_port)
+
+    def _frees_entry(self, dom: SimDomain) -> tuple[int, int, int, bytes]:
+        """The freed-channels count one higher: any process's lowest-free-port hint above a freed port is stale."""
+        return (K_FREES, dom.domid, 0, struct.pack("<I12x", (dom.mem.frees + 1) & 0xFFFFFFFF))
+
+    def _close_entries(self, dom: SimDomain, port: int, ch: Chan) -> list[tuple[int, int, int, bytes]]:
+        """evtchn_close(): the other end of an interdomain channel goes back to unbound (waiting for this
+        domain) if it still points here; the word is masked and cleared; the record freed, lastq kept."""
+        out = []
+        if ch.state == ECS_INTERDOMAIN:
+            rdom = self.domains.get(ch.remote_dom)
+            if rdom is not None:
+                rch = self._rec(rdom, ch.remote_port)
+                if rch.state == ECS_INTERDOMAIN and (rch.remote_dom, rch.remote_port) == (dom.domid, port):
+                    out.append((K_CHAN, rdom.domid, ch.remote_port,
+                                self._image(Chan(state=ECS_UNBOUND, priority=rch.priority, flags=rch.flags,
+                                                 notify_vcpu=rch.notify_vcpu, remote_dom=dom.domid))))
+        out.append((K_CLOSE_WORD, dom.domid, port, b""))
+        out.append((K_CHAN, dom.domid, port, self._image(Chan())))
+        out.append(self._frees_entry(dom))
+        return out
+
+    def _reset_all(self, dom: SimDomain) -> None:
+        """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
+        (a close cut short by a kill may have left a record half written)."""
+        mem = dom.mem
+        for port in self._open_ports(dom):
+            self._crash_point()
+            ch = self._rec(dom, port)
+            for kind, domid, index, value in self._close_entries(dom, port, ch):
+                if kind != K_FREES:
+                    self._apply([(kind, domid, index, value)])
+        clean = Chan()
+        for port in range(1, mem.nr_chans):
+            ch = mem.chan(port)
+            if ch.state == ECS_FREE:
+                if (ch.priority, ch.flags, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
+                        (clean.priority, 0, 0, 0, 0, 0):
+                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu))
+                word = mem.word(port)
+                if word is not None and word & abi.WORD_PENDING:
+                    dom.engine.clear_pending(port)
+        self._apply([self._frees_entry(dom)])
+
+    # --- recovery: what a process killed holding the lock (or mid-batch as a consumer) left -------
+    def _recover(self) -> None:
+        """Finish a raise and an intent record that their process left under way (statefile's docstring)."""
+        intent = check_journal(self._mm, self._journal, self.path, {d: dom.mem for d, dom in self.domains.items()})
+        mark = read_raise(self._mm, self._journal)
+        if mark is not None:
+            domid, port = mark
+            dom = self.domains[domid]
+            ch = dom.mem.chan(port)
+            for v in sorted({ch.notify_vcpu, ch.last_vcpu}):
+                self._repair_vcpu(dom, v)
+            self._jw[RAISE // 4] = 0
+            if chan_is_open(ch) and dom.mem.word(port) is not None:
+                self._raise(dom, port)  # at least once: the event may not have been linked
+            self.recovered.append(f"finished a raise of port {port} of domain {domid}")
+        if intent is not None:
+            self._apply(intent.entries)
+            self._jw[INTENT // 4] = 0
+            self.recovered.append(f"redid {intent.op_name} by domain {intent.caller} (pid {intent.pid}): "
+                                  f"{len(intent.entries)} step(s)")
+
+    def _repair_vcpu(self, dom: SimDomain, vcpu: int, claimed: bool = False) -> list[str]:
+        """Mend the queues of a vCPU that no consumer is running on (``claimed``: the caller holds its consumer
+        lock and is not consuming yet); with a live consumer the chains move under us, so nothing is touched."""
+        if not claimed and self._consumer_live(dom.domid, vcpu):
+            return []
+        from .check import repair_vcpu_queues
+
+        return repair_vcpu_queues(self, dom, vcpu)
+
+    def _recover_consumers(self) -> None:
+        """A consumer killed mid-batch leaves its pid, and maybe local READY bits and heads that no longer
+        match the queues: mend the vCPU's queues and clear the pid."""
+        for dom in self.domains.values():
+            for v in range(dom.mem.nr_vcpus):
+                pid = dom.mem.consumer(v)
+                if pid and not self._consumer_live(dom.domid, v):
+                    self._repair_vcpu(dom, v)
+                    dom.mem.set_consumer(v, 0)
+                    self.recovered.append(f"cleared vCPU {v} of domain {dom.domid}: its consumer (pid {pid}) is gone")
+
+    def _consumer_lock_fd(self, create: bool) -> int | None:
+        """The consumer lock file's descriptor, one per process and state directory, never closed: POSIX locks
+        belong to the process, and closing any descriptor of the file would drop every vCPU it claimed."""
+        lock = os.path.realpath(os.path.join(self.state_dir, LOCK_NAME))
+        with _LOCK_FDS_GUARD:
+            fd = _LOCK_FDS.get((os.getpid(), lock))
+            if fd is None:
+                try:
+                    fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:
+                    if create:
+                        raise StateError(f"cannot open the consumer lock {lock}: no such directory",
+                                         errno=errno.ENOENT) from None
+                    return None
+                except OSError as e:
+                    if create:
+                        raise StateError(f"cannot open the consumer lock {lock}: {_errtext(e)}",
+                                         errno=e.errno) from None
+                    return None
+                _LOCK_FDS[(os.getpid(), lock)] = fd
+        self._consumer_fd = fd
+        return fd
+
+    def _consumer_live(self, domid: int, vcpu: int) -> bool:
+        """Whether some process holds vCPU ``vcpu``'s consumer lock (F_GETLK: a killed holder holds nothing).
+        F_GETLK does not see this process's own locks: a vCPU whose pid is ours is ours, so live."""
+        if (domid, vcpu) in self._claimed or self.domains[domid].mem.consumer(vcpu) == os.getpid():
+            return True
+        fd = self._consumer_lock_fd(create=False)
+        if fd is None:
+            return False
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, domid * 1024 + vcpu, 1, 0)
+        return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))[0] != fcntl.F_UNLCK
+
+    def consumer_live(self, domid: int, vcpu: int) -> bool:
+        return self._consumer_live(domid, vcpu)
+
     # --- the guest kernel's part (Linux events_fifo.c / events_base.c) --------
-    def _guest_setup(self, dom: SimDomain, port: int) -> None:
-        """evtchn_fifo_setup(): grow the array, one MASKED page at a time, to cover ``port``."""
+    def _guest_setup(self, dom: SimDomain, port: int, caller: int) -> None:
+        """evtchn_fifo_setup(): grow the array, one MASKED page at a time (EVTCHNOP_expand_array), to cover
+        ``port``."""
         mem = dom.mem
         while port >= mem.nr_ports:
             if mem.nr_pages >= mem.max_pages:
                 raise channel_error("bind", errno.ENOSPC, "event array is at its maximum size",
                                     domain=dom.domid, port=port)
-            index = mem.add_page()
-            raised = dom.engine.page_added(index)
-            if raised > 0:
-                for v in range(mem.nr_vcpus):
-                    self._kick(dom, v)
-
-    def _guest_enable(self, dom: SimDomain, port: int, masked: bool) -> None:
-        """The guest binds an IRQ to the port and enables it: unmask, via the hypercall if pending."""
-        self._guest_setup(dom, port)
-        if not masked and dom.engine.guest_unmask(port) == 0:
-            self._raise(dom, port, unmask=True)
+            self._transact("expand_array", caller, [(K_PAGE, dom.domid, mem.nr_pages, b"")])
 
     def _get_free_port(self, dom: SimDomain, call: str) -> int:
         """Xen's get_free_port(): the lowest free port that is not still LINKED (busy).
@@ -376,12 +660,22 @@ class SimHost:
                 i = states.find(ECS_FREE_BYTE, i + 1)  # freed but its event is still queued: Xen skips it too
         raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
 
-    def _new_chan(self, dom: SimDomain, port: int, **fields) -> None:
-        # evtchn_fifo_init(): default priority; lastq keeps whatever it was
-        old = self._rec(dom, port)
-        chan = Chan(priority=abi.EVTCHN_FIFO_PRIORITY_DEFAULT, last_priority=old.last_priority,
-                    last_vcpu=old.last_vcpu, **fields)
-        dom.mem.set_chan(port, chan)
+    def _bind_new(self, op: str, caller: int, dom: SimDomain, call: str, chan: Chan, masked: bool,
+                  remote: tuple[int, int, Chan] | None = None) -> int:
+        """Allocate the lowest free port and bind it, as one intent: the record (evtchn_fifo_init: default
+        priority), the remote end's record for an interdomain bind with the new port left pending (Xen: an
+        event sent before the bind is not lost), and the guest enabling it."""
+        port = self._get_free_port(dom, call)
+        self._guest_setup(dom, port, caller)
+        entries = [(K_CHAN, dom.domid, port, self._image(chan))]
+        if remote is not None:
+            rdomid, rport, rchan = remote
+            rchan.remote_port = port
+            entries += [(K_CHAN, rdomid, rport, self._image(rchan)), (K_RAISE, dom.domid, port, b"")]
+        if not masked:
+            entries.append((K_ENABLE, dom.domid, port, b""))
+        self._transact(op, caller, entries)
+        return port
 
     # --- hypercalls -------------------------------------------------------------
     def alloc_unbound(self, caller: int, domid: int, remote: int, masked: bool = False) -> int:
@@ -389,33 +683,28 @@ class SimHost:
         with self.locked():
             dom = self._access(caller, domid, call)
             self.domain(remote, call)
-            port = self._get_free_port(dom, call)
-            self._guest_setup(dom, port)
-            self._new_chan(dom, port, state=ECS_UNBOUND, remote_dom=remote)
-            self._guest_enable(dom, port, masked)
-            return port
+            return self._bind_new("alloc_unbound", caller, dom, call, Chan(state=ECS_UNBOUND, remote_dom=remote),
+                                  masked)
 
     def bind_interdomain(self, caller: int, domid: int, remote: int, remote_port: int, masked: bool = False) -> int:
         call = "bind interdomain for"
         with self.locked():
-            dom = self._access(caller, domid, call)
+            dom = self._own(caller, domid, call)
             rdom = self.domain(remote, call)
             rch = self._chan(rdom, remote_port, "bind to", bound=False)
             if rch.state != ECS_UNBOUND or rch.remote_dom != domid:
                 why = "is not unbound" if rch.state != ECS_UNBOUND else f"accepts domain {rch.remote_dom} only"
                 raise channel_error("bind to", errno.EINVAL, f"remote port {why}", domain=remote, port=remote_port)
-            port = self._get_free_port(dom, call)
-            self._new_chan(dom, port, state=ECS_INTERDOMAIN, remote_dom=remote, remote_port=remote_port)
-            rdom.mem.update_chan(remote_port, state=ECS_INTERDOMAIN, remote_dom=domid, remote_port=port)
-            # Xen sets the new local port pending: an event sent before the bind is not lost
-            self._raise(dom, port)
-            self._guest_enable(dom, port, masked)
-            return port
+            rnew = Chan(state=ECS_INTERDOMAIN, priority=rch.priority, flags=rch.flags, notify_vcpu=rch.notify_vcpu,
+                        remote_dom=domid)
+            return self._bind_new("bind_interdomain", caller, dom, call,
+                                  Chan(state=ECS_INTERDOMAIN, remote_dom=remote, remote_port=remote_port), masked,
+                                  remote=(remote, remote_port, rnew))
 
     def bind_virq(self, caller: int, domid: int, virq: int, vcpu: int = 0, masked: bool = False) -> int:
         call = "bind VIRQ for"
         with self.locked():
-            dom = self._access(caller, domid, call)
+            dom = self._own(caller, domid, call)
             if not 0 <= virq < NR_VIRQS:
                 raise channel_error(call, errno.EINVAL, f"no VIRQ {virq}", domain=domid)
             self._vcpu(dom, vcpu, call)
@@ -426,27 +715,22 @@ class SimHost:
                 if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
                     raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
                                         domain=domid, port=p)
-            port = self._get_free_port(dom, call)
-            self._new_chan(dom, port, state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu)
-            self._guest_enable(dom, port, masked)
-            return port
+            return self._bind_new("bind_virq", caller, dom, call, Chan(state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu),
+                                  masked)
 
     def bind_ipi(self, caller: int, domid: int, vcpu: int = 0, masked: bool = False) -> int:
         call = "bind IPI for"
         with self.locked():
-            dom = self._access(caller, domid, call)
+            dom = self._own(caller, domid, call)
             self._vcpu(dom, vcpu, call)
-            port = self._get_free_port(dom, call)
-            self._new_chan(dom, port, state=ECS_IPI, notify_vcpu=vcpu)
-            self._guest_enable(dom, port, masked)
-            return port
+            return self._bind_new("bind_ipi", caller, dom, call, Chan(state=ECS_IPI, notify_vcpu=vcpu), masked)
 
     def send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
         """EVTCHNOP_send.  Xen drops a send on an unbound port and returns 0; a person using the CLI is
         told instead (``tell_unbound``), a program using the library gets Xen's silence."""
         call = "notify"
         with self.locked():
-            dom = self._access(caller, domid, call, port)
+            dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
             if ch.state == ECS_INTERDOMAIN:
                 target, tport = self.domain(ch.remote_dom, call, port), ch.remote_port
@@ -478,38 +762,21 @@ class SimHost:
     def close_port(self, caller: int, domid: int, port: int) -> None:
         call = "close"
         with self.locked():
-            dom = self._access(caller, domid, call, port)
+            dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
-            if ch.state == ECS_INTERDOMAIN:
-                rdom = self.domains.get(ch.remote_dom)
-                if rdom is not None:
-                    # the other end stays, waiting for a new partner from this domain
-                    rdom.mem.update_chan(ch.remote_port, state=ECS_UNBOUND, remote_dom=domid, remote_port=0)
-            self._free(dom, port)
-
-    def _free(self, dom: SimDomain, port: int) -> None:
-        """Linux masks the port before closing it; Xen's evtchn_free() clears PENDING."""
-        if dom.mem.word(port) is not None:
-            dom.engine.guest_mask(port)
-        dom.engine.clear_pending(port)
-        old = self._rec(dom, port)
-        dom.mem.set_chan(port, Chan(last_priority=old.last_priority, last_vcpu=old.last_vcpu))
-        dom.mem.bump_frees()  # any process's lowest-free-port hint above this port is now stale
+            self._transact("close", caller, self._close_entries(dom, port, ch))
 
     def reset(self, caller: int, domid: int) -> None:
-        """EVTCHNOP_reset: close every port of the domain."""
-        for port in range(1, self.domain(domid, "reset").mem.nr_chans):
-            with self.locked():
-                dom = self._access(caller, domid, "reset")
-                if self._rec(dom, port).state in (ECS_FREE, ECS_RESERVED):
-                    continue
-            self.close_port(caller, domid, port)
+        """EVTCHNOP_reset: close every port of the domain, as one intent (redone whole after a kill)."""
+        with self.locked():
+            self._access(caller, domid, "reset")
+            self._transact("reset", caller, [(K_RESET, domid, 0, b"")])
 
     def unmask(self, caller: int, domid: int, port: int) -> None:
         """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
         call = "unmask"
         self._writable()
-        dom = self._access(caller, domid, call, port)
+        dom = self._own(caller, domid, call, port)
         self._chan(dom, port, call)
         self._word_or_fail(dom, port, call)
         rc = dom.engine.guest_unmask(port)
@@ -522,7 +789,7 @@ class SimHost:
     def mask(self, caller: int, domid: int, port: int) -> None:
         call = "mask"
         self._writable()
-        dom = self._access(caller, domid, call, port)
+        dom = self._own(caller, domid, call, port)
         self._chan(dom, port, call)
         self._word_or_fail(dom, port, call)
         dom.engine.guest_mask(port)
@@ -533,27 +800,36 @@ class SimHost:
             raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=dom.domid, port=port)
         return word
 
+    def _store_field(self, dom: SimDomain, port: int, field: str, value: int) -> None:
+        """One field of a channel record in one aligned store: a kill never leaves it half written."""
+        at = dom.mem.geometry.chans_offset + port * CHAN.size + CHAN_FIELDS[field]
+        if field == "priority":
+            dom.mem.buffer[at] = value
+        else:
+            with dom.mem.buffer[at: at + 2] as view, view.cast("H") as half:
+                half[0] = value
+
     def set_priority(self, caller: int, domid: int, port: int, priority: int) -> None:
         call = "set the priority of"
         with self.locked():
-            dom = self._access(caller, domid, call, port)
+            dom = self._own(caller, domid, call, port)
             self._chan(dom, port, call)
             if not 0 <= priority <= abi.EVTCHN_FIFO_PRIORITY_MIN:
                 raise channel_error(call, errno.EINVAL, f"priority {priority} out of range 0..15", domain=domid,
                                     port=port)
             # only future events use it: a linked event stays on its old queue
-            dom.mem.update_chan(port, priority=priority)
+            self._store_field(dom, port, "priority", priority)
 
     def bind_vcpu(self, caller: int, domid: int, port: int, vcpu: int) -> None:
         call = "move"
         with self.locked():
-            dom = self._access(caller, domid, call, port)
+            dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
             self._vcpu(dom, vcpu, call, port)
             if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
                 raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
                                     port=port)
-            dom.mem.update_chan(port, notify_vcpu=vcpu)
+            self._store_field(dom, port, "notify_vcpu", vcpu)
 
     # --- inspection ------------------------------------------------------------
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
@@ -717,29 +993,35 @@ class SimHost:
         return next(iter(self.domains.values())).engine.name if self.domains else "none"
 
     # --- the guest consuming ---------------------------------------------------
-    def claim_vcpu(self, domid: int, vcpu: int) -> None:
-        """One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock says who."""
+    def claim_vcpu(self, domid: int, vcpu: int, caller: int | None = None) -> None:
+        """One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock says who.
+
+        Only the domain's own kernel consumes its events (``caller``, when given, must be ``domid``).  A
+        consumer that finds the pid of one killed mid-batch mends the vCPU's queues before it starts.
+        """
+        call = "consume events of"
         self._writable()
-        dom = self.domain(domid, "consume events of")
-        self._vcpu(dom, vcpu, "consume events of")
-        if self._consumer_fd is None:
-            lock = os.path.join(self.state_dir, LOCK_NAME)
-            try:
-                self._consumer_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as e:
-                raise StateError(f"cannot open the consumer lock {lock}: {_errtext(e)}", errno=e.errno) from None
+        dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
+        self._vcpu(dom, vcpu, call)
+        fd = self._consumer_lock_fd(create=True)
         try:
-            fcntl.lockf(self._consumer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
         except OSError:
-            raise channel_error("consume events of", errno.EBUSY,
-                                f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
+            raise channel_error(call, errno.EBUSY, f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
                                 domain=domid, vcpu=vcpu) from None
+        prev = dom.mem.consumer(vcpu)
+        if prev and prev != os.getpid():
+            with self.locked():
+                self._repair_vcpu(dom, vcpu, claimed=True)
+            self.recovered.append(f"took over vCPU {vcpu} of domain {domid} from a consumer that is gone (pid {prev})")
         dom.mem.set_consumer(vcpu, os.getpid())
         self._claimed.add((domid, vcpu))
 
-    def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0) -> list[int]:
+    def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
+                caller: int | None = None) -> list[int]:
         """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives."""
-        dom = self.domain(domid, "consume events of")
+        call = "consume events of"
+        dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
         deadline = None if timeout is None else time.monotonic() + timeout
         addr = self._upcall_addr(dom, vcpu)
         while True:

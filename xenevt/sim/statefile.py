@@ -1,8 +1,10 @@
 """The simulator's state file: its format, and every check of what is read from it.
 
-Page 0 holds the host header (``HEADER``) and, at ``DOM_TABLE``, one
-``DOM_ENTRY`` per domain; each domain's image (the engine's DomainMemory
-layout, engine/layout.py) follows at a page-aligned offset.  The file is
+Page 0 holds the host header (``HEADER``, then the journal page's offset
+``JOURNAL_AT`` at byte 32) and, at ``DOM_TABLE``, one ``DOM_ENTRY`` per
+domain; each domain's image (the engine's DomainMemory layout,
+engine/layout.py) follows at a page-aligned offset; the file's last page is
+the journal page (the host lock's slot and the intent record, below).  The file is
 shared by processes, and any of them (or a disk) may have written nonsense,
 so nothing in it is trusted:
 
@@ -16,11 +18,53 @@ so nothing in it is trusted:
   SimHost.
 
 A bad field is one line: ``state file PATH: offset 0x…: field F: why``.
+
+The journal page (at the offset the header's u64 at byte 32 gives: the
+file's last page), a fixed layout that C code may
+write as well as Python (issue 15), all fields little-endian:
+
+====== ==== ===================================================================
+offset size field
+====== ==== ===================================================================
+0x000  64   reserved for a process-shared lock (zero; the lock is flock today)
+0x040  4    intent.state: 0 none, ``INTENT_COMMITTED`` ("XINT") a whole record
+0x044  4    intent.seq: bumped by each record (for reports)
+0x048  4    intent.op: ``OPS`` code of the hypercall
+0x04c  4    intent.caller: calling domain
+0x050  4    intent.pid: process that wrote it
+0x054  4    intent.count: entries in use (1..``MAX_INTENT_ENTRIES``)
+0x058  4    intent.crc: zlib CRC-32 of bytes 0x048..0x058 then of the entries
+0x05c  4    reserved (0)
+0x060  4    raise.domain: 0 none, else domain + 1 of an event being raised
+0x064  4    raise.port: its port (written before raise.domain, cleared after)
+0x080  32*N intent.entries: u32 kind, u32 domain, u32 index, u32 0, 16-byte value
+====== ==== ===================================================================
+
+A multi-record update (an intent) writes its entries, count and crc, then
+stores ``INTENT_COMMITTED`` in one aligned word, applies the entries in
+order, and stores 0.  Every entry is idempotent (at-least-once for a raise),
+so whoever next takes the host lock finds a committed record and applies it
+again whole, whatever instant its writer died; a record whose state is 0 was
+never committed and nothing of it was applied.  A single raise (send,
+unmask) only stores ``raise`` around the engine call: the next lock holder
+re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
+
+* ``K_CHAN`` index=port, value=``xe_chan`` image: write every field but
+  ``last_priority``/``last_vcpu`` (the engine's own: where the word is linked);
+* ``K_FREES`` value=u32: the domain's count of freed channels, set absolutely;
+* ``K_CLOSE_WORD`` index=port: the guest masks the word, Xen clears PENDING;
+* ``K_RAISE`` index=port: evtchn_set_pending (and the vCPU kick);
+* ``K_ENABLE`` index=port: the guest unmasks it (EVTCHNOP_unmask if pending);
+* ``K_PAGE`` index=page: the array has page ``index`` (fill it MASKED and
+  raise nr_pages if it has not yet), re-raise its deferred events;
+* ``K_RESET`` : close every open port of the domain (EVTCHNOP_reset).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
+from dataclasses import dataclass
 
 from .. import abi
 from ..engine import Chan, DomainMemory, LayoutError
@@ -29,12 +73,30 @@ from ..errors import StateError
 
 FILE_NAME = "host.xes"
 MAGIC = b"XENEVTSM"
-VERSION = 1
+VERSION = 2  # 2: the journal page
 HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
 DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
 DOM_TABLE = 64
 MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
 DOM_PRIVILEGED = 1
+JOURNAL_AT = struct.Struct("<Q")  # at byte 32 of the header: the journal page's offset (the file's last page)
+JOURNAL_FIELD = 32
+LOCK_SLOT = 0x000
+INTENT = 0x040
+INTENT_HEADER = struct.Struct("<IIIIIIII")  # state, seq, op, caller, pid, count, crc, reserved
+RAISE = 0x060
+RAISE_MARK = struct.Struct("<II")  # domain + 1, port
+ENTRIES = 0x080
+ENTRY = struct.Struct("<IIII16s")  # kind, domain, index, reserved, value
+MAX_INTENT_ENTRIES = (abi.PAGE_SIZE - ENTRIES) // ENTRY.size
+INTENT_COMMITTED = 0x544E4958  # "XINT"
+K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET = range(1, 8)
+KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAISE: "raise", K_ENABLE: "enable",
+         K_PAGE: "page", K_RESET: "reset"}
+# the hypercall an intent record belongs to (reports only)
+OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
+       7: "expand_array"}
+OP_CODES = {name: code for code, name in OPS.items()}
 DOMID_FIRST_RESERVED = 0x7FF0  # xen/include/public/xen.h: DOMID_FIRST_RESERVED
 
 # Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
@@ -74,11 +136,17 @@ def check_file(mm, size: int, path: str) -> list[tuple[int, int, DomainMemory]]:
     if magic != MAGIC:
         raise StateError(f"state file {path}: not a xenevt state file (bad magic)")
     if version != VERSION:
-        raise corrupt(path, 8, "version", f"unsupported state file version {version} (this xenevt reads {VERSION})")
+        older = ": made by an older xenevt, re-create it with `xenevt sim init --force`" if version < VERSION else ""
+        raise corrupt(path, 8, "version",
+                      f"unsupported state file version {version} (this xenevt reads {VERSION}){older}")
     if file_size != size:
         raise corrupt(path, 16, "file_size", f"header says {file_size} bytes, the file has {size}")
     if not 1 <= nr_domains <= MAX_DOMAINS:
         raise corrupt(path, 12, "nr_domains", f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    journal = JOURNAL_AT.unpack_from(mm, JOURNAL_FIELD)[0]
+    if journal != size - abi.PAGE_SIZE or journal < 2 * abi.PAGE_SIZE:
+        raise corrupt(path, JOURNAL_FIELD, "journal_offset",
+                      f"the journal page is at {journal:#x}, not the file's last page ({size - abi.PAGE_SIZE:#x})")
     entries = []
     for i in range(nr_domains):
         at = DOM_TABLE + i * DOM_ENTRY.size
@@ -94,6 +162,10 @@ def check_file(mm, size: int, path: str) -> list[tuple[int, int, DomainMemory]]:
         if dsize > size - offset:
             raise corrupt(path, at + 16, f"{field}.size",
                           f"domain {domid}'s image of {dsize} bytes at {offset:#x} runs past the file's end")
+        if dsize > journal - offset:
+            raise corrupt(path, at + 16, f"{field}.size",
+                          f"domain {domid}'s image of {dsize} bytes at {offset:#x} overlaps the journal page at "
+                          f"{journal:#x}")
         entries.append((i, domid, flags, offset, dsize))
     seen: dict[int, int] = {}
     for i, domid, *_ in entries:
@@ -121,6 +193,7 @@ def check_file(mm, size: int, path: str) -> list[tuple[int, int, DomainMemory]]:
         for _, _, mem in mems:
             check_tails(mem, path)
             check_chans(mem, nr_chans, path)
+        check_journal(mm, journal, path, {domid: mem for domid, _, mem in mems})
     except BaseException:
         for _, _, mem in mems:
             mem.release()
@@ -204,3 +277,86 @@ def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None
     if ch.state == ECS_VIRQ and ch.aux >= NR_VIRQS:
         return "aux", f"VIRQ {ch.aux} out of range 0..{NR_VIRQS - 1}"
     return None
+
+
+@dataclass
+class Intent:
+    """A committed intent record (see the module's docstring)."""
+
+    seq: int
+    op: int
+    caller: int
+    pid: int
+    entries: list[tuple[int, int, int, bytes]]  # kind, domain, index, value
+
+    @property
+    def op_name(self) -> str:
+        return OPS.get(self.op, f"op {self.op}")
+
+
+def intent_crc(op: int, caller: int, pid: int, count: int, entries: bytes) -> int:
+    return zlib.crc32(entries, zlib.crc32(struct.pack("<IIII", op, caller, pid, count)))
+
+
+def read_intent(mm, journal: int) -> Intent | None:
+    """The committed intent record of the journal page at ``journal``, unchecked (check_journal checks it)."""
+    state, seq, op, caller, pid, count, _, _ = INTENT_HEADER.unpack_from(mm, journal + INTENT)
+    if state != INTENT_COMMITTED:
+        return None
+    count = min(count, MAX_INTENT_ENTRIES)
+    entries = [ENTRY.unpack_from(mm, journal + ENTRIES + i * ENTRY.size) for i in range(count)]
+    return Intent(seq, op, caller, pid, [(k, d, i, v) for k, d, i, _, v in entries])
+
+
+def read_raise(mm, journal: int) -> tuple[int, int] | None:
+    """(domain, port) of a raise that was under way, or None."""
+    dom1, port = RAISE_MARK.unpack_from(mm, journal + RAISE)
+    return None if dom1 == 0 else (dom1 - 1, port)
+
+
+def check_journal(mm, journal: int, path: str, mems: dict[int, DomainMemory]) -> Intent | None:
+    """The journal page: an intent record must be whole (CRC) and name only what exists; so must a raise mark."""
+    base = journal + INTENT
+    state, _, op, caller, pid, count, crc, _ = INTENT_HEADER.unpack_from(mm, base)
+    intent = None
+    if state not in (0, INTENT_COMMITTED):
+        raise corrupt(path, base, "intent.state", f"{state:#x} is neither 0 nor a committed record")
+    if state == INTENT_COMMITTED:
+        if not 1 <= count <= MAX_INTENT_ENTRIES:
+            raise corrupt(path, base + 20, "intent.count", f"{count} entries, not 1..{MAX_INTENT_ENTRIES}")
+        raw = bytes(mm[journal + ENTRIES: journal + ENTRIES + count * ENTRY.size])
+        if intent_crc(op, caller, pid, count, raw) != crc:
+            raise corrupt(path, base + 24, "intent.crc", "the committed intent record does not match its CRC")
+        if op not in OPS:
+            raise corrupt(path, base + 8, "intent.op", f"unknown operation {op}")
+        intent = read_intent(mm, journal)
+        assert intent is not None
+        nr_chans = {d: m.nr_chans for d, m in mems.items()}
+        for i, (kind, domid, index, value) in enumerate(intent.entries):
+            at = journal + ENTRIES + i * ENTRY.size
+            field = f"intent.entries[{i}]"
+            if kind not in KINDS:
+                raise corrupt(path, at, f"{field}.kind", f"unknown kind {kind}")
+            mem = mems.get(domid)
+            if mem is None:
+                raise corrupt(path, at + 4, f"{field}.domain", f"domain {domid} is not on this host")
+            if kind == K_PAGE:
+                if index >= mem.max_pages:
+                    raise corrupt(path, at + 8, f"{field}.index",
+                                  f"page {index} out of range 0..{mem.max_pages - 1} of domain {domid}")
+            elif kind in (K_CHAN, K_CLOSE_WORD, K_RAISE, K_ENABLE) and not 0 < index < mem.nr_chans:
+                raise corrupt(path, at + 8, f"{field}.index",
+                              f"port {index} out of range 1..{mem.nr_chans - 1} of domain {domid}")
+            if kind == K_CHAN:
+                bad = chan_problem(Chan(*CHAN.unpack(value)), mem.nr_vcpus, nr_chans)
+                if bad is not None:
+                    raise corrupt(path, at + 16 + CHAN_FIELDS[bad[0]], f"{field}.value.{bad[0]}", bad[1])
+    mark = read_raise(mm, journal)
+    if mark is not None:
+        domid, port = mark
+        if domid not in mems:
+            raise corrupt(path, journal + RAISE, "raise.domain", f"domain {domid} is not on this host")
+        if not 0 < port < mems[domid].nr_chans:
+            raise corrupt(path, journal + RAISE + 4, "raise.port",
+                          f"port {port} out of range 1..{mems[domid].nr_chans - 1} of domain {domid}")
+    return intent
