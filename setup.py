@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # csrc/ stays at the top of the checkout (one copy in git); an installed xenevt finds these in xenevt/sim/_csrc
-SIMLIB_SOURCES = ["xenevtchn_sim.c", "xenevtchn_sim_api.h"]
+SIMLIB_SOURCES = ["xenevtchn_sim.c", "xen_api.h"]  # xen_api.h: the binding reads it too (xenevt.capi)
 SIMLIB_PACKAGE_DIR = os.path.join("xenevt", "sim", "_csrc")
 
 

@@ -3,23 +3,20 @@
  * (plain heap memory here, page-locked memory on Xen), the logger constructor
  * (the simulator's messages go to stderr only when no logger is given, as the
  * real libraries do), and xenevtchn_fdopen, which has no simulated device fd.
+ * Their declarations are csrc/xen_api.h's, below its "implemented in C" line.
  */
 #include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 
-struct xentoollog_logger;
-typedef struct xenevtchn_handle xenevtchn_handle;
-typedef struct xencall_handle xencall_handle;
+#include "xen_api.h"
 
 /* Any non-NULL logger silences the simulator's stderr messages. */
 static struct { int magic; } xe_sim_quiet_logger = { 0x5845 };
 
-void *xtl_createlogger_stdiostream(FILE *f, int min_level, unsigned flags)
+xentoollog_logger_stdiostream *xtl_createlogger_stdiostream(FILE *f, int min_level, unsigned flags)
 {
     (void)f; (void)min_level; (void)flags;
-    return &xe_sim_quiet_logger;
+    return (xentoollog_logger_stdiostream *)&xe_sim_quiet_logger;
 }
 
 void xtl_logger_destroy(struct xentoollog_logger *logger)

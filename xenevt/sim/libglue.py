@@ -140,11 +140,18 @@ def install(ffi) -> None:
     @ffi.def_extern()
     def xc_evtchn_status(xch, status):
         def op():
-            raw = ffi.cast("uint8_t *", status)
-            dom = raw[0] | raw[1] << 8
-            port = int.from_bytes(bytes(ffi.buffer(raw + 4, 4)), "little")
-            out = _get().xc_status(dom, port)
-            ffi.memmove(status, out, len(out))
+            port = status.port
+            dom, code, st = _get().xc_status(status.dom, port)
+            ffi.memmove(status, bytes(ffi.sizeof(status[0])), ffi.sizeof(status[0]))  # OUT fields not set are 0
+            status.dom, status.port, status.status, status.vcpu = dom, port, code, st.vcpu
+            if st.state == "unbound":
+                status.u.unbound.dom = st.remote_domain
+            elif st.state == "interdomain":
+                status.u.interdomain.dom, status.u.interdomain.port = st.remote_domain, st.remote_port
+            elif st.state == "virq":
+                status.u.virq = st.virq
+            elif st.state == "pirq":
+                status.u.pirq = st.pirq
             return 0
 
         return guarded(-1, op)

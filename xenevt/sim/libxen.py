@@ -34,7 +34,6 @@ XC_DOMINFO_MAX_VCPU_ID = 76
 EVTCHNOP_bind_vcpu = 8
 EVTCHNOP_set_priority = 13
 HYPERVISOR_event_channel_op = 32
-STATUS = struct.Struct("<HxxIIIHxxI")  # struct evtchn_status: dom, port, status, vcpu, u (dom, port | pirq | virq)
 STAT_CODES = {"closed": 0, "unbound": 1, "interdomain": 2, "pirq": 3, "virq": 4, "ipi": 5}
 
 
@@ -206,21 +205,12 @@ class SimLibraries:
     def xc_reset(self, dom: int) -> None:
         self.host.reset(self.domid, self._dom(dom))
 
-    def xc_status(self, dom: int, port: int) -> bytes:
-        """struct evtchn_status, OUT fields filled."""
+    def xc_status(self, dom: int, port: int):
+        """EVTCHNOP_status: (the domain asked about, its EVTCHNSTAT_* code, the PortStatus); the glue fills
+        struct evtchn_status (declared once, in csrc/xen_api.h)."""
         dom = self._dom(dom)
         st = self.host.status(self.domid, dom, port)
-        code = STAT_CODES[st.state]
-        u0, u1 = 0, 0
-        if st.state in ("unbound", "interdomain"):
-            u0, u1 = st.remote_domain, st.remote_port or 0
-        elif st.state == "virq":
-            u0 = st.virq
-        elif st.state == "pirq":
-            u0 = st.pirq
-        if st.state in ("virq", "pirq"):
-            return struct.pack("<HxxIII", dom, port, code, st.vcpu) + struct.pack("<II", u0, 0)
-        return STATUS.pack(dom, port, code, st.vcpu, u0, u1)
+        return dom, STAT_CODES[st.state], st
 
     def xc_domain_getinfo(self, first: int, max_doms: int) -> bytes:
         """xc_dominfo_t records (domid, vCPU counts) for domains >= first."""

@@ -1,6 +1,7 @@
 """Building and locating libxenevtchn-sim.so: Xen's C API over the simulator.
 
-The library is a cffi embedding of xenevt.sim.libglue plus csrc/xenevtchn_sim.c.
+The library is a cffi embedding of xenevt.sim.libglue plus csrc/xenevtchn_sim.c,
+declared by csrc/xen_api.h (the header the real binding reads too).
 It is built on first use into a cache folder keyed by its sources and the
 Python it embeds, so a change rebuilds it and two Pythons do not share one.
 It cannot be built with the wheel: the embedded interpreter's init code names
@@ -23,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 
+from .. import capi
 from ..errors import XenevtError
 
 LIB_FILE = "libxenevtchn-sim.so"
@@ -30,10 +32,9 @@ SONAME = "libxenevtchn.so.1"
 ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxenctrl.so", "libxencall.so.1",
            "libxencall.so", "libxentoollog.so.1", "libxentoollog.so", "libxenforeignmemory.so.1",
            "libxenforeignmemory.so"]
-PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../xenevt
-ROOT = os.path.dirname(PKG)  # the checkout, or site-packages when installed
-C_SOURCES = ["xenevtchn_sim_api.h", "xenevtchn_sim.c"]
-CSRC_DIRS = [os.path.join(ROOT, "csrc"), os.path.join(PKG, "sim", "_csrc")]  # checkout first, then installed
+PKG, ROOT = capi.PKG, capi.ROOT  # .../xenevt, and the checkout or site-packages holding it
+C_SOURCES = [capi.HEADER, "xenevtchn_sim.c"]
+CSRC_DIRS = capi.CSRC_DIRS  # checkout first, then installed
 
 
 class SimLibError(XenevtError):
@@ -42,11 +43,11 @@ class SimLibError(XenevtError):
 
 def csrc_dir() -> str:
     """The folder holding C_SOURCES: a checkout's csrc/ (its edits count), else the installed package's copy."""
-    for d in CSRC_DIRS:
-        if all(os.path.isfile(os.path.join(d, name)) for name in C_SOURCES):
-            return d
-    raise SimLibError(f"the C sources of libxenevtchn-sim.so ({', '.join(C_SOURCES)}) are in neither "
-                      f"{' nor '.join(CSRC_DIRS)}: reinstall xenevt from its sdist or wheel")
+    try:
+        return capi.csrc_dir(C_SOURCES)
+    except capi.CSourcesMissing:
+        raise SimLibError(f"the C sources of libxenevtchn-sim.so ({', '.join(C_SOURCES)}) are in neither "
+                          f"{' nor '.join(CSRC_DIRS)}: reinstall xenevt from its sdist or wheel") from None
 
 
 def _key() -> str:
@@ -54,6 +55,7 @@ def _key() -> str:
     h = hashlib.sha256(sys.version.encode() + sys.prefix.encode() + _init_code().encode())
     csrc = csrc_dir()
     for path in [os.path.join(csrc, name) for name in C_SOURCES] + [os.path.join(PKG, "sim", "libglue.py"),
+                                                                     os.path.join(PKG, "capi.py"),
                                                                      os.path.abspath(__file__)]:
         with open(path, "rb") as f:
             h.update(f.read())
@@ -83,14 +85,11 @@ def build(dest: str) -> None:
     from cffi import FFI
 
     csrc = csrc_dir()
-    with open(os.path.join(csrc, "xenevtchn_sim_api.h")) as f:
-        api = "".join(line for line in f if not line.lstrip().startswith(("/*", "*", "*/")))
     ffi = FFI()
-    ffi.embedding_api(api)
+    # the functions libglue writes in Python; xenevtchn_sim.c includes the whole header and writes the rest
+    ffi.embedding_api(capi.declarations(embedded_only=True))
     with open(os.path.join(csrc, "xenevtchn_sim.c")) as f:
-        prelude = '#include <stddef.h>\n#include <stdint.h>\n#include "xenevtchn_sim_api.h"\n'
-        ffi.set_source("xenevt_simlib", prelude + f.read(),
-                       include_dirs=[csrc], extra_compile_args=["-Wall", "-O2"],
+        ffi.set_source("xenevt_simlib", f.read(), include_dirs=[csrc], extra_compile_args=["-Wall", "-O2"],
                        extra_link_args=[f"-Wl,-soname,{SONAME}"])
     ffi.embedding_init_code(_init_code())
     tmp = tempfile.mkdtemp(prefix="xenevt-simlib-")

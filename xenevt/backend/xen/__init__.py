@@ -7,8 +7,8 @@ What real Xen allows shapes what this backend offers:
   alloc_unbound on their behalf, reset;
 - set_priority and bind_vcpu act on the calling domain's own ports (hypercalls through
   libxencall), as the ABI defines them.
-Every failure becomes a ChannelError or BackendUnavailable carrying errno, the call,
-the domain and the port.
+Every failure becomes a ChannelError (through libs.check, right after the call) or
+BackendUnavailable carrying errno, the call, the domain and the port.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_err
 from ...memory.kcore import read_self, self_domid
 from ..base import STATES, NotifyResult, PortStatus, word_flag_dict
 from . import libs
+from .libs import check, reason
 
 XEN_DEVICE = "/dev/xen/evtchn"
 HYPERVISOR_event_channel_op = 32
@@ -30,20 +31,6 @@ EVTCHNOP_bind_vcpu = 8
 EVTCHNOP_set_priority = 13
 DOMID_SELF = 0x7FF0
 DOMINFO_SIZE = 1024  # room for one xc_dominfo_t (its first field is the domid)
-
-
-def _reason(err: int) -> str:
-    return {
-        errno.EPERM: "not permitted (run as root, in dom0 or with the needed XSM rights)",
-        errno.EACCES: "permission denied (run as root)",
-        errno.ESRCH: "no such domain",
-        errno.EINVAL: "invalid port or argument",
-        errno.ENOENT: "not running on Xen (no /dev/xen device)",
-        errno.ENOSPC: "no free port",
-        errno.EEXIST: "already bound",
-        errno.EBUSY: "busy",
-        errno.ENOSYS: "the hypervisor does not implement this operation",
-    }.get(err, os.strerror(err).lower() if err else "failed")
 
 
 class XenBackend:
@@ -68,7 +55,7 @@ class XenBackend:
                 raise BackendUnavailable(f"not running on Xen: {XEN_DEVICE} does not exist (use --backend sim)")
             if err in (errno.EACCES, errno.EPERM):
                 raise BackendUnavailable(f"cannot open {XEN_DEVICE}: permission denied (run as root)")
-            raise BackendUnavailable(f"cannot open {XEN_DEVICE}: {_reason(err)} ({errno.errorcode.get(err, err)})")
+            raise BackendUnavailable(f"cannot open {XEN_DEVICE}: {reason(err)} ({errno.errorcode.get(err, err)})")
         self._xc = None
         self._call = None
         self._own: set[int] = set()          # ports bound through our handle
@@ -82,14 +69,10 @@ class XenBackend:
             xc = ctrl.xc_interface_open(self._logger, self._logger, 0)
             if xc == libs.ffi.NULL:
                 err = libs.ffi.errno
-                raise BackendUnavailable(f"cannot open the hypervisor control interface (libxenctrl): {_reason(err)}"
+                raise BackendUnavailable(f"cannot open the hypervisor control interface (libxenctrl): {reason(err)}"
                                          f" ({errno.errorcode.get(err, err)})")
             self._ctrl_lib, self._xc = ctrl, xc
         return self._ctrl_lib, self._xc
-
-    def _fail(self, call: str, domain: int, port: int | None = None) -> ChannelError:
-        err = libs.ffi.errno or errno.EIO
-        return channel_error(call, err, _reason(err), domain=domain, port=port)
 
     def _mine(self, domain: int) -> bool:
         return self.domid is None and domain == 0 or domain == self.domid
@@ -142,23 +125,16 @@ class XenBackend:
     def bind_unbound(self, domain: int, remote_domain: int) -> int:
         call = f"allocate an unbound port (for domain {remote_domain}) in"  # ESRCH may be about either domain
         if self._mine(domain):
-            port = self._evtchn.xenevtchn_bind_unbound_port(self._h, remote_domain)
-            if port < 0:
-                raise self._fail(call, domain)
+            port = check(self._evtchn.xenevtchn_bind_unbound_port(self._h, remote_domain), call, domain)
             self._own.add(port)
             return port
         ctrl, xc = self._ctrl()
-        port = ctrl.xc_evtchn_alloc_unbound(xc, domain, remote_domain)
-        if port < 0:
-            raise self._fail(call, domain)
-        return port
+        return check(ctrl.xc_evtchn_alloc_unbound(xc, domain, remote_domain), call, domain)
 
     def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int:
         self._only_self("bind interdomain for", domain)
-        port = self._evtchn.xenevtchn_bind_interdomain(self._h, remote_domain, remote_port)
-        if port < 0:
-            err = libs.ffi.errno
-            raise channel_error("bind to", err, _reason(err), domain=remote_domain, port=remote_port)
+        port = check(self._evtchn.xenevtchn_bind_interdomain(self._h, remote_domain, remote_port), "bind to",
+                     remote_domain, remote_port)
         self._own.add(port)
         return port
 
@@ -167,9 +143,7 @@ class XenBackend:
         if vcpu != 0:
             raise channel_error("bind VIRQ for", errno.EINVAL, "libxenevtchn binds VIRQs on vCPU 0 only",
                                 domain=domain, vcpu=vcpu)
-        port = self._evtchn.xenevtchn_bind_virq(self._h, virq)
-        if port < 0:
-            raise self._fail("bind VIRQ for", domain)
+        port = check(self._evtchn.xenevtchn_bind_virq(self._h, virq), "bind VIRQ for", domain)
         self._own.add(port)
         return port
 
@@ -186,9 +160,11 @@ class XenBackend:
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
                                 f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
                                 domain=domain, port=port)
-        if self._evtchn.xenevtchn_notify(self._h, port) < 0:
-            raise self._fail("notify", domain, port)
-        st = self._status(domain, port)  # only to say where it went: the plain hypercall, no kernel memory read
+        check(self._evtchn.xenevtchn_notify(self._h, port), "notify", domain, port)
+        try:  # only to say where it went: the plain hypercall, no kernel memory read
+            st: PortStatus | None = self._status(domain, port)
+        except ChannelError:
+            st = None
         if st is not None and st.state == "interdomain":
             return NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
         return NotifyResult(domain, port, domain if st is not None and st.state == "ipi" else None,
@@ -199,8 +175,7 @@ class XenBackend:
         """Bind interdomain to the remote unbound port, send once, unbind (what a one-shot tool can do)."""
         port = self.bind_interdomain(domain, remote_domain, remote_port)
         try:
-            if self._evtchn.xenevtchn_notify(self._h, port) < 0:
-                raise self._fail("notify", domain, port)
+            check(self._evtchn.xenevtchn_notify(self._h, port), "notify", domain, port)
         finally:
             self.close(domain, port)
         return NotifyResult(domain, port, remote_domain, remote_port, "sent")
@@ -211,19 +186,16 @@ class XenBackend:
 
     def unmask(self, domain: int, port: int) -> None:
         self._own_port("unmask", domain, port)
-        if self._evtchn.xenevtchn_unmask(self._h, port) < 0:
-            raise self._fail("unmask", domain, port)
+        check(self._evtchn.xenevtchn_unmask(self._h, port), "unmask", domain, port)
 
     def close(self, domain: int, port: int) -> None:
         self._own_port("close", domain, port)
-        if self._evtchn.xenevtchn_unbind(self._h, port) < 0:
-            raise self._fail("close", domain, port)
+        check(self._evtchn.xenevtchn_unbind(self._h, port), "close", domain, port)
         self._own.discard(port)
 
     def reset(self, domain: int) -> None:
         ctrl, xc = self._ctrl()
-        if ctrl.xc_evtchn_reset(xc, domain) < 0:
-            raise self._fail("reset", domain)
+        check(ctrl.xc_evtchn_reset(xc, domain), "reset", domain)
 
     def _evtchn_op(self, op: int, payload: bytes, call: str, domain: int, port: int) -> None:
         self._only_self(call, domain)
@@ -231,17 +203,14 @@ class XenBackend:
             xcl = libs.load("xencall")
             h = xcl.xencall_open(self._logger, 0)
             if h == libs.ffi.NULL:
-                raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxencall): {_reason(libs.ffi.errno)}")
+                raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxencall): {reason(libs.ffi.errno)}")
             self._call = (xcl, h)
         xcl, h = self._call
-        buf = xcl.xencall_alloc_buffer(h, len(payload))
-        if buf == libs.ffi.NULL:
-            raise self._fail(call, domain, port)
+        buf = check(xcl.xencall_alloc_buffer(h, len(payload)), call, domain, port)
         try:
             libs.ffi.memmove(buf, payload, len(payload))
-            rc = xcl.xencall2(h, HYPERVISOR_event_channel_op, op, int(libs.ffi.cast("uintptr_t", buf)))
-            if rc < 0:
-                raise self._fail(call, domain, port)
+            check(xcl.xencall2(h, HYPERVISOR_event_channel_op, op, int(libs.ffi.cast("uintptr_t", buf))), call,
+                  domain, port)
         finally:
             xcl.xencall_free_buffer(h, buf)
 
@@ -252,17 +221,14 @@ class XenBackend:
         self._evtchn_op(EVTCHNOP_bind_vcpu, struct.pack("<II", port, vcpu), "move", domain, port)
 
     def status(self, domain: int, port: int) -> PortStatus:
-        st = self._status(domain, port)
-        if st is None:
-            raise self._fail("get the status of", domain, port)
-        return self._annotate(domain, [st])[0]
+        return self._annotate(domain, [self._status(domain, port)])[0]
 
-    def _status(self, domain: int, port: int) -> PortStatus | None:
+    def _status(self, domain: int, port: int, call: str = "get the status of", named: int | None = -1) -> PortStatus:
+        """EVTCHNOP_status; a failure names ``call`` and port ``named`` (default: ``port``)."""
         ctrl, xc = self._ctrl()
         s = libs.ffi.new("struct evtchn_status *")
         s.dom, s.port = DOMID_SELF if self._mine(domain) else domain, port
-        if ctrl.xc_evtchn_status(xc, s) < 0:
-            return None
+        check(ctrl.xc_evtchn_status(xc, s), call, domain, port if named == -1 else named)
         state = STATES[s.status] if s.status < len(STATES) else f"state {s.status}"
         st = PortStatus(domain=domain, port=port, state=state, vcpu=s.vcpu)
         if state == "unbound":
@@ -301,14 +267,15 @@ class XenBackend:
         out = []
         port = 1
         while port < (1 << 17):
-            st = self._status(domain, port)
-            if st is None:
-                if libs.ffi.errno == errno.EINVAL:  # past the last valid port: the walk is over
+            try:
+                st = self._status(domain, port, "list the ports of", None if port == 1 else port)
+            except ChannelError as e:
+                if e.errno == errno.EINVAL:  # past the last valid port: the walk is over
                     break
-                if libs.ffi.errno == errno.EACCES:  # a port Xen itself consumes: not ours to see
+                if e.errno == errno.EACCES:  # a port Xen itself consumes: not ours to see
                     port += 1
                     continue
-                raise self._fail("list the ports of", domain, None if port == 1 else port)
+                raise
             if st.state != "closed":
                 out.append(st)
             port += 1
@@ -322,9 +289,7 @@ class XenBackend:
         if not self._own:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")
-        fd = self._evtchn.xenevtchn_fd(self._h)
-        if fd < 0:
-            raise self._fail("receive events of", domain)
+        fd = check(self._evtchn.xenevtchn_fd(self._h), "receive events of", domain)
         deadline = None if timeout is None else time.monotonic() + timeout
         got: list[int] = []
         while len(got) < max_events:
@@ -337,9 +302,7 @@ class XenBackend:
                 continue
             if not ready:
                 break
-            port = self._evtchn.xenevtchn_pending(self._h)
-            if port < 0:
-                raise self._fail("read events of", domain)
+            port = check(self._evtchn.xenevtchn_pending(self._h), "read events of", domain)
             if port not in self._own:
                 continue  # raised before we unbound it (Xen leaves a new interdomain end pending): stale
             got.append(port)
@@ -352,21 +315,20 @@ class XenBackend:
         h = fm.xenforeignmemory_open(self._logger, 0)
         if h == libs.ffi.NULL:
             err = libs.ffi.errno
-            raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxenforeignmemory): {_reason(err)} "
+            raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxenforeignmemory): {reason(err)} "
                                      f"({errno.errorcode.get(err, err)})")
         try:
             arr = libs.ffi.new("xen_pfn_t[]", gfns)
             errs = libs.ffi.new("int[]", len(gfns))
             # Xen refuses a domain naming itself as the foreign owner (ESRCH): its own frames go by DOMID_SELF
             owner = DOMID_SELF if self._mine(domain) else domain
-            addr = fm.xenforeignmemory_map(h, owner, 1, len(gfns), arr, errs)  # PROT_READ
-            if addr == libs.ffi.NULL:
-                raise self._fail("map frames of", domain)
+            addr = check(fm.xenforeignmemory_map(h, owner, 1, len(gfns), arr, errs), "map frames of",  # PROT_READ
+                         domain)
             try:
                 bad = [(g, -errs[i]) for i, g in enumerate(gfns) if errs[i]]
                 if bad:
                     g, err = bad[0]
-                    why = "not a frame this domain may map" if err == errno.EINVAL else _reason(err)
+                    why = "not a frame this domain may map" if err == errno.EINVAL else reason(err)
                     raise channel_error(f"map frame {g:#x} of", err, why, domain=domain)
                 return [bytes(libs.ffi.buffer(libs.ffi.cast("char *", addr) + i * 4096, 4096))
                         for i in range(len(gfns))]
@@ -403,18 +365,15 @@ class XenBackend:
         index = libs.ffi.new("uint32_t *", 0)
         while True:  # skip what the ring already holds
             nr[0] = size
-            if ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index) < 0:
-                raise self._fail("read the console ring of", 0)
+            check(ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index), "read the console ring of", 0)
             if nr[0] == 0:
                 break
-        if ctrl.xc_send_debug_keys(xc, keys.encode()) < 0:
-            raise self._fail(f"send debug key {keys!r} as", self.domid or 0)
+        check(ctrl.xc_send_debug_keys(xc, keys.encode()), f"send debug key {keys!r} as", self.domid or 0)
         out = bytearray()
         deadline, quiet_since = time.monotonic() + limit, time.monotonic()
         while time.monotonic() < deadline:
             nr[0] = size
-            if ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index) < 0:
-                raise self._fail("read the console ring of", 0)
+            check(ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index), "read the console ring of", 0)
             if nr[0]:
                 out += libs.ffi.buffer(buf, nr[0])
                 quiet_since = time.monotonic()

@@ -3,83 +3,30 @@
 The libraries are opened with dlopen when the ``xen`` backend is first used,
 never at import: one build of xenevt works with and without Xen installed,
 and ``LD_LIBRARY_PATH`` can put the simulator's libxenevtchn in their place.
-Declarations are the public C API of Xen 4.17's xenevtchn.h, xenctrl.h,
-xencall.h and xenforeignmemory.h (facts of the ABI: names, signatures and
-the layout of struct evtchn_status).
+Declarations come from csrc/xen_api.h (Xen 4.17's xenevtchn.h, xenctrl.h,
+xencall.h, xenforeignmemory.h, struct evtchn_status), the header the
+simulator's library is built from too.  ``check`` is the one place a
+library's return becomes our error (pygit2's check_error).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 
 from cffi import FFI
 
-from ...errors import BackendUnavailable
+from ... import capi
+from ...errors import BackendUnavailable, channel_error
 
 ffi = FFI()
-ffi.cdef("""
-typedef uint32_t evtchn_port_t;
-typedef uint16_t domid_t;
-typedef unsigned long xen_pfn_t;
-struct xentoollog_logger;
-
-typedef struct xenevtchn_handle xenevtchn_handle;
-xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int flags);
-int xenevtchn_close(xenevtchn_handle *xce);
-int xenevtchn_fd(xenevtchn_handle *xce);
-int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port);
-int xenevtchn_bind_unbound_port(xenevtchn_handle *xce, uint32_t domid);
-int xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid, evtchn_port_t remote_port);
-int xenevtchn_bind_virq(xenevtchn_handle *xce, unsigned int virq);
-int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port);
-int xenevtchn_pending(xenevtchn_handle *xce);
-int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port);
-int xenevtchn_restrict(xenevtchn_handle *xce, domid_t domid);
-
-typedef struct xc_interface_core xc_interface;
-struct evtchn_status {
-    domid_t dom;
-    evtchn_port_t port;
-    uint32_t status;
-    uint32_t vcpu;
-    union {
-        struct { domid_t dom; } unbound;
-        struct { domid_t dom; evtchn_port_t port; } interdomain;
-        uint32_t pirq;
-        uint32_t virq;
-    } u;
-};
-xc_interface *xc_interface_open(struct xentoollog_logger *logger, struct xentoollog_logger *dombuild_logger,
-                                unsigned open_flags);
-int xc_interface_close(xc_interface *xch);
-int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom);
-int xc_evtchn_reset(xc_interface *xch, uint32_t dom);
-int xc_evtchn_status(xc_interface *xch, struct evtchn_status *status);
-int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms, void *info);
-int xc_readconsolering(xc_interface *xch, char *buffer, unsigned int *pnr_chars, int clear, int incremental,
-                       uint32_t *pindex);
-int xc_send_debug_keys(xc_interface *xch, const char *keys);
-
-typedef struct xencall_handle xencall_handle;
-xencall_handle *xencall_open(struct xentoollog_logger *logger, unsigned open_flags);
-int xencall_close(xencall_handle *xcall);
-void *xencall_alloc_buffer(xencall_handle *xcall, size_t size);
-void xencall_free_buffer(xencall_handle *xcall, void *p);
-int xencall2(xencall_handle *xcall, unsigned int op, uint64_t arg1, uint64_t arg2);
-
-typedef struct xentoollog_logger_stdiostream xentoollog_logger_stdiostream;
-xentoollog_logger_stdiostream *xtl_createlogger_stdiostream(FILE *f, int min_level, unsigned flags);
-FILE *fopen(const char *path, const char *mode);
-
-typedef struct xenforeignmemory_handle xenforeignmemory_handle;
-xenforeignmemory_handle *xenforeignmemory_open(struct xentoollog_logger *logger, unsigned open_flags);
-int xenforeignmemory_close(xenforeignmemory_handle *fmem);
-void *xenforeignmemory_map(xenforeignmemory_handle *fmem, uint32_t dom, int prot, size_t pages,
-                           const xen_pfn_t arr[], int err[]);
-int xenforeignmemory_unmap(xenforeignmemory_handle *fmem, void *addr, size_t pages);
-""")
+try:
+    ffi.cdef(capi.declarations())
+except capi.CSourcesMissing as e:
+    raise BackendUnavailable(f"the xen backend cannot declare the Xen libraries' API: {e}") from None
+ffi.cdef("FILE *fopen(const char *path, const char *mode);")  # libc: where the quiet logger writes
 
 LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib",
             "/usr/local/lib64"]
@@ -170,3 +117,29 @@ def quiet_logger():
         except (BackendUnavailable, AttributeError, OSError):
             _logger = ffi.NULL
     return _logger
+
+
+def reason(err: int) -> str:
+    """What an errno from the Xen libraries usually means, in words."""
+    return {
+        errno.EPERM: "not permitted (run as root, in dom0 or with the needed XSM rights)",
+        errno.EACCES: "permission denied (run as root)",
+        errno.ESRCH: "no such domain",
+        errno.EINVAL: "invalid port or argument",
+        errno.ENOENT: "not running on Xen (no /dev/xen device)",
+        errno.ENOSPC: "no free port",
+        errno.EEXIST: "already bound",
+        errno.EBUSY: "busy",
+        errno.ENOSYS: "the hypervisor does not implement this operation",
+    }.get(err, os.strerror(err).lower() if err else "failed")
+
+
+def check(rc, call: str, domain: int, port: int | None = None):
+    """A library call's return: ``rc`` itself when it succeeded (a port, a count, 0, a pointer), else the
+    ChannelError its errno means, naming the call, the domain and the port.  Call it right after the call,
+    before another C call can change errno."""
+    failed = rc == ffi.NULL if isinstance(rc, ffi.CData) else rc < 0
+    if failed:
+        err = ffi.errno or errno.EIO
+        raise channel_error(call, err, reason(err), domain=domain, port=port)
+    return rc
