@@ -3,26 +3,43 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ..errors import UsageError
 from .base import Backend, NotifyResult, PortStatus
 
-__all__ = ["Backend", "NotifyResult", "PortStatus", "select_backend"]
+__all__ = ["Backend", "NotifyResult", "PortStatus", "default_state_dir", "select_backend"]
 
 XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"
 
 
+def default_state_dir() -> str:
+    """Where the simulator keeps its host when neither --state nor $XENEVT_STATE names a folder."""
+    from ..sim.host import default_state_dir
+
+    return default_state_dir()
+
+
 def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: int | None = None,
-                   read_only: bool = False) -> Backend:
+                   read_only: bool = False, created: Callable[[str], None] | None = None) -> Backend:
     """``auto`` means the real host where /dev/xen/evtchn exists, the simulator elsewhere.
 
     ``read_only``: the caller only inspects, so a backend may open its state read-only.
+    ``created``: ``state_dir`` is the default folder, not one the user named; if the simulator is chosen and
+    no host is there yet, one is created (2 domains, 2 vCPUs each) and ``created(state_dir)`` says so.
     """
     if name == "auto":
         name = "xen" if os.path.exists(XEN_EVTCHN_DEVICE) else "sim"
     if name == "sim":
         from .sim import SimBackend
 
+        if created is not None:
+            from ..sim.host import FILE_NAME, create_host
+
+            state_dir = state_dir or default_state_dir()
+            if not os.path.exists(os.path.join(state_dir, FILE_NAME)):
+                create_host(state_dir)
+                created(state_dir)
         return SimBackend(state_dir, caller, read_only)
     if name == "xen":
         from .xen import XenBackend

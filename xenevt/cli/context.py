@@ -1,7 +1,8 @@
 """What every command shares: the chosen backend, output, and argument types.
 
 Commands never pick a backend themselves: they ask the context, which asks
-``select_backend`` once with the global options.  Commands that only inspect
+``select_backend`` once with the global options (and never the simulator
+directly: creating the default host is the backend layer's job too).  Commands that only inspect
 say so, and the simulator then opens its state read-only.
 """
 
@@ -14,9 +15,8 @@ import click
 from rich.console import Console
 
 from .. import abi
-from ..backend import select_backend
+from ..backend import default_state_dir, select_backend
 from ..backend.base import VIRQS
-from ..sim.host import FILE_NAME, create_host, default_state_dir
 
 MAX_DOMID = 0x7FEF  # DOMID_FIRST_RESERVED - 1
 
@@ -46,21 +46,14 @@ class Ctx:
         if read_only and False in self._backends:
             return self._backends[False]
         if read_only not in self._backends:
-            self._maybe_create_default_host()
+            # on a laptop with no Xen and no host yet, the default location gets one (said on stderr)
             self._backends[read_only] = select_backend(self.backend_name, state_dir=self.state, caller=self.caller,
-                                                       read_only=read_only)
+                                                       read_only=read_only,
+                                                       created=None if self.state_given else self._said_created)
         return self._backends[read_only]
 
-    def _maybe_create_default_host(self) -> None:
-        """On a laptop with no Xen and no host yet, the default location gets one (said on stderr)."""
-        if self.state_given or self.backend_name == "xen":
-            return
-        if self.backend_name == "auto" and os.path.exists("/dev/xen/evtchn"):
-            return
-        if os.path.exists(os.path.join(self.state, FILE_NAME)):
-            return
-        create_host(self.state)
-        self.err.print(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {self.state}")
+    def _said_created(self, state: str) -> None:
+        self.err.print(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 
     def close(self) -> None:
         for b in self._backends.values():
