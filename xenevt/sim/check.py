@@ -26,9 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import abi
+from ..errors import StateError
 from .statefile import ECS_FREE, ECS_INTERDOMAIN, ECS_RESERVED, ECS_UNBOUND, KINDS, read_intent, read_raise
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
+_STATE_NAMES = {ECS_FREE: "closed", ECS_RESERVED: "reserved", 4: "bound to a PIRQ", 5: "bound to a VIRQ",
+                6: "bound to an IPI"}
 _LINK = abi.EVTCHN_FIFO_LINK_MASK
 
 
@@ -220,6 +223,10 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
                            f"was cut short: {len(intent.entries)} step(s) to redo ({steps})", redo))
     if mark is not None:
         out.append(Finding("journal", "raise", f"a raise of port {mark[1]} of domain {mark[0]} was cut short", redo))
+    try:
+        host.check_records()
+    except StateError as e:  # a record no Xen could hold: nothing else can be judged until it is whole again
+        return out + [Finding("state file", "channel", str(e))], notes
     for dom in host.domains.values():
         out += _record_findings(host, dom)
         linked = linked_ports(dom.mem)
@@ -277,7 +284,7 @@ def _record_findings(host, dom) -> list[Finding]:
                 elif rch.state == ECS_UNBOUND:
                     what = f"which is unbound (waiting for domain {rch.remote_dom})"
                 else:
-                    what = f"which is in state {rch.state}"
+                    what = f"which is {_STATE_NAMES.get(rch.state, f'in state {rch.state}')}"
                 out.append(Finding(where, "remote_port", f"names port {ch.remote_port} of domain {ch.remote_dom}, "
                                    f"{what}: the peers disagree", lambda port=port: _unbind(dom, port)))
     return out
@@ -314,7 +321,8 @@ def check_host(state_dir: str | None, repair: bool = False) -> tuple[list[str], 
     and checked again: the first list then holds what is left."""
     from .host import SimHost
 
-    with SimHost(state_dir, read_only=not repair, recover=False) as host, host.locked(check_only=True):
+    with SimHost(state_dir, read_only=not repair, recover=False, check_records=False) as host, \
+            host.locked(check_only=True):
         found, notes = host_findings(host)
         lines = [f.line() for f in found]
         if not repair:

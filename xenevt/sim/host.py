@@ -65,6 +65,7 @@ from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are impor
     RAISE,
     VERSION,
     check_chan,
+    check_chans,
     check_file,
     check_journal,
     intent_crc,
@@ -189,12 +190,15 @@ class SimDomain:
 class SimHost:
     """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
 
-    def __init__(self, state_dir: str | None = None, read_only: bool = False, recover: bool = True):
+    def __init__(self, state_dir: str | None = None, read_only: bool = False, recover: bool = True,
+                 check_records: bool = True):
         """``read_only`` maps a private copy: inspection can never change the shared state.
 
-        ``recover`` finishes, on open, what a process killed mid-update left (the intent record, a raise
-        under way, a consumer gone mid-batch); read-only, into the private copy only.  ``sim check`` opens
-        with ``recover=False`` to see the file as it is.
+        The open holds the host lock (shared when read-only), so it never reads a record another process is
+        writing.  ``recover`` finishes what a process killed mid-update left (the intent record, a raise under
+        way, a consumer gone mid-batch) before the channel records are checked (an intent cut short may have
+        left one half written; redoing it writes it whole); read-only, into the private copy only.  ``sim
+        check`` opens with ``recover=False, check_records=False`` to see and judge the file as it is.
         """
         self.state_dir = state_dir or default_state_dir()
         self.read_only = read_only
@@ -208,10 +212,12 @@ class SimHost:
         except OSError as e:
             raise StateError(f"cannot open state file {self.path}: {_errtext(e)}", errno=e.errno) from None
         try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if recover and not read_only else fcntl.LOCK_SH)
             self._map()
         except BaseException:
-            os.close(self._fd)
+            os.close(self._fd)  # (drops the lock too)
             raise
+        self._closed = False
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
         self._stats = None
@@ -223,17 +229,24 @@ class SimHost:
         # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
         # SIGKILLs land inside updates (tests only)
         self._crash_sleep = float(os.environ.get("XENEVT_SIM_CRASH_SLEEP") or 0)
-        if recover:
-            try:
-                if read_only:
-                    if self._jw[INTENT // 4] or self._jw[RAISE // 4]:
-                        self._recover()  # into the private copy: inspection sees the update whole
-                else:
-                    with self.locked():
-                        self._recover_consumers()
-            except BaseException:
-                self.close()
-                raise
+        try:
+            if recover and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
+                self._recover()  # read-only: into the private copy, so inspection sees the update whole
+            if check_records:
+                self.check_records()
+            if recover and not read_only:
+                self._recover_consumers()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if not self._closed:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def check_records(self) -> None:
+        """statefile.check_chans over every domain (one line for the first bad field)."""
+        for dom in self.domains.values():
+            check_chans(dom.mem, self._nr_chans, self.path)
 
     def _map(self) -> None:
         """Map the file and check all of it (statefile.check_file) before any engine sees a byte."""
@@ -244,7 +257,7 @@ class SimHost:
                              access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
         self.domains: dict[int, SimDomain] = {}
         try:
-            checked = check_file(self._mm, self._size, self.path)
+            checked = check_file(self._mm, self._size, self.path, records=False)
             try:
                 for domid, flags, mem in checked:
                     self.domains[domid] = SimDomain(domid, flags, mem)
@@ -277,8 +290,9 @@ class SimHost:
             pass
 
     def close(self) -> None:
-        if self._mm.closed:
+        if self._closed:
             return
+        self._closed = True
         if self._stats is not None:
             self._stats[0].close()
             self._stats = None
@@ -513,8 +527,8 @@ class SimHost:
         out = []
         if ch.state == ECS_INTERDOMAIN:
             rdom = self.domains.get(ch.remote_dom)
-            if rdom is not None:
-                rch = self._rec(rdom, ch.remote_port)
+            if rdom is not None and 0 < ch.remote_port < rdom.mem.nr_chans:  # (a redone reset may meet a torn one)
+                rch = rdom.mem.chan(ch.remote_port)
                 if rch.state == ECS_INTERDOMAIN and (rch.remote_dom, rch.remote_port) == (dom.domid, port):
                     out.append((K_CHAN, rdom.domid, ch.remote_port,
                                 self._image(Chan(state=ECS_UNBOUND, priority=rch.priority, flags=rch.flags,
@@ -530,7 +544,7 @@ class SimHost:
         mem = dom.mem
         for port in self._open_ports(dom):
             self._crash_point()
-            ch = self._rec(dom, port)
+            ch = mem.chan(port)  # unchecked: a close cut short may have left it half written
             for kind, domid, index, value in self._close_entries(dom, port, ch):
                 if kind != K_FREES:
                     self._apply([(kind, domid, index, value)])
