@@ -11,7 +11,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check xen-ci lint wheel clean
+.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci lint wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ fuzz: setup ## every reader's fuzz target, 100,000 inputs each (FUZZ_COUNT=N to 
 
 doctor-check: setup ## doctor on 10,000 healthy generated histories and 200 of each injected breakage: the figures
 	$(VPY) -m tests.histories --healthy 10000 --per-kind 200
+
+kill-campaign: setup ## SIGKILL 2,000 processes doing hypercalls at random instants; count inconsistent files (0)
+	$(VPY) -m tests.crash_campaign --kills $${KILLS:-2000}
 
 xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0
 	bash ci/xen/run.sh
