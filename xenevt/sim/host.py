@@ -356,7 +356,8 @@ class SimHost:
             raise StateError(f"state file {self.path} is open read-only here: this command only inspects")
 
     def domain(self, domid: int, call: str, port: int | None = None) -> SimDomain:
-        self._check_size()
+        if not self._depth:  # (taking the lock checked it)
+            self._check_size()
         dom = self.domains.get(domid)
         if dom is None:
             raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
@@ -419,7 +420,8 @@ class SimHost:
         jw[RAISE // 4 + 1] = port
         jw[RAISE // 4] = dom.domid + 1
         try:
-            self._crash_point()
+            if self._crash_sleep:
+                self._crash_point()
             rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
         finally:
             jw[RAISE // 4] = 0
