@@ -67,7 +67,9 @@ int xc_interface_close(xc_interface *xch);
 int xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom, uint32_t remote_dom);
 int xc_evtchn_reset(xc_interface *xch, uint32_t dom);
 int xc_evtchn_status(xc_interface *xch, struct evtchn_status *status);
-int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms, void *info);
+int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms, void *info);  /* to 4.17 */
+/* info: xc_domaininfo_t[max_domains] (its size is the hypervisor interface's; its first field is the domid) */
+int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain, unsigned int max_domains, void *info);
 int xc_send_debug_keys(xc_interface *xch, const char *keys);
 int xc_readconsolering(xc_interface *xch, char *buffer, unsigned int *pnr_chars, int clear, int incremental,
                        uint32_t *pindex);

@@ -37,7 +37,7 @@ CACHE = os.environ.get("XENCI_CACHE", "/var/cache/xenevt-xen-ci")
 
 # Debian release of each Xen: its own hypervisor, kernel, python3 and Xen tools make dom0's root
 VERSIONS = {"4.17": "bookworm", "4.20": "trixie"}
-DEFAULT_VERSIONS = "4.17"  # 4.20 joins once the real backend runs on its libxenctrl (no xc_domain_getinfo there)
+DEFAULT_VERSIONS = "4.17 4.20"
 
 
 def root_packages(xen: str) -> list[str]:

@@ -168,6 +168,17 @@ def install(ffi) -> None:
         return guarded(-1, op)
 
     @ffi.def_extern()
+    def xc_domain_getinfolist(xch, first_domain, max_domains, info):
+        def op():
+            from .libxen import XC_DOMAININFO_SIZE
+
+            out = _get().xc_domain_getinfolist(first_domain, max_domains)
+            ffi.memmove(info, out, len(out))
+            return len(out) // XC_DOMAININFO_SIZE
+
+        return guarded(-1, op)
+
+    @ffi.def_extern()
     def xc_send_debug_keys(xch, keys):
         return guarded(-1, lambda: _get().send_debug_keys(ffi.string(keys).decode(errors="replace")) or 0)
 

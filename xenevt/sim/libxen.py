@@ -31,6 +31,8 @@ DOMID_SELF = 0x7FF0
 XC_DOMINFO_SIZE = 112          # sizeof(xc_dominfo_t), Xen 4.17 x86_64
 XC_DOMINFO_NR_ONLINE_VCPUS = 72
 XC_DOMINFO_MAX_VCPU_ID = 76
+XC_DOMAININFO_SIZE = 112       # sizeof(xc_domaininfo_t) = struct xen_domctl_getdomaininfo, Xen 4.17 x86_64
+XC_DOMAININFO_NR_ONLINE_VCPUS = 64  # then max_vcpu_id at 68
 EVTCHNOP_bind_vcpu = 8
 EVTCHNOP_set_priority = 13
 HYPERVISOR_event_channel_op = 32
@@ -211,6 +213,20 @@ class SimLibraries:
         dom = self._dom(dom)
         st = self.host.status(self.domid, dom, port)
         return dom, STAT_CODES[st.state], st
+
+    def xc_domain_getinfolist(self, first: int, max_doms: int) -> bytes:
+        """xc_domaininfo_t records (xen_domctl_getdomaininfo: domid, vCPU counts) for domains >= first; the
+        call every Xen from 4.2 to 4.20 has (xc_domain_getinfo is gone from 4.18's libxenctrl)."""
+        out = bytearray()
+        for domid in sorted(self.host.domains):
+            if domid < first or len(out) // XC_DOMAININFO_SIZE >= max_doms:
+                continue
+            rec = bytearray(XC_DOMAININFO_SIZE)
+            nv = self.host.domains[domid].mem.nr_vcpus
+            struct.pack_into("<H", rec, 0, domid)
+            struct.pack_into("<II", rec, XC_DOMAININFO_NR_ONLINE_VCPUS, nv, nv - 1)
+            out += rec
+        return bytes(out)
 
     def xc_domain_getinfo(self, first: int, max_doms: int) -> bytes:
         """xc_dominfo_t records (domid, vCPU counts) for domains >= first."""

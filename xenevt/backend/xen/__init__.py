@@ -30,7 +30,7 @@ HYPERVISOR_event_channel_op = 32
 EVTCHNOP_bind_vcpu = 8
 EVTCHNOP_set_priority = 13
 DOMID_SELF = 0x7FF0
-DOMINFO_SIZE = 1024  # room for one xc_dominfo_t (its first field is the domid)
+DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 
 
 class XenBackend:
@@ -112,10 +112,11 @@ class XenBackend:
         buf = libs.ffi.new("char[]", DOMINFO_SIZE)
         out, first = [], 0
         while first < 0x7FF0:
-            n = ctrl.xc_domain_getinfo(xc, first, 1, buf)
+            # xc_domain_getinfolist, not xc_domain_getinfo: the latter is gone from Xen 4.18's libxenctrl
+            n = ctrl.xc_domain_getinfolist(xc, first, 1, buf)
             if n < 1:
                 break
-            (domid,) = struct.unpack_from("<I", libs.ffi.buffer(buf, 4))
+            (domid,) = struct.unpack_from("<H", libs.ffi.buffer(buf, 2))
             if domid < first:
                 break
             out.append(domid)
