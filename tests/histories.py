@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from xenevt import abi
+from xenevt.abi import ECS_FREE
 from xenevt.backend import select_backend
 from xenevt.dump import build_dump
 from xenevt.engine import DomainMemory
@@ -35,7 +36,7 @@ from xenevt.engine.layout import CB_STATE_OFFSET
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
-from xenevt.sim.host import ECS_FREE, FILE_NAME, LOCK_NAME, STATS_NAME, SimHost, create_host
+from xenevt.sim.host import FILE_NAME, LOCK_NAME, STATS_NAME, SimHost, create_host
 
 DOMAINS, VCPUS = 3, 2
 STEPS = 40

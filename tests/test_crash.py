@@ -14,11 +14,12 @@ import time
 import pytest
 
 from xenevt import abi
+from xenevt.abi import ECS_UNBOUND
 from xenevt.cli import main
 from xenevt.engine.layout import CHAN
 from xenevt.sim.check import check_host
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
-from xenevt.sim.statefile import ECS_UNBOUND, INTENT, INTENT_COMMITTED, RAISE
+from xenevt.sim.statefile import INTENT, INTENT_COMMITTED, RAISE
 
 
 class Killed(BaseException):

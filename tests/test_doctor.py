@@ -13,12 +13,13 @@ import pytest
 from tests import edump_writer as ew
 from tests import writer
 from xenevt import abi
+from xenevt.abi import ECS_FREE
 from xenevt.cli import main
 from xenevt.dump import build_dump
 from xenevt.engine.layout import CB_STATE_OFFSET
 from xenevt.evidence import collect, doctor, edump, lsevtchn
 from xenevt.evidence.model import Evidence, EvidenceError
-from xenevt.sim.host import ECS_FREE, SimHost, create_host
+from xenevt.sim.host import SimHost, create_host
 
 
 def rules(rep) -> set[tuple[str, int, tuple]]:

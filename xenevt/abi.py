@@ -1,14 +1,14 @@
-"""Xen's event-channel ABI: constants and byte layouts.
+"""Xen's event-channel ABI: every constant, name and limit xenevt knows of Xen, in one place.
 
-Every value here is a fact of Xen's public header
-``xen/include/public/event_channel.h`` (FIFO section unless noted); names
-keep Xen's spelling so they can be grepped for on both sides.
+Each value is a fact of a Xen header, named where it is defined (mostly the
+public ``xen/include/public/event_channel.h``, FIFO section, and
+``xen/include/public/xen.h``); names keep Xen's spelling so they can be
+grepped for on both sides.  Nothing here imports the rest of xenevt.
 """
 
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
 
 # event_word_t bits
 EVTCHN_FIFO_PENDING = 31
@@ -43,36 +43,47 @@ CONTROL_BLOCK_HEAD_OFFSET = 8
 # struct evtchn_init_control { u64 control_gfn; u32 offset; u32 vcpu; u8 link_bits; u8 _pad[7]; }
 INIT_CONTROL = struct.Struct("<QIIB7x")
 
-# EVTCHNOP_* sub-ops of __HYPERVISOR_event_channel_op (32)
-HYPERVISOR_EVENT_CHANNEL_OP = 32
+# xen/include/public/xen.h: __HYPERVISOR_event_channel_op, and the EVTCHNOP_* sub-ops (event_channel.h) we issue
+HYPERVISOR_event_channel_op = 32
+EVTCHNOP_bind_vcpu = 8
+EVTCHNOP_set_priority = 13
 
+# event_channel.h: struct evtchn_status's .status, EVTCHNSTAT_closed (0) .. EVTCHNSTAT_ipi (5), by value
+STATES = ("closed", "unbound", "interdomain", "pirq", "virq", "ipi")
 
-class EvtchnOp(IntEnum):
-    BIND_INTERDOMAIN = 0
-    BIND_VIRQ = 1
-    BIND_PIRQ = 2
-    CLOSE = 3
-    SEND = 4
-    STATUS = 5
-    ALLOC_UNBOUND = 6
-    BIND_IPI = 7
-    BIND_VCPU = 8
-    UNMASK = 9
-    RESET = 10
-    INIT_CONTROL = 11
-    EXPAND_ARRAY = 12
-    SET_PRIORITY = 13
+# xen/include/xen/sched.h: Xen's own channel states (struct evtchn .state), as the 'e' key prints them (s=)
+ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
+ECS_NAMES = {ECS_RESERVED: "reserved", ECS_UNBOUND: "unbound", ECS_INTERDOMAIN: "interdomain", ECS_PIRQ: "pirq",
+             ECS_VIRQ: "virq", ECS_IPI: "ipi"}  # ECS_FREE is never printed
+# xen/common/event_channel.c, evtchn_status(): which EVTCHNSTAT_* each ECS_* reports (free and reserved: closed)
+ECS_TO_EVTCHNSTAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
+                     ECS_IPI: 5}
+# xen/include/xen/sched.h: struct evtchn's xen_consumer is XEN_CONSUMER_BITS (3) wide
+XEN_MAX_CONSUMER = 7
 
+# xen/include/public/xen.h: VIRQ_* (lowercased: the names the CLI accepts) and NR_VIRQS
+VIRQS = {"timer": 0, "debug": 1, "console": 2, "dom_exc": 3, "tbuf": 4, "debugger": 6, "xenoprof": 7,
+         "con_ring": 8, "pcpu_state": 9, "mem_event": 10, "argo": 11, "enomem": 12, "xenpmu": 13}
+VIRQ_NAMES = {n: name for name, n in VIRQS.items()}
+NR_VIRQS = 24
+# xen/common/event_channel.c, virq_is_global(): VIRQ_TIMER, VIRQ_DEBUG, VIRQ_XENOPROF, VIRQ_XENPMU are per vCPU
+PER_VCPU_VIRQS = {VIRQS[name] for name in ("timer", "debug", "xenoprof", "xenpmu")}
 
-class EvtchnStat(IntEnum):
-    """EVTCHNSTAT_* of struct evtchn_status."""
+# xen/include/public/xen.h: domid_t is uint16_t; ids from DOMID_FIRST_RESERVED on (DOMID_SELF, DOMID_IO, ...)
+# are never a running domain
+DOMID_FIRST_RESERVED = 0x7FF0
+DOMID_SELF = 0x7FF0
+DOMID_MAX = 0xFFFF
 
-    CLOSED = 0
-    UNBOUND = 1
-    INTERDOMAIN = 2
-    PIRQ = 3
-    VIRQ = 4
-    IPI = 5
+# most vCPUs a Xen domain can have: x86 PV's MAX_VIRT_CPUS (xen/arch/x86/include/asm/config.h: 8192);
+# HVM_MAX_VCPUS and Arm's GUEST_MAX_VCPUS are 128.  Polling masks (%*pbl over max_vcpus bits) stay below it.
+XEN_MAX_VCPUS = 8192
+# event_channel.h: EVTCHN_2L_NR_CHANNELS with a 64-bit xen_ulong_t
+EVTCHN_2L_NR_CHANNELS = 64 * 64
+# the largest FIFO port (EVTCHN_FIFO_NR_CHANNELS - 1): dom0's channel limit, and the widest port Xen prints
+EVTCHN_FIFO_MAX_PORT = EVTCHN_FIFO_NR_CHANNELS - 1
+# tools/libs/light/libxl_create.c: a guest's max_event_channels when its config names none
+LIBXL_DEFAULT_EVENT_CHANNELS = 1023
 
 
 def word_flags(word: int) -> str:

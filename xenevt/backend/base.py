@@ -12,16 +12,6 @@ from typing import Protocol
 
 from .. import abi
 
-# Channel states as EVTCHNOP_status reports them (EVTCHNSTAT_*)
-STATES = ("closed", "unbound", "interdomain", "pirq", "virq", "ipi")
-
-# Xen's VIRQ numbers (xen.h) that the CLI accepts by name
-VIRQS = {"timer": 0, "debug": 1, "console": 2, "dom_exc": 3, "tbuf": 4, "debugger": 6, "xenoprof": 7,
-         "con_ring": 8, "pcpu_state": 9, "mem_event": 10, "argo": 11, "enomem": 12, "xenpmu": 13}
-VIRQ_NAMES = {n: name for name, n in VIRQS.items()}
-# VIRQs bound per vCPU (VIRQ_TIMER, VIRQ_DEBUG, VIRQ_XENOPROF, VIRQ_XENPMU); the others are global
-PER_VCPU_VIRQS = {0, 1, 7, 13}
-
 
 @dataclass
 class PortStatus:
@@ -29,7 +19,7 @@ class PortStatus:
 
     domain: int
     port: int
-    state: str                     # one of STATES
+    state: str                     # one of abi.STATES
     vcpu: int = 0                  # notify vCPU
     remote_domain: int | None = None
     remote_port: int | None = None
@@ -50,7 +40,7 @@ class PortStatus:
         if self.state == "unbound":
             return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
         if self.state == "virq":
-            name = VIRQ_NAMES.get(self.virq, "?")
+            name = abi.VIRQ_NAMES.get(self.virq, "?")
             return f"VIRQ {self.virq} ({name})"
         if self.state == "pirq":
             return f"PIRQ {self.pirq}"

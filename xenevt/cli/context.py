@@ -16,9 +16,6 @@ from rich.console import Console
 
 from .. import abi
 from ..backend import default_state_dir, select_backend
-from ..backend.base import VIRQS
-
-MAX_DOMID = 0x7FEF  # DOMID_FIRST_RESERVED - 1
 
 
 class Ctx:
@@ -101,7 +98,7 @@ class _IntRange(click.ParamType):
 
 
 PORT = _IntRange("port", 1, abi.EVTCHN_FIFO_NR_CHANNELS - 1, " (port 0 is never valid; the FIFO ABI has 2^17 ports)")
-DOMAIN = _IntRange("domain", 0, MAX_DOMID)
+DOMAIN = _IntRange("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
 VCPU = _IntRange("vCPU", 0, 4095)
 PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)")
 COUNT = _IntRange("count", 1, 1 << 31)
@@ -132,12 +129,12 @@ class _Virq(click.ParamType):
         if isinstance(value, int):
             return value
         s = str(value).lower().removeprefix("virq_")
-        if s in VIRQS:
-            return VIRQS[s]
+        if s in abi.VIRQS:
+            return abi.VIRQS[s]
         try:
             n = int(s, 0)
         except ValueError:
-            self.fail(f"unknown VIRQ {value!r} (names: {', '.join(VIRQS)}; or a number)", param, ctx)
+            self.fail(f"unknown VIRQ {value!r} (names: {', '.join(abi.VIRQS)}; or a number)", param, ctx)
         if not 0 <= n < 24:
             self.fail(f"VIRQ {n} out of range 0..23", param, ctx)
         return n

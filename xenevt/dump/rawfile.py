@@ -36,7 +36,6 @@ CB_RECORD = struct.Struct("<I72s")
 FLAG_GUEST = 1      # Linux's local heads are saved
 FLAG_CHANNELS = 2   # the hypervisor's channel table is saved (simulator only)
 CRC = struct.Struct("<I")
-DOMID_FIRST_RESERVED = 0x7FF0  # xen/include/public/xen.h
 
 
 class DumpFileError(XenevtError):
@@ -181,9 +180,9 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
     off += npages * abi.PAGE_SIZE
     mem = from_frames(pages, cbs, heads, nchans, ready)
     warnings = mem.warnings
-    if domain >= DOMID_FIRST_RESERVED:
+    if domain >= abi.DOMID_FIRST_RESERVED:
         warnings.append(f"dump file {path}: offset 0xc: field domain: {domain} is not a domain id (ids stop below "
-                        f"{DOMID_FIRST_RESERVED:#x}); shown as read")
+                        f"{abi.DOMID_FIRST_RESERVED:#x}); shown as read")
     if flags & FLAG_CHANNELS:
         from ..sim.statefile import CHAN_FIELDS, chan_problem
 

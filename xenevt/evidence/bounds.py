@@ -1,4 +1,4 @@
-"""What Xen's text can show: its limits, and one bounded reader of the numbers in it.
+"""One bounded reader of the numbers in Xen's text (the limits it checks against are abi.py's).
 
 Python's ``int()`` takes Unicode digits (a superscript), underscores, spaces and
 any length (a 5,000-digit bignum); Xen's printf writes ASCII digits only, so
@@ -8,23 +8,7 @@ says which field held a value Xen cannot print.
 
 from __future__ import annotations
 
-from ..abi import EVTCHN_FIFO_NR_CHANNELS
-
-# xen/include/public/xen.h: domain ids from here on are DOMID_SELF, DOMID_IO ... never a running domain
-DOMID_FIRST_RESERVED = 0x7FF0
-DOMID_MAX = 0xFFFF                 # domid_t is uint16_t
-# xen/include/public/xen.h
-NR_VIRQS = 24
-# most vCPUs a Xen domain can have: x86 PV's MAX_VIRT_CPUS (xen/arch/x86/include/asm/config.h: 8192);
-# HVM_MAX_VCPUS and Arm's GUEST_MAX_VCPUS are 128.  Polling masks (%*pbl over max_vcpus bits) stay below it.
-XEN_MAX_VCPUS = 8192
-# xen/include/xen/sched.h: struct evtchn's xen_consumer is XEN_CONSUMER_BITS (3) wide
-XEN_MAX_CONSUMER = 7
-# xen/include/public/event_channel.h: EVTCHN_2L_NR_CHANNELS with a 64-bit xen_ulong_t
-EVTCHN_2L_NR_CHANNELS = 64 * 64
-# ECS_* (xen/include/xen/sched.h): ECS_FREE (0) is never printed
-ECS_NAMES = {1: "reserved", 2: "unbound", 3: "interdomain", 4: "pirq", 5: "virq", 6: "ipi"}
-MAX_PORT = EVTCHN_FIFO_NR_CHANNELS - 1
+# Xen's own limits (domains, ports, vCPUs, VIRQs) are in abi.py; these are printf's
 INT_MAX = (1 << 31) - 1
 MAX_DIGITS = 11                    # enough for any 32-bit value printed by %d or %u, with room for a zero pad
 

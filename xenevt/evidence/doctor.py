@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .. import abi
 from .model import DomainFacts, Evidence, QueueFacts, VcpuFacts
 
 SEVERITIES = ("info", "warning", "error")
-DEFAULT_DOMU_LIMIT = 1023          # Xen's default max_event_channels for a guest
-DOM0_LIMIT = (1 << 17) - 1
 EXIT_CODES = {"healthy": 0, "problems": 3, "inconclusive": 4}
 SHOWN_IN_JSON = 20                 # the first unread items and warnings listed; the totals say how many more
 BROKEN = {"range": "points past the event array (or at a page that is not there)",
@@ -434,7 +433,7 @@ def _limit(rep, dom):
     if dom.max_ports is not None:
         limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}"
     else:
-        limit = DOM0_LIMIT if dom.domain == 0 else DEFAULT_DOMU_LIMIT
+        limit = abi.EVTCHN_FIFO_MAX_PORT if dom.domain == 0 else abi.LIBXL_DEFAULT_EVENT_CHANNELS
         said = f"assuming Xen's default limit of {limit} (max_event_channels)"
     if used >= limit:
         _add(rep, "error", "ports-exhausted", dom, [], f"domain {dom.domain} has no free event channel",

@@ -21,22 +21,20 @@ from __future__ import annotations
 
 import re
 
-from .bounds import (
+from ..abi import (
     DOMID_FIRST_RESERVED,
     DOMID_MAX,
     ECS_NAMES,
     EVTCHN_2L_NR_CHANNELS,
-    INT_MAX,
-    MAX_PORT,
     NR_VIRQS,
     XEN_MAX_CONSUMER,
     XEN_MAX_VCPUS,
-    Impossible,
-    number,
 )
+from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
+from .bounds import INT_MAX, Impossible, number
 from .model import DomainFacts, Evidence, EvidenceError, PortFacts
 
-__all__ = ["ECS_NAMES", "parse", "read"]
+__all__ = ["parse", "read"]
 
 # Every pattern is anchored and its repeats are over disjoint classes or bounded: linear in the line's length.
 _STAMP = re.compile(r"\[[^\]\n]{0,40}\] ?", re.A)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 
-from .bounds import DOMID_FIRST_RESERVED, DOMID_MAX, MAX_PORT, NR_VIRQS, XEN_MAX_VCPUS, Impossible, number
+from ..abi import DOMID_FIRST_RESERVED, DOMID_MAX, NR_VIRQS, XEN_MAX_VCPUS
+from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
+from .bounds import Impossible, number
 from .model import Evidence, EvidenceError, PortFacts
 
 # Anchored, over the line with its trailing blanks already cut: linear in the line's length.

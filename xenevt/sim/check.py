@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import abi
+from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_IPI, ECS_PIRQ, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
 from ..errors import StateError
-from .statefile import ECS_FREE, ECS_INTERDOMAIN, ECS_RESERVED, ECS_UNBOUND, KINDS, read_intent, read_raise
+from .statefile import KINDS, read_intent, read_raise
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
-_STATE_NAMES = {ECS_FREE: "closed", ECS_RESERVED: "reserved", 4: "bound to a PIRQ", 5: "bound to a VIRQ",
-                6: "bound to an IPI"}
+_STATE_NAMES = {ECS_FREE: "closed", ECS_RESERVED: "reserved", ECS_PIRQ: "bound to a PIRQ", ECS_VIRQ: "bound to a VIRQ",
+                ECS_IPI: "bound to an IPI"}
 _LINK = abi.EVTCHN_FIFO_LINK_MASK
 
 

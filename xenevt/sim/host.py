@@ -25,23 +25,29 @@ import time
 from contextlib import contextmanager
 
 from .. import abi
-from ..backend.base import PER_VCPU_VIRQS, STATES, NotifyResult, PortStatus, word_flag_dict
-from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
-from ..engine.layout import CHAN, FREES_WORD, HEADER_FIELDS
-from ..errors import ChannelError, StateError, channel_error
-from . import futex
-from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are imported from here by others)
-    CHAN_FIELDS,
-    DOM_ENTRY,
-    DOM_PRIVILEGED,
-    DOM_TABLE,
+from ..abi import (
     ECS_FREE,
     ECS_INTERDOMAIN,
     ECS_IPI,
     ECS_PIRQ,
     ECS_RESERVED,
+    ECS_TO_EVTCHNSTAT,
     ECS_UNBOUND,
     ECS_VIRQ,
+    NR_VIRQS,
+    PER_VCPU_VIRQS,
+    STATES,
+)
+from ..backend.base import NotifyResult, PortStatus, word_flag_dict
+from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
+from ..engine.layout import CHAN, FREES_WORD, HEADER_FIELDS
+from ..errors import ChannelError, StateError, channel_error
+from . import futex
+from .statefile import (  # noqa: F401  (FILE_NAME is imported from here by others)
+    CHAN_FIELDS,
+    DOM_ENTRY,
+    DOM_PRIVILEGED,
+    DOM_TABLE,
     ENTRIES,
     ENTRY,
     FILE_NAME,
@@ -60,7 +66,6 @@ from .statefile import (  # noqa: F401  (FILE_NAME and the ECS_* names are impor
     MAGIC,
     MAX_DOMAINS,
     MAX_INTENT_ENTRIES,
-    NR_VIRQS,
     OP_CODES,
     RAISE,
     VERSION,
@@ -77,8 +82,6 @@ _INTENT_TAIL = struct.Struct("<7I")  # INTENT_HEADER after its state word
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
-ECS_TO_STAT = {ECS_FREE: 0, ECS_RESERVED: 0, ECS_UNBOUND: 1, ECS_INTERDOMAIN: 2, ECS_PIRQ: 3, ECS_VIRQ: 4,
-               ECS_IPI: 5}
 _OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 CONSUME_BATCH = 256
 STATS_NAME = "stats.xes"
@@ -759,7 +762,7 @@ class SimHost:
                                     "port is unbound, nothing is connected (Xen drops the notification)",
                                     domain=domid, port=port)
             else:
-                state = STATES[ECS_TO_STAT[ch.state]]
+                state = STATES[ECS_TO_EVTCHNSTAT[ch.state]]
                 raise channel_error(call, errno.EINVAL, f"cannot send on a {state} port", domain=domid, port=port)
             rc = SP(self._raise(target, tport))
         return NotifyResult(domid, port, target.domid, tport, _outcome(rc))
@@ -1067,7 +1070,7 @@ def chan_is_open(chan: Chan) -> bool:
 
 def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus:
     """EVTCHNOP_status's view of a channel record, plus the FIFO flags of its word."""
-    state = STATES[ECS_TO_STAT.get(ch.state, 0)]
+    state = STATES[ECS_TO_EVTCHNSTAT.get(ch.state, 0)]
     st = PortStatus(domain=domid, port=port, state=state, vcpu=ch.notify_vcpu)
     if ch.state == ECS_UNBOUND:
         st.remote_domain = ch.remote_dom

@@ -24,19 +24,15 @@ import os
 import struct
 import threading
 
+from .. import abi
 from ..errors import ChannelError, XenevtError, channel_error
 from .host import SimHost
 
-DOMID_SELF = 0x7FF0
 XC_DOMINFO_SIZE = 112          # sizeof(xc_dominfo_t), Xen 4.17 x86_64
 XC_DOMINFO_NR_ONLINE_VCPUS = 72
 XC_DOMINFO_MAX_VCPU_ID = 76
 XC_DOMAININFO_SIZE = 112       # sizeof(xc_domaininfo_t) = struct xen_domctl_getdomaininfo, Xen 4.17 x86_64
 XC_DOMAININFO_NR_ONLINE_VCPUS = 64  # then max_vcpu_id at 68
-EVTCHNOP_bind_vcpu = 8
-EVTCHNOP_set_priority = 13
-HYPERVISOR_event_channel_op = 32
-STAT_CODES = {"closed": 0, "unbound": 1, "interdomain": 2, "pirq": 3, "virq": 4, "ipi": 5}
 
 
 class _Handle:
@@ -142,14 +138,14 @@ class SimLibraries:
     def bind_unbound(self, hid: int, remote: int) -> int:
         with self._lock:
             h = self._h(hid)
-            remote = self.domid if remote == DOMID_SELF else remote
+            remote = self.domid if remote == abi.DOMID_SELF else remote
             self._restricted(h, remote, "allocate an unbound port for")
             return self._adopt(h, self.host.alloc_unbound(self.domid, self.domid, remote))
 
     def bind_interdomain(self, hid: int, remote: int, remote_port: int) -> int:
         with self._lock:
             h = self._h(hid)
-            remote = self.domid if remote == DOMID_SELF else remote
+            remote = self.domid if remote == abi.DOMID_SELF else remote
             self._restricted(h, remote, "bind to")
             return self._adopt(h, self.host.bind_interdomain(self.domid, self.domid, remote, remote_port))
 
@@ -199,7 +195,7 @@ class SimLibraries:
 
     # --- libxenctrl --------------------------------------------------------------------
     def _dom(self, dom: int) -> int:
-        return self.domid if dom == DOMID_SELF else dom
+        return self.domid if dom == abi.DOMID_SELF else dom
 
     def xc_alloc_unbound(self, dom: int, remote: int) -> int:
         return self.host.alloc_unbound(self.domid, self._dom(dom), self._dom(remote))
@@ -212,7 +208,7 @@ class SimLibraries:
         struct evtchn_status (declared once, in csrc/xen_api.h)."""
         dom = self._dom(dom)
         st = self.host.status(self.domid, dom, port)
-        return dom, STAT_CODES[st.state], st
+        return dom, abi.STATES.index(st.state), st
 
     def xc_domain_getinfolist(self, first: int, max_doms: int) -> bytes:
         """xc_domaininfo_t records (xen_domctl_getdomaininfo: domid, vCPU counts) for domains >= first; the
@@ -278,10 +274,10 @@ class SimLibraries:
 
     # --- libxencall: the two event-channel hypercalls a user may need ---------------------
     def hypercall(self, op: int, cmd: int, arg: bytes) -> int:
-        if op != HYPERVISOR_event_channel_op or cmd not in (EVTCHNOP_bind_vcpu, EVTCHNOP_set_priority):
+        if op != abi.HYPERVISOR_event_channel_op or cmd not in (abi.EVTCHNOP_bind_vcpu, abi.EVTCHNOP_set_priority):
             raise ChannelError(f"hypercall {op}/{cmd} is not simulated", errno=errno.ENOSYS)
         port, value = struct.unpack_from("<II", arg)
-        if cmd == EVTCHNOP_set_priority:
+        if cmd == abi.EVTCHNOP_set_priority:
             self.host.set_priority(self.domid, self.domid, port, value)
         else:
             self.host.bind_vcpu(self.domid, self.domid, port, value)

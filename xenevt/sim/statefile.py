@@ -67,6 +67,7 @@ import zlib
 from dataclasses import dataclass
 
 from .. import abi
+from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
 from ..engine.layout import CHAN
 from ..errors import StateError
@@ -97,11 +98,7 @@ KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAIS
 OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
        7: "expand_array"}
 OP_CODES = {name: code for code, name in OPS.items()}
-DOMID_FIRST_RESERVED = 0x7FF0  # xen/include/public/xen.h: DOMID_FIRST_RESERVED
 
-# Xen's internal channel states (struct evtchn .state, ECS_*), as printed by 'e' (s=)
-ECS_FREE, ECS_RESERVED, ECS_UNBOUND, ECS_INTERDOMAIN, ECS_PIRQ, ECS_VIRQ, ECS_IPI = range(7)
-NR_VIRQS = 24
 CHAN_FLAGS = 1  # xe_chan.flags: DEFERRED is the only bit
 
 # byte offsets of xe_chan's fields, for errors
@@ -155,8 +152,8 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
         at = DOM_TABLE + i * DOM_ENTRY.size
         domid, flags, offset, dsize = DOM_ENTRY.unpack_from(mm, at)
         field = f"domain_table[{i}]"
-        if domid >= DOMID_FIRST_RESERVED:
-            raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {DOMID_FIRST_RESERVED:#x}")
+        if domid >= abi.DOMID_FIRST_RESERVED:
+            raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {abi.DOMID_FIRST_RESERVED:#x}")
         if flags & ~DOM_PRIVILEGED:
             raise corrupt(path, at + 4, f"{field}.flags", f"unknown flags {flags:#x}")
         if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
@@ -272,14 +269,14 @@ def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None
     if ch.state in (ECS_UNBOUND, ECS_INTERDOMAIN):
         if nr_chans is not None and ch.remote_dom not in nr_chans:
             return "remote_dom", f"domain {ch.remote_dom} is not on this host"
-        if ch.remote_dom >= DOMID_FIRST_RESERVED:
-            return "remote_dom", f"domain {ch.remote_dom} is not below {DOMID_FIRST_RESERVED:#x}"
+        if ch.remote_dom >= abi.DOMID_FIRST_RESERVED:
+            return "remote_dom", f"domain {ch.remote_dom} is not below {abi.DOMID_FIRST_RESERVED:#x}"
     if ch.state == ECS_INTERDOMAIN:
         limit = nr_chans[ch.remote_dom] if nr_chans is not None else abi.EVTCHN_FIFO_NR_CHANNELS
         if not 0 < ch.remote_port < limit:
             return "remote_port", f"port {ch.remote_port} out of range 1..{limit - 1} of domain {ch.remote_dom}"
-    if ch.state == ECS_VIRQ and ch.aux >= NR_VIRQS:
-        return "aux", f"VIRQ {ch.aux} out of range 0..{NR_VIRQS - 1}"
+    if ch.state == ECS_VIRQ and ch.aux >= abi.NR_VIRQS:
+        return "aux", f"VIRQ {ch.aux} out of range 0..{abi.NR_VIRQS - 1}"
     return None
 
 

@@ -19,17 +19,14 @@ import select
 import struct
 import time
 
+from ... import abi
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
 from ...memory.kcore import read_self, self_domid
-from ..base import STATES, NotifyResult, PortStatus, word_flag_dict
+from ..base import NotifyResult, PortStatus, word_flag_dict
 from . import libs
 from .libs import check, reason
 
 XEN_DEVICE = "/dev/xen/evtchn"
-HYPERVISOR_event_channel_op = 32
-EVTCHNOP_bind_vcpu = 8
-EVTCHNOP_set_priority = 13
-DOMID_SELF = 0x7FF0
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 
 
@@ -210,16 +207,17 @@ class XenBackend:
         buf = check(xcl.xencall_alloc_buffer(h, len(payload)), call, domain, port)
         try:
             libs.ffi.memmove(buf, payload, len(payload))
-            check(xcl.xencall2(h, HYPERVISOR_event_channel_op, op, int(libs.ffi.cast("uintptr_t", buf))), call,
+            check(xcl.xencall2(h, abi.HYPERVISOR_event_channel_op, op, int(libs.ffi.cast("uintptr_t", buf))), call,
                   domain, port)
         finally:
             xcl.xencall_free_buffer(h, buf)
 
     def set_priority(self, domain: int, port: int, priority: int) -> None:
-        self._evtchn_op(EVTCHNOP_set_priority, struct.pack("<II", port, priority), "set the priority of", domain, port)
+        self._evtchn_op(abi.EVTCHNOP_set_priority, struct.pack("<II", port, priority), "set the priority of", domain,
+                        port)
 
     def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None:
-        self._evtchn_op(EVTCHNOP_bind_vcpu, struct.pack("<II", port, vcpu), "move", domain, port)
+        self._evtchn_op(abi.EVTCHNOP_bind_vcpu, struct.pack("<II", port, vcpu), "move", domain, port)
 
     def status(self, domain: int, port: int) -> PortStatus:
         return self._annotate(domain, [self._status(domain, port)])[0]
@@ -228,9 +226,9 @@ class XenBackend:
         """EVTCHNOP_status; a failure names ``call`` and port ``named`` (default: ``port``)."""
         ctrl, xc = self._ctrl()
         s = libs.ffi.new("struct evtchn_status *")
-        s.dom, s.port = DOMID_SELF if self._mine(domain) else domain, port
+        s.dom, s.port = abi.DOMID_SELF if self._mine(domain) else domain, port
         check(ctrl.xc_evtchn_status(xc, s), call, domain, port if named == -1 else named)
-        state = STATES[s.status] if s.status < len(STATES) else f"state {s.status}"
+        state = abi.STATES[s.status] if s.status < len(abi.STATES) else f"state {s.status}"
         st = PortStatus(domain=domain, port=port, state=state, vcpu=s.vcpu)
         if state == "unbound":
             st.remote_domain = s.u.unbound.dom
@@ -322,7 +320,7 @@ class XenBackend:
             arr = libs.ffi.new("xen_pfn_t[]", gfns)
             errs = libs.ffi.new("int[]", len(gfns))
             # Xen refuses a domain naming itself as the foreign owner (ESRCH): its own frames go by DOMID_SELF
-            owner = DOMID_SELF if self._mine(domain) else domain
+            owner = abi.DOMID_SELF if self._mine(domain) else domain
             addr = check(fm.xenforeignmemory_map(h, owner, 1, len(gfns), arr, errs), "map frames of",  # PROT_READ
                          domain)
             try:
