@@ -2,65 +2,17 @@
 
 Nothing outside xenevt/backend/ branches on which backend is in use; optional
 abilities (consuming as a guest, FIFO memory for dumps) are methods that
-raise BackendUnavailable where a backend lacks them.
+raise BackendUnavailable where a backend lacks them.  What they return is the
+port model (xenevt/ports.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from .. import abi
+from ..ports import NotifyResult, PortStatus
 
-
-@dataclass
-class PortStatus:
-    """What is known of one port: EVTCHNOP_status's facts plus FIFO flags where readable."""
-
-    domain: int
-    port: int
-    state: str                     # one of abi.STATES
-    vcpu: int = 0                  # notify vCPU
-    remote_domain: int | None = None
-    remote_port: int | None = None
-    virq: int | None = None
-    pirq: int | None = None
-    priority: int | None = None    # FIFO priority, where known
-    word: int | None = None        # raw event word, where readable
-    flags: dict = field(default_factory=dict)  # pending/masked/linked/busy/link where readable
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
-
-    def remote(self, short: bool = False) -> str:
-        """The other end in words: the peer, who may connect, or the IRQ source."""
-        if self.state == "interdomain":
-            return f"dom{self.remote_domain}:{self.remote_port}" if short else \
-                f"domain {self.remote_domain} port {self.remote_port}"
-        if self.state == "unbound":
-            return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
-        if self.state == "virq":
-            name = abi.VIRQ_NAMES.get(self.virq, "?")
-            return f"VIRQ {self.virq} ({name})"
-        if self.state == "pirq":
-            return f"PIRQ {self.pirq}"
-        return ""
-
-
-@dataclass
-class NotifyResult:
-    domain: int
-    port: int
-    target_domain: int | None      # where the event was raised (None: dropped)
-    target_port: int | None
-    outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
-
-
-def word_flag_dict(word: int) -> dict:
-    """The FIFO flags of an event word, as PortStatus.flags reports them."""
-    return {"pending": bool(word & abi.WORD_PENDING), "masked": bool(word & abi.WORD_MASKED),
-            "linked": bool(word & abi.WORD_LINKED), "busy": bool(word & abi.WORD_BUSY),
-            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
+__all__ = ["Backend", "NotifyResult", "PortStatus"]
 
 
 class Backend(Protocol):

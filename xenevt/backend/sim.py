@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import BackendUnavailable
+from ..ports import PortStatus
 from ..sim.host import SimHost
-from .base import PortStatus
 
 
 class SimBackend:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .. import abi
-from ..backend.base import PortStatus
 from ..engine import DomainMemory, Walk, engine_for
+from ..ports import PortStatus
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
 

@@ -26,6 +26,7 @@ from .. import abi
 from ..engine import Chan, DomainMemory
 from ..engine.layout import CHAN, GUEST_VCPU, MAX_VCPUS
 from ..errors import XenevtError
+from ..ports import chan_is_open, chan_status
 from .frames import from_frames
 
 MAGIC = b"XENEVTDP"
@@ -58,8 +59,6 @@ class RawDump:
         """The saved channel table as PortStatus by port (open ports only), or None if not saved."""
         if not self.has_channels:
             return None
-        from ..sim.host import chan_is_open, chan_status
-
         out = {}
         for port in range(1, self.mem.nr_chans):
             ch = self.mem.chan(port)

@@ -7,9 +7,9 @@ up on the same PortFacts.
 
 from __future__ import annotations
 
-from ..backend.base import PortStatus
 from ..dump.model import DomainDump
 from ..errors import BackendUnavailable, XenevtError
+from ..ports import PortStatus
 from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from ..errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from ..backend.base import PortStatus
     from ..engine import DomainMemory
+    from ..ports import PortStatus
 
 
 class MemoryUnavailable(BackendUnavailable):

@@ -38,10 +38,10 @@ from ..abi import (
     PER_VCPU_VIRQS,
     STATES,
 )
-from ..backend.base import NotifyResult, PortStatus, word_flag_dict
 from ..engine import SP, Chan, Consume, DomainMemory, Geometry, LayoutError, engine_for
 from ..engine.layout import CHAN, FREES_WORD, HEADER_FIELDS
 from ..errors import ChannelError, StateError, channel_error
+from ..ports import NotifyResult, PortStatus, chan_is_open, chan_status
 from . import futex
 from .statefile import (  # noqa: F401  (FILE_NAME is imported from here by others)
     CHAN_FIELDS,
@@ -1062,30 +1062,6 @@ class SimHost:
             if remaining is not None and remaining <= 0:
                 return []
             futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))
-
-
-def chan_is_open(chan: Chan) -> bool:
-    return chan.state not in (ECS_FREE, ECS_RESERVED)
-
-
-def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus:
-    """EVTCHNOP_status's view of a channel record, plus the FIFO flags of its word."""
-    state = STATES[ECS_TO_EVTCHNSTAT.get(ch.state, 0)]
-    st = PortStatus(domain=domid, port=port, state=state, vcpu=ch.notify_vcpu)
-    if ch.state == ECS_UNBOUND:
-        st.remote_domain = ch.remote_dom
-    elif ch.state == ECS_INTERDOMAIN:
-        st.remote_domain, st.remote_port = ch.remote_dom, ch.remote_port
-    elif ch.state == ECS_VIRQ:
-        st.virq = ch.aux
-    elif ch.state == ECS_PIRQ:
-        st.pirq = ch.aux
-    if chan_is_open(ch):
-        st.priority = ch.priority
-    if word is not None:
-        st.word = word
-        st.flags = word_flag_dict(word)
-    return st
 
 
 def _outcome(rc: SP) -> str:

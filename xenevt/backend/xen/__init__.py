@@ -22,7 +22,7 @@ import time
 from ... import abi
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
 from ...memory.kcore import read_self, self_domid
-from ..base import NotifyResult, PortStatus, word_flag_dict
+from ...ports import NotifyResult, PortStatus, word_flag_dict
 from . import libs
 from .libs import check, reason
 
