@@ -6,7 +6,10 @@ the compiled module; tests/test_codes.py checks each value against it.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum, IntFlag
+
+from ..errors import ChannelError, channel_error
 
 
 class Err(IntEnum):
@@ -31,6 +34,23 @@ ERR_TEXT = {
     Err.BUSY: "event word stayed BUSY",
     Err.STATE: "corrupt hypervisor state",
 }
+
+
+def engine_error(code: int, call: str, domain: int, port: int | None = None, vcpu: int | None = None,
+                 detail: str = "") -> ChannelError:
+    """The one place an engine return code becomes our error: ``cannot CALL port P of domain D: why (EBUSY|EIO)``.
+
+    A word that stayed BUSY is contention (EBUSY, try again); anything else means the engine refused
+    memory it should never have been handed (EIO).  ``detail`` adds where (the vCPU, the priority).
+    """
+    try:
+        text = ERR_TEXT[Err(code)]
+    except (ValueError, KeyError):
+        text = f"unknown code {code}"
+    if code == Err.BUSY:
+        return channel_error(call, errno.EBUSY, text + detail, domain=domain, port=port, vcpu=vcpu)
+    return channel_error(call, errno.EIO, f"engine refused: {text}{detail} (code {code}; corrupt state?)",
+                         domain=domain, port=port, vcpu=vcpu)
 
 
 class SP(IntFlag):

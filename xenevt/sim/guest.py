@@ -1,0 +1,176 @@
+"""The simulated guest kernel (Linux drivers/xen/events/): growing the array, mask and unmask, consuming.
+
+One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock
+on the consumer lock file says which process it is, and a consumer killed
+mid-batch is noticed (its pid with no lock) and its vCPU's queues mended.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+
+from ..engine import Consume
+from ..engine.codes import engine_error
+from ..errors import StateError, channel_error
+from . import futex
+from .statefile import (
+    K_PAGE,
+)
+from .store import SimDomain, errtext
+
+LOCK_NAME = "consumers.lock"
+CONSUME_BATCH = 256
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
+_LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
+_LOCK_FDS_GUARD = threading.Lock()
+
+
+class GuestKernel:
+    """The guest's part of the host: what Linux's events_fifo.c and events_base.c do."""
+
+    def _guest_setup(self, dom: SimDomain, port: int, caller: int) -> None:
+        """evtchn_fifo_setup(): grow the array, one MASKED page at a time (EVTCHNOP_expand_array), to cover
+        ``port``."""
+        mem = dom.mem
+        while port >= mem.nr_ports:
+            if mem.nr_pages >= mem.max_pages:
+                raise channel_error("bind", errno.ENOSPC, "event array is at its maximum size",
+                                    domain=dom.domid, port=port)
+            self._transact("expand_array", caller, [(K_PAGE, dom.domid, mem.nr_pages, b"")])
+
+    def unmask(self, caller: int, domid: int, port: int) -> None:
+        """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
+        call = "unmask"
+        self._writable()
+        dom = self._own(caller, domid, call, port)
+        self._chan(dom, port, call)
+        self._word_or_fail(dom, port, call)
+        rc = dom.engine.guest_unmask(port)
+        if rc < 0:
+            raise engine_error(rc, call, domid, port)
+        if rc == 0:
+            with self.locked():
+                self._raise(dom, port, unmask=True)
+
+    def mask(self, caller: int, domid: int, port: int) -> None:
+        call = "mask"
+        self._writable()
+        dom = self._own(caller, domid, call, port)
+        self._chan(dom, port, call)
+        self._word_or_fail(dom, port, call)
+        dom.engine.guest_mask(port)
+
+    def _word_or_fail(self, dom: SimDomain, port: int, call: str) -> int:
+        word = dom.mem.word(port)
+        if word is None:
+            raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=dom.domid, port=port)
+        return word
+
+    def _repair_vcpu(self, dom: SimDomain, vcpu: int, claimed: bool = False) -> list[str]:
+        """Mend the queues of a vCPU that no consumer is running on (``claimed``: the caller holds its consumer
+        lock and is not consuming yet); with a live consumer the chains move under us, so nothing is touched."""
+        if not claimed and self._consumer_live(dom.domid, vcpu):
+            return []
+        from .check import repair_vcpu_queues
+
+        return repair_vcpu_queues(self, dom, vcpu)
+
+    def _recover_consumers(self) -> None:
+        """A consumer killed mid-batch leaves its pid, and maybe local READY bits and heads that no longer
+        match the queues: mend the vCPU's queues and clear the pid."""
+        for dom in self.domains.values():
+            for v in range(dom.mem.nr_vcpus):
+                pid = dom.mem.consumer(v)
+                if pid and not self._consumer_live(dom.domid, v):
+                    self._repair_vcpu(dom, v)
+                    dom.mem.set_consumer(v, 0)
+                    self.recovered.append(f"cleared vCPU {v} of domain {dom.domid}: its consumer (pid {pid}) is gone")
+
+    def _consumer_lock_fd(self, create: bool) -> int | None:
+        """The consumer lock file's descriptor, one per process and state directory, never closed: POSIX locks
+        belong to the process, and closing any descriptor of the file would drop every vCPU it claimed."""
+        lock = os.path.realpath(os.path.join(self.state_dir, LOCK_NAME))
+        with _LOCK_FDS_GUARD:
+            fd = _LOCK_FDS.get((os.getpid(), lock))
+            if fd is None:
+                try:
+                    fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:
+                    if create:
+                        raise StateError(f"cannot open the consumer lock {lock}: no such directory",
+                                         errno=errno.ENOENT) from None
+                    return None
+                except OSError as e:
+                    if create:
+                        raise StateError(f"cannot open the consumer lock {lock}: {errtext(e)}",
+                                         errno=e.errno) from None
+                    return None
+                _LOCK_FDS[(os.getpid(), lock)] = fd
+        self._consumer_fd = fd
+        return fd
+
+    def _consumer_live(self, domid: int, vcpu: int) -> bool:
+        """Whether some process holds vCPU ``vcpu``'s consumer lock (F_GETLK: a killed holder holds nothing).
+        F_GETLK does not see this process's own locks: a vCPU whose pid is ours is ours, so live."""
+        if (domid, vcpu) in self._claimed or self.domains[domid].mem.consumer(vcpu) == os.getpid():
+            return True
+        fd = self._consumer_lock_fd(create=False)
+        if fd is None:
+            return False
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, domid * 1024 + vcpu, 1, 0)
+        return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))[0] != fcntl.F_UNLCK
+
+    def consumer_live(self, domid: int, vcpu: int) -> bool:
+        return self._consumer_live(domid, vcpu)
+
+    def claim_vcpu(self, domid: int, vcpu: int, caller: int | None = None) -> None:
+        """One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock says who.
+
+        Only the domain's own kernel consumes its events (``caller``, when given, must be ``domid``).  A
+        consumer that finds the pid of one killed mid-batch mends the vCPU's queues before it starts.
+        """
+        call = "consume events of"
+        self._writable()
+        dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
+        self._vcpu(dom, vcpu, call)
+        fd = self._consumer_lock_fd(create=True)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
+        except OSError:
+            raise channel_error(call, errno.EBUSY, f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
+                                domain=domid, vcpu=vcpu) from None
+        prev = dom.mem.consumer(vcpu)
+        if prev and prev != os.getpid():
+            with self.locked():
+                self._repair_vcpu(dom, vcpu, claimed=True)
+            self.recovered.append(f"took over vCPU {vcpu} of domain {domid} from a consumer that is gone (pid {prev})")
+        dom.mem.set_consumer(vcpu, os.getpid())
+        self._claimed.add((domid, vcpu))
+
+    def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
+                caller: int | None = None) -> list[int]:
+        """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives."""
+        call = "consume events of"
+        dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        addr = self._upcall_addr(dom, vcpu)
+        while True:
+            seq = dom.mem.upcall_seq(vcpu)
+            ports, err = dom.engine.consume(vcpu, Consume.ACK, max_events)
+            if err[0] != 0:
+                raise engine_error(err[0], call, domid, err[1], vcpu, f" (vCPU {vcpu}, priority {err[3]})")
+            if ports:
+                for port in ports:
+                    self._count(domid, port, 1)
+                return ports
+            if dom.mem.guest(vcpu)[0]:
+                continue  # local READY bits left: more to consume without sleeping
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))

@@ -1,0 +1,364 @@
+"""Xen's side of the simulated host: the event-channel hypercalls and who may make them.
+
+Each follows xen/common/event_channel.c (and XSM's default policy for who may
+name which domain); raising an event is evtchn_port_set_pending and the vCPU
+kick; closing and resetting are expressed as journal entries so that a kill
+leaves them whole or undone.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from .. import abi
+from ..abi import (
+    ECS_FREE,
+    ECS_INTERDOMAIN,
+    ECS_IPI,
+    ECS_RESERVED,
+    ECS_TO_EVTCHNSTAT,
+    ECS_UNBOUND,
+    ECS_VIRQ,
+    NR_VIRQS,
+    PER_VCPU_VIRQS,
+    STATES,
+)
+from ..engine import SP, Chan
+from ..engine.codes import engine_error
+from ..engine.layout import CHAN, HEADER_FIELDS
+from ..errors import channel_error
+from ..ports import NotifyResult, PortStatus, chan_status
+from . import futex
+from .statefile import (
+    CHAN_FIELDS,
+    K_CHAN,
+    K_CLOSE_WORD,
+    K_ENABLE,
+    K_FREES,
+    K_RAISE,
+    K_RESET,
+    RAISE,
+)
+from .store import SimDomain
+
+ECS_FREE_BYTE = bytes([ECS_FREE])
+FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
+_OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
+
+
+class Hypercalls:
+    """EVTCHNOP_* over the state file; methods take the calling domain first, as hypercalls do."""
+
+    def _raise(self, dom: SimDomain, port: int, unmask: bool = False) -> int:
+        """Xen's evtchn_port_set_pending (or the unmask hypercall) plus the vCPU kick.
+
+        The engine links the port in several stores; the journal's raise mark (three word stores, the only
+        cost the hot path pays) tells the next lock holder which queue a process killed in between left.
+        """
+        jw = self._jw
+        jw[RAISE // 4 + 1] = port
+        jw[RAISE // 4] = dom.domid + 1
+        try:
+            if self._crash_sleep:
+                self._crash_point()
+            rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
+        finally:
+            jw[RAISE // 4] = 0
+        if rc < 0:
+            raise engine_error(rc, "raise", dom.domid, port)
+        if not unmask:
+            self._count(dom.domid, port, 0)
+        if rc & SP.UPCALL:
+            self._kick(dom, self._rec(dom, port).notify_vcpu)
+        return rc
+
+    def _kick(self, dom: SimDomain, vcpu: int) -> None:
+        """vcpu_mark_events_pending(): bump the upcall word and wake its sleepers."""
+        dom.mem.bump_upcall(vcpu)
+        futex.wake(self._upcall_addr(dom, vcpu))
+
+    def _upcall_addr(self, dom: SimDomain, vcpu: int) -> int:
+        key = (dom.domid, vcpu)
+        if key not in self._pins:
+            self._pins[key] = futex.address_of(self._mm, dom.mem.offset + dom.mem.upcall_byte_offset(vcpu))
+        return self._pins[key][0]
+
+    def _close_word(self, dom: SimDomain, port: int) -> None:
+        """Linux masks the port before closing it; Xen's evtchn_close() clears PENDING (and DEFERRED)."""
+        if dom.mem.word(port) is not None:
+            dom.engine.guest_mask(port)
+        dom.engine.clear_pending(port)
+
+    def _page(self, dom: SimDomain, index: int) -> None:
+        """EVTCHNOP_expand_array, redone: the page filled MASKED and counted, engines told, deferred events raised."""
+        mem = dom.mem
+        if mem.nr_pages == index:
+            mem.add_page()
+        elif mem.nr_pages > index:  # added before a kill: make every engine re-read the layout anyway
+            at = HEADER_FIELDS["generation"]
+            struct.pack_into("<I", mem.buffer, at, (struct.unpack_from("<I", mem.buffer, at)[0] + 1) & 0xFFFFFFFF)
+        else:
+            return
+        if dom.engine.page_added(index) > 0:
+            for v in range(mem.nr_vcpus):
+                self._kick(dom, v)
+
+    def _frees_entry(self, dom: SimDomain) -> tuple[int, int, int, bytes]:
+        """The freed-channels count one higher: any process's lowest-free-port hint above a freed port is stale."""
+        return (K_FREES, dom.domid, 0, struct.pack("<I12x", (dom.mem.frees + 1) & 0xFFFFFFFF))
+
+    def _close_entries(self, dom: SimDomain, port: int, ch: Chan) -> list[tuple[int, int, int, bytes]]:
+        """evtchn_close(): the other end of an interdomain channel goes back to unbound (waiting for this
+        domain) if it still points here; the word is masked and cleared; the record freed, lastq kept."""
+        out = []
+        if ch.state == ECS_INTERDOMAIN:
+            rdom = self.domains.get(ch.remote_dom)
+            if rdom is not None and 0 < ch.remote_port < rdom.mem.nr_chans:  # (a redone reset may meet a torn one)
+                rch = rdom.mem.chan(ch.remote_port)
+                if rch.state == ECS_INTERDOMAIN and (rch.remote_dom, rch.remote_port) == (dom.domid, port):
+                    out.append((K_CHAN, rdom.domid, ch.remote_port,
+                                self._image(Chan(state=ECS_UNBOUND, priority=rch.priority, flags=rch.flags,
+                                                 notify_vcpu=rch.notify_vcpu, remote_dom=dom.domid))))
+        out.append((K_CLOSE_WORD, dom.domid, port, b""))
+        out.append((K_CHAN, dom.domid, port, self._image(Chan())))
+        out.append(self._frees_entry(dom))
+        return out
+
+    def _reset_all(self, dom: SimDomain) -> None:
+        """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
+        (a close cut short by a kill may have left a record half written)."""
+        mem = dom.mem
+        for port in self._open_ports(dom):
+            self._crash_point()
+            ch = mem.chan(port)  # unchecked: a close cut short may have left it half written
+            for kind, domid, index, value in self._close_entries(dom, port, ch):
+                if kind != K_FREES:
+                    self._apply([(kind, domid, index, value)])
+        clean = Chan()
+        for port in range(1, mem.nr_chans):
+            ch = mem.chan(port)
+            if ch.state == ECS_FREE:
+                if (ch.priority, ch.flags, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
+                        (clean.priority, 0, 0, 0, 0, 0):
+                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu))
+                word = mem.word(port)
+                if word is not None and word & abi.WORD_PENDING:
+                    dom.engine.clear_pending(port)
+        self._apply([self._frees_entry(dom)])
+
+    def _get_free_port(self, dom: SimDomain, call: str) -> int:
+        """Xen's get_free_port(): the lowest free port that is not still LINKED (busy).
+
+        Every port below ``dom.free_hint`` is in use; that stays true until some
+        process frees a channel, which bumps the domain's ``frees`` word, so the
+        hint is trusted only while that word is what it was.  The scan itself is
+        a search of the channel states' bytes, not a Python loop over ports.
+        """
+        mem = dom.mem
+        nr = mem.nr_chans
+        frees = mem.frees
+        start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
+        dom.frees_seen, dom.free_hint = frees, nr
+        for base in range(start, nr, FREE_SCAN_CHUNK):
+            states = mem.chan_states(base, min(base + FREE_SCAN_CHUNK, nr))
+            i = states.find(ECS_FREE_BYTE)
+            if i >= 0 and dom.free_hint == nr:
+                dom.free_hint = base + i
+            while i >= 0:
+                word = mem.word(base + i)
+                if word is None or not word & abi.WORD_LINKED:
+                    return base + i
+                i = states.find(ECS_FREE_BYTE, i + 1)  # freed but its event is still queued: Xen skips it too
+        raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
+
+    def _bind_new(self, op: str, caller: int, dom: SimDomain, call: str, chan: Chan, masked: bool,
+                  remote: tuple[int, int, Chan] | None = None) -> int:
+        """Allocate the lowest free port and bind it, as one intent: the record (evtchn_fifo_init: default
+        priority), the remote end's record for an interdomain bind with the new port left pending (Xen: an
+        event sent before the bind is not lost), and the guest enabling it."""
+        port = self._get_free_port(dom, call)
+        self._guest_setup(dom, port, caller)
+        entries = [(K_CHAN, dom.domid, port, self._image(chan))]
+        if remote is not None:
+            rdomid, rport, rchan = remote
+            rchan.remote_port = port
+            entries += [(K_CHAN, rdomid, rport, self._image(rchan)), (K_RAISE, dom.domid, port, b"")]
+        if not masked:
+            entries.append((K_ENABLE, dom.domid, port, b""))
+        self._transact(op, caller, entries)
+        return port
+
+    def alloc_unbound(self, caller: int, domid: int, remote: int, masked: bool = False) -> int:
+        call = "allocate an unbound port in"
+        with self.locked():
+            dom = self._access(caller, domid, call)
+            self.domain(remote, call)
+            return self._bind_new("alloc_unbound", caller, dom, call, Chan(state=ECS_UNBOUND, remote_dom=remote),
+                                  masked)
+
+    def bind_interdomain(self, caller: int, domid: int, remote: int, remote_port: int, masked: bool = False) -> int:
+        call = "bind interdomain for"
+        with self.locked():
+            dom = self._own(caller, domid, call)
+            rdom = self.domain(remote, call)
+            rch = self._chan(rdom, remote_port, "bind to", bound=False)
+            if rch.state != ECS_UNBOUND or rch.remote_dom != domid:
+                why = "is not unbound" if rch.state != ECS_UNBOUND else f"accepts domain {rch.remote_dom} only"
+                raise channel_error("bind to", errno.EINVAL, f"remote port {why}", domain=remote, port=remote_port)
+            rnew = Chan(state=ECS_INTERDOMAIN, priority=rch.priority, flags=rch.flags, notify_vcpu=rch.notify_vcpu,
+                        remote_dom=domid)
+            return self._bind_new("bind_interdomain", caller, dom, call,
+                                  Chan(state=ECS_INTERDOMAIN, remote_dom=remote, remote_port=remote_port), masked,
+                                  remote=(remote, remote_port, rnew))
+
+    def bind_virq(self, caller: int, domid: int, virq: int, vcpu: int = 0, masked: bool = False) -> int:
+        call = "bind VIRQ for"
+        with self.locked():
+            dom = self._own(caller, domid, call)
+            if not 0 <= virq < NR_VIRQS:
+                raise channel_error(call, errno.EINVAL, f"no VIRQ {virq}", domain=domid)
+            self._vcpu(dom, vcpu, call)
+            if virq not in PER_VCPU_VIRQS and vcpu != 0:
+                raise channel_error(call, errno.EINVAL, f"VIRQ {virq} is global: bind it on vCPU 0", domain=domid)
+            for p in self._open_ports(dom):
+                ch = self._rec(dom, p)
+                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
+                    raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
+                                        domain=domid, port=p)
+            return self._bind_new("bind_virq", caller, dom, call, Chan(state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu),
+                                  masked)
+
+    def bind_ipi(self, caller: int, domid: int, vcpu: int = 0, masked: bool = False) -> int:
+        call = "bind IPI for"
+        with self.locked():
+            dom = self._own(caller, domid, call)
+            self._vcpu(dom, vcpu, call)
+            return self._bind_new("bind_ipi", caller, dom, call, Chan(state=ECS_IPI, notify_vcpu=vcpu), masked)
+
+    def send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
+        """EVTCHNOP_send.  Xen drops a send on an unbound port and returns 0; a person using the CLI is
+        told instead (``tell_unbound``), a program using the library gets Xen's silence."""
+        call = "notify"
+        with self.locked():
+            dom = self._own(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            if ch.state == ECS_INTERDOMAIN:
+                target, tport = self.domain(ch.remote_dom, call, port), ch.remote_port
+            elif ch.state == ECS_IPI:
+                target, tport = dom, port
+            elif ch.state == ECS_UNBOUND:
+                if not tell_unbound:
+                    return NotifyResult(domid, port, None, None, "dropped: port is unbound")
+                raise channel_error(call, errno.ENOTCONN,
+                                    "port is unbound, nothing is connected (Xen drops the notification)",
+                                    domain=domid, port=port)
+            else:
+                state = STATES[ECS_TO_EVTCHNSTAT[ch.state]]
+                raise channel_error(call, errno.EINVAL, f"cannot send on a {state} port", domain=domid, port=port)
+            rc = SP(self._raise(target, tport))
+        return NotifyResult(domid, port, target.domid, tport, _outcome(rc))
+
+    def raise_virq(self, domid: int, virq: int, vcpu: int = 0) -> NotifyResult:
+        """send_guest_vcpu_virq(): Xen raises a VIRQ on the port bound to it."""
+        with self.locked():
+            dom = self.domain(domid, "raise VIRQ in")
+            for p in self._open_ports(dom):
+                ch = self._rec(dom, p)
+                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
+                    return NotifyResult(domid, p, domid, p, _outcome(SP(self._raise(dom, p))))
+            raise channel_error("raise VIRQ in", errno.ENOENT, f"VIRQ {virq} is not bound on vCPU {vcpu}",
+                                domain=domid)
+
+    def close_port(self, caller: int, domid: int, port: int) -> None:
+        call = "close"
+        with self.locked():
+            dom = self._own(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            self._transact("close", caller, self._close_entries(dom, port, ch))
+
+    def reset(self, caller: int, domid: int) -> None:
+        """EVTCHNOP_reset: close every port of the domain, as one intent (redone whole after a kill)."""
+        with self.locked():
+            self._access(caller, domid, "reset")
+            self._transact("reset", caller, [(K_RESET, domid, 0, b"")])
+
+    def _store_field(self, dom: SimDomain, port: int, field: str, value: int) -> None:
+        """One field of a channel record in one aligned store: a kill never leaves it half written."""
+        at = dom.mem.geometry.chans_offset + port * CHAN.size + CHAN_FIELDS[field]
+        if field == "priority":
+            dom.mem.buffer[at] = value
+        else:
+            with dom.mem.buffer[at: at + 2] as view, view.cast("H") as half:
+                half[0] = value
+
+    def set_priority(self, caller: int, domid: int, port: int, priority: int) -> None:
+        call = "set the priority of"
+        with self.locked():
+            dom = self._own(caller, domid, call, port)
+            self._chan(dom, port, call)
+            if not 0 <= priority <= abi.EVTCHN_FIFO_PRIORITY_MIN:
+                raise channel_error(call, errno.EINVAL, f"priority {priority} out of range 0..15", domain=domid,
+                                    port=port)
+            # only future events use it: a linked event stays on its old queue
+            self._store_field(dom, port, "priority", priority)
+
+    def bind_vcpu(self, caller: int, domid: int, port: int, vcpu: int) -> None:
+        call = "move"
+        with self.locked():
+            dom = self._own(caller, domid, call, port)
+            ch = self._chan(dom, port, call)
+            self._vcpu(dom, vcpu, call, port)
+            if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
+                raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
+                                    port=port)
+            self._store_field(dom, port, "notify_vcpu", vcpu)
+
+    def status(self, caller: int, domid: int, port: int) -> PortStatus:
+        dom = self._access(caller, domid, "get the status of", port)
+        self._chan(dom, port, "get the status of", bound=False)
+        return self._status(dom, port)
+
+    def _status(self, dom: SimDomain, port: int) -> PortStatus:
+        return chan_status(dom.domid, port, self._rec(dom, port), dom.mem.word(port))
+
+    def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
+        dom = self._access(caller, domid, "list the ports of")
+        return [self._status(dom, p) for p in self._open_ports(dom)]
+
+    def _open_ports(self, dom: SimDomain) -> list[int]:
+        """Ports whose channel is neither free nor reserved, found by a search of the state bytes."""
+        states = dom.mem.chan_states(0, dom.mem.nr_chans).translate(_OPEN_STATES)
+        out, port = [], states.find(1, 1)
+        while port >= 0:
+            out.append(port)
+            port = states.find(1, port + 1)
+        return out
+
+    def info(self) -> dict:
+        doms = []
+        for d in self.domains.values():
+            used = len(self._open_ports(d))
+            doms.append({"domain": d.domid, "privileged": d.privileged, "vcpus": d.mem.nr_vcpus,
+                         "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
+                         "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
+                         "gfns": self.gfns(d.domid)})
+        return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
+                "domains": doms}
+
+    def _engine_name(self) -> str:
+        return next(iter(self.domains.values())).engine.name if self.domains else "none"
+
+
+def _outcome(rc: SP) -> str:
+    if SP.DEFERRED in rc:
+        return "deferred"
+    if SP.NO_CONTROL in rc:
+        return "dropped: no control block"
+    if SP.MASKED in rc:
+        return "pending, masked"
+    if SP.ALREADY_LINKED in rc or SP.WAS_PENDING in rc:
+        return "coalesced"
+    if SP.LINK_GAVE_UP in rc:
+        return "lost: tail stayed busy"
+    return "queued" if SP.LINKED in rc else "raised"

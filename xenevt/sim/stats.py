@@ -1,0 +1,75 @@
+"""Activity counters: events raised and delivered per port, what /proc/interrupts counts on a real guest.
+
+They live in their own file beside the state file (made on first use), so
+counting never touches the host's records or its lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+
+from .statefile import (
+    HEADER,
+)
+
+STATS_NAME = "stats.xes"
+STATS_MAGIC = b"XEVTSTAT"
+STATS_HEADER = struct.Struct("<8sIQQ")  # magic, version, and the host file's size and creation time
+
+
+class Stats:
+    """The counters file of a host."""
+
+    def _stats_view(self):
+        """The counters file: per domain and port, u64 raised and u64 delivered; made on first use."""
+        if self._stats is not None:
+            return self._stats
+        path = os.path.join(self.state_dir, STATS_NAME)
+        ident = STATS_HEADER.pack(STATS_MAGIC, 1, *HEADER.unpack_from(self._mm, 0)[3:5])
+        size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in self.domains.values())
+        try:
+            fd = os.open(path, os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None  # read-only and never made: every counter reads 0
+        try:
+            if not self.read_only:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                head = os.pread(fd, STATS_HEADER.size, 0)
+                if head != ident or os.fstat(fd).st_size != size:  # a new host: start from zero
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, ident, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            elif os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
+                return None
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE)
+        finally:
+            os.close(fd)
+        offsets, off = {}, STATS_HEADER.size
+        for domid in sorted(self.domains):
+            offsets[domid] = off
+            off += 16 * self.domains[domid].mem.nr_chans
+        self._stats = (mm, offsets)
+        return self._stats
+
+    def _count(self, domid: int, port: int, which: int) -> None:
+        view = self._stats_view()
+        if view is None or self.read_only:
+            return
+        mm, offsets = view
+        if not 0 <= port < self._nr_chans[domid]:
+            return  # a word past the channel table (a corrupt LINK can deliver one): nothing to count
+        at = offsets[domid] + 16 * port + 8 * which
+        struct.pack_into("<Q", mm, at, struct.unpack_from("<Q", mm, at)[0] + 1)
+
+    def counters(self, domid: int) -> list[tuple[int, int]]:
+        """(raised, delivered) per port of the domain, since the host was made."""
+        dom = self.domain(domid, "count events of")
+        view = self._stats_view()
+        if view is None:
+            return [(0, 0)] * dom.mem.nr_chans
+        mm, offsets = view
+        return list(struct.iter_unpack("<QQ", mm[offsets[domid]: offsets[domid] + 16 * dom.mem.nr_chans]))

@@ -1,0 +1,401 @@
+"""The open state file: creating it, mapping and checking it, the host lock, and the journal.
+
+Every update of more than one record goes through ``_transact`` (an intent
+record on the journal page, statefile.py's docstring) and ``_apply``, which is
+also what ``_recover`` replays after a kill; what each entry does is Xen's rule,
+in hypercalls.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import random
+import struct
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+
+from .. import abi
+from ..abi import (
+    ECS_RESERVED,
+)
+from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for
+from ..engine.layout import CHAN, FREES_WORD
+from ..errors import StateError
+from ..ports import chan_is_open
+from .statefile import (
+    DOM_ENTRY,
+    DOM_PRIVILEGED,
+    DOM_TABLE,
+    ENTRIES,
+    ENTRY,
+    FILE_NAME,
+    HEADER,
+    INTENT,
+    INTENT_COMMITTED,
+    JOURNAL_AT,
+    JOURNAL_FIELD,
+    K_CHAN,
+    K_CLOSE_WORD,
+    K_ENABLE,
+    K_FREES,
+    K_PAGE,
+    K_RAISE,
+    K_RESET,
+    MAGIC,
+    MAX_DOMAINS,
+    MAX_INTENT_ENTRIES,
+    OP_CODES,
+    RAISE,
+    VERSION,
+    check_chan,
+    check_chans,
+    check_file,
+    check_journal,
+    intent_crc,
+    read_raise,
+)
+
+_INTENT_TAIL = struct.Struct("<7I")  # INTENT_HEADER after its state word
+
+
+def default_state_dir() -> str:
+    """``$XENEVT_STATE``, else ``$XDG_RUNTIME_DIR/xenevt``, else ``~/.local/state/xenevt``."""
+    if os.environ.get("XENEVT_STATE"):
+        return os.environ["XENEVT_STATE"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "xenevt")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "xenevt")
+
+
+def errtext(e: OSError) -> str:
+    return e.strerror.lower() if e.strerror else str(e)
+
+
+def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
+                max_ports_domu: int = 1024, force: bool = False) -> str:
+    """Create a fresh host (dom0 + domUs) and return its state file's path.
+
+    Each guest boots as Linux does: a control block per vCPU, then the first
+    event-array page.  The file is built aside and renamed into place, so an
+    existing host is never left half-written.
+    """
+    state_dir = state_dir or default_state_dir()
+    if not 1 <= nr_domains <= MAX_DOMAINS:
+        raise StateError(f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    geos = []
+    for domid in range(nr_domains):
+        ports = max_ports_dom0 if domid == 0 else max_ports_domu
+        if not 2 <= ports <= abi.EVTCHN_FIFO_NR_CHANNELS:
+            raise StateError(f"port count {ports} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
+        geo = Geometry(nr_vcpus, -(-ports // abi.EVENT_WORDS_PER_PAGE), ports)
+        try:
+            geo.validate()
+        except LayoutError as e:
+            raise StateError(str(e)) from None
+        geos.append(geo)
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as e:
+        raise StateError(f"cannot create state directory {state_dir}: {errtext(e)}") from None
+    path = os.path.join(state_dir, FILE_NAME)
+    if os.path.exists(path) and not force:
+        raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
+    size = abi.PAGE_SIZE + sum(g.size for g in geos) + abi.PAGE_SIZE  # header page, images, journal page
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
+    except OSError as e:
+        raise StateError(f"cannot write in state directory {state_dir}: {errtext(e)}") from None
+    try:
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size) as mm:
+            HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
+            JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - abi.PAGE_SIZE)
+            offset = abi.PAGE_SIZE
+            for domid, geo in enumerate(geos):
+                DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid,
+                                    DOM_PRIVILEGED if domid == 0 else 0, offset, geo.size)
+                mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
+                mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
+                for v in range(geo.nr_vcpus):
+                    mem.register_control_block(v)
+                mem.add_page()
+                del mem
+                offset += geo.size
+            mm.flush()
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd) if _fd_open(fd) else None
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+class SimDomain:
+    """One domain of the host: its memory, engine and Xen-side facts."""
+
+    def __init__(self, domid: int, flags: int, mem: DomainMemory):
+        self.domid = domid
+        self.privileged = bool(flags & DOM_PRIVILEGED)
+        self.mem = mem
+        self.engine = engine_for(mem)
+        self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
+        self.frees_seen = -1
+
+
+class HostFile:
+    """SimHost's state-file half: open, map, lock, journal (the hypercalls and the guest build on it)."""
+
+    def __init__(self, state_dir: str | None = None, read_only: bool = False, recover: bool = True,
+                 check_records: bool = True):
+        """``read_only`` maps a private copy: inspection can never change the shared state.
+
+        The open holds the host lock (shared when read-only), so it never reads a record another process is
+        writing.  ``recover`` finishes what a process killed mid-update left (the intent record, a raise under
+        way, a consumer gone mid-batch) before the channel records are checked (an intent cut short may have
+        left one half written; redoing it writes it whole); read-only, into the private copy only.  ``sim
+        check`` opens with ``recover=False, check_records=False`` to see and judge the file as it is.
+        """
+        self.state_dir = state_dir or default_state_dir()
+        self.read_only = read_only
+        self.path = os.path.join(self.state_dir, FILE_NAME)
+        if not os.path.isdir(self.state_dir):
+            raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
+        if not os.path.exists(self.path):
+            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
+        except OSError as e:
+            raise StateError(f"cannot open state file {self.path}: {errtext(e)}", errno=e.errno) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if recover and not read_only else fcntl.LOCK_SH)
+            self._map()
+        except BaseException:
+            os.close(self._fd)  # (drops the lock too)
+            raise
+        self._closed = False
+        self._consumer_fd: int | None = None
+        self._claimed: set[tuple[int, int]] = set()
+        self._stats = None
+        self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
+        self._depth = 0
+        self._pins: dict[tuple[int, int], tuple[int, object]] = {}
+        self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
+        self._recover_on_lock = recover
+        # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
+        # SIGKILLs land inside updates (tests only)
+        self._crash_sleep = float(os.environ.get("XENEVT_SIM_CRASH_SLEEP") or 0)
+        try:
+            if recover and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
+                self._recover()  # read-only: into the private copy, so inspection sees the update whole
+            if check_records:
+                self.check_records()
+            if recover and not read_only:
+                self._recover_consumers()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if not self._closed:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def check_records(self) -> None:
+        """statefile.check_chans over every domain (one line for the first bad field)."""
+        for dom in self.domains.values():
+            check_chans(dom.mem, self._nr_chans, self.path)
+
+    def _map(self) -> None:
+        """Map the file and check all of it (statefile.check_file) before any engine sees a byte."""
+        self._size = os.fstat(self._fd).st_size
+        if self._size < abi.PAGE_SIZE:
+            raise StateError(f"state file {self.path} is truncated ({self._size} bytes): not a xenevt state file")
+        self._mm = mmap.mmap(self._fd, self._size,
+                             access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
+        self.domains: dict[int, SimDomain] = {}
+        try:
+            checked = check_file(self._mm, self._size, self.path, records=False)
+            try:
+                for domid, flags, mem in checked:
+                    self.domains[domid] = SimDomain(domid, flags, mem)
+            except BaseException:
+                for dom in self.domains.values():
+                    dom.engine.close()
+                for _, _, mem in checked:
+                    mem.release()
+                raise
+        except BaseException:
+            self.domains = {}
+            self._unmap()
+            raise
+        self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
+        self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
+        self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
+
+    def _unmap(self) -> None:
+        jw = getattr(self, "_jw", None)
+        if jw is not None:
+            jw.release()
+            self._jw = None
+        for dom in self.domains.values():
+            dom.engine = None
+            dom.mem = None
+        self.domains = {}
+        try:
+            self._mm.close()
+        except BufferError:  # a caller still holds a view; the OS unmaps at exit
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._stats is not None:
+            self._stats[0].close()
+            self._stats = None
+        # a consumer that leaves says so: its vCPU shows no consumer pid any more
+        for domid, vcpu in self._claimed:
+            dom = self.domains.get(domid)
+            if dom is not None and dom.mem is not None and dom.mem.consumer(vcpu) == os.getpid():
+                dom.mem.set_consumer(vcpu, 0)
+        if self._consumer_fd is not None:
+            for domid, vcpu in self._claimed:
+                fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, domid * 1024 + vcpu)
+            self._consumer_fd = None
+        self._claimed = set()
+        self._pins.clear()
+        self._unmap()
+        os.close(self._fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def locked(self, check_only: bool = False):
+        """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time.
+
+        Whoever takes it first finishes an update whose process died holding it (two word reads when there
+        is none).  ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
+        """
+        if not check_only:
+            self._writable()
+        with self._tlock:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                    self._check_size()  # the journal is the last page: a shrunk file would fault (SIGBUS) there
+                    if not check_only and self._recover_on_lock and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
+                        self._recover()
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _check_size(self) -> None:
+        """Cheap, on each use: a file another process shrank would fault (SIGBUS) past its new end."""
+        size = os.fstat(self._fd).st_size
+        if size != self._size:
+            raise StateError(f"state file {self.path}: offset {min(size, self._size):#x}: field file_size: the file "
+                             f"changed size under us ({self._size} -> {size} bytes)")
+
+    def _rec(self, dom: SimDomain, port: int) -> Chan:
+        """Channel record ``port`` of ``dom``, checked: another process may have written it since the open."""
+        return check_chan(dom.mem, port, dom.mem.chan(port), self._nr_chans, self.path)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StateError(f"state file {self.path} is open read-only here: this command only inspects")
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _crash_point(self) -> None:
+        if self._crash_sleep:
+            time.sleep(random.random() * self._crash_sleep)
+
+    def _transact(self, op: str, caller: int, entries: list[tuple[int, int, int, bytes]]) -> None:
+        """Write the intent record, commit it with one aligned store, apply it, clear it (statefile's docstring)."""
+        if len(entries) > MAX_INTENT_ENTRIES:
+            raise StateError(f"an update of {len(entries)} steps does not fit the intent record "
+                             f"({MAX_INTENT_ENTRIES})")
+        mm, jw, code = self._mm, self._jw, OP_CODES[op]
+        raw = b"".join(ENTRY.pack(kind, domid, index, 0, value) for kind, domid, index, value in entries)
+        mm[self._journal + ENTRIES: self._journal + ENTRIES + len(raw)] = raw
+        pid = os.getpid()
+        seq = (jw[(INTENT + 4) // 4] + 1) & 0xFFFFFFFF
+        _INTENT_TAIL.pack_into(mm, self._journal + INTENT + 4, seq, code, caller, pid, len(entries),
+                               intent_crc(code, caller, pid, len(entries), raw), 0)  # every field but state
+        jw[INTENT // 4] = INTENT_COMMITTED  # the commit point: from here the next lock holder redoes it all
+        self._apply(entries)
+        jw[INTENT // 4] = 0
+
+    def _apply(self, entries) -> None:
+        """Apply intent entries in order; the normal path and the replay are this one function, and every
+        entry may run again after a partial run (at-least-once for a raise: Xen guests take spurious events)."""
+        for kind, domid, index, value in entries:
+            self._crash_point()
+            dom = self.domains[domid]
+            mem = dom.mem
+            if kind == K_CHAN:
+                new = Chan(*CHAN.unpack(value))
+                old = mem.chan(index)  # the engine's own fields: where the word is linked now
+                new.last_priority, new.last_vcpu = old.last_priority, old.last_vcpu
+                mem.set_chan(index, new)
+            elif kind == K_FREES:
+                struct.pack_into("<I", mem.buffer, 4 * FREES_WORD, struct.unpack("<I", value[:4])[0])
+            elif kind == K_CLOSE_WORD:
+                self._close_word(dom, index)
+            elif kind == K_RAISE:
+                if chan_is_open(mem.chan(index)):
+                    self._raise(dom, index)
+            elif kind == K_ENABLE:
+                if chan_is_open(mem.chan(index)) and mem.word(index) is not None \
+                        and dom.engine.guest_unmask(index) == 0:
+                    self._raise(dom, index, unmask=True)
+            elif kind == K_PAGE:
+                self._page(dom, index)
+            elif kind == K_RESET:
+                self._reset_all(dom)
+
+    @staticmethod
+    def _image(chan: Chan) -> bytes:
+        return CHAN.pack(chan.state, chan.priority, chan.last_priority, chan.flags, chan.notify_vcpu, chan.last_vcpu,
+                         chan.remote_dom, chan.aux, chan.remote_port)
+
+    def _recover(self) -> None:
+        """Finish a raise and an intent record that their process left under way (statefile's docstring)."""
+        intent = check_journal(self._mm, self._journal, self.path, {d: dom.mem for d, dom in self.domains.items()})
+        mark = read_raise(self._mm, self._journal)
+        if mark is not None:
+            domid, port = mark
+            dom = self.domains[domid]
+            ch = dom.mem.chan(port)
+            for v in sorted({ch.notify_vcpu, ch.last_vcpu}):
+                self._repair_vcpu(dom, v)
+            self._jw[RAISE // 4] = 0
+            if chan_is_open(ch) and dom.mem.word(port) is not None:
+                self._raise(dom, port)  # at least once: the event may not have been linked
+            self.recovered.append(f"finished a raise of port {port} of domain {domid}")
+        if intent is not None:
+            self._apply(intent.entries)
+            self._jw[INTENT // 4] = 0
+            self.recovered.append(f"redid {intent.op_name} by domain {intent.caller} (pid {intent.pid}): "
+                                  f"{len(intent.entries)} step(s)")
