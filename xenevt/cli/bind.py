@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from ..errors import ChannelError
-from .context import COUNT, DOMAIN, PORT, VCPU, VIRQ, Ctx, domain_option, json_option, pass_ctx
+from .context import COUNT, DOMAIN, PORT, VCPU, VIRQ, Ctx, consume_events, domain_option, json_option, pass_ctx
 
 HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until closed, and the command returns "
              "unless --count, --timeout or --notify-every asks it to wait.  On real Xen a port bound through "
@@ -45,26 +43,8 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
         c.err.print(f"xenevt: holding port {port} of domain {domain}"
                     f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
                     " (Ctrl-C to release)")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    next_ping = time.monotonic() if notify_every else None
-    got = 0
-    try:
-        while count is None or got < count:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            if next_ping is not None and now >= next_ping:
-                b.notify(domain, port)
-                next_ping = now + notify_every
-            waits = [t - now for t in (deadline, next_ping) if t is not None]
-            left = max(0.0, min(waits)) if waits else None
-            for p in b.consume(domain, vcpu, 256 if count is None else count - got, left):
-                got += 1
-                if c.json:
-                    c.emit({"domain": domain, "vcpu": vcpu, "port": p, "time": time.time()})
-                else:
-                    c.out.print(f"domain {domain} vCPU {vcpu}: event on port {p}")
-    except KeyboardInterrupt:
+    got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: b.notify(domain, port), notify_every)
+    if stopped:
         c.err.print(f"xenevt: released port {port} after {got} event(s)")
         return
     if count is not None and got < count:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 
 import click
 from rich.console import Console
 
 from .. import abi
 from ..backend import default_state_dir, select_backend
+
+CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
 
 class Ctx:
@@ -66,6 +70,39 @@ class Ctx:
             self.out.file.flush()
         elif text is not None:
             self.out.print(text)
+
+
+def consume_events(c: Ctx, domain: int, vcpu: int, count: int | None, timeout: float | None,
+                   ping: Callable[[], object] | None = None, every: float | None = None) -> tuple[int, bool]:
+    """The one consume loop (``wait``, and ``bind`` holding its port): print each event as the guest takes it.
+
+    Stops after ``count`` events, or at ``timeout`` once a batch comes back short (a queue still full is
+    drained first), or on Ctrl-C; ``ping`` is called every ``every`` seconds meanwhile.  Returns the number
+    of events and whether Ctrl-C stopped it.
+    """
+    b = c.backend()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    next_ping = time.monotonic() if ping is not None and every else None
+    got = 0
+    try:
+        while count is None or got < count:
+            now = time.monotonic()
+            if next_ping is not None and now >= next_ping:
+                ping()
+                next_ping = now + every
+            waits = [t - now for t in (deadline, next_ping) if t is not None]
+            left = max(0.0, min(waits)) if waits else None
+            batch = CONSUME_BATCH if count is None else min(CONSUME_BATCH, count - got)
+            ports = b.consume(domain, vcpu, batch, left)
+            for port in ports:
+                got += 1
+                c.emit({"domain": domain, "vcpu": vcpu, "port": port, "time": time.time()},
+                       f"domain {domain} vCPU {vcpu}: event on port {port}")
+            if deadline is not None and time.monotonic() >= deadline and len(ports) < batch:
+                break
+    except KeyboardInterrupt:
+        return got, True
+    return got, False
 
 
 def _reader_left() -> None:

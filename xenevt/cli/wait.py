@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import click
 
 from ..errors import ChannelError
-from .context import COUNT, VCPU, Ctx, domain_option, json_option, pass_ctx
+from .context import COUNT, VCPU, Ctx, consume_events, domain_option, json_option, pass_ctx
 
 
 @click.command("wait")
@@ -23,23 +20,8 @@ def wait(c: Ctx, vcpu, count, timeout, local_domain):
     """Consume events as the guest's upcall handler does (highest priority first) and print
     each delivered port, one per line.  Sleeps between events; one consumer per vCPU."""
     d = c.domain(local_domain)
-    b = c.backend()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    got = 0
-    try:
-        while count is None or got < count:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ports = b.consume(d, vcpu, 256 if count is None else min(256, count - got), left)
-            for port in ports:
-                got += 1
-                if c.json:
-                    c.out.file.write(json.dumps({"domain": d, "vcpu": vcpu, "port": port, "time": time.time()}) + "\n")
-                    c.out.file.flush()
-                else:
-                    c.out.print(f"domain {d} vCPU {vcpu}: event on port {port}")
-            if not ports and deadline is not None and time.monotonic() >= deadline:
-                break
-    except KeyboardInterrupt:
+    got, stopped = consume_events(c, d, vcpu, count, timeout)
+    if stopped:
         c.err.print(f"xenevt: stopped after {got} event(s)")
         return
     if count is not None and got < count:
