@@ -78,8 +78,9 @@ xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real
 wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
 	$(VPY) -m build --outdir dist .
 
-lint: setup ## ruff
-	$(VPY) -m pip install -q ruff && $(VENV)/bin/ruff check xenevt tests bench ci
+lint: setup ## ruff, then the layers contract (import-linter, pyproject's [tool.importlinter])
+	$(VPY) -m pip install -q ruff "import-linter>=2.1" && $(VENV)/bin/ruff check xenevt tests bench ci
+	$(VENV)/bin/lint-imports
 
 clean: ## remove build products and the venv
 	rm -rf build dist $(VENV) $(FLOOR) *.egg-info xenevt/_native*.so xenevt/_native.c

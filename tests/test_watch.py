@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from xenevt.activity import Row, Sample, parse_interrupts, rates
 from xenevt.cli import main
-from xenevt.evidence.activity import Row, Sample, parse_interrupts, rates
 from xenevt.evidence.model import EvidenceError
 from xenevt.sim.host import SimHost, create_host
 

@@ -49,6 +49,10 @@ class BackendUnavailable(XenevtError):
     """The chosen backend cannot run here (no Xen, no library, no permission)."""
 
 
+class EvidenceError(XenevtError):
+    """Evidence that cannot be read: the message names the file and line or offset."""
+
+
 class ChannelError(XenevtError):
     """An event-channel operation failed (the hypercall's errno is in .errno)."""
 

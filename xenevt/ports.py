@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import abi
 from .engine import Chan
+from .engine.layout import CHAN_DEFERRED
 
 
 @dataclass
@@ -86,3 +87,35 @@ def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus
         st.word = word
         st.flags = word_flag_dict(word)
     return st
+
+
+def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None) -> tuple[str, str] | None:
+    """The first field of a channel record that no Xen could hold, as ``(field, why)``, or None.
+
+    ``nr_chans`` (channels per domain of the host) checks where an interdomain channel points; without it
+    (a dump of one domain) only what the ABI bounds is checked.
+    """
+    if ch.state > abi.ECS_IPI:
+        return "state", f"state {ch.state} is not a Xen channel state (0..{abi.ECS_IPI})"
+    if ch.priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        return "priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
+    if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
+        return "last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
+    if ch.flags & ~CHAN_DEFERRED:
+        return "flags", f"unknown flags {ch.flags:#x}"
+    if ch.notify_vcpu >= nr_vcpus:
+        return "notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{nr_vcpus - 1}"
+    if ch.last_vcpu >= nr_vcpus:
+        return "last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{nr_vcpus - 1}"
+    if ch.state in (abi.ECS_UNBOUND, abi.ECS_INTERDOMAIN):
+        if nr_chans is not None and ch.remote_dom not in nr_chans:
+            return "remote_dom", f"domain {ch.remote_dom} is not on this host"
+        if ch.remote_dom >= abi.DOMID_FIRST_RESERVED:
+            return "remote_dom", f"domain {ch.remote_dom} is not below {abi.DOMID_FIRST_RESERVED:#x}"
+    if ch.state == abi.ECS_INTERDOMAIN:
+        limit = nr_chans[ch.remote_dom] if nr_chans is not None else abi.EVTCHN_FIFO_NR_CHANNELS
+        if not 0 < ch.remote_port < limit:
+            return "remote_port", f"port {ch.remote_port} out of range 1..{limit - 1} of domain {ch.remote_dom}"
+    if ch.state == abi.ECS_VIRQ and ch.aux >= abi.NR_VIRQS:
+        return "aux", f"VIRQ {ch.aux} out of range 0..{abi.NR_VIRQS - 1}"
+    return None

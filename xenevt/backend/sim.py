@@ -88,7 +88,7 @@ class SimBackend:
 
     def activity(self, domain: int):
         """Per open port: deliveries (as /proc/interrupts counts them) and raises, with its flags."""
-        from ..evidence.activity import Row
+        from ..activity import Row
 
         counts = self.host.counters(domain)
         rows = []

@@ -36,7 +36,7 @@ def watch(c: Ctx, interval, once, count, local_domain):
     """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows); totals,
     rates, and ports whose count stopped moving while their PENDING bit is set."""
-    from ..evidence.activity import Sample, rates
+    from ..activity import Sample, rates
 
     d = c.domain(local_domain)
     b = c.backend(read_only=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from .. import abi
 from ..engine import Chan, DomainMemory
-from ..engine.layout import CHAN, GUEST_VCPU, MAX_VCPUS
+from ..engine.layout import CHAN, CHAN_FIELDS, GUEST_VCPU, MAX_VCPUS
 from ..errors import XenevtError
-from ..ports import chan_is_open, chan_status
+from ..ports import chan_is_open, chan_problem, chan_status
 from .frames import from_frames
 
 MAGIC = b"XENEVTDP"
@@ -183,8 +183,6 @@ def decode(data: bytes, path: str = "<dump>") -> RawDump:
         warnings.append(f"dump file {path}: offset 0xc: field domain: {domain} is not a domain id (ids stop below "
                         f"{abi.DOMID_FIRST_RESERVED:#x}); shown as read")
     if flags & FLAG_CHANNELS:
-        from ..sim.statefile import CHAN_FIELDS, chan_problem
-
         ignored = 0
         for port in range(nchans):
             ch = Chan(*CHAN.unpack_from(data, off))

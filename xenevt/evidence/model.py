@@ -13,11 +13,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..abi import EVTCHN_FIFO_MAX_QUEUES as QUEUES
-from ..errors import XenevtError
-
-
-class EvidenceError(XenevtError):
-    """Evidence that cannot be read: the message names the file and line or offset."""
+from ..errors import EvidenceError
 
 
 @dataclass

@@ -26,12 +26,11 @@ from ..abi import (
 )
 from ..engine import SP, Chan
 from ..engine.codes import engine_error
-from ..engine.layout import CHAN, HEADER_FIELDS
+from ..engine.layout import CHAN, CHAN_FIELDS, HEADER_FIELDS
 from ..errors import channel_error
 from ..ports import NotifyResult, PortStatus, chan_status
 from . import futex
 from .statefile import (
-    CHAN_FIELDS,
     K_CHAN,
     K_CLOSE_WORD,
     K_ENABLE,

@@ -69,8 +69,9 @@ from dataclasses import dataclass
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
-from ..engine.layout import CHAN
+from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS
 from ..errors import StateError
+from ..ports import chan_problem
 
 FILE_NAME = "host.xes"
 MAGIC = b"XENEVTSM"
@@ -99,12 +100,6 @@ OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi",
        7: "expand_array"}
 OP_CODES = {name: code for code, name in OPS.items()}
 
-CHAN_FLAGS = 1  # xe_chan.flags: DEFERRED is the only bit
-
-# byte offsets of xe_chan's fields, for errors
-CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,
-               "remote_dom": 8, "aux": 10, "remote_port": 12}
-
 
 def corrupt(path: str, offset: int, field: str, why: str) -> StateError:
     """The one-line error for a bad field at ``offset`` of the state file."""
@@ -118,7 +113,7 @@ def _over(limit: int) -> bytes:
 
 _STATE_BAD = _over(ECS_IPI)
 _PRIO_BAD = _over(abi.EVTCHN_FIFO_PRIORITY_MIN)
-_FLAGS_BAD = _over(CHAN_FLAGS)
+_FLAGS_BAD = _over(CHAN_DEFERRED)
 _STATE_REMOTE = bytes(1 if b in (ECS_UNBOUND, ECS_INTERDOMAIN, ECS_VIRQ) else 0 for b in range(256))
 
 
@@ -246,38 +241,6 @@ def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int],
         at = mem.offset + mem.geometry.chans_offset + port * CHAN.size + CHAN_FIELDS[field]
         raise corrupt(path, at, f"channel[{port}].{field}", why)
     return ch
-
-
-def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None) -> tuple[str, str] | None:
-    """The first field of a channel record that no Xen could hold, as ``(field, why)``, or None.
-
-    ``nr_chans`` (channels per domain of the host) checks where an interdomain channel points; without it
-    (a dump of one domain) only what the ABI bounds is checked.
-    """
-    if ch.state > ECS_IPI:
-        return "state", f"state {ch.state} is not a Xen channel state (0..{ECS_IPI})"
-    if ch.priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
-        return "priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
-    if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
-        return "last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
-    if ch.flags & ~CHAN_FLAGS:
-        return "flags", f"unknown flags {ch.flags:#x}"
-    if ch.notify_vcpu >= nr_vcpus:
-        return "notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{nr_vcpus - 1}"
-    if ch.last_vcpu >= nr_vcpus:
-        return "last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{nr_vcpus - 1}"
-    if ch.state in (ECS_UNBOUND, ECS_INTERDOMAIN):
-        if nr_chans is not None and ch.remote_dom not in nr_chans:
-            return "remote_dom", f"domain {ch.remote_dom} is not on this host"
-        if ch.remote_dom >= abi.DOMID_FIRST_RESERVED:
-            return "remote_dom", f"domain {ch.remote_dom} is not below {abi.DOMID_FIRST_RESERVED:#x}"
-    if ch.state == ECS_INTERDOMAIN:
-        limit = nr_chans[ch.remote_dom] if nr_chans is not None else abi.EVTCHN_FIFO_NR_CHANNELS
-        if not 0 < ch.remote_port < limit:
-            return "remote_port", f"port {ch.remote_port} out of range 1..{limit - 1} of domain {ch.remote_dom}"
-    if ch.state == ECS_VIRQ and ch.aux >= abi.NR_VIRQS:
-        return "aux", f"VIRQ {ch.aux} out of range 0..{abi.NR_VIRQS - 1}"
-    return None
 
 
 @dataclass

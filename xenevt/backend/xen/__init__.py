@@ -345,7 +345,7 @@ class XenBackend:
 
     def activity(self, domain: int):
         """This kernel's Xen interrupts (/proc/interrupts): per IRQ and CPU; other domains' are not visible."""
-        from ...evidence.activity import parse_interrupts
+        from ...activity import parse_interrupts
 
         if not self._mine(domain):
             raise BackendUnavailable(f"only domain {domain} itself can count its interrupts: run watch there")

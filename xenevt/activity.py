@@ -1,5 +1,7 @@
 """Event activity over time: counters per port (simulator) or per Xen IRQ (/proc/interrupts).
 
+A model below the backends, which produce its rows (as ports.py is for their ports).
+
 A sample is a list of rows with cumulative counts; two samples give rates,
 and a row whose count did not move while its port is PENDING is flagged:
 an event is waiting and nothing is handling it.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .model import EvidenceError
+from .errors import EvidenceError
 
 XEN_CHIPS = ("xen-dyn", "xen-dyn-lateeoi", "xen-percpu", "xen-pirq")
 
