@@ -57,6 +57,22 @@ class ChannelError(XenevtError):
     """An event-channel operation failed (the hypercall's errno is in .errno)."""
 
 
+def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, stdin: bool = True) -> bytes:
+    """The bytes of file ``path`` (``-``: standard input, where ``stdin``); a failure is one ``error`` naming
+    ``what`` and the path, so every reader of outside evidence words it the same way."""
+    import sys
+
+    try:
+        if stdin and path == "-":
+            return getattr(sys.stdin, "buffer", sys.stdin).read()  # bytes: bad UTF-8 is read, not raised
+        with open(path, "rb") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {(e.strerror or str(e)).lower()}") from None
+
+
 def channel_error(call: str, err: int, reason: str, *, domain: int, port: int | None = None,
                   vcpu: int | None = None) -> ChannelError:
     """Build the standard text: ``cannot CALL port P of domain D: REASON (ENAME)``."""

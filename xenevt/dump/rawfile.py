@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .. import abi
 from ..engine import Chan, DomainMemory
 from ..engine.layout import CHAN, CHAN_FIELDS, GUEST_VCPU, MAX_VCPUS
-from ..errors import XenevtError
+from ..errors import XenevtError, read_input
 from ..ports import chan_is_open, chan_problem, chan_status
 from .frames import from_frames
 
@@ -120,14 +120,7 @@ def save_raw(path: str, mem: DomainMemory, domain: int, source: str, **kw) -> in
 
 
 def load_raw(path: str) -> RawDump:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except IsADirectoryError:
-        raise DumpFileError(f"dump file {path} is a directory") from None
-    except OSError as e:
-        raise DumpFileError(f"cannot read dump file {path}: {(e.strerror or str(e)).lower()}") from None
-    return decode(data, path)
+    return decode(read_input(path, "dump file", DumpFileError, stdin=False), path)
 
 
 def decode(data: bytes, path: str = "<dump>") -> RawDump:

@@ -7,6 +7,10 @@ evidence, and one sentence on what it usually means and what to try.
 Evidence that was not all read is never called healthy: what went unread may
 be what is wrong, so the verdict is then "inconclusive" (exit 4) unless a
 finding already says "problems" (exit 3).
+
+One file (over 400 lines) because the rules share one pass: the queues are
+judged live or stale once and the chains walked live-first, and every chain
+rule reads that same walk; split, each module would redo or pass it around.
 """
 
 from __future__ import annotations

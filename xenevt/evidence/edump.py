@@ -31,6 +31,7 @@ from ..abi import (
     XEN_MAX_VCPUS,
 )
 from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
+from ..errors import read_input
 from .bounds import INT_MAX, Impossible, number
 from .model import DomainFacts, Evidence, EvidenceError, PortFacts
 
@@ -277,16 +278,5 @@ def parse(text: str | bytes, source: str = "'e' dump") -> Evidence:
 
 
 def read(path: str) -> Evidence:
-    import sys
-
-    try:
-        if path == "-":
-            data = getattr(sys.stdin, "buffer", sys.stdin).read()  # bytes: bad UTF-8 is read, not raised
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except IsADirectoryError:
-        raise EvidenceError(f"'e' dump {path} is a directory") from None
-    except OSError as e:
-        raise EvidenceError(f"cannot read 'e' dump {path}: {(e.strerror or str(e)).lower()}") from None
+    data = read_input(path, "'e' dump", EvidenceError)
     return parse(data, f"'e' dump {'<stdin>' if path == '-' else path}")

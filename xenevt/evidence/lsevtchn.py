@@ -15,6 +15,7 @@ import re
 
 from ..abi import DOMID_FIRST_RESERVED, DOMID_MAX, NR_VIRQS, XEN_MAX_VCPUS
 from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
+from ..errors import read_input
 from .bounds import Impossible, number
 from .model import Evidence, EvidenceError, PortFacts
 
@@ -90,16 +91,5 @@ def parse(text: str | bytes, domain: int, source: str = "lsevtchn") -> Evidence:
 
 
 def read(path: str, domain: int) -> Evidence:
-    import sys
-
-    try:
-        if path == "-":
-            data = getattr(sys.stdin, "buffer", sys.stdin).read()  # bytes: bad UTF-8 is read, not raised
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except IsADirectoryError:
-        raise EvidenceError(f"lsevtchn output {path} is a directory") from None
-    except OSError as e:
-        raise EvidenceError(f"cannot read lsevtchn output {path}: {(e.strerror or str(e)).lower()}") from None
+    data = read_input(path, "lsevtchn output", EvidenceError)
     return parse(data, domain, f"lsevtchn output {'<stdin>' if path == '-' else path} (domain {domain})")

@@ -213,27 +213,22 @@ class SimLibraries:
     def xc_domain_getinfolist(self, first: int, max_doms: int) -> bytes:
         """xc_domaininfo_t records (xen_domctl_getdomaininfo: domid, vCPU counts) for domains >= first; the
         call every Xen from 4.2 to 4.20 has (xc_domain_getinfo is gone from 4.18's libxenctrl)."""
-        out = bytearray()
-        for domid in sorted(self.host.domains):
-            if domid < first or len(out) // XC_DOMAININFO_SIZE >= max_doms:
-                continue
-            rec = bytearray(XC_DOMAININFO_SIZE)
-            nv = self.host.domains[domid].mem.nr_vcpus
-            struct.pack_into("<H", rec, 0, domid)
-            struct.pack_into("<II", rec, XC_DOMAININFO_NR_ONLINE_VCPUS, nv, nv - 1)
-            out += rec
-        return bytes(out)
+        return self._dominfo(first, max_doms, XC_DOMAININFO_SIZE, "<H", XC_DOMAININFO_NR_ONLINE_VCPUS)
 
     def xc_domain_getinfo(self, first: int, max_doms: int) -> bytes:
         """xc_dominfo_t records (domid, vCPU counts) for domains >= first."""
+        return self._dominfo(first, max_doms, XC_DOMINFO_SIZE, "<I", XC_DOMINFO_NR_ONLINE_VCPUS)
+
+    def _dominfo(self, first: int, max_doms: int, size: int, domid_fmt: str, vcpus_at: int) -> bytes:
+        """Records of ``size`` bytes: the domid first (``domid_fmt``), then online vCPUs and max_vcpu_id."""
         out = bytearray()
         for domid in sorted(self.host.domains):
-            if domid < first or len(out) // XC_DOMINFO_SIZE >= max_doms:
+            if domid < first or len(out) // size >= max_doms:
                 continue
-            rec = bytearray(XC_DOMINFO_SIZE)
+            rec = bytearray(size)
             nv = self.host.domains[domid].mem.nr_vcpus
-            struct.pack_into("<I", rec, 0, domid)
-            struct.pack_into("<II", rec, XC_DOMINFO_NR_ONLINE_VCPUS, nv, nv - 1)
+            struct.pack_into(domid_fmt, rec, 0, domid)
+            struct.pack_into("<II", rec, vcpus_at, nv, nv - 1)
             out += rec
         return bytes(out)
 

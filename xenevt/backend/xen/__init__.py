@@ -9,6 +9,10 @@ What real Xen allows shapes what this backend offers:
   libxencall), as the ABI defines them.
 Every failure becomes a ChannelError (through libs.check, right after the call) or
 BackendUnavailable carrying errno, the call, the domain and the port.
+
+One file (about 400 lines) because it is one Backend: each method is a
+protocol method over the same library handles, as psutil keeps one module
+per platform; the C API and its loading are libs.py's.
 """
 
 from __future__ import annotations
