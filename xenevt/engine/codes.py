@@ -37,20 +37,21 @@ ERR_TEXT = {
 
 
 def engine_error(code: int, call: str, domain: int, port: int | None = None, vcpu: int | None = None,
-                 detail: str = "") -> ChannelError:
+                 detail: str = "", refused: bool = False) -> ChannelError:
     """The one place an engine return code becomes our error: ``cannot CALL port P of domain D: why (EBUSY|EIO)``.
 
-    A word that stayed BUSY is contention (EBUSY, try again); anything else means the engine refused
-    memory it should never have been handed (EIO).  ``detail`` adds where (the vCPU, the priority).
+    A word that stayed BUSY is contention (EBUSY, try again); anything else is a queue or word the guest's
+    checks dropped (EIO).  ``refused``: the engine refused memory the open's checks should have caught, said
+    as such.  ``detail`` adds where (the vCPU, the priority).
     """
     try:
         text = ERR_TEXT[Err(code)]
     except (ValueError, KeyError):
         text = f"unknown code {code}"
-    if code == Err.BUSY:
-        return channel_error(call, errno.EBUSY, text + detail, domain=domain, port=port, vcpu=vcpu)
-    return channel_error(call, errno.EIO, f"engine refused: {text}{detail} (code {code}; corrupt state?)",
-                         domain=domain, port=port, vcpu=vcpu)
+    eno = errno.EBUSY if code == Err.BUSY else errno.EIO
+    if refused:
+        text = f"engine refused: {text} (code {code}; corrupt state?)"
+    return channel_error(call, eno, text + detail, domain=domain, port=port, vcpu=vcpu)
 
 
 class SP(IntFlag):

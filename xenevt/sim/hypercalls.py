@@ -65,7 +65,7 @@ class Hypercalls:
         finally:
             jw[RAISE // 4] = 0
         if rc < 0:
-            raise engine_error(rc, "raise", dom.domid, port)
+            raise engine_error(rc, "raise", dom.domid, port, refused=True)
         if not unmask:
             self._count(dom.domid, port, 0)
         if rc & SP.UPCALL:
