@@ -53,10 +53,10 @@ def parse_interrupts(text: str, path: str = "/proc/interrupts") -> list[Row]:
         fields = rest.split()
         if len(fields) < ncpu + 1:
             continue
-        try:
-            counts = [int(x) for x in fields[:ncpu]]
-        except ValueError:
-            raise EvidenceError(f"{path}: line {number}: unreadable counts") from None
+        # the kernel prints %10u: ASCII digits only (int() would take "1_000", "-5" and other scripts' digits)
+        if not all(x.isascii() and x.isdigit() and len(x) <= 20 for x in fields[:ncpu]):
+            raise EvidenceError(f"{path}: line {number}: unreadable counts")
+        counts = [int(x) for x in fields[:ncpu]]
         chip, tail = fields[ncpu], fields[ncpu + 1:]
         base = next((x for x in sorted(XEN_CHIPS, key=len, reverse=True)
                      if chip == x or chip.startswith(x + "-")), None)
