@@ -56,7 +56,7 @@ fi
 echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \
-    --timeout-method=signal -k "test_on_xen or xen-real or bad_input_on_xen" tests/test_on_xen.py tests/test_contract.py \
+    --timeout-method=signal -k "test_on_xen or xen-real or bad_input_on_xen" tests/test_on_xen.py tests/test_contract.py tests/test_scenarios.py \
     tests/test_cli_errors.py 2>&1
 echo "XENCI-SUMMARY rc=$?"
 sync

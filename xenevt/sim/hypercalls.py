@@ -9,6 +9,7 @@ leaves them whole or undone.
 from __future__ import annotations
 
 import errno
+import os
 import struct
 
 from .. import abi
@@ -43,6 +44,9 @@ from .store import SimDomain
 
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
+# XENEVT_SIM_BREAK=<rule>: one rule deliberately wrong, so the differential scenarios (tests/scenarios) are seen
+# to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain).
+SIM_BREAK = "XENEVT_SIM_BREAK"
 _OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 
 
@@ -111,7 +115,7 @@ class Hypercalls:
         """evtchn_close(): the other end of an interdomain channel goes back to unbound (waiting for this
         domain) if it still points here; the word is masked and cleared; the record freed, lastq kept."""
         out = []
-        if ch.state == ECS_INTERDOMAIN:
+        if ch.state == ECS_INTERDOMAIN and os.environ.get(SIM_BREAK) != "close-peer":
             rdom = self.domains.get(ch.remote_dom)
             if rdom is not None and 0 < ch.remote_port < rdom.mem.nr_chans:  # (a redone reset may meet a torn one)
                 rch = rdom.mem.chan(ch.remote_port)
