@@ -10,7 +10,7 @@ from .base import Backend, NotifyResult, PortStatus
 
 __all__ = ["Backend", "NotifyResult", "PortStatus", "default_state_dir", "select_backend"]
 
-XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"
+XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"  # Linux's event-channel device: its presence means "on Xen"
 
 
 def default_state_dir() -> str:

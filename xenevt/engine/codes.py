@@ -87,4 +87,4 @@ class Walk(IntEnum):
     NO_CONTROL = 8
 
 
-CHAN_DEFERRED = 1
+CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED (csrc/xenevt_fifo_api.h): raised while its array page was missing

@@ -40,7 +40,8 @@ GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
 TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
 
 # xe_chan.flags
-CHAN_DEFERRED = 1  # xe_chan.flags: the only bit
+from .codes import CHAN_DEFERRED  # noqa: E402,F401  (xe_chan.flags: the only bit; declared once, in codes)
+
 # byte offsets of xe_chan's fields, for errors and single-field stores
 CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,
                "remote_dom": 8, "aux": 10, "remote_port": 12}

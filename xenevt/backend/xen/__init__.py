@@ -27,10 +27,10 @@ from ... import abi
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
 from ...memory.kcore import read_self, self_domid
 from ...ports import NotifyResult, PortStatus, word_flag_dict
+from .. import XEN_EVTCHN_DEVICE as XEN_DEVICE  # named once, where the backend is chosen
 from . import libs
 from .libs import check, reason
 
-XEN_DEVICE = "/dev/xen/evtchn"
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 
 
