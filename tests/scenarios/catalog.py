@@ -149,10 +149,8 @@ KNOWN: dict[str, dict] = {  # name: Scenario keyword arguments (xfail_xen=…, s
     "set-priority-closed-eacces": {"sim_differs": "the simulator says EINVAL"},
     "set-priority-port-0-eacces": {"sim_differs": "the simulator says EINVAL"},
     "set-priority-closed-out-of-range-eacces": {"sim_differs": "the simulator says EINVAL"},
-    "bind-vcpu-bad-vcpu-before-port": {"sim_differs": "the simulator checks the port first"},
-    "bind-vcpu-bad-vcpu-before-closed-port": {"sim_differs": "the simulator checks the port first"},
-    "bind-virq-again-after-bind-vcpu-eexist": {"sim_differs": "the simulator looks for the VIRQ on the new vCPU"},
     "bind-virq-global-on-missing-vcpu-einval": {"sim_differs": "the simulator checks the vCPU first"},
+    "bind-virq-again-after-bind-vcpu-eexist": {"sim_differs": "the simulator looks for the VIRQ on the new vCPU"},
 }
 
 SCENARIOS: list[Scenario] = [parse(name, text, **KNOWN.get(name, {})) for name, text in _TEXT.items()]

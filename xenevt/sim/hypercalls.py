@@ -310,8 +310,8 @@ class Hypercalls:
         call = "move"
         with self.locked():
             dom = self._own(caller, domid, call, port)
+            self._vcpu(dom, vcpu, call, port)  # Xen: domain_vcpu() first, ENOENT before the port is looked at
             ch = self._chan(dom, port, call)
-            self._vcpu(dom, vcpu, call, port)
             if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
                 raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
                                     port=port)
