@@ -149,7 +149,6 @@ KNOWN: dict[str, dict] = {  # name: Scenario keyword arguments (xfail_xen=…, s
     "set-priority-closed-eacces": {"sim_differs": "the simulator says EINVAL"},
     "set-priority-port-0-eacces": {"sim_differs": "the simulator says EINVAL"},
     "set-priority-closed-out-of-range-eacces": {"sim_differs": "the simulator says EINVAL"},
-    "bind-virq-global-on-missing-vcpu-einval": {"sim_differs": "the simulator checks the vCPU first"},
     "bind-virq-again-after-bind-vcpu-eexist": {"sim_differs": "the simulator looks for the VIRQ on the new vCPU"},
 }
 

@@ -221,9 +221,9 @@ class Hypercalls:
             dom = self._own(caller, domid, call)
             if not 0 <= virq < NR_VIRQS:
                 raise channel_error(call, errno.EINVAL, f"no VIRQ {virq}", domain=domid)
-            self._vcpu(dom, vcpu, call)
-            if virq not in PER_VCPU_VIRQS and vcpu != 0:
+            if virq not in PER_VCPU_VIRQS and vcpu != 0:  # Xen: before the vCPU is looked up (EINVAL, not ENOENT)
                 raise channel_error(call, errno.EINVAL, f"VIRQ {virq} is global: bind it on vCPU 0", domain=domid)
+            self._vcpu(dom, vcpu, call)
             for p in self._open_ports(dom):
                 ch = self._rec(dom, p)
                 if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
