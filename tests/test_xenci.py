@@ -84,3 +84,12 @@ def test_console_watcher_stops_on_a_crash_naming_the_stage():
     w.feed("[    0.1] Linux version 6.1.0-50-amd64")
     with pytest.raises(xenci.StageFailed, match="stage boot-dom0: crash on the console: .*Hardware Dom0 crashed"):
         w.feed("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
+
+
+def test_scenario_verdicts_are_counted():
+    w = xenci.ConsoleWatcher(report=lambda msg: None)
+    for line in ["XENCI-SCENARIO identical bind-virq-twice", "XENCI-SCENARIO different close-peer",
+                 "XENCI-SCENARIO identical status-unbound"]:
+        w.feed(line)
+    assert w.facts["scenarios"] == {"bind-virq-twice": "identical", "close-peer": "different",
+                                    "status-unbound": "identical"}

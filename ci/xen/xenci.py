@@ -62,6 +62,7 @@ PROJECT = ["xenevt", "csrc", "tests", "pyproject.toml"]  # csrc: xen_api.h, whic
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 # pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
+SCENARIO = re.compile(r"^XENCI-SCENARIO (identical|different) (\S+)")
 REASON = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (tests/\S+?)(?: - (.*))?$")
 
 
@@ -342,7 +343,7 @@ class ConsoleWatcher:
 
     def __init__(self, report=say):
         self.stage = "boot-xen"
-        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None}
+        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None, "scenarios": {}}
         self.report = report
 
     def feed(self, line: str) -> str | None:
@@ -367,6 +368,9 @@ class ConsoleWatcher:
         if m and self.stage == "tests":
             f["summary"][m.group(2)] = m.group(1)
             f["reasons"][m.group(2)] = (m.group(3) or "").strip()
+        m = SCENARIO.match(line)
+        if m:  # the differential suite's verdict per scenario: real Xen's record against the simulator's
+            f["scenarios"][m.group(2)] = m.group(1)
         if line.startswith(("XENCI-ERROR", "XENCI-INFO")):
             self.report(line)
         if CRASH.search(line):
@@ -504,7 +508,12 @@ def run_version(xen: str, args) -> tuple[bool, str]:
     failed = [n for s, n in results if s in ("FAILED", "ERROR")]
     skipped = sum(1 for s, _ in results if s == "SKIPPED")
     ok = failure is None and not failed and passed > 0 and facts.get("rc") == 0
-    line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {passed} passed, {len(failed)} failed, {skipped} skipped "
+    verdicts = list(facts["scenarios"].values())
+    known = sum(1 for s, n in results if s == "XFAIL" and "xen-real" in n)
+    scen = (f"{verdicts.count('identical')} scenarios identical, {verdicts.count('different')} different"
+            f"{f', {known} known differences' if known else ''}; ") if verdicts or known else ""
+    line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {scen}{passed} passed, {len(failed)} failed, "
+            f"{skipped} skipped "
             f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
     if failed:
