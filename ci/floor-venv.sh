@@ -13,9 +13,8 @@ PY
 )
 debs="python3-click python3-rich python3-cffi python3-pytest python3-hypothesis python3-venv python3-dev"
 if [ -x /usr/bin/python3 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    missing=$(dpkg-query -W -f='${Status} ${Package}\n' $debs 2>/dev/null | awk '!/ installed /{print $NF}'; \
-              for p in $debs; do dpkg-query -W "$p" >/dev/null 2>&1 || echo "$p"; done)
-    if [ -n "$missing" ]; then
+    installed=$(dpkg-query -W -f='${db:Status-Status}\n' $debs 2>/dev/null | grep -cx installed || true)
+    if [ "$installed" -ne "$(echo $debs | wc -w)" ]; then  # one not installed, or unknown to dpkg
         apt-get install -y -qq $debs >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $debs >/dev/null; }
     fi
     rm -rf "$venv"

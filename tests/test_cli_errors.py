@@ -92,9 +92,21 @@ def test_bad_input_on_the_simulator(argv, names, where, host, capsys):
 
     if where == "xen":
         pytest.skip("a limit of the real backend")
-    code = main(["--backend", "sim", *argv] if argv[0] != "--backend" else argv)
+    code = main(_on("sim", argv))
     out, err = capsys.readouterr()
     check(argv, names, code, out, err)
+
+
+def _env(**extra) -> dict:
+    """A subprocess's environment: this checkout importable, no backend forced from outside."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), **extra)
+    env.pop("XENEVT_BACKEND", None)
+    return env
+
+
+def _on(backend: str, argv: list[str]) -> list[str]:
+    """``argv`` on ``backend``, unless the case is about --backend itself."""
+    return argv if argv[0] == "--backend" else ["--backend", backend, *argv]
 
 
 def _run(argv, env=None):
@@ -114,9 +126,7 @@ def test_bad_input_through_the_real_binding_on_the_simulator(argv, names, where,
         path = simlib.libpath()
     except XenevtError as e:
         pytest.skip(str(e))
-    env = dict(os.environ, LD_LIBRARY_PATH=path, XENEVT_SELF_DOMID="0",
-               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    check(argv, names, *_run(["--backend", "xen", *argv] if argv[0] != "--backend" else argv, env))
+    check(argv, names, *_run(_on("xen", argv), _env(LD_LIBRARY_PATH=path, XENEVT_SELF_DOMID="0")))
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +139,7 @@ def on_xen():
         pytest.skip("not running on Xen")
     import json
 
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env.pop("XENEVT_BACKEND", None)
+    env = _env()
     cases = [argv for argv, _, where in CASES if where != "sim"]
     r = subprocess.run([sys.executable, "-m", "tests.cli_driver"], input=json.dumps(cases), capture_output=True,
                        text=True, timeout=600, env=env, cwd=env["PYTHONPATH"])
@@ -151,7 +160,6 @@ def test_bad_input_on_xen_through_a_fresh_process():
     """Two cases through a whole new `python3 -m xenevt` process, as a user types them."""
     if not HAVE_XEN:
         pytest.skip("not running on Xen")
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env.pop("XENEVT_BACKEND", None)
+    env = _env()
     check(["status", "x"], "'x'", *_run(["status", "x"], env))
     check(["-d", "31999", "list"], "31999", *_run(["-d", "31999", "list"], env))

@@ -46,10 +46,7 @@ class GuestKernel:
     def unmask(self, caller: int, domid: int, port: int) -> None:
         """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
         call = "unmask"
-        self._writable()
-        dom = self._own(caller, domid, call, port)
-        self._chan(dom, port, call)
-        self._word_or_fail(dom, port, call)
+        dom = self._own_word(caller, domid, port, call)
         rc = dom.engine.guest_unmask(port)
         if rc < 0:
             raise engine_error(rc, call, domid, port)
@@ -58,18 +55,17 @@ class GuestKernel:
                 self._raise(dom, port, unmask=True)
 
     def mask(self, caller: int, domid: int, port: int) -> None:
-        call = "mask"
+        dom = self._own_word(caller, domid, port, "mask")
+        dom.engine.guest_mask(port)
+
+    def _own_word(self, caller: int, domid: int, port: int, call: str) -> SimDomain:
+        """What the guest's own mask and unmask need: a writable host, its own bound port, and that port's word."""
         self._writable()
         dom = self._own(caller, domid, call, port)
         self._chan(dom, port, call)
-        self._word_or_fail(dom, port, call)
-        dom.engine.guest_mask(port)
-
-    def _word_or_fail(self, dom: SimDomain, port: int, call: str) -> int:
-        word = dom.mem.word(port)
-        if word is None:
-            raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=dom.domid, port=port)
-        return word
+        if dom.mem.word(port) is None:
+            raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=domid, port=port)
+        return dom
 
     def _repair_vcpu(self, dom: SimDomain, vcpu: int, claimed: bool = False) -> list[str]:
         """Mend the queues of a vCPU that no consumer is running on (``claimed``: the caller holds its consumer

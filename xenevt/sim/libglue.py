@@ -156,14 +156,17 @@ def install(ffi) -> None:
 
         return guarded(-1, op)
 
+    def records(info, out: bytes, size: int) -> int:
+        """Copy domain-info records into the caller's array; the count is what libxenctrl returns."""
+        ffi.memmove(info, out, len(out))
+        return len(out) // size
+
     @ffi.def_extern()
     def xc_domain_getinfo(xch, first_domid, max_doms, info):
         def op():
-            out = _get().xc_domain_getinfo(first_domid, max_doms)
-            ffi.memmove(info, out, len(out))
             from .libxen import XC_DOMINFO_SIZE
 
-            return len(out) // XC_DOMINFO_SIZE
+            return records(info, _get().xc_domain_getinfo(first_domid, max_doms), XC_DOMINFO_SIZE)
 
         return guarded(-1, op)
 
@@ -172,9 +175,7 @@ def install(ffi) -> None:
         def op():
             from .libxen import XC_DOMAININFO_SIZE
 
-            out = _get().xc_domain_getinfolist(first_domain, max_domains)
-            ffi.memmove(info, out, len(out))
-            return len(out) // XC_DOMAININFO_SIZE
+            return records(info, _get().xc_domain_getinfolist(first_domain, max_domains), XC_DOMAININFO_SIZE)
 
         return guarded(-1, op)
 
