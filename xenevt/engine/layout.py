@@ -1,4 +1,4 @@
-"""One domain's FIFO memory in one buffer: the layout both engines work on.
+"""One domain's event-channel memory in one buffer: the layout both engines work on.
 
 The same layout serves an in-memory ``bytearray`` (tests), a region of the
 simulator's memory-mapped state file, and a saved dump, so the engines never
@@ -10,7 +10,19 @@ care where the bytes live.  Sections, each 64-byte aligned:
 * the event array: ``max_pages`` pages of 1024 event words (Xen's view);
 * one guest page per vCPU holding its control block at a chosen offset;
 * hypervisor-private: queue tails (``vcpu * 16 + priority``) and channels;
-* guest-private: Linux's per-CPU queue heads and local READY per vCPU.
+* guest-private: Linux's per-CPU queue heads and local READY per vCPU;
+* (version 2) the 2-level ABI's memory: a page laid out as Xen's
+  ``shared_info`` for a 64-bit guest as far as events go (``vcpu_info[32]`` at
+  0, ``evtchn_pending[64]`` at 2048, ``evtchn_mask[64]`` at 2560), the
+  ``vcpu_info`` of vCPUs 32 and up after it, then Linux's per-vCPU scan
+  position (``xe_l2_scan``: the word and bit its 2-level upcall resumes at).
+
+The header says which ABI the domain is on (``ABI_WORD``: a domain starts on
+2-level and is on FIFO once a control block is registered, back on 2-level
+after EVTCHNOP_reset) and how many ports Xen has channel structures for
+(``VALID_WORD``: Xen's ``valid_evtchns``, grown a bucket at a time, never
+shrunk).  Version 1 images (raw dumps made before version 2) have neither:
+they read as FIFO with every port valid.
 """
 
 from __future__ import annotations
@@ -26,18 +38,31 @@ if sys.byteorder != "little":  # pragma: no cover - Xen's FIFO ABI is little-end
     raise ImportError("xenevt's memory layouts assume a little-endian host")
 
 MAGIC = 0x4D444558  # "XEDM"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the 2-level section, the ABI and valid-ports words
+LAYOUT_VERSIONS = (1, 2)  # what attaches (1: FIFO only, as raw dumps made before 2-level hold)
 MAX_VCPUS = 256
 HEADER = struct.Struct("<IIIIIII")  # magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, generation
 HEADER_FIELDS = {"magic": 0, "version": 4, "nr_vcpus": 8, "max_pages": 12, "nr_pages": 16, "nr_chans": 20,
                  "generation": 24}  # byte offsets, for errors
 FREES_WORD = 7  # u32 after HEADER: bumped each time a channel is freed (0 in files made before it existed)
+ABI_WORD = 8  # u32 after FREES_WORD (version 2): ABI_2L or ABI_FIFO
+ABI_2L, ABI_FIFO = 0, 1
+VALID_WORD = 9  # u32 (version 2): ports below it have channel structures in Xen (valid_evtchns)
+EVTCHNS_PER_BUCKET = 64  # Xen: PAGE_SIZE / sizeof(struct evtchn) (64 bytes, cache-line aligned)
 CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
 UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
 CONSUMER_OFFSET = 3072  # u32 per vCPU: pid of the process consuming as this vCPU, 0 if none
 CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
 GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
 TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
+# the 2-level section: Xen's shared_info (public/xen.h, x86_64) as far as events go, and vcpu_info
+L2_SHARED_VCPUS = 32  # XEN_LEGACY_MAX_VCPUS: vcpu_info slots inside shared_info
+VCPU_INFO = struct.Struct("<BB6xQ")  # evtchn_upcall_pending, evtchn_upcall_mask, evtchn_pending_sel
+VCPU_INFO_SIZE = 64  # struct vcpu_info (arch_vcpu_info and vcpu_time_info follow the fields above)
+L2_PENDING = 2048  # shared_info.evtchn_pending[64] (xen_ulong_t)
+L2_MASK = 2560  # shared_info.evtchn_mask[64]
+L2_WORDS = 64  # xen_ulong_t words per bitmap: 64 * 64 = EVTCHN_2L_NR_CHANNELS ports
+L2_SCAN = struct.Struct("<II")  # xe_l2_scan: Linux's current_word_idx, current_bit_idx per vCPU
 
 # xe_chan.flags
 from .codes import CHAN_DEFERRED  # noqa: E402,F401  (xe_chan.flags: the only bit; declared once, in codes)
@@ -70,6 +95,7 @@ class Geometry:
     nr_vcpus: int
     max_pages: int
     nr_chans: int
+    version: int = LAYOUT_VERSION
 
     def validate(self) -> None:
         if not 1 <= self.nr_vcpus <= MAX_VCPUS:
@@ -102,8 +128,29 @@ class Geometry:
         return _align(self.guest_offset + self.nr_vcpus * GUEST_VCPU.size)
 
     @property
-    def size(self) -> int:
+    def l2_offset(self) -> int:
+        """The 2-level section's shared page (version 2; page aligned, as Xen's shared_info is a page)."""
         return _align(self.chans_offset + self.nr_chans * CHAN.size, abi.PAGE_SIZE)
+
+    @property
+    def l2_vcpu_extra_offset(self) -> int:
+        """vcpu_info of vCPUs ``L2_SHARED_VCPUS`` and up (Linux registers them outside shared_info)."""
+        return self.l2_offset + abi.PAGE_SIZE
+
+    @property
+    def l2_scan_offset(self) -> int:
+        return _align(self.l2_vcpu_extra_offset + max(self.nr_vcpus - L2_SHARED_VCPUS, 0) * VCPU_INFO_SIZE)
+
+    def vcpu_info_offset(self, vcpu: int) -> int:
+        if vcpu < L2_SHARED_VCPUS:
+            return self.l2_offset + vcpu * VCPU_INFO_SIZE
+        return self.l2_vcpu_extra_offset + (vcpu - L2_SHARED_VCPUS) * VCPU_INFO_SIZE
+
+    @property
+    def size(self) -> int:
+        if self.version < 2:
+            return _align(self.chans_offset + self.nr_chans * CHAN.size, abi.PAGE_SIZE)
+        return _align(self.l2_scan_offset + self.nr_vcpus * L2_SCAN.size, abi.PAGE_SIZE)
 
 
 @dataclass
@@ -151,9 +198,9 @@ class DomainMemory:
         magic, version, nr_vcpus, max_pages, nr_pages, nr_chans, _ = HEADER.unpack_from(view, offset)
         if magic != MAGIC:
             raise self._bad(0, "magic", f"bad domain image magic {magic:#010x}")
-        if version != LAYOUT_VERSION:
+        if version not in LAYOUT_VERSIONS:
             raise self._bad(4, "version", f"unsupported domain image version {version}")
-        self.geometry = Geometry(nr_vcpus, max_pages, nr_chans)
+        self.geometry = Geometry(nr_vcpus, max_pages, nr_chans, version)
         try:
             self.geometry.validate()
         except LayoutError as e:
@@ -166,6 +213,11 @@ class DomainMemory:
         self._words = self.buffer.cast("I")
         for v in range(nr_vcpus):
             self.cb_offset(v)  # a control-block offset out of its page is refused now, not when followed
+        if version >= 2:
+            self.event_abi  # an unknown ABI is refused now  # noqa: B018
+            if self.valid_ports > nr_chans:
+                raise self._bad(4 * VALID_WORD, "valid_ports", f"{self.valid_ports} valid ports exceed the "
+                                f"{nr_chans}-port channel table")
 
     def release(self) -> None:
         """Let go of the buffer (so an mmap under it can be closed); the object is unusable after."""
@@ -191,6 +243,7 @@ class DomainMemory:
             raise LayoutError(f"buffer too small for domain image: {len(view) - offset} < {geo.size} bytes")
         view[offset : offset + geo.size] = bytes(geo.size)
         HEADER.pack_into(view, offset, MAGIC, LAYOUT_VERSION, nr_vcpus, max_pages, 0, nr_chans, 0)
+        struct.pack_into("<I", view, offset + 4 * VALID_WORD, min(EVTCHNS_PER_BUCKET, nr_chans))  # evtchn_init()
         mem = cls(buf, offset)
         for port in range(nr_chans):
             mem.set_chan(port, Chan())
@@ -242,6 +295,38 @@ class DomainMemory:
     def bump_frees(self) -> None:
         """Record that a channel was freed (callers hold the hypervisor lock)."""
         self._words[FREES_WORD] = (self._words[FREES_WORD] + 1) & 0xFFFFFFFF
+
+    @property
+    def event_abi(self) -> int:
+        """ABI_2L or ABI_FIFO (version 1 images: FIFO)."""
+        if self.geometry.version < 2:
+            return ABI_FIFO
+        value = self._words[ABI_WORD]
+        if value not in (ABI_2L, ABI_FIFO):
+            raise self._bad(4 * ABI_WORD, "abi", f"unknown event-channel ABI {value}")
+        return value
+
+    def set_event_abi(self, value: int) -> None:
+        if self.geometry.version < 2:
+            raise LayoutError(f"{self.origin}: a version 1 image has no 2-level section")
+        self._words[ABI_WORD] = value
+        self._bump()
+
+    @property
+    def valid_ports(self) -> int:
+        """Xen's valid_evtchns: ports below it have a channel structure (port_is_valid); version 1: all."""
+        if self.geometry.version < 2:
+            return self.nr_chans
+        return self._words[VALID_WORD]
+
+    def grow_valid(self, port: int) -> None:
+        """evtchn_allocate_port(): buckets of EVTCHNS_PER_BUCKET until ``port`` is covered (never shrinks)."""
+        if self.geometry.version < 2:
+            return
+        valid = self._words[VALID_WORD]
+        while valid <= port:
+            valid += EVTCHNS_PER_BUCKET
+        self._words[VALID_WORD] = min(valid, self.nr_chans)
 
     def chan_states(self, start: int, stop: int) -> bytes:
         """The ``state`` byte of channels ``start..stop-1``, one byte each (a strided copy, done in C)."""
@@ -363,6 +448,41 @@ class DomainMemory:
         """``ready, head[16]``: Linux's local state for vCPU ``vcpu``."""
         start = (self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4
         return self._words[start : start + 17]
+
+    # --- 2-level (version 2) ------------------------------------------
+    def _l2(self) -> int:
+        if self.geometry.version < 2:
+            raise LayoutError(f"{self.origin}: a version 1 image has no 2-level section")
+        return self.geometry.l2_offset
+
+    def l2_pending(self) -> memoryview:
+        """shared_info.evtchn_pending as 64 u64 words (bit ``port % 64`` of word ``port // 64``)."""
+        at = self._l2() + L2_PENDING
+        return self.buffer[at: at + 8 * L2_WORDS].cast("Q")
+
+    def l2_mask(self) -> memoryview:
+        at = self._l2() + L2_MASK
+        return self.buffer[at: at + 8 * L2_WORDS].cast("Q")
+
+    def l2_bit(self, which: str, port: int) -> bool:
+        """Bit ``port`` of the ``pending`` or ``mask`` bitmap; ports past 2-level's range read clear."""
+        if not 0 <= port < abi.EVTCHN_2L_NR_CHANNELS:
+            return False
+        words = self.l2_pending() if which == "pending" else self.l2_mask()
+        return bool(words[port // 64] >> (port % 64) & 1)
+
+    def vcpu_info(self, vcpu: int) -> tuple[int, int, int]:
+        """``(evtchn_upcall_pending, evtchn_upcall_mask, evtchn_pending_sel)`` of vCPU ``vcpu``."""
+        self._l2()
+        if not 0 <= vcpu < self.nr_vcpus:
+            raise LayoutError(f"{self.origin}: vCPU {vcpu} out of range 0..{self.nr_vcpus - 1}")
+        return VCPU_INFO.unpack_from(self.buffer, self.geometry.vcpu_info_offset(vcpu))
+
+    def l2_scan(self, vcpu: int) -> memoryview:
+        """``current_word_idx, current_bit_idx``: where Linux's 2-level upcall on this vCPU resumes."""
+        self._l2()
+        at = self.geometry.l2_scan_offset + vcpu * L2_SCAN.size
+        return self.buffer[at: at + L2_SCAN.size].cast("I")
 
     def snapshot(self) -> bytes:
         return bytes(self.buffer)

@@ -75,7 +75,7 @@ from ..ports import chan_problem
 
 FILE_NAME = "host.xes"
 MAGIC = b"XENEVTSM"
-VERSION = 2  # 2: the journal page
+VERSION = 3  # 2: the journal page; 3: domain images of layout version 2 (2-level section), the Xen version
 HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
 DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
 DOM_TABLE = 64
