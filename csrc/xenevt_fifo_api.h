@@ -159,3 +159,76 @@ int xe_walk_queue(const xe_domain *d, uint32_t queue_id, uint32_t head, uint32_t
                   uint32_t chain_len, uint16_t *owner, xe_walk_result *res);
 int xe_walk_all(const xe_domain *d, const uint32_t *starts, uint32_t *chain, uint32_t chain_len,
                 uint16_t *owner, xe_walk_result *results);
+
+/* --- 2-level ABI (xen/common/event_2l.c, Linux events_2l.c) --- */
+#define XE_EVTCHN_2L_NR_CHANNELS 4096   /* 64 * 64: a 64-bit guest's xen_ulong_t */
+#define XE_L2_WORDS 64                  /* words per bitmap, bits per word */
+#define XE_L2_SHARED_VCPUS 32           /* XEN_LEGACY_MAX_VCPUS: vcpu_info slots in shared_info */
+#define XE_L2_OWN_VCPU 0xffffffff       /* xe_l2_guest_unmask: unmask on the port's own vCPU */
+#define XE_L2_UNMASK_HVM 1              /* xe_l2_guest_unmask: the guest is HVM (Linux re-masks and asks Xen) */
+
+/* Error code of the 2-level consume loop (xe_error.code). */
+#define XE_E_SCAN -9        /* Linux's saved scan position is out of range (reset to 0) */
+
+/* struct vcpu_info (public/xen.h, x86_64): the event fields, then 48 bytes
+ * (arch_vcpu_info, vcpu_time_info) the engine never touches.  64 bytes. */
+typedef struct xe_vcpu_info {
+    uint8_t evtchn_upcall_pending;
+    uint8_t evtchn_upcall_mask;
+    uint8_t _pad[6];
+    uint64_t evtchn_pending_sel;
+    uint8_t _rest[48];
+} xe_vcpu_info;
+
+/* Linux's per-CPU current_word_idx/current_bit_idx: where its 2-level
+ * upcall resumes.  Guest memory: checked before use. */
+typedef struct xe_l2_scan {
+    uint32_t current_word_idx;
+    uint32_t current_bit_idx;
+} xe_l2_scan;
+
+/*
+ * A domain's 2-level memory as the engine sees it: shared_info's two
+ * bitmaps, vcpu_info of vCPUs < 32 (inside shared_info) and >= 32 (NULL
+ * when nr_vcpus <= 32), Linux's scan positions and the channel table
+ * (notify_vcpu says which vCPU an event goes to, and which vCPU's upcall
+ * delivers it: Linux's cpu_evtchn_mask).
+ */
+typedef struct xe_l2_domain {
+    uint64_t *pending;
+    uint64_t *mask;
+    xe_vcpu_info *vcpu_info;
+    xe_vcpu_info *vcpu_info_extra;
+    xe_l2_scan *scan;
+    xe_chan *chans;
+    uint32_t nr_vcpus;
+    uint32_t nr_chans;
+} xe_l2_domain;
+
+/* Where xe_l2_check found a pointer out of the image (*where). */
+#define XE_L2_AT_PENDING 1
+#define XE_L2_AT_MASK 2
+#define XE_L2_AT_VCPU_INFO 3
+#define XE_L2_AT_VCPU_INFO_EXTRA 4
+#define XE_L2_AT_SCAN 5
+#define XE_L2_AT_CHANS 6
+
+/* Check a 2-level descriptor built from shared memory: 1 <= nr_vcpus <= 256,
+ * 2 <= nr_chans <= 131072 (XE_E_STATE, *where 0), and every pointer it holds
+ * inside [base, base + size) and aligned (XE_E_RANGE, *where XE_L2_AT_*). */
+int xe_l2_check(const xe_l2_domain *d, const void *base, size_t size, uint32_t *where);
+
+/* Hypervisor side (event_2l.c); ports >= min(4096, nr_chans): XE_E_PORT.
+ * set_pending/unmask return XE_SP_* bits (see twolevel.c). */
+int xe_l2_set_pending(xe_l2_domain *d, uint32_t port);
+int xe_l2_unmask(xe_l2_domain *d, uint32_t port);
+int xe_l2_clear_pending(xe_l2_domain *d, uint32_t port);
+int xe_l2_is_pending(const xe_l2_domain *d, uint32_t port);
+int xe_l2_is_masked(const xe_l2_domain *d, uint32_t port);
+
+/* Guest side (Linux events_2l.c). */
+uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t *out, uint32_t out_len,
+                       uint32_t max_steps, xe_error *err);
+int xe_l2_guest_mask(xe_l2_domain *d, uint32_t port);
+int xe_l2_guest_unmask(xe_l2_domain *d, uint32_t port, uint32_t vcpu, uint32_t flags);
+int xe_l2_guest_clear_pending(xe_l2_domain *d, uint32_t port);

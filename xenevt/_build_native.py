@@ -13,7 +13,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c"]
+SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Wno-sign-conversion"]
 
 
