@@ -107,7 +107,7 @@ def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None
         return "notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{nr_vcpus - 1}"
     if ch.last_vcpu >= nr_vcpus:
         return "last_vcpu", f"vCPU {ch.last_vcpu} out of range 0..{nr_vcpus - 1}"
-    if ch.state in (abi.ECS_UNBOUND, abi.ECS_INTERDOMAIN):
+    if ch.state == abi.ECS_INTERDOMAIN:  # (an unbound port may wait for any domain id: Xen stores it unchecked)
         if nr_chans is not None and ch.remote_dom not in nr_chans:
             return "remote_dom", f"domain {ch.remote_dom} is not on this host"
         if ch.remote_dom >= abi.DOMID_FIRST_RESERVED:

@@ -144,15 +144,6 @@ KNOWN: dict[str, dict] = {  # name: Scenario keyword arguments (xfail_xen=…, s
     # dom0's kernel never masks a word again for a port it does not know, and no dom0 process can: the word
     # stays unmasked, and every later scenario that gets this port back would see it so (xen-ci run 1)
     "unmask-unbound-clears-mask": {"sim_only": "it leaves a dom0 event word unmasked for good"},
-    "status-port-0-is-closed": {"sim_differs": "the simulator refuses port 0 (EINVAL)"},
-    "alloc-unbound-remote-missing-stored": {"sim_differs": "the simulator checks remote_dom (ESRCH)"},
-    "interdomain-to-port-waiting-for-another": {"sim_differs": "the simulator checks remote_dom (ESRCH)"},
-    "unmask-closed-noop": {"sim_differs": "the simulator refuses a closed port (EINVAL)"},
-    "unmask-port-0-noop": {"sim_differs": "the simulator refuses port 0 (EINVAL)"},
-    "set-priority-closed-eacces": {"sim_differs": "the simulator says EINVAL"},
-    "set-priority-port-0-eacces": {"sim_differs": "the simulator says EINVAL"},
-    "set-priority-closed-out-of-range-eacces": {"sim_differs": "the simulator says EINVAL"},
-    "bind-virq-again-after-bind-vcpu-eexist": {"sim_differs": "the simulator looks for the VIRQ on the new vCPU"},
 }
 
 SCENARIOS: list[Scenario] = [parse(name, text, **KNOWN.get(name, {})) for name, text in _TEXT.items()]

@@ -68,7 +68,7 @@ class SimTarget:
         return st
 
     def unmask(self, port: int) -> None:
-        self.host.unmask(0, 0, port)
+        self.host.evtchn_unmask(0, 0, port)
 
     def set_priority(self, port: int, priority: int) -> None:
         self.host.set_priority(0, 0, port, priority)

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..sim.host import FILE_NAME, SimHost, create_host
+from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
 from .context import DOMAIN, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
@@ -24,15 +24,18 @@ def sim():
               help="Event-channel limit of dom0.")
 @click.option("--max-ports-domu", type=click.IntRange(2, 1 << 17), default=1024, show_default=True,
               help="Event-channel limit of each domU (Xen's default max_event_channels is 1023 ports).")
+@click.option("--xen", type=click.Choice(list(XEN_VERSIONS)), default=DEFAULT_XEN, show_default=True,
+              help="The Xen version whose rules to follow where versions differ (e.g. EVTCHNOP_status of a port "
+                   "Xen itself consumes: EACCES on 4.17).")
 @click.option("--force", is_flag=True, help="Replace an existing host.")
 @json_option
 @pass_ctx
-def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, force):
+def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, force):
     """Create a fresh host: each guest has a control block per vCPU and one event-array page."""
-    path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force)
+    path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen)
     with SimHost(c.state, read_only=True) as host:
         info = host.info()
-    c.emit(info, f"created a simulated Xen host at {path}: {domains} domain(s) (dom0 privileged), "
+    c.emit(info, f"created a simulated Xen {xen} host at {path}: {domains} domain(s) (dom0 privileged), "
                  f"{vcpus} vCPU(s) each, FIFO ABI")
 
 
@@ -55,8 +58,10 @@ def info(c: Ctx):
 @json_option
 @pass_ctx
 def reset(c: Ctx, domains):
-    """Close every port (EVTCHNOP_reset) as --as (default dom0); interdomain peers are left unbound.  A domain
-    resets itself, a privileged one any domain: every target is checked before any is touched."""
+    """Close every port (EVTCHNOP_reset) as --as (default dom0) and put the domain back on the 2-level ABI;
+    interdomain peers are left unbound.  A domain resets itself; a privileged one resets any other as a
+    toolstack does (paused around the reset, since Xen refuses to reset a running domain not its own).
+    Every target is checked before any is touched."""
     caller = 0 if c.caller is None else c.caller
     with SimHost(c.state) as host:
         targets = list(domains) or sorted(host.domains)
@@ -65,10 +70,37 @@ def reset(c: Ctx, domains):
         before = {domid: len(host.list_ports(caller, domid)) for domid in targets}
         closed = {}
         for domid in targets:
-            host.reset(caller, domid)
+            pause = domid != caller and not host.domains[domid].paused
+            if pause:
+                host.pause(domid)
+            try:
+                host.reset(caller, domid)
+            finally:
+                if pause:
+                    host.pause(domid, False)
             closed[domid] = before[domid] - len(host.list_ports(caller, domid))
     c.emit({"closed": {str(k): v for k, v in closed.items()}},
            "; ".join(f"domain {d}: closed {n} port(s)" for d, n in closed.items()))
+
+
+@sim.command("pause")
+@click.argument("domid", type=DOMAIN)
+@pass_ctx
+def pause(c: Ctx, domid):
+    """Pause a domain, as ``xl pause`` does: EVTCHNOP_reset may then name it."""
+    with SimHost(c.state) as host:
+        host.pause(domid)
+    c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
+
+
+@sim.command("unpause")
+@click.argument("domid", type=DOMAIN)
+@pass_ctx
+def unpause(c: Ctx, domid):
+    """Unpause a domain (``xl unpause``)."""
+    with SimHost(c.state) as host:
+        host.pause(domid, False)
+    c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
 @sim.command("check")

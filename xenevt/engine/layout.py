@@ -396,6 +396,20 @@ class DomainMemory:
             return None
         return self._words[off // 4 : off // 4 + 18]
 
+    def fifo_teardown(self) -> None:
+        """Xen's evtchn_fifo_destroy() and the guest forgetting its queues: no control block, no array page,
+        no tails or local heads; the domain is on 2-level (its bitmaps are left as they are)."""
+        for v in range(self.nr_vcpus):
+            self._words[CB_STATE_OFFSET // 4 + v] = 0
+            g = self.guest(v)
+            for i in range(len(g)):
+                g[i] = 0
+        tails = self.tails()
+        for i in range(len(tails)):
+            tails[i] = 0
+        self._words[4] = 0
+        self.set_event_abi(ABI_2L)
+
     def upcall_byte_offset(self, vcpu: int) -> int:
         """Offset (in the image) of vCPU ``vcpu``'s upcall counter, for futex waits."""
         return UPCALL_OFFSET + 4 * vcpu

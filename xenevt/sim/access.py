@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 from ..abi import (
+    DOMID_SELF,
     ECS_FREE,
     ECS_RESERVED,
 )
@@ -28,6 +29,11 @@ class Access:
         if dom is None:
             raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
         return dom
+
+    @staticmethod
+    def _self(caller: int, domid: int) -> int:
+        """DOMID_SELF names the calling domain."""
+        return caller if domid == DOMID_SELF else domid
 
     def _caller(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
         me = self.domains.get(caller)
@@ -62,12 +68,20 @@ class Access:
         return dom
 
     def _chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
-        if not 0 < port < dom.mem.nr_chans:
-            raise channel_error(call, errno.EINVAL, f"port out of range (domain has ports 1..{dom.mem.nr_chans - 1})",
+        """Xen's port_is_valid() (ports below valid_evtchns, port 0 included: it is reserved, reads closed),
+        then, for ``bound``, a port in use (not free or reserved)."""
+        nr = dom.mem.nr_chans
+        if not 0 <= port < nr:
+            raise channel_error(call, errno.EINVAL, f"port out of range (domain has ports 1..{nr - 1})",
                                 domain=dom.domid, port=port)
+        valid = dom.mem.valid_ports
+        if port >= valid:
+            raise channel_error(call, errno.EINVAL, f"port is not bound (Xen has channels for ports 1..{valid - 1} "
+                                "of this domain so far)", domain=dom.domid, port=port)
         ch = self._rec(dom, port)
         if bound and ch.state in (ECS_FREE, ECS_RESERVED):
-            raise channel_error(call, errno.EINVAL, "port is not bound", domain=dom.domid, port=port)
+            raise channel_error(call, errno.EINVAL, "port is not bound" if port else "port 0 is reserved",
+                                domain=dom.domid, port=port)
         return ch
 
     def _vcpu(self, dom: SimDomain, vcpu: int, call: str, port: int | None = None) -> None:

@@ -21,11 +21,11 @@ from .console import Console
 from .foreign import ForeignFrames
 from .guest import CONSUME_BATCH, LOCK_NAME, GuestKernel
 from .hypercalls import Hypercalls
-from .statefile import FILE_NAME
+from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile, SimDomain, create_host, default_state_dir
 
-__all__ = ["CONSUME_BATCH", "FILE_NAME", "LOCK_NAME", "STATS_NAME", "SimDomain", "SimHost", "chan_status",
+__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain", "SimHost", "chan_status",
            "create_host", "default_state_dir", "host_info", "reset_host"]
 
 
@@ -39,6 +39,11 @@ def host_info(state_dir: str | None) -> dict:
 
 
 def reset_host(state_dir: str | None) -> None:
+    """Every domain's channels closed, as a toolstack does it: each other domain paused around its reset."""
     with SimHost(state_dir) as host:
         for domid in list(host.domains):
+            if domid:
+                host.pause(domid)
             host.reset(0, domid)
+            if domid:
+                host.pause(domid, False)

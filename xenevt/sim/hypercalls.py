@@ -27,7 +27,7 @@ from ..abi import (
 )
 from ..engine import SP, Chan
 from ..engine.codes import engine_error
-from ..engine.layout import CHAN, CHAN_FIELDS, HEADER_FIELDS
+from ..engine.layout import ABI_FIFO, CHAN, CHAN_FIELDS, HEADER_FIELDS
 from ..errors import channel_error
 from ..ports import NotifyResult, PortStatus, chan_status
 from . import futex
@@ -138,6 +138,7 @@ class Hypercalls:
             for kind, domid, index, value in self._close_entries(dom, port, ch):
                 if kind != K_FREES:
                     self._apply([(kind, domid, index, value)])
+        self._fifo_destroy(dom)
         clean = Chan()
         for port in range(1, mem.nr_chans):
             ch = mem.chan(port)
@@ -150,6 +151,26 @@ class Hypercalls:
                     dom.engine.clear_pending(port)
         self._apply([self._frees_entry(dom)])
 
+    def _fifo_destroy(self, dom: SimDomain) -> None:
+        """evtchn_fifo_destroy() + evtchn_2l_init(): control blocks and event array let go, back on 2-level
+        (shared_info's bitmaps were never touched while on FIFO: they keep what they held).
+
+        A simulated Linux guest then sets its event channels up again, as the kernel that follows a reset
+        (kexec, a soft reset) does at boot: a control block per vCPU, one MASKED array page.  Only a bare
+        domain (a test guest's raw view) stays on 2-level.  Both steps may run again after a kill."""
+        mem = dom.mem
+        if mem.event_abi == ABI_FIFO:
+            mem.fifo_teardown()
+        if not dom.bare:
+            for v in range(mem.nr_vcpus):
+                mem.register_control_block(v)
+                cb = mem.control_block(v)
+                for i in range(len(cb)):  # the new kernel's control block starts zeroed
+                    cb[i] = 0
+            mem.set_event_abi(ABI_FIFO)
+            mem.add_page()
+        dom.engine.refresh()
+
     def _get_free_port(self, dom: SimDomain, call: str) -> int:
         """Xen's get_free_port(): the lowest free port that is not still LINKED (busy).
 
@@ -159,7 +180,7 @@ class Hypercalls:
         a search of the channel states' bytes, not a Python loop over ports.
         """
         mem = dom.mem
-        nr = mem.nr_chans
+        nr = mem.nr_chans if mem.event_abi == ABI_FIFO else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)  # max_evtchns
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
         dom.frees_seen, dom.free_hint = frees, nr
@@ -181,7 +202,9 @@ class Hypercalls:
         priority), the remote end's record for an interdomain bind with the new port left pending (Xen: an
         event sent before the bind is not lost), and the guest enabling it."""
         port = self._get_free_port(dom, call)
-        self._guest_setup(dom, port, caller)
+        dom.mem.grow_valid(port)  # evtchn_allocate_port(): a new bucket of channels, kept even if the bind fails
+        if not dom.bare and dom.mem.event_abi == ABI_FIFO:
+            self._guest_setup(dom, port, caller)
         entries = [(K_CHAN, dom.domid, port, self._image(chan))]
         if remote is not None:
             rdomid, rport, rchan = remote
@@ -195,8 +218,8 @@ class Hypercalls:
     def alloc_unbound(self, caller: int, domid: int, remote: int, masked: bool = False) -> int:
         call = "allocate an unbound port in"
         with self.locked():
-            dom = self._access(caller, domid, call)
-            self.domain(remote, call)
+            dom = self._access(caller, self._self(caller, domid), call)
+            remote = self._self(caller, remote)  # stored unchecked: it need not exist (yet)
             return self._bind_new("alloc_unbound", caller, dom, call, Chan(state=ECS_UNBOUND, remote_dom=remote),
                                   masked)
 
@@ -204,6 +227,7 @@ class Hypercalls:
         call = "bind interdomain for"
         with self.locked():
             dom = self._own(caller, domid, call)
+            remote = self._self(caller, remote)
             rdom = self.domain(remote, call)
             rch = self._chan(rdom, remote_port, "bind to", bound=False)
             if rch.state != ECS_UNBOUND or rch.remote_dom != domid:
@@ -224,11 +248,10 @@ class Hypercalls:
             if virq not in PER_VCPU_VIRQS and vcpu != 0:  # Xen: before the vCPU is looked up (EINVAL, not ENOENT)
                 raise channel_error(call, errno.EINVAL, f"VIRQ {virq} is global: bind it on vCPU 0", domain=domid)
             self._vcpu(dom, vcpu, call)
-            for p in self._open_ports(dom):
-                ch = self._rec(dom, p)
-                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
-                    raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
-                                        domain=domid, port=p)
+            p = self._virq_port(dom, virq, vcpu)
+            if p is not None:
+                raise channel_error(call, errno.EEXIST, f"VIRQ {virq} already bound on vCPU {vcpu} (port {p})",
+                                    domain=domid, port=p)
             return self._bind_new("bind_virq", caller, dom, call, Chan(state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu),
                                   masked)
 
@@ -266,12 +289,21 @@ class Hypercalls:
         """send_guest_vcpu_virq(): Xen raises a VIRQ on the port bound to it."""
         with self.locked():
             dom = self.domain(domid, "raise VIRQ in")
-            for p in self._open_ports(dom):
-                ch = self._rec(dom, p)
-                if ch.state == ECS_VIRQ and ch.aux == virq and ch.notify_vcpu == vcpu:
-                    return NotifyResult(domid, p, domid, p, _outcome(SP(self._raise(dom, p))))
+            p = self._virq_port(dom, virq, vcpu)
+            if p is not None:
+                return NotifyResult(domid, p, domid, p, _outcome(SP(self._raise(dom, p))))
             raise channel_error("raise VIRQ in", errno.ENOENT, f"VIRQ {virq} is not bound on vCPU {vcpu}",
                                 domain=domid)
+
+    def _virq_port(self, dom: SimDomain, virq: int, vcpu: int) -> int | None:
+        """The port in vCPU ``vcpu``'s virq_to_evtchn[virq]: a global VIRQ is always in vCPU 0's table, wherever
+        bind_vcpu has since sent its events (so it cannot be bound twice, and keeps being raised there)."""
+        vcpu = 0 if virq not in PER_VCPU_VIRQS else vcpu
+        for p in self._open_ports(dom):
+            ch = self._rec(dom, p)
+            if ch.state == ECS_VIRQ and ch.aux == virq and (virq not in PER_VCPU_VIRQS or ch.notify_vcpu == vcpu):
+                return p
+        return None
 
     def close_port(self, caller: int, domid: int, port: int) -> None:
         call = "close"
@@ -281,10 +313,21 @@ class Hypercalls:
             self._transact("close", caller, self._close_entries(dom, port, ch))
 
     def reset(self, caller: int, domid: int) -> None:
-        """EVTCHNOP_reset: close every port of the domain, as one intent (redone whole after a kill)."""
+        """EVTCHNOP_reset: close every port of the domain and put it back on the 2-level ABI, as one intent
+        (redone whole after a kill).  Xen resets only the caller itself or a domain its toolstack paused."""
+        domid = self._self(caller, domid)
         with self.locked():
-            self._access(caller, domid, "reset")
+            dom = self._access(caller, domid, "reset")
+            if caller != domid and not dom.paused:
+                raise channel_error("reset", errno.EINVAL, f"domain {domid} is running: Xen resets a domain only "
+                                    f"when it asks itself or is paused (xl pause {domid})", domain=domid)
             self._transact("reset", caller, [(K_RESET, domid, 0, b"")])
+
+    def pause(self, domid: int, paused: bool = True) -> None:
+        """The toolstack's pause and unpause (``xl pause``): all that the event channels care about is that
+        EVTCHNOP_reset may then name the domain."""
+        with self.locked():
+            self.domain(domid, "pause" if paused else "unpause").set_paused(paused)
 
     def _store_field(self, dom: SimDomain, port: int, field: str, value: int) -> None:
         """One field of a channel record in one aligned store: a kill never leaves it half written."""
@@ -299,7 +342,12 @@ class Hypercalls:
         call = "set the priority of"
         with self.locked():
             dom = self._own(caller, domid, call, port)
-            self._chan(dom, port, call)
+            ch = self._chan(dom, port, call, bound=False)
+            if dom.mem.event_abi != ABI_FIFO:  # the 2-level port ops have no set_priority
+                raise channel_error(call, errno.ENOSYS, "the domain is on the 2-level ABI: ports have no priority",
+                                    domain=domid, port=port)
+            if ch.state in (ECS_FREE, ECS_RESERVED):  # evtchn_usable(), before the priority's range
+                raise channel_error(call, errno.EACCES, "port is not bound", domain=domid, port=port)
             if not 0 <= priority <= abi.EVTCHN_FIFO_PRIORITY_MIN:
                 raise channel_error(call, errno.EINVAL, f"priority {priority} out of range 0..15", domain=domid,
                                     port=port)
@@ -317,7 +365,18 @@ class Hypercalls:
                                     port=port)
             self._store_field(dom, port, "notify_vcpu", vcpu)
 
+    def evtchn_unmask(self, caller: int, domid: int, port: int) -> None:
+        """EVTCHNOP_unmask itself (the guest's unmask is GuestKernel.unmask): any valid port; one no guest can
+        use (free, reserved) is left alone, without an error."""
+        call = "unmask"
+        with self.locked():
+            dom = self._own(caller, domid, call, port)
+            ch = self._chan(dom, port, call, bound=False)
+            if ch.state not in (ECS_FREE, ECS_RESERVED):
+                self._raise(dom, port, unmask=True)
+
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
+        domid = self._self(caller, domid)
         dom = self._access(caller, domid, "get the status of", port)
         self._chan(dom, port, "get the status of", bound=False)
         return self._status(dom, port)
@@ -342,11 +401,13 @@ class Hypercalls:
         doms = []
         for d in self.domains.values():
             used = len(self._open_ports(d))
-            doms.append({"domain": d.domid, "privileged": d.privileged, "vcpus": d.mem.nr_vcpus,
+            doms.append({"domain": d.domid, "privileged": d.privileged, "paused": d.paused,
+                         "abi": "FIFO" if d.mem.event_abi == ABI_FIFO else "2-level", "vcpus": d.mem.nr_vcpus,
                          "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
                          "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
                          "gfns": self.gfns(d.domid)})
-        return {"backend": "sim", "state_file": self.path, "abi": "FIFO", "engine": self._engine_name(),
+        return {"backend": "sim", "state_file": self.path, "xen_version": self.xen_version, "abi": "FIFO",
+                "engine": self._engine_name(),
                 "domains": doms}
 
     def _engine_name(self) -> str:

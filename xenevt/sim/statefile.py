@@ -81,6 +81,12 @@ DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
 DOM_TABLE = 64
 MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
 DOM_PRIVILEGED = 1
+DOM_BARE = 2  # no simulated guest kernel: its memory changes only by hypercalls (a test guest's raw view)
+DOM_PAUSED = 4  # paused by the toolstack (``xl pause``): EVTCHNOP_reset may name it
+DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED
+XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
+XEN_VERSIONS = {"4.17": 0x411, "4.20": 0x414}  # the versions whose differences the simulator follows
+DEFAULT_XEN = "4.20"
 JOURNAL_AT = struct.Struct("<Q")  # at byte 32 of the header: the journal page's offset (the file's last page)
 JOURNAL_FIELD = 32
 LOCK_SLOT = 0x000
@@ -142,6 +148,10 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
     if journal != size - abi.PAGE_SIZE or journal < 2 * abi.PAGE_SIZE:
         raise corrupt(path, JOURNAL_FIELD, "journal_offset",
                       f"the journal page is at {journal:#x}, not the file's last page ({size - abi.PAGE_SIZE:#x})")
+    xen = struct.unpack_from("<I", mm, XEN_VERSION_FIELD)[0]
+    if xen not in XEN_VERSIONS.values():
+        raise corrupt(path, XEN_VERSION_FIELD, "xen_version",
+                      f"Xen {xen >> 8}.{xen & 0xff} is not one the simulator follows ({', '.join(XEN_VERSIONS)})")
     entries = []
     for i in range(nr_domains):
         at = DOM_TABLE + i * DOM_ENTRY.size
@@ -149,7 +159,7 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
         field = f"domain_table[{i}]"
         if domid >= abi.DOMID_FIRST_RESERVED:
             raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {abi.DOMID_FIRST_RESERVED:#x}")
-        if flags & ~DOM_PRIVILEGED:
+        if flags & ~DOM_FLAGS:
             raise corrupt(path, at + 4, f"{field}.flags", f"unknown flags {flags:#x}")
         if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
             raise corrupt(path, at + 8, f"{field}.offset",
@@ -201,8 +211,9 @@ def check_tails(mem: DomainMemory, path: str) -> None:
     """Xen's queue tails: 0 or a port with an event word (the array never shrinks, so this stays true)."""
     with mem.tails() as view:
         tails = view.tolist()
-    if max(tails) >= mem.nr_ports:
-        i = next(i for i, t in enumerate(tails) if t >= mem.nr_ports)
+    nr_ports = mem.nr_ports
+    if max(tails) >= max(nr_ports, 1):  # (0 is always a tail: an empty queue, or a domain back on 2-level)
+        i = next(i for i, t in enumerate(tails) if t and t >= nr_ports)
         at = mem.offset + mem.geometry.tails_offset + 4 * i
         raise corrupt(path, at, f"tails[{i // abi.EVTCHN_FIFO_MAX_QUEUES}][{i % abi.EVTCHN_FIFO_MAX_QUEUES}]",
                       f"tail port {tails[i]} has no event word (the array has {mem.nr_ports} ports)")

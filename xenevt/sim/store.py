@@ -24,11 +24,14 @@ from ..abi import (
     ECS_RESERVED,
 )
 from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for
-from ..engine.layout import CHAN, FREES_WORD
+from ..engine.layout import ABI_FIFO, CHAN, FREES_WORD
 from ..errors import StateError
 from ..ports import chan_is_open
 from .statefile import (
+    DEFAULT_XEN,
+    DOM_BARE,
     DOM_ENTRY,
+    DOM_PAUSED,
     DOM_PRIVILEGED,
     DOM_TABLE,
     ENTRIES,
@@ -52,6 +55,8 @@ from .statefile import (
     OP_CODES,
     RAISE,
     VERSION,
+    XEN_VERSION_FIELD,
+    XEN_VERSIONS,
     check_chan,
     check_chans,
     check_file,
@@ -77,14 +82,20 @@ def errtext(e: OSError) -> str:
 
 
 def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
-                max_ports_domu: int = 1024, force: bool = False) -> str:
+                max_ports_domu: int = 1024, force: bool = False, xen: str = DEFAULT_XEN,
+                bare: tuple[int, ...] = ()) -> str:
     """Create a fresh host (dom0 + domUs) and return its state file's path.
 
     Each guest boots as Linux does: a control block per vCPU, then the first
-    event-array page.  The file is built aside and renamed into place, so an
-    existing host is never left half-written.
+    event-array page.  A ``bare`` domain has no guest kernel: it starts as
+    Xen creates every domain (2-level ABI, nothing masked) and changes only by
+    the hypercalls made for it.  ``xen`` is the Xen version whose rules are
+    followed where versions differ.  The file is built aside and renamed into
+    place, so an existing host is never left half-written.
     """
     state_dir = state_dir or default_state_dir()
+    if xen not in XEN_VERSIONS:
+        raise StateError(f"Xen {xen} is not a version the simulator follows (choose from {', '.join(XEN_VERSIONS)})")
     if not 1 <= nr_domains <= MAX_DOMAINS:
         raise StateError(f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
     geos = []
@@ -115,15 +126,18 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         with mmap.mmap(fd, size) as mm:
             HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
             JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - abi.PAGE_SIZE)
+            struct.pack_into("<I", mm, XEN_VERSION_FIELD, XEN_VERSIONS[xen])
             offset = abi.PAGE_SIZE
             for domid, geo in enumerate(geos):
-                DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid,
-                                    DOM_PRIVILEGED if domid == 0 else 0, offset, geo.size)
+                flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0)
+                DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
                 mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
                 mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
-                for v in range(geo.nr_vcpus):
-                    mem.register_control_block(v)
-                mem.add_page()
+                if domid not in bare:  # Linux chooses FIFO at boot (EVTCHNOP_init_control) and adds a page
+                    for v in range(geo.nr_vcpus):
+                        mem.register_control_block(v)
+                    mem.set_event_abi(ABI_FIFO)
+                    mem.add_page()
                 del mem
                 offset += geo.size
             mm.flush()
@@ -148,13 +162,24 @@ def _fd_open(fd: int) -> bool:
 class SimDomain:
     """One domain of the host: its memory, engine and Xen-side facts."""
 
-    def __init__(self, domid: int, flags: int, mem: DomainMemory):
+    def __init__(self, domid: int, flags: int, mem: DomainMemory, entry: memoryview | None = None):
         self.domid = domid
         self.privileged = bool(flags & DOM_PRIVILEGED)
+        self.bare = bool(flags & DOM_BARE)
+        self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
         self.engine = engine_for(mem)
         self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
         self.frees_seen = -1
+
+    @property
+    def paused(self) -> bool:
+        return self._entry is not None and bool(self._entry[1] & DOM_PAUSED)
+
+    def set_paused(self, paused: bool) -> None:
+        """One aligned store of the entry's flags word (callers hold the host lock)."""
+        if self._entry is not None:
+            self._entry[1] = (self._entry[1] & ~DOM_PAUSED) | (DOM_PAUSED if paused else 0)
 
 
 class HostFile:
@@ -229,8 +254,9 @@ class HostFile:
         try:
             checked = check_file(self._mm, self._size, self.path, records=False)
             try:
-                for domid, flags, mem in checked:
-                    self.domains[domid] = SimDomain(domid, flags, mem)
+                for i, (domid, flags, mem) in enumerate(checked):
+                    at = DOM_TABLE + i * DOM_ENTRY.size
+                    self.domains[domid] = SimDomain(domid, flags, mem, memoryview(self._mm)[at: at + 8].cast("I"))
             except BaseException:
                 for dom in self.domains.values():
                     dom.engine.close()
@@ -245,12 +271,21 @@ class HostFile:
         self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
         self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
 
+    @property
+    def xen_version(self) -> str:
+        """The Xen version the host follows where versions differ (``sim init --xen``)."""
+        code = struct.unpack_from("<I", self._mm, XEN_VERSION_FIELD)[0]
+        return next(name for name, c in XEN_VERSIONS.items() if c == code)  # (check_file checked it)
+
     def _unmap(self) -> None:
         jw = getattr(self, "_jw", None)
         if jw is not None:
             jw.release()
             self._jw = None
         for dom in self.domains.values():
+            if dom._entry is not None:
+                dom._entry.release()
+                dom._entry = None
             dom.engine = None
             dom.mem = None
         self.domains = {}
