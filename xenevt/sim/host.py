@@ -25,7 +25,8 @@ from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile, SimDomain, create_host, default_state_dir
 
-__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain", "SimHost", "chan_status",
+__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
+           "SimHost", "chan_status",
            "create_host", "default_state_dir", "host_info", "reset_host"]
 
 
