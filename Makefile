@@ -11,7 +11,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci lint wheel clean
+.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,20 @@ kill-campaign: setup ## SIGKILL 2,000 processes doing hypercalls at random insta
 
 xen-ci: setup ## boot Xen 4.17 + a Debian dom0 under QEMU (TCG) and run the real-Xen tests in dom0
 	bash ci/xen/run.sh
+
+GUEST_SRC := tests/guest/head.S tests/guest/guest.c tests/guest/guest.ld tests/guest/guest.h
+GUEST_CFLAGS := -Wall -Wextra -Werror -ffreestanding -nostdlib -fno-pic -fno-pie -no-pie -static -mno-red-zone \
+	-mcmodel=kernel -mgeneral-regs-only -fno-stack-protector -fno-asynchronous-unwind-tables \
+	-fno-tree-loop-distribute-patterns -O2
+GUEST_LDFLAGS := -Wl,-T,tests/guest/guest.ld -Wl,--build-id=none -Wl,-z,max-page-size=4096 -Wl,-z,noexecstack \
+	-Wl,--no-warn-rwx-segments
+
+guest: build/guest/xenevt-test-guest ## the x86-64 PV test guest that runs event-channel programs in a domU (xen-ci)
+
+build/guest/xenevt-test-guest: $(GUEST_SRC)
+	@mkdir -p build/guest
+	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -Itests/guest tests/guest/head.S tests/guest/guest.c -o $@.tmp
+	mv $@.tmp $@
 
 wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
 	$(VPY) -m build --outdir dist .

@@ -28,9 +28,11 @@ done
 XENBIN=$(ls -d /usr/lib/xen-*/bin | head -n 1)  # /usr/lib/xen-4.17/bin, /usr/lib/xen-4.20/bin, ...
 export PATH="$PATH:$XENBIN"
 XL=$XENBIN/xl
-mkdir -p /var/run/xen /var/run/xenstored /var/lib/xenstored /var/log/xen /var/lib/xen /run/xen /etc/xen
+mkdir -p /var/run/xen /var/run/xenstored /var/lib/xenstored /var/log/xen/console /var/lib/xen /run/xen /etc/xen
 if $XENBIN/xenstored --pid-file /run/xenstored.pid >/tmp/xenstored.log 2>&1; then
-    $XENBIN/xenconsoled --pid-file /run/xenconsoled.pid >/tmp/xenconsoled.log 2>&1
+    # guests' consoles logged to /var/log/xen/console/guest-NAME.log: the test guest's output (tests/test_guest.py)
+    $XENBIN/xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console \
+        >/tmp/xenconsoled.log 2>&1
     $XENBIN/xen-init-dom0 >/tmp/xen-init-dom0.log 2>&1  # dom0's and the cpupools' xenstore entries
     cat > /etc/xen/domu1.cfg <<CFG
 name = "domu1"
@@ -56,8 +58,8 @@ fi
 echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \
-    --timeout-method=signal -k "test_on_xen or xen-real or bad_input_on_xen" tests/test_on_xen.py tests/test_contract.py tests/test_scenarios.py \
-    tests/test_cli_errors.py 2>&1
+    --timeout-method=signal -k "test_on_xen or xen-real or bad_input_on_xen or xen-guest" tests/test_on_xen.py tests/test_contract.py \
+    tests/test_scenarios.py tests/test_cli_errors.py tests/test_guest.py 2>&1
 echo "XENCI-SUMMARY rc=$?"
 sync
 poweroff -f

@@ -59,6 +59,7 @@ PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
 ROOTFS_RECIPE = "2"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
 XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"]  # the last two for xenstored
 PROJECT = ["xenevt", "csrc", "tests", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
+GUEST = os.path.join("build", "guest", "xenevt-test-guest")  # `make guest`; /xenevt/build/guest/... in dom0
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 # pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
@@ -221,6 +222,12 @@ def cpio_newc(root: str, out) -> None:
     entry("TRAILER!!!", 0)
 
 
+def build_guest(stage: str, timeout: float) -> str:
+    """The PV test guest (tests/guest), built on this host: dom0 boots it with xl (tests/test_guest.py)."""
+    run(["make", "--no-print-directory", "-C", ROOT, "guest"], stage, timeout)
+    return os.path.join(ROOT, GUEST)
+
+
 def build(pk: dict, timeout: float) -> dict:
     stage = "build-initramfs"
     t0 = time.monotonic()
@@ -271,7 +278,8 @@ def build(pk: dict, timeout: float) -> dict:
         with gzip.open(xen_gz[0]) as src, open(xen_elf + ".tmp", "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(xen_elf + ".tmp", xen_elf)
-    key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [
+    guest = build_guest(stage, timeout)
+    key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [guest] + [
         os.path.join(HERE, f) for f in ("init.sh", "domu-init.sh", "domu_check.py")]) + os.path.basename(kdir)
                           ).encode()).hexdigest()[:16]
     initrd = os.path.join(CACHE, f"initrd-{key}.gz")
@@ -307,6 +315,8 @@ def build(pk: dict, timeout: float) -> dict:
             else:
                 shutil.copy(src, proj)
         shutil.copy(os.path.join(HERE, "domu_check.py"), os.path.join(proj, "ci", "xen"))
+        os.makedirs(os.path.join(proj, "build", "guest"))
+        shutil.copy(guest, os.path.join(proj, GUEST))
         if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
             raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
         run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
