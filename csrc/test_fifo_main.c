@@ -289,6 +289,200 @@ static void t_domain_check(void)
     passed++;
 }
 
+/* --- 2-level ABI ---------------------------------------------------------------------------------- */
+
+/* Each piece its own malloc, sized exactly, so the sanitizer catches any index past it. */
+typedef struct {
+    xe_l2_domain d;
+} l2dom;
+
+static l2dom *l2_mk(uint32_t vcpus, uint32_t chans)
+{
+    l2dom *t = calloc(1, sizeof(*t));
+    uint32_t low = vcpus < 32 ? vcpus : 32;
+
+    t->d.pending = calloc(64, sizeof(uint64_t));
+    t->d.mask = calloc(64, sizeof(uint64_t));
+    t->d.vcpu_info = calloc(low, sizeof(xe_vcpu_info));
+    t->d.vcpu_info_extra = vcpus > 32 ? calloc(vcpus - 32, sizeof(xe_vcpu_info)) : NULL;
+    t->d.scan = calloc(vcpus, sizeof(xe_l2_scan));
+    t->d.chans = calloc(chans, sizeof(xe_chan));
+    t->d.nr_vcpus = vcpus;
+    t->d.nr_chans = chans;
+    return t;
+}
+
+static void l2_rm(l2dom *t)
+{
+    free(t->d.pending);
+    free(t->d.mask);
+    free(t->d.vcpu_info);
+    free(t->d.vcpu_info_extra);
+    free(t->d.scan);
+    free(t->d.chans);
+    free(t);
+}
+
+static uint32_t l2_consume(l2dom *t, uint32_t v, uint32_t *out, uint32_t len, uint32_t steps, xe_error *e)
+{
+    return xe_l2_consume(&t->d, v, XE_CONSUME_ACK, out, len, steps, e);
+}
+
+#define BIT(p) ((uint64_t)1 << ((p) % 64))
+
+static void t_l2_raise_unmask(void)
+{
+    l2dom *t = l2_mk(2, 4096);
+    xe_vcpu_info *v0 = &t->d.vcpu_info[0], *v1 = &t->d.vcpu_info[1];
+
+    t->d.mask[0] = BIT(9);
+    CHECK(xe_l2_set_pending(&t->d, 9) == XE_SP_MASKED);          /* pending bit only */
+    CHECK(t->d.pending[0] == BIT(9) && v0->evtchn_pending_sel == 0 && v0->evtchn_upcall_pending == 0);
+    CHECK(xe_l2_unmask(&t->d, 9) == (XE_SP_WAS_PENDING | XE_SP_UPCALL));
+    CHECK(v0->evtchn_pending_sel == 1 && v0->evtchn_upcall_pending == 1 && t->d.mask[0] == 0);
+    CHECK(xe_l2_unmask(&t->d, 9) == 0);                          /* not masked: nothing */
+    CHECK(xe_l2_set_pending(&t->d, 9) == XE_SP_WAS_PENDING);     /* coalesced */
+    CHECK(xe_l2_set_pending(&t->d, 10) == 0);                    /* selector bit already set */
+    t->d.chans[130].notify_vcpu = 1;
+    CHECK(xe_l2_set_pending(&t->d, 130) == XE_SP_UPCALL);        /* vCPU 1's selector only */
+    CHECK(v1->evtchn_pending_sel == 4 && v1->evtchn_upcall_pending == 1 && v0->evtchn_pending_sel == 1);
+    t->d.mask[1] = BIT(70);
+    CHECK(xe_l2_unmask(&t->d, 70) == XE_SP_NOT_PENDING);
+    CHECK(xe_l2_is_pending(&t->d, 9) == 1 && xe_l2_is_masked(&t->d, 9) == 0);
+    CHECK(xe_l2_clear_pending(&t->d, 9) == XE_OK && xe_l2_is_pending(&t->d, 9) == 0);
+    /* Linux's unmask: own vCPU resends, another vCPU's port or HVM-and-pending need the hypercall */
+    CHECK(xe_l2_guest_mask(&t->d, 130) == 0 && xe_l2_guest_mask(&t->d, 130) == 1);
+    CHECK(xe_l2_guest_unmask(&t->d, 130, 0, 0) == 0 && xe_l2_is_masked(&t->d, 130) == 1);
+    CHECK(xe_l2_guest_unmask(&t->d, 130, 1, XE_L2_UNMASK_HVM) == 0 && xe_l2_is_masked(&t->d, 130) == 1);
+    v1->evtchn_pending_sel = 0;
+    v1->evtchn_upcall_pending = 0;
+    CHECK(xe_l2_guest_unmask(&t->d, 130, XE_L2_OWN_VCPU, 0) == (1 | XE_SP_UPCALL));
+    CHECK(v1->evtchn_pending_sel == 4 && v1->evtchn_upcall_pending == 1);
+    CHECK(xe_l2_guest_clear_pending(&t->d, 130) == XE_OK && xe_l2_is_pending(&t->d, 130) == 0);
+    l2_rm(t);
+    passed++;
+}
+
+static void t_l2_consume_order(void)
+{
+    l2dom *t = l2_mk(2, 4096);
+    uint32_t out[16], i, got = 0;
+    xe_error e;
+
+    xe_l2_set_pending(&t->d, 1);
+    xe_l2_set_pending(&t->d, 2);
+    xe_l2_set_pending(&t->d, 65);
+    xe_l2_set_pending(&t->d, 130);
+    CHECK(l2_consume(t, 0, out, 2, 1u << 30, &e) == 2 && out[0] == 1 && out[1] == 2 && e.code == XE_OK);
+    CHECK(t->d.scan[0].current_word_idx == 0 && t->d.scan[0].current_bit_idx == 3);
+    /* stopped: the words left go back into the selector, the upcall is pending again */
+    CHECK(t->d.vcpu_info[0].evtchn_pending_sel == 0x7 && t->d.vcpu_info[0].evtchn_upcall_pending == 1);
+    xe_l2_set_pending(&t->d, 1);
+    xe_l2_set_pending(&t->d, 5);
+    CHECK(l2_consume(t, 0, out, 16, 1u << 30, &e) == 4);
+    CHECK(out[0] == 5 && out[1] == 65 && out[2] == 130 && out[3] == 1);
+    CHECK(t->d.vcpu_info[0].evtchn_pending_sel == 0 && t->d.vcpu_info[0].evtchn_upcall_pending == 0);
+    CHECK(t->d.pending[0] == 0 && t->d.pending[1] == 0 && t->d.pending[2] == 0);
+    /* a port bound to vCPU 1 is not vCPU 0's to deliver */
+    t->d.chans[7].notify_vcpu = 1;
+    t->d.pending[0] = BIT(7);
+    t->d.vcpu_info[0].evtchn_pending_sel = 1;
+    CHECK(l2_consume(t, 0, out, 16, 1u << 30, &e) == 0 && t->d.pending[0] == BIT(7));
+    /* every batch size and a small step budget lose nothing */
+    t->d.pending[0] = 0;
+    for (i = 0; i < 64; i++)
+        CHECK(xe_l2_set_pending(&t->d, i * 64 + i) >= 0);
+    while (t->d.vcpu_info[0].evtchn_pending_sel) {
+        uint32_t n = l2_consume(t, 0, out, 3, 4, &e);
+        CHECK(e.code == XE_OK && n <= 3);
+        got += n;
+        CHECK(got <= 64);
+    }
+    CHECK(got == 64);
+    l2_rm(t);
+    passed++;
+}
+
+static void t_l2_bounds(void)
+{
+    l2dom *t = l2_mk(40, 100);
+    uint32_t out[4];
+    xe_error e;
+
+    CHECK(xe_l2_set_pending(&t->d, 100) == XE_E_PORT && xe_l2_set_pending(&t->d, 4096) == XE_E_PORT);
+    CHECK(xe_l2_unmask(&t->d, 0xffffffffu) == XE_E_PORT && xe_l2_guest_mask(&t->d, 4096) == XE_E_PORT);
+    CHECK(xe_l2_guest_unmask(&t->d, 100, 0, 0) == XE_E_PORT && xe_l2_is_masked(&t->d, 5000) == XE_E_PORT);
+    CHECK(xe_l2_is_pending(&t->d, 100) == XE_E_PORT && xe_l2_clear_pending(&t->d, 100) == XE_E_PORT);
+    CHECK(xe_l2_guest_clear_pending(&t->d, 4096) == XE_E_PORT);
+    t->d.chans[5].notify_vcpu = 40;
+    CHECK(xe_l2_set_pending(&t->d, 5) == XE_E_VCPU && xe_l2_unmask(&t->d, 5) == XE_E_VCPU);
+    CHECK(xe_l2_guest_unmask(&t->d, 5, XE_L2_OWN_VCPU, 0) == XE_E_VCPU && t->d.pending[0] == 0);
+    CHECK(xe_l2_guest_unmask(&t->d, 6, 41, 0) == XE_E_VCPU);
+    CHECK(l2_consume(t, 40, out, 4, 100, &e) == 0 && e.code == XE_E_VCPU && e.vcpu == 40);
+    /* vCPUs >= 32 live in the second vcpu_info array */
+    t->d.chans[6].notify_vcpu = 39;
+    CHECK(xe_l2_set_pending(&t->d, 6) == XE_SP_UPCALL && t->d.vcpu_info_extra[7].evtchn_pending_sel == 1);
+    CHECK(l2_consume(t, 39, out, 4, 100, &e) == 1 && out[0] == 6);
+    /* a scan position from guest memory is checked, reset, never used as a shift or index */
+    t->d.scan[39].current_word_idx = 64;
+    xe_l2_set_pending(&t->d, 6);
+    CHECK(l2_consume(t, 39, out, 4, 100, &e) == 0 && e.code == XE_E_SCAN);
+    CHECK(t->d.scan[39].current_word_idx == 0 && t->d.vcpu_info_extra[7].evtchn_pending_sel == 1);
+    t->d.scan[39].current_bit_idx = 0xffffffffu;
+    CHECK(l2_consume(t, 39, out, 4, 100, &e) == 0 && e.code == XE_E_SCAN);
+    CHECK(l2_consume(t, 39, out, 4, 100, &e) == 1 && out[0] == 6 && e.code == XE_OK);
+    /* ports past the channel table are in no vCPU's mask, even with their bits set */
+    t->d.pending[1] = ~(uint64_t)0 << 36; /* ports 100..127 */
+    t->d.vcpu_info[0].evtchn_pending_sel = ~(uint64_t)0;
+    CHECK(l2_consume(t, 0, out, 4, 1u << 30, &e) == 0 && e.code == XE_OK);
+    /* no vcpu_info array for vCPUs >= 32: refused, not followed */
+    free(t->d.vcpu_info_extra);
+    t->d.vcpu_info_extra = NULL;
+    CHECK(xe_l2_set_pending(&t->d, 6) == XE_E_VCPU);
+    l2_rm(t);
+    passed++;
+}
+
+static void t_l2_check(void)
+{
+    size_t size = 4 * 4096;
+    char *img = aligned_alloc(4096, size);
+    xe_l2_domain d;
+    uint32_t where = 99;
+
+    memset(&d, 0, sizeof(d));
+    d.vcpu_info = (xe_vcpu_info *)img;
+    d.pending = (uint64_t *)(img + 2048);
+    d.mask = (uint64_t *)(img + 2560);
+    d.vcpu_info_extra = (xe_vcpu_info *)(img + 4096);
+    d.scan = (xe_l2_scan *)(img + 8192);
+    d.chans = (xe_chan *)(img + 8192 + 2048);
+    d.nr_vcpus = 40;
+    d.nr_chans = 64;
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_OK && where == 0);
+    d.mask = (uint64_t *)(img + size - 256);                     /* runs past the image */
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_RANGE && where == XE_L2_AT_MASK);
+    d.mask = (uint64_t *)(img + 2564);                           /* misaligned */
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_RANGE && where == XE_L2_AT_MASK);
+    d.mask = (uint64_t *)(img + 2560);
+    d.vcpu_info_extra = NULL;                                    /* 40 vCPUs need it */
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_RANGE && where == XE_L2_AT_VCPU_INFO_EXTRA);
+    d.nr_vcpus = 32;                                             /* ...32 do not */
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_OK);
+    d.scan = (xe_l2_scan *)(img - 8);
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_RANGE && where == XE_L2_AT_SCAN);
+    d.scan = (xe_l2_scan *)(img + 8192);
+    d.nr_chans = 4096;                                           /* channel table past the end */
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_RANGE && where == XE_L2_AT_CHANS);
+    d.nr_chans = 1;
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_STATE && where == 0);
+    d.nr_chans = 64;
+    d.nr_vcpus = 257;
+    CHECK(xe_l2_check(&d, img, size, &where) == XE_E_STATE);
+    free(img);
+    passed++;
+}
+
 int main(void)
 {
     struct {
@@ -299,6 +493,8 @@ int main(void)
         {"bad_links", t_bad_links},           {"cycle", t_cycle},
         {"walk_statuses", t_walk_statuses},   {"moves_and_deferred", t_moves_and_deferred},
         {"bad_args", t_bad_args},             {"domain_check", t_domain_check},
+        {"l2_raise_unmask", t_l2_raise_unmask}, {"l2_consume_order", t_l2_consume_order},
+        {"l2_bounds", t_l2_bounds},           {"l2_check", t_l2_check},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

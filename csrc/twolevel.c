@@ -163,11 +163,14 @@ static uint64_t active_bits(const xe_l2_domain *d, uint32_t vcpu, uint32_t word)
  *
  * Linux has no batch limit.  Here a batch stops before the port that would
  * exceed out_len, or before a step past max_steps (one step per word
- * visited, per port delivered, and per pass after the first); the selector
- * bits of the words not finished go back into evtchn_pending_sel and
+ * visited, per port delivered, and per pass after the first; the wrap back
+ * to word 0 is free, a visit always follows it); the selector bits of the
+ * words not finished go back into evtchn_pending_sel and
  * evtchn_upcall_pending is set again (the invariant Xen keeps: a selector
  * bit set means an upcall is pending), so the next call resumes at the
- * saved position and loses nothing.
+ * position saved after the last port and loses nothing.  max_steps >= 3
+ * always makes progress: at worst the start word's first visit finds
+ * nothing, the next visit finds a port, and the third step delivers it.
  */
 uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t *out, uint32_t out_len,
                        uint32_t max_steps, xe_error *err)
@@ -201,14 +204,14 @@ uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t 
         words_left = __atomic_exchange_n(&vi->evtchn_pending_sel, 0, __ATOMIC_SEQ_CST);
         word = start_word;
         for (i = 0; words_left != 0; i++) {
-            if (steps >= max_steps)
-                goto stop;
-            steps++;
             words = words_left & (ALL64 << word);
-            if (words == 0) { /* nothing at or past word: wrap */
+            if (words == 0) { /* nothing at or past word: wrap (no step: a visit follows) */
                 word = 0;
                 continue;
             }
+            if (steps >= max_steps)
+                goto stop;
+            steps++;
             word = (uint32_t)__builtin_ctzll(words);
             bits = active_bits(d, vcpu, word);
             bit = (word == start_word && i == 0) ? start_bit : 0;

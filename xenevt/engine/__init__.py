@@ -1,7 +1,8 @@
-"""The FIFO event-channel engine: C for the loops, a Python reference beside it.
+"""The event-channel engines: C for the loops, a Python reference beside each.
 
-``engine_for(mem)`` is the one place that picks an implementation; both
-expose the same methods and return the same raw numbers (see codes.py).
+``engine_for(mem)`` (FIFO) and ``twolevel_for(mem)`` (2-level) are the one
+place that picks an implementation; C and reference expose the same methods
+and return the same raw numbers (see codes.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ import os
 from .codes import SP, Consume, Err, Walk
 from .layout import Chan, DomainMemory, Geometry, LayoutError
 
-__all__ = ["Chan", "Consume", "DomainMemory", "Err", "Geometry", "LayoutError", "SP", "Walk", "engine_for"]
+__all__ = ["Chan", "Consume", "DomainMemory", "Err", "Geometry", "LayoutError", "SP", "Walk", "engine_for",
+           "twolevel_for"]
+
+
+def _impl(impl: str | None) -> str:
+    impl = impl or os.environ.get("XENEVT_ENGINE", "c")
+    if impl not in ("c", "python"):
+        raise ValueError(f"unknown engine implementation {impl!r} (expected 'c' or 'python')")
+    return impl
 
 
 def engine_for(mem: DomainMemory, impl: str | None = None):
@@ -20,13 +29,21 @@ def engine_for(mem: DomainMemory, impl: str | None = None):
     ``XENEVT_ENGINE=python`` selects the reference everywhere, e.g. to
     cross-check a surprising result without the compiled module.
     """
-    impl = impl or os.environ.get("XENEVT_ENGINE", "c")
-    if impl == "c":
+    if _impl(impl) == "c":
         from .native import NativeEngine
 
         return NativeEngine(mem)
-    if impl == "python":
-        from .reference import ReferenceEngine
+    from .reference import ReferenceEngine
 
-        return ReferenceEngine(mem)
-    raise ValueError(f"unknown engine implementation {impl!r} (expected 'c' or 'python')")
+    return ReferenceEngine(mem)
+
+
+def twolevel_for(mem: DomainMemory, impl: str | None = None):
+    """The 2-level engine over ``mem`` (a version 2 image): chosen as ``engine_for`` chooses."""
+    if _impl(impl) == "c":
+        from .twolevel_native import NativeTwoLevel
+
+        return NativeTwoLevel(mem)
+    from .twolevel import TwoLevelReference
+
+    return TwoLevelReference(mem)

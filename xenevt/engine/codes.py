@@ -22,6 +22,7 @@ class Err(IntEnum):
     UNLINKED = -6
     BUSY = -7
     STATE = -8
+    SCAN = -9  # (2-level consume) Linux's saved scan position out of range
 
 
 ERR_TEXT = {
@@ -33,6 +34,7 @@ ERR_TEXT = {
     Err.UNLINKED: "queue points at a word that is not LINKED (cycle or corruption)",
     Err.BUSY: "event word stayed BUSY",
     Err.STATE: "corrupt hypervisor state",
+    Err.SCAN: "2-level scan position out of range (corrupt guest state; reset to word 0, bit 0)",
 }
 
 
