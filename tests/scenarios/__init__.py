@@ -61,19 +61,23 @@ _LINE = re.compile(r"^(?:(\w+)\s*=\s*)?(\w+)((?:\s+[\w:]+)*)\s*(?:->\s*(.*))?$")
 _EXPECT_PORT = re.compile(r"(\w+):\s*(.*?)\s*(?=\s\w+:\s|$)")
 
 
-def parse(name: str, text: str, **kw) -> Scenario:
+def parse(name: str, text: str, ops: dict[str, str] | None = None, binds: set[str] | None = None,
+          **kw) -> Scenario:
+    """A scenario from its text; ``ops``/``binds``: the operations it may use (default dom0's, OPS/BINDS)."""
+    ops, binds = ops or OPS, binds or BINDS
     steps = []
     for raw in text.strip().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         m = _LINE.match(line)
-        if not m or m.group(2) not in OPS:
+        if not m or m.group(2) not in ops:
             raise ValueError(f"scenario {name}: cannot read step {line!r}")
         bind, op, args, expect = m.group(1), m.group(2), m.group(3).split(), (m.group(4) or "").strip()
-        if len(args) > len(OPS[op]) or len(args) < len(OPS[op].rstrip("n")) - (op == "bind_virq"):
-            raise ValueError(f"scenario {name}: {op} takes {len(OPS[op])} arguments: {line!r}")
-        if bind and op not in BINDS:
+        optional = {"bind_virq": 1, "init_control": 1, "expand_array": 1}.get(op, 0)
+        if len(args) > len(ops[op]) or len(args) < len(ops[op]) - optional:
+            raise ValueError(f"scenario {name}: {op} takes {len(ops[op])} arguments: {line!r}")
+        if bind and op not in binds:
             raise ValueError(f"scenario {name}: {op} gives no port to name: {line!r}")
         step = Step(line.split("->")[0].strip(), op, args, bind)
         if expect:
@@ -86,12 +90,20 @@ def parse(name: str, text: str, **kw) -> Scenario:
     return Scenario(name, steps, **kw)
 
 
+def errname(n: int | None) -> str:
+    """The errno's name as Xen's headers spell it (EOPNOTSUPP, not its Linux alias ENOTSUP)."""
+    if n == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(n or 0, str(n))
+
+
 # --- running ---------------------------------------------------------------------------------------------------
 @dataclass
 class StepRecord:
     step: str
     result: str
     ports: dict[str, str]
+    extra: list[str] = field(default_factory=list)  # the guest's own view: ABI, control blocks, chains, selectors
 
 
 @dataclass
@@ -144,7 +156,7 @@ def run(scenario: Scenario, target) -> Record:
                 if step.bind:
                     ports[step.bind] = rv
             except ChannelError as e:
-                result = errno.errorcode.get(e.errno, str(e.errno))
+                result = errname(e.errno)
             except LookupError as e:  # an earlier step that should have bound it failed
                 result = str(e)
             by_port = {v: k for k, v in ports.items()}
@@ -154,7 +166,7 @@ def run(scenario: Scenario, target) -> Record:
                 try:
                     seen[name] = status_text(target.status(0, p, flags=True), by_port)
                 except ChannelError as e:
-                    seen[name] = errno.errorcode.get(e.errno, str(e.errno))
+                    seen[name] = errname(e.errno)
             out.append(StepRecord(step.text, result, seen))
     finally:  # close what the last step saw open (never a port the scenario had closed: it may be reused)
         last = out[-1].ports if out else {}
@@ -193,7 +205,8 @@ def _same(a: str, b: str) -> bool:
 
 
 def _outcome(rec: StepRecord) -> str:
-    return "  ".join([rec.result] + [f"{k}: {v}" for k, v in rec.ports.items()])
+    return "  ".join([rec.result] + [f"{k}: {v}" for k, v in rec.ports.items()] + (["|"] + rec.extra if rec.extra
+                                                                                  else []))
 
 
 def differences(a: Record, b: Record) -> list[str]:
@@ -201,7 +214,8 @@ def differences(a: Record, b: Record) -> list[str]:
     out = []
     for i, (x, y) in enumerate(zip(a.steps, b.steps, strict=False), 1):
         keys = list(dict.fromkeys(list(x.ports) + list(y.ports)))
-        if x.result == y.result and all(_same(x.ports.get(k, "-"), y.ports.get(k, "-")) for k in keys):
+        if x.result == y.result and x.extra == y.extra and \
+                all(_same(x.ports.get(k, "-"), y.ports.get(k, "-")) for k in keys):
             continue
         w = max(len(a.target), len(b.target))
         out.append(f"scenario {a.scenario}, step {i}: {x.step}\n"

@@ -9,6 +9,7 @@ MASKED and is never LINKED.  dom0 has 2 vCPUs in the runner and on the default s
 from __future__ import annotations
 
 from . import Scenario, parse
+from .guest import GUEST_BINDS, GUEST_OPS
 
 LOOP = """
     a = alloc_unbound 0 0          -> ok  a: unbound v0 dom0
@@ -147,4 +148,124 @@ KNOWN: dict[str, dict] = {  # name: Scenario keyword arguments (xfail_xen=…, s
 }
 
 SCENARIOS: list[Scenario] = [parse(name, text, **KNOWN.get(name, {})) for name, text in _TEXT.items()]
-BY_NAME = {s.name: s for s in SCENARIOS}
+
+# --- run by the test guest on its own event channels (tests/scenarios/guest.py) --------------------------------
+# Each starts on the 2-level ABI with nothing bound but its console (port 1).  FIFO = init_control on vCPU 0
+# and one array page; a loopback pair (a waits for the guest itself, b is bound to it) raises events on a.
+FIFO = """
+    init_control 0 0               -> ok
+    expand_array                   -> ok
+"""
+PAIR = """
+    a = alloc_unbound self self    -> ok
+    b = bind_interdomain self a    -> ok
+"""
+_GUEST_TEXT: dict[str, str] = {
+    # 2-level (xen/common/event_2l.c): pending, then the selector and upcall unless masked
+    "g-2l-loopback-send-raises": PAIR + "send b -> ok  a: interdomain v0 self:b +P",
+    "g-2l-send-to-masked-port-pending-only": PAIR + """
+        mask a                         -> ok
+        send b                         -> ok  a: interdomain v0 self:b +PM""",
+    "g-2l-unmask-re-raises-pending": PAIR + """
+        bind_vcpu a 1                  -> ok  # (b's bind left vCPU 0's selector set: vCPU 1's is clean)
+        mask a                         -> ok
+        send b                         -> ok
+        unmask a                       -> ok  a: interdomain v1 self:b +P""",
+    "g-2l-send-twice-coalesces": PAIR + """
+        send b                         -> ok
+        send b                         -> ok""",
+    "g-2l-event-to-vcpu-1": PAIR + """
+        bind_vcpu a 1                  -> ok  a: interdomain v1 self:b
+        send b                         -> ok""",
+    "g-2l-close-clears-pending": PAIR + """
+        send b                         -> ok
+        close a                        -> ok  a: closed v0  b: unbound v0 self""",
+    "g-2l-set-priority-enosys": PAIR + "set_priority a 3 -> ENOSYS",
+    "g-2l-expand-array-eopnotsupp": "expand_array -> EOPNOTSUPP",
+    "g-2l-ipi": """
+        i = bind_ipi 0                 -> ok  i: ipi v0
+        send i                         -> ok  i: ipi v0 +P""",
+    "g-bind-ipi-missing-vcpu-enoent": "i = bind_ipi 5 -> ENOENT",
+    "g-bind-ipi-on-vcpu-1": "i = bind_ipi 1 -> ok  i: ipi v1",
+    "g-status-valid-range": """
+        status self 63                 -> ok closed v0
+        status self 64                 -> EINVAL""",
+    "g-status-of-dom0-eperm": "status 0 1 -> EPERM",
+    "g-alloc-unbound-in-dom0-eperm": "a = alloc_unbound 0 0 -> EPERM",
+    # EVTCHNOP_init_control (event_fifo.c): vCPU (ENOENT), offset in the page and 8-byte aligned, one per vCPU
+    "g-init-control": "init_control 0 0 -> ok",
+    "g-init-control-missing-vcpu-enoent": "init_control 5 0 -> ENOENT",
+    "g-init-control-misaligned-einval": "init_control 0 4 -> EINVAL",
+    "g-init-control-past-page-einval": "init_control 0 4032 -> EINVAL",
+    "g-init-control-last-offset": "init_control 0 4024 -> ok",
+    "g-init-control-twice-einval": """
+        init_control 0 0               -> ok
+        init_control 0 64              -> EINVAL""",
+    "g-init-control-bad-frame-stays-2l": "init_control 0 0 bad -> EINVAL",
+    "g-init-control-second-vcpu": """
+        init_control 0 0               -> ok
+        init_control 1 0               -> ok""",
+    # EVTCHNOP_expand_array
+    "g-expand-array": FIFO,
+    "g-expand-array-bad-frame-einval": """
+        init_control 0 0               -> ok
+        expand_array bad               -> EINVAL""",
+    "g-expand-array-two-pages": FIFO + "expand_array -> ok",
+    # FIFO queues (event_fifo.c's evtchn_fifo_set_pending) seen from inside
+    "g-fifo-new-page-words-masked": FIFO + PAIR + "send b -> ok  a: interdomain v0 self:b +PM",
+    "g-fifo-unmask-links": FIFO + PAIR + """
+        send b                         -> ok
+        unmask a                       -> ok  a: interdomain v0 self:b +PL""",
+    "g-fifo-two-events-one-queue": FIFO + PAIR + """
+        c = alloc_unbound self self    -> ok
+        d = bind_interdomain self c    -> ok
+        unmask a                       -> ok
+        unmask c                       -> ok
+        send b                         -> ok
+        send d                         -> ok""",
+    "g-fifo-priority-change-while-linked": FIFO + PAIR + """
+        unmask a                       -> ok
+        send b                         -> ok
+        set_priority a 3               -> ok
+        send b                         -> ok""",
+    "g-fifo-set-priority-out-of-range": FIFO + PAIR + "set_priority a 16 -> EINVAL",
+    "g-fifo-vcpu-move-while-linked": FIFO + PAIR + """
+        init_control 1 0               -> ok
+        unmask a                       -> ok
+        send b                         -> ok
+        bind_vcpu a 1                  -> ok
+        send b                         -> ok""",
+    "g-fifo-close-while-linked": FIFO + PAIR + """
+        unmask a                       -> ok
+        send b                         -> ok
+        close a                        -> ok  a: closed v0
+        c = alloc_unbound self self    -> ok""",
+    "g-fifo-event-to-vcpu-without-control-block": FIFO + PAIR + """
+        unmask a                       -> ok
+        bind_vcpu a 1                  -> ok
+        send b                         -> ok""",
+    "g-fifo-deferred-until-expand": """
+        init_control 0 0               -> ok""" + PAIR + """
+        unmask a                       -> ok
+        send b                         -> ok
+        expand_array                   -> ok""",
+    "g-fifo-2l-pending-kept-across-init-control": PAIR + """
+        send b                         -> ok  a: interdomain v0 self:b +P""" + FIFO,
+    "g-fifo-ipi-queued": FIFO + """
+        i = bind_ipi 0                 -> ok
+        unmask i                       -> ok
+        send i                         -> ok""",
+    # EVTCHNOP_reset of itself: every port closed, back on 2-level
+    "g-reset-self-back-to-2l": FIFO + PAIR + """
+        unmask a                       -> ok
+        send b                         -> ok
+        reset self                     -> ok""",
+    "g-reset-self-loopback-both-ends": PAIR + """
+        send b                         -> ok
+        reset self                     -> ok  a: closed v0  b: closed v0""",
+    "g-reset-dom0-eperm": "reset 0 -> EPERM",
+    "g-reset-missing-domain-esrch": "reset nodom -> ESRCH",
+}
+GUEST_SCENARIOS: list[Scenario] = [parse(name, text, ops=GUEST_OPS, binds=GUEST_BINDS, **KNOWN.get(name, {}))
+                                   for name, text in _GUEST_TEXT.items()]
+BY_NAME = {s.name: s for s in SCENARIOS + GUEST_SCENARIOS}

@@ -14,8 +14,10 @@ import struct
 import threading
 import time
 
-from ..engine import Consume
+from .. import abi
+from ..engine import SP, Consume
 from ..engine.codes import engine_error
+from ..engine.layout import ABI_FIFO
 from ..errors import StateError, channel_error
 from . import futex
 from .statefile import (
@@ -47,6 +49,16 @@ class GuestKernel:
         """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
         call = "unmask"
         dom = self._own_word(caller, domid, port, call)
+        if dom.mem.event_abi != ABI_FIFO:
+            rc = dom.l2.guest_unmask(port)
+            if rc < 0:
+                raise engine_error(rc, call, domid, port)
+            if rc == 0:
+                with self.locked():
+                    self._raise(dom, port, unmask=True)
+            elif rc & SP.UPCALL:
+                self._kick(dom, dom.mem.chan(port).notify_vcpu)
+            return
         rc = dom.engine.guest_unmask(port)
         if rc < 0:
             raise engine_error(rc, call, domid, port)
@@ -56,14 +68,18 @@ class GuestKernel:
 
     def mask(self, caller: int, domid: int, port: int) -> None:
         dom = self._own_word(caller, domid, port, "mask")
-        dom.engine.guest_mask(port)
+        (dom.engine if dom.mem.event_abi == ABI_FIFO else dom.l2).guest_mask(port)
 
     def _own_word(self, caller: int, domid: int, port: int, call: str) -> SimDomain:
         """What the guest's own mask and unmask need: a writable host, its own bound port, and that port's word."""
         self._writable()
         dom = self._own(caller, domid, call, port)
         self._chan(dom, port, call)
-        if dom.mem.word(port) is None:
+        if dom.mem.event_abi != ABI_FIFO:
+            if port >= abi.EVTCHN_2L_NR_CHANNELS:
+                raise channel_error(call, errno.EINVAL, "port is past the 2-level ABI's bitmaps", domain=domid,
+                                    port=port)
+        elif dom.mem.word(port) is None:
             raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=domid, port=port)
         return dom
 

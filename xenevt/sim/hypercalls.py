@@ -27,15 +27,18 @@ from ..abi import (
 )
 from ..engine import SP, Chan
 from ..engine.codes import engine_error
-from ..engine.layout import ABI_FIFO, CHAN, CHAN_FIELDS, HEADER_FIELDS
+from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, HEADER_FIELDS
 from ..errors import channel_error
 from ..ports import NotifyResult, PortStatus, chan_status
 from . import futex
+from .foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
 from .statefile import (
     K_CHAN,
     K_CLOSE_WORD,
+    K_CONTROL,
     K_ENABLE,
     K_FREES,
+    K_PAGE,
     K_RAISE,
     K_RESET,
     RAISE,
@@ -45,7 +48,8 @@ from .store import SimDomain
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 # XENEVT_SIM_BREAK=<rule>: one rule deliberately wrong, so the differential scenarios (tests/scenarios) are seen
-# to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain).
+# to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain), unmask-no-raise
+# (EVTCHNOP_unmask clears the mask but does not raise a pending event).
 SIM_BREAK = "XENEVT_SIM_BREAK"
 _OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 
@@ -65,7 +69,8 @@ class Hypercalls:
         try:
             if self._crash_sleep:
                 self._crash_point()
-            rc = dom.engine.unmask(port) if unmask else dom.engine.set_pending(port)
+            engine = dom.engine if dom.mem.event_abi == ABI_FIFO else dom.l2
+            rc = engine.unmask(port) if unmask else engine.set_pending(port)
         finally:
             jw[RAISE // 4] = 0
         if rc < 0:
@@ -88,10 +93,88 @@ class Hypercalls:
         return self._pins[key][0]
 
     def _close_word(self, dom: SimDomain, port: int) -> None:
-        """Linux masks the port before closing it; Xen's evtchn_close() clears PENDING (and DEFERRED)."""
-        if dom.mem.word(port) is not None:
+        """Linux masks the port before closing it (a bare domain has no Linux); Xen's evtchn_close() clears
+        PENDING (and DEFERRED) through the domain's ABI."""
+        if dom.mem.event_abi != ABI_FIFO:
+            if not dom.bare:
+                dom.l2.guest_mask(port)
+            dom.l2.clear_pending(port)
+            return
+        if dom.mem.word(port) is not None and not dom.bare:
             dom.engine.guest_mask(port)
         dom.engine.clear_pending(port)
+
+    def _guest_enable(self, dom: SimDomain, port: int) -> None:
+        """The guest kernel unmasks a port it just bound (Linux's unmask: locally, or EVTCHNOP_unmask when the
+        port is pending)."""
+        if dom.mem.event_abi == ABI_FIFO:
+            if dom.mem.word(port) is not None and dom.engine.guest_unmask(port) == 0:
+                self._raise(dom, port, unmask=True)
+            return
+        rc = dom.l2.guest_unmask(port)
+        if rc == 0:
+            self._raise(dom, port, unmask=True)
+        elif rc > 0 and rc & SP.UPCALL:
+            self._kick(dom, self._rec(dom, port).notify_vcpu)
+
+    def _control_block(self, dom: SimDomain, vcpu: int, offset: int) -> None:
+        """EVTCHNOP_init_control, redone: the first control block moves the domain to FIFO (Xen's setup_ports():
+        each valid port below 2-level's limit keeps a 2-level pending bit as a deferred event and gets the
+        default priority), then the vCPU's block is registered."""
+        mem = dom.mem
+        if mem.event_abi != ABI_FIFO:
+            for port in range(1, min(mem.valid_ports, abi.EVTCHN_2L_NR_CHANNELS)):
+                ch = mem.chan(port)
+                flags = ch.flags | CHAN_DEFERRED if dom.l2.is_pending(port) > 0 else ch.flags
+                if (ch.flags, ch.priority) != (flags, abi.EVTCHN_FIFO_PRIORITY_DEFAULT):
+                    mem.update_chan(port, flags=flags, priority=abi.EVTCHN_FIFO_PRIORITY_DEFAULT)
+            mem.set_event_abi(ABI_FIFO)
+        if mem.cb_offset(vcpu) != offset:
+            mem.register_control_block(vcpu, offset)
+        dom.engine.refresh()
+
+    def init_control(self, caller: int, domid: int, vcpu: int, gfn: int, offset: int) -> int:
+        """EVTCHNOP_init_control: vCPU (ENOENT), offset inside the page and 8-byte aligned (EINVAL), the frame
+        (EINVAL), one block per vCPU (EINVAL).  Returns link_bits.  The simulator keeps vCPU v's control block
+        on its own frame (``CONTROL_BLOCK_GFN + v``): another frame of the guest is refused, where Xen would
+        map it."""
+        call = "register the control block of"
+        with self.locked():
+            dom = self._own(caller, domid, call)
+            mem = dom.mem
+            if not 0 <= vcpu < mem.nr_vcpus:
+                raise channel_error(call, errno.ENOENT, f"no vCPU {vcpu} (domain has {mem.nr_vcpus})",
+                                    domain=domid, vcpu=vcpu)
+            if offset > abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE or offset % 8:
+                raise channel_error(call, errno.EINVAL, f"offset {offset:#x} is not 8-byte aligned inside the page",
+                                    domain=domid, vcpu=vcpu)
+            if gfn != CONTROL_BLOCK_GFN + vcpu:
+                raise channel_error(call, errno.EINVAL, f"frame {gfn:#x} cannot hold vCPU {vcpu}'s control block "
+                                    f"(the simulator keeps it on frame {CONTROL_BLOCK_GFN + vcpu:#x})",
+                                    domain=domid, vcpu=vcpu)
+            if mem.event_abi == ABI_FIFO and mem.cb_offset(vcpu) is not None:
+                raise channel_error(call, errno.EINVAL, "the vCPU has a control block already", domain=domid,
+                                    vcpu=vcpu)
+            self._transact("init_control", caller, [(K_CONTROL, domid, vcpu, struct.pack("<I12x", offset))])
+            return abi.EVTCHN_FIFO_LINK_BITS
+
+    def expand_array(self, caller: int, domid: int, gfn: int) -> None:
+        """EVTCHNOP_expand_array: FIFO only (EOPNOTSUPP), at most the array's pages (ENOSPC), the frame (EINVAL).
+        The simulator's next array page is frame ``EVENT_ARRAY_GFN + nr_pages``; its capacity is the domain's
+        port limit (Xen maps up to 128 pages whatever the limit)."""
+        call = "expand the event array of"
+        with self.locked():
+            dom = self._own(caller, domid, call)
+            mem = dom.mem
+            if mem.event_abi != ABI_FIFO:
+                raise channel_error(call, errno.EOPNOTSUPP, "the domain is on the 2-level ABI", domain=domid)
+            if mem.nr_pages >= min(mem.max_pages, abi.MAX_EVENT_ARRAY_PAGES):
+                raise channel_error(call, errno.ENOSPC, f"the event array has all its {mem.nr_pages} pages",
+                                    domain=domid)
+            if gfn != EVENT_ARRAY_GFN + mem.nr_pages:
+                raise channel_error(call, errno.EINVAL, f"frame {gfn:#x} is not the domain's next event-array page "
+                                    f"(frame {EVENT_ARRAY_GFN + mem.nr_pages:#x})", domain=domid)
+            self._transact("expand_array", caller, [(K_PAGE, domid, mem.nr_pages, b"")])
 
     def _page(self, dom: SimDomain, index: int) -> None:
         """EVTCHNOP_expand_array, redone: the page filled MASKED and counted, engines told, deferred events raised."""
@@ -372,8 +455,18 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call, bound=False)
-            if ch.state not in (ECS_FREE, ECS_RESERVED):
-                self._raise(dom, port, unmask=True)
+            if ch.state in (ECS_FREE, ECS_RESERVED):
+                return
+            if os.environ.get(SIM_BREAK) == "unmask-no-raise":  # the mask cleared, a pending event left unseen
+                if dom.mem.event_abi == ABI_FIFO:
+                    word = dom.mem.word(port)
+                    if word is not None:
+                        dom.mem.set_word(port, word & ~abi.WORD_MASKED)
+                elif port < abi.EVTCHN_2L_NR_CHANNELS:
+                    with dom.mem.l2_mask() as mask:
+                        mask[port // 64] &= ~(1 << port % 64)
+                return
+            self._raise(dom, port, unmask=True)
 
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
         domid = self._self(caller, domid)
@@ -382,7 +475,17 @@ class Hypercalls:
         return self._status(dom, port)
 
     def _status(self, dom: SimDomain, port: int) -> PortStatus:
-        return chan_status(dom.domid, port, self._rec(dom, port), dom.mem.word(port))
+        return chan_status(dom.domid, port, self._rec(dom, port), self._word_or_bits(dom, port))
+
+    def _word_or_bits(self, dom: SimDomain, port: int) -> int | None:
+        """The port's FIFO event word; on 2-level its pending and mask bits in the word's PENDING and MASKED
+        places (nothing is ever LINKED there)."""
+        if dom.mem.event_abi == ABI_FIFO:
+            return dom.mem.word(port)
+        if port >= abi.EVTCHN_2L_NR_CHANNELS:
+            return None
+        return (abi.WORD_PENDING if dom.mem.l2_bit("pending", port) else 0) | \
+            (abi.WORD_MASKED if dom.mem.l2_bit("mask", port) else 0)
 
     def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
         dom = self._access(caller, domid, "list the ports of")

@@ -57,7 +57,11 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 * ``K_ENABLE`` index=port: the guest unmasks it (EVTCHNOP_unmask if pending);
 * ``K_PAGE`` index=page: the array has page ``index`` (fill it MASKED and
   raise nr_pages if it has not yet), re-raise its deferred events;
-* ``K_RESET`` : close every open port of the domain (EVTCHNOP_reset).
+* ``K_RESET`` : close every open port of the domain (EVTCHNOP_reset) and put
+  it back on 2-level (a simulated Linux guest then sets FIFO up again);
+* ``K_CONTROL`` index=vCPU, value=u32 offset: EVTCHNOP_init_control (the
+  first control block switches the domain to FIFO: 2-level pending bits kept
+  as deferred events, every port's priority the default).
 """
 
 from __future__ import annotations
@@ -98,12 +102,12 @@ ENTRIES = 0x080
 ENTRY = struct.Struct("<IIII16s")  # kind, domain, index, reserved, value
 MAX_INTENT_ENTRIES = (abi.PAGE_SIZE - ENTRIES) // ENTRY.size
 INTENT_COMMITTED = 0x544E4958  # "XINT"
-K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET = range(1, 8)
+K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL = range(1, 9)
 KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAISE: "raise", K_ENABLE: "enable",
-         K_PAGE: "page", K_RESET: "reset"}
+         K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block"}
 # the hypercall an intent record belongs to (reports only)
 OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
-       7: "expand_array"}
+       7: "expand_array", 8: "init_control"}
 OP_CODES = {name: code for code, name in OPS.items()}
 
 
@@ -315,6 +319,11 @@ def check_journal(mm, journal: int, path: str, mems: dict[int, DomainMemory]) ->
             mem = mems.get(domid)
             if mem is None:
                 raise corrupt(path, at + 4, f"{field}.domain", f"domain {domid} is not on this host")
+            if kind == K_CONTROL:
+                offset = struct.unpack_from("<I", value)[0]
+                if index >= mem.nr_vcpus or offset % 8 or offset > abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE:
+                    raise corrupt(path, at + 8, f"{field}.index", f"no control block of vCPU {index} at offset "
+                                  f"{offset:#x} in domain {domid}")
             if kind == K_PAGE:
                 if index >= mem.max_pages:
                     raise corrupt(path, at + 8, f"{field}.index",

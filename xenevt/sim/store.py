@@ -23,7 +23,7 @@ from .. import abi
 from ..abi import (
     ECS_RESERVED,
 )
-from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for
+from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for, twolevel_for
 from ..engine.layout import ABI_FIFO, CHAN, FREES_WORD
 from ..errors import StateError
 from ..ports import chan_is_open
@@ -44,6 +44,7 @@ from .statefile import (
     JOURNAL_FIELD,
     K_CHAN,
     K_CLOSE_WORD,
+    K_CONTROL,
     K_ENABLE,
     K_FREES,
     K_PAGE,
@@ -103,7 +104,9 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         ports = max_ports_dom0 if domid == 0 else max_ports_domu
         if not 2 <= ports <= abi.EVTCHN_FIFO_NR_CHANNELS:
             raise StateError(f"port count {ports} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
-        geo = Geometry(nr_vcpus, -(-ports // abi.EVENT_WORDS_PER_PAGE), ports)
+        # a bare domain's array may grow as far as Xen lets any guest's (128 pages), whatever its port limit
+        pages = abi.MAX_EVENT_ARRAY_PAGES if domid in bare else -(-ports // abi.EVENT_WORDS_PER_PAGE)
+        geo = Geometry(nr_vcpus, pages, ports)
         try:
             geo.validate()
         except LayoutError as e:
@@ -169,6 +172,7 @@ class SimDomain:
         self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
         self.engine = engine_for(mem)
+        self.l2 = twolevel_for(mem)
         self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
         self.frees_seen = -1
 
@@ -260,6 +264,7 @@ class HostFile:
             except BaseException:
                 for dom in self.domains.values():
                     dom.engine.close()
+                    dom.l2.close()
                 for _, _, mem in checked:
                     mem.release()
                 raise
@@ -286,7 +291,7 @@ class HostFile:
             if dom._entry is not None:
                 dom._entry.release()
                 dom._entry = None
-            dom.engine = None
+            dom.engine = dom.l2 = None
             dom.mem = None
         self.domains = {}
         try:
@@ -402,13 +407,14 @@ class HostFile:
                 if chan_is_open(mem.chan(index)):
                     self._raise(dom, index)
             elif kind == K_ENABLE:
-                if chan_is_open(mem.chan(index)) and mem.word(index) is not None \
-                        and dom.engine.guest_unmask(index) == 0:
-                    self._raise(dom, index, unmask=True)
+                if chan_is_open(mem.chan(index)):
+                    self._guest_enable(dom, index)
             elif kind == K_PAGE:
                 self._page(dom, index)
             elif kind == K_RESET:
                 self._reset_all(dom)
+            elif kind == K_CONTROL:
+                self._control_block(dom, index, struct.unpack_from("<I", value)[0])
 
     @staticmethod
     def _image(chan: Chan) -> bytes:
