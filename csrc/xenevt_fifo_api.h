@@ -49,6 +49,7 @@ typedef struct xe_chan {
 
 /* xe_chan.flags */
 #define XE_CHAN_DEFERRED 1    /* raised while its array page was missing */
+#define XE_CHAN_XEN 2         /* consumed by Xen itself (alloc_unbound_xen_event_channel); never raised here */
 
 /*
  * A domain's FIFO memory as the engine sees it.  pages[i] may be NULL (not

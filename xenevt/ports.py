@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import abi
 from .engine import Chan
-from .engine.layout import CHAN_DEFERRED
+from .engine.layout import CHAN_DEFERRED, CHAN_XEN
 
 
 @dataclass
@@ -29,12 +29,18 @@ class PortStatus:
     priority: int | None = None    # FIFO priority, where known
     word: int | None = None        # raw event word, where readable
     flags: dict = field(default_factory=dict)  # pending/masked/linked/busy/link where readable
+    xen_owned: bool | None = None  # consumed by Xen itself (an ioreq server's, a vm_event ring's port)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
     def remote(self, short: bool = False) -> str:
         """The other end in words: the peer, who may connect, or the IRQ source."""
+        if self.xen_owned:
+            return self._remote(short) + (" [Xen's]" if short else " (consumed by Xen itself)")
+        return self._remote(short)
+
+    def _remote(self, short: bool) -> str:
         if self.state == "interdomain":
             return f"dom{self.remote_domain}:{self.remote_port}" if short else \
                 f"domain {self.remote_domain} port {self.remote_port}"
@@ -86,6 +92,8 @@ def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus
     if word is not None:
         st.word = word
         st.flags = word_flag_dict(word)
+    if ch.flags & CHAN_XEN:
+        st.xen_owned = True
     return st
 
 
@@ -101,7 +109,7 @@ def chan_problem(ch: Chan, nr_vcpus: int, nr_chans: dict[int, int] | None = None
         return "priority", f"priority {ch.priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
     if ch.last_priority > abi.EVTCHN_FIFO_PRIORITY_MIN:
         return "last_priority", f"priority {ch.last_priority} out of range 0..{abi.EVTCHN_FIFO_PRIORITY_MIN}"
-    if ch.flags & ~CHAN_DEFERRED:
+    if ch.flags & ~(CHAN_DEFERRED | CHAN_XEN):
         return "flags", f"unknown flags {ch.flags:#x}"
     if ch.notify_vcpu >= nr_vcpus:
         return "notify_vcpu", f"vCPU {ch.notify_vcpu} out of range 0..{nr_vcpus - 1}"

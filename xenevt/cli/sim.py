@@ -103,6 +103,22 @@ def unpause(c: Ctx, domid):
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
+@sim.command("xen-port")
+@click.argument("domid", type=DOMAIN)
+@click.option("--remote", type=DOMAIN, default=0, show_default=True, help="The domain that may bind to it.")
+@click.option("--vcpu", type=click.IntRange(0, 255), default=0, show_default=True, help="Its notify vCPU.")
+@json_option
+@pass_ctx
+def xen_port(c: Ctx, domid, remote, vcpu):
+    """Allocate a port that Xen itself consumes, as an ioreq server or a vm_event ring does
+    (alloc_unbound_xen_event_channel): the guest cannot send on, close or move it, a reset leaves it, and
+    EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20."""
+    with SimHost(c.state) as host:
+        port = host.xen_port(domid, remote, vcpu)
+    c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
+           f"domain {domid} port {port}: consumed by Xen, waiting for domain {remote}")
+
+
 @sim.command("check")
 @click.option("--repair", is_flag=True, help="Mend what can be mended (each repair is printed), then check again.")
 @json_option

@@ -90,3 +90,4 @@ class Walk(IntEnum):
 
 
 CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED (csrc/xenevt_fifo_api.h): raised while its array page was missing
+CHAN_XEN = 2  # XE_CHAN_XEN: a port Xen itself consumes (an ioreq server's, a vm_event ring's)

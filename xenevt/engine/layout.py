@@ -65,7 +65,7 @@ L2_WORDS = 64  # xen_ulong_t words per bitmap: 64 * 64 = EVTCHN_2L_NR_CHANNELS p
 L2_SCAN = struct.Struct("<II")  # xe_l2_scan: Linux's current_word_idx, current_bit_idx per vCPU
 
 # xe_chan.flags
-from .codes import CHAN_DEFERRED  # noqa: E402,F401  (xe_chan.flags: the only bit; declared once, in codes)
+from .codes import CHAN_DEFERRED, CHAN_XEN  # noqa: E402,F401  (xe_chan.flags; declared once, in codes)
 
 # byte offsets of xe_chan's fields, for errors and single-field stores
 CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,

@@ -27,7 +27,7 @@ from ..abi import (
 )
 from ..engine import SP, Chan
 from ..engine.codes import engine_error
-from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, HEADER_FIELDS
+from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, HEADER_FIELDS
 from ..errors import channel_error
 from ..ports import NotifyResult, PortStatus, chan_status
 from . import futex
@@ -63,6 +63,9 @@ class Hypercalls:
         The engine links the port in several stores; the journal's raise mark (three word stores, the only
         cost the hot path pays) tells the next lock holder which queue a process killed in between left.
         """
+        mem = dom.mem  # evtchn_port_set_pending(): a port Xen consumes is not the guest's (one byte read)
+        if 0 < port < mem.nr_chans and mem.buffer[mem.geometry.chans_offset + port * CHAN.size + 3] & CHAN_XEN:
+            return 0
         jw = self._jw
         jw[RAISE // 4 + 1] = port
         jw[RAISE // 4] = dom.domid + 1
@@ -213,11 +216,14 @@ class Hypercalls:
 
     def _reset_all(self, dom: SimDomain) -> None:
         """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
-        (a close cut short by a kill may have left a record half written)."""
+        (a close cut short by a kill may have left a record half written).  Ports Xen consumes stay: the
+        guest's evtchn_close() refuses them."""
         mem = dom.mem
         for port in self._open_ports(dom):
             self._crash_point()
             ch = mem.chan(port)  # unchecked: a close cut short may have left it half written
+            if ch.flags & CHAN_XEN:
+                continue
             for kind, domid, index, value in self._close_entries(dom, port, ch):
                 if kind != K_FREES:
                     self._apply([(kind, domid, index, value)])
@@ -352,8 +358,13 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
+            if ch.flags & CHAN_XEN:
+                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: a guest cannot send on it",
+                                    domain=domid, port=port)
             if ch.state == ECS_INTERDOMAIN:
                 target, tport = self.domain(ch.remote_dom, call, port), ch.remote_port
+                if self._rec(target, tport).flags & CHAN_XEN:  # Xen's notification function takes it
+                    return NotifyResult(domid, port, target.domid, tport, "taken by Xen")
             elif ch.state == ECS_IPI:
                 target, tport = dom, port
             elif ch.state == ECS_UNBOUND:
@@ -393,6 +404,9 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
+            if ch.flags & CHAN_XEN:
+                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: only Xen closes it",
+                                    domain=domid, port=port)
             self._transact("close", caller, self._close_entries(dom, port, ch))
 
     def reset(self, caller: int, domid: int) -> None:
@@ -429,8 +443,9 @@ class Hypercalls:
             if dom.mem.event_abi != ABI_FIFO:  # the 2-level port ops have no set_priority
                 raise channel_error(call, errno.ENOSYS, "the domain is on the 2-level ABI: ports have no priority",
                                     domain=domid, port=port)
-            if ch.state in (ECS_FREE, ECS_RESERVED):  # evtchn_usable(), before the priority's range
-                raise channel_error(call, errno.EACCES, "port is not bound", domain=domid, port=port)
+            if ch.state in (ECS_FREE, ECS_RESERVED) or ch.flags & CHAN_XEN:  # evtchn_usable(), before the range
+                raise channel_error(call, errno.EACCES, "Xen itself consumes this port" if ch.flags & CHAN_XEN
+                                    else "port is not bound", domain=domid, port=port)
             if not 0 <= priority <= abi.EVTCHN_FIFO_PRIORITY_MIN:
                 raise channel_error(call, errno.EINVAL, f"priority {priority} out of range 0..15", domain=domid,
                                     port=port)
@@ -443,6 +458,9 @@ class Hypercalls:
             dom = self._own(caller, domid, call, port)
             self._vcpu(dom, vcpu, call, port)  # Xen: domain_vcpu() first, ENOENT before the port is looked at
             ch = self._chan(dom, port, call)
+            if ch.flags & CHAN_XEN:
+                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: a guest cannot move it",
+                                    domain=domid, port=port)
             if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
                 raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
                                     port=port)
@@ -455,7 +473,7 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call, bound=False)
-            if ch.state in (ECS_FREE, ECS_RESERVED):
+            if ch.state in (ECS_FREE, ECS_RESERVED) or ch.flags & CHAN_XEN:  # not usable by a guest: left alone
                 return
             if os.environ.get(SIM_BREAK) == "unmask-no-raise":  # the mask cleared, a pending event left unseen
                 if dom.mem.event_abi == ABI_FIFO:
@@ -469,10 +487,28 @@ class Hypercalls:
             self._raise(dom, port, unmask=True)
 
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
+        """EVTCHNOP_status in Xen's order: the domain (ESRCH), the port (EINVAL), on Xen 4.15-4.18 a port Xen
+        consumes (EACCES), then who may ask (EPERM)."""
+        call = "get the status of"
         domid = self._self(caller, domid)
-        dom = self._access(caller, domid, "get the status of", port)
-        self._chan(dom, port, "get the status of", bound=False)
+        dom = self.domain(domid, call, port)
+        ch = self._chan(dom, port, call, bound=False)
+        if ch.flags & CHAN_XEN and self.xen_version == "4.17":
+            raise channel_error(call, errno.EACCES, "Xen 4.17 does not report a port Xen itself consumes",
+                                domain=domid, port=port)
+        self._access(caller, domid, call, port)
         return self._status(dom, port)
+
+    def xen_port(self, domid: int, remote: int, vcpu: int = 0) -> int:
+        """Xen's alloc_unbound_xen_event_channel(): a port of ``domid`` that Xen itself consumes (an ioreq
+        server's, a vm_event ring's), waiting for ``remote`` (the device model, the monitoring tool) to bind."""
+        call = "allocate a Xen-consumed port in"
+        with self.locked():
+            dom = self.domain(domid, call)
+            self._vcpu(dom, vcpu, call)
+            return self._bind_new("alloc_unbound", 0, dom, call,
+                                  Chan(state=ECS_UNBOUND, remote_dom=remote, notify_vcpu=vcpu, flags=CHAN_XEN),
+                                  masked=True)
 
     def _status(self, dom: SimDomain, port: int) -> PortStatus:
         return chan_status(dom.domid, port, self._rec(dom, port), self._word_or_bits(dom, port))

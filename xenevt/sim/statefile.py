@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
-from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS
+from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN
 from ..errors import StateError
 from ..ports import chan_problem
 
@@ -123,7 +123,7 @@ def _over(limit: int) -> bytes:
 
 _STATE_BAD = _over(ECS_IPI)
 _PRIO_BAD = _over(abi.EVTCHN_FIFO_PRIORITY_MIN)
-_FLAGS_BAD = _over(CHAN_DEFERRED)
+_FLAGS_BAD = _over(CHAN_DEFERRED | CHAN_XEN)
 _STATE_REMOTE = bytes(1 if b in (ECS_UNBOUND, ECS_INTERDOMAIN, ECS_VIRQ) else 0 for b in range(256))
 
 
