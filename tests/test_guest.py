@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -177,6 +178,12 @@ scenario fifo
 - init_control 1 4 1
 - expand_array bad
 - mask $0
+- init_control 1 64 1
+4 alloc_unbound self self
+5 bind_interdomain self $4
+- bind_vcpu $5 1
+- set_priority $5 3
+- unmask $5
 - reset self
 scenario misc
 0 bind_ipi 0
@@ -200,7 +207,8 @@ def record():
     """The program above, run once for the module's dom0 tests."""
     _need_dom0()
     with guestrun.GuestRun(PROGRAM, timeout=120) as run:
-        print(f"XENCI-INFO test guest: xen {run.xen_version}, domid {run.domid}, boot to END {run.seconds:.1f} s")
+        print(f"XENCI-INFO test guest: xen {run.xen_version}, domid {run.domid}, boot to END {run.seconds:.1f} s "
+              f"(xl create {run.create_seconds:.1f} s)")
         print("\n".join(run.lines))
         return run, {name: [Step(s) for s in steps] for name, steps in run.scenarios().items()}
 
@@ -211,7 +219,7 @@ def test_guest_boots_and_prints_its_facts(dom0, record, case):
     assert run.lines[0].startswith("XENEVT-GUEST xen 4.") and run.lines[-1] == "END"
     assert run.nr_vcpus == 2 and run.domid > 0
     assert list(scen) == ["two-level", "fifo", "misc"]
-    assert [len(s) for s in scen.values()] == [4, 15, 12]
+    assert [len(s) for s in scen.values()] == [4, 21, 12]
     assert not [ln for ln in run.lines if ln.startswith("BAD")]
 
 
@@ -267,9 +275,17 @@ def test_fifo_queue_chain_and_errors(dom0, record, case):
     assert s[12].result == [f"-{EINVAL}"]
     # the guest's own mask: bit 30 of the word, the link untouched
     assert s[13].word(0) == PENDING | LINKED | MASKED | p2
+    # a second control block, vCPU 1's, 8-byte aligned inside the other page
+    assert s[14].result == ["ok"] and s[14].cbs[1] == (0, [0] * 16) and s[14].cbs[0] == s[13].cbs[0]
+    # evtchn_bind_vcpu moves the notify vCPU, set_priority (FIFO: evtchn_fifo_set_priority) the queue: raised
+    # on unmask (bind_interdomain had marked it pending), p5 is linked on vCPU 1's queue 3
+    p5 = s[16].port(5)
+    assert s[16].word(5) == PENDING | MASKED and s[17].status(5)[1] == 1 and s[18].result == ["ok"]
+    assert s[19].word(5) == PENDING | LINKED and s[19].cbs[1] == (1 << 3, [0, 0, 0, p5] + [0] * 12)
+    assert s[19].chains == {(0, 7): [str(p0), str(p2)], (1, 3): [str(p5)]}
     # evtchn_reset of itself: every port closed, back to 2-level (evtchn_fifo_destroy + evtchn_2l_init)
-    assert s[14].result == ["ok"] and s[14].abi == "2l" and not s[14].cbs
-    assert all(s[14].status(k)[0] == 0 for k in s[14].ports)
+    assert s[20].result == ["ok"] and s[20].abi == "2l" and not s[20].cbs
+    assert all(s[20].status(k)[0] == 0 for k in s[20].ports)
 
 
 @pytest.mark.parametrize("case", ["xen-guest"])
@@ -295,6 +311,31 @@ def test_ipi_virq_bind_vcpu_priority_on_two_level(dom0, record, case):
     assert s[11].result == ["noslot"]           # slot 9 never bound: nothing called
 
 
+def long_chain_program(pairs: int) -> str:
+    """FIFO, then ``pairs`` loopback pairs bound by number (no slots): each pair's second port is raised by its
+    bind and linked on unmask, so queue 7 of vCPU 0 grows one port a step; the steps' output outgrows the
+    console ring many times over."""
+    lines = ["scenario long-chain", "- init_control 0 0 0", "- expand_array 0"]
+    for i in range(pairs):
+        a = 2 + 2 * i  # the console took port 1; get_free_port() hands out the lowest free port
+        lines += ["- alloc_unbound self self", f"- bind_interdomain self {a}", f"- unmask {a + 1}"]
+    return "\n".join(lines + ["end"]) + "\n"
+
+
+@pytest.mark.parametrize("case", ["xen-guest"])
+def test_a_chain_longer_than_64_is_cut_and_a_full_ring_waits(dom0, case):
+    with guestrun.GuestRun(long_chain_program(66), name="xenevt-guest-chain", timeout=300) as run:
+        steps = [Step(s) for s in run.scenarios()["long-chain"]]
+    print(f"XENCI-INFO test guest: {len(run.lines)} lines, {sum(map(len, run.lines))} bytes, "
+          f"boot to END {run.seconds:.1f} s")
+    assert len(steps) == 2 + 3 * 66 and all(st.result[0] == "ok" for st in steps)
+    linked = [3 + 2 * i for i in range(66)]
+    assert steps[-1].cbs[0][1][7] == 3
+    assert steps[-1].chains[(0, 7)] == [str(p) for p in linked[:64]] + ["..."]
+    assert steps[-4].chains[(0, 7)] == [str(p) for p in linked[:64]] + ["..."]  # 65 linked
+    assert steps[-7].chains[(0, 7)] == [str(p) for p in linked[:64]]  # exactly 64: no mark
+
+
 @pytest.mark.parametrize("case", ["xen-guest"])
 def test_guest_stays_alive_after_end_and_a_bad_line_stops_it(dom0, case):
     with guestrun.GuestRun("scenario alive\n- frobnicate 1\n0 alloc_unbound self self\n", name="xenevt-guest-alive",
@@ -306,5 +347,9 @@ def test_guest_stays_alive_after_end_and_a_bad_line_stops_it(dom0, case):
         row = [r.split() for r in out.splitlines() if r.split()[:1] == ["xenevt-guest-alive"]]
         assert row and int(row[0][1]) == run.domid
         assert "c" not in row[0][4] and "s" not in row[0][4]  # neither crashed nor shut down: idling in SCHEDOP_poll
+        cpu0 = float(row[0][5])
+        time.sleep(3)
+        out = subprocess.run([xl, "list", "xenevt-guest-alive"], capture_output=True, text=True, check=True).stdout
+        assert float(out.splitlines()[-1].split()[5]) - cpu0 < 1.0  # blocked, not spinning
     out = subprocess.run([xl, "list"], capture_output=True, text=True, check=True).stdout
     assert "xenevt-guest-alive" not in out  # __exit__ destroyed it

@@ -64,6 +64,7 @@ class GuestRun:
         self.nr_vcpus: int = 0
         self.lines: list[str] = []
         self.seconds: float = 0.0  # from `xl create` to END
+        self.create_seconds: float = 0.0  # `xl create` alone
         self.log = os.path.join(LOG_DIR, f"guest-{name}.log")
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._xl = find_xl() or "xl"
@@ -119,6 +120,7 @@ class GuestRun:
         t0 = time.monotonic()
         try:
             self._xl_run("create", cfg, timeout=max(30.0, self.timeout))
+            self.create_seconds = time.monotonic() - t0
             self.domid = int(self._xl_run("domid", self.name).stdout.strip())
             self._wait(t0)
         except BaseException:
