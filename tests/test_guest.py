@@ -323,7 +323,7 @@ def long_chain_program(pairs: int) -> str:
 
 
 @pytest.mark.parametrize("case", ["xen-guest"])
-def test_a_chain_longer_than_64_is_cut_and_a_full_ring_waits(dom0, case):
+def test_a_chain_longer_than_64_is_cut_over_32k_of_console_output(dom0, case):
     with guestrun.GuestRun(long_chain_program(66), name="xenevt-guest-chain", timeout=300) as run:
         steps = [Step(s) for s in run.scenarios()["long-chain"]]
     print(f"XENCI-INFO test guest: {len(run.lines)} lines, {sum(map(len, run.lines))} bytes, "

@@ -5,7 +5,8 @@ Stages, each bounded by a timeout that names it when it expires:
   fetch            Debian packages (apt-get download; cached in $XENCI_CACHE); another release's through a
                    private apt configuration, never the system's
   build-initramfs  dom0's root: python3, the Xen libraries and tools, busybox, the three Xen
-                   drivers and this checkout, as a gzipped newc cpio (cached by content)
+                   drivers, this checkout and the PV test guest (make guest), as a gzipped newc cpio (cached
+                   by content)
   boot-xen         QEMU starts; until the hypervisor hands over to dom0's kernel
   boot-dom0        until dom0's /init runs
   dom0-init        drivers loaded, xenfs mounted, until the tests start
