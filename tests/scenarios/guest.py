@@ -59,8 +59,8 @@ def compile_program(scenarios: list[Scenario]) -> str:
                     args.append(str(NO_DOMAIN) if arg == "nodom" else arg)
                 else:
                     args.append(arg)
-            if step.op == "init_control" and len(args) == 2:
-                args.append(args[0])  # the vCPU's own control page
+            if step.op == "init_control" and len(args) == 2:  # the vCPU's own control page (the guest has 2)
+                args.append(args[0] if args[0] in ("0", "1") else "0")
             if step.op == "expand_array" and not args:
                 args.append(str(pages % 4))  # the guest's next page of its own (it has 4)
             pages += step.op == "expand_array"
@@ -307,10 +307,14 @@ class SimGuest:
         if op == "status":
             return h.status(g, a[0], a[1])
         if op == "init_control":
+            from xenevt.engine.layout import ABI_FIFO
+
             vcpu, offset, page = a
-            if page != "bad" and 0 <= page < self._mem.nr_vcpus:  # the guest zeroes its page first
-                at = self._mem.geometry.cb_pages_offset + page * abi.PAGE_SIZE
-                self._mem.buffer[at: at + abi.PAGE_SIZE] = bytes(abi.PAGE_SIZE)
+            mem = self._mem  # the guest zeroes its page first, unless a control block of its own is on it
+            if page != "bad" and 0 <= page < mem.nr_vcpus and (mem.event_abi != ABI_FIFO or mem.cb_offset(page)
+                                                                is None):
+                at = mem.geometry.cb_pages_offset + page * abi.PAGE_SIZE
+                mem.buffer[at: at + abi.PAGE_SIZE] = bytes(abi.PAGE_SIZE)
             return h.init_control(g, g, vcpu, BAD_GFN if page == "bad" else CONTROL_BLOCK_GFN + page, offset)
         if op == "expand_array":
             gfn = BAD_GFN if a[0] == "bad" else EVENT_ARRAY_GFN + self._mem.nr_pages  # its next page, any of them
