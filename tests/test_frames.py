@@ -50,7 +50,7 @@ def test_self_cpu_without_control_block(tmp_path):
 
 
 @pytest.mark.parametrize("kw,error,message", [
-    ({"two_level": True}, KernelReadError, "uses the 2-level event-channel ABI"),
+    ({"two_level": True}, KernelReadError, "uses the 2-level ABI but HYPERVISOR_shared_info"),
     ({"hide": True}, BackendUnavailable, "hides kernel addresses (kptr_restrict): run as root"),
     ({"drop_symbol": "cpu_queue"}, KernelReadError, "cpu_queue not in"),
     ({"cut_segment": True}, KernelReadError, "event-array page 0 at 0xffff888010000000 is not in"),

@@ -1,10 +1,12 @@
-"""``xenevt dump``: the FIFO queues and event words of a domain, from wherever its pages are.
+"""``xenevt dump``: a domain's event-channel memory, FIFO queues or 2-level bitmaps, from wherever it is.
 
 The options say which memory to read: the backend's own view (the simulator's
-memory), frames mapped through privcmd (``--gfn``/``--control``), this
-kernel's memory (``--self``), or a raw file saved earlier (``--from``);
-``memory.open_sources`` picks the source, and one decoder (the engine's
-walker) reads the image every source gives.
+memory), frames mapped through privcmd (``--gfn``/``--control`` for FIFO,
+``--shared-info``/``--vcpu-info`` for 2-level), this kernel's memory
+(``--self``), or a raw file saved earlier (``--from``); ``memory.open_sources``
+picks the source, and one decoder reads the image every source gives, of the
+ABI it says (the engine's walker for FIFO, its upcall scan on a copy for
+2-level).
 """
 
 from __future__ import annotations
@@ -15,20 +17,40 @@ from .. import memory
 from ..dump import build_dump
 from ..dump.rawfile import save_raw
 from ..dump.render import render_dump
-from .context import CB_OFFSET, GFN, Ctx, Pair, domain_option, json_option, pass_ctx
+from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx
+
+VCPU_INFO_OFFSET = _IntRange("vcpu_info offset", 0, 4096 - 64, " inside the page (0..4032)", align=64)
+
+
+class _SharedInfo(click.ParamType):
+    """A frame number, or ``auto``: the frame the hypervisor reports for the domain."""
+
+    name = "FRAME|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        return GFN.convert(value, param, ctx)
 
 
 @click.command("dump")
 @click.option("--from", "from_file", metavar="FILE", type=click.Path(dir_okay=True),
               help="Decode a raw dump saved with --raw (no backend needed).")
 @click.option("--self", "self_kernel", is_flag=True,
-              help="This kernel's own FIFO queues (dom0 or domU), read from /proc/kcore; needs root.")
+              help="This kernel's own event channels (dom0 or domU, FIFO or 2-level), read from /proc/kcore; needs "
+                   "root.")
 @click.option("--gfn", "gfns", type=GFN, multiple=True,
               help="A frame of the domain's event array, in order (repeat per page); mapped through privcmd.")
 @click.option("--control", "controls", type=Pair(GFN, CB_OFFSET, "GFN:OFFSET"), multiple=True,
               help="A vCPU's control block as GFN:OFFSET, in vCPU order (repeatable).")
 @click.option("--control-gfn", type=GFN, default=None, help="Control block frame of one vCPU (with --offset).")
 @click.option("--offset", type=CB_OFFSET, default=0, help="Control block offset in its frame.")
+@click.option("--shared-info", "shared_info", type=_SharedInfo(), default=None,
+              help="2-level: the domain's shared_info frame, mapped through privcmd ('auto': the one Xen reports "
+                   "for the domain).")
+@click.option("--vcpu-info", "vcpu_infos", type=Pair(GFN, VCPU_INFO_OFFSET, "GFN:OFFSET"), multiple=True,
+              help="2-level: a vCPU's vcpu_info as GFN:OFFSET, in vCPU order (repeatable; where the guest "
+                   "registered it).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "raw"]), default=None,
               help="text (default), json (as --json), or raw: the ABI pages in xenevt's dump file format "
                    "(to --output FILE, or to stdout when it is not a terminal).")
@@ -42,13 +64,16 @@ from .context import CB_OFFSET, GFN, Ctx, Pair, domain_option, json_option, pass
 @domain_option
 @json_option
 @pass_ctx
-def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fmt, output, raw_file, all_words,
-         all_domains, kcore, kallsyms, cpus_file, local_domain):
-    """Queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
+def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, shared_info, vcpu_infos, fmt, output,
+         raw_file, all_words, all_domains, kcore, kallsyms, cpus_file, local_domain):
+    """FIFO: queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
     and every event word that is not the boot default, with its PENDING/MASKED/LINKED/BUSY flags.
-
     A broken chain (a LINK past the array, to an unlinked word, a cycle) is shown with the port
-    where it breaks."""
+    where it breaks.
+
+    2-level: each vCPU's evtchn_upcall_pending, evtchn_upcall_mask and evtchn_pending_sel, the
+    ports Linux's next upcall on it would deliver, in order, and every port pending or open with
+    its pending, mask and selector bits."""
     if fmt == "json":
         c.json = True
     if fmt == "raw" or raw_file:
@@ -57,33 +82,39 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fm
             raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
     elif output:
         raise click.UsageError("--output goes with --format raw")
-    given = [bool(from_file), self_kernel, bool(gfns)]
+    l2_frames = shared_info is not None or bool(vcpu_infos)
+    given = [bool(from_file), self_kernel, bool(gfns), l2_frames]
     if sum(given) > 1:
-        raise click.UsageError("pick one source: --from FILE, --self or --gfn")
+        raise click.UsageError("pick one source: --from FILE, --self, --gfn or --shared-info")
     if (controls or control_gfn is not None) and not gfns:
         raise click.UsageError("--control/--control-gfn describe a mapping: give the event array with --gfn")
+    if vcpu_infos and shared_info is None:
+        raise click.UsageError("--vcpu-info describes a 2-level mapping: give the shared_info frame with "
+                               "--shared-info FRAME (or auto)")
     if all_domains and any(given):
-        raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self or --gfn")
+        raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self, --gfn or "
+                               "--shared-info")
     if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
     cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
     ask = memory.Ask(domain=c.domain(local_domain), all_domains=all_domains, from_file=from_file,
-                     self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), kcore=kcore, kallsyms=kallsyms,
-                     cpus_file=cpus_file)
+                     self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), shared_info=shared_info,
+                     vcpu_infos=tuple(vcpu_infos), kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file)
     chosen = memory.open_sources(ask, lambda: c.backend(read_only=True))
     if raw_file and len(chosen) != 1:
         raise click.UsageError("--raw saves one domain: pick it with --domain")
     dumps = []
     for src in chosen:
-        img = src.fifo_image()
+        img = src.image()
         if raw_file:
             break
         dumps.append(build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
-                                all_words=all_words, max_ports=img.max_ports))
+                                all_words=all_words, max_ports=img.max_ports, vcpu_known=img.vcpu_known))
     if raw_file == "-":
         from ..dump.rawfile import encode
 
-        data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table)
+        data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table,
+                      vcpu_known=img.vcpu_known)
         out = click.get_binary_stream("stdout")
         out.write(data)
         out.flush()
@@ -91,8 +122,14 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, fm
     if raw_file:
         mem = img.mem
         size = save_raw(raw_file, mem, img.domain, img.saved_source, guest=img.guest_known,
-                        channels=img.channel_table)
-        c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "event_array_pages": mem.nr_pages},
+                        channels=img.channel_table, vcpu_known=img.vcpu_known)
+        if img.abi == "2-level":
+            c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "abi": img.abi},
+                   f"saved the 2-level state of domain {img.domain} (shared_info and {mem.nr_vcpus} vcpu_info(s)) "
+                   f"to {raw_file}: {size} bytes")
+            return
+        c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "abi": img.abi,
+                "event_array_pages": mem.nr_pages},
                f"saved the FIFO pages of domain {img.domain} ({mem.nr_pages} event-array page(s), {mem.nr_vcpus} "
                f"vCPU(s)) to {raw_file}: {size} bytes")
         return

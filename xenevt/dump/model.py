@@ -1,8 +1,9 @@
-"""Decode one domain's FIFO memory into queues, chains and flagged event words.
+"""Decode one domain's event-channel memory: FIFO queues, chains and flagged event words, or 2-level bitmaps.
 
 Nothing here writes to the memory: chains come from the engine's walker,
 which follows LINK fields without touching a bit, bounded by an owner map
-so that cycles and corrupted links end with a status instead of a hang.
+so that cycles and corrupted links end with a status instead of a hang; the
+2-level upcall order comes from the engine's consume run on a copy.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .. import abi
-from ..engine import DomainMemory, Walk, engine_for
+from ..engine import Consume, DomainMemory, Err, Walk, engine_for, twolevel_for
+from ..engine.layout import ABI_FIFO, L2_WORDS
 from ..ports import PortStatus
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
@@ -126,11 +128,22 @@ def _note(status: Walk, bad: int, other: int) -> str:
     }.get(status, "")
 
 
+def abi_of(mem: DomainMemory) -> str:
+    """"FIFO" or "2-level": the image's ABI word, but an image with event-array pages is FIFO whatever the
+    word says (images written before the word existed, or by a test's writer, leave it at 2-level's 0)."""
+    return "FIFO" if mem.event_abi == ABI_FIFO or mem.nr_pages else "2-level"
+
+
 def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[int, PortStatus] | None = None,
                guest_known: bool = True, all_words: bool = False, max_ports: int | None = None,
-               engine=None) -> DomainDump:
-    """Decode ``mem``.  ``guest_known``: the source holds Linux's local heads (sim, kernel), so
-    walks start where the guest would go on; otherwise they start at the control blocks' heads."""
+               engine=None, vcpu_known: list[bool] | None = None):
+    """Decode ``mem``: a DomainDump (FIFO) or a TwoLevelDump.  ``guest_known``: the source holds Linux's
+    local state (sim, kernel): FIFO walks start at its local heads, the 2-level upcall at its saved scan
+    position; otherwise at the control blocks' heads, and at port 0.  ``vcpu_known`` (2-level): which
+    vCPUs' vcpu_info was read (default: all)."""
+    if abi_of(mem) == "2-level":
+        return build_l2_dump(mem, domain, source, channels=channels, guest_known=guest_known,
+                             all_words=all_words, max_ports=max_ports, vcpu_known=vcpu_known)
     engine = engine or engine_for(mem)
     nv = mem.nr_vcpus
     starts = None
@@ -214,3 +227,156 @@ class _Warnings:
             if n > self.SHOWN:
                 self.lines.append(f"... and {n - self.SHOWN} more like the above ({kind})")
         return self.lines
+
+
+# --- 2-level -------------------------------------------------------------------------------------------------
+L2_WORD_BITS = 64  # xen_ulong_t of a 64-bit guest
+
+
+@dataclass
+class L2VcpuView:
+    vcpu: int
+    known: bool                          # its vcpu_info was read
+    upcall_pending: int | None = None    # evtchn_upcall_pending
+    upcall_mask: int | None = None       # evtchn_upcall_mask
+    pending_sel: int | None = None       # evtchn_pending_sel: bit w set = word w of the bitmaps may hold events
+    scan: tuple[int, int] | None = None  # Linux's (current_word_idx, current_bit_idx), where known
+    next_upcall: list[int] | None = None  # the ports Linux's next upcall on this vCPU delivers, in order
+
+    @property
+    def selector_words(self) -> list[int]:
+        return [w for w in range(L2_WORD_BITS) if (self.pending_sel or 0) >> w & 1]
+
+
+@dataclass
+class L2PortView:
+    port: int
+    pending: bool
+    masked: bool
+    vcpu: int | None                     # the vCPU it is delivered on (its channel, or Linux's CPU masks)
+    selector: bool | None                # that vCPU's selector bit for the port's word, where known
+    channel: PortStatus | None = None
+
+    @property
+    def flags(self) -> str:
+        return ("P" if self.pending else "-") + ("M" if self.masked else "-") + \
+            ("S" if self.selector else "-" if self.selector is False else "?")
+
+
+@dataclass
+class TwoLevelDump:
+    domain: int
+    source: str
+    nr_ports: int                # ports the bitmaps cover for this domain (4096 for a 64-bit guest)
+    max_ports: int | None
+    vcpus: list[L2VcpuView]
+    ports: list[L2PortView]
+    plain_masked: int            # masked, not pending, no channel (Linux masks every port at boot): not shown
+    guest_known: bool            # Linux's scan position was read: the upcall order is exact
+    abi: str = "2-level"
+    warnings: list[str] = field(default_factory=list)
+
+    def broken_queues(self) -> list:
+        return []
+
+    def as_dict(self) -> dict:
+        d = {"domain": self.domain, "source": self.source, "abi": self.abi, "ports_with_bits": self.nr_ports,
+             "max_ports": self.max_ports, "plain_masked_ports": self.plain_masked,
+             "scan_position_known": self.guest_known, "warnings": list(self.warnings), "vcpus": [], "ports": []}
+        for v in self.vcpus:
+            vd: dict = {"vcpu": v.vcpu, "vcpu_info_known": v.known}
+            if v.known:
+                vd |= {"evtchn_upcall_pending": v.upcall_pending, "evtchn_upcall_mask": v.upcall_mask,
+                       "evtchn_pending_sel": f"{v.pending_sel:#018x}", "selector_words": v.selector_words}
+            if v.scan is not None:
+                vd["scan"] = {"word": v.scan[0], "bit": v.scan[1]}
+            if v.next_upcall is not None:
+                vd["next_upcall"] = list(v.next_upcall)
+            d["vcpus"].append(vd)
+        for p in self.ports:
+            pd = {"port": p.port, "flags": p.flags, "pending": p.pending, "masked": p.masked, "vcpu": p.vcpu,
+                  "selector": p.selector}
+            if p.channel is not None:
+                pd["channel"] = {k: val for k, val in p.channel.as_dict().items()
+                                 if k not in ("domain", "port", "word", "flags", "priority")}  # 2-level: none
+            d["ports"].append(pd)
+        return d
+
+
+def build_l2_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[int, PortStatus] | None = None,
+                  guest_known: bool = True, all_words: bool = False, max_ports: int | None = None,
+                  vcpu_known: list[bool] | None = None) -> TwoLevelDump:
+    """Decode a 2-level image: each vCPU's vcpu_info, each port's pending and mask bits, and the order
+    Linux's next upcall on each vCPU would deliver ports in (the engine's consume, run on a copy)."""
+    nv = mem.nr_vcpus
+    known = [True] * nv if vcpu_known is None else [bool(k) for k in vcpu_known[:nv]] + [False] * (nv - len(
+        vcpu_known))
+    channels = channels or {}
+    nr = min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
+    warn = _Warnings(list(mem.warnings))
+    vcpus = []
+    for v in range(nv):
+        view = L2VcpuView(v, known[v])
+        if known[v]:
+            view.upcall_pending, view.upcall_mask, view.pending_sel = mem.vcpu_info(v)
+            for name, value in (("evtchn_upcall_pending", view.upcall_pending),
+                                ("evtchn_upcall_mask", view.upcall_mask)):
+                if value > 1:
+                    warn.add("vcpu_info", f"vCPU {v}: {name} is {value:#04x}; Xen and Linux write only 0 and 1")
+        if guest_known:
+            scan = mem.l2_scan(v)
+            view.scan = (scan[0], scan[1])
+            if scan[0] >= L2_WORDS or scan[1] >= L2_WORD_BITS:
+                warn.add("scan", f"vCPU {v}: Linux's scan position is word {scan[0]} bit {scan[1]}; both run "
+                         f"0..{L2_WORDS - 1}")
+        vcpus.append(view)
+    _predict(mem, vcpus, channels, guest_known)
+    pending, mask = mem.l2_pending(), mem.l2_mask()
+    ports, plain = [], 0
+    candidates = sorted({w * 64 + b for w in range(L2_WORDS) for b in range(64)
+                         if (pending[w] | (mask[w] if all_words else 0)) >> b & 1} | set(channels))
+    masked_count = sum(bin(mask[w]).count("1") for w in range(L2_WORDS))
+    for port in candidates:
+        if port >= abi.EVTCHN_2L_NR_CHANNELS:
+            continue
+        p, m = mem.l2_bit("pending", port), mem.l2_bit("mask", port)
+        ch = channels.get(port)
+        if p and port >= nr:
+            warn.add("range", f"pending bit of port {port} is set, past the domain's {nr} ports")
+        if ch is not None:
+            vcpu = ch.vcpu
+        elif guest_known and port < mem.nr_chans:
+            vcpu = mem.chan(port).notify_vcpu
+        else:
+            vcpu = None
+        if vcpu is not None and not 0 <= vcpu < nv:
+            vcpu = None  # bound to no CPU (Linux's masks) or to a vCPU the domain lacks
+        sel = None
+        if vcpu is not None and vcpus[vcpu].known:
+            sel = bool(vcpus[vcpu].pending_sel >> (port // 64) & 1)
+        ports.append(L2PortView(port, p, m, vcpu, sel, ch))
+    shown_masked = sum(1 for x in ports if x.masked)
+    plain = 0 if all_words else masked_count - shown_masked
+    return TwoLevelDump(domain, source, nr, max_ports, vcpus, ports, plain, guest_known, warnings=warn.done())
+
+
+def _predict(mem: DomainMemory, vcpus: list[L2VcpuView], channels: dict[int, PortStatus], guest_known: bool) -> None:
+    """Each known vCPU's next upcall, as Linux's evtchn_2l_handle_events would run it: on a copy of the image
+    (with ACK, as Linux clears each port's pending bit as it handles it), never on the source's memory."""
+    copy = DomainMemory(bytearray(mem.snapshot()))
+    for port, st in channels.items():
+        if 0 <= port < copy.nr_chans:
+            copy.update_chan(port, notify_vcpu=st.vcpu)
+    engine = twolevel_for(copy)
+    try:
+        for v in vcpus:
+            scan = copy.l2_scan(v.vcpu)
+            if not guest_known:
+                scan[0] = scan[1] = 0  # where Linux resumes is guest memory this source did not read
+            if not v.known or scan[0] >= L2_WORDS or scan[1] >= L2_WORD_BITS:
+                continue
+            got, err = engine.consume(v.vcpu, Consume.ACK, abi.EVTCHN_2L_NR_CHANNELS)
+            if err[0] == Err.OK:
+                v.next_upcall = list(got)
+    finally:
+        engine.close()

@@ -1,4 +1,5 @@
-"""Evidence from live sources and dumps: the backend's port table, FIFO memory from any memory source.
+"""Evidence from live sources and dumps: the backend's port table, FIFO or 2-level memory from any memory
+source.
 
 Merging is field by field: a later source fills what an earlier one left
 unknown (None), so EVTCHNOP_status's states and the event words' flags end
@@ -7,7 +8,8 @@ up on the same PortFacts.
 
 from __future__ import annotations
 
-from ..dump.model import DomainDump
+from .. import abi
+from ..dump.model import DomainDump, TwoLevelDump
 from ..errors import BackendUnavailable, XenevtError
 from ..ports import PortStatus
 from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
@@ -33,8 +35,12 @@ def merge_port(dom: DomainFacts, new: PortFacts) -> None:
             setattr(old, key, value)
 
 
-def add_dump(ev: Evidence, d: DomainDump) -> None:
-    """The guest's side: queues, READY bits and every flagged word of one domain."""
+def add_dump(ev: Evidence, d: DomainDump | TwoLevelDump) -> None:
+    """The guest's side: queues, READY bits and every flagged word of one domain (2-level: vcpu_infos and
+    every port whose bits matter)."""
+    if isinstance(d, TwoLevelDump):
+        _add_l2_dump(ev, d)
+        return
     dom = ev.domain(d.domain)
     dom.abi = dom.abi or d.abi
     # values no Xen or Linux writes (a raw file's impossible fields, READY bits above 15 …) did not become
@@ -62,14 +68,37 @@ def add_dump(ev: Evidence, d: DomainDump) -> None:
         merge_port(dom, facts)
 
 
+def _add_l2_dump(ev: Evidence, d: TwoLevelDump) -> None:
+    dom = ev.domain(d.domain)
+    dom.abi = "2-level"
+    for w in d.warnings:
+        ev.skip(f"domain {d.domain}", w, d.domain)
+    dom.nr_word_ports = d.nr_ports
+    if d.max_ports is not None:
+        dom.max_ports = d.max_ports
+    for v in d.vcpus:
+        vf = VcpuFacts(v.vcpu)  # no control block on 2-level: None, not False
+        if v.known:
+            vf.upcall_pending, vf.upcall_mask = bool(v.upcall_pending), bool(v.upcall_mask)
+            vf.selector_words = v.selector_words
+        dom.vcpus[v.vcpu] = vf
+    for p in d.ports:
+        facts = port_from_status(p.channel) if p.channel is not None else PortFacts(p.port, "unknown")
+        facts.pending, facts.masked, facts.selector = p.pending, p.masked, p.selector
+        facts.linked = facts.busy = facts.link = facts.priority = None  # FIFO's, not 2-level's
+        if facts.vcpu is None:
+            facts.vcpu = p.vcpu
+        merge_port(dom, facts)
+
+
 def from_memory(source, label: str) -> Evidence:
     """One domain's memory from a source the memory layer picked: its queues, words and channel table."""
     from ..dump import build_dump
 
-    img = source.fifo_image()
+    img = source.image()
     ev = Evidence(label)
     add_dump(ev, build_dump(img.mem, img.domain, label, channels=source.channels(), guest_known=img.guest_known,
-                            max_ports=img.max_ports))
+                            max_ports=img.max_ports, vcpu_known=img.vcpu_known))
     return ev
 
 
@@ -91,15 +120,18 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         for st in statuses:
             merge_port(dom, port_from_status(st))
         try:
-            img = memory.open_source(memory.Ask(domain=domid), lambda: backend).fifo_image()
+            img = memory.open_source(memory.Ask(domain=domid), lambda: backend).image()
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
         except XenevtError as e:
-            ev.skip(f"domain {domid}", f"its FIFO pages could not be read ({e})", domid)
+            ev.skip(f"domain {domid}", f"its event-channel memory could not be read ({e})", domid)
             continue
         # the tables just listed, and the limit only where the backend states one (on Xen an array's size is none)
+        limit = limits.get(domid)
+        if limit is not None and img.abi == "2-level":
+            limit = min(limit, abi.EVTCHN_2L_NR_CHANNELS)  # Xen's 2-level ports: the bitmaps' 4096
         add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
-                                guest_known=img.guest_known, max_ports=limits.get(domid)))
+                                guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known))
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:
         text = backend.debug_dump("e")

@@ -8,6 +8,9 @@ Evidence that was not all read is never called healthy: what went unread may
 be what is wrong, so the verdict is then "inconclusive" (exit 4) unless a
 finding already says "problems" (exit 3).
 
+2-level domains have no queues: their rules read each port's pending and
+mask bits and each vCPU's vcpu_info (upcall flag, selector words).
+
 One file (over 400 lines) because the rules share one pass: the queues are
 judged live or stale once and the chains walked live-first, and every chain
 rule reads that same walk; split, each module would redo or pass it around.
@@ -225,6 +228,7 @@ def examine(ev: Evidence, since: Evidence | None = None) -> Report:
             _unreachable(rep, dom, queues, before, age)
             _moved(rep, dom, queues)
         _busy(rep, dom)
+        _selector_idle(rep, dom)
         _no_control_block(rep, dom)
         _remote_ends(rep, dom, ev)
         _limit(rep, dom)
@@ -255,27 +259,71 @@ def _pending_masked(rep, dom, prev, age):
 
 
 def _pending_unlinked(rep, dom, prev, age):
+    two = dom.abi == "2-level"
     for p in sorted(dom.ports.values(), key=lambda f: f.port):
         if not p.pending or p.masked is not False or p.state in ("closed", "reserved"):
             continue
-        if p.linked is False:
+        if two:
+            kind = _unseen(dom, p)
+        elif p.linked is False:
             kind = "not LINKED on any queue"
-        elif p.selector is False and dom.abi == "2-level":
-            kind = "its word's selector bit is clear"
         else:
             continue
+        if not kind:
+            continue
         before = prev.ports.get(p.port) if prev is not None else None
-        still = before is not None and before.pending and before.masked is False and (
-            before.linked is False or before.selector is False)
-        # Linux clears LINKED before it handles the port: a guest mid-upcall shows this for microseconds
+        still = before is not None and before.pending and before.masked is False and bool(
+            _unseen(prev, before) if two else before.linked is False)
+        # Linux clears LINKED before it handles the port (FIFO), or the upcall flag and then the selector
+        # before it scans (2-level): a guest mid-upcall shows this for microseconds
         _add(rep, "error" if still else "warning", "pending-not-queued", dom, [p.port],
              f"port {p.port} is pending and unmasked but {kind}",
              f"PENDING set, MASKED clear, {kind}" + (f"; already so {age:.0f} s earlier" if still else
                                                       " (one sample: a guest mid-upcall can show this for "
                                                       "microseconds; confirm with --since)"),
+             ADVICE_UNSEEN_2L if two else
              "An event that will never be delivered: Xen set PENDING but did not queue it (a lost link), so "
              "nothing wakes the guest for it; raising it again (a notify, or mask+unmask) requeues it. Report the "
-             "Xen and guest kernel versions.")
+             "Xen and guest kernel versions.", vcpu=p.vcpu if two else None)
+
+
+ADVICE_UNSEEN_2L = (
+    "An event the guest will not look for: Linux's 2-level upcall runs only while evtchn_upcall_pending is set "
+    "and scans only the words its evtchn_pending_sel names; Xen sets both when it raises an unmasked port, so "
+    "a clear one is a lost write. The port waits until another event in the same word reaches that vCPU; "
+    "mask+unmask (EVTCHNOP_unmask raises it again) delivers it. Report the Xen and guest kernel versions.")
+
+
+def _unseen(dom, p) -> str:
+    """2-level: why a pending, unmasked port is not where the guest's upcall will look, or ""."""
+    if p.selector is False:
+        on = f" on vCPU {p.vcpu}" if p.vcpu is not None else ""
+        return f"the selector bit of its word ({p.port // 64}) is clear{on}"
+    v = dom.vcpus.get(p.vcpu) if p.selector and p.vcpu is not None else None
+    if v is not None and v.upcall_pending is False:
+        return f"vCPU {p.vcpu}'s evtchn_upcall_pending is clear (its selector bit {p.port // 64} is set)"
+    return ""
+
+
+def _selector_idle(rep, dom):
+    """2-level: a selector bit with no pending, unmasked port of this vCPU under it costs the next upcall one
+    word's scan and nothing else (Xen leaves it when the port is masked or cleared before the upcall)."""
+    if dom.abi != "2-level":
+        return
+    live: dict[int, set[int]] = {}  # word -> vCPUs with a pending, unmasked port there (-1: a port's vCPU unknown)
+    for p in dom.ports.values():
+        if p.pending and p.masked is False and p.state not in ("closed", "reserved"):
+            live.setdefault(p.port // 64, set()).add(-1 if p.vcpu is None else p.vcpu)
+    for v in sorted(dom.vcpus.values(), key=lambda x: x.vcpu):
+        idle = [w for w in v.selector_words or [] if not live.get(w, set()) & {v.vcpu, -1}]
+        if idle:
+            words = ", ".join(map(str, idle))
+            _add(rep, "info", "selector-without-pending", dom, [],
+                 f"vCPU {v.vcpu}: selector bit(s) {words} set with no pending, unmasked port of this vCPU under "
+                 "them", f"evtchn_pending_sel words {words}; ports {idle[0] * 64}..{idle[0] * 64 + 63}"
+                 f"{' and the other words' if len(idle) > 1 else ''}: none pending and unmasked on vCPU {v.vcpu}",
+                 "Harmless: the next upcall scans those words and finds nothing. Xen leaves a selector bit set when "
+                 "the port under it was masked or its event cleared before the guest's upcall ran.", vcpu=v.vcpu)
 
 
 def _one_sample(queues: _Queues, before: _Queues | None, port: int, age) -> tuple[str, str]:
@@ -434,20 +482,29 @@ def _limit(rep, dom):
     # Xen's get_free_port() skips a freed port while its event is still LINKED: it is not free yet
     busy = sum(1 for p in dom.ports.values() if p.state in ("closed", "unknown") and p.linked)
     used += busy
-    if dom.max_ports is not None:
+    two = dom.abi == "2-level"
+    if dom.max_ports is not None and (not two or dom.max_ports < abi.EVTCHN_2L_NR_CHANNELS):
         limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}"
+    elif two:
+        # the bitmaps' size bounds a 64-bit guest on 2-level whatever max_event_channels says
+        limit = abi.EVTCHN_2L_NR_CHANNELS - 1
+        said = (f"of the 2-level ABI's {abi.EVTCHN_2L_NR_CHANNELS} ports for a 64-bit guest (port 0 is never "
+                "used)")
     else:
         limit = abi.EVTCHN_FIFO_MAX_PORT if dom.domain == 0 else abi.LIBXL_DEFAULT_EVENT_CHANNELS
         said = f"assuming Xen's default limit of {limit} (max_event_channels)"
+    more = (" On the 2-level ABI no setting gives more than 4096 ports: a guest that needs more must use FIFO "
+            "(Linux does when Xen offers it, unless booted with xen.fifo_events=0).") if two else ""
     if used >= limit:
         _add(rep, "error", "ports-exhausted", dom, [], f"domain {dom.domain} has no free event channel",
              f"{used} ports in use{_busy_note(busy)}, {said}",
              "Every new bind in this domain fails (ENOSPC): raise max_event_channels in the domain's config, or "
-             "find who leaks ports (the list shows them).")
+             "find who leaks ports (the list shows them)." + more)
     elif used >= 0.9 * limit:
         _add(rep, "warning", "ports-near-limit", dom, [], f"domain {dom.domain} is near its event-channel limit",
              f"{used} ports in use{_busy_note(busy)}, {said}",
-             "New devices or vCPUs will soon fail to bind (ENOSPC): raise max_event_channels or look for a leak.")
+             "New devices or vCPUs will soon fail to bind (ENOSPC): raise max_event_channels or look for a leak."
+             + more)
 
 
 def _busy_note(busy: int) -> str:

@@ -62,6 +62,10 @@ class VcpuFacts:
     # dump --self); None for frames read from outside the guest, where a queue being consumed looks idle
     guest_ready: int | None = None
     guest_heads: list[int] | None = None
+    # 2-level: the vCPU's vcpu_info, where read (evtchn_pending_sel as the words whose bit is set)
+    upcall_pending: bool | None = None
+    upcall_mask: bool | None = None
+    selector_words: list[int] | None = None
 
     @property
     def guest_known(self) -> bool:

@@ -4,7 +4,8 @@ Each module is one source: ``live`` (the backend's own view: the simulator's
 state file, or this kernel on Xen), ``frames`` (frames mapped through
 privcmd), ``kcore`` (this kernel, via /proc/kallsyms and /proc/kcore),
 ``rawfile`` (a saved raw dump).  ``linux`` knows where a Linux guest keeps its
-FIFO state, for any source that reads kernel memory.  ``open_sources`` is the
+FIFO or 2-level state, for any source that reads kernel memory.  Every source
+gives one image (``image()``), of the ABI the domain is on.  ``open_sources`` is the
 one place that picks a source from what the user asked for; dump, doctor and
 the nested runner's domU check all come through it, so a new source (another
 domain's kernel memory from dom0, an ``xl dump-core`` file) is a new module
@@ -16,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base import FifoImage, MemorySource, MemoryUnavailable
+from .base import EventImage, FifoImage, MemorySource, MemoryUnavailable
 from .frames import FramesSource
 from .kcore import CPUS_POSSIBLE, KALLSYMS, KCORE, KcoreSource
 from .live import LiveSource
 from .rawfile import RawFileSource
 
-__all__ = ["Ask", "FifoImage", "FramesSource", "KcoreSource", "LiveSource", "MemorySource", "MemoryUnavailable",
-           "RawFileSource", "open_source", "open_sources"]
+__all__ = ["Ask", "EventImage", "FifoImage", "FramesSource", "KcoreSource", "LiveSource", "MemorySource",
+           "MemoryUnavailable", "RawFileSource", "open_source", "open_sources"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Ask:
     self_kernel: bool = False
     gfns: tuple[int, ...] = ()
     controls: tuple[tuple[int, int], ...] = ()  # (frame, offset) of each vCPU's control block, in vCPU order
+    shared_info: int | str | None = None  # 2-level frames: the shared_info frame, or "auto" (the hypervisor's)
+    vcpu_infos: tuple[tuple[int, int], ...] = ()  # (frame, offset) of each vCPU's vcpu_info, in vCPU order
     kcore: str = KCORE
     kallsyms: str = KALLSYMS
     cpus_file: str = CPUS_POSSIBLE
@@ -50,8 +53,8 @@ def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
     if ask.self_kernel:
         return [KcoreSource(ask.kcore, ask.kallsyms, ask.cpus_file)]
     b = backend()
-    if ask.gfns:
-        return [FramesSource(b, ask.domain, ask.gfns, ask.controls)]
+    if ask.gfns or ask.shared_info is not None or ask.vcpu_infos:
+        return [FramesSource(b, ask.domain, ask.gfns, ask.controls, ask.shared_info, ask.vcpu_infos)]
     return [LiveSource(b, d) for d in (b.domains() if ask.all_domains else [ask.domain])]
 
 

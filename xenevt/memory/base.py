@@ -1,10 +1,13 @@
-"""The one interface every memory source offers, and the FIFO image it hands to dump and doctor.
+"""The one interface every memory source offers, and the image it hands to dump and doctor.
 
-A source is one domain's memory from one place.  It gives the FIFO image
-(the event-array pages, the control blocks and, where it knows them, Linux's
-local READY and heads), and the raw reads it can do: guest frames by number,
-a kernel symbol's bytes.  What a source cannot do raises MemoryUnavailable,
-so callers ask and report instead of checking which source they hold.
+A source is one domain's memory from one place.  It gives the image of the
+ABI the domain is on: FIFO (the event-array pages, the control blocks and,
+where it knows them, Linux's local READY and heads) or 2-level (shared_info's
+bitmaps, each vCPU's vcpu_info and, where it knows them, Linux's scan
+position and per-CPU port masks), in one DomainMemory whose ABI word says
+which; and the raw reads it can do: guest frames by number, a kernel
+symbol's bytes.  What a source cannot do raises MemoryUnavailable, so
+callers ask and report instead of checking which source they hold.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ class MemoryUnavailable(BackendUnavailable):
 
 
 @dataclass
-class FifoImage:
-    """One domain's FIFO memory as a source holds it, copied: decoding it later cannot disturb the source.
+class EventImage:
+    """One domain's event-channel memory as a source holds it, copied: decoding it later cannot disturb the
+    source.
 
-    ``mem`` is a DomainMemory: event-array pages, control blocks (None for a vCPU without one) and, if
-    ``guest_known``, Linux's local READY and heads (``cpu_queue``), which say a queue is being consumed."""
+    ``mem`` is a DomainMemory.  FIFO: event-array pages, control blocks (None for a vCPU without one) and,
+    if ``guest_known``, Linux's local READY and heads (``cpu_queue``), which say a queue is being consumed.
+    2-level: shared_info's bitmaps and vcpu_infos (``vcpu_known``: whose were read; None: all) and, if
+    ``guest_known``, Linux's scan position and which CPU each port is delivered on."""
 
     mem: DomainMemory
     domain: int
@@ -37,10 +43,21 @@ class FifoImage:
     max_ports: int | None = None  # the domain's event-channel limit, where the source knows it
     channel_table: bool = False   # mem's channel records are the hypervisor's table: a raw save keeps them
     saved_source: str | None = None  # what a raw dump's header records, where it says more than ``source``
+    vcpu_known: list[bool] | None = None  # 2-level: which vCPUs' vcpu_info the source read (None: all)
 
     def __post_init__(self) -> None:
         if self.saved_source is None:
             self.saved_source = self.source
+
+    @property
+    def abi(self) -> str:
+        """"FIFO" or "2-level"."""
+        from ..dump.model import abi_of
+
+        return abi_of(self.mem)
+
+
+FifoImage = EventImage  # the name from before 2-level images
 
 
 class MemorySource:
@@ -49,9 +66,13 @@ class MemorySource:
     kind = "this source"  # for messages: "a raw dump file", "this kernel", …
     domain: int
 
-    def fifo_image(self) -> FifoImage:
-        """The domain's FIFO memory: event-array pages, control blocks, Linux's local heads where known."""
-        raise MemoryUnavailable(f"{self.kind} holds no FIFO event array")
+    def image(self) -> EventImage:
+        """The domain's event-channel memory, of the ABI it is on."""
+        raise MemoryUnavailable(f"{self.kind} holds no event-channel memory")
+
+    def fifo_image(self) -> EventImage:
+        """The name callers used before 2-level images: the same image (its ``abi`` says which)."""
+        return self.image()
 
     def channels(self) -> dict[int, PortStatus] | None:
         """The hypervisor's channel table of the domain (open ports), where this source can tell; else None."""

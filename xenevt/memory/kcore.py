@@ -4,7 +4,7 @@ kallsyms gives the symbols' addresses (per-CPU symbols as offsets, see
 ``linux``), kcore is an ELF core of kernel memory whose PT_LOAD segments say
 where each address range lies in the file.  Everything is read, never
 written; pointers read from kernel memory are checked against the segments
-before they are followed.  Where Linux keeps the FIFO state is ``linux``'s
+before they are followed.  Where Linux keeps its FIFO or 2-level state is ``linux``'s
 business, so another kernel's memory (from dom0, from a dump-core file)
 reuses it with its own reader.
 """
@@ -16,10 +16,21 @@ import errno
 import os
 import struct
 
-from ..dump.frames import from_frames
+from ..dump.frames import from_frames, from_shared_info
 from ..errors import BackendUnavailable
-from .base import FifoImage, MemorySource
-from .linux import ABI_SYMBOLS, MAX_FIFO_CPUS, NEEDED, KernelReadError, check_symbols, read_fifo
+from .base import EventImage, MemorySource
+from .linux import (
+    ABI_SYMBOLS,
+    L2_NEEDED,
+    MAX_FIFO_CPUS,
+    NEEDED,
+    KernelReadError,
+    check_l2_symbols,
+    check_symbols,
+    read_2l,
+    read_fifo,
+    uses_2l,
+)
 
 KCORE = "/proc/kcore"
 KALLSYMS = "/proc/kallsyms"
@@ -69,7 +80,7 @@ def _is_decimal(text: str) -> bool:
     return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
 
 
-def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS) -> dict[str, int]:
+def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS + L2_NEEDED) -> dict[str, int]:
     want = set(names)
     found: dict[str, int] = {}
     try:
@@ -185,24 +196,39 @@ def read_cpus(path: str) -> list[int]:
 
 
 def read_self(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPUS_POSSIBLE):
-    """(DomainMemory, description) of this kernel's FIFO state; refuses the 2-level ABI."""
+    """(DomainMemory, description) of this kernel's event-channel state, FIFO or 2-level."""
+    mem, what, _ = read_self_image(kcore, kallsyms, cpus_file)
+    return mem, what
+
+
+def read_self_image(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPUS_POSSIBLE):
+    """(DomainMemory, description, which vCPUs' vcpu_info was read or None for FIFO) of this kernel."""
     syms = read_symbols(kallsyms)
-    check_symbols(syms, kallsyms)
+    if syms and all(a == 0 for a in syms.values()):
+        raise BackendUnavailable(f"{kallsyms} hides kernel addresses (kptr_restrict): run as root")
     cpus = read_cpus(cpus_file)
     try:
         with KernelMemory(kcore) as km:
+            if uses_2l(km, syms):
+                check_l2_symbols(syms, kallsyms)
+                shared, infos, scan, masks = read_2l(km, syms, cpus)
+                mem = from_shared_info(shared, infos, scan=scan, cpu_masks=masks)
+                read = sum(i is not None for i in infos)
+                return mem, (f"this kernel ({kcore}, 2-level ABI, {len(cpus)} CPU(s), {read} vcpu_info(s) "
+                             "read)"), [i is not None for i in infos]
+            check_symbols(syms, kallsyms)
             pages, cbs, heads = read_fifo(km, syms, cpus)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise BackendUnavailable(f"cannot read {kcore}: permission denied (run as root)") from None
         raise
     mem = from_frames(pages, cbs, heads)
-    return mem, f"this kernel ({kcore}, {len(pages)} event-array page(s), {len(cpus)} CPU(s))"
+    return mem, f"this kernel ({kcore}, {len(pages)} event-array page(s), {len(cpus)} CPU(s))", None
 
 
 class KcoreSource(MemorySource):
-    """This kernel's memory (dom0 or a domU, as root): its FIFO queues with Linux's local heads, and any
-    kernel symbol's bytes."""
+    """This kernel's memory (dom0 or a domU, as root): its FIFO queues with Linux's local heads, or its
+    2-level bitmaps with each CPU's vcpu_info and scan position; and any kernel symbol's bytes."""
 
     kind = "this kernel"
 
@@ -210,9 +236,9 @@ class KcoreSource(MemorySource):
         self.kcore, self.kallsyms, self.cpus_file = kcore, kallsyms, cpus_file
         self.domain = self_domid() or 0
 
-    def fifo_image(self) -> FifoImage:
-        mem, source = read_self(self.kcore, self.kallsyms, self.cpus_file)
-        return FifoImage(mem, self.domain, source, guest_known=True)
+    def image(self) -> EventImage:
+        mem, source, known = read_self_image(self.kcore, self.kallsyms, self.cpus_file)
+        return EventImage(mem, self.domain, source, guest_known=True, vcpu_known=known)
 
     def read_symbol(self, name: str, size: int, offset: int = 0) -> bytes:
         addr = read_symbols(self.kallsyms, (name,)).get(name)

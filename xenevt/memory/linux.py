@@ -1,10 +1,18 @@
-"""Where a Linux guest keeps its FIFO event-channel state, read through any kernel-memory reader.
+"""Where a Linux guest keeps its event-channel state, FIFO or 2-level, read through any kernel-memory reader.
 
 Linux (drivers/xen/events/events_fifo.c) keeps the event array as a static
 array of page pointers (``event_array``, ``event_array_pages``), one control
 block pointer per CPU (``cpu_control_block``) and per CPU the queue heads it
 is consuming from (``cpu_queue``); per-CPU symbols are offsets added to
-``__per_cpu_offset[cpu]``.  This module knows that layout and nothing about
+``__per_cpu_offset[cpu]``.  On 2-level (events_2l.c; the same in 6.1 and
+6.12) it reaches Xen's shared_info through ``HYPERVISOR_shared_info``, each
+CPU's vcpu_info through the per-CPU pointer ``xen_vcpu`` (arch/x86/xen/
+enlighten.c: shared_info's slot at first, the registered per-CPU copy once
+VCPUOP_register_vcpu_info succeeded), and keeps per CPU the ports it delivers
+there (``cpu_evtchn_mask``) and where its upcall scan resumes
+(``current_word_idx``, ``current_bit_idx``).  Which ABI is in use:
+``evtchn_ops`` points at ``evtchn_ops_2l`` or ``evtchn_ops_fifo``.  This
+module knows that layout and nothing about
 where the memory comes from: this kernel's /proc/kcore today, another
 domain's memory mapped from dom0 or an ``xl dump-core`` file next, each
 giving a reader with ``read``/``u32``/``u64``/``mapped`` over kernel virtual
@@ -21,6 +29,10 @@ from ..errors import BackendUnavailable, XenevtError
 
 NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
 ABI_SYMBOLS = ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")
+L2_NEEDED = ("HYPERVISOR_shared_info", "xen_vcpu", "cpu_evtchn_mask", "current_word_idx", "current_bit_idx",
+             "__per_cpu_offset")
+VCPU_INFO_SIZE = 64  # struct vcpu_info, x86_64
+CPU_MASK_SIZE = 512  # cpu_evtchn_mask: EVTCHN_2L_NR_CHANNELS bits
 MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
 
 
@@ -48,6 +60,47 @@ def check_symbols(syms: dict[str, int], where: str) -> None:
                               f"{where}; is it a Xen guest kernel?)")
     if all(syms[n] == 0 for n in NEEDED):
         raise BackendUnavailable(f"{where} hides kernel addresses (kptr_restrict): run as root")
+
+
+def uses_2l(km: KernelReader, syms: dict[str, int]) -> bool:
+    """Whether ``evtchn_ops`` points at ``evtchn_ops_2l`` (Xen older than 4.4, or xen.fifo_events=0); a
+    kernel whose symbols do not say is taken as FIFO, which its own checks then confirm or refuse."""
+    if "evtchn_ops" in syms and "evtchn_ops_2l" in syms:
+        return km.u64(syms["evtchn_ops"], "evtchn_ops") == syms["evtchn_ops_2l"]
+    return False
+
+
+def check_l2_symbols(syms: dict[str, int], where: str) -> None:
+    missing = [n for n in L2_NEEDED if n not in syms]
+    if missing:
+        raise KernelReadError(f"this kernel uses the 2-level ABI but {', '.join(missing)} not in {where}: cannot "
+                              "find its shared_info and vcpu_info")
+
+
+def read_2l(km: KernelReader, syms: dict[str, int], cpus: list[int]):
+    """(shared_info page, vcpu_info per CPU or None, (word, bit) scan position per CPU, cpu_evtchn_mask per
+    CPU or None) of a 2-level kernel.  A CPU that is not possible, or whose xen_vcpu is NULL or unreadable,
+    has no vcpu_info (None)."""
+    ptr = km.u64(syms["HYPERVISOR_shared_info"], "HYPERVISOR_shared_info")
+    shared = km.read(ptr, abi.PAGE_SIZE, "the shared_info page (HYPERVISOR_shared_info)")
+    infos: list[bytes | None] = []
+    scan: list[tuple[int, int]] = []
+    masks: list[bytes | None] = []
+    possible = set(cpus)
+    for cpu in range(max(cpus) + 1):
+        if cpu not in possible:
+            infos.append(None)
+            scan.append((0, 0))
+            masks.append(None)
+            continue
+        off = km.u64(syms["__per_cpu_offset"] + 8 * cpu, f"__per_cpu_offset[{cpu}]")
+        vp = km.u64(syms["xen_vcpu"] + off, f"xen_vcpu of CPU {cpu}")
+        infos.append(km.read(vp, VCPU_INFO_SIZE, f"vcpu_info of CPU {cpu}")
+                     if vp and km.mapped(vp, VCPU_INFO_SIZE) else None)
+        scan.append((km.u32(syms["current_word_idx"] + off, f"current_word_idx of CPU {cpu}"),
+                     km.u32(syms["current_bit_idx"] + off, f"current_bit_idx of CPU {cpu}")))
+        masks.append(km.read(syms["cpu_evtchn_mask"] + off, CPU_MASK_SIZE, f"cpu_evtchn_mask of CPU {cpu}"))
+    return shared, infos, scan, masks
 
 
 def read_fifo(km: KernelReader, syms: dict[str, int], cpus: list[int]):

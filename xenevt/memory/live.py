@@ -1,6 +1,8 @@
 """The memory source "the backend's own view": the simulator's live state file (or, on Xen, this kernel's).
 
-The backend says where a domain's FIFO pages are (``fifo_memory``) and maps
+The backend says where a domain's event-channel memory is (``fifo_memory``:
+the simulator's image holds both ABIs' sections, its ABI word says which is
+in use) and maps
 its frames (``map_frames``); this source copies them once, so a dump is of
 one moment.  The backend is handed in, never imported: the memory layer does
 not choose backends.
@@ -8,8 +10,10 @@ not choose backends.
 
 from __future__ import annotations
 
+from .. import abi
+from ..dump.model import abi_of
 from ..engine import DomainMemory
-from .base import FifoImage, MemorySource
+from .base import EventImage, MemorySource
 
 
 class LiveSource(MemorySource):
@@ -17,13 +21,15 @@ class LiveSource(MemorySource):
         self.backend, self.domain = backend, domain
         self.kind = f"the {backend.name} backend"
 
-    def fifo_image(self) -> FifoImage:
+    def image(self) -> EventImage:
         mem = DomainMemory(bytearray(self.backend.fifo_memory(self.domain).snapshot()))
         name = self.backend.name
         # the simulator's memory carries the hypervisor's channel table, its size the domain's limit (on Xen,
-        # this kernel's array has no table and its size is no limit: shown as dump always has)
-        return FifoImage(mem, self.domain, name, guest_known=True, max_ports=mem.nr_chans, channel_table=True,
-                         saved_source=f"{name} domain {self.domain}")
+        # this kernel's array has no table and its size is no limit: shown as dump always has); on 2-level
+        # Xen's limit is the bitmaps' 4096 ports
+        limit = mem.nr_chans if abi_of(mem) == "FIFO" else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
+        return EventImage(mem, self.domain, name, guest_known=True, max_ports=limit, channel_table=True,
+                          saved_source=f"{name} domain {self.domain}")
 
     def channels(self):
         return self.backend.channels(self.domain)

@@ -24,6 +24,7 @@ import struct
 import time
 
 from ... import abi
+from ...dump.model import abi_of
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
 from ...memory.kcore import read_self, self_domid
 from ...ports import NotifyResult, PortStatus, word_flag_dict
@@ -32,6 +33,9 @@ from . import libs
 from .libs import check, reason
 
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
+# xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
+DOMINFO_SHARED_INFO_FRAME = 48  # uint64_aligned_t shared_info_frame: the GMFN of the domain's shared_info
+DOMINFO_MAX_VCPU_ID = 68        # uint32_t max_vcpu_id (XEN_INVALID_MAX_VCPU_ID: no vCPU)
 
 
 class XenBackend:
@@ -123,6 +127,20 @@ class XenBackend:
             out.append(domid)
             first = domid + 1
         return out
+
+    def shared_info_frame(self, domain: int) -> tuple[int, int | None]:
+        """(the frame of ``domain``'s shared_info, its vCPU count): XEN_DOMCTL_getdomaininfo, what a privcmd
+        mapping of its 2-level bitmaps needs (xenctx maps the same frame)."""
+        ctrl, xc = self._ctrl()
+        buf = libs.ffi.new("char[]", DOMINFO_SIZE)
+        n = check(ctrl.xc_domain_getinfolist(xc, domain, 1, buf), "get the domain info of", domain)
+        raw = libs.ffi.buffer(buf, DOMINFO_SIZE)
+        (domid,) = struct.unpack_from("<H", raw)
+        if n < 1 or domid != domain:
+            raise channel_error("get the domain info of", errno.ESRCH, reason(errno.ESRCH), domain=domain)
+        (frame,) = struct.unpack_from("<Q", raw, DOMINFO_SHARED_INFO_FRAME)
+        (max_id,) = struct.unpack_from("<I", raw, DOMINFO_MAX_VCPU_ID)
+        return frame, None if max_id == 0xFFFFFFFF or max_id > 255 else max_id + 1
 
     def bind_unbound(self, domain: int, remote_domain: int) -> int:
         call = f"allocate an unbound port (for domain {remote_domain}) in"  # ESRCH may be about either domain
@@ -245,7 +263,7 @@ class XenBackend:
         return st
 
     def _own_words(self, domain: int):
-        """This kernel's event array, where it is readable (root, FIFO ABI): None otherwise."""
+        """This kernel's event memory, where it is readable (root): None otherwise."""
         if not self._mine(domain):
             return None
         try:
@@ -255,8 +273,14 @@ class XenBackend:
 
     def _annotate(self, domain: int, statuses: list[PortStatus]) -> list[PortStatus]:
         mem = self._own_words(domain)
+        two = mem is not None and abi_of(mem) == "2-level"
         for st in statuses if mem is not None else []:
-            word = mem.word(st.port)
+            if two:  # the port's pending and mask bits in a word's PENDING and MASKED places, as 'e' reads them
+                word = None if st.port >= abi.EVTCHN_2L_NR_CHANNELS else (
+                    (abi.WORD_PENDING if mem.l2_bit("pending", st.port) else 0)
+                    | (abi.WORD_MASKED if mem.l2_bit("mask", st.port) else 0))
+            else:
+                word = mem.word(st.port)
             if word is not None:
                 st.word, st.flags = word, word_flag_dict(word)
         return statuses
@@ -341,7 +365,8 @@ class XenBackend:
             fm.xenforeignmemory_close(h)
 
     def fifo_memory(self, domain: int):
-        """This kernel's own FIFO memory (kcore); another domain's frames are known only to that domain."""
+        """This kernel's own event memory, FIFO or 2-level (kcore); another domain's frames are known only to
+        that domain (its shared_info: `xenevt dump --shared-info auto`)."""
         if self._mine(domain):
             return read_self()[0]
         raise BackendUnavailable(f"reading domain {domain}'s event array needs its frames: use `xenevt dump "
