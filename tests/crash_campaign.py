@@ -2,7 +2,8 @@
 SIGKILLed at random instants; after each round the next open must leave the file consistent (``sim check``).
 
 Each round forks ``workers`` processes (bind unbound/interdomain/IPI/VIRQ, close, notify, reset, mask, unmask,
-set-priority, bind-vcpu, consume) on a small host, so ports are reused all the time; after a random delay each is
+set-priority, bind-vcpu, consume) on a small host whose kernels chose both ABIs (by default dom0 and dom2 FIFO,
+dom1 2-level: interdomain channels cross them), so ports are reused all the time; after a random delay each is
 killed with SIGKILL.  In half the rounds ``XENEVT_SIM_CRASH_SLEEP`` makes every step of an update sleep a little,
 so kills land inside updates more often.  Then a writable open recovers (its ``recovered`` lines say whether a
 kill landed inside an update), and ``check_host`` reads the file as it is: any line is an inconsistency (the file
@@ -27,6 +28,7 @@ from xenevt.sim.check import check_host
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
 
 DOMAINS, VCPUS = 3, 2
+ABIS = ("fifo", "2l", "fifo")  # the ABI each domain's kernel chooses
 
 
 def _worker(state: str, seed: int, crash_sleep: float) -> None:
@@ -76,13 +78,15 @@ def _worker(state: str, seed: int, crash_sleep: float) -> None:
 
 
 def run(kills: int, workers: int = 2, seed: int = 1, keep: str | None = None, quiet: bool = False,
-        recover: bool = True) -> dict:
+        recover: bool = True, abis: tuple[str, ...] = ABIS) -> dict:
     """Run until ``kills`` SIGKILLs have hit live workers; returns the figures.  ``recover=False`` is the control
-    run: the next open finishes nothing, so what check then finds is what recovery is for."""
+    run: the next open finishes nothing, so what check then finds is what recovery is for.  ``abis``: the ABI
+    each domain's kernel chooses."""
     rng = random.Random(seed)
     base = tempfile.mkdtemp(prefix="xenevt-kill-")
     state = os.path.join(base, "host")
-    create_host(state, nr_domains=DOMAINS, nr_vcpus=VCPUS, max_ports_dom0=64, max_ports_domu=48)
+    create_host(state, nr_domains=DOMAINS, nr_vcpus=VCPUS, max_ports_dom0=64, max_ports_domu=48,
+                abis=dict(enumerate(abis)))
     figures = {"kills": 0, "rounds": 0, "inside_update": 0, "intents_redone": 0, "raises_finished": 0,
                "consumers_cleared": 0, "inconsistent": 0, "lines": []}
     start = time.monotonic()
@@ -138,12 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", help="copy each inconsistent state file into this folder")
     ap.add_argument("--no-recover", action="store_true", help="control run: the next open recovers nothing")
+    ap.add_argument("--abis", default=",".join(ABIS),
+                    help=f"the ABI of each of the {DOMAINS} domains' kernels, fifo or 2l, comma-separated "
+                         "(default: %(default)s)")
     a = ap.parse_args(argv)
-    f = run(a.kills, a.workers, a.seed, a.keep, recover=not a.no_recover)
+    abis = tuple(a.abis.split(","))
+    if len(abis) != DOMAINS or set(abis) - {"fifo", "2l"}:
+        ap.error(f"--abis {a.abis!r}: give {DOMAINS} of fifo or 2l, comma-separated")
+    f = run(a.kills, a.workers, a.seed, a.keep, recover=not a.no_recover, abis=abis)
     for line in f["lines"][:50]:
         print(line)
-    print(f"kill campaign: {f['kills']} kills in {f['rounds']} rounds, {f['inside_update']} rounds left an update to "
-          f"finish ({f['intents_redone']} intent records redone, {f['raises_finished']} raises finished, "
+    print(f"kill campaign ({a.abis}): {f['kills']} kills in {f['rounds']} rounds, {f['inside_update']} rounds left "
+          f"an update to finish ({f['intents_redone']} intent records redone, {f['raises_finished']} raises finished, "
           f"{f['consumers_cleared']} killed consumers cleared), {f['inconsistent']} inconsistent files after the "
           f"next open, {f['seconds']} s")
     return 1 if f["inconsistent"] else 0

@@ -52,15 +52,21 @@ def test_soname_is_libxenevtchn_so_1(libpath):
     assert "Library soname: [libxenevtchn.so.1]" in out.stdout
 
 
-def test_unmodified_program_ping_pongs_on_the_simulator(pingpong, libpath, tmp_path):
-    create_host(str(tmp_path))
+@pytest.mark.parametrize("kernel", ["fifo", "2l"])
+def test_unmodified_program_ping_pongs_on_the_simulator(pingpong, libpath, tmp_path, kernel):
+    """On a FIFO kernel and on a 2-level one (xen.fifo_events=0): the program cannot tell."""
+    create_host(str(tmp_path), abi=kernel)
     r = run(pingpong, libpath, str(tmp_path), "500")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "pingpong: 500 round trips on ports 1 <-> 2"
-    # the program's ports were unbound when it finished: nothing left open, nothing queued
+    # the program's ports were unbound when it finished: nothing left open, nothing queued or pending
     with SimHost(str(tmp_path)) as h:
+        dom = h.domain(0, "t")
         assert h.list_ports(0, 0) == []
-        assert h.domain(0, "t").engine.walk()[1] == []
+        if kernel == "fifo":
+            assert dom.engine.walk()[1] == []
+        else:
+            assert not any(dom.mem.l2_pending()) and list(dom.mem.l2_mask()) == [(1 << 64) - 1] * 64
 
 
 def test_program_without_a_host_fails_with_enoent(pingpong, libpath, tmp_path):
@@ -71,8 +77,8 @@ def test_program_without_a_host_fails_with_enoent(pingpong, libpath, tmp_path):
 
 
 def test_program_acting_as_a_domu(pingpong, libpath, tmp_path):
-    """A domU may bind loopback channels in its own domain: the same program runs as dom1."""
-    create_host(str(tmp_path))
+    """A domU may bind loopback channels in its own domain: the same program runs as dom1 (a 2-level kernel)."""
+    create_host(str(tmp_path), abis={1: "2l"})
     r = run(pingpong, libpath, str(tmp_path), "50", "1", XENEVT_SIM_DOMAIN="1")
     assert r.returncode == 0, r.stderr
 

@@ -7,6 +7,7 @@ import os
 import click
 
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
+from ..sim.store import KERNEL_ABIS
 from .context import DOMAIN, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
@@ -14,6 +15,22 @@ from .inspect import render_info
 @click.group("sim")
 def sim():
     """The embedded simulated Xen host (state in one file under --state DIR)."""
+
+
+class DomainAbi(click.ParamType):
+    """``DOMAIN=ABI`` (``1=2l``): one domain's kernel's choice, with an error naming the bad part."""
+
+    name = "domain=abi"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        d, sep, a = str(value).partition("=")
+        if not sep:
+            self.fail(f"{value!r} is not DOMAIN=ABI (e.g. 1=2l)", param, ctx)
+        if a not in KERNEL_ABIS:
+            self.fail(f"ABI {a!r} of domain {d} is not one of {', '.join(KERNEL_ABIS)}", param, ctx)
+        return DOMAIN.convert(d, param, ctx), a
 
 
 @sim.command("init")
@@ -27,16 +44,27 @@ def sim():
 @click.option("--xen", type=click.Choice(list(XEN_VERSIONS)), default=DEFAULT_XEN, show_default=True,
               help="The Xen version whose rules to follow where versions differ (e.g. EVTCHNOP_status of a port "
                    "Xen itself consumes: EACCES on 4.17).")
+@click.option("--abi", "abi_name", type=click.Choice(list(KERNEL_ABIS)), default="fifo", show_default=True,
+              help="The event-channel ABI every guest kernel chooses at boot: fifo (a control block per vCPU and "
+                   "one event-array page) or 2l (every port masked, as Linux with xen.fifo_events=0).")
+@click.option("--domain-abi", "domain_abis", type=DomainAbi(), multiple=True, metavar="DOMAIN=ABI",
+              help="One domain's kernel chooses otherwise, e.g. 1=2l (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing host.")
 @json_option
 @pass_ctx
-def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, force):
-    """Create a fresh host: each guest has a control block per vCPU and one event-array page."""
-    path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen)
+def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force):
+    """Create a fresh host: each guest kernel sets up the ABI it chooses (--abi, --domain-abi)."""
+    abis = dict(domain_abis)
+    path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen, abi=abi_name,
+                       abis=abis)
     with SimHost(c.state, read_only=True) as host:
         info = host.info()
+    chosen = {abis.get(d, abi_name) for d in range(domains)}
+    names = {"fifo": "FIFO", "2l": "2-level"}
+    said = f"{names[chosen.pop()]} ABI" if len(chosen) == 1 else \
+        "ABIs " + ", ".join(f"domain {d} {names[abis.get(d, abi_name)]}" for d in range(domains))
     c.emit(info, f"created a simulated Xen {xen} host at {path}: {domains} domain(s) (dom0 privileged), "
-                 f"{vcpus} vCPU(s) each, FIFO ABI")
+                 f"{vcpus} vCPU(s) each, {said}")
 
 
 @sim.command("info")

@@ -15,7 +15,23 @@ port or vCPU queue, and the field):
   LINKED word no head reaches (a lost event), events no READY bit announces, a
   local head naming a word not linked in its queue, a chain whose last LINK
   points out of it, a tail that is not the chain's end, READY with nothing queued;
-* a consumer pid left by a consumer that is gone.
+* a consumer pid left by a consumer that is gone;
+* on a domain that is on the 2-level ABI (its FIFO words and queues do not
+  exist; while on FIFO its bitmaps are only what Xen left, so they are not
+  judged): a pending bit on a port Xen has no channel for (port 0, or at or
+  past ``valid_evtchns``); per vCPU with no live consumer, selector bits with
+  ``evtchn_upcall_pending`` clear (Xen sets the upcall with each selector bit
+  it sets, and Linux takes the selector only after clearing the upcall: only
+  an upcall or a raise cut short leaves it), an upcall flag that is neither 0
+  nor 1, and Linux's saved scan position past the bitmaps.
+
+A pending, unmasked 2-level port whose selector bit or upcall flag is clear is
+not reported: a guest mid-upcall shows it (the selector taken, the word not
+scanned yet), and so does a port moved to another vCPU while pending (Xen
+does not re-raise it; Linux re-raises it by unmasking).  Neither is a pending
+bit on a closed port: Xen's switch to FIFO keeps the bitmaps and a reset does
+not clear them, so a domain once on FIFO may show one.  A killed consumer's
+vCPU gets its selector bits rebuilt all the same (``repair_vcpu_l2``).
 
 A file ``statefile.check_file`` refuses is reported as its one line and cannot be repaired here.
 """
@@ -27,6 +43,7 @@ from dataclasses import dataclass, field
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_IPI, ECS_PIRQ, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
+from ..engine.layout import ABI_FIFO, L2_WORDS
 from ..errors import StateError
 from .statefile import KINDS, read_intent, read_raise
 
@@ -196,6 +213,97 @@ def repair_vcpu_queues(host, dom, vcpu: int) -> list[str]:
     return [f.repair() for f in _dedupe(queue_findings(host, dom, vcpu, linked_ports(dom.mem))) if f.repair]
 
 
+# --- 2-level -------------------------------------------------------------------------------------------------
+def _l2_active(dom, vcpu: int) -> list[int]:
+    """Ports Linux's scan on ``vcpu`` would deliver: pending, unmasked, bound to the vCPU (active_evtchns())."""
+    mem = dom.mem
+    limit = min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
+    with mem.l2_pending() as pv, mem.l2_mask() as mv:
+        cand = [(w, pv[w] & ~mv[w]) for w in range(L2_WORDS)]
+    out = []
+    for w, bits in cand:
+        while bits:
+            bit = (bits & -bits).bit_length() - 1
+            bits &= bits - 1
+            port = w * L2_WORDS + bit
+            if port < limit and mem.chan(port).notify_vcpu == vcpu:
+                out.append(port)
+    return out
+
+
+def repair_vcpu_l2(host, dom, vcpu: int) -> list[str]:
+    """Recovery's part on 2-level (a consumer or a raise cut short, guest.py's docstring): the saved scan position
+    back in range, each word holding a port the vCPU's scan would deliver announced in the selector again, and
+    the upcall flag set (with a kick) wherever a selector bit is; returns what was done."""
+    mem, done = dom.mem, []
+    with mem.l2_scan(vcpu) as scan:
+        if scan[0] >= L2_WORDS or scan[1] >= L2_WORDS:
+            done.append(f"reset the scan position (word {scan[0]}, bit {scan[1]}) to word 0, bit 0")
+            scan[0] = scan[1] = 0
+    at = mem.geometry.vcpu_info_offset(vcpu)
+    if mem.buffer[at] > 1:
+        done.append(f"set evtchn_upcall_pending {mem.buffer[at]:#x} to 1")
+        mem.buffer[at] = 1
+    sel = mem.vcpu_info(vcpu)[2]
+    words: dict[int, int] = {}  # word -> a port in it to announce again
+    for p in _l2_active(dom, vcpu):
+        if not sel >> (p // L2_WORDS) & 1:
+            words.setdefault(p // L2_WORDS, p)
+    for p in words.values():
+        host._l2_announce(dom, p)
+    if words:
+        done.append(f"announced selector word(s) {', '.join(map(str, sorted(words)))} again")
+    up, _, sel = mem.vcpu_info(vcpu)
+    if sel and not up:
+        mem.buffer[at] = 1
+        host._kick(dom, vcpu)
+        done.append("set evtchn_upcall_pending")
+    return [f"domain {dom.domid} vCPU {vcpu}: " + "; ".join(done)] if done else []
+
+
+def l2_vcpu_findings(host, dom, vcpu: int) -> list[Finding]:
+    """What no whole hypercall or upcall leaves in one vCPU's 2-level state (the module's docstring)."""
+    mem, out = dom.mem, []
+    where = f"domain {dom.domid} vCPU {vcpu}"
+    fix = _once(lambda: "; ".join(repair_vcpu_l2(host, dom, vcpu)) or f"{where}: nothing left to do")
+    up, _, sel = mem.vcpu_info(vcpu)
+    with mem.l2_scan(vcpu) as scan:
+        word, bit = scan[0], scan[1]
+    if word >= L2_WORDS or bit >= L2_WORDS:
+        out.append(Finding(where, "scan", f"Linux's saved scan position (word {word}, bit {bit}) is past the "
+                           f"{L2_WORDS}x{L2_WORDS} bitmaps", fix))
+    if up > 1:
+        out.append(Finding(where, "evtchn_upcall_pending", f"{up:#x}: Xen and Linux only ever store 0 or 1", fix))
+    elif sel and not up:
+        out.append(Finding(where, "evtchn_pending_sel", f"selector bits {sel:#x} but evtchn_upcall_pending is clear: "
+                           "the guest will not look (an upcall or a raise cut short)", fix))
+    return out
+
+
+def l2_domain_findings(dom) -> list[Finding]:
+    """Pending bits of ports Xen has no channel for (port 0; valid_evtchns and up): Xen never sets them."""
+    mem, out = dom.mem, []
+    valid = min(mem.valid_ports, abi.EVTCHN_2L_NR_CHANNELS)
+    with mem.l2_pending() as pv:
+        words = pv.tolist()
+    for w, bits in enumerate(words):
+        while bits:
+            bit = (bits & -bits).bit_length() - 1
+            bits &= bits - 1
+            port = w * L2_WORDS + bit
+            if port == 0 or port >= valid:
+                out.append(Finding(f"domain {dom.domid} port {port}", "pending", "PENDING in shared_info's bitmap, "
+                                   f"but Xen has no channel for the port (valid ports 1..{valid - 1})",
+                                   lambda port=port: _clear_l2_pending(dom, port)))
+    return out
+
+
+def _clear_l2_pending(dom, port: int) -> str:
+    with dom.mem.l2_pending() as pv:
+        pv[port // L2_WORDS] &= ~(1 << port % L2_WORDS)
+    return f"domain {dom.domid} port {port}: cleared its pending bit"
+
+
 def _dedupe(findings: list[Finding]) -> list[Finding]:
     seen, out = set(), []
     for f in findings:
@@ -229,7 +337,10 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
     except StateError as e:  # a record no Xen could hold: nothing else can be judged until it is whole again
         return out + [Finding("state file", "channel", str(e))], notes
     for dom in host.domains.values():
-        out += _record_findings(host, dom)
+        two_level = dom.mem.event_abi != ABI_FIFO
+        out += _record_findings(host, dom, two_level)
+        if two_level:
+            out += l2_domain_findings(dom)
         linked = linked_ports(dom.mem)
         for v in range(dom.mem.nr_vcpus):
             pid = dom.mem.consumer(v)
@@ -237,17 +348,18 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
                 notes.append(f"domain {dom.domid} vCPU {v}: queues not checked: a consumer (pid {pid}) is running")
                 continue
             if pid:
-                def clear(dom=dom, v=v, pid=pid) -> str:
+                def clear(dom=dom, v=v, pid=pid, two_level=two_level) -> str:
+                    mended = repair_vcpu_l2(host, dom, v) if two_level else []  # what it took (guest.py)
                     dom.mem.set_consumer(v, 0)
-                    return f"domain {dom.domid} vCPU {v}: cleared consumer pid {pid}"
+                    return "; ".join(mended + [f"domain {dom.domid} vCPU {v}: cleared consumer pid {pid}"])
 
                 out.append(Finding(f"domain {dom.domid} vCPU {v}", "consumer", f"names pid {pid}, which holds no "
                                    "consumer lock (a consumer that is gone)", clear))
-            out += queue_findings(host, dom, v, linked)
+            out += l2_vcpu_findings(host, dom, v) if two_level else queue_findings(host, dom, v, linked)
     return out, notes
 
 
-def _record_findings(host, dom) -> list[Finding]:
+def _record_findings(host, dom, two_level: bool) -> list[Finding]:
     mem, out = dom.mem, []
     states = mem.chan_states(0, mem.nr_chans)
     for port in range(1, mem.nr_chans):
@@ -268,10 +380,11 @@ def _record_findings(host, dom) -> list[Finding]:
             continue
         ch = mem.chan(port)
         word = mem.word(port)
-        if word is None:
+        # (on 2-level there are no event words: every port below 4096 has its bits, and Xen binds none past it)
+        if not two_level and word is None:
             out.append(Finding(where, "event_word", f"bound, but the event array has no word for it "
                                f"({mem.nr_ports} ports)", lambda port=port: _expand(host, dom, port)))
-        elif ch.flags & 1:
+        elif not two_level and ch.flags & 1:
             out.append(Finding(where, "flags", "DEFERRED though its event word exists (the event was never raised)",
                                lambda port=port: _undefer(host, dom, port)))
         if state == ECS_INTERDOMAIN:

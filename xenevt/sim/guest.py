@@ -1,8 +1,25 @@
 """The simulated guest kernel (Linux drivers/xen/events/): growing the array, mask and unmask, consuming.
 
+Each domain's kernel is on the ABI it chose at boot (FIFO, or 2-level as with
+``xen.fifo_events=0``; store.kernel_boot): consuming runs the FIFO engine's
+queue loop or the 2-level engine's upcall scan, with the same batches.
+
 One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock
 on the consumer lock file says which process it is, and a consumer killed
-mid-batch is noticed (its pid with no lock) and its vCPU's queues mended.
+mid-batch is noticed (its pid with no lock) and its vCPU mended: on FIFO its
+queues (check.repair_vcpu_queues); on 2-level the selector bits and upcall
+flag it took (check.repair_vcpu_l2).  What a killed 2-level consumer can
+leave, and why the rest needs nothing:
+
+* the upcall flag cleared and the selector not yet taken, or the selector
+  bits given back by a batch limit without the upcall set again: selector
+  bits with no upcall (the guest would not look) -- the upcall is set again;
+* the selector taken (xchg) and words not yet scanned: pending, unmasked
+  ports no selector bit announces -- each such word's bit is set again;
+* a pending bit cleared (acknowledged) for a port it then died holding: that
+  event went with the dead consumer, as a FIFO event it had unlinked does;
+* the saved scan position half written (word stored, bit not): both halves
+  are in range whatever the instant, so the next scan merely starts elsewhere.
 """
 
 from __future__ import annotations
@@ -67,8 +84,29 @@ class GuestKernel:
                 self._raise(dom, port, unmask=True)
 
     def mask(self, caller: int, domid: int, port: int) -> None:
-        dom = self._own_word(caller, domid, port, "mask")
+        self._guest_mask(self._own_word(caller, domid, port, "mask"), port)
+
+    @staticmethod
+    def _guest_mask(dom: SimDomain, port: int) -> None:
+        """The guest's mask on the ABI it is on (one atomic store: no hypercall on either)."""
         (dom.engine if dom.mem.event_abi == ABI_FIFO else dom.l2).guest_mask(port)
+
+    def _l2_announce(self, dom: SimDomain, port: int) -> bool:
+        """A pending, unmasked 2-level port gets its selector bit and the upcall again (and the vCPU a kick), as
+        Linux's own unmask of it does: what a raise or an upcall cut short by a kill may have left undone.
+        The selector bit is set by the engine's atomic unmask (Linux's evtchn_2l_unmask; a consumer may be
+        taking the selector meanwhile), the upcall by a store of 1 (what Xen's test-and-set leaves).  A mask
+        the guest sets on the port at that very instant is undone: the one race left, as on Linux.
+        Returns whether the port needed it."""
+        l2 = dom.l2
+        if l2.is_pending(port) != 1 or l2.is_masked(port) != 0:
+            return False
+        vcpu = dom.mem.chan(port).notify_vcpu
+        if l2.guest_unmask(port) < 0:
+            return False
+        dom.mem.buffer[dom.mem.geometry.vcpu_info_offset(vcpu)] = 1
+        self._kick(dom, vcpu)
+        return True
 
     def _own_word(self, caller: int, domid: int, port: int, call: str) -> SimDomain:
         """What the guest's own mask and unmask need: a writable host, its own bound port, and that port's word."""
@@ -84,17 +122,20 @@ class GuestKernel:
         return dom
 
     def _repair_vcpu(self, dom: SimDomain, vcpu: int, claimed: bool = False) -> list[str]:
-        """Mend the queues of a vCPU that no consumer is running on (``claimed``: the caller holds its consumer
-        lock and is not consuming yet); with a live consumer the chains move under us, so nothing is touched."""
+        """Mend the queues (FIFO) or the selector and upcall flag (2-level) of a vCPU that no consumer is running
+        on (``claimed``: the caller holds its consumer lock and is not consuming yet); with a live consumer they
+        move under us, so nothing is touched."""
         if not claimed and self._consumer_live(dom.domid, vcpu):
             return []
-        from .check import repair_vcpu_queues
+        from .check import repair_vcpu_l2, repair_vcpu_queues
 
+        if dom.mem.event_abi != ABI_FIFO:
+            return repair_vcpu_l2(self, dom, vcpu)
         return repair_vcpu_queues(self, dom, vcpu)
 
     def _recover_consumers(self) -> None:
         """A consumer killed mid-batch leaves its pid, and maybe local READY bits and heads that no longer
-        match the queues: mend the vCPU's queues and clear the pid."""
+        match the queues (FIFO) or a selector it took (2-level): mend the vCPU and clear the pid."""
         for dom in self.domains.values():
             for v in range(dom.mem.nr_vcpus):
                 pid = dom.mem.consumer(v)
@@ -166,21 +207,26 @@ class GuestKernel:
 
     def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
                 caller: int | None = None) -> list[int]:
-        """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives."""
+        """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives.
+
+        The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
+        between two batches."""
         call = "consume events of"
         dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
         deadline = None if timeout is None else time.monotonic() + timeout
         addr = self._upcall_addr(dom, vcpu)
         while True:
             seq = dom.mem.upcall_seq(vcpu)
-            ports, err = dom.engine.consume(vcpu, Consume.ACK, max_events)
+            fifo = dom.mem.event_abi == ABI_FIFO
+            ports, err = (dom.engine if fifo else dom.l2).consume(vcpu, Consume.ACK, max_events)
+            for port in ports:
+                self._count(domid, port, 1)
             if err[0] != 0:
-                raise engine_error(err[0], call, domid, err[1], vcpu, f" (vCPU {vcpu}, priority {err[3]})")
+                where = f" (vCPU {vcpu}, priority {err[3]})" if fifo else f" (vCPU {vcpu})"
+                raise engine_error(err[0], call, domid, err[1] if fifo else None, vcpu, where)
             if ports:
-                for port in ports:
-                    self._count(domid, port, 1)
                 return ports
-            if dom.mem.guest(vcpu)[0]:
+            if fifo and dom.mem.guest(vcpu)[0]:
                 continue  # local READY bits left: more to consume without sleeping
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

@@ -43,7 +43,7 @@ from .statefile import (
     K_RESET,
     RAISE,
 )
-from .store import SimDomain
+from .store import SimDomain, kernel_boot
 
 ECS_FREE_BYTE = bytes([ECS_FREE])
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
@@ -210,7 +210,7 @@ class Hypercalls:
                                 self._image(Chan(state=ECS_UNBOUND, priority=rch.priority, flags=rch.flags,
                                                  notify_vcpu=rch.notify_vcpu, remote_dom=dom.domid))))
         out.append((K_CLOSE_WORD, dom.domid, port, b""))
-        out.append((K_CHAN, dom.domid, port, self._image(Chan())))
+        out.append((K_CHAN, dom.domid, port, self._image(Chan(flags=ch.flags & CHAN_DEFERRED))))  # (sticky)
         out.append(self._frees_entry(dom))
         return out
 
@@ -232,9 +232,10 @@ class Hypercalls:
         for port in range(1, mem.nr_chans):
             ch = mem.chan(port)
             if ch.state == ECS_FREE:
-                if (ch.priority, ch.flags, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
-                        (clean.priority, 0, 0, 0, 0, 0):
-                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu))
+                if (ch.priority, ch.flags & ~CHAN_DEFERRED, ch.notify_vcpu, ch.remote_dom, ch.aux,
+                        ch.remote_port) != (clean.priority, 0, 0, 0, 0, 0):
+                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu,
+                                            flags=ch.flags & CHAN_DEFERRED))
                 word = mem.word(port)
                 if word is not None and word & abi.WORD_PENDING:
                     dom.engine.clear_pending(port)
@@ -245,19 +246,14 @@ class Hypercalls:
         (shared_info's bitmaps were never touched while on FIFO: they keep what they held).
 
         A simulated Linux guest then sets its event channels up again, as the kernel that follows a reset
-        (kexec, a soft reset) does at boot: a control block per vCPU, one MASKED array page.  Only a bare
-        domain (a test guest's raw view) stays on 2-level.  Both steps may run again after a kill."""
+        (kexec, a soft reset) does at boot, on the ABI its kernel chose (store.kernel_boot): FIFO, a control
+        block per vCPU and one MASKED array page; 2-level, every port masked.  A bare domain (a test guest's
+        raw view) stays as Xen left it.  Both steps may run again after a kill."""
         mem = dom.mem
         if mem.event_abi == ABI_FIFO:
             mem.fifo_teardown()
         if not dom.bare:
-            for v in range(mem.nr_vcpus):
-                mem.register_control_block(v)
-                cb = mem.control_block(v)
-                for i in range(len(cb)):  # the new kernel's control block starts zeroed
-                    cb[i] = 0
-            mem.set_event_abi(ABI_FIFO)
-            mem.add_page()
+            kernel_boot(mem, dom.kernel_2l)
         dom.engine.refresh()
 
     def _get_free_port(self, dom: SimDomain, call: str) -> int:
@@ -291,6 +287,7 @@ class Hypercalls:
         priority), the remote end's record for an interdomain bind with the new port left pending (Xen: an
         event sent before the bind is not lost), and the guest enabling it."""
         port = self._get_free_port(dom, call)
+        chan.flags |= dom.mem.chan(port).flags & CHAN_DEFERRED  # Xen's evtchn->pending outlives the channel
         dom.mem.grow_valid(port)  # evtchn_allocate_port(): a new bucket of channels, kept even if the bind fails
         if not dom.bare and dom.mem.event_abi == ABI_FIFO:
             self._guest_setup(dom, port, caller)

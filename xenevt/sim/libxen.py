@@ -8,8 +8,9 @@ default dom0), as a program on that domain's kernel would:
   unbinding or closing the handle closes them;
 - the kernel's upcall handler runs as a thread per vCPU in this process once
   program asks for a handle's fd or its pending events: it consumes the
-  domain's FIFO queues (the engine's C loop) and routes each port to the
-  handle that owns it.  One process per simulated domain can receive (the
+  domain's events on the ABI its kernel chose (FIFO queues or the 2-level
+  bitmaps, the engines' C loops) and routes each port to the handle that
+  owns it.  One process per simulated domain can receive (the
   vCPU consumer lock says which; another gets EBUSY); a process that only
   binds and sends needs no kernel;
 - libxenctrl's event-channel calls and libxencall's EVTCHNOP_set_priority /
@@ -86,7 +87,7 @@ class SimLibraries:
                         self.dropped += 1
                         continue
                     dom = self.host.domain(self.domid, "deliver")
-                    dom.engine.guest_mask(port)  # the evtchn driver masks until userspace unmasks
+                    self.host._guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
                     try:
                         os.write(h.wfd, struct.pack("<I", port))
                     except BlockingIOError:

@@ -19,6 +19,15 @@ so nothing in it is trusted:
 
 A bad field is one line: ``state file PATH: offset 0x…: field F: why``.
 
+A domain table entry's ``flags``: ``DOM_PRIVILEGED`` (dom0), ``DOM_BARE`` (no
+simulated guest kernel: only hypercalls change its memory), ``DOM_PAUSED``
+(``xl pause``), ``DOM_KERNEL_2L`` (its simulated Linux kernel chose the 2-level
+ABI at boot, as ``xen.fifo_events=0`` makes Linux do: it never registers a
+control block, and after EVTCHNOP_reset it masks every port again instead of
+setting FIFO up; without it a kernel chooses FIFO).  A bare domain has no
+kernel, so ``DOM_BARE | DOM_KERNEL_2L`` is refused.  Files made before the bit
+existed read as FIFO kernels, as they were.
+
 The journal page (at the offset the header's u64 at byte 32 gives: the
 file's last page), a fixed layout that C code may
 write as well as Python (issue 15), all fields little-endian:
@@ -58,7 +67,8 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 * ``K_PAGE`` index=page: the array has page ``index`` (fill it MASKED and
   raise nr_pages if it has not yet), re-raise its deferred events;
 * ``K_RESET`` : close every open port of the domain (EVTCHNOP_reset) and put
-  it back on 2-level (a simulated Linux guest then sets FIFO up again);
+  it back on 2-level (a simulated Linux guest then sets up again the ABI its
+  kernel chose: ``DOM_KERNEL_2L`` above);
 * ``K_CONTROL`` index=vCPU, value=u32 offset: EVTCHNOP_init_control (the
   first control block switches the domain to FIFO: 2-level pending bits kept
   as deferred events, every port's priority the default).
@@ -87,7 +97,8 @@ MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
 DOM_PRIVILEGED = 1
 DOM_BARE = 2  # no simulated guest kernel: its memory changes only by hypercalls (a test guest's raw view)
 DOM_PAUSED = 4  # paused by the toolstack (``xl pause``): EVTCHNOP_reset may name it
-DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED
+DOM_KERNEL_2L = 8  # its simulated Linux kernel chose the 2-level ABI (xen.fifo_events=0), not FIFO
+DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L
 XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
 XEN_VERSIONS = {"4.17": 0x411, "4.20": 0x414}  # the versions whose differences the simulator follows
 DEFAULT_XEN = "4.20"
@@ -165,6 +176,9 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
             raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {abi.DOMID_FIRST_RESERVED:#x}")
         if flags & ~DOM_FLAGS:
             raise corrupt(path, at + 4, f"{field}.flags", f"unknown flags {flags:#x}")
+        if flags & DOM_BARE and flags & DOM_KERNEL_2L:
+            raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is bare (no kernel), "
+                          "yet names the ABI its kernel chose")
         if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
             raise corrupt(path, at + 8, f"{field}.offset",
                           f"domain {domid}'s image offset {offset:#x} is not a page boundary inside the file")

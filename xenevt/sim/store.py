@@ -22,15 +22,20 @@ from contextlib import contextmanager
 from .. import abi
 from ..abi import (
     ECS_RESERVED,
+    EVENT_WORDS_PER_PAGE,
+    EVTCHN_FIFO_NR_CHANNELS,
+    MAX_EVENT_ARRAY_PAGES,
+    PAGE_SIZE,
 )
 from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for, twolevel_for
-from ..engine.layout import ABI_FIFO, CHAN, FREES_WORD
+from ..engine.layout import ABI_2L, ABI_FIFO, CHAN, FREES_WORD, L2_WORDS
 from ..errors import StateError
 from ..ports import chan_is_open
 from .statefile import (
     DEFAULT_XEN,
     DOM_BARE,
     DOM_ENTRY,
+    DOM_KERNEL_2L,
     DOM_PAUSED,
     DOM_PRIVILEGED,
     DOM_TABLE,
@@ -82,30 +87,69 @@ def errtext(e: OSError) -> str:
     return e.strerror.lower() if e.strerror else str(e)
 
 
+KERNEL_ABIS = {"fifo": ABI_FIFO, "2l": ABI_2L}  # what a simulated Linux kernel may choose at boot (sim init --abi)
+
+
+def kernel_boot(mem: DomainMemory, two_level: bool) -> None:
+    """What a simulated Linux kernel does to its event channels at boot (and after EVTCHNOP_reset, as the kernel
+    that follows one does): FIFO, a zeroed control block per vCPU (EVTCHNOP_init_control) then one MASKED array
+    page; 2-level, no hypercall: it masks every port (xen_evtchn_mask_all(), all 4096) and its upcall scan
+    starts at word 0, bit 0.  Idempotent: a reset redone after a kill runs it again."""
+    if two_level:
+        with mem.l2_mask() as mask:
+            for i in range(L2_WORDS):
+                mask[i] = (1 << 64) - 1
+        for v in range(mem.nr_vcpus):
+            with mem.l2_scan(v) as scan:
+                scan[0] = scan[1] = 0
+        return
+    for v in range(mem.nr_vcpus):
+        mem.register_control_block(v)
+        with mem.control_block(v) as cb:
+            for i in range(len(cb)):
+                cb[i] = 0
+    mem.set_event_abi(ABI_FIFO)
+    mem.add_page()
+
+
 def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
                 max_ports_domu: int = 1024, force: bool = False, xen: str = DEFAULT_XEN,
-                bare: tuple[int, ...] = ()) -> str:
+                bare: tuple[int, ...] = (), abi: str = "fifo", abis: dict[int, str] | None = None) -> str:
     """Create a fresh host (dom0 + domUs) and return its state file's path.
 
-    Each guest boots as Linux does: a control block per vCPU, then the first
-    event-array page.  A ``bare`` domain has no guest kernel: it starts as
-    Xen creates every domain (2-level ABI, nothing masked) and changes only by
-    the hypercalls made for it.  ``xen`` is the Xen version whose rules are
-    followed where versions differ.  The file is built aside and renamed into
-    place, so an existing host is never left half-written.
+    Each guest boots as Linux does (``kernel_boot``), on the ABI its kernel
+    chooses: ``abi`` for every domain, ``abis`` per domain (``"fifo"`` or
+    ``"2l"``, as ``xen.fifo_events=0`` makes Linux choose).  A ``bare`` domain
+    has no guest kernel: it starts as Xen creates every domain (2-level ABI,
+    nothing masked) and changes only by the hypercalls made for it.  ``xen``
+    is the Xen version whose rules are followed where versions differ.  The
+    file is built aside and renamed into place, so an existing host is never
+    left half-written.
     """
     state_dir = state_dir or default_state_dir()
     if xen not in XEN_VERSIONS:
         raise StateError(f"Xen {xen} is not a version the simulator follows (choose from {', '.join(XEN_VERSIONS)})")
     if not 1 <= nr_domains <= MAX_DOMAINS:
         raise StateError(f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    abis = dict(abis or {})
+    kernels = {}
+    for domid, name in [(d, abi) for d in range(nr_domains)] + sorted(abis.items()):
+        if name not in KERNEL_ABIS:
+            raise StateError(f"event-channel ABI {name!r} of domain {domid} is not one a guest kernel chooses "
+                             f"({' or '.join(KERNEL_ABIS)})")
+        kernels[domid] = KERNEL_ABIS[name]
+    for domid, name in sorted(abis.items()):
+        if not 0 <= domid < nr_domains:
+            raise StateError(f"no domain {domid} to give the {name} ABI (the host has domains 0..{nr_domains - 1})")
+        if domid in bare:
+            raise StateError(f"domain {domid} is bare: it has no kernel to choose the {name} ABI")
     geos = []
     for domid in range(nr_domains):
         ports = max_ports_dom0 if domid == 0 else max_ports_domu
-        if not 2 <= ports <= abi.EVTCHN_FIFO_NR_CHANNELS:
-            raise StateError(f"port count {ports} out of range 2..{abi.EVTCHN_FIFO_NR_CHANNELS}")
+        if not 2 <= ports <= EVTCHN_FIFO_NR_CHANNELS:
+            raise StateError(f"port count {ports} out of range 2..{EVTCHN_FIFO_NR_CHANNELS}")
         # a bare domain's array may grow as far as Xen lets any guest's (128 pages), whatever its port limit
-        pages = abi.MAX_EVENT_ARRAY_PAGES if domid in bare else -(-ports // abi.EVENT_WORDS_PER_PAGE)
+        pages = MAX_EVENT_ARRAY_PAGES if domid in bare else -(-ports // EVENT_WORDS_PER_PAGE)
         geo = Geometry(nr_vcpus, pages, ports)
         try:
             geo.validate()
@@ -119,7 +163,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
     path = os.path.join(state_dir, FILE_NAME)
     if os.path.exists(path) and not force:
         raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
-    size = abi.PAGE_SIZE + sum(g.size for g in geos) + abi.PAGE_SIZE  # header page, images, journal page
+    size = PAGE_SIZE + sum(g.size for g in geos) + PAGE_SIZE  # header, images, journal
     try:
         fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
     except OSError as e:
@@ -128,19 +172,19 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         os.ftruncate(fd, size)
         with mmap.mmap(fd, size) as mm:
             HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
-            JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - abi.PAGE_SIZE)
+            JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - PAGE_SIZE)
             struct.pack_into("<I", mm, XEN_VERSION_FIELD, XEN_VERSIONS[xen])
-            offset = abi.PAGE_SIZE
+            offset = PAGE_SIZE
             for domid, geo in enumerate(geos):
-                flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0)
+                two_level = domid not in bare and kernels[domid] == ABI_2L
+                flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
+                    (DOM_KERNEL_2L if two_level else 0)
                 DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
                 mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
                 mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
-                if domid not in bare:  # Linux chooses FIFO at boot (EVTCHNOP_init_control) and adds a page
-                    for v in range(geo.nr_vcpus):
-                        mem.register_control_block(v)
-                    mem.set_event_abi(ABI_FIFO)
-                    mem.add_page()
+                if domid not in bare:
+                    kernel_boot(mem, two_level)
+                mem.release()
                 del mem
                 offset += geo.size
             mm.flush()
@@ -169,6 +213,7 @@ class SimDomain:
         self.domid = domid
         self.privileged = bool(flags & DOM_PRIVILEGED)
         self.bare = bool(flags & DOM_BARE)
+        self.kernel_2l = bool(flags & DOM_KERNEL_2L)  # its kernel chose 2-level: after a reset it stays there
         self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
         self.engine = engine_for(mem)
@@ -432,7 +477,11 @@ class HostFile:
             for v in sorted({ch.notify_vcpu, ch.last_vcpu}):
                 self._repair_vcpu(dom, v)
             self._jw[RAISE // 4] = 0
-            if chan_is_open(ch) and dom.mem.word(port) is not None:
+            if dom.mem.event_abi != ABI_FIFO:
+                if chan_is_open(ch) and port < abi.EVTCHN_2L_NR_CHANNELS:
+                    self._raise(dom, port)  # at least once: the pending bit may not have been set
+                    self._l2_announce(dom, port)  # ...or it was, and the selector bit or the upcall were not
+            elif chan_is_open(ch) and dom.mem.word(port) is not None:
                 self._raise(dom, port)  # at least once: the event may not have been linked
             self.recovered.append(f"finished a raise of port {port} of domain {domid}")
         if intent is not None:
