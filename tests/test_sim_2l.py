@@ -481,3 +481,12 @@ def test_cli_commands_on_a_2l_domain(state, capsys):
     with SimHost(state) as h:
         assert h.domains[1].mem.event_abi == ABI_2L and h.domains[0].mem.event_abi == ABI_FIFO
     assert cli(state, capsys, "sim", "check")[1] == "clean\n"
+
+
+def test_check_leaves_a_live_2l_consumers_vcpu_alone(state):
+    with SimHost(state) as h:
+        h.claim_vcpu(1, 0)
+        set_vinfo(h, 1, 0, sel=1, upcall=0)  # what a consumer mid-upcall shows
+        left, _, notes = check_host(state)
+        assert left == [] and notes == [
+            f"domain 1 vCPU 0: selector and upcall flag not checked: a consumer (pid {os.getpid()}) is running"]

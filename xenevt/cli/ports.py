@@ -59,7 +59,8 @@ def _simple(name: str, verb: str, doc: str, action):
 mask = _simple("mask", "masked", "Set MASKED on PORT: events stay pending, nothing is queued or delivered.",
                lambda b, d, p: b.mask(d, p))
 unmask = _simple("unmask", "unmasked", "Clear MASKED on PORT; if it is pending Xen links it and raises the upcall "
-                 "(EVTCHNOP_unmask).", lambda b, d, p: b.unmask(d, p))
+                 "(EVTCHNOP_unmask; on 2-level the guest sets the selector bit and the upcall itself).",
+                 lambda b, d, p: b.unmask(d, p))
 close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.",
                 lambda b, d, p: b.close(d, p))
 
@@ -71,7 +72,8 @@ close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain 
 @json_option
 @pass_ctx
 def set_priority(c: Ctx, port, priority, local_domain):
-    """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue."""
+    """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue.
+    A domain on the 2-level ABI has no priorities: Xen answers ENOSYS."""
     d = c.domain(local_domain)
     c.backend().set_priority(d, port, priority)
     c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")

@@ -9,7 +9,7 @@ from .context import COUNT, VCPU, Ctx, consume_events, domain_option, json_optio
 
 
 @click.command("wait")
-@click.option("--vcpu", type=VCPU, default=0, show_default=True, help="vCPU whose queues to consume.")
+@click.option("--vcpu", type=VCPU, default=0, show_default=True, help="vCPU whose events to consume.")
 @click.option("--count", "-n", type=COUNT, default=None, help="Stop after N events (fail if the timeout comes first).")
 @click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
               help="Stop after S seconds (default: run until Ctrl-C or --count).")
@@ -17,8 +17,9 @@ from .context import COUNT, VCPU, Ctx, consume_events, domain_option, json_optio
 @json_option
 @pass_ctx
 def wait(c: Ctx, vcpu, count, timeout, local_domain):
-    """Consume events as the guest's upcall handler does (highest priority first) and print
-    each delivered port, one per line.  Sleeps between events; one consumer per vCPU."""
+    """Consume events as the guest's upcall handler does (FIFO: highest priority first; 2-level:
+    Linux's round-robin scan of the bitmaps) and print each delivered port, one per line.
+    Sleeps between events; one consumer per vCPU."""
     d = c.domain(local_domain)
     got, stopped = consume_events(c, d, vcpu, count, timeout)
     if stopped:

@@ -345,7 +345,8 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
         for v in range(dom.mem.nr_vcpus):
             pid = dom.mem.consumer(v)
             if host.consumer_live(dom.domid, v):
-                notes.append(f"domain {dom.domid} vCPU {v}: queues not checked: a consumer (pid {pid}) is running")
+                what = "selector and upcall flag" if two_level else "queues"
+                notes.append(f"domain {dom.domid} vCPU {v}: {what} not checked: a consumer (pid {pid}) is running")
                 continue
             if pid:
                 def clear(dom=dom, v=v, pid=pid, two_level=two_level) -> str:
