@@ -86,13 +86,14 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
     if (!valid_tail(d, d->tails[q]) || !valid_tail(d, d->tails[old_q]))
         return XE_E_STATE;
 
+    /* Control block not registered: Xen drops the event before it touches
+     * the word (the guest may not unmask before registering, so nothing is
+     * lost that it could see; real Xen leaves PENDING clear: xen-ci). */
+    if (d->cb == NULL || d->cb[v] == NULL)
+        return XE_SP_NO_CONTROL;
+
     if (xe_test_and_set(word, XE_W_PENDING))
         result |= XE_SP_WAS_PENDING;
-
-    /* Control block not registered: Xen drops the event (the guest may not
-     * unmask before registering, so nothing is lost that it could see). */
-    if (d->cb == NULL || d->cb[v] == NULL)
-        return result | XE_SP_NO_CONTROL;
 
     if (xe_load(word) & XE_W_MASKED) {
         result |= XE_SP_MASKED;
@@ -151,7 +152,9 @@ int xe_hv_clear_pending(xe_domain *d, uint32_t port)
 
     if (port == 0 || port >= d->nr_chans)
         return XE_E_PORT;
-    d->chans[port].flags &= (uint8_t)~XE_CHAN_DEFERRED;
+    /* Only the word's PENDING: Xen never clears its struct evtchn's
+     * `pending` (our DEFERRED), so a later page covering the port raises it
+     * again, whatever was bound there since. */
     word = xe_word(d, port);
     if (word != NULL)
         xe_clear(word, XE_W_PENDING);
@@ -174,8 +177,7 @@ int xe_hv_page_added(xe_domain *d, uint32_t page_index)
         last = d->nr_chans;
     for (port = first ? first : 1; port < last; port++) {
         if (!(d->chans[port].flags & XE_CHAN_DEFERRED))
-            continue;
-        d->chans[port].flags &= (uint8_t)~XE_CHAN_DEFERRED;
+            continue;  /* (DEFERRED stays set: Xen never clears evtchn->pending) */
         rc = xe_hv_set_pending(d, port);
         if (rc < 0)
             return rc;

@@ -48,7 +48,9 @@ typedef struct xe_chan {
 } xe_chan;
 
 /* xe_chan.flags */
-#define XE_CHAN_DEFERRED 1    /* raised while its array page was missing */
+/* Xen's evtchn->pending, never cleared: raised with no array page (or 2-level
+ * pending at init_control); every later page covering the port raises it again */
+#define XE_CHAN_DEFERRED 1
 #define XE_CHAN_XEN 2         /* consumed by Xen itself (alloc_unbound_xen_event_channel); never raised here */
 
 /*

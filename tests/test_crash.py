@@ -235,11 +235,6 @@ def _stale_closed_record(h):
     _write_chan(h, 0, p, remote_dom=2, aux=5)
 
 
-def _deferred(h):
-    p = h.bind_ipi(0, 0)
-    _write_chan(h, 0, p, flags=1)
-
-
 def _no_word(h):
     _write_chan(h, 0, 1500, state=5, aux=1)  # a bound VIRQ past the array's one page
 
@@ -291,8 +286,6 @@ CHECK_CASES = {
                                                    "close clears it)"]),
     "closed record not clean": (_stale_closed_record, ["domain 0 port 1: channel: a closed port's record keeps "
                                                        "fields of its last binding (a close cut short)"]),
-    "deferred with a word": (_deferred, ["domain 0 port 1: flags: DEFERRED though its event word exists (the event "
-                                         "was never raised)"]),
     "bound without a word": (_no_word, ["domain 0 port 1500: event_word: bound, but the event array has no word "
                                         "for it (1024 ports)"]),
     "stale local head": (_local_head, ["domain 0 vCPU 0 queue 7: local_head: the guest's local head names port 1, "

@@ -520,10 +520,10 @@ def run_version(xen: str, args) -> tuple[bool, str]:
     skipped = sum(1 for s, _ in results if s == "SKIPPED")
     ok = failure is None and not failed and passed > 0 and facts.get("rc") == 0
     verdicts = list(facts["scenarios"].values())
-    known = sum(1 for s, n in results if s == "XFAIL" and "xen-real" in n)
+    known = sum(1 for s, n in results if s == "XFAIL" and ("xen-real" in n or "xen-guest" in n))
     scen = (f"{verdicts.count('identical')} scenarios identical, {verdicts.count('different')} different"
             f"{f', {known} known differences' if known else ''}; ") if verdicts or known else ""
-    line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {scen}{passed} passed, {len(failed)} failed, "
+    line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {scen}{passed} tests passed, {len(failed)} failed, "
             f"{skipped} skipped "
             f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")

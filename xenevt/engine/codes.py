@@ -89,5 +89,5 @@ class Walk(IntEnum):
     NO_CONTROL = 8
 
 
-CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED (csrc/xenevt_fifo_api.h): raised while its array page was missing
+CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED (csrc/xenevt_fifo_api.h): Xen's evtchn->pending, set and never cleared
 CHAN_XEN = 2  # XE_CHAN_XEN: a port Xen itself consumes (an ioreq server's, a vm_event ring's)

@@ -76,14 +76,14 @@ class ReferenceEngine:
             if t != 0 and self._word(t) is None:
                 return Err.STATE
 
+        cb = mem.control_block(v)
+        if cb is None:  # dropped before the word is touched
+            return SP.NO_CONTROL
         result = 0
         if w & abi.WORD_PENDING:
             result |= SP.WAS_PENDING
         w |= abi.WORD_PENDING
         self._set(port, w)
-        cb = mem.control_block(v)
-        if cb is None:
-            return result | SP.NO_CONTROL
 
         linked = True
         if w & abi.WORD_MASKED:
@@ -130,9 +130,7 @@ class ReferenceEngine:
     def clear_pending(self, port: int) -> int:
         if port == 0 or port >= self.mem.nr_chans:
             return Err.PORT
-        ch = self.mem.chan(port)
-        self.mem.update_chan(port, flags=ch.flags & ~CHAN_DEFERRED)
-        w = self._word(port)
+        w = self._word(port)  # (DEFERRED stays: Xen never clears evtchn->pending)
         if w is not None:
             self._set(port, w & ~abi.WORD_PENDING)
         return Err.OK
@@ -148,7 +146,6 @@ class ReferenceEngine:
             ch = mem.chan(port)
             if not ch.flags & CHAN_DEFERRED:
                 continue
-            mem.update_chan(port, flags=ch.flags & ~CHAN_DEFERRED)
             rc = self.set_pending(port)
             if rc < 0:
                 return rc

@@ -9,8 +9,9 @@ port or vCPU queue, and the field):
 
 * the journal: an intent record or a raise left by a process killed mid-update;
 * peers: an interdomain port whose other end does not point back;
-* records against words: a bound port without an event word, DEFERRED on a port
-  whose page exists, PENDING on a closed port, a closed record with stale fields;
+* records against words: a bound port without an event word, PENDING on a closed
+  port that no page re-raised, a closed record with stale fields (DEFERRED is
+  not one: it is Xen's evtchn->pending, which outlives the channel);
 * queues (per vCPU with no live consumer; a live one moves them under us): a
   LINKED word no head reaches (a lost event), events no READY bit announces, a
   local head naming a word not linked in its queue, a chain whose last LINK
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_IPI, ECS_PIRQ, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
-from ..engine.layout import ABI_FIFO, L2_WORDS
+from ..engine.layout import ABI_FIFO, CHAN_DEFERRED, L2_WORDS
 from ..errors import StateError
 from .statefile import KINDS, read_intent, read_raise
 
@@ -371,11 +372,13 @@ def _record_findings(host, dom, two_level: bool) -> list[Finding]:
                 continue
             ch = mem.chan(port)
             word = mem.word(port)
-            if (ch.priority, ch.flags, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
+            # (DEFERRED is Xen's evtchn->pending: it outlives the channel, and a page added later raises the
+            # port again, closed or not)
+            if (ch.priority, ch.flags & ~CHAN_DEFERRED, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
                     (abi.EVTCHN_FIFO_PRIORITY_DEFAULT, 0, 0, 0, 0, 0):
                 out.append(Finding(where, "channel", "a closed port's record keeps fields of its last binding "
                                    "(a close cut short)", lambda port=port: _clean_free(dom, port)))
-            elif word is not None and word & abi.WORD_PENDING:
+            elif word is not None and word & abi.WORD_PENDING and not ch.flags & CHAN_DEFERRED:
                 out.append(Finding(where, "word.pending", "PENDING on a closed port (Xen's close clears it)",
                                    lambda port=port: _clean_free(dom, port)))
             continue
@@ -385,9 +388,6 @@ def _record_findings(host, dom, two_level: bool) -> list[Finding]:
         if not two_level and word is None:
             out.append(Finding(where, "event_word", f"bound, but the event array has no word for it "
                                f"({mem.nr_ports} ports)", lambda port=port: _expand(host, dom, port)))
-        elif not two_level and ch.flags & 1:
-            out.append(Finding(where, "flags", "DEFERRED though its event word exists (the event was never raised)",
-                               lambda port=port: _undefer(host, dom, port)))
         if state == ECS_INTERDOMAIN:
             rdom = host.domains.get(ch.remote_dom)
             rch = rdom.mem.chan(ch.remote_port) if rdom is not None else None
@@ -417,11 +417,6 @@ def _clean_free(dom, port: int) -> str:
 def _expand(host, dom, port: int) -> str:
     host._guest_setup(dom, port, dom.domid)
     return f"domain {dom.domid} port {port}: grew the event array to {dom.mem.nr_pages} page(s)"
-
-
-def _undefer(host, dom, port: int) -> str:
-    dom.engine.page_added(port // abi.EVENT_WORDS_PER_PAGE)
-    return f"domain {dom.domid} port {port}: raised its deferred event"
 
 
 def _unbind(dom, port: int) -> str:
