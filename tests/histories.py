@@ -6,6 +6,13 @@ set-priority and bind-vcpu while events are queued, close, and binds that make
 the guest add event-array pages — drawn from a seed, so any failure replays.
 ``settle`` is the guest moving on: every port unmasked and every queue drained.
 
+The same on 2-level domains (``two_level``): two Linux guests booted on Xen's
+first ABI (every port masked, as xen.fifo_events=0 leaves them) and a bare
+domain (nothing masked, as Xen creates it), the same operations but
+set-priority (which 2-level has not), a vCPU
+move done as Linux does it (mask, EVTCHNOP_bind_vcpu, unmask, so the event
+is raised again on its new vCPU), and the guest's upcall scan as consume.
+
 ``inject`` then breaks such a history in one of the ways doctor knows, by
 writing the simulator's memory as a buggy guest, a lost write or a corrupted
 table would, and says which finding (rule, domain, port) must name it.
@@ -31,8 +38,8 @@ from xenevt import abi
 from xenevt.abi import ECS_FREE
 from xenevt.backend import select_backend
 from xenevt.dump import build_dump
-from xenevt.engine import DomainMemory
-from xenevt.engine.layout import CB_STATE_OFFSET
+from xenevt.engine import Consume, DomainMemory
+from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
@@ -46,17 +53,19 @@ REFUSALS = (errno.EINVAL, errno.ENOSPC, errno.EEXIST, errno.ENOENT, errno.EBUSY,
 
 
 # --- building a history --------------------------------------------------------------------------------------
-_template: bytes | None = None
+_templates: dict[bool, bytes] = {}
 
 
-def fresh_host(state_dir: str) -> None:
-    """A just-booted host in ``state_dir``: a copy of one made once per process (create_host costs ~30 ms)."""
-    global _template
-    if _template is None:
+def fresh_host(state_dir: str, two_level: bool = False) -> None:
+    """A just-booted host in ``state_dir``: a copy of one made once per process (create_host costs ~30 ms).
+    ``two_level``: Linux guests on 2-level (domains 0 and 1) and a bare domain (2), so on 2-level as Xen
+    creates it."""
+    if two_level not in _templates:
         with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as tdir:
-            create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True)
+            create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True,
+                        **({"abi": "2l", "bare": (DOMAINS - 1,)} if two_level else {}))
             with open(os.path.join(tdir, FILE_NAME), "rb") as f:
-                _template = f.read()
+                _templates[two_level] = f.read()
     os.makedirs(state_dir, exist_ok=True)
     for name in (STATS_NAME, LOCK_NAME):
         try:
@@ -64,19 +73,31 @@ def fresh_host(state_dir: str) -> None:
         except FileNotFoundError:
             pass
     with open(os.path.join(state_dir, FILE_NAME), "wb") as f:
-        f.write(_template)
+        f.write(_templates[two_level])
 
 
 def _open_ports(h: SimHost, domid: int) -> list[int]:
     return h._open_ports(h.domains[domid])  # a byte search of the channel table; list_ports decodes every port
 
 
+def is_2l(h: SimHost, d: int) -> bool:
+    return h.domains[d].mem.event_abi != ABI_FIFO
+
+
+def l2_consume(h: SimHost, d: int, v: int, n: int) -> list[int]:
+    """Linux's 2-level upcall on vCPU ``v``: up to ``n`` ports delivered (and acknowledged)."""
+    ports, err = h.domains[d].l2.consume(v, Consume.ACK, n)
+    assert err[0] == 0, err
+    return ports
+
+
 def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
     """One operation by a correct guest (or Xen on its behalf); refusals Xen would give are fine."""
     d = rng.randrange(DOMAINS)
     ports = _open_ports(h, d)
+    two = is_2l(h, d)
     op = rng.choices(["bind", "send", "burst", "consume", "mask", "unmask", "prio", "move", "requeue", "close",
-                      "many"], [14, 24, 6, 16, 6, 8, 6, 6, 3, 8, 1])[0]
+                      "many"], [14, 24, 6, 16, 6, 8, 0 if two else 6, 6, 0 if two else 3, 8, 1])[0]
     try:
         if op == "bind":
             kind = rng.choice(["inter", "inter", "unbound", "virq", "ipi"])
@@ -94,8 +115,8 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 log.append(f"d{d} ipi {h.bind_ipi(d, d, rng.randrange(VCPUS))}")
         elif op == "many":  # dom0 adds an event-array page (1024 ports each); a domU fills its one page
             mem = h.domains[d].mem
-            limit = mem.nr_chans - 1
-            if mem.max_pages > 1:
+            limit = (min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS) if two else mem.nr_chans) - 1
+            if mem.max_pages > 1 and not two:
                 n = mem.nr_ports - len(ports) + rng.randint(1, 100)
             else:
                 n = rng.randint(300, 1100)
@@ -135,7 +156,8 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 log.append(f"d{rd} requeue {rp}: priority {p1}, event, consumed {got}, priority {p2}, event")
             elif op == "consume":
                 v = rng.randrange(VCPUS)
-                got = h.consume(d, v, rng.randint(1, 3), timeout=0)
+                n = rng.randint(1, 3)
+                got = l2_consume(h, d, v, n) if two else h.consume(d, v, n, timeout=0)
                 log.append(f"d{d} vcpu {v} consumes {got}")
             elif op == "mask":
                 h.mask(d, d, st.port)
@@ -147,6 +169,17 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 pr = rng.randrange(Q)
                 h.set_priority(d, d, st.port, pr)
                 log.append(f"d{d} set-priority {st.port} {pr}")
+            elif op == "move" and two:
+                # Linux's rebind_irq_to_cpu(): masked around the move, so unmasking raises it on the new vCPU
+                v = rng.randrange(VCPUS)
+                was = h.domains[d].mem.l2_bit("mask", st.port)
+                h.mask(d, d, st.port)
+                try:
+                    h.bind_vcpu(d, d, st.port, v)
+                    log.append(f"d{d} mask, bind-vcpu {st.port} {v}, unmask")
+                finally:
+                    if not was:
+                        h.unmask(d, d, st.port)
             elif op == "move":
                 v = rng.randrange(VCPUS)
                 h.bind_vcpu(d, d, st.port, v)
@@ -161,15 +194,21 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
 
 
 def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset()) -> None:
-    """The guests move on: every masked port unmasked (but the (domain, port)s in ``keep``), every queue drained."""
+    """The guests move on: every masked port unmasked (but the (domain, port)s in ``keep``), every queue drained
+    (2-level: every vCPU's upcall run until it finds nothing)."""
     for d in range(DOMAINS):
         mem = h.domains[d].mem
+        two = is_2l(h, d)
         for port in _open_ports(h, d):
-            w = mem.word(port)
-            if w is not None and w & abi.WORD_MASKED and (d, port) not in keep:
+            if two:
+                masked = mem.l2_bit("mask", port)
+            else:
+                w = mem.word(port)
+                masked = w is not None and w & abi.WORD_MASKED
+            if masked and (d, port) not in keep:
                 h.unmask(d, d, port)
         for v in range(VCPUS):
-            while h.consume(d, v, 4096, timeout=0):
+            while l2_consume(h, d, v, 4096) if two else h.consume(d, v, 4096, timeout=0):
                 pass
 
 
@@ -181,8 +220,8 @@ def run_history(h: SimHost, seed: int, steps: int = STEPS) -> list[str]:
     return log
 
 
-def build(state_dir: str, seed: int, steps: int = STEPS) -> list[str]:
-    fresh_host(state_dir)
+def build(state_dir: str, seed: int, steps: int = STEPS, two_level: bool = False) -> list[str]:
+    fresh_host(state_dir, two_level)
     with SimHost(state_dir) as h:
         return run_history(h, seed, steps)
 
@@ -202,8 +241,9 @@ def sample_frames(h: SimHost) -> Evidence:
     for d in range(DOMAINS):
         statuses = h.list_ports(0, d)
         mem = DomainMemory(bytearray(h.domains[d].mem.snapshot()))
+        limit = min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS) if is_2l(h, d) else mem.nr_chans
         collect.add_dump(ev, build_dump(mem, d, "frames", channels={st.port: st for st in statuses},
-                                        guest_known=False, max_ports=h.domains[d].mem.nr_chans))
+                                        guest_known=False, max_ports=limit))
         for st in statuses:
             collect.merge_port(ev.domain(d), collect.port_from_status(st))
     return ev
@@ -220,16 +260,17 @@ def allowed(f: doctor.Finding) -> bool:
     return f.severity == "info" or (f.severity, f.rule) == ("warning", "pending-masked")
 
 
-def check_healthy(state_dir: str, seed: int) -> dict:
+def check_healthy(state_dir: str, seed: int, two_level: bool = False) -> dict:
     """One history, sampled as doctor does (guest known) and as frames from outside; then settled and
     sampled again with --since: the first may hold only allowed findings, the second nothing at all."""
     out: dict = {"seed": seed, "counts": collections.Counter(), "bad": []}
-    fresh_host(state_dir)
+    fresh_host(state_dir, two_level)
+    tag = "-2l" if two_level else ""
     with SimHost(state_dir) as h:
         log = run_history(h, seed)
-        first = {"sim": sample(state_dir), "frames": sample_frames(h)}
+        first = {"sim" + tag: sample(state_dir), "frames" + tag: sample_frames(h)}
         settle(h)
-        second = {"sim": sample(state_dir), "frames": sample_frames(h)}
+        second = {"sim" + tag: sample(state_dir), "frames" + tag: sample_frames(h)}
     for view in first:
         before = again(first[view])
         second[view].taken_at = before.taken_at + 10
@@ -522,6 +563,56 @@ def inj_ports_exhausted(h, rng):
     return Expect("ports-exhausted", d)
 
 
+def _l2_fresh_pending(h, rng) -> tuple[int, int, int]:
+    """A new IPI on a 2-level domain, raised: pending, unmasked, its selector bit and upcall flag set."""
+    d, v = rng.randrange(DOMAINS), rng.randrange(VCPUS)
+    port = h.bind_ipi(d, d, v)
+    h.send(d, d, port)
+    return d, v, port
+
+
+def _set_sel_bit(mem: DomainMemory, v: int, word: int, on: bool) -> None:
+    at = mem.geometry.vcpu_info_offset(v) + 8
+    sel = int.from_bytes(mem.buffer[at: at + 8], "little")
+    sel = sel | 1 << word if on else sel & ~(1 << word)
+    mem.buffer[at: at + 8] = sel.to_bytes(8, "little")
+
+
+def inj_l2_selector_lost(h, rng):
+    """Xen's selector write lost: a pending, unmasked port whose word the upcall will never scan.  Ports of that
+    vCPU masked with an event waiting in the same word stay masked: unmasking one would set the bit again."""
+    d, v, port = _l2_fresh_pending(h, rng)
+    mem = h.domains[d].mem
+    _set_sel_bit(mem, v, port // 64, False)
+    keep = {(d, p) for p in _open_ports(h, d) if p // 64 == port // 64 and mem.l2_bit("mask", p)
+            and mem.l2_bit("pending", p) and mem.chan(p).notify_vcpu == v}
+    return Expect("pending-not-queued", d, port, samples=2, keep=keep)
+
+
+def inj_l2_upcall_lost(h, rng):
+    """Xen's upcall flag write lost: the selector says where to look, but no upcall comes."""
+    d, v, port = _l2_fresh_pending(h, rng)
+    mem = h.domains[d].mem
+    mem.buffer[mem.geometry.vcpu_info_offset(v)] = 0
+    return Expect("pending-not-queued", d, port)
+
+
+def inj_l2_masked_forever(h, rng):
+    d = rng.randrange(DOMAINS)
+    port = rng.choice(_open_ports(h, d) or [h.bind_ipi(d, d, rng.randrange(VCPUS))])
+    mem = h.domains[d].mem
+    h.mask(d, d, port)
+    mem.l2_pending()[port // 64] |= 1 << port % 64
+    return Expect("pending-masked", d, port, samples=2, keep={(d, port)})
+
+
+KINDS_2L = {
+    "2-level: selector bit lost (2 samples)": inj_l2_selector_lost,
+    "2-level: upcall flag lost": inj_l2_upcall_lost,
+    "2-level: masked forever (2 samples)": inj_l2_masked_forever,
+    "2-level: ports exhausted": inj_ports_exhausted,
+}
+
 KINDS = {
     "lost link (LINK skips it)": inj_lost_link_skipped,
     "lost link (LINKED, on no chain)": inj_lost_link_off_chain,
@@ -538,15 +629,16 @@ KINDS = {
     "vCPU without control block": inj_no_control_block,
     "ports exhausted": inj_ports_exhausted,
 }
+ALL_KINDS = KINDS | KINDS_2L
 
 
 def check_injected(state_dir: str, kind: str, seed: int) -> dict:
     """A healthy history, then one breakage of ``kind``: is it named (rule, domain, port)?"""
-    fresh_host(state_dir)
+    fresh_host(state_dir, kind in KINDS_2L)
     rng = random.Random(f"{kind}/{seed}")
     with SimHost(state_dir) as h:
         log = run_history(h, seed)
-        expect = KINDS[kind](h, rng)
+        expect = ALL_KINDS[kind](h, rng)
         ev = sample(state_dir)
         if expect.samples == 2:
             settle(h, expect.keep)
@@ -568,14 +660,15 @@ def check_injected(state_dir: str, kind: str, seed: int) -> dict:
 def _job(args: tuple) -> list[dict]:
     what, items = args
     with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as d:
-        if what == "healthy":
-            return [check_healthy(d, seed) for seed in items]
+        if what in ("healthy", "healthy-2l"):
+            return [check_healthy(d, seed, what == "healthy-2l") for seed in items]
         return [check_injected(d, kind, seed) for kind, seed in items]
 
 
 @dataclass
 class Figures:
     healthy: int = 0
+    healthy_2l: int = 0
     counts: collections.Counter = field(default_factory=collections.Counter)
     bad: list = field(default_factory=list)        # (seed, finding) of healthy histories doctor flagged
     recall: dict = field(default_factory=dict)     # kind -> [found, total]
@@ -595,12 +688,15 @@ class Figures:
         return sum(n for k, n in self.counts.items() if k[4] == "BAD")
 
 
-def measure(healthy: int, per_kind: int, workers: int = 2, first_seed: int = 0, chunk: int = 50) -> Figures:
-    jobs = [("healthy", list(range(first_seed + i, first_seed + min(i + chunk, healthy))))
-            for i in range(0, healthy, chunk)]
-    cases = [(kind, first_seed + i) for i in range(per_kind) for kind in KINDS]
+def measure(healthy: int, per_kind: int, workers: int = 2, first_seed: int = 0, chunk: int = 50,
+            healthy_2l: int | None = None) -> Figures:
+    """``healthy`` FIFO histories, ``healthy_2l`` 2-level ones (default: as many), ``per_kind`` of each breakage."""
+    healthy_2l = healthy if healthy_2l is None else healthy_2l
+    jobs = [(what, list(range(first_seed + i, first_seed + min(i + chunk, n))))
+            for what, n in (("healthy", healthy), ("healthy-2l", healthy_2l)) for i in range(0, n, chunk)]
+    cases = [(kind, first_seed + i) for i in range(per_kind) for kind in ALL_KINDS]
     jobs += [("inject", cases[i:i + chunk]) for i in range(0, len(cases), chunk)]
-    fig = Figures(recall={k: [0, 0] for k in KINDS})
+    fig = Figures(recall={k: [0, 0] for k in ALL_KINDS})
     start = time.monotonic()
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -609,8 +705,11 @@ def measure(healthy: int, per_kind: int, workers: int = 2, first_seed: int = 0, 
         results = [_job(j) for j in jobs]
     for (what, _), batch in zip(jobs, results, strict=True):
         for r in batch:
-            if what == "healthy":
-                fig.healthy += 1
+            if what in ("healthy", "healthy-2l"):
+                if what == "healthy":
+                    fig.healthy += 1
+                else:
+                    fig.healthy_2l += 1
                 fig.counts.update(r["counts"])
                 fig.bad += [(r["seed"], b) for b in r["bad"]]
             else:
@@ -623,9 +722,9 @@ def measure(healthy: int, per_kind: int, workers: int = 2, first_seed: int = 0, 
 
 
 def report(fig: Figures) -> str:
-    lines = [f"doctor precision: {fig.healthy} healthy histories ({STEPS} steps each), each sampled as doctor "
-             "does on the simulator (sim) and as frames from outside the guest (frames), then settled and "
-             "sampled again with --since"]
+    lines = [f"doctor precision: {fig.healthy} healthy FIFO and {fig.healthy_2l} healthy 2-level (-2l) histories "
+             f"({STEPS} steps each), each sampled as doctor does on the simulator (sim) and as frames from outside "
+             "the guest (frames), then settled and sampled again with --since"]
     lines.append(f"  errors: {fig.errors}   unexplained warnings: {fig.unexplained_warnings}   "
                  f"anything else not allowed: {fig.unexplained - fig.errors - fig.unexplained_warnings}")
     by = collections.Counter()
@@ -633,7 +732,7 @@ def report(fig: Figures) -> str:
         by[(view, when, sev, rule, verdict)] += n
     for (view, when, sev, rule, verdict), n in sorted(by.items()):
         note = "allowed" if verdict == "ok" else "NOT ALLOWED"
-        lines.append(f"    {view:6s} {when:7s} {sev:8s} {rule:24s} {n:7d}  {note}")
+        lines.append(f"    {view:9s} {when:7s} {sev:8s} {rule:24s} {n:7d}  {note}")
     for seed, b in fig.bad[:10]:
         lines.append(f"    seed {seed}: {b}")
     lines.append("doctor recall: each breakage injected into a healthy history")
@@ -646,7 +745,7 @@ def report(fig: Figures) -> str:
         lines.append(f"  {kind:{width}s}  {found:5d}/{total:<5d} {100 * rate:6.2f}%")
     for m in fig.missed[:10]:
         lines.append(f"    missed {m['kind']} seed {m['seed']}: expected {m['expect']}, got {m['findings']}")
-    lines.append(f"{fig.healthy} histories and {sum(t for _, t in fig.recall.values())} injections in "
+    lines.append(f"{fig.healthy + fig.healthy_2l} histories and {sum(t for _, t in fig.recall.values())} injections in "
                  f"{fig.seconds:.0f} s; errors on healthy: {fig.errors}, unexplained warnings: "
                  f"{fig.unexplained_warnings}; lowest recall {100 * worst:.2f}%")
     return "\n".join(lines)
@@ -659,11 +758,12 @@ def passed(fig: Figures) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.histories", description=__doc__.splitlines()[0])
     ap.add_argument("--healthy", type=int, default=10_000, help="healthy histories (default 10,000)")
+    ap.add_argument("--healthy-2l", type=int, default=None, help="healthy 2-level histories (default: --healthy)")
     ap.add_argument("--per-kind", type=int, default=200, help="injections of each breakage kind (default 200)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     args = ap.parse_args(argv)
-    fig = measure(args.healthy, args.per_kind, args.workers, args.seed)
+    fig = measure(args.healthy, args.per_kind, args.workers, args.seed, healthy_2l=args.healthy_2l)
     print(report(fig))
     return 0 if passed(fig) else 1
 

@@ -1,4 +1,5 @@
-"""Fuzz target: this kernel's FIFO state read through kcore and kallsyms, and frames mapped through privcmd.
+"""Fuzz target: this kernel's FIFO or 2-level state read through kcore and kallsyms, and frames mapped through
+privcmd.
 
 An input is a small container, so the mutations reach every file the readers take:
 
@@ -62,8 +63,21 @@ def _frames_seed(mem) -> bytes:
             + pages + cb_pages)
 
 
+def _guest_2l():
+    """A 2-level kernel: ports pending, masked and on two CPUs, vCPU 1 mid-word in its scan."""
+    from xenevt.dump.frames import from_shared_info
+
+    page = bytearray(abi.PAGE_SIZE)
+    struct.pack_into("<QQ", page, 2048, (1 << 3) | (1 << 9), 1 << 1)     # evtchn_pending: ports 3, 9, 65
+    struct.pack_into("<Q", page, 2560, 1 << 9)                           # evtchn_mask: port 9
+    info = struct.pack("<BB6xQ", 1, 0, 0b11).ljust(64, b"\0")
+    masks = [(1 << 3 | 1 << 9).to_bytes(512, "little"), (1 << 65).to_bytes(512, "little")]
+    return from_shared_info(bytes(page), [info, info], scan=[(0, 0), (1, 2)], cpu_masks=masks)
+
+
 SEEDS = [_kcore_seed(_guest()), _kcore_seed(_guest(1, 1), offline=()), _kcore_seed(_guest(3, 1), offline=(1,)),
-         _frames_seed(_guest()), _frames_seed(_guest(1, 1))]
+         _frames_seed(_guest()), _frames_seed(_guest(1, 1)), _kcore_seed(_guest_2l()),
+         _kcore_seed(_guest_2l(), in_shared=(0,), no_vcpu=(1,))]
 
 
 def _kcore(data: bytes) -> None:
@@ -74,8 +88,8 @@ def _kcore(data: bytes) -> None:
         (_DIR / name).write_bytes(blob)
     ask = Ask(self_kernel=True, kcore=str(_DIR / "kcore"), kallsyms=str(_DIR / "kallsyms"),
               cpus_file=str(_DIR / "possible"))
-    img = open_source(ask, _no_backend).fifo_image()  # the path `dump --self` takes
-    build_dump(img.mem, img.domain, img.source, guest_known=img.guest_known).as_dict()
+    img = open_source(ask, _no_backend).image()  # the path `dump --self` takes
+    build_dump(img.mem, img.domain, img.source, guest_known=img.guest_known, vcpu_known=img.vcpu_known).as_dict()
 
 
 def _no_backend():
@@ -96,7 +110,8 @@ def _frames(data: bytes) -> None:
 
 
 @target("kcore", SEEDS, tokens=[b"event_array", b"cpu_queue", b"__per_cpu_offset", b"0-4294967295", b"0-8191",
-                                b"ffffffffffffffff", b" d ", b"\n", b"\x7fELF"])
+                                b"ffffffffffffffff", b" d ", b"\n", b"\x7fELF", b"xen_vcpu", b"cpu_evtchn_mask",
+                                b"HYPERVISOR_shared_info", b"current_word_idx"])
 def run(data: bytes) -> None:
     kind = data[:1]
     if kind not in (b"K", b"F"):

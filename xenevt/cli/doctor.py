@@ -29,8 +29,10 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, and
-    domains near their event-channel limit.  Evidence comes from the backend (default), an 'e'
-    dump, lsevtchn output, or a raw dump."""
+    domains near their event-channel limit.  On the 2-level ABI: pending and unmasked but its
+    selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
+    4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
+    a raw dump."""
     from ..evidence import collect
     from ..evidence import doctor as rules
     from ..evidence.model import Evidence, EvidenceError
