@@ -85,8 +85,12 @@ class Hypercalls:
         return rc
 
     def _kick(self, dom: SimDomain, vcpu: int) -> None:
-        """vcpu_mark_events_pending(): bump the upcall word and wake its sleepers."""
-        dom.mem.bump_upcall(vcpu)
+        """vcpu_mark_events_pending(): vcpu_info's evtchn_upcall_pending set (on either ABI: real Xen shows it
+        after a FIFO domain resets to 2-level), the simulator's upcall word bumped and its sleepers woken."""
+        mem = dom.mem
+        if mem.geometry.version >= 2 and 0 <= vcpu < mem.nr_vcpus:
+            mem.buffer[mem.geometry.vcpu_info_offset(vcpu)] = 1
+        mem.bump_upcall(vcpu)
         futex.wake(self._upcall_addr(dom, vcpu))
 
     def _upcall_addr(self, dom: SimDomain, vcpu: int) -> int:
@@ -189,9 +193,18 @@ class Hypercalls:
             struct.pack_into("<I", mem.buffer, at, (struct.unpack_from("<I", mem.buffer, at)[0] + 1) & 0xFFFFFFFF)
         else:
             return
-        if dom.engine.page_added(index) > 0:
-            for v in range(mem.nr_vcpus):
-                self._kick(dom, v)
+        dom.engine.refresh()
+        # add_page_to_event_array(): each valid port of the new page whose evtchn->pending (DEFERRED) is set is
+        # raised again, closed or not; each raise kicks only the vCPU whose READY bit it newly set
+        first = index * abi.EVENT_WORDS_PER_PAGE
+        last = min(first + abi.EVENT_WORDS_PER_PAGE, mem.nr_chans, mem.valid_ports)
+        if last <= first:
+            return
+        at = mem.geometry.chans_offset + CHAN_FIELDS["flags"]
+        flags = mem.buffer[at + first * CHAN.size: at + last * CHAN.size: CHAN.size].tobytes()
+        for i, f in enumerate(flags):
+            if f & CHAN_DEFERRED and first + i:
+                self._raise(dom, first + i)
 
     def _frees_entry(self, dom: SimDomain) -> tuple[int, int, int, bytes]:
         """The freed-channels count one higher: any process's lowest-free-port hint above a freed port is stale."""
@@ -210,7 +223,7 @@ class Hypercalls:
                                 self._image(Chan(state=ECS_UNBOUND, priority=rch.priority, flags=rch.flags,
                                                  notify_vcpu=rch.notify_vcpu, remote_dom=dom.domid))))
         out.append((K_CLOSE_WORD, dom.domid, port, b""))
-        out.append((K_CHAN, dom.domid, port, self._image(Chan())))
+        out.append((K_CHAN, dom.domid, port, self._image(Chan(flags=ch.flags & CHAN_DEFERRED))))  # (sticky)
         out.append(self._frees_entry(dom))
         return out
 
@@ -232,9 +245,10 @@ class Hypercalls:
         for port in range(1, mem.nr_chans):
             ch = mem.chan(port)
             if ch.state == ECS_FREE:
-                if (ch.priority, ch.flags, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
-                        (clean.priority, 0, 0, 0, 0, 0):
-                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu))
+                if (ch.priority, ch.flags & ~CHAN_DEFERRED, ch.notify_vcpu, ch.remote_dom, ch.aux,
+                        ch.remote_port) != (clean.priority, 0, 0, 0, 0, 0):
+                    mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu,
+                                            flags=ch.flags & CHAN_DEFERRED))
                 word = mem.word(port)
                 if word is not None and word & abi.WORD_PENDING:
                     dom.engine.clear_pending(port)
@@ -286,6 +300,7 @@ class Hypercalls:
         priority), the remote end's record for an interdomain bind with the new port left pending (Xen: an
         event sent before the bind is not lost), and the guest enabling it."""
         port = self._get_free_port(dom, call)
+        chan.flags |= dom.mem.chan(port).flags & CHAN_DEFERRED  # Xen's evtchn->pending outlives the channel
         dom.mem.grow_valid(port)  # evtchn_allocate_port(): a new bucket of channels, kept even if the bind fails
         if not dom.bare and dom.mem.event_abi == ABI_FIFO:
             self._guest_setup(dom, port, caller)
