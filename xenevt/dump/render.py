@@ -58,7 +58,7 @@ def render_dump(d: DomainDump | TwoLevelDump, console: Console) -> None:
 
 def _render_l2(d: TwoLevelDump, console: Console) -> None:
     limit = f" (limit: port {d.max_ports - 1})" if d.max_ports else ""
-    console.print(Text(f"domain {d.domain}: 2-level ABI, shared_info bitmaps = ports 0..{d.nr_ports - 1}{limit}; "
+    console.print(Text(f"domain {d.domain}: 2-level ABI (shared_info's bitmaps), ports 0..{d.nr_ports - 1}{limit}; "
                        f"source: {d.source}", style="bold"))
     for w in d.warnings:
         console.print(Text(f"  warning: {w}", style="yellow"))
