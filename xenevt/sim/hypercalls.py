@@ -555,7 +555,9 @@ class Hypercalls:
                          "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
                          "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
                          "gfns": self.gfns(d.domid)})
-        return {"backend": "sim", "state_file": self.path, "xen_version": self.xen_version, "abi": "FIFO",
+        abis = {"FIFO" if d.mem.event_abi == ABI_FIFO else "2-level" for d in self.domains.values()}
+        return {"backend": "sim", "state_file": self.path, "xen_version": self.xen_version,
+                "abi": abis.pop() if len(abis) == 1 else "mixed",
                 "engine": self._engine_name(),
                 "domains": doms}
 
