@@ -154,7 +154,7 @@ def test_gfn_dump_equals_the_backend_view(tmp_path, monkeypatch, capsys):
     assert mapped["vcpus"][0]["queues"] == [dict(q, head_from="control block") for q in live["vcpus"][0]["queues"]]
     assert [w["port"] for w in mapped["words"]] == [w["port"] for w in live["words"]]
     assert main(["dump", "--gfn", "0x123"]) == 1
-    assert "cannot map frames of domain 0: frame 0x123 is not an event-array or control-block page" in (
+    assert "cannot map frames of domain 0: frame 0x123 is not an event-array, control-block or shared_info page" in (
         capsys.readouterr().err)
     assert main(["dump", "--control", "5:3", "--gfn", "1"]) == 2
     assert "not 8-byte aligned" in capsys.readouterr().err

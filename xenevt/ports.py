@@ -75,8 +75,10 @@ def chan_is_open(chan: Chan) -> bool:
     return chan.state not in (abi.ECS_FREE, abi.ECS_RESERVED)
 
 
-def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus:
-    """EVTCHNOP_status's view of a channel record (the engine's xe_chan), plus the FIFO flags of its word."""
+def chan_status(domid: int, port: int, ch: Chan, word: int | None, two_level: bool = False) -> PortStatus:
+    """EVTCHNOP_status's view of a channel record (the engine's xe_chan), plus the FIFO flags of its word (on
+    the 2-level ABI, ``two_level``, the word holds the port's pending and mask bits, and ports have no
+    priority)."""
     state = abi.STATES[abi.ECS_TO_EVTCHNSTAT.get(ch.state, 0)]
     st = PortStatus(domain=domid, port=port, state=state, vcpu=ch.notify_vcpu)
     if ch.state == abi.ECS_UNBOUND:
@@ -87,7 +89,7 @@ def chan_status(domid: int, port: int, ch: Chan, word: int | None) -> PortStatus
         st.virq = ch.aux
     elif ch.state == abi.ECS_PIRQ:
         st.pirq = ch.aux
-    if chan_is_open(ch):
+    if chan_is_open(ch) and not two_level:
         st.priority = ch.priority
     if word is not None:
         st.word = word

@@ -86,6 +86,13 @@ class SimBackend:
         """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
         return self.host.read_frames(self._as(domain), domain, gfns)
 
+    def shared_info_frame(self, domain: int) -> tuple[int, int | None]:
+        """(the domain's shared_info frame, its vCPU count), as XEN_DOMCTL_getdomaininfo reports them."""
+        from ..sim.foreign import SHARED_INFO_GFN
+
+        self.host.check_access(self._as(domain), domain, "get the domain info of")
+        return SHARED_INFO_GFN, self.host.domain(domain, "get the domain info of").mem.nr_vcpus
+
     def activity(self, domain: int):
         """Per open port: deliveries (as /proc/interrupts counts them) and raises, with its flags."""
         from ..activity import Row

@@ -10,6 +10,7 @@ from ..errors import ChannelError, channel_error
 # frame numbers of the simulated guests' shared pages, for foreign mappings (privcmd)
 EVENT_ARRAY_GFN = 0x100000
 CONTROL_BLOCK_GFN = 0x200000
+SHARED_INFO_GFN = 0x300000  # the domain's shared_info page (the 2-level bitmaps, vcpu_info of vCPUs 0..31)
 
 
 class ForeignFrames:
@@ -20,7 +21,8 @@ class ForeignFrames:
         mem = self.domain(domid, "list the frames of").mem
         return {"event_array": [EVENT_ARRAY_GFN + i for i in range(mem.nr_pages)],
                 "control_blocks": {v: [CONTROL_BLOCK_GFN + v, mem.cb_offset(v)] for v in range(mem.nr_vcpus)
-                                   if mem.cb_offset(v) is not None}}
+                                   if mem.cb_offset(v) is not None},
+                "shared_info": SHARED_INFO_GFN}
 
     def frame_offsets(self, caller: int, domid: int, gfns: list[int]) -> list[int]:
         """Per frame: where it lies in the state file (page aligned), or -errno; privcmd's rules for who may map."""
@@ -47,5 +49,7 @@ class ForeignFrames:
         if CONTROL_BLOCK_GFN <= gfn < CONTROL_BLOCK_GFN + mem.nr_vcpus and mem.cb_offset(gfn - CONTROL_BLOCK_GFN) \
                 is not None:
             return mem.offset + geo.cb_pages_offset + (gfn - CONTROL_BLOCK_GFN) * abi.PAGE_SIZE
-        raise channel_error("map frames of", errno.EINVAL, f"frame {gfn:#x} is not an event-array or control-block "
-                            "page", domain=domid)
+        if gfn == SHARED_INFO_GFN:
+            return mem.offset + geo.l2_offset
+        raise channel_error("map frames of", errno.EINVAL, f"frame {gfn:#x} is not an event-array, control-block "
+                            "or shared_info page", domain=domid)

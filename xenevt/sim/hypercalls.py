@@ -521,7 +521,8 @@ class Hypercalls:
                                   masked=True)
 
     def _status(self, dom: SimDomain, port: int) -> PortStatus:
-        return chan_status(dom.domid, port, self._rec(dom, port), self._word_or_bits(dom, port))
+        return chan_status(dom.domid, port, self._rec(dom, port), self._word_or_bits(dom, port),
+                           two_level=dom.mem.event_abi != ABI_FIFO)
 
     def _word_or_bits(self, dom: SimDomain, port: int) -> int | None:
         """The port's FIFO event word; on 2-level its pending and mask bits in the word's PENDING and MASKED

@@ -27,12 +27,14 @@ import threading
 
 from .. import abi
 from ..errors import ChannelError, XenevtError, channel_error
+from .foreign import SHARED_INFO_GFN
 from .host import SimHost
 
 XC_DOMINFO_SIZE = 112          # sizeof(xc_dominfo_t), Xen 4.17 x86_64
 XC_DOMINFO_NR_ONLINE_VCPUS = 72
 XC_DOMINFO_MAX_VCPU_ID = 76
 XC_DOMAININFO_SIZE = 112       # sizeof(xc_domaininfo_t) = struct xen_domctl_getdomaininfo, Xen 4.17 x86_64
+XC_DOMAININFO_SHARED_INFO_FRAME = 48  # its uint64 shared_info_frame (4.15 to 4.20)
 XC_DOMAININFO_NR_ONLINE_VCPUS = 64  # then max_vcpu_id at 68
 
 
@@ -214,7 +216,10 @@ class SimLibraries:
     def xc_domain_getinfolist(self, first: int, max_doms: int) -> bytes:
         """xc_domaininfo_t records (xen_domctl_getdomaininfo: domid, vCPU counts) for domains >= first; the
         call every Xen from 4.2 to 4.20 has (xc_domain_getinfo is gone from 4.18's libxenctrl)."""
-        return self._dominfo(first, max_doms, XC_DOMAININFO_SIZE, "<H", XC_DOMAININFO_NR_ONLINE_VCPUS)
+        out = bytearray(self._dominfo(first, max_doms, XC_DOMAININFO_SIZE, "<H", XC_DOMAININFO_NR_ONLINE_VCPUS))
+        for at in range(0, len(out), XC_DOMAININFO_SIZE):  # each domain's shared_info frame, for privcmd maps
+            struct.pack_into("<Q", out, at + XC_DOMAININFO_SHARED_INFO_FRAME, SHARED_INFO_GFN)
+        return bytes(out)
 
     def xc_domain_getinfo(self, first: int, max_doms: int) -> bytes:
         """xc_dominfo_t records (domid, vCPU counts) for domains >= first."""
