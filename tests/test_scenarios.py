@@ -7,6 +7,7 @@ then fail naming the scenario and showing both outcomes.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -15,6 +16,7 @@ from tests.scenarios import check_expectations, differences, run
 from tests.scenarios.catalog import BY_NAME, GUEST_SCENARIOS, SCENARIOS
 from tests.scenarios.guest import SimGuest, compile_program, records
 from tests.scenarios.targets import SimTarget, XenTarget
+from xenevt.errors import ChannelError
 
 HAVE_XEN = os.path.exists("/dev/xen/evtchn")
 REQUIRE_XEN = os.environ.get("XENEVT_REQUIRE_XEN") == "1"
@@ -173,3 +175,108 @@ def test_guest_scenario_sim_vs_xen(scenario, xen_guest, request):
     assert not problems, "the simulator differs from real Xen:\n" + "\n".join(problems)
     problems = check_expectations(scenario, real[scenario.name])
     assert not problems, "real Xen differs from the scenario's expectation:\n" + "\n".join(problems)
+
+
+# --- EVTCHNOP_reset of another domain: only a paused one (xen/common/event_channel.c: evtchn_reset) ------------
+RESET_PROGRAM = """scenario dom0-resets-the-guest
+0 alloc_unbound self 0
+1 alloc_unbound self self
+2 bind_interdomain self $1
+end
+"""
+
+
+def _reset_story(reset, pause, status, bind_from_dom0, guest: int, ports: list[int]) -> list[str]:
+    """dom0 binds to the guest's port offered to it, resets the running guest (refused), pauses it, resets it
+    (its ports all closed, dom0's end back to waiting for it), in words both targets print the same."""
+    out = []
+    d0 = bind_from_dom0(guest, ports[0])
+    out.append(f"dom0 bound: {status(0, d0)}")
+
+    def attempt(what: str) -> None:
+        try:
+            reset(guest)
+            out.append(f"{what}: ok")
+        except ChannelError as e:
+            out.append(f"{what}: {errno.errorcode.get(e.errno, e.errno)}")
+
+    attempt("reset while running")
+    pause(guest)
+    attempt("reset while paused")
+    out += [f"guest port {i}: {status(guest, p)}" for i, p in enumerate(ports)]
+    out.append(f"dom0 end: {status(0, d0)}")
+    return out
+
+
+def _words(st, guest: int) -> str:
+    text = f"{st.state} v{st.vcpu}"
+    if st.state in ("unbound", "interdomain"):
+        text += " guest" if st.remote_domain == guest else f" dom{st.remote_domain}"
+    return text
+
+
+@pytest.mark.parametrize("case", ["xen-guest-dom0-resets-the-guest"])
+def test_reset_of_another_domain_needs_it_paused_sim_vs_xen(case):
+    from tests.scenarios.guestrun import GuestRun, usable
+
+    why = usable()
+    if why:
+        if REQUIRE_XEN:
+            pytest.fail(f"XENEVT_REQUIRE_XEN=1 but the test guest cannot run: {why}")
+        pytest.skip(why)
+    import subprocess
+
+    from tests.scenarios.guestrun import find_xl
+
+    def ports_of(lines: list[str]) -> list[int]:
+        last = {}
+        for line in lines:
+            f = line.split()
+            if f and f[0] == "PORT":
+                last[int(f[1])] = int(f[2])
+        return [last[k] for k in sorted(last)]
+
+    x = XenTarget()
+    try:
+        with GuestRun(RESET_PROGRAM) as g:
+            guest, ports = g.domid, ports_of(g.lines)
+            d0 = []
+
+            def bind(dom, port):
+                d0.append(x.bind_interdomain(dom, port))
+                return d0[-1]
+
+            real = _reset_story(lambda d: x._libs.check(x.ctrl.xc_evtchn_reset(x.xc, d), "reset", d),
+                                lambda d: subprocess.run([find_xl(), "pause", str(d)], check=True),
+                                lambda d, p: _words(x.status(d, p), guest), bind, guest, ports)
+            x.cleanup(d0)
+    finally:
+        x.close_target()
+    sim = SimGuest()
+    try:
+        sim_ports = ports_of(sim.run(RESET_PROGRAM))
+        h = sim.host
+        mine = _reset_story(lambda d: h.reset(0, d), h.pause, lambda d, p: _words(h.status(0, d, p), 1),
+                            lambda d, p: h.bind_interdomain(0, 0, d, p, masked=True), 1, sim_ports)
+    finally:
+        sim.close()
+    print(f"XENCI-SCENARIO {'identical' if real == mine else 'different'} dom0-resets-the-guest")
+    assert real == mine, "the simulator differs from real Xen:\n" + "\n".join(
+        f"    xen {a!r:60} sim {b!r}" for a, b in zip(real, mine, strict=False))
+    assert real[1:3] == ["reset while running: EINVAL", "reset while paused: ok"]
+    assert real[-1] == "dom0 end: unbound v0 guest"
+
+
+def test_reset_of_another_domain_needs_it_paused_on_sim():
+    sim = SimGuest()
+    try:
+        lines = sim.run(RESET_PROGRAM)
+        ports = sorted({int(f.split()[2]) for f in lines if f.startswith("PORT ")})
+        h = sim.host
+        story = _reset_story(lambda d: h.reset(0, d), h.pause, lambda d, p: _words(h.status(0, d, p), 1),
+                             lambda d, p: h.bind_interdomain(0, 0, d, p, masked=True), 1, ports)
+    finally:
+        sim.close()
+    assert story == ["dom0 bound: interdomain v0 guest", "reset while running: EINVAL", "reset while paused: ok",
+                     "guest port 0: closed v0", "guest port 1: closed v0", "guest port 2: closed v0",
+                     "dom0 end: unbound v0 guest"]
