@@ -66,7 +66,7 @@ bench: setup ## print figures: consume loop (C vs plain C vs Python), notify->wa
 fuzz: setup ## every reader's fuzz target, 100,000 inputs each (FUZZ_COUNT=N to change)
 	$(VPY) -m tests.fuzz --count $${FUZZ_COUNT:-100000}
 
-doctor-check: setup ## doctor on 10,000 healthy generated histories and 200 of each injected breakage: the figures
+doctor-check: setup ## doctor on 10,000 healthy FIFO and 10,000 2-level generated histories and 200 of each injected breakage: the figures
 	$(VPY) -m tests.histories --healthy 10000 --per-kind 200
 
 kill-campaign: setup ## SIGKILL 2,000 processes doing hypercalls at random instants; count inconsistent files (0)
