@@ -156,7 +156,7 @@ def xen_guest():
         if REQUIRE_XEN:
             pytest.fail(f"XENEVT_REQUIRE_XEN=1 but the test guest cannot run: {why}")
         pytest.skip(why)
-    with GuestRun(compile_program(GUEST_SCENARIOS), timeout=240) as g:
+    with GuestRun(compile_program(GUEST_SCENARIOS), timeout=80) as g:  # (within pytest's 120 s, to say why)
         real = records(g.lines, GUEST_SCENARIOS, "xen")
         print(f"XENCI-GUEST booted in {g.seconds:.1f} s: {len(g.lines)} record lines")
         version = g.xen_version

@@ -95,7 +95,13 @@ class GuestRun:
     def _fail(self, why: str) -> GuestRunError:
         tail = self._console()[-15:]
         text = "\n    ".join(tail) if tail else f"(nothing in {self.log})"
-        return GuestRunError(f"test guest {self.name}: {why}; its console's last lines:\n    {text}")
+        try:  # what Xen said meanwhile (a crash, a refused hypercall, xenconsoled's state)
+            dmesg = subprocess.run([self._xl, "dmesg"], capture_output=True, text=True, timeout=20).stdout
+            xen = "\n    ".join(dmesg.splitlines()[-10:])
+        except (OSError, subprocess.SubprocessError) as e:
+            xen = f"(xl dmesg: {e})"
+        return GuestRunError(f"test guest {self.name}: {why}; its console's last lines:\n    {text}\n"
+                             f"  xl dmesg's last lines:\n    {xen}")
 
     # --- the run ----------------------------------------------------------------------------------------------
     def __enter__(self) -> GuestRun:
