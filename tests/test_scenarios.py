@@ -156,7 +156,7 @@ def xen_guest():
         if REQUIRE_XEN:
             pytest.fail(f"XENEVT_REQUIRE_XEN=1 but the test guest cannot run: {why}")
         pytest.skip(why)
-    with GuestRun(compile_program(GUEST_SCENARIOS), timeout=80) as g:  # (within pytest's 120 s, to say why)
+    with GuestRun(compile_program(GUEST_SCENARIOS), timeout=240) as g:  # (within the tests' 400 s, to say why)
         real = records(g.lines, GUEST_SCENARIOS, "xen")
         print(f"XENCI-GUEST booted in {g.seconds:.1f} s: {len(g.lines)} record lines")
         version = g.xen_version
@@ -164,6 +164,7 @@ def xen_guest():
     return real, mine
 
 
+@pytest.mark.timeout(400)  # the first one boots the guest and runs all of them on the simulator (in dom0, under TCG)
 @pytest.mark.parametrize("scenario", GUEST_SCENARIOS, ids=[f"xen-guest-{s.name}" for s in GUEST_SCENARIOS])
 def test_guest_scenario_sim_vs_xen(scenario, xen_guest, request):
     real, mine = xen_guest
@@ -215,6 +216,7 @@ def _words(st, guest: int) -> str:
     return text
 
 
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("case", ["xen-guest-dom0-resets-the-guest"])
 def test_reset_of_another_domain_needs_it_paused_sim_vs_xen(case):
     from tests.scenarios.guestrun import GuestRun, usable

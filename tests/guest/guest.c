@@ -855,8 +855,9 @@ void guest_main(struct start_info *start)
     while (nr_vcpus < MAX_VCPUS_SEEN && hypercall3(HC_vcpu_op, VCPUOP_is_up, nr_vcpus, 0) >= 0)
         nr_vcpus++;
 
-    /* xenconsoled's end of the console: wait (about 20 s at most) until it has bound it */
-    for (int i = 0; i < 2000; i++) {
+    /* xenconsoled's end of the console: wait (about 120 s at most: a dom0 busy under emulation
+     * took more than 20 s once) until it has bound it */
+    for (int i = 0; i < 12000; i++) {
         if (status_of(DOMID_SELF, cons_port, &st) == 0 && st.status == STAT_interdomain) {
             cons_remote_port = st.u.interdomain.port;
             cons_known = 1;
