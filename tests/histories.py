@@ -15,7 +15,10 @@ is raised again on its new vCPU), and the guest's upcall scan as consume.
 
 ``inject`` then breaks such a history in one of the ways doctor knows, by
 writing the simulator's memory as a buggy guest, a lost write or a corrupted
-table would, and says which finding (rule, domain, port) must name it.
+table would, by destroying a peer domain (sim destroy, gone or dying), by an
+unbound port for a domain that never existed, by a peer flooding a port
+between two samples, or by a vCPU that stops taking events, and says which
+finding (rule, domain, port) must name it.
 ``measure`` runs both over a process pool; ``python -m tests.histories``
 prints the figures (``make doctor-check``).
 """
@@ -193,9 +196,10 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
         log.append(f"refused: {e}")
 
 
-def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset()) -> None:
+def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset(), hold: set[tuple[int, int]] = frozenset()) -> None:
     """The guests move on: every masked port unmasked (but the (domain, port)s in ``keep``), every queue drained
-    (2-level: every vCPU's upcall run until it finds nothing)."""
+    but those of the (domain, vCPU)s in ``hold``, a vCPU that stopped taking events (2-level: every vCPU's upcall
+    run until it finds nothing)."""
     for d in range(DOMAINS):
         mem = h.domains[d].mem
         two = is_2l(h, d)
@@ -208,7 +212,7 @@ def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset()) -> None:
             if masked and (d, port) not in keep:
                 h.unmask(d, d, port)
         for v in range(VCPUS):
-            while l2_consume(h, d, v, 4096) if two else h.consume(d, v, 4096, timeout=0):
+            while (d, v) not in hold and (l2_consume(h, d, v, 4096) if two else h.consume(d, v, 4096, timeout=0)):
                 pass
 
 
@@ -300,11 +304,16 @@ class Expect:
     priority: int | None = None
     samples: int = 1                 # 2: a state that is stuck only when a second sample still shows it
     keep: set = field(default_factory=set)  # (domain, port)s the guest leaves masked while it moves on
+    hold: set = field(default_factory=set)  # (domain, vCPU)s that stop taking events while the guests move on
+    severity: str | None = None      # the finding's severity, where it is not the default's
+    between: object = None           # instead of settling: what happens between the two samples (h -> None)
+    window: float = 10.0             # seconds between the two samples
 
     def matches(self, f: doctor.Finding) -> bool:
         if (f.rule, f.domain) != (self.rule, self.domain):
             return False
-        if f.severity not in (("error",) if self.samples == 2 else ("warning", "error")):
+        wanted = (self.severity,) if self.severity else ("error",) if self.samples == 2 else ("warning", "error")
+        if f.severity not in wanted:
             return False
         if self.port is not None and self.port not in f.ports:
             return False
@@ -606,6 +615,47 @@ def inj_l2_masked_forever(h, rng):
     return Expect("pending-masked", d, port, samples=2, keep={(d, port)})
 
 
+def _interdomain(h, rng, d: int, r: int) -> tuple[int, int]:
+    """A channel from domain ``d`` to ``r`` as a toolstack sets one up: ``r``'s end first, ``d`` binds to it."""
+    rp = h.alloc_unbound(0, r, d)
+    return h.bind_interdomain(d, d, r, rp), rp
+
+
+def inj_peer_destroyed(h, rng, dying: bool = False):
+    """A domU destroyed (xl destroy): Xen's evtchn_destroy() closes its ports, so dom0's end of a channel to it
+    goes back to unbound, waiting for a domain that is gone (or dying)."""
+    r = rng.randrange(1, DOMAINS)
+    port, _ = _interdomain(h, rng, 0, r)
+    h.destroy_domain(0, r, dying=dying)
+    return Expect("dead-peer", 0, port)
+
+
+def inj_waiting_for_nobody(h, rng):
+    """alloc_unbound naming a domain that does not exist: Xen stores the remote domid unchecked."""
+    d = rng.randrange(DOMAINS)
+    return Expect("dead-peer", d, h.alloc_unbound(0, d, rng.randrange(DOMAINS, 200)))
+
+
+def inj_storm(h, rng):
+    """A peer notifying in a loop: 300 events in the 10 ms between two samples (30,000/s) on one port."""
+    d, r = rng.randrange(DOMAINS), rng.randrange(DOMAINS)
+    port, rp = _interdomain(h, rng, d, r)
+
+    def flood(h):
+        for _ in range(300):
+            h.send(d, d, port)
+
+    return Expect("event-storm", r, rp, samples=2, severity="warning", between=flood, window=0.01)
+
+
+def inj_vcpu_stopped(h, rng):
+    """A vCPU that stops taking events (blocked with events off): an event queued on it stays pending."""
+    d, v = rng.randrange(DOMAINS), rng.randrange(VCPUS)
+    port = h.bind_ipi(d, d, v)
+    h.send(d, d, port)
+    return Expect("pending-stuck", d, port, samples=2, severity="warning", hold={(d, v)})
+
+
 KINDS_2L = {
     "2-level: selector bit lost (2 samples)": inj_l2_selector_lost,
     "2-level: upcall flag lost": inj_l2_upcall_lost,
@@ -628,6 +678,11 @@ KINDS = {
     "peer gone": inj_peer_gone,
     "vCPU without control block": inj_no_control_block,
     "ports exhausted": inj_ports_exhausted,
+    "peer destroyed (gone)": inj_peer_destroyed,
+    "peer destroyed (dying)": lambda h, rng: inj_peer_destroyed(h, rng, dying=True),
+    "unbound for a domain that does not exist": inj_waiting_for_nobody,
+    "event storm (2 samples)": inj_storm,
+    "vCPU stopped taking events (2 samples)": inj_vcpu_stopped,
 }
 ALL_KINDS = KINDS | KINDS_2L
 
@@ -641,10 +696,13 @@ def check_injected(state_dir: str, kind: str, seed: int) -> dict:
         expect = ALL_KINDS[kind](h, rng)
         ev = sample(state_dir)
         if expect.samples == 2:
-            settle(h, expect.keep)
+            if expect.between is not None:
+                expect.between(h)
+            else:
+                settle(h, expect.keep, expect.hold)
             later = sample(state_dir)
             before = again(ev)
-            later.taken_at = before.taken_at + 10
+            later.taken_at = before.taken_at + expect.window
             rep = doctor.examine(later, before)
         else:
             rep = doctor.examine(ev)

@@ -4,17 +4,26 @@ A model below the backends, which produce its rows (as ports.py is for their por
 
 A sample is a list of rows with cumulative counts; two samples give rates,
 and a row whose count did not move while its port is PENDING is flagged:
-an event is waiting and nothing is handling it.
+an event is waiting and nothing is handling it; a row raising faster than
+the storm rate is flagged as a storm (the XSA-332/XSA-391 class: a peer
+notifying in a loop).  On Linux each xenbus device (a PV frontend or
+backend) also counts its events, the spurious ones (no work found) and the
+jiffies its EOI was held back for them (drivers/xen/xenbus/xenbus_probe.c:
+``/sys/bus/xen*/devices/*/xenbus/``): :func:`read_xenbus`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 from .errors import EvidenceError
 
 XEN_CHIPS = ("xen-dyn", "xen-dyn-lateeoi", "xen-percpu", "xen-pirq")
+STORM_RATE = 10_000  # events/s on one port or IRQ called a storm (doctor --storm-rate, watch --storm-rate)
+XENBUS_BUSES = ("xen-backend", "xen")  # dom0's backends, a guest's frontends
+XENBUS_STATS = ("events", "spurious_events", "jiffies_eoi_delayed")
 
 
 @dataclass
@@ -26,6 +35,8 @@ class Row:
     pending: bool | None = None
     masked: bool | None = None
     raised: int | None = None     # notifications Xen raised on the port (simulator)
+    spurious: int | None = None   # xenbus spurious_events
+    eoi_delayed: int | None = None  # xenbus jiffies_eoi_delayed
 
     @property
     def total(self) -> int:
@@ -71,21 +82,69 @@ def parse_interrupts(text: str, path: str = "/proc/interrupts") -> list[Row]:
     return rows
 
 
+def read_xenbus(root: str = "/sys") -> list[Row]:
+    """Each xenbus device's counters (Linux 5.12 and later), keyed by its xenstore node (``backend/vif/5/0``,
+    ``device/vbd/768``); a device without them (an older kernel) or unreadable is left out."""
+    rows = []
+    for bus in XENBUS_BUSES:
+        base = os.path.join(root, "bus", bus, "devices")
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for name in names:
+            dev = os.path.join(base, name)
+            values = [_sysfs_int(os.path.join(dev, "xenbus", stat)) for stat in XENBUS_STATS]
+            if values[0] is None:
+                continue
+            node = _sysfs_text(os.path.join(dev, "nodename")) or name
+            rows.append(Row(f"xenbus {node}", f"xenbus {name}", [values[0]], spurious=values[1],
+                            eoi_delayed=values[2]))
+    return rows
+
+
+def _sysfs_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read(256).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _sysfs_int(path: str) -> int | None:
+    """A counter as the kernel prints it (``%d``); anything else is not a counter."""
+    text = _sysfs_text(path)
+    return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) <= 20 else None
+
+
 @dataclass
 class Rate:
     row: Row
     delta: int
     per_second: float
     stalled: bool
+    storm: bool = False
+    spurious: int = 0             # spurious events since the last sample (xenbus)
+    eoi_delayed: int = 0          # jiffies of EOI delay since the last sample (xenbus)
 
 
-def rates(before: Sample, after: Sample) -> list[Rate]:
+def rates(before: Sample, after: Sample, storm_rate: float = STORM_RATE) -> list[Rate]:
+    """Per row: the events since ``before`` and their rate (raises where the source counts them: a storm is
+    what the sender does, whatever the receiver handled); a counter that went back (a restart) counts 0."""
     dt = max(after.taken_at - before.taken_at, 1e-6)
     old = {r.key: r for r in before.rows}
     out = []
     for r in after.rows:
         prev = old.get(r.key)
-        delta = r.total - prev.total if prev is not None else 0
+        delta = max(r.total - prev.total, 0) if prev is not None else 0
+        raised = _grew(r.raised, prev.raised if prev is not None else None)
         stalled = bool(r.pending and prev is not None and prev.pending and delta == 0)
-        out.append(Rate(r, delta, delta / dt, stalled))
+        per_second = max(delta, raised) / dt
+        out.append(Rate(r, delta, delta / dt, stalled, per_second >= storm_rate,
+                        _grew(r.spurious, prev.spurious if prev is not None else None),
+                        _grew(r.eoi_delayed, prev.eoi_delayed if prev is not None else None)))
     return out
+
+
+def _grew(now: int | None, then: int | None) -> int:
+    return max(now - then, 0) if now is not None and then is not None else 0

@@ -7,7 +7,10 @@ import os
 import click
 from rich.text import Text
 
+from ..activity import STORM_RATE
 from .context import DOMAIN, Ctx, json_option, pass_ctx
+
+STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -22,14 +25,24 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 @click.option("--lsevtchn", "lsevtchn_file", metavar="FILE", help="Read lsevtchn's output for --domain (- for stdin).")
 @click.option("--from", "raw_file", metavar="FILE", help="Read a raw dump saved with `xenevt dump --raw`.")
 @click.option("--save", metavar="SNAPSHOT", help="Also save the evidence, for a later --since.")
-@click.option("--since", metavar="SNAPSHOT", help="An earlier snapshot: what is still wrong now is stuck.")
+@click.option("--since", metavar="SNAPSHOT", help="An earlier snapshot: what is still wrong now is stuck, and "
+              "counters give rates.")
+@click.option("--interval", type=click.FloatRange(min=0.1, max=3600), metavar="SECONDS",
+              help="Take two samples this far apart (instead of --since): rates, storms, stuck ports.")
+@click.option("--storm-rate", type=click.FloatRange(min=1), default=STORM_RATE, show_default=True, metavar="N",
+              help="Events per second on one port, IRQ or xenbus device called a storm.")
+@click.option("--stuck-after", type=click.FloatRange(min=0), default=STUCK_AFTER, show_default=True,
+              metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
 @json_option
 @pass_ctx
-def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
+def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since, interval, storm_rate, stuck_after):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
-    queue their channel left, interdomain ends that disagree, vCPUs without a control block, and
-    domains near their event-channel limit.  On the 2-level ABI: pending and unmasked but its
+    queue their channel left, interdomain ends that disagree, vCPUs without a control block, ports
+    connected to or waiting for a domain that is dying or gone, domains stuck dying, and domains
+    near their event-channel limit.  With two samples (--since or --interval): event storms (a port,
+    IRQ or xenbus device over --storm-rate), spurious events and delayed EOIs growing, and ports
+    pending across samples.  On the 2-level ABI: pending and unmasked but its
     selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
     a raw dump."""
@@ -42,6 +55,8 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
         raise click.UsageError("pick one source of evidence: --edump, --lsevtchn or --from")
     if lsevtchn_file and len(domains) != 1:
         raise click.UsageError("lsevtchn prints no domain id: say which domain with one --domain")
+    if interval is not None and (chosen or since):
+        raise click.UsageError("--interval samples the backend twice: not with --since, --edump, --lsevtchn or --from")
     prior = None
     if since:
         try:
@@ -50,9 +65,12 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
         except OSError as e:
             raise EvidenceError(f"cannot read snapshot {since}: {(e.strerror or str(e)).lower()}") from None
     if edump:
+        from ..errors import read_input
         from ..evidence import edump as reader
 
-        ev = reader.read(edump)
+        text = read_input(edump, "'e' dump", EvidenceError)
+        ev = reader.parse(text, f"'e' dump {'<stdin>' if edump == '-' else edump}")
+        collect.edump_cut(text, ev)
     elif lsevtchn_file:
         from ..evidence import lsevtchn
 
@@ -62,6 +80,13 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
 
         src = memory.open_source(memory.Ask(from_file=raw_file), lambda: c.backend(read_only=True))
         ev = collect.from_memory(src, f"raw dump {raw_file}")
+    elif interval is not None:
+        import time
+
+        prior = collect.from_backend(c.backend(read_only=True), list(domains) or None)
+        time.sleep(interval)
+        c.close()  # opened again: a read-only simulated host is the copy taken when it was opened
+        ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
     else:
         ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
     if domains:
@@ -71,7 +96,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since):
             ev.domain(d)  # so the note is kept, and the domain counted with 0 ports
     if save:
         _save(save, ev.to_json())
-    rep = rules.examine(ev, prior)
+    rep = rules.examine(ev, prior, storm_rate=storm_rate, stuck_after=stuck_after)
     if c.json:
         c.emit(rep.as_dict() | {"source": ev.source})
     else:

@@ -131,6 +131,34 @@ def unpause(c: Ctx, domid):
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
+@sim.command("destroy")
+@click.argument("domid", type=DOMAIN)
+@click.option("--dying", is_flag=True, help="Leave it dying (still listed, as while something holds a reference "
+              "to it), not gone.")
+@json_option
+@pass_ctx
+def destroy(c: Ctx, domid, dying):
+    """Destroy a domain as ``xl destroy`` does, as --as (default dom0): Xen's evtchn_destroy() closes every port
+    of it, so each interdomain peer goes back to unbound, waiting for the dead domid; the domain is then gone
+    (ESRCH for every call naming it), or with --dying still listed as dying.  Run again on a dying domain to
+    finish it."""
+    caller = 0 if c.caller is None else c.caller
+    with SimHost(c.state) as host:
+        dom = host.domain(domid, "destroy")
+        ports = {d: {st.port for st in host.list_ports(0, d)} for d in host.domains if d != domid}
+        closed = len(host.list_ports(0, domid))
+        host.destroy_domain(caller, domid, dying)
+        peers = sorted((d, p) for d in host.domains if d != domid for p in ports[d]
+                       if (st := host.status(0, d, p)).state == "unbound" and st.remote_domain == domid)
+        del dom
+    what = "dying" if dying else "gone"
+    c.emit({"domain": domid, "state": what, "closed": closed,
+            "waiting": [{"domain": d, "port": p} for d, p in peers]},
+           f"domain {domid} destroyed ({what}): closed {closed} port(s)"
+           + (f"; {len(peers)} peer port(s) now unbound waiting for it: "
+              + ", ".join(f"d{d}:{p}" for d, p in peers) if peers else ""))
+
+
 @sim.command("xen-port")
 @click.argument("domid", type=DOMAIN)
 @click.option("--remote", type=DOMAIN, default=0, show_default=True, help="The domain that may bind to it.")

@@ -8,19 +8,33 @@ import click
 from rich.live import Live
 from rich.table import Table
 
+from ..activity import STORM_RATE
 from .context import COUNT, Ctx, domain_option, json_option, pass_ctx
 
 
-def _table(title: str, rates) -> Table:
+def _note(r, storm_rate: float) -> str:
+    notes = []
+    if r.storm:
+        notes.append(f"STORM: over {storm_rate:,.0f}/s")
+    if r.stalled:
+        notes.append("STALLED: pending, count not moving")
+    if r.spurious:
+        notes.append(f"{r.spurious} spurious")
+    if r.eoi_delayed:
+        notes.append(f"EOI delayed {r.eoi_delayed} jiffies")
+    return "; ".join(notes)
+
+
+def _table(title: str, rates, storm_rate: float) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold", box=None)
     for col in ("what", "name", "total", "per s", "raised", "PM", "note"):
         t.add_column(col, justify="right" if col in ("total", "per s", "raised") else "left")
     for r in sorted(rates, key=lambda r: (-r.per_second, r.row.key)):
         row = r.row
         flags = ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
-        note = "STALLED: pending, count not moving" if r.stalled else ""
         t.add_row(row.key, row.name, str(row.total), f"{r.per_second:.1f}",
-                  "" if row.raised is None else str(row.raised), flags, note, style="bold red" if r.stalled else None)
+                  "" if row.raised is None else str(row.raised), flags, _note(r, storm_rate),
+                  style="bold red" if r.stalled or r.storm else "yellow" if r.spurious or r.eoi_delayed else None)
     return t
 
 
@@ -29,14 +43,21 @@ def _table(title: str, rates) -> Table:
               help="Seconds between samples.")
 @click.option("--once", is_flag=True, help="Take two samples one interval apart, print once, exit.")
 @click.option("--count", "-n", type=COUNT, default=None, help="Stop after N refreshes.")
+@click.option("--storm-rate", type=click.FloatRange(min=1), default=STORM_RATE, show_default=True, metavar="N",
+              help="Events per second on one row flagged as a storm.")
 @domain_option
 @json_option
 @pass_ctx
-def watch(c: Ctx, interval, once, count, local_domain):
+def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
     """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
-    real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows); totals,
-    rates, and ports whose count stopped moving while their PENDING bit is set."""
-    from ..activity import Sample, rates
+    real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
+    device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
+    (a storm), and ports whose count stopped moving while their PENDING bit is set."""
+    from ..activity import Sample
+    from ..activity import rates as measure
+
+    def rates(a, b):
+        return measure(a, b, storm_rate)
 
     d = c.domain(local_domain)
     b = c.backend(read_only=True)
@@ -53,9 +74,12 @@ def watch(c: Ctx, interval, once, count, local_domain):
             c.emit({"domain": d, "interval": round(after.taken_at - before.taken_at, 3), "rows": [
                 {"key": r.row.key, "name": r.row.name, "port": r.row.port, "counts": r.row.counts, "total": r.row.total,
                  "per_second": round(r.per_second, 2), "raised": r.row.raised, "pending": r.row.pending,
-                 "masked": r.row.masked, "stalled": r.stalled} for r in result]})
+                 "masked": r.row.masked, "stalled": r.stalled, "storm": r.storm, "spurious": r.row.spurious,
+                 "spurious_since": r.spurious, "jiffies_eoi_delayed": r.row.eoi_delayed,
+                 "eoi_delayed_since": r.eoi_delayed} for r in result],
+                "storm_rate": storm_rate})
         else:
-            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result))
+            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate))
         return
     shown = 0
     try:
@@ -64,7 +88,7 @@ def watch(c: Ctx, interval, once, count, local_domain):
                 time.sleep(interval)
                 after = sample()
                 live.update(_table(f"{after.source}: activity (every {interval:g} s, Ctrl-C to stop)",
-                                   rates(before, after)), refresh=True)
+                                   rates(before, after), storm_rate), refresh=True)
                 before = after
                 shown += 1
     except KeyboardInterrupt:

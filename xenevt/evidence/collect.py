@@ -12,7 +12,7 @@ from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
 from ..errors import BackendUnavailable, XenevtError
 from ..ports import PortStatus
-from .model import DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
+from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
 
 def port_from_status(st: PortStatus) -> PortFacts:
@@ -109,16 +109,27 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     from . import edump
 
     ev = Evidence(f"{backend.name} backend")
+    info = backend.info()
+    ev.xen_version = info.get("xen_version")
+    known = info.get("domains")
+    # every domain the hypervisor lists (dying ones too), so a peer that is not among them is gone
+    ev.listed = sorted(d["domain"] for d in known) if isinstance(known, list) else None
     wanted = domains if domains is not None else backend.domains()
     # the event-channel limit only where the backend knows it: an event array's size is not a limit
-    limits = {d["domain"]: d["max_ports"] for d in backend.info().get("domains", []) if "max_ports" in d}
+    limits = {d["domain"]: d["max_ports"] for d in known or [] if "max_ports" in d}
+    facts = {d["domain"]: d for d in known or []}
     listed = False  # any open port in the tables ('e' prints open ports only: not the words of closed ones)
+    tables: dict[int, set[int]] = {}
     for domid in wanted:
         dom = ev.domain(domid)
+        dom.dying = facts.get(domid, {}).get("dying")
+        dom.limit_from = facts.get(domid, {}).get("limit_from")
         statuses = backend.list_ports(domid)
         listed = listed or bool(statuses)
+        tables[domid] = {st.port for st in statuses}
         for st in statuses:
             merge_port(dom, port_from_status(st))
+        dom.counters = _counters(backend, domid)
         try:
             img = memory.open_source(memory.Ask(domain=domid), lambda: backend).image()
         except BackendUnavailable:
@@ -140,6 +151,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         return ev
     seen = edump.parse(text, f"{backend.name} 'e' dump")
     ev.warnings += seen.warnings
+    edump_cut(text, seen, {d: tables[d] for d in tables})
     # an 'e' dump with no port is news only when the port tables have some
     tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
@@ -150,5 +162,52 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             dom.abi = dom.abi or facts.abi
             for port in facts.ports.values():
                 merge_port(dom, port)
+            # ports the status walk was refused (Xen's own on 4.15-4.18) but the 'e' dump shows
+            missed = sorted(p for p, f in facts.ports.items() if f.xen_consumer and p not in tables[domid])
+            if missed:
+                dom.unreported = missed
     ev.source += " + 'e' dump"
     return ev
+
+
+def _counters(backend, domid: int) -> list[CounterFacts]:
+    """The domain's activity counters, where the backend can count them (the simulator: every domain's ports;
+    on Xen: this domain's own interrupts and xenbus devices)."""
+    try:
+        rows = backend.activity(domid)
+    except (BackendUnavailable, XenevtError):
+        return []
+    return [CounterFacts(r.key, r.name, r.port, r.raised, r.total, r.spurious, r.eoi_delayed) for r in rows]
+
+
+CUT = "the 'e' dump's end"  # where a dump that looks cut short is recorded as unread
+CONRING_DEFAULT = 16384   # Xen's smallest console ring (drivers/char/console.c: _CONRING_SIZE; conring_size=)
+
+
+def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | None = None) -> None:
+    """Mark an 'e' dump that looks cut short (the console ring overwrote its start, or the read stopped before
+    its end) as unread, so doctor does not call what is missing healthy.  Xen prints no end marker: what
+    tells is a dump without its "'e' pressed" line (the ring wrapped), or a last domain section with fewer
+    ports than the port tables hold (later domains missing); a line cut in the middle is unread already."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    start = text.rfind("'e' pressed")
+    first = text.find("Event channel information for")
+    why = []
+    if start < 0 and first >= 0:
+        why.append(f"it has no \"'e' pressed\" line: the console ring (by default {CONRING_DEFAULT // 1024} KiB) "
+                   "had already overwritten its start; boot Xen with conring_size=1M, or read the ring right after "
+                   "pressing the key")
+    # Xen prints the domains in domid order: cut at the end, the last section is short and later ones missing
+    last = max(ev.domains, default=None)
+    for domid, ports in sorted((tables or {}).items()):
+        got = ev.domains.get(domid)
+        if last is None or domid < last or not ports:
+            continue
+        lost = sorted(ports - set(got.ports)) if got is not None else sorted(ports)
+        if lost:
+            where = f"domain {domid}'s section ends" if got is not None else f"domain {domid} has no section"
+            why.append(f"{where} before {len(lost)} open port(s) of its port table (first {lost[0]})")
+            break
+    if why:
+        ev.skip(CUT, "the dump looks cut short: " + "; ".join(why))

@@ -11,6 +11,13 @@ finding already says "problems" (exit 3).
 2-level domains have no queues: their rules read each port's pending and
 mask bits and each vCPU's vcpu_info (upcall flag, selector words).
 
+With two samples, activity counters give rates: a port (or IRQ, or xenbus
+device) raising faster than ``storm_rate`` is a storm, spurious events and
+delayed EOIs growing mark a rogue peer (the XSA-332/XSA-391 class), and a
+port still pending ``stuck_after`` seconds later with nothing delivered is
+stuck.  Peers are judged against the domains the hypervisor lists: a port
+connected to or waiting for a domain that is dying or gone is a dead peer.
+
 One file (over 400 lines) because the rules share one pass: the queues are
 judged live or stale once and the chains walked live-first, and every chain
 rule reads that same walk; split, each module would redo or pass it around.
@@ -21,10 +28,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .. import abi
-from .model import DomainFacts, Evidence, QueueFacts, VcpuFacts
+from ..activity import STORM_RATE
+from .model import CounterFacts, DomainFacts, Evidence, QueueFacts, VcpuFacts
 
 SEVERITIES = ("info", "warning", "error")
 EXIT_CODES = {"healthy": 0, "problems": 3, "inconclusive": 4}
+STUCK_AFTER = 10.0                 # seconds a port may stay pending across samples before it is called stuck
+SPURIOUS_MIN = 10                  # spurious events between samples (and 1/s) before they are a finding
+XEN_OWNED_HIDDEN = ("4.15", "4.16", "4.17", "4.18")  # EVTCHNOP_status: EACCES on a port Xen consumes
 SHOWN_IN_JSON = 20                 # the first unread items and warnings listed; the totals say how many more
 BROKEN = {"range": "points past the event array (or at a page that is not there)",
           "unlinked": "points at a port that is not LINKED",
@@ -209,12 +220,17 @@ def _live(v: VcpuFacts, q: QueueFacts) -> str:
     return ""
 
 
-def examine(ev: Evidence, since: Evidence | None = None) -> Report:
+def examine(ev: Evidence, since: Evidence | None = None, storm_rate: float = STORM_RATE,
+            stuck_after: float = STUCK_AFTER) -> Report:
     rep = Report(warnings=list(ev.warnings),
                  unread=[str(u) for u in ev.unread if u.domain is None or u.domain in ev.domains])
     if not ev.domains:
         rep.unread.append(f"{ev.source}: no domain in the evidence")
     age = ev.taken_at - since.taken_at if since is not None else None
+    if age is not None and age <= 0:
+        rep.warnings.append(f"the --since snapshot was taken {-age:.0f} s after this evidence: no rates, nothing "
+                            "compared over time")
+        since, age = None, None
     for domid in sorted(ev.domains):
         dom = ev.domains[domid]
         prev = since.domains.get(domid) if since is not None else None
@@ -231,7 +247,13 @@ def examine(ev: Evidence, since: Evidence | None = None) -> Report:
         _selector_idle(rep, dom)
         _no_control_block(rep, dom)
         _remote_ends(rep, dom, ev)
+        _dead_peers(rep, dom, ev, prev)
+        _dying(rep, dom, prev, age)
         _limit(rep, dom)
+        _unreported(rep, dom, ev)
+        if prev is not None and age:
+            _pending_long(rep, dom, prev, age, stuck_after)
+            _storms(rep, dom, prev, age, storm_rate)
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     rep.findings.sort(key=lambda f: (order[f.severity], f.domain, f.ports, f.rule))
     return rep
@@ -484,7 +506,8 @@ def _limit(rep, dom):
     used += busy
     two = dom.abi == "2-level"
     if dom.max_ports is not None and (not two or dom.max_ports < abi.EVTCHN_2L_NR_CHANNELS):
-        limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}"
+        limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}" + (f" ({dom.limit_from})" if dom.limit_from
+                                                                          else "")
     elif two:
         # the bitmaps' size bounds a 64-bit guest on 2-level whatever max_event_channels says
         limit = abi.EVTCHN_2L_NR_CHANNELS - 1
@@ -492,7 +515,8 @@ def _limit(rep, dom):
                 "used)")
     else:
         limit = abi.EVTCHN_FIFO_MAX_PORT if dom.domain == 0 else abi.LIBXL_DEFAULT_EVENT_CHANNELS
-        said = f"assuming Xen's default limit of {limit} (max_event_channels)"
+        said = (f"assuming Xen's default limit of {limit} (max_event_channels: the hypervisor reports no domain's "
+                "limit, and this source had no toolstack config to read it from)")
     more = (" On the 2-level ABI no setting gives more than 4096 ports: a guest that needs more must use FIFO "
             "(Linux does when Xen offers it, unless booted with xen.fifo_events=0).") if two else ""
     if used >= limit:
@@ -519,3 +543,169 @@ def _remote(p) -> str:
     if p.state == "virq" and p.virq is not None:
         return f" VIRQ {p.virq}"
     return ""
+
+
+# --- dead peers and stuck waiters ---------------------------------------------------------------------------
+def _peer_state(ev: Evidence, domid: int) -> str:
+    """"dying", "gone" or "" (alive, or not known): from the hypervisor's domain list and its dying flags."""
+    d = ev.domains.get(domid)
+    if d is not None and d.dying:
+        return "dying"
+    if ev.listed is not None and domid not in ev.listed and domid < abi.DOMID_FIRST_RESERVED:
+        return "gone"
+    return ""
+
+
+def _dead_peers(rep, dom, ev, prev):
+    """A port connected to, or waiting for, a domain that is dying or no longer exists.  Xen's evtchn_destroy()
+    closes every port of a destroyed domain, which sends each interdomain peer back to unbound waiting for the
+    dead domid; alloc_unbound stores the remote domid unchecked.  Either way nothing will ever connect."""
+    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+        if p.state not in ("interdomain", "unbound") or p.remote_domain is None:
+            continue
+        dead = _peer_state(ev, p.remote_domain)
+        if not dead:
+            continue
+        was = prev.ports.get(p.port) if prev is not None else None
+        history = ""
+        if was is not None and was.state == "interdomain" and was.remote_domain == p.remote_domain:
+            history = f"; connected to its port {was.remote_port} in the earlier sample"
+        what = "which is dying (XEN_DOMINF_dying)" if dead == "dying" else "which no longer exists"
+        if p.state == "interdomain":
+            _add(rep, "error", "dead-peer", dom, [p.port],
+                 f"port {p.port} is connected to domain {p.remote_domain}, {what}",
+                 f"interdomain -> {p.remote_domain}:{p.remote_port}; domain {p.remote_domain} "
+                 f"{'is listed as dying' if dead == 'dying' else 'is not in the hypervisor domain list'}",
+                 "Xen closes a dying domain's ports as it destroys it, which turns this end unbound: seen still "
+                 "connected, the destroy is under way or the samples are from different moments; sample again. "
+                 "Events sent on it reach nobody.")
+            continue
+        _add(rep, "warning", "dead-peer", dom, [p.port],
+             f"port {p.port} is waiting for domain {p.remote_domain}, {what}",
+             f"unbound, waiting for domain {p.remote_domain}{history}; domain {p.remote_domain} "
+             f"{'is listed as dying' if dead == 'dying' else 'is not in the hypervisor domain list'}",
+             f"Nothing will ever bind to it: domain {p.remote_domain} was destroyed (Xen sent this end back to "
+             "unbound) or never existed. It is usually a backend whose frontend went away without the device being "
+             f"removed: check `xenstore-ls /local/domain/{dom.domain}/backend` for a directory of domain "
+             f"{p.remote_domain} and remove the device (xl block-detach/network-detach, or restart the driver "
+             "domain's backend); the port is freed when its owner closes it.")
+
+
+def _dying(rep, dom, prev, age):
+    """A domain listed as dying: its ports are closed, but something still holds a reference to it."""
+    if not dom.dying:
+        return
+    still = prev is not None and prev.dying and age is not None
+    _add(rep, "warning" if still else "info", "domain-dying", dom, [],
+         f"domain {dom.domain} is dying" + (f", and was {age:.0f} s earlier" if still else ""),
+         "XEN_DOMINF_dying set" + (f" in both samples, {age:.0f} s apart" if still else ""),
+         "Xen has closed its event channels; the domain disappears once the last reference to its memory goes. "
+         "Stuck dying (a zombie), it is usually a backend or device model still mapping its grants: look for "
+         f"its backends in xenstore and its qemu process; `xl destroy {dom.domain}` again retries.")
+
+
+def _pending_long(rep, dom, prev, age, stuck_after):
+    """A port pending in both samples, with nothing delivered on it in between (where that is counted), that the
+    masked and never-queued rules do not already explain: its event waits and the guest does not take it."""
+    if age < stuck_after:
+        return
+    handled = _by_port(dom.counters)
+    before = _by_port(prev.counters)
+    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+        if not p.pending or p.masked is not False or p.state in ("closed", "reserved", "unknown"):
+            continue
+        if p.linked is False or dom.abi == "2-level" and _unseen(dom, p):
+            continue  # pending-not-queued says it
+        was = prev.ports.get(p.port)
+        if was is None or not was.pending or was.state != p.state:
+            continue
+        now, then = handled.get(p.port), before.get(p.port)
+        if now is not None and then is not None and now.handled is not None and then.handled is not None:
+            if now.handled != then.handled:
+                continue  # events were delivered in between: a busy port, not a stuck one
+            counted = "; no event delivered on it in between"
+        else:
+            counted = "; whether events were delivered in between is not counted by this source"
+        _add(rep, "warning", "pending-stuck", dom, [p.port],
+             f"port {p.port} has been pending for at least {age:.0f} s",
+             f"PENDING, unmasked, {p.state}{_remote(p)} in both samples, {age:.0f} s apart{counted}",
+             "The event is queued for the guest but the guest is not taking it: the vCPU it notifies "
+             f"(vCPU {p.vcpu}) may be blocked with events off, offline, or its upcall handler stuck. Look at the "
+             "guest's console and `xenevt dump -d " + str(dom.domain) + "`; a notify on the port does not help.",
+             vcpu=p.vcpu)
+
+
+def _by_port(counters: list[CounterFacts]) -> dict[int, CounterFacts]:
+    return {c.port: c for c in counters if c.port is not None}
+
+
+def _storms(rep, dom, prev, age, storm_rate):
+    """Rates from two samples of the domain's counters: a storm, spurious events growing, EOIs delayed."""
+    old = {c.key: c for c in prev.counters}
+    for c in dom.counters:
+        o = old.get(c.key)
+        if o is None:
+            continue
+        label, ports = _counter_label(dom, c)
+        events = max(_delta(c.raised, o.raised), _delta(c.handled, o.handled))
+        rate = events / age
+        if rate >= storm_rate:
+            sender = ""
+            p = dom.ports.get(c.port) if c.port is not None else None
+            if p is not None and p.state == "interdomain":
+                sender = f"; the sender is domain {p.remote_domain} (its port {p.remote_port})"
+            _add(rep, "warning", "event-storm", dom, ports,
+                 f"{label} receives {rate:,.0f} events/s: an event storm",
+                 f"{events:,} events in {_secs(age)} s (threshold {storm_rate:,.0f}/s, --storm-rate){sender}",
+                 "A peer notifying in a loop (the XSA-332/XSA-391 class) costs this domain an upcall per event. A "
+                 "guest's frontend doing it is misbehaving or hostile: Linux throttles it (watch its xenbus "
+                 "spurious_events and jiffies_eoi_delayed); pause or destroy that guest, or close the channel. If "
+                 "the device is just this busy, raise --storm-rate.")
+        spurious = _delta(c.spurious, o.spurious)
+        if spurious >= SPURIOUS_MIN and spurious / age >= 1:
+            _add(rep, "warning", "spurious-events", dom, ports,
+                 f"{label}: {spurious:,} spurious events in {_secs(age)} s",
+                 f"xenbus spurious_events {o.spurious} -> {c.spurious} ({spurious / age:,.1f}/s)",
+                 "Events that needed no action: the other end notifies without putting work on the ring, a rogue or "
+                 "buggy frontend/backend (XSA-391). Linux delays the EOI of such a device more each time; find the "
+                 "other end's domain in the device's xenstore node and check that guest.")
+        delayed = _delta(c.eoi_delayed, o.eoi_delayed)
+        if delayed > 0:
+            _add(rep, "warning", "eoi-delayed", dom, ports,
+                 f"{label}: Linux held its EOI back for {delayed:,} jiffies in {_secs(age)} s",
+                 f"xenbus jiffies_eoi_delayed {o.eoi_delayed} -> {c.eoi_delayed}",
+                 "Linux throttles a device whose events keep finding no work (lateeoi): the other end is flooding "
+                 "it, and the device slows down for everyone. The first sign of a rogue peer: find which domain is "
+                 "on the other end (the device's xenstore node) and stop it.")
+
+
+def _secs(age: float) -> str:
+    return f"{age:.0f}" if age >= 10 else f"{age:.2g}"
+
+
+def _delta(now: int | None, then: int | None) -> int:
+    """Counted since the earlier sample; a counter that went back (restarted) counts nothing."""
+    return max(now - then, 0) if now is not None and then is not None else 0
+
+
+def _counter_label(dom, c: CounterFacts) -> tuple[str, list[int]]:
+    if c.port is not None:
+        return f"port {c.port}", [c.port]
+    return f"{c.key} ({c.name})" if c.name and c.name != c.key else c.key, []
+
+
+# --- versions -----------------------------------------------------------------------------------------------
+def _unreported(rep, dom, ev):
+    """Ports EVTCHNOP_status refused but the 'e' dump shows Xen consuming: a version's rule, not a failure."""
+    if not dom.unreported:
+        return
+    ports = ", ".join(map(str, dom.unreported))
+    version = ev.xen_version or "this Xen"
+    hidden = ev.xen_version in XEN_OWNED_HIDDEN if ev.xen_version else True
+    _add(rep, "info", "xen-owned-unreported", dom, list(dom.unreported),
+         f"{'Xen ' + version if ev.xen_version else version} does not report ports Xen itself consumes "
+         f"(port(s) {ports})",
+         f"EVTCHNOP_status refused port(s) {ports} (EACCES); the 'e' dump shows them with x= (Xen's consumer)"
+         + ("" if hidden else f"; unexpected on Xen {version}, which reports them"),
+         "Not a failure: Xen 4.15 to 4.18 refuse EVTCHNOP_status on ports an ioreq server or vm_event ring "
+         "uses (4.19 reports them again); their state here comes from the 'e' dump alone.")

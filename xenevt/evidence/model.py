@@ -73,6 +73,20 @@ class VcpuFacts:
 
 
 @dataclass
+class CounterFacts:
+    """One activity row a domain's kernel keeps (a /proc/interrupts line, a xenbus device's counters) or the
+    simulator keeps for a port; cumulative, so two samples give rates.  ``key`` is the same in both."""
+
+    key: str                         # "port 5", "irq 24", "xenbus backend/vif/5/0"
+    name: str = ""
+    port: int | None = None
+    raised: int | None = None        # events Xen raised on the port (simulator)
+    handled: int | None = None       # events the kernel handled (deliveries, interrupts, xenbus ``events``)
+    spurious: int | None = None      # xenbus ``spurious_events``: events that needed no action
+    eoi_delayed: int | None = None   # xenbus ``jiffies_eoi_delayed``: jiffies Linux held the EOI back
+
+
+@dataclass
 class DomainFacts:
     domain: int
     abi: str | None = None           # "FIFO", "2-level" or unknown
@@ -81,6 +95,10 @@ class DomainFacts:
     max_ports: int | None = None     # the event-channel limit, where known
     nr_word_ports: int | None = None  # ports that have an event word (array pages x 1024)
     polling: list[int] | None = None  # vCPUs blocked in SCHEDOP_poll ('e' dump)
+    dying: bool | None = None        # XEN_DOMINF_dying: destroyed, its ports closed, still listed
+    limit_from: str | None = None    # where max_ports was read (the hypervisor, `xl list -l` ...)
+    unreported: list[int] | None = None  # ports EVTCHNOP_status refused (EACCES: Xen's own, on 4.15-4.18)
+    counters: list[CounterFacts] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +123,8 @@ class Evidence:
     warnings: list[str] = field(default_factory=list)  # notes that do not make the evidence incomplete
     taken_at: float = field(default_factory=time.time)
     unread: list[Unread] = field(default_factory=list)
+    listed: list[int] | None = None  # every domain the hypervisor lists (dying ones too); None: not known
+    xen_version: str | None = None   # "4.17", where the source says
 
     def skip(self, where: str, what: str, domain: int | None = None) -> None:
         self.unread.append(Unread(where, what, domain))
@@ -117,7 +137,8 @@ class Evidence:
     # --- snapshots for --since ---------------------------------------------------
     def to_json(self) -> str:
         return json.dumps({"format": "xenevt-evidence", "version": 1, "source": self.source,
-                           "taken_at": self.taken_at, "warnings": self.warnings,
+                           "taken_at": self.taken_at, "warnings": self.warnings, "listed": self.listed,
+                           "xen_version": self.xen_version,
                            "unread": [asdict(u) for u in self.unread],
                            "domains": [_domain_dict(d) for d in self.domains.values()]})
 
@@ -131,6 +152,7 @@ def _domain_dict(d: DomainFacts) -> dict:
     """``asdict(d)`` without its deep copies (json.dumps copies anyway): 20,000 ports in ms, not seconds."""
     out = {f.name: getattr(d, f.name) for f in fields(d)}
     out["ports"] = {k: vars(p) for k, p in d.ports.items()}
+    out["counters"] = [vars(c) for c in d.counters]
     out["vcpus"] = {k: {f.name: getattr(v, f.name) for f in fields(v)} | {"queues": [vars(q) for q in v.queues]}
                     for k, v in d.vcpus.items()}
     return out
@@ -168,13 +190,17 @@ class _Snapshot:
         if isinstance(taken, bool) or not isinstance(taken, (int, float)) or not math.isfinite(taken):
             raise self.fail("taken_at", f"expected a time in seconds, got {_shown(taken)}")
         ev = Evidence(self.value("source", raw.get("source"), "str"), taken_at=float(taken))
+        ev.listed = self.value("listed", raw.get("listed"), "list[int] | None")
+        ev.xen_version = self.value("xen_version", raw.get("xen_version"), "str | None")
         ev.warnings = [self.value(f"warnings[{i}]", w, "str") for i, w in enumerate(self.seq("warnings",
                                                                                               raw.get("warnings", [])))]
         for i, u in enumerate(self.seq("unread", raw.get("unread", []))):
             ev.unread.append(Unread(**self.record(f"unread[{i}]", u, Unread)))
         for i, d in enumerate(self.seq("domains", raw.get("domains"))):
             where = f"domains[{i}]"
-            dom = DomainFacts(**self.record(where, d, DomainFacts, skip=("ports", "vcpus")))
+            dom = DomainFacts(**self.record(where, d, DomainFacts, skip=("ports", "vcpus", "counters")))
+            for j, c in enumerate(self.seq(f"{where}.counters", d.get("counters", []))):
+                dom.counters.append(CounterFacts(**self.record(f"{where}.counters[{j}]", c, CounterFacts)))
             for key, p in self.table(f"{where}.ports", d.get("ports", {})):
                 facts = PortFacts(**self.record(f"{where}.ports[{key}]", p, PortFacts))
                 dom.ports[facts.port] = facts

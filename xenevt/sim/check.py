@@ -34,6 +34,11 @@ bit on a closed port: Xen's switch to FIFO keeps the bitmaps and a reset does
 not clear them, so a domain once on FIFO may show one.  A killed consumer's
 vCPU gets its selector bits rebuilt all the same (``repair_vcpu_l2``).
 
+A destroyed domain (``sim destroy``) is not an inconsistency either: gone, it
+is not checked (its image is kept unused, a note says so); dying, its ports
+are all closed; and ports of other domains left unbound waiting for it are
+what Xen's evtchn_destroy() leaves.
+
 A file ``statefile.check_file`` refuses is reported as its one line and cannot be repaired here.
 """
 
@@ -333,6 +338,8 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
                            f"was cut short: {len(intent.entries)} step(s) to redo ({steps})", redo))
     if mark is not None:
         out.append(Finding("journal", "raise", f"a raise of port {mark[1]} of domain {mark[0]} was cut short", redo))
+    for domid in sorted(host.gone):
+        notes.append(f"domain {domid}: destroyed (gone): its image is kept unused and not checked")
     try:
         host.check_records()
     except StateError as e:  # a record no Xen could hold: nothing else can be judged until it is whole again

@@ -36,6 +36,7 @@ from .statefile import (
     K_CHAN,
     K_CLOSE_WORD,
     K_CONTROL,
+    K_DESTROY,
     K_ENABLE,
     K_FREES,
     K_PAGE,
@@ -231,16 +232,40 @@ class Hypercalls:
         """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
         (a close cut short by a kill may have left a record half written).  Ports Xen consumes stay: the
         guest's evtchn_close() refuses them."""
+        self._close_all(dom, xen_too=False)
+        self._fifo_destroy(dom)
+        self._clean_free(dom)
+
+    def _close_all(self, dom: SimDomain, xen_too: bool) -> None:
+        """evtchn_close() of every open port (Xen's own ones too for ``xen_too``: evtchn_destroy), each peer
+        sent back to unbound; restartable, the frees count left to the caller."""
         mem = dom.mem
         for port in self._open_ports(dom):
             self._crash_point()
             ch = mem.chan(port)  # unchecked: a close cut short may have left it half written
-            if ch.flags & CHAN_XEN:
+            if ch.flags & CHAN_XEN and not xen_too:
                 continue
             for kind, domid, index, value in self._close_entries(dom, port, ch):
                 if kind != K_FREES:
                     self._apply([(kind, domid, index, value)])
-        self._fifo_destroy(dom)
+
+    def _destroy_all(self, dom: SimDomain, dying: bool) -> None:
+        """evtchn_destroy() for domain_kill(), restartable: every port closed (so each interdomain peer goes
+        back to unbound, waiting for this domid), the FIFO control blocks and array let go (no kernel sets
+        anything up again), and the domain table flag stored last.  Gone, the domain leaves ``domains``."""
+        self._close_all(dom, xen_too=True)
+        if dom.mem.event_abi == ABI_FIFO:
+            dom.mem.fifo_teardown()
+        dom.engine.refresh()
+        self._clean_free(dom)
+        dom.set_destroyed(dying)
+        if not dying and dom.domid in self.domains:
+            self.gone[dom.domid] = self.domains.pop(dom.domid)
+            self._nr_chans.pop(dom.domid, None)
+
+    def _clean_free(self, dom: SimDomain) -> None:
+        """Every free record and word of the domain clean, and its frees count bumped (any hint is stale)."""
+        mem = dom.mem
         clean = Chan()
         for port in range(1, mem.nr_chans):
             ch = mem.chan(port)
@@ -278,6 +303,8 @@ class Hypercalls:
         a search of the channel states' bytes, not a Python loop over ports.
         """
         mem = dom.mem
+        if dom.dying:  # get_free_port(): after evtchn_destroy() no allocation
+            raise channel_error(call, errno.EINVAL, "the domain is dying", domain=dom.domid)
         nr = mem.nr_chans if mem.event_abi == ABI_FIFO else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)  # max_evtchns
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
@@ -430,6 +457,22 @@ class Hypercalls:
                                     f"when it asks itself or is paused (xl pause {domid})", domain=domid)
             self._transact("reset", caller, [(K_RESET, domid, 0, b"")])
 
+    def destroy_domain(self, caller: int, domid: int, dying: bool = False) -> None:
+        """XEN_DOMCTL_destroydomain as the toolstack makes it (``xl destroy``): a privileged caller (EPERM),
+        never itself or a privileged domain (EINVAL).  domain_kill() runs evtchn_destroy() as one intent;
+        ``dying`` leaves the domain listed as dying (something still holds a reference to it), else it is
+        gone.  Destroying a dying domain again finishes it."""
+        call = "destroy"
+        with self.locked():
+            dom = self.domain(domid, call)
+            me = self._caller(caller, domid, call)
+            if not me.privileged:
+                raise channel_error(call, errno.EPERM, f"domain {caller} is not privileged", domain=domid)
+            if domid == caller or dom.privileged:
+                raise channel_error(call, errno.EINVAL, "the simulator destroys no privileged domain and no "
+                                    "domain destroys itself", domain=domid)
+            self._transact("destroy", caller, [(K_DESTROY, domid, int(dying), b"")])
+
     def pause(self, domid: int, paused: bool = True) -> None:
         """The toolstack's pause and unpause (``xl pause``): all that the event channels care about is that
         EVTCHNOP_reset may then name the domain."""
@@ -551,9 +594,10 @@ class Hypercalls:
         doms = []
         for d in self.domains.values():
             used = len(self._open_ports(d))
-            doms.append({"domain": d.domid, "privileged": d.privileged, "paused": d.paused,
+            doms.append({"domain": d.domid, "privileged": d.privileged, "paused": d.paused, "dying": d.dying,
                          "abi": "FIFO" if d.mem.event_abi == ABI_FIFO else "2-level", "vcpus": d.mem.nr_vcpus,
-                         "max_ports": d.mem.nr_chans, "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
+                         "max_ports": d.mem.nr_chans, "limit_from": "the simulated hypervisor's max_evtchn_port",
+                         "event_array_pages": d.mem.nr_pages, "ports_in_use": used,
                          "control_blocks": [v for v in range(d.mem.nr_vcpus) if d.mem.cb_offset(v) is not None],
                          "gfns": self.gfns(d.domid)})
         abis = {"FIFO" if d.mem.event_abi == ABI_FIFO else "2-level" for d in self.domains.values()}

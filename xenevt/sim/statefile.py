@@ -26,7 +26,12 @@ ABI at boot, as ``xen.fifo_events=0`` makes Linux do: it never registers a
 control block, and after EVTCHNOP_reset it masks every port again instead of
 setting FIFO up; without it a kernel chooses FIFO).  A bare domain has no
 kernel, so ``DOM_BARE | DOM_KERNEL_2L`` is refused.  Files made before the bit
-existed read as FIFO kernels, as they were.
+existed read as FIFO kernels, as they were.  ``DOM_DYING`` (``sim destroy
+--dying``: Xen's evtchn_destroy() has closed every port, the domain is still
+listed with XEN_DOMINF_dying, no port can be allocated in it) and
+``DOM_GONE`` (destroyed: no hypercall finds it any more, ESRCH; its image stays
+in the file unused, so no other domain's offset moves, and its domid is not
+reused) are what a destroyed domain leaves; both together are refused.
 
 The journal page (at the offset the header's u64 at byte 32 gives: the
 file's last page), a fixed layout that C code may
@@ -71,7 +76,11 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
   kernel chose: ``DOM_KERNEL_2L`` above);
 * ``K_CONTROL`` index=vCPU, value=u32 offset: EVTCHNOP_init_control (the
   first control block switches the domain to FIFO: 2-level pending bits kept
-  as deferred events, every port's priority the default).
+  as deferred events, every port's priority the default);
+* ``K_DESTROY`` index=1 to leave the domain dying, 0 gone: Xen's
+  evtchn_destroy() (every port closed, Xen's own included, so each
+  interdomain peer goes back to unbound waiting for this domid; the FIFO
+  control blocks and array let go), then the domain table flag stored last.
 """
 
 from __future__ import annotations
@@ -98,7 +107,9 @@ DOM_PRIVILEGED = 1
 DOM_BARE = 2  # no simulated guest kernel: its memory changes only by hypercalls (a test guest's raw view)
 DOM_PAUSED = 4  # paused by the toolstack (``xl pause``): EVTCHNOP_reset may name it
 DOM_KERNEL_2L = 8  # its simulated Linux kernel chose the 2-level ABI (xen.fifo_events=0), not FIFO
-DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L
+DOM_DYING = 16  # destroyed but still listed (XEN_DOMINF_dying): every port closed, none can be allocated
+DOM_GONE = 32  # destroyed: not listed, ESRCH for every hypercall naming it; its image is kept, unused
+DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE
 XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
 XEN_VERSIONS = {"4.17": 0x411, "4.20": 0x414}  # the versions whose differences the simulator follows
 DEFAULT_XEN = "4.20"
@@ -113,12 +124,12 @@ ENTRIES = 0x080
 ENTRY = struct.Struct("<IIII16s")  # kind, domain, index, reserved, value
 MAX_INTENT_ENTRIES = (abi.PAGE_SIZE - ENTRIES) // ENTRY.size
 INTENT_COMMITTED = 0x544E4958  # "XINT"
-K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL = range(1, 9)
+K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL, K_DESTROY = range(1, 10)
 KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAISE: "raise", K_ENABLE: "enable",
-         K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block"}
+         K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block", K_DESTROY: "destroy"}
 # the hypercall an intent record belongs to (reports only)
 OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
-       7: "expand_array", 8: "init_control"}
+       7: "expand_array", 8: "init_control", 9: "destroy"}
 OP_CODES = {name: code for code, name in OPS.items()}
 
 
@@ -179,6 +190,11 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
         if flags & DOM_BARE and flags & DOM_KERNEL_2L:
             raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is bare (no kernel), "
                           "yet names the ABI its kernel chose")
+        if flags & DOM_DYING and flags & DOM_GONE:
+            raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is both dying and gone")
+        if flags & DOM_GONE and flags & DOM_PRIVILEGED:
+            raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is privileged, which "
+                          "the simulator never destroys")
         if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
             raise corrupt(path, at + 8, f"{field}.offset",
                           f"domain {domid}'s image offset {offset:#x} is not a page boundary inside the file")

@@ -34,7 +34,9 @@ from ..ports import chan_is_open
 from .statefile import (
     DEFAULT_XEN,
     DOM_BARE,
+    DOM_DYING,
     DOM_ENTRY,
+    DOM_GONE,
     DOM_KERNEL_2L,
     DOM_PAUSED,
     DOM_PRIVILEGED,
@@ -50,6 +52,7 @@ from .statefile import (
     K_CHAN,
     K_CLOSE_WORD,
     K_CONTROL,
+    K_DESTROY,
     K_ENABLE,
     K_FREES,
     K_PAGE,
@@ -225,10 +228,27 @@ class SimDomain:
     def paused(self) -> bool:
         return self._entry is not None and bool(self._entry[1] & DOM_PAUSED)
 
+    @property
+    def dying(self) -> bool:
+        """Destroyed but still listed (``sim destroy --dying``): every port closed, none can be allocated."""
+        return self._entry is not None and bool(self._entry[1] & DOM_DYING)
+
+    @property
+    def gone(self) -> bool:
+        return self._entry is not None and bool(self._entry[1] & DOM_GONE)
+
     def set_paused(self, paused: bool) -> None:
         """One aligned store of the entry's flags word (callers hold the host lock)."""
+        self._set_flag(DOM_PAUSED, paused)
+
+    def set_destroyed(self, dying: bool) -> None:
+        """Dying, or gone: one aligned store of the flags word, so a kill leaves the one or the other."""
         if self._entry is not None:
-            self._entry[1] = (self._entry[1] & ~DOM_PAUSED) | (DOM_PAUSED if paused else 0)
+            self._entry[1] = (self._entry[1] & ~(DOM_DYING | DOM_GONE)) | (DOM_DYING if dying else DOM_GONE)
+
+    def _set_flag(self, flag: int, on: bool) -> None:
+        if self._entry is not None:
+            self._entry[1] = (self._entry[1] & ~flag) | (flag if on else 0)
 
 
 class HostFile:
@@ -300,14 +320,16 @@ class HostFile:
         self._mm = mmap.mmap(self._fd, self._size,
                              access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
         self.domains: dict[int, SimDomain] = {}
+        self.gone: dict[int, SimDomain] = {}  # destroyed domains (DOM_GONE): no hypercall finds them
         try:
             checked = check_file(self._mm, self._size, self.path, records=False)
             try:
                 for i, (domid, flags, mem) in enumerate(checked):
                     at = DOM_TABLE + i * DOM_ENTRY.size
-                    self.domains[domid] = SimDomain(domid, flags, mem, memoryview(self._mm)[at: at + 8].cast("I"))
+                    table = self.gone if flags & DOM_GONE else self.domains
+                    table[domid] = SimDomain(domid, flags, mem, memoryview(self._mm)[at: at + 8].cast("I"))
             except BaseException:
-                for dom in self.domains.values():
+                for dom in (self.domains | self.gone).values():
                     dom.engine.close()
                     dom.l2.close()
                 for _, _, mem in checked:
@@ -332,13 +354,14 @@ class HostFile:
         if jw is not None:
             jw.release()
             self._jw = None
-        for dom in self.domains.values():
+        for dom in (self.domains | getattr(self, "gone", {})).values():
             if dom._entry is not None:
                 dom._entry.release()
                 dom._entry = None
             dom.engine = dom.l2 = None
             dom.mem = None
         self.domains = {}
+        self.gone = {}
         try:
             self._mm.close()
         except BufferError:  # a caller still holds a view; the OS unmaps at exit
@@ -437,7 +460,7 @@ class HostFile:
         entry may run again after a partial run (at-least-once for a raise: Xen guests take spurious events)."""
         for kind, domid, index, value in entries:
             self._crash_point()
-            dom = self.domains[domid]
+            dom = self.domains.get(domid) or self.gone[domid]  # (a destroy redone after its last step)
             mem = dom.mem
             if kind == K_CHAN:
                 new = Chan(*CHAN.unpack(value))
@@ -460,6 +483,8 @@ class HostFile:
                 self._reset_all(dom)
             elif kind == K_CONTROL:
                 self._control_block(dom, index, struct.unpack_from("<I", value)[0])
+            elif kind == K_DESTROY:
+                self._destroy_all(dom, dying=bool(index))
 
     @staticmethod
     def _image(chan: Chan) -> bytes:
@@ -468,11 +493,12 @@ class HostFile:
 
     def _recover(self) -> None:
         """Finish a raise and an intent record that their process left under way (statefile's docstring)."""
-        intent = check_journal(self._mm, self._journal, self.path, {d: dom.mem for d, dom in self.domains.items()})
+        intent = check_journal(self._mm, self._journal, self.path,
+                               {d: dom.mem for d, dom in (self.domains | self.gone).items()})
         mark = read_raise(self._mm, self._journal)
         if mark is not None:
             domid, port = mark
-            dom = self.domains[domid]
+            dom = self.domains.get(domid) or self.gone[domid]
             ch = dom.mem.chan(port)
             for v in sorted({ch.notify_vcpu, ch.last_vcpu}):
                 self._repair_vcpu(dom, v)

@@ -36,6 +36,8 @@ DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field 
 # xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
 DOMINFO_SHARED_INFO_FRAME = 48  # uint64_aligned_t shared_info_frame: the GMFN of the domain's shared_info
 DOMINFO_MAX_VCPU_ID = 68        # uint32_t max_vcpu_id (XEN_INVALID_MAX_VCPU_ID: no vCPU)
+DOMINFO_FLAGS = 4               # uint32_t flags, after domid_t domain and uint16_t pad1
+XEN_DOMINF_dying = 1 << 0       # public/domctl.h: the domain is being destroyed
 
 
 class XenBackend:
@@ -106,13 +108,26 @@ class XenBackend:
         try:
             self._ctrl()
             info["libraries"]["xenctrl"] = libs.loaded_path("xenctrl")
-            info["domains"] = [{"domain": d} for d in self.domains()]
+            limits = _xl_limits()
+            info["domains"] = []
+            for d, flags in self._domain_flags():
+                entry = {"domain": d, "dying": bool(flags & XEN_DOMINF_dying)}
+                if d in limits:
+                    entry["max_ports"], entry["limit_from"] = limits[d]
+                info["domains"].append(entry)
         except BackendUnavailable as e:
             info["xenctrl"] = str(e)
         info["abi"] = _kernel_abi()
+        version = _xen_version()
+        if version is not None:
+            info["xen_version"] = version
         return info
 
     def domains(self) -> list[int]:
+        return [d for d, _ in self._domain_flags()]
+
+    def _domain_flags(self) -> list[tuple[int, int]]:
+        """(domid, XEN_DOMINF_* flags) of every domain the hypervisor lists, dying ones included."""
         ctrl, xc = self._ctrl()
         buf = libs.ffi.new("char[]", DOMINFO_SIZE)
         out, first = [], 0
@@ -121,10 +136,10 @@ class XenBackend:
             n = ctrl.xc_domain_getinfolist(xc, first, 1, buf)
             if n < 1:
                 break
-            (domid,) = struct.unpack_from("<H", libs.ffi.buffer(buf, 2))
+            domid, _, flags = struct.unpack_from("<HHI", libs.ffi.buffer(buf, 8))
             if domid < first:
                 break
-            out.append(domid)
+            out.append((domid, flags))
             first = domid + 1
         return out
 
@@ -373,14 +388,15 @@ class XenBackend:
                                  "--gfn …` (no hypercall reveals them)")
 
     def activity(self, domain: int):
-        """This kernel's Xen interrupts (/proc/interrupts): per IRQ and CPU; other domains' are not visible."""
-        from ...activity import parse_interrupts
+        """This kernel's Xen interrupts (/proc/interrupts: per IRQ and CPU) and its xenbus devices' counters
+        (events, spurious events, EOI delay); other domains' are not visible."""
+        from ...activity import parse_interrupts, read_xenbus
 
         if not self._mine(domain):
             raise BackendUnavailable(f"only domain {domain} itself can count its interrupts: run watch there")
         try:
             with open("/proc/interrupts") as f:
-                return parse_interrupts(f.read())
+                return parse_interrupts(f.read()) + read_xenbus()
         except OSError as e:
             raise BackendUnavailable(f"cannot read /proc/interrupts: {(e.strerror or str(e)).lower()}") from None
 
@@ -410,6 +426,48 @@ class XenBackend:
             else:
                 time.sleep(0.05)
         return out.decode(errors="replace")
+
+
+def _xl_limits(timeout: float = 10.0) -> dict[int, tuple[int, str]]:
+    """domid -> (max_ports, where from) for each domain the toolstack made: Xen's getdomaininfo has no
+    max_evtchn_port, so it is read from the domain's config as `xl list -l` prints it (b_info.event_channels,
+    xl's max_event_channels; libxl's default 1023 where the config sets none).  Empty without xl or root."""
+    import json
+    import shutil
+    import subprocess
+
+    xl = shutil.which("xl")
+    if xl is None:
+        return {}
+    try:
+        run = subprocess.run([xl, "list", "-l"], capture_output=True, timeout=timeout, check=False)
+        configs = json.loads(run.stdout) if run.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    out = {}
+    for entry in configs if isinstance(configs, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("domid"), int) or entry["domid"] == 0:
+            continue  # dom0 has no xl config: Xen gives it no limit but the ABI's
+        b_info = (entry.get("config") or {}).get("b_info") or {}
+        n = b_info.get("event_channels")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < (1 << 17):
+            out[entry["domid"]] = (n + 1, "max_event_channels from `xl list -l`")
+        else:
+            out[entry["domid"]] = (abi.LIBXL_DEFAULT_EVENT_CHANNELS + 1, "libxl's default max_event_channels: the "
+                                   "domain's config sets none")
+    return out
+
+
+def _xen_version() -> str | None:
+    """The hypervisor's version as Linux shows it (/sys/hypervisor/version), e.g. "4.17"."""
+    try:
+        with open("/sys/hypervisor/version/major") as f:
+            major = f.read(16).strip()
+        with open("/sys/hypervisor/version/minor") as f:
+            minor = f.read(16).strip()
+    except OSError:
+        return None
+    return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
 
 
 def _kernel_abi() -> str:
