@@ -257,3 +257,26 @@ def test_doctor_edump_file_cut_short(tmp_path, capsys):
     f.write_text("\n".join(ew.console(lines).splitlines()[2:]) + "\n")
     assert main(["doctor", "--edump", str(f)]) == 4
     assert "the dump looks cut short" in capsys.readouterr().out
+
+
+def test_doctor_on_417_through_the_xen_backend_says_what_417_does_not_report(tmp_path, monkeypatch):
+    """The real binding's status walk (EACCES skipped) and 'e' key, over the simulator's libraries."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "xenevt", "sim", "libpath"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(r.stderr.strip())
+    state = str(tmp_path / "s")
+    create_host(state, xen="4.17")
+    with SimHost(state) as h:
+        port = h.xen_port(1, 0)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no xl: the version is not known here
+    env = dict(os.environ, LD_LIBRARY_PATH=r.stdout.strip(), XENEVT_STATE=state, XENEVT_SELF_DOMID="0")
+    out = subprocess.run([sys.executable, "-m", "xenevt", "--backend", "xen", "--json", "doctor"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (f,) = json.loads(out.stdout)["findings"]
+    assert (f["rule"], f["domain"], f["ports"], f["severity"]) == ("xen-owned-unreported", 1, [port], "info")
+    assert f["title"] == f"Xen does not report ports Xen itself consumes (port(s) {port})"

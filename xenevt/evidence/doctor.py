@@ -700,12 +700,14 @@ def _unreported(rep, dom, ev):
     if not dom.unreported:
         return
     ports = ", ".join(map(str, dom.unreported))
-    version = ev.xen_version or "this Xen"
-    hidden = ev.xen_version in XEN_OWNED_HIDDEN if ev.xen_version else True
+    if ev.xen_version:
+        who = f"Xen {ev.xen_version}"
+        note = "" if ev.xen_version in XEN_OWNED_HIDDEN else f"; unexpected on Xen {ev.xen_version}, which reports them"
+    else:
+        who, note = "Xen", " (as Xen 4.15 to 4.18 do; this source does not say which Xen it is)"
     _add(rep, "info", "xen-owned-unreported", dom, list(dom.unreported),
-         f"{'Xen ' + version if ev.xen_version else version} does not report ports Xen itself consumes "
-         f"(port(s) {ports})",
+         f"{who} does not report ports Xen itself consumes (port(s) {ports})",
          f"EVTCHNOP_status refused port(s) {ports} (EACCES); the 'e' dump shows them with x= (Xen's consumer)"
-         + ("" if hidden else f"; unexpected on Xen {version}, which reports them"),
+         + note,
          "Not a failure: Xen 4.15 to 4.18 refuse EVTCHNOP_status on ports an ioreq server or vm_event ring "
          "uses (4.19 reports them again); their state here comes from the 'e' dump alone.")

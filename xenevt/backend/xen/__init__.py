@@ -459,14 +459,25 @@ def _xl_limits(timeout: float = 10.0) -> dict[int, tuple[int, str]]:
 
 
 def _xen_version() -> str | None:
-    """The hypervisor's version as Linux shows it (/sys/hypervisor/version), e.g. "4.17"."""
+    """The hypervisor's version, e.g. "4.17": as Linux shows it (/sys/hypervisor/version), else `xl info`'s."""
     try:
         with open("/sys/hypervisor/version/major") as f:
             major = f.read(16).strip()
         with open("/sys/hypervisor/version/minor") as f:
             minor = f.read(16).strip()
     except OSError:
-        return None
+        major = minor = ""
+    if not (major.isdigit() and minor.isdigit()):
+        import shutil
+        import subprocess
+
+        xl = shutil.which("xl")
+        try:
+            text = subprocess.run([xl, "info"], capture_output=True, text=True, timeout=10).stdout if xl else ""
+        except (OSError, subprocess.SubprocessError):
+            text = ""
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+        major, minor = fields.get("xen_major", ""), fields.get("xen_minor", "")
     return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
 
 
