@@ -99,4 +99,8 @@ void xtl_logger_destroy(struct xentoollog_logger *logger);
 /* xenevtchn.h */
 xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd, unsigned open_flags);
 
+/* xenctrl.h: the frame behind a guest's virtual address, walking vCPU vcpu's page tables (an MFN on PV, a GFN
+ * on HVM); 0 with errno set on failure (EADDRNOTAVAIL: not mapped).  The simulator runs no guest kernel. */
+unsigned long xc_translate_foreign_address(xc_interface *xch, uint32_t dom, int vcpu, unsigned long long virt);
+
 #endif

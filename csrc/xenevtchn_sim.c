@@ -46,3 +46,10 @@ void xencall_free_buffer(xencall_handle *xcall, void *p)
     (void)xcall;
     free(p);
 }
+
+unsigned long xc_translate_foreign_address(xc_interface *xch, uint32_t dom, int vcpu, unsigned long long virt)
+{
+    (void)xch; (void)dom; (void)vcpu; (void)virt;
+    errno = EOPNOTSUPP;  /* the simulator's domains run no kernel: there are no page tables to walk */
+    return 0;
+}

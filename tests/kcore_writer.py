@@ -40,6 +40,16 @@ def write(mem, folder, *, two_level=False, offline=(), hide=False, drop_symbol=N
     ``two_level``: evtchn_ops says 2-level (a 2-level ``mem`` sets it itself and gets the 2-level symbols).
     ``in_shared``: CPUs whose xen_vcpu still points at shared_info's slot; ``no_vcpu``: CPUs whose xen_vcpu is
     NULL."""
+    segments, symbols = layout(mem, two_level=two_level, offline=offline, cut_segment=cut_segment,
+                               in_shared=in_shared, no_vcpu=no_vcpu)
+    return _write_files(mem, folder, segments, symbols, hide, drop_symbol)
+
+
+def layout(mem, *, two_level=False, offline=(), cut_segment=False, in_shared=(), no_vcpu=(), slide=0):
+    """(segments: (kernel virtual address, bytes) each, symbols: (name, link-time address, per-CPU) each) of
+    ``mem`` as Linux holds it.  ``slide``: the kernel image runs that far above its link-time addresses (KASLR):
+    the segments sit there and pointers into the image are moved by it; per-CPU offsets and the direct map are
+    not."""
     from xenevt.dump.model import abi_of
 
     l2 = abi_of(mem) == "2-level"
@@ -51,7 +61,7 @@ def write(mem, folder, *, two_level=False, offline=(), hide=False, drop_symbol=N
     struct.pack_into("<I", kdata, 0x1000, npages)
     for cpu in range(nv):
         struct.pack_into("<Q", kdata, 0x2000 + 8 * cpu, PCPU + cpu * 0x10000)
-    struct.pack_into("<Q", kdata, 0x3000, SYM["evtchn_ops_2l"] if two_level else SYM["evtchn_ops_fifo"])
+    struct.pack_into("<Q", kdata, 0x3000, slide + (SYM["evtchn_ops_2l"] if two_level else SYM["evtchn_ops_fifo"]))
     pcpu = bytearray(nv * 0x10000)
     for cpu in range(nv):
         base = cpu * 0x10000
@@ -94,10 +104,17 @@ def write(mem, folder, *, two_level=False, offline=(), hide=False, drop_symbol=N
         cb = mem.control_block(cpu)
         if cb is not None:
             cbpages[cpu * abi.PAGE_SIZE: cpu * abi.PAGE_SIZE + abi.CONTROL_BLOCK_SIZE] = bytes(cb)
-    segments = [(KDATA, bytes(kdata)), (PCPU, bytes(pcpu)), (DMAP_PAGES, pages), (DMAP_CB, bytes(cbpages))]
+    segments = [(KDATA + slide, bytes(kdata)), (PCPU, bytes(pcpu)), (DMAP_PAGES, pages), (DMAP_CB, bytes(cbpages))]
     segments += segments_l2
     if cut_segment:
         segments = segments[:2] + [(DMAP_PAGES, pages[: abi.PAGE_SIZE // 2])] + segments[3:]
+    percpu = PERCPU_SYM | (L2_PERCPU_SYM if l2 else {})
+    symbols = [(n, a, False) for n, a in list(SYM.items()) + list(L2_SYM.items() if l2 else [])]
+    symbols += [(n, a, True) for n, a in percpu.items()]
+    return segments, symbols
+
+
+def _write_files(mem, folder, segments, symbols, hide, drop_symbol):
     core = folder / "kcore"
     with open(core, "wb") as f:
         phoff, phsize = 64, 56
@@ -115,12 +132,12 @@ def write(mem, folder, *, two_level=False, offline=(), hide=False, drop_symbol=N
     syms = folder / "kallsyms"
     with open(syms, "w") as f:
         f.write("ffffffff81000000 T _stext\n")
-        percpu = PERCPU_SYM | (L2_PERCPU_SYM if l2 else {})
-        for name, addr in list(SYM.items()) + list(L2_SYM.items() if l2 else []) + list(percpu.items()):
+        for name, addr, per_cpu in symbols:
             if name == drop_symbol:
                 continue
-            f.write(f"{0 if hide else addr:016x} {'d' if name in percpu else 'b'} {name}\n")
+            f.write(f"{0 if hide else addr:016x} {'d' if per_cpu else 'b'} {name}\n")
         f.write("ffffffffc0000000 t some_module_fn\t[xen_evtchn]\n")
+    nv = mem.nr_vcpus
     cpus = folder / "possible"
     cpus.write_text(f"0-{nv - 1}\n" if nv > 1 else "0\n")
     return str(core), str(syms), str(cpus)

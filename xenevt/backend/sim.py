@@ -86,6 +86,11 @@ class SimBackend:
         """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
         return self.host.read_frames(self._as(domain), domain, gfns)
 
+    def translate_address(self, domain: int, vcpu: int, virt: int) -> int | None:
+        """Not available: the simulated domains run no kernel, so there are no page tables to walk."""
+        raise BackendUnavailable(f"reading domain {domain}'s kernel through its page tables is not available on the "
+                                 "simulator (it runs no guest kernel): use --backend xen in dom0, or --dump-core FILE")
+
     def shared_info_frame(self, domain: int) -> tuple[int, int | None]:
         """(the domain's shared_info frame, its vCPU count), as XEN_DOMCTL_getdomaininfo reports them."""
         from ..sim.foreign import SHARED_INFO_GFN

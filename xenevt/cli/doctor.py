@@ -9,6 +9,7 @@ from rich.text import Text
 
 from ..activity import STORM_RATE
 from .context import DOMAIN, Ctx, json_option, pass_ctx
+from .dump import KASLR_OFFSET
 
 STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 
@@ -24,6 +25,11 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 @click.option("--edump", metavar="FILE", help="Read Xen's 'e' debug-key dump (xl dmesg output; - for stdin).")
 @click.option("--lsevtchn", "lsevtchn_file", metavar="FILE", help="Read lsevtchn's output for --domain (- for stdin).")
 @click.option("--from", "raw_file", metavar="FILE", help="Read a raw dump saved with `xenevt dump --raw`.")
+@click.option("--system-map", metavar="FILE", help="The guest kernel's System.map (or vmlinux): read one --domain's "
+              "own kernel from dom0 through its page tables (or the kernel in --dump-core).")
+@click.option("--dump-core", metavar="FILE", help="Read an `xl dump-core` file of the guest (with --system-map).")
+@click.option("--kaslr-offset", type=KASLR_OFFSET, default=None, help="With --system-map: the guest kernel's KASLR "
+              "offset, where it cannot be found.")
 @click.option("--save", metavar="SNAPSHOT", help="Also save the evidence, for a later --since.")
 @click.option("--since", metavar="SNAPSHOT", help="An earlier snapshot: what is still wrong now is stuck, and "
               "counters give rates.")
@@ -35,7 +41,8 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
 @json_option
 @pass_ctx
-def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since, interval, storm_rate, stuck_after):
+def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
+           save, since, interval, storm_rate, stuck_after):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, ports
@@ -64,7 +71,13 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since, interva
                 prior = Evidence.from_json(f.read(), since)
         except OSError as e:
             raise EvidenceError(f"cannot read snapshot {since}: {(e.strerror or str(e)).lower()}") from None
-    if edump:
+    guest = _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset)
+    if guest is not None:
+        from .. import memory
+
+        src = memory.open_source(guest, lambda: c.backend(read_only=True))
+        ev = collect.from_memory(src, f"xl dump-core {dump_core}" if dump_core else f"domain {guest.domain}'s kernel")
+    elif edump:
         from ..errors import read_input
         from ..evidence import edump as reader
 
@@ -103,6 +116,24 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, save, since, interva
         _render(c, rep, ev)
     if rep.exit_code:
         click.get_current_context().exit(rep.exit_code)
+
+
+def _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset):
+    """The memory.Ask for a guest's own kernel (dump's --system-map/--dump-core sources), or None."""
+    if not (system_map or dump_core):
+        if kaslr_offset is not None:
+            raise click.UsageError("--kaslr-offset goes with --system-map")
+        return None
+    if chosen:
+        raise click.UsageError("pick one source of evidence: --system-map/--dump-core, --edump, --lsevtchn or --from")
+    if not system_map:
+        raise click.UsageError("--dump-core needs the guest kernel's symbols: give --system-map FILE")
+    if not dump_core and len(domains) != 1:
+        raise click.UsageError("--system-map reads one guest's kernel: say which with one --domain")
+    from .. import memory
+
+    return memory.Ask(domain=domains[0] if domains else 0, dump_core=dump_core, system_map=system_map,
+                      kaslr_offset=kaslr_offset)
 
 
 def _save(path: str, text: str) -> None:

@@ -3,7 +3,10 @@
 The options say which memory to read: the backend's own view (the simulator's
 memory), frames mapped through privcmd (``--gfn``/``--control`` for FIFO,
 ``--shared-info``/``--vcpu-info`` for 2-level), this kernel's memory
-(``--self``), or a raw file saved earlier (``--from``); ``memory.open_sources``
+(``--self``), another domain's kernel read from dom0 through its page tables
+(``--domain D --system-map FILE``), a kernel in an ``xl dump-core`` file
+(``--dump-core FILE --system-map FILE``), or a raw file saved earlier
+(``--from``); ``memory.open_sources``
 picks the source, and one decoder reads the image every source gives, of the
 ABI it says (the engine's walker for FIFO, its upcall scan on a copy for
 2-level).
@@ -20,6 +23,9 @@ from ..dump.render import render_dump
 from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx
 
 VCPU_INFO_OFFSET = _IntRange("vcpu_info offset", 0, 4096 - 64, " inside the page (0..4032)", align=64)
+# KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps
+KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
+                         align=2 << 20)
 
 
 class _SharedInfo(click.ParamType):
@@ -39,6 +45,13 @@ class _SharedInfo(click.ParamType):
 @click.option("--self", "self_kernel", is_flag=True,
               help="This kernel's own event channels (dom0 or domU, FIFO or 2-level), read from /proc/kcore; needs "
                    "root.")
+@click.option("--system-map", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The guest kernel's System.map (or vmlinux): read --domain's own kernel from dom0 through its page "
+                   "tables and privcmd, with no help from the guest (or the kernel in --dump-core).")
+@click.option("--dump-core", metavar="FILE", type=click.Path(dir_okay=False),
+              help="An `xl dump-core` file of the guest (with --system-map): its kernel's event channels, post mortem.")
+@click.option("--kaslr-offset", type=KASLR_OFFSET, default=None,
+              help="With --system-map: the guest kernel's KASLR offset, where it cannot be found (0x hex or decimal).")
 @click.option("--gfn", "gfns", type=GFN, multiple=True,
               help="A frame of the domain's event array, in order (repeat per page); mapped through privcmd.")
 @click.option("--control", "controls", type=Pair(GFN, CB_OFFSET, "GFN:OFFSET"), multiple=True,
@@ -64,8 +77,9 @@ class _SharedInfo(click.ParamType):
 @domain_option
 @json_option
 @pass_ctx
-def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, shared_info, vcpu_infos, fmt, output,
-         raw_file, all_words, all_domains, kcore, kallsyms, cpus_file, local_domain):
+def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gfns, controls, control_gfn, offset,
+         shared_info, vcpu_infos, fmt, output, raw_file, all_words, all_domains, kcore, kallsyms, cpus_file,
+         local_domain):
     """FIFO: queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
     and every event word that is not the boot default, with its PENDING/MASKED/LINKED/BUSY flags.
     A broken chain (a LINK past the array, to an unlinked word, a cycle) is shown with the port
@@ -83,23 +97,28 @@ def dump(c: Ctx, from_file, self_kernel, gfns, controls, control_gfn, offset, sh
     elif output:
         raise click.UsageError("--output goes with --format raw")
     l2_frames = shared_info is not None or bool(vcpu_infos)
-    given = [bool(from_file), self_kernel, bool(gfns), l2_frames]
+    given = [bool(from_file), self_kernel, bool(gfns), l2_frames, bool(system_map or dump_core)]
     if sum(given) > 1:
-        raise click.UsageError("pick one source: --from FILE, --self, --gfn or --shared-info")
+        raise click.UsageError("pick one source: --from FILE, --self, --gfn, --shared-info or --system-map")
+    if dump_core and not system_map:
+        raise click.UsageError("--dump-core needs the guest kernel's symbols: give --system-map FILE")
+    if kaslr_offset is not None and not system_map:
+        raise click.UsageError("--kaslr-offset goes with --system-map")
     if (controls or control_gfn is not None) and not gfns:
         raise click.UsageError("--control/--control-gfn describe a mapping: give the event array with --gfn")
     if vcpu_infos and shared_info is None:
         raise click.UsageError("--vcpu-info describes a 2-level mapping: give the shared_info frame with "
                                "--shared-info FRAME (or auto)")
     if all_domains and any(given):
-        raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self, --gfn or "
-                               "--shared-info")
+        raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self, --gfn, "
+                               "--shared-info or --system-map")
     if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
     cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
     ask = memory.Ask(domain=c.domain(local_domain), all_domains=all_domains, from_file=from_file,
                      self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), shared_info=shared_info,
-                     vcpu_infos=tuple(vcpu_infos), kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file)
+                     vcpu_infos=tuple(vcpu_infos), kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file,
+                     dump_core=dump_core, system_map=system_map, kaslr_offset=kaslr_offset)
     chosen = memory.open_sources(ask, lambda: c.backend(read_only=True))
     if raw_file and len(chosen) != 1:
         raise click.UsageError("--raw saves one domain: pick it with --domain")

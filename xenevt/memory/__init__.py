@@ -3,13 +3,14 @@
 Each module is one source: ``live`` (the backend's own view: the simulator's
 state file, or this kernel on Xen), ``frames`` (frames mapped through
 privcmd), ``kcore`` (this kernel, via /proc/kallsyms and /proc/kcore),
-``rawfile`` (a saved raw dump).  ``linux`` knows where a Linux guest keeps its
+``rawfile`` (a saved raw dump), ``foreign`` (another domain's kernel, from
+dom0, through its page tables and its System.map), ``dumpcore`` (a kernel in
+an ``xl dump-core`` file).  ``linux`` knows where a Linux guest keeps its
 FIFO or 2-level state, for any source that reads kernel memory.  Every source
 gives one image (``image()``), of the ABI the domain is on.  ``open_sources`` is the
 one place that picks a source from what the user asked for; dump, doctor and
-the nested runner's domU check all come through it, so a new source (another
-domain's kernel memory from dom0, an ``xl dump-core`` file) is a new module
-and a branch here.
+the nested runner's domU check all come through it, so a new source is a new
+module and a branch here.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import EventImage, FifoImage, MemorySource, MemoryUnavailable
+from .dumpcore import DumpCoreSource
+from .foreign import GuestKernelSource
 from .frames import FramesSource
 from .kcore import CPUS_POSSIBLE, KALLSYMS, KCORE, KcoreSource
 from .live import LiveSource
 from .rawfile import RawFileSource
 
-__all__ = ["Ask", "EventImage", "FifoImage", "FramesSource", "KcoreSource", "LiveSource", "MemorySource",
-           "MemoryUnavailable", "RawFileSource", "open_source", "open_sources"]
+__all__ = ["Ask", "DumpCoreSource", "EventImage", "FifoImage", "FramesSource", "GuestKernelSource", "KcoreSource",
+           "LiveSource", "MemorySource", "MemoryUnavailable", "RawFileSource", "open_source", "open_sources"]
 
 
 @dataclass(frozen=True)
 class Ask:
-    """What the user asked to read: a saved file, this kernel, or frames by number, else the backend's view
-    of ``domain`` (every domain with ``all_domains``).  The CLI has already refused combinations."""
+    """What the user asked to read: a saved file, this kernel, an ``xl dump-core`` file or ``domain``'s kernel
+    (with ``system_map``), or frames by number, else the backend's view of ``domain`` (every domain with
+    ``all_domains``).  The CLI has already refused combinations."""
 
     domain: int = 0
     all_domains: bool = False
@@ -43,6 +47,9 @@ class Ask:
     kcore: str = KCORE
     kallsyms: str = KALLSYMS
     cpus_file: str = CPUS_POSSIBLE
+    dump_core: str | None = None     # an xl dump-core file (with system_map)
+    system_map: str | None = None    # the guest kernel's System.map or vmlinux: read its kernel, not Xen's view
+    kaslr_offset: int | None = None  # the guest kernel's KASLR slide, where it cannot be found
 
 
 def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
@@ -52,7 +59,11 @@ def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
         return [RawFileSource(ask.from_file)]
     if ask.self_kernel:
         return [KcoreSource(ask.kcore, ask.kallsyms, ask.cpus_file)]
+    if ask.dump_core:
+        return [DumpCoreSource(ask.dump_core, ask.system_map, ask.kaslr_offset, ask.domain)]
     b = backend()
+    if ask.system_map:
+        return [GuestKernelSource(b, ask.domain, ask.system_map, ask.kaslr_offset)]
     if ask.gfns or ask.shared_info is not None or ask.vcpu_infos:
         return [FramesSource(b, ask.domain, ask.gfns, ask.controls, ask.shared_info, ask.vcpu_infos)]
     return [LiveSource(b, d) for d in (b.domains() if ask.all_domains else [ask.domain])]

@@ -379,6 +379,28 @@ class XenBackend:
         finally:
             fm.xenforeignmemory_close(h)
 
+    def translate_address(self, domain: int, vcpu: int, virt: int) -> int | None:
+        """The frame behind ``domain``'s virtual address ``virt`` as vCPU ``vcpu``'s page tables map it
+        (xc_translate_foreign_address: an MFN on PV, a GFN on HVM, what map_frames takes); None where no page
+        is mapped there."""
+        ctrl, xc = self._ctrl()
+        try:
+            translate = ctrl.xc_translate_foreign_address
+        except AttributeError:  # a libxenctrl without it: say so, once
+            raise BackendUnavailable(f"this libxenctrl ({libs.loaded_path('xenctrl')}) has no "
+                                     "xc_translate_foreign_address: cannot walk a guest's page tables") from None
+        libs.ffi.errno = 0
+        frame = translate(xc, domain, vcpu, virt)
+        if frame:
+            return frame
+        err = libs.ffi.errno
+        if err in (0, errno.EADDRNOTAVAIL):  # a page-table entry not present: nothing mapped at virt
+            return None
+        if err == errno.EOPNOTSUPP:
+            raise BackendUnavailable(f"this libxenctrl ({libs.loaded_path('xenctrl')}) cannot walk a guest's page "
+                                     "tables (EOPNOTSUPP: the simulator's library runs no guest kernel)")
+        raise channel_error(f"walk vCPU {vcpu}'s page tables (at {virt:#x}) of", err, reason(err), domain=domain)
+
     def fifo_memory(self, domain: int):
         """This kernel's own event memory, FIFO or 2-level (kcore); another domain's frames are known only to
         that domain (its shared_info: `xenevt dump --shared-info auto`)."""
