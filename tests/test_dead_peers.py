@@ -245,3 +245,19 @@ def test_collect_reads_the_domain_list_from_the_backend(host):
         b.shutdown()
     assert ev.listed == [0, 1] and ev.domains[0].dying is False and ev.xen_version == "4.20"
     assert ev.domains[1].limit_from == "the simulated hypervisor's max_evtchn_port"
+
+
+def test_a_whole_edump_lists_every_domain(tmp_path, capsys):
+    """A pasted 'e' dump names every domain Xen has: a port waiting for one without a section is a dead peer."""
+    from tests import edump_writer as ew
+
+    lines = ew.domain_lines(0, [ew.port_line(1, "unbound", d=5), ew.port_line(2, "unbound", d=1)]) + \
+        ew.domain_lines(1, [ew.port_line(1, "ipi")])
+    f = tmp_path / "e.txt"
+    f.write_text(ew.console(lines))
+    assert main(["--json", "doctor", "--edump", str(f)]) == 3
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert (finding["rule"], finding["domain"], finding["ports"]) == ("dead-peer", 0, [1])
+    f.write_text("\n".join(ew.console(lines).splitlines()[1:]) + "\n")  # its start overwritten: nothing listed
+    assert main(["--json", "doctor", "--edump", str(f)]) == 4
+    assert json.loads(capsys.readouterr().out)["findings"] == []

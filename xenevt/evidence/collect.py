@@ -188,7 +188,10 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
     """Mark an 'e' dump that looks cut short (the console ring overwrote its start, or the read stopped before
     its end) as unread, so doctor does not call what is missing healthy.  Xen prints no end marker: what
     tells is a dump without its "'e' pressed" line (the ring wrapped), or a last domain section with fewer
-    ports than the port tables hold (later domains missing); a line cut in the middle is unread already."""
+    ports than the port tables hold (later domains missing); a line cut in the middle is unread already.
+
+    A dump read whole names every domain Xen has (it prints a section for each, dying ones too), so it then
+    sets ``ev.listed``: a peer with no section is gone."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
     start = text.rfind("'e' pressed")
@@ -211,3 +214,5 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
             break
     if why:
         ev.skip(CUT, "the dump looks cut short: " + "; ".join(why))
+    elif start >= 0 and not ev.unread:
+        ev.listed = sorted(ev.domains)
