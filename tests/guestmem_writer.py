@@ -160,6 +160,22 @@ class GuestImage:
                 f.write(f"{a:016x} {t} {n}\n")
         return str(path)
 
+    def vmlinux(self, path) -> str:
+        """The kernel's symbols as a vmlinux ELF carries them: .symtab and the .strtab it links to, nothing else."""
+        strtab, syms = b"\0", bytes(24)
+        for name, addr, _ in self.symbols:
+            syms += struct.pack("<IBBHQQ", len(strtab), 0x11, 0, 1, addr, 8)  # STB_GLOBAL | STT_OBJECT
+            strtab += name.encode() + b"\0"
+        data_at = 64 + 64 * 3
+        shdrs = bytes(64) + struct.pack("<IIQQQQIIQQ", 0, 2, 0, 0, data_at, len(syms), 2, 1, 8, 24)
+        shdrs += struct.pack("<IIQQQQIIQQ", 0, 3, 0, 0, data_at + len(syms), len(strtab), 0, 0, 1, 0)
+        ehdr = bytearray(64)
+        ehdr[:7] = b"\x7fELF\x02\x01\x01"
+        struct.pack_into("<HHIQQQIHHHHHH", ehdr, 16, 2, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, 3, 0)
+        with open(path, "wb") as f:
+            f.write(bytes(ehdr) + shdrs + syms + strtab)
+        return str(path)
+
     def dump_core(self, path, *, drop_section=None, no_shared=False) -> str:
         """An ``xl dump-core`` file of this guest, laid out as tools/libs/guest/xg_core.c writes one."""
         names = [".shstrtab", ".note.Xen", ".xen_prstatus"]

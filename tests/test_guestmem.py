@@ -226,19 +226,16 @@ def test_system_map_lines_and_a_vmlinux_symbol_table(tmp_path):
     p.write_text("ffffffff81000000 T _text\nnot a symbol line\n")
     with pytest.raises(KernelReadError, match=r"System.map, line 2: not a System.map line"):
         read_system_map(str(p))
-    # a vmlinux: .symtab (one null symbol, then two) and its .strtab
-    strtab = b"\0cpu_queue\0linux_banner\0"
-    syms = bytes(24) + struct.pack("<IBBHQQ", 1, 0, 0, 1, 0x12340, 0) + struct.pack("<IBBHQQ", 11, 0, 0, 1,
-                                                                                  0xFFFFFFFF81000040, 0)
-    data_at = 64 + 64 * 3
-    shdrs = bytes(64) + struct.pack("<IIQQQQIIQQ", 0, 2, 0, 0, data_at, len(syms), 2, 0, 8, 24)
-    shdrs += struct.pack("<IIQQQQIIQQ", 0, 3, 0, 0, data_at + len(syms), len(strtab), 0, 0, 1, 0)
-    ehdr = bytearray(64)
-    ehdr[:7] = b"\x7fELF\x02\x01\x01"
-    struct.pack_into("<HHIQQQIHHHHHH", ehdr, 16, 2, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, 3, 0)
-    v = tmp_path / "vmlinux"
-    v.write_bytes(bytes(ehdr) + shdrs + syms + strtab)
-    assert read_system_map(str(v)) == {"cpu_queue": 0x12340, "linux_banner": 0xFFFFFFFF81000040}
+    g = gw.GuestImage(_guest(), slide=SLIDE)
+    v = g.vmlinux(tmp_path / "vmlinux")
+    assert read_system_map(v) == read_system_map(g.system_map(tmp_path / "System.map"))
+    img = GuestKernelSource(gw.FakeXen(g), 5, v).image()
+    assert view(img.mem) == self_view(g.mem, tmp_path) and f"KASLR offset {SLIDE:#x}" in img.source
+    data = bytearray(open(v, "rb").read())
+    struct.pack_into("<H", data, 60, 0)
+    (tmp_path / "bad").write_bytes(bytes(data))
+    with pytest.raises(KernelReadError, match=r"bad, offset 58: bad section header table \(0 x 64 bytes\)"):
+        read_system_map(str(tmp_path / "bad"))
 
 
 def test_a_missing_system_map_is_one_line(tmp_path):

@@ -2,9 +2,11 @@
 --system-map MAP``): the ELF sections and Xen notes, the page-table walk from each vCPU's CR3, the KASLR search,
 then Linux's FIFO or 2-level state through ``linux`` as --self reads it.
 
-An input is ``u32 length of the System.map`` + the System.map + the dump-core file.  Seeds are
+An input is ``u32 length of the System.map`` + the System.map (or a vmlinux's symbol table) + the dump-core
+file.  Seeds are
 tests/guestmem_writer.py's guests: FIFO and 2-level, HVM with a KASLR slide and PV (MFNs through .xen_p2m, a
-2-level shared_info in .xen_shared_info), one with vCPU 0 in user mode under PTI.  Both end in the dump model,
+2-level shared_info in .xen_shared_info), one with vCPU 0 in user mode under PTI, one whose symbols come from a
+vmlinux ELF.  Both end in the dump model,
 as the command does.  A truncated file stops at its section table, so seven inputs in eight (by a hash of the
 input) have the dump-core part fitted back to the nearest seed's length: truncations and insertions then keep
 the sections where their headers say, and the fields are what is fuzzed.
@@ -31,19 +33,20 @@ _PARENT = os.getpid()
 atexit.register(lambda: os.getpid() == _PARENT and shutil.rmtree(_DIR, ignore_errors=True))
 
 
-def _seed(mem, **kw) -> bytes:
+def _seed(mem, vmlinux=False, **kw) -> bytes:
     from tests import guestmem_writer
 
     d = pathlib.Path(tempfile.mkdtemp(dir=_DIR))
     g = guestmem_writer.GuestImage(mem, **kw)
-    smap = pathlib.Path(g.system_map(d / "System.map")).read_bytes()
+    smap = pathlib.Path(g.vmlinux(d / "vmlinux") if vmlinux else g.system_map(d / "System.map")).read_bytes()
     core = pathlib.Path(g.dump_core(d / "core")).read_bytes()
     shutil.rmtree(d)
     return struct.pack("<I", len(smap)) + smap + core
 
 
 SEEDS = [_seed(_guest(), slide=0x1A400000), _seed(_guest(), pv=True), _seed(_guest_2l(), slide=0x200000),
-         _seed(_guest_2l(), pv=True), _seed(_guest(1, 1), slide=0x400000, user_mode=(0,))]
+         _seed(_guest_2l(), pv=True), _seed(_guest(1, 1), slide=0x400000, user_mode=(0,)),
+         _seed(_guest(1, 1), vmlinux=True)]
 
 
 _LENGTHS = sorted({len(s) - 4 - struct.unpack_from("<I", s)[0] for s in SEEDS})

@@ -128,7 +128,7 @@ class DumpCore:
             at = shoff + 64 * i
             if i == 0 or i == shstrndx:
                 continue
-            end = strtab.find(b"\0", name)
+            end = strtab.find(b"\0", name, name + 256)
             if name >= len(strtab) or end < 0:
                 raise self.bad(at, "sh_name", f"{name}: outside .shstrtab ({len(strtab)} bytes)")
             label = strtab[name:end].decode("latin-1")

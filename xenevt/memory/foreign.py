@@ -42,6 +42,7 @@ BANNER = b"Linux version "       # what linux_banner starts with (init/version.c
 GUEST_SYMBOLS = ("linux_banner", "__cpu_possible_mask", "nr_cpu_ids")
 WANTED = frozenset(NEEDED + ABI_SYMBOLS + L2_NEEDED + GUEST_SYMBOLS)
 MAX_VCPU_TRIES = 8               # vCPUs whose page tables are tried for the kernel
+KSYM_NAME_LEN = 512              # Linux's longest symbol name (include/linux/kallsyms.h)
 MAX_MAP_BYTES = 1 << 30          # a System.map is ~5 MiB, a vmlinux ~500 MiB with debug info
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -104,7 +105,7 @@ def _elf_symbols(f, path: str, want) -> dict[str, int]:
     found: dict[str, int] = {}
     for off in range(0, len(syms) - 23, 24):
         st_name, = struct.unpack_from("<I", syms, off)
-        end = strs.find(b"\0", st_name)
+        end = strs.find(b"\0", st_name, st_name + KSYM_NAME_LEN)  # bounded: names sharing bytes cost no rescans
         if st_name >= len(strs) or end < 0:
             continue
         name = strs[st_name:end].decode("latin-1")
