@@ -72,8 +72,8 @@ def test_kaslr_offset_given_or_wrong(tmp_path):
     fake = gw.FakeXen(g)
     img = GuestKernelSource(fake, 5, smap, kaslr_offset=SLIDE).image()
     assert f"KASLR offset {SLIDE:#x} as given" in img.source
-    with pytest.raises(KernelReadError, match=r"does not match domain 5's kernel \(vCPUs 0-1\).*--kaslr-offset "
-                                              r"0x200000\)"):
+    with pytest.raises(KernelReadError, match=r"does not match domain 5's kernel \(vCPUs 0-1\) at --kaslr-offset "
+                                              r"0x200000: linux_banner does not read 'Linux version' there"):
         GuestKernelSource(fake, 5, smap, kaslr_offset=0x200000).image()
 
 

@@ -265,9 +265,12 @@ def locate_kernel(readers, syms: dict[str, int], kaslr_offset: int | None, syste
         slide = kaslr_offset if given else find_slide(km, syms)
         if slide is not None and (not can_check(syms) or holds_kernel(km, syms, slide)):
             return km, slide
+    if given:
+        raise KernelReadError(f"{system_map} does not match {where} at --kaslr-offset {kaslr_offset:#x}: "
+                              "linux_banner does not read 'Linux version' there (wrong offset, or another kernel's "
+                              "System.map?)")
     raise KernelReadError(f"{system_map} does not match {where}: no KASLR offset puts linux_banner on 'Linux "
-                          f"version'{f' (--kaslr-offset {kaslr_offset:#x})' if given else ''}; is it this guest's "
-                          "System.map? (else give --kaslr-offset)")
+                          "version'; is it this guest's System.map? (else give --kaslr-offset)")
 
 
 def symbol_bytes(km, run: dict[str, int], name: str, size: int, offset: int, system_map: str) -> bytes:
