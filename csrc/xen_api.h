@@ -31,6 +31,8 @@ typedef struct xenevtchn_handle xenevtchn_handle;
 typedef struct xc_interface_core xc_interface;
 typedef struct xencall_handle xencall_handle;
 typedef struct xenforeignmemory_handle xenforeignmemory_handle;
+struct xs_handle;
+typedef uint32_t xs_transaction_t;
 
 /* EVTCHNOP_status's argument: dom and port IN, the rest OUT (xen/include/public/event_channel.h) */
 struct evtchn_status {
@@ -102,5 +104,12 @@ xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd, uns
 /* xenctrl.h: the frame behind a guest's virtual address, walking vCPU vcpu's page tables (an MFN on PV, a GFN
  * on HVM); 0 with errno set on failure (EADDRNOTAVAIL: not mapped).  The simulator runs no guest kernel. */
 unsigned long xc_translate_foreign_address(xc_interface *xch, uint32_t dom, int vcpu, unsigned long long virt);
+
+/* xenstore.h (libxenstore): what names ports; xs_directory's and xs_read's results are one malloc'd block each
+ * (free()); the simulator's library has no xenstored (its xenstore is the sim backend's, see sim/xenstore.py) */
+struct xs_handle *xs_open(unsigned long flags);
+void xs_close(struct xs_handle *xsh);
+char **xs_directory(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *num);
+void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *len);
 
 #endif

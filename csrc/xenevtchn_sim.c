@@ -2,7 +2,9 @@
  * The parts of libxenevtchn-sim.so that need no simulator: hypercall buffers
  * (plain heap memory here, page-locked memory on Xen), the logger constructor
  * (the simulator's messages go to stderr only when no logger is given, as the
- * real libraries do), and xenevtchn_fdopen, which has no simulated device fd.
+ * real libraries do), xenevtchn_fdopen, which has no simulated device fd, and
+ * libxenstore's calls, which have no xenstored (the sim backend reads the
+ * simulated nodes itself).
  * Their declarations are csrc/xen_api.h's, below its "implemented in C" line.
  */
 #include <errno.h>
@@ -52,4 +54,35 @@ unsigned long xc_translate_foreign_address(xc_interface *xch, uint32_t dom, int 
     (void)xch; (void)dom; (void)vcpu; (void)virt;
     errno = EOPNOTSUPP;  /* the simulator's domains run no kernel: there are no page tables to walk */
     return 0;
+}
+
+/* libxenstore: there is no xenstored to connect to here (the sim backend reads the simulated nodes itself) */
+struct xs_handle *xs_open(unsigned long flags)
+{
+    (void)flags;
+    errno = ENOENT;
+    return NULL;
+}
+
+void xs_close(struct xs_handle *xsh)
+{
+    (void)xsh;
+}
+
+char **xs_directory(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *num)
+{
+    (void)h; (void)t; (void)path;
+    if (num)
+        *num = 0;
+    errno = ENOENT;
+    return NULL;
+}
+
+void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *len)
+{
+    (void)h; (void)t; (void)path;
+    if (len)
+        *len = 0;
+    errno = ENOENT;
+    return NULL;
 }

@@ -110,6 +110,10 @@ class SimBackend:
                             st.flags.get("pending"), st.flags.get("masked"), raised))
         return rows
 
+    def xenstore(self) -> tuple[dict[str, str], str]:
+        """The simulated xenstore's nodes (those `xenevt sim device add` wrote): what names ports."""
+        return self.host.xenstore_nodes(), "the simulated xenstore"
+
     def debug_dump(self, keys: str = "e") -> str:
         """What the simulated hypervisor prints for debug key 'e', as Xen's console shows it."""
         if keys != "e":

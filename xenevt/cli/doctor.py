@@ -65,6 +65,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     if interval is not None and (chosen or since):
         raise click.UsageError("--interval samples the backend twice: not with --since, --edump, --lsevtchn or --from")
     prior = None
+    named = False  # ports named from the backend's xenstore: only when the evidence is the backend's own
     if since:
         try:
             with open(since, "rb") as f:
@@ -96,12 +97,14 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     elif interval is not None:
         import time
 
+        named = True
         prior = collect.from_backend(c.backend(read_only=True), list(domains) or None)
         time.sleep(interval)
         c.close()  # opened again: a read-only simulated host is the copy taken when it was opened
         ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
     else:
         ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
+        named = True
     if domains:
         ev.domains = {d: f for d, f in ev.domains.items() if d in domains}
         for d in sorted(set(domains) - set(ev.domains)):
@@ -110,10 +113,15 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     if save:
         _save(save, ev.to_json())
     rep = rules.examine(ev, prior, storm_rate=storm_rate, stuck_after=stuck_after)
+    names = _names(c, ev) if named else None
     if c.json:
-        c.emit(rep.as_dict() | {"source": ev.source})
+        out = rep.as_dict() | {"source": ev.source}
+        if names is not None:
+            for f, d in zip(rep.findings, out["findings"], strict=True):
+                d["names"] = [names.field(f.domain, p) for p in f.ports]
+        c.emit(out)
     else:
-        _render(c, rep, ev)
+        _render(c, rep, ev, names)
     if rep.exit_code:
         click.get_current_context().exit(rep.exit_code)
 
@@ -152,11 +160,30 @@ def _save(path: str, text: str) -> None:
         raise EvidenceError(f"cannot save snapshot {path}: {(e.strerror or str(e)).lower()}") from None
 
 
-def _render(c: Ctx, rep, ev) -> None:
+def _names(c: Ctx, ev):
+    """The names of the evidence's ports (xenstore, VIRQs, IPIs: evidence/names.py)."""
+    from ..evidence.names import for_backend
+
+    return for_backend(c.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
+                                                   for _, pf in sorted(dom.ports.items())])
+
+
+def _port_words(names, domain: int, port: int) -> str:
+    """``12`` or ``12 (vif 0 queue 0 tx ↔ d0:87)``: a device's name (a VIRQ's or IPI's is the evidence line's)."""
+    name = names.get(domain, port) if names is not None else None
+    if name is None or name.kind in ("virq", "ipi", "pirq"):
+        return str(port)
+    text = name.text(domain)
+    peer = names.peers.get((domain, port))
+    return f"{port} ({text}" + (f" ↔ d{peer[0]}:{peer[1]})" if peer else ")")
+
+
+def _render(c: Ctx, rep, ev, names=None) -> None:
     for w in _summary(rep.warnings):
         c.err.print(f"xenevt: warning: {w}")
     for f in rep.findings:
-        where = f"dom{f.domain}" + (f" port {','.join(map(str, f.ports))}" if f.ports else "") + (
+        ports = ", ".join(_port_words(names, f.domain, p) for p in f.ports)
+        where = f"dom{f.domain}" + (f" port {ports}" if f.ports else "") + (
             f" vCPU {f.vcpu}" if f.vcpu is not None and not f.ports else "")
         line = Text(f"{f.severity.upper():8s}", style=STYLE[f.severity])
         line.append(f"{where}: {f.title}")

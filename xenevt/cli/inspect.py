@@ -18,11 +18,15 @@ from .context import PORT, Ctx, domain_option, json_option, pass_ctx
 def status(c: Ctx, port, local_domain):
     """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
     d = c.domain(local_domain)
-    st = c.backend(read_only=True).status(d, port)
+    b = c.backend(read_only=True)
+    st = b.status(d, port)
+    names = _names(b, [(d, st)])
     if c.json:
-        c.emit(st.as_dict())
+        c.emit(st.as_dict() | {"name": names.field(d, port)})
         return
     c.out.print(f"domain {d} port {port}: {st.state}")
+    if names.get(d, port) is not None:
+        c.out.print(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
     if st.remote():
         c.out.print(f"  remote:   {st.remote()}")
     c.out.print(f"  vCPU:     {st.vcpu}")
@@ -44,22 +48,31 @@ def status(c: Ctx, port, local_domain):
 def list_ports(c: Ctx, local_domain):
     """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
     d = c.domain(local_domain)
-    ports = c.backend(read_only=True).list_ports(d)
+    b = c.backend(read_only=True)
+    ports = b.list_ports(d)
+    names = _names(b, [(d, st) for st in ports])
     if c.json:
-        c.emit([st.as_dict() for st in ports])
+        c.emit([st.as_dict() | {"name": names.field(d, st.port)} for st in ports])
         return
     if not ports:
         c.out.print(f"domain {d}: no open ports")
         return
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("port", "state", "vcpu", "prio", "PMLB", "link", "remote"):
+    for col in ("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"):
         t.add_column(col, justify="right" if col in ("port", "vcpu", "prio", "link") else "left")
     for st in ports:
         t.add_row(str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
                   word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
-                  st.remote())
+                  st.remote(), names.text(d, st.port))
     c.out.print(f"domain {d}: {len(ports)} open port(s)")
     c.out.print(t)
+
+
+def _names(backend, ports):
+    """The ports' names (evidence/names.py), imported here so that --help stays instant."""
+    from ..evidence.names import for_backend
+
+    return for_backend(backend, ports)
 
 
 def render_info(data: dict, out: Console) -> None:

@@ -202,6 +202,49 @@ def check(c: Ctx, repair):
         click.get_current_context().exit(1)
 
 
+@sim.group("device")
+def device():
+    """PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes."""
+
+
+@device.command("add")
+@click.argument("kind", type=click.Choice(["vif", "vbd", "console", "store"]))
+@click.argument("domid", type=DOMAIN)
+@click.option("--backend", type=DOMAIN, default=0, show_default=True, help="The domain serving it.")
+@click.option("--queues", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Queues (vif, vbd): each has its own channel, a vif's a tx and an rx one.")
+@json_option
+@pass_ctx
+def device_add(c: Ctx, kind, domid, backend, queues):
+    """Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
+    /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
+    xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it)."""
+    with SimHost(c.state) as host:
+        made = host.device_add(kind, domid, backend, queues)
+    what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
+    c.emit(made, f"domain {domid}: {what} served by domain {backend}: "
+                 + ", ".join(f"d{domid}:{p['port']} ↔ d{backend}:{p['peer']} ({p['key'].split(base, 1)[-1]})"
+                             for p in made["ports"]))
+
+
+@device.command("list")
+@json_option
+@pass_ctx
+def device_list(c: Ctx):
+    """Every port the simulated xenstore names: its node and value."""
+    with SimHost(c.state, read_only=True) as host:
+        nodes = host.xenstore_nodes()
+    ports = {k: v for k, v in sorted(nodes.items()) if k.endswith(("/port", "/event-channel", "/event-channel-tx",
+                                                                    "/event-channel-rx"))}
+    if c.json:
+        c.emit({"nodes": ports})
+        return
+    if not ports:
+        c.out.print("no devices (add one with `xenevt sim device add vif DOMID`)")
+    for k, v in ports.items():
+        c.out.print(f"{k} = {v}")
+
+
 @sim.command("libpath")
 @pass_ctx
 def libpath(c: Ctx):

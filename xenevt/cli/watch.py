@@ -9,6 +9,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..activity import STORM_RATE
+from ..errors import XenevtError
 from .context import COUNT, Ctx, domain_option, json_option, pass_ctx
 
 
@@ -25,14 +26,21 @@ def _note(r, storm_rate: float) -> str:
     return "; ".join(notes)
 
 
-def _table(title: str, rates, storm_rate: float) -> Table:
+def _port_of(row, names, domain: int) -> int | None:
+    """The port a row counts: the simulator's rows say it; a /proc/interrupts row only where names tied it."""
+    return row.port if row.port is not None else names.irq_port(domain, row.key) if names is not None else None
+
+
+def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold", box=None)
-    for col in ("what", "name", "total", "per s", "raised", "PM", "note"):
+    for col in ("what", "name", "port name", "total", "per s", "raised", "PM", "note"):
         t.add_column(col, justify="right" if col in ("total", "per s", "raised") else "left")
     for r in sorted(rates, key=lambda r: (-r.per_second, r.row.key)):
         row = r.row
         flags = ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
-        t.add_row(row.key, row.name, str(row.total), f"{r.per_second:.1f}",
+        port = _port_of(row, names, domain)
+        t.add_row(row.key, row.name, names.text(domain, port) if names is not None and port is not None else "",
+                  str(row.total), f"{r.per_second:.1f}",
                   "" if row.raised is None else str(row.raised), flags, _note(r, storm_rate),
                   style="bold red" if r.stalled or r.storm else "yellow" if r.spurious or r.eoi_delayed else None)
     return t
@@ -65,6 +73,17 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
     def sample() -> Sample:
         return Sample(f"{b.name} domain {d}", b.activity(d))
 
+    from ..evidence.names import for_backend
+
+    try:
+        names = for_backend(b, [(d, st) for st in b.list_ports(d)])
+    except XenevtError:  # a guest may not list its own ports (EPERM): its rows keep their IRQ names
+        names = None
+
+    def name_field(row):
+        port = _port_of(row, names, d)
+        return names.field(d, port) if names is not None and port is not None else None
+
     before = sample()
     if once or c.json:
         time.sleep(interval)
@@ -76,10 +95,10 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
                  "per_second": round(r.per_second, 2), "raised": r.row.raised, "pending": r.row.pending,
                  "masked": r.row.masked, "stalled": r.stalled, "storm": r.storm, "spurious": r.row.spurious,
                  "spurious_since": r.spurious, "jiffies_eoi_delayed": r.row.eoi_delayed,
-                 "eoi_delayed_since": r.eoi_delayed} for r in result],
+                 "eoi_delayed_since": r.eoi_delayed, "port_name": name_field(r.row)} for r in result],
                 "storm_rate": storm_rate})
         else:
-            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate))
+            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate, names, d))
         return
     shown = 0
     try:
@@ -88,7 +107,7 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
                 time.sleep(interval)
                 after = sample()
                 live.update(_table(f"{after.source}: activity (every {interval:g} s, Ctrl-C to stop)",
-                                   rates(before, after), storm_rate), refresh=True)
+                                   rates(before, after), storm_rate, names, d), refresh=True)
                 before = after
                 shown += 1
     except KeyboardInterrupt:

@@ -9,8 +9,8 @@ vCPU's upcall word (futex) until an event is raised.
 The jobs: the state file, its lock and journal (store.py; the format is
 statefile.py's), the hypercalls by Xen's rules (hypercalls.py; who may call, access.py), the guest
 kernel's part (guest.py), activity counters (stats.py), the 'e' console text
-(console.py), frames for foreign mappings (foreign.py).  Everyone else uses
-SimHost and the functions here.
+(console.py), frames for foreign mappings (foreign.py), the xenstore nodes that name ports
+(xenstore.py).  Everyone else uses SimHost and the functions here.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from .hypercalls import Hypercalls
 from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile, SimDomain, create_host, default_state_dir
+from .xenstore import XENSTORE_NAME, SimXenstore
 
 __all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
-           "SimHost", "chan_status",
+           "SimHost", "XENSTORE_NAME", "chan_status",
            "create_host", "default_state_dir", "host_info", "reset_host"]
 
 
-class SimHost(GuestKernel, Hypercalls, Access, Stats, Console, ForeignFrames, HostFile):
+class SimHost(GuestKernel, Hypercalls, Access, Stats, Console, ForeignFrames, SimXenstore, HostFile):
     """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
 
 

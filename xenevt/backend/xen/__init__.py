@@ -422,6 +422,12 @@ class XenBackend:
         except OSError as e:
             raise BackendUnavailable(f"cannot read /proc/interrupts: {(e.strerror or str(e)).lower()}") from None
 
+    def xenstore(self) -> tuple[dict[str, str], str]:
+        """The xenstore nodes that name ports (bounded walk): libxenstore, else `xenstore-ls -f`."""
+        from .xenstore import read_nodes
+
+        return read_nodes(libs)
+
     def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
         """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
         ctrl, xc = self._ctrl()

@@ -27,6 +27,7 @@ try:
 except capi.CSourcesMissing as e:
     raise BackendUnavailable(f"the xen backend cannot declare the Xen libraries' API: {e}") from None
 ffi.cdef("FILE *fopen(const char *path, const char *mode);")  # libc: where the quiet logger writes
+ffi.cdef("void free(void *ptr);")  # libc: what libxenstore's results are released with
 
 LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib",
             "/usr/local/lib64"]
@@ -38,6 +39,7 @@ LIBRARIES = {
     "xencall": ("libxencall.so.1", "libxencall1"),
     "xenforeignmemory": ("libxenforeignmemory.so.1", "libxenforeignmemory1"),
     "xentoollog": ("libxentoollog.so.1", "libxentoollog1"),
+    "xenstore": ("libxenstore.so.4", "libxenstore4"),
 }
 XTL_CRITICAL = 9
 

@@ -1,0 +1,180 @@
+"""Port names (issue 14): the simulated xenstore, the xenstore-ls reader, the naming rules, list/status/doctor/watch."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from xenevt.activity import Row
+from xenevt.backend.xen.xenstore import parse_ls, wanted
+from xenevt.cli import main
+from xenevt.errors import EvidenceError, StateError
+from xenevt.evidence.names import build, from_xenstore
+from xenevt.sim.host import XENSTORE_NAME, SimHost, create_host
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """dom0, two domUs; d1: a 2-queue vif, a vbd, console, xenstore, a VIRQ, an IPI and an unnamed port."""
+    d = str(tmp_path)
+    create_host(d, 3)
+    with SimHost(d) as h:
+        made = {"vif": h.device_add("vif", 1, queues=2), "vbd": h.device_add("vbd", 1),
+                "console": h.device_add("console", 1), "store": h.device_add("store", 1),
+                "vif2": h.device_add("vif", 2)}
+        made["virq"] = h.bind_virq(1, 1, 0, 0)
+        made["ipi"] = h.bind_ipi(1, 1, 1)
+        made["unbound"] = h.alloc_unbound(1, 1, 2)
+    monkeypatch.setenv("XENEVT_STATE", d)
+    return d, made
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_kind_is_named_on_the_simulator(host, capsys):
+    _, made = host
+    code, out, _ = run(capsys, "list", "-d", 1, "--json")
+    assert code == 0
+    names = {p["port"]: p["name"] for p in json.loads(out)}
+    vif = made["vif"]["ports"]
+    assert [names[p["port"]]["text"] for p in vif] == [
+        f"d1:{vif[0]['port']} vif 0 queue 0 tx ↔ d0:{vif[0]['peer']}",
+        f"d1:{vif[1]['port']} vif 0 queue 0 rx ↔ d0:{vif[1]['peer']}",
+        f"d1:{vif[2]['port']} vif 0 queue 1 tx ↔ d0:{vif[2]['peer']}",
+        f"d1:{vif[3]['port']} vif 0 queue 1 rx ↔ d0:{vif[3]['peer']}"]
+    first = names[vif[0]["port"]]
+    assert first == {"text": first["text"], "kind": "vif", "device": "vif 0", "owner": 1, "id": "0", "queue": 0,
+                     "direction": "tx", "end": "frontend", "peer": {"domain": 0, "port": vif[0]["peer"]},
+                     "source": "xenstore /local/domain/1/device/vif/0/queue-0/event-channel-tx"}
+    vbd = names[made["vbd"]["ports"][0]["port"]]
+    assert (vbd["kind"], vbd["device"], vbd["source"]) == (
+        "vbd", "vbd 51712", "xenstore /local/domain/1/device/vbd/51712/event-channel")
+    assert names[made["console"]["ports"][0]["port"]]["kind"] == "console"
+    assert names[made["store"]["ports"][0]["port"]]["source"] == "xenstore /local/domain/1/store/port"
+    assert names[made["virq"]]["text"] == f"d1:{made['virq']} VIRQ timer"
+    assert names[made["ipi"]]["text"] == f"d1:{made['ipi']} IPI vCPU 1"
+    assert names[made["unbound"]] is None
+
+
+def test_the_backend_end_is_named_by_its_peer(host, capsys):
+    _, made = host
+    p = made["vif"]["ports"][2]
+    code, out, _ = run(capsys, "status", p["peer"], "-d", 0, "--json")
+    name = json.loads(out)["name"]
+    assert code == 0 and name["text"] == f"d0:{p['peer']} d1 vif 0 queue 1 tx ↔ d1:{p['port']}"
+    assert name["end"] == "backend" and name["source"].startswith(f"peer d1:{p['port']}'s xenstore ")
+    code, out, _ = run(capsys, "status", p["peer"], "-d", 0)
+    assert f"  name:     d0:{p['peer']} d1 vif 0 queue 1 tx ↔ d1:{p['port']}  (peer " in out
+    code, out, _ = run(capsys, "list", "-d", 2)
+    assert code == 0 and "vif 0 tx" in out and "vif 0 rx" in out
+
+
+def test_json_is_unchanged_but_for_the_name(host, capsys):
+    code, out, _ = run(capsys, "list", "-d", 1, "--json")
+    rows = json.loads(out)
+    with SimHost(host[0], read_only=True) as h:
+        plain = [st.as_dict() for st in h.list_ports(1, 1)]
+    assert [{k: v for k, v in r.items() if k != "name"} for r in rows] == plain
+
+
+def test_doctor_and_watch_name_ports(host, capsys):
+    _, made = host
+    port = made["vif"]["ports"][0]["port"]
+    with SimHost(host[0]) as h:
+        h.mask(1, 1, port)
+        h.send(0, 0, made["vif"]["ports"][0]["peer"])
+    code, out, _ = run(capsys, "doctor", "-d", 1)
+    assert code == 3 and f"dom1 port {port} (vif 0 queue 0 tx ↔ d0:" in out
+    code, out, _ = run(capsys, "doctor", "-d", 1, "--json")
+    finding = next(f for f in json.loads(out)["findings"] if f["ports"] == [port])
+    assert finding["names"][0]["text"].startswith(f"d1:{port} vif 0 queue 0 tx")
+    code, out, _ = run(capsys, "watch", "--json", "-i", "0.05", "-d", 1)
+    rows = {r["port"]: r for r in json.loads(out)["rows"]}
+    assert code == 0 and rows[port]["port_name"]["device"] == "vif 0"
+    assert rows[made["unbound"]]["port_name"] is None
+
+
+def test_device_add_errors_are_one_line(host, capsys):
+    assert run(capsys, "sim", "device", "add", "console", 1)[2] == \
+        f"xenevt: domain 1 has a console already (port {host[1]['console']['ports'][0]['port']})\n"
+    code, _, err = run(capsys, "sim", "device", "add", "vif", 7)
+    assert code != 0 and err.count("\n") == 1 and "7" in err
+    code, _, err = run(capsys, "sim", "device", "add", "vif", 0)
+    assert err == "xenevt: domain 0 cannot be its own vif's backend\n"
+    code, out, _ = run(capsys, "sim", "device", "list")
+    assert code == 0 and "/local/domain/2/device/vif/0/event-channel-tx = " in out
+
+
+@pytest.mark.parametrize("text, why", [
+    (b"{", "not JSON"), (b"[]", "not a simulated xenstore"), (b"[" * 100000, "not JSON"),
+    (b'{"xenstore": 1, "nodes": {"x": "1"}}', "not an absolute xenstore path"),
+    (b'{"xenstore": 1, "nodes": {"/a": 5}}', "not a string"),
+])
+def test_a_damaged_xenstore_file_says_what(host, capsys, text, why):
+    with open(os.path.join(host[0], XENSTORE_NAME), "wb") as f:
+        f.write(text)
+    with SimHost(host[0], read_only=True) as h, pytest.raises(StateError, match=why) as e:
+        h.xenstore_nodes()
+    assert "\n" not in str(e.value) and XENSTORE_NAME in str(e.value)
+    code, _, err = run(capsys, "list", "-d", 1)  # names are extra: the ports are still listed
+    assert code == 0
+
+
+LS = """/local/domain/0 = ""
+/local/domain/0/name = "Domain-0"
+/local/domain/5/name = "guest"
+/local/domain/5/console/port = "2"
+/local/domain/5/store/port = "1"
+/local/domain/5/device/vif/0/backend = "/local/domain/0/backend/vif/5/0"
+/local/domain/5/device/vif/0/multi-queue-num-queues = "2"
+/local/domain/5/device/vif/0/queue-0/event-channel-tx = "12"
+/local/domain/5/device/vif/0/queue-0/event-channel-rx = "13"
+/local/domain/5/device/vif/0/mac = "00:16:3e:00:00:01"
+/local/domain/5/device/vbd/768/event-channel = "7"   (n5,r0)
+/local/domain/5/data/odd = "a\\\\b\\"c\\011d\\n"
+/local/domain/0/backend/vif/5/0/frontend = "/local/domain/5/device/vif/0"
+"""
+
+
+def test_xenstore_ls_reader():
+    nodes = parse_ls(LS)
+    assert nodes["/local/domain/5/device/vbd/768/event-channel"] == "7"
+    assert "/local/domain/5/device/vif/0/mac" not in nodes and "/local/domain/0" not in nodes
+    assert wanted("/local/domain/5/device/vif/0/queue-1/event-channel-rx")
+    assert not wanted("/local/domain/5/data/odd")
+    named, notes = from_xenstore(nodes)
+    assert not notes
+    assert named[(5, 12)].text() == "d5 vif 0 queue 0 tx" and named[(5, 2)].kind == "console"
+    assert named[(5, 7)].device == "vbd 768" and named[(5, 1)].kind == "xenstore"
+    from xenevt.backend.xen.xenstore import _unescape
+
+    assert _unescape('a\\\\b\\"c\\011d\\n') == 'a\\b"c\td\n'
+    for bad, why in [("/a = 1", "line 1: not '/path"), ('/a = "1', "no closing quote"), ("junk", "line 1")]:
+        with pytest.raises(EvidenceError, match=why):
+            parse_ls(bad)
+
+
+def test_netback_irq_names_tie_dom0_rows_to_ports():
+    """Linux prints no port for an event-channel IRQ: a vif queue's IRQ is found by netback's name for it."""
+    nodes = parse_ls(LS)
+
+    class St:
+        def __init__(self, port, state, rd=None, rp=None, virq=None, vcpu=0, pirq=None):
+            self.port, self.state, self.remote_domain, self.remote_port = port, state, rd, rp
+            self.virq, self.vcpu, self.pirq = virq, vcpu, pirq
+
+    rows = [Row("irq 40", "xen-dyn event vif5.0-q0-tx", [3]), Row("irq 41", "xen-dyn event vif5.0-q0-rx", [3]),
+            Row("irq 9", "xen-dyn event xenbus", [1])]
+    names = build([(0, St(87, "interdomain", 5, 12)), (0, St(88, "interdomain", 5, 13)), (0, St(3, "pirq", pirq=9))],
+                  nodes, {0: rows})
+    assert names.label(0, 87) == "d0:87 d5 vif 0 queue 0 tx ↔ d5:12"
+    assert names.get(0, 87).irq == "irq 40 vif5.0-q0-tx" and names.irq_port(0, "irq 41") == 88
+    assert names.irq_port(0, "irq 9") is None and names.text(0, 3) == "PIRQ 9"
+    bad = build([(5, St(12, "unbound", 0))], {"/local/domain/5/console/port": "x"})
+    assert bad.get(5, 12) is None and bad.notes == ["xenstore /local/domain/5/console/port holds 'x', not a port"]
