@@ -178,3 +178,71 @@ def test_netback_irq_names_tie_dom0_rows_to_ports():
     assert names.irq_port(0, "irq 9") is None and names.text(0, 3) == "PIRQ 9"
     bad = build([(5, St(12, "unbound", 0))], {"/local/domain/5/console/port": "x"})
     assert bad.get(5, 12) is None and bad.notes == ["xenstore /local/domain/5/console/port holds 'x', not a port"]
+
+
+# --- the real backend's sources, on stand-ins --------------------------------------------------------------
+def test_xen_backend_falls_back_to_xenstore_ls(tmp_path, monkeypatch):
+    import stat
+
+    from xenevt.backend.xen import libs
+    from xenevt.backend.xen.xenstore import read_nodes
+    from xenevt.errors import BackendUnavailable
+
+    real_load = libs.load
+
+    def load(name):
+        if name == "xenstore":
+            raise BackendUnavailable("the Xen library libxenstore.so.4 is not installed")
+        return real_load(name)
+
+    monkeypatch.setattr(libs, "load", load)
+    (tmp_path / "ls.txt").write_text(LS)
+    fake = tmp_path / "xenstore-ls"
+    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = '-f /local/domain' ] && exec /bin/cat {tmp_path / 'ls.txt'}\nexit 9\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    nodes, where = read_nodes(libs)
+    assert where == "xenstore-ls -f" and nodes == parse_ls(LS)
+    (tmp_path / "ls.txt").write_text("garbage\n")
+    with pytest.raises(EvidenceError, match="line 1"):
+        read_nodes(libs)
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(BackendUnavailable, match="not installed.*; and no xenstore-ls"):
+        read_nodes(libs)
+
+
+def test_libxenstore_walk_is_bounded(monkeypatch):
+    """A domain with more devices and queues than the bounds: the walk reads within them."""
+    from xenevt.backend.xen import xenstore as xs
+
+    tree = {"/local/domain": [str(d) for d in range(3)] + ["junk"],
+            "/local/domain/1/device": ["vif"], "/local/domain/1/device/vif": [str(i) for i in range(100)],
+            "/local/domain/0/backend": ["vif"], "/local/domain/0/backend/vif": ["1"],
+            "/local/domain/0/backend/vif/1": ["0"]}
+    values = {"/local/domain/1/device/vif/0/multi-queue-num-queues": "9999",
+              "/local/domain/1/device/vif/0/queue-3/event-channel-tx": "12",
+              "/local/domain/1/device/vif/99/event-channel": "5",
+              "/local/domain/0/backend/vif/1/0/frontend": "/local/domain/1/device/vif/0"}
+
+    class Fake(xs.LibXenstore):
+        def __init__(self):
+            self.requests = 0
+            self.asked: list[str] = []
+
+        def ls(self, path, limit):
+            return [] if self._spent() else tree.get(path, [])[:limit]
+
+        def read(self, path):
+            self.asked.append(path)
+            return None if self._spent() else values.get(path)
+
+    f = Fake()
+    nodes = f.walk()
+    assert nodes["/local/domain/1/device/vif/0/queue-3/event-channel-tx"] == "12"
+    assert "/local/domain/1/device/vif/99/event-channel" not in nodes  # device 99: beyond MAX_DEVICES
+    assert nodes["/local/domain/0/backend/vif/1/0/frontend"] == "/local/domain/1/device/vif/0"
+    assert sum("/queue-" in p for p in f.asked) == xs.MAX_QUEUES * len(xs.QUEUE_KEYS)
+    monkeypatch.setattr(xs, "MAX_READS", 10)
+    f = Fake()
+    f.walk()
+    assert len(f.asked) <= 10 + 3 * len(xs.DOMAIN_KEYS)
