@@ -24,6 +24,7 @@ def status(c: Ctx, port, local_domain):
     if c.json:
         c.emit(st.as_dict() | {"name": names.field(d, port)})
         return
+    _notes(c, names)
     c.out.print(f"domain {d} port {port}: {st.state}")
     if names.get(d, port) is not None:
         c.out.print(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
@@ -54,6 +55,7 @@ def list_ports(c: Ctx, local_domain):
     if c.json:
         c.emit([st.as_dict() | {"name": names.field(d, st.port)} for st in ports])
         return
+    _notes(c, names)
     if not ports:
         c.out.print(f"domain {d}: no open ports")
         return
@@ -73,6 +75,14 @@ def _names(backend, ports):
     from ..evidence.names import for_backend
 
     return for_backend(backend, ports)
+
+
+def _notes(c: Ctx, names) -> None:
+    """Why some names are missing (no xenstore here, a node holding no port): on stderr, the first few."""
+    for note in names.notes[:3]:
+        c.err.print(f"xenevt: note: {note}")
+    if len(names.notes) > 3:
+        c.err.print(f"xenevt: note: ... and {len(names.notes) - 3} more")
 
 
 def render_info(data: dict, out: Console) -> None:

@@ -207,6 +207,8 @@ def for_backend(backend, ports: Iterable[tuple[int, object]]) -> Names:
         except (XenevtError, OSError):
             continue
     names = build(ports, nodes, irq_rows, where or "xenstore")
+    if "cut short" in where:
+        names.notes.insert(0, f"some ports may be unnamed: the {where}")
     if first is not None:
         names.notes.insert(0, f"no xenstore names: {first}")
     return names
