@@ -200,19 +200,34 @@ def domu():
     return int(os.environ["XENCI_DOMU"])
 
 
-def test_domu_sees_its_own_queues_and_ports_as_xen_does(xen, domu):
-    """Inside the domU, xenevt read its own FIFO pages (dump --self) and reported through xenstore: the
-    ports whose words its kernel unmasked are exactly the open ports dom0's EVTCHNOP_status finds there."""
-    path = f"/local/domain/{domu}/data/xenci-result"
-    deadline, got = time.monotonic() + 240, None
+@pytest.fixture
+def domu_2l():
+    """The runner's 2-level PV domU (XENCI_DOMU_2L: the same Linux booted with xen.fifo_events=0)."""
+    if os.environ.get("XENCI_DOMU_2L_ERROR"):
+        pytest.fail(f"the runner could not start the 2-level domU: {os.environ['XENCI_DOMU_2L_ERROR']}")
+    if not os.environ.get("XENCI_DOMU_2L"):
+        pytest.skip("no 2-level domU here (the nested runner starts one)")
+    return int(os.environ["XENCI_DOMU_2L"])
+
+
+def domu_result(domu: int, key: str = "data/xenci-result", wait: float = 240) -> dict:
+    """What ci/xen/domu_check.py in ``domu`` wrote to ``key`` of its xenstore directory."""
+    path = f"/local/domain/{domu}/{key}"
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         r = subprocess.run(["xenstore-read", path], capture_output=True, text=True)
         if r.returncode == 0 and r.stdout.strip():
             got = json.loads(r.stdout)
-            break
-        time.sleep(2)
-    assert got is not None, f"the domU wrote nothing to {path} in 240 s"
-    assert "error" not in got, got["error"]
+            assert "error" not in got, got["error"]
+            return got
+        time.sleep(1)
+    pytest.fail(f"domain {domu} wrote nothing to {path} in {wait:.0f} s")
+
+
+def test_domu_sees_its_own_queues_and_ports_as_xen_does(xen, domu):
+    """Inside the domU, xenevt read its own FIFO pages (dump --self) and reported through xenstore: the
+    ports whose words its kernel unmasked are exactly the open ports dom0's EVTCHNOP_status finds there."""
+    got = domu_result(domu)
     assert (got["domid"], got["abi"], got["broken"]) == (domu, "FIFO", 0) and got["pages"] >= 1
     assert all(got["control_blocks"]), "every vCPU of the domU registered a control block"
     open_ports = [s.port for s in xen.list_ports(domu)]
@@ -247,4 +262,144 @@ def test_interdomain_channel_with_a_pv_domu(xen, domu):
     assert not any(rule == "remote-end-mismatch" for rule, _, _ in found)
     xen.close(0, q)
     st = xen.status(domu, p)
+    assert (st.state, st.remote_domain) == ("unbound", 0)
+
+
+_looks = iter(range(1, 1000))
+
+
+def look_again(domu: int) -> dict:
+    """A fresh dump --self from the domU (domu_check.py answers each new token in data/xenci-request; written
+    again if unanswered, as the domU may have read the request just before it changed)."""
+    token = f"look{next(_looks)}"
+    for _ in range(6):
+        subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", token], check=True)
+        r = subprocess.run(["xenstore-read", f"/local/domain/{domu}/data/xenci-result-{token}"], capture_output=True)
+        deadline = time.monotonic() + 20
+        while r.returncode and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = subprocess.run(["xenstore-read", f"/local/domain/{domu}/data/xenci-result-{token}"],
+                               capture_output=True)
+        if r.returncode == 0:
+            break
+    return domu_result(domu, f"data/xenci-result-{token}", 1)
+
+
+def _settled_2l(got: dict) -> bool:
+    """No event in flight in the domU's own view: no unmasked port pending, no upcall or selector bit set.
+    Timer and IPI events come and go in microseconds; a snapshot caught mid-delivery is taken again."""
+    return not set(got["pending"]) & set(got["unmasked"]) and all(v[0] == 0 and v[2] == 0 for v in got["vcpus"])
+
+
+def settled_look(domu: int, got: dict | None = None) -> dict:
+    for _ in range(4):
+        if got is not None and _settled_2l(got):
+            return got
+        got = look_again(domu)
+    return got
+
+
+def settled_edump(xen, domu: int):
+    """Xen's 'e' dump of ``domu``, taken again while an event is caught in flight there (an unmasked port
+    pending, or a selector bit set)."""
+    for _ in range(4):
+        dom = edump.parse(xen.debug_dump("e")).domains[domu]
+        if not any(f.pending and not f.masked or f.selector for f in dom.ports.values()):
+            break
+    return dom
+
+
+def l2_bits_of(got: dict, chans: dict) -> dict:
+    """The domU's own view of each open port: (pending, masked, its vCPU's selector bit for the port's word)."""
+    return {p: (p in got["pending"], p not in got["unmasked"], bool(got["vcpus"][st.vcpu][2] >> (p // 64) & 1))
+            for p, st in chans.items()}
+
+
+def assert_views_agree(xen, domu: int, got: dict) -> dict:
+    """The 2-level domU's own view (dump --self) against dom0's: EVTCHNOP_status and Xen's 'e' dump, which
+    prints the 2-level print_state [pending/masked/selector] for it.  Returns the channels."""
+    assert (got["domid"], got["abi"]) == (domu, "2-level") and not got["warnings"], got
+    assert all(v is not None and v[1] in (0, 1) for v in got["vcpus"]), got["vcpus"]
+    # the engine's prediction of Linux's next upcall on each vCPU, from the memory as read: nothing to deliver
+    assert got["next_upcall"] == [[] for _ in got["vcpus"]], got["next_upcall"]
+    chans = {st.port: st for st in xen.list_ports(domu)}
+    bound = [p for p in chans if p not in got["masked_pending"]]  # dom0's stuck port is not Linux's
+    assert got["unmasked"] == sorted(bound) and bound, (got["unmasked"], sorted(chans))
+    # Linux's cpu_evtchn_mask names the CPU Xen notifies
+    assert got["cpu"] == [chans[p].vcpu for p in got["unmasked"]], (got["cpu"], {p: chans[p].vcpu for p in bound})
+    dom = settled_edump(xen, domu)
+    assert dom.abi == "2-level", "Xen printed its 2-level print_state (one selector bit) for the domain"
+    seen = {p: (f.pending, f.masked, f.selector) for p, f in dom.ports.items() if f.state != "reserved"}
+    assert seen == l2_bits_of(got, chans)
+    return chans
+
+
+def frames_view(domu: int, xen=None) -> dict:
+    """dom0's dump of the domU's shared_info, mapped through privcmd (the frame Xen reports for it): each
+    port's (pending, masked).  With ``xen``, the same memory source in this process (no CLI start-up)."""
+    if xen is not None:
+        from xenevt import memory
+
+        mem = memory.open_source(memory.Ask(domain=domu, shared_info="auto"), lambda: xen).image().mem
+        return {p: (mem.l2_bit("pending", p), mem.l2_bit("mask", p)) for p in range(1, mem.nr_chans)}
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "dump", "--domain", str(domu), "--shared-info",
+                        "auto"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["abi"] == "2-level", d
+    return {p["port"]: (p["pending"], p["masked"]) for p in d["ports"]}
+
+
+def test_2l_domu_sees_its_own_bitmaps_as_xen_does(xen, domu_2l):
+    """The domU booted with xen.fifo_events=0 dumps its own shared_info bitmaps and vcpu_infos (dump --self):
+    its kernel unmasked exactly the ports Xen has open for it, on the vCPUs Xen notifies, and each port's
+    pending, mask and selector bits are what Xen's 'e' dump prints; dom0 reading the same shared_info frame
+    through privcmd sees the same bitmaps."""
+    got = settled_look(domu_2l, domu_result(domu_2l))
+    print(f"domU {domu_2l}: {got['source']}; unmasked {got['unmasked']} on vCPUs {got['cpu']}")
+    assert got["masked_pending"] == [], got
+    chans = assert_views_agree(xen, domu_2l, got)
+    assert_frames_agree(domu_2l, got, chans)
+
+
+def assert_frames_agree(domu: int, got: dict, chans: dict, xen=None) -> None:
+    """dom0's privcmd view of the shared_info bitmaps against the domU's own: the same mask bit on every open
+    port, the same ports pending and masked (an unmasked port's pending bit lives microseconds)."""
+    ours = frames_view(domu, xen)
+    assert {p: ours[p][1] for p in chans} == {p: p not in got["unmasked"] for p in chans}
+    assert [p for p, (pending, masked) in ours.items() if pending and masked] == got["masked_pending"]
+
+
+def test_2l_domu_doctor_healthy_then_a_stuck_port(xen, domu_2l):
+    """doctor -d on the 2-level domU is healthy; then dom0 allocates a port in it, connects and notifies: the
+    domU's Linux never unmasks a port it did not bind, so the event waits (pending, masked, no selector bit),
+    the domU's own dump, dom0's privcmd view and Xen's 'e' dump all say so, and doctor finds it."""
+    domu_result(domu_2l)  # booted and reporting
+    xe = [sys.executable, "-m", "xenevt", "--json", "doctor", "-d", str(domu_2l)]
+    for _ in range(3):  # one sample can catch a timer event mid-upcall (pending, selector already cleared)
+        r = subprocess.run(xe, capture_output=True, text=True, timeout=300)
+        if r.returncode == 0:
+            break
+    rep = json.loads(r.stdout)
+    assert r.returncode == 0 and rep["verdict"] == "healthy", rep
+    assert rep["checked"][str(domu_2l)] >= 1
+    p = xen.bind_unbound(domu_2l, 0)
+    q = xen.bind_interdomain(0, domu_2l, p)
+    try:
+        xen.notify(0, q)
+        got = settled_look(domu_2l)
+        assert got["masked_pending"] == [p] and p not in got["unmasked"], got
+        chans = assert_views_agree(xen, domu_2l, got)
+        assert l2_bits_of(got, chans)[p] == (True, True, False)
+        st = chans[p]
+        assert (st.state, st.remote_domain, st.remote_port) == ("interdomain", 0, q)
+        assert_frames_agree(domu_2l, got, chans, xen)
+        r = subprocess.run(xe, capture_output=True, text=True, timeout=300)
+        rep = json.loads(r.stdout)
+        found = {(f["rule"], f["domain"], tuple(f["ports"])) for f in rep["findings"]}
+        assert r.returncode == 3 and ("pending-masked", domu_2l, (p,)) in found, rep
+        assert not any(rule == "remote-end-mismatch" for rule, _, _ in found)
+    finally:
+        xen.close(0, q)
+    st = xen.status(domu_2l, p)
     assert (st.state, st.remote_domain) == ("unbound", 0)

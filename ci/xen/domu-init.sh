@@ -6,7 +6,13 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
-for m in xen-evtchn xen-privcmd xenfs; do insmod /lib/modules/xenci/$m.ko; done
+# privcmd refuses a domU's own mappings and hypercalls unless loaded unrestricted (XSA-482): the 2-level domU
+# needs it to map its shared_info (a PV kernel's fixmap page, outside /proc/kcore); the FIFO domU keeps the default
+PRIVCMD=""
+grep -q "xenci_privcmd=unrestricted" /proc/cmdline && PRIVCMD="unrestricted=1"
+insmod /lib/modules/xenci/xen-evtchn.ko
+insmod /lib/modules/xenci/xen-privcmd.ko $PRIVCMD
+insmod /lib/modules/xenci/xenfs.ko
 mkdir -p /proc/xen && mount -t xenfs xenfs /proc/xen
 python3 /xenevt/ci/xen/domu_check.py
 while :; do sleep 3600; done

@@ -1,7 +1,9 @@
-"""Run inside the nested runner's PV domU: xenevt's own view of this guest, reported through xenstore.
+"""Run inside the nested runner's PV domUs: xenevt's own view of this guest, reported through xenstore.
 
 The domU has no console the runner reads, so it writes one JSON line (well under xenstore's 4 KiB value limit)
 to data/xenci-result in its own xenstore directory; dom0's test compares it with what Xen says of the domU.
+Then it serves dom0's requests for a fresh look: a token written to data/xenci-request is answered in
+data/xenci-result-TOKEN (dom0 changes the guest's ports, then asks what the guest sees now).
 """
 
 from __future__ import annotations
@@ -11,42 +13,88 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, "/xenevt")
 
 
-def report(obj: dict) -> None:
-    subprocess.run(["xenstore-write", "data/xenci-result", json.dumps(obj, separators=(",", ":"))], check=False)
+def write(key: str, obj: dict) -> None:
+    subprocess.run(["xenstore-write", key, json.dumps(obj, separators=(",", ":"))], check=False)
+
+
+def read(key: str) -> str:
+    r = subprocess.run(["xenstore-read", key], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def look(domid: int, ask_status: bool = True) -> dict:
+    """What `xenevt dump --self` reads of this guest, FIFO or 2-level, as compact facts; with ``ask_status``,
+    whether EVTCHNOP_status of its own ports goes through privcmd (asked once: it does not change)."""
+    from xenevt import memory
+    from xenevt.backend import select_backend
+    from xenevt.dump import build_dump
+    from xenevt.errors import XenevtError
+
+    img = memory.open_source(memory.Ask(self_kernel=True), lambda: select_backend("xen")).image()
+    mem = img.mem
+    d = build_dump(mem, domid, "self", vcpu_known=img.vcpu_known)
+    if d.abi == "FIFO":
+        # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
+        unmasked = [p for p in range(1, mem.nr_ports) if not mem.word(p) & (1 << 30)]
+        out = {"abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
+               "broken": len(d.broken_queues()), "unmasked": unmasked}
+    else:
+        ports = range(1, d.nr_ports)
+        unmasked = [p for p in ports if not mem.l2_bit("mask", p)]
+        out = {"abi": d.abi, "source": img.source, "warnings": d.warnings[:4], "unmasked": unmasked,
+               # the CPU Linux delivers each unmasked port on (its cpu_evtchn_mask), as Xen's notify vCPU
+               "cpu": [mem.chan(p).notify_vcpu for p in unmasked],
+               "pending": [p for p in ports if mem.l2_bit("pending", p)],
+               "masked_pending": [p for p in ports if mem.l2_bit("pending", p) and mem.l2_bit("mask", p)],
+               # per vCPU: [upcall_pending, upcall_mask, pending_sel], null where its vcpu_info was not read
+               "vcpus": [[v.upcall_pending, v.upcall_mask, v.pending_sel] if v.known else None for v in d.vcpus],
+               "next_upcall": [v.next_upcall for v in d.vcpus]}
+    if ask_status:
+        b = select_backend("xen")
+        try:
+            b.list_ports(domid)
+            out["status"] = "ok"
+        except XenevtError as e:  # a PV domU may not ask EVTCHNOP_status even of itself through privcmd
+            out["status"] = f"errno {e.errno}: {e}"
+        b.shutdown()
+    return {"domid": domid} | out
+
+
+def report(key: str, domid: int, ask_status: bool = True) -> None:
+    try:
+        write(key, look(domid, ask_status))
+    except Exception as e:  # report it, with what lsevtchn says on the same question: dom0's test shows both
+        lsevtchn = (glob.glob("/usr/lib/xen-*/bin/lsevtchn") or ["lsevtchn"])[0]
+        ls = subprocess.run([lsevtchn, str(domid)], capture_output=True, text=True)
+        write(key, {"error": f"{type(e).__name__}: {e}; lsevtchn: rc {ls.returncode} {ls.stderr.strip()[:200]}"})
 
 
 def main() -> int:
     try:
-        domid = int(subprocess.run(["xenstore-read", "domid"], capture_output=True, text=True, check=True).stdout)
-        os.environ["XENEVT_SELF_DOMID"] = str(domid)
-        from xenevt import memory
-        from xenevt.backend import select_backend
-        from xenevt.dump import build_dump
-        from xenevt.errors import XenevtError
-
-        mem = memory.open_source(memory.Ask(self_kernel=True), lambda: select_backend("xen")).fifo_image().mem
-        d = build_dump(mem, domid, "self")
-        # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
-        unmasked = [p for p in range(1, mem.nr_ports) if not mem.word(p) & (1 << 30)]
-        b = select_backend("xen")
-        try:
-            b.list_ports(domid)
-            status = "ok"
-        except XenevtError as e:  # a PV domU may not ask EVTCHNOP_status even of itself through privcmd
-            status = f"errno {e.errno}: {e}"
-        b.shutdown()
-        report({"domid": domid, "abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
-                "broken": len(d.broken_queues()), "unmasked": unmasked, "status": status})
-    except Exception as e:  # report it, with what lsevtchn says on the same question: dom0's test shows both
-        lsevtchn = (glob.glob("/usr/lib/xen-*/bin/lsevtchn") or ["lsevtchn"])[0]
-        ls = subprocess.run([lsevtchn, os.environ.get("XENEVT_SELF_DOMID", "0")], capture_output=True, text=True)
-        report({"error": f"{type(e).__name__}: {e}; lsevtchn: rc {ls.returncode} {ls.stderr.strip()[:200]}"})
+        domid = int(read("domid"))
+    except ValueError:
+        write("data/xenci-result", {"error": "cannot read this domain's id from xenstore"})
         return 1
-    return 0
+    os.environ["XENEVT_SELF_DOMID"] = str(domid)
+    report("data/xenci-result", domid)
+    last = ""
+    while True:
+        # block until the request changes (the watch fires once when set, then on the change); a change between
+        # our read and the next watch is caught when dom0 writes the token again
+        t0 = time.monotonic()
+        subprocess.run(["xenstore-watch", "-n", "2", "data/xenci-request"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        token = read("data/xenci-request")
+        if token and token != last and token.isalnum():
+            last = token
+            report(f"data/xenci-result-{token}", domid, ask_status=False)
+        elif time.monotonic() - t0 < 1:
+            time.sleep(1)  # a watch that returns at once (an older tool's -n) costs a poll a second, no more
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ where each address range lies in the file.  Everything is read, never
 written; pointers read from kernel memory are checked against the segments
 before they are followed.  Where Linux keeps its FIFO or 2-level state is ``linux``'s
 business, so another kernel's memory (from dom0, from a dump-core file)
-reuses it with its own reader.
+reuses it with its own reader.  The one page a PV kernel maps outside kcore's
+ranges, its shared_info (a Xen page in the fixmap), is read through privcmd
+as this domain's own frame, read-only.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import errno
 import os
 import struct
 
+from .. import abi
 from ..dump.frames import from_frames, from_shared_info
 from ..errors import BackendUnavailable
 from .base import EventImage, MemorySource
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
+    L2_PV,
     MAX_FIFO_CPUS,
     NEEDED,
     KernelReadError,
@@ -35,6 +39,9 @@ from .linux import (
 KCORE = "/proc/kcore"
 KALLSYMS = "/proc/kallsyms"
 CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
+PRIVCMD = "/dev/xen/privcmd"
+# _IOC(_IOC_NONE, 'P', 4, sizeof(struct privcmd_mmapbatch_v2)): num, dom (u32, u16, pad), addr, arr, err (u64 each)
+IOCTL_PRIVCMD_MMAPBATCH_V2 = (32 << 16) | (ord("P") << 8) | 4
 PT_LOAD = 1
 MAX_CPU_ID = 8192  # Linux's largest NR_CPUS (x86 MAXSMP)
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -80,7 +87,7 @@ def _is_decimal(text: str) -> bool:
     return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
 
 
-def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS + L2_NEEDED) -> dict[str, int]:
+def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS + L2_NEEDED + L2_PV) -> dict[str, int]:
     want = set(names)
     found: dict[str, int] = {}
     try:
@@ -180,6 +187,47 @@ class KernelMemory:
         return struct.unpack("<Q", self.read(addr, 8, what))[0]
 
 
+def read_own_frame(mfn: int, path: str = PRIVCMD) -> bytes:
+    """Frame ``mfn`` of this domain, mapped read-only through privcmd as DOMID_SELF (Xen refuses a domain
+    naming itself by its id) and copied: how a PV guest reads the shared_info its kernel maps in the fixmap."""
+    import ctypes
+    import fcntl
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    what = f"frame {mfn:#x} (this domain's shared_info) through {path}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise BackendUnavailable(f"cannot read {what}: {(e.strerror or str(e)).lower()}") from None
+    try:
+        addr = libc.mmap(None, abi.PAGE_SIZE, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise KernelReadError(f"cannot read {what}: mmap: {os.strerror(ctypes.get_errno()).lower()}")
+        try:
+            arr, err = (ctypes.c_uint64 * 1)(mfn), (ctypes.c_int * 1)(0)
+            req = struct.pack("<IHxxQQQ", 1, abi.DOMID_SELF, addr, ctypes.addressof(arr), ctypes.addressof(err))
+            try:
+                fcntl.ioctl(fd, IOCTL_PRIVCMD_MMAPBATCH_V2, req)
+            except OSError as e:
+                why = (e.strerror or str(e)).lower()
+                if e.errno == errno.EPERM:  # Linux's fix for XSA-482 restricts a domU's privcmd to a target domain
+                    why += (" (a domU's privcmd maps nothing of its own unless loaded unrestricted: "
+                            "xen_privcmd.unrestricted=1 on the kernel command line, or modprobe xen-privcmd "
+                            "unrestricted=1)")
+                raise KernelReadError(f"cannot read {what}: {why}") from None
+            if err[0]:
+                raise KernelReadError(f"cannot read {what}: Xen refused the mapping ({os.strerror(-err[0])})")
+            return ctypes.string_at(addr, abi.PAGE_SIZE)
+        finally:
+            libc.munmap(addr, abi.PAGE_SIZE)
+    finally:
+        os.close(fd)
+
+
 def read_cpus(path: str) -> list[int]:
     """The possible CPUs, each one a vCPU whose control block and cpu_queue the dump reads."""
     try:
@@ -211,11 +259,12 @@ def read_self_image(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str
         with KernelMemory(kcore) as km:
             if uses_2l(km, syms):
                 check_l2_symbols(syms, kallsyms)
-                shared, infos, scan, masks = read_2l(km, syms, cpus)
+                shared, infos, scan, masks, how = read_2l(km, syms, cpus, read_own_frame)
                 mem = from_shared_info(shared, infos, scan=scan, cpu_masks=masks)
                 read = sum(i is not None for i in infos)
+                via = "" if how == "kernel memory" else f", {how} through privcmd"
                 return mem, (f"this kernel ({kcore}, 2-level ABI, {len(cpus)} CPU(s), {read} vcpu_info(s) "
-                             "read)"), [i is not None for i in infos]
+                             f"read{via})"), [i is not None for i in infos]
             check_symbols(syms, kallsyms)
             pages, cbs, heads = read_fifo(km, syms, cpus)
     except OSError as e:

@@ -10,7 +10,10 @@ CPU's vcpu_info through the per-CPU pointer ``xen_vcpu`` (arch/x86/xen/
 enlighten.c: shared_info's slot at first, the registered per-CPU copy once
 VCPUOP_register_vcpu_info succeeded), and keeps per CPU the ports it delivers
 there (``cpu_evtchn_mask``) and where its upcall scan resumes
-(``current_word_idx``, ``current_bit_idx``).  Which ABI is in use:
+(``current_word_idx``, ``current_bit_idx``).  A PV kernel maps shared_info
+(a Xen page, not guest RAM) at a fixmap address that /proc/kcore does not
+cover: its frame is then the machine address in ``xen_start_info``'s
+``shared_info`` field, read through a caller's frame reader.  Which ABI is in use:
 ``evtchn_ops`` points at ``evtchn_ops_2l`` or ``evtchn_ops_fifo``.  This
 module knows that layout and nothing about
 where the memory comes from: this kernel's /proc/kcore today, another
@@ -31,6 +34,9 @@ NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", 
 ABI_SYMBOLS = ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")
 L2_NEEDED = ("HYPERVISOR_shared_info", "xen_vcpu", "cpu_evtchn_mask", "current_word_idx", "current_bit_idx",
              "__per_cpu_offset")
+L2_PV = ("xen_start_info",)  # a PV kernel's start_info: where its shared_info frame is named
+START_INFO_MAGIC = b"xen-"   # struct start_info: char magic[32] ("xen-3.0-x86_64"), nr_pages, then shared_info
+START_INFO_SHARED_INFO = 40  # offset of shared_info, the MACHINE address of the shared_info page
 VCPU_INFO_SIZE = 64  # struct vcpu_info, x86_64
 CPU_MASK_SIZE = 512  # cpu_evtchn_mask: EVTCHN_2L_NR_CHANNELS bits
 MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
@@ -77,12 +83,27 @@ def check_l2_symbols(syms: dict[str, int], where: str) -> None:
                               "find its shared_info and vcpu_info")
 
 
-def read_2l(km: KernelReader, syms: dict[str, int], cpus: list[int]):
-    """(shared_info page, vcpu_info per CPU or None, (word, bit) scan position per CPU, cpu_evtchn_mask per
-    CPU or None) of a 2-level kernel.  A CPU that is not possible, or whose xen_vcpu is NULL or unreadable,
-    has no vcpu_info (None)."""
+def read_shared_info(km: KernelReader, syms: dict[str, int], read_frame=None) -> tuple[bytes, str]:
+    """(the shared_info page, how it was read).  Through ``km`` where it maps HYPERVISOR_shared_info (HVM and
+    PVH put it in a RAM page); else, on PV, the frame start_info names, read by ``read_frame(mfn)``."""
     ptr = km.u64(syms["HYPERVISOR_shared_info"], "HYPERVISOR_shared_info")
-    shared = km.read(ptr, abi.PAGE_SIZE, "the shared_info page (HYPERVISOR_shared_info)")
+    if km.mapped(ptr, abi.PAGE_SIZE) or read_frame is None or "xen_start_info" not in syms:
+        return km.read(ptr, abi.PAGE_SIZE, "the shared_info page (HYPERVISOR_shared_info)"), "kernel memory"
+    si = km.u64(syms["xen_start_info"], "xen_start_info")
+    if not si or not km.mapped(si, START_INFO_SHARED_INFO + 8):
+        raise KernelReadError(f"the shared_info page at {ptr:#x} is not in kernel memory this reader maps, and "
+                              "this kernel has no start_info to name its frame (not a PV guest?)")
+    if not km.read(si, 32, "start_info's magic").startswith(START_INFO_MAGIC):
+        raise KernelReadError(f"xen_start_info ({si:#x}) does not point at a start_info page (wrong symbols?)")
+    mfn = km.u64(si + START_INFO_SHARED_INFO, "start_info.shared_info") // abi.PAGE_SIZE
+    return read_frame(mfn), f"shared_info frame {mfn:#x} from start_info"
+
+
+def read_2l(km: KernelReader, syms: dict[str, int], cpus: list[int], read_frame=None):
+    """(shared_info page, vcpu_info per CPU or None, (word, bit) scan position per CPU, cpu_evtchn_mask per
+    CPU or None, how shared_info was read) of a 2-level kernel.  A CPU that is not possible, or whose
+    xen_vcpu is NULL or unreadable, has no vcpu_info (None)."""
+    shared, how = read_shared_info(km, syms, read_frame)
     infos: list[bytes | None] = []
     scan: list[tuple[int, int]] = []
     masks: list[bytes | None] = []
@@ -100,7 +121,7 @@ def read_2l(km: KernelReader, syms: dict[str, int], cpus: list[int]):
         scan.append((km.u32(syms["current_word_idx"] + off, f"current_word_idx of CPU {cpu}"),
                      km.u32(syms["current_bit_idx"] + off, f"current_bit_idx of CPU {cpu}")))
         masks.append(km.read(syms["cpu_evtchn_mask"] + off, CPU_MASK_SIZE, f"cpu_evtchn_mask of CPU {cpu}"))
-    return shared, infos, scan, masks
+    return shared, infos, scan, masks, how
 
 
 def read_fifo(km: KernelReader, syms: dict[str, int], cpus: list[int]):
