@@ -38,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from xenevt import abi
-from xenevt.abi import ECS_FREE
+from xenevt.abi import ECS_FREE, ECS_IPI
 from xenevt.backend import select_backend
 from xenevt.dump import build_dump
 from xenevt.engine import Consume, DomainMemory
@@ -516,11 +516,17 @@ def inj_ready_lost(h, rng):
     return Expect("head-without-ready", d, chain[0], vcpu=v)
 
 
+def _maskable(h: SimHost, d: int) -> list[int]:
+    """Open ports but IPIs: an IPI resting pending and masked is what Linux's PV-spinlock kicker does by design
+    (doctor says so as info, masked-ipi), so masking one for good is no breakage a sample can show."""
+    ports = [p for p in _open_ports(h, d) if h.domains[d].mem.chan(p).state != ECS_IPI]
+    return ports or [_interdomain(h, None, d, d)[0]]
+
+
 def inj_masked_forever(h, rng):
     """The guest masks a port, an event arrives, and the guest never unmasks it while it goes on."""
     d = rng.randrange(DOMAINS)
-    ports = _open_ports(h, d) or [h.bind_ipi(d, d, rng.randrange(VCPUS))]
-    port = rng.choice(ports)
+    port = rng.choice(_maskable(h, d))
     mem = h.domains[d].mem
     h.mask(d, d, port)
     mem.set_word(port, mem.word(port) | abi.WORD_PENDING)
@@ -608,7 +614,7 @@ def inj_l2_upcall_lost(h, rng):
 
 def inj_l2_masked_forever(h, rng):
     d = rng.randrange(DOMAINS)
-    port = rng.choice(_open_ports(h, d) or [h.bind_ipi(d, d, rng.randrange(VCPUS))])
+    port = rng.choice(_maskable(h, d))
     mem = h.domains[d].mem
     h.mask(d, d, port)
     mem.l2_pending()[port // 64] |= 1 << port % 64

@@ -489,3 +489,27 @@ def test_cli_issue_reproducer_reports_nothing_wrong(tmp_path):
     r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.rstrip().splitlines()[-1].startswith("doctor: healthy: no findings in"), r.stdout
+
+
+def test_a_masked_pending_ipi_per_vcpu_is_linux_pv_spinlock_kicker_not_a_stuck_port():
+    """Real Xen (xen-ci): Linux's PV spinlocks keep one IPI per vCPU masked and poll it, so it rests pending and
+    masked (dom0's ports 2 and 12 in the 'e' dump). One per vCPU is info; two on one vCPU, or any other state,
+    stays pending-masked."""
+    text = "\n".join([
+        "(XEN) 'e' pressed -> dumping event-channel info",
+        "(XEN) Event channel information for domain 0:",
+        "(XEN) Polling vCPUs: {}",
+        "(XEN)     port [p/m/s]",
+        "(XEN)        1 [0/0/  -   ]: s=5 n=0 x=0 v=0",
+        "(XEN)        2 [1/1/  -   ]: s=6 n=0 x=0",
+        "(XEN)       12 [1/1/  -   ]: s=6 n=1 x=0",
+    ])
+    rep = doctor.examine(edump.parse(text))
+    assert [(f.rule, f.severity, f.ports) for f in rep.findings] == [("masked-ipi", "info", [2]),
+                                                                    ("masked-ipi", "info", [12])]
+    assert rep.exit_code == 0 and "PV-spinlock kicker" in rep.findings[0].title
+    rep = doctor.examine(edump.parse(text + "\n(XEN)       13 [1/1/  -   ]: s=6 n=1 x=0"
+                                            "\n(XEN)       14 [1/1/  -   ]: s=3 n=0 x=0 d=0 p=1"))
+    assert sorted((f.rule, f.ports[0]) for f in rep.findings if f.rule != "remote-end-mismatch") == [
+        ("masked-ipi", 2), ("pending-masked", 12), ("pending-masked", 13), ("pending-masked", 14)]
+    assert rep.exit_code == 3

@@ -189,11 +189,19 @@ def test_raw_v2_channel_count_needs_the_channels_flag(host):
         decode(refit(bytes(data)), "x.raw")
 
 
+def _loopback_masked(h) -> int:
+    """A loopback channel of domain 1 with its receiving end masked and an event sent: pending and masked (not an
+    IPI: one of those resting masked is Linux's PV-spinlock kicker, info only)."""
+    p = h.alloc_unbound(1, 1, 1)
+    q = h.bind_interdomain(1, 1, 1, p)
+    h.mask(1, 1, p)
+    h.send(1, 1, q)
+    return p
+
+
 def test_cli_saves_and_reads_a_2_level_dump(host, tmp_path, monkeypatch, capsys):
     state, h = host
-    p = h.bind_ipi(1, 1, 0)
-    h.mask(1, 1, p)
-    h.send(1, 1, p)
+    p = _loopback_masked(h)
     monkeypatch.setenv("XENEVT_STATE", state)
     path = tmp_path / "d1.raw"
     assert main(["-d", "1", "dump", "--raw", str(path)]) == 0
@@ -362,13 +370,11 @@ def test_doctor_is_silent_on_a_healthy_2_level_domain(host):
 
 def test_doctor_pending_and_masked(host):
     state, h = host
-    p = h.bind_ipi(1, 1, 0)
-    h.mask(1, 1, p)
-    h.send(1, 1, p)
+    p = _loopback_masked(h)
     ev, rep = examine(image(h), h)
-    assert rules(rep) == [("warning", "pending-masked", [p], None)]
+    assert [r for r in rules(rep) if r[2] == [p]] == [("warning", "pending-masked", [p], None)]
     _, rep = examine(image(h), h, prev=Evidence.from_json(ev.to_json()))
-    assert rules(rep) == [("error", "pending-masked", [p], None)]
+    assert [r for r in rules(rep) if r[2] == [p]] == [("error", "pending-masked", [p], None)]
 
 
 def test_doctor_pending_unmasked_with_the_selector_bit_clear(host):

@@ -279,7 +279,7 @@ def test_doctor_on_an_empty_or_garbage_source_is_inconclusive(tmp_path, capsys):
 
 
 def test_doctor_summarises_many_unread_lines_and_keeps_its_findings(tmp_path, capsys):
-    ports = [ew.port_line(1, "ipi", p=1, m=1, word={"linked": False})]
+    ports = [ew.port_line(1, "unbound", p=1, m=1, d=0, word={"linked": False})]
     ports += [f"    {p} [0/0/  -   ]: s=42 n=0 x=0" for p in range(2, 1002)]
     e = tmp_path / "e.txt"
     e.write_text(ew.console(ew.domain_lines(0, ports)))
