@@ -383,3 +383,26 @@ def test_dump_formats_agree(state, tmp_path, xe):
                        capture_output=True)
     assert r.returncode == 0 and r.stdout[:8] == b"XENEVTDP" and len(r.stdout) == out.stat().st_size
     assert xe("dump", "-o", out)[0] == 2
+
+
+def test_help_lists_each_command_by_its_own_first_sentence():
+    """`xenevt --help` lists commands from cli.COMMANDS without importing them: each line must be what the
+    command's docstring says (click's short help), and each command must live in the module named."""
+    import click
+
+    from xenevt.cli import COMMANDS, LazyGroup
+
+    for name, (module, short) in COMMANDS.items():
+        g = LazyGroup("probe")
+        cmd = g.get_command(click.Context(g), name)
+        assert cmd is not None and cmd.callback.__module__ == f"xenevt.cli.{module}", name
+        assert cmd.get_short_help_str(limit=10**6) == short, name
+
+
+def test_help_imports_no_command_and_no_backend():
+    code = ("import sys\nfrom xenevt.cli import main\nrc = main(['--help'])\n"
+            "print(rc, sorted(m for m in sys.modules if m.startswith(('xenevt.', 'rich'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert rc == "0" and "Commands:" in r.stdout and "set-priority" in r.stdout
+    assert eval(mods) == ["xenevt.abi", "xenevt.cli", "xenevt.cli.context", "xenevt.errors"], mods

@@ -9,6 +9,7 @@ user unless --debug asks for it.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import sys
@@ -21,7 +22,66 @@ from .context import DOMAIN, Ctx
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command, the module that defines it, and its line in `xenevt --help` (its docstring's first sentence: a
+# test holds the two equal).  Commands are imported when run, so `--help` and each command load only what they use.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bind": ("bind", 'Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI.'),
+    "bind-vcpu": ("ports", "Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ "
+                       'ports cannot move.'),
+    "close": ("ports", 'Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.'),
+    "demo": ("demo", 'Two domains, an interdomain channel, events at two priorities, a masked port and '
+                  'a consumer: each step says what Xen did and shows the queues.'),
+    "doctor": ("doctor", 'Examine event channels for stuck ports: pending but masked, pending but never '
+                    'queued, LINKED but unreachable, broken or cyclic chains, READY/head mismatches, '
+                    'BUSY left set, events on a queue their channel left, interdomain ends that '
+                    'disagree, vCPUs without a control block, ports connected to or waiting for a '
+                    'domain that is dying or gone, domains stuck dying, and domains near their '
+                    'event-channel limit.'),
+    "dump": ("dump", 'FIFO: queues per vCPU and priority as LINK chains (walked without changing a '
+                  'bit), READY bits, and every event word that is not the boot default, with its '
+                  'PENDING/MASKED/LINKED/BUSY flags.'),
+    "info": ("inspect", 'Which backend runs, and what it sees (domains, vCPUs, ports, ABI).'),
+    "list": ("inspect", 'Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.'),
+    "mask": ("ports", 'Set MASKED on PORT: events stay pending, nothing is queued or delivered.'),
+    "notify": ("ports", 'Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end '
+                    '(interdomain) or on this domain (IPI).'),
+    "set-priority": ("ports", "Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays "
+                          'on its old queue.'),
+    "sim": ("sim", 'The embedded simulated Xen host (state in one file under --state DIR).'),
+    "status": ("inspect", 'What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word.'),
+    "unmask": ("ports", 'Clear MASKED on PORT; if it is pending Xen links it and raises the upcall '
+                    '(EVTCHNOP_unmask; on 2-level the guest sets the selector bit and the upcall '
+                    'itself).'),
+    "wait": ("wait", "Consume events as the guest's upcall handler does (FIFO: highest priority first; "
+                  "2-level: Linux's round-robin scan of the bitmaps) and print each delivered port, "
+                  'one per line.'),
+    "watch": ("watch", 'Event activity: per port on the simulator (deliveries, raises, flags), per Xen '
+                   'interrupt on a real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, '
+                   'xen-percpu, xen-pirq rows) and per xenbus device (events, spurious events, EOI '
+                   'delay); totals, rates, rows raising faster than --storm-rate (a storm), and '
+                   'ports whose count stopped moving while their PENDING bit is set.'),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use, and whose --help lists them from COMMANDS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f".{COMMANDS[name][0]}", __package__).register(self)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in COMMANDS)
+        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][1], limit)) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--backend", "-b", type=click.Choice(["auto", "sim", "xen"]), default="auto", show_default=True,
               envvar="XENEVT_BACKEND", help="auto: real Xen where /dev/xen/evtchn exists, else the simulator.")
 @click.option("--state", metavar="DIR", default=None,
@@ -34,15 +94,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 @click.version_option(package_name="xenevt", prog_name="xenevt")
 @click.pass_context
 def cli(ctx: click.Context, backend, state, domain, caller, as_json, debug):
-    """Drive and inspect Xen event channels (FIFO ABI), on Xen or on the embedded simulator."""
+    """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator."""
     ctx.obj = Ctx(backend, state, domain, caller, as_json, debug)
     ctx.call_on_close(ctx.obj.close)
 
-
-from . import bind, demo, doctor, dump, inspect, ports, sim, wait, watch  # noqa: E402  (commands register on `cli`)
-
-for _module in (sim, bind, ports, inspect, wait, dump, doctor, watch, demo):
-    _module.register(cli)
 
 
 # click 8.2 raises NoArgsIsHelpError for a group called bare; 8.1 (Debian 12) prints the help and exits 0 itself

@@ -14,10 +14,8 @@ import time
 from collections.abc import Callable
 
 import click
-from rich.console import Console
 
 from .. import abi
-from ..backend import default_state_dir, select_backend
 
 CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
@@ -26,6 +24,10 @@ class Ctx:
     def __init__(self, backend: str, state: str | None, domain: int | None, caller: int | None, as_json: bool,
                  debug: bool):
         self.backend_name = backend
+        from rich.console import Console  # (here, not at import: `xenevt --help` needs neither rich nor a backend)
+
+        from ..backend import default_state_dir
+
         self.state_given = state is not None or bool(os.environ.get("XENEVT_STATE"))
         self.state = state or default_state_dir()
         self.domain_default = domain
@@ -47,6 +49,8 @@ class Ctx:
         if read_only and False in self._backends:
             return self._backends[False]
         if read_only not in self._backends:
+            from ..backend import select_backend
+
             # on a laptop with no Xen and no host yet, the default location gets one (said on stderr)
             self._backends[read_only] = select_backend(self.backend_name, state_dir=self.state, caller=self.caller,
                                                        read_only=read_only,
