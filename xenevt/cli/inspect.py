@@ -59,15 +59,12 @@ def list_ports(c: Ctx, local_domain):
     if not ports:
         c.out.print(f"domain {d}: no open ports")
         return
-    t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"):
-        t.add_column(col, justify="right" if col in ("port", "vcpu", "prio", "link") else "left")
-    for st in ports:
-        t.add_row(str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
-                  word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
-                  st.remote(), names.text(d, st.port))
     c.out.print(f"domain {d}: {len(ports)} open port(s)")
-    c.out.print(t)
+    c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
+            ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
+              word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
+              st.remote(), names.text(d, st.port)) for st in ports),
+            right=("port", "vcpu", "prio", "link"))
 
 
 def _names(backend, ports):
