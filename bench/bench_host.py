@@ -66,8 +66,8 @@ def main() -> None:
         print(f"  all {args.channels:,} in {total:.1f} s (goal < 5 s)")
         env = dict(os.environ, XENEVT_STATE=big, XENEVT_BACKEND="sim", COLUMNS="120")
         start = timed_run(XENEVT + ["--version"], env, args.reps)
-        print(f"the CLI on {2 * args.channels:,} ports of dom0 (median of {args.reps}; a bare start of the "
-              f"process: {start:.2f} s):")
+        print(f"the CLI on dom0's {args.channels:,} ports ({2 * args.channels:,} on the host; median of "
+              f"{args.reps}; a bare start of the process: {start:.2f} s):")
         for label, cmd, goal in (("list", ["list"], 1.0), ("list --json", ["--json", "list"], 0.3),
                                  ("dump --json", ["--json", "dump"], 0.3), ("dump", ["dump"], 1.0),
                                  ("doctor -d 0", ["doctor", "-d", "0"], 1.0)):

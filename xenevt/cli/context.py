@@ -39,30 +39,11 @@ class Ctx:
         self.out.on_broken_pipe = _reader_left  # `xenevt list | head`: stop quietly, exit 0
         self._backends: dict[bool, object] = {}
 
-    def table(self, header: tuple[str, ...], rows, right: tuple[str, ...] = (), sample: int = 256) -> None:
-        """Print rows as they come, not one table built in memory: column widths from the header and the first
-        ``sample`` rows (a longer cell later just pushes its line wider), two spaces between columns, the last
-        column unpadded.  Plain text, as a table's cells are: no markup."""
-        it = iter(rows)
-        head: list[tuple[str, ...]] = []
-        for row in it:
-            head.append(row)
-            if len(head) >= sample:
-                break
-        widths = [max([len(h)] + [len(r[i]) for r in head]) for i, h in enumerate(header)]
-        last = len(header) - 1
+    def table(self, header: tuple[str, ...], rows, right: tuple[str, ...] = ()) -> None:
+        """Print rows as they come (dump.render.stream_table), not one table built in memory."""
+        from ..dump.render import stream_table
 
-        def line(cells) -> str:
-            out = [cell.rjust(widths[i]) if header[i] in right else (cell if i == last else cell.ljust(widths[i]))
-                   for i, cell in enumerate(cells)]
-            return "  ".join(out).rstrip() + "\n"
-
-        write = self.out.file.write
-        write(line(header))
-        for row in head:
-            write(line(row))
-        for row in it:
-            write(line(row))
+        stream_table(self.out.file.write, header, rows, right)
         self.out.file.flush()
 
     def domain(self, local: int | None) -> int:

@@ -3,12 +3,38 @@ the upcall order per vCPU, then the ports whose bits matter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from rich.console import Console
-from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from .model import DomainDump, TwoLevelDump, _bits
+
+
+def stream_table(write: Callable[[str], object], header: tuple[str, ...], rows: Iterable[tuple[str, ...]],
+                 right: tuple[str, ...] = (), indent: str = "", sample: int = 256) -> None:
+    """Write rows as they come, not one table built in memory (a host's 40,000 ports): column widths from the
+    header and the first ``sample`` rows (a longer cell later just pushes its line wider), two spaces between
+    columns, the last column unpadded.  Plain text: cells carry no markup."""
+    it = iter(rows)
+    head: list[tuple[str, ...]] = []
+    for row in it:
+        head.append(row)
+        if len(head) >= sample:
+            break
+    widths = [max([len(h)] + [len(r[i]) for r in head]) for i, h in enumerate(header)]
+    last = len(header) - 1
+
+    def line(cells) -> str:
+        out = [cell.rjust(widths[i]) if header[i] in right else (cell if i == last else cell.ljust(widths[i]))
+               for i, cell in enumerate(cells)]
+        return indent + "  ".join(out).rstrip() + "\n"
+
+    write(line(header))
+    for row in head:
+        write(line(row))
+    for row in it:
+        write(line(row))
 
 
 def render_dump(d: DomainDump | TwoLevelDump, console: Console) -> None:
@@ -34,23 +60,21 @@ def render_dump(d: DomainDump | TwoLevelDump, console: Console) -> None:
         for q in v.queues:
             chain = " -> ".join(map(str, q.chain)) or "(none)"
             flag = " READY" if q.ready else ""
-            text = Text(f"    q{q.priority:<2d}{flag:6s} head {q.head} ({q.head_from}): {chain}  [{q.status}]")
+            line = f"    q{q.priority:<2d}{flag:6s} head {q.head} ({q.head_from}): {chain}  [{q.status}]"
             if q.note:
-                text.append(f"  {q.note}", style="red" if q.broken else "dim")
-            console.print(text)
+                console.print(Text(line).append(f"  {q.note}", style="red" if q.broken else "dim"))
+            else:  # (a chain may hold thousands of ports: written as it is, not measured cell by cell)
+                console.file.write(line + "\n")
     if not d.words:
         console.print("  no event word set beyond the boot default (MASKED)")
     else:
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for col in ("port", "word", "PMLB", "link", "state", "vcpu", "prio", "remote"):
-            t.add_column(col, justify="right" if col in ("port", "link", "vcpu", "prio") else "left")
-        for w in d.words:
-            st = w.channel
-            t.add_row(str(w.port), f"{w.word:#010x}", w.flags, str(w.link) if w.link else "-",
-                      st.state if st else "", str(st.vcpu) if st else "",
-                      str(st.priority) if st and st.priority is not None else "", st.remote(short=True) if st else "")
         console.print(Text("  event words (P=pending M=masked L=linked B=busy):"))
-        console.print(Padding(t, (0, 0, 0, 2)))
+        stream_table(console.file.write, ("port", "word", "PMLB", "link", "state", "vcpu", "prio", "remote"),
+                     ((str(w.port), f"{w.word:#010x}", w.flags, str(w.link) if w.link else "-",
+                       w.channel.state if w.channel else "", str(w.channel.vcpu) if w.channel else "",
+                       str(w.channel.priority) if w.channel and w.channel.priority is not None else "",
+                       w.channel.remote(short=True) if w.channel else "") for w in d.words),
+                     right=("port", "link", "vcpu", "prio"), indent="  ")
     if d.plain_masked:
         console.print(f"  {d.plain_masked} more word(s) are plain MASKED, the boot default (--all-words lists them)",
                       style="dim")
@@ -80,15 +104,11 @@ def _render_l2(d: TwoLevelDump, console: Console) -> None:
     if not d.ports:
         console.print("  no port pending, and none open beyond the boot default (masked)")
     else:
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for col in ("port", "PMS", "vcpu", "state", "remote"):
-            t.add_column(col, justify="right" if col in ("port", "vcpu") else "left")
-        for p in d.ports:
-            st = p.channel
-            t.add_row(str(p.port), p.flags, "-" if p.vcpu is None else str(p.vcpu), st.state if st else "",
-                      st.remote(short=True) if st else "")
         console.print(Text("  ports (P=pending M=masked S=its vCPU's selector bit for its word, ?=not known):"))
-        console.print(Padding(t, (0, 0, 0, 2)))
+        stream_table(console.file.write, ("port", "PMS", "vcpu", "state", "remote"),
+                     ((str(p.port), p.flags, "-" if p.vcpu is None else str(p.vcpu),
+                       p.channel.state if p.channel else "", p.channel.remote(short=True) if p.channel else "")
+                      for p in d.ports), right=("port", "vcpu"), indent="  ")
     if d.plain_masked:
         console.print(f"  {d.plain_masked} more port(s) are masked and idle, the boot default (--all-words lists "
                       "them)", style="dim")
