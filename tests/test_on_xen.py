@@ -403,3 +403,79 @@ def test_2l_domu_doctor_healthy_then_a_stuck_port(xen, domu_2l):
         xen.close(0, q)
     st = xen.status(domu_2l, p)
     assert (st.state, st.remote_domain) == ("unbound", 0)
+
+
+# --- issue 14: names, dead peers ------------------------------------------------------------------------------
+def xenevt_json(*args: str, ok=(0,)) -> object:
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", *args], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode in ok, (args, r.returncode, r.stderr)
+    return json.loads(r.stdout)
+
+
+def xs_port(path: str) -> int:
+    return int(subprocess.run(["xenstore-read", path], capture_output=True, text=True, check=True).stdout)
+
+
+def test_list_names_the_domus_console_and_xenstore_ports_from_both_ends(xen, domu):
+    """list -d DOMU names the ports xenstore records for the domU's console and xenstore; list -d 0 names dom0's
+    ends of them (xenconsoled's, xenstored's, both daemons in dom0 here) as the backend ends for that domU."""
+    domu_result(domu)  # booted: its console and xenstore are connected
+    want = {"console": xs_port(f"/local/domain/{domu}/console/port"),
+            "xenstore": xs_port(f"/local/domain/{domu}/store/port")}
+    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
+    ends = {}
+    for kind, port in want.items():
+        name = theirs[port]["name"]
+        assert (name["kind"], name["owner"], name["end"]) == (kind, domu, "frontend"), theirs[port]
+        assert name["source"] == f"xenstore /local/domain/{domu}/{'store' if kind == 'xenstore' else kind}/port"
+        assert theirs[port]["state"] == "interdomain" and theirs[port]["remote_domain"] == 0, theirs[port]
+        assert name["peer"] == {"domain": 0, "port": theirs[port]["remote_port"]}
+        ends[kind] = theirs[port]["remote_port"]
+    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
+    for kind, port in ends.items():
+        name = ours[port]["name"]
+        assert (name["kind"], name["owner"], name["end"]) == (kind, domu, "backend"), ours[port]
+        assert name["peer"] == {"domain": domu, "port": want[kind]}
+        assert ours[port]["remote_domain"] == domu and ours[port]["remote_port"] == want[kind]
+        assert name["text"].startswith(f"d0:{port} d{domu} {kind}"), name["text"]
+
+
+def test_a_destroyed_guest_leaves_dom0_a_dead_peer(xen):
+    """The PV test guest allocates a port for dom0, dom0 connects to it, the guest is destroyed: Xen sends dom0's
+    end back to unbound, waiting for a domain that no longer exists, and doctor -d 0 says dead-peer on it."""
+    from tests.scenarios import guestrun
+
+    why = guestrun.usable()
+    if why:
+        if REQUIRE:
+            pytest.fail(why)
+        pytest.skip(why)
+    q = None
+    try:
+        with guestrun.GuestRun("scenario deadpeer\n0 alloc_unbound self 0\nend\n", name="xenevt-guest-deadpeer",
+                               timeout=120) as run:
+            steps = [ln.split() for ln in run.lines if ln.startswith("STEP ")]
+            assert steps and steps[0][2] == "ok", run.lines
+            gport, guest = int(steps[0][3]), run.domid
+            q = xen.bind_interdomain(0, guest, gport)
+            st = xen.status(0, q)
+            assert (st.state, st.remote_domain, st.remote_port) == ("interdomain", guest, gport)
+            rep = xenevt_json("doctor", "-d", "0", ok=(0, 3))
+            assert not [f for f in rep["findings"] if f["rule"] == "dead-peer" and q in f["ports"]], rep["findings"]
+        # __exit__ destroyed it (xl destroy): Xen closed its ports, which sent dom0's end back to unbound
+        deadline = time.monotonic() + 60
+        while guest in xen.domains() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        gone = guest not in xen.domains()
+        st = xenevt_json("status", "-d", "0", str(q))
+        assert (st["state"], st["remote_domain"]) == ("unbound", guest), st
+        rep = xenevt_json("doctor", "-d", "0", ok=(3,))
+        found = [f for f in rep["findings"] if f["rule"] == "dead-peer" and f["ports"] == [q]]
+        assert found and found[0]["domain"] == 0 and found[0]["severity"] == "warning", rep["findings"]
+        why = "which no longer exists" if gone else "which is dying"
+        assert f"port {q} is waiting for domain {guest}, {why}" in found[0]["title"], found
+    finally:
+        if q is not None:
+            xen.close(0, q)
+
