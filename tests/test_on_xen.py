@@ -479,3 +479,57 @@ def test_a_destroyed_guest_leaves_dom0_a_dead_peer(xen):
         if q is not None:
             xen.close(0, q)
 
+
+PLAIN = ("0x00000000", "0x40000000")
+
+
+def fifo_view(dump: dict, timers: set[int] = frozenset()) -> dict:
+    """As ci/xen/domu_check.py's: each vCPU's READY bits and queue heads, every word not at rest (0 or MASKED);
+    a timer VIRQ event Xen queued after the domU's own look (a word of ``timers`` pending, alone in a READY
+    queue) taken back out."""
+    vcpus = []
+    for v in dump["vcpus"]:
+        late = {q["priority"] for q in v["queues"] if q["chain"] and set(q["chain"]) <= timers}
+        vcpus.append([[p for p in v.get("ready", []) if p not in late], v.get("heads", {})])
+    return {"vcpus": vcpus, "words": [[w["port"], w["word"]] for w in dump["words"]
+                                      if w["word"] not in PLAIN and not (w["port"] in timers and w["pending"])]}
+
+
+@pytest.mark.timeout(600)  # xl dump-core of 512 MB under QEMU TCG
+def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
+    """dom0 reads the FIFO domU's event array and control blocks through privcmd (dump --domain, the kernel's
+    symbols from a System.map) and from an `xl dump-core` of it: with the domU paused right after its own
+    dump --self, all three views agree.  Debian's linux-image ships a stub System.map (the real one is in the
+    -dbg package); the domU runs dom0's kernel, which a PV guest loads unrandomized, so dom0's own kallsyms
+    (without module symbols) is that kernel's System.map."""
+    from tests.scenarios import guestrun
+
+    domu_result(domu)
+    smap = tmp_path / "System.map"
+    with open("/proc/kallsyms") as f:
+        smap.write_text("".join(ln for ln in f if "[" not in ln))
+    xl = guestrun.find_xl() or "xl"
+    core = tmp_path / "core"
+    # a paused vCPU's singleshot timer still fires: Xen queues VIRQ_TIMER (pending, linked, READY) meanwhile
+    timers = {st.port for st in xen.list_ports(domu) if st.state == "virq" and st.virq == 0}
+    assert timers
+    for _ in range(6):
+        got = look_again(domu)
+        subprocess.run([xl, "pause", str(domu)], check=True, timeout=60)
+        try:
+            live = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))
+            if fifo_view(live, timers) != got["view"]:
+                continue  # an event arrived between the domU's look and the pause (in flight): look again
+            subprocess.run([xl, "dump-core", str(domu), str(core)], check=True, timeout=300, capture_output=True)
+            dead = xenevt_json("dump", "--dump-core", str(core), "--system-map", str(smap))
+            core.unlink()
+            break
+        finally:
+            subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
+    print(f"domU {domu}: {json.dumps(got['view'])}")
+    assert live["abi"] == "FIFO" and live["domain"] == domu, live
+    assert fifo_view(live, timers) == got["view"]
+    # every port the domU's kernel unmasked (its bound ports) is a channel dom0 lists, unmasked
+    assert [w["port"] for w in live["words"] if not w["masked"]] == got["unmasked"]
+    assert fifo_view(dead, timers) == got["view"]
+    assert (dead["abi"], dead["event_array_pages"]) == ("FIFO", live["event_array_pages"])

@@ -27,6 +27,17 @@ def read(key: str) -> str:
     return r.stdout.strip() if r.returncode == 0 else ""
 
 
+PLAIN = ("0x00000000", "0x40000000")  # a bound port at rest, a port Linux never bound: listed with a channel only
+
+
+def fifo_view(dump: dict) -> dict:
+    """A FIFO dump's facts that do not depend on where it was read from (dump --self here, dom0's
+    dump --domain/--dump-core there, which list each channel's word too): each vCPU's READY bits and queue heads,
+    every word not at rest (0, or plain MASKED)."""
+    return {"vcpus": [[v.get("ready", []), v.get("heads", {})] for v in dump["vcpus"]],
+            "words": [[w["port"], w["word"]] for w in dump["words"] if w["word"] not in PLAIN]}
+
+
 def look(domid: int, ask_status: bool = True) -> dict:
     """What `xenevt dump --self` reads of this guest, FIFO or 2-level, as compact facts; with ``ask_status``,
     whether EVTCHNOP_status of its own ports goes through privcmd (asked once: it does not change)."""
@@ -42,7 +53,7 @@ def look(domid: int, ask_status: bool = True) -> dict:
         # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
         unmasked = [p for p in range(1, mem.nr_ports) if not mem.word(p) & (1 << 30)]
         out = {"abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
-               "broken": len(d.broken_queues()), "unmasked": unmasked}
+               "broken": len(d.broken_queues()), "unmasked": unmasked, "view": fifo_view(d.as_dict())}
     else:
         ports = range(1, d.nr_ports)
         unmasked = [p for p in ports if not mem.l2_bit("mask", p)]
