@@ -157,16 +157,17 @@ class XenTarget:
 
     def observe(self) -> None:
         """Read dom0's event words once for the statuses of one step (kcore, as ``dump --self`` does)."""
-        from xenevt.memory import kcore
+        from xenevt.dump.frames import from_frames
+        from xenevt.memory import kcore, linux
 
         self._mem = None
         try:
             if self._syms is None:
                 self._syms = kcore.read_symbols(kcore.KALLSYMS)
-                kcore.check_symbols(self._syms, kcore.KALLSYMS)
+                linux.check_symbols(self._syms, kcore.KALLSYMS)
                 self._cpus = kcore.read_cpus(kcore.CPUS_POSSIBLE)
             with kcore.KernelMemory(kcore.KCORE) as km:
-                self._mem = kcore.from_frames(*kcore.read_fifo(km, self._syms, self._cpus))
+                self._mem = from_frames(*linux.read_fifo(km, self._syms, self._cpus))
         except (XenevtError, OSError):
             self._syms = self._syms or {}  # not readable: the records carry no flags, comparisons ignore them
 

@@ -19,7 +19,6 @@ import struct
 from collections.abc import Callable
 
 from .. import abi
-from ..dump.frames import from_frames, from_shared_info
 from .base import EventImage, MemoryUnavailable
 from .linux import (
     ABI_SYMBOLS,
@@ -28,9 +27,7 @@ from .linux import (
     NEEDED,
     KernelReadError,
     check_l2_symbols,
-    check_symbols,
-    read_2l,
-    read_fifo,
+    read_image,
     uses_2l,
 )
 from .live import LiveSource
@@ -233,21 +230,15 @@ def read_guest(km: PagedKernel, syms: dict[str, int], cpus: list[int], where: st
     ``km`` with run-time symbols ``syms``: the same reads as --self.  ``shared``: the shared_info page where the
     source keeps it apart (a dump-core file's .xen_shared_info): a PV kernel maps Xen's page, not guest RAM, at
     HYPERVISOR_shared_info."""
-    if uses_2l(km, syms):
+    via = ""
+    if shared is not None and uses_2l(km, syms):
         check_l2_symbols(syms, where)
-        via = ""
-        if shared is not None:
-            ptr = km.u64(syms["HYPERVISOR_shared_info"], "HYPERVISOR_shared_info")
-            if not km.mapped(ptr, abi.PAGE_SIZE):
-                km.provide(ptr, shared)
-                via = ", shared_info from .xen_shared_info"
-        shared_page, infos, scan, masks = read_2l(km, syms, cpus)[:4]  # the page, vcpu_infos, scan, CPU masks
-        mem = from_shared_info(shared_page, infos, scan=scan, cpu_masks=masks)
-        read = sum(i is not None for i in infos)
-        return mem, f"2-level ABI, {len(cpus)} CPU(s), {read} vcpu_info(s) read{via}", [i is not None for i in infos]
-    check_symbols(syms, where)
-    pages, cbs, heads = read_fifo(km, syms, cpus)
-    return from_frames(pages, cbs, heads), f"{len(pages)} event-array page(s), {len(cpus)} CPU(s)", None
+        ptr = km.u64(syms["HYPERVISOR_shared_info"], "HYPERVISOR_shared_info")
+        if not km.mapped(ptr, abi.PAGE_SIZE):
+            km.provide(ptr, shared)
+            via = ", shared_info from .xen_shared_info"
+    mem, what, known = read_image(km, syms, cpus, where)
+    return mem, what + via, known
 
 
 def slide_text(slide: int, given: bool) -> str:

@@ -19,7 +19,6 @@ import os
 import struct
 
 from .. import abi
-from ..dump.frames import from_frames, from_shared_info
 from ..errors import BackendUnavailable
 from .base import EventImage, MemorySource
 from .linux import (
@@ -29,11 +28,7 @@ from .linux import (
     MAX_FIFO_CPUS,
     NEEDED,
     KernelReadError,
-    check_l2_symbols,
-    check_symbols,
-    read_2l,
-    read_fifo,
-    uses_2l,
+    read_image,
 )
 
 KCORE = "/proc/kcore"
@@ -257,22 +252,12 @@ def read_self_image(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str
     cpus = read_cpus(cpus_file)
     try:
         with KernelMemory(kcore) as km:
-            if uses_2l(km, syms):
-                check_l2_symbols(syms, kallsyms)
-                shared, infos, scan, masks, how = read_2l(km, syms, cpus, read_own_frame)
-                mem = from_shared_info(shared, infos, scan=scan, cpu_masks=masks)
-                read = sum(i is not None for i in infos)
-                via = "" if how == "kernel memory" else f", {how} through privcmd"
-                return mem, (f"this kernel ({kcore}, 2-level ABI, {len(cpus)} CPU(s), {read} vcpu_info(s) "
-                             f"read{via})"), [i is not None for i in infos]
-            check_symbols(syms, kallsyms)
-            pages, cbs, heads = read_fifo(km, syms, cpus)
+            mem, what, known = read_image(km, syms, cpus, kallsyms, read_own_frame)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise BackendUnavailable(f"cannot read {kcore}: permission denied (run as root)") from None
         raise
-    mem = from_frames(pages, cbs, heads)
-    return mem, f"this kernel ({kcore}, {len(pages)} event-array page(s), {len(cpus)} CPU(s))", None
+    return mem, f"this kernel ({kcore}, {what})", known
 
 
 class KcoreSource(MemorySource):

@@ -28,6 +28,7 @@ import struct
 from typing import Protocol
 
 from .. import abi
+from ..dump.frames import from_frames, from_shared_info
 from ..errors import BackendUnavailable, XenevtError
 
 NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
@@ -122,6 +123,22 @@ def read_2l(km: KernelReader, syms: dict[str, int], cpus: list[int], read_frame=
                      km.u32(syms["current_bit_idx"] + off, f"current_bit_idx of CPU {cpu}")))
         masks.append(km.read(syms["cpu_evtchn_mask"] + off, CPU_MASK_SIZE, f"cpu_evtchn_mask of CPU {cpu}"))
     return shared, infos, scan, masks, how
+
+
+def read_image(km: KernelReader, syms: dict[str, int], cpus: list[int], where: str, read_frame=None):
+    """(DomainMemory, what was read, which vCPUs' vcpu_info was read or None for FIFO) of the Linux kernel in
+    ``km``, FIFO or 2-level as it chose: the one reading that --self, a guest read from dom0 and a dump-core
+    file share (``where`` names the symbols' source in errors; ``read_frame``: see read_shared_info)."""
+    if uses_2l(km, syms):
+        check_l2_symbols(syms, where)
+        shared, infos, scan, masks, how = read_2l(km, syms, cpus, read_frame)
+        known = [i is not None for i in infos]
+        via = "" if how == "kernel memory" else f", {how} through privcmd"
+        return (from_shared_info(shared, infos, scan=scan, cpu_masks=masks),
+                f"2-level ABI, {len(cpus)} CPU(s), {sum(known)} vcpu_info(s) read{via}", known)
+    check_symbols(syms, where)
+    pages, cbs, heads = read_fifo(km, syms, cpus)
+    return from_frames(pages, cbs, heads), f"{len(pages)} event-array page(s), {len(cpus)} CPU(s)", None
 
 
 def read_fifo(km: KernelReader, syms: dict[str, int], cpus: list[int]):
