@@ -101,18 +101,9 @@ class RawDump:
         for port in range(1, self.mem.nr_chans):
             ch = self.mem.chan(port)
             if chan_is_open(ch):
-                out[port] = chan_status(self.domain, port, ch, _l2_word(self.mem, port) if two
+                out[port] = chan_status(self.domain, port, ch, self.mem.l2_word(port) if two
                                         else self.mem.word(port))
         return out
-
-
-def _l2_word(mem: DomainMemory, port: int) -> int | None:
-    """A 2-level port's pending and mask bits in a FIFO word's PENDING and MASKED places (as the simulator's
-    EVTCHNOP_status gives them), so a channel's flags read the same from a file as live."""
-    if port >= abi.EVTCHN_2L_NR_CHANNELS:
-        return None
-    return (abi.WORD_PENDING if mem.l2_bit("pending", port) else 0) | \
-        (abi.WORD_MASKED if mem.l2_bit("mask", port) else 0)
 
 
 def _expected_size(nr_vcpus: int, nr_pages: int, flags: int, nr_chans: int, two_level: bool = False) -> int:

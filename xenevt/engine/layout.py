@@ -485,6 +485,14 @@ class DomainMemory:
         words = self.l2_pending() if which == "pending" else self.l2_mask()
         return bool(words[port // 64] >> (port % 64) & 1)
 
+    def l2_word(self, port: int) -> int | None:
+        """A 2-level port's pending and mask bits in a FIFO word's PENDING and MASKED places (None past 2-level's
+        range), so its status flags read as a FIFO port's do, from any source."""
+        if not 0 <= port < abi.EVTCHN_2L_NR_CHANNELS:
+            return None
+        return (abi.WORD_PENDING if self.l2_bit("pending", port) else 0) | \
+            (abi.WORD_MASKED if self.l2_bit("mask", port) else 0)
+
     def vcpu_info(self, vcpu: int) -> tuple[int, int, int]:
         """``(evtchn_upcall_pending, evtchn_upcall_mask, evtchn_pending_sel)`` of vCPU ``vcpu``."""
         self._l2()

@@ -570,12 +570,7 @@ class Hypercalls:
     def _word_or_bits(self, dom: SimDomain, port: int) -> int | None:
         """The port's FIFO event word; on 2-level its pending and mask bits in the word's PENDING and MASKED
         places (nothing is ever LINKED there)."""
-        if dom.mem.event_abi == ABI_FIFO:
-            return dom.mem.word(port)
-        if port >= abi.EVTCHN_2L_NR_CHANNELS:
-            return None
-        return (abi.WORD_PENDING if dom.mem.l2_bit("pending", port) else 0) | \
-            (abi.WORD_MASKED if dom.mem.l2_bit("mask", port) else 0)
+        return dom.mem.word(port) if dom.mem.event_abi == ABI_FIFO else dom.mem.l2_word(port)
 
     def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
         dom = self._access(caller, domid, "list the ports of")

@@ -290,12 +290,7 @@ class XenBackend:
         mem = self._own_words(domain)
         two = mem is not None and abi_of(mem) == "2-level"
         for st in statuses if mem is not None else []:
-            if two:  # the port's pending and mask bits in a word's PENDING and MASKED places, as 'e' reads them
-                word = None if st.port >= abi.EVTCHN_2L_NR_CHANNELS else (
-                    (abi.WORD_PENDING if mem.l2_bit("pending", st.port) else 0)
-                    | (abi.WORD_MASKED if mem.l2_bit("mask", st.port) else 0))
-            else:
-                word = mem.word(st.port)
+            word = mem.l2_word(st.port) if two else mem.word(st.port)  # (2-level: its bits, as 'e' reads them)
             if word is not None:
                 st.word, st.flags = word, word_flag_dict(word)
         return statuses
