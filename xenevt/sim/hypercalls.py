@@ -395,9 +395,7 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
-            if ch.flags & CHAN_XEN:
-                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: a guest cannot send on it",
-                                    domain=domid, port=port)
+            self._not_xens(ch, call, domid, port, "a guest cannot send on it")
             if ch.state == ECS_INTERDOMAIN:
                 target, tport = self.domain(ch.remote_dom, call, port), ch.remote_port
                 if self._rec(target, tport).flags & CHAN_XEN:  # Xen's notification function takes it
@@ -426,6 +424,14 @@ class Hypercalls:
             raise channel_error("raise VIRQ in", errno.ENOENT, f"VIRQ {virq} is not bound on vCPU {vcpu}",
                                 domain=domid)
 
+    @staticmethod
+    def _not_xens(ch: Chan, call: str, domid: int, port: int, why: str) -> None:
+        """A guest's send, close or bind_vcpu on a port Xen itself consumes: EINVAL (event_channel.c's
+        consumer_is_xen checks)."""
+        if ch.flags & CHAN_XEN:
+            raise channel_error(call, errno.EINVAL, f"Xen itself consumes this port: {why}", domain=domid,
+                                port=port)
+
     def _virq_port(self, dom: SimDomain, virq: int, vcpu: int) -> int | None:
         """The port in vCPU ``vcpu``'s virq_to_evtchn[virq]: a global VIRQ is always in vCPU 0's table, wherever
         bind_vcpu has since sent its events (so it cannot be bound twice, and keeps being raised there)."""
@@ -441,9 +447,7 @@ class Hypercalls:
         with self.locked():
             dom = self._own(caller, domid, call, port)
             ch = self._chan(dom, port, call)
-            if ch.flags & CHAN_XEN:
-                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: only Xen closes it",
-                                    domain=domid, port=port)
+            self._not_xens(ch, call, domid, port, "only Xen closes it")
             self._transact("close", caller, self._close_entries(dom, port, ch))
 
     def reset(self, caller: int, domid: int) -> None:
@@ -511,9 +515,7 @@ class Hypercalls:
             dom = self._own(caller, domid, call, port)
             self._vcpu(dom, vcpu, call, port)  # Xen: domain_vcpu() first, ENOENT before the port is looked at
             ch = self._chan(dom, port, call)
-            if ch.flags & CHAN_XEN:
-                raise channel_error(call, errno.EINVAL, "Xen itself consumes this port: a guest cannot move it",
-                                    domain=domid, port=port)
+            self._not_xens(ch, call, domid, port, "a guest cannot move it")
             if ch.state == ECS_IPI or (ch.state == ECS_VIRQ and ch.aux in PER_VCPU_VIRQS):
                 raise channel_error(call, errno.EINVAL, "IPI and per-vCPU VIRQ ports cannot move", domain=domid,
                                     port=port)
