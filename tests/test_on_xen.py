@@ -13,6 +13,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -480,6 +481,166 @@ def test_a_destroyed_guest_leaves_dom0_a_dead_peer(xen):
             xen.close(0, q)
 
 
+def vif_ports(domu: int, wait: float = 120) -> dict:
+    """The domU's vif 0 ports as its netfront recorded them in xenstore, once connected: (queue, direction) ->
+    port (queue None for a single-queue vif: event-channel-tx/-rx at the device's top)."""
+    base = f"/local/domain/{domu}/device/vif/0"
+    deadline = time.monotonic() + wait
+    while True:
+        r = subprocess.run(["xenstore-ls", "-f", base], capture_output=True, text=True)
+        found = {}
+        for line in r.stdout.splitlines():
+            path, _, value = line.partition(" = ")
+            rest = path[len(base):].strip("/").split("/")
+            if rest[-1] in ("event-channel-tx", "event-channel-rx") and len(rest) <= 2:
+                queue = int(rest[0][len("queue-"):]) if len(rest) == 2 else None
+                found[(queue, rest[-1][-2:])] = int(value.strip('"'))
+        state = re.search(rf"^{re.escape(base)}/state = \"(\d)\"", r.stdout, re.M)
+        if found and state and state.group(1) == "4":
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"domain {domu}'s vif never connected: {r.stdout[-600:] or r.stderr}")
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("which", ["domu", "domu_2l"])
+def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
+    """Each domU has a real PV vif (netfront <-> dom0's netback): list -d DOMU names its tx/rx ports (per queue
+    on the 2-vCPU domU) by their xenstore nodes, and list -d 0 names netback's ends as that vif's backend,
+    tied to the /proc/interrupts row netback registered for the queue (vifD.0-qN-tx)."""
+    domu = request.getfixturevalue(which)
+    domu_result(domu)
+    want = vif_ports(domu)
+    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
+    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
+    print(f"domU {domu} vif ports: {want}")
+    for (queue, direction), port in want.items():
+        row = theirs[port]
+        name = row["name"]
+        assert (name["kind"], name["device"], name["owner"], name["end"], name.get("queue"),
+                name.get("direction")) == ("vif", "vif 0", domu, "frontend", queue, direction), row
+        assert row["state"] == "interdomain" and row["remote_domain"] == 0, row
+        back = row["remote_port"]
+        bname = ours[back]["name"]
+        assert (bname["kind"], bname["end"], bname["owner"], bname.get("direction")) == (
+            "vif", "backend", domu, direction), ours[back]
+        assert bname["peer"] == {"domain": domu, "port": port}
+        assert bname.get("irq", "").endswith(f"vif{domu}.0-q{queue or 0}-{direction}"), bname
+        where = f"queue {queue} {direction}" if queue is not None else direction
+        assert name["text"] == f"d{domu}:{port} vif 0 {where} {ARROW} d0:{back}", name["text"]
+
+
+ARROW = "\u2194"
+
+
+def ask_domu(domu: int, *words: str, wait: float = 60) -> dict:
+    """Have the domU's domu_check.py do ``words`` (unmask PORT, storm PORT SECONDS) on its own ports."""
+    token = f"cmd{next(_looks)}"
+    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", " ".join([token, *words])],
+                   check=True)
+    return domu_result(domu, f"data/xenci-result-{token}", wait)
+
+
+def set_l2_mask(xen, domu: int, port: int) -> None:
+    """Set ``port``'s bit in the 2-level ``domu``'s evtchn_mask, through a writable privcmd mapping of its
+    shared_info, the domain paused meanwhile (its kernel changes the same word without a lock of ours):
+    a driver's mask that nothing will ever lift, made from outside."""
+    from xenevt.backend.xen import libs
+    from xenevt.engine.layout import L2_MASK
+
+    frame, _ = xen.shared_info_frame(domu)
+    fm = libs.load("xenforeignmemory")
+    h = fm.xenforeignmemory_open(libs.quiet_logger(), 0)
+    assert h != libs.ffi.NULL
+    xl = __import__("tests.scenarios.guestrun", fromlist=["find_xl"]).find_xl() or "xl"
+    subprocess.run([xl, "pause", str(domu)], check=True, timeout=60)
+    try:
+        errs = libs.ffi.new("int[]", 1)
+        addr = fm.xenforeignmemory_map(h, domu, 3, 1, libs.ffi.new("xen_pfn_t[]", [frame]), errs)  # PROT_RW
+        assert addr != libs.ffi.NULL and errs[0] == 0, (libs.ffi.errno, errs[0])
+        try:
+            word = libs.ffi.cast("uint64_t *", libs.ffi.cast("char *", addr) + L2_MASK)
+            word[port // 64] |= 1 << (port % 64)
+        finally:
+            fm.xenforeignmemory_unmap(h, addr, 1)
+    finally:
+        fm.xenforeignmemory_close(h)
+        subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
+
+
+def test_a_stuck_vif_port_in_the_domu_is_found_from_dom0_by_name(xen, domu_2l):
+    """The 2-level domU's vif rx port is masked from outside and dom0 notifies it (netback's end, a raw
+    EVTCHNOP_send): the event waits, pending and masked, and the guest's network would stop there.  doctor
+    -d DOMU in dom0 finds it and names it by device (text and JSON); the guest unmasking it (EVTCHNOP_unmask,
+    what doctor's advice amounts to) delivers the event and doctor is healthy about it again."""
+    from tests.scenarios.targets import XenTarget
+
+    domu = domu_2l
+    domu_result(domu)
+    ports = vif_ports(domu)
+    queue = min((q for q, _ in ports), key=lambda q: -1 if q is None else q)
+    p = ports[(queue, "rx")]
+    q = xen.status(domu, p).remote_port
+    where = f"vif 0 queue {queue} rx" if queue is not None else "vif 0 rx"
+    set_l2_mask(xen, domu, p)
+    try:
+        t = XenTarget()
+        try:
+            t.send(q)  # dom0's end of the rx channel: netback's port, a port of dom0's own
+        finally:
+            t.close_target()
+        rep = xenevt_json("doctor", "-d", str(domu), ok=(3,))
+        found = [(f, n) for f, n in zip(rep["findings"], [f.get("names") for f in rep["findings"]], strict=True)
+                 if f["rule"] == "pending-masked" and f["ports"] == [p]]
+        assert found, rep["findings"]
+        f, names = found[0]
+        assert names and names[0]["device"] == "vif 0" and names[0]["text"].startswith(f"d{domu}:{p} {where}"), f
+        text = subprocess.run([sys.executable, "-m", "xenevt", "doctor", "-d", str(domu)], capture_output=True,
+                              text=True, timeout=300).stdout
+        print(text)
+        assert f"port {p} ({where} {ARROW} d0:{q})" in text, text
+    finally:
+        got = ask_domu(domu, "unmask", str(p))
+    assert got == {"unmasked": p}, got
+    st = edump.parse(xen.debug_dump("e")).domains[domu].ports[p]
+    assert not st.masked, "EVTCHNOP_unmask by the guest lifted the mask"
+    rep = xenevt_json("doctor", "-d", str(domu), ok=(0, 3))
+    assert not [f for f in rep["findings"] if p in f["ports"] and f["rule"] == "pending-masked"], rep["findings"]
+
+
+def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
+    """The 2-level domU notifies its vif's tx port in a loop with nothing on the ring (a rogue frontend, the
+    XSA-391 class).  doctor -d 0 --interval in dom0 flags netback's end of it, named by device, with the rate
+    it measured; Linux's lateeoi throttling shows as spurious events and delayed EOIs on the same device."""
+    domu = domu_2l
+    domu_result(domu)
+    ports = vif_ports(domu)
+    queue = min((q for q, _ in ports), key=lambda q: -1 if q is None else q)
+    p = ports[(queue, "tx")]
+    q = xen.status(domu, p).remote_port
+    token = f"cmd{next(_looks)}"
+    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 40"],
+                   check=True)
+    domu_result(domu, f"data/xenci-result-{token}-started", 60)
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
+                        "--storm-rate", "50"], capture_output=True, text=True, timeout=300)
+    sent = domu_result(domu, f"data/xenci-result-{token}", 120)
+    print(f"domU {domu} sent {sent}; doctor rc {r.returncode}")
+    rep = json.loads(r.stdout)
+    mine = [f for f in rep["findings"] if q in f["ports"]]
+    for f in rep["findings"]:
+        print(f["severity"], f["rule"], f["ports"], f["title"], "|", f["evidence"])
+    assert r.returncode == 3 and mine, rep["findings"]
+    rules = {f["rule"] for f in mine}
+    assert "event-storm" in rules, rules
+    storm = next(f for f in mine if f["rule"] == "event-storm")
+    assert f"the sender is domain {domu} (its port {p})" in storm["evidence"], storm
+    assert storm["names"][storm["ports"].index(q)]["device"] == "vif 0", storm
+
+
+PLAIN = ("0x00000000", "0x40000000")
+
+
 PLAIN = ("0x00000000", "0x40000000")
 
 
@@ -533,3 +694,109 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
     assert [w["port"] for w in live["words"] if not w["masked"]] == got["unmasked"]
     assert fifo_view(dead, timers) == got["view"]
     assert (dead["abi"], dead["event_array_pages"]) == ("FIFO", live["event_array_pages"])
+
+
+def l2_view(dump: dict, timers: dict[int, int] | None = None) -> dict:
+    """A 2-level dump's facts as ci/xen/domu_check.py reports them: per vCPU [upcall_pending, upcall_mask,
+    pending_sel], the ports pending, the ports unmasked.  ``timers`` (port -> vCPU): a timer VIRQ that Xen
+    raised after the domU's own look (its pending bit, and the upcall flag and selector it set on its vCPU)
+    taken back out, given the domU's own values for those."""
+    vcpus = [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], int(v["evtchn_pending_sel"], 16)]
+             if v["vcpu_info_known"] else None for v in dump["vcpus"]]
+    pending = sorted(p["port"] for p in dump["ports"] if p["pending"])
+    for port, vcpu in (timers or {}).items():
+        if port in pending:
+            pending.remove(port)
+            vcpus[vcpu] = None  # its flags are Xen's raise, not the domU's state
+    return {"vcpus": vcpus, "pending": pending,
+            "unmasked": sorted(p["port"] for p in dump["ports"] if not p["masked"])}
+
+
+@pytest.mark.timeout(600)
+def test_dom0_reads_a_paused_2l_domus_bitmaps_as_the_domu_does(xen, domu_2l, tmp_path):
+    """dom0 reads the 2-level domU's shared_info and vcpu_infos through its kernel's symbols (dump --domain
+    --system-map: HYPERVISOR_shared_info and the per-CPU xen_vcpu pointers, the guest's page tables walked by
+    Xen): with the domU paused right after its own dump --self, both give the same upcall flags, selectors,
+    pending ports and unmasked ports (a timer VIRQ Xen raises during the pause left out)."""
+    from tests.scenarios import guestrun
+
+    domu = domu_2l
+    domu_result(domu)
+    smap = tmp_path / "System.map"
+    with open("/proc/kallsyms") as f:
+        smap.write_text("".join(ln for ln in f if "[" not in ln))
+    xl = guestrun.find_xl() or "xl"
+    timers = {st.port: st.vcpu for st in xen.list_ports(domu) if st.state == "virq" and st.virq == 0}
+    assert timers
+    for _ in range(6):
+        got = settled_look(domu)
+        subprocess.run([xl, "pause", str(domu)], check=True, timeout=60)
+        try:
+            live = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))
+        finally:
+            subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
+        want = {"vcpus": got["vcpus"], "pending": got["pending"], "unmasked": got["unmasked"]}
+        seen = l2_view(live, timers)
+        # equal, up to a vCPU whose timer fired during the pause
+        want["vcpus"] = [None if s is None else w for s, w in zip(seen["vcpus"], want["vcpus"], strict=True)]
+        if seen == want:
+            break
+    print(f"domU {domu}: {json.dumps(got)}; dom0's view {json.dumps(l2_view(live))}")
+    assert (live["abi"], live["domain"]) == ("2-level", domu) and not live["warnings"], live
+    assert "kernel" in live["source"], live["source"]
+    assert seen == want, (seen, want)
+    assert any(s is not None for s in seen["vcpus"]), "every vCPU's timer fired in every try"
+
+
+# --- issue 15: xenevt's notify -> deliver beside a plain C program ----------------------------------------------
+PINGPONG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "c", "evtchn_pingpong")
+
+
+def c_round_trip(rounds: int) -> float:
+    """Seconds per notify -> deliver of tests/c/evtchn_pingpong.c (a loopback channel in dom0: notify, poll the
+    evtchn fd, read the port, unmask), its start-up taken out by a run of no rounds beside it."""
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        r = subprocess.run([PINGPONG, str(n), "0"], capture_output=True, text=True, timeout=300)
+        took = time.perf_counter() - t0
+        assert r.returncode == 0 and f"{n} round trips" in r.stdout, (r.stdout, r.stderr)
+        return took
+
+    return max(0.0, min(run(rounds) for _ in range(3)) - min(run(0) for _ in range(3))) / (2 * rounds)
+
+
+def xenevt_round_trip(xen, rounds: int) -> float:
+    """Seconds per notify -> deliver through xenevt's library (the xen backend: bind, notify, consume), the same
+    loop as the C program's."""
+    a = xen.bind_unbound(0, 0)
+    b = xen.bind_interdomain(0, 0, a)
+    try:
+        assert xen.consume(0, 0, 1, 5.0) == [b]  # Xen leaves the new interdomain end pending once
+        best = None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                xen.notify(0, b)
+                assert xen.consume(0, 0, 1, 5.0) == [a]
+                xen.notify(0, a)
+                assert xen.consume(0, 0, 1, 5.0) == [b]
+            took = time.perf_counter() - t0
+            best = took if best is None else min(best, took)
+        return best / (2 * rounds)
+    finally:
+        xen.close(0, a)
+        xen.close(0, b)
+
+
+def test_notify_deliver_round_trip_beside_a_c_program(xen):
+    """xenevt's notify -> deliver on a loopback channel in dom0 against the same loop in C on libxenevtchn: the
+    figure xen-ci's summary prints (issue 15's goal: at most 1.5x).  A figure, not a timed assertion."""
+    if not os.path.exists(PINGPONG):
+        if REQUIRE:
+            pytest.fail(f"{PINGPONG} was not built (the runner builds it where libxen-dev is installed)")
+        pytest.skip("no C program to compare with")
+    rounds = 300
+    c = c_round_trip(rounds)
+    ours = xenevt_round_trip(xen, rounds)
+    print(f"XENCI-BENCH notify->deliver: xenevt {ours * 1e6:.0f} us, C {c * 1e6:.0f} us "
+          f"({ours / c:.2f}x, goal <= 1.5x)" if c else "XENCI-BENCH notify->deliver: the C figure was 0")

@@ -280,3 +280,32 @@ def test_doctor_on_417_through_the_xen_backend_says_what_417_does_not_report(tmp
     (f,) = json.loads(out.stdout)["findings"]
     assert (f["rule"], f["domain"], f["ports"], f["severity"]) == ("xen-owned-unreported", 1, [port], "info")
     assert f["title"] == f"Xen does not report ports Xen itself consumes (port(s) {port})"
+
+
+def test_doctor_ties_netbacks_irq_row_to_the_vif_port_it_storms(tmp_path, monkeypatch, capsys):
+    """On Xen dom0's counters are /proc/interrupts rows without ports; netback's IRQ name for a vif queue
+    (vif1.0-q0-tx) ties its row to the backend port xenstore names, so a frontend flooding it is a storm on
+    that port: named by device, with its sender (the simulated backend's rows replaced by such rows)."""
+    from xenevt.backend.sim import SimBackend
+
+    d = str(tmp_path / "h")
+    create_host(d, nr_domains=2)
+    with SimHost(d) as h:
+        h.device_add("vif", 1)
+        ports = {st.port: st for st in h.list_ports(0, 0)}
+    back = next(p for p, st in ports.items() if st.state == "interdomain")
+    monkeypatch.setenv("XENEVT_STATE", d)
+    counts = iter([0, 250_000, 250_000])
+
+    def activity(self, domain):
+        return [Row("irq 40", "xen-dyn-lateeoi vif1.0-q0-tx", [next(counts)])] if domain == 0 else []
+
+    monkeypatch.setattr(SimBackend, "activity", activity)
+    code = main(["--json", "doctor", "-d", "0", "--interval", "0.5"])
+    rep = json.loads(capsys.readouterr().out)
+    assert code == 3, rep
+    (f,) = [f for f in rep["findings"] if f["rule"] == "event-storm"]
+    assert f["title"].startswith(f"port {back} (irq 40 xen-dyn-lateeoi vif1.0-q0-tx) receives ")
+    peer = ports[back]
+    assert f"the sender is domain 1 (its port {peer.remote_port})" in f["evidence"]
+    assert f["ports"] == [back] and f["names"][0]["device"] == "vif 0" and f["names"][0]["end"] == "backend"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import importlib.util
 import io
@@ -93,3 +94,14 @@ def test_scenario_verdicts_are_counted():
         w.feed(line)
     assert w.facts["scenarios"] == {"bind-virq-twice": "identical", "close-peer": "different",
                                     "status-unbound": "identical"}
+
+
+def test_bench_figures_are_kept_once_and_the_only_filter_is_an_identifier():
+    w = xenci.ConsoleWatcher(report=lambda msg: None)
+    line = "XENCI-BENCH notify->deliver: xenevt 40 us, C 30 us (1.33x, goal <= 1.5x)"
+    for text in (line, "some output", line):  # -rA prints a passed test's output a second time
+        w.feed(text)
+    assert w.facts["bench"] == [line[len("XENCI-BENCH "):]]
+    assert xenci._test_name("test_storm") == "test_storm"
+    with pytest.raises(argparse.ArgumentTypeError):
+        xenci._test_name("a or b")

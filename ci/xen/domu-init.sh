@@ -13,6 +13,7 @@ grep -q "xenci_privcmd=unrestricted" /proc/cmdline && PRIVCMD="unrestricted=1"
 insmod /lib/modules/xenci/xen-evtchn.ko
 insmod /lib/modules/xenci/xen-privcmd.ko $PRIVCMD
 insmod /lib/modules/xenci/xenfs.ko
+insmod /lib/modules/xenci/xen-netfront.ko  # the vif dom0 gave it: netfront binds its tx/rx ports at probe
 mkdir -p /proc/xen && mount -t xenfs xenfs /proc/xen
 python3 /xenevt/ci/xen/domu_check.py
 while :; do sleep 3600; done

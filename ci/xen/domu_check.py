@@ -2,8 +2,11 @@
 
 The domU has no console the runner reads, so it writes one JSON line (well under xenstore's 4 KiB value limit)
 to data/xenci-result in its own xenstore directory; dom0's test compares it with what Xen says of the domU.
-Then it serves dom0's requests for a fresh look: a token written to data/xenci-request is answered in
-data/xenci-result-TOKEN (dom0 changes the guest's ports, then asks what the guest sees now).
+Then it serves dom0's requests: a token written to data/xenci-request is answered in data/xenci-result-TOKEN
+with a fresh look (dom0 changes the guest's ports, then asks what the guest sees now); "TOKEN unmask PORT" has
+this guest unmask one of its own ports by hypercall (what its kernel would do), "TOKEN storm PORT SECONDS" has
+it notify one of its ports in a loop (a rogue frontend), each answered with what it did.  The hypercalls need
+privcmd loaded unrestricted (the 2-level domU).
 """
 
 from __future__ import annotations
@@ -85,6 +88,64 @@ def report(key: str, domid: int, ask_status: bool = True) -> None:
         write(key, {"error": f"{type(e).__name__}: {e}; lsevtchn: rc {ls.returncode} {ls.stderr.strip()[:200]}"})
 
 
+EVTCHNOP_SEND, EVTCHNOP_UNMASK = 4, 9  # xen/include/public/event_channel.h
+
+
+class Hypercalls:
+    """HYPERVISOR_event_channel_op on this guest's own ports through libxencall (privcmd)."""
+
+    def __init__(self):
+        from xenevt import abi
+        from xenevt.backend.xen import libs
+
+        self.ffi, self.xcl, self.op = libs.ffi, libs.load("xencall"), abi.HYPERVISOR_event_channel_op
+        self.h = self.xcl.xencall_open(libs.quiet_logger(), 0)
+        if self.h == self.ffi.NULL:
+            raise OSError(self.ffi.errno, "cannot open /dev/xen/privcmd (libxencall)")
+        self.buf = self.xcl.xencall_alloc_buffer(self.h, 8)
+        self.arg = int(self.ffi.cast("uintptr_t", self.buf))
+
+    def call(self, cmd: int, port: int) -> int:
+        self.ffi.cast("uint32_t *", self.buf)[0] = port
+        return self.xcl.xencall2(self.h, self.op, cmd, self.arg)
+
+    def storm(self, port: int, seconds: float) -> dict:
+        """EVTCHNOP_send on ``port`` as fast as this process can for ``seconds``: the sends and their rate."""
+        sent, t0 = 0, time.monotonic()
+        end = t0 + seconds
+        while time.monotonic() < end:
+            for _ in range(200):
+                if self.call(EVTCHNOP_SEND, port) < 0:
+                    return {"error": f"EVTCHNOP_send {port}: errno {self.ffi.errno}", "sent": sent}
+            sent += 200
+        took = time.monotonic() - t0
+        return {"sent": sent, "seconds": round(took, 2), "rate": round(sent / took)}
+
+    def close(self) -> None:
+        self.xcl.xencall_free_buffer(self.h, self.buf)
+        self.xcl.xencall_close(self.h)
+
+
+def command(key: str, words: list[str]) -> None:
+    """dom0's "unmask PORT" or "storm PORT SECONDS", done on this guest's own ports; the outcome to ``key``."""
+    try:
+        hc = Hypercalls()
+        try:
+            if words[0] == "unmask" and len(words) == 2:
+                rc = hc.call(EVTCHNOP_UNMASK, int(words[1]))
+                out = {"unmasked": int(words[1])} if rc == 0 else {"error": f"EVTCHNOP_unmask: errno {hc.ffi.errno}"}
+            elif words[0] == "storm" and len(words) == 3:
+                write(key + "-started", {"port": int(words[1])})
+                out = hc.storm(int(words[1]), min(float(words[2]), 120.0))
+            else:
+                out = {"error": f"unknown request {' '.join(words)!r}"}
+        finally:
+            hc.close()
+    except Exception as e:
+        out = {"error": f"{type(e).__name__}: {e}"}
+    write(key, out)
+
+
 def main() -> int:
     try:
         domid = int(read("domid"))
@@ -100,10 +161,14 @@ def main() -> int:
         t0 = time.monotonic()
         subprocess.run(["xenstore-watch", "-n", "2", "data/xenci-request"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
-        token = read("data/xenci-request")
-        if token and token != last and token.isalnum():
-            last = token
-            report(f"data/xenci-result-{token}", domid, ask_status=False)
+        request = read("data/xenci-request")
+        token, *words = request.split() or [""]
+        if token and request != last and token.isalnum():
+            last = request
+            if words:
+                command(f"data/xenci-result-{token}", words)
+            else:
+                report(f"data/xenci-result-{token}", domid, ask_status=False)
         elif time.monotonic() - t0 < 1:
             time.sleep(1)  # a watch that returns at once (an older tool's -n) costs a poll a second, no more
 

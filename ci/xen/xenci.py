@@ -58,13 +58,16 @@ PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
          "usr/lib/python3.*/test", "usr/lib/python3.*/idlelib", "usr/lib/python3.*/tkinter",
          "usr/lib/python3.*/ensurepip", "usr/lib/python3.*/lib2to3", "usr/lib/python3.*/pydoc_data"]
 ROOTFS_RECIPE = "2"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
-XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"]  # the last two for xenstored
+# gntdev/gntalloc for xenstored; netback in dom0 and netfront in the domUs give each domU a real PV vif
+XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-netback", "xen-netfront"]
 PROJECT = ["xenevt", "csrc", "tests", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
 GUEST = os.path.join("build", "guest", "xenevt-test-guest")  # `make guest`; /xenevt/build/guest/... in dom0
+PINGPONG = os.path.join("build", "c", "evtchn_pingpong")  # tests/c/evtchn_pingpong.c against this host's libxen-dev
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
 RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 # pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
 SCENARIO = re.compile(r"^XENCI-SCENARIO (identical|different) (\S+)")
+BENCH = re.compile(r"^XENCI-BENCH (.+)$")  # a figure a test measured in dom0, for the summary line
 REASON = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (tests/\S+?)(?: - (.*))?$")
 
 
@@ -229,6 +232,20 @@ def build_guest(stage: str, timeout: float) -> str:
     return os.path.join(ROOT, GUEST)
 
 
+def build_pingpong(stage: str, timeout: float) -> str | None:
+    """The plain libxenevtchn C program (tests/c), built here against libxen-dev: dom0 times xenevt's notify ->
+    deliver round trip beside it.  libxenevtchn.so.1 is the same ABI in every Debian Xen; None without headers."""
+    if not os.path.exists("/usr/include/xenevtchn.h"):
+        say("no /usr/include/xenevtchn.h (apt install libxen-dev): the round-trip figure is not measured")
+        return None
+    out = os.path.join(ROOT, PINGPONG)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror", os.path.join(ROOT, "tests", "c",
+         "evtchn_pingpong.c"), "-o", out + ".tmp", "-lxenevtchn"], stage, timeout)
+    os.replace(out + ".tmp", out)
+    return out
+
+
 def build(pk: dict, timeout: float) -> dict:
     stage = "build-initramfs"
     t0 = time.monotonic()
@@ -280,7 +297,9 @@ def build(pk: dict, timeout: float) -> dict:
             shutil.copyfileobj(src, dst)
         os.replace(xen_elf + ".tmp", xen_elf)
     guest = build_guest(stage, timeout)
-    key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [guest] + [
+    pingpong = build_pingpong(stage, timeout)
+    key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [guest] + (
+        [pingpong] if pingpong else []) + [
         os.path.join(HERE, f) for f in ("init.sh", "domu-init.sh", "domu_check.py")]) + os.path.basename(kdir)
                           ).encode()).hexdigest()[:16]
     initrd = os.path.join(CACHE, f"initrd-{key}.gz")
@@ -296,7 +315,7 @@ def build(pk: dict, timeout: float) -> dict:
         os.makedirs(mods, exist_ok=True)
         for drv in XEN_DRIVERS:
             found = [f for top in ("lib", "usr/lib")  # a merged-/usr kernel package ships usr/lib/modules
-                     for f in glob.glob(os.path.join(kdir, top, "modules", "*", "kernel", "drivers", "xen", "**",
+                     for f in glob.glob(os.path.join(kdir, top, "modules", "*", "kernel", "drivers", "**",
                                                      f"{drv}.ko*"), recursive=True)]
             if not found:
                 raise StageFailed(stage, f"driver {drv} is not in the kernel package")
@@ -318,6 +337,9 @@ def build(pk: dict, timeout: float) -> dict:
         shutil.copy(os.path.join(HERE, "domu_check.py"), os.path.join(proj, "ci", "xen"))
         os.makedirs(os.path.join(proj, "build", "guest"))
         shutil.copy(guest, os.path.join(proj, GUEST))
+        if pingpong:
+            os.makedirs(os.path.join(proj, os.path.dirname(PINGPONG)))
+            shutil.copy(pingpong, os.path.join(proj, PINGPONG))
         if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
             raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
         run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
@@ -354,7 +376,7 @@ class ConsoleWatcher:
 
     def __init__(self, report=say):
         self.stage = "boot-xen"
-        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None, "scenarios": {}}
+        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None, "scenarios": {}, "bench": []}
         self.report = report
 
     def feed(self, line: str) -> str | None:
@@ -382,6 +404,9 @@ class ConsoleWatcher:
         m = SCENARIO.match(line)
         if m:  # the differential suite's verdict per scenario: real Xen's record against the simulator's
             f["scenarios"][m.group(2)] = m.group(1)
+        m = BENCH.match(line)
+        if m and m.group(1) not in f["bench"]:  # -rA prints a passed test's output again at the end
+            f["bench"].append(m.group(1))
         if line.startswith(("XENCI-ERROR", "XENCI-INFO")):
             self.report(line)
         if CRASH.search(line):
@@ -408,7 +433,8 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
     os.makedirs(OUT, exist_ok=True)
     log = os.path.join(OUT, "console.log")
     open(log, "w").close()
-    extra = (" xenci_break=1" if args.break_ else "") + (" xenci_hang=1" if args.hang else "")
+    extra = (" xenci_break=1" if args.break_ else "") + (" xenci_hang=1" if args.hang else "") + (
+        f" xenci_only={','.join(args.only)}" if args.only else "")
     dom0 = f"console=hvc0 earlyprintk=xen rdinit=/init xenci_timeout={args.test_timeout}{extra}"
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "3072", "-smp", "2", "-nographic",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-display", "none",
@@ -456,12 +482,21 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
     return w.facts
 
 
+def _test_name(text: str) -> str:
+    """A --only word: it goes on dom0's kernel command line and into pytest's -k, so a plain identifier."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: give part of a test's name (letters, digits, _ and -)")
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Boot Xen + dom0 under QEMU and run xenevt's real-Xen tests.")
     ap.add_argument("--break", dest="break_", action="store_true", default=os.environ.get("XENCI_BREAK") == "1",
                     help="flip one expected value in dom0 (the run must fail naming that test)")
     ap.add_argument("--hang", action="store_true", default=os.environ.get("XENCI_HANG") == "1",
                     help="run a test that waits forever (must end by timeout, naming it)")
+    ap.add_argument("--only", action="append", metavar="NAME", type=_test_name,
+                    help="a developer's run: only the tests whose names contain NAME (repeatable; pytest -k)")
     ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "120")),
                     help="seconds per test inside dom0")
     ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "900")),
@@ -527,6 +562,8 @@ def run_version(xen: str, args) -> tuple[bool, str]:
             f"{skipped} skipped "
             f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
+    if facts["bench"]:
+        line += "; " + "; ".join(facts["bench"])
     if failed:
         reasons = facts.get("reasons", {})
         line += " failed: " + "; ".join(f"{n}" + (f" ({reasons[n][:100]})" if reasons.get(n) else "")

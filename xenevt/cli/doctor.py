@@ -112,8 +112,14 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
             ev.domain(d)  # so the note is kept, and the domain counted with 0 ports
     if save:
         _save(save, ev.to_json())
-    rep = rules.examine(ev, prior, storm_rate=storm_rate, stuck_after=stuck_after)
     names = _names(c, ev) if named else None
+    if names is not None:
+        for sample in (ev, prior):
+            for d, dom in (sample.domains.items() if sample is not None else ()):
+                for counter in dom.counters:  # an IRQ row netback named for a vif queue: that port's counter
+                    if counter.port is None:
+                        counter.port = names.irq_port(d, counter.key)
+    rep = rules.examine(ev, prior, storm_rate=storm_rate, stuck_after=stuck_after)
     if c.json:
         out = rep.as_dict() | {"source": ev.source}
         if names is not None:

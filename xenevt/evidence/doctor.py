@@ -703,8 +703,8 @@ def _delta(now: int | None, then: int | None) -> int:
 
 
 def _counter_label(dom, c: CounterFacts) -> tuple[str, list[int]]:
-    if c.port is not None:
-        return f"port {c.port}", [c.port]
+    if c.port is not None:  # a port's own counter, or an IRQ row tied to its port (netback's vif queues)
+        return (f"port {c.port}" if c.key == f"port {c.port}" else f"port {c.port} ({c.key} {c.name})"), [c.port]
     return f"{c.key} ({c.name})" if c.name and c.name != c.key else c.key, []
 
 
