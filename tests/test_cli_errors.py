@@ -148,6 +148,7 @@ def on_xen():
 
 
 @pytest.mark.xen
+@pytest.mark.timeout(600)  # the first case's setup runs every case in the driver: ~100 s under QEMU TCG, more loaded
 @pytest.mark.parametrize("argv,names,where", CASES, ids=_ids())
 def test_bad_input_on_xen(argv, names, where, on_xen):
     if where == "sim":
