@@ -11,6 +11,7 @@ from xenevt.activity import Row
 from xenevt.backend.xen.xenstore import parse_ls, wanted
 from xenevt.cli import main
 from xenevt.errors import EvidenceError, StateError
+from xenevt.evidence.model import PortFacts
 from xenevt.evidence.names import build, from_xenstore
 from xenevt.sim.host import XENSTORE_NAME, SimHost, create_host
 
@@ -246,3 +247,28 @@ def test_libxenstore_walk_is_bounded(monkeypatch):
     f = Fake()
     f.walk()
     assert len(f.asked) <= 10 + 3 * len(xs.DOMAIN_KEYS)
+
+
+def test_a_guest_walks_its_own_directory_when_it_may_not_list_the_others():
+    """Inside a domU xenstored refuses to list /local/domain; the walk reads the guest's own id (``domid``,
+    relative to its home) and names its own devices' ports."""
+    from xenevt.backend.xen import xenstore as xs
+
+    tree = {"/local/domain/7/device": ["vif"], "/local/domain/7/device/vif": ["0"]}
+    values = {"domid": "7", "/local/domain/7/device/vif/0/event-channel-tx": "9",
+              "/local/domain/7/device/vif/0/event-channel-rx": "10"}
+
+    class Guest(xs.LibXenstore):
+        def __init__(self):
+            self.requests = 0
+
+        def ls(self, path, limit):
+            return tree.get(path, [])[:limit]  # /local/domain itself: EACCES, an empty answer
+
+        def read(self, path):
+            return values.get(path)
+
+    nodes = Guest().walk()
+    assert nodes == {p: v for p, v in values.items() if p.startswith("/")}
+    names = build([(7, PortFacts(9, "interdomain", remote_domain=0, remote_port=40))], nodes)
+    assert names.text(7, 9) == "vif 0 tx"

@@ -635,6 +635,8 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     assert r.returncode == 3 and mine, rep["findings"]
     rules = {f["rule"] for f in mine}
     assert "event-storm" in rules, rules
+    # Linux holds netback's port masked between its delayed EOIs: events still flow, so it is not stuck
+    assert "pending-masked" not in rules, mine
     storm = next(f for f in mine if f["rule"] == "event-storm")
     assert f"the sender is domain {domu} (its port {p})" in storm["evidence"], storm
     assert storm["names"][storm["ports"].index(q)]["device"] == "vif 0", storm
@@ -698,20 +700,27 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
     assert (dead["abi"], dead["event_array_pages"]) == ("FIFO", live["event_array_pages"])
 
 
-def l2_view(dump: dict, timers: dict[int, int] | None = None) -> dict:
+def l2_view(dump: dict) -> dict:
     """A 2-level dump's facts as ci/xen/domu_check.py reports them: per vCPU [upcall_pending, upcall_mask,
-    pending_sel], the ports pending, the ports unmasked.  ``timers`` (port -> vCPU): a timer VIRQ that Xen
-    raised after the domU's own look (its pending bit, and the upcall flag and selector it set on its vCPU)
-    taken back out, given the domU's own values for those."""
-    vcpus = [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], int(v["evtchn_pending_sel"], 16)]
-             if v["vcpu_info_known"] else None for v in dump["vcpus"]]
-    pending = sorted(p["port"] for p in dump["ports"] if p["pending"])
-    for port, vcpu in (timers or {}).items():
-        if port in pending:
-            pending.remove(port)
-            vcpus[vcpu] = None  # its flags are Xen's raise, not the domU's state
-    return {"vcpus": vcpus, "pending": pending,
+    pending_sel], the ports pending, the ports unmasked."""
+    return {"vcpus": [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], int(v["evtchn_pending_sel"], 16)]
+                      if v["vcpu_info_known"] else None for v in dump["vcpus"]],
+            "pending": sorted(p["port"] for p in dump["ports"] if p["pending"]),
             "unmasked": sorted(p["port"] for p in dump["ports"] if not p["masked"])}
+
+
+def raised_during_pause(got: dict, seen: dict, timers: dict[int, int]) -> dict:
+    """The domU's own view with Xen's 2-level raise (event_2l.c) of each timer VIRQ that dom0's view has
+    pending and the domU's had not: a paused vCPU's singleshot timer still fires, so Xen sets the port's
+    pending bit and, the port being unmasked, its word's selector bit and the vCPU's upcall flag."""
+    want = {"vcpus": [list(v) for v in got["vcpus"]], "pending": list(got["pending"]),
+            "unmasked": list(got["unmasked"])}
+    for port, vcpu in sorted(timers.items()):
+        if port in seen["pending"] and port not in want["pending"] and port in want["unmasked"]:
+            want["pending"] = sorted(want["pending"] + [port])
+            want["vcpus"][vcpu][0] = 1
+            want["vcpus"][vcpu][2] |= 1 << (port // 64)
+    return want
 
 
 @pytest.mark.timeout(600)
@@ -719,7 +728,7 @@ def test_dom0_reads_a_paused_2l_domus_bitmaps_as_the_domu_does(xen, domu_2l, tmp
     """dom0 reads the 2-level domU's shared_info and vcpu_infos through its kernel's symbols (dump --domain
     --system-map: HYPERVISOR_shared_info and the per-CPU xen_vcpu pointers, the guest's page tables walked by
     Xen): with the domU paused right after its own dump --self, both give the same upcall flags, selectors,
-    pending ports and unmasked ports (a timer VIRQ Xen raises during the pause left out)."""
+    pending ports and unmasked ports, given Xen's raise of a timer VIRQ that fires during the pause."""
     from tests.scenarios import guestrun
 
     domu = domu_2l
@@ -737,17 +746,14 @@ def test_dom0_reads_a_paused_2l_domus_bitmaps_as_the_domu_does(xen, domu_2l, tmp
             live = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))
         finally:
             subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
-        want = {"vcpus": got["vcpus"], "pending": got["pending"], "unmasked": got["unmasked"]}
-        seen = l2_view(live, timers)
-        # equal, up to a vCPU whose timer fired during the pause
-        want["vcpus"] = [None if s is None else w for s, w in zip(seen["vcpus"], want["vcpus"], strict=True)]
+        seen = l2_view(live)
+        want = raised_during_pause(got, seen, timers)
         if seen == want:
-            break
-    print(f"domU {domu}: {json.dumps(got)}; dom0's view {json.dumps(l2_view(live))}")
+            break  # else an event other than a timer's arrived between the domU's look and the pause: again
+    print(f"domU {domu}: {json.dumps(got)}; dom0's view {json.dumps(seen)}")
     assert (live["abi"], live["domain"]) == ("2-level", domu) and not live["warnings"], live
     assert "kernel" in live["source"], live["source"]
     assert seen == want, (seen, want)
-    assert any(s is not None for s in seen["vcpus"]), "every vCPU's timer fired in every try"
 
 
 # --- issue 15: xenevt's notify -> deliver beside a plain C program ----------------------------------------------

@@ -23,7 +23,7 @@ for arg in $(cat /proc/cmdline); do
         xenci_break=1) export XENCI_BREAK=1 ;;
         xenci_hang=1) export XENCI_HANG=1 ;;
         xenci_timeout=*) TIMEOUT=${arg#xenci_timeout=} ;;
-        xenci_only=*) SELECT=$(echo "${arg#xenci_only=}" | sed 's/,/ or /g') ;;  # a developer's run (--only)
+        xenci_only=*) SELECT=$(echo "${arg#xenci_only=}" | sed 's/+/ or /g') ;;  # a developer's run (--only)
     esac
 done
 # a toolstack, and one PV domU for the interdomain tests

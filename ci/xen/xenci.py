@@ -434,7 +434,7 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
     log = os.path.join(OUT, "console.log")
     open(log, "w").close()
     extra = (" xenci_break=1" if args.break_ else "") + (" xenci_hang=1" if args.hang else "") + (
-        f" xenci_only={','.join(args.only)}" if args.only else "")
+        f" xenci_only={'+'.join(args.only)}" if args.only else "")  # QEMU's -initrd splits modules at commas
     dom0 = f"console=hvc0 earlyprintk=xen rdinit=/init xenci_timeout={args.test_timeout}{extra}"
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "3072", "-smp", "2", "-nographic",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-display", "none",
@@ -464,7 +464,9 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
             if qemu.poll() is not None:
                 if w.stage == "shutdown":
                     break
-                raise StageFailed(w.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended")
+                said = (qemu.stdout.read() or b"").decode(errors="replace").strip().splitlines()
+                raise StageFailed(w.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended"
+                                  + (f": {said[-1][:200]}" if said else ""))
             if time.monotonic() - started > limits[w.stage]:
                 running = w.facts.get("current") if w.stage == "tests" else None
                 raise StageFailed(w.stage, f"timed out after {limits[w.stage]:.0f} s"

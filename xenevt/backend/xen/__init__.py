@@ -66,6 +66,8 @@ class XenBackend:
         self._xc = None
         self._call = None
         self._own: set[int] = set()          # ports bound through our handle
+        self._peer: dict[int, tuple[int, int]] = {}  # our interdomain ports' far ends, as bound or once asked
+        self._poll = None                     # select.poll on the evtchn fd, made by the first consume
         self.domid = self_domid()
         self._logger = lg
 
@@ -94,9 +96,11 @@ class XenBackend:
         for port in sorted(self._own):
             self._evtchn.xenevtchn_unbind(self._h, port)
         self._own.clear()
+        self._peer.clear()
         if self._h is not None:
             self._evtchn.xenevtchn_close(self._h)
             self._h = None
+            self._poll = None
         if self._xc is not None:
             self._ctrl_lib.xc_interface_close(self._xc)
             self._xc = None
@@ -171,6 +175,7 @@ class XenBackend:
         port = check(self._evtchn.xenevtchn_bind_interdomain(self._h, remote_domain, remote_port), "bind to",
                      remote_domain, remote_port)
         self._own.add(port)
+        self._peer[port] = (remote_domain, remote_port)
         return port
 
     def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int:
@@ -191,16 +196,23 @@ class XenBackend:
                                 f"{self.domid if self.domid is not None else '0?'})", domain=domain)
 
     def notify(self, domain: int, port: int) -> NotifyResult:
+        """EVTCHNOP_send through the evtchn fd.  Where the event went is what this process knows of the port
+        (its bind, or one EVTCHNOP_status until a peer is connected), not a second hypercall per send: a
+        peer that closes later turns the port unbound and Xen drops the send, which no answer here shows."""
         if not self._mine(domain) or port not in self._own:
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
                                 f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
                                 domain=domain, port=port)
         check(self._evtchn.xenevtchn_notify(self._h, port), "notify", domain, port)
-        try:  # only to say where it went: the plain hypercall, no kernel memory read
+        peer = self._peer.get(port)
+        if peer is not None:  # where it went, as this process bound it (or learned once): no second hypercall
+            return NotifyResult(domain, port, peer[0], peer[1], "sent")
+        try:  # an unbound or VIRQ port of ours: ask once what it is now (the plain hypercall, no memory read)
             st: PortStatus | None = self._status(domain, port)
         except ChannelError:
             st = None
         if st is not None and st.state == "interdomain":
+            self._peer[port] = (st.remote_domain, st.remote_port)  # a peer connected; it stays until a close
             return NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
         return NotifyResult(domain, port, domain if st is not None and st.state == "ipi" else None,
                             port if st is not None and st.state == "ipi" else None,
@@ -227,6 +239,7 @@ class XenBackend:
         self._own_port("close", domain, port)
         check(self._evtchn.xenevtchn_unbind(self._h, port), "close", domain, port)
         self._own.discard(port)
+        self._peer.pop(port, None)
 
     def reset(self, domain: int) -> None:
         ctrl, xc = self._ctrl()
@@ -326,24 +339,32 @@ class XenBackend:
         if not self._own:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")
-        fd = check(self._evtchn.xenevtchn_fd(self._h), "receive events of", domain)
+        if self._poll is None:  # one poll object per handle: the evtchn fd does not change
+            self._poll = select.poll()
+            self._poll.register(check(self._evtchn.xenevtchn_fd(self._h), "receive events of", domain), select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         got: list[int] = []
+        pending, unmask, h, own = self._evtchn.xenevtchn_pending, self._evtchn.xenevtchn_unmask, self._h, self._own
         while len(got) < max_events:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if got:
-                left = 0.0
+                left = 0
+            elif deadline is None:
+                left = None
+            else:
+                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))  # poll's milliseconds, rounded up
             try:
-                ready, _, _ = select.select([fd], [], [], left)
+                ready = self._poll.poll(left)
             except InterruptedError:
                 continue
             if not ready:
                 break
-            port = check(self._evtchn.xenevtchn_pending(self._h), "read events of", domain)
-            if port not in self._own:
+            port = pending(h)
+            if port < 0:
+                check(port, "read events of", domain)
+            if port not in own:
                 continue  # raised before we unbound it (Xen leaves a new interdomain end pending): stale
             got.append(port)
-            self._evtchn.xenevtchn_unmask(self._h, port)
+            unmask(h, port)
         return got
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:

@@ -146,7 +146,11 @@ class LibXenstore:
                 nodes[path] = v
             return v
 
-        for d in (x for x in self.ls("/local/domain", MAX_DOMAINS) if x.isdigit()):
+        domains = [x for x in self.ls("/local/domain", MAX_DOMAINS) if x.isdigit()]
+        if not domains:  # a guest may not list /local/domain (EACCES): its own directory it may read
+            own = self.read("domid")  # relative: the connection's home, /local/domain/<self>
+            domains = [own] if own is not None and own.isascii() and own.isdigit() and len(own) <= 5 else []
+        for d in domains:
             dom = f"/local/domain/{d}"
             for k in DOMAIN_KEYS:
                 take(f"{dom}/{k}")
