@@ -199,11 +199,12 @@ class XenBackend:
         """EVTCHNOP_send through the evtchn fd.  Where the event went is what this process knows of the port
         (its bind, or one EVTCHNOP_status until a peer is connected), not a second hypercall per send: a
         peer that closes later turns the port unbound and Xen drops the send, which no answer here shows."""
-        if not self._mine(domain) or port not in self._own:
+        if port not in self._own or not self._mine(domain):
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
                                 f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
                                 domain=domain, port=port)
-        check(self._evtchn.xenevtchn_notify(self._h, port), "notify", domain, port)
+        if self._evtchn.xenevtchn_notify(self._h, port) < 0:
+            check(-1, "notify", domain, port)
         peer = self._peer.get(port)
         if peer is not None:  # where it went, as this process bound it (or learned once): no second hypercall
             return NotifyResult(domain, port, peer[0], peer[1], "sent")
