@@ -623,7 +623,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     p = ports[(queue, "tx")]
     q = xen.status(domu, p).remote_port
     token = f"cmd{next(_looks)}"
-    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 90"],
+    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 60"],
                    check=True)
     domu_result(domu, f"data/xenci-result-{token}-started", 60)
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
