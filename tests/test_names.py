@@ -272,3 +272,23 @@ def test_a_guest_walks_its_own_directory_when_it_may_not_list_the_others():
     assert nodes == {p: v for p, v in values.items() if p.startswith("/")}
     names = build([(7, PortFacts(9, "interdomain", remote_domain=0, remote_port=40))], nodes)
     assert names.text(7, 9) == "vif 0 tx"
+
+
+def test_dump_names_the_ports_it_shows(host, capsys):
+    """dump's words (FIFO) and ports (2-level) carry the same names as list: a name object in --json, a
+    column in the text view."""
+    _, made = host
+    vif = made["vif"]["ports"]
+    code, out, _ = run(capsys, "dump", "-d", 1, "--json", "--all-words")
+    assert code == 0
+    words = {w["port"]: w for w in json.loads(out)["words"]}
+    assert words[vif[1]["port"]]["name"]["text"] == f"d1:{vif[1]['port']} vif 0 queue 0 rx ↔ d0:{vif[1]['peer']}"
+    assert words[made["unbound"]]["name"] is None
+    code, out, _ = run(capsys, "dump", "-d", 1, "--all-words")
+    line = next(ln for ln in out.splitlines() if ln.split()[:1] == [str(vif[2]["port"])])
+    assert line.rstrip().endswith(f"vif 0 queue 1 tx ↔ d0:{vif[2]['peer']}"), line
+    with SimHost(host[0]) as h:  # the backend's end, seen from dom0's dump
+        h.send(1, 1, vif[0]["port"])
+    code, out, _ = run(capsys, "dump", "-d", 0, "--json")
+    words = {w["port"]: w for w in json.loads(out)["words"]}
+    assert words[vif[0]["peer"]]["name"]["end"] == "backend"
