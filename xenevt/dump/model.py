@@ -77,6 +77,7 @@ class DomainDump:
     plain_masked: int            # words that are exactly MASKED (the boot default) and not shown
     abi: str = "FIFO"
     warnings: list[str] = field(default_factory=list)  # values no Xen or Linux writes: shown as read, flagged
+    names: object | None = None  # evidence.names.Names of the shown ports, where the source's backend names them
 
     @property
     def nr_ports(self) -> int:
@@ -108,6 +109,7 @@ class DomainDump:
             if w.channel is not None:
                 wd["channel"] = {k: v for k, v in w.channel.as_dict().items()
                                  if k not in ("domain", "port", "word", "flags")}
+            wd["name"] = self.names.field(self.domain, w.port) if self.names is not None else None
             d["words"].append(wd)
         return d
 
@@ -275,6 +277,7 @@ class TwoLevelDump:
     guest_known: bool            # Linux's scan position was read: the upcall order is exact
     abi: str = "2-level"
     warnings: list[str] = field(default_factory=list)
+    names: object | None = None  # as DomainDump's
 
     def broken_queues(self) -> list:
         return []
@@ -299,6 +302,7 @@ class TwoLevelDump:
             if p.channel is not None:
                 pd["channel"] = {k: val for k, val in p.channel.as_dict().items()
                                  if k not in ("domain", "port", "word", "flags", "priority")}  # 2-level: none
+            pd["name"] = self.names.field(self.domain, p.port) if self.names is not None else None
             d["ports"].append(pd)
         return d
 
