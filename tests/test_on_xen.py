@@ -616,8 +616,8 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     """The 2-level domU notifies its vif's tx port in a loop with nothing on the ring (a rogue frontend, the
     XSA-391 class).  doctor -d 0 --interval in dom0 flags netback's end of it, named by device, with the rate
     it measured (what Linux delivers of the flood: its lateeoi throttle holds the EOI back, so a few hundred a
-    second under QEMU where an idle vif takes none; hence --storm-rate 10), and does not call that port stuck
-    though it rests masked between the delayed EOIs."""
+    second under QEMU, fewer on a loaded host, where an idle vif takes none; hence --storm-rate 1), and does not
+    call that port stuck though it rests masked between the delayed EOIs."""
     domu = domu_2l
     domu_result(domu)
     ports = vif_ports(domu)
@@ -629,7 +629,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
                    check=True)
     domu_result(domu, f"data/xenci-result-{token}-started", 60)
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
-                        "--storm-rate", "10"], capture_output=True, text=True, timeout=300)
+                        "--storm-rate", "1"], capture_output=True, text=True, timeout=300)
     sent = domu_result(domu, f"data/xenci-result-{token}", 180)
     print(f"domU {domu} sent {sent}; doctor rc {r.returncode}")
     rep = json.loads(r.stdout)
