@@ -511,7 +511,7 @@ def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
     on the 2-vCPU domU) by their xenstore nodes, and list -d 0 names netback's ends as that vif's backend,
     tied to the /proc/interrupts row netback registered for the queue (vifD.0-qN-tx)."""
     domu = request.getfixturevalue(which)
-    domu_result(domu)
+    got = domu_result(domu)
     want = vif_ports(domu)
     theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
     ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
@@ -530,6 +530,9 @@ def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
         assert bname.get("irq", "").endswith(f"vif{domu}.0-q{queue or 0}-{direction}"), bname
         where = f"queue {queue} {direction}" if queue is not None else direction
         assert name["text"] == f"d{domu}:{port} vif 0 {where} {ARROW} d0:{back}", name["text"]
+        # the domU's own names (its xenstore, as watch reads them): netfront's IRQ row for the port (eth0-q0-tx)
+        assert re.fullmatch(rf"irq \d+ \S+-q{queue or 0}-{direction}", got["vif_irqs"].get(str(port)) or ""), got
+    assert sorted(got["vif_irqs"], key=int) == sorted(map(str, want.values()), key=int), got["vif_irqs"]
 
 
 ARROW = "\u2194"
