@@ -125,7 +125,7 @@ def main() -> None:
         lat = {k: summary(v) for k, v in samples.items()}
         with SimHost(state) as h:
             h.reset(0, 0)
-            h.reset(0, 1)
+            h.reset(1, 1)
             p1 = h.alloc_unbound(1, 1, 0)
             p0 = h.bind_interdomain(0, 0, 1, p1)
             sim_rate = rate(lambda: h.send(0, 0, p0), secs)

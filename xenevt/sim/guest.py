@@ -36,7 +36,7 @@ from ..engine import SP, Consume
 from ..engine.codes import engine_error
 from ..engine.layout import ABI_FIFO
 from ..errors import StateError, channel_error
-from . import futex
+from . import hot
 from .statefile import (
     K_PAGE,
 )
@@ -211,10 +211,33 @@ class GuestKernel:
 
         The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
         between two batches."""
+        h = self._hot
+        if h is None:
+            h = self._hot_host()
+        if h and (caller is None or caller == domid) and domid in self.domains and max_events > 0:
+            batch = min(max_events, 4096)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            n = hot.consume(h.h, domid, vcpu, h._out, batch, -1 if timeout is None else max(int(timeout * 1e9), 0),
+                            h._err)
+            while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
+                left = None if deadline is None else max(deadline - time.monotonic(), 0)
+                n = hot.consume(h.h, domid, vcpu, h._out, batch, -1 if left is None else int(left * 1e9), h._err)
+            if n >= 0:
+                return hot.unpack(h._out, n)
+            if n == -1:
+                e = h._err
+                fifo = self.domains[domid].mem.event_abi == ABI_FIFO
+                where = f" (vCPU {vcpu}, priority {e.priority})" if fifo else f" (vCPU {vcpu})"
+                raise engine_error(e.code, "consume events of", domid, e.port if fifo else None, vcpu, where)
+        return self._consume(domid, vcpu, max_events, timeout, caller)
+
+    def _consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
+                 caller: int | None = None) -> list[int]:
+        """The upcall loop in Python: the reference, and whatever the C loop leaves (errors say which)."""
         call = "consume events of"
         dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
         deadline = None if timeout is None else time.monotonic() + timeout
-        addr = self._upcall_addr(dom, vcpu)
+        word = self._upcall_word(dom, vcpu)
         while True:
             seq = dom.mem.upcall_seq(vcpu)
             fifo = dom.mem.event_abi == ABI_FIFO
@@ -231,4 +254,5 @@ class GuestKernel:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return []
-            futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))
+            hot.sleep_word(word, seq, -1 if remaining is None else int(remaining * 1e9))  # (-EINTR: looped, so a
+            # signal's Python handler runs first)
