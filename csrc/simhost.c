@@ -362,14 +362,20 @@ static long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *t
     return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
-void xe_upcall_bump(uint32_t *word)
+/* The count bumped, the sleepers' flag cleared; returns whether someone sleeps (to be woken) */
+static int upcall_bump(uint32_t *word)
 {
     uint32_t old = __atomic_load_n(word, __ATOMIC_RELAXED), new;
 
     do {
-        new = (old + 1) & XE_UPCALL_COUNT;  /* the sleepers' flag cleared: they are woken now */
+        new = (old + 1) & XE_UPCALL_COUNT;
     } while (!__atomic_compare_exchange_n(word, &old, new, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-    if (old & XE_UPCALL_WAITERS)
+    return (old & XE_UPCALL_WAITERS) != 0;
+}
+
+void xe_upcall_bump(uint32_t *word)
+{
+    if (upcall_bump(word))
         futex(word, FUTEX_WAKE, INT_MAX, NULL);
 }
 
@@ -401,15 +407,17 @@ int xe_upcall_sleep(uint32_t *word, uint32_t seq, int64_t timeout_ns)
     return 0;
 }
 
-void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu)
+/* vcpu_mark_events_pending() under the lock; returns the word to wake once the lock is given (waking a consumer
+ * while holding it would only have it wait for the lock when it answers), or NULL */
+static uint32_t *kick(xe_host *h, uint32_t index, uint32_t vcpu)
 {
     xe_host_dom *d;
 
     if (index >= h->nr_doms)
-        return;
+        return NULL;
     d = &h->doms[index];
     if (!d->ok || vcpu >= d->nr_vcpus)
-        return;
+        return NULL;
     if (d->version >= 2) {  /* evtchn_upcall_pending, on either ABI */
         if (vcpu < XE_L2_SHARED_VCPUS)
             __atomic_store_n(&d->l2.vcpu_info[vcpu].evtchn_upcall_pending, 1, __ATOMIC_RELEASE);
@@ -417,7 +425,15 @@ void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu)
             __atomic_store_n(&d->l2.vcpu_info_extra[vcpu - XE_L2_SHARED_VCPUS].evtchn_upcall_pending, 1,
                              __ATOMIC_RELEASE);
     }
-    xe_upcall_bump(&d->hdr[H_UPCALL + vcpu]);
+    return upcall_bump(&d->hdr[H_UPCALL + vcpu]) ? &d->hdr[H_UPCALL + vcpu] : NULL;
+}
+
+void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu)
+{
+    uint32_t *wake = kick(h, index, vcpu);
+
+    if (wake != NULL)
+        futex(wake, FUTEX_WAKE, INT_MAX, NULL);
 }
 
 /* --- EVTCHNOP_send ------------------------------------------------------------------------------------------- */
@@ -488,7 +504,7 @@ static void crash_point(xe_host *h)
     nanosleep(&ts, NULL);
 }
 
-static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
+static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, uint32_t **wake)
 {
     xe_host_dom *d, *t;
     uint32_t di, ti, tport, abi;
@@ -537,12 +553,13 @@ static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t
         return XE_HOST_SLOW;  /* (the Python raise meets the same refusal and reports it) */
     count(t, tport, 0);
     if (rc & XE_SP_UPCALL)
-        xe_host_kick(h, ti, tc->notify_vcpu);
+        *wake = kick(h, ti, tc->notify_vcpu);
     return (int64_t)rc | (int64_t)tport << SP_SHIFT_PORT | (int64_t)t->domid << SP_SHIFT_DOM;
 }
 
 int64_t xe_host_send(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
 {
+    uint32_t *wake = NULL;
     int64_t out;
     int rc;
 
@@ -555,8 +572,10 @@ int64_t xe_host_send(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
         xe_host_unlock(h);
         return XE_HOST_SLOW;
     }
-    out = send_locked(h, caller, domid, port);
+    out = send_locked(h, caller, domid, port, &wake);
     xe_host_unlock(h);
+    if (wake != NULL)
+        futex(wake, FUTEX_WAKE, INT_MAX, NULL);
     return out;
 }
 

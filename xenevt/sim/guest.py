@@ -214,14 +214,14 @@ class GuestKernel:
         h = self._hot
         if h is None:
             h = self._hot_host()
-        if h and (caller is None or caller == domid) and domid in self.domains and max_events > 0:
-            batch = min(max_events, 4096)
-            deadline = None if timeout is None else time.monotonic() + timeout
+        if h and max_events > 0 and (caller is None or caller == domid) and domid in self.domains:
+            batch = max_events if max_events < 4096 else 4096
+            t0 = time.monotonic()
             n = hot.consume(h.h, domid, vcpu, h._out, batch, -1 if timeout is None else max(int(timeout * 1e9), 0),
                             h._err)
             while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
-                left = None if deadline is None else max(deadline - time.monotonic(), 0)
-                n = hot.consume(h.h, domid, vcpu, h._out, batch, -1 if left is None else int(left * 1e9), h._err)
+                left = -1 if timeout is None else max(int((t0 + timeout - time.monotonic()) * 1e9), 0)
+                n = hot.consume(h.h, domid, vcpu, h._out, batch, left, h._err)
             if n >= 0:
                 return hot.unpack(h._out, n)
             if n == -1:
