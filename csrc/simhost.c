@@ -16,11 +16,14 @@
  * its error messages.  Every pointer comes from offsets checked against the
  * mapping; every record is checked before it is followed.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -295,44 +298,73 @@ int xe_host_setup(xe_host *h, uint32_t *bad)
     return 0;
 }
 
-int xe_host_refresh(xe_host *h, xe_host_dom *d)
+/* Build the descriptor aside, check it, then publish it (the pages first, their count last): a thread of this
+ * process using the descriptor meanwhile sees the old array or the new, never a half-built one.  One refresher
+ * at a time (threads of one process share the host's descriptors). */
+static int refresh(xe_host_dom *d)
 {
+    xe_domain nd;
+    xe_control_block *ncb[256];
     uint32_t gen, nr_pages, v, st, where, off;
     int rc;
 
-    (void)h;
-    d->fifo_ok = 0;
-    d->fifo.nr_pages = 0;
     if (!d->ok)
         return XE_E_STATE;
     gen = __atomic_load_n(&d->hdr[H_GENERATION], __ATOMIC_ACQUIRE);
     nr_pages = __atomic_load_n(&d->hdr[H_NR_PAGES], __ATOMIC_RELAXED);
     if (nr_pages > d->max_pages)
         return XE_E_RANGE;
+    nd = d->fifo;
+    nd.cb = ncb;
     for (v = 0; v < d->nr_vcpus; v++) {
         st = __atomic_load_n(&d->hdr[H_CB_STATE + v], __ATOMIC_RELAXED);
-        if (st == 0) {
-            d->cbs[v] = NULL;
+        ncb[v] = NULL;
+        if (st == 0)
             continue;
-        }
         off = st - 1;
-        if (off % 8 || off > PAGE - sizeof(xe_control_block)) {
-            d->cbs[v] = NULL;
+        if (off % 8 || off > PAGE - sizeof(xe_control_block))
             return XE_E_NO_CONTROL;
-        }
-        d->cbs[v] = (xe_control_block *)(d->image + d->cb_pages_offset + (uint64_t)v * PAGE + off);
+        ncb[v] = (xe_control_block *)(d->image + d->cb_pages_offset + (uint64_t)v * PAGE + off);
     }
     for (v = 0; v < XE_MAX_PAGES; v++)
-        d->fifo.pages[v] = v < nr_pages ? (uint32_t *)(d->image + d->pages_offset + (uint64_t)v * PAGE) : NULL;
-    d->fifo.nr_pages = nr_pages;
-    rc = xe_domain_check(&d->fifo, d->image, d->image_size, &where);
-    if (rc < 0) {
-        d->fifo.nr_pages = 0;
+        nd.pages[v] = v < nr_pages ? (uint32_t *)(d->image + d->pages_offset + (uint64_t)v * PAGE) : NULL;
+    nd.nr_pages = nr_pages;
+    rc = xe_domain_check(&nd, d->image, d->image_size, &where);
+    if (rc < 0)
         return rc;
-    }
+    if (nr_pages < d->fifo.nr_pages)  /* (a teardown: the count first, then the pages) */
+        __atomic_store_n(&d->fifo.nr_pages, nr_pages, __ATOMIC_RELEASE);
+    for (v = 0; v < XE_MAX_PAGES; v++)
+        __atomic_store_n(&d->fifo.pages[v], nd.pages[v], __ATOMIC_RELAXED);
+    for (v = 0; v < d->nr_vcpus; v++)
+        __atomic_store_n(&d->cbs[v], ncb[v], __ATOMIC_RELAXED);
+    __atomic_store_n(&d->fifo.nr_pages, nr_pages, __ATOMIC_RELEASE);
     d->gen = gen;
-    d->fifo_ok = 1;
+    __atomic_store_n(&d->fifo_ok, 1, __ATOMIC_RELEASE);
     return XE_OK;
+}
+
+int xe_host_refresh(xe_host *h, xe_host_dom *d)
+{
+    int rc;
+
+    while (__atomic_exchange_n(&h->refreshing, 1, __ATOMIC_ACQUIRE))
+        sched_yield();
+    rc = refresh(d);
+    if (rc < 0)
+        __atomic_store_n(&d->fifo_ok, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->refreshing, 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* The domain's FIFO descriptor, re-read when its generation moved; NULL when it cannot be used (Python says why) */
+static xe_domain *fifo_of(xe_host *h, xe_host_dom *d)
+{
+    if ((!__atomic_load_n(&d->fifo_ok, __ATOMIC_ACQUIRE)
+         || __atomic_load_n(&d->hdr[H_GENERATION], __ATOMIC_ACQUIRE) != d->gen)
+        && xe_host_refresh(h, d) < 0)
+        return NULL;
+    return &d->fifo;
 }
 
 /* --- lock of the host -------------------------------------------------------------------------------------- */
@@ -504,10 +536,40 @@ static void crash_point(xe_host *h)
     nanosleep(&ts, NULL);
 }
 
+/* Xen's evtchn_port_set_pending() (or EVTCHNOP_unmask's relink) on the domain's ABI, inside the raise mark
+ * (statefile.py: the next lock holder finishes it), then the vCPU kick; the record was checked by the caller.
+ * Returns the XE_SP_* bits, or a negative code (XE_HOST_SLOW: not here) */
+static int raise_locked(xe_host *h, xe_host_dom *t, uint32_t ti, uint32_t port, int unmask, uint32_t **wake)
+{
+    uint32_t abi = __atomic_load_n(&t->hdr[H_ABI], __ATOMIC_RELAXED);
+    xe_domain *f = NULL;
+    int rc;
+
+    if (t->fifo.chans[port].flags & XE_CHAN_XEN)
+        return 0;
+    if (abi == ABI_FIFO) {
+        if ((f = fifo_of(h, t)) == NULL)
+            return XE_HOST_SLOW;  /* Python's refresh names the field */
+    } else if (abi != ABI_2L || t->version < 2) {
+        return XE_HOST_SLOW;
+    }
+    __atomic_store_n(&h->journal[J_RAISE_PORT], port, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->journal[J_RAISE_DOM], t->domid + 1, __ATOMIC_RELEASE);
+    crash_point(h);
+    if (f != NULL)
+        rc = unmask ? xe_hv_unmask(f, port) : xe_hv_set_pending(f, port);
+    else
+        rc = unmask ? xe_l2_unmask(&t->l2, port) : xe_l2_set_pending(&t->l2, port);
+    __atomic_store_n(&h->journal[J_RAISE_DOM], 0, __ATOMIC_RELEASE);
+    if (rc >= 0 && (rc & XE_SP_UPCALL))
+        *wake = kick(h, ti, t->fifo.chans[port].notify_vcpu);
+    return rc;
+}
+
 static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, uint32_t **wake)
 {
     xe_host_dom *d, *t;
-    uint32_t di, ti, tport, abi;
+    uint32_t di, ti, tport;
     xe_chan *c, *tc;
     int rc;
 
@@ -536,24 +598,10 @@ static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t
     tc = &t->fifo.chans[tport];
     if (!chan_plain(h, t, tc) || (tc->flags & XE_CHAN_XEN))
         return XE_HOST_SLOW;  /* (Xen's own port takes it: Python says so) */
-    abi = __atomic_load_n(&t->hdr[H_ABI], __ATOMIC_RELAXED);
-    if (abi == ABI_FIFO && (!t->fifo_ok || __atomic_load_n(&t->hdr[H_GENERATION], __ATOMIC_ACQUIRE) != t->gen)) {
-        if (xe_host_refresh(h, t) < 0)
-            return XE_HOST_SLOW;  /* Python's refresh names the field */
-    }
-    if ((abi != ABI_FIFO && (abi != ABI_2L || t->version < 2)))
-        return XE_HOST_SLOW;
-    /* the raise mark around the engine's stores (statefile.py): the next lock holder finishes it */
-    __atomic_store_n(&h->journal[J_RAISE_PORT], tport, __ATOMIC_RELEASE);
-    __atomic_store_n(&h->journal[J_RAISE_DOM], t->domid + 1, __ATOMIC_RELEASE);
-    crash_point(h);
-    rc = abi == ABI_FIFO ? xe_hv_set_pending(&t->fifo, tport) : xe_l2_set_pending(&t->l2, tport);
-    __atomic_store_n(&h->journal[J_RAISE_DOM], 0, __ATOMIC_RELEASE);
+    rc = raise_locked(h, t, ti, tport, 0, wake);
     if (rc < 0)
         return XE_HOST_SLOW;  /* (the Python raise meets the same refusal and reports it) */
     count(t, tport, 0);
-    if (rc & XE_SP_UPCALL)
-        *wake = kick(h, ti, tc->notify_vcpu);
     return (int64_t)rc | (int64_t)tport << SP_SHIFT_PORT | (int64_t)t->domid << SP_SHIFT_DOM;
 }
 
@@ -604,8 +652,7 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
         abi = __atomic_load_n(&d->hdr[H_ABI], __ATOMIC_ACQUIRE);
         memset(err, 0, sizeof(*err));
         if (abi == ABI_FIFO) {
-            if ((!d->fifo_ok || __atomic_load_n(&d->hdr[H_GENERATION], __ATOMIC_ACQUIRE) != d->gen)
-                && xe_host_refresh(h, d) < 0)
+            if (fifo_of(h, d) == NULL)
                 return XE_HOST_SLOW;
             n = xe_guest_consume(&d->fifo, vcpu, &d->guests[vcpu], XE_CONSUME_ACK, out, max_events, 1u << 30,
                                  err);
@@ -633,4 +680,71 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
         if (xe_upcall_sleep(word, seq, left) == -EINTR)
             return XE_HOST_INTR;
     }
+}
+
+/* --- the guest kernel's mask and unmask (Linux's, on the ABI it chose) ------------------------------------------- */
+/* What both need (GuestKernel._own_word): the caller's own domain, a bound port with a plain record, its word (FIFO)
+ * or a port inside the 2-level bitmaps; NULL: the Python path says what is wrong. */
+static xe_host_dom *own_word(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, uint32_t *index,
+                             uint32_t *abi)
+{
+    xe_host_dom *d;
+    xe_chan *c;
+    xe_domain *f;
+
+    if (caller != domid || (d = dom_of(h, domid, index)) == NULL || port == 0 || port >= d->nr_chans)
+        return NULL;
+    if (d->version < 2 || port >= __atomic_load_n(&d->hdr[H_VALID], __ATOMIC_RELAXED))
+        return NULL;
+    c = &d->fifo.chans[port];
+    if (!chan_plain(h, d, c) || c->state < ECS_UNBOUND)
+        return NULL;
+    *abi = __atomic_load_n(&d->hdr[H_ABI], __ATOMIC_ACQUIRE);
+    if (*abi == ABI_FIFO) {
+        if ((f = fifo_of(h, d)) == NULL || xe_word(f, port) == NULL)
+            return NULL;
+        return d;
+    }
+    return *abi == ABI_2L && port < XE_EVTCHN_2L_NR_CHANNELS ? d : NULL;
+}
+
+int xe_host_guest_mask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
+{
+    uint32_t di, abi;
+    xe_host_dom *d;
+
+    if (!size_unchanged(h) || (d = own_word(h, caller, domid, port, &di, &abi)) == NULL)
+        return XE_HOST_SLOW;
+    return abi == ABI_FIFO ? xe_guest_mask(&d->fifo, port) : xe_l2_guest_mask(&d->l2, port);
+}
+
+int xe_host_guest_unmask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
+{
+    uint32_t di, abi, *wake = NULL;
+    xe_host_dom *d;
+    int rc;
+
+    if (!size_unchanged(h) || (d = own_word(h, caller, domid, port, &di, &abi)) == NULL)
+        return XE_HOST_SLOW;
+    rc = abi == ABI_FIFO ? xe_guest_unmask(&d->fifo, port) : xe_l2_guest_unmask(&d->l2, port, XE_L2_OWN_VCPU, 0);
+    if (rc < 0)
+        return XE_HOST_SLOW;  /* (nothing changed: the Python path meets it again and says so) */
+    if (rc > 0) {  /* unmasked locally (2-level: Linux set the upcall itself, the vCPU is kicked) */
+        if (abi != ABI_FIFO && (rc & XE_SP_UPCALL))
+            xe_host_kick(h, di, d->fifo.chans[port].notify_vcpu);
+        return 0;
+    }
+    /* pending: EVTCHNOP_unmask, Xen relinks it (a redo of the guest's part above changes nothing) */
+    rc = xe_host_lock(h);
+    if (rc < 0)
+        return XE_HOST_SLOW;
+    if (rc != XE_LOCK_OK || !chan_plain(h, d, &d->fifo.chans[port])) {
+        xe_host_unlock(h);
+        return XE_HOST_SLOW;
+    }
+    rc = raise_locked(h, d, di, port, 1, &wake);
+    xe_host_unlock(h);
+    if (wake != NULL)
+        futex(wake, FUTEX_WAKE, INT_MAX, NULL);
+    return rc < 0 ? XE_HOST_SLOW : 0;
 }

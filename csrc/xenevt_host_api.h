@@ -82,6 +82,7 @@ typedef struct xe_host {
     uint32_t crash_sleep_us;   /* XENEVT_SIM_CRASH_SLEEP: sleep up to this inside a raise (kill campaigns) */
     int fd;                    /* the state file: its size is checked on each use */
     uint32_t rng;
+    uint32_t refreshing;       /* a thread of this process is re-reading a descriptor */
     uint32_t *journal;
     void *slot;                /* the lock slot: the journal page's, unless the caller set its own */
     xe_host_dom *doms;         /* nr_doms of them */
@@ -125,6 +126,12 @@ int64_t xe_host_send(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
  * signal: call again), or -1 with *err set (an engine error on the queues). */
 int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, uint32_t max_events,
                     int64_t timeout_ns, xe_error *err);
+
+/* The guest kernel's mask and unmask of its own port (Linux's: locally, or
+ * EVTCHNOP_unmask when the port is pending); 0 (mask: the bit's old value),
+ * or XE_HOST_SLOW: the Python path decides (and says what is wrong). */
+int xe_host_guest_mask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port);
+int xe_host_guest_unmask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port);
 
 /* vcpu_mark_events_pending(): vcpu_info's upcall flag, the upcall word
  * bumped, sleepers woken (a futex wake only when one announced itself). */

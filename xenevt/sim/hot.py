@@ -165,6 +165,7 @@ class HotHost:
                              errno=errno.EINVAL)
         self._out = ffi.new("uint32_t[]", 4096)
         self._err = ffi.new("xe_error *")
+        self.address = int(ffi.cast("uintptr_t", h))  # for C code elsewhere in this process (the sim library)
 
     def upcall_word(self, domid: int, vcpu: int):
         return ffi.cast("uint32_t *", self._base + self._doms[self.index[domid]].image_offset + UPCALL_OFFSET) + vcpu
@@ -186,6 +187,7 @@ def upcall_word(cbase, image_offset: int, vcpu: int):
 
 send = lib.xe_host_send
 consume = lib.xe_host_consume
+guest_unmask = lib.xe_host_guest_unmask
 kick_word = lib.xe_upcall_bump
 sleep_word = lib.xe_upcall_sleep
 buffer_of = ffi.from_buffer
