@@ -44,6 +44,8 @@ from .store import SimDomain, errtext
 
 LOCK_NAME = "consumers.lock"
 CONSUME_BATCH = 256
+CONSUME_MAX = 4096  # the C loop's batch limit (hot.HotHost's buffer); larger asks go the Python way
+_hot_consume, _unpack, _monotonic = hot.consume, hot.unpack, time.monotonic
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 _LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
 _LOCK_FDS_GUARD = threading.Lock()
@@ -220,16 +222,21 @@ class GuestKernel:
         h = self._hot
         if h is None:
             h = self._hot_host()
-        if h and max_events > 0 and (caller is None or caller == domid) and domid in self.domains:
-            batch = max_events if max_events < 4096 else 4096
-            t0 = time.monotonic()
-            n = hot.consume(h.h, domid, vcpu, h._out, batch, -1 if timeout is None else max(int(timeout * 1e9), 0),
-                            h._err)
+        if h and 0 < max_events <= CONSUME_MAX and (caller is None or caller == domid):  # (C checks the domain)
+            if timeout is None:
+                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, -1, h._err)
+            elif timeout > 0:
+                t0 = _monotonic()
+                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, int(timeout * 1e9), h._err)
+            else:
+                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, 0, h._err)
+            if n > 0:
+                return _unpack(h._out, n)
             while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
-                left = -1 if timeout is None else max(int((t0 + timeout - time.monotonic()) * 1e9), 0)
-                n = hot.consume(h.h, domid, vcpu, h._out, batch, left, h._err)
+                left = -1 if timeout is None else max(int((t0 + timeout - _monotonic()) * 1e9), 0)
+                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, left, h._err)
             if n >= 0:
-                return hot.unpack(h._out, n)
+                return _unpack(h._out, n)
             if n == -1:
                 e = h._err
                 fifo = self.domains[domid].mem.event_abi == ABI_FIFO

@@ -47,6 +47,7 @@ from .statefile import (
 from .store import SimDomain, kernel_boot
 
 ECS_FREE_BYTE = bytes([ECS_FREE])
+_hot_send = hot.send
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 # XENEVT_SIM_BREAK=<rule>: one rule deliberately wrong, so the differential scenarios (tests/scenarios) are seen
 # to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain), unmask-no-raise
@@ -393,11 +394,11 @@ class Hypercalls:
         if h is None:
             h = self._hot_host()
         if h and not self._depth:
-            code = hot.send(h.h, caller, domid, port)
+            code = _hot_send(h.h, caller, domid, port)
             if code >= 0:
-                key = (code, domid, port)
-                r = self._sent.get(key)
+                r = self._sent.get((code, domid, port))
                 if r is None:
+                    key = (code, domid, port)
                     if len(self._sent) > 4096:
                         self._sent.clear()
                     r = self._sent[key] = NotifyResult(domid, port, code >> hot.SP_DOM_SHIFT,
