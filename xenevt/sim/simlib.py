@@ -104,7 +104,8 @@ def build(dest: str) -> None:
     ffi.embedding_api(capi.declarations(embedded_only=True) + python_half)
     ffi.cdef(c_half)  # what libglue calls in the C half
     with open(os.path.join(csrc, "xenevtchn_sim.c")) as f:
-        ffi.set_source("xenevt_simlib", f.read(), include_dirs=[csrc], extra_compile_args=["-Wall", "-O2", "-std=gnu11"],
+        ffi.set_source("xenevt_simlib", f.read(), include_dirs=[csrc],
+                       extra_compile_args=["-Wall", "-O2", "-std=gnu11"],
                        sources=[os.path.join(csrc, name) for name in ENGINE_SOURCES],
                        extra_link_args=[f"-Wl,-soname,{SONAME}", "-pthread"])
     ffi.embedding_init_code(_init_code())
