@@ -281,7 +281,8 @@ class HostFile:
         except OSError as e:
             raise StateError(f"cannot open state file {self.path}: {errtext(e)}", errno=e.errno) from None
         self._hostlock: HostLock | None = None
-        self._hot = None  # the C hot path (hot.HotHost), made on first use; False: none for this host
+        # the C hot path (hot.HotHost), made on first use; False: none for this host (read-only, or the reference)
+        self._hot = False if read_only or os.environ.get(HOT_ENV) == "python" else None
         self._cbase = None
         self._sent: dict[tuple[int, int, int], object] = {}  # the hot send's answers, each made once (NotifyResult)
         self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
@@ -456,7 +457,7 @@ class HostFile:
         """The C hot path over this host (hot.HotHost), made on first use; None when there is none (read-only)."""
         if self._hot is None:
             self._hot = False
-            if not self.read_only and self._hostlock.usable and os.environ.get(HOT_ENV) != "python":
+            if not self.read_only and self._hostlock.usable:
                 self._hot = HotHost(self, self._stats_view())
         return self._hot or None
 
