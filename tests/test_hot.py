@@ -50,6 +50,27 @@ def _answer(fn, *args):
         return f"{type(e).__name__}: {e}"
 
 
+def _step(h, name, d, port, v, r, n, flag, who):
+    """One random operation on host ``h`` (the same draws for both hosts)."""
+    if name == "bind":
+        return h.bind_interdomain(d, d, r, h.alloc_unbound(r, r, d))
+    if name == "ipi":
+        return h.bind_ipi(d, d, v)
+    if name == "close":
+        return h.close_port(d, d, port)
+    if name == "send":
+        return h.send(who, d, port, tell_unbound=flag)
+    if name == "mask":
+        return h.mask(d, d, port)
+    if name == "unmask":
+        return h.unmask(d, d, port)
+    if name == "priority":
+        return h.set_priority(d, d, port, n % 16)
+    if name == "vcpu":
+        return h.bind_vcpu(d, d, port, v)
+    return h.consume(d, v, n, timeout=0, caller=d)
+
+
 @pytest.mark.parametrize("abis", [("fifo", "fifo", "fifo"), ("fifo", "2l", "fifo"), ("2l", "2l", "fifo")],
                          ids=["fifo", "mixed", "2l"])
 def test_c_send_consume_unmask_match_the_python_hypercalls(tmp_path, monkeypatch, abis):
@@ -68,43 +89,26 @@ def test_c_send_consume_unmask_match_the_python_hypercalls(tmp_path, monkeypatch
             for v in range(VCPUS):
                 h.claim_vcpu(d, v)
     rng = random.Random(15)
-    used = {"send": 0, "consume": 0, "unmask": 0}
+    used: dict[str, int] = {}
     try:
         for step in range(500):
             d = rng.randrange(DOMS)
             ports = [st.port for st in py.list_ports(d, d)]
             port = rng.choice(ports + [0, 79, 95, 200]) if ports else rng.randrange(100)
+            v, r, n, flag = rng.randrange(VCPUS), rng.randrange(DOMS), rng.choice([1, 3, 256]), rng.random() < 0.5
             op = rng.random()
-            if op < 0.15:
-                r = rng.randrange(DOMS)
-                call = ("bind", lambda h, r=r, d=d: h.bind_interdomain(d, d, r, h.alloc_unbound(r, r, d)))
-            elif op < 0.2:
-                call = ("ipi", lambda h, d=d: h.bind_ipi(d, d, rng_v))
-            elif op < 0.27:
-                call = ("close", lambda h, d=d, p=port: h.close_port(d, d, p))
-            elif op < 0.6:
-                who = d if rng.random() < 0.9 else (d + 1) % DOMS
-                used["send"] += 1
-                call = ("send", lambda h, d=d, p=port, w=who: h.send(w, d, p, tell_unbound=rng_t))
-            elif op < 0.7:
-                call = ("mask", lambda h, d=d, p=port: h.mask(d, d, p))
-            elif op < 0.8:
-                used["unmask"] += 1
-                call = ("unmask", lambda h, d=d, p=port: h.unmask(d, d, p))
-            elif op < 0.83:
-                call = ("priority", lambda h, d=d, p=port, q=rng.randrange(16): h.set_priority(d, d, p, q))
-            elif op < 0.86:
-                call = ("vcpu", lambda h, d=d, p=port, v=rng.randrange(VCPUS): h.bind_vcpu(d, d, p, v))
-            else:
-                used["consume"] += 1
-                call = ("consume", lambda h, d=d, v=rng.randrange(VCPUS), n=rng.choice([1, 3, 256]):
-                        h.consume(d, v, n, timeout=0, caller=d))
-            rng_v, rng_t = rng.randrange(VCPUS), rng.random() < 0.5
+            name = ("bind" if op < 0.15 else "ipi" if op < 0.2 else "close" if op < 0.27 else "send" if op < 0.6
+                    else "mask" if op < 0.7 else "unmask" if op < 0.8 else "priority" if op < 0.83
+                    else "vcpu" if op < 0.86 else "consume")
+            who = d if rng.random() < 0.9 else (d + 1) % DOMS
+            used[name] = used.get(name, 0) + 1
+            call = (name, lambda h, name=name, d=d, p=port, v=v, r=r, n=n, flag=flag, who=who:
+                    _step(h, name, d, p, v, r, n, flag, who))
             got, want = _answer(call[1], c), _answer(call[1], py)
             assert got == want, f"step {step}: {call[0]} on domain {d} port {port}"
             assert _file(c_state) == _file(py_state), f"step {step}: {call[0]} on domain {d} port {port}"
         assert _stats(c_state) == _stats(py_state)
-        assert min(used.values()) > 20
+        assert min(used[k] for k in ("send", "consume", "unmask")) > 20
     finally:
         c.close()
         py.close()
