@@ -307,7 +307,7 @@ class HostFile:
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
         self._stats = None
-        self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
+        self._tlock = threading.RLock()  # the host lock excludes threads too; this one keeps a thread's nesting
         self._depth = 0
         self._words: dict[tuple[int, int], object] = {}  # (domain, vCPU) -> its upcall word (a C pointer)
         self._recover_on_lock = recover
@@ -430,8 +430,9 @@ class HostFile:
     def locked(self, check_only: bool = False):
         """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time.
 
-        Whoever takes it first finishes an update whose process died holding it (two word reads when there
-        is none).  ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
+        It is the host lock in the file (hot.HostLock), the one the C hot path takes too.  Whoever takes it
+        first finishes an update whose process died holding it (two word reads when there is none).
+        ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
         """
         if not check_only:
             self._writable()
