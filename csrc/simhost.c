@@ -388,6 +388,8 @@ void xe_host_unlock(xe_host *h)
     xe_lock_give(h->slot);
 }
 
+static xe_host_dom *dom_of(xe_host *h, uint32_t domid, uint32_t *index);
+
 /* --- the upcall word --------------------------------------------------------------------------------------- */
 static long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
 {
@@ -458,6 +460,15 @@ static uint32_t *kick(xe_host *h, uint32_t index, uint32_t vcpu)
                              __ATOMIC_RELEASE);
     }
     return upcall_bump(&d->hdr[H_UPCALL + vcpu]) ? &d->hdr[H_UPCALL + vcpu] : NULL;
+}
+
+void xe_host_wake(xe_host *h, uint32_t domid, uint32_t vcpu)
+{
+    uint32_t di;
+    xe_host_dom *d = dom_of(h, domid, &di);
+
+    if (d != NULL && vcpu < d->nr_vcpus)
+        futex(&d->hdr[H_UPCALL + vcpu], FUTEX_WAKE, INT_MAX, NULL);
 }
 
 void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu)

@@ -136,6 +136,9 @@ int xe_host_guest_unmask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t p
 /* vcpu_mark_events_pending(): vcpu_info's upcall flag, the upcall word
  * bumped, sleepers woken (a futex wake only when one announced itself). */
 void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu);
+/* Wake whoever sleeps on the vCPU's upcall word, changing nothing (a
+ * consumer told to stop). */
+void xe_host_wake(xe_host *h, uint32_t domid, uint32_t vcpu);
 /* The upcall word alone, for callers with their own word pointer. */
 void xe_upcall_bump(uint32_t *word);
 /* Sleep while the word's count is `seq` (announcing the sleeper), at most

@@ -154,6 +154,11 @@ void xenevt_sim_kernel_stop(void)
     uint32_t v;
 
     __atomic_store_n(&sim_stop, 1, __ATOMIC_RELEASE);
+    for (v = 0; v < sim_nthreads; v++) {
+        xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
+        if (h != NULL)
+            xe_host_wake(h, sim_domid, v);  /* (a sleeping thread sees its stop flag now, not at its next poll) */
+    }
     for (v = 0; v < sim_nthreads; v++)
         pthread_join(sim_threads[v], NULL);
     sim_nthreads = 0;

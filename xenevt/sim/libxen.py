@@ -20,6 +20,7 @@ Errors are XenevtErrors carrying errno; the C glue turns them into -1 + errno.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import struct
@@ -83,6 +84,9 @@ class SimLibraries:
                 self._c.xenevt_sim_kernel_stop()
                 raise ChannelError("cannot start the upcall threads", errno=errno.EAGAIN, domain=self.domid)
             self._kernel.append(None)
+            # stopped before this interpreter lets go of the mapping under them (a Python program's exit; a C
+            # program's embedded interpreter is never finalized)
+            atexit.register(self._stop_c_kernel)
             return
         for v in range(nr):
             t = threading.Thread(target=self._upcall_loop, args=(v,), name=f"xenevt-sim-vcpu{v}", daemon=True)
@@ -308,12 +312,17 @@ class SimLibraries:
             self.host.bind_vcpu(self.domid, self.domid, port, value)
         return 0
 
-    def shutdown(self) -> None:
-        self._stop.set()
+    def _stop_c_kernel(self) -> None:
         if self._c is not None:
             self._c.xenevt_sim_kernel_stop()
             self.dropped += self._c.xenevt_sim_dropped()
             self._c.xenevt_sim_attach(0, 0)
+            self._c = None
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        atexit.unregister(self._stop_c_kernel)
+        self._stop_c_kernel()
         for t in self._kernel:
             if t is not None:
                 t.join(timeout=2)
