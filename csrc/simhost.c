@@ -70,6 +70,30 @@ typedef struct xe_lock_slot {
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex fits the lock slot");
 _Static_assert(sizeof(xe_lock_slot) == XE_LOCK_SLOT_SIZE, "the lock slot is 64 bytes");
 
+/* This process's pid, for the slot's holder field: getpid() is a system call (glibc caches nothing), so it is
+ * asked once per process (a forked child asks again) */
+static pid_t self_pid;
+static pthread_once_t self_pid_once = PTHREAD_ONCE_INIT;
+
+static void self_pid_forget(void)
+{
+    self_pid = 0;
+}
+
+static void self_pid_hook(void)
+{
+    pthread_atfork(NULL, NULL, self_pid_forget);
+}
+
+static uint32_t my_pid(void)
+{
+    if (self_pid == 0) {
+        pthread_once(&self_pid_once, self_pid_hook);
+        self_pid = getpid();
+    }
+    return (uint32_t)self_pid;
+}
+
 /* --- the lock ---------------------------------------------------------------------------------------------- */
 int xe_lock_init(void *slot)
 {
@@ -120,7 +144,7 @@ int xe_lock_take(void *slot)
     } else if (rc != 0) {
         return -rc;
     }
-    __atomic_store_n(&s->holder, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&s->holder, my_pid(), __ATOMIC_RELAXED);
     return out;
 }
 
@@ -143,7 +167,7 @@ uint32_t xe_lock_holder(const void *slot)
  * SIGBUS guard (no system call): a fault there means the file shrank, and the Python path says so.  The guard
  * is armed for that one load only; any other SIGBUS goes to the handler that was there before.
  */
-static _Thread_local sigjmp_buf *volatile bus_jmp;  /* (volatile: its stores must not move past the load) */
+static _Thread_local sigjmp_buf *volatile bus_jmp __attribute__((tls_model("initial-exec")));  /* (volatile: its stores must not move past the load) */
 static struct sigaction bus_prev;
 static int bus_installed;
 static pthread_mutex_t bus_install_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -390,22 +390,24 @@ class Hypercalls:
         One C call (hot.send: the lock, Xen's checks, the raise, the counter, the kick) does the common case;
         whatever it leaves (an error, an unbound port, Xen's own ports, a record to look at closely, an update
         to finish) is decided by the Python hypercall below, the reference the C is held to."""
-        h = self._hot
-        if h is None:
-            h = self._hot_host()
-        if h and not self._depth:
-            code = _hot_send(h.h, caller, domid, port)
+        hh = self._hot_h  # (this thread holding the lock already: EDEADLK, so the Python way, which nests)
+        if hh is not None:
+            code = _hot_send(hh, caller, domid, port)
             if code >= 0:
                 r = self._sent.get((code, domid, port))
-                if r is None:
-                    key = (code, domid, port)
-                    if len(self._sent) > 4096:
-                        self._sent.clear()
-                    r = self._sent[key] = NotifyResult(domid, port, code >> hot.SP_DOM_SHIFT,
-                                                       code >> hot.SP_PORT_SHIFT & hot.PORT_BITS,
-                                                       _outcome(SP(code & hot.SP_BITS)))
-                return r
+                return r if r is not None else self._sent_result(code, domid, port)
+        elif self._hot is None and self._hot_host() is not None:
+            return self.send(caller, domid, port, tell_unbound)
         return self._send(caller, domid, port, tell_unbound)
+
+    def _sent_result(self, code: int, domid: int, port: int) -> NotifyResult:
+        """What a send the C hot path made answers (``code``: SP bits | port << 12 | domain << 32), made once."""
+        if len(self._sent) > 4096:
+            self._sent.clear()
+        r = self._sent[(code, domid, port)] = NotifyResult(domid, port, code >> hot.SP_DOM_SHIFT,
+                                                           code >> hot.SP_PORT_SHIFT & hot.PORT_BITS,
+                                                           _outcome(SP(code & hot.SP_BITS)))
+        return r
 
     def _send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
         """EVTCHNOP_send in Python: the reference, and every case the C hot path leaves."""

@@ -283,6 +283,7 @@ class HostFile:
         self._hostlock: HostLock | None = None
         # the C hot path (hot.HotHost), made on first use; False: none for this host (read-only, or the reference)
         self._hot = False if read_only or os.environ.get(HOT_ENV) == "python" else None
+        self._hot_h = None  # its xe_host pointer, once made
         self._cbase = None
         self._sent: dict[tuple[int, int, int], object] = {}  # the hot send's answers, each made once (NotifyResult)
         self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
@@ -375,6 +376,7 @@ class HostFile:
         if getattr(self, "_hot", None):
             self._hot.close()
         self._hot = False
+        self._hot_h = None
         self._words = {}
         if getattr(self, "_cbase", None) is not None:
             release(self._cbase)
@@ -401,6 +403,7 @@ class HostFile:
             return
         self._closed = True
         if self._hot:
+            self._hot_h = None
             self._hot.close()  # (its views of the counters file first)
         if self._stats is not None:
             self._stats[0].close()
@@ -460,6 +463,7 @@ class HostFile:
             self._hot = False
             if not self.read_only and self._hostlock.usable:
                 self._hot = HotHost(self, self._stats_view())
+                self._hot_h = self._hot.h
         return self._hot or None
 
     def _upcall_word(self, dom: SimDomain, vcpu: int):
