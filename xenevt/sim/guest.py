@@ -223,22 +223,26 @@ class GuestKernel:
         if h is None:
             h = self._hot_host()
         if h and 0 < max_events <= CONSUME_MAX and (caller is None or caller == domid):  # (C checks the domain)
+            bufs = h.bufs.get((domid, vcpu))  # its own: one consumer per vCPU, and threads may consume others
+            if bufs is None:
+                bufs = h.buffers(domid, vcpu)
+            out, err = bufs
             if timeout is None:
-                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, -1, h._err)
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, -1, err)
             elif timeout > 0:
                 t0 = _monotonic()
-                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, int(timeout * 1e9), h._err)
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, int(timeout * 1e9), err)
             else:
-                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, 0, h._err)
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, 0, err)
             if n > 0:
-                return _unpack(h._out, n)
+                return _unpack(out, n)
             while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
                 left = -1 if timeout is None else max(int((t0 + timeout - _monotonic()) * 1e9), 0)
-                n = _hot_consume(h.h, domid, vcpu, h._out, max_events, left, h._err)
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, left, err)
             if n >= 0:
-                return _unpack(h._out, n)
+                return _unpack(out, n)
             if n == -1:
-                e = h._err
+                e = err
                 fifo = self.domains[domid].mem.event_abi == ABI_FIFO
                 where = f" (vCPU {vcpu}, priority {e.priority})" if fifo else f" (vCPU {vcpu})"
                 raise engine_error(e.code, "consume events of", domid, e.port if fifo else None, vcpu, where)

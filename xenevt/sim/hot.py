@@ -163,9 +163,13 @@ class HotHost:
             self.close()
             raise StateError(f"state file {host.path}: the C hot path refused domain table entry {bad[0]}",
                              errno=errno.EINVAL)
-        self._out = ffi.new("uint32_t[]", 4096)
-        self._err = ffi.new("xe_error *")
+        self.bufs: dict[tuple[int, int], tuple[object, object]] = {}  # (domain, vCPU) -> its consume buffers
         self.address = int(ffi.cast("uintptr_t", h))  # for C code elsewhere in this process (the sim library)
+
+    def buffers(self, domid: int, vcpu: int):
+        """The ports and error buffers of one vCPU's consumer (each consumer its own: threads consume at once)."""
+        bufs = self.bufs[(domid, vcpu)] = (ffi.new("uint32_t[]", 4096), ffi.new("xe_error *"))
+        return bufs
 
     def upcall_word(self, domid: int, vcpu: int):
         return ffi.cast("uint32_t *", self._base + self._doms[self.index[domid]].image_offset + UPCALL_OFFSET) + vcpu
