@@ -61,7 +61,7 @@ class PortStatus:
 _PORT_FIELDS = tuple(f.name for f in fields(PortStatus))
 
 
-@dataclass
+@dataclass(frozen=True)
 class NotifyResult:
     domain: int
     port: int
