@@ -444,6 +444,7 @@ def test_list_names_the_domus_console_and_xenstore_ports_from_both_ends(xen, dom
         assert name["text"].startswith(f"d0:{port} d{domu} {kind}"), name["text"]
 
 
+@pytest.mark.timeout(400)  # a guest booted and destroyed, doctor twice: ~40 s under QEMU, more on a loaded host
 def test_a_destroyed_guest_leaves_dom0_a_dead_peer(xen):
     """The PV test guest allocates a port for dom0, dom0 connects to it, the guest is destroyed: Xen sends dom0's
     end back to unbound, waiting for a domain that no longer exists, and doctor -d 0 says dead-peer on it."""

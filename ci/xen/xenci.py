@@ -499,7 +499,7 @@ def main() -> int:
                     help="run a test that waits forever (must end by timeout, naming it)")
     ap.add_argument("--only", action="append", metavar="NAME", type=_test_name,
                     help="a developer's run: only the tests whose names contain NAME (repeatable; pytest -k)")
-    ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "120")),
+    ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "240")),
                     help="seconds per test inside dom0")
     ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "1800")),
                     help="seconds for the whole in-dom0 test stage")

@@ -26,8 +26,7 @@ _FRONT = re.compile(r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]
                     r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
 _SPECIAL = re.compile(r"/local/domain/(\d{1,5})/(console|store)/port")
 _IRQ_VIF = re.compile(r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?")  # netback: "%s-q%u-tx" of dev "vif%u.%u"
-_IRQ_NETFRONT = re.compile(r"(\S{1,15})-q(\d+)(?:-(tx|rx))?")  # netfront: "%s-q%u-tx" of its netdev (eth0)
-_XENBUS_VIF = re.compile(r"xenbus device/vif/([^/\s]{1,64})")  # a guest's own frontend's counters row
+_IRQ_NETFRONT = re.compile(r"vif([^.\s/-]{1,64})-q(\d+)(?:-(tx|rx))?")  # netfront: "vif%s-q%u-tx", its device id
 
 
 @dataclass(frozen=True)
@@ -178,8 +177,8 @@ def _from_state(st) -> Name | None:
 
 
 def _tie_irqs(out: Names, domain: int, rows) -> None:
-    """Netback's IRQ names (vif5.0-q0-tx) tied to the backend ports xenstore named, and inside a guest
-    netfront's (eth0-q0-tx, after the interface its vif device has in sysfs) to its own frontend ports: each
+    """Netback's IRQ names (vif5.0-q0-tx: the frontend's domain and device id) tied to the backend ports
+    xenstore named, and inside a guest netfront's (vif0-q0-tx: its device id) to its own frontend ports: each
     name once."""
     want: dict[tuple[int, str, int, str | None], tuple[int, int]] = {}
     for (d, p), n in out.names.items():
@@ -187,12 +186,6 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
             want[(n.owner if n.end == "backend" else -1, n.id or "", n.queue or 0, n.direction)] = (d, p)
     if not want:
         return
-    netdevs: dict[str, str] = {}  # interface -> vif id, from the guest's xenbus rows ("xenbus vif-0 eth0")
-    for row in rows:
-        m = _XENBUS_VIF.fullmatch(row.key)
-        if m:
-            for dev in row.name.split()[2:]:
-                netdevs[dev] = m.group(1)
     for row in rows:
         if not row.key.startswith("irq "):
             continue
@@ -202,9 +195,9 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
                 key = (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4))
             else:
                 m = _IRQ_NETFRONT.fullmatch(word)
-                if not m or m.group(1) not in netdevs:
+                if not m:
                     continue
-                key = (-1, netdevs[m.group(1)], int(m.group(2)), m.group(3))
+                key = (-1, m.group(1), int(m.group(2)), m.group(3))
             if key in want:
                 n = out.names[want[key]]
                 out.names[want.pop(key)] = Name(n.kind, n.device, n.source, n.owner, n.id, n.queue, n.direction,
@@ -232,8 +225,8 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int 
                   if d == frontends_of and (d, p) not in known]
     irq_rows = {}
     for domain in sorted({d for d, _ in ports}):
-        try:  # IRQ rows, and a guest's own vif rows (which interface netfront named its IRQs after)
-            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith(("irq ", "xenbus device/vif/"))]
+        try:
+            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith("irq ")]
         except (XenevtError, OSError):
             continue
     names = build(ports, nodes, irq_rows, where or "xenstore")
