@@ -38,6 +38,22 @@ class PortStatus:
         out["flags"] = dict(self.flags)
         return {k: v for k, v in out.items() if v is not None and v != {}}
 
+    def json_row(self, name=None) -> str:
+        """``json.dumps(self.as_dict() | {"name": name})``, byte for byte, without building either dict: what
+        ``list --json`` streams for each of a host's 40,000 ports."""
+        enc = _ENCODE[0] if _ENCODE else _encoder()
+        text = (f'{{"domain": {_int(self.domain, enc)}, "port": {_int(self.port, enc)}, '
+                f'"state": {_STATE_JSON.get(self.state) or enc(self.state)}')
+        for key, v in (("vcpu", self.vcpu), ("remote_domain", self.remote_domain), ("remote_port", self.remote_port),
+                       ("virq", self.virq), ("pirq", self.pirq), ("priority", self.priority), ("word", self.word)):
+            if v is not None:
+                text += f', "{key}": {v if type(v) is int else enc(v)}'
+        if self.flags:
+            text += f', "flags": {_flags_json(self.flags, enc)}'
+        if self.xen_owned is not None:
+            text += f', "xen_owned": {enc(self.xen_owned)}'
+        return text + f', "name": {"null" if name is None else enc(name)}}}'
+
     def remote(self, short: bool = False) -> str:
         """The other end in words: the peer, who may connect, or the IRQ source."""
         if self.xen_owned:
@@ -59,6 +75,35 @@ class PortStatus:
 
 
 _PORT_FIELDS = tuple(f.name for f in fields(PortStatus))
+_OPTIONAL_INTS = ("vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "word")
+assert _PORT_FIELDS == ("domain", "port", "state") + _OPTIONAL_INTS + ("flags", "xen_owned")
+_STATE_JSON = {s: f'"{s}"' for s in abi.STATES}
+_FLAG_KEYS = ("pending", "masked", "linked", "busy", "link")
+_BOOL_JSON = {True: "true", False: "false"}
+_ENCODE = []
+
+
+def _int(v, enc) -> str:
+    return str(v) if type(v) is int else enc(v)
+
+
+def _flags_json(f: dict, enc) -> str:
+    """word_flag_dict's JSON, formatted directly when it has that shape (every port's word differs in its LINK)."""
+    if tuple(f) == _FLAG_KEYS:
+        p, m, li, b, link = f.values()
+        if type(p) is bool and type(m) is bool and type(li) is bool and type(b) is bool and type(link) is int:
+            return (f'{{"pending": {_BOOL_JSON[p]}, "masked": {_BOOL_JSON[m]}, "linked": {_BOOL_JSON[li]}, '
+                    f'"busy": {_BOOL_JSON[b]}, "link": {link}}}')
+    return enc(f)
+
+
+def _encoder():
+    """json's encoder (imported on first use: `xenevt --help` needs no json)."""
+    if not _ENCODE:
+        import json
+
+        _ENCODE.append(json.JSONEncoder().encode)
+    return _ENCODE[0]
 
 
 @dataclass

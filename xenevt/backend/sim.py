@@ -10,6 +10,7 @@ from ..sim.host import SimHost
 class SimBackend:
     name = "sim"
     ports_live_with_process = False  # simulated ports stay bound until closed
+    kernel_interrupts = False  # activity() counts per port: no /proc/interrupts rows for names to tie
 
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
         self.host = SimHost(state_dir, read_only=read_only)
@@ -68,7 +69,7 @@ class SimBackend:
         return self.host.status(self._as(domain), domain, port)
 
     def list_ports(self, domain: int):
-        return self.host.list_ports(self._as(domain), domain)
+        return self.host.port_table(self._as(domain), domain)
 
     def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None):
         """Act as the domain's own kernel: only that domain may consume its events."""

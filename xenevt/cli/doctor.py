@@ -170,8 +170,10 @@ def _names(c: Ctx, ev):
     """The names of the evidence's ports (xenstore, VIRQs, IPIs: evidence/names.py)."""
     from ..evidence.names import for_backend
 
+    # the kernel's IRQ rows are in the evidence already (its counters): not read a second time
+    irq_rows = {d: [r for r in dom.counters if r.key.startswith("irq ")] for d, dom in ev.domains.items()}
     return for_backend(c.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
-                                                   for _, pf in sorted(dom.ports.items())])
+                                                   for _, pf in sorted(dom.ports.items())], irq_rows)
 
 
 def _port_words(names, domain: int, port: int) -> str:
@@ -186,7 +188,7 @@ def _port_words(names, domain: int, port: int) -> str:
 
 def _render(c: Ctx, rep, ev, names=None) -> None:
     for w in _summary(rep.warnings):
-        c.err.print(f"xenevt: warning: {w}")
+        c.note(f"xenevt: warning: {w}")
     for f in rep.findings:
         ports = ", ".join(_port_words(names, f.domain, p) for p in f.ports)
         where = f"dom{f.domain}" + (f" port {ports}" if f.ports else "") + (

@@ -92,7 +92,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         c.json = True
     if fmt == "raw" or raw_file:
         raw_file = raw_file or output or "-"
-        if raw_file == "-" and c.out.is_terminal:
+        if raw_file == "-" and c.stdout_is_terminal():
             raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
     elif output:
         raise click.UsageError("--output goes with --format raw")

@@ -189,9 +189,11 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
                                                 n.end, f"{row.key} {word}")
 
 
-def for_backend(backend, ports: Iterable[tuple[int, object]]) -> Names:
-    """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts; a
-    source it lacks becomes a note, never an error (a port without a name is still a port)."""
+def for_backend(backend, ports: Iterable[tuple[int, object]], irq_rows: dict | None = None) -> Names:
+    """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts (or
+    ``irq_rows``, per domain, where the caller read them already); a source it lacks becomes a note, never an
+    error (a port without a name is still a port).  A backend whose activity rows are not a kernel's
+    interrupts (``kernel_interrupts`` False: the simulator counts per port) is not asked for them."""
     ports = list(ports)
     try:
         nodes, where = backend.xenstore()
@@ -200,15 +202,21 @@ def for_backend(backend, ports: Iterable[tuple[int, object]]) -> Names:
         first = str(e)
     else:
         first = None
-    irq_rows = {}
-    for domain in sorted({d for d, _ in ports}):
-        try:
-            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith("irq ")]
-        except (XenevtError, OSError):
-            continue
+    if irq_rows is None:
+        irq_rows = {} if not getattr(backend, "kernel_interrupts", True) else _irq_rows(backend, ports)
     names = build(ports, nodes, irq_rows, where or "xenstore")
     if "cut short" in where:
         names.notes.insert(0, f"some ports may be unnamed: the {where}")
     if first is not None:
         names.notes.insert(0, f"no xenstore names: {first}")
     return names
+
+
+def _irq_rows(backend, ports) -> dict:
+    irq_rows = {}
+    for domain in sorted({d for d, _ in ports}):
+        try:
+            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith("irq ")]
+        except (XenevtError, OSError):
+            continue
+    return irq_rows

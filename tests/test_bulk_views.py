@@ -1,0 +1,108 @@
+"""The fast paths of the read-only views hold to the slow ones they replace: the simulator's bulk port table to
+EVTCHNOP_status port by port, a streamed JSON row to json.dumps of the same dict, the table check to the
+record-by-record one (which error, which field)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xenevt.cli import main
+from xenevt.cli.inspect import _json_rows
+from xenevt.errors import StateError
+from xenevt.ports import PortStatus
+from xenevt.sim.host import SimHost, create_host
+
+
+def varied_host(d: str, xen: str = "4.20") -> None:
+    """Every kind of port: devices (named), VIRQ, IPI, pending, masked, unbound for a missing domain, a port Xen
+    consumes, a 2-level domain, a pending port on it."""
+    create_host(d, nr_domains=4, nr_vcpus=2, abis={2: "2l"}, xen=xen, force=True)
+    with SimHost(d) as h:
+        h.device_add("vif", 1, queues=2)
+        h.device_add("console", 1)
+        h.device_add("vbd", 2)
+        h.bind_virq(0, 0, 0, 0)
+        h.bind_ipi(0, 0, 1)
+        p = h.alloc_unbound(1, 1, 0)
+        q = h.bind_interdomain(0, 0, 1, p)
+        h.send(1, 1, p)
+        h.mask(0, 0, q)
+        h.send(1, 1, p)
+        h.alloc_unbound(0, 0, 7)
+        h.xen_port(3, 0)
+        r = h.alloc_unbound(2, 2, 0)
+        h.bind_interdomain(0, 0, 2, r)
+        h.send(0, 0, h.list_ports(0, 0)[-1].port)
+        h.close_port(1, 1, 2)
+
+
+@pytest.mark.parametrize("xen", ["4.17", "4.20"])
+def test_port_table_is_list_ports_in_bulk(tmp_path, xen):
+    d = str(tmp_path / "h")
+    varied_host(d, xen)
+    with SimHost(d, read_only=True) as h:
+        for domid in sorted(h.domains):
+            assert h.port_table(0, domid) == h.list_ports(0, domid), domid
+            assert h.port_table(domid, domid) == h.list_ports(domid, domid), domid
+        with pytest.raises(Exception) as slow:
+            h.list_ports(1, 0)
+        with pytest.raises(type(slow.value)) as fast:
+            h.port_table(1, 0)
+        assert str(fast.value) == str(slow.value)
+
+
+def test_port_table_refuses_a_bad_record_as_the_open_does(tmp_path):
+    d = str(tmp_path / "h")
+    varied_host(d)
+    with SimHost(d) as h:
+        mem = h.domains[0].mem
+        port = h.list_ports(0, 0)[0].port
+        mem.update_chan(port, remote_port=60000)  # past dom1's table: what another process could have written
+        with pytest.raises(StateError) as e:
+            h.port_table(0, 0)
+        assert f"channel[{port}].remote_port" in str(e.value)
+        with pytest.raises(StateError) as slow:
+            h.list_ports(0, 0)
+        assert str(e.value) == str(slow.value)
+
+
+def test_json_row_is_json_dumps_of_the_dict(tmp_path):
+    d = str(tmp_path / "h")
+    varied_host(d)
+    name = {"text": "d1:2 vif 0 ↔ d0:7", "kind": "vif", "queue": 0, "peer": {"domain": 0, "port": 7}}
+    odd = [PortStatus(0, 5, "closed"), PortStatus(1, 2, "interdomain", 3, 4, 5, priority=0, word=0,
+                                                  flags={"pending": 1, "masked": True}),
+           PortStatus(1, 3, "virq", virq=2, xen_owned=True, flags={"pending": True, "masked": 1})]
+    with SimHost(d, read_only=True) as h:
+        ports = [st for domid in h.domains for st in h.port_table(0, domid)]
+    for st in ports + odd:
+        for n in (None, name):
+            assert st.json_row(n) == json.dumps(st.as_dict() | {"name": n}), st
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 511, 512, 513, 1500])
+def test_streamed_json_array_is_json_dumps_of_the_list(n, capsys):
+    class C:
+        stdout = __import__("sys").stdout
+
+    rows = [{"port": i, "s": "x" * (i % 3)} for i in range(n)]
+    _json_rows(C, (json.dumps(r) for r in rows))
+    assert capsys.readouterr().out == json.dumps(rows) + "\n"
+
+
+def test_list_views_agree_with_the_port_table(tmp_path, monkeypatch, capsys):
+    """list --json is the table's ports, each with its name; the text view has a row per port."""
+    d = str(tmp_path / "h")
+    varied_host(d)
+    monkeypatch.setenv("XENEVT_STATE", d)
+    with SimHost(d, read_only=True) as h:
+        want = [st.as_dict() for st in h.list_ports(0, 0)]
+    assert main(["--json", "list"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [{k: v for k, v in r.items() if k != "name"} for r in got] == want
+    assert any(r["name"] and r["name"]["kind"] == "vif" for r in got)
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"domain 0: {len(want)} open port(s)" and len(lines) == len(want) + 2
