@@ -106,3 +106,24 @@ def test_list_views_agree_with_the_port_table(tmp_path, monkeypatch, capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"domain 0: {len(want)} open port(s)" and len(lines) == len(want) + 2
+
+
+def test_dump_json_chunks_are_json_dumps_of_the_dict(tmp_path):
+    """A dump's streamed JSON (json_chunks, WordView.json_row, PortStatus.json_fields) is json.dumps of as_dict."""
+    from xenevt.dump import build_dump
+    from xenevt.dump.model import DomainDump
+
+    d = str(tmp_path / "h")
+    varied_host(d)
+    with SimHost(d, read_only=True) as h:
+        for domid in sorted(h.domains):
+            channels = {st.port: st for st in h.port_table(0, domid)}
+            x = build_dump(h.domains[domid].mem, domid, "sim", channels=channels, all_words=True)
+            if isinstance(x, DomainDump):
+                assert "".join(x.json_chunks(chunk=3)) == json.dumps(x.as_dict()), domid
+                for w in x.words:
+                    assert w.json_row() == json.dumps(w.as_dict())
+            for st in channels.values():
+                for skip in ((), ("domain", "port", "word", "flags"), ("domain", "port", "word", "flags", "priority")):
+                    want = {k: v for k, v in st.as_dict().items() if k not in skip}
+                    assert st.json_fields(skip) == json.dumps(want)

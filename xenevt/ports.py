@@ -42,17 +42,29 @@ class PortStatus:
         """``json.dumps(self.as_dict() | {"name": name})``, byte for byte, without building either dict: what
         ``list --json`` streams for each of a host's 40,000 ports."""
         enc = _ENCODE[0] if _ENCODE else _encoder()
-        text = (f'{{"domain": {_int(self.domain, enc)}, "port": {_int(self.port, enc)}, '
-                f'"state": {_STATE_JSON.get(self.state) or enc(self.state)}')
+        return f'{{{self._json_body(())}, "name": {"null" if name is None else enc(name)}}}'
+
+    def json_fields(self, skip=()) -> str:
+        """``json.dumps`` of ``as_dict()`` without the keys in ``skip``, byte for byte (a dump's words)."""
+        return f"{{{self._json_body(skip)}}}"
+
+    def _json_body(self, skip) -> str:
+        enc = _ENCODE[0] if _ENCODE else _encoder()
+        parts = []
+        if "domain" not in skip:
+            parts.append(f'"domain": {_int(self.domain, enc)}')
+        if "port" not in skip:
+            parts.append(f'"port": {_int(self.port, enc)}')
+        parts.append(f'"state": {_STATE_JSON.get(self.state) or enc(self.state)}')
         for key, v in (("vcpu", self.vcpu), ("remote_domain", self.remote_domain), ("remote_port", self.remote_port),
                        ("virq", self.virq), ("pirq", self.pirq), ("priority", self.priority), ("word", self.word)):
-            if v is not None:
-                text += f', "{key}": {v if type(v) is int else enc(v)}'
-        if self.flags:
-            text += f', "flags": {_flags_json(self.flags, enc)}'
+            if v is not None and key not in skip:
+                parts.append(f'"{key}": {v if type(v) is int else enc(v)}')
+        if self.flags and "flags" not in skip:
+            parts.append(f'"flags": {_flags_json(self.flags, enc)}')
         if self.xen_owned is not None:
-            text += f', "xen_owned": {enc(self.xen_owned)}'
-        return text + f', "name": {"null" if name is None else enc(name)}}}'
+            parts.append(f'"xen_owned": {enc(self.xen_owned)}')
+        return ", ".join(parts)
 
     def remote(self, short: bool = False) -> str:
         """The other end in words: the peer, who may connect, or the IRQ source."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from itertools import islice
 
 from .model import DomainDump, TwoLevelDump, _bits
 
@@ -56,10 +57,10 @@ def text_out(out) -> TextOut:
 
 
 def stream_table(write: Callable[[str], object], header: tuple[str, ...], rows: Iterable[tuple[str, ...]],
-                 right: tuple[str, ...] = (), indent: str = "", sample: int = 256) -> None:
+                 right: tuple[str, ...] = (), indent: str = "", sample: int = 256, chunk: int = 512) -> None:
     """Write rows as they come, not one table built in memory (a host's 40,000 ports): column widths from the
     header and the first ``sample`` rows (a longer cell later just pushes its line wider), two spaces between
-    columns, the last column unpadded.  Plain text: cells carry no markup."""
+    columns, the last column unpadded.  Plain text: cells carry no markup.  Written ``chunk`` rows at a time."""
     it = iter(rows)
     head: list[tuple[str, ...]] = []
     for row in it:
@@ -68,17 +69,20 @@ def stream_table(write: Callable[[str], object], header: tuple[str, ...], rows: 
             break
     widths = [max([len(h)] + [len(r[i]) for r in head]) for i, h in enumerate(header)]
     last = len(header) - 1
+    # one format per row (str.format in C), not a padding call per cell
+    fmt = indent + "  ".join(
+        f"{{:>{w}}}" if h in right else ("{}" if i == last else f"{{:<{w}}}")
+        for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    line = fmt.format
 
-    def line(cells) -> str:
-        out = [cell.rjust(widths[i]) if header[i] in right else (cell if i == last else cell.ljust(widths[i]))
-               for i, cell in enumerate(cells)]
-        return indent + "  ".join(out).rstrip() + "\n"
-
-    write(line(header))
-    for row in head:
-        write(line(row))
-    for row in it:
-        write(line(row))
+    write(line(*header).rstrip() + "\n")
+    rows_done = [line(*row).rstrip() for row in head]
+    while True:
+        if rows_done:
+            write("\n".join(rows_done) + "\n")
+        rows_done = [line(*row).rstrip() for row in islice(it, chunk)]
+        if not rows_done:
+            break
 
 
 def render_dump(d: DomainDump | TwoLevelDump, out) -> None:
