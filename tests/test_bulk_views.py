@@ -127,3 +127,127 @@ def test_dump_json_chunks_are_json_dumps_of_the_dict(tmp_path):
                 for skip in ((), ("domain", "port", "word", "flags"), ("domain", "port", "word", "flags", "priority")):
                     want = {k: v for k, v in st.as_dict().items() if k not in skip}
                     assert st.json_fields(skip) == json.dumps(want)
+
+
+# the 'e' text as the simulator printed it port by port before the bulk read (sim/console.py), kept as the reference
+from xenevt import abi  # noqa: E402
+from xenevt.abi import ECS_FREE, ECS_INTERDOMAIN, ECS_PIRQ, ECS_UNBOUND, ECS_VIRQ  # noqa: E402
+from xenevt.engine.layout import ABI_FIFO, CHAN_XEN  # noqa: E402
+
+
+def old_debug_key_e(self) -> list[str]:
+    """What Xen 4.17 prints for debug key 'e' (domain_dump_evtchn_info + the FIFO or 2-level print_state)."""
+    lines = ["'e' pressed -> dumping event-channel info"]
+    for domid in sorted(self.domains):
+        dom = self.domains[domid]
+        mem = dom.mem
+        lines += [f"Event channel information for domain {domid}:", "Polling vCPUs: {}", "    port [p/m/s]"]
+        states = mem.chan_states(0, mem.nr_chans)
+        for port in range(1, mem.nr_chans):
+            if states[port] == ECS_FREE:
+                continue
+            ch = self._rec(dom, port)
+            xen = bool(ch.flags & CHAN_XEN)  # not usable by the guest: never pending, always masked
+            if mem.event_abi != ABI_FIFO:  # evtchn_2l_print_state(): the port's selector bit
+                pending = int(not xen and mem.l2_bit("pending", port))
+                masked = int(xen or mem.l2_bit("mask", port))
+                sel = mem.vcpu_info(ch.notify_vcpu)[2] if ch.notify_vcpu < mem.nr_vcpus else 0
+                state = str(sel >> (port // 64) & 1)
+            else:
+                word = mem.word(port)
+                pending = int(not xen and word is not None and bool(word & abi.WORD_PENDING))
+                masked = int(xen or word is None or bool(word & abi.WORD_MASKED))  # no word reads as masked
+                if word is None:
+                    state = "?     "
+                else:
+                    busy = "B" if word & abi.WORD_BUSY else " "
+                    state = f"{busy} {word & abi.EVTCHN_FIFO_LINK_MASK:<4d}" if word & abi.WORD_LINKED else \
+                        f"{busy} -   "
+            line = f"    {port:4d} [{pending}/{masked}/{state}]: s={ch.state} n={ch.notify_vcpu} x={int(xen)}"
+            if ch.state == ECS_UNBOUND:
+                line += f" d={ch.remote_dom}"
+            elif ch.state == ECS_INTERDOMAIN:
+                line += f" d={ch.remote_dom} p={ch.remote_port}"
+            elif ch.state == ECS_PIRQ:
+                line += f" p={ch.aux} i=-1"
+            elif ch.state == ECS_VIRQ:
+                line += f" v={ch.aux}"
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("xen", ["4.17", "4.20"])
+def test_debug_key_e_in_bulk_is_the_port_by_port_text(tmp_path, xen):
+    d = str(tmp_path / "h")
+    varied_host(d, xen)
+    with SimHost(d, read_only=True) as h:
+        assert h.debug_key_e() == old_debug_key_e(h)
+
+
+EDGE_LINES = [
+    '       1 [1/0/  5   ]: s=3 n=0 x=0 d=1 p=2',
+    '       2 [0/1/B -   ]: s=2 n=1 x=0 d=7',
+    '       3 [0/0/?     ]: s=5 n=0 x=0 v=0',
+    '       4 [0/0/1]: s=6 n=1 x=0',
+    '    4097 [1/0/1]: s=3 n=0 x=0 d=1 p=3',
+    '       5 [0/0/  123456]: s=3 n=0 x=0 d=1 p=4',
+    '       6 [0/0/  1234567]: s=3 n=0 x=0 d=1 p=4',
+    '       7 [0/0/  12  ]: s=3 n=0 x=0 d=1 p=4',
+    '       8 [0/0/ 5   ]: s=3 n=0 x=0 d=1 p=4',
+    '       9 [0/0/  5   ]: s=4 n=0 x=0 p=3 i=-1',
+    '      10 [0/0/  -   ]: s=3 n=0 x=0 d=1 p=4 Z=system_u',
+    '      11 [0/0/  -   ]: s=3 n=0 x=0 d=32752 p=4',
+    '      12 [0/0/  -   ]: s=3 n=0 x=0 d=1 p=0',
+    '      13 [0/0/  -   ]: s=5 n=0 x=0 v=24',
+    '      14 [0/0/  -   ]: s=5 n=8192 x=0 v=1',
+    '      15 [0/0/  -   ]: s=1 n=0 x=8',
+    '      16 [0/0/  -   ]: s=7 n=0 x=0',
+    '      17 [0/0/  -   ]: s=1 n=0 x=0 d=3',
+    '      18 [0/0/  ²   ]: s=1 n=0 x=0',
+    '  131072 [0/0/  -   ]: s=1 n=0 x=0',
+    '      19 [0/0/  -   ]: s=03 n=0 x=0 d=1 p=1',
+    '      20 [0/0/  -   ]: s=2 n=0 x=0 d=65536',
+    '      21 [0/0/5   ]: s=2 n=0 x=0 d=1',
+    '       1 [0/0/  -   ]: s=2 n=0 x=0 d=2',
+    '      22 [0/0/  131072]: s=2 n=0 x=0 d=1',
+    '      23 [0/0/-   ]: s=2 n=0 x=0 d=1',
+]
+
+
+def test_edump_plain_lines_read_as_the_careful_reader_reads_them(tmp_path, monkeypatch):
+    """The 'e' reader's fast path (_plain_port) gives exactly what its field-by-field path gives, on a
+    simulated host's dump and on lines at and past every bound."""
+    from xenevt.evidence import edump
+
+    d = str(tmp_path / "h")
+    varied_host(d)
+    with SimHost(d, read_only=True) as h:
+        texts = ["\n".join(f"(XEN) {line}" for line in h.debug_key_e())]
+    for i, line in enumerate(EDGE_LINES):
+        texts.append(f"(XEN) Event channel information for domain {i % 3}:\n(XEN) {line}\n")
+    texts.append("Event channel information for domain 0:\n" + "\n".join(EDGE_LINES))
+
+    def facts(ev):
+        return ({d: (f.abi, dict(f.ports)) for d, f in ev.domains.items()}, [str(u) for u in ev.unread],
+                ev.warnings)
+
+    fast = [facts(edump.parse(t)) for t in texts]
+    monkeypatch.setattr(edump._Reader, "_plain_port", lambda self, m: None)
+    assert fast == [facts(edump.parse(t)) for t in texts]
+
+
+def test_edump_read_for_some_domains_is_the_whole_read_cut_to_them(tmp_path):
+    from xenevt.evidence import edump
+
+    d = str(tmp_path / "h")
+    varied_host(d)
+    with SimHost(d, read_only=True) as h:
+        text = "\n".join(f"(XEN) {line}" for line in h.debug_key_e())
+    whole = edump.parse(text)
+    for want in ([0], [1, 2], [3], [9]):
+        part = edump.parse(text, domains=want)
+        assert sorted(part.domains) == sorted(whole.domains)  # every header: which domains Xen has
+        for domid in want:
+            if domid in whole.domains:
+                assert part.domains[domid] == whole.domains[domid]
+        assert [u for u in part.unread if u.domain in want] == [u for u in whole.unread if u.domain in want]
