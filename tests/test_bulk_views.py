@@ -251,3 +251,20 @@ def test_edump_read_for_some_domains_is_the_whole_read_cut_to_them(tmp_path):
             if domid in whole.domains:
                 assert part.domains[domid] == whole.domains[domid]
         assert [u for u in part.unread if u.domain in want] == [u for u in whole.unread if u.domain in want]
+
+
+def test_port_table_sees_each_change(tmp_path):
+    """The second read of an unchanged table is the first's; any change (a word, a record) is read anew."""
+    d = str(tmp_path / "h")
+    varied_host(d)
+    with SimHost(d) as h:
+        first = h.port_table(0, 0)
+        assert h.port_table(0, 0) == first == h.list_ports(0, 0)
+        port = first[0].port
+        h.mask(0, 0, port)
+        assert h.port_table(0, 0) == h.list_ports(0, 0) != first
+        h.set_priority(0, 0, port, 3)
+        assert h.port_table(0, 0) == h.list_ports(0, 0)
+        h.close_port(0, 0, port)
+        assert h.port_table(0, 0) == h.list_ports(0, 0)
+        assert h.debug_key_e() == old_debug_key_e(h)

@@ -11,7 +11,6 @@ from ..abi import (
     ECS_VIRQ,
 )
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN
-from .statefile import check_table
 
 _USED = bytes(0 if b == ECS_FREE else 1 for b in range(256))  # (Xen prints reserved ports too: port 0 is skipped)
 
@@ -29,9 +28,7 @@ class Console:
             dom = self.domains[domid]
             mem = dom.mem
             lines += [f"Event channel information for domain {domid}:", "Polling vCPUs: {}", "    port [p/m/s]"]
-            base = mem.geometry.chans_offset
-            table = mem.buffer[base: base + mem.nr_chans * CHAN.size].tobytes()
-            check_table(table, mem, self._nr_chans, self.path)
+            table = self.channel_table(dom)  # (reader.py: one copy, checked whole)
             marks = table[0::CHAN.size].translate(_USED)
             fifo = mem.event_abi == ABI_FIFO
             if fifo:
