@@ -268,3 +268,52 @@ def test_port_table_sees_each_change(tmp_path):
         h.close_port(0, 0, port)
         assert h.port_table(0, 0) == h.list_ports(0, 0)
         assert h.debug_key_e() == old_debug_key_e(h)
+
+
+@pytest.mark.parametrize("xen", ["4.17", "4.20"])
+def test_the_read_host_answers_as_the_whole_host(tmp_path, xen):
+    """SimReadHost (inspection without the hypercalls' module) gives SimHost's answers, refusals included."""
+    from xenevt.sim.host import SimReadHost
+
+    d = str(tmp_path / "h")
+    varied_host(d, xen)
+
+    def answers(h):
+        out = [h.info(), h.debug_key_e(), h.xenstore_nodes()]
+        for caller in sorted(h.domains):
+            for domid in list(h.domains) + [9]:
+                for port in range(0, 14):
+                    try:
+                        out.append(h.status(caller, domid, port))
+                    except Exception as e:  # (the refusal itself is the answer)
+                        out.append((type(e).__name__, str(e)))
+                for read in (h.list_ports, h.port_table):
+                    try:
+                        out.append(read(caller, domid))
+                    except Exception as e:
+                        out.append((type(e).__name__, str(e)))
+            out.append(h.counters(caller))
+        return out
+
+    with SimHost(d, read_only=True) as whole, SimReadHost(d) as part:
+        assert answers(part) == answers(whole)
+
+
+def test_the_read_host_finishes_an_update_cut_short_in_its_copy(tmp_path):
+    """An open that finds an intent left by a killed process redoes it in the private copy, with the guest's
+    and the hypercalls' code taken on first use."""
+    from tests.test_crash import Killed, cut, digest
+    from xenevt.sim.host import SimReadHost
+
+    d = str(tmp_path / "h")
+    create_host(d, nr_domains=3, nr_vcpus=2, max_ports_dom0=64, max_ports_domu=64)
+    with SimHost(d) as h:
+        rp = h.alloc_unbound(1, 1, 0)
+        cut(h, 1)
+        with pytest.raises(Killed):
+            h.bind_interdomain(0, 0, 1, rp)
+    before = digest(d)
+    with SimReadHost(d) as h, SimHost(d, read_only=True) as whole:
+        assert h.status(0, 1, rp).state == "interdomain" and h.recovered == whole.recovered
+        assert h.port_table(0, 0) == whole.list_ports(0, 0)
+    assert digest(d) == before

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..errors import BackendUnavailable
 from ..ports import PortStatus
-from ..sim.host import SimHost
 
 
 class SimBackend:
@@ -13,7 +12,14 @@ class SimBackend:
     kernel_interrupts = False  # activity() counts per port: no /proc/interrupts rows for names to tie
 
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
-        self.host = SimHost(state_dir, read_only=read_only)
+        if read_only:  # (inspection: the read half, without importing the hypercalls and the guest kernel)
+            from ..sim.reader import SimReadHost
+
+            self.host = SimReadHost(state_dir)
+        else:
+            from ..sim.host import SimHost
+
+            self.host = SimHost(state_dir)
         self.caller = caller
 
     def _as(self, domain: int) -> int:

@@ -49,7 +49,7 @@ class Ctx:
     def text(self):
         """A TextOut (dump.render) over stdout: lines, styled where a terminal shows colour."""
         if self._text is None:
-            from ..dump.render import TextOut, color_wanted
+            from ..dump.text import TextOut, color_wanted
 
             self._text = TextOut(self.stdout, color_wanted(sys.stdout))
         return self._text
@@ -93,7 +93,7 @@ class Ctx:
     def page(self) -> None:
         """A text view where a person reads: from here stdout goes through the pager (pager.py) once it is
         longer than the terminal.  Not for --json, not without a terminal, not with --no-pager."""
-        if self.json or not self.pager or self._paged is not None:
+        if self.json or not self.pager or self._paged is not None or not self.stdout_is_terminal():
             return
         from .pager import maybe_page
 
@@ -102,7 +102,7 @@ class Ctx:
 
     def table(self, header: tuple[str, ...], rows, right: tuple[str, ...] = ()) -> None:
         """Print rows as they come (dump.render.stream_table), not one table built in memory."""
-        from ..dump.render import stream_table
+        from ..dump.text import stream_table
 
         out = self.stdout
         stream_table(out.write, header, rows, right)

@@ -21,14 +21,14 @@ from .console import Console
 from .foreign import ForeignFrames
 from .guest import CONSUME_BATCH, LOCK_NAME, GuestKernel
 from .hypercalls import Hypercalls
-from .reader import Reader
+from .reader import Reader, SimReadHost
 from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile, SimDomain, create_host, default_state_dir
 from .xenstore import XENSTORE_NAME, SimXenstore
 
 __all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
-           "SimHost", "XENSTORE_NAME", "chan_status",
+           "SimHost", "SimReadHost", "XENSTORE_NAME", "chan_status",
            "create_host", "default_state_dir", "host_info", "reset_host"]
 
 
