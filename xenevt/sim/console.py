@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import compress
+
 from .. import abi
 from ..abi import (
     ECS_FREE,
@@ -39,8 +41,7 @@ class Console:
                 selectors = [mem.vcpu_info(v)[2] for v in range(mem.nr_vcpus)]
             nr_words = len(words) if fifo else 0
             unpack = CHAN.unpack_from
-            port = marks.find(1, 1)
-            while port >= 0:
+            for port in compress(range(1, len(marks)), marks[1:]):  # (port 0: never printed)
                 state, _, _, flags, vcpu, _, rdom, aux, rport = unpack(table, port * CHAN.size)
                 xen = bool(flags & CHAN_XEN)  # not usable by the guest: never pending, always masked
                 if not fifo:  # evtchn_2l_print_state(): the port's selector bit
@@ -68,5 +69,4 @@ class Console:
                 elif state == ECS_VIRQ:
                     line += f" v={aux}"
                 lines.append(line)
-                port = marks.find(1, port + 1)
         return lines

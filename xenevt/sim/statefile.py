@@ -88,6 +88,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from itertools import compress
 
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_VIRQ
@@ -291,18 +292,19 @@ def check_table(table, mem: DomainMemory, nr_chans: dict[int, int], path: str) -
         remote_port = words[CHAN_FIELDS["remote_port"] // 4::CHAN.size // 4].tolist()
         aux = halves[CHAN_FIELDS["aux"] // 2::CHAN.size // 2].tolist()
     limit = {d: c for d, c in nr_chans.items() if d < abi.DOMID_FIRST_RESERVED}
+    # an interdomain peer on this host, its port inside that domain's table: first over whole columns (the
+    # peers' domains, the ports' range against the smallest of their tables), record by record only if that fails
     marks = states.translate(_STATE_INTERDOMAIN)
-    port = marks.find(1)
-    while port >= 0:  # an interdomain peer on this host, its port inside that domain's table
-        if not 0 < remote_port[port] < limit.get(remote_dom[port], 0):
-            bad(port)
-        port = marks.find(1, port + 1)
+    doms = set(compress(remote_dom, marks))
+    if doms:
+        ports = list(compress(remote_port, marks))
+        if not (doms <= limit.keys() and min(ports) > 0 and max(ports) < min(limit[d] for d in doms)):
+            for port in compress(range(n), marks):
+                if not 0 < remote_port[port] < limit.get(remote_dom[port], 0):
+                    bad(port)
     marks = states.translate(_STATE_VIRQ)
-    port = marks.find(1)
-    while port >= 0:
-        if aux[port] >= abi.NR_VIRQS:
-            bad(port)
-        port = marks.find(1, port + 1)
+    if max(compress(aux, marks), default=0) >= abi.NR_VIRQS:
+        bad(next(p for p in compress(range(n), marks) if aux[p] >= abi.NR_VIRQS))
 
 
 def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int], path: str) -> Chan:
