@@ -218,46 +218,49 @@ class _Reader:
         port, s, vcpu, x = int(port_s), int(s_s), int(n_s), int(x_s)
         if not (0 < port <= MAX_PORT and s in ECS_NAMES and vcpu < XEN_MAX_VCPUS and x <= XEN_MAX_CONSUMER):
             return None
-        facts = PortFacts(port, ECS_NAMES[s], vcpu=vcpu, pending=pend == "1", masked=mask == "1", xen_consumer=x)
+        selector = busy = linked = link = rdom = rport = virq = None
         if len(st) == 1:  # 2-level: the selector bit
             if port >= EVTCHN_2L_NR_CHANNELS:
                 return None
-            facts.selector = st == "1"
+            selector = st == "1"
             kind = "2-level"
         elif st[1:2] != " " or st[:1] not in ("B", " "):
             return None  # ("?     ", Xen before 4.4's forms: the careful path)
         else:
             tail = st[2:]
-            facts.busy = st[0] == "B"
+            busy = st[0] == "B"
             if tail == "-   ":
-                facts.linked = False
+                linked = False
             else:
                 digits = tail.rstrip(" ")
                 if not (digits.isascii() and digits.isdigit()) or len(tail) != max(4, len(digits)) or len(digits) > 6:
                     return None
-                facts.linked, facts.link = True, int(digits)
-                if facts.link > MAX_PORT:
+                linked, link = True, int(digits)
+                if link > MAX_PORT:
                     return None
             kind = "FIFO"
         if s == 3:
             sm = _SUFFIX[3].fullmatch(rest)
             if sm is None or len(sm[1]) > 5 or len(sm[2]) > 6:
                 return None
-            facts.remote_domain, facts.remote_port = int(sm[1]), int(sm[2])
-            if not (facts.remote_domain < DOMID_FIRST_RESERVED and 0 < facts.remote_port <= MAX_PORT):
+            rdom, rport = int(sm[1]), int(sm[2])
+            if not (rdom < DOMID_FIRST_RESERVED and 0 < rport <= MAX_PORT):
                 return None
         elif s == 2:
             sm = _SUFFIX[2].fullmatch(rest)
             if sm is None or len(sm[1]) > 5 or int(sm[1]) > DOMID_MAX:
                 return None
-            facts.remote_domain = int(sm[1])
+            rdom = int(sm[1])
         elif s == 5:
             sm = _SUFFIX[5].fullmatch(rest)
             if sm is None or len(sm[1]) > 2 or int(sm[1]) >= NR_VIRQS:
                 return None
-            facts.virq = int(sm[1])
+            virq = int(sm[1])
         elif s == 4 or rest:  # (a PIRQ's fields, or fields s=1/6 lack: the careful path)
             return None
+        # one constructor call, positional in PortFacts' order (a test compares this path with the careful one)
+        facts = PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
+                          busy, link, x, selector)
         self.formats.setdefault(self.dom.domain, set()).add(kind)
         return facts
 
