@@ -129,6 +129,12 @@ class SimReadHost(Reader, Access, Stats, Console, ForeignFrames, SimXenstore, Ho
     def __init__(self, state_dir: str | None = None, recover: bool = True, check_records: bool = True):
         super().__init__(state_dir, read_only=True, recover=recover, check_records=check_records)
 
+    def check_records(self) -> None:
+        """HostFile's check of every channel record at the open, through channel_table: the copies it checked
+        are remembered, so the first port_table of a domain does not check its table a second time."""
+        for dom in self.domains.values():
+            self.channel_table(dom)
+
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
