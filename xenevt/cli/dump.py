@@ -152,6 +152,8 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
                f"saved the FIFO pages of domain {img.domain} ({mem.nr_pages} event-array page(s), {mem.nr_vcpus} "
                f"vCPU(s)) to {raw_file}: {size} bytes")
         return
+    if not (from_file or dump_core):  # a saved file or a core outlives the xenstore that named its ports
+        _name(c, dumps)
     if c.json:
         _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
         return
@@ -181,6 +183,30 @@ def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
             out.write(text)
     out.write("\n" if one else "]\n")
     out.flush()
+
+
+def _name(c: Ctx, dumps: list) -> None:
+    """Names for the ports the dumps show (what list names them: evidence/names.py), from the backend's
+    xenstore and interrupts; a port whose channel this source cannot tell is named by xenstore alone."""
+    from ..evidence.model import PortFacts
+    from ..evidence.names import for_backend
+    from .inspect import _notes
+
+    shown = [(d.domain, row.channel if row.channel is not None else PortFacts(row.port, "unknown"))
+             for d in dumps for row in getattr(d, "words", None) or getattr(d, "ports", None) or ()]
+    if not shown:
+        return
+    from ..errors import XenevtError
+
+    try:
+        backend = c.backend(read_only=True)
+    except XenevtError:  # a source read without the backend (this kernel's memory): its ports go unnamed
+        return
+    names = for_backend(backend, shown)
+    for d in dumps:
+        d.names = names
+    if not c.json:
+        _notes(c, names)
 
 
 def register(cli: click.Group) -> None:

@@ -50,6 +50,9 @@ class VcpuView:
     queues: list[QueueView] = field(default_factory=list)
 
 
+_NO_NAME = object()  # (WordView.json_row without a name field)
+
+
 @dataclass
 class WordView:
     port: int
@@ -73,15 +76,22 @@ class WordView:
                              if k not in ("domain", "port", "word", "flags")}
         return wd
 
-    def json_row(self) -> str:
-        """``json.dumps(self.as_dict())``, byte for byte, formatted directly (a dump's 20,000 words)."""
+    def json_row(self, name=_NO_NAME) -> str:
+        """``json.dumps(self.as_dict())`` (with ``"name": name`` last, when given), byte for byte, formatted
+        directly (a dump's 20,000 words)."""
         b = _BOOL_JSON
         text = (f'{{"port": {self.port}, "word": "{self.word:#010x}", "flags": "{self.flags}", '
                 f'"pending": {b[self.pending]}, "masked": {b[self.masked]}, "linked": {b[self.linked]}, '
                 f'"busy": {b[self.busy]}, "link": {self.link}')
         if self.channel is not None:
-            return text + f', "channel": {self.channel.json_fields(_WORD_SKIP)}}}'
-        return text + "}"
+            text += f', "channel": {self.channel.json_fields(_WORD_SKIP)}'
+        if name is _NO_NAME:
+            return text + "}"
+        if name is None:
+            return text + ', "name": null}'
+        import json
+
+        return text + f', "name": {json.dumps(name)}}}'
 
 
 @dataclass
@@ -95,6 +105,7 @@ class DomainDump:
     plain_masked: int            # words that are exactly MASKED (the boot default) and not shown
     abi: str = "FIFO"
     warnings: list[str] = field(default_factory=list)  # values no Xen or Linux writes: shown as read, flagged
+    names: object | None = None  # evidence.names.Names of the shown ports, where the source's backend names them
 
     @property
     def nr_ports(self) -> int:
@@ -118,8 +129,11 @@ class DomainDump:
             vd["queues"] = [_queue_dict(q) for q in v.queues]
             d["vcpus"].append(vd)
         if words:
-            d["words"] = [w.as_dict() for w in self.words]
+            d["words"] = [w.as_dict() | {"name": self._name(w.port)} for w in self.words]
         return d
+
+    def _name(self, port: int):
+        return self.names.field(self.domain, port) if self.names is not None else None
 
     def json_chunks(self, chunk: int = 512):
         """``json.dumps(self.as_dict())`` in pieces, byte for byte: the head, then the words a few hundred rows
@@ -129,7 +143,7 @@ class DomainDump:
         head = json.dumps(self.as_dict(words=False))
         assert head.endswith('"words": []}')  # (words is the last key)
         yield head[:-2]
-        rows = [w.json_row() for w in self.words]
+        rows = [w.json_row(self._name(w.port)) for w in self.words]
         for i in range(0, len(rows), chunk):
             yield ("" if i == 0 else ", ") + ", ".join(rows[i:i + chunk])
         yield "]}"
@@ -315,6 +329,7 @@ class TwoLevelDump:
     guest_known: bool            # Linux's scan position was read: the upcall order is exact
     abi: str = "2-level"
     warnings: list[str] = field(default_factory=list)
+    names: object | None = None  # as DomainDump's
 
     def broken_queues(self) -> list:
         return []
@@ -339,6 +354,7 @@ class TwoLevelDump:
             if p.channel is not None:
                 pd["channel"] = {k: val for k, val in p.channel.as_dict().items()
                                  if k not in ("domain", "port", "word", "flags", "priority")}  # 2-level: none
+            pd["name"] = self.names.field(self.domain, p.port) if self.names is not None else None
             d["ports"].append(pd)
         return d
 

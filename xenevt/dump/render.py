@@ -3,6 +3,8 @@ the upcall order per vCPU, then the ports whose bits matter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .model import DomainDump, TwoLevelDump, _bits
 from .text import TextOut, color_wanted, stream_table
 
@@ -15,6 +17,14 @@ def text_out(out) -> TextOut:
     if hasattr(out, "color_system"):  # a rich Console
         return TextOut(out.file, color=out.color_system is not None and out.is_terminal)
     return TextOut(out, color_wanted(out))
+
+
+def _name_cell(d: DomainDump | TwoLevelDump) -> Callable[[int], str] | None:
+    """The name column's cell for a port (``vif 0 queue 0 tx ↔ d0:87``), or None: nothing names any port."""
+    names = d.names
+    if names is None or not names.names:
+        return None
+    return lambda port: names.cell(d.domain, port)
 
 
 def render_dump(d: DomainDump | TwoLevelDump, out) -> None:
@@ -51,11 +61,14 @@ def render_dump(d: DomainDump | TwoLevelDump, out) -> None:
         console.line("  no event word set beyond the boot default (MASKED)")
     else:
         console.line("  event words (P=pending M=masked L=linked B=busy):")
-        stream_table(console.write, ("port", "word", "PMLB", "link", "state", "vcpu", "prio", "remote"),
+        named = _name_cell(d)
+        stream_table(console.write, ("port", "word", "PMLB", "link", "state", "vcpu", "prio", "remote")
+                     + (("name",) if named else ()),
                      ((str(w.port), f"{w.word:#010x}", w.flags, str(w.link) if w.link else "-",
                        w.channel.state if w.channel else "", str(w.channel.vcpu) if w.channel else "",
                        str(w.channel.priority) if w.channel and w.channel.priority is not None else "",
-                       w.channel.remote(short=True) if w.channel else "") for w in d.words),
+                       w.channel.remote(short=True) if w.channel else "") + ((named(w.port),) if named else ())
+                      for w in d.words),
                      right=("port", "link", "vcpu", "prio"), indent="  ")
     if d.plain_masked:
         console.line(f"  {d.plain_masked} more word(s) are plain MASKED, the boot default (--all-words lists them)",
@@ -87,10 +100,11 @@ def _render_l2(d: TwoLevelDump, console: TextOut) -> None:
         console.line("  no port pending, and none open beyond the boot default (masked)")
     else:
         console.line("  ports (P=pending M=masked S=its vCPU's selector bit for its word, ?=not known):")
-        stream_table(console.write, ("port", "PMS", "vcpu", "state", "remote"),
+        named = _name_cell(d)
+        stream_table(console.write, ("port", "PMS", "vcpu", "state", "remote") + (("name",) if named else ()),
                      ((str(p.port), p.flags, "-" if p.vcpu is None else str(p.vcpu),
                        p.channel.state if p.channel else "", p.channel.remote(short=True) if p.channel else "")
-                      for p in d.ports), right=("port", "vcpu"), indent="  ")
+                      + ((named(p.port),) if named else ()) for p in d.ports), right=("port", "vcpu"), indent="  ")
     if d.plain_masked:
         console.line(f"  {d.plain_masked} more port(s) are masked and idle, the boot default (--all-words lists "
                  "them)", style="dim")

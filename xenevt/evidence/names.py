@@ -115,6 +115,14 @@ class Names:
         name = self.get(domain, port)
         return name.text(domain) if name is not None else ""
 
+    def cell(self, domain: int, port: int) -> str:
+        """What the port is and its peer, without its own number (a dump's name column): empty when unnamed."""
+        name = self.get(domain, port)
+        if name is None:
+            return ""
+        peer = self.peers.get((domain, port))
+        return name.text(domain) + (f" {ARROW} d{peer[0]}:{peer[1]}" if peer is not None else "")
+
     def field(self, domain: int, port: int) -> dict | None:
         """The JSON ``name`` field of a port (null when nothing names it)."""
         name = self.get(domain, port)
