@@ -317,3 +317,15 @@ def test_the_read_host_finishes_an_update_cut_short_in_its_copy(tmp_path):
         assert h.status(0, 1, rp).state == "interdomain" and h.recovered == whole.recovered
         assert h.port_table(0, 0) == whole.list_ports(0, 0)
     assert digest(d) == before
+
+
+def test_unusual_words_are_found_over_the_whole_array():
+    from xenevt import abi
+    from xenevt.dump.model import _unusual
+
+    m = abi.WORD_MASKED
+    words = [0, m, 1, m | 1, 1 << 16, 1 << 8, abi.WORD_PENDING, abi.WORD_LINKED | 5, m | abi.WORD_BUSY, 0, m] * 37
+    for keep in (False, True):
+        want = {i for i, w in enumerate(words) if w and (keep or w != m)}
+        assert _unusual(words, keep_masked=keep) == want
+    assert _unusual([], keep_masked=False) == set()
