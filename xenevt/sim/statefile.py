@@ -291,7 +291,8 @@ def check_table(table, mem: DomainMemory, nr_chans: dict[int, int], path: str) -
         remote_dom = halves[CHAN_FIELDS["remote_dom"] // 2::CHAN.size // 2].tolist()
         remote_port = words[CHAN_FIELDS["remote_port"] // 4::CHAN.size // 4].tolist()
         aux = halves[CHAN_FIELDS["aux"] // 2::CHAN.size // 2].tolist()
-    limit = {d: c for d, c in nr_chans.items() if d < abi.DOMID_FIRST_RESERVED}
+    limit = nr_chans if max(nr_chans, default=0) < abi.DOMID_FIRST_RESERVED else \
+        {d: c for d, c in nr_chans.items() if d < abi.DOMID_FIRST_RESERVED}  # (a host's every domain, usually)
     # an interdomain peer on this host, its port inside that domain's table: first over whole columns (the
     # peers' domains, the ports' range against the smallest of their tables), record by record only if that fails
     marks = states.translate(_STATE_INTERDOMAIN)
