@@ -185,6 +185,16 @@ def test_debug_key_e_in_bulk_is_the_port_by_port_text(tmp_path, xen):
 
 
 EDGE_LINES = [
+    "       1 [1/0/  5                    ]: s=3 n=0 x=0 d=1 p=2",
+    "       2 [1/0/B 12345 ]: s=3 n=0 x=0 d=1 p=2",
+    "       3 [1/0/  123456]: s=3 n=0 x=0 d=123456 p=2",
+    "       4 [1/0/  -   ]: s=3 n=0 x=0 d=1",
+    "       5 [1/0/  -   ]: s=2 n=0 x=0 d=1 p=2",
+    "       6 [1/0/  -   ]: s=5 n=0 x=0 d=1",
+    "       7 [1/0/  -   ]: s=6 n=0 x=0 v=1",
+    "       8 [1/0/0]: s=5 n=8191 x=7 v=23",
+    "    4096 [1/0/0]: s=6 n=0 x=0",
+    "       9 [1/0/  -   ]: s=0 n=0 x=0",
     '       1 [1/0/  5   ]: s=3 n=0 x=0 d=1 p=2',
     '       2 [0/1/B -   ]: s=2 n=1 x=0 d=7',
     '       3 [0/0/?     ]: s=5 n=0 x=0 v=0',
@@ -215,8 +225,8 @@ EDGE_LINES = [
 
 
 def test_edump_plain_lines_read_as_the_careful_reader_reads_them(tmp_path, monkeypatch):
-    """The 'e' reader's fast path (_plain_port) gives exactly what its field-by-field path gives, on a
-    simulated host's dump and on lines at and past every bound."""
+    """The 'e' reader's fast paths (_plain_line, _plain_port) give exactly what its field-by-field path gives,
+    on a simulated host's dump and on lines at and past every bound."""
     from xenevt.evidence import edump
 
     d = str(tmp_path / "h")
@@ -232,6 +242,8 @@ def test_edump_plain_lines_read_as_the_careful_reader_reads_them(tmp_path, monke
                 ev.warnings)
 
     fast = [facts(edump.parse(t)) for t in texts]
+    monkeypatch.setattr(edump._Reader, "_plain_line", lambda self, line: None)
+    assert fast == [facts(edump.parse(t)) for t in texts]  # the pattern's path: as _plain_port reads
     monkeypatch.setattr(edump._Reader, "_plain_port", lambda self, m: None)
     assert fast == [facts(edump.parse(t)) for t in texts]
 

@@ -57,12 +57,19 @@ _SUFFIX = {
     6: re.compile(r"", re.A),
 }
 _XSM = re.compile(r" Z=(\S.*)", re.A)
+# the commonest port lines whole (Xen 4.4 and later, no XSM label, not a PIRQ): port, p, m, then the state field
+# (a 2-level selector bit, or FIFO's BUSY and "-" or LINK), s=, n=, x= and d= [p=] or v=
+_PLAIN = re.compile(r" *([0-9]{1,6}) \[([01])/([01])/(?:([01])|([B ]) (?:(-)   |([0-9]{1,6} *)))\]: "
+                    r"s=([12356]) n=([0-9]{1,4}) x=([0-7])(?: d=([0-9]{1,5})(?: p=([0-9]{1,6}))?| v=([0-9]{1,2}))?",
+                    re.A)
 _SHOWN = 80
 NO_PORTS = "the dump"  # where a dump without any port line is recorded as unread
 
 
 def _strip(line: str) -> str:
     """The printk text: without the console's ``(XEN) `` and a timestamp."""
+    if line.startswith("(XEN)    "):  # (most lines: no timestamp)
+        return line[6:]
     at = line.find("(XEN)")
     if at < 0:
         return line
@@ -127,6 +134,15 @@ class _Reader:
         if not line.strip():
             return
         if self.dom is not None:  # most lines of a dump: a port's (no other line the reader knows is one)
+            if self.only is not None and self.dom.domain not in self.only:
+                if _PORT.fullmatch(line):
+                    self.passed += 1  # a domain not asked about: its header is read, its ports are not
+                    return
+            else:
+                facts = self._plain_line(line)
+                if facts is not None:
+                    self._store(n, facts)
+                    return
             m = _PORT.fullmatch(line)
             if m is not None:
                 if self.only is not None and self.dom.domain not in self.only:
@@ -202,10 +218,60 @@ class _Reader:
         if facts is None:
             self._port(n, m, raw)
             return
+        self._store(n, facts)
+
+    def _store(self, n: int, facts: PortFacts) -> None:
         dom = self.dom
         if facts.port in dom.ports:
             self.skip(n, f"port {facts.port} of domain {dom.domain} appears twice in one dump; the later line is read")
         dom.ports[facts.port] = facts
+
+    def _plain_line(self, line: str) -> PortFacts | None:
+        """``_plain_port`` for the commonest lines, read by one pattern (_PLAIN: the port, flags, state field
+        and the fields after x= at once) and range checks; None for anything else, read as before."""
+        m = _PLAIN.fullmatch(line)
+        if m is None:
+            return None
+        port_s, pend, mask, sel, busy_s, unlinked, link_s, s_s, n_s, x_s, d_s, p_s, v_s = m.groups()
+        port, s, vcpu = int(port_s), int(s_s), int(n_s)
+        if not (0 < port <= MAX_PORT and vcpu < XEN_MAX_VCPUS):
+            return None
+        busy = linked = link = rdom = rport = virq = None
+        if sel is not None:
+            if port >= EVTCHN_2L_NR_CHANNELS:
+                return None
+            kind = "2-level"
+        else:
+            busy = busy_s == "B"
+            if unlinked is not None:
+                linked = False
+            else:
+                digits = link_s.rstrip(" ")
+                if len(link_s) != max(4, len(digits)):
+                    return None
+                linked, link = True, int(digits)
+                if link > MAX_PORT:
+                    return None
+            kind = "FIFO"
+        if s == 3:
+            if d_s is None or p_s is None:
+                return None
+            rdom, rport = int(d_s), int(p_s)
+            if not (rdom < DOMID_FIRST_RESERVED and 0 < rport <= MAX_PORT):
+                return None
+        elif s == 2:
+            if d_s is None or p_s is not None or int(d_s) > DOMID_MAX:
+                return None
+            rdom = int(d_s)
+        elif s == 5:
+            if v_s is None or int(v_s) >= NR_VIRQS:
+                return None
+            virq = int(v_s)
+        elif d_s is not None or v_s is not None:  # (s=1/6 have no fields after x=; s=4 is not matched)
+            return None
+        self.formats.setdefault(self.dom.domain, set()).add(kind)
+        return PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
+                         busy, link, int(x_s), None if sel is None else sel == "1")
 
     def _plain_port(self, m: re.Match) -> PortFacts | None:
         """The facts of a port line exactly as Xen prints it (every number in range, a state field and the
