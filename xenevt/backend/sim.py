@@ -111,10 +111,12 @@ class SimBackend:
 
         counts = self.host.counters(domain)
         rows = []
+        append = rows.append
         for st in self.list_ports(domain):
             raised, delivered = counts[st.port]
-            rows.append(Row(f"port {st.port}", f"{st.state} {st.remote()}".strip(), [delivered], st.port,
-                            st.flags.get("pending"), st.flags.get("masked"), raised))
+            remote, flags = st.remote(), st.flags
+            append(Row(f"port {st.port}", f"{st.state} {remote}" if remote else st.state, [delivered], st.port,
+                       flags.get("pending"), flags.get("masked"), raised))
         return rows
 
     def xenstore(self) -> tuple[dict[str, str], str]:
