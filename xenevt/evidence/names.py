@@ -146,23 +146,28 @@ def build(ports: Iterable[tuple[int, object]], nodes: dict[str, str] | None = No
     out.notes += notes
     if nodes is not None:
         out.sources.append(nodes_from)
-    for domain, st in ports:
+    peers, names = out.peers, out.names
+    for domain, st in ports:  # (a host's 40,000 ports: the common cases first, nothing called for them)
         key = (domain, st.port)
-        peer = (st.remote_domain, st.remote_port) if st.state == "interdomain" and st.remote_port else None
+        state = st.state
+        peer = (st.remote_domain, st.remote_port) if state == "interdomain" and st.remote_port else None
         if peer is not None:
-            out.peers[key] = peer
-        name = named.get(key)
+            peers[key] = peer
+        name = named.get(key) if named else None
         if name is None and peer is not None and peer in named:
             n = named[peer]
             name = Name(n.kind, n.device, f"peer d{peer[0]}:{peer[1]}'s {n.source}", n.owner, n.id, n.queue,
                         n.direction, "backend")
-        if name is None:
+        if name is None and state in _NAMED_BY_STATE:
             name = _from_state(st)
         if name is not None:
-            out.names[key] = name
+            names[key] = name
     for domain, rows in (irq_rows or {}).items():
         _tie_irqs(out, domain, rows)
     return out
+
+
+_NAMED_BY_STATE = frozenset(("virq", "ipi", "pirq"))
 
 
 def _from_state(st) -> Name | None:
