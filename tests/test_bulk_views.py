@@ -127,6 +127,8 @@ def test_dump_json_chunks_are_json_dumps_of_the_dict(tmp_path):
                 for skip in ((), ("domain", "port", "word", "flags"), ("domain", "port", "word", "flags", "priority")):
                     want = {k: v for k, v in st.as_dict().items() if k not in skip}
                     assert st.json_fields(skip) == json.dumps(want)
+                    if len(skip) == 4:
+                        assert st.json_channel() == json.dumps(want)
 
 
 # the 'e' text as the simulator printed it port by port before the bulk read (sim/console.py), kept as the reference

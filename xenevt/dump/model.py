@@ -84,7 +84,7 @@ class WordView:
                 f'"pending": {b[self.pending]}, "masked": {b[self.masked]}, "linked": {b[self.linked]}, '
                 f'"busy": {b[self.busy]}, "link": {self.link}')
         if self.channel is not None:
-            text += f', "channel": {self.channel.json_fields(_WORD_SKIP)}'
+            text += f', "channel": {self.channel.json_channel()}'
         if name is _NO_NAME:
             return text + "}"
         if name is None:
@@ -150,7 +150,6 @@ class DomainDump:
 
 
 _BOOL_JSON = {True: "true", False: "false"}
-_WORD_SKIP = frozenset(("domain", "port", "word", "flags"))
 
 
 def _queue_dict(q: QueueView) -> dict:
