@@ -22,10 +22,11 @@ from ..abi import EVTCHN_FIFO_NR_CHANNELS, VIRQ_NAMES
 from ..errors import XenevtError
 
 ARROW = "↔"
-_FRONT = re.compile(r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]{1,64})"
-                    r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
-_SPECIAL = re.compile(r"/local/domain/(\d{1,5})/(console|store)/port")
-_IRQ_VIF = re.compile(r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?")  # netback: "%s-q%u-tx" of dev "vif%u.%u"
+# (patterns, compiled by re on first use: `list` on a host without xenstore nodes compiles none)
+_FRONT = (r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]{1,64})"
+          r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
+_SPECIAL = r"/local/domain/(\d{1,5})/(console|store)/port"
+_IRQ_VIF = r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?"  # netback: "%s-q%u-tx" of dev "vif%u.%u"
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def from_xenstore(nodes: dict[str, str]) -> tuple[dict[tuple[int, int], Name], l
     named: dict[tuple[int, int], Name] = {}
     notes: list[str] = []
     for path in sorted(nodes):
-        m = _FRONT.fullmatch(path)
-        s = None if m else _SPECIAL.fullmatch(path)
+        m = re.fullmatch(_FRONT, path)
+        s = None if m else re.fullmatch(_SPECIAL, path)
         if not (m or s):
             continue
         port = _port(nodes[path])
@@ -192,7 +193,7 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
         if not row.key.startswith("irq "):
             continue
         for word in row.name.replace(",", " ").split():
-            m = _IRQ_VIF.fullmatch(word)
+            m = re.fullmatch(_IRQ_VIF, word)
             if not m:
                 continue
             key = (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4))
