@@ -3,11 +3,16 @@
  * make sanitize).  Each page is its own malloc so that any read past a page
  * is caught by the sanitizer.
  */
+#define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-#include "xenevt_fifo.h"
+#include "xenevt_host.h"
 
 #define M (1u << 30)
 #define P (1u << 31)
@@ -15,6 +20,16 @@
 
 static int passed, failed;
 static const char *cur;
+
+/* CHECK for functions that return a pointer: NULL on failure */
+#define CHECK_RET(c)                                                         \
+    do {                                                                     \
+        if (!(c)) {                                                          \
+            printf("FAIL %s: %s (line %d)\n", cur, #c, __LINE__);          \
+            failed++;                                                        \
+            return NULL;                                                     \
+        }                                                                    \
+    } while (0)
 
 #define CHECK(c)                                                             \
     do {                                                                     \
@@ -489,6 +504,149 @@ static void t_l2_check(void)
     passed++;
 }
 
+
+/* --- the simulator's hot path (simhost.c) ------------------------------------------------------------------ */
+static void t_lock(void)
+{
+    void *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unsigned char before[64];
+    pid_t pid;
+    int st;
+
+    CHECK(slot != MAP_FAILED);
+    CHECK(!xe_lock_ready(slot) && xe_lock_take(slot) == -EINVAL);  /* not formatted: refused, never followed */
+    CHECK(xe_lock_init(slot) == 0 && xe_lock_ready(slot));
+    memcpy(before, slot, 64);
+    CHECK(xe_lock_take(slot) == XE_LOCK_OK && xe_lock_holder(slot) == (uint32_t)getpid());
+    CHECK(xe_lock_take(slot) == -EDEADLK);  /* this thread holds it: an error, not a hang */
+    xe_lock_give(slot);
+    CHECK(memcmp(before, slot, 64) == 0);  /* a take and a give leave the bytes as they were */
+    pid = fork();
+    if (pid == 0) {  /* dies holding it */
+        xe_lock_take(slot);
+        _exit(0);
+    }
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+    CHECK(xe_lock_take(slot) == (XE_LOCK_RECOVER | XE_LOCK_OWNER_DIED));
+    xe_lock_give(slot);
+    CHECK(xe_lock_take(slot) == XE_LOCK_OK);  /* made consistent: an ordinary lock again */
+    xe_lock_give(slot);
+    munmap(slot, 4096);
+    passed++;
+}
+
+static void t_upcall_word(void)
+{
+    uint32_t w = 5;
+
+    CHECK(xe_upcall_sleep(&w, 4, -1) == 0 && w == 5);        /* a kick came since seq 4: no sleep at all */
+    CHECK(xe_upcall_sleep(&w, 5, 1000000) == 0 && w == 5);   /* timed out: the sleeper's flag taken back */
+    CHECK(xe_upcall_sleep(&w, 5, 0) == 0 && w == 5);
+    xe_upcall_bump(&w);
+    CHECK(w == 6);
+    w = 6 | XE_UPCALL_WAITERS;                                /* a sleeper announced: the kick clears the flag */
+    xe_upcall_bump(&w);
+    CHECK(w == 7);
+    w = XE_UPCALL_COUNT;                                       /* the count wraps below the flag */
+    xe_upcall_bump(&w);
+    CHECK(w == 0);
+    passed++;
+}
+
+/* A one-domain state file as statefile.py lays it out: header page, the image of Geometry(1 vCPU, 1 page, 64
+ * channels), the journal page. */
+enum { IMG = 4096, IMG_SIZE = 24576, JOURNAL = IMG + IMG_SIZE, FILE_SIZE = JOURNAL + 4096 };
+
+static uint8_t *mkfile(xe_host *h, xe_host_dom *d)
+{
+    uint8_t *f = aligned_alloc(4096, FILE_SIZE);
+    uint32_t *hdr, *entry;
+    xe_chan *ch;
+
+    memset(f, 0, FILE_SIZE);
+    entry = (uint32_t *)(f + 64);
+    entry[0] = 0;
+    entry[1] = 1;                             /* dom0, privileged */
+    hdr = (uint32_t *)(f + IMG);
+    hdr[2] = 1; hdr[3] = 1; hdr[4] = 1; hdr[5] = 64; hdr[6] = 1;  /* vCPUs, max pages, pages, chans, generation */
+    hdr[8] = 1;                               /* FIFO */
+    hdr[9] = 64;                              /* valid ports */
+    hdr[16] = 1;                              /* vCPU 0's control block at offset 0 of its page */
+    ch = (xe_chan *)(f + IMG + 12480);
+    ch[0].state = 1;                          /* reserved */
+    ch[1].state = 6;                          /* an IPI on vCPU 0 */
+    ch[1].priority = 7;
+    memset(h, 0, sizeof(*h));
+    memset(d, 0, sizeof(*d));
+    h->base = f;
+    h->size = FILE_SIZE;
+    h->journal_offset = JOURNAL;
+    h->fd = -1;
+    h->nr_doms = 1;
+    h->doms = d;
+    d->version = 2;
+    d->entry_offset = 64;
+    d->image_offset = IMG;
+    d->image_size = IMG_SIZE;
+    d->stats_offset = 1ull << 62;
+    d->nr_vcpus = 1; d->max_pages = 1; d->nr_chans = 64;
+    d->pages_offset = 4096; d->cb_pages_offset = 8192; d->tails_offset = 12288; d->guest_offset = 12352;
+    d->chans_offset = 12480; d->l2_offset = 16384; d->l2_extra_offset = 20480; d->l2_scan_offset = 20480;
+    CHECK_RET(xe_lock_init(f + JOURNAL) == 0);
+    return f;
+}
+
+static void t_host_send_consume(void)
+{
+    xe_host h;
+    xe_host_dom d;
+    uint8_t *f;
+    uint32_t bad, out[8], *word, *journal;
+    xe_error err;
+    int64_t r;
+
+    f = mkfile(&h, &d);
+    CHECK(f != NULL);
+    CHECK(xe_host_setup(&h, &bad) == 0 && d.ok && d.fifo_ok);
+    word = (uint32_t *)(f + IMG + 4096) + 1;
+    journal = (uint32_t *)(f + JOURNAL);
+    r = xe_host_send(&h, 0, 0, 1);
+    CHECK(r >= 0 && (r & 0xfff & ~XE_SP_MOVED) == (XE_SP_LINKED | XE_SP_NEW_HEAD | XE_SP_UPCALL) && (r >> 12 & 0xfffff) == 1
+          && r >> 32 == 0);
+    CHECK((*word & (1u << 31)) && (*word & (1u << 29)) && journal[0x60 / 4] == 0);
+    CHECK(((uint32_t *)(f + IMG + 2048))[0] == 1);              /* the upcall word bumped */
+    CHECK(f[IMG + 16384] == 1);                                /* vcpu_info's evtchn_upcall_pending */
+    CHECK(xe_host_consume(&h, 0, 0, out, 8, 0, &err) == 1 && out[0] == 1 && *word == 0);
+    CHECK(xe_host_consume(&h, 0, 0, out, 8, 1000, &err) == 0);  /* nothing: slept 1 us, timed out */
+    /* the cases the Python path decides: another caller, ports out of range or free, a record no Xen holds,
+     * an update to finish, a domain gone */
+    CHECK(xe_host_send(&h, 1, 0, 1) == XE_HOST_SLOW);
+    CHECK(xe_host_send(&h, 0, 0, 0) == XE_HOST_SLOW && xe_host_send(&h, 0, 0, 64) == XE_HOST_SLOW);
+    CHECK(xe_host_send(&h, 0, 0, 2) == XE_HOST_SLOW && xe_host_send(&h, 0, 5, 1) == XE_HOST_SLOW);
+    d.fifo.chans[1].notify_vcpu = 3;
+    CHECK(xe_host_send(&h, 0, 0, 1) == XE_HOST_SLOW);
+    d.fifo.chans[1].notify_vcpu = 0;
+    journal[0x40 / 4] = 0x544E4958;
+    CHECK(xe_host_send(&h, 0, 0, 1) == XE_HOST_SLOW);
+    CHECK(xe_host_lock(&h) == XE_LOCK_RECOVER);                 /* the lock is free again, and says why */
+    xe_host_unlock(&h);
+    journal[0x40 / 4] = 0;
+    ((uint32_t *)(f + IMG))[16] = 4093;                       /* a control block past its page, a new generation */
+    ((uint32_t *)(f + IMG))[6]++;
+    CHECK(xe_host_send(&h, 0, 0, 1) == XE_HOST_SLOW && !d.fifo_ok);
+    ((uint32_t *)(f + IMG))[16] = 1;
+    ((uint32_t *)(f + IMG))[6]++;
+    CHECK(xe_host_send(&h, 0, 0, 1) >= 0 && d.fifo_ok);
+    CHECK(xe_host_guest_mask(&h, 0, 0, 1) == 0 && xe_host_guest_mask(&h, 0, 0, 1) == 1);  /* the old MASKED bit */
+    ((uint32_t *)(f + 64))[1] |= 32;                          /* dom0 gone */
+    CHECK(xe_host_send(&h, 0, 0, 1) == XE_HOST_SLOW);
+    ((uint32_t *)(f + 64))[1] &= ~32u;
+    d.image_offset = JOURNAL;                                 /* an image over the journal page: refused */
+    CHECK(xe_host_setup(&h, &bad) == -1 && bad == 0);
+    free(f);
+    passed++;
+}
+
 int main(void)
 {
     struct {
@@ -501,6 +659,8 @@ int main(void)
         {"bad_args", t_bad_args},             {"domain_check", t_domain_check},
         {"l2_raise_unmask", t_l2_raise_unmask}, {"l2_consume_order", t_l2_consume_order},
         {"l2_bounds", t_l2_bounds},           {"l2_check", t_l2_check},
+        {"lock", t_lock},                     {"upcall_word", t_upcall_word},
+        {"host_send_consume", t_host_send_consume},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

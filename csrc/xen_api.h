@@ -52,14 +52,11 @@ struct evtchn_status {
 xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int flags);
 int xenevtchn_close(xenevtchn_handle *xce);
 int xenevtchn_fd(xenevtchn_handle *xce);
-int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port);
 xenevtchn_port_or_error_t xenevtchn_bind_unbound_port(xenevtchn_handle *xce, uint32_t domid);
 xenevtchn_port_or_error_t xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid,
                                                      evtchn_port_t remote_port);
 xenevtchn_port_or_error_t xenevtchn_bind_virq(xenevtchn_handle *xce, unsigned int virq);
 int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port);
-xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce);
-int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port);
 int xenevtchn_restrict(xenevtchn_handle *xce, domid_t domid);
 
 /* xenctrl.h (xc_evtchn_status_t is struct evtchn_status) */
@@ -88,7 +85,8 @@ xencall_handle *xencall_open(struct xentoollog_logger *logger, unsigned open_fla
 int xencall_close(xencall_handle *xcall);
 int xencall2(xencall_handle *xcall, unsigned int op, uint64_t arg1, uint64_t arg2);
 
-/* ---- implemented in C: the simulator's versions of what follows need no simulator (xenevtchn_sim.c) ---- */
+/* ---- implemented in C: the simulator's versions of what follows need no simulator, or run over its mapped
+ * state file in C (xenevtchn_sim.c) ---- */
 
 /* xencall.h: hypercall buffers */
 void *xencall_alloc_buffer(xencall_handle *xcall, size_t size);
@@ -100,6 +98,10 @@ void xtl_logger_destroy(struct xentoollog_logger *logger);
 
 /* xenevtchn.h */
 xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd, unsigned open_flags);
+/* the event round trip, C over the mapped state file (falling back to the Python half for the rest) */
+int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port);
+xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce);
+int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port);
 
 /* xenctrl.h: the frame behind a guest's virtual address, walking vCPU vcpu's page tables (an MFN on PV, a GFN
  * on HVM); 0 with errno set on failure (EADDRNOTAVAIL: not mapped).  The simulator runs no guest kernel. */

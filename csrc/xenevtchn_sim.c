@@ -1,4 +1,13 @@
 /*
+ * The C half of libxenevtchn-sim.so.  The event round trip a program makes
+ * over and over -- xenevtchn_notify, the fd's readiness (the guest kernel's
+ * upcall handler: one thread per vCPU), xenevtchn_pending, xenevtchn_unmask --
+ * runs here over the simulator's mapped state file through csrc/simhost.c,
+ * with no Python; what it does not decide (an error to report, a port this
+ * handle does not own, an update to finish) goes to the Python half
+ * (xenevt_sim_py_*, libglue.py), which also binds, closes and tells this
+ * half which handle owns which port (csrc/xenevtchn_sim.h).
+ *
  * The parts of libxenevtchn-sim.so that need no simulator: hypercall buffers
  * (plain heap memory here, page-locked memory on Xen), the logger constructor
  * (the simulator's messages go to stderr only when no logger is given, as the
@@ -7,10 +16,189 @@
  * simulated nodes itself).
  * Their declarations are csrc/xen_api.h's, below its "implemented in C" line.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "xen_api.h"
+#include "xenevt_host.h"
+#include "xenevtchn_sim.h"
+
+/* --- the event round trip in C ------------------------------------------------------------------------------- */
+#define SIM_HANDLES 4096                  /* handle ids the Python half hands out: 1, 2, ... */
+#define SIM_PORTS XE_EVTCHN_FIFO_NR_CHANNELS
+#define SIM_BATCH 256
+#define SIM_POLL_NS 200000000             /* the upcall threads look at their stop flag this often */
+
+static xe_host *sim_host;                 /* (atomic) NULL: every call goes to Python */
+static uint32_t sim_domid;
+static pthread_mutex_t sim_lock = PTHREAD_MUTEX_INITIALIZER;  /* the owner table against a handle closing */
+static struct { int rfd, wfd; } sim_handles[SIM_HANDLES];
+static uint16_t sim_owner[SIM_PORTS];     /* port -> handle id, 0 none */
+static pthread_t sim_threads[256];
+static uint32_t sim_nthreads;
+static int sim_stop;
+static int sim_kernel;                    /* (atomic) the C upcall threads run */
+static uint64_t sim_dropped;
+
+static uint32_t hid_of(xenevtchn_handle *xce)
+{
+    uintptr_t hid = (uintptr_t)xce;
+
+    return hid < SIM_HANDLES ? (uint32_t)hid : 0;
+}
+
+static xe_host *owned(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
+    uint32_t hid = hid_of(xce);
+
+    if (h == NULL || hid == 0 || port >= SIM_PORTS || __atomic_load_n(&sim_owner[port], __ATOMIC_ACQUIRE) != hid)
+        return NULL;
+    return h;
+}
+
+void xenevt_sim_attach(uint64_t host, uint32_t domid)
+{
+    sim_domid = domid;
+    __atomic_store_n(&sim_host, (xe_host *)(uintptr_t)host, __ATOMIC_RELEASE);
+}
+
+void xenevt_sim_handle(uint32_t hid, int rfd, int wfd)
+{
+    uint32_t p;
+
+    if (hid == 0 || hid >= SIM_HANDLES)
+        return;
+    pthread_mutex_lock(&sim_lock);
+    if (rfd < 0) {
+        for (p = 0; p < SIM_PORTS; p++) {
+            if (sim_owner[p] == hid)
+                __atomic_store_n(&sim_owner[p], 0, __ATOMIC_RELEASE);
+        }
+    }
+    sim_handles[hid].rfd = rfd;
+    sim_handles[hid].wfd = wfd;
+    pthread_mutex_unlock(&sim_lock);
+}
+
+void xenevt_sim_own(uint32_t hid, uint32_t port, int own)
+{
+    if (hid == 0 || hid >= SIM_HANDLES || port >= SIM_PORTS)
+        return;
+    pthread_mutex_lock(&sim_lock);
+    __atomic_store_n(&sim_owner[port], own ? (uint16_t)hid : 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&sim_lock);
+}
+
+uint64_t xenevt_sim_dropped(void)
+{
+    return __atomic_load_n(&sim_dropped, __ATOMIC_RELAXED);
+}
+
+/* Linux's upcall handler on one vCPU, routing each port as the evtchn driver does: masked until userspace unmasks
+ * it, its number written to the owning handle's fd. */
+static void *upcall_loop(void *arg)
+{
+    uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i, hid;
+    xe_error err;
+    int n;
+
+    while (!__atomic_load_n(&sim_stop, __ATOMIC_ACQUIRE)) {
+        xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
+        if (h == NULL)
+            break;
+        n = xe_host_consume(h, sim_domid, vcpu, out, SIM_BATCH, SIM_POLL_NS, &err);
+        if (n == XE_HOST_INTR)
+            continue;
+        if (n < 0)
+            break;  /* (an engine error on the queues, a domain gone: the Python kernel stops there too) */
+        for (i = 0; i < (uint32_t)n; i++) {
+            pthread_mutex_lock(&sim_lock);
+            hid = out[i] < SIM_PORTS ? sim_owner[out[i]] : 0;
+            if (hid == 0 || sim_handles[hid].wfd <= 0) {
+                sim_dropped++;
+            } else {
+                xe_host_guest_mask(h, sim_domid, sim_domid, out[i]);
+                if (write(sim_handles[hid].wfd, &out[i], sizeof(out[i])) != (ssize_t)sizeof(out[i]))
+                    sim_dropped++;
+            }
+            pthread_mutex_unlock(&sim_lock);
+        }
+    }
+    return NULL;
+}
+
+int xenevt_sim_kernel_start(uint32_t nr_vcpus)
+{
+    uint32_t v;
+
+    if (__atomic_load_n(&sim_kernel, __ATOMIC_ACQUIRE) || nr_vcpus == 0 || nr_vcpus > 256)
+        return -1;
+    __atomic_store_n(&sim_stop, 0, __ATOMIC_RELEASE);
+    for (v = 0; v < nr_vcpus; v++) {
+        if (pthread_create(&sim_threads[v], NULL, upcall_loop, (void *)(uintptr_t)v) != 0)
+            break;
+    }
+    sim_nthreads = v;
+    __atomic_store_n(&sim_kernel, 1, __ATOMIC_RELEASE);
+    return v == nr_vcpus ? 0 : -1;
+}
+
+void xenevt_sim_kernel_stop(void)
+{
+    uint32_t v;
+
+    __atomic_store_n(&sim_stop, 1, __ATOMIC_RELEASE);
+    for (v = 0; v < sim_nthreads; v++) {
+        xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
+        if (h != NULL)
+            xe_host_wake(h, sim_domid, v);  /* (a sleeping thread sees its stop flag now, not at its next poll) */
+    }
+    for (v = 0; v < sim_nthreads; v++)
+        pthread_join(sim_threads[v], NULL);
+    sim_nthreads = 0;
+    __atomic_store_n(&sim_kernel, 0, __ATOMIC_RELEASE);
+}
+
+int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    xe_host *h = owned(xce, port);
+
+    if (h != NULL && xe_host_send(h, sim_domid, sim_domid, port) >= 0)
+        return 0;
+    return xenevt_sim_py_notify(xce, port);
+}
+
+xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)
+{
+    uint32_t hid = hid_of(xce), port;
+    ssize_t n;
+    int fd;
+
+    if (hid == 0 || !__atomic_load_n(&sim_kernel, __ATOMIC_ACQUIRE)
+        || (fd = __atomic_load_n(&sim_handles[hid].rfd, __ATOMIC_ACQUIRE)) <= 0)
+        return xenevt_sim_py_pending(xce);  /* (it starts the kernel) */
+    n = read(fd, &port, sizeof(port));
+    if (n == (ssize_t)sizeof(port))
+        return (xenevtchn_port_or_error_t)port;
+    if (n >= 0)
+        errno = EIO;  /* a short read from the event pipe */
+    return -1;
+}
+
+int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    xe_host *h = owned(xce, port);
+
+    if (h != NULL && xe_host_guest_unmask(h, sim_domid, sim_domid, port) == 0)
+        return 0;
+    return xenevt_sim_py_unmask(xce, port);
+}
 
 /* Any non-NULL logger silences the simulator's stderr messages. */
 static struct { int magic; } xe_sim_quiet_logger = { 0x5845 };

@@ -88,7 +88,7 @@ def run(kills: int, workers: int = 2, seed: int = 1, keep: str | None = None, qu
     create_host(state, nr_domains=DOMAINS, nr_vcpus=VCPUS, max_ports_dom0=64, max_ports_domu=48,
                 abis=dict(enumerate(abis)))
     figures = {"kills": 0, "rounds": 0, "inside_update": 0, "intents_redone": 0, "raises_finished": 0,
-               "consumers_cleared": 0, "inconsistent": 0, "lines": []}
+               "consumers_cleared": 0, "lock_holders_dead": 0, "inconsistent": 0, "lines": []}
     start = time.monotonic()
     try:
         while figures["kills"] < kills:
@@ -118,6 +118,7 @@ def run(kills: int, workers: int = 2, seed: int = 1, keep: str | None = None, qu
             figures["intents_redone"] += sum(line.startswith("redid") for line in rec)
             figures["raises_finished"] += sum(line.startswith("finished a raise") for line in rec)
             figures["consumers_cleared"] += sum(line.startswith("cleared vCPU") for line in rec)
+            figures["lock_holders_dead"] += sum(line.startswith("took the host lock") for line in rec)
             left, _, _ = check_host(state)
             if left:
                 figures["inconsistent"] += 1
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(f"kill campaign ({a.abis}): {f['kills']} kills in {f['rounds']} rounds, {f['inside_update']} rounds left "
           f"an update to finish ({f['intents_redone']} intent records redone, {f['raises_finished']} raises finished, "
-          f"{f['consumers_cleared']} killed consumers cleared), {f['inconsistent']} inconsistent files after the "
+          f"{f['consumers_cleared']} killed consumers cleared, {f['lock_holders_dead']} host locks taken over from a "
+          f"killed holder), {f['inconsistent']} inconsistent files after the "
           f"next open, {f['seconds']} s")
     return 1 if f["inconsistent"] else 0
 

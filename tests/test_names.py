@@ -292,3 +292,36 @@ def test_dump_names_the_ports_it_shows(host, capsys):
     code, out, _ = run(capsys, "dump", "-d", 0, "--json")
     words = {w["port"]: w for w in json.loads(out)["words"]}
     assert words[vif[0]["peer"]]["name"]["end"] == "backend"
+
+
+def test_inside_a_guest_netfronts_irqs_are_tied_to_its_own_vif_ports(tmp_path):
+    """A guest's /proc/interrupts names netfront's IRQs after the interface (eth0-q0-tx); sysfs says which vif
+    that interface is (/sys/bus/xen/devices/vif-0/net/eth0), and the guest's own xenstore which ports: the
+    rows are tied to them even where the guest may not ask EVTCHNOP_status (a restricted PV domU)."""
+    from xenevt.activity import read_xenbus
+    from xenevt.evidence.names import for_backend
+
+    dev = tmp_path / "bus" / "xen" / "devices" / "vif-0"
+    (dev / "xenbus").mkdir(parents=True)
+    (dev / "net" / "eth0").mkdir(parents=True)
+    (dev / "nodename").write_text("device/vif/0\n")
+    for stat, value in (("events", "12"), ("spurious_events", "0"), ("jiffies_eoi_delayed", "0")):
+        (dev / "xenbus" / stat).write_text(value + "\n")
+    (xb,) = read_xenbus(str(tmp_path))
+    assert (xb.key, xb.name) == ("xenbus device/vif/0", "xenbus vif-0 eth0")
+
+    class Guest:
+        def xenstore(self):
+            return {"/local/domain/7/device/vif/0/event-channel-tx": "9",
+                    "/local/domain/7/device/vif/0/event-channel-rx": "10",
+                    "/local/domain/7/console/port": "2"}, "libxenstore"
+
+        def activity(self, domain):
+            return [Row("irq 30", "xen-dyn-lateeoi eth0-q0-tx", [5]), Row("irq 31", "xen-dyn-lateeoi eth0-q0-rx", [3]),
+                    Row("irq 32", "xen-dyn-lateeoi eth1-q0-tx", [1]), xb]
+
+    names = for_backend(Guest(), [], frontends_of=7)
+    assert names.irq_port(7, "irq 30") == 9 and names.irq_port(7, "irq 31") == 10
+    assert names.irq_port(7, "irq 32") is None  # no vif of this guest is eth1
+    assert names.text(7, 10) == "vif 0 rx" and names.get(7, 10).irq == "irq 31 eth0-q0-rx"
+    assert names.text(7, 2) == "console"

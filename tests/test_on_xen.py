@@ -511,7 +511,7 @@ def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
     on the 2-vCPU domU) by their xenstore nodes, and list -d 0 names netback's ends as that vif's backend,
     tied to the /proc/interrupts row netback registered for the queue (vifD.0-qN-tx)."""
     domu = request.getfixturevalue(which)
-    domu_result(domu)
+    got = domu_result(domu)
     want = vif_ports(domu)
     theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
     ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
@@ -530,6 +530,9 @@ def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
         assert bname.get("irq", "").endswith(f"vif{domu}.0-q{queue or 0}-{direction}"), bname
         where = f"queue {queue} {direction}" if queue is not None else direction
         assert name["text"] == f"d{domu}:{port} vif 0 {where} {ARROW} d0:{back}", name["text"]
+        # the domU's own names (its xenstore, as watch reads them): netfront's IRQ row for the port (eth0-q0-tx)
+        assert re.fullmatch(rf"irq \d+ \S+-q{queue or 0}-{direction}", got["vif_irqs"].get(str(port)) or ""), got
+    assert sorted(got["vif_irqs"], key=int) == sorted(map(str, want.values()), key=int), got["vif_irqs"]
 
 
 ARROW = "\u2194"
@@ -616,8 +619,8 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     """The 2-level domU notifies its vif's tx port in a loop with nothing on the ring (a rogue frontend, the
     XSA-391 class).  doctor -d 0 --interval in dom0 flags netback's end of it, named by device, with the rate
     it measured (what Linux delivers of the flood: its lateeoi throttle holds the EOI back, so a few hundred a
-    second under QEMU where an idle vif takes none; hence --storm-rate 10), and does not call that port stuck
-    though it rests masked between the delayed EOIs."""
+    second under QEMU, fewer on a loaded host, where an idle vif takes none; hence --storm-rate 1), and does not
+    call that port stuck though it rests masked between the delayed EOIs."""
     domu = domu_2l
     domu_result(domu)
     ports = vif_ports(domu)
@@ -629,7 +632,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
                    check=True)
     domu_result(domu, f"data/xenci-result-{token}-started", 60)
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
-                        "--storm-rate", "10"], capture_output=True, text=True, timeout=300)
+                        "--storm-rate", "1"], capture_output=True, text=True, timeout=300)
     sent = domu_result(domu, f"data/xenci-result-{token}", 180)
     print(f"domU {domu} sent {sent}; doctor rc {r.returncode}")
     rep = json.loads(r.stdout)
@@ -808,7 +811,7 @@ def test_notify_deliver_round_trip_beside_a_c_program(xen):
         if REQUIRE:
             pytest.fail(f"{PINGPONG} was not built (the runner builds it where libxen-dev is installed)")
         pytest.skip("no C program to compare with")
-    rounds = 300
+    rounds = 2000  # the C figure subtracts a process start (tens of ms under QEMU): the loops must dwarf it
     c = c_round_trip(rounds)
     ours = xenevt_round_trip(xen, rounds)
     print(f"XENCI-BENCH notify->deliver: xenevt {ours * 1e6:.0f} us, C {c * 1e6:.0f} us "

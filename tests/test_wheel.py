@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 PINGPONG_C = ROOT / "tests" / "c" / "evtchn_pingpong.c"
 XENEVTCHN_H = "/usr/include/xenevtchn.h"
-SIM_SOURCES = ["xenevtchn_sim.c", "xen_api.h"]
+SIM_SOURCES = ["xenevtchn_sim.c", "xen_api.h", "xenevtchn_sim.h", "simhost.c", "xenevt_host_api.h"]
 
 
 @pytest.fixture(scope="module")

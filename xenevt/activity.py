@@ -98,9 +98,18 @@ def read_xenbus(root: str = "/sys") -> list[Row]:
             if values[0] is None:
                 continue
             node = _sysfs_text(os.path.join(dev, "nodename")) or name
-            rows.append(Row(f"xenbus {node}", f"xenbus {name}", [values[0]], spurious=values[1],
-                            eoi_delayed=values[2]))
+            # a frontend's network interfaces (netfront names its IRQs after them: eth0-q0-tx)
+            netdevs = _listdir(os.path.join(dev, "net"))[:8] if bus == "xen" else []
+            rows.append(Row(f"xenbus {node}", " ".join([f"xenbus {name}", *netdevs]), [values[0]],
+                            spurious=values[1], eoi_delayed=values[2]))
     return rows
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(path) if n.isascii() and n.isprintable() and " " not in n)
+    except OSError:
+        return []
 
 
 def _sysfs_text(path: str) -> str | None:

@@ -145,7 +145,7 @@ def _encoder():
     return _ENCODE[0]
 
 
-@dataclass
+@dataclass(frozen=True)
 class NotifyResult:
     domain: int
     port: int

@@ -69,12 +69,18 @@ def look(domid: int, ask_status: bool = True) -> dict:
                "vcpus": [[v.upcall_pending, v.upcall_mask, v.pending_sel] if v.known else None for v in d.vcpus],
                "next_upcall": [v.next_upcall for v in d.vcpus]}
     if ask_status:
+        from xenevt.evidence.names import for_backend
+
         b = select_backend("xen")
         try:
-            b.list_ports(domid)
+            ports, front = [(domid, st) for st in b.list_ports(domid)], None
             out["status"] = "ok"
         except XenevtError as e:  # a PV domU may not ask EVTCHNOP_status even of itself through privcmd
             out["status"] = f"errno {e.errno}: {e}"
+            ports, front = [], domid
+        # this guest's names for its own vif ports, and the /proc/interrupts row each was tied to (as watch does)
+        names = for_backend(b, ports, frontends_of=front)
+        out["vif_irqs"] = {str(p): n.irq for (d, p), n in names.names.items() if d == domid and n.kind == "vif"}
         b.shutdown()
     return {"domid": domid} | out
 

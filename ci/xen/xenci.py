@@ -501,7 +501,7 @@ def main() -> int:
                     help="a developer's run: only the tests whose names contain NAME (repeatable; pytest -k)")
     ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "120")),
                     help="seconds per test inside dom0")
-    ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "900")),
+    ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "1800")),
                     help="seconds for the whole in-dom0 test stage")
     ap.add_argument("--xen-timeout", type=float, default=180)
     ap.add_argument("--dom0-timeout", type=float, default=300)
@@ -540,7 +540,7 @@ def run_version(xen: str, args) -> tuple[bool, str]:
     failure = None
     try:
         say(f"[{xen}] stage fetch ({VERSIONS[xen]})")
-        # worst case, every stage at its limit: 600+600+180+300+120+900+60 s = 46 min; in practice ~3 min a version
+        # worst case, every stage at its limit: 600+600+180+300+120+1800+60 s = 61 min; in practice ~10 min a version
         pk = fetch(xen, 600)
         say(f"[{xen}] stage build-initramfs")
         img = build(pk, 600)

@@ -167,12 +167,12 @@ def _save(path: str, text: str) -> None:
 
 def _names(c: Ctx, ev):
     """The names of the evidence's ports (xenstore, VIRQs, IPIs: evidence/names.py)."""
-    from ..evidence.names import for_backend
+    from ..evidence.names import ROW_KEYS, for_backend
 
     # the kernel's IRQ rows are in the evidence already (its counters): not read a second time
-    irq_rows = {d: [r for r in dom.counters if r.key.startswith("irq ")] for d, dom in ev.domains.items()}
+    irq_rows = {d: [r for r in dom.counters if r.key.startswith(ROW_KEYS)] for d, dom in ev.domains.items()}
     return for_backend(c.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
-                                                   for _, pf in sorted(dom.ports.items())], irq_rows)
+                                                   for _, pf in sorted(dom.ports.items())], irq_rows=irq_rows)
 
 
 def _port_words(names, domain: int, port: int) -> str:

@@ -77,8 +77,8 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
 
     try:
         names = for_backend(b, [(d, st) for st in b.list_ports(d)])
-    except XenevtError:  # a guest may not list its own ports (EPERM): its rows keep their IRQ names
-        names = None
+    except XenevtError:  # a guest may not list its own ports (EPERM): its frontends' are in its xenstore
+        names = for_backend(b, [], frontends_of=d)
 
     def name_field(row):
         port = _port_of(row, names, d)

@@ -51,6 +51,7 @@ VALID_WORD = 9  # u32 (version 2): ports below it have channel structures in Xen
 EVTCHNS_PER_BUCKET = 64  # Xen: PAGE_SIZE / sizeof(struct evtchn) (64 bytes, cache-line aligned)
 CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
 UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
+UPCALL_COUNT = 0x7FFFFFFF  # its count; bit 31: a consumer sleeps on it (XE_UPCALL_WAITERS)
 CONSUMER_OFFSET = 3072  # u32 per vCPU: pid of the process consuming as this vCPU, 0 if none
 CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
 GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
@@ -421,12 +422,15 @@ class DomainMemory:
         return UPCALL_OFFSET + 4 * vcpu
 
     def upcall_seq(self, vcpu: int) -> int:
-        return self._words[UPCALL_OFFSET // 4 + vcpu]
+        """The count of upcalls (bits 0..30; bit 31 says a consumer sleeps on the word: the simulator's kick wakes
+        it, csrc/simhost.c)."""
+        return self._words[UPCALL_OFFSET // 4 + vcpu] & UPCALL_COUNT
 
     def bump_upcall(self, vcpu: int) -> None:
-        """Mark an upcall pending for ``vcpu`` (callers hold the hypervisor lock)."""
+        """Mark an upcall pending for ``vcpu`` (callers hold the hypervisor lock; no sleeper is woken: the
+        simulator kicks through xe_upcall_bump)."""
         i = UPCALL_OFFSET // 4 + vcpu
-        self._words[i] = (self._words[i] + 1) & 0xFFFFFFFF
+        self._words[i] = (self._words[i] + 1) & UPCALL_COUNT
 
     def consumer(self, vcpu: int) -> int:
         return self._words[CONSUMER_OFFSET // 4 + vcpu]

@@ -27,6 +27,9 @@ _FRONT = (r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]{1,64})"
           r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
 _SPECIAL = r"/local/domain/(\d{1,5})/(console|store)/port"
 _IRQ_VIF = r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?"  # netback: "%s-q%u-tx" of dev "vif%u.%u"
+_IRQ_NETFRONT = r"(\S{1,15})-q(\d+)(?:-(tx|rx))?"  # netfront: "%s-q%u-tx" of its netdev (eth0)
+_XENBUS_VIF = r"xenbus device/vif/([^/\s]{1,64})"  # a guest's own frontend's counters row
+ROW_KEYS = ("irq ", "xenbus device/vif/")  # the activity rows that tie ports to names
 
 
 @dataclass(frozen=True)
@@ -182,32 +185,47 @@ def _from_state(st) -> Name | None:
 
 
 def _tie_irqs(out: Names, domain: int, rows) -> None:
-    """Netback's IRQ names (vif5.0-q0-tx) tied to the backend ports xenstore named: each name once."""
+    """Netback's IRQ names (vif5.0-q0-tx) tied to the backend ports xenstore named, and inside a guest
+    netfront's (eth0-q0-tx, after the interface its vif device has in sysfs) to its own frontend ports: each
+    name once."""
     want: dict[tuple[int, str, int, str | None], tuple[int, int]] = {}
     for (d, p), n in out.names.items():
-        if d == domain and n.kind == "vif" and n.end == "backend" and n.owner is not None:
-            want[(n.owner, n.id or "", n.queue or 0, n.direction)] = (d, p)
+        if d == domain and n.kind == "vif" and n.owner is not None and n.end in ("backend", "frontend"):
+            want[(n.owner if n.end == "backend" else -1, n.id or "", n.queue or 0, n.direction)] = (d, p)
     if not want:
         return
+    netdevs: dict[str, str] = {}  # interface -> vif id, from the guest's xenbus rows ("xenbus vif-0 eth0")
+    for row in rows:
+        m = re.fullmatch(_XENBUS_VIF, row.key)
+        if m:
+            for dev in row.name.split()[2:]:
+                netdevs[dev] = m.group(1)
     for row in rows:
         if not row.key.startswith("irq "):
             continue
         for word in row.name.replace(",", " ").split():
             m = re.fullmatch(_IRQ_VIF, word)
-            if not m:
-                continue
-            key = (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4))
+            if m:
+                key = (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4))
+            else:
+                m = re.fullmatch(_IRQ_NETFRONT, word)
+                if not m or m.group(1) not in netdevs:
+                    continue
+                key = (-1, netdevs[m.group(1)], int(m.group(2)), m.group(3))
             if key in want:
                 n = out.names[want[key]]
                 out.names[want.pop(key)] = Name(n.kind, n.device, n.source, n.owner, n.id, n.queue, n.direction,
                                                 n.end, f"{row.key} {word}")
 
 
-def for_backend(backend, ports: Iterable[tuple[int, object]], irq_rows: dict | None = None) -> Names:
+def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int | None = None,
+                irq_rows: dict | None = None) -> Names:
     """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts (or
-    ``irq_rows``, per domain, where the caller read them already); a source it lacks becomes a note, never an
-    error (a port without a name is still a port).  A backend whose activity rows are not a kernel's
-    interrupts (``kernel_interrupts`` False: the simulator counts per port) is not asked for them."""
+    ``irq_rows``, per domain, where the caller read them already: the rows whose key starts with one of
+    ROW_KEYS); a source it lacks becomes a note, never an error (a port without a name is still a port).  A
+    backend whose activity rows are not a kernel's (``kernel_interrupts`` False: the simulator counts per port)
+    is not asked for them.  With ``frontends_of`` (a guest that may not ask EVTCHNOP_status of its own ports):
+    that domain's ports its xenstore frontend nodes record, named from the nodes alone."""
     ports = list(ports)
     try:
         nodes, where = backend.xenstore()
@@ -216,6 +234,12 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], irq_rows: dict | N
         first = str(e)
     else:
         first = None
+    if frontends_of is not None and nodes:
+        from .model import PortFacts
+
+        known = {(d, st.port) for d, st in ports}
+        ports += [(d, PortFacts(p, "unknown")) for d, p in sorted(from_xenstore(nodes)[0])
+                  if d == frontends_of and (d, p) not in known]
     if irq_rows is None:
         irq_rows = {} if not getattr(backend, "kernel_interrupts", True) else _irq_rows(backend, ports)
     names = build(ports, nodes, irq_rows, where or "xenstore")
@@ -229,8 +253,8 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], irq_rows: dict | N
 def _irq_rows(backend, ports) -> dict:
     irq_rows = {}
     for domain in sorted({d for d, _ in ports}):
-        try:
-            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith("irq ")]
+        try:  # IRQ rows, and a guest's own vif rows (which interface netfront named its IRQs after)
+            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith(ROW_KEYS)]
         except (XenevtError, OSError):
             continue
     return irq_rows

@@ -36,7 +36,7 @@ from ..engine import SP, Consume
 from ..engine.codes import engine_error
 from ..engine.layout import ABI_FIFO
 from ..errors import StateError, channel_error
-from . import futex
+from . import hot
 from .statefile import (
     K_PAGE,
 )
@@ -44,6 +44,8 @@ from .store import SimDomain, errtext
 
 LOCK_NAME = "consumers.lock"
 CONSUME_BATCH = 256
+CONSUME_MAX = 4096  # the C loop's batch limit (hot.HotHost's buffer); larger asks go the Python way
+_hot_consume, _unpack, _monotonic = hot.consume, hot.unpack, time.monotonic
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 _LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
 _LOCK_FDS_GUARD = threading.Lock()
@@ -63,7 +65,13 @@ class GuestKernel:
             self._transact("expand_array", caller, [(K_PAGE, dom.domid, mem.nr_pages, b"")])
 
     def unmask(self, caller: int, domid: int, port: int) -> None:
-        """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks)."""
+        """The guest's unmask: locally if not pending, else EVTCHNOP_unmask (Xen relinks).  One C call does it
+        (hot.guest_unmask); what it leaves, the Python below decides."""
+        h = self._hot
+        if h is None:
+            h = self._hot_host()
+        if h and not self._depth and hot.guest_unmask(h.h, caller, domid, port) == 0:
+            return
         call = "unmask"
         dom = self._own_word(caller, domid, port, call)
         if dom.mem.event_abi != ABI_FIFO:
@@ -211,10 +219,42 @@ class GuestKernel:
 
         The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
         between two batches."""
+        h = self._hot
+        if h is None:
+            h = self._hot_host()
+        if h and 0 < max_events <= CONSUME_MAX and (caller is None or caller == domid):  # (C checks the domain)
+            bufs = h.bufs.get((domid, vcpu))  # its own: one consumer per vCPU, and threads may consume others
+            if bufs is None:
+                bufs = h.buffers(domid, vcpu)
+            out, err = bufs
+            if timeout is None:
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, -1, err)
+            elif timeout > 0:
+                t0 = _monotonic()
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, int(timeout * 1e9), err)
+            else:
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, 0, err)
+            if n > 0:
+                return _unpack(out, n)
+            while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
+                left = -1 if timeout is None else max(int((t0 + timeout - _monotonic()) * 1e9), 0)
+                n = _hot_consume(h.h, domid, vcpu, out, max_events, left, err)
+            if n >= 0:
+                return _unpack(out, n)
+            if n == -1:
+                e = err
+                fifo = self.domains[domid].mem.event_abi == ABI_FIFO
+                where = f" (vCPU {vcpu}, priority {e.priority})" if fifo else f" (vCPU {vcpu})"
+                raise engine_error(e.code, "consume events of", domid, e.port if fifo else None, vcpu, where)
+        return self._consume(domid, vcpu, max_events, timeout, caller)
+
+    def _consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
+                 caller: int | None = None) -> list[int]:
+        """The upcall loop in Python: the reference, and whatever the C loop leaves (errors say which)."""
         call = "consume events of"
         dom = self._own(caller, domid, call, vcpu=vcpu) if caller is not None else self.domain(domid, call)
         deadline = None if timeout is None else time.monotonic() + timeout
-        addr = self._upcall_addr(dom, vcpu)
+        word = self._upcall_word(dom, vcpu)
         while True:
             seq = dom.mem.upcall_seq(vcpu)
             fifo = dom.mem.event_abi == ABI_FIFO
@@ -231,4 +271,5 @@ class GuestKernel:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return []
-            futex.wait(addr, seq, remaining, lambda: dom.mem.upcall_seq(vcpu))
+            hot.sleep_word(word, seq, -1 if remaining is None else int(remaining * 1e9))  # (-EINTR: looped, so a
+            # signal's Python handler runs first)

@@ -2,12 +2,13 @@
 
 One memory-mapped file holds every domain's FIFO memory (the engine's
 DomainMemory layout), so several processes share one host: hypervisor-side
-operations take an exclusive file lock (Xen's event lock), guests consume
-lock-free with atomics on the shared words, and a consumer sleeps on its
-vCPU's upcall word (futex) until an event is raised.
+operations take the host lock kept in the file (Xen's event lock: a robust,
+process-shared mutex), guests consume lock-free with atomics on the shared
+words, and a consumer sleeps on its vCPU's upcall word (futex) until an event
+is raised.  The hot hypercalls run in C (hot.py, csrc/simhost.c).
 
-The jobs: the state file, its lock and journal (store.py; the format is
-statefile.py's), the hypercalls by Xen's rules (hypercalls.py; who may call, access.py), the guest
+The jobs: the state file, its lock and journal (store.py and hot.py; the
+format is statefile.py's), the hypercalls by Xen's rules (hypercalls.py; who may call, access.py), the guest
 kernel's part (guest.py), activity counters (stats.py), the 'e' console text
 (console.py), frames for foreign mappings (foreign.py), the xenstore nodes that name ports
 (xenstore.py), every port's status of a domain in bulk (reader.py).  Everyone else uses SimHost and the functions here.

@@ -30,7 +30,7 @@ from ..engine.codes import engine_error
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, HEADER_FIELDS
 from ..errors import channel_error
 from ..ports import NotifyResult, PortStatus, chan_status
-from . import futex
+from . import hot
 from .foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
 from .statefile import (
     K_CHAN,
@@ -47,6 +47,7 @@ from .statefile import (
 from .store import SimDomain, kernel_boot
 
 ECS_FREE_BYTE = bytes([ECS_FREE])
+_hot_send = hot.send
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 # XENEVT_SIM_BREAK=<rule>: one rule deliberately wrong, so the differential scenarios (tests/scenarios) are seen
 # to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain), unmask-no-raise
@@ -91,14 +92,8 @@ class Hypercalls:
         mem = dom.mem
         if mem.geometry.version >= 2 and 0 <= vcpu < mem.nr_vcpus:
             mem.buffer[mem.geometry.vcpu_info_offset(vcpu)] = 1
-        mem.bump_upcall(vcpu)
-        futex.wake(self._upcall_addr(dom, vcpu))
-
-    def _upcall_addr(self, dom: SimDomain, vcpu: int) -> int:
-        key = (dom.domid, vcpu)
-        if key not in self._pins:
-            self._pins[key] = futex.address_of(self._mm, dom.mem.offset + dom.mem.upcall_byte_offset(vcpu))
-        return self._pins[key][0]
+        if 0 <= vcpu < mem.nr_vcpus:
+            hot.kick_word(self._upcall_word(dom, vcpu))  # bumped; a futex wake only if a consumer sleeps on it
 
     def _close_word(self, dom: SimDomain, port: int) -> None:
         """Linux masks the port before closing it (a bare domain has no Linux); Xen's evtchn_close() clears
@@ -390,7 +385,32 @@ class Hypercalls:
 
     def send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
         """EVTCHNOP_send.  Xen drops a send on an unbound port and returns 0; a person using the CLI is
-        told instead (``tell_unbound``), a program using the library gets Xen's silence."""
+        told instead (``tell_unbound``), a program using the library gets Xen's silence.
+
+        One C call (hot.send: the lock, Xen's checks, the raise, the counter, the kick) does the common case;
+        whatever it leaves (an error, an unbound port, Xen's own ports, a record to look at closely, an update
+        to finish) is decided by the Python hypercall below, the reference the C is held to."""
+        hh = self._hot_h  # (this thread holding the lock already: EDEADLK, so the Python way, which nests)
+        if hh is not None:
+            code = _hot_send(hh, caller, domid, port)
+            if code >= 0:
+                r = self._sent.get((code, domid, port))
+                return r if r is not None else self._sent_result(code, domid, port)
+        elif self._hot is None and self._hot_host() is not None:
+            return self.send(caller, domid, port, tell_unbound)
+        return self._send(caller, domid, port, tell_unbound)
+
+    def _sent_result(self, code: int, domid: int, port: int) -> NotifyResult:
+        """What a send the C hot path made answers (``code``: SP bits | port << 12 | domain << 32), made once."""
+        if len(self._sent) > 4096:
+            self._sent.clear()
+        r = self._sent[(code, domid, port)] = NotifyResult(domid, port, code >> hot.SP_DOM_SHIFT,
+                                                           code >> hot.SP_PORT_SHIFT & hot.PORT_BITS,
+                                                           _outcome(SP(code & hot.SP_BITS)))
+        return r
+
+    def _send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
+        """EVTCHNOP_send in Python: the reference, and every case the C hot path leaves."""
         call = "notify"
         with self.locked():
             dom = self._own(caller, domid, call, port)

@@ -24,6 +24,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 _libs = None
 _quiet = False
+_clib = None  # the library's C half (xenevtchn_sim.h): the fast path's handles, ports and upcall threads
 
 
 def _get():
@@ -31,7 +32,7 @@ def _get():
     if _libs is None:
         from .libxen import SimLibraries
 
-        _libs = SimLibraries()
+        _libs = SimLibraries(c_half=_clib)
     return _libs
 
 
@@ -43,7 +44,11 @@ def reset() -> None:
     _libs, _quiet = None, False
 
 
-def install(ffi) -> None:
+def install(ffi, lib=None) -> None:
+    """``lib``: the C half the fast path runs in (notify, pending, unmask and the upcall threads); the Python
+    functions below are its fallbacks and everything else."""
+    global _clib
+    _clib = lib
     NULL = ffi.NULL
 
     def guarded(fail, fn, *args):
@@ -83,7 +88,7 @@ def install(ffi) -> None:
         return guarded(-1, lambda: _get().evtchn_fd(hid(h)))
 
     @ffi.def_extern()
-    def xenevtchn_notify(h, port):
+    def xenevt_sim_py_notify(h, port):
         return guarded(-1, lambda: _get().notify(hid(h), port) or 0)
 
     @ffi.def_extern()
@@ -103,11 +108,11 @@ def install(ffi) -> None:
         return guarded(-1, lambda: _get().unbind(hid(h), port) or 0)
 
     @ffi.def_extern()
-    def xenevtchn_pending(h):
+    def xenevt_sim_py_pending(h):
         return guarded(-1, lambda: _get().pending(hid(h)))
 
     @ffi.def_extern()
-    def xenevtchn_unmask(h, port):
+    def xenevt_sim_py_unmask(h, port):
         return guarded(-1, lambda: _get().unmask(hid(h), port) or 0)
 
     @ffi.def_extern()

@@ -20,6 +20,7 @@ Errors are XenevtErrors carrying errno; the C glue turns them into -1 + errno.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import struct
@@ -49,7 +50,9 @@ class _Handle:
 
 
 class SimLibraries:
-    def __init__(self, state_dir: str | None = None, domid: int | None = None):
+    def __init__(self, state_dir: str | None = None, domid: int | None = None, c_half=None):
+        """``c_half``: the library's C half (csrc/xenevtchn_sim.h), told of each handle, port and vCPU so that
+        notify, pending, unmask and the upcall handler run in C; None: all of it here, in Python."""
         if domid is None:
             domid = int(os.environ.get("XENEVT_SIM_DOMAIN", "0"), 0)
         self.host = SimHost(state_dir)
@@ -62,6 +65,11 @@ class SimLibraries:
         self._kernel: list[threading.Thread] = []
         self._stop = threading.Event()
         self.dropped = 0  # events for ports no handle owns (the kernel had no handler for them)
+        self._c = None
+        hot = self.host._hot_host() if c_half is not None else None
+        if hot is not None:
+            self._c = c_half
+            c_half.xenevt_sim_attach(hot.address, domid)
 
     # --- the guest kernel ----------------------------------------------------------
     def _start_kernel(self) -> None:
@@ -71,6 +79,15 @@ class SimLibraries:
         nr = self.host.domain(self.domid, "act as").mem.nr_vcpus
         for v in range(nr):
             self.host.claim_vcpu(self.domid, v)
+        if self._c is not None:  # the upcall handler in C: one thread per vCPU, no Python on the way
+            if self._c.xenevt_sim_kernel_start(nr) != 0:
+                self._c.xenevt_sim_kernel_stop()
+                raise ChannelError("cannot start the upcall threads", errno=errno.EAGAIN, domain=self.domid)
+            self._kernel.append(None)
+            # stopped before this interpreter lets go of the mapping under them (a Python program's exit; a C
+            # program's embedded interpreter is never finalized)
+            atexit.register(self._stop_c_kernel)
+            return
         for v in range(nr):
             t = threading.Thread(target=self._upcall_loop, args=(v,), name=f"xenevt-sim-vcpu{v}", daemon=True)
             t.start()
@@ -100,7 +117,9 @@ class SimLibraries:
         with self._lock:
             hid = self._next
             self._next += 1
-            self.handles[hid] = _Handle()
+            h = self.handles[hid] = _Handle()
+            if self._c is not None:
+                self._c.xenevt_sim_handle(hid, h.rfd, h.wfd)
             return hid
 
     def _h(self, hid: int) -> _Handle:
@@ -114,6 +133,8 @@ class SimLibraries:
             h = self._h(hid)
             for port in sorted(h.ports):
                 self._unbind(h, port)
+            if self._c is not None:  # the C kernel writes to its pipe no more
+                self._c.xenevt_sim_handle(hid, -1, -1)
             os.close(h.rfd)
             os.close(h.wfd)
             del self.handles[hid]
@@ -132,7 +153,12 @@ class SimLibraries:
     def _adopt(self, h: _Handle, port: int) -> int:
         h.ports.add(port)
         self.owner[port] = h
+        if self._c is not None:
+            self._c.xenevt_sim_own(self._hid(h), port, 1)
         return port
+
+    def _hid(self, h: _Handle) -> int:
+        return next(hid for hid, x in self.handles.items() if x is h)
 
     def _restricted(self, h: _Handle, remote: int, call: str) -> None:
         if h.restrict is not None and remote != h.restrict:
@@ -168,6 +194,8 @@ class SimLibraries:
     def _unbind(self, h: _Handle, port: int) -> None:
         h.ports.discard(port)
         self.owner.pop(port, None)
+        if self._c is not None:
+            self._c.xenevt_sim_own(self._hid(h), port, 0)
         self.host.close_port(self.domid, self.domid, port)
 
     def unbind(self, hid: int, port: int) -> None:
@@ -284,9 +312,19 @@ class SimLibraries:
             self.host.bind_vcpu(self.domid, self.domid, port, value)
         return 0
 
+    def _stop_c_kernel(self) -> None:
+        if self._c is not None:
+            self._c.xenevt_sim_kernel_stop()
+            self.dropped += self._c.xenevt_sim_dropped()
+            self._c.xenevt_sim_attach(0, 0)
+            self._c = None
+
     def shutdown(self) -> None:
         self._stop.set()
+        atexit.unregister(self._stop_c_kernel)
+        self._stop_c_kernel()
         for t in self._kernel:
-            t.join(timeout=2)
+            if t is not None:
+                t.join(timeout=2)
         for hid in list(self.handles):
             self.evtchn_close(hid)

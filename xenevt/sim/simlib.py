@@ -33,7 +33,12 @@ ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxen
            "libxencall.so", "libxentoollog.so.1", "libxentoollog.so", "libxenforeignmemory.so.1",
            "libxenforeignmemory.so"]
 PKG, ROOT = capi.PKG, capi.ROOT  # .../xenevt, and the checkout or site-packages holding it
-C_SOURCES = [capi.HEADER, "xenevtchn_sim.c"]
+# the library's own C (its fast path is csrc/simhost.c over the engine's C files, as xenevt._native has them)
+ENGINE_SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c"]
+C_SOURCES = [capi.HEADER, "xenevtchn_sim.c", "xenevtchn_sim.h", "xenevt_fifo.h", "xenevt_fifo_api.h", "fifo_internal.h",
+             "xenevt_host.h", "xenevt_host_api.h"] + ENGINE_SOURCES
+SIM_HEADER = "xenevtchn_sim.h"
+SIM_C_MARK = "---- written in C"
 CSRC_DIRS = capi.CSRC_DIRS  # checkout first, then installed
 
 
@@ -48,6 +53,14 @@ def csrc_dir() -> str:
     except capi.CSourcesMissing:
         raise SimLibError(f"the C sources of libxenevtchn-sim.so ({', '.join(C_SOURCES)}) are in neither "
                           f"{' nor '.join(CSRC_DIRS)}: reinstall xenevt from its sdist or wheel") from None
+
+
+def own_declarations() -> tuple[str, str]:
+    """csrc/xenevtchn_sim.h as cffi reads it: (the functions written in Python, those written in C)."""
+    with open(os.path.join(csrc_dir(), SIM_HEADER)) as f:
+        own = "".join(line for line in f if not line.lstrip().startswith("#"))
+    python_half, c_half = own.split(SIM_C_MARK)
+    return python_half.rsplit("\n", 1)[0] + "\n", c_half.split("\n", 1)[1]
 
 
 def _key() -> str:
@@ -75,9 +88,9 @@ def _init_code() -> str:
         f"for _p in reversed({paths!r}):\n"
         "    if _p not in sys.path:\n"
         "        sys.path.insert(0, _p)\n"
-        "from xenevt_simlib import ffi\n"
+        "from xenevt_simlib import ffi, lib\n"
         "from xenevt.sim.libglue import install\n"
-        "install(ffi)\n"
+        "install(ffi, lib)\n"
     )
 
 
@@ -87,10 +100,14 @@ def build(dest: str) -> None:
     csrc = csrc_dir()
     ffi = FFI()
     # the functions libglue writes in Python; xenevtchn_sim.c includes the whole header and writes the rest
-    ffi.embedding_api(capi.declarations(embedded_only=True))
+    python_half, c_half = own_declarations()
+    ffi.embedding_api(capi.declarations(embedded_only=True) + python_half)
+    ffi.cdef(c_half)  # what libglue calls in the C half
     with open(os.path.join(csrc, "xenevtchn_sim.c")) as f:
-        ffi.set_source("xenevt_simlib", f.read(), include_dirs=[csrc], extra_compile_args=["-Wall", "-O2"],
-                       extra_link_args=[f"-Wl,-soname,{SONAME}"])
+        ffi.set_source("xenevt_simlib", f.read(), include_dirs=[csrc],
+                       extra_compile_args=["-Wall", "-O2", "-std=gnu11"],
+                       sources=[os.path.join(csrc, name) for name in ENGINE_SOURCES],
+                       extra_link_args=[f"-Wl,-soname,{SONAME}", "-pthread"])
     ffi.embedding_init_code(_init_code())
     tmp = tempfile.mkdtemp(prefix="xenevt-simlib-")
     try:

@@ -40,7 +40,10 @@ write as well as Python (issue 15), all fields little-endian:
 ====== ==== ===================================================================
 offset size field
 ====== ==== ===================================================================
-0x000  64   reserved for a process-shared lock (zero; the lock is flock today)
+0x000  64   the host lock (csrc/xenevt_host_api.h): a robust, process-shared
+            pthread mutex, then u32 magic "XLCK" at 0x30 once formatted and the
+            holder's pid at 0x34; a zero slot (a file made before) is formatted
+            once, on open, under flock
 0x040  4    intent.state: 0 none, ``INTENT_COMMITTED`` ("XINT") a whole record
 0x044  4    intent.seq: bumped by each record (for reports)
 0x048  4    intent.op: ``OPS`` code of the hypercall
@@ -58,7 +61,8 @@ A multi-record update (an intent) writes its entries, count and crc, then
 stores ``INTENT_COMMITTED`` in one aligned word, applies the entries in
 order, and stores 0.  Every entry is idempotent (at-least-once for a raise),
 so whoever next takes the host lock finds a committed record and applies it
-again whole, whatever instant its writer died; a record whose state is 0 was
+again whole, whatever instant its writer died (a writer killed holding the
+lock is seen by the next taker: the mutex is robust); a record whose state is 0 was
 never committed and nothing of it was applied.  A single raise (send,
 unmask) only stores ``raise`` around the engine call: the next lock holder
 re-checks that port's queues and raises it again.  Entry kinds (``K_*``):

@@ -14,6 +14,7 @@ import mmap
 import os
 import random
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +32,7 @@ from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for, twol
 from ..engine.layout import ABI_2L, ABI_FIFO, CHAN, FREES_WORD, L2_WORDS
 from ..errors import StateError
 from ..ports import chan_is_open
+from .hot import OWNER_DIED, HostLock, HotHost, buffer_of, format_lock, release, upcall_word
 from .statefile import (
     DEFAULT_XEN,
     DOM_BARE,
@@ -75,6 +77,7 @@ from .statefile import (
 )
 
 _INTENT_TAIL = struct.Struct("<7I")  # INTENT_HEADER after its state word
+HOT_ENV = "XENEVT_SIM_HOT"  # "python": the hypercalls' Python path only (the reference the C hot path is held to)
 
 
 def default_state_dir() -> str:
@@ -190,6 +193,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
                 mem.release()
                 del mem
                 offset += geo.size
+            format_lock(mm, size - PAGE_SIZE)
             mm.flush()
         os.fsync(fd)
         os.close(fd)
@@ -223,6 +227,7 @@ class SimDomain:
         self.l2 = twolevel_for(mem)
         self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
         self.frees_seen = -1
+        self.table_index = 0  # its entry in the file's domain table
 
     @property
     def paused(self) -> bool:
@@ -275,20 +280,37 @@ class HostFile:
             self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
         except OSError as e:
             raise StateError(f"cannot open state file {self.path}: {errtext(e)}", errno=e.errno) from None
+        self._hostlock: HostLock | None = None
+        # the C hot path (hot.HotHost), made on first use; False: none for this host (read-only, or the reference)
+        self._hot = False if read_only or os.environ.get(HOT_ENV) == "python" else None
+        self._hot_h = None  # its xe_host pointer, once made
+        self._cbase = None
+        self._sent: dict[tuple[int, int, int], object] = {}  # the hot send's answers, each made once (NotifyResult)
+        self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX if recover and not read_only else fcntl.LOCK_SH)
+            self._hostlock = HostLock(self.path, self._fd, os.fstat(self._fd).st_size)
+            died = self._hostlock.take() & OWNER_DIED
+        except BaseException:
+            if self._hostlock is not None:
+                self._hostlock.close()
+            os.close(self._fd)
+            raise
+        try:
             self._map()
         except BaseException:
-            os.close(self._fd)  # (drops the lock too)
+            self._hostlock.give()
+            self._hostlock.close()
+            os.close(self._fd)
             raise
+        if died:
+            self.recovered.append("took the host lock from a holder that died holding it")
         self._closed = False
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
         self._stats = None
-        self._tlock = threading.RLock()  # flock excludes processes; threads of one process need this too
+        self._tlock = threading.RLock()  # the host lock excludes threads too; this one keeps a thread's nesting
         self._depth = 0
-        self._pins: dict[tuple[int, int], tuple[int, object]] = {}
-        self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
+        self._words: dict[tuple[int, int], object] = {}  # (domain, vCPU) -> its upcall word (a C pointer)
         self._recover_on_lock = recover
         # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
         # SIGKILLs land inside updates (tests only)
@@ -300,12 +322,10 @@ class HostFile:
                 self.check_records()
             if recover and not read_only:
                 self._recover_consumers()
-        except BaseException:
-            self.close()
-            raise
         finally:
-            if not self._closed:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._hostlock.give()
+            if sys.exc_info()[0] is not None:
+                self.close()
 
     def check_records(self) -> None:
         """statefile.check_chans over every domain (one line for the first bad field)."""
@@ -339,7 +359,10 @@ class HostFile:
             self.domains = {}
             self._unmap()
             raise
+        for i, (domid, _, _) in enumerate(checked):
+            (self.domains.get(domid) or self.gone[domid]).table_index = i
         self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
+        self._cbase = buffer_of("uint8_t[]", self._mm)  # (released in _unmap) C pointers into the mapping
         self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
         self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
 
@@ -350,6 +373,14 @@ class HostFile:
         return next(name for name, c in XEN_VERSIONS.items() if c == code)  # (check_file checked it)
 
     def _unmap(self) -> None:
+        if getattr(self, "_hot", None):
+            self._hot.close()
+        self._hot = False
+        self._hot_h = None
+        self._words = {}
+        if getattr(self, "_cbase", None) is not None:
+            release(self._cbase)
+            self._cbase = None
         jw = getattr(self, "_jw", None)
         if jw is not None:
             jw.release()
@@ -371,6 +402,9 @@ class HostFile:
         if self._closed:
             return
         self._closed = True
+        if self._hot:
+            self._hot_h = None
+            self._hot.close()  # (its views of the counters file first)
         if self._stats is not None:
             self._stats[0].close()
             self._stats = None
@@ -384,8 +418,9 @@ class HostFile:
                 fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, domid * 1024 + vcpu)
             self._consumer_fd = None
         self._claimed = set()
-        self._pins.clear()
         self._unmap()
+        if self._hostlock is not None:
+            self._hostlock.close()
         os.close(self._fd)
 
     def __enter__(self):
@@ -398,24 +433,46 @@ class HostFile:
     def locked(self, check_only: bool = False):
         """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time.
 
-        Whoever takes it first finishes an update whose process died holding it (two word reads when there
-        is none).  ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
+        It is the host lock in the file (hot.HostLock), the one the C hot path takes too.  Whoever takes it
+        first finishes an update whose process died holding it (two word reads when there is none).
+        ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
         """
         if not check_only:
             self._writable()
         with self._tlock:
             self._depth += 1
+            taken = False
             try:
                 if self._depth == 1:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)
-                    self._check_size()  # the journal is the last page: a shrunk file would fault (SIGBUS) there
+                    self._check_size()  # the lock and journal are the last page: a shrunk file would fault (SIGBUS)
+                    rc = self._hostlock.take()
+                    taken = True
+                    if rc & OWNER_DIED:
+                        self.recovered.append("took the host lock from a holder that died holding it")
                     if not check_only and self._recover_on_lock and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
                         self._recover()
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                if self._depth == 0 and taken:
+                    self._hostlock.give()
+
+    def _hot_host(self):
+        """The C hot path over this host (hot.HotHost), made on first use; None when there is none (read-only)."""
+        if self._hot is None:
+            self._hot = False
+            if not self.read_only and self._hostlock.usable:
+                self._hot = HotHost(self, self._stats_view())
+                self._hot_h = self._hot.h
+        return self._hot or None
+
+    def _upcall_word(self, dom: SimDomain, vcpu: int):
+        """vCPU ``vcpu``'s upcall word, a C pointer into the mapping (kicks and sleeps go through C)."""
+        key = (dom.domid, vcpu)
+        word = self._words.get(key)
+        if word is None:
+            word = self._words[key] = upcall_word(self._cbase, dom.mem.offset, vcpu)
+        return word
 
     def _check_size(self) -> None:
         """Cheap, on each use: a file another process shrank would fault (SIGBUS) past its new end."""

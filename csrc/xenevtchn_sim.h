@@ -1,0 +1,25 @@
+/*
+ * libxenevtchn-sim.so's own declarations (beside csrc/xen_api.h): read by
+ * xenevt/sim/simlib.py, which hands the first part to cffi's embedding_api
+ * (functions written in Python, xenevt/sim/libglue.py) and the second to
+ * cdef (functions written in C, csrc/xenevtchn_sim.c, that the Python half
+ * calls).  Plain declarations only: cffi parses this text.
+ */
+
+/* ---- written in Python: the whole call, for what the C fast path leaves ---- */
+int xenevt_sim_py_notify(xenevtchn_handle *xce, evtchn_port_t port);
+xenevtchn_port_or_error_t xenevt_sim_py_pending(xenevtchn_handle *xce);
+int xenevt_sim_py_unmask(xenevtchn_handle *xce, evtchn_port_t port);
+
+/* ---- written in C: what the Python half tells the fast path ---- */
+/* The host to act on (an xe_host * made by xenevt._native over the open state file, as an integer; 0: none, every
+ * call goes to Python) and the domain this process acts as. */
+void xenevt_sim_attach(uint64_t host, uint32_t domid);
+/* A handle's event pipe (rfd < 0: the handle is gone, its ports forgotten) and the ports it owns. */
+void xenevt_sim_handle(uint32_t hid, int rfd, int wfd);
+void xenevt_sim_own(uint32_t hid, uint32_t port, int owned);
+/* The guest kernel's upcall handler: one C thread per vCPU (the caller claimed them), stopped and joined. */
+int xenevt_sim_kernel_start(uint32_t nr_vcpus);
+void xenevt_sim_kernel_stop(void);
+/* Events the C kernel had no handle for (or whose pipe was full). */
+uint64_t xenevt_sim_dropped(void);
