@@ -86,12 +86,21 @@ EVTCHN_FIFO_MAX_PORT = EVTCHN_FIFO_NR_CHANNELS - 1
 LIBXL_DEFAULT_EVENT_CHANNELS = 1023
 
 
-def word_flags(word: int) -> str:
-    """The word's flags as Xen developers write them: ``PMLB`` letters or ``-``."""
+def _flags_text(word: int) -> str:
     return "".join(
         letter if word & bit else "-"
         for letter, bit in (("P", WORD_PENDING), ("M", WORD_MASKED), ("L", WORD_LINKED), ("B", WORD_BUSY))
     )
+
+
+# the four flags are the word's top bits (BUSY's is the lowest of them): 16 texts, looked up, not joined per port
+_FLAGS_TEXT = tuple(_flags_text(top << EVTCHN_FIFO_BUSY) for top in range(16))
+assert WORD_PENDING | WORD_MASKED | WORD_LINKED | WORD_BUSY == 15 << EVTCHN_FIFO_BUSY
+
+
+def word_flags(word: int) -> str:
+    """The word's flags as Xen developers write them: ``PMLB`` letters or ``-``."""
+    return _FLAGS_TEXT[(word >> EVTCHN_FIFO_BUSY) & 15]
 
 
 def word_link(word: int) -> int:

@@ -18,6 +18,7 @@ __all__ = ["Backend", "NotifyResult", "PortStatus"]
 class Backend(Protocol):
     name: str
     ports_live_with_process: bool  # True on Xen: ports bound through /dev/xen/evtchn close when we exit
+    kernel_interrupts: bool  # True on Xen: activity() holds this kernel's /proc/interrupts rows (IRQ names)
 
     def info(self) -> dict: ...
     def domains(self) -> list[int]: ...

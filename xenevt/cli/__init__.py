@@ -8,9 +8,7 @@ user unless --debug asks for it.
 
 from __future__ import annotations
 
-import errno
 import importlib
-import json
 import os
 import sys
 
@@ -90,12 +88,15 @@ class LazyGroup(click.Group):
 @click.option("--as", "caller", type=DOMAIN, default=None, metavar="DOMAIN",
               help="Simulator: the domain making the calls (default: the domain itself; dom0 is privileged).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (errors too, as an object on stdout).")
+@click.option("--no-pager", "no_pager", is_flag=True,
+              help="Never pipe text views into $PAGER (else they go through XENEVT_PAGER, PAGER or 'less -FRX' when "
+                   "longer than the terminal).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.version_option(package_name="xenevt", prog_name="xenevt")
 @click.pass_context
-def cli(ctx: click.Context, backend, state, domain, caller, as_json, debug):
+def cli(ctx: click.Context, backend, state, domain, caller, as_json, no_pager, debug):
     """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator."""
-    ctx.obj = Ctx(backend, state, domain, caller, as_json, debug)
+    ctx.obj = Ctx(backend, state, domain, caller, as_json, debug, pager=not no_pager)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if debug:
             raise
+        import errno
+
         name = errno.errorcode.get(e.errno or 0, "")
         code = _report(f"{e.strerror or e}{': ' + e.filename if e.filename else ''} ({name})", EXIT_FAILED,
                        {"error": str(e), "errno": name}, argv)
@@ -162,6 +165,8 @@ def _report(message: str, code: int, obj: dict, argv: list[str]) -> int:
     line = " ".join(message.split())
     try:
         if _json_wanted(argv):
+            import json
+
             sys.stdout.write(json.dumps(obj | {"exit_code": code}) + "\n")
             sys.stdout.flush()
         sys.stderr.write(f"xenevt: {line}\n")

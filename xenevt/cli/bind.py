@@ -39,13 +39,13 @@ def _done(c: Ctx, domain: int, port: int, count=None, timeout=None, notify_every
 def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_every) -> None:
     """Wait for events on the new port (the process keeps it bound meanwhile), pinging if asked."""
     b = c.backend()
-    if c.out.is_terminal and not c.json:
-        c.err.print(f"xenevt: holding port {port} of domain {domain}"
+    if c.stdout_is_terminal() and not c.json:
+        c.note(f"xenevt: holding port {port} of domain {domain}"
                     f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
                     " (Ctrl-C to release)")
     got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: b.notify(domain, port), notify_every)
     if stopped:
-        c.err.print(f"xenevt: released port {port} after {got} event(s)")
+        c.note(f"xenevt: released port {port} after {got} event(s)")
         return
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on port {port} of domain "

@@ -8,8 +8,8 @@ say so, and the simulator then opens its state read-only.
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -22,11 +22,9 @@ CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall 
 
 class Ctx:
     def __init__(self, backend: str, state: str | None, domain: int | None, caller: int | None, as_json: bool,
-                 debug: bool):
+                 debug: bool, pager: bool = True):
         self.backend_name = backend
-        from rich.console import Console  # (here, not at import: `xenevt --help` needs neither rich nor a backend)
-
-        from ..backend import default_state_dir
+        from ..backend import default_state_dir  # (here, not at import: `xenevt --help` needs no backend)
 
         self.state_given = state is not None or bool(os.environ.get("XENEVT_STATE"))
         self.state = state or default_state_dir()
@@ -34,17 +32,81 @@ class Ctx:
         self.caller = caller
         self.json = as_json
         self.debug = debug
-        self.out = Console(markup=False, highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-        self.out.on_broken_pipe = _reader_left  # `xenevt list | head`: stop quietly, exit 0
+        self.pager = pager
+        self._paged = None
+        self._text = None
+        self._out = None
+        self._err = None
         self._backends: dict[bool, object] = {}
+
+    # --- output: plain text for the text views, rich only where a command draws with it (info, watch, demo)
+    @property
+    def stdout(self):
+        """Where stdout's text goes: the pager's input once ``page()`` started one, else sys.stdout."""
+        return self._paged if self._paged is not None else sys.stdout
+
+    @property
+    def text(self):
+        """A TextOut (dump.render) over stdout: lines, styled where a terminal shows colour."""
+        if self._text is None:
+            from ..dump.text import TextOut, color_wanted
+
+            self._text = TextOut(self.stdout, color_wanted(sys.stdout))
+        return self._text
+
+    @property
+    def out(self):
+        """A rich Console over stdout, made on first use (only the commands that draw tables or live views)."""
+        if self._out is None:
+            from rich.console import Console
+
+            kw = {}
+            if self._paged is not None:  # the pager shows colours (less -R) and has the terminal's width
+                kw = {"force_terminal": self.text.color, "width": self._paged.cols}
+            self._out = Console(file=self.stdout, markup=False, highlight=False, soft_wrap=True, **kw)
+            self._out.on_broken_pipe = _reader_left  # `xenevt list | head`: stop quietly, exit 0
+        return self._out
+
+    @property
+    def err(self):
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+        return self._err
+
+    def say(self, line: str = "") -> None:
+        """One plain line on stdout."""
+        self.stdout.write(line + "\n")
+
+    def note(self, line: str) -> None:
+        """One line on stderr (notes, warnings: never into the pager)."""
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def stdout_is_terminal(self) -> bool:
+        try:
+            return sys.stdout.isatty()
+        except ValueError:
+            return False
+
+    def page(self) -> None:
+        """A text view where a person reads: from here stdout goes through the pager (pager.py) once it is
+        longer than the terminal.  Not for --json, not without a terminal, not with --no-pager."""
+        if self.json or not self.pager or self._paged is not None or not self.stdout_is_terminal():
+            return
+        from .pager import maybe_page
+
+        self._paged = maybe_page(sys.stdout)
+        self._text = self._out = None  # made again over the pager
 
     def table(self, header: tuple[str, ...], rows, right: tuple[str, ...] = ()) -> None:
         """Print rows as they come (dump.render.stream_table), not one table built in memory."""
-        from ..dump.render import stream_table
+        from ..dump.text import stream_table
 
-        stream_table(self.out.file.write, header, rows, right)
-        self.out.file.flush()
+        out = self.stdout
+        stream_table(out.write, header, rows, right)
+        out.flush()
 
     def domain(self, local: int | None) -> int:
         """The domain a command is about: its own --domain, else the global one, else dom0."""
@@ -65,22 +127,37 @@ class Ctx:
         return self._backends[read_only]
 
     def _said_created(self, state: str) -> None:
-        self.err.print(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
+        self.note(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 
     def close(self) -> None:
-        for b in self._backends.values():
-            shutdown = getattr(b, "shutdown", None)
-            if shutdown:
-                shutdown()
-        self._backends.clear()
+        try:
+            for b in self._backends.values():
+                shutdown = getattr(b, "shutdown", None)
+                if shutdown:
+                    shutdown()
+            self._backends.clear()
+        finally:
+            self.close_pager()
+
+    def close_pager(self) -> None:
+        """Write what the pager held, or wait for the person reading to quit it."""
+        paged, self._paged = self._paged, None
+        if paged is not None:
+            self._text = self._out = None
+            paged.close()
 
     def emit(self, data, text: str | None = None) -> None:
         """JSON when --json, else ``text`` (or nothing)."""
         if self.json:
-            self.out.file.write(json.dumps(data, sort_keys=False) + "\n")
-            self.out.file.flush()
+            import json
+
+            out = self.stdout
+            out.write(json.dumps(data, sort_keys=False) + "\n")
+            out.flush()
         elif text is not None:
-            self.out.print(text)
+            out = self.stdout
+            out.write(text + "\n")
+            out.flush()  # (one result, or one event of a stream: a reader at the other end sees it now)
 
 
 def consume_events(c: Ctx, domain: int, vcpu: int, count: int | None, timeout: float | None,

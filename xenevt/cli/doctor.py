@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import click
-from rich.text import Text
 
 from ..activity import STORM_RATE
 from .context import DOMAIN, Ctx, json_option, pass_ctx
@@ -168,10 +167,12 @@ def _save(path: str, text: str) -> None:
 
 def _names(c: Ctx, ev):
     """The names of the evidence's ports (xenstore, VIRQs, IPIs: evidence/names.py)."""
-    from ..evidence.names import for_backend
+    from ..evidence.names import ROW_KEYS, for_backend
 
+    # the kernel's IRQ rows are in the evidence already (its counters): not read a second time
+    irq_rows = {d: [r for r in dom.counters if r.key.startswith(ROW_KEYS)] for d, dom in ev.domains.items()}
     return for_backend(c.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
-                                                   for _, pf in sorted(dom.ports.items())])
+                                                   for _, pf in sorted(dom.ports.items())], irq_rows=irq_rows)
 
 
 def _port_words(names, domain: int, port: int) -> str:
@@ -186,34 +187,32 @@ def _port_words(names, domain: int, port: int) -> str:
 
 def _render(c: Ctx, rep, ev, names=None) -> None:
     for w in _summary(rep.warnings):
-        c.err.print(f"xenevt: warning: {w}")
+        c.note(f"xenevt: warning: {w}")
+    c.page()
+    out = c.text
     for f in rep.findings:
         ports = ", ".join(_port_words(names, f.domain, p) for p in f.ports)
         where = f"dom{f.domain}" + (f" port {ports}" if f.ports else "") + (
             f" vCPU {f.vcpu}" if f.vcpu is not None and not f.ports else "")
-        line = Text(f"{f.severity.upper():8s}", style=STYLE[f.severity])
-        line.append(f"{where}: {f.title}")
-        c.out.print(line)
-        c.out.print(f"         evidence: {f.evidence}")
-        c.out.print(f"         meaning:  {f.advice}")
+        out.line(f"{f.severity.upper():8s}", STYLE[f.severity], f"{where}: {f.title}")
+        out.line(f"         evidence: {f.evidence}")
+        out.line(f"         meaning:  {f.advice}")
     if rep.unread:
-        line = Text(f"{'UNREAD':8s}", style="bold magenta")
-        line.append(f"{len(rep.unread)} item(s) of the evidence could not be read, so this is no clean bill of "
-                    "health:")
-        c.out.print(line)
+        out.line(f"{'UNREAD':8s}", "bold magenta", f"{len(rep.unread)} item(s) of the evidence could not be read, so "
+                 "this is no clean bill of health:")
         for u in _summary(rep.unread):
-            c.out.print(f"         {u}")
+            out.line(f"         {u}")
     if rep.to_confirm:
-        line = Text(f"{'CONFIRM':8s}", style="bold magenta")
-        line.append(f"{rep.to_confirm} finding(s) may be a guest caught mid-upcall: sample again with --since")
-        c.out.print(line)
+        out.line(f"{'CONFIRM':8s}", "bold magenta", f"{rep.to_confirm} finding(s) may be a guest caught mid-upcall: "
+                 "sample again with --since")
     ports = sum(rep.checked.values())
     counts = {s: sum(1 for f in rep.findings if f.severity == s) for s in ("error", "warning", "info")}
     said = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n)
     head = {"healthy": "healthy", "problems": "problems found", "inconclusive": "inconclusive"}[rep.verdict]
     unread = f", {len(rep.unread)} item(s) unread" if rep.unread else ""
-    c.out.print(f"doctor: {head}: {said or 'no findings'} in {len(rep.checked)} domain(s), {ports} port(s) "
-                f"checked{unread} ({ev.source})")
+    out.line(f"doctor: {head}: {said or 'no findings'} in {len(rep.checked)} domain(s), {ports} port(s) "
+             f"checked{unread} ({ev.source})")
+    out.flush()
 
 
 def _summary(items: list[str], first: int = 5) -> list[str]:

@@ -92,7 +92,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         c.json = True
     if fmt == "raw" or raw_file:
         raw_file = raw_file or output or "-"
-        if raw_file == "-" and c.out.is_terminal:
+        if raw_file == "-" and c.stdout_is_terminal():
             raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
     elif output:
         raise click.UsageError("--output goes with --format raw")
@@ -155,12 +155,34 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
     if not (from_file or dump_core):  # a saved file or a core outlives the xenstore that named its ports
         _name(c, dumps)
     if c.json:
-        c.emit(dumps[0].as_dict() if len(dumps) == 1 and not all_domains else [x.as_dict() for x in dumps])
+        _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
         return
+    c.page()
     for i, x in enumerate(dumps):
         if i:
-            c.out.print()
-        render_dump(x, c.out)
+            c.say()
+        render_dump(x, c.text)
+    c.stdout.flush()
+
+
+def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
+    """``json.dumps`` of the dump (or the list of them), written as it is encoded (dump.model's json_chunks)."""
+    out = c.stdout
+    if not one:
+        out.write("[")
+    for i, x in enumerate(dumps):
+        if i:
+            out.write(", ")
+        chunks = getattr(x, "json_chunks", None)
+        if chunks is None:  # a 2-level dump: 4,096 ports at most
+            import json
+
+            out.write(json.dumps(x.as_dict()))
+            continue
+        for text in chunks():
+            out.write(text)
+    out.write("\n" if one else "]\n")
+    out.flush()
 
 
 def _name(c: Ctx, dumps: list) -> None:

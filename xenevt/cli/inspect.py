@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..abi import word_flags
 from .context import PORT, Ctx, domain_option, json_option, pass_ctx
@@ -25,21 +23,21 @@ def status(c: Ctx, port, local_domain):
         c.emit(st.as_dict() | {"name": names.field(d, port)})
         return
     _notes(c, names)
-    c.out.print(f"domain {d} port {port}: {st.state}")
+    c.page()
+    c.say(f"domain {d} port {port}: {st.state}")
     if names.get(d, port) is not None:
-        c.out.print(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
+        c.say(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
     if st.remote():
-        c.out.print(f"  remote:   {st.remote()}")
-    c.out.print(f"  vCPU:     {st.vcpu}")
+        c.say(f"  remote:   {st.remote()}")
+    c.say(f"  vCPU:     {st.vcpu}")
     if st.priority is not None:
-        c.out.print(f"  priority: {st.priority}")
+        c.say(f"  priority: {st.priority}")
     if st.word is None:
-        c.out.print("  word:     none (port beyond the event array)")
+        c.say("  word:     none (port beyond the event array)")
     else:
         f = st.flags
-        c.out.print(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, "
-                    f"masked {f['masked']},"
-                    f" linked {f['linked']}, busy {f['busy']}, link {f['link']})")
+        c.say(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, masked {f['masked']},"
+              f" linked {f['linked']}, busy {f['busy']}, link {f['link']})")
 
 
 @click.command("list")
@@ -53,18 +51,38 @@ def list_ports(c: Ctx, local_domain):
     ports = b.list_ports(d)
     names = _names(b, [(d, st) for st in ports])
     if c.json:
-        c.emit([st.as_dict() | {"name": names.field(d, st.port)} for st in ports])
+        _json_rows(c, (st.json_row(names.field(d, st.port)) for st in ports))
         return
     _notes(c, names)
     if not ports:
-        c.out.print(f"domain {d}: no open ports")
+        c.say(f"domain {d}: no open ports")
         return
-    c.out.print(f"domain {d}: {len(ports)} open port(s)")
+    c.page()
+    c.say(f"domain {d}: {len(ports)} open port(s)")
     c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
             ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
               word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
               st.remote(), names.text(d, st.port)) for st in ports),
             right=("port", "vcpu", "prio", "link"))
+
+
+def _json_rows(c: Ctx, rows, chunk: int = 512) -> None:
+    """A JSON array written as its rows are encoded, byte for byte what ``json.dumps(list)`` gives."""
+    out = c.stdout
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        out.write("[]\n")
+        return
+    out.write("[" + first)
+    batch = []
+    for row in it:
+        batch.append(row)
+        if len(batch) >= chunk:
+            out.write(", " + ", ".join(batch))
+            batch = []
+    out.write((", " + ", ".join(batch) if batch else "") + "]\n")
+    out.flush()
 
 
 def _names(backend, ports):
@@ -77,12 +95,14 @@ def _names(backend, ports):
 def _notes(c: Ctx, names) -> None:
     """Why some names are missing (no xenstore here, a node holding no port): on stderr, the first few."""
     for note in names.notes[:3]:
-        c.err.print(f"xenevt: note: {note}")
+        c.note(f"xenevt: note: {note}")
     if len(names.notes) > 3:
-        c.err.print(f"xenevt: note: ... and {len(names.notes) - 3} more")
+        c.note(f"xenevt: note: ... and {len(names.notes) - 3} more")
 
 
-def render_info(data: dict, out: Console) -> None:
+def render_info(data: dict, out) -> None:
+    from rich.table import Table
+
     where = data.get("state_file") or ", ".join(f"{k}: {v}" for k, v in data.get("libraries", {}).items())
     out.print(f"backend {data['backend']} ({where}); ABI {data.get('abi', '?')}"
               + (f", engine {data['engine']}" if "engine" in data else "")
@@ -114,6 +134,7 @@ def info(c: Ctx):
     if c.json:
         c.emit(data)
     else:
+        c.page()
         render_info(data, c.out)
 
 

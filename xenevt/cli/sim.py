@@ -195,7 +195,7 @@ def check(c: Ctx, repair):
         for line in left:
             c.out.print(line)
         for line in notes:
-            c.err.print(f"note: {line}")
+            c.note(f"note: {line}")
         if not left:
             c.out.print("clean" + (f" after {len(done)} repair(s)" if done else ""))
     if left:

@@ -23,7 +23,7 @@ def wait(c: Ctx, vcpu, count, timeout, local_domain):
     d = c.domain(local_domain)
     got, stopped = consume_events(c, d, vcpu, count, timeout)
     if stopped:
-        c.err.print(f"xenevt: stopped after {got} event(s)")
+        c.note(f"xenevt: stopped after {got} event(s)")
         return
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on vCPU {vcpu} of domain {d}",

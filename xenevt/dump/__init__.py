@@ -4,11 +4,22 @@
 privcmd and kernel mappings) of the ABI it is on: FIFO with the engine's
 non-destructive walker, 2-level with the engine's upcall scan run on a copy;
 ``rawfile`` saves and loads the ABI's bytes for offline decoding; ``render``
-prints the model as text.  JSON is the model's ``as_dict()``.
+prints the model as text (``text``: plain lines and streamed tables, which ``list`` uses without the model).
+JSON is the model's ``as_dict()``.  The names below are imported on first use.
 """
 
-from .model import DomainDump, L2PortView, L2VcpuView, QueueView, TwoLevelDump, VcpuView, WordView, build_dump
-from .rawfile import RawDump, load_raw, save_raw
+from __future__ import annotations
 
-__all__ = ["DomainDump", "L2PortView", "L2VcpuView", "QueueView", "RawDump", "TwoLevelDump", "VcpuView", "WordView",
-           "build_dump", "load_raw", "save_raw"]
+_FROM = {"DomainDump": "model", "L2PortView": "model", "L2VcpuView": "model", "QueueView": "model",
+         "TwoLevelDump": "model", "VcpuView": "model", "WordView": "model", "build_dump": "model",
+         "RawDump": "rawfile", "load_raw": "rawfile", "save_raw": "rawfile"}
+
+__all__ = sorted(_FROM)
+
+
+def __getattr__(name: str):
+    if name in _FROM:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_FROM[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ so that cycles and corrupted links end with a status instead of a hang; the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .. import abi
 from ..engine import Consume, DomainMemory, Err, Walk, engine_for, twolevel_for
@@ -50,6 +50,9 @@ class VcpuView:
     queues: list[QueueView] = field(default_factory=list)
 
 
+_NO_NAME = object()  # (WordView.json_row without a name field)
+
+
 @dataclass
 class WordView:
     port: int
@@ -64,6 +67,31 @@ class WordView:
     @property
     def flags(self) -> str:
         return abi.word_flags(self.word)
+
+    def as_dict(self) -> dict:
+        wd = {"port": self.port, "word": f"{self.word:#010x}", "flags": self.flags, "pending": self.pending,
+              "masked": self.masked, "linked": self.linked, "busy": self.busy, "link": self.link}
+        if self.channel is not None:
+            wd["channel"] = {k: v for k, v in self.channel.as_dict().items()
+                             if k not in ("domain", "port", "word", "flags")}
+        return wd
+
+    def json_row(self, name=_NO_NAME) -> str:
+        """``json.dumps(self.as_dict())`` (with ``"name": name`` last, when given), byte for byte, formatted
+        directly (a dump's 20,000 words)."""
+        b = _BOOL_JSON
+        text = (f'{{"port": {self.port}, "word": "{self.word:#010x}", "flags": "{self.flags}", '
+                f'"pending": {b[self.pending]}, "masked": {b[self.masked]}, "linked": {b[self.linked]}, '
+                f'"busy": {b[self.busy]}, "link": {self.link}')
+        if self.channel is not None:
+            text += f', "channel": {self.channel.json_channel()}'
+        if name is _NO_NAME:
+            return text + "}"
+        if name is None:
+            return text + ', "name": null}'
+        import json
+
+        return text + f', "name": {json.dumps(name)}}}'
 
 
 @dataclass
@@ -86,7 +114,7 @@ class DomainDump:
     def broken_queues(self) -> list[QueueView]:
         return [q for v in self.vcpus for q in v.queues if q.broken]
 
-    def as_dict(self) -> dict:
+    def as_dict(self, words: bool = True) -> dict:
         d = {"domain": self.domain, "source": self.source, "abi": self.abi, "event_array_pages": self.nr_pages,
              "ports_with_words": self.nr_ports, "max_ports": self.max_ports, "plain_masked_words": self.plain_masked,
              "warnings": list(self.warnings), "vcpus": [], "words": []}
@@ -98,20 +126,38 @@ class DomainDump:
             if v.guest_heads is not None:
                 vd["guest"] = {"ready": _bits(v.guest_ready or 0),
                                "heads": {str(p): h for p, h in enumerate(v.guest_heads) if h}}
-            vd["queues"] = [
-                {k: val for k, val in asdict(q).items() if val is not None and val != ""} | {"broken": q.broken}
-                for q in v.queues
-            ]
+            vd["queues"] = [_queue_dict(q) for q in v.queues]
             d["vcpus"].append(vd)
-        for w in self.words:
-            wd = {"port": w.port, "word": f"{w.word:#010x}", "flags": w.flags, "pending": w.pending,
-                  "masked": w.masked, "linked": w.linked, "busy": w.busy, "link": w.link}
-            if w.channel is not None:
-                wd["channel"] = {k: v for k, v in w.channel.as_dict().items()
-                                 if k not in ("domain", "port", "word", "flags")}
-            wd["name"] = self.names.field(self.domain, w.port) if self.names is not None else None
-            d["words"].append(wd)
+        if words:
+            d["words"] = [w.as_dict() | {"name": self._name(w.port)} for w in self.words]
         return d
+
+    def _name(self, port: int):
+        return self.names.field(self.domain, port) if self.names is not None else None
+
+    def json_chunks(self, chunk: int = 512):
+        """``json.dumps(self.as_dict())`` in pieces, byte for byte: the head, then the words a few hundred rows
+        at a time, each row formatted directly (WordView.json_row), not built as a dict and encoded."""
+        import json
+
+        head = json.dumps(self.as_dict(words=False))
+        assert head.endswith('"words": []}')  # (words is the last key)
+        yield head[:-2]
+        rows = [w.json_row(self._name(w.port)) for w in self.words]
+        for i in range(0, len(rows), chunk):
+            yield ("" if i == 0 else ", ") + ", ".join(rows[i:i + chunk])
+        yield "]}"
+
+
+_BOOL_JSON = {True: "true", False: "false"}
+
+
+def _queue_dict(q: QueueView) -> dict:
+    """``asdict(q)`` without None and empty notes, plus ``broken``: a shallow copy (a chain of 20,000 ports is
+    copied once, not deep-copied port by port)."""
+    d = {f: getattr(q, f) for f in _QUEUE_FIELDS}
+    d["chain"] = list(q.chain)
+    return {k: v for k, v in d.items() if v is not None and v != ""} | {"broken": q.broken}
 
 
 def _bits(mask: int) -> list[int]:
@@ -185,22 +231,52 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     words = []
     plain = 0
     channels = channels or {}
-    for port in range(mem.nr_ports):
-        w = mem.word(port)
+    nr_ports = mem.nr_ports
+    link_mask = abi.EVTCHN_FIFO_LINK_MASK
+    all_of = mem.event_words()  # (one copy of the array: a host's 20,000 words)
+    # the ports to look at: those with a channel, and those whose word is neither 0 nor (unless all_words) the
+    # boot default, found over the whole array at once (a domU's 1,024 idle words are not visited one by one)
+    look = _unusual(all_of, keep_masked=all_words) | {p for p in channels if 0 <= p < nr_ports}
+    if not all_words:
+        plain = all_of.count(abi.WORD_MASKED) - sum(1 for p in channels if 0 <= p < nr_ports
+                                                     and all_of[p] == abi.WORD_MASKED)
+    for port in sorted(look):
+        w = all_of[port]
         ch = channels.get(port)
-        if w == 0 and ch is None:
-            continue
-        if w == abi.WORD_MASKED and ch is None and not all_words:
-            plain += 1
-            continue
         if w & abi.WORD_UNUSED:
             warn.add("unused", f"event word of port {port} is {w:#010x}: bits 17..27 set, which the ABI leaves unused")
-        if w & abi.WORD_LINKED and abi.word_link(w) >= mem.nr_ports:
+        if w & abi.WORD_LINKED and w & link_mask >= nr_ports:
             warn.add("link", f"event word of port {port} is LINKED to port {abi.word_link(w)}, past the array's "
-                     f"{mem.nr_ports} ports")
+                     f"{nr_ports} ports")
         words.append(WordView(port, w, bool(w & abi.WORD_PENDING), bool(w & abi.WORD_MASKED),
-                              bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), abi.word_link(w), ch))
+                              bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), w & link_mask, ch))
     return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
+
+
+def _unusual(words: list[int], keep_masked: bool) -> set[int]:
+    """The indexes of ``words`` that are not 0 (nor MASKED, the boot default, unless ``keep_masked``): over the
+    array's bytes at once (each byte column mapped to 0 or 1, the four ORed as one integer)."""
+    import array
+
+    raw = array.array("I", words).tobytes()  # little-endian words (layout.py refuses any other order)
+    n = len(words)
+    if not n:
+        return set()
+    low = raw[0::4], raw[1::4], raw[2::4]
+    top = raw[3::4].translate(_TOP_PLAIN if not keep_masked else _NONZERO)
+    mark = int.from_bytes(top, "little")
+    for column in low:
+        mark |= int.from_bytes(column.translate(_NONZERO), "little")
+    flags = mark.to_bytes(n, "little")
+    out, i = set(), flags.find(1)
+    while i >= 0:
+        out.add(i)
+        i = flags.find(1, i + 1)
+    return out
+
+
+_NONZERO = bytes([0] + [1] * 255)
+_TOP_PLAIN = bytes(0 if b in (0, abi.WORD_MASKED >> 24) else 1 for b in range(256))  # a top byte of 0 or MASKED's
 
 
 class _Warnings:
@@ -229,6 +305,9 @@ class _Warnings:
             if n > self.SHOWN:
                 self.lines.append(f"... and {n - self.SHOWN} more like the above ({kind})")
         return self.lines
+
+
+_QUEUE_FIELDS = tuple(f.name for f in fields(QueueView))
 
 
 # --- 2-level -------------------------------------------------------------------------------------------------

@@ -356,6 +356,12 @@ class DomainMemory:
             return None
         return self._words[self.geometry.pages_offset // 4 + port]
 
+    def event_words(self) -> list[int]:
+        """Every event word now, indexed by port (one copy: a bulk read's)."""
+        start = self.geometry.pages_offset // 4
+        with self._words[start: start + self.nr_ports] as view:
+            return view.tolist()
+
     def set_word(self, port: int, value: int) -> None:
         if not 0 <= port < self.nr_ports:
             raise LayoutError(f"port {port} has no event word (array has {self.nr_ports} ports)")

@@ -32,7 +32,7 @@ from ..abi import (
 )
 from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
 from ..errors import read_input
-from .bounds import INT_MAX, Impossible, number
+from .bounds import INT_MAX, MAX_DIGITS, Impossible, number
 from .model import DomainFacts, Evidence, EvidenceError, PortFacts
 
 __all__ = ["parse", "read"]
@@ -57,12 +57,19 @@ _SUFFIX = {
     6: re.compile(r"", re.A),
 }
 _XSM = re.compile(r" Z=(\S.*)", re.A)
+# the commonest port lines whole (Xen 4.4 and later, no XSM label, not a PIRQ): port, p, m, then the state field
+# (a 2-level selector bit, or FIFO's BUSY and "-" or LINK), s=, n=, x= and d= [p=] or v=
+_PLAIN = re.compile(r" *([0-9]{1,6}) \[([01])/([01])/(?:([01])|([B ]) (?:(-)   |([0-9]{1,6} *)))\]: "
+                    r"s=([12356]) n=([0-9]{1,4}) x=([0-7])(?: d=([0-9]{1,5})(?: p=([0-9]{1,6}))?| v=([0-9]{1,2}))?",
+                    re.A)
 _SHOWN = 80
 NO_PORTS = "the dump"  # where a dump without any port line is recorded as unread
 
 
 def _strip(line: str) -> str:
     """The printk text: without the console's ``(XEN) `` and a timestamp."""
+    if line.startswith("(XEN)    "):  # (most lines: no timestamp)
+        return line[6:]
     at = line.find("(XEN)")
     if at < 0:
         return line
@@ -90,14 +97,26 @@ def _polling(text: str) -> list[int]:
     return out
 
 
+def _number(text: str, field: str, hi: int, lo: int = 0, why: str = "") -> int:
+    """bounds.number for a field the line's pattern matched as ASCII digits: a short one in range is taken as
+    it is (a dump's 40,000 lines), anything else goes through number(), which says what is wrong."""
+    if len(text) <= MAX_DIGITS and text.isdigit():
+        value = int(text)
+        if lo <= value <= hi:
+            return value
+    return number(text, field, hi, lo, why)
+
+
 def _fifo_width_ok(field: str, digits: str, lead: int) -> bool:
     """%-4u pads LINK to 4 characters: the field is exactly max(4, digits) wide after its lead."""
     return len(field) - lead == max(4, len(digits))
 
 
 class _Reader:
-    def __init__(self, source: str):
+    def __init__(self, source: str, domains=None):
         self.source = source
+        self.only = None if domains is None else set(domains)
+        self.passed = 0              # port lines of domains not asked about
         self.ev = Evidence(source)
         self.dom: DomainFacts | None = None
         self.section_ok = True       # False inside the section of a domain header we could not read
@@ -114,6 +133,23 @@ class _Reader:
         line = _strip(raw).rstrip()
         if not line.strip():
             return
+        if self.dom is not None:  # most lines of a dump: a port's (no other line the reader knows is one)
+            if self.only is not None and self.dom.domain not in self.only:
+                if _PORT.fullmatch(line):
+                    self.passed += 1  # a domain not asked about: its header is read, its ports are not
+                    return
+            else:
+                facts = self._plain_line(line)
+                if facts is not None:
+                    self._store(n, facts)
+                    return
+            m = _PORT.fullmatch(line)
+            if m is not None:
+                if self.only is not None and self.dom.domain not in self.only:
+                    self.passed += 1  # a domain not asked about: its header is read, its ports are not
+                else:
+                    self.port(n, m, raw)
+                return
         if _KEY.fullmatch(line):
             if self.seen_dump:
                 self.ev.warnings.append(f"line {n}: another 'e' dump starts; only the last one is read")
@@ -178,10 +214,127 @@ class _Reader:
         self.dom = self.ev.domain(domid)
 
     def port(self, n: int, m: re.Match, raw: str) -> None:
+        facts = self._plain_port(m)
+        if facts is None:
+            self._port(n, m, raw)
+            return
+        self._store(n, facts)
+
+    def _store(self, n: int, facts: PortFacts) -> None:
+        dom = self.dom
+        if facts.port in dom.ports:
+            self.skip(n, f"port {facts.port} of domain {dom.domain} appears twice in one dump; the later line is read")
+        dom.ports[facts.port] = facts
+
+    def _plain_line(self, line: str) -> PortFacts | None:
+        """``_plain_port`` for the commonest lines, read by one pattern (_PLAIN: the port, flags, state field
+        and the fields after x= at once) and range checks; None for anything else, read as before."""
+        m = _PLAIN.fullmatch(line)
+        if m is None:
+            return None
+        port_s, pend, mask, sel, busy_s, unlinked, link_s, s_s, n_s, x_s, d_s, p_s, v_s = m.groups()
+        port, s, vcpu = int(port_s), int(s_s), int(n_s)
+        if not (0 < port <= MAX_PORT and vcpu < XEN_MAX_VCPUS):
+            return None
+        busy = linked = link = rdom = rport = virq = None
+        if sel is not None:
+            if port >= EVTCHN_2L_NR_CHANNELS:
+                return None
+            kind = "2-level"
+        else:
+            busy = busy_s == "B"
+            if unlinked is not None:
+                linked = False
+            else:
+                digits = link_s.rstrip(" ")
+                if len(link_s) != max(4, len(digits)):
+                    return None
+                linked, link = True, int(digits)
+                if link > MAX_PORT:
+                    return None
+            kind = "FIFO"
+        if s == 3:
+            if d_s is None or p_s is None:
+                return None
+            rdom, rport = int(d_s), int(p_s)
+            if not (rdom < DOMID_FIRST_RESERVED and 0 < rport <= MAX_PORT):
+                return None
+        elif s == 2:
+            if d_s is None or p_s is not None or int(d_s) > DOMID_MAX:
+                return None
+            rdom = int(d_s)
+        elif s == 5:
+            if v_s is None or int(v_s) >= NR_VIRQS:
+                return None
+            virq = int(v_s)
+        elif d_s is not None or v_s is not None:  # (s=1/6 have no fields after x=; s=4 is not matched)
+            return None
+        self.formats.setdefault(self.dom.domain, set()).add(kind)
+        return PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
+                         busy, link, int(x_s), None if sel is None else sel == "1")
+
+    def _plain_port(self, m: re.Match) -> PortFacts | None:
+        """The facts of a port line exactly as Xen prints it (every number in range, a state field and the
+        fields after x= of the form its s= has), read without a step that could record anything unread; None
+        for any other line, which ``_port`` reads field by field (and says what it could not read).  The
+        dump of a host's 40,000 ports is all such lines."""
+        port_s, pend, mask, st, s_s, n_s, x_s, rest = m.groups()
+        if len(port_s) > 6 or len(s_s) != 1 or len(n_s) > 4 or len(x_s) > 5 or " Z=" in rest:
+            return None
+        port, s, vcpu, x = int(port_s), int(s_s), int(n_s), int(x_s)
+        if not (0 < port <= MAX_PORT and s in ECS_NAMES and vcpu < XEN_MAX_VCPUS and x <= XEN_MAX_CONSUMER):
+            return None
+        selector = busy = linked = link = rdom = rport = virq = None
+        if len(st) == 1:  # 2-level: the selector bit
+            if port >= EVTCHN_2L_NR_CHANNELS:
+                return None
+            selector = st == "1"
+            kind = "2-level"
+        elif st[1:2] != " " or st[:1] not in ("B", " "):
+            return None  # ("?     ", Xen before 4.4's forms: the careful path)
+        else:
+            tail = st[2:]
+            busy = st[0] == "B"
+            if tail == "-   ":
+                linked = False
+            else:
+                digits = tail.rstrip(" ")
+                if not (digits.isascii() and digits.isdigit()) or len(tail) != max(4, len(digits)) or len(digits) > 6:
+                    return None
+                linked, link = True, int(digits)
+                if link > MAX_PORT:
+                    return None
+            kind = "FIFO"
+        if s == 3:
+            sm = _SUFFIX[3].fullmatch(rest)
+            if sm is None or len(sm[1]) > 5 or len(sm[2]) > 6:
+                return None
+            rdom, rport = int(sm[1]), int(sm[2])
+            if not (rdom < DOMID_FIRST_RESERVED and 0 < rport <= MAX_PORT):
+                return None
+        elif s == 2:
+            sm = _SUFFIX[2].fullmatch(rest)
+            if sm is None or len(sm[1]) > 5 or int(sm[1]) > DOMID_MAX:
+                return None
+            rdom = int(sm[1])
+        elif s == 5:
+            sm = _SUFFIX[5].fullmatch(rest)
+            if sm is None or len(sm[1]) > 2 or int(sm[1]) >= NR_VIRQS:
+                return None
+            virq = int(sm[1])
+        elif s == 4 or rest:  # (a PIRQ's fields, or fields s=1/6 lack: the careful path)
+            return None
+        # one constructor call, positional in PortFacts' order (a test compares this path with the careful one)
+        facts = PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
+                          busy, link, x, selector)
+        self.formats.setdefault(self.dom.domain, set()).add(kind)
+        return facts
+
+    def _port(self, n: int, m: re.Match, raw: str) -> None:
         dom = self.dom
         try:
-            port = number(m[1], "port", MAX_PORT, lo=1, why=f"Xen's ports are 1..{MAX_PORT}")
-            s = number(m[5], "s=", 255)
+            port = _number(m[1], "port", MAX_PORT, lo=1, why=f"Xen's ports are 1..{MAX_PORT}")
+            s = _number(m[5], "s=", 255)
             if s not in ECS_NAMES:
                 raise Impossible(f"s={s} is not a channel state Xen prints (ECS_* 1..6)")
         except Impossible as e:
@@ -189,9 +342,8 @@ class _Reader:
             return
         facts = PortFacts(port, ECS_NAMES[s], pending=m[2] == "1", masked=m[3] == "1")
         where = f"port {port}"
-        facts.vcpu = self.field(n, where, lambda: number(m[6], "n=", XEN_MAX_VCPUS - 1,
-                                                          why=f"Xen has at most {XEN_MAX_VCPUS} vCPUs"))
-        facts.xen_consumer = self.field(n, where, lambda: number(m[7], "x=", XEN_MAX_CONSUMER))
+        facts.vcpu = self.field(n, where, m[6], "n=", XEN_MAX_VCPUS - 1, why=f"Xen has at most {XEN_MAX_VCPUS} vCPUs")
+        facts.xen_consumer = self.field(n, where, m[7], "x=", XEN_MAX_CONSUMER)
         self.state(n, port, m[4], facts)
         rest = m[8]
         x = _XSM.search(rest) if " Z=" in rest else None
@@ -202,24 +354,24 @@ class _Reader:
             self.skip(n, f"{where}: the fields after x= ({rest.strip()[:40]!r}) are not what Xen prints for "
                          f"s={s} ({facts.state}); they are not read")
         elif s == 2:
-            facts.remote_domain = self.field(n, where, lambda: number(sm[1], "d=", DOMID_MAX))
+            facts.remote_domain = self.field(n, where, sm[1], "d=", DOMID_MAX)
         elif s == 3:
-            facts.remote_domain = self.field(n, where, lambda: number(
-                sm[1], "d=", DOMID_FIRST_RESERVED - 1, why="the peer of a connected channel is a real domain"))
-            facts.remote_port = self.field(n, where, lambda: number(sm[2], "p=", MAX_PORT, lo=1))
+            facts.remote_domain = self.field(n, where, sm[1], "d=", DOMID_FIRST_RESERVED - 1,
+                                             why="the peer of a connected channel is a real domain")
+            facts.remote_port = self.field(n, where, sm[2], "p=", MAX_PORT, lo=1)
         elif s == 4:
-            facts.pirq = self.field(n, where, lambda: number(sm[1], "p=", INT_MAX))
-            self.field(n, where, lambda: number(sm[2], "i=", INT_MAX, lo=-INT_MAX - 1))
+            facts.pirq = self.field(n, where, sm[1], "p=", INT_MAX)
+            self.field(n, where, sm[2], "i=", INT_MAX, lo=-INT_MAX - 1)
         elif s == 5:
-            facts.virq = self.field(n, where, lambda: number(sm[1], "v=", NR_VIRQS - 1,
-                                                              why=f"Xen has {NR_VIRQS} VIRQs"))
+            facts.virq = self.field(n, where, sm[1], "v=", NR_VIRQS - 1, why=f"Xen has {NR_VIRQS} VIRQs")
         if port in dom.ports:
             self.skip(n, f"port {port} of domain {dom.domain} appears twice in one dump; the later line is read")
         dom.ports[port] = facts
 
-    def field(self, n: int, where: str, read):
+    def field(self, n: int, where: str, text: str, name: str, hi: int, lo: int = 0, why: str = ""):
+        """One number of the line (bounds.number's rules), or None and the field recorded as unread."""
         try:
-            return read()
+            return _number(text, name, hi, lo, why)
         except Impossible as e:
             self.skip(n, f"{where}: {e}; that field is not read")
             return None
@@ -246,7 +398,7 @@ class _Reader:
         facts.busy = b == "B" if b else None  # Xen before 4.4 did not show BUSY
         if digits:
             facts.linked = True
-            facts.link = self.field(n, f"port {port}", lambda: number(digits, "LINK", MAX_PORT))
+            facts.link = self.field(n, f"port {port}", digits, "LINK", MAX_PORT)
         else:
             facts.linked = False
 
@@ -259,7 +411,7 @@ class _Reader:
             d = ev.domains.get(domid)
             if d is not None and d.abi is None and len(kinds) == 1:
                 d.abi = next(iter(kinds))
-        if not any(d.ports for d in ev.domains.values()) and not ev.unread:
+        if not any(d.ports for d in ev.domains.values()) and not ev.unread and not self.passed:
             ev.skip(NO_PORTS, "no port lines in any domain's section: nothing about ports was read")
         if self.other:
             ev.warnings.append(f"{self.other} other console line(s) in the dump ignored (the first at line "
@@ -267,11 +419,12 @@ class _Reader:
         return ev
 
 
-def parse(text: str | bytes, source: str = "'e' dump") -> Evidence:
-    """Facts from the text of an 'e' dump (bytes are read as UTF-8, bad bytes replaced)."""
+def parse(text: str | bytes, source: str = "'e' dump", domains=None) -> Evidence:
+    """Facts from the text of an 'e' dump (bytes are read as UTF-8, bad bytes replaced).  ``domains``: read
+    the port lines of these domains only (every domain's header is still read: which domains Xen has)."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
-    r = _Reader(source)
+    r = _Reader(source, domains)
     for n, raw in enumerate(text.split("\n"), 1):
         r.line(n, raw.rstrip("\r"))
     return r.finish()

@@ -22,11 +22,13 @@ from ..abi import EVTCHN_FIFO_NR_CHANNELS, VIRQ_NAMES
 from ..errors import XenevtError
 
 ARROW = "↔"
-_FRONT = re.compile(r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]{1,64})"
-                    r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
-_SPECIAL = re.compile(r"/local/domain/(\d{1,5})/(console|store)/port")
-_IRQ_VIF = re.compile(r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?")  # netback: "%s-q%u-tx" of dev "vif%u.%u"
-_IRQ_NETFRONT = re.compile(r"vif([^.\s/-]{1,64})-q(\d+)(?:-(tx|rx))?")  # netfront: "vif%s-q%u-tx", its device id
+# (patterns, compiled by re on first use: `list` on a host without xenstore nodes compiles none)
+_FRONT = (r"/local/domain/(\d{1,5})/device/([A-Za-z0-9_-]{1,32})/([^/]{1,64})"
+          r"(?:/queue-(\d{1,3}))?/event-channel(?:-(tx|rx))?")
+_SPECIAL = r"/local/domain/(\d{1,5})/(console|store)/port"
+_IRQ_VIF = r"vif(\d+)\.(\d+)-q(\d+)(?:-(tx|rx))?"  # netback: "%s-q%u-tx" of dev "vif%u.%u"
+_IRQ_NETFRONT = r"vif([^.\s/-]{1,64})-q(\d+)(?:-(tx|rx))?"  # netfront: "vif%s-q%u-tx", its device id
+ROW_KEYS = ("irq ",)  # the activity rows that tie ports to names
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ def from_xenstore(nodes: dict[str, str]) -> tuple[dict[tuple[int, int], Name], l
     named: dict[tuple[int, int], Name] = {}
     notes: list[str] = []
     for path in sorted(nodes):
-        m = _FRONT.fullmatch(path)
-        s = None if m else _SPECIAL.fullmatch(path)
+        m = re.fullmatch(_FRONT, path)
+        s = None if m else re.fullmatch(_SPECIAL, path)
         if not (m or s):
             continue
         port = _port(nodes[path])
@@ -147,23 +149,28 @@ def build(ports: Iterable[tuple[int, object]], nodes: dict[str, str] | None = No
     out.notes += notes
     if nodes is not None:
         out.sources.append(nodes_from)
-    for domain, st in ports:
+    peers, names = out.peers, out.names
+    for domain, st in ports:  # (a host's 40,000 ports: the common cases first, nothing called for them)
         key = (domain, st.port)
-        peer = (st.remote_domain, st.remote_port) if st.state == "interdomain" and st.remote_port else None
+        state = st.state
+        peer = (st.remote_domain, st.remote_port) if state == "interdomain" and st.remote_port else None
         if peer is not None:
-            out.peers[key] = peer
-        name = named.get(key)
+            peers[key] = peer
+        name = named.get(key) if named else None
         if name is None and peer is not None and peer in named:
             n = named[peer]
             name = Name(n.kind, n.device, f"peer d{peer[0]}:{peer[1]}'s {n.source}", n.owner, n.id, n.queue,
                         n.direction, "backend")
-        if name is None:
+        if name is None and state in _NAMED_BY_STATE:
             name = _from_state(st)
         if name is not None:
-            out.names[key] = name
+            names[key] = name
     for domain, rows in (irq_rows or {}).items():
         _tie_irqs(out, domain, rows)
     return out
+
+
+_NAMED_BY_STATE = frozenset(("virq", "ipi", "pirq"))
 
 
 def _from_state(st) -> Name | None:
@@ -190,11 +197,11 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
         if not row.key.startswith("irq "):
             continue
         for word in row.name.replace(",", " ").split():
-            m = _IRQ_VIF.fullmatch(word)
+            m = re.fullmatch(_IRQ_VIF, word)
             if m:
                 key = (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4))
             else:
-                m = _IRQ_NETFRONT.fullmatch(word)
+                m = re.fullmatch(_IRQ_NETFRONT, word)
                 if not m:
                     continue
                 key = (-1, m.group(1), int(m.group(2)), m.group(3))
@@ -204,11 +211,14 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
                                                 n.end, f"{row.key} {word}")
 
 
-def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int | None = None) -> Names:
-    """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts; a
-    source it lacks becomes a note, never an error (a port without a name is still a port).  With
-    ``frontends_of`` (a guest that may not ask EVTCHNOP_status of its own ports): that domain's ports its
-    xenstore frontend nodes record, named from the nodes alone."""
+def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int | None = None,
+                irq_rows: dict | None = None) -> Names:
+    """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts (or
+    ``irq_rows``, per domain, where the caller read them already: the rows whose key starts with one of
+    ROW_KEYS); a source it lacks becomes a note, never an error (a port without a name is still a port).  A
+    backend whose activity rows are not a kernel's (``kernel_interrupts`` False: the simulator counts per port)
+    is not asked for them.  With ``frontends_of`` (a guest that may not ask EVTCHNOP_status of its own ports):
+    that domain's ports its xenstore frontend nodes record, named from the nodes alone."""
     ports = list(ports)
     try:
         nodes, where = backend.xenstore()
@@ -223,15 +233,21 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int 
         known = {(d, st.port) for d, st in ports}
         ports += [(d, PortFacts(p, "unknown")) for d, p in sorted(from_xenstore(nodes)[0])
                   if d == frontends_of and (d, p) not in known]
-    irq_rows = {}
-    for domain in sorted({d for d, _ in ports}):
-        try:
-            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith("irq ")]
-        except (XenevtError, OSError):
-            continue
+    if irq_rows is None:
+        irq_rows = {} if not getattr(backend, "kernel_interrupts", True) else _irq_rows(backend, ports)
     names = build(ports, nodes, irq_rows, where or "xenstore")
     if "cut short" in where:
         names.notes.insert(0, f"some ports may be unnamed: the {where}")
     if first is not None:
         names.notes.insert(0, f"no xenstore names: {first}")
     return names
+
+
+def _irq_rows(backend, ports) -> dict:
+    irq_rows = {}
+    for domain in sorted({d for d, _ in ports}):
+        try:  # IRQ rows, and a guest's own vif rows (which interface netfront named its IRQs after)
+            irq_rows[domain] = [r for r in backend.activity(domain) if r.key.startswith(ROW_KEYS)]
+        except (XenevtError, OSError):
+            continue
+    return irq_rows

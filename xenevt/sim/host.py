@@ -11,7 +11,7 @@ The jobs: the state file, its lock and journal (store.py and hot.py; the
 format is statefile.py's), the hypercalls by Xen's rules (hypercalls.py; who may call, access.py), the guest
 kernel's part (guest.py), activity counters (stats.py), the 'e' console text
 (console.py), frames for foreign mappings (foreign.py), the xenstore nodes that name ports
-(xenstore.py).  Everyone else uses SimHost and the functions here.
+(xenstore.py), every port's status of a domain in bulk (reader.py).  Everyone else uses SimHost and the functions here.
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from .console import Console
 from .foreign import ForeignFrames
 from .guest import CONSUME_BATCH, LOCK_NAME, GuestKernel
 from .hypercalls import Hypercalls
+from .reader import Reader, SimReadHost
 from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile, SimDomain, create_host, default_state_dir
 from .xenstore import XENSTORE_NAME, SimXenstore
 
 __all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
-           "SimHost", "XENSTORE_NAME", "chan_status",
+           "SimHost", "SimReadHost", "XENSTORE_NAME", "chan_status",
            "create_host", "default_state_dir", "host_info", "reset_host"]
 
 
-class SimHost(GuestKernel, Hypercalls, Access, Stats, Console, ForeignFrames, SimXenstore, HostFile):
+class SimHost(GuestKernel, Hypercalls, Reader, Access, Stats, Console, ForeignFrames, SimXenstore, HostFile):
     """An open simulated host.  Methods take the calling domain first, as hypercalls do."""
 
 

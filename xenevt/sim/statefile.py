@@ -92,9 +92,10 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from itertools import compress
 
 from .. import abi
-from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
+from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
 from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN
 from ..errors import StateError
@@ -150,7 +151,8 @@ def _over(limit: int) -> bytes:
 _STATE_BAD = _over(ECS_IPI)
 _PRIO_BAD = _over(abi.EVTCHN_FIFO_PRIORITY_MIN)
 _FLAGS_BAD = _over(CHAN_DEFERRED | CHAN_XEN)
-_STATE_REMOTE = bytes(1 if b in (ECS_UNBOUND, ECS_INTERDOMAIN, ECS_VIRQ) else 0 for b in range(256))
+_STATE_INTERDOMAIN = bytes(1 if b == ECS_INTERDOMAIN else 0 for b in range(256))
+_STATE_VIRQ = bytes(1 if b == ECS_VIRQ else 0 for b in range(256))
 
 
 def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int, int, DomainMemory]]:
@@ -259,27 +261,55 @@ def check_tails(mem: DomainMemory, path: str) -> None:
 
 def check_chans(mem: DomainMemory, nr_chans: dict[int, int], path: str) -> None:
     """Every channel record of one domain (done in C where it can be: byte searches over strided copies)."""
-    n = mem.nr_chans
     base = mem.geometry.chans_offset
     # views are released on the way out, error or not, so the mapping under them can be closed
-    with mem.buffer[base: base + n * CHAN.size] as table, table.cast("H") as halves:
-        for name, bad in (("state", _STATE_BAD), ("priority", _PRIO_BAD), ("last_priority", _PRIO_BAD),
-                          ("flags", _FLAGS_BAD)):
-            i = table[CHAN_FIELDS[name]::CHAN.size].tobytes().translate(bad).find(1)
+    with mem.buffer[base: base + mem.nr_chans * CHAN.size] as table:
+        check_table(table, mem, nr_chans, path)
+
+
+def check_table(table, mem: DomainMemory, nr_chans: dict[int, int], path: str) -> None:
+    """Every record of ``table``, a copy or a view of ``mem``'s channel table: the first bad field is one
+    StateError (check_chan's).  Byte searches over strided copies find a bad state, priority or flag; the
+    fields that point elsewhere (an interdomain peer, a VIRQ) are checked over lists of the column, not one
+    record at a time (a host's 40,000 channels in milliseconds)."""
+    n = len(table) // CHAN.size
+
+    def bad(port: int):  # the record's own check names the field (and raises)
+        check_chan(mem, port, Chan(*CHAN.unpack_from(table, port * CHAN.size)), nr_chans, path)
+        raise AssertionError(f"channel {port} was found bad, then passed")  # pragma: no cover
+
+    with memoryview(table) as view, view.cast("B") as raw, raw.cast("H") as halves, raw.cast("I") as words:
+        for name, limits in (("state", _STATE_BAD), ("priority", _PRIO_BAD), ("last_priority", _PRIO_BAD),
+                             ("flags", _FLAGS_BAD)):
+            i = raw[CHAN_FIELDS[name]::CHAN.size].tobytes().translate(limits).find(1)
             if i >= 0:
-                check_chan(mem, i, mem.chan(i), nr_chans, path)  # names the field
+                bad(i)
         for name in ("notify_vcpu", "last_vcpu"):
-            if max(halves[CHAN_FIELDS[name] // 2::CHAN.size // 2]) >= mem.nr_vcpus:
-                for port in range(n):
-                    check_chan(mem, port, mem.chan(port), nr_chans, path)
-        states = table[0::CHAN.size].tobytes()
-    if states[0] != ECS_RESERVED:
-        raise corrupt(path, mem.offset + base, "channel[0].state", f"port 0 is in state {states[0]}, not reserved")
-    marks = states.translate(_STATE_REMOTE)
-    port = marks.find(1)
-    while port >= 0:  # only channels whose fields point elsewhere are looked at one by one
-        check_chan(mem, port, mem.chan(port), nr_chans, path)
-        port = marks.find(1, port + 1)
+            column = halves[CHAN_FIELDS[name] // 2::CHAN.size // 2]
+            if n and max(column) >= mem.nr_vcpus:
+                bad(next(i for i, v in enumerate(column.tolist()) if v >= mem.nr_vcpus))
+        states = raw[0::CHAN.size].tobytes()
+        if not n or states[0] != ECS_RESERVED:
+            raise corrupt(path, mem.offset + mem.geometry.chans_offset, "channel[0].state",
+                          f"port 0 is in state {states[0] if n else None}, not reserved")
+        remote_dom = halves[CHAN_FIELDS["remote_dom"] // 2::CHAN.size // 2].tolist()
+        remote_port = words[CHAN_FIELDS["remote_port"] // 4::CHAN.size // 4].tolist()
+        aux = halves[CHAN_FIELDS["aux"] // 2::CHAN.size // 2].tolist()
+    limit = nr_chans if max(nr_chans, default=0) < abi.DOMID_FIRST_RESERVED else \
+        {d: c for d, c in nr_chans.items() if d < abi.DOMID_FIRST_RESERVED}  # (a host's every domain, usually)
+    # an interdomain peer on this host, its port inside that domain's table: first over whole columns (the
+    # peers' domains, the ports' range against the smallest of their tables), record by record only if that fails
+    marks = states.translate(_STATE_INTERDOMAIN)
+    doms = set(compress(remote_dom, marks))
+    if doms:
+        ports = list(compress(remote_port, marks))
+        if not (doms <= limit.keys() and min(ports) > 0 and max(ports) < min(limit[d] for d in doms)):
+            for port in compress(range(n), marks):
+                if not 0 < remote_port[port] < limit.get(remote_dom[port], 0):
+                    bad(port)
+    marks = states.translate(_STATE_VIRQ)
+    if max(compress(aux, marks), default=0) >= abi.NR_VIRQS:
+        bad(next(p for p in compress(range(n), marks) if aux[p] >= abi.NR_VIRQS))
 
 
 def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int], path: str) -> Chan:

@@ -9,9 +9,7 @@ wrong.  ``device_add`` does what libxl, the frontend driver and the backend driv
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 
 from ..errors import StateError
 from .store import errtext
@@ -33,6 +31,8 @@ def check_nodes(data: bytes, where: str) -> dict[str, str]:
     if len(data) > MAX_FILE:
         raise StateError(f"{where}: larger than {MAX_FILE} bytes: not a simulated xenstore")
     try:
+        import json  # (here: a host without devices has no file, and `list` there needs no json)
+
         doc = json.loads(data)
     except (ValueError, RecursionError):
         raise StateError(f"{where}: not JSON: not a simulated xenstore (remove it to start empty)") from None
@@ -72,6 +72,9 @@ class SimXenstore:
     def _xs_write(self, nodes: dict[str, str]) -> None:
         path = self._xs_path()
         try:
+            import json
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(prefix=".xenstore-", dir=self.state_dir)
             with os.fdopen(fd, "w") as f:
                 json.dump({"xenstore": 1, "nodes": nodes}, f, indent=0, sort_keys=True)

@@ -43,6 +43,7 @@ XEN_DOMINF_dying = 1 << 0       # public/domctl.h: the domain is being destroyed
 class XenBackend:
     name = "xen"
     ports_live_with_process = True
+    kernel_interrupts = True  # activity(): /proc/interrupts rows, whose IRQ names tie ports to devices
 
     def __init__(self, caller: int | None = None):
         if caller is not None:
