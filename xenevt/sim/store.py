@@ -12,10 +12,8 @@ import errno
 import fcntl
 import mmap
 import os
-import random
 import struct
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -171,6 +169,8 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
     size = PAGE_SIZE + sum(g.size for g in geos) + PAGE_SIZE  # header, images, journal
     try:
+        import tempfile  # here, not at the top: every command opens the store, few create one
+
         fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
     except OSError as e:
         raise StateError(f"cannot write in state directory {state_dir}: {errtext(e)}") from None
@@ -494,6 +494,8 @@ class HostFile:
 
     def _crash_point(self) -> None:
         if self._crash_sleep:
+            import random  # the kill campaign's sleep only
+
             time.sleep(random.random() * self._crash_sleep)
 
     def _transact(self, op: str, caller: int, entries: list[tuple[int, int, int, bytes]]) -> None:
