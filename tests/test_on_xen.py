@@ -574,6 +574,17 @@ def set_l2_mask(xen, domu: int, port: int) -> None:
         subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
 
 
+def first_vif_port(xen, domu: int, direction: str) -> tuple[int, int, str]:
+    """The domU's vif port of its first queue in ``direction`` (tx, rx), once connected: (its port, dom0's end,
+    the name doctor gives it)."""
+    domu_result(domu)
+    ports = vif_ports(domu)
+    queue = min((q for q, _ in ports), key=lambda q: -1 if q is None else q)
+    p = ports[(queue, direction)]
+    where = f"vif 0 queue {queue} {direction}" if queue is not None else f"vif 0 {direction}"
+    return p, xen.status(domu, p).remote_port, where
+
+
 @pytest.mark.timeout(600)
 def test_a_stuck_vif_port_in_the_domu_is_found_from_dom0_by_name(xen, domu_2l):
     """The 2-level domU's vif rx port is masked from outside and dom0 notifies it (netback's end, a raw
@@ -583,12 +594,7 @@ def test_a_stuck_vif_port_in_the_domu_is_found_from_dom0_by_name(xen, domu_2l):
     from tests.scenarios.targets import XenTarget
 
     domu = domu_2l
-    domu_result(domu)
-    ports = vif_ports(domu)
-    queue = min((q for q, _ in ports), key=lambda q: -1 if q is None else q)
-    p = ports[(queue, "rx")]
-    q = xen.status(domu, p).remote_port
-    where = f"vif 0 queue {queue} rx" if queue is not None else "vif 0 rx"
+    p, q, where = first_vif_port(xen, domu, "rx")
     set_l2_mask(xen, domu, p)
     try:
         t = XenTarget()
@@ -623,11 +629,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     second under QEMU, fewer on a loaded host, where an idle vif takes none; hence --storm-rate 1), and does not
     call that port stuck though it rests masked between the delayed EOIs."""
     domu = domu_2l
-    domu_result(domu)
-    ports = vif_ports(domu)
-    queue = min((q for q, _ in ports), key=lambda q: -1 if q is None else q)
-    p = ports[(queue, "tx")]
-    q = xen.status(domu, p).remote_port
+    p, q, _ = first_vif_port(xen, domu, "tx")
     token = f"cmd{next(_looks)}"
     subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 60"],
                    check=True)
