@@ -561,19 +561,6 @@ class Hypercalls:
                 return
             self._raise(dom, port, unmask=True)
 
-    def status(self, caller: int, domid: int, port: int) -> PortStatus:
-        """EVTCHNOP_status in Xen's order: the domain (ESRCH), the port (EINVAL), on Xen 4.15-4.18 a port Xen
-        consumes (EACCES), then who may ask (EPERM)."""
-        call = "get the status of"
-        domid = self._self(caller, domid)
-        dom = self.domain(domid, call, port)
-        ch = self._chan(dom, port, call, bound=False)
-        if ch.flags & CHAN_XEN and self.xen_version == "4.17":
-            raise channel_error(call, errno.EACCES, "Xen 4.17 does not report a port Xen itself consumes",
-                                domain=domid, port=port)
-        self._access(caller, domid, call, port)
-        return self._status(dom, port)
-
     def xen_port(self, domid: int, remote: int, vcpu: int = 0) -> int:
         """Xen's alloc_unbound_xen_event_channel(): a port of ``domid`` that Xen itself consumes (an ioreq
         server's, a vm_event ring's), waiting for ``remote`` (the device model, the monitoring tool) to bind."""

@@ -34,9 +34,9 @@ class Reader:
     """SimHost's bulk reads (over HostFile's mapping and Access's checks)."""
 
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
-        """EVTCHNOP_status as Hypercalls.status answers it (a test holds the two equal, errors too), for a host
-        opened to inspect without the hypercalls (SimReadHost): the domain (ESRCH), the port (EINVAL), on Xen
-        4.15-4.18 a port Xen consumes (EACCES), then who may ask (EPERM)."""
+        """EVTCHNOP_status in Xen's order, for SimHost and for a host opened to inspect without the hypercalls
+        (SimReadHost): the domain (ESRCH), the port (EINVAL), on Xen 4.15-4.18 a port Xen consumes (EACCES), then
+        who may ask (EPERM)."""
         call = "get the status of"
         domid = self._self(caller, domid)
         dom = self.domain(domid, call, port)
