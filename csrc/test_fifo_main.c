@@ -5,14 +5,17 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "xenevt_host.h"
+#include "xenevt_evtchn.h"
 
 #define M (1u << 30)
 #define P (1u << 31)
@@ -647,6 +650,144 @@ static void t_host_send_consume(void)
     passed++;
 }
 
+/* --- the xen backend's loop over libxenevtchn, against a fake library: a pipe carries the ports "raised" --- */
+typedef struct {
+    int rfd, wfd;
+    uint32_t unmasked[16];
+    int nr_unmasked;
+    int fail_pending;      /* pending fails with EIO */
+    uint32_t fail_unmask;  /* unmask of this port fails with EINVAL (0: never) */
+} fake_lib;
+
+static int fake_notify(void *h, uint32_t port)
+{
+    fake_lib *f = h;
+
+    if (port == 4095) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    return write(f->wfd, &port, sizeof(port)) == (ssize_t)sizeof(port) ? 0 : -1;
+}
+
+static int fake_pending(void *h)
+{
+    fake_lib *f = h;
+    uint32_t port;
+
+    if (f->fail_pending) {
+        errno = EIO;
+        return -1;
+    }
+    if (read(f->rfd, &port, sizeof(port)) != (ssize_t)sizeof(port))
+        return -1;
+    return (int)port;  /* as the kernel's ring holds it: any value */
+}
+
+static int fake_unmask(void *h, uint32_t port)
+{
+    fake_lib *f = h;
+
+    if (f->fail_unmask && port == f->fail_unmask) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (f->nr_unmasked < 16)
+        f->unmasked[f->nr_unmasked++] = port;
+    return 0;
+}
+
+static void raise_port(fake_lib *f, uint32_t port)
+{
+    if (write(f->wfd, &port, sizeof(port)) != (ssize_t)sizeof(port))
+        abort();
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+static void t_evtchn_loop(void)
+{
+    fake_lib f = {0};
+    int fds[2];
+    uint8_t *own = calloc(XE_EVTCHN_MAX_PORTS / 8, 1);  /* exactly the bitmap: a read past it is ASan's */
+    xe_evtchn e = {0};
+    uint32_t out[4];
+    struct sigaction sa = {0};
+    struct itimerval it = {{0, 0}, {0, 20000}};
+
+    CHECK(own && pipe(fds) == 0);
+    f.rfd = fds[0];
+    f.wfd = fds[1];
+    e.handle = &f;
+    e.fd = f.rfd;
+    e.notify_fn = (void *)fake_notify;
+    e.pending_fn = (void *)fake_pending;
+    e.unmask_fn = (void *)fake_unmask;
+    e.own = own;
+    own[5 >> 3] |= 1 << (5 & 7);
+    own[9 >> 3] |= 1 << (9 & 7);
+    own[(XE_EVTCHN_MAX_PORTS - 1) >> 3] |= 0x80;
+
+    /* sent on two owned ports: both taken, in order, each unmasked */
+    CHECK(xe_evtchn_notify(&e, 5) == 0 && xe_evtchn_notify(&e, 9) == 0);
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == 2 && out[0] == 5 && out[1] == 9);
+    CHECK(f.nr_unmasked == 2 && f.unmasked[0] == 5 && f.unmasked[1] == 9);
+    passed++;
+    /* a send the library refuses: its errno, the call and the port */
+    CHECK(xe_evtchn_notify(&e, 4095) == XE_EVTCHN_FAILED && e.err == ENOTCONN && e.failed_call == XE_CALL_NOTIFY &&
+          e.failed_port == 4095);
+    passed++;
+    /* ports not owned, and values no port has (past the bitmap, negative as int): dropped, never unmasked */
+    raise_port(&f, 6);
+    raise_port(&f, XE_EVTCHN_MAX_PORTS);
+    raise_port(&f, 0x7fffffffu);
+    raise_port(&f, XE_EVTCHN_MAX_PORTS - 1);
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == 1 && out[0] == XE_EVTCHN_MAX_PORTS - 1 && e.stale == 3);
+    CHECK(f.nr_unmasked == 3);
+    passed++;
+    /* max bounds a batch: the rest stays for the next call */
+    raise_port(&f, 5);
+    raise_port(&f, 9);
+    raise_port(&f, 5);
+    CHECK(xe_evtchn_consume(&e, out, 2, 0) == 2 && xe_evtchn_consume(&e, out, 4, 0) == 1 && out[0] == 5);
+    passed++;
+    /* nothing raised: 0 after the timeout */
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == 0 && xe_evtchn_consume(&e, out, 4, 5) == 0);
+    passed++;
+    /* a stale event, then nothing: the re-wait ends within the caller's time */
+    raise_port(&f, 7);
+    CHECK(xe_evtchn_consume(&e, out, 4, 30) == 0 && e.stale == 4 && e.left_ms <= 30);
+    passed++;
+    /* an unmask that fails after one event was taken: FAILED, the event counted in ->taken and out[] */
+    f.fail_unmask = 9;
+    raise_port(&f, 5);
+    raise_port(&f, 9);
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == XE_EVTCHN_FAILED && e.failed_call == XE_CALL_UNMASK &&
+          e.failed_port == 9 && e.err == EINVAL && e.taken == 2 && out[0] == 5 && out[1] == 9);
+    f.fail_unmask = 0;
+    passed++;
+    /* a read that fails */
+    f.fail_pending = 1;
+    raise_port(&f, 5);
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == XE_EVTCHN_FAILED && e.failed_call == XE_CALL_PENDING &&
+          e.err == EIO && e.taken == 0);
+    f.fail_pending = 0;
+    CHECK(xe_evtchn_consume(&e, out, 4, 0) == 1 && out[0] == 5);
+    passed++;
+    /* a signal while waiting: INTR, with what is left of the time to wait again */
+    sa.sa_handler = on_alarm;
+    CHECK(sigaction(SIGALRM, &sa, NULL) == 0 && setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(xe_evtchn_consume(&e, out, 4, 5000) == XE_EVTCHN_INTR && e.left_ms > 0 && e.left_ms <= 5000);
+    signal(SIGALRM, SIG_DFL);
+    passed++;
+    close(fds[0]);
+    close(fds[1]);
+    free(own);
+}
+
 int main(void)
 {
     struct {
@@ -660,7 +801,7 @@ int main(void)
         {"l2_raise_unmask", t_l2_raise_unmask}, {"l2_consume_order", t_l2_consume_order},
         {"l2_bounds", t_l2_bounds},           {"l2_check", t_l2_check},
         {"lock", t_lock},                     {"upcall_word", t_upcall_word},
-        {"host_send_consume", t_host_send_consume},
+        {"host_send_consume", t_host_send_consume}, {"evtchn_loop", t_evtchn_loop},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

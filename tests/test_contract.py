@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import time
 
 import pytest
 
@@ -90,6 +92,57 @@ def test_events_are_delivered_both_ways_and_coalesce(backend):
         backend.notify(0, p)
         assert backend.consume(0, 0, 16, 5.0) == [q]
     assert backend.consume(0, 0, 16, 0.05) == []
+
+
+def test_an_event_on_a_port_closed_before_it_was_read_is_not_delivered(backend):
+    """The kernel's queue (or the simulator's) may still hold a port its process has unbound: consume drops it."""
+    p, q = loopback(backend)
+    backend.notify(0, q)
+    backend.close(0, p)
+    assert backend.consume(0, 0, 16, 0.2) == []
+    r = backend.bind_unbound(0, 0)  # the handle still receives: a new channel's event arrives alone
+    s = backend.bind_interdomain(0, 0, r)
+    assert backend.consume(0, 0, 16, 5.0) == [s]
+
+
+class Alarm:
+    """SIGALRM once after ``after`` seconds, its handler counting or raising; restored on exit."""
+
+    def __init__(self, after: float, raising: bool = False):
+        self.after, self.raising, self.fired = after, raising, 0
+
+    def _handler(self, signum, frame):
+        self.fired += 1
+        if self.raising:
+            raise TimeoutError("alarm")
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, self.after)
+        return self
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
+def test_a_signal_while_waiting_runs_its_handler_and_the_wait_goes_on(backend):
+    """A handler that returns neither ends the wait early nor starts it again (the wait is the caller's)."""
+    p, q = loopback(backend)
+    with Alarm(0.05) as alarm:
+        t0 = time.monotonic()
+        assert backend.consume(0, 0, 16, 0.5) == []
+        took = time.monotonic() - t0
+    assert alarm.fired == 1
+    assert 0.4 <= took < 5.0, took  # not cut short at the signal; the bound above is only "ended at all"
+    backend.notify(0, q)
+    assert backend.consume(0, 0, 16, 5.0) == [p]
+
+
+def test_a_handler_that_raises_ends_the_wait(backend):
+    loopback(backend)
+    with Alarm(0.05, raising=True), pytest.raises(TimeoutError):
+        backend.consume(0, 0, 16, 10.0)
 
 
 def test_closing_one_end_leaves_the_other_unbound(backend):

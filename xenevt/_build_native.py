@@ -1,7 +1,7 @@
 """cffi builder for xenevt._native (out-of-line API mode).
 
 Imports nothing from the rest of the package, so setup.py can run it before
-xenevt is importable.  The declarations are csrc/xenevt_fifo_api.h itself:
+xenevt is importable.  The declarations are csrc/'s API headers themselves:
 one header per part serves the C compiler and cdef().
 """
 
@@ -13,8 +13,9 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c"]
-HEADERS = ["xenevt_fifo_api.h", "xenevt_host_api.h"]  # the engine, then the simulator's hot path (it uses the first)
+SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c", "evtchn_loop.c"]
+# the engine, the simulator's hot path (it uses the first), the xen backend's loop over libxenevtchn
+HEADERS = ["xenevt_fifo_api.h", "xenevt_host_api.h", "xenevt_evtchn_api.h"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Wno-sign-conversion"]
 
 
@@ -29,7 +30,7 @@ for _header in HEADERS:
         ffibuilder.cdef(f.read())
 ffibuilder.set_source(
     "xenevt._native",
-    '#include "xenevt_host.h"',
+    '#include "xenevt_host.h"\n#include "xenevt_evtchn.h"',
     sources=[_rel(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[_rel(CSRC)],
     extra_compile_args=CFLAGS,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import struct
 import time
 
@@ -31,6 +30,7 @@ from ...ports import NotifyResult, PortStatus, word_flag_dict
 from .. import XEN_EVTCHN_DEVICE as XEN_DEVICE  # named once, where the backend is chosen
 from . import libs
 from .libs import check, reason
+from .loop import EventLoop
 
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 # xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
@@ -66,9 +66,10 @@ class XenBackend:
             raise BackendUnavailable(f"cannot open {XEN_DEVICE}: {reason(err)} ({errno.errorcode.get(err, err)})")
         self._xc = None
         self._call = None
-        self._own: set[int] = set()          # ports bound through our handle
+        self._own: set[int] = set()          # ports bound through our handle (the C loop keeps a bitmap too)
         self._peer: dict[int, tuple[int, int]] = {}  # our interdomain ports' far ends, as bound or once asked
-        self._poll = None                     # select.poll on the evtchn fd, made by the first consume
+        self._sent: dict[int, NotifyResult] = {}     # a send's answer on a port whose peer is known: the same each time
+        self._loop: EventLoop | None = None   # the C send and consume loop, made on first use
         self.domid = self_domid()
         self._logger = lg
 
@@ -84,6 +85,24 @@ class XenBackend:
             self._ctrl_lib, self._xc = ctrl, xc
         return self._ctrl_lib, self._xc
 
+    def _events(self, domain: int) -> EventLoop:
+        if self._loop is None:
+            fd = check(self._evtchn.xenevtchn_fd(self._h), "receive events of", domain)
+            self._loop = EventLoop(self._evtchn, self._h, fd)
+            for port in self._own:
+                self._loop.own(port)
+        return self._loop
+
+    def _owned(self, port: int, owned: bool = True) -> None:
+        if owned:
+            self._own.add(port)
+        else:
+            self._own.discard(port)
+            self._peer.pop(port, None)
+            self._sent.pop(port, None)
+        if self._loop is not None:
+            self._loop.own(port, owned)
+
     def _mine(self, domain: int) -> bool:
         return self.domid is None and domain == 0 or domain == self.domid
 
@@ -96,12 +115,11 @@ class XenBackend:
     def shutdown(self) -> None:
         for port in sorted(self._own):
             self._evtchn.xenevtchn_unbind(self._h, port)
-        self._own.clear()
-        self._peer.clear()
+            self._owned(port, False)
         if self._h is not None:
             self._evtchn.xenevtchn_close(self._h)
             self._h = None
-            self._poll = None
+            self._loop = None
         if self._xc is not None:
             self._ctrl_lib.xc_interface_close(self._xc)
             self._xc = None
@@ -166,7 +184,7 @@ class XenBackend:
         call = f"allocate an unbound port (for domain {remote_domain}) in"  # ESRCH may be about either domain
         if self._mine(domain):
             port = check(self._evtchn.xenevtchn_bind_unbound_port(self._h, remote_domain), call, domain)
-            self._own.add(port)
+            self._owned(port)
             return port
         ctrl, xc = self._ctrl()
         return check(ctrl.xc_evtchn_alloc_unbound(xc, domain, remote_domain), call, domain)
@@ -175,7 +193,7 @@ class XenBackend:
         self._only_self("bind interdomain for", domain)
         port = check(self._evtchn.xenevtchn_bind_interdomain(self._h, remote_domain, remote_port), "bind to",
                      remote_domain, remote_port)
-        self._own.add(port)
+        self._owned(port)
         self._peer[port] = (remote_domain, remote_port)
         return port
 
@@ -185,7 +203,7 @@ class XenBackend:
             raise channel_error("bind VIRQ for", errno.EINVAL, "libxenevtchn binds VIRQs on vCPU 0 only",
                                 domain=domain, vcpu=vcpu)
         port = check(self._evtchn.xenevtchn_bind_virq(self._h, virq), "bind VIRQ for", domain)
-        self._own.add(port)
+        self._owned(port)
         return port
 
     def bind_ipi(self, domain: int, vcpu: int = 0) -> int:
@@ -200,22 +218,27 @@ class XenBackend:
         """EVTCHNOP_send through the evtchn fd.  Where the event went is what this process knows of the port
         (its bind, or one EVTCHNOP_status until a peer is connected), not a second hypercall per send: a
         peer that closes later turns the port unbound and Xen drops the send, which no answer here shows."""
+        sent = self._sent.get(port)
+        if sent is not None and sent.domain == domain:  # checked when it was made; the port is still ours
+            self._events(domain).notify(domain, port)
+            return sent
         if port not in self._own or not self._mine(domain):
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
                                 f"event on a port waiting for this domain use `xenevt notify --to {domain}:{port}`",
                                 domain=domain, port=port)
-        if self._evtchn.xenevtchn_notify(self._h, port) < 0:
-            check(-1, "notify", domain, port)
+        self._events(domain).notify(domain, port)
         peer = self._peer.get(port)
         if peer is not None:  # where it went, as this process bound it (or learned once): no second hypercall
-            return NotifyResult(domain, port, peer[0], peer[1], "sent")
+            self._sent[port] = NotifyResult(domain, port, peer[0], peer[1], "sent")
+            return self._sent[port]
         try:  # an unbound or VIRQ port of ours: ask once what it is now (the plain hypercall, no memory read)
             st: PortStatus | None = self._status(domain, port)
         except ChannelError:
             st = None
         if st is not None and st.state == "interdomain":
             self._peer[port] = (st.remote_domain, st.remote_port)  # a peer connected; it stays until a close
-            return NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
+            self._sent[port] = NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
+            return self._sent[port]
         return NotifyResult(domain, port, domain if st is not None and st.state == "ipi" else None,
                             port if st is not None and st.state == "ipi" else None,
                             "sent" if st is None or st.state != "unbound" else "dropped: port is unbound")
@@ -240,8 +263,7 @@ class XenBackend:
     def close(self, domain: int, port: int) -> None:
         self._own_port("close", domain, port)
         check(self._evtchn.xenevtchn_unbind(self._h, port), "close", domain, port)
-        self._own.discard(port)
-        self._peer.pop(port, None)
+        self._owned(port, False)
 
     def reset(self, domain: int) -> None:
         ctrl, xc = self._ctrl()
@@ -337,37 +359,11 @@ class XenBackend:
         return {st.port: st for st in self._list_ports(domain)}
 
     def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]:
-        """Events on the ports this process bound: read from the evtchn fd, then unmask each."""
+        """Events on the ports this process bound: read from the evtchn fd, then unmask each (one C call)."""
         if not self._own:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")
-        if self._poll is None:  # one poll object per handle: the evtchn fd does not change
-            self._poll = select.poll()
-            self._poll.register(check(self._evtchn.xenevtchn_fd(self._h), "receive events of", domain), select.POLLIN)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        got: list[int] = []
-        pending, unmask, h, own = self._evtchn.xenevtchn_pending, self._evtchn.xenevtchn_unmask, self._h, self._own
-        while len(got) < max_events:
-            if got:
-                left = 0
-            elif deadline is None:
-                left = None
-            else:
-                left = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))  # poll's milliseconds, rounded up
-            try:
-                ready = self._poll.poll(left)
-            except InterruptedError:
-                continue
-            if not ready:
-                break
-            port = pending(h)
-            if port < 0:
-                check(port, "read events of", domain)
-            if port not in own:
-                continue  # raised before we unbound it (Xen leaves a new interdomain end pending): stale
-            got.append(port)
-            unmask(h, port)
-        return got
+        return self._events(domain).consume(domain, max_events, timeout)
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """Copy frames of ``domain`` through privcmd (libxenforeignmemory), read-only; one error names the frame."""

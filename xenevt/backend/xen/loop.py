@@ -1,0 +1,72 @@
+"""The xen backend's per-event work in C (csrc/evtchn_loop.c): a send, and the loop that polls the evtchn fd,
+reads a port and unmasks it, over the libxenevtchn functions libs.py dlopened.
+
+Under QEMU's TCG each Python-level library call (libffi, a poll object, the clock) costs tens of microseconds, as
+much as the system call it wraps; one C call per batch leaves the same system calls a C program makes.  The
+ports this handle bound are a bitmap the C side reads (the kernel's ring may carry ports we have since unbound).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from ..._native import ffi, lib
+from ...errors import channel_error
+from . import libs
+
+CALLS = {lib.XE_CALL_POLL: "wait for events of", lib.XE_CALL_PENDING: "read events of",
+         lib.XE_CALL_UNMASK: "unmask", lib.XE_CALL_NOTIFY: "notify"}
+BATCH = 64  # events one call may return without a buffer of its own
+
+
+def _address(cdata) -> int:
+    return int(libs.ffi.cast("uintptr_t", cdata))
+
+
+class EventLoop:
+    """One xenevtchn handle's sends and consume loop, and the set of ports it owns."""
+
+    def __init__(self, evtchn, handle, fd: int):
+        self._ev = ffi.new("xe_evtchn *")
+        self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
+        self._out = ffi.new("uint32_t[]", BATCH)
+        ev = self._ev
+        ev.handle = ffi.cast("void *", _address(handle))
+        ev.fd = fd
+        ev.notify_fn = ffi.cast("void *", _address(evtchn.xenevtchn_notify))
+        ev.pending_fn = ffi.cast("void *", _address(evtchn.xenevtchn_pending))
+        ev.unmask_fn = ffi.cast("void *", _address(evtchn.xenevtchn_unmask))
+        ev.own = self._own
+
+    def own(self, port: int, owned: bool = True) -> None:
+        if 0 <= port < lib.XE_EVTCHN_MAX_PORTS:
+            bit = 1 << (port & 7)
+            self._own[port >> 3] = self._own[port >> 3] | bit if owned else self._own[port >> 3] & ~bit
+
+    @property
+    def stale(self) -> int:
+        """Events dropped because they came on ports this handle no longer owns."""
+        return self._ev.stale
+
+    def _error(self, domain: int):
+        ev = self._ev
+        port = ev.failed_port if ev.failed_port >= 0 else None
+        err = ev.err or errno.EIO
+        return channel_error(CALLS.get(ev.failed_call, "receive events of"), err, libs.reason(err), domain=domain,
+                             port=port)
+
+    def notify(self, domain: int, port: int) -> None:
+        if lib.xe_evtchn_notify(self._ev, port) < 0:
+            raise self._error(domain)
+
+    def consume(self, domain: int, max_events: int, timeout: float | None) -> list[int]:
+        """Up to ``max_events`` ports, waiting at most ``timeout`` seconds (None: for ever) for the first."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's milliseconds, rounded up
+        out = self._out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
+        while True:
+            n = lib.xe_evtchn_consume(self._ev, out, max_events, ms)
+            if n >= 0:
+                return ffi.unpack(out, n)
+            if n != lib.XE_EVTCHN_INTR:
+                raise self._error(domain)
+            ms = self._ev.left_ms  # the signal's handler has run (it may raise); wait for what is left
