@@ -113,8 +113,7 @@ def main() -> None:
                     args.reps, VIEWS + (("doctor (whole host)", ["doctor"], 1.0),))
         domains = min(args.domains, MAX_DOMAINS)
         if domains < args.domains:
-            print(f"(the simulator's state file holds {MAX_DOMAINS} domains at most, one page of entries: "
-                  f"{domains}, not {args.domains})")
+            print(f"(the simulator names {MAX_DOMAINS} domains at most, as Xen does: {domains}, not {args.domains})")
         made = spread_host(spread, domains, args.channels)
         env_spread = dict(env, XENEVT_STATE=spread)
         cli_figures(f"the issue's shape: {domains} domains, {made:,} channels (dom0 {made:,} ports, each domU "

@@ -249,7 +249,7 @@ static int dom_setup(xe_host *h, xe_host_dom *d)
     if (d->nr_vcpus == 0 || d->nr_vcpus > 256 || d->nr_chans < 2 || d->nr_chans > XE_EVTCHN_FIFO_NR_CHANNELS
         || d->max_pages == 0 || d->max_pages > XE_MAX_PAGES)
         return -1;
-    if (img % PAGE || !within(img, isz, h->journal_offset) || !within(d->entry_offset, 8, PAGE)
+    if (img % PAGE || !within(img, isz, h->journal_offset) || !within(d->entry_offset, 8, img)
         || d->entry_offset % 8)
         return -1;
     /* the sections the hot path touches, each inside the image (the header page: upcall words, CB states) */

@@ -75,7 +75,12 @@ def chan_at(port: int, field_offset: int = 0, dom: int = DOM0, geo: Geometry = G
 
 # (what is written where, the field named, the reason) — one representative per class
 CASES = {
-    "host header": (12, "<I", 0, "nr_domains", "domain count 0 out of range 1..168"),
+    "host header": (12, "<I", 0, "nr_domains", "domain count 0 out of range 1..32752"),
+    "domain table past the images": (12, "<I", 20000, "nr_domains",
+                                     "a table of 20000 domains ends at 0x76000, past the journal page at 0x26000"),
+    "image inside the table": (64 + 8, "<Q", 0, "domain_table[0].offset",
+                               "domain 0's image offset 0x0 is not a page boundary inside the file after the domain "
+                               "table (from 0x1000)"),
     "domain table: duplicate": (64 + 24, "<I", 0, "domain_table[1].domid",
                                 "domain 0 is listed twice (entries 0 and 1)"),
     "domain table: overlap": (64 + 24 + 8, "<Q", DOM0 + PAGE, "domain_table[0].size",
@@ -148,6 +153,26 @@ def test_changes_after_the_open_are_caught_where_read(state):
         with pytest.raises(StateError, match="the file changed size under us"):
             h.send(0, 0, 3)
         os.truncate(path_of(state), size)
+
+
+def test_a_host_of_more_domains_than_one_page_of_entries(tmp_path, monkeypatch, capsys):
+    """200 domains (the table runs into a second page, the images after it): every hypercall, the C hot path's
+    send and consume included, reaches the last domain; a hostile entry offset there is refused by name."""
+    d = str(tmp_path / "big")
+    create_host(d, nr_domains=200, nr_vcpus=1)
+    with SimHost(d) as h:
+        p = h.alloc_unbound(199, 199, 0)
+        q = h.bind_interdomain(0, 0, 199, p)
+        assert (h.send(0, 0, q).target_domain, h.send(199, 199, p).target_port) == (199, q)
+        assert h.consume(199, 0, 8) == [p] and h.consume(0, 0, 8) == [q]
+    monkeypatch.setenv("XENEVT_STATE", d)
+    code, out, _ = run("doctor", capsys=capsys)
+    assert code == 0 and "no findings in 200 domain(s), 2 port(s)" in out
+    entry = 64 + 199 * 24
+    poke(d, entry + 8, "<Q", PAGE)  # domain 199's image at the table's second page
+    code, out, err = run("list", capsys=capsys)
+    assert (code, out) == (1, "") and f"offset {entry + 8:#x}: field domain_table[199].offset: domain 199's image " \
+        "offset 0x1000 is not a page boundary inside the file after the domain table (from 0x2000)" in err
 
 
 def test_wrong_file_size_and_table_past_the_end(state, capsys):

@@ -7,6 +7,7 @@ import os
 import click
 
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
+from ..sim.statefile import MAX_DOMAINS
 from ..sim.store import KERNEL_ABIS
 from .context import DOMAIN, Ctx, json_option, pass_ctx
 from .inspect import render_info
@@ -34,7 +35,7 @@ class DomainAbi(click.ParamType):
 
 
 @sim.command("init")
-@click.option("--domains", type=click.IntRange(1, 250), default=2, show_default=True,
+@click.option("--domains", type=click.IntRange(1, MAX_DOMAINS), default=2, show_default=True,
               help="Domains to create: dom0 (privileged) plus domUs.")
 @click.option("--vcpus", type=click.IntRange(1, 256), default=2, show_default=True, help="vCPUs per domain.")
 @click.option("--max-ports-dom0", type=click.IntRange(2, 1 << 17), default=4096, show_default=True,

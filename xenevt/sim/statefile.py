@@ -2,8 +2,9 @@
 
 Page 0 holds the host header (``HEADER``, then the journal page's offset
 ``JOURNAL_AT`` at byte 32) and, at ``DOM_TABLE``, one ``DOM_ENTRY`` per
-domain; each domain's image (the engine's DomainMemory layout,
-engine/layout.py) follows at a page-aligned offset; the file's last page is
+domain, running on into the next pages when there are more than 168
+(:func:`table_end`); each domain's image (the engine's DomainMemory layout,
+engine/layout.py) follows the table at a page-aligned offset; the file's last page is
 the journal page (the host lock's slot and the intent record, below).  The file is
 shared by processes, and any of them (or a disk) may have written nonsense,
 so nothing in it is trusted:
@@ -107,7 +108,7 @@ VERSION = 3  # 2: the journal page; 3: domain images of layout version 2 (2-leve
 HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
 DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
 DOM_TABLE = 64
-MAX_DOMAINS = (abi.PAGE_SIZE - DOM_TABLE) // DOM_ENTRY.size
+MAX_DOMAINS = abi.DOMID_FIRST_RESERVED  # domids 0..n-1: as many as Xen can name (one page of entries holds 168)
 DOM_PRIVILEGED = 1
 DOM_BARE = 2  # no simulated guest kernel: its memory changes only by hypercalls (a test guest's raw view)
 DOM_PAUSED = 4  # paused by the toolstack (``xl pause``): EVTCHNOP_reset may name it
@@ -155,6 +156,11 @@ _STATE_INTERDOMAIN = bytes(1 if b == ECS_INTERDOMAIN else 0 for b in range(256))
 _STATE_VIRQ = bytes(1 if b == ECS_VIRQ else 0 for b in range(256))
 
 
+def table_end(nr_domains: int) -> int:
+    """The first byte after a table of ``nr_domains`` entries, rounded up to a page: where images may start."""
+    return -(-(DOM_TABLE + nr_domains * DOM_ENTRY.size) // abi.PAGE_SIZE) * abi.PAGE_SIZE
+
+
 def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int, int, DomainMemory]]:
     """Check the whole file; returns ``(domid, flags, memory)`` per domain, in table order.
 
@@ -184,6 +190,10 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
     if xen not in XEN_VERSIONS.values():
         raise corrupt(path, XEN_VERSION_FIELD, "xen_version",
                       f"Xen {xen >> 8}.{xen & 0xff} is not one the simulator follows ({', '.join(XEN_VERSIONS)})")
+    images_from = table_end(nr_domains)
+    if images_from > journal:
+        raise corrupt(path, 12, "nr_domains", f"a table of {nr_domains} domains ends at {images_from:#x}, past the "
+                      f"journal page at {journal:#x}")
     entries = []
     for i in range(nr_domains):
         at = DOM_TABLE + i * DOM_ENTRY.size
@@ -201,9 +211,9 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
         if flags & DOM_GONE and flags & DOM_PRIVILEGED:
             raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is privileged, which "
                           "the simulator never destroys")
-        if offset % abi.PAGE_SIZE or not abi.PAGE_SIZE <= offset < size:
-            raise corrupt(path, at + 8, f"{field}.offset",
-                          f"domain {domid}'s image offset {offset:#x} is not a page boundary inside the file")
+        if offset % abi.PAGE_SIZE or not images_from <= offset < size:
+            raise corrupt(path, at + 8, f"{field}.offset", f"domain {domid}'s image offset {offset:#x} is not a page "
+                          f"boundary inside the file after the domain table (from {images_from:#x})")
         if dsize > size - offset:
             raise corrupt(path, at + 16, f"{field}.size",
                           f"domain {domid}'s image of {dsize} bytes at {offset:#x} runs past the file's end")

@@ -60,6 +60,7 @@ from .statefile import (
     K_RESET,
     MAGIC,
     MAX_DOMAINS,
+    table_end,
     MAX_INTENT_ENTRIES,
     OP_CODES,
     RAISE,
@@ -167,7 +168,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
     path = os.path.join(state_dir, FILE_NAME)
     if os.path.exists(path) and not force:
         raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
-    size = PAGE_SIZE + sum(g.size for g in geos) + PAGE_SIZE  # header, images, journal
+    size = table_end(nr_domains) + sum(g.size for g in geos) + PAGE_SIZE  # header and table, images, journal
     try:
         import tempfile  # here, not at the top: every command opens the store, few create one
 
@@ -180,7 +181,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
             HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
             JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - PAGE_SIZE)
             struct.pack_into("<I", mm, XEN_VERSION_FIELD, XEN_VERSIONS[xen])
-            offset = PAGE_SIZE
+            offset = table_end(nr_domains)
             for domid, geo in enumerate(geos):
                 two_level = domid not in bare and kernels[domid] == ABI_2L
                 flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
