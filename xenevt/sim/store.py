@@ -60,7 +60,6 @@ from .statefile import (
     K_RESET,
     MAGIC,
     MAX_DOMAINS,
-    table_end,
     MAX_INTENT_ENTRIES,
     OP_CODES,
     RAISE,
@@ -73,6 +72,7 @@ from .statefile import (
     check_journal,
     intent_crc,
     read_raise,
+    table_end,
 )
 
 _INTENT_TAIL = struct.Struct("<7I")  # INTENT_HEADER after its state word
