@@ -41,11 +41,13 @@
 #define J_INTENT (0x040 / 4)
 #define J_RAISE_DOM (0x060 / 4)
 #define J_RAISE_PORT (0x064 / 4)
+#define DOM_PRIVILEGED 1u
 #define DOM_GONE 32u
 #define H_NR_PAGES 4
 #define H_GENERATION 6
 #define H_ABI 8
 #define H_VALID 9
+#define ECS_FREE 0
 #define H_CB_STATE (64 / 4)
 #define H_UPCALL (2048 / 4)
 #define ABI_2L 0u
@@ -69,6 +71,7 @@ typedef struct xe_lock_slot {
 
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex fits the lock slot");
 _Static_assert(sizeof(xe_lock_slot) == XE_LOCK_SLOT_SIZE, "the lock slot is 64 bytes");
+_Static_assert(sizeof(xe_port_status) == 10 * sizeof(uint32_t), "Python reads xe_port_status as 10 u32s");
 
 /* This process's pid, for the slot's holder field: getpid() is a system call (glibc caches nothing), so it is
  * asked once per process (a forked child asks again) */
@@ -660,6 +663,127 @@ int64_t xe_host_send(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port)
     if (wake != NULL)
         futex(wake, FUTEX_WAKE, INT_MAX, NULL);
     return out;
+}
+
+/* --- EVTCHNOP_status --------------------------------------------------------------------------------------- */
+/* The port's event word as DomainMemory.word and .l2_word read it (the domain's ABI from its header now);
+ * 0, or XE_HOST_SLOW where Python's read raises (a header no Xen could hold: Python names the field) */
+static int word_of(const xe_host_dom *d, uint32_t port, xe_port_status *out)
+{
+    uint32_t abi = d->version >= 2 ? __atomic_load_n(&d->hdr[H_ABI], __ATOMIC_ACQUIRE) : ABI_FIFO;
+    uint32_t nr_pages;
+    const uint32_t *words;
+
+    out->has_word = 0;
+    out->word = 0;
+    if (abi == ABI_FIFO) {
+        out->fifo = 1;
+        nr_pages = __atomic_load_n(&d->hdr[H_NR_PAGES], __ATOMIC_RELAXED);
+        if (nr_pages > d->max_pages)  /* (dom_setup: max_pages pages fit the image) */
+            return XE_HOST_SLOW;
+        if (port < nr_pages * XE_WORDS_PER_PAGE) {
+            words = (const uint32_t *)(d->image + d->pages_offset);
+            out->word = __atomic_load_n(&words[port], __ATOMIC_ACQUIRE);
+            out->has_word = 1;
+        }
+        return 0;
+    }
+    if (abi != ABI_2L || d->l2.pending == NULL)
+        return XE_HOST_SLOW;
+    out->fifo = 0;
+    if (port < XE_EVTCHN_2L_NR_CHANNELS) {
+        uint64_t bit = 1ull << (port % XE_L2_WORDS);
+        if (__atomic_load_n(&d->l2.pending[port / XE_L2_WORDS], __ATOMIC_ACQUIRE) & bit)
+            out->word |= XE_W_PENDING;
+        if (__atomic_load_n(&d->l2.mask[port / XE_L2_WORDS], __ATOMIC_ACQUIRE) & bit)
+            out->word |= XE_W_MASKED;
+        out->has_word = 1;
+    }
+    return 0;
+}
+
+/* Reader.status's checks in its order, each failure left to it: the domain (ESRCH), port_is_valid (EINVAL),
+ * the record, a port Xen consumes (Xen 4.17's EACCES: decided there for either version), the caller (ESRCH,
+ * EPERM: XSM_TARGET) */
+static int status_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, xe_port_status *out)
+{
+    xe_host_dom *d, *me, *r;
+    uint32_t di, ci, ri, valid;
+    xe_chan c;
+
+    d = dom_of(h, domid, &di);
+    if (d == NULL || port >= d->nr_chans)
+        return XE_HOST_SLOW;
+    valid = d->version >= 2 ? __atomic_load_n(&d->hdr[H_VALID], __ATOMIC_RELAXED) : d->nr_chans;
+    if (port >= valid)
+        return XE_HOST_SLOW;
+    c = d->fifo.chans[port];  /* one copy: the fields checked are the fields answered */
+    if (!chan_plain(h, d, &c) || (c.flags & XE_CHAN_XEN))
+        return XE_HOST_SLOW;
+    if (c.state == ECS_INTERDOMAIN && ((r = dom_of(h, c.remote_dom, &ri)) == NULL || c.remote_port >= r->nr_chans))
+        return XE_HOST_SLOW;  /* (a peer gone since the open: Python's view of the host decides) */
+    me = dom_of(h, caller, &ci);
+    if (me == NULL || (caller != domid && !(__atomic_load_n(&me->entry[1], __ATOMIC_RELAXED) & DOM_PRIVILEGED)))
+        return XE_HOST_SLOW;
+    out->domid = domid;
+    out->state = c.state;
+    out->notify_vcpu = c.notify_vcpu;
+    out->remote_dom = c.remote_dom;
+    out->remote_port = c.remote_port;
+    out->aux = c.aux;
+    out->priority = c.priority;
+    return word_of(d, port, out);
+}
+
+int xe_host_status(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, xe_port_status *out)
+{
+    int rc;
+
+    if (domid == DOMID_FIRST_RESERVED)  /* DOMID_SELF */
+        domid = caller;
+    if (!size_unchanged(h))
+        return XE_HOST_SLOW;
+    rc = xe_host_lock(h);
+    if (rc < 0)
+        return XE_HOST_SLOW;  /* (EDEADLK: this thread holds it, in a Python update: the Python way nests) */
+    if (rc != XE_LOCK_OK) {
+        xe_host_unlock(h);
+        return XE_HOST_SLOW;
+    }
+    rc = status_locked(h, caller, domid, port, out);
+    xe_host_unlock(h);
+    return rc;
+}
+
+/* --- get_free_port() ------------------------------------------------------------------------------------------ */
+int xe_host_free_port(xe_host *h, uint32_t domid, uint32_t start, uint32_t nr, uint32_t *first_free)
+{
+    uint32_t di, p, nr_pages, nr_words = 0, words_read = 0;
+    const uint32_t *words;
+    const xe_chan *chans;
+    xe_host_dom *d = dom_of(h, domid, &di);
+
+    *first_free = nr;
+    if (d == NULL || nr > d->nr_chans || start == 0 || start > nr)
+        return XE_HOST_SLOW;  /* (nr_chans: the table's size, checked against the image by dom_setup) */
+    chans = d->fifo.chans;
+    words = (const uint32_t *)(d->image + d->pages_offset);
+    for (p = start; p < nr; p++) {
+        if (__atomic_load_n(&chans[p].state, __ATOMIC_RELAXED) != ECS_FREE)
+            continue;
+        if (*first_free == nr)
+            *first_free = p;
+        if (!words_read) {  /* the array's size read as DomainMemory.word reads it, once a free port asks */
+            nr_pages = __atomic_load_n(&d->hdr[H_NR_PAGES], __ATOMIC_RELAXED);
+            if (nr_pages > d->max_pages)
+                return XE_HOST_SLOW;
+            nr_words = nr_pages * XE_WORDS_PER_PAGE;
+            words_read = 1;
+        }
+        if (p >= nr_words || !(__atomic_load_n(&words[p], __ATOMIC_ACQUIRE) & XE_W_LINKED))
+            return (int)p;
+    }
+    return 0;
 }
 
 /* --- the guest's upcall handler ------------------------------------------------------------------------------ */

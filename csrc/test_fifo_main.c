@@ -788,6 +788,175 @@ static void t_evtchn_loop(void)
     free(own);
 }
 
+/* ASan: the bytes after mkfile's channel table (up to the 2-level page) are no one's: any read there is a bug */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define FENCE(f, on) ((on) ? __asan_poison_memory_region : __asan_unpoison_memory_region)((f) + IMG + 12480 + 64 * 16, \
+                                                                                 16384 - 12480 - 64 * 16)
+#else
+#define FENCE(f, on) ((void)(f), (void)(on))
+#endif
+
+static void t_host_status(void)
+{
+    xe_host h;
+    xe_host_dom d;
+    xe_port_status st;
+    uint8_t *f;
+    uint32_t bad, *hdr, *journal, *entry;
+    uint64_t *pending;
+
+    f = mkfile(&h, &d);
+    CHECK(f != NULL);
+    CHECK(xe_host_setup(&h, &bad) == 0);
+    FENCE(f, 1);
+    hdr = (uint32_t *)(f + IMG);
+    journal = (uint32_t *)(f + JOURNAL);
+    entry = (uint32_t *)(f + 64);
+    ((uint32_t *)(f + IMG + 4096))[1] = P | L;                 /* port 1's word: pending, linked */
+    memset(&st, 0xee, sizeof(st));
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == 0 && st.domid == 0 && st.state == 6 && st.notify_vcpu == 0
+          && st.priority == 7 && st.fifo == 1 && st.has_word == 1 && st.word == (P | L));
+    CHECK(xe_host_status(&h, 0, 0x7ff0, 1, &st) == 0 && st.domid == 0);  /* DOMID_SELF: the caller */
+    CHECK(xe_host_status(&h, 0, 0, 0, &st) == 0 && st.state == 1);       /* port 0: reserved, valid */
+    CHECK(xe_host_status(&h, 0, 0, 5, &st) == 0 && st.state == 0 && st.word == 0);
+    /* the Python path's: no such domain or caller, ports out of the table or not yet valid */
+    CHECK(xe_host_status(&h, 0, 3, 1, &st) == XE_HOST_SLOW && xe_host_status(&h, 3, 0, 1, &st) == XE_HOST_SLOW);
+    CHECK(xe_host_status(&h, 0, 0, 64, &st) == XE_HOST_SLOW && xe_host_status(&h, 0, 0, 0xffffffffu, &st)
+          == XE_HOST_SLOW);
+    hdr[9] = 2;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == 0 && xe_host_status(&h, 0, 0, 2, &st) == XE_HOST_SLOW);
+    hdr[9] = 0xffffffffu;                                      /* valid_evtchns past the table: the table decides */
+    CHECK(xe_host_status(&h, 0, 0, 64, &st) == XE_HOST_SLOW);
+    hdr[9] = 64;
+    /* records no Xen holds, and Xen's own port */
+    d.fifo.chans[2].state = 7;
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == XE_HOST_SLOW);
+    d.fifo.chans[2].state = 3;                                 /* interdomain, to a domain not on the host */
+    d.fifo.chans[2].remote_dom = 9;
+    d.fifo.chans[2].remote_port = 1;
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == XE_HOST_SLOW);
+    d.fifo.chans[2].remote_dom = 0;                            /* to itself, port past the table */
+    d.fifo.chans[2].remote_port = 0xffffffffu;
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == XE_HOST_SLOW);
+    d.fifo.chans[2].remote_port = 1;
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == 0 && st.state == 3 && st.remote_dom == 0 && st.remote_port == 1);
+    d.fifo.chans[2].notify_vcpu = 0xffff;
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == XE_HOST_SLOW);
+    memset(&d.fifo.chans[2], 0, sizeof(xe_chan));
+    d.fifo.chans[1].flags = XE_CHAN_XEN;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    d.fifo.chans[1].flags = 0;
+    /* a header no Xen holds: the array past its capacity, an unknown ABI */
+    hdr[4] = 0xffffffffu;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    hdr[4] = 0;                                                /* no array: no word */
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == 0 && st.has_word == 0 && st.word == 0);
+    hdr[4] = 1;
+    hdr[8] = 9;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    hdr[8] = 0;                                                /* 2-level: the bits in the word's places */
+    pending = (uint64_t *)(f + IMG + 16384 + 2048);
+    pending[0] = 2;
+    pending[64] = 2 | 4;                                       /* (the mask bitmap follows the pending one) */
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == 0 && st.fifo == 0 && st.has_word == 1 && st.word == (P | M));
+    CHECK(xe_host_status(&h, 0, 0, 2, &st) == 0 && st.word == M);
+    pending[0] = pending[64] = 0;
+    hdr[8] = 1;
+    /* not now: an update to finish, this thread holding the lock, the domain gone */
+    journal[0x60 / 4] = 1;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    journal[0x60 / 4] = 0;
+    CHECK(xe_host_lock(&h) == XE_LOCK_OK);
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    xe_host_unlock(&h);
+    entry[1] |= 32;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == XE_HOST_SLOW);
+    entry[1] &= ~32u;
+    CHECK(xe_host_status(&h, 0, 0, 1, &st) == 0);
+    FENCE(f, 0);
+    free(f);
+    passed++;
+}
+
+/* The lowest free port not LINKED in [start, nr), and the first free one: the scan the simulator's Python path
+ * makes (Hypercalls._free_port_scan), written plainly */
+static int ref_free_port(const xe_chan *chans, const uint32_t *words, uint32_t nr_words, uint32_t start,
+                         uint32_t nr, uint32_t *first)
+{
+    uint32_t p;
+
+    *first = nr;
+    for (p = start; p < nr; p++) {
+        if (chans[p].state != 0)
+            continue;
+        if (*first == nr)
+            *first = p;
+        if (p >= nr_words || !(words[p] & L))
+            return (int)p;
+    }
+    return 0;
+}
+
+static void t_host_free_port(void)
+{
+    xe_host h;
+    xe_host_dom d;
+    uint8_t *f;
+    uint32_t bad, first, want_first, start, nr, i, trial, rng = 15, *hdr, *words;
+    int got, want;
+
+    f = mkfile(&h, &d);
+    CHECK(f != NULL);
+    CHECK(xe_host_setup(&h, &bad) == 0);
+    FENCE(f, 1);
+    hdr = (uint32_t *)(f + IMG);
+    words = (uint32_t *)(f + IMG + 4096);
+    CHECK(xe_host_free_port(&h, 0, 1, 64, &first) == 2 && first == 2);
+    words[2] = L;                                              /* freed, its event still queued: busy, skipped */
+    CHECK(xe_host_free_port(&h, 0, 1, 64, &first) == 3 && first == 2);
+    CHECK(xe_host_free_port(&h, 0, 4, 64, &first) == 4 && first == 4);  /* the hint: from there */
+    CHECK(xe_host_free_port(&h, 0, 64, 64, &first) == 0 && first == 64); /* nothing left: ENOSPC */
+    for (i = 1; i < 64; i++)
+        d.fifo.chans[i].state = 6;
+    CHECK(xe_host_free_port(&h, 0, 1, 64, &first) == 0 && first == 64);
+    d.fifo.chans[63].state = 0;
+    CHECK(xe_host_free_port(&h, 0, 1, 64, &first) == 63 && first == 63);
+    CHECK(xe_host_free_port(&h, 0, 1, 63, &first) == 0 && first == 63); /* (2-level's limit below the table) */
+    /* refused: no such domain, start 0 or past nr, nr past the table */
+    CHECK(xe_host_free_port(&h, 7, 1, 64, &first) == XE_HOST_SLOW);
+    CHECK(xe_host_free_port(&h, 0, 0, 64, &first) == XE_HOST_SLOW);
+    CHECK(xe_host_free_port(&h, 0, 9, 8, &first) == XE_HOST_SLOW);
+    CHECK(xe_host_free_port(&h, 0, 1, 65, &first) == XE_HOST_SLOW && xe_host_free_port(&h, 0, 1, 0xffffffffu,
+                                                                                        &first) == XE_HOST_SLOW);
+    /* the array past its capacity: refused once a free port asks for its word, not before */
+    hdr[4] = 0x80000000u;
+    CHECK(xe_host_free_port(&h, 0, 1, 63, &first) == 0);
+    CHECK(xe_host_free_port(&h, 0, 1, 64, &first) == XE_HOST_SLOW);
+    hdr[4] = 1;
+    /* hostile tables: every byte of every record and word at random, the answers the plain scan's */
+    for (trial = 0; trial < 20000; trial++) {
+        for (i = 0; i < 64; i++) {
+            rng = rng * 1103515245u + 12345u;
+            if ((rng >> 16) % 4 == 0)
+                memset(&d.fifo.chans[i], (int)(rng >> 24), sizeof(xe_chan));
+            else
+                d.fifo.chans[i].state = (uint8_t)((rng >> 16) % 3 ? 0 : (rng >> 20) % 8);
+            words[i] = (rng >> 8) % 3 ? rng & (P | M | L) : 0xffffffffu;
+        }
+        rng = rng * 1103515245u + 12345u;
+        hdr[4] = (rng >> 28) % 2;                              /* with and without the array */
+        start = 1 + (rng >> 8) % 64;
+        nr = start + (rng >> 16) % (65 - start);
+        got = xe_host_free_port(&h, 0, start, nr, &first);
+        want = ref_free_port(d.fifo.chans, words, hdr[4] * 1024, start, nr, &want_first);
+        CHECK(got == want && first == want_first);
+    }
+    FENCE(f, 0);
+    free(f);
+    passed++;
+}
+
 int main(void)
 {
     struct {
@@ -802,6 +971,7 @@ int main(void)
         {"l2_bounds", t_l2_bounds},           {"l2_check", t_l2_check},
         {"lock", t_lock},                     {"upcall_word", t_upcall_word},
         {"host_send_consume", t_host_send_consume}, {"evtchn_loop", t_evtchn_loop},
+        {"host_status", t_host_status},       {"host_free_port", t_host_free_port},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

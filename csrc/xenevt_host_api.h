@@ -1,7 +1,7 @@
 /*
  * The simulator's hot path (csrc/simhost.c): the host lock kept in the state
- * file and the hypercalls a program makes most (EVTCHNOP_send, the guest's
- * upcall loop), in C over the mapped file.  Declared once: the C sources and
+ * file and the hypercalls a program makes most (EVTCHNOP_send and _status, the
+ * guest's upcall loop, the binds' free-port search), in C over the mapped file.  Declared once: the C sources and
  * both cffi builds (xenevt/_build_native.py, the simulator's libxenevtchn in
  * xenevt/sim/simlib.py) read this file after xenevt_fifo_api.h.  Plain
  * #defines only (cffi parses it).
@@ -117,6 +117,35 @@ int xe_host_refresh(xe_host *h, xe_host_dom *d);
  * XE_HOST_SLOW for everything else (errors, unbound, Xen's ports, records to
  * check more closely): the caller runs the Python hypercall. */
 int64_t xe_host_send(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port);
+
+/* xe_host_status's answer: the channel record's own fields and the port's event word, raw (Python names the
+ * state, picks the fields the state gives meaning to and decodes the word, as ports.chan_status does). */
+typedef struct xe_port_status {
+    uint32_t domid;            /* the domain asked about (DOMID_SELF: the caller) */
+    uint32_t state;            /* ECS_* (Xen's struct evtchn state) */
+    uint32_t notify_vcpu;
+    uint32_t remote_dom;
+    uint32_t remote_port;
+    uint32_t aux;              /* the VIRQ or PIRQ */
+    uint32_t priority;
+    uint32_t word;             /* FIFO: the event word; 2-level: its pending and mask bits in the word's places */
+    uint32_t fifo;             /* 1: the domain is on FIFO; 0: 2-level */
+    uint32_t has_word;         /* 0: the port has no word (past the array, or past 2-level's 4096 ports) */
+} xe_port_status;
+
+/* EVTCHNOP_status by `caller` of port `port` of domain `domid` (DOMID_SELF allowed), under the host lock (Xen's
+ * evtchn_read_lock): the checks in Xen's order (the domain, port_is_valid, who may ask), *out filled.  Returns
+ * 0, or XE_HOST_SLOW for everything else (an error to report, a port Xen consumes, a record to check more
+ * closely, an update to finish): the caller runs the Python hypercall. */
+int xe_host_status(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, xe_port_status *out);
+
+/* Xen's get_free_port() over domain `domid`'s channel table, as Hypercalls._get_free_port scans it: the lowest
+ * port in [start, nr) whose channel is free and whose event word, where it has one, is not LINKED (a freed
+ * port whose event is still queued: Xen's evtchn_port_is_busy()).  The caller holds the host lock and keeps
+ * the lowest-free hint (start).  Returns the port; 0 when there is none (ENOSPC); XE_HOST_SLOW when start or
+ * nr do not fit the table, or the header cannot be read as Python reads it (Python says why).  *first_free:
+ * the first free port at or after start, busy or not (nr when there is none): the caller's next hint. */
+int xe_host_free_port(xe_host *h, uint32_t domid, uint32_t start, uint32_t nr, uint32_t *first_free);
 
 /* The guest kernel's upcall handler on `vcpu` of domain `domid` (its vCPU
  * claimed by the caller): consume a batch (ACK), count deliveries, and

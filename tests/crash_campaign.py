@@ -2,8 +2,8 @@
 SIGKILLed at random instants; after each round the next open must leave the file consistent (``sim check``).
 
 Each round forks ``workers`` processes (bind unbound/interdomain/IPI/VIRQ, close, notify, reset, mask, unmask,
-set-priority, bind-vcpu, consume) on a small host whose kernels chose both ABIs (by default dom0 and dom2 FIFO,
-dom1 2-level: interdomain channels cross them), so ports are reused all the time; after a random delay each is
+set-priority, bind-vcpu, status, consume) on a small host whose kernels chose both ABIs (by default dom0 and dom2
+FIFO, dom1 2-level: interdomain channels cross them), so ports are reused all the time; after a random delay each is
 killed with SIGKILL.  In half the rounds ``XENEVT_SIM_CRASH_SLEEP`` makes every step of an update sleep a little,
 so kills land inside updates more often.  Then a writable open recovers (its ``recovered`` lines say whether a
 kill landed inside an update), and ``check_host`` reads the file as it is: any line is an inconsistency (the file
@@ -67,6 +67,8 @@ def _worker(state: str, seed: int, crash_sleep: float) -> None:
                 h.set_priority(d, d, port, rng.randrange(16))
             elif op < 0.83:
                 h.bind_vcpu(d, d, port, rng.randrange(VCPUS))
+            elif op < 0.87:  # (a reader holds the host lock too, in C: killed there, the next taker sees it)
+                h.status(d if rng.random() < 0.8 else 0, d, port)
             else:
                 v = rng.randrange(VCPUS)
                 if (d, v) not in claimed:

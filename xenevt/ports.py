@@ -154,11 +154,15 @@ class NotifyResult:
     outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
 
 
+_PENDING, _MASKED, _LINKED, _BUSY, _LINK = (abi.WORD_PENDING, abi.WORD_MASKED, abi.WORD_LINKED, abi.WORD_BUSY,
+                                            abi.EVTCHN_FIFO_LINK_MASK)
+
+
 def word_flag_dict(word: int) -> dict:
-    """The FIFO flags of an event word, as PortStatus.flags reports them."""
-    return {"pending": bool(word & abi.WORD_PENDING), "masked": bool(word & abi.WORD_MASKED),
-            "linked": bool(word & abi.WORD_LINKED), "busy": bool(word & abi.WORD_BUSY),
-            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
+    """The FIFO flags of an event word, as PortStatus.flags reports them (comparisons on module constants: it is
+    built for each status and each of a list's rows)."""
+    return {"pending": word & _PENDING != 0, "masked": word & _MASKED != 0, "linked": word & _LINKED != 0,
+            "busy": word & _BUSY != 0, "link": word & _LINK}
 
 
 def chan_is_open(chan: Chan) -> bool:

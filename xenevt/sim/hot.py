@@ -1,5 +1,5 @@
 """The simulator's hot path in C (csrc/simhost.c, declared in csrc/xenevt_host_api.h): the host lock kept in the
-state file, EVTCHNOP_send and the guest's upcall loop over the mapped file.
+state file, EVTCHNOP_send and _status, the binds' free-port search and the guest's upcall loop over the mapped file.
 
 ``HostLock`` is the host lock every process takes (HostFile.locked and the open): a robust, process-shared mutex
 in the journal page's first 64 bytes, so a holder killed at any instant is seen by the next taker, which then
@@ -14,6 +14,8 @@ import errno
 import fcntl
 import mmap
 import os
+import struct
+import threading
 
 from .. import abi
 from .._native import ffi, lib
@@ -27,6 +29,9 @@ RECOVER = lib.XE_LOCK_RECOVER
 OWNER_DIED = lib.XE_LOCK_OWNER_DIED
 SP_PORT_SHIFT, SP_DOM_SHIFT = 12, 32  # xe_host_send's result: SP bits | port << 12 | domain << 32
 SP_BITS, PORT_BITS = (1 << SP_PORT_SHIFT) - 1, (1 << 20) - 1
+# xe_port_status (csrc/xenevt_host_api.h): domid, state, notify_vcpu, remote_dom, remote_port, aux, priority, word,
+# fifo, has_word
+STATUS = struct.Struct("=10I")
 # the journal and the lock live in the file's last page: a file this small or odd is no state file (check_file
 # says why), and nothing is written into it
 _MIN_SIZE = 3 * abi.PAGE_SIZE
@@ -164,12 +169,23 @@ class HotHost:
             raise StateError(f"state file {host.path}: the C hot path refused domain table entry {bad[0]}",
                              errno=errno.EINVAL)
         self.bufs: dict[tuple[int, int], tuple[object, object]] = {}  # (domain, vCPU) -> its consume buffers
+        self.status_bufs: dict[int, tuple[bytearray, object]] = {}  # thread -> its status_buffer
+        self.first_free = ffi.new("uint32_t *")  # xe_host_free_port's next hint (binds run under the host lock)
         self.address = int(ffi.cast("uintptr_t", h))  # for C code elsewhere in this process (the sim library)
 
     def buffers(self, domid: int, vcpu: int):
         """The ports and error buffers of one vCPU's consumer (each consumer its own: threads consume at once)."""
         bufs = self.bufs[(domid, vcpu)] = (ffi.new("uint32_t[]", 4096), ffi.new("xe_error *"))
         return bufs
+
+    def status_buffer(self) -> tuple[bytearray, object]:
+        """This thread's buffer for xe_host_status's answer (STATUS.unpack reads it) and its C pointer: cffi lets the
+        GIL go during the call, so threads each have their own."""
+        if len(self.status_bufs) > 64:  # (threads come and go: their idents are reused, their buffers dropped)
+            self.status_bufs.clear()
+        raw = bytearray(STATUS.size)
+        mine = self.status_bufs[threading.get_ident()] = (raw, ffi.from_buffer("xe_port_status *", raw))
+        return mine
 
     def upcall_word(self, domid: int, vcpu: int):
         return ffi.cast("uint32_t *", self._base + self._doms[self.index[domid]].image_offset + UPCALL_OFFSET) + vcpu
@@ -190,6 +206,8 @@ def upcall_word(cbase, image_offset: int, vcpu: int):
 
 
 send = lib.xe_host_send
+status = lib.xe_host_status
+free_port = lib.xe_host_free_port
 consume = lib.xe_host_consume
 guest_unmask = lib.xe_host_guest_unmask
 kick_word = lib.xe_upcall_bump

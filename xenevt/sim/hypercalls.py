@@ -48,6 +48,8 @@ from .store import SimDomain, kernel_boot
 
 ECS_FREE_BYTE = bytes([ECS_FREE])
 _hot_send = hot.send
+_hot_free_port = hot.free_port
+_SLOW = hot.SLOW
 FREE_SCAN_CHUNK = 1024  # channel states searched per step of the free-port scan
 # XENEVT_SIM_BREAK=<rule>: one rule deliberately wrong, so the differential scenarios (tests/scenarios) are seen
 # to catch it.  Rules: close-peer (closing an interdomain end leaves the peer interdomain), unmask-no-raise
@@ -294,8 +296,10 @@ class Hypercalls:
 
         Every port below ``dom.free_hint`` is in use; that stays true until some
         process frees a channel, which bumps the domain's ``frees`` word, so the
-        hint is trusted only while that word is what it was.  The scan itself is
-        a search of the channel states' bytes, not a Python loop over ports.
+        hint is trusted only while that word is what it was (it lives in this
+        process only: nothing of it is written to the file).  The scan is one C
+        call where the host has the C hot path (hot.free_port, which only reads),
+        else ``_free_port_scan``, the reference it is held to.
         """
         mem = dom.mem
         if dom.dying:  # get_free_port(): after evtchn_destroy() no allocation
@@ -303,18 +307,35 @@ class Hypercalls:
         nr = mem.nr_chans if mem.event_abi == ABI_FIFO else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)  # max_evtchns
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
-        dom.frees_seen, dom.free_hint = frees, nr
+        hot, port = self._hot, _SLOW
+        if hot:
+            port = _hot_free_port(hot.h, dom.domid, start, nr, hot.first_free)
+            first = hot.first_free[0]
+        elif hot is None and self._hot_host() is not None:
+            return self._get_free_port(dom, call)
+        if port < 0:  # (C left it: a header Python's reads refuse, which they then name)
+            port, first = self._free_port_scan(dom, start, nr)
+        dom.frees_seen, dom.free_hint = frees, first
+        if port:
+            return port
+        raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
+
+    @staticmethod
+    def _free_port_scan(dom: SimDomain, start: int, nr: int) -> tuple[int, int]:
+        """The lowest port in ``start..nr-1`` that is free and not LINKED, 0 if none, and the first free port
+        there, busy or not (``nr`` if none): a search of the channel states' bytes, not a Python loop over ports."""
+        mem, first = dom.mem, nr
         for base in range(start, nr, FREE_SCAN_CHUNK):
             states = mem.chan_states(base, min(base + FREE_SCAN_CHUNK, nr))
             i = states.find(ECS_FREE_BYTE)
-            if i >= 0 and dom.free_hint == nr:
-                dom.free_hint = base + i
+            if i >= 0 and first == nr:
+                first = base + i
             while i >= 0:
                 word = mem.word(base + i)
                 if word is None or not word & abi.WORD_LINKED:
-                    return base + i
+                    return base + i, first
                 i = states.find(ECS_FREE_BYTE, i + 1)  # freed but its event is still queued: Xen skips it too
-        raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
+        return 0, first
 
     def _bind_new(self, op: str, caller: int, dom: SimDomain, call: str, chan: Chan, masked: bool,
                   remote: tuple[int, int, Chan] | None = None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 from itertools import compress
+from threading import get_ident
 
 from .. import abi
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN, L2_WORDS
@@ -21,12 +22,16 @@ from ..ports import _PORT_FIELDS, PortStatus, chan_status, word_flag_dict
 from .access import Access
 from .console import Console
 from .foreign import ForeignFrames
+from .hot import STATUS as _STATUS
+from .hot import status as _hot_status
 from .statefile import check_table
 from .stats import Stats
 from .store import HostFile
 from .xenstore import SimXenstore
 
 _OPEN = bytes(0 if b in (abi.ECS_FREE, abi.ECS_RESERVED) else 1 for b in range(256))
+_RESERVED, _UNBOUND, _INTERDOMAIN, _PIRQ, _VIRQ = (abi.ECS_RESERVED, abi.ECS_UNBOUND, abi.ECS_INTERDOMAIN, abi.ECS_PIRQ,
+                                                   abi.ECS_VIRQ)  # (states above RESERVED are the open ones)
 _STATE_NAME = {ecs: abi.STATES[abi.ECS_TO_EVTCHNSTAT.get(ecs, 0)] for ecs in range(abi.ECS_IPI + 1)}
 
 
@@ -34,6 +39,25 @@ class Reader:
     """SimHost's bulk reads (over HostFile's mapping and Access's checks)."""
 
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
+        """EVTCHNOP_status.  One C call (hot.status: the lock, the checks, the record and its word read at one
+        moment) answers the common case on a host with the C hot path; whatever it leaves (an error, a port Xen
+        consumes, a record to look at closely, an update to finish) is answered by ``_status_reference``."""
+        hh = self._hot_h
+        if hh is not None:
+            mine = self._hot.status_bufs.get(get_ident()) or self._hot.status_buffer()
+            if _hot_status(hh, caller, domid, port, mine[1]) == 0:  # chan_status of what C read (never Xen's port)
+                domid, state, vcpu, rdom, rport, aux, priority, word, fifo, has_word = _STATUS.unpack(mine[0])
+                return PortStatus(domid, port, _STATE_NAME[state], vcpu,
+                                  rdom if state == _INTERDOMAIN or state == _UNBOUND else None,
+                                  rport if state == _INTERDOMAIN else None,
+                                  aux if state == _VIRQ else None, aux if state == _PIRQ else None,
+                                  priority if fifo and state > _RESERVED else None,
+                                  word if has_word else None, word_flag_dict(word) if has_word else {}, None)
+        elif self._hot is None and self._hot_host() is not None:
+            return self.status(caller, domid, port)
+        return self._status_reference(caller, domid, port)
+
+    def _status_reference(self, caller: int, domid: int, port: int) -> PortStatus:
         """EVTCHNOP_status in Xen's order, for SimHost and for a host opened to inspect without the hypercalls
         (SimReadHost): the domain (ESRCH), the port (EINVAL), on Xen 4.15-4.18 a port Xen consumes (EACCES), then
         who may ask (EPERM)."""
