@@ -95,6 +95,18 @@ void xenevt_sim_own(uint32_t hid, uint32_t port, int own)
     pthread_mutex_unlock(&sim_lock);
 }
 
+void xenevt_sim_hold(void)
+{
+    pthread_mutex_lock(&sim_lock);
+}
+
+void xenevt_sim_release(uint32_t hid, uint32_t port)
+{
+    if (hid != 0 && hid < SIM_HANDLES && port < SIM_PORTS)
+        __atomic_store_n(&sim_owner[port], (uint16_t)hid, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&sim_lock);
+}
+
 uint64_t xenevt_sim_dropped(void)
 {
     return __atomic_load_n(&sim_dropped, __ATOMIC_RELAXED);

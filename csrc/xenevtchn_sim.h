@@ -18,6 +18,12 @@ void xenevt_sim_attach(uint64_t host, uint32_t domid);
 /* A handle's event pipe (rfd < 0: the handle is gone, its ports forgotten) and the ports it owns. */
 void xenevt_sim_handle(uint32_t hid, int rfd, int wfd);
 void xenevt_sim_own(uint32_t hid, uint32_t port, int owned);
+/* Around a bind: hold makes the upcall threads wait before routing what they took, release gives the new port
+ * (hid 0: none, the bind failed) to its handle, then lets them go on.  The event Xen raises on a new interdomain
+ * end is taken at once by an upcall thread; Linux's evtchn driver delivers it (the port stays pending until the
+ * driver's irq is set up and unmasks it), so the thread must see the port owned, not drop it. */
+void xenevt_sim_hold(void);
+void xenevt_sim_release(uint32_t hid, uint32_t port);
 /* The guest kernel's upcall handler: one C thread per vCPU (the caller claimed them), stopped and joined. */
 int xenevt_sim_kernel_start(uint32_t nr_vcpus);
 void xenevt_sim_kernel_stop(void);

@@ -150,11 +150,20 @@ class SimLibraries:
             # the evtchn driver answers ENOTCONN for a port the file has not bound
             raise channel_error(call, errno.ENOTCONN, "port not bound by this handle", domain=self.domid, port=port)
 
-    def _adopt(self, h: _Handle, port: int) -> int:
+    def _bind(self, h: _Handle, bind) -> int:
+        """The port ``bind()`` makes, owned by ``h`` before any upcall can route its first event (Xen raises a new
+        interdomain end at once; the evtchn driver delivers it to the file that bound it)."""
+        if self._c is None:  # the Python upcall loop routes under self._lock, which every bind holds
+            port = bind()
+        else:
+            self._c.xenevt_sim_hold()
+            port = None
+            try:
+                port = bind()
+            finally:
+                self._c.xenevt_sim_release(self._hid(h) if port is not None else 0, port or 0)
         h.ports.add(port)
         self.owner[port] = h
-        if self._c is not None:
-            self._c.xenevt_sim_own(self._hid(h), port, 1)
         return port
 
     def _hid(self, h: _Handle) -> int:
@@ -169,14 +178,14 @@ class SimLibraries:
             h = self._h(hid)
             remote = self.domid if remote == abi.DOMID_SELF else remote
             self._restricted(h, remote, "allocate an unbound port for")
-            return self._adopt(h, self.host.alloc_unbound(self.domid, self.domid, remote))
+            return self._bind(h, lambda: self.host.alloc_unbound(self.domid, self.domid, remote))
 
     def bind_interdomain(self, hid: int, remote: int, remote_port: int) -> int:
         with self._lock:
             h = self._h(hid)
             remote = self.domid if remote == abi.DOMID_SELF else remote
             self._restricted(h, remote, "bind to")
-            return self._adopt(h, self.host.bind_interdomain(self.domid, self.domid, remote, remote_port))
+            return self._bind(h, lambda: self.host.bind_interdomain(self.domid, self.domid, remote, remote_port))
 
     def bind_virq(self, hid: int, virq: int) -> int:
         with self._lock:
@@ -184,7 +193,7 @@ class SimLibraries:
             if h.restrict is not None:
                 raise channel_error("bind VIRQ for", errno.EPERM, "a restricted handle cannot bind VIRQs",
                                     domain=self.domid)
-            return self._adopt(h, self.host.bind_virq(self.domid, self.domid, virq, 0))
+            return self._bind(h, lambda: self.host.bind_virq(self.domid, self.domid, virq, 0))
 
     def notify(self, hid: int, port: int) -> None:
         h = self._h(hid)
