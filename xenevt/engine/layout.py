@@ -65,8 +65,10 @@ L2_MASK = 2560  # shared_info.evtchn_mask[64]
 L2_WORDS = 64  # xen_ulong_t words per bitmap: 64 * 64 = EVTCHN_2L_NR_CHANNELS ports
 L2_SCAN = struct.Struct("<II")  # xe_l2_scan: Linux's current_word_idx, current_bit_idx per vCPU
 
-# xe_chan.flags
-from .codes import CHAN_DEFERRED, CHAN_XEN  # noqa: E402,F401  (xe_chan.flags; declared once, in codes)
+# xe_chan.flags (csrc/xenevt_fifo_api.h; declared here, beside xe_chan, so that opening a host needs no enum of
+# codes.py: codes re-exports them)
+CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED: Xen's evtchn->pending, set and never cleared
+CHAN_XEN = 2  # XE_CHAN_XEN: a port Xen itself consumes (an ioreq server's, a vm_event ring's)
 
 # byte offsets of xe_chan's fields, for errors and single-field stores
 CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,
