@@ -406,3 +406,18 @@ def test_help_imports_no_command_and_no_backend():
     rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
     assert rc == "0" and "Commands:" in r.stdout and "set-priority" in r.stdout
     assert eval(mods) == ["xenevt.abi", "xenevt.cli", "xenevt.cli.context", "xenevt.errors"], mods
+
+
+def test_list_and_status_import_no_hypercalls_engine_or_codes(state):
+    """`list` and `status` only read: the host opens without the hypercalls, the engines, codes' enums or the
+    dump model (what their start costs, issue 15)."""
+    for args in (["list"], ["status", "1"]):
+        code = (f"import sys\nfrom xenevt.cli import main\nrc = main({args!r})\n"
+                "print(rc, sorted(m for m in sys.modules if m.startswith('xenevt.')))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
+        assert rc == "0", r.stderr
+        loaded = set(eval(mods))
+        assert not loaded & {"xenevt.sim.hypercalls", "xenevt.sim.guest", "xenevt.engine.native",
+                             "xenevt.engine.twolevel_native", "xenevt.engine.codes", "xenevt.backend.base",
+                             "xenevt.dump.model"}, (args, sorted(loaded))

@@ -145,13 +145,27 @@ def _encoder():
     return _ENCODE[0]
 
 
-@dataclass(frozen=True)
-class NotifyResult:
-    domain: int
-    port: int
-    target_domain: int | None      # where the event was raised (None: dropped)
-    target_port: int | None
-    outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+def __getattr__(name: str):
+    """``NotifyResult``, made on first use: a frozen dataclass made at import cost every ``list`` and ``status``
+    (which notify nothing) about 1 ms."""
+    if name == "NotifyResult":
+        return _notify_result()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _notify_result() -> type:
+    global NotifyResult
+
+    @dataclass(frozen=True)
+    class NotifyResult:
+        domain: int
+        port: int
+        target_domain: int | None      # where the event was raised (None: dropped)
+        target_port: int | None
+        outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+
+    NotifyResult.__qualname__ = "NotifyResult"  # (its repr and pickle: as if made at the top level)
+    return NotifyResult
 
 
 def word_flag_dict(word: int) -> dict:

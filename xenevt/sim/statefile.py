@@ -90,7 +90,6 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from itertools import compress
 
@@ -338,6 +337,8 @@ class Intent:
 
 
 def intent_crc(op: int, caller: int, pid: int, count: int, entries: bytes) -> int:
+    import zlib  # (here: an open that finds no intent to check needs no CRC)
+
     return zlib.crc32(entries, zlib.crc32(struct.pack("<IIII", op, caller, pid, count)))
 
 
