@@ -184,11 +184,12 @@ def abi_of(mem: DomainMemory) -> str:
 
 def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[int, PortStatus] | None = None,
                guest_known: bool = True, all_words: bool = False, max_ports: int | None = None,
-               engine=None, vcpu_known: list[bool] | None = None):
+               engine=None, vcpu_known: list[bool] | None = None, omit: dict[int, PortStatus] | None = None):
     """Decode ``mem``: a DomainDump (FIFO) or a TwoLevelDump.  ``guest_known``: the source holds Linux's
     local state (sim, kernel): FIFO walks start at its local heads, the 2-level upcall at its saved scan
     position; otherwise at the control blocks' heads, and at port 0.  ``vcpu_known`` (2-level): which
-    vCPUs' vcpu_info was read (default: all)."""
+    vCPUs' vcpu_info was read (default: all).  ``omit`` (FIFO): statuses whose port's word, where it is the
+    word the status was read with, is left out of ``words`` (doctor has their facts: 20,000 words not made)."""
     if abi_of(mem) == "2-level":
         return build_l2_dump(mem, domain, source, channels=channels, guest_known=guest_known,
                              all_words=all_words, max_ports=max_ports, vcpu_known=vcpu_known)
@@ -248,6 +249,8 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
         if w & abi.WORD_LINKED and w & link_mask >= nr_ports:
             warn.add("link", f"event word of port {port} is LINKED to port {abi.word_link(w)}, past the array's "
                      f"{nr_ports} ports")
+        if ch is not None and omit and omit.get(port) is ch and ch.word == w:
+            continue
         words.append(WordView(port, w, bool(w & abi.WORD_PENDING), bool(w & abi.WORD_MASKED),
                               bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), w & link_mask, ch))
     return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
