@@ -421,3 +421,20 @@ def test_list_and_status_import_no_hypercalls_engine_or_codes(state):
         assert not loaded & {"xenevt.sim.hypercalls", "xenevt.sim.guest", "xenevt.engine.native",
                              "xenevt.engine.twolevel_native", "xenevt.engine.codes", "xenevt.backend.base",
                              "xenevt.dump.model"}, (args, sorted(loaded))
+
+
+def test_whole_host_views_give_the_collector_back(state, xe):
+    """list, dump and doctor pause the cyclic garbage collector while they read (context.whole_host): after
+    them, and after one that fails, it runs again; one left paused stays paused."""
+    import gc
+
+    assert gc.isenabled()
+    for args in (["list"], ["dump"], ["doctor"], ["dump", "--from", "/nonexistent"], ["list", "-d", "7"]):
+        xe(*args)
+        assert gc.isenabled(), args
+    gc.disable()
+    try:
+        xe("list")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

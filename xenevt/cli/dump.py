@@ -20,7 +20,7 @@ from .. import memory
 from ..dump import build_dump
 from ..dump.rawfile import save_raw
 from ..dump.render import render_dump
-from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx
+from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx, whole_host
 
 VCPU_INFO_OFFSET = _IntRange("vcpu_info offset", 0, 4096 - 64, " inside the page (0..4032)", align=64)
 # KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps
@@ -77,6 +77,7 @@ class _SharedInfo(click.ParamType):
 @domain_option
 @json_option
 @pass_ctx
+@whole_host
 def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gfns, controls, control_gfn, offset,
          shared_info, vcpu_infos, fmt, output, raw_file, all_words, all_domains, kcore, kallsyms, cpus_file,
          local_domain):
