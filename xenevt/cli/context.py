@@ -251,6 +251,9 @@ COUNT = _IntRange("count", 1, 1 << 31)
 GFN = _IntRange("frame number", 0, (1 << 52) - 1)
 CB_OFFSET = _IntRange("control-block offset", 0, abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE,
                       f" inside the page (0..{abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE})", align=8)
+# KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps (dump's and doctor's --kaslr-offset)
+KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
+                         align=2 << 20)
 
 
 class Pair(click.ParamType):

@@ -7,8 +7,7 @@ import os
 import click
 
 from ..activity import STORM_RATE
-from .context import DOMAIN, Ctx, json_option, pass_ctx, whole_host
-from .dump import KASLR_OFFSET
+from .context import DOMAIN, KASLR_OFFSET, Ctx, json_option, pass_ctx, whole_host
 
 STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 

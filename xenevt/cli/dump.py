@@ -18,14 +18,20 @@ import click
 
 from .. import memory
 from ..dump import build_dump
-from ..dump.rawfile import save_raw
-from ..dump.render import render_dump
-from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx, whole_host
+from .context import (
+    CB_OFFSET,
+    GFN,
+    KASLR_OFFSET,
+    Ctx,
+    Pair,
+    _IntRange,
+    domain_option,
+    json_option,
+    pass_ctx,
+    whole_host,
+)
 
 VCPU_INFO_OFFSET = _IntRange("vcpu_info offset", 0, 4096 - 64, " inside the page (0..4032)", align=64)
-# KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps
-KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
-                         align=2 << 20)
 
 
 class _SharedInfo(click.ParamType):
@@ -140,6 +146,8 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         out.flush()
         return
     if raw_file:
+        from ..dump.rawfile import save_raw
+
         mem = img.mem
         size = save_raw(raw_file, mem, img.domain, img.saved_source, guest=img.guest_known,
                         channels=img.channel_table, vcpu_known=img.vcpu_known)
@@ -158,6 +166,8 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
     if c.json:
         _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
         return
+    from ..dump.render import render_dump
+
     c.page()
     for i, x in enumerate(dumps):
         if i:
