@@ -199,11 +199,10 @@ def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
 def _name(c: Ctx, dumps: list) -> None:
     """Names for the ports the dumps show (what list names them: evidence/names.py), from the backend's
     xenstore and interrupts; a port whose channel this source cannot tell is named by xenstore alone."""
-    from ..evidence.model import PortFacts
     from ..evidence.names import for_backend
     from .inspect import _notes
 
-    shown = [(d.domain, row.channel if row.channel is not None else PortFacts(row.port, "unknown"))
+    shown = [(d.domain, row.channel if row.channel is not None else _unknown(row.port))
              for d in dumps for row in getattr(d, "words", None) or getattr(d, "ports", None) or ()]
     if not shown:
         return
@@ -218,6 +217,13 @@ def _name(c: Ctx, dumps: list) -> None:
         d.names = names
     if not c.json:
         _notes(c, names)
+
+
+def _unknown(port: int):
+    """A port whose channel the source cannot tell, for names (evidence.model imported only for such a port)."""
+    from ..evidence.model import PortFacts
+
+    return PortFacts(port, "unknown")
 
 
 def register(cli: click.Group) -> None:

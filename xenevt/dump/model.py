@@ -143,7 +143,10 @@ class DomainDump:
         head = json.dumps(self.as_dict(words=False))
         assert head.endswith('"words": []}')  # (words is the last key)
         yield head[:-2]
-        rows = [w.json_row(self._name(w.port)) for w in self.words]
+        words = self.words
+        names = self.names.fields(self.domain, [w.port for w in words]) if self.names is not None else \
+            [None] * len(words)
+        rows = [w.json_row(name) for w, name in zip(words, names, strict=True)]
         for i in range(0, len(rows), chunk):
             yield ("" if i == 0 else ", ") + ", ".join(rows[i:i + chunk])
         yield "]}"
