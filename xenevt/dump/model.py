@@ -244,18 +244,20 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     if not all_words:
         plain = all_of.count(abi.WORD_MASKED) - sum(1 for p in channels if 0 <= p < nr_ports
                                                      and all_of[p] == abi.WORD_MASKED)
+    unused, linked, pending, masked, busy = abi.WORD_UNUSED, abi.WORD_LINKED, abi.WORD_PENDING, abi.WORD_MASKED, \
+        abi.WORD_BUSY
     for port in sorted(look):
         w = all_of[port]
         ch = channels.get(port)
-        if w & abi.WORD_UNUSED:
+        if w & unused:
             warn.add("unused", f"event word of port {port} is {w:#010x}: bits 17..27 set, which the ABI leaves unused")
-        if w & abi.WORD_LINKED and w & link_mask >= nr_ports:
+        if w & linked and w & link_mask >= nr_ports:
             warn.add("link", f"event word of port {port} is LINKED to port {abi.word_link(w)}, past the array's "
                      f"{nr_ports} ports")
         if ch is not None and omit and omit.get(port) is ch and ch.word == w:
             continue
-        words.append(WordView(port, w, bool(w & abi.WORD_PENDING), bool(w & abi.WORD_MASKED),
-                              bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), w & link_mask, ch))
+        words.append(WordView(port, w, bool(w & pending), bool(w & masked), bool(w & linked), bool(w & busy),
+                              w & link_mask, ch))
     return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
 
 
