@@ -200,7 +200,7 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     nv = mem.nr_vcpus
     starts = None
     if guest_known:
-        starts = [mem.guest(v)[1 + p] for v in range(nv) for p in range(Q)]
+        starts = [head for v in range(nv) for head in mem.guest(v)[1:1 + Q]]  # (each vCPU's heads read once)
     results, chain = engine.walk(starts)
     warn = _Warnings(list(mem.warnings))
     vcpus = []
