@@ -406,3 +406,35 @@ def test_help_imports_no_command_and_no_backend():
     rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
     assert rc == "0" and "Commands:" in r.stdout and "set-priority" in r.stdout
     assert eval(mods) == ["xenevt.abi", "xenevt.cli", "xenevt.cli.context", "xenevt.errors"], mods
+
+
+def test_list_and_status_import_no_hypercalls_engine_or_codes(state):
+    """`list` and `status` only read: the host opens without the hypercalls, the engines, codes' enums or the
+    dump model (what their start costs, issue 15)."""
+    for args in (["list"], ["status", "1"]):
+        code = (f"import sys\nfrom xenevt.cli import main\nrc = main({args!r})\n"
+                "print(rc, sorted(m for m in sys.modules if m.startswith('xenevt.')))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
+        assert rc == "0", r.stderr
+        loaded = set(eval(mods))
+        assert not loaded & {"xenevt.sim.hypercalls", "xenevt.sim.guest", "xenevt.engine.native",
+                             "xenevt.engine.twolevel_native", "xenevt.engine.codes", "xenevt.backend.base",
+                             "xenevt.dump.model"}, (args, sorted(loaded))
+
+
+def test_whole_host_views_give_the_collector_back(state, xe):
+    """list, dump and doctor pause the cyclic garbage collector while they read (context.whole_host): after
+    them, and after one that fails, it runs again; one left paused stays paused."""
+    import gc
+
+    assert gc.isenabled()
+    for args in (["list"], ["dump"], ["doctor"], ["dump", "--from", "/nonexistent"], ["list", "-d", "7"]):
+        xe(*args)
+        assert gc.isenabled(), args
+    gc.disable()
+    try:
+        xe("list")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -75,3 +75,36 @@ def test_walk_reports_a_port_on_two_queues(make_engine):
     assert results[2][2:5] == (2, Walk.END, 0)
     head, start, count, status, bad, other = results[7]
     assert (chain[start : start + count], status, bad, other) == ([4], Walk.SHARED, 5, 2)
+
+
+def test_records_behave_as_the_dataclasses_they_were():
+    """Geometry, Chan, PortStatus and the journal's Intent are written out (layout.Record) rather than made by
+    @dataclass at import: equal field by field within their class, a repr naming each field, Geometry frozen and
+    hashable, the others unhashable, a status's flags a dict of its own."""
+    import copy
+    import pickle
+    from dataclasses import FrozenInstanceError
+
+    from xenevt.engine import Chan, Geometry
+    from xenevt.ports import PortStatus
+    from xenevt.sim.statefile import Intent
+
+    g = Geometry(2, 1, 1024)
+    assert g == Geometry(2, 1, 1024, L.LAYOUT_VERSION) != Geometry(2, 1, 2048) and hash(g) == hash(Geometry(2, 1, 1024))
+    assert repr(g) == "Geometry(nr_vcpus=2, max_pages=1, nr_chans=1024, version=2)"
+    with pytest.raises(FrozenInstanceError):
+        g.nr_vcpus = 3
+    assert copy.deepcopy(g) == g == pickle.loads(pickle.dumps(g))
+    c = Chan(3, aux=4)
+    assert c == Chan(state=3, aux=4) != Chan(3) and c != (3,) and repr(c).startswith("Chan(state=3, priority=7, ")
+    c.aux = 5
+    assert vars(c)["aux"] == 5 and copy.copy(c) == c
+    a, b = PortStatus(0, 5, "closed"), PortStatus(0, 5, "closed")
+    assert a == b and a.flags == {} and a.flags is not b.flags and PortStatus(0, 5, "closed", flags=None).flags is None
+    assert repr(PortStatus(1, 2, "virq", virq=3)) == (
+        "PortStatus(domain=1, port=2, state='virq', vcpu=0, remote_domain=None, remote_port=None, virq=3, pirq=None, "
+        "priority=None, word=None, flags={}, xen_owned=None)")
+    assert Intent(1, 2, 0, 9, []) == Intent(1, 2, 0, 9, []) != Intent(1, 2, 0, 8, [])
+    for unhashable in (c, a, Intent(1, 2, 0, 9, [])):
+        with pytest.raises(TypeError):
+            hash(unhashable)

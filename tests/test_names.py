@@ -317,3 +317,23 @@ def test_inside_a_guest_netfronts_irqs_are_tied_to_its_own_vif_ports():
     assert names.irq_port(7, "irq 32") is None  # this guest has no vif 1
     assert names.text(7, 10) == "vif 0 rx" and names.get(7, 10).irq == "irq 31 vif0-q0-rx"
     assert names.text(7, 2) == "console"
+
+
+def test_a_name_is_a_value():
+    """Name is written out rather than a frozen dataclass (its import cost): equal by its fields, hashable,
+    immutable, its repr and copies as they were."""
+    import copy
+    import pickle
+    from dataclasses import FrozenInstanceError
+
+    from xenevt.evidence.names import Name
+
+    a = Name("vif", "vif 0", "xenstore x", 1, "0", 0, "tx", "frontend")
+    b = Name("vif", "vif 0", "xenstore x", 1, "0", 0, "tx", "frontend")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != Name("vif", "vif 0", "xenstore x", 1, "0", 0, "rx", "frontend") and a != ("vif",)
+    assert repr(Name("ipi", "IPI vCPU 1", "s")) == ("Name(kind='ipi', device='IPI vCPU 1', source='s', owner=None, "
+                                                    "id=None, queue=None, direction=None, end=None, irq=None)")
+    with pytest.raises(FrozenInstanceError):
+        a.irq = "irq 40"
+    assert copy.copy(a) == a and copy.deepcopy(a) == a and pickle.loads(pickle.dumps(a)) == a

@@ -7,29 +7,36 @@ above them.  Xen's facts themselves (states, VIRQs, flag bits) are abi.py's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-
 from . import abi
 from .engine import Chan
-from .engine.layout import CHAN_DEFERRED, CHAN_XEN
+from .engine.layout import CHAN_DEFERRED, CHAN_XEN, Record
+
+_NEW = object()  # (flags not given: a new dict for each status, as a dataclass's default_factory makes it)
 
 
-@dataclass
-class PortStatus:
-    """What is known of one port: EVTCHNOP_status's facts plus FIFO flags where readable."""
+class PortStatus(Record):
+    """What is known of one port: EVTCHNOP_status's facts plus FIFO flags where readable.  A record written out
+    (layout.Record), not a dataclass: making one cost every command that lists a port 1 ms at import."""
 
-    domain: int
-    port: int
-    state: str                     # one of abi.STATES
-    vcpu: int = 0                  # notify vCPU
-    remote_domain: int | None = None
-    remote_port: int | None = None
-    virq: int | None = None
-    pirq: int | None = None
-    priority: int | None = None    # FIFO priority, where known
-    word: int | None = None        # raw event word, where readable
-    flags: dict = field(default_factory=dict)  # pending/masked/linked/busy/link where readable
-    xen_owned: bool | None = None  # consumed by Xen itself (an ioreq server's, a vm_event ring's port)
+    _FIELDS = ("domain", "port", "state", "vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "word",
+               "flags", "xen_owned")
+
+    def __init__(self, domain: int, port: int, state: str, vcpu: int = 0, remote_domain: int | None = None,
+                 remote_port: int | None = None, virq: int | None = None, pirq: int | None = None,
+                 priority: int | None = None, word: int | None = None, flags: dict = _NEW,
+                 xen_owned: bool | None = None):
+        self.domain = domain
+        self.port = port
+        self.state = state                  # one of abi.STATES
+        self.vcpu = vcpu                    # notify vCPU
+        self.remote_domain = remote_domain
+        self.remote_port = remote_port
+        self.virq = virq
+        self.pirq = pirq
+        self.priority = priority            # FIFO priority, where known
+        self.word = word                    # raw event word, where readable
+        self.flags = {} if flags is _NEW else flags  # pending/masked/linked/busy/link where readable
+        self.xen_owned = xen_owned          # consumed by Xen itself (an ioreq server's, a vm_event ring's port)
 
     def as_dict(self) -> dict:
         """The known fields (None and an empty flags dict left out), in declaration order; a plain copy, not
@@ -113,7 +120,7 @@ class PortStatus:
         return ""
 
 
-_PORT_FIELDS = tuple(f.name for f in fields(PortStatus))
+_PORT_FIELDS = PortStatus._FIELDS
 _OPTIONAL_INTS = ("vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "word")
 assert _PORT_FIELDS == ("domain", "port", "state") + _OPTIONAL_INTS + ("flags", "xen_owned")
 _STATE_JSON = {s: f'"{s}"' for s in abi.STATES}
@@ -145,24 +152,41 @@ def _encoder():
     return _ENCODE[0]
 
 
-@dataclass(frozen=True)
-class NotifyResult:
-    domain: int
-    port: int
-    target_domain: int | None      # where the event was raised (None: dropped)
-    target_port: int | None
-    outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+def __getattr__(name: str):
+    """``NotifyResult``, made on first use: a frozen dataclass made at import cost every ``list`` and ``status``
+    (which notify nothing) about 1 ms."""
+    if name == "NotifyResult":
+        return _notify_result()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_PENDING, _MASKED, _LINKED, _BUSY, _LINK = (abi.WORD_PENDING, abi.WORD_MASKED, abi.WORD_LINKED, abi.WORD_BUSY,
-                                            abi.EVTCHN_FIFO_LINK_MASK)
+def _notify_result() -> type:
+    global NotifyResult
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class NotifyResult:
+        domain: int
+        port: int
+        target_domain: int | None      # where the event was raised (None: dropped)
+        target_port: int | None
+        outcome: str                   # "raised", "coalesced", "masked", "deferred", "no-control-block", ...
+
+    NotifyResult.__qualname__ = "NotifyResult"  # (its repr and pickle: as if made at the top level)
+    return NotifyResult
 
 
 def word_flag_dict(word: int) -> dict:
-    """The FIFO flags of an event word, as PortStatus.flags reports them (comparisons on module constants: it is
-    built for each status and each of a list's rows)."""
-    return {"pending": word & _PENDING != 0, "masked": word & _MASKED != 0, "linked": word & _LINKED != 0,
-            "busy": word & _BUSY != 0, "link": word & _LINK}
+    """The FIFO flags of an event word, as PortStatus.flags reports them."""
+    pending, masked, linked, busy = _TOP_FLAGS[word >> abi.EVTCHN_FIFO_BUSY & 15]
+    return {"pending": pending, "masked": masked, "linked": linked, "busy": busy,
+            "link": word & abi.EVTCHN_FIFO_LINK_MASK}
+
+
+# PENDING, MASKED, LINKED, BUSY by the word's top four bits (BUSY's the lowest): a lookup, not four tests per port
+assert (abi.WORD_PENDING, abi.WORD_MASKED, abi.WORD_LINKED, abi.WORD_BUSY) == tuple(
+    bit << abi.EVTCHN_FIFO_BUSY for bit in (8, 4, 2, 1))
+_TOP_FLAGS = tuple((bool(top & 8), bool(top & 4), bool(top & 2), bool(top & 1)) for top in range(16))
 
 
 def chan_is_open(chan: Chan) -> bool:

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .base import Backend, NotifyResult, PortStatus
+
+if TYPE_CHECKING:
+    from .base import Backend
 
 __all__ = ["Backend", "NotifyResult", "PortStatus", "default_state_dir", "select_backend"]
 
 XEN_EVTCHN_DEVICE = "/dev/xen/evtchn"  # Linux's event-channel device: its presence means "on Xen"
+
+
+def __getattr__(name: str):
+    """base.py's names on first use: choosing a backend needs neither the protocol nor NotifyResult."""
+    if name in ("Backend", "NotifyResult", "PortStatus"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_state_dir() -> str:

@@ -7,8 +7,7 @@ import os
 import click
 
 from ..activity import STORM_RATE
-from .context import DOMAIN, Ctx, json_option, pass_ctx
-from .dump import KASLR_OFFSET
+from .context import DOMAIN, KASLR_OFFSET, Ctx, json_option, pass_ctx, whole_host
 
 STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 
@@ -40,6 +39,7 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
 @json_option
 @pass_ctx
+@whole_host
 def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
            save, since, interval, storm_rate, stuck_after):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED

@@ -18,14 +18,20 @@ import click
 
 from .. import memory
 from ..dump import build_dump
-from ..dump.rawfile import save_raw
-from ..dump.render import render_dump
-from .context import CB_OFFSET, GFN, Ctx, Pair, _IntRange, domain_option, json_option, pass_ctx
+from .context import (
+    CB_OFFSET,
+    GFN,
+    KASLR_OFFSET,
+    Ctx,
+    Pair,
+    _IntRange,
+    domain_option,
+    json_option,
+    pass_ctx,
+    whole_host,
+)
 
 VCPU_INFO_OFFSET = _IntRange("vcpu_info offset", 0, 4096 - 64, " inside the page (0..4032)", align=64)
-# KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps
-KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
-                         align=2 << 20)
 
 
 class _SharedInfo(click.ParamType):
@@ -77,6 +83,7 @@ class _SharedInfo(click.ParamType):
 @domain_option
 @json_option
 @pass_ctx
+@whole_host
 def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gfns, controls, control_gfn, offset,
          shared_info, vcpu_infos, fmt, output, raw_file, all_words, all_domains, kcore, kallsyms, cpus_file,
          local_domain):
@@ -139,6 +146,8 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         out.flush()
         return
     if raw_file:
+        from ..dump.rawfile import save_raw
+
         mem = img.mem
         size = save_raw(raw_file, mem, img.domain, img.saved_source, guest=img.guest_known,
                         channels=img.channel_table, vcpu_known=img.vcpu_known)
@@ -157,6 +166,8 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
     if c.json:
         _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
         return
+    from ..dump.render import render_dump
+
     c.page()
     for i, x in enumerate(dumps):
         if i:
@@ -188,11 +199,10 @@ def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
 def _name(c: Ctx, dumps: list) -> None:
     """Names for the ports the dumps show (what list names them: evidence/names.py), from the backend's
     xenstore and interrupts; a port whose channel this source cannot tell is named by xenstore alone."""
-    from ..evidence.model import PortFacts
     from ..evidence.names import for_backend
     from .inspect import _notes
 
-    shown = [(d.domain, row.channel if row.channel is not None else PortFacts(row.port, "unknown"))
+    shown = [(d.domain, row.channel if row.channel is not None else _unknown(row.port))
              for d in dumps for row in getattr(d, "words", None) or getattr(d, "ports", None) or ()]
     if not shown:
         return
@@ -207,6 +217,13 @@ def _name(c: Ctx, dumps: list) -> None:
         d.names = names
     if not c.json:
         _notes(c, names)
+
+
+def _unknown(port: int):
+    """A port whose channel the source cannot tell, for names (evidence.model imported only for such a port)."""
+    from ..evidence.model import PortFacts
+
+    return PortFacts(port, "unknown")
 
 
 def register(cli: click.Group) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..abi import word_flags
-from .context import PORT, Ctx, domain_option, json_option, pass_ctx
+from .context import PORT, Ctx, domain_option, json_option, pass_ctx, whole_host
 
 
 @click.command("status")
@@ -44,6 +44,7 @@ def status(c: Ctx, port, local_domain):
 @domain_option
 @json_option
 @pass_ctx
+@whole_host
 def list_ports(c: Ctx, local_domain):
     """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
     d = c.domain(local_domain)

@@ -143,7 +143,10 @@ class DomainDump:
         head = json.dumps(self.as_dict(words=False))
         assert head.endswith('"words": []}')  # (words is the last key)
         yield head[:-2]
-        rows = [w.json_row(self._name(w.port)) for w in self.words]
+        words = self.words
+        names = self.names.fields(self.domain, [w.port for w in words]) if self.names is not None else \
+            [None] * len(words)
+        rows = [w.json_row(name) for w, name in zip(words, names, strict=True)]
         for i in range(0, len(rows), chunk):
             yield ("" if i == 0 else ", ") + ", ".join(rows[i:i + chunk])
         yield "]}"
@@ -184,11 +187,12 @@ def abi_of(mem: DomainMemory) -> str:
 
 def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[int, PortStatus] | None = None,
                guest_known: bool = True, all_words: bool = False, max_ports: int | None = None,
-               engine=None, vcpu_known: list[bool] | None = None):
+               engine=None, vcpu_known: list[bool] | None = None, omit: dict[int, PortStatus] | None = None):
     """Decode ``mem``: a DomainDump (FIFO) or a TwoLevelDump.  ``guest_known``: the source holds Linux's
     local state (sim, kernel): FIFO walks start at its local heads, the 2-level upcall at its saved scan
     position; otherwise at the control blocks' heads, and at port 0.  ``vcpu_known`` (2-level): which
-    vCPUs' vcpu_info was read (default: all)."""
+    vCPUs' vcpu_info was read (default: all).  ``omit`` (FIFO): statuses whose port's word, where it is the
+    word the status was read with, is left out of ``words`` (doctor has their facts: 20,000 words not made)."""
     if abi_of(mem) == "2-level":
         return build_l2_dump(mem, domain, source, channels=channels, guest_known=guest_known,
                              all_words=all_words, max_ports=max_ports, vcpu_known=vcpu_known)
@@ -196,7 +200,7 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     nv = mem.nr_vcpus
     starts = None
     if guest_known:
-        starts = [mem.guest(v)[1 + p] for v in range(nv) for p in range(Q)]
+        starts = [head for v in range(nv) for head in mem.guest(v)[1:1 + Q]]  # (each vCPU's heads read once)
     results, chain = engine.walk(starts)
     warn = _Warnings(list(mem.warnings))
     vcpus = []
@@ -240,16 +244,20 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     if not all_words:
         plain = all_of.count(abi.WORD_MASKED) - sum(1 for p in channels if 0 <= p < nr_ports
                                                      and all_of[p] == abi.WORD_MASKED)
+    unused, linked, pending, masked, busy = abi.WORD_UNUSED, abi.WORD_LINKED, abi.WORD_PENDING, abi.WORD_MASKED, \
+        abi.WORD_BUSY
     for port in sorted(look):
         w = all_of[port]
         ch = channels.get(port)
-        if w & abi.WORD_UNUSED:
+        if w & unused:
             warn.add("unused", f"event word of port {port} is {w:#010x}: bits 17..27 set, which the ABI leaves unused")
-        if w & abi.WORD_LINKED and w & link_mask >= nr_ports:
+        if w & linked and w & link_mask >= nr_ports:
             warn.add("link", f"event word of port {port} is LINKED to port {abi.word_link(w)}, past the array's "
                      f"{nr_ports} ports")
-        words.append(WordView(port, w, bool(w & abi.WORD_PENDING), bool(w & abi.WORD_MASKED),
-                              bool(w & abi.WORD_LINKED), bool(w & abi.WORD_BUSY), w & link_mask, ch))
+        if ch is not None and omit and omit.get(port) is ch and ch.word == w:
+            continue
+        words.append(WordView(port, w, bool(w & pending), bool(w & masked), bool(w & linked), bool(w & busy),
+                              w & link_mask, ch))
     return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
 
 

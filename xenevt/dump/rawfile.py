@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -181,6 +180,8 @@ def _encode_fifo(out: bytearray, mem: DomainMemory, guest: bool) -> None:
 
 def save_raw(path: str, mem: DomainMemory, domain: int, source: str, **kw) -> int:
     """Write a raw dump atomically (never a half-written file at ``path``); returns its size."""
+    import tempfile  # (here: reading a dump, or a command that imports this module and saves none, needs none)
+
     data = encode(mem, domain, source, **kw)
     folder = os.path.dirname(os.path.abspath(path))
     try:

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import os
 
-from .codes import SP, Consume, Err, Walk
 from .layout import Chan, DomainMemory, Geometry, LayoutError
 
 __all__ = ["Chan", "Consume", "DomainMemory", "Err", "Geometry", "LayoutError", "SP", "Walk", "engine_for",
            "twolevel_for"]
+
+
+def __getattr__(name: str):
+    """codes.py's enums on first use: opening a host to list its ports makes none of them."""
+    if name in ("SP", "Consume", "Err", "Walk"):
+        from . import codes
+
+        return getattr(codes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _impl(impl: str | None) -> str:

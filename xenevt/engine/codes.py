@@ -10,6 +10,7 @@ import errno
 from enum import IntEnum, IntFlag
 
 from ..errors import ChannelError, channel_error
+from .layout import CHAN_DEFERRED, CHAN_XEN  # noqa: F401  (xe_chan.flags, declared beside xe_chan: re-exported)
 
 
 class Err(IntEnum):
@@ -88,6 +89,3 @@ class Walk(IntEnum):
     TRUNCATED = 7
     NO_CONTROL = 8
 
-
-CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED (csrc/xenevt_fifo_api.h): Xen's evtchn->pending, set and never cleared
-CHAN_XEN = 2  # XE_CHAN_XEN: a port Xen itself consumes (an ioreq server's, a vm_event ring's)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass
 
 from .. import abi
 from ..errors import XenevtError
@@ -65,8 +64,10 @@ L2_MASK = 2560  # shared_info.evtchn_mask[64]
 L2_WORDS = 64  # xen_ulong_t words per bitmap: 64 * 64 = EVTCHN_2L_NR_CHANNELS ports
 L2_SCAN = struct.Struct("<II")  # xe_l2_scan: Linux's current_word_idx, current_bit_idx per vCPU
 
-# xe_chan.flags
-from .codes import CHAN_DEFERRED, CHAN_XEN  # noqa: E402,F401  (xe_chan.flags; declared once, in codes)
+# xe_chan.flags (csrc/xenevt_fifo_api.h; declared here, beside xe_chan, so that opening a host needs no enum of
+# codes.py: codes re-exports them)
+CHAN_DEFERRED = 1  # XE_CHAN_DEFERRED: Xen's evtchn->pending, set and never cleared
+CHAN_XEN = 2  # XE_CHAN_XEN: a port Xen itself consumes (an ioreq server's, a vm_event ring's)
 
 # byte offsets of xe_chan's fields, for errors and single-field stores
 CHAN_FIELDS = {"state": 0, "priority": 1, "last_priority": 2, "flags": 3, "notify_vcpu": 4, "last_vcpu": 6,
@@ -91,12 +92,49 @@ def _align(n: int, a: int = 64) -> int:
     return (n + a - 1) // a * a
 
 
-@dataclass(frozen=True)
-class Geometry:
+class Record:
+    """What ``@dataclass`` gives a class of plain fields (``_FIELDS``, in order): equality field by field with its
+    own class, and a repr naming each.  Written out here because making a dataclass compiles its methods when
+    the module is imported, about 1 ms a class on the start of every command that opens a host (issue 15)."""
+
+    _FIELDS: tuple[str, ...] = ()
+    __hash__ = None  # (as a dataclass with eq: unhashable unless frozen)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, k) for k in self._FIELDS)
+
+    def __eq__(self, other):
+        return self._values() == other._values() if other.__class__ is self.__class__ else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._FIELDS)})"
+
+
+class Geometry(Record):
+    """The sizes a domain image is laid out from (immutable, hashable: a frozen record)."""
+
+    _FIELDS = ("nr_vcpus", "max_pages", "nr_chans", "version")
     nr_vcpus: int
     max_pages: int
     nr_chans: int
-    version: int = LAYOUT_VERSION
+    version: int
+
+    def __init__(self, nr_vcpus: int, max_pages: int, nr_chans: int, version: int = LAYOUT_VERSION):
+        for key, value in zip(self._FIELDS, (nr_vcpus, max_pages, nr_chans, version), strict=True):
+            object.__setattr__(self, key, value)
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, key, value):
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot assign to field {key!r}")
+
+    def __delattr__(self, key):
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot delete field {key!r}")
 
     def validate(self) -> None:
         if not 1 <= self.nr_vcpus <= MAX_VCPUS:
@@ -154,19 +192,24 @@ class Geometry:
         return _align(self.l2_scan_offset + self.nr_vcpus * L2_SCAN.size, abi.PAGE_SIZE)
 
 
-@dataclass
-class Chan:
-    """A channel's hypervisor-private fields (``xe_chan``)."""
+class Chan(Record):
+    """A channel's hypervisor-private fields (``xe_chan``), in its order."""
 
-    state: int = 0
-    priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT
-    last_priority: int = 0
-    flags: int = 0
-    notify_vcpu: int = 0
-    last_vcpu: int = 0
-    remote_dom: int = 0
-    aux: int = 0
-    remote_port: int = 0
+    _FIELDS = ("state", "priority", "last_priority", "flags", "notify_vcpu", "last_vcpu", "remote_dom", "aux",
+               "remote_port")
+
+    def __init__(self, state: int = 0, priority: int = abi.EVTCHN_FIFO_PRIORITY_DEFAULT, last_priority: int = 0,
+                 flags: int = 0, notify_vcpu: int = 0, last_vcpu: int = 0, remote_dom: int = 0, aux: int = 0,
+                 remote_port: int = 0):
+        self.state = state
+        self.priority = priority
+        self.last_priority = last_priority
+        self.flags = flags
+        self.notify_vcpu = notify_vcpu
+        self.last_vcpu = last_vcpu
+        self.remote_dom = remote_dom
+        self.aux = aux
+        self.remote_port = remote_port
 
 
 class DomainMemory:

@@ -14,16 +14,19 @@ from ..errors import BackendUnavailable, XenevtError
 from ..ports import PortStatus
 from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
+_STATUS_ORDER = ("port", "state", "vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "pending",
+                 "masked", "linked", "busy", "link")
+assert tuple(PortFacts.__dataclass_fields__)[:len(_STATUS_ORDER)] == _STATUS_ORDER  # (port_from_status's order)
+
 
 def port_from_status(st: PortStatus) -> PortFacts:
+    # (positional, in PortFacts' order: a host's 40,000 ports)
     fl = st.flags
     if not fl:
-        return PortFacts(st.port, st.state, vcpu=st.vcpu, remote_domain=st.remote_domain,
-                         remote_port=st.remote_port, virq=st.virq, pirq=st.pirq, priority=st.priority)
+        return PortFacts(st.port, st.state, st.vcpu, st.remote_domain, st.remote_port, st.virq, st.pirq, st.priority)
     linked = fl["linked"]
-    return PortFacts(st.port, st.state, vcpu=st.vcpu, remote_domain=st.remote_domain, remote_port=st.remote_port,
-                     virq=st.virq, pirq=st.pirq, priority=st.priority, pending=fl["pending"], masked=fl["masked"],
-                     linked=linked, busy=fl["busy"], link=fl["link"] if linked else None)
+    return PortFacts(st.port, st.state, st.vcpu, st.remote_domain, st.remote_port, st.virq, st.pirq, st.priority,
+                     fl["pending"], fl["masked"], linked, fl["busy"], fl["link"] if linked else None)
 
 
 def merge_port(dom: DomainFacts, new: PortFacts) -> None:
@@ -157,7 +160,8 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         if limit is not None and img.abi == "2-level":
             limit = min(limit, abi.EVTCHN_2L_NR_CHANNELS)  # Xen's 2-level ports: the bitmaps' 4096
         add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
-                                guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known), made)
+                                guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made),
+                 made)
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:
         text = backend.debug_dump("e")

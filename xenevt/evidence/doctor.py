@@ -26,6 +26,7 @@ rule reads that same walk; split, each module would redo or pass it around.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 
 from .. import abi
 from ..activity import STORM_RATE
@@ -220,6 +221,9 @@ def _live(v: VcpuFacts, q: QueueFacts) -> str:
     return ""
 
 
+_BY_PORT = attrgetter("port")
+
+
 def examine(ev: Evidence, since: Evidence | None = None, storm_rate: float = STORM_RATE,
             stuck_after: float = STUCK_AFTER) -> Report:
     rep = Report(warnings=list(ev.warnings),
@@ -235,24 +239,25 @@ def examine(ev: Evidence, since: Evidence | None = None, storm_rate: float = STO
         dom = ev.domains[domid]
         prev = since.domains.get(domid) if since is not None else None
         rep.checked[domid] = len(dom.ports)
+        ordered = sorted(dom.ports.values(), key=_BY_PORT)  # (once: seven rules walk a host's 40,000 ports)
         queues = _Queues(dom) if _walked(dom) else None
         before = _Queues(prev) if prev is not None and _walked(prev) else None
-        _pending_masked(rep, dom, prev, age)
-        _pending_unlinked(rep, dom, prev, age)
+        _pending_masked(rep, ordered, dom, prev, age)
+        _pending_unlinked(rep, ordered, dom, prev, age)
         if queues is not None:
             _chains(rep, dom, queues, before, age)
             _unreachable(rep, dom, queues, before, age)
             _moved(rep, dom, queues)
-        _busy(rep, dom)
+        _busy(rep, ordered, dom)
         _selector_idle(rep, dom)
-        _no_control_block(rep, dom)
-        _remote_ends(rep, dom, ev)
-        _dead_peers(rep, dom, ev, prev)
+        _no_control_block(rep, ordered, dom)
+        _remote_ends(rep, ordered, dom, ev)
+        _dead_peers(rep, ordered, dom, ev, prev)
         _dying(rep, dom, prev, age)
         _limit(rep, dom)
         _unreported(rep, dom, ev)
         if prev is not None and age:
-            _pending_long(rep, dom, prev, age, stuck_after)
+            _pending_long(rep, ordered, dom, prev, age, stuck_after)
             _storms(rep, dom, prev, age, storm_rate)
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     rep.findings.sort(key=lambda f: (order[f.severity], f.domain, f.ports, f.rule))
@@ -264,14 +269,14 @@ def _add(rep: Report, severity: str, rule: str, dom: DomainFacts, ports: list[in
     rep.findings.append(Finding(severity, rule, dom.domain, ports, title, evidence, advice, vcpu, confirm))
 
 
-def _pending_masked(rep, dom, prev, age):
+def _pending_masked(rep, ordered, dom, prev, age):
     # Linux's PV spinlocks bind one IPI per vCPU, keep it masked for good and wait on it with SCHEDOP_poll, so it
     # rests pending and masked (real Xen, xen-ci: dom0's ports 2 and 12, a 2-vCPU domU's 4 and 16)
     kickers: dict[int, list[int]] = {}
     for p in dom.ports.values():
         if p.state == "ipi" and p.pending and p.masked:
             kickers.setdefault(p.vcpu if p.vcpu is not None else -1, []).append(p.port)
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+    for p in ordered:
         if not (p.pending and p.masked) or p.state in ("closed", "reserved"):
             continue
         if p.state == "ipi" and len(kickers.get(p.vcpu if p.vcpu is not None else -1, ())) == 1:
@@ -303,9 +308,9 @@ def _pending_masked(rep, dom, prev, age):
              f"`xenevt unmask {p.port}` shows whether events flow again.")
 
 
-def _pending_unlinked(rep, dom, prev, age):
+def _pending_unlinked(rep, ordered, dom, prev, age):
     two = dom.abi == "2-level"
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+    for p in ordered:
         if not p.pending or p.masked is not False or p.state in ("closed", "reserved"):
             continue
         if two:
@@ -452,8 +457,8 @@ def _unreachable(rep, dom, queues: _Queues, before, age):
              "reset.", confirm=sev == "info")
 
 
-def _busy(rep, dom):
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+def _busy(rep, ordered, dom):
+    for p in ordered:
         if p.busy:
             _add(rep, "warning", "busy-left-set", dom, [p.port], f"port {p.port} has BUSY set",
                  f"BUSY set ({'LINKED' if p.linked else 'not LINKED'})",
@@ -483,8 +488,8 @@ def _moved(rep, dom, queues: _Queues):
                  "later ones use the new one. If it stays so, the old queue is not being consumed.", vcpu=vcpu)
 
 
-def _no_control_block(rep, dom):
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+def _no_control_block(rep, ordered, dom):
+    for p in ordered:
         if p.state in ("closed", "reserved", "unknown") or p.vcpu is None:
             continue
         v = dom.vcpus.get(p.vcpu)
@@ -497,8 +502,8 @@ def _no_control_block(rep, dom):
                  vcpu=p.vcpu)
 
 
-def _remote_ends(rep, dom, ev):
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+def _remote_ends(rep, ordered, dom, ev):
+    for p in ordered:
         if p.state != "interdomain" or p.remote_domain is None or p.remote_port is None:
             continue
         rdom = ev.domains.get(p.remote_domain)
@@ -579,14 +584,17 @@ def _peer_state(ev: Evidence, domid: int) -> str:
     return ""
 
 
-def _dead_peers(rep, dom, ev, prev):
+def _dead_peers(rep, ordered, dom, ev, prev):
     """A port connected to, or waiting for, a domain that is dying or no longer exists.  Xen's evtchn_destroy()
     closes every port of a destroyed domain, which sends each interdomain peer back to unbound waiting for the
     dead domid; alloc_unbound stores the remote domid unchecked.  Either way nothing will ever connect."""
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+    states: dict[int, str] = {}  # (each peer's once: ev.listed is a list, and dom0 has 20,000 peers' ports)
+    for p in ordered:
         if p.state not in ("interdomain", "unbound") or p.remote_domain is None:
             continue
-        dead = _peer_state(ev, p.remote_domain)
+        dead = states.get(p.remote_domain)
+        if dead is None:
+            dead = states[p.remote_domain] = _peer_state(ev, p.remote_domain)
         if not dead:
             continue
         was = prev.ports.get(p.port) if prev is not None else None
@@ -627,14 +635,14 @@ def _dying(rep, dom, prev, age):
          f"its backends in xenstore and its qemu process; `xl destroy {dom.domain}` again retries.")
 
 
-def _pending_long(rep, dom, prev, age, stuck_after):
+def _pending_long(rep, ordered, dom, prev, age, stuck_after):
     """A port pending in both samples, with nothing delivered on it in between (where that is counted), that the
     masked and never-queued rules do not already explain: its event waits and the guest does not take it."""
     if age < stuck_after:
         return
     handled = _by_port(dom.counters)
     before = _by_port(prev.counters)
-    for p in sorted(dom.ports.values(), key=lambda f: f.port):
+    for p in ordered:
         if not p.pending or p.masked is not False or p.state in ("closed", "reserved", "unknown"):
             continue
         if p.linked is False or dom.abi == "2-level" and _unseen(dom, p):

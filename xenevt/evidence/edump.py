@@ -269,7 +269,10 @@ class _Reader:
             virq = int(v_s)
         elif d_s is not None or v_s is not None:  # (s=1/6 have no fields after x=; s=4 is not matched)
             return None
-        self.formats.setdefault(self.dom.domain, set()).add(kind)
+        kinds = self.formats.get(self.dom.domain)
+        if kinds is None:
+            kinds = self.formats[self.dom.domain] = set()
+        kinds.add(kind)
         return PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
                          busy, link, int(x_s), None if sel is None else sel == "1")
 
@@ -425,8 +428,17 @@ def parse(text: str | bytes, source: str = "'e' dump", domains=None) -> Evidence
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
     r = _Reader(source, domains)
+    only, plain, store, line = r.only, r._plain_line, r._store, r.line
     for n, raw in enumerate(text.split("\n"), 1):
-        r.line(n, raw.rstrip("\r"))
+        # the commonest line, a port's in a section being read, straight to the pattern (_plain_line): a line it
+        # matches ends in a digit, so there is nothing for line() to strip; anything else goes through line()
+        dom = r.dom
+        if dom is not None and raw.startswith("(XEN)    ") and (only is None or dom.domain in only):
+            facts = plain(raw[6:])
+            if facts is not None:
+                store(n, facts)
+                continue
+        line(n, raw.rstrip("\r"))
     return r.finish()
 
 

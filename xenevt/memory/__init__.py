@@ -18,16 +18,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base import EventImage, FifoImage, MemorySource, MemoryUnavailable
-from .dumpcore import DumpCoreSource
-from .foreign import GuestKernelSource
-from .frames import FramesSource
-from .kcore import CPUS_POSSIBLE, KALLSYMS, KCORE, KcoreSource
-from .live import LiveSource
-from .rawfile import RawFileSource
+from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, FifoImage, MemorySource, MemoryUnavailable
 
 __all__ = ["Ask", "DumpCoreSource", "EventImage", "FifoImage", "FramesSource", "GuestKernelSource", "KcoreSource",
            "LiveSource", "MemorySource", "MemoryUnavailable", "RawFileSource", "open_source", "open_sources"]
+
+
+# each source's module, imported when that source is asked for (doctor and dump of the simulator read LiveSource
+# only: the file, kernel and dump-core readers and what they import are not loaded)
+_SOURCES = {"DumpCoreSource": "dumpcore", "FramesSource": "frames", "GuestKernelSource": "foreign",
+            "KcoreSource": "kcore", "LiveSource": "live", "RawFileSource": "rawfile"}
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_SOURCES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,28 @@ def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
     """The sources ``ask`` names, one per domain.  ``backend()`` is called only by sources that need one, so
     reading a file or this kernel never opens (or creates) a simulated host."""
     if ask.from_file:
+        from .rawfile import RawFileSource
+
         return [RawFileSource(ask.from_file)]
     if ask.self_kernel:
+        from .kcore import KcoreSource
+
         return [KcoreSource(ask.kcore, ask.kallsyms, ask.cpus_file)]
     if ask.dump_core:
+        from .dumpcore import DumpCoreSource
+
         return [DumpCoreSource(ask.dump_core, ask.system_map, ask.kaslr_offset, ask.domain)]
     b = backend()
     if ask.system_map:
+        from .foreign import GuestKernelSource
+
         return [GuestKernelSource(b, ask.domain, ask.system_map, ask.kaslr_offset)]
     if ask.gfns or ask.shared_info is not None or ask.vcpu_infos:
+        from .frames import FramesSource
+
         return [FramesSource(b, ask.domain, ask.gfns, ask.controls, ask.shared_info, ask.vcpu_infos)]
+    from .live import LiveSource
+
     return [LiveSource(b, d) for d in (b.domains() if ask.all_domains else [ask.domain])]
 
 

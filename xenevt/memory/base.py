@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ..ports import PortStatus
 
 
+KCORE = "/proc/kcore"  # this kernel's memory, symbols and CPUs, where kcore.py reads them (the defaults of Ask)
+KALLSYMS = "/proc/kallsyms"
+CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
+
+
 class MemoryUnavailable(BackendUnavailable):
     """This source cannot read that (a file has no frame numbers, a frame mapping no symbols)."""
 

@@ -20,7 +20,7 @@ import struct
 
 from .. import abi
 from ..errors import BackendUnavailable
-from .base import EventImage, MemorySource
+from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, MemorySource
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
@@ -31,9 +31,6 @@ from .linux import (
     read_image,
 )
 
-KCORE = "/proc/kcore"
-KALLSYMS = "/proc/kallsyms"
-CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
 PRIVCMD = "/dev/xen/privcmd"
 # _IOC(_IOC_NONE, 'P', 4, sizeof(struct privcmd_mmapbatch_v2)): num, dom (u32, u16, pad), addr, arr, err (u64 each)
 IOCTL_PRIVCMD_MMAPBATCH_V2 = (32 << 16) | (ord("P") << 8) | 4

@@ -15,6 +15,11 @@ from ..abi import (
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN
 
 _USED = bytes(0 if b == ECS_FREE else 1 for b in range(256))  # (Xen prints reserved ports too: port 0 is skipped)
+# FIFO's print_state up to LINK, by the word's top four bits (PENDING, MASKED, LINKED, BUSY): "[1/0/B ", and for a
+# port Xen consumes "[0/1/B " (never pending, always masked); one lookup per port of a host's 40,000
+assert (abi.WORD_PENDING, abi.WORD_MASKED, abi.WORD_LINKED, abi.WORD_BUSY) == (8 << 28, 4 << 28, 2 << 28, 1 << 28)
+_FIFO_HEAD = tuple(f"[{top >> 3}/{top >> 2 & 1}/{'B' if top & 1 else ' '} " for top in range(16))
+_XEN_HEAD = tuple(f"[0/1/{'B' if top & 1 else ' '} " for top in range(16))
 
 
 class Console:
@@ -43,27 +48,25 @@ class Console:
             unpack = CHAN.unpack_from
             for port in compress(range(1, len(marks)), marks[1:]):  # (port 0: never printed)
                 state, _, _, flags, vcpu, _, rdom, aux, rport = unpack(table, port * CHAN.size)
-                xen = bool(flags & CHAN_XEN)  # not usable by the guest: never pending, always masked
+                xen = 1 if flags & CHAN_XEN else 0  # not usable by the guest: never pending, always masked
                 if not fifo:  # evtchn_2l_print_state(): the port's selector bit
                     inside = port < abi.EVTCHN_2L_NR_CHANNELS
                     pending = int(not xen and inside and bool(pending_bits[port // 64] >> port % 64 & 1))
                     masked = int(xen or (inside and bool(mask_bits[port // 64] >> port % 64 & 1)))
                     sel = selectors[vcpu] if vcpu < mem.nr_vcpus else 0
-                    text = str(sel >> (port // 64) & 1)
+                    field = f"[{pending}/{masked}/{sel >> (port // 64) & 1}"
                 elif port >= nr_words:  # no word reads as masked
-                    pending, masked, text = 0, 1, "?     "
+                    field = "[0/1/?     "
                 else:
                     word = words[port]
-                    pending = int(not xen and bool(word & abi.WORD_PENDING))
-                    masked = int(xen or bool(word & abi.WORD_MASKED))
-                    busy = "B" if word & abi.WORD_BUSY else " "
-                    text = f"{busy} {word & abi.EVTCHN_FIFO_LINK_MASK:<4d}" if word & abi.WORD_LINKED else \
-                        f"{busy} -   "
-                line = f"    {port:4d} [{pending}/{masked}/{text}]: s={state} n={vcpu} x={int(xen)}"
-                if state == ECS_UNBOUND:
-                    line += f" d={rdom}"
-                elif state == ECS_INTERDOMAIN:
+                    top = word >> 28
+                    head = _XEN_HEAD[top] if xen else _FIFO_HEAD[top]
+                    field = f"{head}{word & abi.EVTCHN_FIFO_LINK_MASK:<4d}" if top & 2 else head + "-   "
+                line = f"    {port:4d} {field}]: s={state} n={vcpu} x={xen}"
+                if state == ECS_INTERDOMAIN:
                     line += f" d={rdom} p={rport}"
+                elif state == ECS_UNBOUND:
+                    line += f" d={rdom}"
                 elif state == ECS_PIRQ:
                     line += f" p={aux} i=-1"
                 elif state == ECS_VIRQ:

@@ -615,10 +615,14 @@ class Hypercalls:
             port = states.find(1, port + 1)
         return out
 
+    def _nr_open(self, dom: SimDomain) -> int:
+        """How many ports _open_ports finds, counted by the same search without a list (info: every domain)."""
+        return dom.mem.chan_states(0, dom.mem.nr_chans).translate(_OPEN_STATES).count(1, 1)
+
     def info(self) -> dict:
         doms = []
         for d in self.domains.values():
-            used = len(self._open_ports(d))
+            used = self._nr_open(d)
             doms.append({"domain": d.domid, "privileged": d.privileged, "paused": d.paused, "dying": d.dying,
                          "abi": "FIFO" if d.mem.event_abi == ABI_FIFO else "2-level", "vcpus": d.mem.nr_vcpus,
                          "max_ports": d.mem.nr_chans, "limit_from": "the simulated hypervisor's max_evtchn_port",

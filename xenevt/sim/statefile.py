@@ -91,14 +91,12 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 from __future__ import annotations
 
 import struct
-import zlib
-from dataclasses import dataclass
 from itertools import compress
 
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
-from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN
+from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, Record
 from ..errors import StateError
 from ..ports import chan_problem
 
@@ -332,15 +330,14 @@ def check_chan(mem: DomainMemory, port: int, ch: Chan, nr_chans: dict[int, int],
     return ch
 
 
-@dataclass
-class Intent:
+class Intent(Record):
     """A committed intent record (see the module's docstring)."""
 
-    seq: int
-    op: int
-    caller: int
-    pid: int
-    entries: list[tuple[int, int, int, bytes]]  # kind, domain, index, value
+    _FIELDS = ("seq", "op", "caller", "pid", "entries")
+
+    def __init__(self, seq: int, op: int, caller: int, pid: int, entries: list[tuple[int, int, int, bytes]]):
+        self.seq, self.op, self.caller, self.pid = seq, op, caller, pid
+        self.entries = entries  # kind, domain, index, value
 
     @property
     def op_name(self) -> str:
@@ -348,6 +345,8 @@ class Intent:
 
 
 def intent_crc(op: int, caller: int, pid: int, count: int, entries: bytes) -> int:
+    import zlib  # (here: an open that finds no intent to check needs no CRC)
+
     return zlib.crc32(entries, zlib.crc32(struct.pack("<IIII", op, caller, pid, count)))
 
 

@@ -224,11 +224,31 @@ class SimDomain:
         self.kernel_2l = bool(flags & DOM_KERNEL_2L)  # its kernel chose 2-level: after a reset it stays there
         self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
-        self.engine = engine_for(mem)
-        self.l2 = twolevel_for(mem)
+        self._engine = self._l2 = None  # made on first use: `list` and `status` of 168 domains run neither
         self.free_hint = 1  # every port below it is in use, while mem.frees == frees_seen
         self.frees_seen = -1
         self.table_index = 0  # its entry in the file's domain table
+
+    @property
+    def engine(self):
+        """The FIFO engine over the domain's memory (engine_for)."""
+        if self._engine is None:
+            self._engine = engine_for(self.mem)
+        return self._engine
+
+    @property
+    def l2(self):
+        """The 2-level engine over the domain's memory (twolevel_for)."""
+        if self._l2 is None:
+            self._l2 = twolevel_for(self.mem)
+        return self._l2
+
+    def close_engines(self) -> None:
+        """Let go of the engines made (their views of the mapping) and forget them."""
+        for e in (self._engine, self._l2):
+            if e is not None:
+                e.close()
+        self._engine = self._l2 = None
 
     @property
     def paused(self) -> bool:
@@ -351,8 +371,7 @@ class HostFile:
                     table[domid] = SimDomain(domid, flags, mem, memoryview(self._mm)[at: at + 8].cast("I"))
             except BaseException:
                 for dom in (self.domains | self.gone).values():
-                    dom.engine.close()
-                    dom.l2.close()
+                    dom.close_engines()
                 for _, _, mem in checked:
                     mem.release()
                 raise
@@ -390,7 +409,7 @@ class HostFile:
             if dom._entry is not None:
                 dom._entry.release()
                 dom._entry = None
-            dom.engine = dom.l2 = None
+            dom._engine = dom._l2 = None
             dom.mem = None
         self.domains = {}
         self.gone = {}
