@@ -9,6 +9,7 @@ never comes: the runner's own failure paths are tested with them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -772,6 +773,20 @@ def test_dom0_reads_a_paused_2l_domus_bitmaps_as_the_domu_does(xen, domu_2l, tmp
 PINGPONG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "c", "evtchn_pingpong")
 
 
+@contextlib.contextmanager
+def on_vcpu0():
+    """This process, and the C program it starts, on dom0's vCPU 0: the vCPU that binds a port decides where Linux
+    puts it (each interdomain bind takes that vCPU's next vCPU in turn), and a process on the other vCPU than its
+    event pays a cross-vCPU wakeup (an IPI under QEMU); left to the scheduler, that is where each side landed, not
+    what it costs (unpinned, the ratio read 1.13x-1.59x across runs)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def c_round_trip(rounds: int) -> float:
     """Seconds per notify -> deliver of tests/c/evtchn_pingpong.c (a loopback channel in dom0: notify, poll the
     evtchn fd, read the port, unmask), its start-up taken out by a run of no rounds beside it."""
@@ -787,13 +802,15 @@ def c_round_trip(rounds: int) -> float:
 
 def xenevt_round_trip(xen, rounds: int) -> float:
     """Seconds per notify -> deliver through xenevt's library (the xen backend: bind, notify, consume), the same
-    loop as the C program's."""
-    a = xen.bind_unbound(0, 0)
-    b = xen.bind_interdomain(0, 0, a)
-    try:
-        assert xen.consume(0, 0, 1, 5.0) == [b]  # Xen leaves the new interdomain end pending once
-        best = None
-        for _ in range(3):
+    loop as the C program's, and like it a fresh channel each run: Linux's evtchn driver puts each interdomain
+    port it binds on the binding vCPU's next vCPU in turn, so the best of three runs has had both placements, as
+    the C program's best of three has."""
+    best = None
+    for _ in range(3):
+        a = xen.bind_unbound(0, 0)
+        b = xen.bind_interdomain(0, 0, a)
+        try:
+            assert xen.consume(0, 0, 1, 5.0) == [b]  # Xen leaves the new interdomain end pending once
             t0 = time.perf_counter()
             for _ in range(rounds):
                 xen.notify(0, b)
@@ -802,10 +819,10 @@ def xenevt_round_trip(xen, rounds: int) -> float:
                 assert xen.consume(0, 0, 1, 5.0) == [b]
             took = time.perf_counter() - t0
             best = took if best is None else min(best, took)
-        return best / (2 * rounds)
-    finally:
-        xen.close(0, a)
-        xen.close(0, b)
+        finally:
+            xen.close(0, a)
+            xen.close(0, b)
+    return best / (2 * rounds)
 
 
 @pytest.mark.timeout(600)
@@ -817,7 +834,8 @@ def test_notify_deliver_round_trip_beside_a_c_program(xen):
             pytest.fail(f"{PINGPONG} was not built (the runner builds it where libxen-dev is installed)")
         pytest.skip("no C program to compare with")
     rounds = 2000  # the C figure subtracts a process start (tens of ms under QEMU): the loops must dwarf it
-    c = c_round_trip(rounds)
-    ours = xenevt_round_trip(xen, rounds)
+    with on_vcpu0():
+        c = c_round_trip(rounds)
+        ours = xenevt_round_trip(xen, rounds)
     print(f"XENCI-BENCH notify->deliver: xenevt {ours * 1e6:.0f} us, C {c * 1e6:.0f} us "
           f"({ours / c:.2f}x, goal <= 1.5x)" if c else "XENCI-BENCH notify->deliver: the C figure was 0")

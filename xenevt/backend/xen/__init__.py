@@ -219,8 +219,9 @@ class XenBackend:
         (its bind, or one EVTCHNOP_status until a peer is connected), not a second hypercall per send: a
         peer that closes later turns the port unbound and Xen drops the send, which no answer here shows."""
         sent = self._sent.get(port)
-        if sent is not None and sent.domain == domain:  # checked when it was made; the port is still ours
-            self._events(domain).notify(domain, port)
+        if sent is not None and sent.domain == domain:  # checked when it was made; the port is still ours, and
+            if self._loop.c_notify(self._loop.ev, port) < 0:  # the loop exists (its first send made it)
+                raise self._loop.error(domain)
             return sent
         if port not in self._own or not self._mine(domain):
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
@@ -363,7 +364,7 @@ class XenBackend:
         if not self._own:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")
-        return self._events(domain).consume(domain, max_events, timeout)
+        return (self._loop or self._events(domain)).consume(domain, max_events, timeout)
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """Copy frames of ``domain`` through privcmd (libxenforeignmemory), read-only; one error names the frame."""

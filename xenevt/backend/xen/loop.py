@@ -17,6 +17,7 @@ from . import libs
 CALLS = {lib.XE_CALL_POLL: "wait for events of", lib.XE_CALL_PENDING: "read events of",
          lib.XE_CALL_UNMASK: "unmask", lib.XE_CALL_NOTIFY: "notify"}
 BATCH = 64  # events one call may return without a buffer of its own
+_consume, _INTR, _unpack = lib.xe_evtchn_consume, lib.XE_EVTCHN_INTR, ffi.unpack  # (looked up once)
 
 
 def _address(cdata) -> int:
@@ -26,10 +27,13 @@ def _address(cdata) -> int:
 class EventLoop:
     """One xenevtchn handle's sends and consume loop, and the set of ports it owns."""
 
+    c_notify = staticmethod(lib.xe_evtchn_notify)  # (the backend's send calls it with .ev itself: one call less)
+
     def __init__(self, evtchn, handle, fd: int):
-        self._ev = ffi.new("xe_evtchn *")
+        self.ev = self._ev = ffi.new("xe_evtchn *")
         self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
         self._out = ffi.new("uint32_t[]", BATCH)
+        self._timeout, self._ms = None, -1  # the last timeout asked for, in poll's milliseconds
         ev = self._ev
         ev.handle = ffi.cast("void *", _address(handle))
         ev.fd = fd
@@ -48,7 +52,8 @@ class EventLoop:
         """Events dropped because they came on ports this handle no longer owns."""
         return self._ev.stale
 
-    def _error(self, domain: int):
+    def error(self, domain: int):
+        """The ChannelError of the call that failed last (its errno, what it was doing, the port)."""
         ev = self._ev
         port = ev.failed_port if ev.failed_port >= 0 else None
         err = ev.err or errno.EIO
@@ -57,16 +62,20 @@ class EventLoop:
 
     def notify(self, domain: int, port: int) -> None:
         if lib.xe_evtchn_notify(self._ev, port) < 0:
-            raise self._error(domain)
+            raise self.error(domain)
 
     def consume(self, domain: int, max_events: int, timeout: float | None) -> list[int]:
         """Up to ``max_events`` ports, waiting at most ``timeout`` seconds (None: for ever) for the first."""
-        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's milliseconds, rounded up
+        if timeout == self._timeout:  # (a loop asks with the same timeout each time)
+            ms = self._ms
+        else:
+            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's milliseconds, rounded up
+            self._timeout, self._ms = timeout, ms
         out = self._out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
         while True:
-            n = lib.xe_evtchn_consume(self._ev, out, max_events, ms)
+            n = _consume(self._ev, out, max_events, ms)
             if n >= 0:
-                return ffi.unpack(out, n)
-            if n != lib.XE_EVTCHN_INTR:
-                raise self._error(domain)
+                return _unpack(out, n)
+            if n != _INTR:
+                raise self.error(domain)
             ms = self._ev.left_ms  # the signal's handler has run (it may raise); wait for what is left
