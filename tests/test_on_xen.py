@@ -468,7 +468,9 @@ def test_a_destroyed_guest_leaves_dom0_a_dead_peer(xen):
             q = xen.bind_interdomain(0, guest, gport)
             st = xen.status(0, q)
             assert (st.state, st.remote_domain, st.remote_port) == ("interdomain", guest, gport)
-            rep = xenevt_json("doctor", "-d", "0", ok=(0, 3))
+            # inconclusive (4) is doctor's honest answer while something of a domain being built went unread (seen
+            # once on 4.20); what is checked here is only that the live peer is not called dead
+            rep = xenevt_json("doctor", "-d", "0", ok=(0, 3, 4))
             assert not [f for f in rep["findings"] if f["rule"] == "dead-peer" and q in f["ports"]], rep["findings"]
         # __exit__ destroyed it (xl destroy): Xen closed its ports, which sent dom0's end back to unbound
         deadline = time.monotonic() + 60
