@@ -110,21 +110,19 @@ class Record:
         return f"{type(self).__qualname__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._FIELDS)})"
 
 
-class Geometry(Record):
-    """The sizes a domain image is laid out from (immutable, hashable: a frozen record)."""
+class FrozenRecord(Record):
+    """A Record made once and never changed, as ``@dataclass(frozen=True)`` makes it: hashable, its fields set
+    only by ``_set`` (in ``__init__``), copied and pickled through its constructor."""
 
-    _FIELDS = ("nr_vcpus", "max_pages", "nr_chans", "version")
-    nr_vcpus: int
-    max_pages: int
-    nr_chans: int
-    version: int
-
-    def __init__(self, nr_vcpus: int, max_pages: int, nr_chans: int, version: int = LAYOUT_VERSION):
-        for key, value in zip(self._FIELDS, (nr_vcpus, max_pages, nr_chans, version), strict=True):
+    def _set(self, *values) -> None:
+        for key, value in zip(self._FIELDS, values, strict=True):
             object.__setattr__(self, key, value)
 
     def __hash__(self) -> int:
         return hash(self._values())
+
+    def __reduce__(self):
+        return type(self), self._values()
 
     def __setattr__(self, key, value):
         from dataclasses import FrozenInstanceError
@@ -135,6 +133,19 @@ class Geometry(Record):
         from dataclasses import FrozenInstanceError
 
         raise FrozenInstanceError(f"cannot delete field {key!r}")
+
+
+class Geometry(FrozenRecord):
+    """The sizes a domain image is laid out from (immutable, hashable: a frozen record)."""
+
+    _FIELDS = ("nr_vcpus", "max_pages", "nr_chans", "version")
+    nr_vcpus: int
+    max_pages: int
+    nr_chans: int
+    version: int
+
+    def __init__(self, nr_vcpus: int, max_pages: int, nr_chans: int, version: int = LAYOUT_VERSION):
+        self._set(nr_vcpus, max_pages, nr_chans, version)
 
     def validate(self) -> None:
         if not 1 <= self.nr_vcpus <= MAX_VCPUS:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 
 from ..abi import EVTCHN_FIFO_NR_CHANNELS, VIRQ_NAMES
+from ..engine.layout import FrozenRecord
 from ..errors import XenevtError
 
 ARROW = "↔"
@@ -30,11 +31,11 @@ _IRQ_NETFRONT = r"vif([^.\s/-]{1,64})-q(\d+)(?:-(tx|rx))?"  # netfront: "vif%s-q
 ROW_KEYS = ("irq ",)  # the activity rows that tie ports to names
 
 
-class Name:
-    """What a port serves; immutable.  A frozen dataclass's equality, hash and repr written out: making the
+class Name(FrozenRecord):
+    """What a port serves; immutable.  A frozen record (layout.FrozenRecord), not a frozen dataclass: making the
     dataclass cost every ``list`` and ``status`` 3 ms at import (issue 15), and this module is on their path."""
 
-    __slots__ = ("kind", "device", "source", "owner", "id", "queue", "direction", "end", "irq")
+    __slots__ = _FIELDS = ("kind", "device", "source", "owner", "id", "queue", "direction", "end", "irq")
     kind: str                        # vif, vbd, … (xenstore's device kind), console, xenstore, virq, ipi, pirq
     device: str                      # "vif 0", "console", "VIRQ timer", "IPI vCPU 1"
     source: str                      # where it came from: a xenstore node, the peer's, EVTCHNOP_status
@@ -48,34 +49,7 @@ class Name:
     def __init__(self, kind: str, device: str, source: str, owner: int | None = None, id: str | None = None,
                  queue: int | None = None, direction: str | None = None, end: str | None = None,
                  irq: str | None = None):
-        for key, value in zip(self.__slots__, (kind, device, source, owner, id, queue, direction, end, irq),
-                              strict=True):
-            object.__setattr__(self, key, value)
-
-    def _fields(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __eq__(self, other):
-        return self._fields() == other._fields() if other.__class__ is self.__class__ else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __reduce__(self):
-        return Name, self._fields()
-
-    def __repr__(self) -> str:
-        return "Name(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
-
-    def __setattr__(self, key, value):
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot assign to field {key!r}")
-
-    def __delattr__(self, key):
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot delete field {key!r}")
+        self._set(kind, device, source, owner, id, queue, direction, end, irq)
 
     def text(self, domain: int | None = None) -> str:
         """``vif 0 queue 0 tx``; a device of another domain than ``domain`` says whose it is."""

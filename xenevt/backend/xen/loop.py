@@ -30,11 +30,11 @@ class EventLoop:
     c_notify = staticmethod(lib.xe_evtchn_notify)  # (the backend's send calls it with .ev itself: one call less)
 
     def __init__(self, evtchn, handle, fd: int):
-        self.ev = self._ev = ffi.new("xe_evtchn *")
+        self.ev = ffi.new("xe_evtchn *")
         self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
         self._out = ffi.new("uint32_t[]", BATCH)
         self._timeout, self._ms = None, -1  # the last timeout asked for, in poll's milliseconds
-        ev = self._ev
+        ev = self.ev
         ev.handle = ffi.cast("void *", _address(handle))
         ev.fd = fd
         ev.notify_fn = ffi.cast("void *", _address(evtchn.xenevtchn_notify))
@@ -47,21 +47,16 @@ class EventLoop:
             bit = 1 << (port & 7)
             self._own[port >> 3] = self._own[port >> 3] | bit if owned else self._own[port >> 3] & ~bit
 
-    @property
-    def stale(self) -> int:
-        """Events dropped because they came on ports this handle no longer owns."""
-        return self._ev.stale
-
     def error(self, domain: int):
         """The ChannelError of the call that failed last (its errno, what it was doing, the port)."""
-        ev = self._ev
+        ev = self.ev
         port = ev.failed_port if ev.failed_port >= 0 else None
         err = ev.err or errno.EIO
         return channel_error(CALLS.get(ev.failed_call, "receive events of"), err, libs.reason(err), domain=domain,
                              port=port)
 
     def notify(self, domain: int, port: int) -> None:
-        if lib.xe_evtchn_notify(self._ev, port) < 0:
+        if lib.xe_evtchn_notify(self.ev, port) < 0:
             raise self.error(domain)
 
     def consume(self, domain: int, max_events: int, timeout: float | None) -> list[int]:
@@ -73,9 +68,9 @@ class EventLoop:
             self._timeout, self._ms = timeout, ms
         out = self._out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
         while True:
-            n = _consume(self._ev, out, max_events, ms)
+            n = _consume(self.ev, out, max_events, ms)
             if n >= 0:
                 return _unpack(out, n)
             if n != _INTR:
                 raise self.error(domain)
-            ms = self._ev.left_ms  # the signal's handler has run (it may raise); wait for what is left
+            ms = self.ev.left_ms  # the signal's handler has run (it may raise); wait for what is left
