@@ -636,18 +636,26 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     domu = domu_2l
     p, q, _ = first_vif_port(xen, domu, "tx")
     token = f"cmd{next(_looks)}"
-    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 60"],
+    # the flood lasts until doctor is done (at most 300 s): a loaded host's two samples may take long
+    subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", f"{token} storm {p} 300"],
                    check=True)
     domu_result(domu, f"data/xenci-result-{token}-started", 60)
-    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
-                        "--storm-rate", "1"], capture_output=True, text=True, timeout=300)
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "--interval", "8",
+                            "--storm-rate", "1"], capture_output=True, text=True, timeout=280)
+    finally:
+        took = time.monotonic() - t0
+        subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-result-{token}-stop", "1"], check=True)
     sent = domu_result(domu, f"data/xenci-result-{token}", 180)
-    print(f"domU {domu} sent {sent}; doctor rc {r.returncode}")
+    print(f"domU {domu} sent {sent}; doctor rc {r.returncode} in {took:.1f} s; dom0's end of its port {p}: {q}")
     rep = json.loads(r.stdout)
     mine = [f for f in rep["findings"] if q in f["ports"]]
     for f in rep["findings"]:
         print(f["severity"], f["rule"], f["ports"], f["title"], "|", f["evidence"])
-    assert r.returncode == 3 and mine, rep["findings"]
+    said = [(f["rule"], f["ports"], f["title"]) for f in rep["findings"] if f["severity"] != "info"]
+    assert r.returncode == 3 and mine, (f"rc {r.returncode}, doctor {took:.0f} s, storm {sent}, dom0 port {q}: "
+                                        f"{said} unread {rep['unread']}")
     rules = {f["rule"] for f in mine}
     assert "event-storm" in rules, rules
     # Linux holds netback's port masked between its delayed EOIs: events still flow, so it is not stuck
@@ -655,9 +663,6 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     storm = next(f for f in mine if f["rule"] == "event-storm")
     assert f"the sender is domain {domu} (its port {p})" in storm["evidence"], storm
     assert storm["names"][storm["ports"].index(q)]["device"] == "vif 0", storm
-
-
-PLAIN = ("0x00000000", "0x40000000")
 
 
 PLAIN = ("0x00000000", "0x40000000")
@@ -789,42 +794,48 @@ def on_vcpu0():
         os.sched_setaffinity(0, before)
 
 
-def c_round_trip(rounds: int) -> float:
-    """Seconds per notify -> deliver of tests/c/evtchn_pingpong.c (a loopback channel in dom0: notify, poll the
-    evtchn fd, read the port, unmask), its start-up taken out by a run of no rounds beside it."""
-    def run(n: int) -> float:
+def c_run(rounds: int) -> float:
+    """Seconds of one run of tests/c/evtchn_pingpong.c (a loopback channel in dom0, a fresh one each process:
+    notify, poll the evtchn fd, read the port, unmask), its start-up included."""
+    t0 = time.perf_counter()
+    r = subprocess.run([PINGPONG, str(rounds), "0"], capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - t0
+    assert r.returncode == 0 and f"{rounds} round trips" in r.stdout, (r.stdout, r.stderr)
+    return took
+
+
+def xenevt_run(xen, rounds: int) -> float:
+    """Seconds of the same loop through xenevt's library (the xen backend: notify, consume) on a fresh channel,
+    as the C program's is: Linux's evtchn driver puts each interdomain port it binds on the binding vCPU's next
+    vCPU in turn, so successive runs of either side see both placements."""
+    a = xen.bind_unbound(0, 0)
+    b = xen.bind_interdomain(0, 0, a)
+    try:
+        assert xen.consume(0, 0, 1, 5.0) == [b]  # Xen leaves the new interdomain end pending once
         t0 = time.perf_counter()
-        r = subprocess.run([PINGPONG, str(n), "0"], capture_output=True, text=True, timeout=300)
-        took = time.perf_counter() - t0
-        assert r.returncode == 0 and f"{n} round trips" in r.stdout, (r.stdout, r.stderr)
-        return took
+        for _ in range(rounds):
+            xen.notify(0, b)
+            assert xen.consume(0, 0, 1, 5.0) == [a]
+            xen.notify(0, a)
+            assert xen.consume(0, 0, 1, 5.0) == [b]
+        return time.perf_counter() - t0
+    finally:
+        xen.close(0, a)
+        xen.close(0, b)
 
-    return max(0.0, min(run(rounds) for _ in range(3)) - min(run(0) for _ in range(3))) / (2 * rounds)
 
-
-def xenevt_round_trip(xen, rounds: int) -> float:
-    """Seconds per notify -> deliver through xenevt's library (the xen backend: bind, notify, consume), the same
-    loop as the C program's, and like it a fresh channel each run: Linux's evtchn driver puts each interdomain
-    port it binds on the binding vCPU's next vCPU in turn, so the best of three runs has had both placements, as
-    the C program's best of three has."""
-    best = None
-    for _ in range(3):
-        a = xen.bind_unbound(0, 0)
-        b = xen.bind_interdomain(0, 0, a)
-        try:
-            assert xen.consume(0, 0, 1, 5.0) == [b]  # Xen leaves the new interdomain end pending once
-            t0 = time.perf_counter()
-            for _ in range(rounds):
-                xen.notify(0, b)
-                assert xen.consume(0, 0, 1, 5.0) == [a]
-                xen.notify(0, a)
-                assert xen.consume(0, 0, 1, 5.0) == [b]
-            took = time.perf_counter() - t0
-            best = took if best is None else min(best, took)
-        finally:
-            xen.close(0, a)
-            xen.close(0, b)
-    return best / (2 * rounds)
+def round_trips(xen, rounds: int, pairs: int = 5) -> tuple[float, float, float]:
+    """(xenevt's, C's seconds per notify -> deliver, the median of their ratios): the two runs interleaved pair by
+    pair, since under QEMU the host's speed drifts over a minute by as much as the difference measured (runs of
+    one side then the other read 1.18x-1.40x of the same code); the C program's start-up (a run of no rounds,
+    the least of three) is taken out of each of its runs."""
+    start = min(c_run(0) for _ in range(3))
+    ours, theirs = [], []
+    for _ in range(pairs):
+        theirs.append(max(1e-9, c_run(rounds) - start) / (2 * rounds))
+        ours.append(xenevt_run(xen, rounds) / (2 * rounds))
+    ratios = sorted(o / c for o, c in zip(ours, theirs, strict=True))
+    return sorted(ours)[pairs // 2], sorted(theirs)[pairs // 2], ratios[pairs // 2]
 
 
 @pytest.mark.timeout(600)
@@ -837,7 +848,6 @@ def test_notify_deliver_round_trip_beside_a_c_program(xen):
         pytest.skip("no C program to compare with")
     rounds = 2000  # the C figure subtracts a process start (tens of ms under QEMU): the loops must dwarf it
     with on_vcpu0():
-        c = c_round_trip(rounds)
-        ours = xenevt_round_trip(xen, rounds)
+        ours, c, ratio = round_trips(xen, rounds)
     print(f"XENCI-BENCH notify->deliver: xenevt {ours * 1e6:.0f} us, C {c * 1e6:.0f} us "
-          f"({ours / c:.2f}x, goal <= 1.5x)" if c else "XENCI-BENCH notify->deliver: the C figure was 0")
+          f"(median of 5 interleaved pairs {ratio:.2f}x, goal <= 1.5x)")

@@ -105,3 +105,26 @@ def test_bench_figures_are_kept_once_and_the_only_filter_is_an_identifier():
     assert xenci._test_name("test_storm") == "test_storm"
     with pytest.raises(argparse.ArgumentTypeError):
         xenci._test_name("a or b")
+
+
+def test_a_failed_tests_own_account_is_taken_from_the_console(tmp_path):
+    """CI shows only xenci's output: a failed test's E lines and what it printed come from the console file,
+    and a test that passed contributes nothing."""
+    log = tmp_path / "console.log"
+    log.write_text("(XEN) noise\n"
+                   "=================================== FAILURES ===================================\n"
+                   "______________________ test_storm[x] ______________________\n"
+                   ">       assert rc == 3, findings\n"
+                   "E       AssertionError: [{'rule': 'event-storm', 'ports': [29]}]\n"
+                   "tests/test_on_xen.py:650: AssertionError\n"
+                   "----------------------------- Captured stdout call -----------------------------\n"
+                   "domU 2 sent 4000; doctor rc 4\n"
+                   "______________________ test_other ______________________\n"
+                   "E       not this one\n"
+                   "=========================== short test summary info ============================\n")
+    got = xenci.failure_details(str(log), ["tests/test_on_xen.py::test_storm[x]"])
+    assert got[0] == "why test_storm[x] failed:"
+    assert any("AssertionError: [{'rule': 'event-storm'" in ln for ln in got)
+    assert any("doctor rc 4" in ln for ln in got)
+    assert not any("not this one" in ln for ln in got)
+    assert xenci.failure_details(str(tmp_path / "absent"), ["x"]) == []

@@ -5,8 +5,8 @@ to data/xenci-result in its own xenstore directory; dom0's test compares it with
 Then it serves dom0's requests: a token written to data/xenci-request is answered in data/xenci-result-TOKEN
 with a fresh look (dom0 changes the guest's ports, then asks what the guest sees now); "TOKEN unmask PORT" has
 this guest unmask one of its own ports by hypercall (what its kernel would do), "TOKEN storm PORT SECONDS" has
-it notify one of its ports in a loop (a rogue frontend), each answered with what it did.  The hypercalls need
-privcmd loaded unrestricted (the 2-level domU).
+it notify one of its ports in a loop (a rogue frontend) until SECONDS pass or dom0 writes its "-stop" key,
+each answered with what it did.  The hypercalls need privcmd loaded unrestricted (the 2-level domU).
 """
 
 from __future__ import annotations
@@ -115,17 +115,24 @@ class Hypercalls:
         self.ffi.cast("uint32_t *", self.buf)[0] = port
         return self.xcl.xencall2(self.h, self.op, cmd, self.arg)
 
-    def storm(self, port: int, seconds: float) -> dict:
-        """EVTCHNOP_send on ``port`` as fast as this process can for ``seconds``: the sends and their rate."""
+    def storm(self, port: int, seconds: float, stop: str) -> dict:
+        """EVTCHNOP_send on ``port`` as fast as this process can for ``seconds``, or until dom0 writes ``stop``
+        (looked at about once a second): the sends, their rate and why it ended."""
         sent, t0 = 0, time.monotonic()
-        end = t0 + seconds
+        end, look = t0 + seconds, t0 + 1
+        why = "time"
         while time.monotonic() < end:
             for _ in range(200):
                 if self.call(EVTCHNOP_SEND, port) < 0:
                     return {"error": f"EVTCHNOP_send {port}: errno {self.ffi.errno}", "sent": sent}
             sent += 200
+            if time.monotonic() >= look:
+                if read(stop):
+                    why = "stopped"
+                    break
+                look = time.monotonic() + 1
         took = time.monotonic() - t0
-        return {"sent": sent, "seconds": round(took, 2), "rate": round(sent / took)}
+        return {"sent": sent, "seconds": round(took, 2), "rate": round(sent / took), "ended": why}
 
     def close(self) -> None:
         self.xcl.xencall_free_buffer(self.h, self.buf)
@@ -142,7 +149,7 @@ def command(key: str, words: list[str]) -> None:
                 out = {"unmasked": int(words[1])} if rc == 0 else {"error": f"EVTCHNOP_unmask: errno {hc.ffi.errno}"}
             elif words[0] == "storm" and len(words) == 3:
                 write(key + "-started", {"port": int(words[1])})
-                out = hc.storm(int(words[1]), min(float(words[2]), 120.0))
+                out = hc.storm(int(words[1]), min(float(words[2]), 300.0), key + "-stop")
             else:
                 out = {"error": f"unknown request {' '.join(words)!r}"}
         finally:

@@ -530,6 +530,35 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def failure_details(log: str, failed: list[str], most: int = 60) -> list[str]:
+    """For each failed test, pytest's own account of it from the console (its ``E`` lines and what it printed),
+    so that a CI log shows why without the console file; at most ``most`` lines a test."""
+    try:
+        with open(log, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return []
+    start = text.find("= FAILURES =")
+    if start < 0:
+        start = text.find("= ERRORS =")
+    if start < 0:
+        return []
+    blocks = re.split(r"^_{3,} (\S+?) _{3,}\r?$", text[start:], flags=re.M)
+    out = []
+    for name, body in zip(blocks[1::2], blocks[2::2], strict=True):
+        if not any(n.endswith("::" + name) or n.endswith(name) for n in failed):
+            continue
+        body = body.split("= short test summary", 1)[0].split("= PASSES =", 1)[0]
+        keep = [ln.rstrip() for ln in body.splitlines()
+                if ln.startswith(("E ", ">", "tests/")) or "Captured" in ln]
+        printed = body.split("Captured stdout call", 1)
+        if len(printed) == 2:
+            keep += [ln.rstrip() for ln in printed[1].splitlines()[1:] if ln.strip()][:most // 2]
+        out.append(f"why {name} failed:")
+        out += ["  " + ln[:300] for ln in keep[:most]]
+    return out
+
+
 def run_version(xen: str, args) -> tuple[bool, str]:
     """Fetch, build, boot and test one Xen version; its files under build/xen-ci/<version>/."""
     global OUT
@@ -567,6 +596,8 @@ def run_version(xen: str, args) -> tuple[bool, str]:
     if facts["bench"]:
         line += "; " + "; ".join(facts["bench"])
     if failed:
+        for text in failure_details(os.path.join(OUT, "console.log"), failed):
+            say(f"[{xen}] {text}")
         reasons = facts.get("reasons", {})
         line += " failed: " + "; ".join(f"{n}" + (f" ({reasons[n][:100]})" if reasons.get(n) else "")
                                         for n in failed)
