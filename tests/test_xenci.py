@@ -128,3 +128,5 @@ def test_a_failed_tests_own_account_is_taken_from_the_console(tmp_path):
     assert any("doctor rc 4" in ln for ln in got)
     assert not any("not this one" in ln for ln in got)
     assert xenci.failure_details(str(tmp_path / "absent"), ["x"]) == []
+    log.write_text("= ERRORS =\n____ ERROR at setup of test_g[a] ____\nE   GuestRunError: no END after 240 s\n")
+    assert xenci.failure_details(str(log), ["tests/test_scenarios.py::test_g[a]"])[1].strip().endswith("240 s")
