@@ -32,8 +32,8 @@ class EventLoop:
     def __init__(self, evtchn, handle, fd: int):
         self.ev = ffi.new("xe_evtchn *")
         self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
-        self._out = ffi.new("uint32_t[]", BATCH)
-        self._timeout, self._ms = None, -1  # the last timeout asked for, in poll's milliseconds
+        self.out = ffi.new("uint32_t[]", BATCH)  # (the backend's consume calls C with these itself: one frame less)
+        self.timeout, self.ms = None, -1  # the last timeout asked for, and in poll's milliseconds
         ev = self.ev
         ev.handle = ffi.cast("void *", _address(handle))
         ev.fd = fd
@@ -61,16 +61,17 @@ class EventLoop:
 
     def consume(self, domain: int, max_events: int, timeout: float | None) -> list[int]:
         """Up to ``max_events`` ports, waiting at most ``timeout`` seconds (None: for ever) for the first."""
-        if timeout == self._timeout:  # (a loop asks with the same timeout each time)
-            ms = self._ms
-        else:
-            ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's milliseconds, rounded up
-            self._timeout, self._ms = timeout, ms
-        out = self._out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
-        while True:
-            n = _consume(self.ev, out, max_events, ms)
-            if n >= 0:
-                return _unpack(out, n)
+        if timeout != self.timeout:  # (a loop asks with the same timeout each time)
+            self.ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's ms, rounded up
+            self.timeout = timeout
+        out = self.out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
+        return self.finish(domain, out, max_events, _consume(self.ev, out, max_events, self.ms))
+
+    def finish(self, domain: int, out, max_events: int, n: int) -> list[int]:
+        """The ports of a consume call that returned ``n``: after a signal (its handler has run, and may have
+        raised) it waits again for what is left of the time; a failure is raised."""
+        while n < 0:
             if n != _INTR:
                 raise self.error(domain)
-            ms = self.ev.left_ms  # the signal's handler has run (it may raise); wait for what is left
+            n = _consume(self.ev, out, max_events, self.ev.left_ms)
+        return _unpack(out, n)
