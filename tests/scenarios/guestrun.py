@@ -134,8 +134,9 @@ class GuestRun:
             except FileNotFoundError:
                 pass
             try:
+                made = time.monotonic()
                 self._xl_run("create", cfg, timeout=max(30.0, self.timeout))
-                self.create_seconds = time.monotonic() - t0
+                self.create_seconds = time.monotonic() - made
                 self.domid = int(self._xl_run("domid", self.name).stdout.strip())
                 self._wait(t0, time.monotonic() + silent if attempt == 1 else None)
                 break

@@ -30,7 +30,7 @@ from ...ports import NotifyResult, PortStatus, word_flag_dict
 from .. import XEN_EVTCHN_DEVICE as XEN_DEVICE  # named once, where the backend is chosen
 from . import libs
 from .libs import check, reason
-from .loop import BATCH, EventLoop, _consume, _unpack
+from .loop import BATCH, EventLoop
 
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 # xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
@@ -364,8 +364,8 @@ class XenBackend:
         loop = self._loop
         if loop is not None and timeout == loop.timeout and max_events <= BATCH and self._own:
             # a loop's usual call: C at once, no Python frame between (under QEMU's TCG a frame is ~10 us a call)
-            n = _consume(loop.ev, loop.out, max_events, loop.ms)
-            return _unpack(loop.out, n) if n >= 0 else loop.finish(domain, loop.out, max_events, n)
+            n = loop.c_consume(loop.ev, loop.out, max_events, loop.ms)
+            return loop.unpack(loop.out, n) if n >= 0 else loop.finish(domain, loop.out, max_events, n)
         if not self._own:
             raise BackendUnavailable("on Xen events reach a process only on ports it bound: "
                                      "use `xenevt bind … --count N` to bind and wait")

@@ -27,12 +27,15 @@ def _address(cdata) -> int:
 class EventLoop:
     """One xenevtchn handle's sends and consume loop, and the set of ports it owns."""
 
-    c_notify = staticmethod(lib.xe_evtchn_notify)  # (the backend's send calls it with .ev itself: one call less)
+    # (the backend's send and a loop's consume call these with .ev, .out and .ms themselves: one frame less)
+    c_notify = staticmethod(lib.xe_evtchn_notify)
+    c_consume = staticmethod(_consume)
+    unpack = staticmethod(_unpack)
 
     def __init__(self, evtchn, handle, fd: int):
         self.ev = ffi.new("xe_evtchn *")
         self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
-        self.out = ffi.new("uint32_t[]", BATCH)  # (the backend's consume calls C with these itself: one frame less)
+        self.out = ffi.new("uint32_t[]", BATCH)
         self.timeout, self.ms = None, -1  # the last timeout asked for, and in poll's milliseconds
         ev = self.ev
         ev.handle = ffi.cast("void *", _address(handle))
