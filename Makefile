@@ -46,7 +46,7 @@ test-c: ## the C engine's own tests, plain build
 	$(CC) $(CFLAGS_TEST) $(CTEST) $(CSRC) -o build/test_fifo
 	build/test_fifo
 
-sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then a libxenevtchn program on the sim library
+sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then libxenevtchn programs on the sim library
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) $(SAN) $(CTEST) $(CSRC) -o build/test_fifo_san
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/test_fifo_san
@@ -55,8 +55,10 @@ sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then a 
 		L=$$($(VENV)/bin/xenevt sim libpath) && S=$$(mktemp -d) && \
 		$(CC) $(CFLAGS_TEST) $(SAN) tests/c/evtchn_pingpong.c -o build/pingpong_san -L$$L -lxenevtchn && \
 		$(VENV)/bin/xenevt --state $$S sim init >/dev/null && \
-		XENEVT_STATE=$$S LD_LIBRARY_PATH=$$L ASAN_OPTIONS=detect_leaks=0 build/pingpong_san 200 2>/dev/null; \
-		rc=$$?; rm -rf $$S; exit $$rc; \
+		$(CC) $(CFLAGS_TEST) $(SAN) tests/c/evtchn_misuse.c -o build/misuse_san -L$$L -lxenevtchn && \
+		XENEVT_STATE=$$S LD_LIBRARY_PATH=$$L ASAN_OPTIONS=detect_leaks=0 build/pingpong_san 200 2>/dev/null && \
+		XENEVT_STATE=$$S LD_LIBRARY_PATH=$$L ASAN_OPTIONS=detect_leaks=0 build/misuse_san all >build/misuse.out 2>/dev/null; \
+		rc=$$?; tail -1 build/misuse.out; grep FAIL build/misuse.out; rm -rf $$S; exit $$rc; \
 	else echo "sanitize: /usr/include/xenevtchn.h missing (apt install libxen-dev): sim-library program skipped"; fi
 
 bench: setup ## print figures: consume loops, notify->wake (sim vs eventfd/pipe), cost as the host grows, the CLI start

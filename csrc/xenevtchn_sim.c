@@ -29,7 +29,8 @@
 #include "xenevtchn_sim.h"
 
 /* --- the event round trip in C ------------------------------------------------------------------------------- */
-#define SIM_HANDLES 4096                  /* handle ids the Python half hands out: 1, 2, ... */
+#define SIM_SLOT_BITS 12
+#define SIM_SLOTS (1u << SIM_SLOT_BITS)  /* open handles at once; a handle is (generation << 12) | slot */
 #define SIM_PORTS XE_EVTCHN_FIFO_NR_CHANNELS
 #define SIM_BATCH 256
 #define SIM_POLL_NS 200000000             /* the upcall threads look at their stop flag this often */
@@ -37,27 +38,29 @@
 static xe_host *sim_host;                 /* (atomic) NULL: every call goes to Python */
 static uint32_t sim_domid;
 static pthread_mutex_t sim_lock = PTHREAD_MUTEX_INITIALIZER;  /* the owner table against a handle closing */
-static struct { int rfd, wfd; } sim_handles[SIM_HANDLES];
-static uint16_t sim_owner[SIM_PORTS];     /* port -> handle id, 0 none */
+static struct { uint64_t hid; int rfd, wfd; } sim_handles[SIM_SLOTS];  /* by slot; hid 0: free */
+static uint16_t sim_owner[SIM_PORTS];     /* port -> slot of the handle that bound it, 0 none */
 static pthread_t sim_threads[256];
 static uint32_t sim_nthreads;
 static int sim_stop;
 static int sim_kernel;                    /* (atomic) the C upcall threads run */
+static int sim_armed;                     /* (atomic) the Python half holds ports and consumers to give back */
 static uint64_t sim_dropped;
 
-static uint32_t hid_of(xenevtchn_handle *xce)
+static uint32_t slot_of(xenevtchn_handle *xce)
 {
-    uintptr_t hid = (uintptr_t)xce;
+    uint64_t hid = (uint64_t)(uintptr_t)xce;
+    uint32_t slot = (uint32_t)(hid & (SIM_SLOTS - 1));
 
-    return hid < SIM_HANDLES ? (uint32_t)hid : 0;
+    return hid != 0 && __atomic_load_n(&sim_handles[slot].hid, __ATOMIC_ACQUIRE) == hid ? slot : 0;
 }
 
 static xe_host *owned(xenevtchn_handle *xce, evtchn_port_t port)
 {
     xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
-    uint32_t hid = hid_of(xce);
+    uint32_t slot = slot_of(xce);
 
-    if (h == NULL || hid == 0 || port >= SIM_PORTS || __atomic_load_n(&sim_owner[port], __ATOMIC_ACQUIRE) != hid)
+    if (h == NULL || slot == 0 || port >= SIM_PORTS || __atomic_load_n(&sim_owner[port], __ATOMIC_ACQUIRE) != slot)
         return NULL;
     return h;
 }
@@ -68,30 +71,37 @@ void xenevt_sim_attach(uint64_t host, uint32_t domid)
     __atomic_store_n(&sim_host, (xe_host *)(uintptr_t)host, __ATOMIC_RELEASE);
 }
 
-void xenevt_sim_handle(uint32_t hid, int rfd, int wfd)
+void xenevt_sim_handle(uint64_t hid, int rfd, int wfd)
 {
-    uint32_t p;
+    uint32_t p, slot = (uint32_t)(hid & (SIM_SLOTS - 1));
 
-    if (hid == 0 || hid >= SIM_HANDLES)
+    if (slot == 0)
         return;
     pthread_mutex_lock(&sim_lock);
     if (rfd < 0) {
         for (p = 0; p < SIM_PORTS; p++) {
-            if (sim_owner[p] == hid)
+            if (sim_owner[p] == slot)
                 __atomic_store_n(&sim_owner[p], 0, __ATOMIC_RELEASE);
         }
     }
-    sim_handles[hid].rfd = rfd;
-    sim_handles[hid].wfd = wfd;
+    sim_handles[slot].rfd = rfd;
+    sim_handles[slot].wfd = wfd;
+    __atomic_store_n(&sim_handles[slot].hid, rfd < 0 ? 0 : hid, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&sim_lock);
 }
 
-void xenevt_sim_own(uint32_t hid, uint32_t port, int own)
+static void set_owner(uint64_t hid, uint32_t port, int own)
 {
-    if (hid == 0 || hid >= SIM_HANDLES || port >= SIM_PORTS)
-        return;
+    uint32_t slot = (uint32_t)(hid & (SIM_SLOTS - 1));
+
+    if (slot != 0 && port < SIM_PORTS && sim_handles[slot].hid == hid)
+        __atomic_store_n(&sim_owner[port], own ? (uint16_t)slot : 0, __ATOMIC_RELEASE);
+}
+
+void xenevt_sim_own(uint64_t hid, uint32_t port, int own)
+{
     pthread_mutex_lock(&sim_lock);
-    __atomic_store_n(&sim_owner[port], own ? (uint16_t)hid : 0, __ATOMIC_RELEASE);
+    set_owner(hid, port, own);
     pthread_mutex_unlock(&sim_lock);
 }
 
@@ -100,10 +110,10 @@ void xenevt_sim_hold(void)
     pthread_mutex_lock(&sim_lock);
 }
 
-void xenevt_sim_release(uint32_t hid, uint32_t port)
+void xenevt_sim_release(uint64_t hid, uint32_t port)
 {
-    if (hid != 0 && hid < SIM_HANDLES && port < SIM_PORTS)
-        __atomic_store_n(&sim_owner[port], (uint16_t)hid, __ATOMIC_RELEASE);
+    if (hid != 0)
+        set_owner(hid, port, 1);
     pthread_mutex_unlock(&sim_lock);
 }
 
@@ -112,11 +122,52 @@ uint64_t xenevt_sim_dropped(void)
     return __atomic_load_n(&sim_dropped, __ATOMIC_RELAXED);
 }
 
+/* fork(): the child shares every open handle's pipe (its events, and the holder count close relies on, as it shares
+ * the parent's /dev/xen/evtchn file); no upcall thread may hold the owner table across the fork, or the child could
+ * never take it. */
+static void at_fork_prepare(void)
+{
+    pthread_mutex_lock(&sim_lock);
+}
+
+static void at_fork_parent(void)
+{
+    pthread_mutex_unlock(&sim_lock);
+}
+
+/* The child has no upcall threads (fork copies only the caller): it starts its own when it asks for events. */
+static void at_fork_child(void)
+{
+    __atomic_store_n(&sim_kernel, 0, __ATOMIC_RELEASE);
+    sim_nthreads = 0;
+    pthread_mutex_unlock(&sim_lock);
+}
+
+/* A library process's exit() releases what it held, as the driver's release does when the process's last
+ * descriptor of /dev/xen/evtchn closes: its handles' ports and its vCPUs' consumer locks. */
+static void at_exit(void)
+{
+    if (__atomic_exchange_n(&sim_armed, 0, __ATOMIC_ACQ_REL))
+        xenevt_sim_py_exit();
+}
+
+void xenevt_sim_arm(int armed)
+{
+    __atomic_store_n(&sim_armed, armed, __ATOMIC_RELEASE);
+}
+
+static void sim_load(void) __attribute__((constructor));
+static void sim_load(void)
+{
+    pthread_atfork(at_fork_prepare, at_fork_parent, at_fork_child);
+    atexit(at_exit);
+}
+
 /* Linux's upcall handler on one vCPU, routing each port as the evtchn driver does: masked until userspace unmasks
  * it, its number written to the owning handle's fd. */
 static void *upcall_loop(void *arg)
 {
-    uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i, hid;
+    uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i, slot;
     xe_error err;
     int n;
 
@@ -131,12 +182,12 @@ static void *upcall_loop(void *arg)
             break;  /* (an engine error on the queues, a domain gone: the Python kernel stops there too) */
         for (i = 0; i < (uint32_t)n; i++) {
             pthread_mutex_lock(&sim_lock);
-            hid = out[i] < SIM_PORTS ? sim_owner[out[i]] : 0;
-            if (hid == 0 || sim_handles[hid].wfd <= 0) {
+            slot = out[i] < SIM_PORTS ? sim_owner[out[i]] : 0;
+            if (slot == 0 || sim_handles[slot].hid == 0) {
                 sim_dropped++;
             } else {
                 xe_host_guest_mask(h, sim_domid, sim_domid, out[i]);
-                if (write(sim_handles[hid].wfd, &out[i], sizeof(out[i])) != (ssize_t)sizeof(out[i]))
+                if (write(sim_handles[slot].wfd, &out[i], sizeof(out[i])) != (ssize_t)sizeof(out[i]))
                     sim_dropped++;
             }
             pthread_mutex_unlock(&sim_lock);
@@ -188,12 +239,12 @@ int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port)
 
 xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)
 {
-    uint32_t hid = hid_of(xce), port;
+    uint32_t slot = slot_of(xce), port;
     ssize_t n;
     int fd;
 
-    if (hid == 0 || !__atomic_load_n(&sim_kernel, __ATOMIC_ACQUIRE)
-        || (fd = __atomic_load_n(&sim_handles[hid].rfd, __ATOMIC_ACQUIRE)) <= 0)
+    if (slot == 0 || !__atomic_load_n(&sim_kernel, __ATOMIC_ACQUIRE)
+        || (fd = __atomic_load_n(&sim_handles[slot].rfd, __ATOMIC_ACQUIRE)) < 0)
         return xenevt_sim_py_pending(xce);  /* (it starts the kernel) */
     n = read(fd, &port, sizeof(port));
     if (n == (ssize_t)sizeof(port))

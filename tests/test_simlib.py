@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -168,3 +169,102 @@ def test_cli_doctor_through_the_xen_backend_uses_the_e_debug_key(libpath, tmp_pa
     out = json.loads(r.stdout)
     assert out["source"] == "xen backend + 'e' dump"
     assert [(f["rule"], f["domain"], f["ports"]) for f in out["findings"]] == [("pending-masked", 0, [p0])]
+
+
+def build_c(name, libpath, tmp_path_factory):
+    if not os.path.exists(XENEVTCHN_H) or not shutil.which("gcc"):
+        if os.environ.get("CI"):
+            pytest.fail(f"{XENEVTCHN_H} missing: .ci/run installs libxen-dev")
+        pytest.skip(f"{XENEVTCHN_H} not installed (apt install libxen-dev)")
+    exe = str(tmp_path_factory.mktemp("c") / name)
+    subprocess.run(["gcc", "-Wall", "-Wextra", "-Werror", "-O2", os.path.join(HERE, "c", f"{name}.c"), "-o", exe,
+                    f"-L{libpath}", "-lxenevtchn"], check=True)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def misuse(libpath, tmp_path_factory):
+    return build_c("evtchn_misuse", libpath, tmp_path_factory)
+
+
+def sim_check(state):
+    return subprocess.run([sys.executable, "-m", "xenevt", "--state", state, "sim", "check"], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kernel", ["fifo", "2l"])
+def test_misuse_is_answered_as_linux_evtchn_driver(misuse, libpath, tmp_path, kernel):
+    """Each case of libxen.py's table from C: 5,000 open/close cycles then an event, ports of other handles,
+    bad values, closed handles, exhaustion, a fork()ed child binding and receiving; then exit() holding a bound
+    handle: everything given back, as the driver's release does."""
+    create_host(str(tmp_path), abi=kernel)
+    r = run(misuse, libpath, str(tmp_path), "all")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[-1] == "all passed", r.stdout + r.stderr
+    assert not [line for line in lines if line.startswith("FAIL")]
+    assert len([line for line in lines if line.startswith("ok ")]) == 41
+    with SimHost(str(tmp_path)) as h:
+        assert h.list_ports(0, 0) == []  # the child's ports at its exit, the parent's at its own
+    c = sim_check(str(tmp_path))
+    assert c.returncode == 0 and c.stdout.strip() == "clean", c.stdout + c.stderr
+
+
+def test_normal_exit_leaves_nothing_for_sim_check(pingpong, libpath, tmp_path):
+    create_host(str(tmp_path))
+    assert run(pingpong, libpath, str(tmp_path), "20").returncode == 0
+    c = sim_check(str(tmp_path))
+    assert c.returncode == 0 and c.stdout.strip() == "clean", c.stdout + c.stderr
+
+
+def test_a_killed_program_is_cleaned_up_by_the_next_opener(misuse, pingpong, libpath, tmp_path):
+    """SIGKILL runs no release: its vCPUs name a dead consumer until the next opener of the host takes them
+    over; its ports stay bound (an ordinary state, not an inconsistency) until closed."""
+    create_host(str(tmp_path))
+    env = dict(os.environ, LD_LIBRARY_PATH=libpath, XENEVT_STATE=str(tmp_path))
+    p = subprocess.Popen([misuse, "hold"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().split() == ["holding", "1", "2"]
+    finally:
+        p.kill()
+        p.wait(timeout=30)
+    assert "a consumer that is gone" in sim_check(str(tmp_path)).stdout
+    assert run(pingpong, libpath, str(tmp_path), "5").returncode == 0  # the next opener
+    c = sim_check(str(tmp_path))
+    assert c.returncode == 0 and c.stdout.strip() == "clean", c.stdout + c.stderr
+    with SimHost(str(tmp_path)) as h:
+        assert [s.port for s in h.list_ports(0, 0)] == [1, 2]
+
+
+@pytest.fixture
+def simlib_libs(libpath, tmp_path, monkeypatch):
+    """libxenevtchn as the xen backend loads it (cffi), resolved to the sim library, on a fresh host as dom0."""
+    from xenevt.backend.xen import libs
+    from xenevt.sim import libglue
+
+    create_host(str(tmp_path))
+    monkeypatch.setenv("LD_LIBRARY_PATH", libpath)
+    monkeypatch.setenv("XENEVT_STATE", str(tmp_path))
+    monkeypatch.setattr(libs, "_loaded", {})
+    libglue.reset()
+    yield libs, libs.ffi, libs.load("xenevtchn")
+    libglue.reset()
+
+
+def test_handles_from_python_through_the_library(simlib_libs):
+    """The same rules from Python through the cffi binding (the xen backend's libs over the sim library)."""
+    libs, ffi, lib = simlib_libs
+    h = lib.xenevtchn_open(ffi.NULL, 0)
+    other = lib.xenevtchn_open(ffi.NULL, 0)
+    a = lib.xenevtchn_bind_unbound_port(other, 0)
+    assert a > 0
+    assert lib.xenevtchn_unmask(h, a) == 0
+    assert lib.xenevtchn_notify(h, a) == -1 and ffi.errno == errno.ENOTCONN
+    assert lib.xenevtchn_unbind(h, a) == -1 and ffi.errno == errno.ENOTCONN
+    assert lib.xenevtchn_unbind(h, 0xFFFFFFFF) == -1 and ffi.errno == errno.EINVAL
+    for _ in range(5000):
+        assert lib.xenevtchn_close(lib.xenevtchn_open(ffi.NULL, 0)) == 0
+    b = lib.xenevtchn_bind_interdomain(h, 0, a)
+    assert b > 0
+    assert lib.xenevtchn_fd(h) >= 0 and lib.xenevtchn_pending(h) == b  # Xen raised the new end; ids past 4096
+    assert lib.xenevtchn_close(h) == 0 and lib.xenevtchn_close(other) == 0
+    assert lib.xenevtchn_notify(h, b) == -1 and ffi.errno == errno.EBADF

@@ -8,8 +8,10 @@ take for port 0 or success.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
+import os
 import sys
 
 from ..errors import XenevtError
@@ -27,21 +29,40 @@ _quiet = False
 _clib = None  # the library's C half (xenevtchn_sim.h): the fast path's handles, ports and upcall threads
 
 
+_forked_from: list = []  # a parent's libraries, kept as they were in this fork()ed child (never shut down here)
+
+
 def _get():
+    """This process's libraries; in a fork()ed child, its own, sharing the handles open at the fork."""
     global _libs
-    if _libs is None:
+    if _libs is None or _libs.pid != os.getpid():
         from .libxen import SimLibraries
 
-        _libs = SimLibraries(c_half=_clib)
+        parent = _libs
+        if parent is not None:
+            _forked_from.append(parent)  # (its threads and locks are the parent's: dropped, not finalized)
+        _libs = SimLibraries(c_half=_clib, parent=parent)
+        if _clib is not None:
+            _clib.xenevt_sim_arm(1)  # a C program's exit() gives back what it holds (its interpreter never exits)
     return _libs
+
+
+def _release() -> None:
+    """The process's exit: its handles and consumers given back (run once: Python's atexit or C's)."""
+    global _libs
+    if _clib is not None:
+        _clib.xenevt_sim_arm(0)
+    if _libs is not None:
+        libs = _get()
+        _libs = None
+        libs.shutdown()
 
 
 def reset() -> None:
     """Forget the simulated host this process acts on (tests switch state directories)."""
-    global _libs, _quiet
-    if _libs is not None:
-        _libs.shutdown()
-    _libs, _quiet = None, False
+    global _quiet
+    _release()
+    _quiet = False
 
 
 def install(ffi, lib=None) -> None:
@@ -50,6 +71,7 @@ def install(ffi, lib=None) -> None:
     global _clib
     _clib = lib
     NULL = ffi.NULL
+    atexit.register(_release)  # a Python process's exit (C's atexit then finds nothing armed)
 
     def guarded(fail, fn, *args):
         try:
@@ -68,14 +90,18 @@ def install(ffi, lib=None) -> None:
     def hid(h) -> int:
         return int(ffi.cast("uintptr_t", h))
 
-    def opened(logger, ctype):
+    def opened(logger, flags):
         global _quiet
         _quiet = _quiet or logger != NULL
-        return ffi.cast(ctype, _get().evtchn_open())
+        return ffi.cast("xenevtchn_handle *", _get().evtchn_open(flags))
 
     @ffi.def_extern()
     def xenevtchn_open(logger, flags):
-        return guarded(NULL, opened, logger, "xenevtchn_handle *")
+        return guarded(NULL, opened, logger, flags)
+
+    @ffi.def_extern()
+    def xenevt_sim_py_exit():
+        guarded(None, _release)
 
     @ffi.def_extern()
     def xenevtchn_close(h):

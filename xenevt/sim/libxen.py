@@ -20,13 +20,14 @@ Errors are XenevtErrors carrying errno; the C glue turns them into -1 + errno.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import os
+import select
 import struct
 import threading
 
 from .. import abi
+from ..engine.layout import ABI_FIFO
 from ..errors import ChannelError, XenevtError, channel_error
 from .foreign import SHARED_INFO_GFN
 from .host import SimHost
@@ -39,28 +40,41 @@ XC_DOMAININFO_SHARED_INFO_FRAME = 48  # its uint64 shared_info_frame (4.15 to 4.
 XC_DOMAININFO_NR_ONLINE_VCPUS = 64  # then max_vcpu_id at 68
 
 
-class _Handle:
-    """One open /dev/xen/evtchn: its ports and the pipe its events arrive on."""
+SLOT_BITS = 12  # a handle id is (generation << SLOT_BITS) | slot, as csrc/xenevtchn_sim.h says
+SLOTS = 1 << SLOT_BITS
+XENEVTCHN_NO_CLOEXEC = 1  # xenevtchn.h: the only flag xenevtchn_open takes
+UNRESTRICTED = None
 
-    def __init__(self):
-        self.rfd, self.wfd = os.pipe2(os.O_CLOEXEC)
+
+class _Handle:
+    """One open /dev/xen/evtchn: its ports and the pipe its events arrive on.  The pipe is the open file: a
+    fork() shares it, an exec closes it (unless XENEVTCHN_NO_CLOEXEC), and no write end left anywhere means
+    no process holds the handle any more (then, as the driver's release, its ports are closed)."""
+
+    def __init__(self, hid: int, flags: int):
+        cloexec = 0 if flags & XENEVTCHN_NO_CLOEXEC else os.O_CLOEXEC
+        self.hid = hid
+        self.rfd, self.wfd = os.pipe2(cloexec)
         os.set_blocking(self.wfd, False)
         self.ports: set[int] = set()
-        self.restrict: int | None = None
+        self.restrict: int | None = UNRESTRICTED
 
 
 class SimLibraries:
-    def __init__(self, state_dir: str | None = None, domid: int | None = None, c_half=None):
+    def __init__(self, state_dir: str | None = None, domid: int | None = None, c_half=None,
+                 parent: SimLibraries | None = None):
         """``c_half``: the library's C half (csrc/xenevtchn_sim.h), told of each handle, port and vCPU so that
-        notify, pending, unmask and the upcall handler run in C; None: all of it here, in Python."""
+        notify, pending, unmask and the upcall handler run in C; None: all of it here, in Python.
+        ``parent``: this process is a fork() of ``parent``'s: the handles open then are shared with it."""
         if domid is None:
             domid = int(os.environ.get("XENEVT_SIM_DOMAIN", "0"), 0)
         self.host = SimHost(state_dir)
         self.domid = domid
+        self.pid = os.getpid()
         self.host.domain(domid, "act as")
-        self.handles: dict[int, _Handle] = {}
-        self.owner: dict[int, _Handle] = {}
-        self._next = 1
+        self.handles: dict[int, _Handle] = dict(parent.handles) if parent else {}
+        self.owner: dict[int, _Handle] = dict(parent.owner) if parent else {}
+        self._gen = parent._gen if parent else 0
         self._lock = threading.RLock()
         self._kernel: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -84,9 +98,6 @@ class SimLibraries:
                 self._c.xenevt_sim_kernel_stop()
                 raise ChannelError("cannot start the upcall threads", errno=errno.EAGAIN, domain=self.domid)
             self._kernel.append(None)
-            # stopped before this interpreter lets go of the mapping under them (a Python program's exit; a C
-            # program's embedded interpreter is never finalized)
-            atexit.register(self._stop_c_kernel)
             return
         for v in range(nr):
             t = threading.Thread(target=self._upcall_loop, args=(v,), name=f"xenevt-sim-vcpu{v}", daemon=True)
@@ -113,31 +124,81 @@ class SimLibraries:
                         self.dropped += 1
 
     # --- libxenevtchn ----------------------------------------------------------------
-    def evtchn_open(self) -> int:
+    # What each call does when misused, as Linux's /dev/xen/evtchn driver (drivers/xen/evtchn.c) and Xen's
+    # libxenevtchn (tools/libs/evtchn/core.c, linux.c: one ioctl, read or write each) answer:
+    #   call                 case                                      result  why
+    #   xenevtchn_open       a flag other than XENEVTCHN_NO_CLOEXEC    EINVAL  core.c refuses unknown flags
+    #   xenevtchn_open       4,095 handles open in this process        EMFILE  (Linux: the fd limit, sooner)
+    #   any call             a handle closed before                    EBADF   libxenevtchn frees it (undefined);
+    #                                                                          here ids are never reused, so it
+    #                                                                          is the closed fd's EBADF
+    #   xenevtchn_close      NULL                                      0       core.c
+    #   xenevtchn_notify     a port this handle did not bind (another  ENOTCONN  IOCTL_EVTCHN_NOTIFY: find_evtchn
+    #                        handle's, out of range, closed)                    fails
+    #   xenevtchn_unbind     port >= the kernel's channel count        EINVAL  xen_evtchn_nr_channels()
+    #                        (2-level 4,096; FIFO: its array's ports)
+    #   xenevtchn_unbind     a port this handle did not bind           ENOTCONN
+    #   xenevtchn_unmask     a port this handle did not bind, out of   0       evtchn_write skips it silently
+    #                        range, or not masked
+    #   xenevtchn_pending    nothing pending, fd set non-blocking      EAGAIN  evtchn_read on O_NONBLOCK
+    #   bind_unbound_port    a domid >= 65536 (0xFFFFFFFF)             a port  the ioctl's unsigned remote
+    #                                                                          domain goes into a domid_t (16
+    #                                                                          bits); Xen stores an unbound
+    #                                                                          port's remote without looking it up
+    #   bind_interdomain     remote port not unbound for us / bad      EINVAL  Xen's EVTCHNOP_bind_interdomain
+    #                        remote domain missing                     ESRCH
+    #   bind_virq            no such VIRQ / already bound              EINVAL / EEXIST  Xen's EVTCHNOP_bind_virq
+    #   bind_* (restricted)  unbound, virq: always; interdomain: a     EACCES  the driver's restrict_domid check
+    #                        domain other than the restricted one
+    #   xenevtchn_restrict   a handle already restricted               EACCES  (even to the same domain)
+    #   xenevtchn_restrict   domain 0 or >= DOMID_FIRST_RESERVED       EINVAL
+    #   fork()               the child shares every open handle (its ports, its pipe: either may read an event),
+    #                        as it shares the driver's file; a handle's ports close when its last holder
+    #                        closes it or exits (an exec drops the child's hold unless XENEVTCHN_NO_CLOEXEC).
+    #                        The child receives once it asks (its own upcall threads: fork copies none); while
+    #                        its parent receives for the domain that is EBUSY, as for any second receiver.
+    #   exit()               every handle this process holds last is closed with its ports, its vCPUs'
+    #                        consumer locks given back (the driver's release, run by the C half's atexit).
+    #   SIGKILL, _exit()     nothing runs: the next opener of the host takes the vCPUs over (guest.py) and the
+    #                        ports stay bound (Linux's release would close them) until `xenevt close`.
+    # One divergence is kept: a handle shared by a fork has one port set per holder here (the ports bound before
+    # the fork plus its own), not one for all, so the last holder closes only the ports it knows of.
+    def evtchn_open(self, flags: int = 0) -> int:
+        if flags & ~XENEVTCHN_NO_CLOEXEC:
+            raise ChannelError(f"xenevtchn_open: unknown flags {flags:#x}", errno=errno.EINVAL)
         with self._lock:
-            hid = self._next
-            self._next += 1
-            h = self.handles[hid] = _Handle()
+            used = {hid & (SLOTS - 1) for hid in self.handles}
+            slot = next((s for s in range(1, SLOTS) if s not in used), None)
+            if slot is None:
+                raise ChannelError(f"{SLOTS - 1} xenevtchn handles are open in this process", errno=errno.EMFILE)
+            self._gen += 1
+            h = _Handle((self._gen << SLOT_BITS) | slot, flags)
+            self.handles[h.hid] = h
             if self._c is not None:
-                self._c.xenevt_sim_handle(hid, h.rfd, h.wfd)
-            return hid
+                self._c.xenevt_sim_handle(h.hid, h.rfd, h.wfd)
+            return h.hid
 
     def _h(self, hid: int) -> _Handle:
         h = self.handles.get(hid)
         if h is None:
-            raise ChannelError("bad xenevtchn handle", errno=errno.EBADF)
+            raise ChannelError("bad xenevtchn handle (closed, or never opened)", errno=errno.EBADF)
         return h
 
     def evtchn_close(self, hid: int) -> None:
+        """Close this process's hold on the handle; the last holder's close closes its ports (the release)."""
         with self._lock:
             h = self._h(hid)
-            for port in sorted(h.ports):
-                self._unbind(h, port)
+            del self.handles[hid]
             if self._c is not None:  # the C kernel writes to its pipe no more
                 self._c.xenevt_sim_handle(hid, -1, -1)
+            with self.host.locked():  # (two holders closing at once: one of them is the last)
+                os.close(h.wfd)
+                last = select.poll()
+                last.register(h.rfd, 0)
+                others = not any(ev & select.POLLHUP for _, ev in last.poll(0))  # a write end open elsewhere
+                for port in sorted(h.ports):
+                    self._unbind(h, port, close=not others)
             os.close(h.rfd)
-            os.close(h.wfd)
-            del self.handles[hid]
 
     def evtchn_fd(self, hid: int) -> int:
         """The fd to poll: asking for it means this process receives, so its kernel starts."""
@@ -161,38 +222,39 @@ class SimLibraries:
             try:
                 port = bind()
             finally:
-                self._c.xenevt_sim_release(self._hid(h) if port is not None else 0, port or 0)
+                self._c.xenevt_sim_release(h.hid if port is not None else 0, port or 0)
         h.ports.add(port)
         self.owner[port] = h
         return port
 
-    def _hid(self, h: _Handle) -> int:
-        return next(hid for hid, x in self.handles.items() if x is h)
-
-    def _restricted(self, h: _Handle, remote: int, call: str) -> None:
+    def _restricted(self, h: _Handle, remote: int | None, call: str) -> None:
+        """IOCTL_EVTCHN_RESTRICT_DOMID's rule: a restricted handle binds interdomain to its domain only
+        (``remote``, as the caller passed it), and nothing else (None)."""
         if h.restrict is not None and remote != h.restrict:
-            raise channel_error(call, errno.EPERM, f"handle is restricted to domain {h.restrict}", domain=remote)
+            raise channel_error(call, errno.EACCES, f"handle is restricted to domain {h.restrict}", domain=self.domid)
+
+    def _remote(self, remote: int) -> int:
+        remote &= abi.DOMID_MAX  # the driver copies the ioctl's unsigned int into a domid_t
+        return self.domid if remote == abi.DOMID_SELF else remote
 
     def bind_unbound(self, hid: int, remote: int) -> int:
         with self._lock:
             h = self._h(hid)
-            remote = self.domid if remote == abi.DOMID_SELF else remote
-            self._restricted(h, remote, "allocate an unbound port for")
+            self._restricted(h, None, "allocate an unbound port for")
+            remote = self._remote(remote)
             return self._bind(h, lambda: self.host.alloc_unbound(self.domid, self.domid, remote))
 
     def bind_interdomain(self, hid: int, remote: int, remote_port: int) -> int:
         with self._lock:
             h = self._h(hid)
-            remote = self.domid if remote == abi.DOMID_SELF else remote
             self._restricted(h, remote, "bind to")
+            remote = self._remote(remote)
             return self._bind(h, lambda: self.host.bind_interdomain(self.domid, self.domid, remote, remote_port))
 
     def bind_virq(self, hid: int, virq: int) -> int:
         with self._lock:
             h = self._h(hid)
-            if h.restrict is not None:
-                raise channel_error("bind VIRQ for", errno.EPERM, "a restricted handle cannot bind VIRQs",
-                                    domain=self.domid)
+            self._restricted(h, None, "bind VIRQ for")
             return self._bind(h, lambda: self.host.bind_virq(self.domid, self.domid, virq, 0))
 
     def notify(self, hid: int, port: int) -> None:
@@ -200,18 +262,28 @@ class SimLibraries:
         self._own(h, port, "notify")
         self.host.send(self.domid, self.domid, port, tell_unbound=False)
 
-    def _unbind(self, h: _Handle, port: int) -> None:
+    def _unbind(self, h: _Handle, port: int, close: bool = True) -> None:
+        """Forget ``port`` as ``h``'s; ``close``: also close it in Xen (no other process holds ``h``)."""
         h.ports.discard(port)
         self.owner.pop(port, None)
         if self._c is not None:
-            self._c.xenevt_sim_own(self._hid(h), port, 0)
-        self.host.close_port(self.domid, self.domid, port)
+            self._c.xenevt_sim_own(h.hid, port, 0)
+        if close:
+            self.host.close_port(self.domid, self.domid, port)
 
     def unbind(self, hid: int, port: int) -> None:
         with self._lock:
             h = self._h(hid)
+            if port >= self._nr_channels():
+                raise channel_error("close", errno.EINVAL, f"past the kernel's {self._nr_channels()} channels",
+                                    domain=self.domid, port=port)
             self._own(h, port, "close")
             self._unbind(h, port)
+
+    def _nr_channels(self) -> int:
+        """xen_evtchn_nr_channels(): 2-level's fixed count, or the ports the FIFO event array covers now."""
+        mem = self.host.domain(self.domid, "act as").mem
+        return mem.nr_ports if mem.event_abi == ABI_FIFO else abi.EVTCHN_2L_NR_CHANNELS
 
     def pending(self, hid: int) -> int:
         """The next port with an event (blocks like read() on the device unless the fd is non-blocking)."""
@@ -223,14 +295,18 @@ class SimLibraries:
         return struct.unpack("<I", data)[0]
 
     def unmask(self, hid: int, port: int) -> None:
+        """The driver's write(): a port this handle did not bind is skipped, not an error."""
         h = self._h(hid)
-        self._own(h, port, "unmask")
-        self.host.unmask(self.domid, self.domid, port)
+        if port in h.ports:
+            self.host.unmask(self.domid, self.domid, port)
 
     def restrict(self, hid: int, domid: int) -> None:
         h = self._h(hid)
-        if h.restrict is not None and h.restrict != domid:
-            raise channel_error("restrict", errno.EINVAL, f"already restricted to domain {h.restrict}", domain=domid)
+        if h.restrict is not None:
+            raise channel_error("restrict", errno.EACCES, f"already restricted to domain {h.restrict}", domain=domid)
+        if domid == 0 or domid >= abi.DOMID_FIRST_RESERVED:
+            raise channel_error("restrict", errno.EINVAL, "not a domain a handle can be restricted to",
+                                domain=domid)
         h.restrict = domid
 
     # --- libxenctrl --------------------------------------------------------------------
@@ -329,11 +405,13 @@ class SimLibraries:
             self._c = None
 
     def shutdown(self) -> None:
+        """The process's release: upcall threads stopped, its handles closed (the ports of those it held last),
+        the host closed (its vCPUs' consumer locks and pids given back)."""
         self._stop.set()
-        atexit.unregister(self._stop_c_kernel)
         self._stop_c_kernel()
         for t in self._kernel:
             if t is not None:
                 t.join(timeout=2)
         for hid in list(self.handles):
             self.evtchn_close(hid)
+        self.host.close()
