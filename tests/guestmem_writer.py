@@ -280,15 +280,19 @@ class FakeXen:
         return None
 
 
+def sparse_guest_mem():
+    """The event-channel memory of sparse_core's guest: two vCPUs, a queue with a stale head, a masked port."""
+    from tests import writer
+
+    return writer.domain(nr_vcpus=2, pages=2, ports={5: "P->9", 9: "PL->12", 12: "PL", 3: "PL", 7: "PM"},
+                         heads={(0, 7): 5}, ready={0: 1 << 7})
+
+
 def sparse_core(directory, *, gib: int = 4, pv: bool = False, slide: int = 0x1A400000) -> tuple[str, str]:
     """(core, System.map) of a FIFO guest of ``gib`` GiB in ``directory``: .xen_pages a hole but for the kernel's
     pages, so a multi-GiB core costs a few MiB of disk (what the memory test and bench/bench_dumpcore.py read)."""
     import pathlib
 
-    from tests import writer
-
-    mem = writer.domain(nr_vcpus=2, pages=2, ports={5: "P->9", 9: "PL->12", 12: "PL", 3: "PL", 7: "PM"},
-                        heads={(0, 7): 5}, ready={0: 1 << 7})
-    g = GuestImage(mem, slide=slide, pv=pv)
+    g = GuestImage(sparse_guest_mem(), slide=slide, pv=pv)
     d = pathlib.Path(directory)
     return (g.dump_core(d / "core", total_pages=(gib << 30) // PAGE), g.system_map(d / "System.map"))

@@ -66,7 +66,9 @@ INPUT_CAP = 64 * MiB
 
 
 def cap_text(cap: int) -> str:
-    return f"{cap // MiB} MiB" if cap >= MiB and cap % MiB == 0 else f"{cap} bytes"
+    if cap >= MiB and cap % MiB == 0:
+        return f"{cap // MiB} MiB"
+    return f"{cap // 1024} KiB" if cap % 1024 == 0 else f"{cap} bytes"
 
 
 def open_input(path: str, what: str, error: type[XenevtError] = XenevtError, denied: str = ""):
@@ -101,7 +103,11 @@ def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, std
     is one ``error`` naming ``what`` and the path, so every reader of outside evidence words it the same way.
     A file must be a regular file (see open_input); standard input may be a pipe, read up to the cap.  The cap
     is checked on what is read, not on st_size (/proc files say 0, a file may grow)."""
+    import os
     import sys
+
+    def too_big() -> XenevtError:
+        return error(f"{what} {'<stdin>' if path == '-' else path}: larger than the {cap_text(cap)} cap")
 
     def capped(f) -> bytes:
         chunks, got = [], 0
@@ -112,13 +118,15 @@ def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, std
             chunks.append(chunk)
             got += len(chunk)
         if got > cap:
-            raise error(f"{what} {'<stdin>' if path == '-' else path}: larger than the {cap_text(cap)} cap")
+            raise too_big()
         return b"".join(chunks)
 
     try:
         if stdin and path == "-":
             return capped(getattr(sys.stdin, "buffer", sys.stdin))  # bytes: bad UTF-8 is read, not raised
         with open_input(path, what, error) as f:
+            if os.fstat(f.fileno()).st_size > cap:  # refused unread; a size of 0 (/proc) is read up to the cap
+                raise too_big()
             return capped(f)
     except OSError as e:
         raise error(f"cannot read {what} {path}: {(e.strerror or str(e)).lower()}") from None

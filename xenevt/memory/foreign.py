@@ -15,6 +15,7 @@ own walk of the file.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
     MAX_FIFO_CPUS,
+    MAX_SYMBOL_TEXT,
     NEEDED,
     KernelReadError,
     check_l2_symbols,
@@ -65,6 +67,8 @@ def read_system_map(path: str, names=WANTED) -> dict[str, int]:
 
 
 def _map_symbols(f, path: str, want) -> dict[str, int]:
+    if os.fstat(f.fileno()).st_size > MAX_SYMBOL_TEXT:  # refused unread (symbol_lines counts what it reads too)
+        raise KernelReadError(f"{path}: larger than the {cap_text(MAX_SYMBOL_TEXT)} cap of a System.map")
     found: dict[str, int] = {}
     lines = 0
     for n, parts in symbol_lines(f, path):
