@@ -16,6 +16,7 @@ walked the tables and followed the pointers as on a real guest.
 from __future__ import annotations
 
 import struct
+from array import array
 
 from tests import kcore_writer
 from xenevt import abi
@@ -176,8 +177,12 @@ class GuestImage:
             f.write(bytes(ehdr) + shdrs + syms + strtab)
         return str(path)
 
-    def dump_core(self, path, *, drop_section=None, no_shared=False) -> str:
-        """An ``xl dump-core`` file of this guest, laid out as tools/libs/guest/xg_core.c writes one."""
+    def dump_core(self, path, *, drop_section=None, no_shared=False, total_pages=None) -> str:
+        """An ``xl dump-core`` file of this guest, laid out as tools/libs/guest/xg_core.c writes one.
+
+        ``total_pages``: a guest of that many pages (pfns 0..total_pages-1, each listed in .xen_pfn or
+        .xen_p2m), of which only the kernel's are written: .xen_pages is a hole elsewhere, so a 4 GiB guest's
+        file takes a few MiB of disk."""
         names = [".shstrtab", ".note.Xen", ".xen_prstatus"]
         if self.shared is not None and not no_shared:
             names.append(".xen_shared_info")
@@ -190,6 +195,9 @@ class GuestImage:
 
         magic = 0xF00FEBED if self.pv else 0xF00FEBEE
         pfns = sorted(self.ram)
+        if total_pages is not None:  # pfns from 0 up, then the kernel's above them (the direct map's high pages)
+            high = [p for p in pfns if p >= total_pages - len(pfns)]
+            pfns = [*range(total_pages - len(high)), *high]
         notes = (note(0x2000000, b"") + note(0x2000001, struct.pack("<QQQQ", magic, self.nr_vcpus, len(pfns), PAGE))
                  + note(0x2000002, struct.pack("<QQ", 4, 17).ljust(1264, b"\0"))  # Xen 4.17's version note
                  + note(0x2000003, struct.pack("<Q", 1)))  # format version (0, 1)
@@ -197,31 +205,42 @@ class GuestImage:
         for v in range(self.nr_vcpus):
             # CR0 (PG, PE), CR3, CR4 (PAE) as Xen reports them; a PV CR3 is xen_pfn_to_cr3(MFN)
             struct.pack_into("<5Q", ctx, v * VCPU_CONTEXT_SIZE + CTRLREG, 0x80050033, 0, 0, self.cr3[v], 0x3006F0)
-        pages = b"".join(self.ram[p] for p in pfns)
-        table = (b"".join(struct.pack("<QQ", p, self.frame_of(p)) for p in pfns) if self.pv
-                 else b"".join(struct.pack("<Q", p) for p in pfns))
+        # .xen_pages: {page index: page}, written where the index puts it (a hole between)
+        pages = {i: self.ram[p] for i, p in enumerate(pfns) if p in self.ram}
+        table = array("Q", bytes(8 * (2 if self.pv else 1) * len(pfns)))
+        if self.pv:
+            table[0::2] = array("Q", pfns)
+            table[1::2] = array("Q", (self.frame_of(p) for p in pfns))
+        else:
+            table[:] = array("Q", pfns)
+        table = table.tobytes()
         blobs = {".shstrtab": strtab, ".note.Xen": notes, ".xen_prstatus": bytes(ctx), ".xen_shared_info": self.shared,
                  ".xen_pages": pages, ".xen_p2m": table, ".xen_pfn": table}
         entsize = {".xen_prstatus": VCPU_CONTEXT_SIZE, ".xen_shared_info": PAGE, ".xen_p2m": 16, ".xen_pfn": 8}
         kept = [n for n in names if n != drop_section]
-        off = 64 + 64 * (len(kept) + 1)
+        at = 64 + 64 * (len(kept) + 1)
         headers = [bytes(64)]
-        body = b""
+        placed = []  # (offset, blob)
         for n in kept:
             blob = blobs[n]
+            size = len(pfns) * PAGE if n == ".xen_pages" else len(blob)
             if n == ".xen_pages":  # page aligned, as xg_core.c pads it
-                pad = -(off + len(body)) % PAGE
-                body += bytes(pad)
+                at += -at % PAGE
             kind = 3 if n == ".shstrtab" else 7 if n == ".note.Xen" else 1
-            headers.append(struct.pack("<IIQQQQIIQQ", name_at[n], kind, 0, 0, off + len(body), len(blob), 0, 0, 8,
+            headers.append(struct.pack("<IIQQQQIIQQ", name_at[n], kind, 0, 0, at, size, 0, 0, 8,
                                        entsize.get(n, 0)))
-            body += blob
+            placed += ([(at + i * PAGE, page) for i, page in blob.items()] if n == ".xen_pages" else [(at, blob)])
+            at += size
         ehdr = bytearray(64)
         ehdr[:7] = b"\x7fELF\x02\x01\x01"
         struct.pack_into("<HHIQQQIHHHHHH", ehdr, 16, 4, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, len(headers),
                          1 if ".shstrtab" in kept else 0)
         with open(path, "wb") as f:
-            f.write(bytes(ehdr) + b"".join(headers) + body)
+            f.write(bytes(ehdr) + b"".join(headers))
+            for offset, blob in placed:
+                f.seek(offset)
+                f.write(blob)
+            f.truncate(at)  # the file ends where its last section does, a hole up to there if need be
         return str(path)
 
 
@@ -259,3 +278,21 @@ class FakeXen:
 
     def channels(self, domain):
         return None
+
+
+def sparse_guest_mem():
+    """The event-channel memory of sparse_core's guest: two vCPUs, a queue with a stale head, a masked port."""
+    from tests import writer
+
+    return writer.domain(nr_vcpus=2, pages=2, ports={5: "P->9", 9: "PL->12", 12: "PL", 3: "PL", 7: "PM"},
+                         heads={(0, 7): 5}, ready={0: 1 << 7})
+
+
+def sparse_core(directory, *, gib: int = 4, pv: bool = False, slide: int = 0x1A400000) -> tuple[str, str]:
+    """(core, System.map) of a FIFO guest of ``gib`` GiB in ``directory``: .xen_pages a hole but for the kernel's
+    pages, so a multi-GiB core costs a few MiB of disk (what the memory test and bench/bench_dumpcore.py read)."""
+    import pathlib
+
+    g = GuestImage(sparse_guest_mem(), slide=slide, pv=pv)
+    d = pathlib.Path(directory)
+    return (g.dump_core(d / "core", total_pages=(gib << 30) // PAGE), g.system_map(d / "System.map"))

@@ -65,7 +65,7 @@ def test_self_rejects_a_file_that_is_not_a_core(tmp_path):
     open(core, "wb").write(b"not an elf at all" * 10)
     with pytest.raises(KernelReadError, match="not a 64-bit little-endian ELF core"):
         read_self(core, syms, cpus)
-    with pytest.raises(BackendUnavailable, match="cannot read /nonexistent: no such file"):
+    with pytest.raises(BackendUnavailable, match="cannot read kcore /nonexistent: no such file"):
         read_self("/nonexistent", syms, cpus)
 
 

@@ -57,18 +57,77 @@ class ChannelError(XenevtError):
     """An event-channel operation failed (the hypercall's errno is in .errno)."""
 
 
-def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, stdin: bool = True) -> bytes:
-    """The bytes of file ``path`` (``-``: standard input, where ``stdin``); a failure is one ``error`` naming
-    ``what`` and the path, so every reader of outside evidence words it the same way."""
+MiB = 1 << 20
+# Caps on what one reader takes from a user-named input: each far above any real input of its kind (named beside
+# the reader), so only a wrong file (/dev/zero, a disk image) meets one, and it costs one line, not the memory.
+# This one is the text evidence's: an 'e' dump (xl dmesg: Xen's console ring, 16 KiB to a few MiB) and lsevtchn
+# output (a line per port: 131,072 ports are some 10 MiB).
+INPUT_CAP = 64 * MiB
+
+
+def cap_text(cap: int) -> str:
+    if cap >= MiB and cap % MiB == 0:
+        return f"{cap // MiB} MiB"
+    return f"{cap // 1024} KiB" if cap % 1024 == 0 else f"{cap} bytes"
+
+
+def open_input(path: str, what: str, error: type[XenevtError] = XenevtError, denied: str = ""):
+    """``path`` opened for reading (binary, buffered), a regular file only: opened without blocking (a FIFO
+    with no writer would wait forever), and a FIFO, device, socket or directory is refused in one ``error``
+    naming ``what`` and the path (``denied``: what to add when permission is denied, e.g. "(run as root)")."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        hint = f" {denied}" if denied and e.errno in (_errno.EACCES, _errno.EPERM) else ""
+        raise error(f"cannot read {what} {path}: {(e.strerror or str(e)).lower()}{hint}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                    "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+                    "a socket" if stat.S_ISSOCK(mode) else "not a file")
+            raise error(f"{what} {path} is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, stdin: bool = True,
+               cap: int = INPUT_CAP) -> bytes:
+    """The bytes of file ``path`` (``-``: standard input, where ``stdin``), at most ``cap`` of them; a failure
+    is one ``error`` naming ``what`` and the path, so every reader of outside evidence words it the same way.
+    A file must be a regular file (see open_input); standard input may be a pipe, read up to the cap.  The cap
+    is checked on what is read, not on st_size (/proc files say 0, a file may grow)."""
+    import os
     import sys
+
+    def too_big() -> XenevtError:
+        return error(f"{what} {'<stdin>' if path == '-' else path}: larger than the {cap_text(cap)} cap")
+
+    def capped(f) -> bytes:
+        chunks, got = [], 0
+        while got <= cap:
+            chunk = f.read(min(cap + 1 - got, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > cap:
+            raise too_big()
+        return b"".join(chunks)
 
     try:
         if stdin and path == "-":
-            return getattr(sys.stdin, "buffer", sys.stdin).read()  # bytes: bad UTF-8 is read, not raised
-        with open(path, "rb") as f:
-            return f.read()
-    except IsADirectoryError:
-        raise error(f"{what} {path} is a directory") from None
+            return capped(getattr(sys.stdin, "buffer", sys.stdin))  # bytes: bad UTF-8 is read, not raised
+        with open_input(path, what, error) as f:
+            if os.fstat(f.fileno()).st_size > cap:  # refused unread; a size of 0 (/proc) is read up to the cap
+                raise too_big()
+            return capped(f)
     except OSError as e:
         raise error(f"cannot read {what} {path}: {(e.strerror or str(e)).lower()}") from None
 

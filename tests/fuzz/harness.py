@@ -4,8 +4,11 @@ The worker runs inputs ``start..count`` of a deterministic stream (so input N
 can be rebuilt from its index); before each input it writes the index to a
 pipe.  If it dies by a signal, the parent records that input as a crash and
 restarts a worker after it.  Exceptions outside the target's expected ones,
-and inputs slower than ``SLOW_SECONDS`` per started MiB, are failures.  Each
-failing input is saved under build/fuzz/<target>/ for replay.
+and inputs slower than ``SLOW_SECONDS`` per started MiB, are failures.  A
+target with a ``memory_limit`` runs with its address space capped at that
+much above the worker's own (RLIMIT_AS), so an allocation a header field
+sizes fails as MemoryError, a failure, where it would pass on a big machine.
+Each failing input is saved under build/fuzz/<target>/ for replay.
 """
 
 from __future__ import annotations
@@ -35,17 +38,18 @@ class Target:
     seeds: list[bytes]
     expected: tuple[type[BaseException], ...] = (XenevtError,)
     tokens: list[bytes] = field(default_factory=list)  # format words worth splicing in (field names, keywords)
+    memory_limit: int | None = None  # bytes of address space the reader may add to the worker's (RLIMIT_AS)
 
 
 TARGETS: dict[str, Target] = {}
 
 
 def target(name: str, seeds: list[bytes], expected: tuple[type[BaseException], ...] = (XenevtError,),
-           tokens: list[bytes] | None = None):
+           tokens: list[bytes] | None = None, memory_limit: int | None = None):
     """Register ``run`` as the fuzz target ``name``."""
 
     def wrap(run: Callable[[bytes], None]):
-        TARGETS[name] = Target(name, run, list(seeds), expected, list(tokens or []))
+        TARGETS[name] = Target(name, run, list(seeds), expected, list(tokens or []), memory_limit)
         return run
 
     return wrap
@@ -138,9 +142,20 @@ def _save(t: Target, index: int, data: bytes) -> str:
     return path
 
 
+def limit_address_space(extra: int) -> None:
+    """Cap this process's address space at ``extra`` bytes above what it maps now (RLIMIT_AS)."""
+    import resource
+
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
 def _worker(t: Target, seed: int, start: int, count: int, wfd: int) -> None:
     """Child: run inputs start..count-1, reporting each index, then each failure, on the pipe."""
     w = os.fdopen(wfd, "w", buffering=1)
+    if t.memory_limit is not None:
+        limit_address_space(t.memory_limit)
     for index in range(start, count):
         data = input_for(t, seed, index)
         w.write(f"I {index}\n")

@@ -6,9 +6,9 @@ An input is ``u32 length of the System.map`` + the System.map (or a vmlinux's sy
 file.  Seeds are
 tests/guestmem_writer.py's guests: FIFO and 2-level, HVM with a KASLR slide and PV (MFNs through .xen_p2m, a
 2-level shared_info in .xen_shared_info), one with vCPU 0 in user mode under PTI, one whose symbols come from a
-vmlinux ELF.  Both end in the dump model,
-as the command does.  A truncated file stops at its section table, so seven inputs in eight (by a hash of the
-input) have the dump-core part fitted back to the nearest seed's length: truncations and insertions then keep
+vmlinux ELF.  Both end in the dump model, as the command does, under a 128 MiB address-space limit above the
+worker's own (MEMORY_LIMIT).  A truncated file stops at its section table, so seven inputs in eight (by a hash of
+the input) have the dump-core part fitted back to the nearest seed's length: truncations and insertions then keep
 the sections where their headers say, and the fields are what is fuzzed.
 """
 
@@ -49,6 +49,9 @@ SEEDS = [_seed(_guest(), slide=0x1A400000), _seed(_guest(), pv=True), _seed(_gue
          _seed(_guest(1, 1), vmlinux=True)]
 
 
+# the reader's whole budget above the worker: an input is under a MiB, and a read sized by a header field (a
+# page count, a section size, a vCPU count) instead of by what is there fails the target as MemoryError
+MEMORY_LIMIT = 128 << 20
 _LENGTHS = sorted({len(s) - 4 - struct.unpack_from("<I", s)[0] for s in SEEDS})
 
 
@@ -59,7 +62,8 @@ def _no_backend():
 @target("dumpcore", SEEDS, tokens=[b".xen_pages", b".xen_pfn", b".xen_p2m", b".xen_prstatus", b".note.Xen",
                                    b".xen_shared_info", b"Xen\0", b"\xed\xeb\x0f\xf0", b"\xee\xeb\x0f\xf0",
                                    b"linux_banner", b"evtchn_ops", b"__per_cpu_offset", b"ffffffffffffffff",
-                                   b"\xff" * 8, b"\x63\x00\x00\x00", b"\xe3\x00\x00\x00", b"xen-3.0-x86_64"])
+                                   b"\xff" * 8, b"\x63\x00\x00\x00", b"\xe3\x00\x00\x00", b"xen-3.0-x86_64"],
+        memory_limit=MEMORY_LIMIT)
 def run(data: bytes) -> None:
     n, = struct.unpack_from("<I", data.ljust(4, b"\0"))
     (_DIR / "System.map").write_bytes(data[4:4 + n])

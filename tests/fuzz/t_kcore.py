@@ -111,7 +111,7 @@ def _frames(data: bytes) -> None:
 
 @target("kcore", SEEDS, tokens=[b"event_array", b"cpu_queue", b"__per_cpu_offset", b"0-4294967295", b"0-8191",
                                 b"ffffffffffffffff", b" d ", b"\n", b"\x7fELF", b"xen_vcpu", b"cpu_evtchn_mask",
-                                b"HYPERVISOR_shared_info", b"current_word_idx"])
+                                b"HYPERVISOR_shared_info", b"current_word_idx"], memory_limit=128 << 20)
 def run(data: bytes) -> None:
     kind = data[:1]
     if kind not in (b"K", b"F"):

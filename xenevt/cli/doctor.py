@@ -66,11 +66,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     prior = None
     named = False  # ports named from the backend's xenstore: only when the evidence is the backend's own
     if since:
-        try:
-            with open(since, "rb") as f:
-                prior = Evidence.from_json(f.read(), since)
-        except OSError as e:
-            raise EvidenceError(f"cannot read snapshot {since}: {(e.strerror or str(e)).lower()}") from None
+        prior = Evidence.load(since)
     guest = _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset)
     if guest is not None:
         from .. import memory

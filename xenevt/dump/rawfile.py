@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from .. import abi
 from ..engine import Chan, DomainMemory
 from ..engine.layout import CHAN, CHAN_FIELDS, GUEST_VCPU, L2_WORDS, MAX_VCPUS, VCPU_INFO_SIZE
-from ..errors import XenevtError, read_input
+from ..errors import MiB, XenevtError, read_input
 from ..ports import chan_is_open, chan_problem, chan_status
 from .frames import CPU_MASK_SIZE, from_frames, from_shared_info
 from .model import abi_of
@@ -71,6 +71,8 @@ L2_GUEST = struct.Struct("<II512s")    # current_word_idx, current_bit_idx, cpu_
 FLAG_GUEST = 1      # Linux's local heads are saved
 FLAG_CHANNELS = 2   # the hypervisor's channel table is saved (simulator only)
 CRC = struct.Struct("<I")
+# the largest file the format allows is some 2.7 MB (256 vCPUs, 128 event-array pages, 131,072 channel records)
+MAX_FILE = 16 * MiB
 
 
 class DumpFileError(XenevtError):
@@ -199,7 +201,7 @@ def save_raw(path: str, mem: DomainMemory, domain: int, source: str, **kw) -> in
 
 
 def load_raw(path: str) -> RawDump:
-    return decode(read_input(path, "dump file", DumpFileError, stdin=False), path)
+    return decode(read_input(path, "dump file", DumpFileError, stdin=False, cap=MAX_FILE), path)
 
 
 def decode(data: bytes, path: str = "<dump>") -> RawDump:

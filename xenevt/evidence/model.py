@@ -13,7 +13,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..abi import EVTCHN_FIFO_MAX_QUEUES as QUEUES
-from ..errors import EvidenceError
+from ..errors import EvidenceError, MiB, read_input
 
 
 @dataclass
@@ -147,6 +147,11 @@ class Evidence:
         """A snapshot as doctor --save wrote it; anything else is one EvidenceError naming the file and field."""
         return _Snapshot(path).read(data)
 
+    @classmethod
+    def load(cls, path: str) -> Evidence:
+        """The snapshot in file ``path`` (a regular file, at most SNAPSHOT_CAP bytes)."""
+        return cls.from_json(read_input(path, "snapshot", EvidenceError, stdin=False, cap=SNAPSHOT_CAP), path)
+
 
 def _domain_dict(d: DomainFacts) -> dict:
     """``asdict(d)`` without its deep copies (json.dumps copies anyway): 20,000 ports in ms, not seconds."""
@@ -159,6 +164,9 @@ def _domain_dict(d: DomainFacts) -> dict:
 
 
 _MAX_INT = 1 << 32
+# a snapshot of 200 domains and 20,000 ports is about 6 MiB: 256 MiB is no saved host's, and json.loads of it
+# is still bounded (some 10 bytes of objects per byte read)
+SNAPSHOT_CAP = 256 * MiB
 
 
 class _Snapshot:

@@ -9,18 +9,21 @@ page-table walk), ``.xen_shared_info``, ``.xen_pages`` (the pages), and
 (pfn, MFN) pairs; a PV guest's page tables hold MFNs).  Kernel virtual
 addresses are translated by walking the 4-level x86-64 tables from a vCPU's
 CR3, then ``foreign`` and ``linux`` read the kernel as from dom0.  Every size
-and offset is checked against the file before use, and each lookup costs a
-bisection or a dict probe, so a file costs time and memory linear in its
-page count.
+and offset is checked by arithmetic against the file's size and only what is
+asked is read (pread, never a mapping or a copy of a section), so a file
+costs the pages read plus, on PV, a compact MFN index; each lookup costs a
+bisection or a hash probe, and opening a file time linear in its page count.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
+from array import array
 
 from .. import abi
+from ..errors import open_input
+from ..safetext import term_bytes
 from .base import EventImage, MemorySource, MemoryUnavailable
 from .foreign import (
     WANTED,
@@ -53,34 +56,69 @@ MAX_SECTIONS = 64   # xg_core.c writes 7
 MAX_NOTES_BYTES = 1 << 16
 MAX_VCPUS = 4096    # Xen's largest HVM_MAX_VCPUS / MAX_VIRT_CPUS on x86
 MAX_ROOTS = 4       # distinct page tables tried for the kernel
+TABLE_CHUNK = 1 << 20  # .xen_pfn / .xen_p2m are read this much at a time
+# a PV core's MFN index: per page 8 bytes of MFN and 1.33 to 2.67 slots of 4 bytes (a 4 GiB guest: 16 MiB)
+
+
+class FrameIndex:
+    """MFN -> page number of a PV core, in two flat arrays instead of a dict (some 100 bytes an entry): the MFN
+    of each page, and an open-addressing table of page numbers twice as long.  The hash multiplies by a random
+    odd number per process, so MFNs a file chose cannot pile into one chain (time stays linear)."""
+
+    def __init__(self, nr_pages: int):
+        self.bits = max(4, (nr_pages + nr_pages // 3).bit_length())  # at most 3/4 full
+        self.mask = (1 << self.bits) - 1
+        self.key = int.from_bytes(os.urandom(8), "little") | 1
+        code = "I" if nr_pages < 0xFFFFFFFF else "Q"
+        self.mfns = array("Q")
+        self.slots = array(code, bytes(array(code).itemsize << self.bits))  # page number + 1; 0: empty
+
+    def _slot(self, mfn: int) -> int:
+        return (mfn * self.key & 0xFFFFFFFFFFFFFFFF) >> (64 - self.bits)
+
+    def add(self, mfn: int, page: int) -> None:
+        """Page ``page`` holds ``mfn`` (called with ascending pages; the first page of an MFN is kept)."""
+        while len(self.mfns) < page:
+            self.mfns.append(INVALID)
+        self.mfns.append(mfn)
+        slots, mask, s = self.slots, self.mask, self._slot(mfn)
+        while slots[s]:
+            if self.mfns[slots[s] - 1] == mfn:
+                return
+            s = (s + 1) & mask
+        slots[s] = page + 1
+
+    def get(self, mfn: int) -> int | None:
+        slots, mask, s = self.slots, self.mask, self._slot(mfn)
+        while slots[s]:
+            if self.mfns[slots[s] - 1] == mfn:
+                return slots[s] - 1
+            s = (s + 1) & mask
+        return None
 
 
 class DumpCore:
-    """The sections of one dump-core file, checked, and its pages by frame number."""
+    """The sections of one dump-core file, checked, and its pages by frame number.
+
+    Nothing is mapped or copied whole: offsets are checked by arithmetic against the file's size, and each
+    read is a pread of what is asked (a page, a table entry, a vCPU's control registers), so a 4 GiB guest's
+    file costs the pages read, not its size (no address space either: a reader under a memory limit works).
+    The one thing kept per page is a PV core's MFN index (FrameIndex: some 16 bytes per guest page)."""
 
     def __init__(self, path: str):
         self.path = path
+        self.f = open_input(path, "xl dump-core file", MemoryUnavailable)
         try:
-            self.f = open(path, "rb")
-            self.size = os.fstat(self.f.fileno()).st_size
-        except OSError as e:
-            raise MemoryUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-        try:
+            self.fd = self.f.fileno()
+            self.size = os.fstat(self.fd).st_size
             if self.size < 64:
                 raise self.bad(0, "e_ident", f"{self.size} bytes: too short for an ELF header")
-            try:
-                self.m = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as e:
-                raise MemoryUnavailable(f"cannot map {path}: {e}") from None
             self._parse()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        if getattr(self, "m", None) is not None:
-            self.m.close()
-            self.m = None
         self.f.close()
 
     def __enter__(self) -> DumpCore:
@@ -92,14 +130,24 @@ class DumpCore:
     def bad(self, offset: int, field: str, why: str) -> KernelReadError:
         return KernelReadError(f"{self.path}, offset {offset:#x}, {field}: {why}")
 
-    def _span(self, offset: int, size: int, field: str) -> bytes:
+    def _check(self, offset: int, size: int, field: str) -> None:
         if offset < 0 or size < 0 or offset + size > self.size:
             raise self.bad(offset, field, f"{size} bytes at {offset:#x} run past the end of the file ({self.size} "
                            "bytes)")
-        return self.m[offset: offset + size]
+
+    def _read(self, offset: int, size: int, field: str) -> bytes:
+        """``size`` bytes at ``offset``, checked against the size the file had when opened."""
+        self._check(offset, size, field)
+        try:
+            data = os.pread(self.fd, size, offset)
+        except OSError as e:
+            raise self.bad(offset, field, f"cannot read: {(e.strerror or str(e)).lower()}") from None
+        if len(data) != size:  # only if the file shrank since it was opened
+            raise self.bad(offset, field, f"{len(data)} of {size} bytes: the file shrank while being read")
+        return data
 
     def _parse(self) -> None:
-        h = self.m[:64]
+        h = self._read(0, 64, "e_ident")
         if h[:4] != b"\x7fELF":
             raise self.bad(0, "e_ident", "not an ELF file (an xl dump-core file is one)")
         if h[4] != 2 or h[5] != 1:
@@ -117,12 +165,12 @@ class DumpCore:
             raise self.bad(60, "e_shnum", f"{shnum} sections: a dump-core file has 1 to {MAX_SECTIONS}")
         if shstrndx >= shnum:
             raise self.bad(62, "e_shstrndx", f"section {shstrndx} of {shnum}")
-        table = self._span(shoff, 64 * shnum, "the section header table")
+        table = self._read(shoff, 64 * shnum, "the section header table")
         heads = [struct.unpack_from("<IIQQQQIIQQ", table, 64 * i) for i in range(shnum)]
         st = heads[shstrndx]
-        strtab = self._span(st[4], st[5], "sh_offset/sh_size of .shstrtab") if st[5] <= MAX_NOTES_BYTES else None
-        if strtab is None:
+        if st[5] > MAX_NOTES_BYTES:
             raise self.bad(shoff + 64 * shstrndx + 32, "sh_size of .shstrtab", f"{st[5]} bytes")
+        strtab = self._read(st[4], st[5], "sh_offset/sh_size of .shstrtab")
         self.sections: dict[str, tuple[int, int, int, int]] = {}  # name: (offset, size, entsize, header offset)
         for i, (name, _, _, _, off, size, _, _, _, entsize) in enumerate(heads):
             at = shoff + 64 * i
@@ -131,10 +179,12 @@ class DumpCore:
             end = strtab.find(b"\0", name, name + 256)
             if name >= len(strtab) or end < 0:
                 raise self.bad(at, "sh_name", f"{name}: outside .shstrtab ({len(strtab)} bytes)")
-            label = strtab[name:end].decode("latin-1")
-            self._span(off, size, f"sh_offset/sh_size of section {i} ({label[:32]})")
+            raw = strtab[name:end]
+            shown = term_bytes(raw[:32])  # the file chose it: escaped before any terminal sees it
+            self._check(off, size, f"sh_offset/sh_size of section {i} ({shown})")
+            label = raw.decode("latin-1")
             if label in self.sections:
-                raise self.bad(at, "sh_name", f"a second {label[:32]} section")
+                raise self.bad(at, "sh_name", f"a second {shown} section")
             self.sections[label] = (off, size, entsize, at)
         for need in (".note.Xen", ".xen_prstatus", ".xen_pages"):
             if need not in self.sections:
@@ -147,7 +197,7 @@ class DumpCore:
         off, size, _, at = self.sections[".note.Xen"]
         if size > MAX_NOTES_BYTES:
             raise self.bad(at + 32, "sh_size of .note.Xen", f"{size} bytes")
-        notes, pos = self._span(off, size, ".note.Xen"), 0
+        notes, pos = self._read(off, size, ".note.Xen"), 0
         header = version = None
         while pos + 12 <= len(notes):
             namesz, descsz, kind = struct.unpack_from("<III", notes, pos)
@@ -189,11 +239,11 @@ class DumpCore:
         if size != entsize * self.nr_vcpus:
             raise self.bad(at + 32, "sh_size of .xen_prstatus", f"{size} bytes, not {self.nr_vcpus} vCPU "
                            f"context(s) of {entsize}")
-        self.cr: list[tuple[int, int, int]] = []  # (CR0, CR3, CR4) per vCPU
-        for v in range(self.nr_vcpus):
-            regs = struct.unpack_from("<5Q", self.m, off + v * entsize + CTRLREG)
-            self.cr.append((regs[0], regs[3], regs[4]))
         self.cr_at = [off + v * entsize + CTRLREG for v in range(self.nr_vcpus)]
+        self.cr: list[tuple[int, int, int]] = []  # (CR0, CR3, CR4) per vCPU: 40 bytes read of each context
+        for v, cr_at in enumerate(self.cr_at):
+            regs = struct.unpack("<5Q", self._read(cr_at, 40, f"vCPU {v}'s control registers"))
+            self.cr.append((regs[0], regs[3], regs[4]))
 
     def _pages(self) -> None:
         off, size, _, at = self.sections[".xen_pages"]
@@ -212,41 +262,47 @@ class DumpCore:
             raise self.bad(tat + 32, f"sh_size of {table}", f"{tsize} bytes, not xch_nr_pages {self.nr_pages} x "
                            f"{width}")
         self.table_at = toff
-        # HVM: page i holds GFN pfns[i], ascending (bisected); PV: page i holds (pfn, MFN), and the page tables
-        # name MFNs, so a dict from MFN to page index, one entry per page
-        self.by_mfn: dict[int, int] = {}
-        last = -1
-        entries = struct.iter_unpack("<Q" if self.hvm else "<QQ", self.m[toff: toff + tsize])
-        for i, entry in enumerate(entries):
-            pfn, mfn = entry[0], entry[-1]
-            if pfn == INVALID:
-                last = INVALID
-                continue
-            if pfn <= last:
-                raise self.bad(toff + width * i, f"{table}[{i}]", f"pfn {pfn:#x} after {last:#x}: the entries must "
-                               "ascend (docs/misc/dump-core-format.txt)")
-            last = pfn
-            if not self.hvm and mfn != INVALID:
-                self.by_mfn.setdefault(mfn, i)
+        # HVM: page i holds GFN pfns[i], ascending (bisected in the file); PV: page i holds (pfn, MFN), and the
+        # page tables name MFNs, so an index from MFN to page number.  The table is read in chunks, once.
+        self.by_mfn = None if self.hvm else FrameIndex(self.nr_pages)
+        last, i = -1, 0
+        step = TABLE_CHUNK // width * width
+        for chunk_at in range(toff, toff + tsize, step):
+            chunk = self._read(chunk_at, min(step, toff + tsize - chunk_at), table)
+            for entry in struct.iter_unpack("<Q" if self.hvm else "<QQ", chunk):
+                pfn = entry[0]
+                if pfn == INVALID:
+                    last = INVALID
+                elif pfn <= last:
+                    raise self.bad(toff + width * i, f"{table}[{i}]", f"pfn {pfn:#x} after {last:#x}: the entries "
+                                   "must ascend (docs/misc/dump-core-format.txt)")
+                else:
+                    last = pfn
+                    if self.by_mfn is not None and entry[1] != INVALID:
+                        self.by_mfn.add(entry[1], i)
+                i += 1
+
+    def _pfn(self, i: int) -> int:
+        return struct.unpack("<Q", self._read(self.table_at + 8 * i, 8, f".xen_pfn[{i}]"))[0]
 
     def frame(self, number: int) -> bytes | None:
         """The page whose frame is ``number`` (a GFN on HVM, an MFN on PV), or None if the file has none."""
-        if self.hvm:
+        if self.by_mfn is None:
             lo, hi = 0, self.nr_pages
-            while lo < hi:  # bisection over .xen_pfn in place: no copy of a table as long as the guest's RAM
+            while lo < hi:  # bisection over .xen_pfn in the file: 8 bytes read a step, no copy of the table
                 mid = (lo + hi) // 2
-                if struct.unpack_from("<Q", self.m, self.table_at + 8 * mid)[0] < number:
+                if self._pfn(mid) < number:
                     lo = mid + 1
                 else:
                     hi = mid
-            if lo == self.nr_pages or struct.unpack_from("<Q", self.m, self.table_at + 8 * lo)[0] != number:
+            if lo == self.nr_pages or self._pfn(lo) != number:
                 return None
             i = lo
         else:
             i = self.by_mfn.get(number)
             if i is None:
                 return None
-        return self.m[self.pages_at + i * abi.PAGE_SIZE: self.pages_at + (i + 1) * abi.PAGE_SIZE]
+        return self._read(self.pages_at + i * abi.PAGE_SIZE, abi.PAGE_SIZE, f".xen_pages[{i}]")
 
     def shared_info(self) -> bytes | None:
         if ".xen_shared_info" not in self.sections:
@@ -254,7 +310,7 @@ class DumpCore:
         off, size, _, at = self.sections[".xen_shared_info"]
         if size > abi.PAGE_SIZE:
             raise self.bad(at + 32, "sh_size of .xen_shared_info", f"{size} bytes: more than a page")
-        return self.m[off: off + size].ljust(abi.PAGE_SIZE, b"\0")
+        return self._read(off, size, ".xen_shared_info").ljust(abi.PAGE_SIZE, b"\0")
 
     def walker(self, vcpu: int, user_half: bool = False):
         """``translate(va)`` through vCPU ``vcpu``'s 4-level page tables (CR3 from .xen_prstatus)."""

@@ -15,19 +15,23 @@ own walk of the file.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
 from .. import abi
+from ..errors import MiB, cap_text, open_input
 from .base import EventImage, MemoryUnavailable
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
     MAX_FIFO_CPUS,
+    MAX_SYMBOL_TEXT,
     NEEDED,
     KernelReadError,
     check_l2_symbols,
     read_image,
+    symbol_lines,
     uses_2l,
 )
 from .live import LiveSource
@@ -40,29 +44,34 @@ GUEST_SYMBOLS = ("linux_banner", "__cpu_possible_mask", "nr_cpu_ids")
 WANTED = frozenset(NEEDED + ABI_SYMBOLS + L2_NEEDED + GUEST_SYMBOLS)
 MAX_VCPU_TRIES = 8               # vCPUs whose page tables are tried for the kernel
 KSYM_NAME_LEN = 512              # Linux's longest symbol name (include/linux/kallsyms.h)
-MAX_MAP_BYTES = 1 << 30          # a System.map is ~5 MiB, a vmlinux ~500 MiB with debug info
+# a vmlinux (some 500 MiB with debug info) is read in its .symtab (24 bytes a symbol, streamed) and .strtab (held):
+# a kernel has at most some 1.5 million symbols, 40 MiB and 60 MiB; allyesconfig's are within these caps
+MAX_SYMTAB_BYTES = 256 * MiB
+MAX_STRTAB_BYTES = 128 * MiB
+SYMTAB_CHUNK = 24 << 16
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def read_system_map(path: str, names=WANTED) -> dict[str, int]:
     """The link-time addresses of ``names`` from a System.map ("ADDRESS TYPE NAME" lines) or a vmlinux ELF's
     symbol table; other symbols are skipped, so the cost is one pass over the file."""
-    try:
-        with open(path, "rb") as f:
+    with open_input(path, "System.map", MemoryUnavailable) as f:
+        try:
             head = f.read(4)
             f.seek(0)
             if head == b"\x7fELF":
                 return _elf_symbols(f, path, frozenset(names))
             return _map_symbols(f, path, frozenset(names))
-    except OSError as e:
-        raise MemoryUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+        except OSError as e:
+            raise MemoryUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
 
 
 def _map_symbols(f, path: str, want) -> dict[str, int]:
+    if os.fstat(f.fileno()).st_size > MAX_SYMBOL_TEXT:  # refused unread (symbol_lines counts what it reads too)
+        raise KernelReadError(f"{path}: larger than the {cap_text(MAX_SYMBOL_TEXT)} cap of a System.map")
     found: dict[str, int] = {}
     lines = 0
-    for n, raw in enumerate(f, 1):
-        parts = raw.split()
+    for n, parts in symbol_lines(f, path):
         if not parts:
             continue
         lines += 1
@@ -94,20 +103,22 @@ def _elf_symbols(f, path: str, want) -> dict[str, int]:
     if symtab[6] >= shnum:
         raise KernelReadError(f"{path}: .symtab links to section {symtab[6]} of {shnum}")
     strtab = sections[symtab[6]]
-    for what, size in (("the symbol table", symtab[5]), ("its string table", strtab[5])):
-        if size > MAX_MAP_BYTES:
-            raise KernelReadError(f"{path}: {what} claims {size} bytes")
-    syms = _read_at(f, path, symtab[4], symtab[5], "the symbol table")
+    for what, size, cap in (("the symbol table", symtab[5], MAX_SYMTAB_BYTES),
+                            ("its string table", strtab[5], MAX_STRTAB_BYTES)):
+        if size > cap:
+            raise KernelReadError(f"{path}: {what} claims {size} bytes, over the {cap_text(cap)} cap")
     strs = _read_at(f, path, strtab[4], strtab[5], "the symbol string table")
     found: dict[str, int] = {}
-    for off in range(0, len(syms) - 23, 24):
-        st_name, = struct.unpack_from("<I", syms, off)
-        end = strs.find(b"\0", st_name, st_name + KSYM_NAME_LEN)  # bounded: names sharing bytes cost no rescans
-        if st_name >= len(strs) or end < 0:
-            continue
-        name = strs[st_name:end].decode("latin-1")
-        if name in want:
-            found.setdefault(name, struct.unpack_from("<Q", syms, off + 8)[0])
+    usable = symtab[5] // 24 * 24
+    for chunk_at in range(0, usable, SYMTAB_CHUNK):
+        syms = _read_at(f, path, symtab[4] + chunk_at, min(SYMTAB_CHUNK, usable - chunk_at), "the symbol table")
+        for st_name, _, _, _, value, _ in struct.iter_unpack("<IBBHQQ", syms):
+            end = strs.find(b"\0", st_name, st_name + KSYM_NAME_LEN)  # bounded: shared bytes cost no rescans
+            if st_name >= len(strs) or end < 0:
+                continue
+            name = strs[st_name:end].decode("latin-1")
+            if name in want:
+                found.setdefault(name, value)
     return found
 
 

@@ -19,7 +19,7 @@ import os
 import struct
 
 from .. import abi
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, open_input, read_input
 from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, MemorySource
 from .linux import (
     ABI_SYMBOLS,
@@ -29,6 +29,7 @@ from .linux import (
     NEEDED,
     KernelReadError,
     read_image,
+    symbol_lines,
 )
 
 PRIVCMD = "/dev/xen/privcmd"
@@ -36,7 +37,9 @@ PRIVCMD = "/dev/xen/privcmd"
 IOCTL_PRIVCMD_MMAPBATCH_V2 = (32 << 16) | (ord("P") << 8) | 4
 PT_LOAD = 1
 MAX_CPU_ID = 8192  # Linux's largest NR_CPUS (x86 MAXSMP)
-_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+MAX_CPU_LIST = 1 << 16  # "0-8191" is what Linux writes: a file larger than this is not a CPU list
+MAX_PHDR_BYTES = 1 << 22  # 65,535 program headers of 56 bytes: /proc/kcore has some dozens
 
 __all__ = ["KernelMemory", "KernelReadError", "KcoreSource", "parse_cpu_list", "read_self", "read_symbols",
            "self_domid"]
@@ -80,21 +83,20 @@ def _is_decimal(text: str) -> bool:
 
 
 def read_symbols(path: str, names=NEEDED + ABI_SYMBOLS + L2_NEEDED + L2_PV) -> dict[str, int]:
-    want = set(names)
+    want = {n.encode() for n in names}
     found: dict[str, int] = {}
     try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
+        with open_input(path, "kallsyms", BackendUnavailable, denied="(run as root)") as f:
+            for _, parts in symbol_lines(f, path):
                 if len(parts) == 3 and parts[2] in want:  # built-in symbols only
                     if not 0 < len(parts[0]) <= 16 or not _HEX.issuperset(parts[0]):
                         raise ValueError(parts[0])
-                    found.setdefault(parts[2], int(parts[0], 16))
+                    found.setdefault(parts[2].decode(), int(parts[0], 16))
     except PermissionError:
         raise BackendUnavailable(f"cannot read {path}: permission denied (run as root)") from None
     except OSError as e:
         raise BackendUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-    except ValueError:  # UnicodeDecodeError included
+    except ValueError:
         raise KernelReadError(f"{path}: not in kallsyms format") from None
     return found
 
@@ -104,19 +106,14 @@ class KernelMemory:
 
     def __init__(self, path: str = KCORE):
         self.path = path
-        try:
-            self.f = open(path, "rb")
-        except PermissionError:
-            raise BackendUnavailable(f"cannot read {path}: permission denied (run as root)") from None
-        except OSError as e:
-            raise BackendUnavailable(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+        self.f = open_input(path, "kcore", BackendUnavailable, denied="(run as root)")
         hdr = self.f.read(64)
         if len(hdr) < 64 or hdr[:4] != b"\x7fELF" or hdr[4] != 2 or hdr[5] != 1:
             self.f.close()
             raise KernelReadError(f"{path} is not a 64-bit little-endian ELF core")
         phoff, = struct.unpack_from("<Q", hdr, 32)
         phentsize, phnum = struct.unpack_from("<HH", hdr, 54)
-        if phentsize < 56 or phnum == 0 or phnum > 65535:
+        if phentsize < 56 or phnum == 0 or phentsize * phnum > MAX_PHDR_BYTES:
             self.f.close()
             raise KernelReadError(f"{path}: bad program header table ({phnum} x {phentsize} bytes)")
         try:
@@ -222,11 +219,8 @@ def read_own_frame(mfn: int, path: str = PRIVCMD) -> bytes:
 
 def read_cpus(path: str) -> list[int]:
     """The possible CPUs, each one a vCPU whose control block and cpu_queue the dump reads."""
-    try:
-        with open(path, "rb") as f:
-            cpus = parse_cpu_list(f.read().decode("ascii", errors="replace"))
-    except OSError as e:
-        raise KernelReadError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
+    data = read_input(path, "CPU list", KernelReadError, stdin=False, cap=MAX_CPU_LIST)
+    cpus = parse_cpu_list(data.decode("ascii", errors="replace"))
     if not cpus:
         raise KernelReadError(f"{path} lists no CPU")
     if cpus[-1] >= MAX_FIFO_CPUS:

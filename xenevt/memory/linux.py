@@ -29,7 +29,7 @@ from typing import Protocol
 
 from .. import abi
 from ..dump.frames import from_frames, from_shared_info
-from ..errors import BackendUnavailable, XenevtError
+from ..errors import BackendUnavailable, MiB, XenevtError, cap_text
 
 NEEDED = ("event_array", "event_array_pages", "cpu_control_block", "cpu_queue", "__per_cpu_offset")
 ABI_SYMBOLS = ("evtchn_ops", "evtchn_ops_2l", "evtchn_ops_fifo")
@@ -41,10 +41,30 @@ START_INFO_SHARED_INFO = 40  # offset of shared_info, the MACHINE address of the
 VCPU_INFO_SIZE = 64  # struct vcpu_info, x86_64
 CPU_MASK_SIZE = 512  # cpu_evtchn_mask: EVTCHN_2L_NR_CHANNELS bits
 MAX_FIFO_CPUS = 256  # the FIFO dump handles this many vCPUs (engine layout)
+MAX_SYMBOL_TEXT = 256 * MiB  # a System.map is some 5 MiB, /proc/kallsyms with every module some 15 MiB
+MAX_SYMBOL_LINE = 4096       # "ADDRESS TYPE NAME [module]", a name at most KSYM_NAME_LEN (512) bytes
 
 
 class KernelReadError(XenevtError):
     """Kernel memory could not be read or does not hold what we expect."""
+
+
+def symbol_lines(f, path: str):
+    """(line number, whitespace-split fields) of each line of a System.map or kallsyms file ``f`` (binary): at
+    most MAX_SYMBOL_LINE bytes a line and MAX_SYMBOL_TEXT in all, so a wrong file (a disk image, gigabytes with
+    no newline) costs one line of error, not the memory."""
+    total, n = 0, 0
+    while True:
+        raw = f.readline(MAX_SYMBOL_LINE + 1)
+        if not raw:
+            return
+        n += 1
+        total += len(raw)
+        if total > MAX_SYMBOL_TEXT:
+            raise KernelReadError(f"{path}: larger than the {cap_text(MAX_SYMBOL_TEXT)} cap of a symbol file")
+        if len(raw) > MAX_SYMBOL_LINE:
+            raise KernelReadError(f"{path}, line {n}: longer than {MAX_SYMBOL_LINE} bytes: not a symbol line")
+        yield n, raw.split()
 
 
 class KernelReader(Protocol):
