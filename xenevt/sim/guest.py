@@ -45,6 +45,7 @@ from .store import SimDomain
 LOCK_NAME = "consumers.lock"
 CONSUME_BATCH = 256
 CONSUME_MAX = 4096  # the C loop's batch limit (hot.HotHost's buffer); larger asks go the Python way
+WAKE = 1.0  # a consumer's longest sleep before it checks that its host was not replaced (s)
 _hot_consume, _unpack, _monotonic = hot.consume, hot.unpack, time.monotonic
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 _LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
@@ -219,7 +220,16 @@ class GuestKernel:
         """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives.
 
         The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
-        between two batches."""
+        between two batches.  A sleep longer than ``WAKE`` s is cut into slices, and after each empty one the
+        host is checked to be still the one at its path (``sim init --force`` may have replaced it)."""
+        if timeout is None or timeout > WAKE:
+            deadline = None if timeout is None else _monotonic() + timeout
+            while True:
+                left = WAKE if deadline is None else min(WAKE, max(deadline - _monotonic(), 0.0))
+                ports = self.consume(domid, vcpu, max_events, left, caller)
+                if ports or (deadline is not None and _monotonic() >= deadline):
+                    return ports
+                self.check_current()
         h = self._hot
         if h is None:
             h = self._hot_host()

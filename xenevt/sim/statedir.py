@@ -57,7 +57,7 @@ class StateDir:
         self.uid = os.geteuid()
         self.fd = -1
         real = os.path.realpath(path)
-        if create and not os.path.lexists(real):
+        if create:
             self._make(real)
         try:
             fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -86,9 +86,15 @@ class StateDir:
         """Each missing component made 0700 (chmod-ed: the umask may take bits away, never give them)."""
         missing = []
         p = real
-        while not os.path.lexists(p):
-            missing.append(p)
-            p = os.path.dirname(p)
+        while True:
+            try:
+                os.lstat(p)
+                break
+            except FileNotFoundError:
+                missing.append(p)
+                p = os.path.dirname(p)
+            except OSError as e:
+                raise StateError(f"cannot create state directory {real}: {p}: {_errtext(e)}", errno=e.errno) from None
         for p in reversed(missing):
             try:
                 os.mkdir(p, DIR_MODE)

@@ -535,6 +535,13 @@ class HostFile:
         """Channel record ``port`` of ``dom``, checked: another process may have written it since the open."""
         return check_chan(dom.mem, port, dom.mem.chan(port), self._nr_chans, self.path)
 
+    def check_current(self) -> None:
+        """The file this process mapped is still the host at its path: ``sim init --force`` renames a new host
+        over it (and removing it unlinks it), which leaves the old file without a name."""
+        if os.fstat(self._fd).st_nlink == 0:
+            raise StateError(f"the simulated host at {self.path} was replaced or removed while in use "
+                             "(`sim init --force`?): run the command again on the new host", errno=errno.ESTALE)
+
     def consumer_byte(self, domid: int, vcpu: int) -> int:
         """vCPU ``vcpu``'s byte in the consumer lock file, in a range of this host's own (its identity, 36 bits of
         it): a consumer still on a host this one replaced holds its byte there, not ours."""
