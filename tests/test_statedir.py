@@ -175,7 +175,8 @@ def test_each_file_is_opened_without_following_a_link(name, argv, want, tmp_path
 
 
 FIFOS = [(XENSTORE_NAME, ("list",), 0), (XENSTORE_NAME, ("dump",), 0), (XENSTORE_NAME, ("doctor",), 0),
-         (STATS_NAME, ("-d", "1", "bind", "ipi"), 1), (FILE_NAME, ("status", "1"), 1), (LOCK_NAME, ("wait", "-t", "0"), 1)]
+         (STATS_NAME, ("-d", "1", "bind", "ipi"), 1), (FILE_NAME, ("status", "1"), 1),
+         (LOCK_NAME, ("wait", "-t", "0"), 1)]
 
 
 @pytest.mark.parametrize("name, argv, want", FIFOS)
