@@ -390,3 +390,13 @@ def test_statedir_refuses_a_directory_given_as_a_link_to_another_users(tmp_path,
         StateDir(str(link))
     with StateDir(str(link), read_only=True) as sd:  # reading: theirs, not writable by others
         assert sd.foreign and sd.open(FILE_NAME) is None
+
+
+def test_sim_init_force_over_a_directory_where_the_host_belongs(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "s"
+    create_host(str(d))
+    os.unlink(d / FILE_NAME)
+    (d / FILE_NAME).mkdir()
+    code, _, err = run(monkeypatch, capsys, str(d), "sim", "init", "--force")
+    assert code == 1 and f"cannot put {d / FILE_NAME} in place: is a directory" in err, err
+    assert sorted(os.listdir(d)) == [FILE_NAME]

@@ -183,7 +183,11 @@ class StateDir:
         raise StateError(f"cannot write in state directory {self.path}: no free temporary name", errno=errno.EEXIST)
 
     def replace(self, tmp: str, name: str) -> None:
-        os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        """``tmp`` renamed over ``name`` (a link there is replaced, never followed)."""
+        try:
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as e:
+            raise StateError(f"cannot put {self.where(name)} in place: {_errtext(e)}", errno=e.errno) from None
 
     def unlink(self, name: str) -> None:
         try:
