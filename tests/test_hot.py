@@ -23,7 +23,7 @@ from xenevt.errors import XenevtError
 from xenevt.sim import hot
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
 from xenevt.sim.hypercalls import Hypercalls
-from xenevt.sim.statefile import HEADER, INTENT, RAISE, RAISE_MARK
+from xenevt.sim.statefile import HEADER, HOST_ID_FIELD, INTENT, RAISE, RAISE_MARK
 from xenevt.sim.stats import STATS_NAME
 
 DOMS, VCPUS = 3, 2
@@ -33,6 +33,7 @@ def _file(state: str) -> bytes:
     with open(os.path.join(state, FILE_NAME), "rb") as f:
         data = bytearray(f.read())
     struct.pack_into("<Q", data, HEADER.size - 8, 0)  # the creation time
+    struct.pack_into("<Q", data, HOST_ID_FIELD, 0)  # the host's identity (random)
     return bytes(data)
 
 
@@ -42,7 +43,7 @@ def _stats(state: str) -> bytes:
         return b""
     with open(path, "rb") as f:
         data = bytearray(f.read())
-    struct.pack_into("<Q", data, 20, 0)  # (the host's creation time, copied into the counters' header)
+    struct.pack_into("<QQ", data, 20, 0, 0)  # (the host's creation time and identity, copied into the counters' header)
     return bytes(data)
 
 

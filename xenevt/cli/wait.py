@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
+
 import click
 
 from ..errors import ChannelError
@@ -21,13 +24,40 @@ def wait(c: Ctx, vcpu, count, timeout, local_domain):
     Linux's round-robin scan of the bitmaps) and print each delivered port, one per line.
     Sleeps between events; one consumer per vCPU."""
     d = c.domain(local_domain)
-    got, stopped = consume_events(c, d, vcpu, count, timeout)
+    with _ended_by_signals():
+        got, stopped = consume_events(c, d, vcpu, count, timeout)
     if stopped:
         c.note(f"xenevt: stopped after {got} event(s)")
         return
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on vCPU {vcpu} of domain {d}",
                            domain=d, vcpu=vcpu, call="wait")
+
+
+class _Ended(BaseException):
+    """SIGTERM or SIGHUP, raised where the consumer is, so it unwinds as Ctrl-C does and gives its vCPU back."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _end(signum, frame):
+    raise _Ended(signum)
+
+
+@contextmanager
+def _ended_by_signals():
+    """SIGTERM and SIGHUP end the wait by unwinding (the host closed, its consumer released): exit 128 + N."""
+    ends = (signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, _end) for s in ends}
+    try:
+        yield
+    except _Ended as e:
+        raise click.exceptions.Exit(128 + e.signum) from None
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def register(cli: click.Group) -> None:

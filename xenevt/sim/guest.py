@@ -35,16 +35,17 @@ from .. import abi
 from ..engine import SP, Consume
 from ..engine.codes import engine_error
 from ..engine.layout import ABI_FIFO
-from ..errors import StateError, channel_error
+from ..errors import channel_error
 from . import hot
 from .statefile import (
     K_PAGE,
 )
-from .store import SimDomain, errtext
+from .store import SimDomain
 
 LOCK_NAME = "consumers.lock"
 CONSUME_BATCH = 256
 CONSUME_MAX = 4096  # the C loop's batch limit (hot.HotHost's buffer); larger asks go the Python way
+WAKE = 1.0  # a consumer's longest sleep before it checks that its host was not replaced (s)
 _hot_consume, _unpack, _monotonic = hot.consume, hot.unpack, time.monotonic
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 _LOCK_FDS: dict[tuple[int, str], int] = {}  # (pid, consumer lock path) -> its one descriptor in this process
@@ -154,37 +155,36 @@ class GuestKernel:
 
     def _consumer_lock_fd(self, create: bool) -> int | None:
         """The consumer lock file's descriptor, one per process and state directory, never closed: POSIX locks
-        belong to the process, and closing any descriptor of the file would drop every vCPU it claimed."""
-        lock = os.path.realpath(os.path.join(self.state_dir, LOCK_NAME))
+        belong to the process, and closing any descriptor of the file would drop every vCPU it claimed.
+        Opened through the state directory's policy (statedir.py); reading only, without write access."""
+        write = create or not self.read_only
+        key = (os.getpid(), os.path.join(self.dir.real, LOCK_NAME), write)
         with _LOCK_FDS_GUARD:
-            fd = _LOCK_FDS.get((os.getpid(), lock))
+            fd = _LOCK_FDS.get(key)
             if fd is None:
-                try:
-                    fd = os.open(lock, os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o600)
-                except FileNotFoundError:
-                    if create:
-                        raise StateError(f"cannot open the consumer lock {lock}: no such directory",
-                                         errno=errno.ENOENT) from None
+                fd = self.dir.open(LOCK_NAME, write=write, create=create)
+                if fd is None:
                     return None
-                except OSError as e:
-                    if create:
-                        raise StateError(f"cannot open the consumer lock {lock}: {errtext(e)}",
-                                         errno=e.errno) from None
-                    return None
-                _LOCK_FDS[(os.getpid(), lock)] = fd
-        self._consumer_fd = fd
+                _LOCK_FDS[key] = fd
+        if write:
+            self._consumer_fd = fd
         return fd
 
-    def _consumer_live(self, domid: int, vcpu: int) -> bool:
-        """Whether some process holds vCPU ``vcpu``'s consumer lock (F_GETLK: a killed holder holds nothing).
-        F_GETLK does not see this process's own locks: a vCPU whose pid is ours is ours, so live."""
-        if (domid, vcpu) in self._claimed or self.domains[domid].mem.consumer(vcpu) == os.getpid():
-            return True
+    def _consumer_holder(self, domid: int, vcpu: int) -> int:
+        """The pid holding vCPU ``vcpu``'s consumer lock, 0 if none (F_GETLK: a killed holder holds nothing).
+        F_GETLK does not see this process's own locks."""
         fd = self._consumer_lock_fd(create=False)
         if fd is None:
-            return False
-        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, domid * 1024 + vcpu, 1, 0)
-        return _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))[0] != fcntl.F_UNLCK
+            return 0
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, self.consumer_byte(domid, vcpu), 1, 0)
+        kind, _, _, _, pid = _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))
+        return 0 if kind == fcntl.F_UNLCK else pid or -1
+
+    def _consumer_live(self, domid: int, vcpu: int) -> bool:
+        """Whether some process holds vCPU ``vcpu``'s consumer lock.  A vCPU whose pid is ours is ours, so live."""
+        if (domid, vcpu) in self._claimed or self.domains[domid].mem.consumer(vcpu) == os.getpid():
+            return True
+        return self._consumer_holder(domid, vcpu) != 0
 
     def consumer_live(self, domid: int, vcpu: int) -> bool:
         return self._consumer_live(domid, vcpu)
@@ -201,9 +201,11 @@ class GuestKernel:
         self._vcpu(dom, vcpu, call)
         fd = self._consumer_lock_fd(create=True)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, domid * 1024 + vcpu)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.consumer_byte(domid, vcpu))
         except OSError:
-            raise channel_error(call, errno.EBUSY, f"vCPU {vcpu} already has a consumer (pid {dom.mem.consumer(vcpu)})",
+            pid = self._consumer_holder(domid, vcpu) or dom.mem.consumer(vcpu)  # (the lock's word: the pid field
+            # is written after the lock is taken)
+            raise channel_error(call, errno.EBUSY, f"vCPU {vcpu} already has a consumer (pid {pid})",
                                 domain=domid, vcpu=vcpu) from None
         prev = dom.mem.consumer(vcpu)
         if prev and prev != os.getpid():
@@ -218,7 +220,16 @@ class GuestKernel:
         """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives.
 
         The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
-        between two batches."""
+        between two batches.  A sleep longer than ``WAKE`` s is cut into slices, and after each empty one the
+        host is checked to be still the one at its path (``sim init --force`` may have replaced it)."""
+        if timeout is None or timeout > WAKE:
+            deadline = None if timeout is None else _monotonic() + timeout
+            while True:
+                left = WAKE if deadline is None else min(WAKE, max(deadline - _monotonic(), 0.0))
+                ports = self.consume(domid, vcpu, max_events, left, caller)
+                if ports or (deadline is not None and _monotonic() >= deadline):
+                    return ports
+                self.check_current()
         h = self._hot
         if h is None:
             h = self._hot_host()

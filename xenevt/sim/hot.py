@@ -56,7 +56,8 @@ class HostLock:
     lock to take: ``usable`` is False and the caller reads without it.
     """
 
-    def __init__(self, path: str, fd: int, size: int):
+    def __init__(self, path: str, fd: int, size: int, writable=None):
+        """``writable(fd)``: a writable descriptor of the same file, or None (statedir.StateDir.reopen_writable)."""
         self.usable = False
         self._mm = None
         self._view = None
@@ -66,10 +67,9 @@ class HostLock:
         journal = JOURNAL_AT.unpack(os.pread(fd, JOURNAL_AT.size, JOURNAL_FIELD))[0]
         if len(head) < HEADER.size or HEADER.unpack(head)[:2] != (MAGIC, VERSION) or journal != size - abi.PAGE_SIZE:
             return
-        try:
-            wfd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return  # read-only to this user: it cannot write the lock either
+        wfd = writable(fd) if writable is not None else None
+        if wfd is None:
+            return  # read-only to this user (or another user's host, whose lock it never takes): no lock to write
         try:
             self._mm = mmap.mmap(wfd, abi.PAGE_SIZE, offset=journal)
         finally:

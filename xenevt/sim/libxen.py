@@ -352,8 +352,7 @@ class SimLibraries:
         return bytes(out)
 
     # --- the hypervisor console: debug keys and the console ring ---------------------------
-    def _ring(self) -> str:
-        return os.path.join(self.host.state_dir, "console.ring")
+    RING = "console.ring"  # beside the state file, opened through its directory's policy (statedir.py)
 
     def send_debug_keys(self, keys: str) -> None:
         """Run debug-key handlers; 'e' prints the event-channel dump into the console ring, as Xen does."""
@@ -365,20 +364,20 @@ class SimLibraries:
                 out += self.host.debug_key_e()
             else:
                 out.append(f"'{key}' pressed -> (not simulated)")
-        with open(self._ring(), "a") as f:
+        with os.fdopen(self.host.dir.open(self.RING, write=True, create=True, append=True), "a") as f:
             f.write("".join(f"(XEN) {line}\n" for line in out))
 
     def read_console(self, size: int, clear: bool, incremental: bool, index: int) -> tuple[bytes, int]:
         """(text, new index): the ring from ``index`` (incremental) or its end, at most ``size`` bytes."""
-        try:
-            with open(self._ring(), "rb") as f:
+        fd = self.host.dir.open(self.RING, write=clear)
+        data = b""
+        if fd is not None:
+            with os.fdopen(fd, "rb") as f:
                 data = f.read()
-        except FileNotFoundError:
-            data = b""
+                if clear:
+                    os.ftruncate(fd, 0)
         start = min(index, len(data)) if incremental else max(0, len(data) - size)
         chunk = data[start:start + size]
-        if clear:
-            open(self._ring(), "wb").close()
         return chunk, start + len(chunk)
 
     # --- libxenforeignmemory ------------------------------------------------------------

@@ -1,7 +1,11 @@
 """The simulator's state file: its format, and every check of what is read from it.
 
 Page 0 holds the host header (``HEADER``, then the journal page's offset
-``JOURNAL_AT`` at byte 32) and, at ``DOM_TABLE``, one ``DOM_ENTRY`` per
+``JOURNAL_AT`` at byte 32, the Xen version at byte 40, the host identity
+``HOST_ID`` at byte 48: 64 random bits that the counters file and the consumer
+locks are tied to, so a host made in the same second as the one it replaced
+inherits neither; 0 in files made before it, which read as before; bytes 44
+and 56..63 are 0) and, at ``DOM_TABLE``, one ``DOM_ENTRY`` per
 domain, running on into the next pages when there are more than 168
 (:func:`table_end`); each domain's image (the engine's DomainMemory layout,
 engine/layout.py) follows the table at a page-aligned offset; the file's last page is
@@ -90,6 +94,7 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 
 from __future__ import annotations
 
+import os
 import struct
 from itertools import compress
 
@@ -115,6 +120,10 @@ DOM_DYING = 16  # destroyed but still listed (XEN_DOMINF_dying): every port clos
 DOM_GONE = 32  # destroyed: not listed, ESRCH for every hypercall naming it; its image is kept, unused
 DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE
 XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
+# u64 of the host header: the host's identity, random and never 0 (0: a file made before it), so what lives beside
+# the state file (the counters, the consumer locks) belongs to this host and not to one it replaced
+HOST_ID_FIELD = 48
+HOST_ID = struct.Struct("<Q")
 XEN_VERSIONS = {"4.17": 0x411, "4.20": 0x414}  # the versions whose differences the simulator follows
 DEFAULT_XEN = "4.20"
 JOURNAL_AT = struct.Struct("<Q")  # at byte 32 of the header: the journal page's offset (the file's last page)
@@ -135,6 +144,16 @@ KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAIS
 OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
        7: "expand_array", 8: "init_control", 9: "destroy"}
 OP_CODES = {name: code for code, name in OPS.items()}
+
+
+def new_host_id() -> int:
+    """A fresh host identity: 64 random bits, never 0."""
+    return int.from_bytes(os.urandom(8), "little") or 1
+
+
+def host_id(mm) -> int:
+    """The host identity in a mapped header (0: made before identities)."""
+    return HOST_ID.unpack_from(mm, HOST_ID_FIELD)[0]
 
 
 def corrupt(path: str, offset: int, field: str, why: str) -> StateError:

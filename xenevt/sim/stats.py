@@ -11,28 +11,27 @@ import mmap
 import os
 import struct
 
-from .statefile import (
-    HEADER,
-)
+from .statefile import HEADER, host_id
 
 STATS_NAME = "stats.xes"
 STATS_MAGIC = b"XEVTSTAT"
-STATS_HEADER = struct.Struct("<8sIQQ")  # magic, version, and the host file's size and creation time
+STATS_VERSION = 2  # 2: the host identity in the header
+STATS_HEADER = struct.Struct("<8sIQQQ")  # magic, version, and the host file's size, creation time and identity
 
 
 class Stats:
     """The counters file of a host."""
 
     def _stats_view(self):
-        """The counters file: per domain and port, u64 raised and u64 delivered; made on first use."""
+        """The counters file: per domain and port, u64 raised and u64 delivered; made on first use.  Its header
+        names the host (its identity, statefile.HOST_ID): another host's counters, even one made in the same
+        second, are started again from zero."""
         if self._stats is not None:
             return self._stats
-        path = os.path.join(self.state_dir, STATS_NAME)
-        ident = STATS_HEADER.pack(STATS_MAGIC, 1, *HEADER.unpack_from(self._mm, 0)[3:5])
+        ident = STATS_HEADER.pack(STATS_MAGIC, STATS_VERSION, *HEADER.unpack_from(self._mm, 0)[3:5], host_id(self._mm))
         size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in self.domains.values())
-        try:
-            fd = os.open(path, os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+        fd = self.dir.open(STATS_NAME, write=not self.read_only, create=not self.read_only)
+        if fd is None:
             return None  # read-only and never made: every counter reads 0
         try:
             if not self.read_only:

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import mmap
 import os
+import signal
 import struct
 import sys
 import threading
@@ -31,6 +32,7 @@ from ..engine.layout import ABI_2L, ABI_FIFO, CHAN, FREES_WORD, L2_WORDS
 from ..errors import StateError
 from ..ports import chan_is_open
 from .hot import OWNER_DIED, HostLock, HotHost, buffer_of, format_lock, release, upcall_word
+from .statedir import StateDir
 from .statefile import (
     DEFAULT_XEN,
     DOM_BARE,
@@ -45,6 +47,8 @@ from .statefile import (
     ENTRY,
     FILE_NAME,
     HEADER,
+    HOST_ID,
+    HOST_ID_FIELD,
     INTENT,
     INTENT_COMMITTED,
     JOURNAL_AT,
@@ -70,7 +74,9 @@ from .statefile import (
     check_chans,
     check_file,
     check_journal,
+    host_id,
     intent_crc,
+    new_host_id,
     read_raise,
     table_end,
 )
@@ -161,57 +167,75 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         except LayoutError as e:
             raise StateError(str(e)) from None
         geos.append(geo)
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-    except OSError as e:
-        raise StateError(f"cannot create state directory {state_dir}: {errtext(e)}") from None
-    path = os.path.join(state_dir, FILE_NAME)
-    if os.path.exists(path) and not force:
-        raise StateError(f"a simulated host already exists at {path} (use --force to replace it)")
     size = table_end(nr_domains) + sum(g.size for g in geos) + PAGE_SIZE  # header and table, images, journal
-    try:
-        import tempfile  # here, not at the top: every command opens the store, few create one
+    with StateDir(state_dir, create=True) as sd:
+        if sd.lstat(FILE_NAME) is not None and not force:
+            raise StateError(f"a simulated host already exists at {sd.where(FILE_NAME)} (use --force to replace it)")
+        # Ctrl-C or SIGTERM held back from the temporary's making to the `try` that removes it on every failure
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        try:
+            fd, tmp = sd.create_temp(".host-")
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        try:
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (a signal held back is delivered here)
+                _reserve(fd, size, state_dir)
+                _build(fd, size, nr_domains, geos, kernels, bare, xen)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            sd.replace(tmp, FILE_NAME)
+        except BaseException:
+            sd.unlink(tmp)
+            raise
+    return os.path.join(state_dir, FILE_NAME)
 
-        fd, tmp = tempfile.mkstemp(prefix=".host-", dir=state_dir)
+
+def _reserve(fd: int, size: int, state_dir: str) -> None:
+    """The file's blocks, all of them, before any is written through the mapping: a sparse file on a full disk
+    kills the writer with SIGBUS instead."""
+    try:
+        os.posix_fallocate(fd, 0, size)
     except OSError as e:
-        raise StateError(f"cannot write in state directory {state_dir}: {errtext(e)}") from None
-    try:
-        os.ftruncate(fd, size)
-        with mmap.mmap(fd, size) as mm:
-            HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
-            JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - PAGE_SIZE)
-            struct.pack_into("<I", mm, XEN_VERSION_FIELD, XEN_VERSIONS[xen])
-            offset = table_end(nr_domains)
-            for domid, geo in enumerate(geos):
-                two_level = domid not in bare and kernels[domid] == ABI_2L
-                flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
-                    (DOM_KERNEL_2L if two_level else 0)
-                DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
-                mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
-                mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
-                if domid not in bare:
-                    kernel_boot(mem, two_level)
-                mem.release()
-                del mem
-                offset += geo.size
-            format_lock(mm, size - PAGE_SIZE)
-            mm.flush()
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        os.close(fd) if _fd_open(fd) else None
-        os.unlink(tmp)
-        raise
-    return path
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            st = os.fstatvfs(fd)
+            raise StateError(f"cannot create a host of {_size(size)} in {state_dir}: {errtext(e)} "
+                             f"({_size(st.f_bavail * st.f_frsize)} free there)", errno=e.errno) from None
+        raise StateError(f"cannot create a host of {_size(size)} in {state_dir}: {errtext(e)}", errno=e.errno) from None
 
 
-def _fd_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit} ({n} bytes)"
+    return f"{n} bytes"
+
+
+def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: dict[int, int], bare, xen: str) -> None:
+    """Write a new host into the reserved file: the header (a fresh host id), the domain table, each domain as
+    its kernel boots it, the journal page's lock."""
+    with mmap.mmap(fd, size) as mm:
+        HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
+        JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - PAGE_SIZE)
+        struct.pack_into("<I", mm, XEN_VERSION_FIELD, XEN_VERSIONS[xen])
+        HOST_ID.pack_into(mm, HOST_ID_FIELD, new_host_id())
+        offset = table_end(nr_domains)
+        for domid, geo in enumerate(geos):
+            two_level = domid not in bare and kernels[domid] == ABI_2L
+            flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
+                (DOM_KERNEL_2L if two_level else 0)
+            DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
+            mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
+            mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
+            if domid not in bare:
+                kernel_boot(mem, two_level)
+            mem.release()
+            del mem
+            offset += geo.size
+        format_lock(mm, size - PAGE_SIZE)
+        mm.flush()
 
 
 class SimDomain:
@@ -293,14 +317,16 @@ class HostFile:
         self.state_dir = state_dir or default_state_dir()
         self.read_only = read_only
         self.path = os.path.join(self.state_dir, FILE_NAME)
-        if not os.path.isdir(self.state_dir):
-            raise StateError(f"no simulated host at {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
-        if not os.path.exists(self.path):
-            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
+        self.dir = StateDir(self.state_dir, read_only=read_only)  # (the directory's policy: statedir.py)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY if read_only else os.O_RDWR)
-        except OSError as e:
-            raise StateError(f"cannot open state file {self.path}: {errtext(e)}", errno=e.errno) from None
+            fd = self.dir.open(FILE_NAME, write=not read_only)
+        except BaseException:
+            self.dir.close()
+            raise
+        if fd is None:
+            self.dir.close()
+            raise StateError(f"no simulated host in {self.state_dir}: run `xenevt sim init` first", errno=errno.ENOENT)
+        self._fd = fd
         self._hostlock: HostLock | None = None
         # the C hot path (hot.HotHost), made on first use; False: none for this host (read-only, or the reference)
         self._hot = False if read_only or os.environ.get(HOT_ENV) == "python" else None
@@ -309,12 +335,13 @@ class HostFile:
         self._sent: dict[tuple[int, int, int], object] = {}  # the hot send's answers, each made once (NotifyResult)
         self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
         try:
-            self._hostlock = HostLock(self.path, self._fd, os.fstat(self._fd).st_size)
+            self._hostlock = HostLock(self.path, self._fd, os.fstat(self._fd).st_size, self.dir.reopen_writable)
             died = self._hostlock.take() & OWNER_DIED
         except BaseException:
             if self._hostlock is not None:
                 self._hostlock.close()
             os.close(self._fd)
+            self.dir.close()
             raise
         try:
             self._map()
@@ -322,6 +349,7 @@ class HostFile:
             self._hostlock.give()
             self._hostlock.close()
             os.close(self._fd)
+            self.dir.close()
             raise
         if died:
             self.recovered.append("took the host lock from a holder that died holding it")
@@ -382,6 +410,7 @@ class HostFile:
         for i, (domid, _, _) in enumerate(checked):
             (self.domains.get(domid) or self.gone[domid]).table_index = i
         self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
+        self._host_id = host_id(self._mm)
         self._cbase = buffer_of("uint8_t[]", self._mm)  # (released in _unmap) C pointers into the mapping
         self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
         self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
@@ -435,13 +464,14 @@ class HostFile:
                 dom.mem.set_consumer(vcpu, 0)
         if self._consumer_fd is not None:
             for domid, vcpu in self._claimed:
-                fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, domid * 1024 + vcpu)
+                fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, self.consumer_byte(domid, vcpu))
             self._consumer_fd = None
         self._claimed = set()
         self._unmap()
         if self._hostlock is not None:
             self._hostlock.close()
         os.close(self._fd)
+        self.dir.close()
 
     def __enter__(self):
         return self
@@ -504,6 +534,18 @@ class HostFile:
     def _rec(self, dom: SimDomain, port: int) -> Chan:
         """Channel record ``port`` of ``dom``, checked: another process may have written it since the open."""
         return check_chan(dom.mem, port, dom.mem.chan(port), self._nr_chans, self.path)
+
+    def check_current(self) -> None:
+        """The file this process mapped is still the host at its path: ``sim init --force`` renames a new host
+        over it (and removing it unlinks it), which leaves the old file without a name."""
+        if os.fstat(self._fd).st_nlink == 0:
+            raise StateError(f"the simulated host at {self.path} was replaced or removed while in use "
+                             "(`sim init --force`?): run the command again on the new host", errno=errno.ESTALE)
+
+    def consumer_byte(self, domid: int, vcpu: int) -> int:
+        """vCPU ``vcpu``'s byte in the consumer lock file, in a range of this host's own (its identity, 36 bits of
+        it): a consumer still on a host this one replaced holds its byte there, not ours."""
+        return ((self._host_id & ((1 << 36) - 1)) << 25) + domid * 1024 + vcpu
 
     def _writable(self) -> None:
         if self.read_only:

@@ -58,29 +58,34 @@ class SimXenstore:
         return os.path.join(self.state_dir, XENSTORE_NAME)
 
     def xenstore_nodes(self) -> dict[str, str]:
-        """Every node, or none where no device was ever added."""
+        """Every node, or none where no device was ever added.  Opened through the state directory's policy
+        (statedir.py: no link followed; a FIFO or other non-regular file refused at once, never waited on)."""
         path = self._xs_path()
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE + 1)
-        except FileNotFoundError:
+        fd = self.dir.open(XENSTORE_NAME)
+        if fd is None:
             return {}
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(MAX_FILE + 1)
         except OSError as e:
             raise StateError(f"cannot read {path}: {errtext(e)}") from None
         return check_nodes(data, path)
 
     def _xs_write(self, nodes: dict[str, str]) -> None:
-        path = self._xs_path()
-        try:
-            import json
-            import tempfile
+        """Written whole: a new file (O_EXCL, 0600) renamed over the old one."""
+        import json
 
-            fd, tmp = tempfile.mkstemp(prefix=".xenstore-", dir=self.state_dir)
+        path = self._xs_path()
+        fd, tmp = self.dir.create_temp(".xenstore-")
+        try:
             with os.fdopen(fd, "w") as f:
                 json.dump({"xenstore": 1, "nodes": nodes}, f, indent=0, sort_keys=True)
-            os.replace(tmp, path)
-        except OSError as e:
-            raise StateError(f"cannot write {path}: {errtext(e)}") from None
+            self.dir.replace(tmp, XENSTORE_NAME)
+        except BaseException as e:
+            self.dir.unlink(tmp)
+            if isinstance(e, OSError):
+                raise StateError(f"cannot write {path}: {errtext(e)}") from None
+            raise
 
     def device_add(self, kind: str, domid: int, backend: int = 0, queues: int = 1) -> dict:
         """Connect a PV device of ``domid`` served by ``backend``, as libxl and the drivers do: the frontend
