@@ -8,9 +8,8 @@ import click
 
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
-from ..sim.statefile import MAX_DOMAINS
 from ..sim.store import KERNEL_ABIS
-from .context import DOMAIN, Ctx, json_option, pass_ctx
+from .context import DOMAIN, DOMAINS, MAX_PORTS, QUEUES, SIM_VCPU, VCPUS, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
 
@@ -36,12 +35,12 @@ class DomainAbi(click.ParamType):
 
 
 @sim.command("init")
-@click.option("--domains", type=click.IntRange(1, MAX_DOMAINS), default=2, show_default=True,
+@click.option("--domains", type=DOMAINS, default=2, show_default=True,
               help="Domains to create: dom0 (privileged) plus domUs.")
-@click.option("--vcpus", type=click.IntRange(1, 256), default=2, show_default=True, help="vCPUs per domain.")
-@click.option("--max-ports-dom0", type=click.IntRange(2, 1 << 17), default=4096, show_default=True,
+@click.option("--vcpus", type=VCPUS, default=2, show_default=True, help="vCPUs per domain.")
+@click.option("--max-ports-dom0", type=MAX_PORTS, default=4096, show_default=True,
               help="Event-channel limit of dom0.")
-@click.option("--max-ports-domu", type=click.IntRange(2, 1 << 17), default=1024, show_default=True,
+@click.option("--max-ports-domu", type=MAX_PORTS, default=1024, show_default=True,
               help="Event-channel limit of each domU (Xen's default max_event_channels is 1023 ports).")
 @click.option("--xen", type=click.Choice(list(XEN_VERSIONS)), default=DEFAULT_XEN, show_default=True,
               help="The Xen version whose rules to follow where versions differ (e.g. EVTCHNOP_status of a port "
@@ -167,7 +166,7 @@ def destroy(c: Ctx, domid, dying):
 @sim.command("xen-port")
 @click.argument("domid", type=DOMAIN)
 @click.option("--remote", type=DOMAIN, default=0, show_default=True, help="The domain that may bind to it.")
-@click.option("--vcpu", type=click.IntRange(0, 255), default=0, show_default=True, help="Its notify vCPU.")
+@click.option("--vcpu", type=SIM_VCPU, default=0, show_default=True, help="Its notify vCPU.")
 @json_option
 @pass_ctx
 def xen_port(c: Ctx, domid, remote, vcpu):
@@ -223,7 +222,7 @@ def device():
 @click.argument("kind", type=click.Choice(["vif", "vbd", "console", "store"]))
 @click.argument("domid", type=DOMAIN)
 @click.option("--backend", type=DOMAIN, default=0, show_default=True, help="The domain serving it.")
-@click.option("--queues", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--queues", type=QUEUES, default=1, show_default=True,
               help="Queues (vif, vbd): each has its own channel, a vif's a tx and an rx one.")
 @json_option
 @pass_ctx
