@@ -20,6 +20,7 @@ XENEVT = os.path.join(os.path.dirname(sys.executable), "xenevt")
 PACKAGE = os.path.dirname(xenevt.__file__) + os.sep
 
 
+@pytest.mark.slow  # (75 processes; timing-dependent under load)
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["wait", "-t", "5"]], ids=" ".join)
 def test_sigint_at_many_instants(tmp_path, argv):
     state = str(tmp_path / "host")
