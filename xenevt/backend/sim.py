@@ -87,7 +87,7 @@ class SimBackend:
 
     def fifo_memory(self, domain: int):
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
-        return self.host.domain(domain, "read the FIFO memory of").mem
+        return self.host.permit(self._as(domain), domain, "read the event-channel memory of").mem
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
@@ -127,6 +127,8 @@ class SimBackend:
         """What the simulated hypervisor prints for debug key 'e', as Xen's console shows it."""
         if keys != "e":
             raise BackendUnavailable(f"the simulator has debug key 'e' only, not {keys!r}")
+        if self.caller is not None:
+            self.host.permit_host(self.caller, "press debug key 'e' (every domain's channels)")
         lines = self.host.debug_key_e()
         return "(XEN) " + "\n(XEN) ".join(lines) + "\n" if lines else ""  # (one join: 40,000 lines)
 

@@ -177,9 +177,17 @@ def _report(message: str, code: int, obj: dict, argv: list[str]) -> int:
     return code
 
 
-def run() -> None:
-    """Console-script entry point (and ``python -m xenevt``)."""
-    code = main()
+def finish(code: int) -> None:
+    """Exit with ``code`` once the command is done; a Ctrl-C from here on exits 130 without a word (what the
+    command wrote is flushed first)."""
+    import signal
+
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except (BrokenPipeError, KeyboardInterrupt, ValueError):
+        pass
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
     # the interpreter's last collection at exit walks every object the command imported and made (some 5 ms of a
     # 70 ms `list`); frozen, they are left to the OS, which takes the whole process back anyway
     gc.freeze()

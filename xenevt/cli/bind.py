@@ -5,7 +5,20 @@ from __future__ import annotations
 import click
 
 from ..errors import ChannelError
-from .context import COUNT, DOMAIN, PORT, VCPU, VIRQ, Ctx, consume_events, domain_option, json_option, pass_ctx
+from .context import (
+    COUNT,
+    DOMAIN,
+    PING_INTERVAL,
+    PORT,
+    TIMEOUT,
+    VCPU,
+    VIRQ,
+    Ctx,
+    consume_events,
+    domain_option,
+    json_option,
+    pass_ctx,
+)
 
 HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until closed, and the command returns "
              "unless --count, --timeout or --notify-every asks it to wait.  On real Xen a port bound through "
@@ -20,9 +33,9 @@ def bind():
 
 
 def hold_options(f):
-    f = click.option("--notify-every", type=click.FloatRange(min=0.001), default=None, metavar="S",
+    f = click.option("--notify-every", type=PING_INTERVAL, default=None, metavar="S",
                      help="While holding, send on the port every S seconds (a ping-pong with the peer).")(f)
-    f = click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
+    f = click.option("--timeout", "-t", type=TIMEOUT, default=None,
                      help="Hold the port at most S seconds.")(f)
     f = click.option("--count", "-n", type=COUNT, default=None, help="Hold the port until N events arrived.")(f)
     return f

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import os
 import sys
 import time
@@ -254,6 +255,45 @@ CB_OFFSET = _IntRange("control-block offset", 0, abi.PAGE_SIZE - abi.CONTROL_BLO
 # KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps (dump's and doctor's --kaslr-offset)
 KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
                          align=2 << 20)
+
+
+class _Number(click.ParamType):
+    """A finite real number in a range (seconds, rates): nan and inf are refused here, at parse time, where
+    click's FloatRange lets nan through every comparison (a wait that never ends, a storm rate that is never
+    exceeded).  The error names the option, the value and the range."""
+
+    def __init__(self, what: str, lo: float, hi: float, unit: str = ""):
+        self.name = what
+        self.lo, self.hi, self.unit = lo, hi, unit
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            x = float(value)
+        else:
+            try:
+                x = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{self.name} {value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{self.name} {value!r} is not a finite number", param, ctx)
+        if not self.lo <= x <= self.hi:
+            shown = value.strip() if isinstance(value, str) else f"{x:.12g}"
+            self.fail(f"{self.name} {shown} out of range {self.lo:.12g}..{self.hi:.12g}{self.unit}", param, ctx)
+        return x
+
+
+YEAR = 365 * 86400.0
+TIMEOUT = _Number("timeout", 0, YEAR, unit=" s")  # (a year: a bound that a deadline's arithmetic can hold)
+DURATION = _Number("duration", 0, YEAR, unit=" s")
+PING_INTERVAL = _Number("interval", 0.001, 3600, unit=" s")
+WATCH_INTERVAL = _Number("interval", 0.05, 3600, unit=" s")
+SAMPLE_INTERVAL = _Number("interval", 0.1, 3600, unit=" s")
+RATE = _Number("rate", 1, 1e9, unit=" events/s")
+DOMAINS = _IntRange("domain count", 1, abi.DOMID_FIRST_RESERVED)  # (domids 0..n-1: sim.statefile.MAX_DOMAINS)
+VCPUS = _IntRange("vCPU count", 1, 256)
+MAX_PORTS = _IntRange("port limit", 2, abi.EVTCHN_FIFO_NR_CHANNELS)
+QUEUES = _IntRange("queue count", 1, 64)  # (sim.xenstore.MAX_QUEUES)
+SIM_VCPU = _IntRange("vCPU", 0, 255)
 
 
 class Pair(click.ParamType):

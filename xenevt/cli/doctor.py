@@ -7,7 +7,7 @@ import os
 import click
 
 from ..activity import STORM_RATE
-from .context import DOMAIN, KASLR_OFFSET, Ctx, json_option, pass_ctx, whole_host
+from .context import DOMAIN, DURATION, KASLR_OFFSET, RATE, SAMPLE_INTERVAL, Ctx, json_option, pass_ctx, whole_host
 
 STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 
@@ -31,11 +31,11 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 @click.option("--save", metavar="SNAPSHOT", help="Also save the evidence, for a later --since.")
 @click.option("--since", metavar="SNAPSHOT", help="An earlier snapshot: what is still wrong now is stuck, and "
               "counters give rates.")
-@click.option("--interval", type=click.FloatRange(min=0.1, max=3600), metavar="SECONDS",
+@click.option("--interval", type=SAMPLE_INTERVAL, metavar="SECONDS",
               help="Take two samples this far apart (instead of --since): rates, storms, stuck ports.")
-@click.option("--storm-rate", type=click.FloatRange(min=1), default=STORM_RATE, show_default=True, metavar="N",
+@click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one port, IRQ or xenbus device called a storm.")
-@click.option("--stuck-after", type=click.FloatRange(min=0), default=STUCK_AFTER, show_default=True,
+@click.option("--stuck-after", type=DURATION, default=STUCK_AFTER, show_default=True,
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
 @json_option
 @pass_ctx

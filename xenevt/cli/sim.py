@@ -6,10 +6,10 @@ import os
 
 import click
 
+from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
-from ..sim.statefile import MAX_DOMAINS
 from ..sim.store import KERNEL_ABIS
-from .context import DOMAIN, Ctx, json_option, pass_ctx
+from .context import DOMAIN, DOMAINS, MAX_PORTS, QUEUES, SIM_VCPU, VCPUS, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
 
@@ -35,12 +35,12 @@ class DomainAbi(click.ParamType):
 
 
 @sim.command("init")
-@click.option("--domains", type=click.IntRange(1, MAX_DOMAINS), default=2, show_default=True,
+@click.option("--domains", type=DOMAINS, default=2, show_default=True,
               help="Domains to create: dom0 (privileged) plus domUs.")
-@click.option("--vcpus", type=click.IntRange(1, 256), default=2, show_default=True, help="vCPUs per domain.")
-@click.option("--max-ports-dom0", type=click.IntRange(2, 1 << 17), default=4096, show_default=True,
+@click.option("--vcpus", type=VCPUS, default=2, show_default=True, help="vCPUs per domain.")
+@click.option("--max-ports-dom0", type=MAX_PORTS, default=4096, show_default=True,
               help="Event-channel limit of dom0.")
-@click.option("--max-ports-domu", type=click.IntRange(2, 1 << 17), default=1024, show_default=True,
+@click.option("--max-ports-domu", type=MAX_PORTS, default=1024, show_default=True,
               help="Event-channel limit of each domU (Xen's default max_event_channels is 1023 ports).")
 @click.option("--xen", type=click.Choice(list(XEN_VERSIONS)), default=DEFAULT_XEN, show_default=True,
               help="The Xen version whose rules to follow where versions differ (e.g. EVTCHNOP_status of a port "
@@ -55,6 +55,8 @@ class DomainAbi(click.ParamType):
 @pass_ctx
 def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force):
     """Create a fresh host: each guest kernel sets up the ABI it chooses (--abi, --domain-abi)."""
+    if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
+        check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")
     abis = dict(domain_abis)
     path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen, abi=abi_name,
                        abis=abis)
@@ -101,12 +103,12 @@ def reset(c: Ctx, domains):
         for domid in targets:
             pause = domid != caller and not host.domains[domid].paused
             if pause:
-                host.pause(domid)
+                host.pause(domid, caller=caller)
             try:
                 host.reset(caller, domid)
             finally:
                 if pause:
-                    host.pause(domid, False)
+                    host.pause(domid, False, caller=caller)
             closed[domid] = before[domid] - len(host.list_ports(caller, domid))
     c.emit({"closed": {str(k): v for k, v in closed.items()}},
            "; ".join(f"domain {d}: closed {n} port(s)" for d, n in closed.items()))
@@ -116,9 +118,10 @@ def reset(c: Ctx, domains):
 @click.argument("domid", type=DOMAIN)
 @pass_ctx
 def pause(c: Ctx, domid):
-    """Pause a domain, as ``xl pause`` does: EVTCHNOP_reset may then name it."""
+    """Pause a domain, as ``xl pause`` does (the toolstack: --as a privileged domain): EVTCHNOP_reset may then
+    name it."""
     with SimHost(c.state) as host:
-        host.pause(domid)
+        host.pause(domid, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
 
 
@@ -126,9 +129,9 @@ def pause(c: Ctx, domid):
 @click.argument("domid", type=DOMAIN)
 @pass_ctx
 def unpause(c: Ctx, domid):
-    """Unpause a domain (``xl unpause``)."""
+    """Unpause a domain (``xl unpause``; the toolstack: --as a privileged domain)."""
     with SimHost(c.state) as host:
-        host.pause(domid, False)
+        host.pause(domid, False, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
@@ -143,7 +146,7 @@ def destroy(c: Ctx, domid, dying):
     of it, so each interdomain peer goes back to unbound, waiting for the dead domid; the domain is then gone
     (ESRCH for every call naming it), or with --dying still listed as dying.  Run again on a dying domain to
     finish it."""
-    caller = 0 if c.caller is None else c.caller
+    caller = _toolstack(c)
     with SimHost(c.state) as host:
         dom = host.domain(domid, "destroy")
         ports = {d: {st.port for st in host.list_ports(0, d)} for d in host.domains if d != domid}
@@ -163,7 +166,7 @@ def destroy(c: Ctx, domid, dying):
 @sim.command("xen-port")
 @click.argument("domid", type=DOMAIN)
 @click.option("--remote", type=DOMAIN, default=0, show_default=True, help="The domain that may bind to it.")
-@click.option("--vcpu", type=click.IntRange(0, 255), default=0, show_default=True, help="Its notify vCPU.")
+@click.option("--vcpu", type=SIM_VCPU, default=0, show_default=True, help="Its notify vCPU.")
 @json_option
 @pass_ctx
 def xen_port(c: Ctx, domid, remote, vcpu):
@@ -171,7 +174,7 @@ def xen_port(c: Ctx, domid, remote, vcpu):
     (alloc_unbound_xen_event_channel): the guest cannot send on, close or move it, a reset leaves it, and
     EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20."""
     with SimHost(c.state) as host:
-        port = host.xen_port(domid, remote, vcpu)
+        port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
     c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
            f"domain {domid} port {port}: consumed by Xen, waiting for domain {remote}")
 
@@ -186,6 +189,8 @@ def check(c: Ctx, repair):
     clean, 1 when not (after --repair: when something is left)."""
     from ..sim.check import check_host
 
+    if repair and c.caller is not None:  # mending the file is the machine's administrator's, not a domain's
+        check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "repair the host")
     left, done, notes = check_host(c.state, repair)
     if c.json:
         c.emit({"state_file": os.path.join(c.state, FILE_NAME), "inconsistencies": left, "repaired": done,
@@ -203,6 +208,11 @@ def check(c: Ctx, repair):
         click.get_current_context().exit(1)
 
 
+def _toolstack(c: Ctx) -> int:
+    """The domain a toolstack operation (pause, destroy, device add, Xen's own ports) runs as: --as, else dom0."""
+    return CONTROL_DOMAIN if c.caller is None else c.caller
+
+
 @sim.group("device")
 def device():
     """PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes."""
@@ -212,7 +222,7 @@ def device():
 @click.argument("kind", type=click.Choice(["vif", "vbd", "console", "store"]))
 @click.argument("domid", type=DOMAIN)
 @click.option("--backend", type=DOMAIN, default=0, show_default=True, help="The domain serving it.")
-@click.option("--queues", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--queues", type=QUEUES, default=1, show_default=True,
               help="Queues (vif, vbd): each has its own channel, a vif's a tx and an rx one.")
 @json_option
 @pass_ctx
@@ -221,7 +231,7 @@ def device_add(c: Ctx, kind, domid, backend, queues):
     /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
     xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it)."""
     with SimHost(c.state) as host:
-        made = host.device_add(kind, domid, backend, queues)
+        made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
     what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
     c.emit(made, f"domain {domid}: {what} served by domain {backend}: "
                  + ", ".join(f"d{domid}:{p['port']} ↔ d{backend}:{p['peer']} ({p['key'].split(base, 1)[-1]})"
@@ -235,8 +245,11 @@ def device_list(c: Ctx):
     """Every port the simulated xenstore names: its node and value."""
     with SimHost(c.state, read_only=True) as host:
         nodes = host.xenstore_nodes()
-    ports = {k: v for k, v in sorted(nodes.items()) if k.endswith(("/port", "/event-channel", "/event-channel-tx",
-                                                                    "/event-channel-rx"))}
+        # xenstored shows a domain its own subtree only (dom0 every node)
+        hidden = () if c.caller is None else tuple(f"/local/domain/{d}/" for d in host.domains
+                                                   if not host.may(c.caller, d, "read the xenstore nodes of"))
+    ends = ("/port", "/event-channel", "/event-channel-tx", "/event-channel-rx")
+    ports = {k: v for k, v in sorted(nodes.items()) if k.endswith(ends) and not k.startswith(hidden)}
     if c.json:
         c.emit({"nodes": ports})
         return

@@ -8,13 +8,13 @@ from contextlib import contextmanager
 import click
 
 from ..errors import ChannelError
-from .context import COUNT, VCPU, Ctx, consume_events, domain_option, json_option, pass_ctx
+from .context import COUNT, TIMEOUT, VCPU, Ctx, consume_events, domain_option, json_option, pass_ctx
 
 
 @click.command("wait")
 @click.option("--vcpu", type=VCPU, default=0, show_default=True, help="vCPU whose events to consume.")
 @click.option("--count", "-n", type=COUNT, default=None, help="Stop after N events (fail if the timeout comes first).")
-@click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
+@click.option("--timeout", "-t", type=TIMEOUT, default=None,
               help="Stop after S seconds (default: run until Ctrl-C or --count).")
 @domain_option
 @json_option

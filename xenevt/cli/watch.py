@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..activity import STORM_RATE
 from ..errors import XenevtError
-from .context import COUNT, Ctx, domain_option, json_option, pass_ctx
+from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domain_option, json_option, pass_ctx
 
 
 def _note(r, storm_rate: float) -> str:
@@ -47,11 +47,11 @@ def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) ->
 
 
 @click.command("watch")
-@click.option("--interval", "-i", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+@click.option("--interval", "-i", type=WATCH_INTERVAL, default=1.0, show_default=True,
               help="Seconds between samples.")
 @click.option("--once", is_flag=True, help="Take two samples one interval apart, print once, exit.")
 @click.option("--count", "-n", type=COUNT, default=None, help="Stop after N refreshes.")
-@click.option("--storm-rate", type=click.FloatRange(min=1), default=STORM_RATE, show_default=True, metavar="N",
+@click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one row flagged as a storm.")
 @domain_option
 @json_option

@@ -1,8 +1,9 @@
 """Who may make a call, and the lookups every call starts with: domain, port, vCPU, each checked.
 
-Xen's hypercalls that name a domain follow XSM's default policy (the caller
-or a privileged domain); the rest act on the caller's own domain only.  A
-refusal is one ChannelError naming the call, the domain and the port.
+``RULES`` is the one table of who may do what: every call the simulator answers (a hypercall, a guest kernel's
+own act, a toolstack operation, a read of a domain's memory) names its rule there, by Xen's XSM dummy policy
+(xen/include/xsm/dummy.h).  ``permit`` applies it; ``_access`` and ``_own`` are its two common spellings.  A
+refusal is one ChannelError naming the call, the domain and the port, with EPERM.
 """
 
 from __future__ import annotations
@@ -15,8 +16,76 @@ from ..abi import (
     ECS_RESERVED,
 )
 from ..engine import Chan
-from ..errors import channel_error
+from ..errors import ChannelError, channel_error
 from .store import SimDomain
+
+# What the caller must be.  Xen's actions, and what each becomes here:
+SELF = "self"  # no domain argument in Xen (current->domain): send, close, unmask, bind_*; a guest kernel's own acts
+TARGET = "target"  # XSM_TARGET: the domain itself, or a privileged domain
+PRIV = "priv"  # XSM_PRIV: the control domain only (the toolstack's domctls and sysctls)
+DM_PRIV = "dm_priv"  # XSM_DM_PRIV: the domain's device model or the control domain (the simulator has no
+#                      device-model stub domains, so: privileged)
+
+RULES: dict[str, str] = {
+    # EVTCHNOP_* that name a domain: xsm_evtchn_unbound, xsm_evtchn_status, xsm_evtchn_reset
+    "allocate an unbound port in": TARGET,
+    "get the status of": TARGET,
+    "list the ports of": TARGET,
+    "reset": TARGET,
+    # privcmd's foreign mappings (xsm_map_gmfn_foreign, xsm_mmu_update): a dump reads what a mapping would
+    "map frames of": TARGET,
+    "read the event-channel memory of": TARGET,
+    "get the domain info of": TARGET,
+    # EVTCHNOP_* on the caller's own domain (no domain argument), and the guest kernel's own words and queues
+    "bind interdomain for": SELF,
+    "bind VIRQ for": SELF,
+    "bind IPI for": SELF,
+    "notify": SELF,
+    "close": SELF,
+    "unmask": SELF,
+    "mask": SELF,
+    "set the priority of": SELF,
+    "move": SELF,
+    "register the control block of": SELF,
+    "expand the event array of": SELF,
+    "consume events of": SELF,
+    # the toolstack: XEN_DOMCTL_pausedomain/unpausedomain/destroydomain (xsm_domctl's default, XSM_PRIV); a PV
+    # device's backend nodes and the builder's console/xenstore ports (libxl in dom0); debug keys (sysctl)
+    "pause": PRIV,
+    "unpause": PRIV,
+    "destroy": PRIV,
+    "add a device to": PRIV,
+    "press debug key 'e' (every domain's channels)": PRIV,
+    # a port Xen consumes for an ioreq server (XEN_DMOP_create_ioreq_server: xsm_dm_op, XSM_DM_PRIV)
+    "allocate a Xen-consumed port in": DM_PRIV,
+    # the host itself, which no domain of it may replace or mend (the simulator's stand-in for the machine's
+    # administrator: its privileged domain 0)
+    "create or replace the host": PRIV,
+    "repair the host": PRIV,
+    # xenstored's default permissions: a domain reads its own /local/domain/D subtree, dom0 every node
+    "read the xenstore nodes of": TARGET,
+}
+
+
+def refusal(rule: str, caller: int, privileged: bool, domid: int | None) -> str | None:
+    """Why ``caller`` may not make a call of ``rule`` naming ``domid`` (None: the host as a whole), or None."""
+    if rule == SELF:
+        return None if caller == domid else f"domain {caller} may not operate on another domain's ports"
+    if privileged or (rule == TARGET and caller == domid):
+        return None
+    if rule == TARGET:
+        return f"domain {caller} may not operate on another domain's ports"
+    return f"domain {caller} is not privileged (only the toolstack's domain may)"
+
+
+CONTROL_DOMAIN = 0  # the privileged domain of every host create_host makes (a host not yet made has no table)
+
+
+def check_host_call(caller: int, privileged: bool, call: str) -> None:
+    """A call about the host as a whole (no one domain): EPERM unless RULES lets ``caller`` make it."""
+    why = refusal(RULES[call], caller, privileged, None)
+    if why is not None:
+        raise ChannelError(f"cannot {call}: {why} (EPERM)", errno=errno.EPERM, call=call)
 
 
 class Access:
@@ -42,30 +111,38 @@ class Access:
                                 port=port)
         return me
 
-    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
-        """An operation that names a domain (alloc_unbound, status, reset; privcmd's foreign mappings): the
-        caller must be that domain or privileged (XSM_TARGET: xsm_evtchn_unbound/_status/_reset)."""
+    def permit(self, caller: int, domid: int, call: str, port: int | None = None,
+               vcpu: int | None = None) -> SimDomain:
+        """``call`` by ``caller`` naming ``domid``, as RULES says: the domain (ESRCH), the caller (ESRCH), then
+        who may (EPERM).  Returns the domain.  A call missing from RULES is a bug: KeyError."""
+        rule = RULES[call]
         dom = self.domain(domid, call, port)
         me = self._caller(caller, domid, call, port)
-        if caller != domid and not me.privileged:
-            raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
-                                domain=domid, port=port)
+        why = refusal(rule, caller, me.privileged, domid)
+        if why is not None:
+            raise channel_error(call, errno.EPERM, why, domain=domid, port=port, vcpu=vcpu)
         return dom
+
+    def permit_host(self, caller: int, call: str) -> None:
+        """A call about the whole host (a debug key, a repair) by ``caller``, as RULES says."""
+        check_host_call(caller, self._caller(caller, caller, call).privileged, call)
+
+    def may(self, caller: int, domid: int, call: str) -> bool:
+        """Whether ``permit`` would let the call through (for views that show only what the caller may see)."""
+        me = self.domains.get(caller)
+        return me is not None and refusal(RULES[call], caller, me.privileged, domid) is None
+
+    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
+        """An operation that names a domain (alloc_unbound, status, reset; privcmd's foreign mappings)."""
+        return self.permit(caller, domid, call, port)
 
     def check_access(self, caller: int, domid: int, call: str) -> None:
         """Raise what ``call`` naming domain ``domid`` by ``caller`` would be refused with (EPERM, ESRCH)."""
-        self._access(caller, domid, call)
+        self.permit(caller, domid, call)
 
     def _own(self, caller: int, domid: int, call: str, port: int | None = None, vcpu: int | None = None) -> SimDomain:
-        """An operation on the caller's own domain only, privileged or not: Xen's send, close, unmask,
-        bind_vcpu, set_priority and bind_* take no domain (current->domain), and only the guest's own kernel
-        masks its words or consumes its queues."""
-        dom = self.domain(domid, call, port)
-        self._caller(caller, domid, call, port)
-        if caller != domid:
-            raise channel_error(call, errno.EPERM, f"domain {caller} may not operate on another domain's ports",
-                                domain=domid, port=port, vcpu=vcpu)
-        return dom
+        """An operation on the caller's own domain only (RULES says SELF for each)."""
+        return self.permit(caller, domid, call, port, vcpu)
 
     def _chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
         """Xen's port_is_valid() (ports below valid_evtchns, port 0 included: it is reserved, reads closed),

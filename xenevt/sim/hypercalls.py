@@ -509,20 +509,17 @@ class Hypercalls:
         gone.  Destroying a dying domain again finishes it."""
         call = "destroy"
         with self.locked():
-            dom = self.domain(domid, call)
-            me = self._caller(caller, domid, call)
-            if not me.privileged:
-                raise channel_error(call, errno.EPERM, f"domain {caller} is not privileged", domain=domid)
+            dom = self.permit(caller, domid, call)
             if domid == caller or dom.privileged:
                 raise channel_error(call, errno.EINVAL, "the simulator destroys no privileged domain and no "
                                     "domain destroys itself", domain=domid)
             self._transact("destroy", caller, [(K_DESTROY, domid, int(dying), b"")])
 
-    def pause(self, domid: int, paused: bool = True) -> None:
-        """The toolstack's pause and unpause (``xl pause``): all that the event channels care about is that
-        EVTCHNOP_reset may then name the domain."""
+    def pause(self, domid: int, paused: bool = True, caller: int = 0) -> None:
+        """The toolstack's pause and unpause (``xl pause``, a privileged ``caller``): all that the event channels
+        care about is that EVTCHNOP_reset may then name the domain."""
         with self.locked():
-            self.domain(domid, "pause" if paused else "unpause").set_paused(paused)
+            self.permit(caller, domid, "pause" if paused else "unpause").set_paused(paused)
 
     def _store_field(self, dom: SimDomain, port: int, field: str, value: int) -> None:
         """One field of a channel record in one aligned store: a kill never leaves it half written."""
@@ -582,12 +579,13 @@ class Hypercalls:
                 return
             self._raise(dom, port, unmask=True)
 
-    def xen_port(self, domid: int, remote: int, vcpu: int = 0) -> int:
+    def xen_port(self, domid: int, remote: int, vcpu: int = 0, caller: int = 0) -> int:
         """Xen's alloc_unbound_xen_event_channel(): a port of ``domid`` that Xen itself consumes (an ioreq
-        server's, a vm_event ring's), waiting for ``remote`` (the device model, the monitoring tool) to bind."""
+        server's, a vm_event ring's), waiting for ``remote`` (the device model, the monitoring tool) to bind;
+        ``caller`` creates the server (privileged)."""
         call = "allocate a Xen-consumed port in"
         with self.locked():
-            dom = self.domain(domid, call)
+            dom = self.permit(caller, domid, call)
             self._vcpu(dom, vcpu, call)
             return self._bind_new("alloc_unbound", 0, dom, call,
                                   Chan(state=ECS_UNBOUND, remote_dom=remote, notify_vcpu=vcpu, flags=CHAN_XEN),

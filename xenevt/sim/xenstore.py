@@ -87,11 +87,11 @@ class SimXenstore:
                 raise StateError(f"cannot write {path}: {errtext(e)}") from None
             raise
 
-    def device_add(self, kind: str, domid: int, backend: int = 0, queues: int = 1) -> dict:
+    def device_add(self, kind: str, domid: int, backend: int = 0, queues: int = 1, caller: int = 0) -> dict:
         """Connect a PV device of ``domid`` served by ``backend``, as libxl and the drivers do: the frontend
         allocates an unbound port per queue and direction and writes it to its device directory, the
         backend binds interdomain to it; ``console`` and ``store`` are the ports the domain builder
-        allocates and xenconsoled / xenstored bind.  Returns what was made: ids and ports."""
+        allocates and xenconsoled / xenstored bind; ``caller`` is the toolstack (privileged).  Returns what was made."""
         if kind not in KINDS:
             raise StateError(f"device kind {kind!r} is not one of {', '.join(KINDS)}")
         if not 1 <= queues <= MAX_QUEUES or (queues > 1 and kind in ("console", "store")):
@@ -100,6 +100,7 @@ class SimXenstore:
         if domid == backend:
             raise StateError(f"domain {domid} cannot be its own {kind}'s backend")
         with self.locked():
+            self.permit(caller, domid, "add a device to")  # the toolstack (libxl), whoever serves it
             self.domain(domid, f"add a {kind} to")
             self.domain(backend, f"serve a {kind} from")
             nodes = self.xenstore_nodes()
