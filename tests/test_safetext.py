@@ -31,3 +31,11 @@ def test_each_escape_names_the_character():
 def test_bytes_from_outside_come_out_printable(data):
     assert term_bytes(data).isprintable()
     assert term_bytes(b"\xff\x1b[2J") == "\\xff\\x1b[2J"
+
+
+@given(st.text())
+def test_json_as_written_here_carries_no_raw_control_either(text):
+    import json
+
+    out = json.dumps(text)  # ensure_ascii: the JSON writers' setting
+    assert out.isascii() and out.isprintable()

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import EvidenceError
+from .safetext import term
 
 XEN_CHIPS = ("xen-dyn", "xen-dyn-lateeoi", "xen-percpu", "xen-pirq")
 STORM_RATE = 10_000  # events/s on one port or IRQ called a storm (doctor --storm-rate, watch --storm-rate)
@@ -77,8 +78,8 @@ def parse_interrupts(text: str, path: str = "/proc/interrupts") -> list[Row]:
             tail = ["-" + chip[len(base) + 1:]] + tail
             chip = base
         handler = tail[0].lstrip("-") if tail and tail[0].startswith("-") else ""
-        names = " ".join(tail[1:] if handler else tail)
-        rows.append(Row(f"irq {head.strip()}", f"{chip} {handler} {names}".strip(), counts))
+        names = term(" ".join(tail[1:] if handler else tail))  # drivers name their IRQs from outside text
+        rows.append(Row(f"irq {head.strip()}", f"{term(chip)} {term(handler)} {names}".strip(), counts))
     return rows
 
 
@@ -97,8 +98,8 @@ def read_xenbus(root: str = "/sys") -> list[Row]:
             values = [_sysfs_int(os.path.join(dev, "xenbus", stat)) for stat in XENBUS_STATS]
             if values[0] is None:
                 continue
-            node = _sysfs_text(os.path.join(dev, "nodename")) or name
-            rows.append(Row(f"xenbus {node}", f"xenbus {name}", [values[0]], spurious=values[1],
+            node = term(_sysfs_text(os.path.join(dev, "nodename")) or name)  # a xenstore path
+            rows.append(Row(f"xenbus {node}", f"xenbus {term(name)}", [values[0]], spurious=values[1],
                             eoi_delayed=values[2]))
     return rows
 

@@ -2,7 +2,8 @@
 
 A value another domain or a file chose may hold escape sequences, C1 controls or bidi overrides that would
 move the cursor, retitle the window or hide what follows.  Every view and every error message that shows such
-text passes it through ``term`` once, here, so the rule cannot drift between commands.
+text passes it through ``term`` once, here, so the rule cannot drift between commands.  JSON needs nothing
+more: ``json.dumps`` (ASCII, as every writer here uses it) escapes every character outside space..tilde.
 """
 
 from __future__ import annotations

@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(message: str, code: int, obj: dict, argv: list[str]) -> int:
-    line = " ".join(message.split())
+    from ..safetext import term
+
+    line = term(" ".join(message.split()))  # a message may quote a file's bytes, a path, a xenstore value
     try:
         if _json_wanted(argv):
             import json

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import click
 
 from .. import abi
+from ..safetext import term
 
 CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
@@ -83,8 +84,8 @@ class Ctx:
         self.stdout.write(line + "\n")
 
     def note(self, line: str) -> None:
-        """One line on stderr (notes, warnings: never into the pager)."""
-        sys.stderr.write(line + "\n")
+        """One line on stderr (notes, warnings: never into the pager); outside text in it escaped (safetext)."""
+        sys.stderr.write(term(line) + "\n")
         sys.stderr.flush()
 
     def stdout_is_terminal(self) -> bool:

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
 from ..sim.store import KERNEL_ABIS
@@ -256,7 +257,7 @@ def device_list(c: Ctx):
     if not ports:
         c.out.print("no devices (add one with `xenevt sim device add vif DOMID`)")
     for k, v in ports.items():
-        c.out.print(f"{k} = {v}")
+        c.out.print(f"{term(k)} = {term(v)}")  # what a domain wrote: escaped before the terminal sees it
 
 
 @sim.command("libpath")

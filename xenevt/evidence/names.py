@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from ..abi import EVTCHN_FIFO_NR_CHANNELS, VIRQ_NAMES
 from ..engine.layout import FrozenRecord
 from ..errors import XenevtError
+from ..safetext import term
 
 ARROW = "↔"
 # (patterns, compiled by re on first use: `list` on a host without xenstore nodes compiles none)
@@ -92,16 +93,18 @@ def from_xenstore(nodes: dict[str, str]) -> tuple[dict[tuple[int, int], Name], l
             continue
         port = _port(nodes[path])
         if port is None:
-            notes.append(f"xenstore {path} holds {nodes[path][:20]!r}, not a port")
+            notes.append(f"xenstore {term(path)} holds {term(repr(nodes[path][:20]))}, not a port")
             continue
+        where = f"xenstore {term(path)}"  # a domain chose its device's id: shown escaped wherever a name goes
         if m:
             dom, kind, dev, queue, direction = m.groups()
-            name = Name(kind, f"{kind} {dev}", f"xenstore {path}", int(dom), dev,
+            kind, dev = term(kind), term(dev)
+            name = Name(kind, f"{kind} {dev}", where, int(dom), dev,
                         None if queue is None else int(queue), direction, "frontend")
         else:
             dom, what = s.groups()
             kind = "xenstore" if what == "store" else "console"
-            name = Name(kind, kind, f"xenstore {path}", int(dom), end="frontend")
+            name = Name(kind, kind, where, int(dom), end="frontend")
         named[(int(dom), port)] = name
     return named, notes
 
@@ -222,7 +225,7 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
             if key in want:
                 n = out.names[want[key]]
                 out.names[want.pop(key)] = Name(n.kind, n.device, n.source, n.owner, n.id, n.queue, n.direction,
-                                                n.end, f"{row.key} {word}")
+                                                n.end, f"{row.key} {term(word)}")
 
 
 def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int | None = None,
