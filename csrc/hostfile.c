@@ -283,6 +283,7 @@ void xe_map_unwatch(int id)
     if (id < 1 || id > XE_MAPS)
         return;
     __atomic_store_n(&maps[id - 1].base, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&maps[id - 1].faulted, 0, __ATOMIC_RELEASE);
 }
 
 int xe_map_faulted(int id)

@@ -278,10 +278,18 @@ class HotHost:
 
     def __init__(self, host, stats):
         self._host = host
-        self._base = ffi.from_buffer("uint8_t[]", host._mm, require_writable=True)
-        self._stats_buf = None
+        self._base = self._stats_buf = None
         self._stats_watch = 0
-        h = self.h = ffi.new("xe_host *")
+        self.h = ffi.new("xe_host *")
+        try:
+            self._build(host, stats)
+        except BaseException:  # (the views let go: the host's mappings can then be closed)
+            self.close()
+            raise
+
+    def _build(self, host, stats) -> None:
+        h = self.h
+        self._base = ffi.from_buffer("uint8_t[]", host._mm, require_writable=True)
         entries = sorted((d.table_index, d) for d in (host.domains | host.gone).values())
         self._doms = ffi.new("xe_host_dom[]", max(len(entries), 1))
         h.base = self._base
