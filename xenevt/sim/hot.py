@@ -115,6 +115,9 @@ class HostLock:
             return  # read-only to this user: it cannot write the lock either
         try:
             self._mm = mmap.mmap(wfd, abi.PAGE_SIZE, offset=journal)
+        except ValueError:  # (shorter than fstat said a moment ago)
+            raise StateError(f"state file {path}: the file changed size under us ({size} -> "
+                             f"{os.fstat(fd).st_size} bytes)") from None
         finally:
             os.close(wfd)
         self._view = ffi.from_buffer("uint8_t[]", self._mm, require_writable=True)

@@ -362,8 +362,11 @@ class HostFile:
         self._size = os.fstat(self._fd).st_size
         if self._size < abi.PAGE_SIZE:
             raise StateError(f"state file {self.path} is truncated ({self._size} bytes): not a xenevt state file")
-        self._mm = mmap.mmap(self._fd, self._size,
-                             access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
+        try:
+            self._mm = mmap.mmap(self._fd, self._size,
+                                 access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
+        except ValueError:  # (shorter than fstat said a moment ago)
+            raise self._resized(os.fstat(self._fd).st_size) from None
         self._cbase = buffer_of("uint8_t[]", self._mm)  # (released in _unmap) C pointers into the mapping
         self._watch = max(map_watch(self._cbase, self._size), 0)  # before any byte is read
         self.domains = {}
