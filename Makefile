@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 FLOOR ?= .venv-floor
-CSRC := csrc/fifo_hv.c csrc/fifo_guest.c csrc/fifo_walk.c csrc/twolevel.c csrc/simhost.c csrc/evtchn_loop.c
+CSRC := csrc/fifo_hv.c csrc/fifo_guest.c csrc/fifo_walk.c csrc/twolevel.c csrc/simhost.c csrc/hostfile.c csrc/evtchn_loop.c
 CTEST ?= csrc/test_fifo_main.c
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Wshadow -Werror -Icsrc
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

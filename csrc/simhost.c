@@ -2,13 +2,11 @@
  * The simulator's hot path over its mapped state file (declarations and the
  * lock slot's layout: xenevt_host_api.h; the file's format: statefile.py).
  *
- * The host lock is a robust, process-shared pthread mutex in the journal
- * page's first 64 bytes: every process and thread that changes channel
- * tables, and every open that reads them, takes it (Python's HostFile and
- * this file alike).  A holder killed at any instant is seen by the next
- * taker (EOWNERDEAD, the kernel's robust futex list): the mutex is made
- * consistent and the caller runs the journal's recovery, as the journal's
- * intent record and raise mark make every update redoable.
+ * The host lock (hostfile.c) is taken by every process and thread that
+ * changes channel tables, and every open that reads them (Python's HostFile
+ * and this file alike).  A holder killed at any instant is seen by the next
+ * taker: the caller runs the journal's recovery, as the journal's intent
+ * record and raise mark make every update redoable.
  *
  * Only the common case is decided here: whatever is unusual (an error to
  * report, a record that is not plainly valid, an update to finish first)
@@ -24,8 +22,6 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -61,179 +57,20 @@
 #define SP_SHIFT_PORT 12
 #define SP_SHIFT_DOM 32
 
-typedef struct xe_lock_slot {
-    pthread_mutex_t mutex;
-    uint8_t _pad[48 - sizeof(pthread_mutex_t)];
-    uint32_t magic;
-    uint32_t holder;
-    uint32_t _rsvd[2];
-} xe_lock_slot;
-
-_Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex fits the lock slot");
-_Static_assert(sizeof(xe_lock_slot) == XE_LOCK_SLOT_SIZE, "the lock slot is 64 bytes");
 _Static_assert(sizeof(xe_port_status) == 10 * sizeof(uint32_t), "Python reads xe_port_status as 10 u32s");
 
-/* This process's pid, for the slot's holder field: getpid() is a system call (glibc caches nothing), so it is
- * asked once per process (a forked child asks again) */
-static pid_t self_pid;
-static pthread_once_t self_pid_once = PTHREAD_ONCE_INIT;
-
-static void self_pid_forget(void)
-{
-    self_pid = 0;
-}
-
-static void self_pid_hook(void)
-{
-    pthread_atfork(NULL, NULL, self_pid_forget);
-}
-
-static uint32_t my_pid(void)
-{
-    if (self_pid == 0) {
-        pthread_once(&self_pid_once, self_pid_hook);
-        self_pid = getpid();
-    }
-    return (uint32_t)self_pid;
-}
-
-/* --- the lock ---------------------------------------------------------------------------------------------- */
-int xe_lock_init(void *slot)
-{
-    xe_lock_slot *s = slot;
-    pthread_mutexattr_t a;
-    int rc;
-
-    memset(s, 0, sizeof(*s));
-    if ((rc = pthread_mutexattr_init(&a)) != 0)
-        return -rc;
-    rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (rc == 0)
-        rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0)
-        rc = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
-    if (rc == 0)
-        rc = pthread_mutex_init(&s->mutex, &a);
-    pthread_mutexattr_destroy(&a);
-    if (rc != 0)
-        return -rc;
-    /* taken and given once: glibc leaves a field changed by the first use only, so from here a take and a give
-     * leave the slot's bytes as they were (a file that was only read stays byte for byte the same) */
-    if ((rc = pthread_mutex_lock(&s->mutex)) != 0)
-        return -rc;
-    pthread_mutex_unlock(&s->mutex);
-    __atomic_store_n(&s->magic, XE_LOCK_MAGIC, __ATOMIC_RELEASE);
-    return 0;
-}
-
-int xe_lock_ready(const void *slot)
-{
-    return __atomic_load_n(&((const xe_lock_slot *)slot)->magic, __ATOMIC_ACQUIRE) == XE_LOCK_MAGIC;
-}
-
-int xe_lock_take(void *slot)
-{
-    xe_lock_slot *s = slot;
-    int rc, out = XE_LOCK_OK;
-
-    if (!xe_lock_ready(s))
-        return -EINVAL;
-    rc = pthread_mutex_lock(&s->mutex);
-    if (rc == EOWNERDEAD) {
-        /* consistent at once: the journal, not the mutex, says what to redo; a taker killed before it has
-         * finished leaves the journal as it found it, and the next one redoes it again */
-        pthread_mutex_consistent(&s->mutex);
-        out = XE_LOCK_RECOVER | XE_LOCK_OWNER_DIED;
-    } else if (rc != 0) {
-        return -rc;
-    }
-    __atomic_store_n(&s->holder, my_pid(), __ATOMIC_RELAXED);
-    return out;
-}
-
-void xe_lock_give(void *slot)
-{
-    xe_lock_slot *s = slot;
-
-    __atomic_store_n(&s->holder, 0, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&s->mutex);
-}
-
-uint32_t xe_lock_holder(const void *slot)
-{
-    return __atomic_load_n(&((const xe_lock_slot *)slot)->holder, __ATOMIC_RELAXED);
-}
-
-/*
- * A file another process shrank would fault (SIGBUS) past its new end, and the journal page, the file's last,
- * goes first.  Python's path asks fstat() on each use; the hot path instead touches the journal page under a
- * SIGBUS guard (no system call): a fault there means the file shrank, and the Python path says so.  The guard
- * is armed for that one load only; any other SIGBUS goes to the handler that was there before.
- */
-static _Thread_local sigjmp_buf *volatile bus_jmp __attribute__((tls_model("initial-exec")));  /* (volatile: its stores must not move past the load) */
-static struct sigaction bus_prev;
-static int bus_installed;
-static pthread_mutex_t bus_install_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void bus_handler(int sig, siginfo_t *si, void *uc)
-{
-    sigjmp_buf *jb = bus_jmp;
-
-    if (jb != NULL) {
-        bus_jmp = NULL;
-        siglongjmp(*jb, 1);
-    }
-    if (bus_prev.sa_flags & SA_SIGINFO) {
-        bus_prev.sa_sigaction(sig, si, uc);
-        return;
-    }
-    if (bus_prev.sa_handler == SIG_IGN)
-        return;
-    if (bus_prev.sa_handler == SIG_DFL) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
-    }
-    bus_prev.sa_handler(sig);
-}
-
-static void bus_install(void)
-{
-    struct sigaction sa;
-
-    if (__atomic_load_n(&bus_installed, __ATOMIC_ACQUIRE))
-        return;
-    pthread_mutex_lock(&bus_install_lock);
-    if (!bus_installed) {
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_sigaction = bus_handler;
-        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGBUS, &sa, &bus_prev) == 0)
-            __atomic_store_n(&bus_installed, 1, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&bus_install_lock);
-}
-
+/* A file another process shrank would fault (SIGBUS) past its new end, and the journal page, the file's last,
+ * goes first.  The mapping is watched (hostfile.c's guard, h->map_id): the hot path touches the file's last byte,
+ * which a shrink turns into zero pages and a flag, with no system call; unwatched, it asks fstat(). */
 static int size_unchanged(const xe_host *h)
 {
-    sigjmp_buf jb;
-    sigset_t bus;
+    struct stat st;
 
-    if (!__atomic_load_n(&bus_installed, __ATOMIC_ACQUIRE)) {  /* no guard: ask the kernel */
-        struct stat st;
-        return h->fd < 0 || (fstat(h->fd, &st) == 0 && (uint64_t)st.st_size == h->size);
+    if (h->map_id > 0 && xe_map_guarded()) {
+        (void)*(volatile uint8_t *)(h->base + h->size - 1);
+        return !xe_map_faulted(h->map_id);
     }
-    if (sigsetjmp(jb, 0) != 0) {
-        sigemptyset(&bus);
-        sigaddset(&bus, SIGBUS);
-        pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
-        return 0;
-    }
-    bus_jmp = &jb;
-    (void)*(volatile uint8_t *)(h->base + h->size - 1);
-    bus_jmp = NULL;
-    return 1;
+    return h->fd < 0 || (fstat(h->fd, &st) == 0 && (uint64_t)st.st_size == h->size);
 }
 
 /* --- setup --------------------------------------------------------------------------------------------------- */
@@ -311,7 +148,6 @@ int xe_host_setup(xe_host *h, uint32_t *bad)
     if (h->base == NULL || h->size < 3 * PAGE || h->journal_offset != h->size - PAGE || h->size % PAGE)
         return -1;
     h->journal = (uint32_t *)(h->base + h->journal_offset);
-    bus_install();
     if (h->slot == NULL)  /* (a caller with its own mapping of the journal page takes the lock through it) */
         h->slot = h->base + h->journal_offset;
     if (h->rng == 0)

@@ -538,6 +538,90 @@ static void t_lock(void)
     passed++;
 }
 
+/* Bounded takes, the give-back of error paths, and taking over a lock whose holder's robust list could not
+ * reach it (the page unmapped while held, then the holder gone) */
+static void t_lock_bounds(void)
+{
+    void *slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int up[2], down[2], st;  /* (a pipe each way: a child must not read back its own byte) */
+    pid_t pid, holder;
+    char c = 0;
+
+    CHECK(slot != MAP_FAILED && xe_lock_init(slot) == 0);
+    CHECK(xe_lock_give_mine(slot) == 0 && !xe_lock_mine(slot) && xe_lock_owner(slot) == 0);  /* not held: nothing */
+    CHECK(xe_lock_take_for(slot, 0) == XE_LOCK_OK && xe_lock_mine(slot));
+    CHECK(xe_lock_take_for(slot, 0) == -EDEADLK && xe_lock_take_for(slot, 1000) == -EDEADLK);
+    CHECK(xe_lock_give_mine(slot) == 1 && !xe_lock_mine(slot) && xe_lock_holder(slot) == 0);
+    CHECK(pipe(up) == 0 && pipe(down) == 0);
+    pid = fork();
+    if (pid == 0) {  /* holds it until told */
+        xe_lock_take(slot);
+        if (write(up[1], &c, 1) != 1 || read(down[0], &c, 1) < 0)
+            _exit(1);
+        xe_lock_give(slot);
+        _exit(0);
+    }
+    CHECK(pid > 0 && read(up[0], &c, 1) == 1);
+    CHECK(xe_lock_take_for(slot, 0) == -ETIMEDOUT && xe_lock_take_for(slot, 20000000) == -ETIMEDOUT);
+    CHECK(xe_lock_holder(slot) == (uint32_t)pid && xe_lock_owner(slot) == (uint32_t)pid);
+    CHECK(xe_lock_give_mine(slot) == 0);  /* someone else's: left alone */
+    CHECK(xe_lock_take_over(slot, (uint32_t)pid + 1) == -EAGAIN);  /* not the thread that holds it */
+    CHECK(write(down[1], &c, 1) == 1 && waitpid(pid, &st, 0) == pid);
+    CHECK(xe_lock_take_for(slot, -1) == XE_LOCK_OK);
+    xe_lock_give(slot);
+    pid = fork();
+    if (pid == 0) {  /* takes it through a second mapping of the page, unmaps that, and dies: no robust list reaches it */
+        void *again = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        (void)again;
+        xe_lock_take(slot);
+        munmap(slot, 4096);
+        _exit(0);
+    }
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+    holder = (pid_t)xe_lock_owner(slot);
+    CHECK(holder == pid && xe_lock_take_for(slot, 20000000) == -ETIMEDOUT);  /* orphaned: no EOWNERDEAD ever */
+    CHECK(xe_lock_take_over(slot, (uint32_t)holder) == 0);
+    CHECK(xe_lock_take_for(slot, 0) == XE_LOCK_OK);
+    xe_lock_give(slot);
+    for (int i = 0; i < 2; i++) {
+        close(up[i]);
+        close(down[i]);
+    }
+    munmap(slot, 4096);
+    passed++;
+}
+
+/* The guard: a watched file mapping whose file shrinks reads zero pages and is flagged, never SIGBUS */
+static void t_map_guard(void)
+{
+    char path[] = "/tmp/xenevt_guard_XXXXXX";
+    int fd = mkstemp(path), id;
+    volatile uint8_t *m;
+    uint8_t page[4096];
+
+    CHECK(fd >= 0);
+    memset(page, 0xab, sizeof(page));
+    for (int i = 0; i < 4; i++)
+        CHECK(write(fd, page, sizeof(page)) == (ssize_t)sizeof(page));
+    m = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(m != MAP_FAILED);
+    CHECK(xe_map_watch(NULL, 4096) == -EINVAL && xe_map_watch((void *)(m + 1), 4096) == -EINVAL);
+    id = xe_map_watch((void *)m, 4 * 4096);
+    CHECK(id >= 1 && xe_map_guarded() && !xe_map_faulted(id));
+    CHECK(m[3 * 4096] == 0xab);
+    CHECK(ftruncate(fd, 4096) == 0);
+    CHECK(m[0] == 0xab && !xe_map_faulted(id));   /* within the new end: the file's bytes */
+    CHECK(m[2 * 4096 + 7] == 0 && xe_map_faulted(id));  /* past it: a zero page, flagged */
+    m[3 * 4096] = 1;  /* a store too: into the zero page, not the file */
+    CHECK(m[3 * 4096] == 1 && m[0] == 0xab);
+    xe_map_unwatch(id);
+    CHECK(!xe_map_faulted(id));
+    munmap((void *)m, 4 * 4096);
+    close(fd);
+    unlink(path);
+    passed++;
+}
+
 static void t_upcall_word(void)
 {
     uint32_t w = 5;
@@ -969,7 +1053,8 @@ int main(void)
         {"bad_args", t_bad_args},             {"domain_check", t_domain_check},
         {"l2_raise_unmask", t_l2_raise_unmask}, {"l2_consume_order", t_l2_consume_order},
         {"l2_bounds", t_l2_bounds},           {"l2_check", t_l2_check},
-        {"lock", t_lock},                     {"upcall_word", t_upcall_word},
+        {"lock", t_lock},                     {"lock_bounds", t_lock_bounds},
+        {"map_guard", t_map_guard},           {"upcall_word", t_upcall_word},
         {"host_send_consume", t_host_send_consume}, {"evtchn_loop", t_evtchn_loop},
         {"host_status", t_host_status},       {"host_free_port", t_host_free_port},
     };

@@ -86,17 +86,42 @@ typedef struct xe_host {
     uint32_t *journal;
     void *slot;                /* the lock slot: the journal page's, unless the caller set its own */
     xe_host_dom *doms;         /* nr_doms of them */
+    int map_id;                /* base's xe_map_watch id (0: unwatched: the size is asked of fstat) */
 } xe_host;
 
-/* --- the lock (any 64-byte, 8-aligned slot in a MAP_SHARED mapping) --- */
+/* --- the lock (csrc/hostfile.c; any 64-byte, 8-aligned slot in a MAP_SHARED mapping) --- */
 int xe_lock_init(void *slot);          /* format: 0, or -errno */
 int xe_lock_ready(const void *slot);   /* 1 when formatted */
-/* Take it: XE_LOCK_OK, XE_LOCK_RECOVER | maybe XE_LOCK_OWNER_DIED (made
- * consistent already: the caller runs the journal recovery), or -errno
- * (EDEADLK: this thread holds it). */
+/* Take it, waiting at most timeout_ns (0: not at all; < 0: no limit):
+ * XE_LOCK_OK, XE_LOCK_RECOVER | maybe XE_LOCK_OWNER_DIED (made consistent
+ * already: the caller runs the journal recovery), or -errno (EDEADLK: this
+ * thread holds it; ETIMEDOUT: someone else still does). */
+int xe_lock_take_for(void *slot, int64_t timeout_ns);
+/* xe_lock_take_for(slot, XE_LOCK_C_WAIT_NS): the C hot path's take (on
+ * ETIMEDOUT it leaves the call to Python, which waits and says who holds it) */
+#define XE_LOCK_C_WAIT_NS 1000000000
 int xe_lock_take(void *slot);
 void xe_lock_give(void *slot);
-uint32_t xe_lock_holder(const void *slot);
+/* Give it if the calling thread holds it: 1 given, 0 not held here (every
+ * error and unmap path calls it: the lock never outlives its page held) */
+int xe_lock_give_mine(void *slot);
+int xe_lock_mine(const void *slot);    /* 1: the calling thread holds it */
+uint32_t xe_lock_holder(const void *slot);  /* the holder's pid, as it wrote it (0: none) */
+uint32_t xe_lock_owner(const void *slot);   /* the holding thread's id, as the mutex names it (0: none) */
+/* A lock held by a thread that is gone (its robust list could not reach the
+ * page: unmapped while held) formatted again, if `owner` still holds it;
+ * 0, -EAGAIN (it moved on), or -errno.  The caller has checked that thread
+ * is dead, serialises takers-over (flock) and runs the journal's recovery. */
+int xe_lock_take_over(void *slot, uint32_t owner);
+
+/* --- the guard over mappings of a file that may shrink (csrc/hostfile.c) --- */
+/* Watch a page-aligned mapping: a SIGBUS inside it (its file shrank) maps
+ * zero pages from the fault to its end and flags it, instead of killing the
+ * process.  Returns an id >= 1, or -errno (ENOSPC: 256 watched already). */
+int xe_map_watch(void *base, uint64_t size);
+void xe_map_unwatch(int id);           /* before the mapping goes */
+int xe_map_faulted(int id);            /* 1: it faulted (the file changed size under it) */
+int xe_map_guarded(void);              /* 1: the SIGBUS handler is installed */
 
 /* --- the host --- */
 /* base/size/journal_offset/doms/nr_doms set: checks and builds; 0, or -1

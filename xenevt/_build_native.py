@@ -13,7 +13,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c", "evtchn_loop.c"]
+SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c", "hostfile.c", "evtchn_loop.c"]
 # the engine, the simulator's hot path (it uses the first), the xen backend's loop over libxenevtchn
 HEADERS = ["xenevt_fifo_api.h", "xenevt_host_api.h", "xenevt_evtchn_api.h"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Wno-sign-conversion"]

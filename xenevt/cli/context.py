@@ -19,7 +19,6 @@ from collections.abc import Callable
 import click
 
 from .. import abi
-from ..safetext import term
 
 CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
@@ -85,6 +84,8 @@ class Ctx:
 
     def note(self, line: str) -> None:
         """One line on stderr (notes, warnings: never into the pager); outside text in it escaped (safetext)."""
+        from ..safetext import term  # (here: --help and a quiet command never load it)
+
         sys.stderr.write(term(line) + "\n")
         sys.stderr.flush()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
-from ..errors import BackendUnavailable, XenevtError
+from ..errors import BackendUnavailable, ChannelError, XenevtError
 from ..ports import PortStatus
 from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
@@ -165,7 +165,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:
         text = backend.debug_dump("e")
-    except (BackendUnavailable, XenevtError) as e:
+    except (BackendUnavailable, ChannelError) as e:  # not here, or refused: the rest still stands
         ev.warnings.append(f"no 'e' debug-key dump ({e})")
         return ev
     seen = edump.parse(text, f"{backend.name} 'e' dump", wanted)

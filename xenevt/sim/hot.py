@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import mmap
 import os
+import signal
 import struct
+import sys
 import threading
+import time
 
 from .. import abi
 from .._native import ffi, lib
@@ -48,11 +52,48 @@ def format_lock(buf, journal: int) -> None:
         raise StateError(f"cannot make the host lock: {os.strerror(-rc)}", errno=-rc)
 
 
+# The host lock's waits: taken in slices of SLICE_NS, so Ctrl-C stops a waiter; after PATIENCE_ENV seconds (default
+# 5) a waiter says once, in one line, who holds it and whether that process is alive
+SLICE_NS = 100_000_000
+PATIENCE_ENV = "XENEVT_SIM_LOCK_PATIENCE"
+CRASH_SLEEP_ENV = "XENEVT_SIM_CRASH_SLEEP"  # (HostFile's kill-campaign sleeps; read, like this one, before a take)
+# signals whose Python handlers (KeyboardInterrupt, a SIGTERM handler's exception) wait while a take is recorded
+DEFERRED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+_kept: list = []  # lock pages held by another thread of this process when their host was closed (see close)
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A finite, non-negative number of seconds from the environment (one line naming the variable otherwise)."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise StateError(f"{name}={text!r} is not a number of seconds (finite, 0 or more)")
+    return value
+
+
+def alive(pid: int) -> bool:
+    """Whether a process or thread id names a live one (a zombie counts: it has not been reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return os.path.exists(f"/proc/{pid}")  # (a thread of a live process: kill names processes only)
+    except PermissionError:
+        pass
+    return True
+
+
 class HostLock:
     """The host lock of one open state file: its own shared mapping of the journal page.
 
     One mapping per open host, used for every take and give: glibc keeps a robust mutex on its holder's list by
-    the address it was taken at.  Without write access to the file (a read-only open by another user) there is no
+    the address it was taken at, and the kernel walks that list at the holder's exit, so the page must stay
+    mapped while it is held (``close`` gives it back first).  Taken only through ``held()``: the take and its
+    give in one construct.  Without write access to the file (a read-only open by another user) there is no
     lock to take: ``usable`` is False and the caller reads without it.
     """
 
@@ -61,6 +102,8 @@ class HostLock:
         self.usable = False
         self._mm = None
         self._view = None
+        self._watch = 0
+        self.patience = seconds_from_env(PATIENCE_ENV, 5.0)
         if size < _MIN_SIZE or size % abi.PAGE_SIZE:
             return
         head = os.pread(fd, HEADER.size, 0)
@@ -72,11 +115,15 @@ class HostLock:
             return  # read-only to this user (or another user's host, whose lock it never takes): no lock to write
         try:
             self._mm = mmap.mmap(wfd, abi.PAGE_SIZE, offset=journal)
+        except ValueError:  # (shorter than fstat said a moment ago)
+            raise StateError(f"state file {path}: the file changed size under us ({size} -> "
+                             f"{os.fstat(fd).st_size} bytes)") from None
         finally:
             os.close(wfd)
         self._view = ffi.from_buffer("uint8_t[]", self._mm, require_writable=True)
+        self._watch = max(lib.xe_map_watch(self._view, abi.PAGE_SIZE), 0)  # (a shrink: zero pages, not SIGBUS)
         self.slot = self._view + LOCK_SLOT
-        self._fd, self._path = fd, path
+        self._fd, self._path, self._size = fd, path, size
         self._format()
         self.usable = True
 
@@ -94,33 +141,138 @@ class HostLock:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def take(self) -> int:
-        """0, or RECOVER (| OWNER_DIED): the caller finishes what the journal holds."""
+    def held(self) -> Held:
+        """``with lock.held() as rc:`` the lock for the block; rc is 0 or RECOVER (| OWNER_DIED): the caller
+        finishes what the journal holds.  A failure or a signal at any point of the take gives it back."""
+        return Held(self)
+
+    def _take(self, mask) -> int:
+        """Called by Held with DEFERRED_SIGNALS blocked (``mask``: as they were); the first attempt is made
+        blocked, a wait's slices with them let through (Ctrl-C stops a waiter), and they are blocked again once
+        taken.  The mutex itself is the one record of who holds it: Held's error path asks it."""
         if not self.usable:
             return 0
-        rc = lib.xe_lock_take(self.slot)
-        if rc == -errno.EINVAL and not lib.xe_lock_ready(self.slot):  # zeroed under us (the page rewritten)
-            self._format()
-            rc = lib.xe_lock_take(self.slot)
+        rc = lib.xe_lock_take_for(self.slot, 0)
+        start = said = None
+        while rc == -errno.ETIMEDOUT or rc == -errno.EINVAL:
+            if rc == -errno.EINVAL:
+                if lib.xe_lock_ready(self.slot):
+                    break
+                self._format()  # zeroed under us (the page rewritten)
+                rc = lib.xe_lock_take_for(self.slot, 0)
+                continue
+            _restore(mask)
+            now = time.monotonic()
+            start = now if start is None else start
+            owner = lib.xe_lock_owner(self.slot)
+            rc = self._take_over(owner) if owner and not alive(owner) else None
+            if rc is None:
+                if said is None and now - start >= self.patience:
+                    said = True
+                    self._say_waiting(now - start)
+                rc = lib.xe_lock_take_for(self.slot, SLICE_NS)
+            _defer()
+        if lib.xe_map_faulted(self._watch):  # (its page, the file's last, went under us: Held gives it back)
+            raise StateError(f"state file {self._path}: the file changed size under us ({self._size} -> "
+                             f"{os.fstat(self._fd).st_size} bytes)")
         if rc < 0:
-            raise StateError(f"cannot take the host lock: {os.strerror(-rc)}", errno=-rc)
+            raise StateError(f"cannot take the host lock of {self._path}: {os.strerror(-rc)}", errno=-rc)
         return rc
 
-    def give(self) -> None:
-        if self.usable:
-            lib.xe_lock_give(self.slot)
+    def _take_over(self, owner: int) -> int | None:
+        """A lock whose holding thread is gone but which still names it: its robust list could not reach the
+        page (unmapped while held, by a xenevt before the lock's give-back).  Formatted again (one taker-over at
+        a time, under the flock) and taken as from a holder that died; None when it moved on meanwhile."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if lib.xe_lock_owner(self.slot) != owner or alive(owner):
+                return None
+            rc = lib.xe_lock_take_over(self.slot, owner)
+            if rc == -errno.EAGAIN:
+                return None
+            if rc < 0:
+                raise StateError(f"cannot take over the host lock of {self._path}: {os.strerror(-rc)}", errno=-rc)
+            rc = lib.xe_lock_take_for(self.slot, SLICE_NS)
+            return rc | RECOVER | OWNER_DIED if rc >= 0 else rc
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _say_waiting(self, waited: float) -> None:
+        holder, owner = lib.xe_lock_holder(self.slot), lib.xe_lock_owner(self.slot)
+        who = f"pid {holder}" if holder else f"thread {owner}"
+        if holder and owner and owner != holder:
+            who += f" (thread {owner})"
+        state = "alive" if alive(holder or owner) else "gone"
+        sys.stderr.write(f"xenevt: waiting for the host lock of {self._path}: held by {who}, {state}, for "
+                         f"{waited:.0f} s (Ctrl-C to stop)\n")
+        sys.stderr.flush()
 
     def holder(self) -> int:
         return lib.xe_lock_holder(self.slot) if self.usable else 0
 
     def close(self) -> None:
+        """Given back first if this thread holds it (an unmapped page held is a lock no one can recover); held
+        by another thread of this process, its page stays mapped until the process ends (the kernel then gives
+        it back through the robust list)."""
         self.usable = False
-        if self._view is not None:
-            ffi.release(self._view)
-            self._view = None
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
+        if self._view is None:
+            return
+        if not lib.xe_lock_give_mine(self.slot):
+            owner = lib.xe_lock_owner(self.slot)
+            if owner and lib.xe_lock_holder(self.slot) == os.getpid() and os.path.exists(f"/proc/self/task/{owner}"):
+                _kept.append((self._mm, self._view))
+                self._mm = self._view = None
+                return
+        lib.xe_map_unwatch(self._watch)
+        self._watch = 0
+        ffi.release(self._view)
+        self._view = None
+        self._mm.close()
+        self._mm = None
+
+    def __del__(self):
+        if getattr(self, "_view", None) is not None:
+            self.close()
+
+
+class Held:
+    """The host lock for one ``with`` block (HostLock.held): on the main thread, DEFERRED_SIGNALS stay blocked
+    from the take to the give, so Python's handlers run before the take or after the give, never between."""
+
+    __slots__ = ("_lock", "_mask")
+
+    def __init__(self, lock: HostLock):
+        self._lock = lock
+        self._mask = None
+
+    def __enter__(self) -> int:
+        lock = self._lock
+        self._mask = _defer()
+        try:
+            return lock._take(self._mask)
+        except BaseException:
+            if lock.usable:
+                lib.xe_lock_give_mine(lock.slot)  # one C call: the check and the give with no Python between
+            _restore(self._mask)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        lock = self._lock
+        if lock.usable:
+            lib.xe_lock_give(lock.slot)
+        _restore(self._mask)  # (a signal that came meanwhile is raised here, the lock given)
+
+
+def _defer():
+    """DEFERRED_SIGNALS blocked in this thread, when it is the one Python runs signal handlers in."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    return None
+
+
+def _restore(mask) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class HotHost:
@@ -129,9 +281,18 @@ class HotHost:
 
     def __init__(self, host, stats):
         self._host = host
+        self._base = self._stats_buf = None
+        self._stats_watch = 0
+        self.h = ffi.new("xe_host *")
+        try:
+            self._build(host, stats)
+        except BaseException:  # (the views let go: the host's mappings can then be closed)
+            self.close()
+            raise
+
+    def _build(self, host, stats) -> None:
+        h = self.h
         self._base = ffi.from_buffer("uint8_t[]", host._mm, require_writable=True)
-        self._stats_buf = None
-        h = self.h = ffi.new("xe_host *")
         entries = sorted((d.table_index, d) for d in (host.domains | host.gone).values())
         self._doms = ffi.new("xe_host_dom[]", max(len(entries), 1))
         h.base = self._base
@@ -140,11 +301,13 @@ class HotHost:
         h.fd = host._fd
         h.nr_doms = len(entries)
         h.doms = self._doms
-        h.crash_sleep_us = int(host._crash_sleep * 1e6)
+        h.crash_sleep_us = min(int(host._crash_sleep * 1e6), 0xFFFFFFFF)
         h.slot = host._hostlock.slot
+        h.map_id = host._watch
         if stats is not None:
             smm, offsets = stats
             self._stats_buf = ffi.from_buffer("uint8_t[]", smm, require_writable=True)
+            self._stats_watch = max(lib.xe_map_watch(self._stats_buf, len(smm)), 0)  # (a shrunk counters file)
             h.stats_base = self._stats_buf
             h.stats_size = len(smm)
         self.index = {}
@@ -198,6 +361,8 @@ class HotHost:
         if self._stats_buf is not None:
             ffi.release(self._stats_buf)
             self._stats_buf = None
+            lib.xe_map_unwatch(self._stats_watch)  # (its mapping is Stats's, closed after this)
+            self._stats_watch = 0
 
 
 def upcall_word(cbase, image_offset: int, vcpu: int):
@@ -210,6 +375,9 @@ status = lib.xe_host_status
 free_port = lib.xe_host_free_port
 consume = lib.xe_host_consume
 guest_unmask = lib.xe_host_guest_unmask
+map_watch = lib.xe_map_watch  # (an id >= 1, or -errno: unwatched, 0)
+map_unwatch = lib.xe_map_unwatch
+map_faulted = lib.xe_map_faulted  # (0 for id 0)
 kick_word = lib.xe_upcall_bump
 sleep_word = lib.xe_upcall_sleep
 buffer_of = ffi.from_buffer

@@ -34,7 +34,7 @@ ALIASES = ["libxenevtchn.so.1", "libxenevtchn.so", "libxenctrl.so.4.17", "libxen
            "libxenforeignmemory.so"]
 PKG, ROOT = capi.PKG, capi.ROOT  # .../xenevt, and the checkout or site-packages holding it
 # the library's own C (its fast path is csrc/simhost.c over the engine's C files, as xenevt._native has them)
-ENGINE_SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c"]
+ENGINE_SOURCES = ["fifo_hv.c", "fifo_guest.c", "fifo_walk.c", "twolevel.c", "simhost.c", "hostfile.c"]
 C_SOURCES = [capi.HEADER, "xenevtchn_sim.c", "xenevtchn_sim.h", "xenevt_fifo.h", "xenevt_fifo_api.h", "fifo_internal.h",
              "xenevt_host.h", "xenevt_host_api.h"] + ENGINE_SOURCES
 SIM_HEADER = "xenevtchn_sim.h"

@@ -14,7 +14,6 @@ import mmap
 import os
 import signal
 import struct
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -31,7 +30,20 @@ from ..engine import Chan, DomainMemory, Geometry, LayoutError, engine_for, twol
 from ..engine.layout import ABI_2L, ABI_FIFO, CHAN, FREES_WORD, L2_WORDS
 from ..errors import StateError
 from ..ports import chan_is_open
-from .hot import OWNER_DIED, HostLock, HotHost, buffer_of, format_lock, release, upcall_word
+from .hot import (
+    CRASH_SLEEP_ENV,
+    OWNER_DIED,
+    HostLock,
+    HotHost,
+    buffer_of,
+    format_lock,
+    map_faulted,
+    map_unwatch,
+    map_watch,
+    release,
+    seconds_from_env,
+    upcall_word,
+)
 from .statedir import StateDir
 from .statefile import (
     DEFAULT_XEN,
@@ -332,27 +344,10 @@ class HostFile:
         self._hot = False if read_only or os.environ.get(HOT_ENV) == "python" else None
         self._hot_h = None  # its xe_host pointer, once made
         self._cbase = None
+        self._mm = None
+        self._watch = 0  # the mapping's guard (hot.map_watch): a shrink under it is a flag, not SIGBUS
         self._sent: dict[tuple[int, int, int], object] = {}  # the hot send's answers, each made once (NotifyResult)
         self.recovered: list[str] = []  # what recovery finished, one line each (sim check, the kill campaign)
-        try:
-            self._hostlock = HostLock(self.path, self._fd, os.fstat(self._fd).st_size, self.dir.reopen_writable)
-            died = self._hostlock.take() & OWNER_DIED
-        except BaseException:
-            if self._hostlock is not None:
-                self._hostlock.close()
-            os.close(self._fd)
-            self.dir.close()
-            raise
-        try:
-            self._map()
-        except BaseException:
-            self._hostlock.give()
-            self._hostlock.close()
-            os.close(self._fd)
-            self.dir.close()
-            raise
-        if died:
-            self.recovered.append("took the host lock from a holder that died holding it")
         self._closed = False
         self._consumer_fd: int | None = None
         self._claimed: set[tuple[int, int]] = set()
@@ -361,20 +356,27 @@ class HostFile:
         self._depth = 0
         self._words: dict[tuple[int, int], object] = {}  # (domain, vCPU) -> its upcall word (a C pointer)
         self._recover_on_lock = recover
-        # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
-        # SIGKILLs land inside updates (tests only)
-        self._crash_sleep = float(os.environ.get("XENEVT_SIM_CRASH_SLEEP") or 0)
+        self.domains: dict[int, SimDomain] = {}
+        self.gone: dict[int, SimDomain] = {}  # destroyed domains (DOM_GONE): no hypercall finds them
         try:
-            if recover and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
-                self._recover()  # read-only: into the private copy, so inspection sees the update whole
-            if check_records:
-                self.check_records()
-            if recover and not read_only:
-                self._recover_consumers()
-        finally:
-            self._hostlock.give()
-            if sys.exc_info()[0] is not None:
-                self.close()
+            # XENEVT_SIM_CRASH_SLEEP=S: sleep up to S s at each step of an update, so that a kill campaign's
+            # SIGKILLs land inside updates (tests only); read before the lock is taken, as everything that can fail
+            self._crash_sleep = seconds_from_env(CRASH_SLEEP_ENV, 0.0)
+            self._hostlock = HostLock(self.path, self._fd, os.fstat(self._fd).st_size, self.dir.reopen_writable)
+            with self._hostlock.held() as rc:
+                if rc & OWNER_DIED:
+                    self.recovered.append("took the host lock from a holder that died holding it")
+                self._map()
+                if recover and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
+                    self._recover()  # read-only: into the private copy, so inspection sees the update whole
+                if check_records:
+                    self.check_records()
+                if recover and not read_only:
+                    self._recover_consumers()
+            self._check_mapping()
+        except BaseException:
+            self.close()
+            raise
 
     def check_records(self) -> None:
         """statefile.check_chans over every domain (one line for the first bad field)."""
@@ -386,10 +388,15 @@ class HostFile:
         self._size = os.fstat(self._fd).st_size
         if self._size < abi.PAGE_SIZE:
             raise StateError(f"state file {self.path} is truncated ({self._size} bytes): not a xenevt state file")
-        self._mm = mmap.mmap(self._fd, self._size,
-                             access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
-        self.domains: dict[int, SimDomain] = {}
-        self.gone: dict[int, SimDomain] = {}  # destroyed domains (DOM_GONE): no hypercall finds them
+        try:
+            self._mm = mmap.mmap(self._fd, self._size,
+                                 access=mmap.ACCESS_COPY if self.read_only else mmap.ACCESS_WRITE)
+        except ValueError:  # (shorter than fstat said a moment ago)
+            raise self._resized(os.fstat(self._fd).st_size) from None
+        self._cbase = buffer_of("uint8_t[]", self._mm)  # (released in _unmap) C pointers into the mapping
+        self._watch = max(map_watch(self._cbase, self._size), 0)  # before any byte is read
+        self.domains = {}
+        self.gone = {}
         try:
             checked = check_file(self._mm, self._size, self.path, records=False)
             try:
@@ -411,7 +418,6 @@ class HostFile:
             (self.domains.get(domid) or self.gone[domid]).table_index = i
         self._nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
         self._host_id = host_id(self._mm)
-        self._cbase = buffer_of("uint8_t[]", self._mm)  # (released in _unmap) C pointers into the mapping
         self._journal = self._size - abi.PAGE_SIZE  # check_file: the header says so
         self._jw = memoryview(self._mm)[self._journal:].cast("I")  # the journal page's words
 
@@ -442,10 +448,15 @@ class HostFile:
             dom.mem = None
         self.domains = {}
         self.gone = {}
+        if self._mm is None:
+            return
         try:
             self._mm.close()
-        except BufferError:  # a caller still holds a view; the OS unmaps at exit
-            pass
+        except BufferError:  # a caller still holds a view; the OS unmaps at exit (watched until then)
+            return
+        self._mm = None
+        map_unwatch(self._watch)
+        self._watch = 0
 
     def close(self) -> None:
         if self._closed:
@@ -467,11 +478,15 @@ class HostFile:
                 fcntl.lockf(self._consumer_fd, fcntl.LOCK_UN, 1, self.consumer_byte(domid, vcpu))
             self._consumer_fd = None
         self._claimed = set()
+        faulted = map_faulted(self._watch)
         self._unmap()
         if self._hostlock is not None:
-            self._hostlock.close()
+            self._hostlock.close()  # (given back first, if this thread holds it)
+        size = os.fstat(self._fd).st_size if faulted else 0
         os.close(self._fd)
         self.dir.close()
+        if faulted:  # what was read or written since the shrink was zero pages: the one line says so
+            raise self._resized(size)
 
     def __enter__(self):
         return self
@@ -483,29 +498,36 @@ class HostFile:
     def locked(self, check_only: bool = False):
         """The hypervisor's event lock: one process (and one thread in it) changes channel tables at a time.
 
-        It is the host lock in the file (hot.HostLock), the one the C hot path takes too.  Whoever takes it
-        first finishes an update whose process died holding it (two word reads when there is none).
-        ``check_only``: take it on a read-only host too, and finish nothing (``sim check``).
+        It is the host lock in the file (hot.HostLock, taken and given by its ``held()`` alone), the one the C
+        hot path takes too.  Whoever takes it first finishes an update whose process died holding it (two word
+        reads when there is none).  ``check_only``: take it on a read-only host too, and finish nothing (``sim
+        check``).  A file that changed size meanwhile ends it in one StateError, the lock given back.
         """
         if not check_only:
             self._writable()
         with self._tlock:
-            self._depth += 1
-            taken = False
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._check_size()  # the lock and journal are the last page: a shrunk file would fault there first
             try:
-                if self._depth == 1:
-                    self._check_size()  # the lock and journal are the last page: a shrunk file would fault (SIGBUS)
-                    rc = self._hostlock.take()
-                    taken = True
-                    if rc & OWNER_DIED:
-                        self.recovered.append("took the host lock from a holder that died holding it")
-                    if not check_only and self._recover_on_lock and (self._jw[INTENT // 4] or self._jw[RAISE // 4]):
-                        self._recover()
-                yield
+                with self._hostlock.held() as rc:
+                    self._depth = 1
+                    try:
+                        if rc & OWNER_DIED:
+                            self.recovered.append("took the host lock from a holder that died holding it")
+                        if not check_only and self._recover_on_lock and (self._jw[INTENT // 4]
+                                                                         or self._jw[RAISE // 4]):
+                            self._recover()
+                        yield
+                    finally:
+                        self._depth = 0
             finally:
-                self._depth -= 1
-                if self._depth == 0 and taken:
-                    self._hostlock.give()
+                self._check_mapping()
 
     def _hot_host(self):
         """The C hot path over this host (hot.HotHost), made on first use; None when there is none (read-only)."""
@@ -525,11 +547,20 @@ class HostFile:
         return word
 
     def _check_size(self) -> None:
-        """Cheap, on each use: a file another process shrank would fault (SIGBUS) past its new end."""
+        """Cheap, on each use: a file another process shrank would fault past its new end (zero pages: the guard)."""
         size = os.fstat(self._fd).st_size
-        if size != self._size:
-            raise StateError(f"state file {self.path}: offset {min(size, self._size):#x}: field file_size: the file "
-                             f"changed size under us ({self._size} -> {size} bytes)")
+        if size != self._size or map_faulted(self._watch):
+            raise self._resized(size)
+
+    def _check_mapping(self) -> None:
+        """After an operation: what it read or wrote was zero pages if the file shrank under it (no system call)."""
+        if map_faulted(self._watch):
+            raise self._resized(os.fstat(self._fd).st_size)
+
+    def _resized(self, size: int) -> StateError:
+        was = f"{self._size} -> {size} bytes" if size != self._size else f"{size} bytes, shorter in between"
+        return StateError(f"state file {self.path}: offset {min(size, self._size):#x}: field file_size: the file "
+                          f"changed size under us ({was})")
 
     def _rec(self, dom: SimDomain, port: int) -> Chan:
         """Channel record ``port`` of ``dom``, checked: another process may have written it since the open."""
