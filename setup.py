@@ -11,7 +11,7 @@ from setuptools.command.build_py import build_py
 # xen_api.h: the binding reads it too (xenevt.capi); the rest: the library's C fast path over the engine's C
 SIMLIB_SOURCES = ["xenevtchn_sim.c", "xen_api.h", "xenevtchn_sim.h", "xenevt_fifo.h", "xenevt_fifo_api.h",
                   "fifo_internal.h", "xenevt_host.h", "xenevt_host_api.h", "fifo_hv.c", "fifo_guest.c", "fifo_walk.c",
-                  "twolevel.c", "simhost.c"]
+                  "twolevel.c", "simhost.c", "hostfile.c"]
 SIMLIB_PACKAGE_DIR = os.path.join("xenevt", "sim", "_csrc")
 
 

@@ -268,3 +268,16 @@ def test_handles_from_python_through_the_library(simlib_libs):
     assert lib.xenevtchn_fd(h) >= 0 and lib.xenevtchn_pending(h) == b  # Xen raised the new end; ids past 4096
     assert lib.xenevtchn_close(h) == 0 and lib.xenevtchn_close(other) == 0
     assert lib.xenevtchn_notify(h, b) == -1 and ffi.errno == errno.EBADF
+
+
+def test_setup_packages_every_source_the_library_is_built_from():
+    """setup.py copies the library's C sources into the wheel by a list of its own (it cannot import xenevt while
+    it builds it): held to simlib's here, in the fast suite, not only when the slow wheel test builds one."""
+    import ast
+
+    from xenevt.sim import simlib
+
+    tree = ast.parse(open(os.path.join(os.path.dirname(__file__), "..", "setup.py")).read())
+    listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "SIMLIB_SOURCES" for t in node.targets))
+    assert sorted(listed) == sorted(simlib.C_SOURCES)

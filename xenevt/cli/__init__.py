@@ -182,14 +182,21 @@ def _report(message: str, code: int, obj: dict, argv: list[str]) -> int:
 def finish(code: int) -> None:
     """Exit with ``code`` once the command is done; a Ctrl-C from here on exits 130 without a word (what the
     command wrote is flushed first)."""
-    import signal
+    import _signal  # (the C module: no enums to build while a Ctrl-C may land)
 
+    late: list[int] = []
+    try:  # a Ctrl-C before the handler is in place raises here once, and is caught: no traceback
+        _signal.signal(_signal.SIGINT, lambda signum, frame: late.append(signum))
+    except KeyboardInterrupt:
+        late.append(_signal.SIGINT)
     try:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-    except (BrokenPipeError, KeyboardInterrupt, ValueError):
+    except (BrokenPipeError, ValueError):
         pass
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    _signal.signal(_signal.SIGINT, lambda signum, frame: os._exit(130))
+    if late:
+        code = 130
     # the interpreter's last collection at exit walks every object the command imported and made (some 5 ms of a
     # 70 ms `list`); frozen, they are left to the OS, which takes the whole process back anyway
     gc.freeze()
