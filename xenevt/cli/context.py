@@ -137,9 +137,7 @@ class Ctx:
     def close(self) -> None:
         try:
             for b in self._backends.values():
-                shutdown = getattr(b, "shutdown", None)
-                if shutdown:
-                    shutdown()
+                b.shutdown()
             self._backends.clear()
         finally:
             self.close_pager()

@@ -149,7 +149,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             merge_port(dom, port_from_status(st))
         dom.counters = _counters(backend, domid)
         try:
-            img = memory.open_source(memory.Ask(domain=domid), lambda: backend).image()
+            img = memory.open_source(memory.Ask(domain=domid), backend).image()
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
         except XenevtError as e:

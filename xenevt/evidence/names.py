@@ -251,7 +251,7 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int 
         ports += [(d, PortFacts(p, "unknown")) for d, p in sorted(from_xenstore(nodes)[0])
                   if d == frontends_of and (d, p) not in known]
     if irq_rows is None:
-        irq_rows = {} if not getattr(backend, "kernel_interrupts", True) else _irq_rows(backend, ports)
+        irq_rows = _irq_rows(backend, ports) if backend.kernel_interrupts else {}
     names = build(ports, nodes, irq_rows, where or "xenstore")
     if "cut short" in where:
         names.notes.insert(0, f"some ports may be unnamed: the {where}")
