@@ -141,7 +141,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
 
         data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table,
                       vcpu_known=img.vcpu_known)
-        out = click.get_binary_stream("stdout")
+        out = click.get_binary_stream("stdout")  # type: ignore[operator]  # (click 8.5: deprecated, untyped)
         out.write(data)
         out.flush()
         return

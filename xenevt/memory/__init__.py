@@ -89,6 +89,10 @@ def open_sources(ask: Ask, backend: MemoryBackend | None = None) -> list[MemoryS
     if ask.dump_core:
         from .dumpcore import DumpCoreSource
 
+        if not ask.system_map:
+            raise MemoryUnavailable(f"{ask.dump_core}: an xl dump-core file is read with its kernel's System.map "
+                                    "or vmlinux (--system-map FILE)")
+
         return [DumpCoreSource(ask.dump_core, ask.system_map, ask.kaslr_offset, ask.domain)]
     if backend is None:
         raise ValueError("open_sources: this ask reads through a backend (see Ask.needs_backend), none was given")

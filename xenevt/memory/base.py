@@ -79,11 +79,11 @@ class EventImage:
     guest_known: bool             # mem holds Linux's local READY/heads
     max_ports: int | None = None  # the domain's event-channel limit, where the source knows it
     channel_table: bool = False   # mem's channel records are the hypervisor's table: a raw save keeps them
-    saved_source: str | None = None  # what a raw dump's header records, where it says more than ``source``
+    saved_source: str = ""  # what a raw dump's header records, where it says more than ``source`` (default: it)
     vcpu_known: list[bool] | None = None  # 2-level: which vCPUs' vcpu_info the source read (None: all)
 
     def __post_init__(self) -> None:
-        if self.saved_source is None:
+        if not self.saved_source:
             self.saved_source = self.source
 
     @property

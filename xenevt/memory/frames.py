@@ -41,7 +41,8 @@ class FramesSource(LiveSource):
         n = len(self.gfns)
         frames = self.read_frames(self.gfns + [g for g, _ in self.controls])
         pages, cb_frames = frames[:n], frames[n:]
-        cbs = [f[o:o + abi.CONTROL_BLOCK_SIZE] for f, (_, o) in zip(cb_frames, self.controls, strict=True)]
+        cbs: list[bytes | None] = [f[o:o + abi.CONTROL_BLOCK_SIZE]
+                                   for f, (_, o) in zip(cb_frames, self.controls, strict=True)]
         mem = from_frames(pages, cbs or [None])
         return EventImage(mem, self.domain, f"{self.backend.name}: {n} frame(s) mapped through privcmd",
                           guest_known=False)
