@@ -95,9 +95,10 @@ build/guest/xenevt-test-guest: $(GUEST_SRC)
 wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
 	$(VPY) -m build --outdir dist .
 
-lint: setup ## ruff, then the layers contract (import-linter, pyproject's [tool.importlinter])
-	$(VPY) -m pip install -q ruff "import-linter>=2.1" && $(VENV)/bin/ruff check xenevt tests bench ci
+lint: setup ## ruff, the layers contract (import-linter), then mypy over xenevt/ (pyproject's [tool.mypy])
+	$(VPY) -m pip install -q ruff "import-linter>=2.1" "mypy>=1.8" && $(VENV)/bin/ruff check xenevt tests bench ci
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean: ## remove build products and the venv
 	rm -rf build dist $(VENV) $(FLOOR) *.egg-info xenevt/_native*.so xenevt/_native.c

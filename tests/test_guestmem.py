@@ -46,7 +46,7 @@ GUESTS = {"fifo": _guest, "2-level": _guest_2l}
 def test_live_from_dom0_equals_the_guests_own_view(tmp_path, abi_name, pv, slide):
     mem = GUESTS[abi_name]()
     g = gw.GuestImage(mem, slide=slide, pv=pv)
-    img = open_source(Ask(domain=5, system_map=g.system_map(tmp_path / "System.map")), lambda: gw.FakeXen(g)).image()
+    img = open_source(Ask(domain=5, system_map=g.system_map(tmp_path / "System.map")), gw.FakeXen(g)).image()
     assert isinstance(img.mem, type(mem)) and img.domain == 5 and img.guest_known
     assert view(img.mem, img.vcpu_known) == self_view(mem, tmp_path)
     assert ("no KASLR offset" if not slide else f"KASLR offset {slide:#x}") in img.source

@@ -16,10 +16,6 @@ from xenevt.memory.kcore import KernelReadError
 from xenevt.sim.host import SimHost, create_host
 
 
-def no_backend():
-    raise AssertionError("this source must not open a backend")
-
-
 @pytest.fixture
 def sim(tmp_path):
     """A simulated host with an event queued on dom0 (interdomain from dom1), and its read-only backend."""
@@ -48,34 +44,38 @@ def view(img, **kw):
 
 
 # --- the chooser ---------------------------------------------------------------------------------------------
-def test_files_and_this_kernel_never_open_a_backend(tmp_path):
-    assert isinstance(memory.open_source(memory.Ask(from_file="x.raw"), no_backend), memory.RawFileSource)
-    src = memory.open_source(memory.Ask(self_kernel=True, kcore="k", kallsyms="s", cpus_file="c"), no_backend)
+def test_files_and_this_kernel_need_no_backend(tmp_path):
+    """A saved file, this kernel and a dump-core file are read without one: the caller opens (or creates) no
+    simulated host for them."""
+    for ask in (memory.Ask(from_file="x.raw"), memory.Ask(self_kernel=True), memory.Ask(dump_core="c", system_map="m")):
+        assert not ask.needs_backend
+    assert isinstance(memory.open_source(memory.Ask(from_file="x.raw")), memory.RawFileSource)
+    src = memory.open_source(memory.Ask(self_kernel=True, kcore="k", kallsyms="s", cpus_file="c"))
     assert isinstance(src, memory.KcoreSource) and (src.kcore, src.kallsyms, src.cpus_file) == ("k", "s", "c")
 
 
 def test_frames_and_the_backend_view_use_the_backend_they_are_given(sim):
     b, _ = sim
-    opened = []
-
-    def backend():
-        opened.append(b)
-        return b
-
-    src = memory.open_source(memory.Ask(domain=1, gfns=(7,), controls=((8, 0),)), backend)
+    asks = [memory.Ask(domain=1, gfns=(7,), controls=((8, 0),)), memory.Ask(domain=1), memory.Ask(all_domains=True),
+            memory.Ask(domain=1, shared_info="auto"), memory.Ask(domain=1, system_map="System.map")]
+    assert all(a.needs_backend for a in asks)
+    src = memory.open_source(asks[0], b)
     assert isinstance(src, memory.FramesSource) and (src.domain, src.gfns, src.controls) == (1, [7], [(8, 0)])
-    src = memory.open_source(memory.Ask(domain=1), backend)
-    assert type(src) is memory.LiveSource and src.domain == 1
-    every = memory.open_sources(memory.Ask(all_domains=True), backend)
-    assert [s.domain for s in every] == b.domains() == [0, 1] and len(opened) == 3
-    with pytest.raises(ValueError):
-        memory.open_source(memory.Ask(all_domains=True), backend)
+    assert src.backend is b
+    src = memory.open_source(asks[1], b)
+    assert type(src) is memory.LiveSource and src.domain == 1 and src.backend is b
+    every = memory.open_sources(asks[2], b)
+    assert [s.domain for s in every] == b.domains() == [0, 1]
+    with pytest.raises(ValueError, match="all_domains"):
+        memory.open_source(asks[2], b)
+    with pytest.raises(ValueError, match="needs_backend"):
+        memory.open_source(asks[1])
 
 
 # --- each source -----------------------------------------------------------------------------------------------
 def test_live_source_copies_the_backend_memory_once(sim):
     b, gfns = sim
-    src = memory.open_source(memory.Ask(domain=0), lambda: b)
+    src = memory.open_source(memory.Ask(domain=0), b)
     img = src.fifo_image()
     assert (img.domain, img.source, img.saved_source, img.guest_known) == (0, "sim", "sim domain 0", True)
     assert img.max_ports == img.mem.nr_chans and img.channel_table
@@ -93,9 +93,9 @@ def test_live_source_copies_the_backend_memory_once(sim):
 def test_frames_source_equals_the_live_view_without_the_guest_heads(sim):
     b, gfns = sim
     cbs = tuple((g, o) for g, o in gfns["control_blocks"].values())
-    src = memory.open_source(memory.Ask(domain=0, gfns=tuple(gfns["event_array"]), controls=cbs), lambda: b)
+    src = memory.open_source(memory.Ask(domain=0, gfns=tuple(gfns["event_array"]), controls=cbs), b)
     img = src.fifo_image()
-    live = memory.open_source(memory.Ask(domain=0), lambda: b).fifo_image()
+    live = memory.open_source(memory.Ask(domain=0), b).fifo_image()
     assert (img.source, img.guest_known, img.max_ports, img.channel_table) == (
         f"sim: {len(gfns['event_array'])} frame(s) mapped through privcmd", False, None, False)
     assert [bytes(img.mem.page_words(i)) for i in range(img.mem.nr_pages)] == [
@@ -107,10 +107,10 @@ def test_frames_source_equals_the_live_view_without_the_guest_heads(sim):
 
 def test_raw_file_source_gives_back_what_was_saved(sim, tmp_path):
     b, _ = sim
-    live = memory.open_source(memory.Ask(domain=0), lambda: b).fifo_image()
+    live = memory.open_source(memory.Ask(domain=0), b).fifo_image()
     path = str(tmp_path / "d0.raw")
     save_raw(path, live.mem, 0, live.saved_source, guest=True, channels=True)
-    src = memory.open_source(memory.Ask(from_file=path), no_backend)
+    src = memory.open_source(memory.Ask(from_file=path))
     img = src.fifo_image()
     assert (img.domain, img.source, img.guest_known, img.max_ports) == (
         0, f"file {path} (sim domain 0)", True, live.mem.nr_chans)
@@ -132,7 +132,7 @@ def test_kcore_source_reads_the_queues_and_any_symbol(tmp_path, monkeypatch):
     monkeypatch.setenv("XENEVT_SELF_DOMID", "3")
     mem = guest()
     core, syms, cpus = kcore_writer.write(mem, tmp_path)
-    src = memory.open_source(memory.Ask(self_kernel=True, kcore=core, kallsyms=syms, cpus_file=cpus), no_backend)
+    src = memory.open_source(memory.Ask(self_kernel=True, kcore=core, kallsyms=syms, cpus_file=cpus))
     img = src.fifo_image()
     assert (img.domain, img.guest_known, img.max_ports, img.channel_table) == (3, True, None, False)
     assert view(img) == view(memory.FifoImage(mem, 3, "x", True))

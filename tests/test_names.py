@@ -301,6 +301,8 @@ def test_inside_a_guest_netfronts_irqs_are_tied_to_its_own_vif_ports():
     from xenevt.evidence.names import for_backend
 
     class Guest:
+        kernel_interrupts = True  # a kernel's /proc/interrupts rows
+
         def xenstore(self):
             return {"/local/domain/7/device/vif/0/event-channel-tx": "9",
                     "/local/domain/7/device/vif/0/event-channel-rx": "10",

@@ -346,7 +346,7 @@ def frames_view(domu: int, xen=None) -> dict:
     if xen is not None:
         from xenevt import memory
 
-        mem = memory.open_source(memory.Ask(domain=domu, shared_info="auto"), lambda: xen).image().mem
+        mem = memory.open_source(memory.Ask(domain=domu, shared_info="auto"), xen).image().mem
         return {p: (mem.l2_bit("pending", p), mem.l2_bit("mask", p)) for p in range(1, mem.nr_chans)}
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "dump", "--domain", str(domu), "--shared-info",
                         "auto"], capture_output=True, text=True, timeout=120)

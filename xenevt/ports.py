@@ -7,11 +7,14 @@ above them.  Xen's facts themselves (states, VIRQs, flag bits) are abi.py's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from . import abi
 from .engine import Chan
 from .engine.layout import CHAN_DEFERRED, CHAN_XEN, Record
 
-_NEW = object()  # (flags not given: a new dict for each status, as a dataclass's default_factory makes it)
+_NEW: dict = {}  # (never stored) flags not given: a new dict for each status, as a dataclass's default_factory
 
 
 class PortStatus(Record):
@@ -60,7 +63,7 @@ class PortStatus(Record):
         each carry their channel so."""
         enc = _ENCODE[0] if _ENCODE else _encoder()
         text = '{"state": ' + (_STATE_JSON.get(self.state) or enc(self.state))
-        v = self.vcpu
+        v: int | None = self.vcpu
         if v is not None:
             text += f', "vcpu": {v if type(v) is int else enc(v)}'
         v = self.remote_domain
@@ -113,7 +116,7 @@ class PortStatus(Record):
         if self.state == "unbound":
             return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
         if self.state == "virq":
-            name = abi.VIRQ_NAMES.get(self.virq, "?")
+            name = abi.VIRQ_NAMES.get(self.virq, "?") if self.virq is not None else "?"
             return f"VIRQ {self.virq} ({name})"
         if self.state == "pirq":
             return f"PIRQ {self.pirq}"
@@ -126,7 +129,7 @@ assert _PORT_FIELDS == ("domain", "port", "state") + _OPTIONAL_INTS + ("flags", 
 _STATE_JSON = {s: f'"{s}"' for s in abi.STATES}
 _FLAG_KEYS = ("pending", "masked", "linked", "busy", "link")
 _BOOL_JSON = {True: "true", False: "false"}
-_ENCODE = []
+_ENCODE: list[Callable[[object], str]] = []
 
 
 def _int(v, enc) -> str:
@@ -158,6 +161,18 @@ def __getattr__(name: str):
     if name == "NotifyResult":
         return _notify_result()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # what the type checker sees of the class _notify_result makes (the same fields)
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class NotifyResult:
+        domain: int
+        port: int
+        target_domain: int | None
+        target_port: int | None
+        outcome: str
 
 
 def _notify_result() -> type:

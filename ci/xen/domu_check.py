@@ -49,7 +49,7 @@ def look(domid: int, ask_status: bool = True) -> dict:
     from xenevt.dump import build_dump
     from xenevt.errors import XenevtError
 
-    img = memory.open_source(memory.Ask(self_kernel=True), lambda: select_backend("xen")).image()
+    img = memory.open_source(memory.Ask(self_kernel=True)).image()
     mem = img.mem
     d = build_dump(mem, domid, "self", vcpu_known=img.vcpu_known)
     if d.abi == "FIFO":

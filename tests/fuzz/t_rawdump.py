@@ -105,7 +105,7 @@ def _fit(data: bytes) -> bytes:
 def run(data: bytes) -> None:
     path = _DIR / "fuzz.raw"
     path.write_bytes(_fit(data))
-    src = open_source(Ask(from_file=str(path)), _no_backend)  # the path `dump --from` and `doctor --from` take
+    src = open_source(Ask(from_file=str(path)))  # the path `dump --from` and `doctor --from` take
     img = src.image()
     dump = build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
                       max_ports=img.max_ports, vcpu_known=img.vcpu_known)
@@ -116,6 +116,3 @@ def run(data: bytes) -> None:
     collect.add_dump(ev, dump)
     rules.examine(ev).as_dict()
 
-
-def _no_backend():
-    raise AssertionError("reading a raw dump opened a backend")

@@ -1,27 +1,36 @@
-"""The one Backend protocol every implementation (sim, xen, file) offers.
+"""The one Backend protocol every implementation (sim, xen) offers.
 
-Nothing outside xenevt/backend/ branches on which backend is in use; optional
-abilities (consuming as a guest, FIFO memory for dumps) are methods that
-raise BackendUnavailable where a backend lacks them.  What they return is the
-port model (xenevt/ports.py).
+Nothing outside xenevt/backend/ branches on which backend is in use, nor
+probes one for a method: every ability is a method here, and one a backend
+lacks (consuming as a guest, walking a guest's page tables on the simulator)
+raises BackendUnavailable with one line saying why.  What they return is the
+port model (xenevt/ports.py).  The memory half (fifo_memory, map_frames,
+translate_address, shared_info_frame...) is memory.MemoryBackend, which this
+extends: memory sources are handed a backend, they sit below this layer.
+``conforms`` has the type checker prove each implementation matches.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from ..memory.base import MemoryBackend
 from ..ports import NotifyResult, PortStatus
+
+if TYPE_CHECKING:
+    from ..activity import Row
+    from .sim import SimBackend
+    from .xen import XenBackend
 
 __all__ = ["Backend", "NotifyResult", "PortStatus"]
 
 
-class Backend(Protocol):
+class Backend(MemoryBackend, Protocol):
     name: str
     ports_live_with_process: bool  # True on Xen: ports bound through /dev/xen/evtchn close when we exit
     kernel_interrupts: bool  # True on Xen: activity() holds this kernel's /proc/interrupts rows (IRQ names)
 
     def info(self) -> dict: ...
-    def domains(self) -> list[int]: ...
     def bind_unbound(self, domain: int, remote_domain: int) -> int: ...
     def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int: ...
     def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int: ...
@@ -31,15 +40,19 @@ class Backend(Protocol):
     def mask(self, domain: int, port: int) -> None: ...
     def unmask(self, domain: int, port: int) -> None: ...
     def close(self, domain: int, port: int) -> None: ...
+    def reset(self, domain: int) -> None: ...  # EVTCHNOP_reset: close every port of the domain
     def set_priority(self, domain: int, port: int, priority: int) -> None: ...
     def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None: ...
     def status(self, domain: int, port: int) -> PortStatus: ...
     def list_ports(self, domain: int) -> list[PortStatus]: ...
     def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]: ...
-    def fifo_memory(self, domain: int): ...
-    def channels(self, domain: int) -> dict[int, PortStatus]: ...
-    def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]: ...
     def debug_dump(self, keys: str = "e") -> str: ...
-    def activity(self, domain: int) -> list: ...
+    def activity(self, domain: int) -> list[Row]: ...
     def xenstore(self) -> tuple[dict[str, str], str]: ...  # the nodes that name ports, and where they came from
     def shutdown(self) -> None: ...
+
+
+def conforms(sim: SimBackend, xen: XenBackend) -> tuple[Backend, Backend]:
+    """Never called: mypy (`make lint`) checks that each implementation is a Backend, member by member and
+    signature by signature, here rather than wherever one happens to be returned as one."""
+    return sim, xen

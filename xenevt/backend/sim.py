@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import BackendUnavailable
-from ..ports import PortStatus
+from ..ports import NotifyResult, PortStatus
+
+if TYPE_CHECKING:
+    from ..activity import Row
+    from ..engine import DomainMemory
+    from ..sim.host import SimHost
 
 
 class SimBackend:
@@ -11,16 +18,20 @@ class SimBackend:
     ports_live_with_process = False  # simulated ports stay bound until closed
     kernel_interrupts = False  # activity() counts per port: no /proc/interrupts rows for names to tie
 
+    host: SimHost
+
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
         if read_only:  # (inspection: the read half, without importing the hypercalls and the guest kernel)
             from ..sim.reader import SimReadHost
 
-            self.host = SimReadHost(state_dir)
+            # a read-only backend is opened to inspect: only SimHost's read half (SimReadHost's) is called on it
+            self.host = SimReadHost(state_dir)  # type: ignore[assignment]
         else:
             from ..sim.host import SimHost
 
             self.host = SimHost(state_dir)
         self.caller = caller
+        self._claimed: set[tuple[int, int]] = set()  # (domain, vCPU) whose events this process consumes
 
     def _as(self, domain: int) -> int:
         # default: act as the domain itself (a guest using its own ports)
@@ -44,10 +55,10 @@ class SimBackend:
     def bind_ipi(self, domain: int, vcpu: int = 0) -> int:
         return self.host.bind_ipi(self._as(domain), domain, vcpu)
 
-    def notify(self, domain: int, port: int):
+    def notify(self, domain: int, port: int) -> NotifyResult:
         return self.host.send(self._as(domain), domain, port)
 
-    def notify_remote(self, domain: int, remote_domain: int, remote_port: int):
+    def notify_remote(self, domain: int, remote_domain: int, remote_port: int) -> NotifyResult:
         """As a one-shot tool on Xen does: bind interdomain to the remote port, send, close."""
         port = self.bind_interdomain(domain, remote_domain, remote_port)
         try:
@@ -65,27 +76,30 @@ class SimBackend:
     def close(self, domain: int, port: int) -> None:
         self.host.close_port(self._as(domain), domain, port)
 
+    def reset(self, domain: int) -> None:
+        self.host.reset(self._as(domain), domain)
+
     def set_priority(self, domain: int, port: int, priority: int) -> None:
         self.host.set_priority(self._as(domain), domain, port, priority)
 
     def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None:
         self.host.bind_vcpu(self._as(domain), domain, port, vcpu)
 
-    def status(self, domain: int, port: int):
+    def status(self, domain: int, port: int) -> PortStatus:
         return self.host.status(self._as(domain), domain, port)
 
-    def list_ports(self, domain: int):
+    def list_ports(self, domain: int) -> list[PortStatus]:
         return self.host.port_table(self._as(domain), domain)
 
-    def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None):
+    def consume(self, domain: int, vcpu: int, max_events: int, timeout: float | None) -> list[int]:
         """Act as the domain's own kernel: only that domain may consume its events."""
         caller = self._as(domain)
-        if (domain, vcpu) not in getattr(self, "_claimed", set()):
+        if (domain, vcpu) not in self._claimed:
             self.host.claim_vcpu(domain, vcpu, caller=caller)
-            self._claimed = getattr(self, "_claimed", set()) | {(domain, vcpu)}
+            self._claimed.add((domain, vcpu))
         return self.host.consume(domain, vcpu, max_events, timeout, caller=caller)
 
-    def fifo_memory(self, domain: int):
+    def fifo_memory(self, domain: int) -> DomainMemory:
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.permit(self._as(domain), domain, "read the event-channel memory of").mem
 
@@ -105,12 +119,12 @@ class SimBackend:
         self.host.check_access(self._as(domain), domain, "get the domain info of")
         return SHARED_INFO_GFN, self.host.domain(domain, "get the domain info of").mem.nr_vcpus
 
-    def activity(self, domain: int):
+    def activity(self, domain: int) -> list[Row]:
         """Per open port: deliveries (as /proc/interrupts counts them) and raises, with its flags."""
         from ..activity import Row
 
         counts = self.host.counters(domain)
-        rows = []
+        rows: list[Row] = []
         append = rows.append
         for st in self.list_ports(domain):
             raised, delivered = counts[st.port]

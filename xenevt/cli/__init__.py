@@ -75,7 +75,8 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(len(n) for n in COMMANDS)
-        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][1], limit)) for name in sorted(COMMANDS)]
+        short = click.utils.make_default_short_help  # (click 8.5 serves it deprecated, untyped; 8.1 has no other)
+        rows = [(name, short(COMMANDS[name][1], limit)) for name in sorted(COMMANDS)]  # type: ignore[operator]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -103,7 +104,7 @@ def cli(ctx: click.Context, backend, state, domain, caller, as_json, no_pager, d
 
 
 # click 8.2 raises NoArgsIsHelpError for a group called bare; 8.1 (Debian 12) prints the help and exits 0 itself
-_NO_ARGS_IS_HELP: tuple[type[BaseException], ...] = tuple(
+_NO_ARGS_IS_HELP: tuple[type[click.UsageError], ...] = tuple(
     c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
 
 

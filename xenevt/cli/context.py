@@ -15,10 +15,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import abi
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..backend.base import Backend
+    from ..dump.text import TextOut
+    from .pager import Paged
 
 CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
@@ -36,11 +44,11 @@ class Ctx:
         self.json = as_json
         self.debug = debug
         self.pager = pager
-        self._paged = None
-        self._text = None
-        self._out = None
-        self._err = None
-        self._backends: dict[bool, object] = {}
+        self._paged: Paged | None = None
+        self._text: TextOut | None = None
+        self._out: Console | None = None
+        self._err: Console | None = None
+        self._backends: dict[bool, Backend] = {}
 
     # --- output: plain text for the text views, rich only where a command draws with it (info, watch, demo)
     @property
@@ -63,11 +71,11 @@ class Ctx:
         if self._out is None:
             from rich.console import Console
 
-            kw = {}
+            kw: dict[str, Any] = {}
             if self._paged is not None:  # the pager shows colours (less -R) and has the terminal's width
                 kw = {"force_terminal": self.text.color, "width": self._paged.cols}
-            self._out = Console(file=self.stdout, markup=False, highlight=False, soft_wrap=True, **kw)
-            self._out.on_broken_pipe = _reader_left  # `xenevt list | head`: stop quietly, exit 0
+            self._out = out = Console(file=self.stdout, markup=False, highlight=False, soft_wrap=True, **kw)
+            out.on_broken_pipe = _reader_left  # type: ignore[method-assign]  # (rich's hook: replaced per console)  # `xenevt list | head`: stop quietly, exit 0
         return self._out
 
     @property
@@ -119,7 +127,7 @@ class Ctx:
             return local
         return 0 if self.domain_default is None else self.domain_default
 
-    def backend(self, read_only: bool = False):
+    def backend(self, read_only: bool = False) -> Backend:
         if read_only and False in self._backends:
             return self._backends[False]
         if read_only not in self._backends:
@@ -137,9 +145,7 @@ class Ctx:
     def close(self) -> None:
         try:
             for b in self._backends.values():
-                shutdown = getattr(b, "shutdown", None)
-                if shutdown:
-                    shutdown()
+                b.shutdown()
             self._backends.clear()
         finally:
             self.close_pager()
@@ -181,6 +187,7 @@ def consume_events(c: Ctx, domain: int, vcpu: int, count: int | None, timeout: f
         while count is None or got < count:
             now = time.monotonic()
             if next_ping is not None and now >= next_ping:
+                assert ping is not None and every is not None  # (next_ping is set only with both)
                 ping()
                 next_ping = now + every
             waits = [t - now for t in (deadline, next_ping) if t is not None]

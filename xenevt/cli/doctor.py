@@ -71,7 +71,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     if guest is not None:
         from .. import memory
 
-        src = memory.open_source(guest, lambda: c.backend(read_only=True))
+        src = memory.open_source(guest, c.backend(read_only=True) if guest.needs_backend else None)
         ev = collect.from_memory(src, f"xl dump-core {dump_core}" if dump_core else f"domain {guest.domain}'s kernel")
     elif edump:
         from ..errors import read_input
@@ -87,7 +87,7 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     elif raw_file:
         from .. import memory
 
-        src = memory.open_source(memory.Ask(from_file=raw_file), lambda: c.backend(read_only=True))
+        src = memory.open_source(memory.Ask(from_file=raw_file))
         ev = collect.from_memory(src, f"raw dump {raw_file}")
     elif interval is not None:
         import time

@@ -126,7 +126,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
                      self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), shared_info=shared_info,
                      vcpu_infos=tuple(vcpu_infos), kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file,
                      dump_core=dump_core, system_map=system_map, kaslr_offset=kaslr_offset)
-    chosen = memory.open_sources(ask, lambda: c.backend(read_only=True))
+    chosen = memory.open_sources(ask, c.backend(read_only=True) if ask.needs_backend else None)
     if raw_file and len(chosen) != 1:
         raise click.UsageError("--raw saves one domain: pick it with --domain")
     dumps = []
@@ -141,7 +141,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
 
         data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table,
                       vcpu_known=img.vcpu_known)
-        out = click.get_binary_stream("stdout")
+        out = click.get_binary_stream("stdout")  # type: ignore[operator]  # (click 8.5: deprecated, untyped)
         out.write(data)
         out.flush()
         return

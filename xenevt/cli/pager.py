@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+from typing import TextIO
 
 DEFAULT = "less -FRX"
 
@@ -52,7 +53,7 @@ class Paged:
         self.lines = 0
         self.partial = 0  # columns of the unfinished last line
         self.proc: subprocess.Popen | None = None
-        self.pipe = None
+        self.pipe: TextIO | None = None
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
 
     def isatty(self) -> bool:
@@ -88,6 +89,7 @@ class Paged:
             self.proc = None  # no pager after all: the terminal itself
             self.pipe = self.stream
         else:
+            assert self.proc.stdin is not None  # (stdin=PIPE)
             self.pipe = io.TextIOWrapper(self.proc.stdin, encoding=self.encoding, errors="replace")
         held, self.held = "".join(self.held), []
         self.pipe.write(held)

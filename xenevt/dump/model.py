@@ -8,7 +8,9 @@ so that cycles and corrupted links end with a status instead of a hang; the
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
 from .. import abi
 from ..engine import Consume, DomainMemory, Err, Walk, engine_for, twolevel_for
@@ -16,6 +18,16 @@ from ..engine.layout import ABI_FIFO, L2_WORDS
 from ..ports import PortStatus
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
+
+class PortNames(Protocol):
+    """What a dump asks of its ports' names (evidence.names.Names: a layer above, handed in, never imported)."""
+
+    @property
+    def names(self) -> Mapping[tuple[int, int], object]: ...
+    def field(self, domain: int, port: int) -> dict | None: ...
+    def fields(self, domain: int, ports: Iterable[int]) -> list[dict | None]: ...
+    def cell(self, domain: int, port: int) -> str: ...
+
 
 # Walk statuses that mean the queue is broken (the others are normal states)
 BROKEN = {Walk.RANGE, Walk.UNLINKED, Walk.CYCLE, Walk.SHARED, Walk.TRUNCATED}
@@ -105,7 +117,7 @@ class DomainDump:
     plain_masked: int            # words that are exactly MASKED (the boot default) and not shown
     abi: str = "FIFO"
     warnings: list[str] = field(default_factory=list)  # values no Xen or Linux writes: shown as read, flagged
-    names: object | None = None  # evidence.names.Names of the shown ports, where the source's backend names them
+    names: PortNames | None = None  # evidence.names.Names of the shown ports, where the source's backend names them
 
     @property
     def nr_ports(self) -> int:
@@ -115,11 +127,12 @@ class DomainDump:
         return [q for v in self.vcpus for q in v.queues if q.broken]
 
     def as_dict(self, words: bool = True) -> dict:
-        d = {"domain": self.domain, "source": self.source, "abi": self.abi, "event_array_pages": self.nr_pages,
+        d: dict[str, Any] = {"domain": self.domain, "source": self.source, "abi": self.abi,
+                             "event_array_pages": self.nr_pages,
              "ports_with_words": self.nr_ports, "max_ports": self.max_ports, "plain_masked_words": self.plain_masked,
              "warnings": list(self.warnings), "vcpus": [], "words": []}
         for v in self.vcpus:
-            vd = {"vcpu": v.vcpu, "control_block": v.control_block}
+            vd: dict[str, Any] = {"vcpu": v.vcpu, "control_block": v.control_block}
             if v.control_block:
                 vd["ready"] = _bits(v.ready)
                 vd["heads"] = {str(p): h for p, h in enumerate(v.heads) if h}
@@ -364,13 +377,14 @@ class TwoLevelDump:
     guest_known: bool            # Linux's scan position was read: the upcall order is exact
     abi: str = "2-level"
     warnings: list[str] = field(default_factory=list)
-    names: object | None = None  # as DomainDump's
+    names: PortNames | None = None  # as DomainDump's
 
     def broken_queues(self) -> list:
         return []
 
     def as_dict(self) -> dict:
-        d = {"domain": self.domain, "source": self.source, "abi": self.abi, "ports_with_bits": self.nr_ports,
+        d: dict[str, Any] = {"domain": self.domain, "source": self.source, "abi": self.abi,
+                             "ports_with_bits": self.nr_ports,
              "max_ports": self.max_ports, "plain_masked_ports": self.plain_masked,
              "scan_position_known": self.guest_known, "warnings": list(self.warnings), "vcpus": [], "ports": []}
         for v in self.vcpus:
@@ -444,7 +458,8 @@ def build_l2_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict
             vcpu = None  # bound to no CPU (Linux's masks) or to a vCPU the domain lacks
         sel = None
         if vcpu is not None and vcpus[vcpu].known:
-            sel = bool(vcpus[vcpu].pending_sel >> (port // 64) & 1)
+            sel_word = vcpus[vcpu].pending_sel  # (read wherever known)
+            sel = sel_word is not None and bool(sel_word >> (port // 64) & 1)
         ports.append(L2PortView(port, p, m, vcpu, sel, ch))
     shown_masked = sum(1 for x in ports if x.masked)
     plain = 0 if all_words else masked_count - shown_masked

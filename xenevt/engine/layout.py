@@ -98,7 +98,7 @@ class Record:
     the module is imported, about 1 ms a class on the start of every command that opens a host (issue 15)."""
 
     _FIELDS: tuple[str, ...] = ()
-    __hash__ = None  # (as a dataclass with eq: unhashable unless frozen)
+    __hash__ = None  # type: ignore[assignment]  # (as a dataclass with eq: unhashable unless frozen; typeshed's idiom)
 
     def _values(self) -> tuple:
         return tuple(getattr(self, k) for k in self._FIELDS)
@@ -118,7 +118,7 @@ class FrozenRecord(Record):
         for key, value in zip(self._FIELDS, values, strict=True):
             object.__setattr__(self, key, value)
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # (hashable again, as a frozen dataclass is)
         return hash(self._values())
 
     def __reduce__(self):

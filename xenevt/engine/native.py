@@ -37,7 +37,7 @@ class NativeEngine:
         self._err = ffi.new("xe_error *")
         self._value = ffi.new("uint32_t *")
         self._out = ffi.new("uint32_t[]", 4096)
-        self._gen = None
+        self._gen: int | None = None  # the layout generation read last (refresh)
         self.refresh()
 
     def refresh(self) -> None:

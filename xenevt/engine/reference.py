@@ -49,7 +49,7 @@ class ReferenceEngine:
         race and BUSY is never needed here.
         """
         w = self._word(tail)
-        if not w & abi.WORD_LINKED:
+        if w is None or not w & abi.WORD_LINKED:  # (None: past the array, so not LINKED either)
             return False, False
         self._set(tail, (w & ~(abi.WORD_BUSY | LINK_MASK)) | link)
         return True, False

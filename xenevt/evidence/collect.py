@@ -56,8 +56,8 @@ def add_dump(ev: Evidence, d: DomainDump | TwoLevelDump, known: dict[int, PortSt
     dom.abi = dom.abi or d.abi
     # values no Xen or Linux writes (a raw file's impossible fields, READY bits above 15 …) did not become
     # facts: unread, so doctor cannot call this evidence healthy
-    for w in d.warnings:
-        ev.skip(f"domain {d.domain}", w, d.domain)
+    for warning in d.warnings:
+        ev.skip(f"domain {d.domain}", warning, d.domain)
     dom.nr_word_ports = d.nr_ports
     if d.max_ports is not None:
         dom.max_ports = d.max_ports
@@ -86,8 +86,8 @@ def add_dump(ev: Evidence, d: DomainDump | TwoLevelDump, known: dict[int, PortSt
 def _add_l2_dump(ev: Evidence, d: TwoLevelDump) -> None:
     dom = ev.domain(d.domain)
     dom.abi = "2-level"
-    for w in d.warnings:
-        ev.skip(f"domain {d.domain}", w, d.domain)
+    for warning in d.warnings:
+        ev.skip(f"domain {d.domain}", warning, d.domain)
     dom.nr_word_ports = d.nr_ports
     if d.max_ports is not None:
         dom.max_ports = d.max_ports
@@ -149,7 +149,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             merge_port(dom, port_from_status(st))
         dom.counters = _counters(backend, domid)
         try:
-            img = memory.open_source(memory.Ask(domain=domid), lambda: backend).image()
+            img = memory.open_source(memory.Ask(domain=domid), backend).image()
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
         except XenevtError as e:
@@ -175,14 +175,14 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
                   and not (tables_empty and u.where == edump.NO_PORTS)]
-    for domid, facts in seen.domains.items():
+    for domid, seen_dom in seen.domains.items():
         if domid in wanted:
             dom = ev.domain(domid)
-            dom.abi = dom.abi or facts.abi
-            for port in facts.ports.values():
+            dom.abi = dom.abi or seen_dom.abi
+            for port in seen_dom.ports.values():
                 merge_port(dom, port)
             # ports the status walk was refused (Xen's own on 4.15-4.18) but the 'e' dump shows
-            missed = sorted(p for p, f in facts.ports.items() if f.xen_consumer and p not in tables[domid])
+            missed = sorted(p for p, f in seen_dom.ports.items() if f.xen_consumer and p not in tables[domid])
             if missed:
                 dom.unreported = missed
     ev.source += " + 'e' dump"

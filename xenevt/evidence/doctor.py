@@ -30,13 +30,13 @@ from operator import attrgetter
 
 from .. import abi
 from ..activity import STORM_RATE
+from ..xenver import XEN_OWNED_STATUS_HIDDEN, behaves
 from .model import CounterFacts, DomainFacts, Evidence, QueueFacts, VcpuFacts
 
 SEVERITIES = ("info", "warning", "error")
 EXIT_CODES = {"healthy": 0, "problems": 3, "inconclusive": 4}
 STUCK_AFTER = 10.0                 # seconds a port may stay pending across samples before it is called stuck
 SPURIOUS_MIN = 10                  # spurious events between samples (and 1/s) before they are a finding
-XEN_OWNED_HIDDEN = ("4.15", "4.16", "4.17", "4.18")  # EVTCHNOP_status: EACCES on a port Xen consumes
 SHOWN_IN_JSON = 20                 # the first unread items and warnings listed; the totals say how many more
 BROKEN = {"range": "points past the event array (or at a page that is not there)",
           "unlinked": "points at a port that is not LINKED",
@@ -743,7 +743,8 @@ def _unreported(rep, dom, ev):
     ports = ", ".join(map(str, dom.unreported))
     if ev.xen_version:
         who = f"Xen {ev.xen_version}"
-        note = "" if ev.xen_version in XEN_OWNED_HIDDEN else f"; unexpected on Xen {ev.xen_version}, which reports them"
+        note = ("" if behaves(ev.xen_version, XEN_OWNED_STATUS_HIDDEN)
+                else f"; unexpected on Xen {ev.xen_version}, which reports them")
     else:
         who, note = "Xen", " (as Xen 4.15 to 4.18 do; this source does not say which Xen it is)"
     _add(rep, "info", "xen-owned-unreported", dom, list(dom.unreported),

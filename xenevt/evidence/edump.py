@@ -222,6 +222,7 @@ class _Reader:
 
     def _store(self, n: int, facts: PortFacts) -> None:
         dom = self.dom
+        assert dom is not None  # (a port line: read under its domain header)
         if facts.port in dom.ports:
             self.skip(n, f"port {facts.port} of domain {dom.domain} appears twice in one dump; the later line is read")
         dom.ports[facts.port] = facts
@@ -269,6 +270,7 @@ class _Reader:
             virq = int(v_s)
         elif d_s is not None or v_s is not None:  # (s=1/6 have no fields after x=; s=4 is not matched)
             return None
+        assert self.dom is not None  # (a port line: read under its domain header)
         kinds = self.formats.get(self.dom.domain)
         if kinds is None:
             kinds = self.formats[self.dom.domain] = set()
@@ -330,11 +332,13 @@ class _Reader:
         # one constructor call, positional in PortFacts' order (a test compares this path with the careful one)
         facts = PortFacts(port, ECS_NAMES[s], vcpu, rdom, rport, virq, None, None, pend == "1", mask == "1", linked,
                           busy, link, x, selector)
+        assert self.dom is not None  # (a port line: read under its domain header)
         self.formats.setdefault(self.dom.domain, set()).add(kind)
         return facts
 
     def _port(self, n: int, m: re.Match, raw: str) -> None:
         dom = self.dom
+        assert dom is not None  # (a port line: read under its domain header)
         try:
             port = _number(m[1], "port", MAX_PORT, lo=1, why=f"Xen's ports are 1..{MAX_PORT}")
             s = _number(m[5], "s=", 255)
@@ -386,6 +390,7 @@ class _Reader:
         if m is None or digits and not _fifo_width_ok(st, digits, 2 if m[3] else 0):
             self.skip(n, f"port {port}: state field [{st}] is not what Xen prints; its flags are not read")
             return
+        assert self.dom is not None  # (a port line: read under its domain header)
         kinds = self.formats.setdefault(self.dom.domain, set())
         if m[1] is not None:
             kinds.add("2-level")

@@ -54,6 +54,7 @@ def parse(text: str | bytes, domain: int, source: str = "lsevtchn") -> Evidence:
         if kind is None:
             ev.skip(f"line {n}", f"not an lsevtchn line, skipped: {line.strip()[:_SHOWN]!r}", domain)
             continue
+        assert m is not None  # (a kind is read from a matched line only)
         lines += 1
         name, args = kind
         try:

@@ -253,7 +253,9 @@ class _Snapshot:
                 if f.default is MISSING and f.default_factory is MISSING:
                     raise self.fail(where, f"field {name!r} is missing")
                 continue
-            out[name] = self.value(f"{where}.{name}", obj[name], f.type)
+            kind = f.type
+            assert isinstance(kind, str)  # (postponed annotations: this module's __future__ import)
+            out[name] = self.value(f"{where}.{name}", obj[name], kind)
         return out
 
     def value(self, where: str, v, kind: str):

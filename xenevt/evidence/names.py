@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..abi import EVTCHN_FIFO_NR_CHANNELS, VIRQ_NAMES
 from ..engine.layout import FrozenRecord
 from ..errors import XenevtError
 from ..safetext import term
+
+if TYPE_CHECKING:
+    from ..backend.base import Backend
+    from ..ports import PortStatus
+    from .model import PortFacts
 
 ARROW = "↔"
 # (patterns, compiled by re on first use: `list` on a host without xenstore nodes compiles none)
@@ -102,6 +108,7 @@ def from_xenstore(nodes: dict[str, str]) -> tuple[dict[tuple[int, int], Name], l
             name = Name(kind, f"{kind} {dev}", where, int(dom), dev,
                         None if queue is None else int(queue), direction, "frontend")
         else:
+            assert s is not None  # (m or s)
             dom, what = s.groups()
             kind = "xenstore" if what == "store" else "console"
             name = Name(kind, kind, where, int(dom), end="frontend")
@@ -155,8 +162,8 @@ class Names:
         return None
 
 
-def build(ports: Iterable[tuple[int, object]], nodes: dict[str, str] | None = None, irq_rows: dict | None = None,
-          nodes_from: str = "xenstore") -> Names:
+def build(ports: Iterable[tuple[int, PortStatus | PortFacts]], nodes: dict[str, str] | None = None,
+          irq_rows: dict | None = None, nodes_from: str = "xenstore") -> Names:
     """Names for ``ports`` (``(domain, status)``: a PortStatus or PortFacts, anything with port, state,
     remote_domain, remote_port, virq, pirq, vcpu) from xenstore's ``nodes`` and, per domain, its kernel's
     /proc/interrupts rows (``irq_rows``: domain -> activity rows)."""
@@ -169,7 +176,8 @@ def build(ports: Iterable[tuple[int, object]], nodes: dict[str, str] | None = No
     for domain, st in ports:  # (a host's 40,000 ports: the common cases first, nothing called for them)
         key = (domain, st.port)
         state = st.state
-        peer = (st.remote_domain, st.remote_port) if state == "interdomain" and st.remote_port else None
+        rdom, rport = st.remote_domain, st.remote_port
+        peer = (rdom, rport) if state == "interdomain" and rport and rdom is not None else None
         if peer is not None:
             peers[key] = peer
         name = named.get(key) if named else None
@@ -228,7 +236,7 @@ def _tie_irqs(out: Names, domain: int, rows) -> None:
                                                 n.end, f"{row.key} {term(word)}")
 
 
-def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int | None = None,
+def for_backend(backend: Backend, ports: Iterable[tuple[int, PortStatus | PortFacts]], frontends_of: int | None = None,
                 irq_rows: dict | None = None) -> Names:
     """Names for ``ports`` from whatever ``backend`` offers: its xenstore and its kernel's interrupts (or
     ``irq_rows``, per domain, where the caller read them already: the rows whose key starts with one of
@@ -241,7 +249,7 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int 
         nodes, where = backend.xenstore()
     except XenevtError as e:
         nodes, where = None, ""
-        first = str(e)
+        first: str | None = str(e)
     else:
         first = None
     if frontends_of is not None and nodes:
@@ -251,7 +259,7 @@ def for_backend(backend, ports: Iterable[tuple[int, object]], frontends_of: int 
         ports += [(d, PortFacts(p, "unknown")) for d, p in sorted(from_xenstore(nodes)[0])
                   if d == frontends_of and (d, p) not in known]
     if irq_rows is None:
-        irq_rows = {} if not getattr(backend, "kernel_interrupts", True) else _irq_rows(backend, ports)
+        irq_rows = _irq_rows(backend, ports) if backend.kernel_interrupts else {}
     names = build(ports, nodes, irq_rows, where or "xenstore")
     if "cut short" in where:
         names.notes.insert(0, f"some ports may be unnamed: the {where}")

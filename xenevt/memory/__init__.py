@@ -15,13 +15,22 @@ module and a branch here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, FifoImage, MemorySource, MemoryUnavailable
+from .base import (
+    CPUS_POSSIBLE,
+    KALLSYMS,
+    KCORE,
+    EventImage,
+    FifoImage,
+    MemoryBackend,
+    MemorySource,
+    MemoryUnavailable,
+)
 
 __all__ = ["Ask", "DumpCoreSource", "EventImage", "FifoImage", "FramesSource", "GuestKernelSource", "KcoreSource",
-           "LiveSource", "MemorySource", "MemoryUnavailable", "RawFileSource", "open_source", "open_sources"]
+           "LiveSource", "MemoryBackend", "MemorySource", "MemoryUnavailable", "RawFileSource", "open_source",
+           "open_sources"]
 
 
 # each source's module, imported when that source is asked for (doctor and dump of the simulator read LiveSource
@@ -59,10 +68,16 @@ class Ask:
     system_map: str | None = None    # the guest kernel's System.map or vmlinux: read its kernel, not Xen's view
     kaslr_offset: int | None = None  # the guest kernel's KASLR slide, where it cannot be found
 
+    @property
+    def needs_backend(self) -> bool:
+        """Whether reading this takes a backend: a saved file, this kernel and a dump-core file do not, so a
+        caller opens (or creates) no simulated host for them."""
+        return not (self.from_file or self.self_kernel or self.dump_core)
 
-def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
-    """The sources ``ask`` names, one per domain.  ``backend()`` is called only by sources that need one, so
-    reading a file or this kernel never opens (or creates) a simulated host."""
+
+def open_sources(ask: Ask, backend: MemoryBackend | None = None) -> list[MemorySource]:
+    """The sources ``ask`` names, one per domain, reading through ``backend`` where ``ask.needs_backend`` (it
+    may be None otherwise)."""
     if ask.from_file:
         from .rawfile import RawFileSource
 
@@ -74,8 +89,14 @@ def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
     if ask.dump_core:
         from .dumpcore import DumpCoreSource
 
+        if not ask.system_map:
+            raise MemoryUnavailable(f"{ask.dump_core}: an xl dump-core file is read with its kernel's System.map "
+                                    "or vmlinux (--system-map FILE)")
+
         return [DumpCoreSource(ask.dump_core, ask.system_map, ask.kaslr_offset, ask.domain)]
-    b = backend()
+    if backend is None:
+        raise ValueError("open_sources: this ask reads through a backend (see Ask.needs_backend), none was given")
+    b = backend
     if ask.system_map:
         from .foreign import GuestKernelSource
 
@@ -89,7 +110,7 @@ def open_sources(ask: Ask, backend: Callable[[], object]) -> list[MemorySource]:
     return [LiveSource(b, d) for d in (b.domains() if ask.all_domains else [ask.domain])]
 
 
-def open_source(ask: Ask, backend: Callable[[], object]) -> MemorySource:
+def open_source(ask: Ask, backend: MemoryBackend | None = None) -> MemorySource:
     """The one source of a one-domain ``ask``."""
     if ask.all_domains:
         raise ValueError("open_source reads one domain: use open_sources for all_domains")

@@ -13,7 +13,7 @@ callers ask and report instead of checking which source they hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import BackendUnavailable
 
@@ -29,6 +29,38 @@ CPUS_POSSIBLE = "/sys/devices/system/cpu/possible"
 
 class MemoryUnavailable(BackendUnavailable):
     """This source cannot read that (a file has no frame numbers, a frame mapping no symbols)."""
+
+
+class MemoryBackend(Protocol):
+    """What memory sources ask of the backend they are handed: the part of the Backend protocol
+    (xenevt/backend/base.py, which extends this one) that reads a domain's memory.  Defined here because the
+    memory layer sits below the backends: it is given one, never imports one.  A backend that cannot do one of
+    these raises BackendUnavailable from it."""
+
+    name: str
+
+    def domains(self) -> list[int]: ...
+
+    def fifo_memory(self, domain: int) -> DomainMemory:
+        """The domain's event-channel memory as the backend sees it (the simulator's image, this kernel's)."""
+        ...
+
+    def channels(self, domain: int) -> dict[int, PortStatus]:
+        """Every open port's status, keyed by port: what dumps annotate words with."""
+        ...
+
+    def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
+        """Copies of the domain's frames ``gfns`` (4 KiB each, in order), as privcmd maps them."""
+        ...
+
+    def translate_address(self, domain: int, vcpu: int, virt: int) -> int | None:
+        """The frame behind the domain's kernel virtual address ``virt`` as vCPU ``vcpu``'s page tables map it
+        (what map_frames takes); None where nothing is mapped there."""
+        ...
+
+    def shared_info_frame(self, domain: int) -> tuple[int, int | None]:
+        """(the domain's shared_info frame, its vCPU count where known), as XEN_DOMCTL_getdomaininfo says."""
+        ...
 
 
 @dataclass
@@ -47,11 +79,11 @@ class EventImage:
     guest_known: bool             # mem holds Linux's local READY/heads
     max_ports: int | None = None  # the domain's event-channel limit, where the source knows it
     channel_table: bool = False   # mem's channel records are the hypervisor's table: a raw save keeps them
-    saved_source: str | None = None  # what a raw dump's header records, where it says more than ``source``
+    saved_source: str = ""  # what a raw dump's header records, where it says more than ``source`` (default: it)
     vcpu_known: list[bool] | None = None  # 2-level: which vCPUs' vcpu_info the source read (None: all)
 
     def __post_init__(self) -> None:
-        if self.saved_source is None:
+        if not self.saved_source:
             self.saved_source = self.source
 
     @property

@@ -299,9 +299,10 @@ class DumpCore:
                 return None
             i = lo
         else:
-            i = self.by_mfn.get(number)
-            if i is None:
+            at = self.by_mfn.get(number)
+            if at is None:
                 return None
+            i = at
         return self._read(self.pages_at + i * abi.PAGE_SIZE, abi.PAGE_SIZE, f".xen_pages[{i}]")
 
     def shared_info(self) -> bytes | None:

@@ -20,8 +20,8 @@ import struct
 from collections.abc import Callable
 
 from .. import abi
-from ..errors import MiB, cap_text, open_input
-from .base import EventImage, MemoryUnavailable
+from ..errors import BackendUnavailable, MiB, cap_text, open_input
+from .base import EventImage, MemoryBackend, MemoryUnavailable
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
@@ -286,7 +286,7 @@ class GuestKernelSource(LiveSource):
     heads, or its 2-level bitmaps with each CPU's vcpu_info and scan position, as its own --self would; and any
     kernel symbol's bytes."""
 
-    def __init__(self, backend, domain: int, system_map: str, kaslr_offset: int | None = None):
+    def __init__(self, backend: MemoryBackend, domain: int, system_map: str, kaslr_offset: int | None = None):
         super().__init__(backend, domain)
         self.system_map, self.kaslr_offset = system_map, kaslr_offset
         self.kind = f"domain {domain}'s kernel through the {backend.name} backend"
@@ -299,10 +299,10 @@ class GuestKernelSource(LiveSource):
     def _kernel(self, names=WANTED):
         """(reader, run-time symbols, slide, the domain's vCPU count where known)."""
         syms = read_system_map(self.system_map, names)
-        if not hasattr(self.backend, "translate_address"):
-            raise MemoryUnavailable(f"the {self.backend.name} backend cannot walk a guest's page tables")
-        ask = getattr(self.backend, "shared_info_frame", None)
-        nr_vcpus = ask(self.domain)[1] if ask is not None else None
+        try:
+            nr_vcpus = self.backend.shared_info_frame(self.domain)[1]
+        except BackendUnavailable:  # (the count is a hint: vCPU 0's page tables are tried without it)
+            nr_vcpus = None
         # a vCPU in user mode under PTI walks the user page tables, which lack kernel data: try the next one (a
         # few: each try may cost the 512 probes of a KASLR search)
         tries = min(nr_vcpus or 1, MAX_VCPU_TRIES)

@@ -19,12 +19,14 @@ from __future__ import annotations
 from .. import abi
 from ..dump.frames import from_frames, from_shared_info
 from ..engine.layout import VCPU_INFO_SIZE
-from .base import EventImage, MemoryUnavailable
+from ..errors import BackendUnavailable
+from .base import EventImage, MemoryBackend, MemoryUnavailable
 from .live import LiveSource
 
 
 class FramesSource(LiveSource):
-    def __init__(self, backend, domain: int, gfns, controls, shared_info: int | str | None = None, vcpu_infos=()):
+    def __init__(self, backend: MemoryBackend, domain: int, gfns, controls, shared_info: int | str | None = None,
+                 vcpu_infos=()):
         super().__init__(backend, domain)
         self.gfns, self.controls = list(gfns), list(controls)
         self.shared_info, self.vcpu_infos = shared_info, list(vcpu_infos)
@@ -39,7 +41,8 @@ class FramesSource(LiveSource):
         n = len(self.gfns)
         frames = self.read_frames(self.gfns + [g for g, _ in self.controls])
         pages, cb_frames = frames[:n], frames[n:]
-        cbs = [f[o:o + abi.CONTROL_BLOCK_SIZE] for f, (_, o) in zip(cb_frames, self.controls, strict=True)]
+        cbs: list[bytes | None] = [f[o:o + abi.CONTROL_BLOCK_SIZE]
+                                   for f, (_, o) in zip(cb_frames, self.controls, strict=True)]
         mem = from_frames(pages, cbs or [None])
         return EventImage(mem, self.domain, f"{self.backend.name}: {n} frame(s) mapped through privcmd",
                           guest_known=False)
@@ -58,11 +61,13 @@ class FramesSource(LiveSource):
 
     def _shared_frame(self) -> tuple[int, int | None]:
         """(the shared_info frame, the domain's vCPU count where known): as given, else the hypervisor's."""
-        ask = getattr(self.backend, "shared_info_frame", None)
-        if self.shared_info not in (None, "auto"):
-            known = ask(self.domain)[1] if ask is not None else None
-            return int(self.shared_info), known
-        if ask is None:
+        given = None if self.shared_info is None or self.shared_info == "auto" else int(self.shared_info)
+        try:
+            frame, nr_vcpus = self.backend.shared_info_frame(self.domain)
+        except BackendUnavailable as e:
+            if given is not None:  # the vCPU count is a hint: the frames are read without it
+                return given, None
             raise MemoryUnavailable(f"the {self.backend.name} backend cannot ask the hypervisor for domain "
-                                    f"{self.domain}'s shared_info frame: give it with --shared-info FRAME")
-        return ask(self.domain)
+                                    f"{self.domain}'s shared_info frame ({e}): give it with --shared-info FRAME"
+                                    ) from None
+        return (frame if given is None else given), nr_vcpus

@@ -13,11 +13,12 @@ from __future__ import annotations
 from .. import abi
 from ..dump.model import abi_of
 from ..engine import DomainMemory
-from .base import EventImage, MemorySource
+from ..ports import PortStatus
+from .base import EventImage, MemoryBackend, MemorySource
 
 
 class LiveSource(MemorySource):
-    def __init__(self, backend, domain: int):
+    def __init__(self, backend: MemoryBackend, domain: int):
         self.backend, self.domain = backend, domain
         self.kind = f"the {backend.name} backend"
 
@@ -31,7 +32,7 @@ class LiveSource(MemorySource):
         return EventImage(mem, self.domain, name, guest_known=True, max_ports=limit, channel_table=True,
                           saved_source=f"{name} domain {self.domain}")
 
-    def channels(self):
+    def channels(self) -> dict[int, PortStatus]:
         return self.backend.channels(self.domain)
 
     def read_frames(self, gfns: list[int]) -> list[bytes]:

@@ -19,6 +19,7 @@ from .. import abi
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN, L2_WORDS
 from ..errors import channel_error
 from ..ports import _PORT_FIELDS, PortStatus, chan_status, word_flag_dict
+from ..xenver import XEN_OWNED_STATUS_HIDDEN, behaves
 from .access import Access
 from .console import Console
 from .foreign import ForeignFrames
@@ -65,8 +66,9 @@ class Reader:
         domid = self._self(caller, domid)
         dom = self.domain(domid, call, port)
         ch = self._chan(dom, port, call, bound=False)
-        if ch.flags & CHAN_XEN and self.xen_version == "4.17":
-            raise channel_error(call, errno.EACCES, "Xen 4.17 does not report a port Xen itself consumes",
+        if ch.flags & CHAN_XEN and behaves(self.xen_version, XEN_OWNED_STATUS_HIDDEN):
+            raise channel_error(call, errno.EACCES, f"Xen {self.xen_version} does not report a port Xen itself "
+                                "consumes",
                                 domain=domid, port=port)
         self._access(caller, domid, call, port)
         mem = dom.mem

@@ -98,7 +98,7 @@ import os
 import struct
 from itertools import compress
 
-from .. import abi
+from .. import abi, xenver
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
 from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, Record
@@ -124,7 +124,7 @@ XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, maj
 # the state file (the counters, the consumer locks) belongs to this host and not to one it replaced
 HOST_ID_FIELD = 48
 HOST_ID = struct.Struct("<Q")
-XEN_VERSIONS = {"4.17": 0x411, "4.20": 0x414}  # the versions whose differences the simulator follows
+XEN_VERSIONS = {v: xenver.code(v) for v in xenver.SIMULATED}  # the versions whose differences the simulator follows
 DEFAULT_XEN = "4.20"
 JOURNAL_AT = struct.Struct("<Q")  # at byte 32 of the header: the journal page's offset (the file's last page)
 JOURNAL_FIELD = 32

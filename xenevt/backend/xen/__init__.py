@@ -21,6 +21,7 @@ import errno
 import os
 import struct
 import time
+from typing import TYPE_CHECKING, Any
 
 from ... import abi
 from ...dump.model import abi_of
@@ -31,6 +32,10 @@ from .. import XEN_EVTCHN_DEVICE as XEN_DEVICE  # named once, where the backend 
 from . import libs
 from .libs import check, reason
 from .loop import BATCH, EventLoop
+
+if TYPE_CHECKING:
+    from ...activity import Row
+    from ...engine import DomainMemory
 
 DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
 # xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
@@ -64,8 +69,8 @@ class XenBackend:
             if err in (errno.EACCES, errno.EPERM):
                 raise BackendUnavailable(f"cannot open {XEN_DEVICE}: permission denied (run as root)")
             raise BackendUnavailable(f"cannot open {XEN_DEVICE}: {reason(err)} ({errno.errorcode.get(err, err)})")
-        self._xc = None
-        self._call = None
+        self._xc: Any = None  # libxenctrl's handle (cffi), opened on first use
+        self._call: tuple[Any, Any] | None = None  # (libxencall, its handle), opened on first use
         self._own: set[int] = set()          # ports bound through our handle (the C loop keeps a bitmap too)
         self._peer: dict[int, tuple[int, int]] = {}  # our interdomain ports' far ends, as bound or once asked
         self._sent: dict[int, NotifyResult] = {}     # a send's answer on a port whose peer is known: the same each time
@@ -126,15 +131,15 @@ class XenBackend:
 
     # --- the protocol -------------------------------------------------------------
     def info(self) -> dict:
-        info = {"backend": "xen", "self_domain": self.domid,
-                "libraries": {"xenevtchn": libs.loaded_path("xenevtchn")}}
+        info: dict[str, Any] = {"backend": "xen", "self_domain": self.domid,
+                                "libraries": {"xenevtchn": libs.loaded_path("xenevtchn")}}
         try:
             self._ctrl()
             info["libraries"]["xenctrl"] = libs.loaded_path("xenctrl")
             limits = _xl_limits()
             info["domains"] = []
             for d, flags in self._domain_flags():
-                entry = {"domain": d, "dying": bool(flags & XEN_DOMINF_dying)}
+                entry: dict[str, Any] = {"domain": d, "dying": bool(flags & XEN_DOMINF_dying)}
                 if d in limits:
                     entry["max_ports"], entry["limit_from"] = limits[d]
                 info["domains"].append(entry)
@@ -219,9 +224,9 @@ class XenBackend:
         (its bind, or one EVTCHNOP_status until a peer is connected), not a second hypercall per send: a
         peer that closes later turns the port unbound and Xen drops the send, which no answer here shows."""
         sent = self._sent.get(port)
-        if sent is not None and sent.domain == domain:  # checked when it was made; the port is still ours, and
-            if self._loop.c_notify(self._loop.ev, port) < 0:  # the loop exists (its first send made it)
-                raise self._loop.error(domain)
+        if sent is not None and sent.domain == domain and (loop := self._loop) is not None:  # checked when it was
+            if loop.c_notify(loop.ev, port) < 0:  # made; the port is still ours, the loop exists (its first send)
+                raise loop.error(domain)
             return sent
         if port not in self._own or not self._mine(domain):
             raise channel_error("notify", errno.EPERM, "on Xen a process sends only on ports it bound; to raise an "
@@ -236,7 +241,7 @@ class XenBackend:
             st: PortStatus | None = self._status(domain, port)
         except ChannelError:
             st = None
-        if st is not None and st.state == "interdomain":
+        if st is not None and st.state == "interdomain" and st.remote_domain is not None and st.remote_port is not None:
             self._peer[port] = (st.remote_domain, st.remote_port)  # a peer connected; it stays until a close
             self._sent[port] = NotifyResult(domain, port, st.remote_domain, st.remote_port, "sent")
             return self._sent[port]
@@ -421,7 +426,7 @@ class XenBackend:
                                      "tables (EOPNOTSUPP: the simulator's library runs no guest kernel)")
         raise channel_error(f"walk vCPU {vcpu}'s page tables (at {virt:#x}) of", err, reason(err), domain=domain)
 
-    def fifo_memory(self, domain: int):
+    def fifo_memory(self, domain: int) -> DomainMemory:
         """This kernel's own event memory, FIFO or 2-level (kcore); another domain's frames are known only to
         that domain (its shared_info: `xenevt dump --shared-info auto`)."""
         if self._mine(domain):
@@ -429,7 +434,7 @@ class XenBackend:
         raise BackendUnavailable(f"reading domain {domain}'s event array needs its frames: use `xenevt dump "
                                  "--gfn …` (no hypercall reveals them)")
 
-    def activity(self, domain: int):
+    def activity(self, domain: int) -> list[Row]:
         """This kernel's Xen interrupts (/proc/interrupts: per IRQ and CPU) and its xenbus devices' counters
         (events, spurious events, EOI delay); other domains' are not visible."""
         from ...activity import parse_interrupts, read_xenbus

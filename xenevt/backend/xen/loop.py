@@ -36,7 +36,8 @@ class EventLoop:
         self.ev = ffi.new("xe_evtchn *")
         self._own = ffi.new("uint8_t[]", lib.XE_EVTCHN_MAX_PORTS // 8)
         self.out = ffi.new("uint32_t[]", BATCH)
-        self.timeout, self.ms = None, -1  # the last timeout asked for, and in poll's milliseconds
+        self.timeout: float | None = None
+        self.ms = -1  # the last timeout asked for, and in poll's milliseconds
         ev = self.ev
         ev.handle = ffi.cast("void *", _address(handle))
         ev.fd = fd
