@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "sim", "xen")
 
 
-def open(backend: str = "auto", state: str | None = None, caller: int | None = None, *, create: bool = False,
+def open(backend: str | None = None, state: str | None = None, caller: int | None = None, *, create: bool = False,
          on_create: Callable[[str], None] | None = None) -> Host:
     """A host to drive and inspect: ``backend`` "xen" (this machine's hypervisor, through /dev/xen), "sim" (the
     embedded simulated host whose state is in ``state``, default $XENEVT_STATE or the per-user folder) or
-    "auto" (Xen where /dev/xen/evtchn exists, else the simulator).  ``caller``: on the simulator, the domain
-    making the calls (default: each domain acts on its own ports; dom0 is privileged).  ``create``: on the
+    "auto" (Xen where /dev/xen/evtchn exists, else the simulator); None: $XENEVT_BACKEND, else "auto".
+    ``caller``: on the simulator, the domain making the calls (default: each domain acts on its own ports; dom0
+    is privileged).  ``create``: on the
     simulator, make a fresh host (2 domains, 2 vCPUs each) where there is none yet (``on_create(state)`` is
     told).  Nothing is opened until the first call; use it as a context manager, or call ``shutdown()``.
 
@@ -38,6 +39,10 @@ def open(backend: str = "auto", state: str | None = None, caller: int | None = N
         with xenevt.open("sim", state="/tmp/h", create=True) as host:
             print(host.domains())          # [0, 1]
     """
+    if backend is None:
+        import os
+
+        backend = os.environ.get("XENEVT_BACKEND") or "auto"
     if backend not in BACKENDS:
         from ..errors import UsageError
 
@@ -105,6 +110,11 @@ class Host:
         if False not in self._backends and True in self._backends:
             self._backends.pop(True).shutdown()
         return self.backend(read_only=True)
+
+    @property
+    def state(self) -> str | None:
+        """The simulator's state directory as given to ``open`` (None: the default place)."""
+        return self._state
 
     @property
     def kind(self) -> str:
@@ -252,7 +262,7 @@ class Host:
                       storm_rate=storm_rate, stuck_after=stuck_after, save=save)
 
 
-def read_dump(source: Source, *, all_words: bool = False, backend: str = "auto",
+def read_dump(source: Source, *, all_words: bool = False, backend: str | None = None,
          state: str | None = None) -> list[DomainDump | TwoLevelDump]:
     """``Host.dump`` of a host opened for this one call (a file or this kernel opens none).  (Not ``xenevt.dump``:
     that name is the dump model's package.)  ``(d,) = xenevt.read_dump(xenevt.Source.raw("dom1.raw"))``"""
@@ -261,7 +271,7 @@ def read_dump(source: Source, *, all_words: bool = False, backend: str = "auto",
 
 
 def doctor(source: Source | None = None, *, domains: Iterable[int] = (), interval: float | None = None,
-           since: str | None = None, backend: str = "auto", state: str | None = None) -> Diagnosis:
+           since: str | None = None, backend: str | None = None, state: str | None = None) -> Diagnosis:
     """``Host.doctor`` of a host opened for this one call (a file opens none).
     ``xenevt.doctor(xenevt.Source.edump("e.txt")).verdict``"""
     with open(backend, state) as host:

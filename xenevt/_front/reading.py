@@ -143,8 +143,8 @@ def save_raw(host: Host, source: Source, path: str) -> dict[str, Any]:
 
     img = _one_image(host, source)
     mem = img.mem
-    size = save(path, mem, img.domain, img.saved_source or img.source, guest=img.guest_known, channels=img.channel_table,
-                vcpu_known=img.vcpu_known)
+    size = save(path, mem, img.domain, img.saved_source or img.source, guest=img.guest_known,
+                channels=img.channel_table, vcpu_known=img.vcpu_known)
     out: dict[str, Any] = {"domain": img.domain, "file": path, "bytes": size, "abi": img.abi}
     if img.abi != "2-level":
         out["event_array_pages"] = mem.nr_pages
@@ -156,8 +156,8 @@ def encode_raw(host: Host, source: Source) -> bytes:
     from ..dump.rawfile import encode
 
     img = _one_image(host, source)
-    return encode(img.mem, img.domain, img.saved_source or img.source, guest=img.guest_known, channels=img.channel_table,
-                  vcpu_known=img.vcpu_known)
+    return encode(img.mem, img.domain, img.saved_source or img.source, guest=img.guest_known,
+                  channels=img.channel_table, vcpu_known=img.vcpu_known)
 
 
 # --- evidence and doctor ----------------------------------------------------------------------------
