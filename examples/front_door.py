@@ -22,7 +22,7 @@ def main() -> int:
         sent = host.notify(sender, offered)
         with host.events(0, count=1, timeout=30.0) as ev:
             received = list(ev)
-        diagnosis = host.doctor(domains=[0, sender])
+        diagnosis = host.doctor(domains=sorted({0, sender}))
         host.close(0, port)
         host.close(sender, offered)
         out = {"backend": host.kind, "sender": [sender, offered], "receiver": [0, port],
