@@ -11,7 +11,10 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 	$(VENV)/bin/xenevt demo
 
-.PHONY: help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint wheel clean
+docs: setup ## the API reference, from the docstrings of xenevt's public names (pdoc), into build/api
+	bash ci/docs.sh build/api
+
+.PHONY: docs help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

@@ -2,6 +2,10 @@ import pytest
 
 from xenevt.engine import engine_for
 
+# the plugin's fixtures (sim_host, xen_host, host) where xenevt is not installed (dom0 of the nested runner);
+# installed, its pytest11 entry point has the same name, so it is loaded once
+pytest_plugins = ["xenevt.pytest_plugin"]
+
 
 @pytest.fixture(params=["c", "python"])
 def impl(request):

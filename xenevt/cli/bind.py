@@ -42,21 +42,20 @@ def hold_options(f):
 
 
 def _done(c: Ctx, domain: int, port: int, count=None, timeout=None, notify_every=None) -> None:
-    b = c.backend()
-    st = b.status(domain, port)
+    st = c.host.status(domain, port)
     c.emit(st.as_dict(), str(port))
-    if b.ports_live_with_process or count or timeout is not None or notify_every:
+    if c.backend().ports_live_with_process or count or timeout is not None or notify_every:
         _hold(c, domain, port, st.vcpu, count, timeout, notify_every)
 
 
 def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_every) -> None:
     """Wait for events on the new port (the process keeps it bound meanwhile), pinging if asked."""
-    b = c.backend()
+    host = c.host
     if c.stdout_is_terminal() and not c.json:
         c.note(f"xenevt: holding port {port} of domain {domain}"
                     f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
                     " (Ctrl-C to release)")
-    got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: b.notify(domain, port), notify_every)
+    got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: host.notify(domain, port), notify_every)
     if stopped:
         c.note(f"xenevt: released port {port} after {got} event(s)")
         return
@@ -74,7 +73,7 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
 def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
     """Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_unbound(d, remote_domain), count, timeout, notify_every)
+    _done(c, d, c.host.bind_unbound(d, remote_domain), count, timeout, notify_every)
 
 
 @bind.command("interdomain", epilog=HELP_TAIL)
@@ -89,7 +88,7 @@ def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout
 
     Xen sets the new local port pending, so an event sent before the bind is not lost."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
+    _done(c, d, c.host.bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
 
 
 @bind.command("virq", epilog=HELP_TAIL)
@@ -102,7 +101,7 @@ def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout
 def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
     """Bind a virtual IRQ (a name such as timer, console, debug, or its number)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_virq(d, virq, vcpu), count, timeout, notify_every)
+    _done(c, d, c.host.bind_virq(d, virq, vcpu), count, timeout, notify_every)
 
 
 @bind.command("ipi", epilog=HELP_TAIL)
@@ -114,7 +113,7 @@ def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
 def ipi(c: Ctx, vcpu, local_domain, count, timeout, notify_every):
     """Bind an inter-processor interrupt port (a notify on it raises it on --vcpu)."""
     d = c.domain(local_domain)
-    _done(c, d, c.backend().bind_ipi(d, vcpu), count, timeout, notify_every)
+    _done(c, d, c.host.bind_ipi(d, vcpu), count, timeout, notify_every)
 
 
 def register(cli: click.Group) -> None:

@@ -24,18 +24,16 @@ from .. import abi
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..backend.base import Backend
+    from .._front.host import Host
     from ..dump.text import TextOut
     from .pager import Paged
-
-CONSUME_BATCH = 256  # events taken per consume call, as the simulator's upcall handler does
 
 
 class Ctx:
     def __init__(self, backend: str, state: str | None, domain: int | None, caller: int | None, as_json: bool,
                  debug: bool, pager: bool = True):
         self.backend_name = backend
-        from ..backend import default_state_dir  # (here, not at import: `xenevt --help` needs no backend)
+        from .._front.host import default_state_dir  # (here, not at import: `xenevt --help` needs no backend)
 
         self.state_given = state is not None or bool(os.environ.get("XENEVT_STATE"))
         self.state = state or default_state_dir()
@@ -48,7 +46,7 @@ class Ctx:
         self._text: TextOut | None = None
         self._out: Console | None = None
         self._err: Console | None = None
-        self._backends: dict[bool, Backend] = {}
+        self._host: Host | None = None
 
     # --- output: plain text for the text views, rich only where a command draws with it (info, watch, demo)
     @property
@@ -74,8 +72,8 @@ class Ctx:
             kw: dict[str, Any] = {}
             if self._paged is not None:  # the pager shows colours (less -R) and has the terminal's width
                 kw = {"force_terminal": self.text.color, "width": self._paged.cols}
-            self._out = out = Console(file=self.stdout, markup=False, highlight=False, soft_wrap=True, **kw)
-            out.on_broken_pipe = _reader_left  # type: ignore[method-assign]  # (rich's hook: replaced per console)  # `xenevt list | head`: stop quietly, exit 0
+            self._out = Console(file=self.stdout, markup=False, highlight=False, soft_wrap=True, **kw)
+            self._out.on_broken_pipe = _reader_left  # type: ignore[method-assign]  # (rich: replaced per console); `xenevt list | head` stops quietly
         return self._out
 
     @property
@@ -127,26 +125,28 @@ class Ctx:
             return local
         return 0 if self.domain_default is None else self.domain_default
 
-    def backend(self, read_only: bool = False) -> Backend:
-        if read_only and False in self._backends:
-            return self._backends[False]
-        if read_only not in self._backends:
-            from ..backend import select_backend
+    @property
+    def host(self):
+        """The host the global options name (xenevt.open: the backend chosen once, opened on first use)."""
+        if self._host is None:
+            from .. import open as open_host
 
             # on a laptop with no Xen and no host yet, the default location gets one (said on stderr)
-            self._backends[read_only] = select_backend(self.backend_name, state_dir=self.state, caller=self.caller,
-                                                       read_only=read_only,
-                                                       created=None if self.state_given else self._said_created)
-        return self._backends[read_only]
+            self._host = open_host(self.backend_name, self.state, self.caller, create=not self.state_given,
+                                   on_create=self._said_created)
+        return self._host
+
+    def backend(self, read_only: bool = False):
+        """The host's backend, for the views that draw what the front door does not return (info, watch, sim)."""
+        return self.host.backend(read_only)
 
     def _said_created(self, state: str) -> None:
         self.note(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 
     def close(self) -> None:
         try:
-            for b in self._backends.values():
-                b.shutdown()
-            self._backends.clear()
+            if self._host is not None:
+                self._host.shutdown()
         finally:
             self.close_pager()
 
@@ -173,36 +173,16 @@ class Ctx:
 
 def consume_events(c: Ctx, domain: int, vcpu: int, count: int | None, timeout: float | None,
                    ping: Callable[[], object] | None = None, every: float | None = None) -> tuple[int, bool]:
-    """The one consume loop (``wait``, and ``bind`` holding its port): print each event as the guest takes it.
-
-    Stops after ``count`` events, or at ``timeout`` once a batch comes back short (a queue still full is
-    drained first), or on Ctrl-C; ``ping`` is called every ``every`` seconds meanwhile.  Returns the number
-    of events and whether Ctrl-C stopped it.
-    """
-    b = c.backend()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    next_ping = time.monotonic() if ping is not None and every else None
-    got = 0
+    """Print each event as the guest takes it (``wait``, and ``bind`` holding its port): Host.events' loop, one
+    backend call per batch.  Returns the number of events and whether Ctrl-C stopped it."""
+    ev = c.host.events(domain, vcpu, count=count, timeout=timeout, ping=ping, every=every)
     try:
-        while count is None or got < count:
-            now = time.monotonic()
-            if next_ping is not None and now >= next_ping:
-                assert ping is not None and every is not None  # (next_ping is set only with both)
-                ping()
-                next_ping = now + every
-            waits = [t - now for t in (deadline, next_ping) if t is not None]
-            left = max(0.0, min(waits)) if waits else None
-            batch = CONSUME_BATCH if count is None else min(CONSUME_BATCH, count - got)
-            ports = b.consume(domain, vcpu, batch, left)
-            for port in ports:
-                got += 1
-                c.emit({"domain": domain, "vcpu": vcpu, "port": port, "time": time.time()},
-                       f"domain {domain} vCPU {vcpu}: event on port {port}")
-            if deadline is not None and time.monotonic() >= deadline and len(ports) < batch:
-                break
+        for port in ev:
+            c.emit({"domain": domain, "vcpu": vcpu, "port": port, "time": time.time()},
+                   f"domain {domain} vCPU {vcpu}: event on port {port}")
     except KeyboardInterrupt:
-        return got, True
-    return got, False
+        return ev.got, True
+    return ev.got, False
 
 
 def whole_host(command):

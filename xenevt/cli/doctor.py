@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..activity import STORM_RATE
@@ -52,123 +50,22 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
     a raw dump."""
-    from ..evidence import collect
-    from ..evidence import doctor as rules
-    from ..evidence.model import Evidence, EvidenceError
+    from .. import Source
+    from ..errors import UsageError
 
-    chosen = [x for x in (edump, lsevtchn_file, raw_file) if x]
-    if len(chosen) > 1:
-        raise click.UsageError("pick one source of evidence: --edump, --lsevtchn or --from")
-    if lsevtchn_file and len(domains) != 1:
-        raise click.UsageError("lsevtchn prints no domain id: say which domain with one --domain")
-    if interval is not None and (chosen or since):
-        raise click.UsageError("--interval samples the backend twice: not with --since, --edump, --lsevtchn or --from")
-    prior = None
-    named = False  # ports named from the backend's xenstore: only when the evidence is the backend's own
-    if since:
-        prior = Evidence.load(since)
-    guest = _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset)
-    if guest is not None:
-        from .. import memory
-
-        src = memory.open_source(guest, c.backend(read_only=True) if guest.needs_backend else None)
-        ev = collect.from_memory(src, f"xl dump-core {dump_core}" if dump_core else f"domain {guest.domain}'s kernel")
-    elif edump:
-        from ..errors import read_input
-        from ..evidence import edump as reader
-
-        text = read_input(edump, "'e' dump", EvidenceError)
-        ev = reader.parse(text, f"'e' dump {'<stdin>' if edump == '-' else edump}")
-        collect.edump_cut(text, ev)
-    elif lsevtchn_file:
-        from ..evidence import lsevtchn
-
-        ev = lsevtchn.read(lsevtchn_file, domains[0])
-    elif raw_file:
-        from .. import memory
-
-        src = memory.open_source(memory.Ask(from_file=raw_file))
-        ev = collect.from_memory(src, f"raw dump {raw_file}")
-    elif interval is not None:
-        import time
-
-        named = True
-        prior = collect.from_backend(c.backend(read_only=True), list(domains) or None)
-        time.sleep(interval)
-        c.close()  # opened again: a read-only simulated host is the copy taken when it was opened
-        ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
-    else:
-        ev = collect.from_backend(c.backend(read_only=True), list(domains) or None)
-        named = True
-    if domains:
-        ev.domains = {d: f for d, f in ev.domains.items() if d in domains}
-        for d in sorted(set(domains) - set(ev.domains)):
-            ev.skip("--domain", f"domain {d} is not in the evidence", d)
-            ev.domain(d)  # so the note is kept, and the domain counted with 0 ports
-    if save:
-        _save(save, ev.to_json())
-    names = _names(c, ev) if named else None
-    if names is not None:
-        for sample in (ev, prior):
-            for d, dom in (sample.domains.items() if sample is not None else ()):
-                for counter in dom.counters:  # an IRQ row netback named for a vif queue: that port's counter
-                    if counter.port is None:
-                        counter.port = names.irq_port(d, counter.key)
-    rep = rules.examine(ev, prior, storm_rate=storm_rate, stuck_after=stuck_after)
-    if c.json:
-        out = rep.as_dict() | {"source": ev.source}
-        if names is not None:
-            for f, d in zip(rep.findings, out["findings"], strict=True):
-                d["names"] = [names.field(f.domain, p) for p in f.ports]
-        c.emit(out)
-    else:
-        _render(c, rep, ev, names)
-    if rep.exit_code:
-        click.get_current_context().exit(rep.exit_code)
-
-
-def _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset):
-    """The memory.Ask for a guest's own kernel (dump's --system-map/--dump-core sources), or None."""
-    if not (system_map or dump_core):
-        if kaslr_offset is not None:
-            raise click.UsageError("--kaslr-offset goes with --system-map")
-        return None
-    if chosen:
-        raise click.UsageError("pick one source of evidence: --system-map/--dump-core, --edump, --lsevtchn or --from")
-    if not system_map:
-        raise click.UsageError("--dump-core needs the guest kernel's symbols: give --system-map FILE")
-    if not dump_core and len(domains) != 1:
-        raise click.UsageError("--system-map reads one guest's kernel: say which with one --domain")
-    from .. import memory
-
-    return memory.Ask(domain=domains[0] if domains else 0, dump_core=dump_core, system_map=system_map,
-                      kaslr_offset=kaslr_offset)
-
-
-def _save(path: str, text: str) -> None:
-    from ..evidence.model import EvidenceError
-
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise EvidenceError(f"cannot save snapshot {path}: {(e.strerror or str(e)).lower()}") from None
-
-
-def _names(c: Ctx, ev):
-    """The names of the evidence's ports (xenstore, VIRQs, IPIs: evidence/names.py)."""
-    from ..evidence.names import ROW_KEYS, for_backend
-
-    # the kernel's IRQ rows are in the evidence already (its counters): not read a second time
-    irq_rows = {d: [r for r in dom.counters if r.key.startswith(ROW_KEYS)] for d, dom in ev.domains.items()}
-    return for_backend(c.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
-                                                   for _, pf in sorted(dom.ports.items())], irq_rows=irq_rows)
+        source = Source.from_options(domains=domains, from_file=raw_file, system_map=system_map, dump_core=dump_core,
+                                     kaslr_offset=kaslr_offset, edump=edump, lsevtchn=lsevtchn_file)
+    except UsageError as e:  # (worded as click's: "xenevt: doctor: …", exit 2)
+        raise click.UsageError(str(e)) from None
+    diag = c.host.doctor(source, domains=domains, interval=interval, since=since, storm_rate=storm_rate,
+                         stuck_after=stuck_after, save=save)
+    if c.json:
+        c.emit(diag.as_dict())
+    else:
+        _render(c, diag)
+    if diag.exit_code:
+        click.get_current_context().exit(diag.exit_code)
 
 
 def _port_words(names, domain: int, port: int) -> str:
@@ -181,7 +78,8 @@ def _port_words(names, domain: int, port: int) -> str:
     return f"{port} ({text}" + (f" ↔ d{peer[0]}:{peer[1]})" if peer else ")")
 
 
-def _render(c: Ctx, rep, ev, names=None) -> None:
+def _render(c: Ctx, diag) -> None:
+    rep, names = diag.report, diag.names
     for w in _summary(rep.warnings):
         c.note(f"xenevt: warning: {w}")
     c.page()
@@ -207,7 +105,7 @@ def _render(c: Ctx, rep, ev, names=None) -> None:
     head = {"healthy": "healthy", "problems": "problems found", "inconclusive": "inconclusive"}[rep.verdict]
     unread = f", {len(rep.unread)} item(s) unread" if rep.unread else ""
     out.line(f"doctor: {head}: {said or 'no findings'} in {len(rep.checked)} domain(s), {ports} port(s) "
-             f"checked{unread} ({ev.source})")
+             f"checked{unread} ({diag.source})")
     out.flush()
 
 

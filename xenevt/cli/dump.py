@@ -6,8 +6,9 @@ memory), frames mapped through privcmd (``--gfn``/``--control`` for FIFO,
 (``--self``), another domain's kernel read from dom0 through its page tables
 (``--domain D --system-map FILE``), a kernel in an ``xl dump-core`` file
 (``--dump-core FILE --system-map FILE``), or a raw file saved earlier
-(``--from``); ``memory.open_sources``
-picks the source, and one decoder reads the image every source gives, of the
+(``--from``); ``xenevt.Source.from_options``
+says which (and refuses what does not go together), ``memory.open_sources``
+picks its reader, and one decoder reads the image every source gives, of the
 ABI it says (the engine's walker for FIFO, its upcall scan on a copy for
 2-level).
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import click
 
-from .. import memory
-from ..dump import build_dump
 from .context import (
     CB_OFFSET,
     GFN,
@@ -103,66 +102,45 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
             raise click.UsageError("--format raw writes binary: give --output FILE or redirect stdout")
     elif output:
         raise click.UsageError("--output goes with --format raw")
-    l2_frames = shared_info is not None or bool(vcpu_infos)
-    given = [bool(from_file), self_kernel, bool(gfns), l2_frames, bool(system_map or dump_core)]
-    if sum(given) > 1:
-        raise click.UsageError("pick one source: --from FILE, --self, --gfn, --shared-info or --system-map")
-    if dump_core and not system_map:
-        raise click.UsageError("--dump-core needs the guest kernel's symbols: give --system-map FILE")
-    if kaslr_offset is not None and not system_map:
-        raise click.UsageError("--kaslr-offset goes with --system-map")
-    if (controls or control_gfn is not None) and not gfns:
-        raise click.UsageError("--control/--control-gfn describe a mapping: give the event array with --gfn")
-    if vcpu_infos and shared_info is None:
-        raise click.UsageError("--vcpu-info describes a 2-level mapping: give the shared_info frame with "
-                               "--shared-info FRAME (or auto)")
-    if all_domains and any(given):
-        raise click.UsageError("--all-domains dumps the backend's domains: it takes no --from, --self, --gfn, "
-                               "--shared-info or --system-map")
+    from .. import Source
+    from ..errors import UsageError
+
+    cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
+    try:
+        source = Source.from_options(domains=(c.domain(local_domain),), all_domains=all_domains, from_file=from_file,
+                                     self_kernel=self_kernel, gfns=gfns, controls=cbs, shared_info=shared_info,
+                                     vcpu_infos=vcpu_infos, system_map=system_map, dump_core=dump_core,
+                                     kaslr_offset=kaslr_offset)
+    except UsageError as e:  # (worded as click's: "xenevt: dump: …", exit 2)
+        raise click.UsageError(str(e)) from None
     if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
-    cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
-    ask = memory.Ask(domain=c.domain(local_domain), all_domains=all_domains, from_file=from_file,
-                     self_kernel=self_kernel, gfns=tuple(gfns), controls=tuple(cbs), shared_info=shared_info,
-                     vcpu_infos=tuple(vcpu_infos), kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file,
-                     dump_core=dump_core, system_map=system_map, kaslr_offset=kaslr_offset)
-    chosen = memory.open_sources(ask, c.backend(read_only=True) if ask.needs_backend else None)
-    if raw_file and len(chosen) != 1:
+    if raw_file and all_domains:
         raise click.UsageError("--raw saves one domain: pick it with --domain")
-    dumps = []
-    for src in chosen:
-        img = src.image()
-        if raw_file:
-            break
-        dumps.append(build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
-                                all_words=all_words, max_ports=img.max_ports, vcpu_known=img.vcpu_known))
+    if source.kind == "self":  # (this kernel's files, which tests point elsewhere)
+        source = Source("self", kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file)
+    host = c.host
     if raw_file == "-":
-        from ..dump.rawfile import encode
-
-        data = encode(img.mem, img.domain, img.saved_source, guest=img.guest_known, channels=img.channel_table,
-                      vcpu_known=img.vcpu_known)
         out = click.get_binary_stream("stdout")  # type: ignore[operator]  # (click 8.5: deprecated, untyped)
-        out.write(data)
+        out.write(host.encode_raw(source))
         out.flush()
         return
     if raw_file:
-        from ..dump.rawfile import save_raw
-
-        mem = img.mem
-        size = save_raw(raw_file, mem, img.domain, img.saved_source, guest=img.guest_known,
-                        channels=img.channel_table, vcpu_known=img.vcpu_known)
-        if img.abi == "2-level":
-            c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "abi": img.abi},
-                   f"saved the 2-level state of domain {img.domain} (shared_info and {mem.nr_vcpus} vcpu_info(s)) "
-                   f"to {raw_file}: {size} bytes")
+        saved = host.save_raw(raw_file, source)
+        vcpus = saved.pop("vcpus")
+        size, domain = saved["bytes"], saved["domain"]
+        if saved["abi"] == "2-level":
+            c.emit(saved, f"saved the 2-level state of domain {domain} (shared_info and {vcpus} vcpu_info(s)) "
+                          f"to {raw_file}: {size} bytes")
             return
-        c.emit({"domain": img.domain, "file": raw_file, "bytes": size, "abi": img.abi,
-                "event_array_pages": mem.nr_pages},
-               f"saved the FIFO pages of domain {img.domain} ({mem.nr_pages} event-array page(s), {mem.nr_vcpus} "
-               f"vCPU(s)) to {raw_file}: {size} bytes")
+        c.emit(saved, f"saved the FIFO pages of domain {domain} ({saved['event_array_pages']} event-array page(s), "
+                      f"{vcpus} vCPU(s)) to {raw_file}: {size} bytes")
         return
-    if not (from_file or dump_core):  # a saved file or a core outlives the xenstore that named its ports
-        _name(c, dumps)
+    dumps = host.dump(source, all_words=all_words)
+    if dumps and dumps[0].names is not None and not c.json:
+        from .inspect import _notes
+
+        _notes(c, dumps[0].names)
     if c.json:
         _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
         return
@@ -194,36 +172,6 @@ def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
             out.write(text)
     out.write("\n" if one else "]\n")
     out.flush()
-
-
-def _name(c: Ctx, dumps: list) -> None:
-    """Names for the ports the dumps show (what list names them: evidence/names.py), from the backend's
-    xenstore and interrupts; a port whose channel this source cannot tell is named by xenstore alone."""
-    from ..evidence.names import for_backend
-    from .inspect import _notes
-
-    shown = [(d.domain, row.channel if row.channel is not None else _unknown(row.port))
-             for d in dumps for row in getattr(d, "words", None) or getattr(d, "ports", None) or ()]
-    if not shown:
-        return
-    from ..errors import XenevtError
-
-    try:
-        backend = c.backend(read_only=True)
-    except XenevtError:  # a source read without the backend (this kernel's memory): its ports go unnamed
-        return
-    names = for_backend(backend, shown)
-    for d in dumps:
-        d.names = names
-    if not c.json:
-        _notes(c, names)
-
-
-def _unknown(port: int):
-    """A port whose channel the source cannot tell, for names (evidence.model imported only for such a port)."""
-    from ..evidence.model import PortFacts
-
-    return PortFacts(port, "unknown")
 
 
 def register(cli: click.Group) -> None:

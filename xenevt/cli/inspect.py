@@ -16,9 +16,8 @@ from .context import PORT, Ctx, domain_option, json_option, pass_ctx, whole_host
 def status(c: Ctx, port, local_domain):
     """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
     d = c.domain(local_domain)
-    b = c.backend(read_only=True)
-    st = b.status(d, port)
-    names = _names(b, [(d, st)])
+    st = c.host.status(d, port)
+    names = _names(c.backend(read_only=True), [(d, st)])
     if c.json:
         c.emit(st.as_dict() | {"name": names.field(d, port)})
         return
@@ -48,9 +47,8 @@ def status(c: Ctx, port, local_domain):
 def list_ports(c: Ctx, local_domain):
     """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
     d = c.domain(local_domain)
-    b = c.backend(read_only=True)
-    ports = b.list_ports(d)
-    names = _names(b, [(d, st) for st in ports])
+    ports = c.host.ports(d)
+    names = _names(c.backend(read_only=True), [(d, st) for st in ports])
     if c.json:
         _json_rows(c, (st.json_row(names.field(d, st.port)) for st in ports))
         return
@@ -131,7 +129,7 @@ def render_info(data: dict, out) -> None:
 @pass_ctx
 def info(c: Ctx):
     """Which backend runs, and what it sees (domains, vCPUs, ports, ABI)."""
-    data = c.backend(read_only=True).info()
+    data = c.host.info()
     if c.json:
         c.emit(data)
     else:

@@ -11,7 +11,7 @@ from .context import DOMAIN, PORT, PRIORITY, VCPU, Ctx, Pair, domain_option, jso
 
 
 def _flags_now(c: Ctx, domain: int, port: int) -> str:
-    st = c.backend().status(domain, port)
+    st = c.host.status(domain, port)
     return f"now {word_flags(st.word)}" if st.word is not None else "no event word"
 
 
@@ -30,7 +30,7 @@ def notify(c: Ctx, ports, remotes, local_domain):
     if not ports and not remotes:
         raise click.UsageError("give a PORT to send on, or --to DOMAIN:PORT")
     d = c.domain(local_domain)
-    b = c.backend()
+    b = c.host
     for port in ports:
         r = b.notify(d, port)
         c.emit(asdict(r), f"notified port {port} of domain {d} -> domain {r.target_domain} port {r.target_port}:"
@@ -49,7 +49,7 @@ def _simple(name: str, verb: str, doc: str, action):
     @pass_ctx
     def cmd(c: Ctx, port, local_domain):
         d = c.domain(local_domain)
-        action(c.backend(), d, port)
+        action(c.host, d, port)
         after = "" if name == "close" else f" ({_flags_now(c, d, port)})"
         c.emit({"domain": d, "port": port, "done": name}, f"{verb} port {port} of domain {d}{after}")
 
@@ -75,7 +75,7 @@ def set_priority(c: Ctx, port, priority, local_domain):
     """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue.
     A domain on the 2-level ABI has no priorities: Xen answers ENOSYS."""
     d = c.domain(local_domain)
-    c.backend().set_priority(d, port, priority)
+    c.host.set_priority(d, port, priority)
     c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")
 
 
@@ -88,7 +88,7 @@ def set_priority(c: Ctx, port, priority, local_domain):
 def bind_vcpu(c: Ctx, port, vcpu, local_domain):
     """Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ ports cannot move."""
     d = c.domain(local_domain)
-    c.backend().bind_vcpu(d, port, vcpu)
+    c.host.bind_vcpu(d, port, vcpu)
     c.emit({"domain": d, "port": port, "vcpu": vcpu}, f"port {port} of domain {d}: notifies vCPU {vcpu}")
 
 
