@@ -37,11 +37,13 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
               help="Events per second on one port, IRQ or xenbus device called a storm.")
 @click.option("--stuck-after", type=DURATION, default=STUCK_AFTER, show_default=True,
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
+@click.option("--list-rules", is_flag=True, help="List the rules doctor applies (id, family, severities, what "
+              "each finds; --json adds what each needs) and exit.")
 @json_option
 @pass_ctx
 @whole_host
 def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
-           save, since, interval, storm_rate, stuck_after):
+           save, since, interval, storm_rate, stuck_after, list_rules):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, ports
@@ -52,6 +54,11 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
     a raw dump."""
+    if list_rules:
+        if domains or edump or lsevtchn_file or raw_file or system_map or dump_core or save or since or interval:
+            raise click.UsageError("--list-rules lists the rules: it reads no evidence")
+        _list_rules(c)
+        return
     from ..evidence import collect
     from ..evidence import doctor as rules
     from ..evidence.model import Evidence, EvidenceError
@@ -125,6 +132,15 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
         _render(c, rep, ev, names)
     if rep.exit_code:
         click.get_current_context().exit(rep.exit_code)
+
+
+def _list_rules(c: Ctx) -> None:
+    """Every finding id doctor can report, in the order it runs them (evidence/rules/)."""
+    from ..evidence.rules import rules
+
+    listed = rules()
+    c.emit({"rules": [r.as_dict() for r in listed]},
+           "\n".join(f"{r.id:27s} {r.family:9s} {'/'.join(r.severities):14s} {r.doc}" for r in listed))
 
 
 def _guest_kernel(domains, chosen, system_map, dump_core, kaslr_offset):
