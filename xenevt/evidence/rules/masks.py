@@ -57,6 +57,7 @@ def pending_masked(s: Subject) -> None:
               "servicing it (check its row in the guest's /proc/interrupts) or a lost unmask; "
               f"`xenevt unmask {p.port}` shows whether events flow again.")
 
+
 @check(Rule("pending-not-queued", ("warning", "error"), "Pending and unmasked, but not LINKED on any queue "
             "(FIFO) or not under a set selector bit and upcall flag (2-level): nothing wakes the guest for it."),
        needs=Needs.EARLIER)

@@ -63,6 +63,13 @@ class Check:
     family: str
     needs: Needs
     rules: dict[str, Rule] = field(default_factory=dict)
+    # the gates as plain booleans: tested for every domain (a Flag's ``in`` is a Python call, 200 domains x checks)
+    two_samples: bool = field(init=False)
+    queues: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "two_samples", Needs.TWO_SAMPLES in self.needs)
+        object.__setattr__(self, "queues", Needs.QUEUES in self.needs)
 
 
 CHECKS: list[Check] = []           # in registration order; rules.checks() gives examine()'s order
@@ -130,9 +137,9 @@ class Subject:
 
     def runs(self, chk: Check) -> bool:
         """Whether ``chk`` has what it needs here."""
-        if Needs.TWO_SAMPLES in chk.needs and not (self.prev is not None and self.age):
+        if chk.two_samples and not (self.prev is not None and self.age):
             return False
-        return Needs.QUEUES not in chk.needs or self.queues is not None
+        return not chk.queues or self.queues is not None
 
     def add(self, severity: str, rule: str, ports: list[int], title: str, evidence: str, advice: str,
             vcpu: int | None = None, confirm: bool = False) -> None:
