@@ -35,11 +35,13 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
               help="Events per second on one port, IRQ or xenbus device called a storm.")
 @click.option("--stuck-after", type=DURATION, default=STUCK_AFTER, show_default=True,
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
+@click.option("--list-rules", is_flag=True, help="List the rules doctor applies (id, family, severities, what "
+              "each finds; --json adds what each needs) and exit.")
 @json_option
 @pass_ctx
 @whole_host
 def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
-           save, since, interval, storm_rate, stuck_after):
+           save, since, interval, storm_rate, stuck_after, list_rules):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, ports
@@ -50,6 +52,11 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
     a raw dump."""
+    if list_rules:
+        if domains or edump or lsevtchn_file or raw_file or system_map or dump_core or save or since or interval:
+            raise click.UsageError("--list-rules lists the rules: it reads no evidence")
+        _list_rules(c)
+        return
     from .. import Source
     from ..errors import UsageError
 
@@ -118,3 +125,12 @@ def _summary(items: list[str], first: int = 5) -> list[str]:
 
 def register(cli: click.Group) -> None:
     cli.add_command(doctor)
+
+
+def _list_rules(c: Ctx) -> None:
+    """Every finding id doctor can report, in the order it runs them (evidence/rules/)."""
+    from ..evidence.rules import rules
+
+    listed = rules()
+    c.emit({"rules": [r.as_dict() for r in listed]},
+           "\n".join(f"{r.id:27s} {r.family:9s} {'/'.join(r.severities):14s} {r.doc}" for r in listed))

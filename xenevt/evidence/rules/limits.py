@@ -1,0 +1,52 @@
+"""Rules on a domain's event-channel limit: no free port left, or nearly none.
+
+Ports in use count what Xen's get_free_port() cannot hand out: every open port, and a closed one whose event
+is still LINKED.  The limit is the domain's max_event_channels where the source knows it, the 2-level ABI's
+4096 bitmap bits, or Xen's default.
+"""
+
+from __future__ import annotations
+
+from ... import abi
+from .registry import Rule, Subject, check
+
+
+@check(Rule("ports-exhausted", ("error",), "A domain with no free event channel: every new bind fails (ENOSPC)."),
+       Rule("ports-near-limit", ("warning",), "A domain using 90% of its event channels or more."))
+def limit(s: Subject) -> None:
+    dom = s.dom
+    used = sum(1 for p in dom.ports.values() if p.state not in ("closed", "reserved", "unknown"))
+    # Xen's get_free_port() skips a freed port while its event is still LINKED: it is not free yet
+    busy = sum(1 for p in dom.ports.values() if p.state in ("closed", "unknown") and p.linked)
+    used += busy
+    two = dom.abi == "2-level"
+    if dom.max_ports is not None and (not two or dom.max_ports < abi.EVTCHN_2L_NR_CHANNELS):
+        limit, said = dom.max_ports - 1, f"limit {dom.max_ports - 1}" + (f" ({dom.limit_from})" if dom.limit_from
+                                                                          else "")
+    elif two:
+        # the bitmaps' size bounds a 64-bit guest on 2-level whatever max_event_channels says
+        limit = abi.EVTCHN_2L_NR_CHANNELS - 1
+        said = (f"of the 2-level ABI's {abi.EVTCHN_2L_NR_CHANNELS} ports for a 64-bit guest (port 0 is never "
+                "used)")
+    else:
+        limit = abi.EVTCHN_FIFO_MAX_PORT if dom.domain == 0 else abi.LIBXL_DEFAULT_EVENT_CHANNELS
+        said = (f"assuming Xen's default limit of {limit} (max_event_channels: the hypervisor reports no domain's "
+                "limit, and this source had no toolstack config to read it from)")
+    more = (" On the 2-level ABI no setting gives more than 4096 ports: a guest that needs more must use FIFO "
+            "(Linux does when Xen offers it, unless booted with xen.fifo_events=0).") if two else ""
+    if used >= limit:
+        s.add("error", "ports-exhausted", [], f"domain {dom.domain} has no free event channel",
+              f"{used} ports in use{busy_note(busy)}, {said}",
+              "Every new bind in this domain fails (ENOSPC): raise max_event_channels in the domain's config, or "
+              "find who leaks ports (the list shows them)." + more)
+    elif used >= 0.9 * limit:
+        s.add("warning", "ports-near-limit", [], f"domain {dom.domain} is near its event-channel limit",
+              f"{used} ports in use{busy_note(busy)}, {said}",
+              "New devices or vCPUs will soon fail to bind (ENOSPC): raise max_event_channels or look for a leak."
+              + more)
+
+
+def busy_note(busy: int) -> str:
+    return f" ({busy} of them closed but still LINKED: Xen reuses no port until its event is consumed)" if busy else ""
+
+
