@@ -181,7 +181,7 @@ def main() -> None:
                 sim_rates.append(rate(lambda: h.send(0, 0, p0), secs / blocks))
                 efd_rates.append(rate(lambda: os.write(efd, token), secs / blocks))
                 status_rates.append(rate(lambda: h.status(0, 0, p0), secs / blocks))
-                status_py_rates.append(rate(lambda: h._status_reference(0, 0, p0), secs / blocks))
+                status_py_rates.append(rate(lambda: h.reader.status_reference(0, 0, p0), secs / blocks))
             sim_rate, efd_rate = statistics.median(sim_rates), statistics.median(efd_rates)
             status_rate, status_py_rate = statistics.median(status_rates), statistics.median(status_py_rates)
             os.close(efd)

@@ -13,7 +13,7 @@ class SimBackend:
 
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
         if read_only:  # (inspection: the read half, without importing the hypercalls and the guest kernel)
-            from ..sim.reader import SimReadHost
+            from ..sim.readhost import SimReadHost
 
             self.host = SimReadHost(state_dir)
         else:

@@ -80,7 +80,7 @@ class SimLibraries:
         self._stop = threading.Event()
         self.dropped = 0  # events for ports no handle owns (the kernel had no handler for them)
         self._c = None
-        hot = self.host._hot_host() if c_half is not None else None
+        hot = self.host.hot.get() if c_half is not None else None
         if hot is not None:
             self._c = c_half
             c_half.xenevt_sim_attach(hot.address, domid)
@@ -117,7 +117,7 @@ class SimLibraries:
                         self.dropped += 1
                         continue
                     dom = self.host.domain(self.domid, "deliver")
-                    self.host._guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
+                    self.host.effects.guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
                     try:
                         os.write(h.wfd, struct.pack("<I", port))
                     except BlockingIOError:
