@@ -100,7 +100,7 @@ def test_a_destroy_cut_short_is_redone_whole(host, monkeypatch, steps):
         if left[0] < 0:
             raise Killed
 
-    monkeypatch.setattr(h, "_crash_point", crash)
+    monkeypatch.setattr(h.file, "crash_point", crash)
     with pytest.raises(Killed):
         h.destroy_domain(0, 2)
     assert h.file.jw[INTENT // 4] == INTENT_COMMITTED  # the intent is left for the next lock holder

@@ -21,8 +21,8 @@ import pytest
 from xenevt import abi
 from xenevt.errors import XenevtError
 from xenevt.sim import hot
-from xenevt.sim.host import FILE_NAME, SimHost, create_host
 from xenevt.sim.binds import Binds
+from xenevt.sim.host import FILE_NAME, SimHost, create_host
 from xenevt.sim.statefile import HEADER, HOST_ID_FIELD, INTENT, RAISE, RAISE_MARK
 from xenevt.sim.stats import STATS_NAME
 
@@ -88,7 +88,8 @@ def _statuses(h, d: int) -> list[tuple[int, int, str]]:
     for port in [*range(h.domains[d].mem.nr_chans + 2), 1 << 17]:
         for caller in range(DOMS):
             got = _answer(h.status, caller, d, port)
-            assert got == _answer(h.reader.status_reference, caller, d, port), f"status of port {port} of {d} by {caller}"
+            want = _answer(h.reader.status_reference, caller, d, port)
+            assert got == want, f"status of port {port} of {d} by {caller}"
             out.append((caller, port, got))
     return out
 

@@ -21,7 +21,6 @@ from .domain import SimDomain
 from .effects import Effects, image
 from .foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
 from .hot import SLOW as _SLOW
-from .hot import HotHost
 from .hot import free_port as _hot_free_port
 from .hotpath import HotPath
 from .journal import Journal
@@ -111,11 +110,11 @@ class Binds:
         nr = mem.nr_chans if mem.event_abi == ABI_FIFO else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)  # max_evtchns
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
-        hh, port = self.hot.host, _SLOW
-        if isinstance(hh, HotHost):
+        hh, port = self.hot.made, _SLOW
+        if hh is not None:
             port = _hot_free_port(hh.h, dom.domid, start, nr, hh.first_free)
             first = hh.first_free[0]
-        elif hh is None and self.hot.get() is not None:
+        elif self.hot.unmade and self.hot.get() is not None:
             return self.get_free_port(dom, call)
         if port < 0:  # (C left it: a header Python's reads refuse, which they then name)
             port, first = self.free_port_scan(dom, start, nr)

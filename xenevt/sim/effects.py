@@ -243,7 +243,7 @@ class Effects:
         (shared_info's bitmaps were never touched while on FIFO: they keep what they held).
 
         A simulated Linux guest then sets its event channels up again, as the kernel that follows a reset
-        (kexec, a soft reset) does at boot, on the ABI its kernel chose (store.kernel_boot): FIFO, a control
+        (kexec, a soft reset) does at boot, on the ABI its kernel chose (domain.kernel_boot): FIFO, a control
         block per vCPU and one MASKED array page; 2-level, every port masked.  A bare domain (a test guest's
         raw view) stays as Xen left it.  Both steps may run again after a kill."""
         mem = dom.mem

@@ -1,7 +1,7 @@
 """The simulated guest kernel (Linux drivers/xen/events/): growing the array, mask and unmask, consuming.
 
 Each domain's kernel is on the ABI it chose at boot (FIFO, or 2-level as with
-``xen.fifo_events=0``; store.kernel_boot): consuming runs the FIFO engine's
+``xen.fifo_events=0``; domain.kernel_boot): consuming runs the FIFO engine's
 queue loop or the 2-level engine's upcall scan, with the same batches.
 
 One consumer per vCPU, as one upcall handler runs per CPU: a byte-range lock

@@ -95,7 +95,6 @@ class SimHost:
         self.set_priority = xen.set_priority
         self.bind_vcpu = xen.bind_vcpu
         self.evtchn_unmask = xen.evtchn_unmask
-        self.list_ports = xen.list_ports
         self.mask = guest.mask
         self.unmask = guest.unmask
         self.claim_vcpu = guest.claim_vcpu
@@ -103,6 +102,7 @@ class SimHost:
         self.consumer_live = self.consumers.live
         self.status = self.reader.status
         self.port_table = self.reader.port_table
+        self.list_ports = self.reader.list_ports
         self.domain = access.domain
         self.permit = access.permit
         self.permit_host = access.permit_host

@@ -13,27 +13,27 @@ HOT_ENV = "XENEVT_SIM_HOT"  # "python": the hypercalls' Python path only (the re
 
 
 class HotPath:
-    """``h`` is the C ``xe_host`` pointer once made (None before, and for a host without one); ``get()`` makes it."""
+    """``made`` is the C view and ``h`` its ``xe_host`` pointer, once ``get()`` made them (None before, and for a
+    host without one: read-only, the lock unusable, or the Python reference asked for)."""
 
     def __init__(self, file: HostFile, stats: Stats):
         self.file = file
         self.stats = stats
-        # None: not made yet; False: none for this host (read-only, the lock unusable, or the Python reference)
-        self.host: HotHost | bool | None = False if file.read_only or os.environ.get(HOT_ENV) == "python" else None
+        self.unmade = not (file.read_only or os.environ.get(HOT_ENV) == "python")  # (until get() has tried)
+        self.made: HotHost | None = None
         self.h = None
 
     def get(self) -> HotHost | None:
         """The C view, made on the first call; None where this host has none."""
-        if self.host is None:
-            self.host = False
+        if self.unmade:
+            self.unmade = False
             if self.file.hostlock.usable:
-                self.host = HotHost(self.file, self.stats.view())
-                self.h = self.host.h
-        return self.host if isinstance(self.host, HotHost) else None
+                self.made = HotHost(self.file, self.stats.view())
+                self.h = self.made.h
+        return self.made
 
     def close(self) -> None:
         """Let the C views of the mappings go (before the files' own mappings close)."""
-        if isinstance(self.host, HotHost):
-            self.h = None
-            self.host.close()
-        self.host = False
+        made, self.made, self.h, self.unmade = self.made, None, None, False
+        if made is not None:
+            made.close()

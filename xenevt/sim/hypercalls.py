@@ -26,7 +26,7 @@ from ..engine import Chan
 from ..engine.codes import SP
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_FIELDS, CHAN_XEN
 from ..errors import channel_error
-from ..ports import NotifyResult, PortStatus, chan_status
+from ..ports import NotifyResult
 from . import hot
 from .access import Access, resolve_self
 from .binds import virq_port
@@ -65,7 +65,7 @@ class Hypercalls:
             if code >= 0:
                 r = self._sent.get((code, domid, port))
                 return r if r is not None else self._sent_result(code, domid, port)
-        elif self.hot.host is None and self.hot.get() is not None:
+        elif self.hot.unmade and self.hot.get() is not None:
             return self.send(caller, domid, port, tell_unbound)
         return self._send(caller, domid, port, tell_unbound)
 
@@ -216,19 +216,6 @@ class Hypercalls:
                         mask[port // 64] &= ~(1 << port % 64)
                 return
             self.effects.raise_event(dom, port, unmask=True)
-
-    def _status(self, dom: SimDomain, port: int) -> PortStatus:
-        return chan_status(dom.domid, port, self.file.rec(dom, port), self._word_or_bits(dom, port),
-                           two_level=dom.mem.event_abi != ABI_FIFO)
-
-    def _word_or_bits(self, dom: SimDomain, port: int) -> int | None:
-        """The port's FIFO event word; on 2-level its pending and mask bits in the word's PENDING and MASKED
-        places (nothing is ever LINKED there)."""
-        return dom.mem.word(port) if dom.mem.event_abi == ABI_FIFO else dom.mem.l2_word(port)
-
-    def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
-        dom = self.access.named(caller, domid, "list the ports of")
-        return [self._status(dom, p) for p in dom.open_ports()]
 
 
 def _outcome(rc: SP) -> str:

@@ -4,7 +4,7 @@
 taking them one hypercall at a time (a record read, checked, decoded, its word read, each with its own
 offset arithmetic) cost most of their time.  ``port_table`` copies the domain's channel table once, checks the
 copy as ``sim check`` does (statefile.check_table: one StateError naming the first bad field), and decodes
-its open records and their event words from lists — the same PortStatus values ``Hypercalls.list_ports``
+its open records and their event words from lists — the same PortStatus values ``Reader.list_ports``
 gives, which a test holds it to.  A second call that finds the table and the words as the first left them
 returns the same statuses (in a new list) without decoding them again; statuses are not changed by their readers.
 """
@@ -23,7 +23,6 @@ from .access import Access, resolve_self
 from .domain import SimDomain
 from .foreign import ForeignFrames
 from .hot import STATUS as _STATUS
-from .hot import HotHost
 from .hot import status as _hot_status
 from .hotpath import HotPath
 from .statefile import check_table
@@ -49,16 +48,14 @@ class Reader:
     def status(self, caller: int, domid: int, port: int) -> PortStatus:
         """EVTCHNOP_status.  One C call (hot.status: the lock, the checks, the record and its word read at one
         moment) answers the common case on a host with the C hot path; whatever it leaves (an error, a port Xen
-        consumes, a record to look at closely, an update to finish) is answered by ``_status_reference``."""
+        consumes, a record to look at closely, an update to finish) is answered by ``status_reference``."""
         hot = self.hot
         if hot is None:
             return self.status_reference(caller, domid, port)
-        hh = hot.h
-        if hh is not None:
-            hh_host = hot.host
-            assert isinstance(hh_host, HotHost)
-            mine = hh_host.status_bufs.get(get_ident()) or hh_host.status_buffer()
-            if _hot_status(hh, caller, domid, port, mine[1]) == 0:  # chan_status of what C read (never Xen's port)
+        made = hot.made
+        if made is not None:
+            mine = made.status_bufs.get(get_ident()) or made.status_buffer()
+            if _hot_status(made.h, caller, domid, port, mine[1]) == 0:  # chan_status of what C read (never Xen's port)
                 domid, state, vcpu, rdom, rport, aux, priority, word, fifo, has_word = _STATUS.unpack(mine[0])
                 return PortStatus(domid, port, _STATE_NAME[state], vcpu,
                                   rdom if state == _INTERDOMAIN or state == _UNBOUND else None,
@@ -66,7 +63,7 @@ class Reader:
                                   aux if state == _VIRQ else None, aux if state == _PIRQ else None,
                                   priority if fifo and state > _RESERVED else None,
                                   word if has_word else None, word_flag_dict(word) if has_word else {}, None)
-        elif hot.host is None and hot.get() is not None:
+        elif hot.unmade and hot.get() is not None:
             return self.status(caller, domid, port)
         return self.status_reference(caller, domid, port)
 
@@ -87,8 +84,22 @@ class Reader:
         return chan_status(domid, port, self.file.rec(dom, port), mem.word(port) if fifo else mem.l2_word(port),
                            two_level=not fifo)
 
+    def _port_status(self, dom: SimDomain, port: int) -> PortStatus:
+        return chan_status(dom.domid, port, self.file.rec(dom, port), self._word_or_bits(dom, port),
+                           two_level=dom.mem.event_abi != ABI_FIFO)
+
+    def _word_or_bits(self, dom: SimDomain, port: int) -> int | None:
+        """The port's FIFO event word; on 2-level its pending and mask bits in the word's PENDING and MASKED
+        places (nothing is ever LINKED there)."""
+        return dom.mem.word(port) if dom.mem.event_abi == ABI_FIFO else dom.mem.l2_word(port)
+
+    def list_ports(self, caller: int, domid: int) -> list[PortStatus]:
+        """Every open port of ``domid``, one EVTCHNOP_status each: the reference ``port_table`` is held to."""
+        dom = self.access.named(caller, domid, "list the ports of")
+        return [self._port_status(dom, p) for p in dom.open_ports()]
+
     def port_table(self, caller: int, domid: int) -> list[PortStatus]:
-        """Every open port of ``domid`` as EVTCHNOP_status reports it (Hypercalls.list_ports, in bulk)."""
+        """Every open port of ``domid`` as EVTCHNOP_status reports it (list_ports, in bulk)."""
         dom = self.access.named(caller, domid, "list the ports of")
         mem = dom.mem
         table = self.channel_table(dom)

@@ -33,6 +33,7 @@ class SimReadHost:
 
         self.status = self.reader.status
         self.port_table = self.reader.port_table
+        self.list_ports = self.reader.list_ports
         self.domain = self.access.domain
         self.permit = self.access.permit
         self.permit_host = self.access.permit_host
