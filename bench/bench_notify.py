@@ -181,7 +181,7 @@ def main() -> None:
                 sim_rates.append(rate(lambda: h.send(0, 0, p0), secs / blocks))
                 efd_rates.append(rate(lambda: os.write(efd, token), secs / blocks))
                 status_rates.append(rate(lambda: h.status(0, 0, p0), secs / blocks))
-                status_py_rates.append(rate(lambda: h._status_reference(0, 0, p0), secs / blocks))
+                status_py_rates.append(rate(lambda: h.reader.status_reference(0, 0, p0), secs / blocks))
             sim_rate, efd_rate = statistics.median(sim_rates), statistics.median(efd_rates)
             status_rate, status_py_rate = statistics.median(status_rates), statistics.median(status_py_rates)
             os.close(efd)
@@ -205,7 +205,7 @@ def main() -> None:
     print(f"EVTCHNOP_status per second from one process (SimHost.status of a bound port; the same {blocks} "
           "interleaved blocks):")
     print(f"  sim EVTCHNOP_status (C: in-file lock, record, word): {status_rate / 1e3:8.1f} k/s")
-    print(f"  its Python reference (Reader._status_reference):     {status_py_rate / 1e3:8.1f} k/s")
+    print(f"  its Python reference (Reader.status_reference):     {status_py_rate / 1e3:8.1f} k/s")
     print(f"  status / eventfd writes: {status_rate / efd_rate:.2f}x (a system call each; a status also builds a "
           f"12-field PortStatus); C / Python: {status_rate / status_py_rate:.1f}x")
     if c_figures is None:

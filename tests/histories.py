@@ -80,7 +80,7 @@ def fresh_host(state_dir: str, two_level: bool = False) -> None:
 
 
 def _open_ports(h: SimHost, domid: int) -> list[int]:
-    return h._open_ports(h.domains[domid])  # a byte search of the channel table; list_ports decodes every port
+    return h.domains[domid].open_ports()  # a byte search of the channel table; list_ports decodes every port
 
 
 def is_2l(h: SimHost, d: int) -> bool:

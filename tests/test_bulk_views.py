@@ -148,7 +148,7 @@ def old_debug_key_e(self) -> list[str]:
         for port in range(1, mem.nr_chans):
             if states[port] == ECS_FREE:
                 continue
-            ch = self._rec(dom, port)
+            ch = self.file.rec(dom, port)
             xen = bool(ch.flags & CHAN_XEN)  # not usable by the guest: never pending, always masked
             if mem.event_abi != ABI_FIFO:  # evtchn_2l_print_state(): the port's selector bit
                 pending = int(not xen and mem.l2_bit("pending", port))

@@ -47,7 +47,7 @@ def tables(state: str) -> dict:
 
 def cut(h: SimHost, after: int, torn: bool = False) -> None:
     """Make the next update stop after ``after`` of its steps (``torn``: the next channel record half written)."""
-    original = h._apply
+    original = h.effects.apply
 
     def apply(entries):
         original(entries[:after])
@@ -58,7 +58,7 @@ def cut(h: SimHost, after: int, torn: bool = False) -> None:
             mem.buffer[at: at + 5] = value[:5]  # state and priority... but not the remote end
         raise Killed
 
-    h._apply = apply
+    h.effects.apply = apply
 
 
 def _setup(h):
@@ -141,7 +141,7 @@ def test_a_real_sigkill_inside_a_bind(state):
     """A process sleeping inside the update (XENEVT_SIM_CRASH_SLEEP) is SIGKILLed once its intent is committed."""
     with SimHost(state) as h:
         rp = h.alloc_unbound(1, 1, 0)
-        journal = h._journal
+        journal = h.file.journal
     code = ("import sys; from xenevt.sim.host import SimHost; "
             f"SimHost({state!r}).bind_interdomain(0, 0, 1, {rp}); print('done')")
     env = dict(os.environ, XENEVT_SIM_CRASH_SLEEP="2")
@@ -174,8 +174,8 @@ def test_raise_cut_short_leaves_a_lost_link_that_the_next_lock_holder_mends(stat
         mem = h.domains[0].mem
         mem.update_chan(b, last_priority=7)  # the engine records the queue before linking
         mem.set_word(b, mem.word(b) | abi.WORD_PENDING | abi.WORD_LINKED)  # linked, but a's LINK is still 0
-        h._jw[RAISE // 4 + 1] = b
-        h._jw[RAISE // 4] = 1
+        h.file.jw[RAISE // 4 + 1] = b
+        h.file.jw[RAISE // 4] = 1
     left = check_host(state)[0]
     assert "journal: raise: a raise of port 2 of domain 0 was cut short" in left
     assert "domain 0 vCPU 0 queue 7: word[2]: port 2 is LINKED but no head reaches it (its event is lost)" in left
@@ -267,7 +267,7 @@ def _link_out(h):
 
 
 def _intent(h):
-    h._jw[INTENT // 4] = 0  # (a well-formed record is written by cutting an update short)
+    h.file.jw[INTENT // 4] = 0  # (a well-formed record is written by cutting an update short)
     cut(h, 0)
     try:
         h.bind_ipi(0, 0)
@@ -308,7 +308,7 @@ def test_check_names_each_inconsistency_and_repair_mends_it(tmp_path, case, caps
     build, expected = CHECK_CASES[case]
     h = SimHost(state)
     build(h)
-    h._claimed.clear()  # (so that this process's claim does not count as a live consumer)
+    h.consumers.claimed.clear()  # (so that this process's claim does not count as a live consumer)
     for d in h.domains.values():
         for v in range(d.mem.nr_vcpus):
             d.mem.set_consumer(v, 0)

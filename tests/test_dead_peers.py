@@ -100,10 +100,10 @@ def test_a_destroy_cut_short_is_redone_whole(host, monkeypatch, steps):
         if left[0] < 0:
             raise Killed
 
-    monkeypatch.setattr(h, "_crash_point", crash)
+    monkeypatch.setattr(h.file, "crash_point", crash)
     with pytest.raises(Killed):
         h.destroy_domain(0, 2)
-    assert h._jw[INTENT // 4] == INTENT_COMMITTED  # the intent is left for the next lock holder
+    assert h.file.jw[INTENT // 4] == INTENT_COMMITTED  # the intent is left for the next lock holder
     h.close()
     monkeypatch.undo()
     with SimHost(host) as h:
@@ -116,7 +116,7 @@ def test_a_destroy_redone_after_its_last_step_changes_nothing(host):
     with SimHost(host) as h:
         p0, _ = channel(h, 0, 2)
         h.destroy_domain(0, 2)
-        h._jw[INTENT // 4] = INTENT_COMMITTED  # as if killed between the flag store and clearing the record
+        h.file.jw[INTENT // 4] = INTENT_COMMITTED  # as if killed between the flag store and clearing the record
     with SimHost(host) as h:
         assert any("redid destroy" in r for r in h.recovered)
         assert 2 in h.gone and h.status(0, 0, p0).remote_domain == 2

@@ -21,8 +21,8 @@ import pytest
 from xenevt import abi
 from xenevt.errors import XenevtError
 from xenevt.sim import hot
+from xenevt.sim.binds import Binds
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
-from xenevt.sim.hypercalls import Hypercalls
 from xenevt.sim.statefile import HEADER, HOST_ID_FIELD, INTENT, RAISE, RAISE_MARK
 from xenevt.sim.stats import STATS_NAME
 
@@ -88,7 +88,8 @@ def _statuses(h, d: int) -> list[tuple[int, int, str]]:
     for port in [*range(h.domains[d].mem.nr_chans + 2), 1 << 17]:
         for caller in range(DOMS):
             got = _answer(h.status, caller, d, port)
-            assert got == _answer(h._status_reference, caller, d, port), f"status of port {port} of {d} by {caller}"
+            want = _answer(h.reader.status_reference, caller, d, port)
+            assert got == want, f"status of port {port} of {d} by {caller}"
             out.append((caller, port, got))
     return out
 
@@ -103,7 +104,7 @@ def _pair(tmp_path, monkeypatch, abis, xen="4.20", dom0=96, domu=80):
     monkeypatch.setenv("XENEVT_SIM_HOT", "python")
     py = SimHost(py_state)
     monkeypatch.delenv("XENEVT_SIM_HOT")
-    assert c._hot_host() is not None and py._hot_host() is None
+    assert c.hot.get() is not None and py.hot.get() is None
     return c_state, py_state, c, py
 
 
@@ -145,9 +146,9 @@ def test_c_send_consume_unmask_match_the_python_hypercalls(tmp_path, monkeypatch
         assert _stats(c_state) == _stats(py_state)
         assert min(used[k] for k in ("send", "consume", "unmask", "status")) > 20
         # the common case was C's own answer, not the Python path's (Xen's ports are the Python path's)
-        raw, out = c._hot.status_buffer()
+        raw, out = c.hot.get().status_buffer()
         plain = [(d, st.port) for d in range(DOMS) for st in c.list_ports(d, d) if not st.xen_owned]
-        assert plain and all(hot.status(c._hot_h, d, d, p, out) == 0 for d, p in plain)
+        assert plain and all(hot.status(c.hot.h, d, d, p, out) == 0 for d, p in plain)
     finally:
         c.close()
         py.close()
@@ -168,7 +169,7 @@ def test_a_holder_killed_with_the_lock_is_seen_and_its_raise_finished(tmp_path):
         try:
             h = SimHost(state)
             with h.locked():
-                RAISE_MARK.pack_into(h._mm, h._journal + RAISE, 0 + 1, p0)
+                RAISE_MARK.pack_into(h.file.mm, h.file.journal + RAISE, 0 + 1, p0)
                 os.kill(os.getpid(), signal.SIGKILL)
         finally:
             os._exit(3)
@@ -177,7 +178,7 @@ def test_a_holder_killed_with_the_lock_is_seen_and_its_raise_finished(tmp_path):
     with SimHost(state) as h:
         assert "took the host lock from a holder that died holding it" in h.recovered
         assert f"finished a raise of port {p0} of domain 0" in h.recovered
-        assert h._jw[RAISE // 4] == 0 and h._jw[INTENT // 4] == 0
+        assert h.file.jw[RAISE // 4] == 0 and h.file.jw[INTENT // 4] == 0
         h.claim_vcpu(0, 0)
         assert h.consume(0, 0) == [p0]  # (at least once: the raise redone)
         assert h.send(1, 1, p1).outcome == "queued"  # and the lock works on
@@ -217,7 +218,7 @@ def test_a_file_made_before_the_lock_gets_one(tmp_path):
         f.seek(size - abi.PAGE_SIZE)
         f.write(bytes(64))
     with SimHost(state) as h:
-        assert lib.xe_lock_ready(h._hostlock.slot)
+        assert lib.xe_lock_ready(h.file.hostlock.slot)
         h.bind_ipi(0, 0)
     before = _file(state)
     with SimHost(state, read_only=True) as h:  # a reader takes the lock too, and leaves the file as it was
@@ -298,9 +299,9 @@ def test_c_scan_and_status_on_hostile_tables(tmp_path):
     with SimHost(state) as h:
         for _ in range(20):
             h.bind_interdomain(0, 0, 1, h.alloc_unbound(1, 1, 0))
-        assert h._hot_host() is not None
+        assert h.hot.get() is not None
         dom, mem = h.domains[0], h.domains[0].mem
-        chans, first = mem.geometry.chans_offset, h._hot.first_free
+        chans, first = mem.geometry.chans_offset, h.hot.get().first_free
         seen = set()
         for trial in range(300):
             for _ in range(rng.choice([1, 10, 200])):
@@ -314,10 +315,10 @@ def test_c_scan_and_status_on_hostile_tables(tmp_path):
                 struct.pack_into("<I", mem.buffer, 16, rng.choice([mem.max_pages + 1, 0xFFFFFFFF, 0, 1]))
             start = rng.choice([0, 1, 2, rng.randrange(mem.nr_chans + 1)])
             nr = rng.choice([mem.nr_chans, mem.nr_chans + 1, rng.randrange(1, mem.nr_chans + 1)])
-            port = hot.free_port(h._hot_h, 0, start, nr, first)
+            port = hot.free_port(h.hot.h, 0, start, nr, first)
             if 1 <= start <= nr <= mem.nr_chans:
                 try:
-                    want = Hypercalls._free_port_scan(dom, start, nr)
+                    want = Binds.free_port_scan(dom, start, nr)
                 except XenevtError:  # (the header's page count, named by the Python read)
                     want = None
                 assert (port, first[0]) == want if port >= 0 else want is None, f"trial {trial}"
@@ -326,7 +327,7 @@ def test_c_scan_and_status_on_hostile_tables(tmp_path):
                 assert port == hot.SLOW
             for p in [0, 1, *rng.sample(range(mem.nr_chans), 20), mem.nr_chans]:
                 for caller in range(DOMS):
-                    assert _answer(h.status, caller, 0, p) == _answer(h._status_reference, caller, 0, p)
+                    assert _answer(h.status, caller, 0, p) == _answer(h.reader.status_reference, caller, 0, p)
             struct.pack_into("<I", mem.buffer, 16, header)
-        assert hot.free_port(h._hot_h, 9, 1, 10, first) == hot.SLOW  # no such domain
+        assert hot.free_port(h.hot.h, 9, 1, 10, first) == hot.SLOW  # no such domain
         assert seen == {"slow", "port", "none"}

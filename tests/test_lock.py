@@ -144,7 +144,7 @@ def test_a_lock_left_by_a_holder_gone_with_its_page_unmapped_is_taken_over(state
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         with SimHost(str(state)) as h:
-            lock = h._hostlock
+            lock = h.file.hostlock
             lib.xe_lock_take(lock.slot)
             lib.xe_map_unwatch(lock._watch)
             ffi.release(lock._view)

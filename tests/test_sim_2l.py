@@ -57,7 +57,7 @@ def set_vinfo(h, domid, vcpu, upcall=None, sel=None):
 
 def forget_claims(h):
     """So that this process's claims do not count as live consumers (as if it were another, gone, process)."""
-    h._claimed.clear()
+    h.consumers.claimed.clear()
     for d in h.domains.values():
         for v in range(d.mem.nr_vcpus):
             d.mem.set_consumer(v, 0)
@@ -318,8 +318,8 @@ def test_raise_killed_before_the_selector_is_finished_by_the_next_lock_holder(st
         p = h.bind_ipi(1, 1)
         with h.domains[1].mem.l2_pending() as pv:
             pv[0] |= 1 << p  # Xen set the pending bit, then the process died
-        h._jw[RAISE // 4 + 1] = p
-        h._jw[RAISE // 4] = 2
+        h.file.jw[RAISE // 4 + 1] = p
+        h.file.jw[RAISE // 4] = 2
     assert check_host(state)[0] == [f"journal: raise: a raise of port {p} of domain 1 was cut short"]
     with SimHost(state) as h:
         assert h.recovered == [f"finished a raise of port {p} of domain 1"]
@@ -332,8 +332,8 @@ def test_raise_killed_between_selector_and_upcall_is_finished_by_the_next_lock_h
         with h.domains[1].mem.l2_pending() as pv:
             pv[0] |= 1 << p
         set_vinfo(h, 1, 0, sel=1)
-        h._jw[RAISE // 4 + 1] = p
-        h._jw[RAISE // 4] = 2
+        h.file.jw[RAISE // 4 + 1] = p
+        h.file.jw[RAISE // 4] = 2
     assert check_host(state)[0] == [
         f"journal: raise: a raise of port {p} of domain 1 was cut short",
         "domain 1 vCPU 0: evtchn_pending_sel: selector bits 0x1 but evtchn_upcall_pending is clear: the guest will "

@@ -400,3 +400,26 @@ def test_sim_init_force_over_a_directory_where_the_host_belongs(tmp_path, monkey
     code, _, err = run(monkeypatch, capsys, str(d), "sim", "init", "--force")
     assert code == 1 and f"cannot put {d / FILE_NAME} in place: is a directory" in err, err
     assert sorted(os.listdir(d)) == [FILE_NAME]
+
+
+def test_a_process_stopped_holding_the_counters_file_blocks_no_one(tmp_path):
+    """A new host's counters are made aside and renamed in, with no lock: a process stopped at any instant (the
+    old code's flock, taken just after a waiter claimed its vCPU, hung the next waiter) blocks no other."""
+    import fcntl
+
+    from xenevt.sim.stats import STATS_NAME
+
+    d = str(tmp_path / "s")
+    create_host(d)
+    env = dict(os.environ, XENEVT_STATE=d, XENEVT_BACKEND="sim")
+    subprocess.run([*XENEVT, "wait", "-t", "0"], env=env, capture_output=True, check=True)  # the counters made
+    create_host(d, force=True)  # a new host: its first user starts the counters again
+    fd = os.open(os.path.join(d, STATS_NAME), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held as by a stopped process
+        r = subprocess.run([*XENEVT, "-d", "0", "notify", "1"], env=env, capture_output=True, text=True, timeout=30)
+        w = subprocess.run([*XENEVT, "wait", "-t", "0"], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+    assert w.returncode == 0, w.stderr
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr

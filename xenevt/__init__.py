@@ -22,16 +22,14 @@ are imported on first use: see the note at ``__getattr__``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ._front.host import Host, doctor, open, read_dump
-from .errors import BackendUnavailable, ChannelError, EvidenceError, StateError, UsageError, XenevtError
-
+TYPE_CHECKING = False  # (typing's own, without importing typing: mypy reads any TYPE_CHECKING as true)
 if TYPE_CHECKING:  # (what type checkers and readers see; at run time __getattr__ below imports them)
     from ._front.events import Events
+    from ._front.host import Host, doctor, open, read_dump
     from ._front.reading import Diagnosis
     from ._front.source import Source
     from .dump.model import DomainDump, TwoLevelDump
+    from .errors import BackendUnavailable, ChannelError, EvidenceError, StateError, UsageError, XenevtError
     from .evidence.doctor import Finding, Report
     from .ports import NotifyResult, PortStatus
 
@@ -45,9 +43,14 @@ __all__ = ["BackendUnavailable", "ChannelError", "Diagnosis", "DomainDump", "Eve
 # `import click` (bench/bench_host.py).  The result types live in modules that cost tens of milliseconds (the
 # port model pulls in the engine's layout tables; doctor's rules and the dump model more), and each module of
 # the front door beyond the one that opens a host cost --help some 3 ms (measured: 1.19x of import click on
-# main, 1.33x with all of them imported).  So the names below, and only these, are resolved on first use; the
+# main, 1.33x with all of them imported).  And the package is imported before the command's entry point
+# (xenevt.__main__) can take Ctrl-C: whatever it imports is a window where a Ctrl-C prints a traceback
+# (tests/test_interrupt.py).  So every name is resolved on first use, the package itself importing nothing; the
 # TYPE_CHECKING block above gives type checkers and readers the real classes, and pdoc resolves them too.
-_LAZY = {"Events": "_front.events", "Diagnosis": "_front.reading", "Source": "_front.source",
+_ERRORS = ("BackendUnavailable", "ChannelError", "EvidenceError", "StateError", "UsageError", "XenevtError")
+_LAZY = {"Host": "_front.host", "doctor": "_front.host", "open": "_front.host", "read_dump": "_front.host",
+         **dict.fromkeys(_ERRORS, "errors"),
+         "Events": "_front.events", "Diagnosis": "_front.reading", "Source": "_front.source",
          "PortStatus": "ports", "NotifyResult": "ports", "Report": "evidence.doctor", "Finding": "evidence.doctor",
          "DomainDump": "dump.model", "TwoLevelDump": "dump.model"}
 

@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
 def default_state_dir() -> str:
     """Where the simulator keeps its host when neither --state nor $XENEVT_STATE names a folder."""
-    from ..sim.store import default_state_dir  # (not sim.host: inspecting imports no hypercalls)
+    from ..sim.statedir import default_state_dir  # (not sim.host: inspecting imports no hypercalls)
 
     return default_state_dir()
 
@@ -46,8 +46,8 @@ def select_backend(name: str = "auto", *, state_dir: str | None = None, caller: 
         from .sim import SimBackend
 
         if created is not None:
+            from ..sim.create import create_host
             from ..sim.statefile import FILE_NAME
-            from ..sim.store import create_host
 
             state_dir = state_dir or default_state_dir()
             if not os.path.exists(os.path.join(state_dir, FILE_NAME)):

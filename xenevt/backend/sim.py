@@ -22,7 +22,7 @@ class SimBackend:
 
     def __init__(self, state_dir: str | None = None, caller: int | None = None, read_only: bool = False):
         if read_only:  # (inspection: the read half, without importing the hypercalls and the guest kernel)
-            from ..sim.reader import SimReadHost
+            from ..sim.readhost import SimReadHost
 
             # a read-only backend is opened to inspect: only SimHost's read half (SimReadHost's) is called on it
             self.host = SimReadHost(state_dir)  # type: ignore[assignment]

@@ -8,8 +8,8 @@ import click
 
 from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
+from ..sim.domain import KERNEL_ABIS
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
-from ..sim.store import KERNEL_ABIS
 from .context import DOMAIN, DOMAINS, MAX_PORTS, QUEUES, SIM_VCPU, VCPUS, Ctx, json_option, pass_ctx
 from .inspect import render_info
 

@@ -2,7 +2,7 @@
 
 ``RULES`` is the one table of who may do what: every call the simulator answers (a hypercall, a guest kernel's
 own act, a toolstack operation, a read of a domain's memory) names its rule there, by Xen's XSM dummy policy
-(xen/include/xsm/dummy.h).  ``permit`` applies it; ``_access`` and ``_own`` are its two common spellings.  A
+(xen/include/xsm/dummy.h).  ``Access.permit`` applies it; ``named`` and ``own`` are its two common spellings.  A
 refusal is one ChannelError naming the call, the domain and the port, with EPERM.
 """
 
@@ -17,7 +17,8 @@ from ..abi import (
 )
 from ..engine import Chan
 from ..errors import ChannelError, channel_error
-from .store import SimDomain
+from .domain import SimDomain
+from .store import HostFile
 
 # What the caller must be.  Xen's actions, and what each becomes here:
 SELF = "self"  # no domain argument in Xen (current->domain): send, close, unmask, bind_*; a guest kernel's own acts
@@ -88,24 +89,28 @@ def check_host_call(caller: int, privileged: bool, call: str) -> None:
         raise ChannelError(f"cannot {call}: {why} (EPERM)", errno=errno.EPERM, call=call)
 
 
+def resolve_self(caller: int, domid: int) -> int:
+    """DOMID_SELF names the calling domain."""
+    return caller if domid == DOMID_SELF else domid
+
+
 class Access:
-    """The checks every hypercall and guest operation of SimHost begins with."""
+    """The checks every hypercall and guest operation begins with, over the open file's domains."""
+
+    def __init__(self, file: HostFile):
+        self.file = file
 
     def domain(self, domid: int, call: str, port: int | None = None) -> SimDomain:
-        if not self._depth:  # (taking the lock checked it)
-            self._check_size()
-        dom = self.domains.get(domid)
+        file = self.file
+        if not file.depth:  # (taking the lock checked it)
+            file.check_size()
+        dom = file.domains.get(domid)
         if dom is None:
             raise channel_error(call, errno.ESRCH, "no such domain", domain=domid, port=port)
         return dom
 
-    @staticmethod
-    def _self(caller: int, domid: int) -> int:
-        """DOMID_SELF names the calling domain."""
-        return caller if domid == DOMID_SELF else domid
-
     def _caller(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
-        me = self.domains.get(caller)
+        me = self.file.domains.get(caller)
         if me is None:
             raise channel_error(call, errno.ESRCH, f"the calling domain {caller} does not exist", domain=domid,
                                 port=port)
@@ -129,10 +134,10 @@ class Access:
 
     def may(self, caller: int, domid: int, call: str) -> bool:
         """Whether ``permit`` would let the call through (for views that show only what the caller may see)."""
-        me = self.domains.get(caller)
+        me = self.file.domains.get(caller)
         return me is not None and refusal(RULES[call], caller, me.privileged, domid) is None
 
-    def _access(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
+    def named(self, caller: int, domid: int, call: str, port: int | None = None) -> SimDomain:
         """An operation that names a domain (alloc_unbound, status, reset; privcmd's foreign mappings)."""
         return self.permit(caller, domid, call, port)
 
@@ -140,11 +145,11 @@ class Access:
         """Raise what ``call`` naming domain ``domid`` by ``caller`` would be refused with (EPERM, ESRCH)."""
         self.permit(caller, domid, call)
 
-    def _own(self, caller: int, domid: int, call: str, port: int | None = None, vcpu: int | None = None) -> SimDomain:
+    def own(self, caller: int, domid: int, call: str, port: int | None = None, vcpu: int | None = None) -> SimDomain:
         """An operation on the caller's own domain only (RULES says SELF for each)."""
         return self.permit(caller, domid, call, port, vcpu)
 
-    def _chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
+    def chan(self, dom: SimDomain, port: int, call: str, bound: bool = True) -> Chan:
         """Xen's port_is_valid() (ports below valid_evtchns, port 0 included: it is reserved, reads closed),
         then, for ``bound``, a port in use (not free or reserved)."""
         nr = dom.mem.nr_chans
@@ -155,13 +160,13 @@ class Access:
         if port >= valid:
             raise channel_error(call, errno.EINVAL, f"port is not bound (Xen has channels for ports 1..{valid - 1} "
                                 "of this domain so far)", domain=dom.domid, port=port)
-        ch = self._rec(dom, port)
+        ch = self.file.rec(dom, port)
         if bound and ch.state in (ECS_FREE, ECS_RESERVED):
             raise channel_error(call, errno.EINVAL, "port is not bound" if port else "port 0 is reserved",
                                 domain=dom.domid, port=port)
         return ch
 
-    def _vcpu(self, dom: SimDomain, vcpu: int, call: str, port: int | None = None) -> None:
+    def vcpu(self, dom: SimDomain, vcpu: int, call: str, port: int | None = None) -> None:
         if not 0 <= vcpu < dom.mem.nr_vcpus:
             raise channel_error(call, errno.ENOENT, f"no vCPU {vcpu} (domain has {dom.mem.nr_vcpus})",
                                 domain=dom.domid, port=port, vcpu=vcpu)

@@ -44,291 +44,41 @@ A file ``statefile.check_file`` refuses is reported as its one line and cannot b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_IPI, ECS_PIRQ, ECS_RESERVED, ECS_UNBOUND, ECS_VIRQ
-from ..engine.layout import ABI_FIFO, CHAN_DEFERRED, L2_WORDS
+from ..engine.layout import ABI_FIFO, CHAN_DEFERRED
 from ..errors import StateError
+from .domain import SimDomain
 from .statefile import KINDS, read_intent, read_raise
+from .vcpucheck import (
+    Finding,
+    _once,
+    l2_domain_findings,
+    l2_vcpu_findings,
+    linked_ports,
+    queue_findings,
+    repair_vcpu_l2,
+)
 
-Q = abi.EVTCHN_FIFO_MAX_QUEUES
+if TYPE_CHECKING:
+    from .host import SimHost
+
 _STATE_NAMES = {ECS_FREE: "closed", ECS_RESERVED: "reserved", ECS_PIRQ: "bound to a PIRQ", ECS_VIRQ: "bound to a VIRQ",
                 ECS_IPI: "bound to an IPI"}
-_LINK = abi.EVTCHN_FIFO_LINK_MASK
-
-
-@dataclass
-class Finding:
-    where: str  # "domain 0 port 5", "domain 1 vCPU 0 queue 7", "journal"
-    field: str
-    why: str
-    repair: Callable[[], str] | None = field(default=None, repr=False)  # returns what it did
-
-    def line(self) -> str:
-        return f"{self.where}: {self.field}: {self.why}"
-
-
-def _once(fn: Callable[[], str]) -> Callable[[], str]:
-    """A repair shared by several findings (one queue's) runs once; later calls say so."""
-    done: list[str] = []
-
-    def run() -> str:
-        if done:
-            return f"(with the above: {done[0]})"
-        done.append(fn())
-        return done[0]
-
-    return run
-
-
-# --- queues -------------------------------------------------------------------------------------------------
-def linked_ports(mem) -> dict[tuple[int, int], set[int]]:
-    """LINKED words of channel ports, by the queue their channel last linked them into (last_vcpu, last_priority:
-    the engine records it when it links)."""
-    out: dict[tuple[int, int], set[int]] = {}
-    limit = min(mem.nr_ports, mem.nr_chans)
-    for page in range(mem.nr_pages):
-        first = page * abi.EVENT_WORDS_PER_PAGE
-        if first >= limit:
-            break
-        with mem.page_words(page) as view:
-            words = view.tolist()
-        for i, w in enumerate(words):
-            port = first + i
-            if w & abi.WORD_LINKED and 0 < port < limit:
-                ch = mem.chan(port)
-                out.setdefault((ch.last_vcpu, ch.last_priority), set()).add(port)
-    return out
-
-
-def _queue_state(mem, vcpu: int, prio: int, mine: set[int]):
-    """(local head, head, chain from the live start, the port the last LINK names, ready) of one queue."""
-    with mem.guest(vcpu) as g, mem.control_block(vcpu) as cb:
-        gready, ghead, cready, chead = g[0], g[1 + prio], cb[0], cb[2 + prio]
-    ready = bool((gready | cready) & (1 << prio))
-    start = ghead if ghead else chead  # Linux continues from its local head, else takes the shared one
-    chain, seen, port = [], set(), start
-    while port in mine and port not in seen:
-        chain.append(port)
-        seen.add(port)
-        port = mem.word(port) & _LINK
-    return ghead, chead, chain, port, ready
-
-
-def queue_findings(host, dom, vcpu: int, linked: dict[tuple[int, int], set[int]]) -> list[Finding]:
-    mem = dom.mem
-    if mem.control_block(vcpu) is None:
-        return []
-    out: list[Finding] = []
-    owner = {p: q for q, ports in linked.items() for p in ports}
-    with mem.tails() as view:
-        tails = view.tolist()
-    for prio in range(Q):
-        mine = linked.get((vcpu, prio), set())
-        ghead, chead, chain, after, ready = _queue_state(mem, vcpu, prio, mine)
-        where = f"domain {dom.domid} vCPU {vcpu} queue {prio}"
-        fix = _once(lambda prio=prio: _repair_queue(host, dom, vcpu, prio))
-        found: list[Finding] = []
-        if ghead and ghead not in mine:
-            found.append(Finding(where, "local_head", f"the guest's local head names port {ghead}, which is not "
-                                 "linked in this queue (a consumer killed mid-batch)", fix))
-        if chain and after:
-            found.append(Finding(where, f"word[{chain[-1]}].link", f"the chain's last word links to port {after}, "
-                                 "which is not linked in this queue" + (" (a cycle)" if after in chain else ""), fix))
-        for p in sorted(mine - set(chain)):
-            found.append(Finding(where, f"word[{p}]", f"port {p} is LINKED but no head reaches it (its event is "
-                                 "lost)", fix))
-        if chain and not ready:
-            found.append(Finding(where, "ready", f"{len(chain)} event(s) from port {chain[0]} on, but no READY bit "
-                                 "(shared or the guest's local) announces them", fix))
-        if not chain and ready:
-            found.append(Finding(where, "ready", f"READY is set but nothing is queued (the head names port "
-                                 f"{ghead or chead})", fix))
-        tail = tails[vcpu * Q + prio]
-        if chain and tail != chain[-1]:
-            found.append(Finding(where, "tail", f"Xen's tail names port {tail}, but the queue ends at port "
-                                 f"{chain[-1]}", fix))
-        elif not chain and tail and owner.get(tail, (vcpu, prio)) != (vcpu, prio):
-            q = owner[tail]
-            found.append(Finding(where, "tail", f"Xen's tail names port {tail}, linked in queue {q[1]} of vCPU "
-                                 f"{q[0]} (the next event here would join that chain)", fix))
-        out += found
-    return out
-
-
-def _repair_queue(host, dom, vcpu: int, prio: int) -> str:
-    """Make one queue what whole hypercalls and upcalls leave: the live chain announced and ending at the tail,
-    every LINKED word of the queue on it (a lost one is unlinked and raised again if still pending)."""
-    mem = dom.mem
-    mine = linked_ports(mem).get((vcpu, prio), set())
-    done = []
-    with mem.guest(vcpu) as g:
-        if g[1 + prio] and g[1 + prio] not in mine:
-            g[1 + prio] = 0
-            done.append("cleared the local head")
-    ghead, _, chain, after, ready = _queue_state(mem, vcpu, prio, mine)
-    if chain and after:
-        mem.set_word(chain[-1], mem.word(chain[-1]) & ~_LINK)
-        done.append(f"ended the chain at port {chain[-1]}")
-    lost = mine - set(chain)
-    links = {p: mem.word(p) & _LINK for p in lost}
-    for p in lost:
-        mem.set_word(p, mem.word(p) & ~(abi.WORD_LINKED | _LINK))
-    with mem.tails() as tails:
-        tails[vcpu * Q + prio] = chain[-1] if chain else 0
-    bit = 1 << prio
-    if chain and not ready:
-        if ghead:
-            with mem.guest(vcpu) as g:
-                g[0] |= bit
-        else:
-            with mem.control_block(vcpu) as cb:
-                cb[0] |= bit
-            host._kick(dom, vcpu)
-        done.append("set READY")
-    elif not chain and ready:
-        with mem.guest(vcpu) as g, mem.control_block(vcpu) as cb:
-            g[0] &= ~bit
-            cb[0] &= ~bit
-        done.append("cleared READY")
-    # the lost words again, in their old chain order: the pending ones are linked anew
-    pointed = set(links.values())
-    order, seen = [], set()
-    for root in sorted(p for p in lost if p not in pointed) + sorted(lost):
-        p = root
-        while p in lost and p not in seen:
-            seen.add(p)
-            order.append(p)
-            p = links[p]
-    raised = []
-    for p in order:
-        w = mem.word(p)
-        if w & abi.WORD_PENDING and not w & abi.WORD_MASKED and mem.chan(p).state not in (ECS_FREE, ECS_RESERVED):
-            host._raise(dom, p)
-            raised.append(p)
-    if lost:
-        done.append(f"unlinked lost port(s) {', '.join(map(str, sorted(lost)))}"
-                    + (f", raised {', '.join(map(str, raised))} again" if raised else ""))
-    return f"domain {dom.domid} vCPU {vcpu} queue {prio}: " + ("; ".join(done) or "set the tail")
-
-
-def repair_vcpu_queues(host, dom, vcpu: int) -> list[str]:
-    """Recovery's part: mend every queue of the vCPU that needs it; returns what was done."""
-    return [f.repair() for f in _dedupe(queue_findings(host, dom, vcpu, linked_ports(dom.mem))) if f.repair]
-
-
-# --- 2-level -------------------------------------------------------------------------------------------------
-def _l2_active(dom, vcpu: int) -> list[int]:
-    """Ports Linux's scan on ``vcpu`` would deliver: pending, unmasked, bound to the vCPU (active_evtchns())."""
-    mem = dom.mem
-    limit = min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
-    with mem.l2_pending() as pv, mem.l2_mask() as mv:
-        cand = [(w, pv[w] & ~mv[w]) for w in range(L2_WORDS)]
-    out = []
-    for w, bits in cand:
-        while bits:
-            bit = (bits & -bits).bit_length() - 1
-            bits &= bits - 1
-            port = w * L2_WORDS + bit
-            if port < limit and mem.chan(port).notify_vcpu == vcpu:
-                out.append(port)
-    return out
-
-
-def repair_vcpu_l2(host, dom, vcpu: int) -> list[str]:
-    """Recovery's part on 2-level (a consumer or a raise cut short, guest.py's docstring): the saved scan position
-    back in range, each word holding a port the vCPU's scan would deliver announced in the selector again, and
-    the upcall flag set (with a kick) wherever a selector bit is; returns what was done."""
-    mem, done = dom.mem, []
-    with mem.l2_scan(vcpu) as scan:
-        if scan[0] >= L2_WORDS or scan[1] >= L2_WORDS:
-            done.append(f"reset the scan position (word {scan[0]}, bit {scan[1]}) to word 0, bit 0")
-            scan[0] = scan[1] = 0
-    at = mem.geometry.vcpu_info_offset(vcpu)
-    if mem.buffer[at] > 1:
-        done.append(f"set evtchn_upcall_pending {mem.buffer[at]:#x} to 1")
-        mem.buffer[at] = 1
-    sel = mem.vcpu_info(vcpu)[2]
-    words: dict[int, int] = {}  # word -> a port in it to announce again
-    for p in _l2_active(dom, vcpu):
-        if not sel >> (p // L2_WORDS) & 1:
-            words.setdefault(p // L2_WORDS, p)
-    for p in words.values():
-        host._l2_announce(dom, p)
-    if words:
-        done.append(f"announced selector word(s) {', '.join(map(str, sorted(words)))} again")
-    up, _, sel = mem.vcpu_info(vcpu)
-    if sel and not up:
-        mem.buffer[at] = 1
-        host._kick(dom, vcpu)
-        done.append("set evtchn_upcall_pending")
-    return [f"domain {dom.domid} vCPU {vcpu}: " + "; ".join(done)] if done else []
-
-
-def l2_vcpu_findings(host, dom, vcpu: int) -> list[Finding]:
-    """What no whole hypercall or upcall leaves in one vCPU's 2-level state (the module's docstring)."""
-    mem, out = dom.mem, []
-    where = f"domain {dom.domid} vCPU {vcpu}"
-    fix = _once(lambda: "; ".join(repair_vcpu_l2(host, dom, vcpu)) or f"{where}: nothing left to do")
-    up, _, sel = mem.vcpu_info(vcpu)
-    with mem.l2_scan(vcpu) as scan:
-        word, bit = scan[0], scan[1]
-    if word >= L2_WORDS or bit >= L2_WORDS:
-        out.append(Finding(where, "scan", f"Linux's saved scan position (word {word}, bit {bit}) is past the "
-                           f"{L2_WORDS}x{L2_WORDS} bitmaps", fix))
-    if up > 1:
-        out.append(Finding(where, "evtchn_upcall_pending", f"{up:#x}: Xen and Linux only ever store 0 or 1", fix))
-    elif sel and not up:
-        out.append(Finding(where, "evtchn_pending_sel", f"selector bits {sel:#x} but evtchn_upcall_pending is clear: "
-                           "the guest will not look (an upcall or a raise cut short)", fix))
-    return out
-
-
-def l2_domain_findings(dom) -> list[Finding]:
-    """Pending bits of ports Xen has no channel for (port 0; valid_evtchns and up): Xen never sets them."""
-    mem, out = dom.mem, []
-    valid = min(mem.valid_ports, abi.EVTCHN_2L_NR_CHANNELS)
-    with mem.l2_pending() as pv:
-        words = pv.tolist()
-    for w, bits in enumerate(words):
-        while bits:
-            bit = (bits & -bits).bit_length() - 1
-            bits &= bits - 1
-            port = w * L2_WORDS + bit
-            if port == 0 or port >= valid:
-                out.append(Finding(f"domain {dom.domid} port {port}", "pending", "PENDING in shared_info's bitmap, "
-                                   f"but Xen has no channel for the port (valid ports 1..{valid - 1})",
-                                   lambda port=port: _clear_l2_pending(dom, port)))
-    return out
-
-
-def _clear_l2_pending(dom, port: int) -> str:
-    with dom.mem.l2_pending() as pv:
-        pv[port // L2_WORDS] &= ~(1 << port % L2_WORDS)
-    return f"domain {dom.domid} port {port}: cleared its pending bit"
-
-
-def _dedupe(findings: list[Finding]) -> list[Finding]:
-    seen, out = set(), []
-    for f in findings:
-        if f.where not in seen:
-            seen.add(f.where)
-            out.append(f)
-    return out
 
 
 # --- the whole file ----------------------------------------------------------------------------------------
-def host_findings(host) -> tuple[list[Finding], list[str]]:
+def host_findings(host: SimHost) -> tuple[list[Finding], list[str]]:
     """Every inconsistency of an open host (the caller holds the host lock), and notes on what was not checked."""
     out: list[Finding] = []
     notes: list[str] = []
-    intent = read_intent(host._mm, host._journal)
-    mark = read_raise(host._mm, host._journal)
+    intent = read_intent(host.file.mm, host.file.journal)
+    mark = read_raise(host.file.mm, host.file.journal)
 
     def replay() -> str:
-        host._recover()
+        host.journal.recover()
         return "; ".join(host.recovered[-2:]) if host.recovered else "nothing left to redo"
 
     redo = _once(replay)
@@ -341,7 +91,7 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
     for domid in sorted(host.gone):
         notes.append(f"domain {domid}: destroyed (gone): its image is kept unused and not checked")
     try:
-        host.check_records()
+        host.file.check_records()
     except StateError as e:  # a record no Xen could hold: nothing else can be judged until it is whole again
         return out + [Finding("state file", "channel", str(e))], notes
     for dom in host.domains.values():
@@ -352,23 +102,23 @@ def host_findings(host) -> tuple[list[Finding], list[str]]:
         linked = linked_ports(dom.mem)
         for v in range(dom.mem.nr_vcpus):
             pid = dom.mem.consumer(v)
-            if host.consumer_live(dom.domid, v):
+            if host.consumers.live(dom.domid, v):
                 what = "selector and upcall flag" if two_level else "queues"
                 notes.append(f"domain {dom.domid} vCPU {v}: {what} not checked: a consumer (pid {pid}) is running")
                 continue
             if pid:
                 def clear(dom=dom, v=v, pid=pid, two_level=two_level) -> str:
-                    mended = repair_vcpu_l2(host, dom, v) if two_level else []  # what it took (guest.py)
+                    mended = repair_vcpu_l2(host.effects, dom, v) if two_level else []  # what it took (guest.py)
                     dom.mem.set_consumer(v, 0)
                     return "; ".join(mended + [f"domain {dom.domid} vCPU {v}: cleared consumer pid {pid}"])
 
                 out.append(Finding(f"domain {dom.domid} vCPU {v}", "consumer", f"names pid {pid}, which holds no "
                                    "consumer lock (a consumer that is gone)", clear))
-            out += l2_vcpu_findings(host, dom, v) if two_level else queue_findings(host, dom, v, linked)
+            out += l2_vcpu_findings(host.effects, dom, v) if two_level else queue_findings(host.effects, dom, v, linked)
     return out, notes
 
 
-def _record_findings(host, dom, two_level: bool) -> list[Finding]:
+def _record_findings(host: SimHost, dom: SimDomain, two_level: bool) -> list[Finding]:
     mem, out = dom.mem, []
     states = mem.chan_states(0, mem.nr_chans)
     for port in range(1, mem.nr_chans):
@@ -421,8 +171,8 @@ def _clean_free(dom, port: int) -> str:
     return f"domain {dom.domid} port {port}: cleared the closed record and PENDING"
 
 
-def _expand(host, dom, port: int) -> str:
-    host._guest_setup(dom, port, dom.domid)
+def _expand(host: SimHost, dom: SimDomain, port: int) -> str:
+    host.binds.guest_setup(dom, port, dom.domid)
     return f"domain {dom.domid} port {port}: grew the event array to {dom.mem.nr_pages} page(s)"
 
 

@@ -13,6 +13,8 @@ from ..abi import (
     ECS_VIRQ,
 )
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN
+from .reader import Reader
+from .store import HostFile
 
 _USED = bytes(0 if b == ECS_FREE else 1 for b in range(256))  # (Xen prints reserved ports too: port 0 is skipped)
 # FIFO's print_state up to LINK, by the word's top four bits (PENDING, MASKED, LINKED, BUSY): "[1/0/B ", and for a
@@ -23,7 +25,11 @@ _XEN_HEAD = tuple(f"[0/1/{'B' if top & 1 else ' '} " for top in range(16))
 
 
 class Console:
-    """What ``xl debug-keys e; xl dmesg`` shows for this host."""
+    """What ``xl debug-keys e; xl dmesg`` shows for the open ``file``, its tables read through ``reader``."""
+
+    def __init__(self, file: HostFile, reader: Reader):
+        self.file = file
+        self.reader = reader
 
     def debug_key_e(self) -> list[str]:
         """What Xen 4.17 prints for debug key 'e' (domain_dump_evtchn_info + the FIFO or 2-level print_state).
@@ -31,11 +37,11 @@ class Console:
         Each domain's channel table is copied once and checked whole (statefile.check_table, as the open
         checks it), its words read once: a host's 40,000 ports are lines formatted from lists."""
         lines = ["'e' pressed -> dumping event-channel info"]
-        for domid in sorted(self.domains):
-            dom = self.domains[domid]
+        for domid in sorted(self.file.domains):
+            dom = self.file.domains[domid]
             mem = dom.mem
             lines += [f"Event channel information for domain {domid}:", "Polling vCPUs: {}", "    port [p/m/s]"]
-            table = self.channel_table(dom)  # (reader.py: one copy, checked whole)
+            table = self.reader.channel_table(dom)  # (reader.py: one copy, checked whole)
             marks = table[0::CHAN.size].translate(_USED)
             fifo = mem.event_abi == ABI_FIFO
             if fifo:

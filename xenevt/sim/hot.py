@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 import time
+from typing import Any
 
 from .. import abi
 from .._native import ffi, lib
@@ -227,7 +228,8 @@ class HostLock:
         self._watch = 0
         ffi.release(self._view)
         self._view = None
-        self._mm.close()
+        if self._mm is not None:
+            self._mm.close()
         self._mm = None
 
     def __del__(self):
@@ -280,7 +282,7 @@ class HotHost:
     per domain table entry."""
 
     def __init__(self, host, stats):
-        self._host = host
+        """``host``: the open file (store.HostFile); ``stats``: its counters' view (stats.Stats.view)."""
         self._base = self._stats_buf = None
         self._stats_watch = 0
         self.h = ffi.new("xe_host *")
@@ -292,18 +294,18 @@ class HotHost:
 
     def _build(self, host, stats) -> None:
         h = self.h
-        self._base = ffi.from_buffer("uint8_t[]", host._mm, require_writable=True)
+        self._base = ffi.from_buffer("uint8_t[]", host.mm, require_writable=True)
         entries = sorted((d.table_index, d) for d in (host.domains | host.gone).values())
         self._doms = ffi.new("xe_host_dom[]", max(len(entries), 1))
         h.base = self._base
-        h.size = host._size
-        h.journal_offset = host._journal
-        h.fd = host._fd
+        h.size = host.size
+        h.journal_offset = host.journal
+        h.fd = host.fd
         h.nr_doms = len(entries)
         h.doms = self._doms
-        h.crash_sleep_us = min(int(host._crash_sleep * 1e6), 0xFFFFFFFF)
-        h.slot = host._hostlock.slot
-        h.map_id = host._watch
+        h.crash_sleep_us = min(int(host.crash_sleep * 1e6), 0xFFFFFFFF)
+        h.slot = host.hostlock.slot
+        h.map_id = host.watch
         if stats is not None:
             smm, offsets = stats
             self._stats_buf = ffi.from_buffer("uint8_t[]", smm, require_writable=True)
@@ -331,7 +333,7 @@ class HotHost:
             self.close()
             raise StateError(f"state file {host.path}: the C hot path refused domain table entry {bad[0]}",
                              errno=errno.EINVAL)
-        self.bufs: dict[tuple[int, int], tuple[object, object]] = {}  # (domain, vCPU) -> its consume buffers
+        self.bufs: dict[tuple[int, int], tuple[Any, Any]] = {}  # (domain, vCPU) -> its consume buffers
         self.status_bufs: dict[int, tuple[bytearray, object]] = {}  # thread -> its status_buffer
         self.first_free = ffi.new("uint32_t *")  # xe_host_free_port's next hint (binds run under the host lock)
         self.address = int(ffi.cast("uintptr_t", h))  # for C code elsewhere in this process (the sim library)

@@ -74,13 +74,13 @@ class SimLibraries:
         self.host.domain(domid, "act as")
         self.handles: dict[int, _Handle] = dict(parent.handles) if parent else {}
         self.owner: dict[int, _Handle] = dict(parent.owner) if parent else {}
-        self._gen = parent._gen if parent else 0
+        self._gen: int = parent._gen if parent else 0
         self._lock = threading.RLock()
-        self._kernel: list[threading.Thread] = []
+        self._kernel: list[threading.Thread | None] = []  # None: the C upcall threads
         self._stop = threading.Event()
         self.dropped = 0  # events for ports no handle owns (the kernel had no handler for them)
         self._c = None
-        hot = self.host._hot_host() if c_half is not None else None
+        hot = self.host.hot.get() if c_half is not None else None
         if hot is not None:
             self._c = c_half
             c_half.xenevt_sim_attach(hot.address, domid)
@@ -117,7 +117,7 @@ class SimLibraries:
                         self.dropped += 1
                         continue
                     dom = self.host.domain(self.domid, "deliver")
-                    self.host._guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
+                    self.host.effects.guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
                     try:
                         os.write(h.wfd, struct.pack("<I", port))
                     except BlockingIOError:
@@ -364,7 +364,9 @@ class SimLibraries:
                 out += self.host.debug_key_e()
             else:
                 out.append(f"'{key}' pressed -> (not simulated)")
-        with os.fdopen(self.host.dir.open(self.RING, write=True, create=True, append=True), "a") as f:
+        fd = self.host.dir.open(self.RING, write=True, create=True, append=True)
+        assert fd is not None  # (create: made when missing)
+        with os.fdopen(fd, "a") as f:
             f.write("".join(f"(XEN) {line}\n" for line in out))
 
     def read_console(self, size: int, clear: bool, incremental: bool, index: int) -> tuple[bytes, int]:

@@ -32,7 +32,16 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
-def _errtext(e: OSError) -> str:
+def default_state_dir() -> str:
+    """``$XENEVT_STATE``, else ``$XDG_RUNTIME_DIR/xenevt``, else ``~/.local/state/xenevt``."""
+    if os.environ.get("XENEVT_STATE"):
+        return os.environ["XENEVT_STATE"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "xenevt")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "xenevt")
+
+
+def errtext(e: OSError) -> str:
     return e.strerror.lower() if e.strerror else str(e)
 
 
@@ -66,7 +75,7 @@ class StateDir:
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise StateError(f"state directory {path} is not a directory", errno=errno.ENOTDIR) from None
-            raise StateError(f"cannot open state directory {path}: {_errtext(e)}", errno=e.errno) from None
+            raise StateError(f"cannot open state directory {path}: {errtext(e)}", errno=e.errno) from None
         try:
             st = os.fstat(fd)
             self.owner = st.st_uid
@@ -94,7 +103,7 @@ class StateDir:
                 missing.append(p)
                 p = os.path.dirname(p)
             except OSError as e:
-                raise StateError(f"cannot create state directory {real}: {p}: {_errtext(e)}", errno=e.errno) from None
+                raise StateError(f"cannot create state directory {real}: {p}: {errtext(e)}", errno=e.errno) from None
         for p in reversed(missing):
             try:
                 os.mkdir(p, DIR_MODE)
@@ -102,7 +111,7 @@ class StateDir:
             except FileExistsError:
                 pass  # made meanwhile: checked below like any other
             except OSError as e:
-                raise StateError(f"cannot create state directory {p}: {_errtext(e)}", errno=e.errno) from None
+                raise StateError(f"cannot create state directory {p}: {errtext(e)}", errno=e.errno) from None
 
     def _check_ancestors(self, real: str) -> None:
         """ssh's rule for the path above the directory: root's or ours (or, reading, the host owner's), and
@@ -178,7 +187,7 @@ class StateDir:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise StateError(f"cannot write in state directory {self.path}: {_errtext(e)}",
+                raise StateError(f"cannot write in state directory {self.path}: {errtext(e)}",
                                  errno=e.errno) from None
         raise StateError(f"cannot write in state directory {self.path}: no free temporary name", errno=errno.EEXIST)
 
@@ -187,7 +196,7 @@ class StateDir:
         try:
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError as e:
-            raise StateError(f"cannot put {self.where(name)} in place: {_errtext(e)}", errno=e.errno) from None
+            raise StateError(f"cannot put {self.where(name)} in place: {errtext(e)}", errno=e.errno) from None
 
     def unlink(self, name: str) -> None:
         try:
@@ -226,7 +235,7 @@ class StateDir:
             return _refuse("state file", self.where(name), "is a symbolic link")
         if e.errno == errno.ENXIO:  # O_NONBLOCK write open of a FIFO no one reads
             return _refuse("state file", self.where(name), "is a FIFO, not a regular file")
-        return StateError(f"cannot open {self.where(name)}: {_errtext(e)}", errno=e.errno)
+        return StateError(f"cannot open {self.where(name)}: {errtext(e)}", errno=e.errno)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -6,12 +6,13 @@ counting never touches the host's records or its lock.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import struct
 
+from .domain import SimDomain
 from .statefile import HEADER, host_id
+from .store import HostFile
 
 STATS_NAME = "stats.xes"
 STATS_MAGIC = b"XEVTSTAT"
@@ -20,55 +21,83 @@ STATS_HEADER = struct.Struct("<8sIQQQ")  # magic, version, and the host file's s
 
 
 class Stats:
-    """The counters file of a host."""
+    """The counters file of a host (``file``), mapped on first use."""
 
-    def _stats_view(self):
+    def __init__(self, file: HostFile):
+        self.file = file
+        self._view: tuple[mmap.mmap, dict[int, int]] | None = None
+
+    def view(self) -> tuple[mmap.mmap, dict[int, int]] | None:
         """The counters file: per domain and port, u64 raised and u64 delivered; made on first use.  Its header
         names the host (its identity, statefile.HOST_ID): another host's counters, even one made in the same
         second, are started again from zero."""
-        if self._stats is not None:
-            return self._stats
-        ident = STATS_HEADER.pack(STATS_MAGIC, STATS_VERSION, *HEADER.unpack_from(self._mm, 0)[3:5], host_id(self._mm))
-        size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in self.domains.values())
-        fd = self.dir.open(STATS_NAME, write=not self.read_only, create=not self.read_only)
+        if self._view is not None:
+            return self._view
+        file = self.file
+        ident = STATS_HEADER.pack(STATS_MAGIC, STATS_VERSION, *HEADER.unpack_from(file.mm, 0)[3:5], host_id(file.mm))
+        size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in file.domains.values())
+        fd = file.dir.open(STATS_NAME, write=not file.read_only, create=not file.read_only)
         if fd is None:
             return None  # read-only and never made: every counter reads 0
         try:
-            if not self.read_only:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                head = os.pread(fd, STATS_HEADER.size, 0)
-                if head != ident or os.fstat(fd).st_size != size:  # a new host: start from zero
-                    os.ftruncate(fd, 0)
-                    os.ftruncate(fd, size)
-                    os.pwrite(fd, ident, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            if not file.read_only:
+                if os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
+                    os.close(fd)
+                    fd = -1
+                    fd = self._fresh(ident, size)
             elif os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
                 return None
-            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if self.read_only else mmap.ACCESS_WRITE)
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if file.read_only else mmap.ACCESS_WRITE)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         offsets, off = {}, STATS_HEADER.size
-        for domid in sorted(self.domains):
+        for domid in sorted(file.domains):
             offsets[domid] = off
-            off += 16 * self.domains[domid].mem.nr_chans
-        self._stats = (mm, offsets)
-        return self._stats
+            off += 16 * file.domains[domid].mem.nr_chans
+        self._view = (mm, offsets)
+        return self._view
 
-    def _count(self, domid: int, port: int, which: int) -> None:
-        view = self._stats_view()
-        if view is None or self.read_only:
+    def _fresh(self, ident: bytes, size: int) -> int:
+        """A new host's counters, all zero: a file made aside and renamed into place, never one truncated in
+        place (no lock to take, so a process stopped at any instant, Ctrl-Z included, blocks no other, and no
+        mapping of the old file shrinks under its reader).  Two processes starting the same new host at once
+        may each put one in place: counts made in the first until the second lands are lost, nothing else."""
+        dir = self.file.dir
+        fd, tmp = dir.create_temp(".stats-")
+        try:
+            os.ftruncate(fd, size)
+            os.pwrite(fd, ident, 0)
+            dir.replace(tmp, STATS_NAME)
+        except BaseException:
+            os.close(fd)
+            dir.unlink(tmp)
+            raise
+        return fd
+
+    def count(self, domid: int, port: int, which: int) -> None:
+        """One more event raised (``which`` 0) or delivered (1) on the port."""
+        if self.file.read_only:
+            return
+        view = self.view()
+        if view is None:
             return
         mm, offsets = view
-        if not 0 <= port < self._nr_chans[domid]:
+        if not 0 <= port < self.file.nr_chans[domid]:
             return  # a word past the channel table (a corrupt LINK can deliver one): nothing to count
         at = offsets[domid] + 16 * port + 8 * which
         struct.pack_into("<Q", mm, at, struct.unpack_from("<Q", mm, at)[0] + 1)
 
-    def counters(self, domid: int) -> list[tuple[int, int]]:
+    def counters(self, dom: SimDomain) -> list[tuple[int, int]]:
         """(raised, delivered) per port of the domain, since the host was made."""
-        dom = self.domain(domid, "count events of")
-        view = self._stats_view()
+        domid = dom.domid
+        view = self.view()
         if view is None:
             return [(0, 0)] * dom.mem.nr_chans
         mm, offsets = view
         return list(struct.iter_unpack("<QQ", mm[offsets[domid]: offsets[domid] + 16 * dom.mem.nr_chans]))
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view[0].close()
+            self._view = None

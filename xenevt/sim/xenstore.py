@@ -10,9 +10,15 @@ wrong.  ``device_add`` does what libxl, the frontend driver and the backend driv
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import StateError
-from .store import errtext
+from .access import Access
+from .statedir import errtext
+from .store import HostFile
+
+if TYPE_CHECKING:
+    from .binds import Binds
 
 XENSTORE_NAME = "xenstore.json"
 MAX_FILE = 8 << 20        # bytes read of the file at most
@@ -52,16 +58,22 @@ def check_nodes(data: bytes, where: str) -> dict[str, str]:
 
 
 class SimXenstore:
-    """The host's xenstore file (a SimHost mixin: needs state_dir, locked(), the hypercalls)."""
+    """The xenstore file beside the open ``file``; ``binds``: the hypercalls a device's drivers make (None: a host
+    opened to inspect, which adds no device)."""
+
+    def __init__(self, file: HostFile, access: Access, binds: Binds | None = None):
+        self.file = file
+        self.access = access
+        self.binds = binds
 
     def _xs_path(self) -> str:
-        return os.path.join(self.state_dir, XENSTORE_NAME)
+        return os.path.join(self.file.state_dir, XENSTORE_NAME)
 
     def xenstore_nodes(self) -> dict[str, str]:
         """Every node, or none where no device was ever added.  Opened through the state directory's policy
         (statedir.py: no link followed; a FIFO or other non-regular file refused at once, never waited on)."""
         path = self._xs_path()
-        fd = self.dir.open(XENSTORE_NAME)
+        fd = self.file.dir.open(XENSTORE_NAME)
         if fd is None:
             return {}
         try:
@@ -76,13 +88,13 @@ class SimXenstore:
         import json
 
         path = self._xs_path()
-        fd, tmp = self.dir.create_temp(".xenstore-")
+        fd, tmp = self.file.dir.create_temp(".xenstore-")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump({"xenstore": 1, "nodes": nodes}, f, indent=0, sort_keys=True)
-            self.dir.replace(tmp, XENSTORE_NAME)
+            self.file.dir.replace(tmp, XENSTORE_NAME)
         except BaseException as e:
-            self.dir.unlink(tmp)
+            self.file.dir.unlink(tmp)
             if isinstance(e, OSError):
                 raise StateError(f"cannot write {path}: {errtext(e)}") from None
             raise
@@ -99,18 +111,22 @@ class SimXenstore:
                              if kind in ("vif", "vbd") else f"{queues} queues for a {kind}: it has one")
         if domid == backend:
             raise StateError(f"domain {domid} cannot be its own {kind}'s backend")
-        with self.locked():
-            self.permit(caller, domid, "add a device to")  # the toolstack (libxl), whoever serves it
-            self.domain(domid, f"add a {kind} to")
-            self.domain(backend, f"serve a {kind} from")
+        binds = self.binds
+        if binds is None:
+            self.file.writable()  # (a host opened to inspect: the one line saying so)
+        assert binds is not None
+        with self.file.locked():
+            self.access.permit(caller, domid, "add a device to")  # the toolstack (libxl), whoever serves it
+            self.access.domain(domid, f"add a {kind} to")
+            self.access.domain(backend, f"serve a {kind} from")
             nodes = self.xenstore_nodes()
             dom = f"/local/domain/{domid}"
             if kind in ("console", "store"):
                 key = f"{dom}/{kind}/port"
                 if key in nodes:
                     raise StateError(f"domain {domid} has a {kind} already (port {nodes[key]})")
-                port = self.alloc_unbound(0, domid, backend)        # the domain builder, as dom0
-                peer = self.bind_interdomain(backend, backend, domid, port)  # xenconsoled / xenstored
+                port = binds.alloc_unbound(0, domid, backend)        # the domain builder, as dom0
+                peer = binds.bind_interdomain(backend, backend, domid, port)  # xenconsoled / xenstored
                 nodes[key] = str(port)
                 self._xs_write(nodes)
                 return {"kind": kind, "domain": domid, "backend": backend, "ports": [
@@ -131,8 +147,8 @@ class SimXenstore:
             for q in range(queues):
                 for k in keys:
                     key = f"{front}/queue-{q}/{k}" if queues > 1 else f"{front}/{k}"
-                    port = self.alloc_unbound(domid, domid, backend)        # the frontend driver
-                    peer = self.bind_interdomain(backend, backend, domid, port)  # the backend driver
+                    port = binds.alloc_unbound(domid, domid, backend)        # the frontend driver
+                    peer = binds.bind_interdomain(backend, backend, domid, port)  # the backend driver
                     new[key] = str(port)
                     made.append({"key": key, "port": port, "peer": peer})
             nodes.update(new)
