@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
-from ..errors import BackendUnavailable, ChannelError, XenevtError
+from ..errors import BackendUnavailable, ChannelError, StateError, XenevtError
 from ..ports import PortStatus
 from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
@@ -152,6 +152,8 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             img = memory.open_source(memory.Ask(domain=domid), backend).image()
         except BackendUnavailable:
             continue  # normal: only a domain itself knows where its event array is
+        except StateError:
+            raise  # the simulator's file itself (changed under us, corrupt): the whole command's one line
         except XenevtError as e:
             ev.skip(f"domain {domid}", f"its event-channel memory could not be read ({e})", domid)
             continue
