@@ -60,7 +60,7 @@ PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
 ROOTFS_RECIPE = "2"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
 # gntdev/gntalloc for xenstored; netback in dom0 and netfront in the domUs give each domU a real PV vif
 XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-netback", "xen-netfront"]
-PROJECT = ["xenevt", "csrc", "tests", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
+PROJECT = ["xenevt", "csrc", "tests", "examples", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
 GUEST = os.path.join("build", "guest", "xenevt-test-guest")  # `make guest`; /xenevt/build/guest/... in dom0
 PINGPONG = os.path.join("build", "c", "evtchn_pingpong")  # tests/c/evtchn_pingpong.c against this host's libxen-dev
 CRASH = re.compile(r"Kernel panic|Hardware Dom0 crashed|Panic on CPU|Dom0 crashed|FATAL TRAP")
