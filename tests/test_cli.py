@@ -279,11 +279,14 @@ def test_dump_shows_a_corrupted_link_where_it_breaks(state, xe):
     assert (q["chain"], q["status"], q["bad_port"], q["broken"]) == ([1, p], "range", 5000, True)
 
 
-def test_all_words_lists_the_boot_default_too(state, xe):
+def test_all_words_lists_every_word(state, xe):
+    """--all-words: every port of the array, the boot default (plain MASKED) and 0 (bound, at rest) too."""
     short = json.loads(xe("-d", "1", "dump", "--json")[1])
     full = json.loads(xe("-d", "1", "dump", "--json", "--all-words")[1])
-    assert short["plain_masked_words"] == len(full["words"]) - len(short["words"]) > 1000
-    assert all(w["flags"] == "-M--" for w in full["words"] if w["port"] not in {x["port"] for x in short["words"]})
+    assert [w["port"] for w in full["words"]] == list(range(full["event_array_pages"] * 1024))
+    extra = [w for w in full["words"] if w["port"] not in {x["port"] for x in short["words"]}]
+    assert sum(w["flags"] == "-M--" for w in extra) == short["plain_masked_words"] > 1000
+    assert all(w["flags"] in ("-M--", "----") for w in extra)
     assert len(json.loads(xe("--json", "dump", "--all-domains")[1])) == 2
 
 

@@ -25,19 +25,21 @@ from __future__ import annotations
 TYPE_CHECKING = False  # (typing's own, without importing typing: mypy reads any TYPE_CHECKING as true)
 if TYPE_CHECKING:  # (what type checkers and readers see; at run time __getattr__ below imports them)
     from ._front.events import Events
-    from ._front.host import Host, doctor, open, read_dump
+    from ._front.host import Host, doctor, doctor_rules, open, read_dump
     from ._front.reading import Diagnosis
     from ._front.source import Source
     from .dump.model import DomainDump, TwoLevelDump
     from .errors import BackendUnavailable, ChannelError, EvidenceError, StateError, UsageError, XenevtError
     from .evidence.doctor import Finding, Report
+    from .evidence.names import Name, Names
+    from .evidence.rules.registry import Rule
     from .ports import NotifyResult, PortStatus
 
 __version__ = "0.1.0"
 
 __all__ = ["BackendUnavailable", "ChannelError", "Diagnosis", "DomainDump", "Events", "EvidenceError", "Finding",
-           "Host", "NotifyResult", "PortStatus", "Report", "Source", "StateError", "TwoLevelDump", "UsageError",
-           "XenevtError", "__version__", "doctor", "open", "read_dump"]
+           "Host", "Name", "Names", "NotifyResult", "PortStatus", "Report", "Rule", "Source", "StateError",
+           "TwoLevelDump", "UsageError", "XenevtError", "__version__", "doctor", "doctor_rules", "open", "read_dump"]
 
 # `import xenevt` is the first thing the `xenevt` command does, and `xenevt --help` must start within 1.3x of
 # `import click` (bench/bench_host.py).  The result types live in modules that cost tens of milliseconds (the
@@ -48,11 +50,12 @@ __all__ = ["BackendUnavailable", "ChannelError", "Diagnosis", "DomainDump", "Eve
 # (tests/test_interrupt.py).  So every name is resolved on first use, the package itself importing nothing; the
 # TYPE_CHECKING block above gives type checkers and readers the real classes, and pdoc resolves them too.
 _ERRORS = ("BackendUnavailable", "ChannelError", "EvidenceError", "StateError", "UsageError", "XenevtError")
-_LAZY = {"Host": "_front.host", "doctor": "_front.host", "open": "_front.host", "read_dump": "_front.host",
+_LAZY = {**dict.fromkeys(("Host", "doctor", "doctor_rules", "open", "read_dump"), "_front.host"),
          **dict.fromkeys(_ERRORS, "errors"),
          "Events": "_front.events", "Diagnosis": "_front.reading", "Source": "_front.source",
          "PortStatus": "ports", "NotifyResult": "ports", "Report": "evidence.doctor", "Finding": "evidence.doctor",
-         "DomainDump": "dump.model", "TwoLevelDump": "dump.model"}
+         "DomainDump": "dump.model", "TwoLevelDump": "dump.model", "Name": "evidence.names",
+         "Names": "evidence.names", "Rule": "evidence.rules.registry"}
 
 
 def __getattr__(name: str) -> object:

@@ -43,45 +43,41 @@ def fifo_view(dump: dict) -> dict:
 
 def look(domid: int, ask_status: bool = True) -> dict:
     """What `xenevt dump --self` reads of this guest, FIFO or 2-level, as compact facts; with ``ask_status``,
-    whether EVTCHNOP_status of its own ports goes through privcmd (asked once: it does not change)."""
-    from xenevt import memory
-    from xenevt.backend import select_backend
-    from xenevt.dump import build_dump
-    from xenevt.errors import XenevtError
+    whether EVTCHNOP_status of its own ports goes through privcmd (asked once: it does not change).  Only
+    xenevt's public names: what any script in a guest may use."""
+    import xenevt
 
-    img = memory.open_source(memory.Ask(self_kernel=True)).image()
-    mem = img.mem
-    d = build_dump(mem, domid, "self", vcpu_known=img.vcpu_known)
-    if d.abi == "FIFO":
-        # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
-        unmasked = [p for p in range(1, mem.nr_ports) if not mem.word(p) & (1 << 30)]
-        out = {"abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
-               "broken": len(d.broken_queues()), "unmasked": unmasked, "view": fifo_view(d.as_dict())}
-    else:
-        ports = range(1, d.nr_ports)
-        unmasked = [p for p in ports if not mem.l2_bit("mask", p)]
-        out = {"abi": d.abi, "source": img.source, "warnings": d.warnings[:4], "unmasked": unmasked,
-               # the CPU Linux delivers each unmasked port on (its cpu_evtchn_mask), as Xen's notify vCPU
-               "cpu": [mem.chan(p).notify_vcpu for p in unmasked],
-               "pending": [p for p in ports if mem.l2_bit("pending", p)],
-               "masked_pending": [p for p in ports if mem.l2_bit("pending", p) and mem.l2_bit("mask", p)],
-               # per vCPU: [upcall_pending, upcall_mask, pending_sel], null where its vcpu_info was not read
-               "vcpus": [[v.upcall_pending, v.upcall_mask, v.pending_sel] if v.known else None for v in d.vcpus],
-               "next_upcall": [v.next_upcall for v in d.vcpus]}
-    if ask_status:
-        from xenevt.evidence.names import for_backend
-
-        b = select_backend("xen")
-        try:
-            ports, front = [(domid, st) for st in b.list_ports(domid)], None
-            out["status"] = "ok"
-        except XenevtError as e:  # a PV domU may not ask EVTCHNOP_status even of itself through privcmd
-            out["status"] = f"errno {e.errno}: {e}"
-            ports, front = [], domid
-        # this guest's names for its own vif ports, and the /proc/interrupts row each was tied to (as watch does)
-        names = for_backend(b, ports, frontends_of=front)
-        out["vif_irqs"] = {str(p): n.irq for (d, p), n in names.names.items() if d == domid and n.kind == "vif"}
-        b.shutdown()
+    with xenevt.open("xen") as host:
+        (d,) = host.dump(xenevt.Source.self_kernel(), all_words=True)  # every port, those at rest too
+        if isinstance(d, xenevt.DomainDump):
+            # Linux unmasks exactly the ports it has bound and enabled: the guest's own account of its ports
+            unmasked = [w.port for w in d.words if w.port and not w.masked]
+            out = {"abi": d.abi, "pages": d.nr_pages, "control_blocks": [v.control_block for v in d.vcpus],
+                   "broken": len(d.broken_queues()), "unmasked": unmasked, "view": fifo_view(d.as_dict())}
+        else:
+            ports = [p for p in d.ports if p.port]
+            unmasked = [p for p in ports if not p.masked]
+            out = {"abi": d.abi, "source": d.source, "warnings": d.warnings[:4],
+                   "unmasked": [p.port for p in unmasked],
+                   # the CPU Linux delivers each unmasked port on (its cpu_evtchn_mask), as Xen's notify vCPU
+                   "cpu": [p.vcpu for p in unmasked],
+                   "pending": [p.port for p in ports if p.pending],
+                   "masked_pending": [p.port for p in ports if p.pending and p.masked],
+                   # per vCPU: [upcall_pending, upcall_mask, pending_sel], null where its vcpu_info was not read
+                   "vcpus": [[v.upcall_pending, v.upcall_mask, v.pending_sel] if v.known else None
+                             for v in d.vcpus],
+                   "next_upcall": [v.next_upcall for v in d.vcpus]}
+        if ask_status:
+            try:
+                chans = host.ports(domid)
+                out["status"] = "ok"
+                names = host.names(domid, chans)
+            except xenevt.XenevtError as e:  # a PV domU may not ask EVTCHNOP_status even of itself (privcmd)
+                out["status"] = f"errno {e.errno}: {e}"
+                names = host.names(domid)  # its frontends' ports, named from its xenstore
+            # this guest's names for its own vif ports, and the /proc/interrupts row each was tied to (as watch)
+            out["vif_irqs"] = {str(p): n.irq for (dom, p), n in names.names.items()
+                               if dom == domid and n.kind == "vif"}
     return {"domid": domid} | out
 
 
@@ -95,25 +91,36 @@ def report(key: str, domid: int, ask_status: bool = True) -> None:
 
 
 EVTCHNOP_SEND, EVTCHNOP_UNMASK = 4, 9  # xen/include/public/event_channel.h
+HYPERVISOR_EVENT_CHANNEL_OP = 32  # xen/include/public/xen.h
 
 
 class Hypercalls:
-    """HYPERVISOR_event_channel_op on this guest's own ports through libxencall (privcmd)."""
+    """HYPERVISOR_event_channel_op on this guest's own ports through libxencall (privcmd), behind its kernel's
+    back: what a kernel's own hypercall does, which no xenevt call offers (xenevt goes through the kernel)."""
 
     def __init__(self):
-        from xenevt import abi
-        from xenevt.backend.xen import libs
+        import ctypes
 
-        self.ffi, self.xcl, self.op = libs.ffi, libs.load("xencall"), abi.HYPERVISOR_event_channel_op
-        self.h = self.xcl.xencall_open(libs.quiet_logger(), 0)
-        if self.h == self.ffi.NULL:
-            raise OSError(self.ffi.errno, "cannot open /dev/xen/privcmd (libxencall)")
-        self.buf = self.xcl.xencall_alloc_buffer(self.h, 8)
-        self.arg = int(self.ffi.cast("uintptr_t", self.buf))
+        self.lib = lib = ctypes.CDLL("libxencall.so.1", use_errno=True)
+        lib.xencall_open.restype = lib.xencall_alloc_buffer.restype = ctypes.c_void_p
+        lib.xencall_open.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.xencall_alloc_buffer.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        lib.xencall_free_buffer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.xencall_close.argtypes = [ctypes.c_void_p]
+        lib.xencall2.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint64, ctypes.c_uint64]
+        self.h = lib.xencall_open(None, 0)  # (no logger: libxencall's own, on stderr, which nobody reads here)
+        if not self.h:
+            raise OSError(ctypes.get_errno(), "cannot open /dev/xen/privcmd (libxencall)")
+        self.buf = lib.xencall_alloc_buffer(self.h, 8)
+        if not self.buf:
+            lib.xencall_close(self.h)
+            raise OSError(ctypes.get_errno(), "cannot allocate a hypercall buffer (libxencall)")
+        self.port = ctypes.c_uint32.from_address(self.buf)
+        self.errno = ctypes.get_errno
 
     def call(self, cmd: int, port: int) -> int:
-        self.ffi.cast("uint32_t *", self.buf)[0] = port
-        return self.xcl.xencall2(self.h, self.op, cmd, self.arg)
+        self.port.value = port
+        return self.lib.xencall2(self.h, HYPERVISOR_EVENT_CHANNEL_OP, cmd, self.buf)
 
     def storm(self, port: int, seconds: float, stop: str) -> dict:
         """EVTCHNOP_send on ``port`` as fast as this process can for ``seconds``, or until dom0 writes ``stop``
@@ -124,7 +131,7 @@ class Hypercalls:
         while time.monotonic() < end:
             for _ in range(200):
                 if self.call(EVTCHNOP_SEND, port) < 0:
-                    return {"error": f"EVTCHNOP_send {port}: errno {self.ffi.errno}", "sent": sent}
+                    return {"error": f"EVTCHNOP_send {port}: errno {self.errno()}", "sent": sent}
             sent += 200
             if time.monotonic() >= look:
                 if read(stop):
@@ -135,8 +142,8 @@ class Hypercalls:
         return {"sent": sent, "seconds": round(took, 2), "rate": round(sent / took), "ended": why}
 
     def close(self) -> None:
-        self.xcl.xencall_free_buffer(self.h, self.buf)
-        self.xcl.xencall_close(self.h)
+        self.lib.xencall_free_buffer(self.h, self.buf)
+        self.lib.xencall_close(self.h)
 
 
 def command(key: str, words: list[str]) -> None:
@@ -146,7 +153,7 @@ def command(key: str, words: list[str]) -> None:
         try:
             if words[0] == "unmask" and len(words) == 2:
                 rc = hc.call(EVTCHNOP_UNMASK, int(words[1]))
-                out = {"unmasked": int(words[1])} if rc == 0 else {"error": f"EVTCHNOP_unmask: errno {hc.ffi.errno}"}
+                out = {"unmasked": int(words[1])} if rc == 0 else {"error": f"EVTCHNOP_unmask: errno {hc.errno()}"}
             elif words[0] == "storm" and len(words) == 3:
                 write(key + "-started", {"port": int(words[1])})
                 out = hc.storm(int(words[1]), min(float(words[2]), 300.0), key + "-stop")

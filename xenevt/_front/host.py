@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..activity import Sample
     from ..backend.base import Backend
     from ..dump.model import DomainDump, TwoLevelDump
+    from ..evidence.names import Names
+    from ..evidence.rules.registry import Rule
     from ..ports import NotifyResult, PortStatus
     from .events import Events
     from .reading import Diagnosis
@@ -86,10 +89,9 @@ class Host:
         for b in backends:
             b.shutdown()
 
-    def backend(self, read_only: bool = False) -> Backend:
-        """The backend below (the Backend protocol of xenevt.backend), opened on first use: for the CLI's views
-        that draw what no call here returns (info, watch, names).  A read-write backend already open answers
-        a read-only request."""
+    def _backend(self, read_only: bool = False) -> Backend:
+        """The backend below (xenevt.backend's protocol, internal), opened on first use.  A read-write backend
+        already open answers a read-only request."""
         if read_only and False in self._backends:
             return self._backends[False]
         b = self._backends.get(read_only)
@@ -109,7 +111,7 @@ class Host:
         opened again (a read-write one is live)."""
         if False not in self._backends and True in self._backends:
             self._backends.pop(True).shutdown()
-        return self.backend(read_only=True)
+        return self._backend(read_only=True)
 
     @property
     def state(self) -> str | None:
@@ -119,78 +121,110 @@ class Host:
     @property
     def kind(self) -> str:
         """Which backend runs: "sim" or "xen" (opens the host).  ``host.kind``"""
-        return self.backend(read_only=True).name
+        return self._backend(read_only=True).name
+
+    @property
+    def ports_live_with_process(self) -> bool:
+        """True on Xen: the ports this process binds (through /dev/xen/evtchn) are closed when it exits; a
+        simulated host keeps them until closed.  A command that binds and exits says so."""
+        return self._backend(read_only=True).ports_live_with_process
 
     def info(self) -> dict[str, Any]:
         """What the backend sees: its name, the ABI, each domain's vCPUs, ports and limits (as ``xenevt info
         --json`` prints it).  ``host.info()["abi"]``"""
-        return self.backend(read_only=True).info()
+        return self._backend(read_only=True).info()
 
     # --- looking ------------------------------------------------------------------------------------
     def domains(self) -> list[int]:
         """The domains' ids, ascending.  ``host.domains()  # [0, 1]``"""
-        return self.backend(read_only=True).domains()
+        return self._backend(read_only=True).domains()
 
     def ports(self, domain: int = 0) -> list[PortStatus]:
         """Every open port of ``domain``, ascending, each a PortStatus (state, vCPU, priority, remote end,
         FIFO flags where readable): what ``xenevt list`` prints.  ``[p.port for p in host.ports(0)]``"""
-        return self.backend(read_only=True).list_ports(domain)
+        return self._backend(read_only=True).list_ports(domain)
 
     def status(self, domain: int, port: int) -> PortStatus:
         """What Xen knows of ``port`` (EVTCHNOP_status) and its event word: what ``xenevt status`` prints.
         ``host.status(0, 5).state  # "interdomain"``"""
-        return self.backend(read_only=True).status(domain, port)
+        return self._backend(read_only=True).status(domain, port)
+
+    def names(self, domain: int = 0, ports: Iterable[PortStatus] | None = None) -> Names:
+        """What each open port of ``domain`` (or each of ``ports``, their PortStatus) is for (a vif's queue, a
+        console, xenstore, a VIRQ or IPI…), from the host's xenstore and, on a real guest, its kernel's
+        /proc/interrupts rows (each name's ``irq``).  A guest that may not ask EVTCHNOP_status of its own ports
+        is named from its frontends' xenstore nodes.
+        What could not be read is in ``notes``, never an error.  ``host.names(0).label(0, 5)``"""
+        from ..errors import XenevtError
+        from ..evidence.names import for_backend
+
+        b = self._backend(read_only=True)
+        if ports is not None:
+            return for_backend(b, [(domain, st) for st in ports])
+        try:
+            return for_backend(b, [(domain, st) for st in b.list_ports(domain)])
+        except XenevtError:  # EPERM on a domU listing itself: its frontends' ports are in its xenstore
+            return for_backend(b, [], frontends_of=domain)
+
+    def activity(self, domain: int = 0) -> Sample:
+        """One sample of ``domain``'s event counters: per port on the simulator (deliveries, raises, flags), per
+        Xen interrupt and xenbus device on a real guest; two samples give rates (xenevt.activity.rates).
+        ``before = host.activity(0)``"""
+        from ..activity import Sample
+
+        b = self._backend(read_only=True)
+        return Sample(f"{b.name} domain {domain}", b.activity(domain))
 
     # --- acting -------------------------------------------------------------------------------------
     def bind_unbound(self, domain: int, remote_domain: int) -> int:
         """Allocate a port of ``domain`` that ``remote_domain`` may bind to (EVTCHNOP_alloc_unbound); returns it.
         ``p = host.bind_unbound(1, 0)``"""
-        return self.backend().bind_unbound(domain, remote_domain)
+        return self._backend().bind_unbound(domain, remote_domain)
 
     def bind_interdomain(self, domain: int, remote_domain: int, remote_port: int) -> int:
         """Connect a new port of ``domain`` to ``remote_port`` of ``remote_domain``, which must be unbound for
         it (EVTCHNOP_bind_interdomain); Xen sets the new port pending.  ``q = host.bind_interdomain(0, 1, p)``"""
-        return self.backend().bind_interdomain(domain, remote_domain, remote_port)
+        return self._backend().bind_interdomain(domain, remote_domain, remote_port)
 
     def bind_virq(self, domain: int, virq: int, vcpu: int = 0) -> int:
         """Bind virtual IRQ ``virq`` (a number: xenevt.abi.VIRQS names them) on ``vcpu``.
         ``host.bind_virq(0, 0)  # VIRQ_TIMER``"""
-        return self.backend().bind_virq(domain, virq, vcpu)
+        return self._backend().bind_virq(domain, virq, vcpu)
 
     def bind_ipi(self, domain: int, vcpu: int = 0) -> int:
         """Bind an inter-processor interrupt port delivered to ``vcpu``.  ``host.bind_ipi(0, vcpu=1)``"""
-        return self.backend().bind_ipi(domain, vcpu)
+        return self._backend().bind_ipi(domain, vcpu)
 
     def notify(self, domain: int, port: int) -> NotifyResult:
         """Send an event on ``port`` (EVTCHNOP_send): raised on the remote end (interdomain) or on ``domain``
         itself (IPI).  Returns where it went and what happened there.  ``host.notify(1, p).outcome``"""
-        return self.backend().notify(domain, port)
+        return self._backend().notify(domain, port)
 
     def notify_remote(self, domain: int, remote_domain: int, remote_port: int) -> NotifyResult:
         """Bind to ``remote_port`` (unbound for ``domain``), send once, close: what a one-shot tool on Xen does.
         ``host.notify_remote(0, 0, p)``"""
-        return self.backend().notify_remote(domain, remote_domain, remote_port)
+        return self._backend().notify_remote(domain, remote_domain, remote_port)
 
     def mask(self, domain: int, port: int) -> None:
         """Set MASKED on ``port``: its events stay pending, nothing is queued or delivered.  ``host.mask(0, q)``"""
-        self.backend().mask(domain, port)
+        self._backend().mask(domain, port)
 
     def unmask(self, domain: int, port: int) -> None:
         """Clear MASKED on ``port``; if it is pending Xen links it and raises the upcall.  ``host.unmask(0, q)``"""
-        self.backend().unmask(domain, port)
+        self._backend().unmask(domain, port)
 
     def close(self, domain: int, port: int) -> None:
         """Close ``port`` (EVTCHNOP_close); an interdomain peer becomes unbound again.  ``host.close(0, q)``"""
-        self.backend().close(domain, port)
+        self._backend().close(domain, port)
 
     def set_priority(self, domain: int, port: int, priority: int) -> None:
         """Set ``port``'s FIFO priority (0 highest, 7 default, 15 lowest); a 2-level domain answers ENOSYS.
         ``host.set_priority(0, q, 0)``"""
-        self.backend().set_priority(domain, port, priority)
+        self._backend().set_priority(domain, port, priority)
 
     def bind_vcpu(self, domain: int, port: int, vcpu: int) -> None:
         """Deliver ``port``'s future events to ``vcpu`` (EVTCHNOP_bind_vcpu).  ``host.bind_vcpu(0, q, 1)``"""
-        self.backend().bind_vcpu(domain, port, vcpu)
+        self._backend().bind_vcpu(domain, port, vcpu)
 
     def events(self, domain: int = 0, vcpu: int = 0, *, count: int | None = None, timeout: float | None = None,
                ping: Callable[[], object] | None = None, every: float | None = None) -> Events:
@@ -206,13 +240,14 @@ class Host:
         """
         from .events import Events
 
-        return Events(self.backend(), domain, vcpu, count, timeout, ping, every)
+        return Events(self._backend(), domain, vcpu, count, timeout, ping, every)
 
     # --- reading memory and evidence ----------------------------------------------------------------
     def dump(self, source: Source | None = None, *, all_words: bool = False) -> list[DomainDump | TwoLevelDump]:
         """The event-channel memory ``source`` names (default: the host's view of dom0), decoded: one dump
         per domain (FIFO: queues, READY bits and every word not at rest; 2-level: bitmaps and vcpu_infos).
-        ``all_words`` keeps plain MASKED words too.  A file or this kernel never opens the host.
+        ``all_words`` lists every port, those at rest (0, plain MASKED) too.  A file or this kernel never opens
+        the host.
 
         Example::
 
@@ -276,6 +311,15 @@ def doctor(source: Source | None = None, *, domains: Iterable[int] = (), interva
     ``xenevt.doctor(xenevt.Source.edump("e.txt")).verdict``"""
     with open(backend, state) as host:
         return host.doctor(source, domains=domains, interval=interval, since=since)
+
+
+def doctor_rules() -> list[Rule]:
+    """Every finding doctor can report, in the order it runs them: each Rule's ``id`` (a Finding's ``rule``),
+    family, severities, what it needs beyond one sample, and what it means.
+    ``[r.id for r in xenevt.doctor_rules()]``"""
+    from ..evidence.rules import rules
+
+    return rules()
 
 
 def default_state_dir() -> str:

@@ -82,7 +82,7 @@ def open_memory(host: Host, source: Source) -> list[MemorySource]:
     """The readers of ``source``, one per domain; the host's backend is opened only for a source that needs it."""
     from .. import memory
 
-    backend = host.backend(read_only=True) if source.needs_backend else None
+    backend = host._backend(read_only=True) if source.needs_backend else None
     return memory.open_sources(source.memory_ask(), backend)
 
 
@@ -118,7 +118,7 @@ def _name_dumps(host: Host, dumps: list) -> None:
     if not shown:
         return
     try:
-        backend = host.backend(read_only=True)
+        backend = host._backend(read_only=True)
     except XenevtError:  # a source read without the backend (this kernel's memory): its ports go unnamed
         return
     names = for_backend(backend, shown)
@@ -155,7 +155,7 @@ def evidence(host: Host, source: Source, domains: tuple[int, ...] = ()) -> Evide
 
     kind = source.kind
     if kind == "live":
-        return collect.from_backend(host.backend(read_only=True), list(domains) or None)
+        return collect.from_backend(host._backend(read_only=True), list(domains) or None)
     if kind == "edump":
         from ..errors import read_input
         from ..evidence import edump as reader
@@ -213,7 +213,7 @@ def _name_evidence(host: Host, ev: Evidence, prior: Evidence | None) -> Names:
 
     # the kernel's IRQ rows are in the evidence already (its counters): not read a second time
     irq_rows = {d: [r for r in dom.counters if r.key.startswith(ROW_KEYS)] for d, dom in ev.domains.items()}
-    names = for_backend(host.backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
+    names = for_backend(host._backend(read_only=True), [(d, pf) for d, dom in sorted(ev.domains.items())
                                                        for _, pf in sorted(dom.ports.items())], irq_rows=irq_rows)
     for sample in (ev, prior):
         for d, dom in (sample.domains.items() if sample is not None else ()):

@@ -136,10 +136,6 @@ class Ctx:
                                    on_create=self._said_created)
         return self._host
 
-    def backend(self, read_only: bool = False):
-        """The host's backend, for the views that draw what the front door does not return (info, watch, sim)."""
-        return self.host.backend(read_only)
-
     def _said_created(self, state: str) -> None:
         self.note(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 

@@ -129,8 +129,8 @@ def register(cli: click.Group) -> None:
 
 def _list_rules(c: Ctx) -> None:
     """Every finding id doctor can report, in the order it runs them (evidence/rules/)."""
-    from ..evidence.rules import rules
+    from .. import doctor_rules
 
-    listed = rules()
+    listed = doctor_rules()
     c.emit({"rules": [r.as_dict() for r in listed]},
            "\n".join(f"{r.id:27s} {r.family:9s} {'/'.join(r.severities):14s} {r.doc}" for r in listed))

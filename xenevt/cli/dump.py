@@ -74,7 +74,8 @@ class _SharedInfo(click.ParamType):
                    "(to --output FILE, or to stdout when it is not a terminal).")
 @click.option("--output", "-o", metavar="FILE", type=click.Path(), help="With --format raw: the file to write.")
 @click.option("--raw", "raw_file", metavar="FILE", type=click.Path(), help="Same as --format raw --output FILE.")
-@click.option("--all-words", is_flag=True, help="List plain MASKED words too (the boot default).")
+@click.option("--all-words", is_flag=True, help="List every port's word (FIFO) or bits (2-level), those at rest "
+              "too: 0 and plain MASKED.")
 @click.option("--all-domains", is_flag=True, help="Every domain of the host.")
 @click.option("--kcore", default="/proc/kcore", hidden=True)
 @click.option("--kallsyms", default="/proc/kallsyms", hidden=True)

@@ -17,7 +17,7 @@ def status(c: Ctx, port, local_domain):
     """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
     d = c.domain(local_domain)
     st = c.host.status(d, port)
-    names = _names(c.backend(read_only=True), [(d, st)])
+    names = c.host.names(d, [st])
     if c.json:
         c.emit(st.as_dict() | {"name": names.field(d, port)})
         return
@@ -48,7 +48,7 @@ def list_ports(c: Ctx, local_domain):
     """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
     d = c.domain(local_domain)
     ports = c.host.ports(d)
-    names = _names(c.backend(read_only=True), [(d, st) for st in ports])
+    names = c.host.names(d, ports)
     if c.json:
         _json_rows(c, (st.json_row(names.field(d, st.port)) for st in ports))
         return
@@ -82,13 +82,6 @@ def _json_rows(c: Ctx, rows, chunk: int = 512) -> None:
             batch = []
     out.write((", " + ", ".join(batch) if batch else "") + "]\n")
     out.flush()
-
-
-def _names(backend, ports):
-    """The ports' names (evidence/names.py), imported here so that --help stays instant."""
-    from ..evidence.names import for_backend
-
-    return for_backend(backend, ports)
 
 
 def _notes(c: Ctx, names) -> None:

@@ -9,7 +9,6 @@ from rich.live import Live
 from rich.table import Table
 
 from ..activity import STORM_RATE
-from ..errors import XenevtError
 from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domain_option, json_option, pass_ctx
 
 
@@ -68,17 +67,12 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
         return measure(a, b, storm_rate)
 
     d = c.domain(local_domain)
-    b = c.backend(read_only=True)
+    host = c.host
 
     def sample() -> Sample:
-        return Sample(f"{b.name} domain {d}", b.activity(d))
+        return host.activity(d)
 
-    from ..evidence.names import for_backend
-
-    try:
-        names = for_backend(b, [(d, st) for st in b.list_ports(d)])
-    except XenevtError:  # a guest may not list its own ports (EPERM): its frontends' are in its xenstore
-        names = for_backend(b, [], frontends_of=d)
+    names = host.names(d)  # (a guest that may not list its own ports: named from its frontends' nodes)
 
     def name_field(row):
         port = _port_of(row, names, d)

@@ -251,10 +251,13 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     nr_ports = mem.nr_ports
     link_mask = abi.EVTCHN_FIFO_LINK_MASK
     all_of = mem.event_words()  # (one copy of the array: a host's 20,000 words)
-    # the ports to look at: those with a channel, and those whose word is neither 0 nor (unless all_words) the
-    # boot default, found over the whole array at once (a domU's 1,024 idle words are not visited one by one)
-    look = _unusual(all_of, keep_masked=all_words) | {p for p in channels if 0 <= p < nr_ports}
-    if not all_words:
+    # the ports to look at: every one with all_words; else those with a channel, and those whose word is neither
+    # 0 nor the boot default, found over the whole array at once (a domU's 1,024 idle words are not visited one
+    # by one)
+    if all_words:
+        look = set(range(nr_ports))
+    else:
+        look = _unusual(all_of) | {p for p in channels if 0 <= p < nr_ports}
         plain = all_of.count(abi.WORD_MASKED) - sum(1 for p in channels if 0 <= p < nr_ports
                                                      and all_of[p] == abi.WORD_MASKED)
     unused, linked, pending, masked, busy = abi.WORD_UNUSED, abi.WORD_LINKED, abi.WORD_PENDING, abi.WORD_MASKED, \
@@ -274,8 +277,8 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     return DomainDump(domain, source, mem.nr_pages, max_ports, vcpus, words, plain, warnings=warn.done())
 
 
-def _unusual(words: list[int], keep_masked: bool) -> set[int]:
-    """The indexes of ``words`` that are not 0 (nor MASKED, the boot default, unless ``keep_masked``): over the
+def _unusual(words: list[int]) -> set[int]:
+    """The indexes of ``words`` that are neither 0 nor MASKED (the boot default): over the
     array's bytes at once (each byte column mapped to 0 or 1, the four ORed as one integer)."""
     import array
 
@@ -284,7 +287,7 @@ def _unusual(words: list[int], keep_masked: bool) -> set[int]:
     if not n:
         return set()
     low = raw[0::4], raw[1::4], raw[2::4]
-    top = raw[3::4].translate(_TOP_PLAIN if not keep_masked else _NONZERO)
+    top = raw[3::4].translate(_TOP_PLAIN)
     mark = int.from_bytes(top, "little")
     for column in low:
         mark |= int.from_bytes(column.translate(_NONZERO), "little")
@@ -438,8 +441,11 @@ def build_l2_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict
     _predict(mem, vcpus, channels, guest_known)
     pending, mask = mem.l2_pending(), mem.l2_mask()
     ports, plain = [], 0
-    candidates = sorted({w * 64 + b for w in range(L2_WORDS) for b in range(64)
-                         if (pending[w] | (mask[w] if all_words else 0)) >> b & 1} | set(channels))
+    if all_words:  # every port the bitmaps cover: a 2-level guest's bound ports are its unmasked ones
+        candidates = list(range(nr))
+    else:
+        candidates = sorted({w * 64 + b for w in range(L2_WORDS) for b in range(64) if pending[w] >> b & 1}
+                            | set(channels))
     masked_count = sum(bin(mask[w]).count("1") for w in range(L2_WORDS))
     for port in candidates:
         if port >= abi.EVTCHN_2L_NR_CHANNELS:
