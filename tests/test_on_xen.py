@@ -189,11 +189,12 @@ def test_watch_counts_this_guests_xen_interrupts(xen):
         xen.consume(0, 0, 8, 10.0)
     after = {r.key: r.total for r in xen.activity(0)}
     assert sum(after.values()) - sum(before.values()) >= 5
-    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "watch", "--interval", "0.5"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "watch", "--interval", "0.5", "-n", "2"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)["rows"]
-    assert any(row["name"].startswith(("xen-dyn", "xen-percpu")) for row in rows)
+    samples = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [s["sample"] for s in samples] == [1, 2]
+    assert any(row["what"].startswith(("xen-dyn", "xen-percpu")) for row in samples[-1]["rows"])
 
 
 @pytest.fixture

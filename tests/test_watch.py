@@ -73,14 +73,36 @@ def test_watch_on_the_simulator(tmp_path, monkeypatch, capsys):
 
         t = threading.Thread(target=traffic)
         t.start()
-        assert main(["watch", "--json", "--interval", "0.4"]) == 0
+        assert main(["watch", "--json", "--interval", "0.4", "-n", "1"]) == 0
         t.join()
-    rows = {r["port"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
-    assert rows[p0]["stalled"] and rows[p0]["pending"] and rows[p0]["raised"] == 2 and rows[p0]["total"] == 1
-    assert not rows[ipi]["stalled"] and rows[ipi]["per_second"] > 0 and rows[ipi]["total"] >= 10
-    assert main(["watch", "--once", "-i", "0.05"]) == 0
-    assert "STALLED" in capsys.readouterr().out
-    assert main(["watch", "-n", "1", "-i", "0.05"]) == 0
+    (sample,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {r["port"]: r for r in sample["rows"]}
+    assert sample["rows"][0]["port"] == p0, "the stalled port is pinned first"
+    assert rows[p0]["flags"] == ["stalled"] and rows[p0]["pending"] and rows[p0]["raised_total"] == 2
+    assert rows[p0]["total"] == 1
+    assert not rows[ipi]["flags"] and rows[ipi]["delivered_per_second"] > 0 and rows[ipi]["total"] >= 10
+    assert rows[ipi]["raised_per_second"] > 0
+    assert main(["watch", "--once", "-i", "0.05"]) == 0  # (piped: plain lines)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["time", "port", "total", "raised/s", "deliv/s", "PM", "flags", "name"]
+    assert out[1].split()[1] == f"d0:{p0}" and out[1].split()[6] == "stalled", out
+    assert main(["watch", "-n", "2", "-i", "0.05", "--json"]) == 0
+    assert [json.loads(line)["sample"] for line in capsys.readouterr().out.splitlines()] == [1, 2]
+
+
+def test_rows_in_numeric_order_urgent_first():
+    from xenevt.activity import order
+
+    rows = [Row(f"port {p}", "x", [0], p) for p in (1, 10, 11, 2, 3)] + [Row("irq 9", "y", [0]),
+                                                                       Row("port 20", "z", [0], 20, True)]
+    a = Sample("t", rows, 0.0)
+    b = Sample("t", [Row(r.key, r.name, [r.total + (500 if r.port == 3 else 0)], r.port, r.pending, r.masked,
+                         raised=None) for r in rows], 1.0)
+    got = rates(a, b, storm_rate=100)
+    assert [r.row.key for r in order(got)] == ["port 3", "port 20", "port 1", "port 2", "port 10", "port 11",
+                                               "irq 9"]
+    assert [r.row.key for r in order(got, "activity")][:2] == ["port 3", "port 20"]
+    assert order(got)[0].flags == ["storm"] and order(got)[1].flags == ["stalled"]
 
 
 def test_watch_errors(tmp_path, monkeypatch, capsys):

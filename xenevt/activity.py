@@ -121,12 +121,30 @@ def _sysfs_int(path: str) -> int | None:
 @dataclass
 class Rate:
     row: Row
-    delta: int
-    per_second: float
-    stalled: bool
-    storm: bool = False
+    delta: int                    # deliveries since the last sample (the row's counter)
+    per_second: float             # deliveries per second
+    stalled: bool                 # pending in both samples and not delivered in between: nothing handles it
+    storm: bool = False           # raised or delivered faster than the storm rate
     spurious: int = 0             # spurious events since the last sample (xenbus)
     eoi_delayed: int = 0          # jiffies of EOI delay since the last sample (xenbus)
+    raised: int = 0               # raises since the last sample (where the source counts them: the simulator)
+    raised_per_second: float = 0.0
+
+    @property
+    def flags(self) -> list[str]:
+        """What is wrong with the row, worst first: storm, stalled, spurious, eoi-delayed."""
+        return [name for name, on in (("storm", self.storm), ("stalled", self.stalled),
+                                      ("spurious", self.spurious), ("eoi-delayed", self.eoi_delayed)) if on]
+
+    @property
+    def urgent(self) -> bool:
+        """A row an operator must see before any other: a storm, or an event nothing handles."""
+        return self.storm or self.stalled
+
+    @property
+    def busiest(self) -> float:
+        """The larger of the raise and delivery rates: what "activity" orders by."""
+        return max(self.per_second, self.raised_per_second)
 
 
 def rates(before: Sample, after: Sample, storm_rate: float = STORM_RATE) -> list[Rate]:
@@ -140,11 +158,36 @@ def rates(before: Sample, after: Sample, storm_rate: float = STORM_RATE) -> list
         delta = max(r.total - prev.total, 0) if prev is not None else 0
         raised = _grew(r.raised, prev.raised if prev is not None else None)
         stalled = bool(r.pending and prev is not None and prev.pending and delta == 0)
-        per_second = max(delta, raised) / dt
-        out.append(Rate(r, delta, delta / dt, stalled, per_second >= storm_rate,
+        out.append(Rate(r, delta, delta / dt, stalled, max(delta, raised) / dt >= storm_rate,
                         _grew(r.spurious, prev.spurious if prev is not None else None),
-                        _grew(r.eoi_delayed, prev.eoi_delayed if prev is not None else None)))
+                        _grew(r.eoi_delayed, prev.eoi_delayed if prev is not None else None),
+                        raised, raised / dt))
     return out
+
+
+SORTS = ("port", "activity", "name")
+
+
+def row_order(key: str) -> tuple:
+    """A row key's place in numeric order: ports, then IRQs, by number; then xenbus devices by node."""
+    kind, _, rest = key.partition(" ")
+    number = int(rest) if rest.isdigit() else -1
+    return ({"port": 0, "irq": 1}.get(kind, 2), number, rest)
+
+
+def order(result: list[Rate], by: str = "port", name=lambda r: r.row.name) -> list[Rate]:
+    """The rows as a view shows them: urgent ones (storms, events nothing handles) first, then ``by``: "port"
+    (numeric), "activity" (the busiest first) or "name" (``name(rate)``, the text shown)."""
+    if by == "activity":
+        def key(r: Rate) -> tuple:
+            return (-r.busiest, row_order(r.row.key))
+    elif by == "name":
+        def key(r: Rate) -> tuple:
+            return (name(r), row_order(r.row.key))
+    else:
+        def key(r: Rate) -> tuple:
+            return row_order(r.row.key)
+    return sorted(result, key=lambda r: (not r.urgent, *key(r)))
 
 
 def _grew(now: int | None, then: int | None) -> int:

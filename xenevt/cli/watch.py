@@ -1,111 +1,193 @@
-"""``xenevt watch``: event activity per port (simulator) or per Xen IRQ (this guest), live."""
+"""``xenevt watch``: event activity per port (simulator) or per Xen IRQ (this guest), live.
+
+Three outputs, one loop: a live table on a terminal (urgent rows pinned at the top, cut to the screen), one
+plain line per row per sample when piped (as ``xentop -b``), one JSON object per sample with --json (NDJSON).
+"""
 
 from __future__ import annotations
 
 import time
 
 import click
-from rich.live import Live
-from rich.table import Table
 
-from ..activity import STORM_RATE
+from ..activity import SORTS, STORM_RATE
 from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domain_option, json_option, pass_ctx
 
-
-def _note(r, storm_rate: float) -> str:
-    notes = []
-    if r.storm:
-        notes.append(f"STORM: over {storm_rate:,.0f}/s")
-    if r.stalled:
-        notes.append("STALLED: pending, count not moving")
-    if r.spurious:
-        notes.append(f"{r.spurious} spurious")
-    if r.eoi_delayed:
-        notes.append(f"EOI delayed {r.eoi_delayed} jiffies")
-    return "; ".join(notes)
+NOTES = {"storm": "STORM", "stalled": "STALLED: pending, not delivered", "spurious": "spurious",
+         "eoi-delayed": "EOI delayed"}
 
 
-def _port_of(row, names, domain: int) -> int | None:
-    """The port a row counts: the simulator's rows say it; a /proc/interrupts row only where names tied it."""
-    return row.port if row.port is not None else names.irq_port(domain, row.key) if names is not None else None
+def _note(r) -> str:
+    words = []
+    for flag in r.flags:
+        text = NOTES[flag]
+        if flag == "spurious":
+            text = f"{r.spurious} spurious"
+        elif flag == "eoi-delayed":
+            text = f"EOI delayed {r.eoi_delayed} jiffies"
+        words.append(text)
+    return "; ".join(words)
 
 
-def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold", box=None)
-    for col in ("what", "name", "port name", "total", "per s", "raised", "PM", "note"):
-        t.add_column(col, justify="right" if col in ("total", "per s", "raised") else "left")
-    for r in sorted(rates, key=lambda r: (-r.per_second, r.row.key)):
+class _View:
+    """What each row is called and how the rows are ordered: the port's name where something names it (a vif
+    queue, the console), else what the row is (its state and peer, or the IRQ's handler)."""
+
+    def __init__(self, names, domain: int, sort: str):
+        self.names, self.domain, self.sort = names, domain, sort
+
+    def port(self, row) -> int | None:
+        """The port a row counts: the simulator's rows say it; a /proc/interrupts row only where names tied it."""
+        return row.port if row.port is not None else self.names.irq_port(self.domain, row.key)
+
+    def name(self, rate) -> str:
+        port = self.port(rate.row)
+        named = self.names.text(self.domain, port) if port is not None else ""
+        return named or rate.row.name
+
+    def ordered(self, result):
+        from ..activity import order
+
+        return order(result, self.sort, self.name)
+
+    def label(self, row) -> str:
+        """The row in the one way xenevt writes a port (``d0:5``); an IRQ or device as its key."""
+        port = row.port
+        return f"d{self.domain}:{port}" if port is not None else row.key
+
+    def json_row(self, r) -> dict:
         row = r.row
-        flags = ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
-        port = _port_of(row, names, domain)
-        t.add_row(row.key, row.name, names.text(domain, port) if names is not None and port is not None else "",
-                  str(row.total), f"{r.per_second:.1f}",
-                  "" if row.raised is None else str(row.raised), flags, _note(r, storm_rate),
-                  style="bold red" if r.stalled or r.storm else "yellow" if r.spurious or r.eoi_delayed else None)
+        port = self.port(row)
+        return {"key": row.key, "port": port, "what": row.name,
+                "name": self.names.field(self.domain, port) if port is not None else None,
+                "counts": row.counts, "total": row.total, "delivered": r.delta,
+                "delivered_per_second": round(r.per_second, 2), "raised_total": row.raised, "raised": r.raised,
+                "raised_per_second": round(r.raised_per_second, 2), "pending": row.pending, "masked": row.masked,
+                "flags": r.flags, "spurious_total": row.spurious, "spurious": r.spurious,
+                "jiffies_eoi_delayed_total": row.eoi_delayed, "jiffies_eoi_delayed": r.eoi_delayed}
+
+
+def _pm(row) -> str:
+    return ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
+
+
+def _rate(value: float, counted: bool = True) -> str:
+    return f"{value:,.1f}" if counted else ""
+
+
+def _table(title: str, result, view: _View, height: int | None = None):
+    """The live view: urgent rows first, then in ``view.sort`` order; with ``height`` (the screen's), cut to fit
+    with a last line saying how many rows are not shown."""
+    from rich.table import Table
+
+    rows = view.ordered(result)
+    hidden = 0
+    if height is not None:
+        room = max(height - 4, 1)  # the title, the header, the line saying what is cut, the cursor's line
+        if len(rows) > room:
+            hidden, rows = len(rows) - room + 1, rows[:room - 1]
+    caption = f"… {hidden} more row(s) (urgent first, then by {view.sort})" if hidden else None
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left", header_style="bold",
+              box=None, pad_edge=False)
+    for col in ("port", "name", "total", "raised/s", "deliv/s", "PM", "note"):
+        numeric = col in ("total", "raised/s", "deliv/s")
+        t.add_column(col, justify="right" if numeric else "left", no_wrap=True, min_width=len(col),
+                     overflow="ellipsis" if col in ("name", "note") else "fold",
+                     ratio=1 if col in ("name", "note") else None)
+    for r in rows:
+        row = r.row
+        t.add_row(view.label(row), view.name(r), str(row.total), _rate(r.raised_per_second, row.raised is not None),
+                  _rate(r.per_second), _pm(row), _note(r),
+                  style="bold red" if r.urgent else "yellow" if r.spurious or r.eoi_delayed else None)
     return t
+
+
+def _plain(out, stamp: str, result, view: _View) -> None:
+    """One line per row (piped text, as ``xentop -b``): time, port, total, raises/s, deliveries/s, PM, flags
+    (comma-separated, or -), then the name (the only field with spaces, so it comes last)."""
+    lines = [f"{stamp} {view.label(r.row)} {r.row.total} "
+             f"{r.raised_per_second:.1f} {r.per_second:.1f} {_pm(r.row) or '--'} {','.join(r.flags) or '-'} "
+             f"{view.name(r)}" for r in view.ordered(result)]
+    out.write("\n".join(lines) + ("\n" if lines else ""))
+    out.flush()
 
 
 @click.command("watch")
 @click.option("--interval", "-i", type=WATCH_INTERVAL, default=1.0, show_default=True,
               help="Seconds between samples.")
-@click.option("--once", is_flag=True, help="Take two samples one interval apart, print once, exit.")
-@click.option("--count", "-n", type=COUNT, default=None, help="Stop after N refreshes.")
+@click.option("--once", is_flag=True, help="One sample: two readings one interval apart, printed once.")
+@click.option("--count", "-n", type=COUNT, default=None, help="Stop after N samples (default: until Ctrl-C).")
+@click.option("--sort", "sort", type=click.Choice(SORTS), default="port", show_default=True,
+              help="Row order after the urgent rows (storms, events nothing handles), which come first.")
 @click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one row flagged as a storm.")
 @domain_option
 @json_option
 @pass_ctx
-def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
+def watch(c: Ctx, interval, once, count, sort, storm_rate, local_domain):
     """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
     device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
-    (a storm), and ports whose count stopped moving while their PENDING bit is set."""
-    from ..activity import Sample
-    from ..activity import rates as measure
+    (a storm), and ports whose count stopped moving while their PENDING bit is set.
 
-    def rates(a, b):
-        return measure(a, b, storm_rate)
+    On a terminal, a live table (storms and stalled ports pinned at the top); piped, one line per row per
+    sample; with --json, one JSON object per sample, one per line.
 
+    \b
+    Examples:
+      xenevt watch --sort activity
+      xenevt watch --json -n 3 -i 0.5 | jq '.rows[] | select(.flags != [])'
+    """
+    from ..activity import rates
+
+    if once:
+        count = 1
     d = c.domain(local_domain)
     host = c.host
-
-    def sample() -> Sample:
-        return host.activity(d)
-
     names = host.names(d)  # (a guest that may not list its own ports: named from its frontends' nodes)
+    view = _View(names, d, sort)
+    before = host.activity(d)
 
-    def name_field(row):
-        port = _port_of(row, names, d)
-        return names.field(d, port) if names is not None and port is not None else None
+    def samples():
+        nonlocal before
+        taken = 0
+        while count is None or taken < count:
+            time.sleep(interval)
+            after = host.activity(d)
+            yield rates(before, after, storm_rate), after.taken_at - before.taken_at, after.source
+            before = after
+            taken += 1
 
-    before = sample()
-    if once or c.json:
-        time.sleep(interval)
-        after = sample()
-        result = rates(before, after)
-        if c.json:
-            c.emit({"domain": d, "interval": round(after.taken_at - before.taken_at, 3), "rows": [
-                {"key": r.row.key, "name": r.row.name, "port": r.row.port, "counts": r.row.counts, "total": r.row.total,
-                 "per_second": round(r.per_second, 2), "raised": r.row.raised, "pending": r.row.pending,
-                 "masked": r.row.masked, "stalled": r.stalled, "storm": r.storm, "spurious": r.row.spurious,
-                 "spurious_since": r.spurious, "jiffies_eoi_delayed": r.row.eoi_delayed,
-                 "eoi_delayed_since": r.eoi_delayed, "port_name": name_field(r.row)} for r in result],
-                "storm_rate": storm_rate})
-        else:
-            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate, names, d))
+    if c.json:
+        for i, (result, dt, source) in enumerate(samples(), 1):
+            c.emit({"domain": d, "source": source, "sample": i, "interval": round(dt, 3), "storm_rate": storm_rate,
+                    "rows": [view.json_row(r) for r in view.ordered(result)]})
         return
-    shown = 0
+    if not c.stdout_is_terminal():
+        out = c.stdout
+        out.write("time port total raised/s deliv/s PM flags name\n")
+        for result, _, _ in samples():
+            _plain(out, time.strftime("%H:%M:%S"), result, view)
+        return
+    from rich.live import Live
+
+    con = c.out
+    with Live(console=con, auto_refresh=False, vertical_overflow="visible") as live:
+        for result, dt, source in samples():
+            _fit(con)
+            title = f"{source}: activity over {dt:.1f} s" + ("" if count == 1 else " (Ctrl-C to stop)")
+            live.update(_table(title, result, view, con.size.height), refresh=True)
+
+
+def _fit(con) -> None:
+    """The terminal's size now (it may have been resized; $LINES/$COLUMNS, which rich prefers, may be stale)."""
+    import os
+
     try:
-        with Live(console=c.out, auto_refresh=False) as live:
-            while count is None or shown < count:
-                time.sleep(interval)
-                after = sample()
-                live.update(_table(f"{after.source}: activity (every {interval:g} s, Ctrl-C to stop)",
-                                   rates(before, after), storm_rate, names, d), refresh=True)
-                before = after
-                shown += 1
-    except KeyboardInterrupt:
-        pass
+        size = os.get_terminal_size(con.file.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    con.size = (size.columns, size.lines)
 
 
 def register(cli: click.Group) -> None:
