@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the venv that tests pyproject's dependency floors: Debian 12's own python3 with its packaged
-# click 8.1.3, rich 13.3.1 and cffi 1.15.1 (what a real Xen host has), xenevt installed editable on top.
+# click 8.1.3, rich 13.3.1, cffi 1.15.1 and prometheus-client 0.16.0 (what a real Xen host has), xenevt installed editable on top.
 # Where Debian's packages cannot be had (not Debian, not root), the same versions come from PyPI instead.
 set -euo pipefail
 venv=${1:?usage: floor-venv.sh DIR}
@@ -11,7 +11,7 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 print(" ".join(re.sub(r">=", "==", d) for d in deps))
 PY
 )
-debs="python3-click python3-rich python3-cffi python3-pytest python3-hypothesis python3-venv python3-dev"
+debs="python3-click python3-rich python3-cffi python3-prometheus-client python3-pytest python3-hypothesis python3-venv python3-dev"
 if [ -x /usr/bin/python3 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     installed=$(dpkg-query -W -f='${db:Status-Status}\n' $debs 2>/dev/null | grep -cx installed || true)
     if [ "$installed" -ne "$(echo $debs | wc -w)" ]; then  # one not installed, or unknown to dpkg

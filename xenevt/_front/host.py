@@ -109,9 +109,15 @@ class Host:
     def _fresh(self) -> Backend:
         """A read view as it is now: a read-only simulated host is the copy mapped when it was opened, so it is
         opened again (a read-write one is live)."""
+        self.refresh()
+        return self._backend(read_only=True)
+
+    def refresh(self) -> None:
+        """Look again: a host that has only looked (no call acted) reads a simulated host as one consistent copy,
+        taken on the first look; the next look after ``refresh()`` takes a new one.  Xen's views, and a host that
+        has acted, are always live.  ``host.refresh(); host.ports(0)``"""
         if False not in self._backends and True in self._backends:
             self._backends.pop(True).shutdown()
-        return self._backend(read_only=True)
 
     @property
     def state(self) -> str | None:
@@ -276,12 +282,13 @@ class Host:
         return encode_raw(self, source or Source.live())
 
     def doctor(self, source: Source | None = None, *, domains: Iterable[int] = (), interval: float | None = None,
-               since: str | None = None, storm_rate: float | None = None, stuck_after: float | None = None,
+               since: str | Diagnosis | None = None, storm_rate: float | None = None, stuck_after: float | None = None,
                save: str | None = None) -> Diagnosis:
         """Examine event channels for stuck ports (doctor's rules) from ``source`` (default: the host's own view
         of every domain, or of ``domains``).  Two samples give rates, storms and ports stuck across them: take
-        the second ``interval`` seconds after the first, or compare with an earlier snapshot ``since`` (saved
-        with ``save``).  Returns the Diagnosis: the verdict, the findings, what went unread.
+        the second ``interval`` seconds after the first, or compare with an earlier sample ``since``: a snapshot
+        saved with ``save``, or an earlier Diagnosis (a monitor's previous round).  Returns the Diagnosis: the
+        verdict, the findings, what went unread.
 
         Example::
 
@@ -306,7 +313,7 @@ def read_dump(source: Source, *, all_words: bool = False, backend: str | None = 
 
 
 def doctor(source: Source | None = None, *, domains: Iterable[int] = (), interval: float | None = None,
-           since: str | None = None, backend: str | None = None, state: str | None = None) -> Diagnosis:
+           since: str | Diagnosis | None = None, backend: str | None = None, state: str | None = None) -> Diagnosis:
     """``Host.doctor`` of a host opened for this one call (a file opens none).
     ``xenevt.doctor(xenevt.Source.edump("e.txt")).verdict``"""
     with open(backend, state) as host:

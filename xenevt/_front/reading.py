@@ -177,14 +177,14 @@ def evidence(host: Host, source: Source, domains: tuple[int, ...] = ()) -> Evide
 
 
 def doctor(host: Host, source: Source, domains: tuple[int, ...] = (), interval: float | None = None,
-           since: str | None = None, storm_rate: float | None = None, stuck_after: float | None = None,
+           since: str | Diagnosis | None = None, storm_rate: float | None = None, stuck_after: float | None = None,
            save: str | None = None) -> Diagnosis:
     from ..evidence import doctor as rules
     from ..evidence.model import Evidence
 
     if interval is not None and (since or source.kind != "live"):
         raise UsageError("--interval samples the backend twice: not with --since, --edump, --lsevtchn or --from")
-    prior = Evidence.load(since) if since else None
+    prior = since.evidence if isinstance(since, Diagnosis) else Evidence.load(since) if since else None
     if interval is not None:
         prior = evidence(host, source, domains)
         time.sleep(interval)

@@ -39,6 +39,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dump": ("dump", 'FIFO: queues per vCPU and priority as LINK chains (walked without changing a '
                   'bit), READY bits, and every event word that is not the boot default, with its '
                   'PENDING/MASKED/LINKED/BUSY flags.'),
+    "exporter": ("exporter", 'Serve event-channel metrics for Prometheus: ports by state and the limit per '
+                          'domain, pending and masked ports, READY queues per vCPU, event counters, '
+                          "doctor's findings by rule, and the collection's own health."),
     "info": ("inspect", 'Which backend runs, and what it sees (domains, vCPUs, ports, ABI).'),
     "list": ("inspect", 'Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.'),
     "mask": ("ports", 'Set MASKED on PORT: events stay pending, nothing is queued or delivered.'),

@@ -1,0 +1,123 @@
+"""``xenevt exporter``: event-channel metrics for Prometheus, served over HTTP or written for node_exporter."""
+
+from __future__ import annotations
+
+import click
+
+from ..activity import STORM_RATE
+from .context import COLLECT_INTERVAL, COLLECT_TIMEOUT, RATE, TOP, Ctx, pass_ctx
+
+DEFAULT_LISTEN = "127.0.0.1:9874"
+SHIPPED = {"rules": "xenevt-alerts.yml", "dashboard": "xenevt-dashboard.json", "systemd": "xenevt-exporter.service"}
+
+
+class Listen(click.ParamType):
+    """ADDR:PORT, [IPv6]:PORT or :PORT (every address); the port 1-65535."""
+
+    name = "ADDR:PORT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value)
+        addr, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"{text!r} is not ADDR:PORT (a port 1-65535: 127.0.0.1:9874, [::1]:9874, :9874)", param, ctx)
+        if addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]
+        elif ":" in addr:
+            self.fail(f"{text!r}: an IPv6 address goes in brackets ([::1]:9874)", param, ctx)
+        import ipaddress
+
+        if addr:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                if not all(part.isalnum() or part.replace("-", "").isalnum() for part in addr.split(".")):
+                    self.fail(f"{text!r}: {addr!r} is neither an IP address nor a host name", param, ctx)
+        return (addr or "0.0.0.0", int(port))
+
+
+@click.command("exporter")
+@click.option("--listen", type=Listen(), default=DEFAULT_LISTEN, show_default=True,
+              help="Serve /metrics on this address (loopback by default).")
+@click.option("--textfile", metavar="DIR", default=None,
+              help="Write DIR/xenevt.prom for node_exporter's textfile collector instead of serving (atomic rename).")
+@click.option("--once", is_flag=True, help="One collection, then exit (to stdout without --textfile).")
+@click.option("--interval", "-i", type=COLLECT_INTERVAL, default=15.0, show_default=True, metavar="S",
+              help="Seconds between collections.")
+@click.option("--timeout", type=COLLECT_TIMEOUT, default=10.0, show_default=True, metavar="S",
+              help="A collection taking longer is reported failed; the last one stays served.")
+@click.option("--ports", "port_series", type=click.Choice(["named", "all", "none"]), default="named",
+              show_default=True, help="Per-port event series: ports something names (devices, console, "
+              "xenstore), every port, or none.")
+@click.option("--top", type=TOP, default=10, show_default=True, metavar="N",
+              help="Also the N busiest other ports since the last collection.")
+@click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
+              help="Events per second on one port or IRQ that doctor calls a storm.")
+@click.option("--print", "show", type=click.Choice(sorted(SHIPPED)), default=None,
+              help="Print a shipped file (Prometheus alert rules, Grafana dashboard, systemd unit) and exit.")
+@pass_ctx
+def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top, storm_rate, show):
+    """Serve event-channel metrics for Prometheus: ports by state and the limit per domain, pending and masked
+    ports, READY queues per vCPU, event counters, doctor's findings by rule, and the collection's own health.
+
+    \b
+    Examples:
+      xenevt exporter                                  # http://127.0.0.1:9874/metrics
+      xenevt exporter --once | promtool check metrics
+      xenevt exporter --textfile /var/lib/prometheus/node-exporter --interval 30
+      xenevt exporter --print rules > /etc/prometheus/rules/xenevt.yml
+    """
+    if show is not None:
+        from importlib.resources import files
+
+        c.stdout.write((files("xenevt.metrics") / "data" / SHIPPED[show]).read_text())
+        return
+    import signal
+    import threading
+
+    from ..metrics.serve import Exporter, exposition, registry, serve, write_textfile
+
+    ex = Exporter(c.host, timeout=timeout, ports=port_series, top=top, storm_rate=storm_rate)
+    reg = registry(ex)
+    if once:
+        r = ex.round()
+        if r is not None and r.failed.get("evidence"):
+            c.note(f"xenevt: exporter: {r.failed['evidence']}")
+        data = exposition(reg)
+        if textfile:
+            write_textfile(textfile, data)
+        else:
+            c.stdout.write(data.decode())
+            c.stdout.flush()
+        return 0 if r is not None and r.diagnosis is not None else 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # (systemd's stop: the loop ends, the port is closed)
+    if textfile:
+        while not stop.is_set():
+            ex.round()
+            write_textfile(textfile, exposition(reg))
+            stop.wait(interval)
+        return 0
+    addr, port = listen
+
+    def ready(where) -> None:
+        shown = f"[{where[0]}]" if ":" in where[0] else where[0]
+        c.note(f"xenevt: exporter: serving http://{shown}:{where[1]}/metrics, a collection every {interval:g} s")
+
+    try:
+        serve(ex, reg, addr, port, interval, stop, ready)
+    except OSError as e:
+        import errno
+
+        from ..errors import XenevtError
+
+        name = errno.errorcode.get(e.errno or 0, "")
+        raise XenevtError(f"exporter: cannot listen on {addr}:{port}: {(e.strerror or str(e)).lower()}"
+                          + (f" [{name}]" if name else "")) from None
+    return 0
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(exporter)

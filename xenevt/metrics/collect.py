@@ -1,0 +1,204 @@
+"""One collection: a doctor round over the whole host (its evidence is every fact the metrics need) turned into
+Prometheus metric families.
+
+Everything comes from one ``Host.doctor`` call: the ports of every domain with their state and event-word
+flags, each vCPU's READY bits and control block, the limits, the event counters (the simulator's per port,
+/proc/interrupts' per IRQ, the xenbus devices'), the ports' names and the findings, the previous round's sample
+giving the rules their rates.  Per-port series are bounded: the ports something names (a device's, xenstore's,
+a console's: a few per guest) and the ``top`` busiest others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+    from .. import Diagnosis, Host
+
+PREFIX = "xenevt"
+PORT_STATES = ("unbound", "interdomain", "virq", "ipi", "pirq")
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass
+class Round:
+    """What one collection produced: the families to serve, the diagnosis (the next round's ``since``), and
+    what failed."""
+
+    families: list[Metric]
+    diagnosis: Diagnosis | None
+    seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # source -> why
+
+
+def collect(host: Host, previous: Diagnosis | None = None, *, ports: str = "named", top: int = 10,
+            storm_rate: float | None = None) -> Round:
+    """One round over ``host`` (refreshed first: a simulated host is read as a new consistent copy).  ``ports``:
+    which ports get per-port event series, "named", "all" or "none" (plus the ``top`` busiest others since the
+    previous round)."""
+    from .. import XenevtError
+
+    t0 = time.monotonic()
+    host.refresh()
+    failed: dict[str, str] = {}
+    try:
+        diagnosis = host.doctor(since=previous, storm_rate=storm_rate)
+    except XenevtError as e:
+        failed["evidence"] = str(e)
+        return Round(_health(failed, time.monotonic() - t0, 0), None, time.monotonic() - t0, failed)
+    families = _families(diagnosis, previous, ports, top, failed)
+    seconds = time.monotonic() - t0
+    families += _health(failed, seconds, len(diagnosis.unread))
+    return Round(families, diagnosis, seconds, failed)
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...]) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...]) -> Any:
+    from prometheus_client.core import CounterMetricFamily
+
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+
+
+def _families(dg: Diagnosis, previous: Diagnosis | None, which: str, top: int, failed: dict[str, str]) -> list:
+    ev = dg.evidence
+    names = dg.names
+    if names is not None and any(n.startswith("no xenstore names") for n in names.notes):
+        failed["names"] = next(n for n in names.notes if n.startswith("no xenstore names"))
+    D = ("domain",)
+    info = _gauge("domain_info", "A domain the host lists, with its event-channel ABI (1 per domain).",
+                  ("domain", "abi"))
+    ports = _gauge("ports", "Open event channels by state.", ("domain", "state"))
+    limit = _gauge("port_limit", "The domain's event-channel limit (ports 0 to limit-1 may be bound).", D)
+    pending = _gauge("ports_pending", "Ports whose event is pending.", D)
+    pend_masked = _gauge("ports_pending_masked", "Ports pending and masked: their event waits for an unmask.", D)
+    linked = _gauge("ports_linked", "FIFO: ports LINKED on a queue (events queued, not yet consumed).", D)
+    ready = _gauge("vcpu_ready_queues", "FIFO: the vCPU's control block's READY bits set (queues with events).",
+                   ("domain", "vcpu"))
+    block = _gauge("vcpu_control_block", "FIFO: 1 where the vCPU registered a control block, 0 where it did not.",
+                   ("domain", "vcpu"))
+    dying = _gauge("domain_dying", "1 for a domain the hypervisor lists as dying (destroyed, not yet gone).", D)
+    events = _counter("domain_events", "Events the domain's kernel handled (deliveries, Xen interrupts).", D)
+    raised = _counter("domain_events_raised", "Events Xen raised on the domain's ports (where the source counts "
+                      "raises: the simulator).", D)
+    row_events = _counter("port_events", "Events handled per port or Xen IRQ (named ports and the busiest).",
+                          ("domain", "port", "irq", "device"))
+    row_raised = _counter("port_events_raised", "Events Xen raised per port (the simulator), as port_events.",
+                          ("domain", "port", "irq", "device"))
+    spurious = _counter("xenbus_spurious_events", "A xenbus device's spurious events (no work found).",
+                        ("domain", "device"))
+    eoi = _counter("xenbus_eoi_delayed_jiffies", "Jiffies a xenbus device's EOIs were held back (Linux's "
+                   "lateeoi throttling a peer).", ("domain", "device"))
+    old = previous.evidence.domains if previous is not None else {}
+    for d, dom in sorted(ev.domains.items()):
+        dl = str(d)
+        info.add_metric([dl, dom.abi or "unknown"], 1)
+        by_state = dict.fromkeys(PORT_STATES, 0)
+        n_pending = n_pm = n_linked = 0
+        for pf in dom.ports.values():
+            if pf.state in by_state:
+                by_state[pf.state] += 1
+            if pf.pending:
+                n_pending += 1
+                if pf.masked:
+                    n_pm += 1
+            if pf.linked:
+                n_linked += 1
+        for state, n in by_state.items():
+            ports.add_metric([dl, state], n)
+        if dom.max_ports is not None:
+            limit.add_metric([dl], dom.max_ports)
+        pending.add_metric([dl], n_pending)
+        pend_masked.add_metric([dl], n_pm)
+        if dom.abi == "FIFO":
+            linked.add_metric([dl], n_linked)
+        for v, vf in sorted(dom.vcpus.items()):
+            if vf.control_block is not None:
+                block.add_metric([dl, str(v)], int(vf.control_block))
+            if vf.ready is not None:
+                ready.add_metric([dl, str(v)], bin(vf.ready).count("1"))
+        if dom.dying is not None:
+            dying.add_metric([dl], int(dom.dying))
+        handled = [c.handled for c in dom.counters if c.handled is not None and not c.key.startswith("xenbus ")]
+        if handled:
+            events.add_metric([dl], sum(handled))
+        raises = [c.raised for c in dom.counters if c.raised is not None]
+        if raises:
+            raised.add_metric([dl], sum(raises))
+        before = {c.key: c for c in old[d].counters} if d in old else {}
+        for c in _rows(dom.counters, before, names, d, which, top):
+            device = _device(names, d, c.port)
+            labels = [dl, "" if c.port is None else str(c.port), c.key[4:] if c.key.startswith("irq ") else "",
+                      device]
+            if c.handled is not None:
+                row_events.add_metric(labels, c.handled)
+            if c.raised is not None:
+                row_raised.add_metric(labels, c.raised)
+        for c in dom.counters:
+            if c.key.startswith("xenbus "):
+                node = c.key[len("xenbus "):]
+                if c.spurious is not None:
+                    spurious.add_metric([dl, node], c.spurious)
+                if c.eoi_delayed is not None:
+                    eoi.add_metric([dl, node], c.eoi_delayed)
+    findings = _gauge("findings", "doctor's findings by domain, rule and severity (only those found).",
+                      ("domain", "rule", "severity"))
+    count: dict[tuple[str, str, str], int] = {}
+    for f in dg.findings:
+        key = (str(f.domain), f.rule, f.severity)
+        count[key] = count.get(key, 0) + 1
+    for key, n in sorted(count.items()):
+        findings.add_metric(list(key), n)
+    verdict = _gauge("doctor_verdict", "doctor's verdict over the host: 1 for the one that holds.", ("verdict",))
+    for word in ("healthy", "problems", "inconclusive"):
+        verdict.add_metric([word], int(dg.verdict == word))
+    return [info, ports, limit, pending, pend_masked, linked, ready, block, dying, events, raised, row_events,
+            row_raised, spurious, eoi, findings, verdict]
+
+
+def _rows(counters, before: dict, names, domain: int, which: str, top: int) -> list:
+    """The port and IRQ rows that get their own series: named ones ("named"), every one ("all") or none, and the
+    ``top`` busiest of the others since the previous round."""
+    rows = [c for c in counters if not c.key.startswith("xenbus ")]
+    if which == "all":
+        return rows
+    keep = [c for c in rows if which == "named" and _device(names, domain, c.port)]
+    if top > 0:
+        kept = {c.key for c in keep}
+
+        def moved(c) -> int:
+            b = before.get(c.key)
+            now = max(c.handled or 0, c.raised or 0)
+            then = max(b.handled or 0, b.raised or 0) if b is not None else now
+            return now - then
+
+        busy = sorted((c for c in rows if c.key not in kept), key=moved, reverse=True)
+        keep += [c for c in busy[:top] if moved(c) > 0]
+    return keep
+
+
+def _device(names, domain: int, port: int | None) -> str:
+    """The port's device name where something names it ("vif 0 queue 0 tx", "console"), else ""."""
+    if names is None or port is None:
+        return ""
+    return names.text(domain, port)
+
+
+def _health(failed: dict[str, str], seconds: float, unread: int) -> list:
+    ok = _gauge("collect_success", "1 where the source was read in the last collection, 0 where it failed.",
+                ("source",))
+    for source in ("evidence", "names"):
+        ok.add_metric([source], 0 if source in failed else 1)
+    took = _gauge("collect_duration_seconds", "Seconds the last collection took.", ())
+    took.add_metric([], round(seconds, 6))
+    left = _gauge("evidence_unread", "Items of evidence the last collection could not read (doctor's unread).", ())
+    left.add_metric([], unread)
+    return [ok, took, left]
