@@ -50,7 +50,7 @@ def layout(mem, *, two_level=False, offline=(), cut_segment=False, in_shared=(),
     ``mem`` as Linux holds it.  ``slide``: the kernel image runs that far above its link-time addresses (KASLR):
     the segments sit there and pointers into the image are moved by it; per-CPU offsets and the direct map are
     not."""
-    from xenevt.dump.model import abi_of
+    from xenevt.dump.decode import abi_of
 
     l2 = abi_of(mem) == "2-level"
     two_level = two_level or l2

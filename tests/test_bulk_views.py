@@ -335,7 +335,7 @@ def test_the_read_host_finishes_an_update_cut_short_in_its_copy(tmp_path):
 
 def test_unusual_words_are_found_over_the_whole_array():
     from xenevt import abi
-    from xenevt.dump.model import _unusual
+    from xenevt.dump.decode import _unusual
 
     m = abi.WORD_MASKED
     words = [0, m, 1, m | 1, 1 << 16, 1 << 8, abi.WORD_PENDING, abi.WORD_LINKED | 5, m | abi.WORD_BUSY, 0, m] * 37

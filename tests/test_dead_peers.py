@@ -209,7 +209,7 @@ def test_doctor_after_sim_destroy(host, capsys, tmp_path):
 
 # --- the real backend's sources, on stand-ins --------------------------------------------------------------
 def test_limits_from_xl_list(tmp_path, monkeypatch):
-    from xenevt.backend.xen import _xl_limits
+    from xenevt.backend.xen.hostinfo import xl_limits as _xl_limits
 
     fake = tmp_path / "xl"
     configs = [{"domid": 0, "config": {}}, {"domid": 3, "config": {"b_info": {"event_channels": 2047}}},

@@ -94,7 +94,7 @@ def _one_image(host: Host, source: Source) -> EventImage:
 
 
 def dump(host: Host, source: Source, all_words: bool = False) -> list[DomainDump | TwoLevelDump]:
-    from ..dump.model import build_dump
+    from ..dump.decode import build_dump
 
     dumps = []
     for src in open_memory(host, source):

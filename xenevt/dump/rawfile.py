@@ -54,8 +54,8 @@ from ..engine import Chan, DomainMemory
 from ..engine.layout import CHAN, CHAN_FIELDS, GUEST_VCPU, L2_WORDS, MAX_VCPUS, VCPU_INFO_SIZE
 from ..errors import MiB, XenevtError, read_input
 from ..ports import chan_is_open, chan_problem, chan_status
+from .decode import abi_of
 from .frames import CPU_MASK_SIZE, from_frames, from_shared_info
-from .model import abi_of
 
 MAGIC = b"XENEVTDP"
 VERSION = 2

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from .layout import Chan, DomainMemory, Geometry, LayoutError
+from .domainmem import DomainMemory
+from .layout import Chan, Geometry, LayoutError
 
 __all__ = ["Chan", "Consume", "DomainMemory", "Err", "Geometry", "LayoutError", "SP", "Walk", "engine_for",
            "twolevel_for"]

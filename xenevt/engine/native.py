@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .. import abi
 from .._native import ffi, lib
-from .layout import CB_STATE_OFFSET, HEADER_FIELDS, DomainMemory, LayoutError
+from .domainmem import DomainMemory
+from .layout import CB_STATE_OFFSET, HEADER_FIELDS, LayoutError
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import abi
 from .codes import CHAN_DEFERRED, SP, Err, Walk
-from .layout import DomainMemory
+from .domainmem import DomainMemory
 
 Q = abi.EVTCHN_FIFO_MAX_QUEUES
 LINK_MASK = abi.EVTCHN_FIFO_LINK_MASK

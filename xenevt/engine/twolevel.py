@@ -17,7 +17,7 @@ import struct
 
 from .. import abi
 from .codes import SP, Consume, Err
-from .layout import DomainMemory
+from .domainmem import DomainMemory
 
 WORDS = 64  # xen_ulong_t words per bitmap, and bits per word (64-bit guest)
 NR_PORTS = abi.EVTCHN_2L_NR_CHANNELS

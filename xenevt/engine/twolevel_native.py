@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .._native import ffi, lib
 from .codes import Err
-from .layout import L2_MASK, L2_PENDING, L2_SHARED_VCPUS, DomainMemory, LayoutError
+from .domainmem import DomainMemory
+from .layout import L2_MASK, L2_PENDING, L2_SHARED_VCPUS, LayoutError
 
 
 class NativeTwoLevel:

@@ -15,6 +15,9 @@ cannot be read, or a value Xen cannot print, is recorded as unread (the line
 and the field), never a failure and never a silently shown fact; lines that
 do not look like dump lines (other console output) are counted and ignored.
 Only the last dump in the text is read.  A text with no dump at all is an error.
+
+One module of about 450 lines on purpose: the patterns and the three readings of a port line (one pattern for
+the commonest, the exact print, field by field) must agree on every field Xen prints, so they sit side by side.
 """
 
 from __future__ import annotations

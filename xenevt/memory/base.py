@@ -89,7 +89,7 @@ class EventImage:
     @property
     def abi(self) -> str:
         """"FIFO" or "2-level"."""
-        from ..dump.model import abi_of
+        from ..dump.decode import abi_of
 
         return abi_of(self.mem)
 

@@ -11,7 +11,7 @@ not choose backends.
 from __future__ import annotations
 
 from .. import abi
-from ..dump.model import abi_of
+from ..dump.decode import abi_of
 from ..engine import DomainMemory
 from ..ports import PortStatus
 from .base import EventImage, MemoryBackend, MemorySource

@@ -44,6 +44,7 @@ A file ``statefile.check_file`` refuses is reported as its one line and cannot b
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .. import abi
@@ -134,17 +135,17 @@ def _record_findings(host: SimHost, dom: SimDomain, two_level: bool) -> list[Fin
             if (ch.priority, ch.flags & ~CHAN_DEFERRED, ch.notify_vcpu, ch.remote_dom, ch.aux, ch.remote_port) != \
                     (abi.EVTCHN_FIFO_PRIORITY_DEFAULT, 0, 0, 0, 0, 0):
                 out.append(Finding(where, "channel", "a closed port's record keeps fields of its last binding "
-                                   "(a close cut short)", lambda port=port: _clean_free(dom, port)))
+                                   "(a close cut short)", partial(_clean_free, dom, port)))
             elif word is not None and word & abi.WORD_PENDING and not ch.flags & CHAN_DEFERRED:
                 out.append(Finding(where, "word.pending", "PENDING on a closed port (Xen's close clears it)",
-                                   lambda port=port: _clean_free(dom, port)))
+                                   partial(_clean_free, dom, port)))
             continue
         ch = mem.chan(port)
         word = mem.word(port)
         # (on 2-level there are no event words: every port below 4096 has its bits, and Xen binds none past it)
         if not two_level and word is None:
             out.append(Finding(where, "event_word", f"bound, but the event array has no word for it "
-                               f"({mem.nr_ports} ports)", lambda port=port: _expand(host, dom, port)))
+                               f"({mem.nr_ports} ports)", partial(_expand, host, dom, port)))
         if state == ECS_INTERDOMAIN:
             rdom = host.domains.get(ch.remote_dom)
             rch = rdom.mem.chan(ch.remote_port) if rdom is not None else None
@@ -158,7 +159,7 @@ def _record_findings(host: SimHost, dom: SimDomain, two_level: bool) -> list[Fin
                 else:
                     what = f"which is {_STATE_NAMES.get(rch.state, f'in state {rch.state}')}"
                 out.append(Finding(where, "remote_port", f"names port {ch.remote_port} of domain {ch.remote_dom}, "
-                                   f"{what}: the peers disagree", lambda port=port: _unbind(dom, port)))
+                                   f"{what}: the peers disagree", partial(_unbind, dom, port)))
     return out
 
 

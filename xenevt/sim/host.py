@@ -14,10 +14,11 @@ record and the recovery that replays it (journal.py); ``consumers`` one consumer
 ``binds`` and ``xen`` the hypercalls (binds.py, hypercalls.py); ``guest`` the guest kernel's own acts (guest.py);
 ``reader`` the status reads in bulk (reader.py); ``console`` the 'e' debug key (console.py); ``frames`` foreign
 mappings (foreign.py); ``xenstore`` the nodes that name ports (xenstore.py).  A host opened only to inspect is
-readhost.SimReadHost, made of the read parts alone.
+readhost.SimReadHost, made of the read parts alone; both are a HostView (view.py), which holds the read parts and
+gives the file's facts and the read calls.
 
-SimHost's calls are its parts' methods, bound here by name (no wrapper frame on the notify path); everyone else
-uses SimHost and the functions here.
+SimHost's calls are its parts' methods, bound by name (here and in HostView: no wrapper frame on the notify path);
+everyone else uses SimHost and the functions here.
 """
 
 from __future__ import annotations
@@ -37,19 +38,20 @@ from .guest import CONSUME_BATCH, GuestKernel
 from .hotpath import HotPath
 from .hypercalls import Hypercalls
 from .journal import Journal
-from .reader import Reader, host_info
+from .reader import Reader
 from .readhost import SimReadHost
-from .statedir import StateDir, default_state_dir
+from .statedir import default_state_dir
 from .statefile import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS
 from .stats import STATS_NAME, Stats
 from .store import HostFile
+from .view import HostView
 from .xenstore import XENSTORE_NAME, SimXenstore
 
 __all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
            "SimHost", "SimReadHost", "XENSTORE_NAME", "chan_status", "create_host", "default_state_dir"]
 
 
-class SimHost:
+class SimHost(HostView):
     """An open simulated host.  Calls take the calling domain first, as hypercalls do."""
 
     def __init__(self, state_dir: str | None = None, read_only: bool = False, recover: bool = True,
@@ -62,23 +64,22 @@ class SimHost:
         left one half written; redoing it writes it whole); read-only, into the private copy only.  ``sim
         check`` opens with ``recover=False, check_records=False`` to see and judge the file as it is.
         """
-        self.file = file = HostFile(state_dir or default_state_dir(), read_only)
-        self.stats = Stats(file)
-        self.hot = HotPath(file, self.stats)
-        self.access = Access(file)
-        self.effects = Effects(file, self.stats)
+        file = HostFile(state_dir or default_state_dir(), read_only)
+        stats = Stats(file)
+        self.hot = hot = HotPath(file, stats)
+        access = Access(file)
+        self.effects = Effects(file, stats)
         self.consumers = Consumers(file, self.effects)
         self.journal = Journal(file, self.effects, self.consumers)
-        self.binds = Binds(file, self.access, self.effects, self.journal, self.hot)
-        self.xen = Hypercalls(file, self.access, self.effects, self.journal, self.hot)
-        self.guest = GuestKernel(file, self.access, self.effects, self.consumers, self.hot, self.stats)
-        self.reader = Reader(file, self.access, self.hot)
-        self.frames = ForeignFrames(file, self.access)
-        self.console = Console(file, self.reader)
-        self.xenstore = SimXenstore(file, self.access, self.binds)
+        self.binds = Binds(file, access, self.effects, self.journal, hot)
+        self.xen = Hypercalls(file, access, self.effects, self.journal, hot)
+        self.guest = GuestKernel(file, access, self.effects, self.consumers, hot, stats)
+        reader = Reader(file, access, hot)
+        super().__init__(file, stats, access, reader, ForeignFrames(file, access), Console(file, reader),
+                         SimXenstore(file, access, self.binds))
 
-        # the calls others make, each its part's own method
-        binds, xen, guest, access = self.binds, self.xen, self.guest, self.access
+        # the calls others make that change the host, each its part's own method (the reads: HostView's)
+        binds, xen, guest = self.binds, self.xen, self.guest
         self.alloc_unbound = binds.alloc_unbound
         self.bind_interdomain = binds.bind_interdomain
         self.bind_virq = binds.bind_virq
@@ -100,19 +101,6 @@ class SimHost:
         self.claim_vcpu = guest.claim_vcpu
         self.consume = guest.consume
         self.consumer_live = self.consumers.live
-        self.status = self.reader.status
-        self.port_table = self.reader.port_table
-        self.list_ports = self.reader.list_ports
-        self.domain = access.domain
-        self.permit = access.permit
-        self.permit_host = access.permit_host
-        self.may = access.may
-        self.check_access = access.check_access
-        self.debug_key_e = self.console.debug_key_e
-        self.gfns = self.frames.gfns
-        self.frame_offsets = self.frames.frame_offsets
-        self.read_frames = self.frames.read_frames
-        self.xenstore_nodes = self.xenstore.xenstore_nodes
         self.device_add = self.xenstore.device_add
 
         if recover:
@@ -128,41 +116,6 @@ class SimHost:
 
         file.open(at_open)
 
-    # --- the open file's facts --------------------------------------------------------------------------------
-    @property
-    def domains(self) -> dict[int, SimDomain]:
-        return self.file.domains
-
-    @property
-    def gone(self) -> dict[int, SimDomain]:
-        """Destroyed domains (DOM_GONE): no hypercall finds them."""
-        return self.file.gone
-
-    @property
-    def recovered(self) -> list[str]:
-        """What recovery finished, one line each (sim check, the kill campaign)."""
-        return self.file.recovered
-
-    @property
-    def path(self) -> str:
-        return self.file.path
-
-    @property
-    def state_dir(self) -> str:
-        return self.file.state_dir
-
-    @property
-    def dir(self) -> StateDir:
-        return self.file.dir
-
-    @property
-    def read_only(self) -> bool:
-        return self.file.read_only
-
-    @property
-    def xen_version(self) -> str:
-        return self.file.xen_version
-
     def fileno(self) -> int:
         return self.file.fd
 
@@ -173,24 +126,10 @@ class SimHost:
     def check_current(self) -> None:
         self.file.check_current()
 
-    def counters(self, domid: int) -> list[tuple[int, int]]:
-        """(raised, delivered) per port of the domain, since the host was made."""
-        return self.stats.counters(self.access.domain(domid, "count events of"))
-
-    def info(self) -> dict:
-        return host_info(self.file, self.frames)
-
     def close(self) -> None:
-        """The parts with views of the mappings first (the C hot path, the counters, the consumers' pids)."""
+        """The parts with views of the mappings first (the C hot path, the consumers' pids, then the view's)."""
         if self.file.closed:
             return
         self.hot.close()
-        self.stats.close()
         self.consumers.release()
-        self.file.close()
-
-    def __enter__(self) -> SimHost:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()

@@ -8,8 +8,10 @@ and Linux's saved scan position.  Each repair says what it did, in one line.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .. import abi
@@ -29,7 +31,7 @@ class Finding:
     where: str  # "domain 0 port 5", "domain 1 vCPU 0 queue 7", "journal"
     field: str
     why: str
-    repair: Callable[[], str] | None = field(default=None, repr=False)  # returns what it did
+    repair: Callable[[], str] | None = dataclasses.field(default=None, repr=False)  # returns what it did
 
     def line(self) -> str:
         return f"{self.where}: {self.field}: {self.why}"
@@ -95,7 +97,7 @@ def queue_findings(effects: Effects, dom: SimDomain, vcpu: int,
         mine = linked.get((vcpu, prio), set())
         ghead, chead, chain, after, ready = _queue_state(mem, vcpu, prio, mine)
         where = f"domain {dom.domid} vCPU {vcpu} queue {prio}"
-        fix = _once(lambda prio=prio: _repair_queue(effects, dom, vcpu, prio))
+        fix = _once(partial(_repair_queue, effects, dom, vcpu, prio))
         found: list[Finding] = []
         if ghead and ghead not in mine:
             found.append(Finding(where, "local_head", f"the guest's local head names port {ghead}, which is not "
@@ -130,18 +132,31 @@ def _repair_queue(effects: Effects, dom: SimDomain, vcpu: int, prio: int) -> str
     mem = dom.mem
     mine = linked_ports(mem).get((vcpu, prio), set())
     done = []
+
+    def word(port: int) -> int:  # (every port here is one the queue's walk found a word for)
+        w = mem.word(port)
+        if w is None:
+            raise ValueError(f"domain {dom.domid} port {port}: no event word")
+        return w
+
+    def control_block() -> memoryview:
+        cb = mem.control_block(vcpu)
+        if cb is None:
+            raise ValueError(f"domain {dom.domid} vCPU {vcpu}: no control block")
+        return cb
+
     with mem.guest(vcpu) as g:
         if g[1 + prio] and g[1 + prio] not in mine:
             g[1 + prio] = 0
             done.append("cleared the local head")
     ghead, _, chain, after, ready = _queue_state(mem, vcpu, prio, mine)
     if chain and after:
-        mem.set_word(chain[-1], mem.word(chain[-1]) & ~_LINK)
+        mem.set_word(chain[-1], word(chain[-1]) & ~_LINK)
         done.append(f"ended the chain at port {chain[-1]}")
     lost = mine - set(chain)
-    links = {p: mem.word(p) & _LINK for p in lost}
+    links = {p: word(p) & _LINK for p in lost}
     for p in lost:
-        mem.set_word(p, mem.word(p) & ~(abi.WORD_LINKED | _LINK))
+        mem.set_word(p, word(p) & ~(abi.WORD_LINKED | _LINK))
     with mem.tails() as tails:
         tails[vcpu * Q + prio] = chain[-1] if chain else 0
     bit = 1 << prio
@@ -150,12 +165,12 @@ def _repair_queue(effects: Effects, dom: SimDomain, vcpu: int, prio: int) -> str
             with mem.guest(vcpu) as g:
                 g[0] |= bit
         else:
-            with mem.control_block(vcpu) as cb:
+            with control_block() as cb:
                 cb[0] |= bit
             effects.kick(dom, vcpu)
         done.append("set READY")
     elif not chain and ready:
-        with mem.guest(vcpu) as g, mem.control_block(vcpu) as cb:
+        with mem.guest(vcpu) as g, control_block() as cb:
             g[0] &= ~bit
             cb[0] &= ~bit
         done.append("cleared READY")
@@ -170,7 +185,7 @@ def _repair_queue(effects: Effects, dom: SimDomain, vcpu: int, prio: int) -> str
             p = links[p]
     raised = []
     for p in order:
-        w = mem.word(p)
+        w = word(p)
         if w & abi.WORD_PENDING and not w & abi.WORD_MASKED and mem.chan(p).state not in (ECS_FREE, ECS_RESERVED):
             effects.raise_event(dom, p)
             raised.append(p)
@@ -266,7 +281,7 @@ def l2_domain_findings(dom) -> list[Finding]:
             if port == 0 or port >= valid:
                 out.append(Finding(f"domain {dom.domid} port {port}", "pending", "PENDING in shared_info's bitmap, "
                                    f"but Xen has no channel for the port (valid ports 1..{valid - 1})",
-                                   lambda port=port: _clear_l2_pending(dom, port)))
+                                   partial(_clear_l2_pending, dom, port)))
     return out
 
 

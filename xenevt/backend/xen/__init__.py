@@ -10,9 +10,9 @@ What real Xen allows shapes what this backend offers:
 Every failure becomes a ChannelError (through libs.check, right after the call) or
 BackendUnavailable carrying errno, the call, the domain and the port.
 
-One file (about 400 lines) because it is one Backend: each method is a
-protocol method over the same library handles, as psutil keeps one module
-per platform; the C API and its loading are libs.py's.
+The Backend here, one module as psutil keeps one per platform; beside it, by job: the C API and its loading
+(libs.py), the send and consume loop (loop.py), the host's and domains' facts and the debug console
+(hostinfo.py), another domain's memory (mapping.py), xenstore's names (xenstore.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import time
 from typing import TYPE_CHECKING, Any
 
 from ... import abi
-from ...dump.model import abi_of
+from ...dump.decode import abi_of
 from ...errors import BackendUnavailable, ChannelError, XenevtError, channel_error
 from ...memory.kcore import read_self, self_domid
 from ...ports import NotifyResult, PortStatus, word_flag_dict
 from .. import XEN_EVTCHN_DEVICE as XEN_DEVICE  # named once, where the backend is chosen
-from . import libs
+from . import hostinfo, libs, mapping
+from .hostinfo import XEN_DOMINF_dying
 from .libs import check, reason
 from .loop import BATCH, EventLoop
 
@@ -37,12 +37,6 @@ if TYPE_CHECKING:
     from ...activity import Row
     from ...engine import DomainMemory
 
-DOMINFO_SIZE = 1024  # room for one xc_domaininfo_t of any Xen (its first field is the domid)
-# xen_domctl_getdomaininfo (public/domctl.h, the same from 4.15 to 4.20): byte offsets of the fields we read
-DOMINFO_SHARED_INFO_FRAME = 48  # uint64_aligned_t shared_info_frame: the GMFN of the domain's shared_info
-DOMINFO_MAX_VCPU_ID = 68        # uint32_t max_vcpu_id (XEN_INVALID_MAX_VCPU_ID: no vCPU)
-DOMINFO_FLAGS = 4               # uint32_t flags, after domid_t domain and uint16_t pad1
-XEN_DOMINF_dying = 1 << 0       # public/domctl.h: the domain is being destroyed
 
 
 class XenBackend:
@@ -79,7 +73,7 @@ class XenBackend:
         self._logger = lg
 
     # --- library plumbing -----------------------------------------------------
-    def _ctrl(self):
+    def _ctrl(self) -> tuple[Any, Any]:
         if self._xc is None:
             ctrl = libs.load("xenctrl")
             xc = ctrl.xc_interface_open(self._logger, self._logger, 0)
@@ -136,7 +130,7 @@ class XenBackend:
         try:
             self._ctrl()
             info["libraries"]["xenctrl"] = libs.loaded_path("xenctrl")
-            limits = _xl_limits()
+            limits = hostinfo.xl_limits()
             info["domains"] = []
             for d, flags in self._domain_flags():
                 entry: dict[str, Any] = {"domain": d, "dying": bool(flags & XEN_DOMINF_dying)}
@@ -145,8 +139,8 @@ class XenBackend:
                 info["domains"].append(entry)
         except BackendUnavailable as e:
             info["xenctrl"] = str(e)
-        info["abi"] = _kernel_abi()
-        version = _xen_version()
+        info["abi"] = hostinfo.kernel_abi()
+        version = hostinfo.xen_version()
         if version is not None:
             info["xen_version"] = version
         return info
@@ -155,35 +149,12 @@ class XenBackend:
         return [d for d, _ in self._domain_flags()]
 
     def _domain_flags(self) -> list[tuple[int, int]]:
-        """(domid, XEN_DOMINF_* flags) of every domain the hypervisor lists, dying ones included."""
-        ctrl, xc = self._ctrl()
-        buf = libs.ffi.new("char[]", DOMINFO_SIZE)
-        out, first = [], 0
-        while first < 0x7FF0:
-            # xc_domain_getinfolist, not xc_domain_getinfo: the latter is gone from Xen 4.18's libxenctrl
-            n = ctrl.xc_domain_getinfolist(xc, first, 1, buf)
-            if n < 1:
-                break
-            domid, _, flags = struct.unpack_from("<HHI", libs.ffi.buffer(buf, 8))
-            if domid < first:
-                break
-            out.append((domid, flags))
-            first = domid + 1
-        return out
+        return hostinfo.domain_flags(*self._ctrl())
 
     def shared_info_frame(self, domain: int) -> tuple[int, int | None]:
-        """(the frame of ``domain``'s shared_info, its vCPU count): XEN_DOMCTL_getdomaininfo, what a privcmd
-        mapping of its 2-level bitmaps needs (xenctx maps the same frame)."""
-        ctrl, xc = self._ctrl()
-        buf = libs.ffi.new("char[]", DOMINFO_SIZE)
-        n = check(ctrl.xc_domain_getinfolist(xc, domain, 1, buf), "get the domain info of", domain)
-        raw = libs.ffi.buffer(buf, DOMINFO_SIZE)
-        (domid,) = struct.unpack_from("<H", raw)
-        if n < 1 or domid != domain:
-            raise channel_error("get the domain info of", errno.ESRCH, reason(errno.ESRCH), domain=domain)
-        (frame,) = struct.unpack_from("<Q", raw, DOMINFO_SHARED_INFO_FRAME)
-        (max_id,) = struct.unpack_from("<I", raw, DOMINFO_MAX_VCPU_ID)
-        return frame, None if max_id == 0xFFFFFFFF or max_id > 255 else max_id + 1
+        """(the frame of ``domain``'s shared_info, its vCPU count): what a privcmd mapping of its 2-level
+        bitmaps needs."""
+        return hostinfo.shared_info_frame(*self._ctrl(), domain)
 
     def bind_unbound(self, domain: int, remote_domain: int) -> int:
         call = f"allocate an unbound port (for domain {remote_domain}) in"  # ESRCH may be about either domain
@@ -377,54 +348,14 @@ class XenBackend:
         return (self._loop or self._events(domain)).consume(domain, max_events, timeout)
 
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
-        """Copy frames of ``domain`` through privcmd (libxenforeignmemory), read-only; one error names the frame."""
-        fm = libs.load("xenforeignmemory")
-        h = fm.xenforeignmemory_open(self._logger, 0)
-        if h == libs.ffi.NULL:
-            err = libs.ffi.errno
-            raise BackendUnavailable(f"cannot open /dev/xen/privcmd (libxenforeignmemory): {reason(err)} "
-                                     f"({errno.errorcode.get(err, err)})")
-        try:
-            arr = libs.ffi.new("xen_pfn_t[]", gfns)
-            errs = libs.ffi.new("int[]", len(gfns))
-            # Xen refuses a domain naming itself as the foreign owner (ESRCH): its own frames go by DOMID_SELF
-            owner = abi.DOMID_SELF if self._mine(domain) else domain
-            addr = check(fm.xenforeignmemory_map(h, owner, 1, len(gfns), arr, errs), "map frames of",  # PROT_READ
-                         domain)
-            try:
-                bad = [(g, -errs[i]) for i, g in enumerate(gfns) if errs[i]]
-                if bad:
-                    g, err = bad[0]
-                    why = "not a frame this domain may map" if err == errno.EINVAL else reason(err)
-                    raise channel_error(f"map frame {g:#x} of", err, why, domain=domain)
-                return [bytes(libs.ffi.buffer(libs.ffi.cast("char *", addr) + i * 4096, 4096))
-                        for i in range(len(gfns))]
-            finally:
-                fm.xenforeignmemory_unmap(h, addr, len(gfns))
-        finally:
-            fm.xenforeignmemory_close(h)
+        """Copy frames of ``domain`` through privcmd, read-only (Xen refuses a domain naming itself as the foreign
+        owner: its own frames go by DOMID_SELF)."""
+        return mapping.map_frames(self._logger, abi.DOMID_SELF if self._mine(domain) else domain, domain, gfns)
 
     def translate_address(self, domain: int, vcpu: int, virt: int) -> int | None:
-        """The frame behind ``domain``'s virtual address ``virt`` as vCPU ``vcpu``'s page tables map it
-        (xc_translate_foreign_address: an MFN on PV, a GFN on HVM, what map_frames takes); None where no page
-        is mapped there."""
-        ctrl, xc = self._ctrl()
-        try:
-            translate = ctrl.xc_translate_foreign_address
-        except AttributeError:  # a libxenctrl without it: say so, once
-            raise BackendUnavailable(f"this libxenctrl ({libs.loaded_path('xenctrl')}) has no "
-                                     "xc_translate_foreign_address: cannot walk a guest's page tables") from None
-        libs.ffi.errno = 0
-        frame = translate(xc, domain, vcpu, virt)
-        if frame:
-            return frame
-        err = libs.ffi.errno
-        if err in (0, errno.EADDRNOTAVAIL):  # a page-table entry not present: nothing mapped at virt
-            return None
-        if err == errno.EOPNOTSUPP:
-            raise BackendUnavailable(f"this libxenctrl ({libs.loaded_path('xenctrl')}) cannot walk a guest's page "
-                                     "tables (EOPNOTSUPP: the simulator's library runs no guest kernel)")
-        raise channel_error(f"walk vCPU {vcpu}'s page tables (at {virt:#x}) of", err, reason(err), domain=domain)
+        """The frame behind ``domain``'s virtual address ``virt`` as vCPU ``vcpu``'s page tables map it; None
+        where no page is mapped there."""
+        return mapping.translate_address(*self._ctrl(), domain, vcpu, virt)
 
     def fifo_memory(self, domain: int) -> DomainMemory:
         """This kernel's own event memory, FIFO or 2-level (kcore); another domain's frames are known only to
@@ -455,103 +386,4 @@ class XenBackend:
 
     def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
         """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
-        ctrl, xc = self._ctrl()
-        size = 1 << 20
-        buf = libs.ffi.new("char[]", size)
-        nr = libs.ffi.new("unsigned int *", size)
-        index = libs.ffi.new("uint32_t *", 0)
-        while True:  # skip what the ring already holds
-            nr[0] = size
-            check(ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index), "read the console ring of", 0)
-            if nr[0] == 0:
-                break
-        check(ctrl.xc_send_debug_keys(xc, keys.encode()), f"send debug key {keys!r} as", self.domid or 0)
-        out = bytearray()
-        deadline, quiet_since = time.monotonic() + limit, time.monotonic()
-        while time.monotonic() < deadline:
-            nr[0] = size
-            check(ctrl.xc_readconsolering(xc, buf, nr, 0, 1, index), "read the console ring of", 0)
-            if nr[0]:
-                out += libs.ffi.buffer(buf, nr[0])
-                quiet_since = time.monotonic()
-            elif out and time.monotonic() - quiet_since >= settle:
-                break
-            else:
-                time.sleep(0.05)
-        return out.decode(errors="replace")
-
-
-def _xl_limits(timeout: float = 10.0) -> dict[int, tuple[int, str]]:
-    """domid -> (max_ports, where from) for each domain the toolstack made: Xen's getdomaininfo has no
-    max_evtchn_port, so it is read from the domain's config as `xl list -l` prints it (b_info.event_channels,
-    xl's max_event_channels; libxl's default 1023 where the config sets none).  Empty without xl or root."""
-    import json
-    import shutil
-    import subprocess
-
-    xl = shutil.which("xl")
-    if xl is None:
-        return {}
-    try:
-        run = subprocess.run([xl, "list", "-l"], capture_output=True, timeout=timeout, check=False)
-        configs = json.loads(run.stdout) if run.returncode == 0 else []
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return {}
-    out = {}
-    for entry in configs if isinstance(configs, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("domid"), int) or entry["domid"] == 0:
-            continue  # dom0 has no xl config: Xen gives it no limit but the ABI's
-        b_info = (entry.get("config") or {}).get("b_info") or {}
-        n = b_info.get("event_channels")
-        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < (1 << 17):
-            out[entry["domid"]] = (n + 1, "max_event_channels from `xl list -l`")
-        else:
-            out[entry["domid"]] = (abi.LIBXL_DEFAULT_EVENT_CHANNELS + 1, "libxl's default max_event_channels: the "
-                                   "domain's config sets none")
-    return out
-
-
-def _xen_version() -> str | None:
-    """The hypervisor's version, e.g. "4.17": as Linux shows it (/sys/hypervisor/version), else `xl info`'s."""
-    try:
-        with open("/sys/hypervisor/version/major") as f:
-            major = f.read(16).strip()
-        with open("/sys/hypervisor/version/minor") as f:
-            minor = f.read(16).strip()
-    except OSError:
-        major = minor = ""
-    if not (major.isdigit() and minor.isdigit()):
-        import shutil
-        import subprocess
-
-        xl = shutil.which("xl")
-        try:
-            text = subprocess.run([xl, "info"], capture_output=True, text=True, timeout=10).stdout if xl else ""
-        except (OSError, subprocess.SubprocessError):
-            text = ""
-        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-        major, minor = fields.get("xen_major", ""), fields.get("xen_minor", "")
-    return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
-
-
-def _kernel_abi() -> str:
-    """FIFO or 2-level, as this kernel logged it at boot (dmesg), else unknown."""
-    try:
-        with open("/dev/kmsg", "rb", buffering=0) as f:
-            os.set_blocking(f.fileno(), False)
-            while True:
-                try:
-                    line = f.read(4096)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    continue
-                if not line:
-                    break
-                if b"Using FIFO-based ABI" in line:
-                    return "FIFO"
-                if b"Using 2-level ABI" in line:
-                    return "2-level"
-    except OSError:
-        pass
-    return "unknown"
+        return hostinfo.debug_dump(*self._ctrl(), self.domid or 0, keys, settle, limit)
