@@ -53,7 +53,7 @@ CASES: dict[str, tuple[str, list[list[str]]]] = {
     "sim unpause": (PRIV, [["sim", "unpause", "{d}"]]),
     "sim xen-port": (PRIV, [["sim", "xen-port", "{d}", "--remote", "2"]]),
     # the host as a whole: only its control domain may replace or mend it ({d} unused)
-    "sim init": (PRIV, [["sim", "init", "--force"]]),
+    "sim init": (PRIV, [["sim", "init", "--force", "--yes"]]),
     "sim check": (PRIV, [["sim", "check", "--repair"]]),
 }
 

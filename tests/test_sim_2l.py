@@ -476,7 +476,7 @@ def test_cli_commands_on_a_2l_domain(state, capsys):
     assert json.loads(out)["vcpu"] == 1
     assert cli(state, capsys, "sim", "check")[1] == "clean\n"
     assert cli(state, capsys, "-d", "1", "close", "1")[0] == 0
-    rc, out, _ = cli(state, capsys, "sim", "reset")
+    rc, out, _ = cli(state, capsys, "sim", "reset", "--all", "--yes")
     assert rc == 0 and out == "domain 0: closed 1 port(s); domain 1: closed 0 port(s); domain 2: closed 0 port(s)\n"
     with SimHost(state) as h:
         assert h.domains[1].mem.event_abi == ABI_2L and h.domains[0].mem.event_abi == ABI_FIFO

@@ -131,6 +131,38 @@ class Host:
         """The domains' ids, ascending.  ``host.domains()  # [0, 1]``"""
         return self.backend(read_only=True).domains()
 
+    def domain_names(self) -> dict[int, str]:
+        """Each domain's name, as ``xl list`` shows it: xenstore's /local/domain/N/name (the simulator writes
+        one for each of its domains), dom0 ``Domain-0`` where xenstore names it not; a domain without a name is
+        left out.  ``host.domain_names()  # {0: "Domain-0", 1: "guest1"}``"""
+        from ..errors import XenevtError
+
+        b = self.backend(read_only=True)
+        try:
+            nodes, _ = b.xenstore()
+        except XenevtError:  # (no xenstore here: dom0 keeps its name)
+            nodes = {}
+        out = {}
+        for d in b.domains():
+            name = nodes.get(f"/local/domain/{d}/name") or ("Domain-0" if d == 0 else None)
+            if name:
+                out[d] = name
+        return out
+
+    def domain_by_name(self, name: str) -> int:
+        """The id of the domain called ``name`` (``domain_names``); UsageError naming the host's names if none
+        is, or if two are.  ``host.domain_by_name("Domain-0")  # 0``"""
+        from ..errors import UsageError
+
+        names = self.domain_names()
+        found = [d for d, n in names.items() if n == name]
+        if len(found) == 1:
+            return found[0]
+        known = ", ".join(f"{n} ({d})" for d, n in sorted(names.items())) or "none"
+        if found:
+            raise UsageError(f"{len(found)} domains are named {name!r} ({', '.join(map(str, found))}): give its id")
+        raise UsageError(f"no domain is named {name!r} (this host's: {known})")
+
     def ports(self, domain: int = 0) -> list[PortStatus]:
         """Every open port of ``domain``, ascending, each a PortStatus (state, vCPU, priority, remote end,
         FIFO flags where readable): what ``xenevt list`` prints.  ``[p.port for p in host.ports(0)]``"""

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..activity import STORM_RATE
 from ..errors import XenevtError
-from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domain_option, json_option, pass_ctx
+from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domains_option, json_option, pass_ctx
 
 
 def _note(r, storm_rate: float) -> str:
@@ -31,13 +31,14 @@ def _port_of(row, names, domain: int) -> int | None:
     return row.port if row.port is not None else names.irq_port(domain, row.key) if names is not None else None
 
 
-def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) -> Table:
+def _table(title: str, rates, storm_rate: float, names=None, owner=lambda row: 0) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold", box=None)
     for col in ("what", "name", "port name", "total", "per s", "raised", "PM", "note"):
         t.add_column(col, justify="right" if col in ("total", "per s", "raised") else "left")
     for r in sorted(rates, key=lambda r: (-r.per_second, r.row.key)):
         row = r.row
         flags = ("P" if row.pending else "-") + ("M" if row.masked else "-") if row.pending is not None else ""
+        domain = owner(row)
         port = _port_of(row, names, domain)
         t.add_row(row.key, row.name, names.text(domain, port) if names is not None and port is not None else "",
                   str(row.total), f"{r.per_second:.1f}",
@@ -53,10 +54,10 @@ def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) ->
 @click.option("--count", "-n", type=COUNT, default=None, help="Stop after N refreshes.")
 @click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one row flagged as a storm.")
-@domain_option
+@domains_option
 @json_option
 @pass_ctx
-def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
+def watch(c: Ctx, interval, once, count, storm_rate):
     """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
     device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
@@ -67,20 +68,32 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
     def rates(a, b):
         return measure(a, b, storm_rate)
 
-    d = c.domain(local_domain)
+    ds = c.domains()
     b = c.backend(read_only=True)
+    owners: dict[str, int] = {}  # row key -> its domain (several domains: each key says "dN " first)
 
     def sample() -> Sample:
-        return Sample(f"{b.name} domain {d}", b.activity(d))
+        rows = []
+        for d in ds:
+            for r in b.activity(d):
+                if len(ds) > 1:
+                    r.key = f"d{d} {r.key}"
+                owners[r.key] = d
+                rows.append(r)
+        return Sample(f"{b.name} domain {', '.join(map(str, ds))}", rows)
+
+    def owner(row) -> int:
+        return owners.get(row.key, ds[0])
 
     from ..evidence.names import for_backend
 
     try:
-        names = for_backend(b, [(d, st) for st in b.list_ports(d)])
+        names = for_backend(b, [(d, st) for d in ds for st in b.list_ports(d)])
     except XenevtError:  # a guest may not list its own ports (EPERM): its frontends' are in its xenstore
-        names = for_backend(b, [], frontends_of=d)
+        names = for_backend(b, [], frontends_of=ds[0])
 
     def name_field(row):
+        d = owner(row)
         port = _port_of(row, names, d)
         return names.field(d, port) if names is not None and port is not None else None
 
@@ -90,15 +103,17 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
         after = sample()
         result = rates(before, after)
         if c.json:
-            c.emit({"domain": d, "interval": round(after.taken_at - before.taken_at, 3), "rows": [
-                {"key": r.row.key, "name": r.row.name, "port": r.row.port, "counts": r.row.counts, "total": r.row.total,
-                 "per_second": round(r.per_second, 2), "raised": r.row.raised, "pending": r.row.pending,
+            whose = {"domain": ds[0]} if len(ds) == 1 else {"domains": ds}
+            c.emit(whose | {"interval": round(after.taken_at - before.taken_at, 3), "rows": [
+                {"domain": owner(r.row), "key": r.row.key, "name": r.row.name, "port": r.row.port,
+                 "counts": r.row.counts, "total": r.row.total, "per_second": round(r.per_second, 2),
+                 "raised": r.row.raised, "pending": r.row.pending,
                  "masked": r.row.masked, "stalled": r.stalled, "storm": r.storm, "spurious": r.row.spurious,
                  "spurious_since": r.spurious, "jiffies_eoi_delayed": r.row.eoi_delayed,
                  "eoi_delayed_since": r.eoi_delayed, "port_name": name_field(r.row)} for r in result],
                 "storm_rate": storm_rate})
         else:
-            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate, names, d))
+            c.out.print(_table(f"{after.source}: activity over {interval:g} s", result, storm_rate, names, owner))
         return
     shown = 0
     try:
@@ -107,7 +122,7 @@ def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
                 time.sleep(interval)
                 after = sample()
                 live.update(_table(f"{after.source}: activity (every {interval:g} s, Ctrl-C to stop)",
-                                   rates(before, after), storm_rate, names, d), refresh=True)
+                                   rates(before, after), storm_rate, names, owner), refresh=True)
                 before = after
                 shown += 1
     except KeyboardInterrupt:
