@@ -256,3 +256,25 @@ def test_status_takes_several_ports(fresh):
     assert r["code"] == 0 and "domain 0 port 1: interdomain" in r["out"] and "domain 0 port 3: unbound" in r["out"]
     rows = [json.loads(line) for line in fresh(["status", "1", "3", "--json"])["out"].splitlines()]
     assert [row["port"] for row in rows] == [1, 3]
+
+
+def test_a_port_waiting_for_a_gone_domain_is_a_warning_from_every_source(tmp_path):
+    """The backend's view, an 'e' dump and lsevtchn's text agree: lsevtchn prints no domain list, so the host's
+    own is taken where it lists the domain the text is about; with no host, a warning says what went unchecked."""
+    from tests.edump_writer import lsevtchn_line
+    from xenevt.backend.sim import SimBackend
+
+    state = str(tmp_path / "host")
+    create_host(state, 3, 1)
+    with SimHost(state) as h:
+        port = h.alloc_unbound(0, 0, 2)
+        h.destroy_domain(0, 2)
+    edump, ls = tmp_path / "e.txt", tmp_path / "ls.txt"
+    edump.write_text(SimBackend(state, read_only=True).debug_dump("e"))
+    ls.write_text(lsevtchn_line(port, 0, "unbound", d=2) + "\n")
+    title = f"dom0 port {port}: port {port} is waiting for domain 2, which no longer exists"
+    for source in ([], ["--edump", str(edump)], ["--lsevtchn", str(ls)]):
+        r = run_one(["--state", state, "doctor", "-d", "0", *source])
+        assert r["code"] == 3 and title in r["out"], (source, r)
+    alone = run_one(["--state", str(tmp_path / "none"), "-b", "sim", "doctor", "--lsevtchn", str(ls), "-d", "0"])
+    assert alone["code"] == 0 and "whether the peer domain(s) 2 still exist was not checked" in alone["err"]

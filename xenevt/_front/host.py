@@ -104,6 +104,21 @@ class Host:
             self._backends[read_only] = b
         return b
 
+    def existing_backend(self) -> Backend | None:
+        """The backend where there is one already (real Xen, or a simulated host that exists): none is created
+        for the asking, and None where none can be opened."""
+        if self._backends:
+            return self._backends.get(False) or self._backends[True]
+        from ..backend import select_backend
+        from ..errors import XenevtError
+
+        try:
+            b = select_backend(self._name, state_dir=self._state, caller=self._caller, read_only=True)
+        except XenevtError:
+            return None
+        self._backends[True] = b
+        return b
+
     def _fresh(self) -> Backend:
         """A read view as it is now: a read-only simulated host is the copy mapped when it was opened, so it is
         opened again (a read-write one is live)."""
