@@ -95,10 +95,10 @@ def test_doctor_and_watch_name_ports(host, capsys):
     code, out, _ = run(capsys, "doctor", "-d", 1, "--json")
     finding = next(f for f in json.loads(out)["findings"] if f["ports"] == [port])
     assert finding["names"][0]["text"].startswith(f"d1:{port} vif 0 queue 0 tx")
-    code, out, _ = run(capsys, "watch", "--json", "-i", "0.05", "-d", 1)
+    code, out, _ = run(capsys, "watch", "--json", "--once", "-i", "0.05", "-d", 1)
     rows = {r["port"]: r for r in json.loads(out)["rows"]}
-    assert code == 0 and rows[port]["port_name"]["device"] == "vif 0"
-    assert rows[made["unbound"]]["port_name"] is None
+    assert code == 0 and rows[port]["name"]["device"] == "vif 0"
+    assert rows[made["unbound"]]["name"] is None
 
 
 def test_device_add_errors_are_one_line(host, capsys):

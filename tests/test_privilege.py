@@ -47,7 +47,7 @@ REFUSED = [
     # (argv, what the line names)
     (["--as", "1", "-d", "0", "wait", "-t", "0"], "cannot consume events of domain 0: " + PERM.format(caller=1)),
     (["--as", "1", "sim", "reset", "-d", "0"], "cannot reset domain 0: " + PERM.format(caller=1)),
-    (["--as", "1", "sim", "reset"], "cannot reset domain 0: " + PERM.format(caller=1)),  # every domain: none reset
+    (["--as", "1", "sim", "reset", "--all", "--yes"], "cannot reset domain 0: " + PERM.format(caller=1)),  # none reset
     (["--as", "1", "-d", "0", "notify", "2"], "cannot notify port 2 of domain 0: " + PERM.format(caller=1)),
     (["--as", "1", "-d", "0", "close", "2"], "cannot close port 2 of domain 0: " + PERM.format(caller=1)),
     (["--as", "1", "-d", "0", "mask", "2"], "cannot mask port 2 of domain 0: " + PERM.format(caller=1)),
@@ -106,7 +106,7 @@ ALLOWED = [
     ["-d", "2", "wait", "-t", "0"],
     ["notify", "2"],                                   # dom0 on its own ports
     ["wait", "-t", "0"],
-    ["sim", "reset"],                                  # no --as: dom0, every domain
+    ["sim", "reset", "--all", "--yes"],                # no --as: dom0, every domain
 ]
 
 

@@ -471,12 +471,12 @@ def test_cli_commands_on_a_2l_domain(state, capsys):
     assert out == "domain 1 vCPU 1: event on port 1\n"
     rc, out, _ = cli(state, capsys, "-d", "1", "--json", "watch", "--once", "-i", "0.05")
     row = json.loads(out)["rows"][0]
-    assert (row["port"], row["total"], row["raised"]) == (1, 3, 3)
+    assert (row["port"], row["total"], row["raised_total"]) == (1, 3, 3)
     rc, out, _ = cli(state, capsys, "-d", "1", "--json", "status", "1")
     assert json.loads(out)["vcpu"] == 1
     assert cli(state, capsys, "sim", "check")[1] == "clean\n"
     assert cli(state, capsys, "-d", "1", "close", "1")[0] == 0
-    rc, out, _ = cli(state, capsys, "sim", "reset")
+    rc, out, _ = cli(state, capsys, "sim", "reset", "--all", "--yes")
     assert rc == 0 and out == "domain 0: closed 1 port(s); domain 1: closed 0 port(s); domain 2: closed 0 port(s)\n"
     with SimHost(state) as h:
         assert h.domains[1].mem.event_abi == ABI_2L and h.domains[0].mem.event_abi == ABI_FIFO

@@ -175,18 +175,23 @@ def row_order(key: str) -> tuple:
     return ({"port": 0, "irq": 1}.get(kind, 2), number, rest)
 
 
-def order(result: list[Rate], by: str = "port", name=lambda r: r.row.name) -> list[Rate]:
+def order(result: list[Rate], by: str = "port", name=lambda r: r.row.name, domain=lambda r: 0) -> list[Rate]:
     """The rows as a view shows them: urgent ones (storms, events nothing handles) first, then ``by``: "port"
-    (numeric), "activity" (the busiest first) or "name" (``name(rate)``, the text shown)."""
+    (numeric, domain by domain), "activity" (the busiest first) or "name" (``name(rate)``, the text shown)."""
+    def place(r: Rate) -> tuple:
+        key = r.row.key
+        if key.startswith("d") and key.split(" ", 1)[0][1:].isdigit():  # "d1 port 5": several domains' rows
+            key = key.split(" ", 1)[1]
+        return (domain(r), *row_order(key))
+
     if by == "activity":
         def key(r: Rate) -> tuple:
-            return (-r.busiest, row_order(r.row.key))
+            return (-r.busiest, *place(r))
     elif by == "name":
         def key(r: Rate) -> tuple:
-            return (name(r), row_order(r.row.key))
+            return (name(r), *place(r))
     else:
-        def key(r: Rate) -> tuple:
-            return row_order(r.row.key)
+        key = place
     return sorted(result, key=lambda r: (not r.urgent, *key(r)))
 
 

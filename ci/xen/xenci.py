@@ -33,7 +33,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "ci", "xen")
 OUT_TOP = os.path.join(ROOT, "build", "xen-ci")
-OUT = OUT_TOP  # per version: build/xen-ci/<version>/, set by main()
 CACHE = os.environ.get("XENCI_CACHE", "/var/cache/xenevt-xen-ci")
 
 # Debian release of each Xen: its own hypervisor, kernel, python3 and Xen tools make dom0's root
@@ -429,9 +428,9 @@ class ConsoleWatcher:
         return [(st, n) for n, st in merged.items()]
 
 
-def boot_and_test(img: dict, args, w: ConsoleWatcher) -> dict:
-    os.makedirs(OUT, exist_ok=True)
-    log = os.path.join(OUT, "console.log")
+def boot_and_test(img: dict, args, w: ConsoleWatcher, out: str) -> dict:
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "console.log")
     open(log, "w").close()
     extra = (" xenci_break=1" if args.break_ else "") + (" xenci_hang=1" if args.hang else "") + (
         f" xenci_only={'+'.join(args.only)}" if args.only else "")  # QEMU's -initrd splits modules at commas
@@ -501,9 +500,12 @@ def main() -> int:
                     help="a developer's run: only the tests whose names contain NAME (repeatable; pytest -k)")
     ap.add_argument("--test-timeout", type=int, default=int(os.environ.get("XENCI_TEST_TIMEOUT", "240")),
                     help="seconds per test inside dom0")
-    ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "1800")),
+    ap.add_argument("--tests-timeout", type=float, default=float(os.environ.get("XENCI_TIMEOUT", "2700")),
                     help="seconds for the whole in-dom0 test stage")
     ap.add_argument("--xen-timeout", type=float, default=180)
+    ap.add_argument("--sequential", dest="parallel", action="store_false",
+                    default=os.environ.get("XENCI_PARALLEL", "1") != "0",
+                    help="boot the versions one after the other (default: side by side; XENCI_PARALLEL=0)")
     ap.add_argument("--dom0-timeout", type=float, default=300)
     ap.add_argument("--xen", action="append", choices=sorted(VERSIONS),
                     help="only this Xen version (repeatable; default $XENCI_VERSIONS, else " + DEFAULT_VERSIONS + ")")
@@ -519,10 +521,31 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown Xen version(s) {', '.join(unknown)}; known: {', '.join(VERSIONS)}")
     lines, ok = [], True
-    for xen in versions:
-        good, line = run_version(xen, args)
-        ok &= good
-        lines.append(line)
+    if args.parallel and len(versions) > 1:
+        # fetched and built one after the other (apt and the shared cache), then booted side by side: a QEMU keeps
+        # about one core busy under TCG, and the versions' test stages are the run's longest part
+        import threading
+
+        prepared = [prepare(xen) for xen in versions]
+        results: dict[str, tuple[bool, str]] = {}
+
+        def one(xen: str, img, failure, t0: float) -> None:
+            results[xen] = finish(xen, img, failure, t0, args)
+
+        threads = [threading.Thread(target=one, args=p, name=f"xen-{p[0]}") for p in prepared]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for xen in versions:
+            good, line = results[xen]
+            ok &= good
+            lines.append(line)
+    else:
+        for xen in versions:
+            good, line = finish(*prepare(xen), args)
+            ok &= good
+            lines.append(line)
     if len(lines) > 1:  # every version's verdict together at the end
         print("\n".join(lines), flush=True)
     with open(os.path.join(OUT_TOP, "summary.txt"), "w") as f:
@@ -563,27 +586,34 @@ def failure_details(log: str, failed: list[str], most: int = 60, tests: int = 5)
     return out
 
 
-def run_version(xen: str, args) -> tuple[bool, str]:
-    """Fetch, build, boot and test one Xen version; its files under build/xen-ci/<version>/."""
-    global OUT
-    OUT = os.path.join(OUT_TOP, xen)
-    os.makedirs(OUT, exist_ok=True)
+def prepare(xen: str) -> tuple[str, dict | None, str | None, float]:
+    """Fetch and build one Xen version's boot files: (version, image or None, why it failed, start time)."""
     t0 = time.monotonic()
-    watcher = ConsoleWatcher(report=lambda msg: say(f"[{xen}] {msg}"))
-    failure = None
     try:
         say(f"[{xen}] stage fetch ({VERSIONS[xen]})")
-        # worst case, every stage at its limit: 600+600+180+300+120+1800+60 s = 61 min; in practice ~10 min a version
+        # worst case, every stage at its limit: 600+600+180+300+120+2700+60 s = 76 min; in practice 15-20 min a version
         pk = fetch(xen, 600)
         say(f"[{xen}] stage build-initramfs")
-        img = build(pk, 600)
-        boot_and_test(img, args, watcher)
+        return xen, build(pk, 600), None, t0
     except StageFailed as e:
-        failure = str(e)
-        say(f"[{xen}] FAILED: {failure}")
+        say(f"[{xen}] FAILED: {e}")
+        return xen, None, str(e), t0
+
+
+def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> tuple[bool, str]:
+    """Boot and test one prepared version; its files under build/xen-ci/<version>/."""
+    out = os.path.join(OUT_TOP, xen)
+    os.makedirs(out, exist_ok=True)
+    watcher = ConsoleWatcher(report=lambda msg: say(f"[{xen}] {msg}"))
+    if img is not None:
+        try:
+            boot_and_test(img, args, watcher, out)
+        except StageFailed as e:
+            failure = str(e)
+            say(f"[{xen}] FAILED: {failure}")
     facts = watcher.facts
     results = watcher.results()
-    with open(os.path.join(OUT, "results.txt"), "w") as f:
+    with open(os.path.join(out, "results.txt"), "w") as f:
         f.write("".join(f"{status} {name}\n" for status, name in results))
     passed = sum(1 for s, _ in results if s == "PASSED")
     failed = [n for s, n in results if s in ("FAILED", "ERROR")]
@@ -600,7 +630,7 @@ def run_version(xen: str, args) -> tuple[bool, str]:
     if facts["bench"]:
         line += "; " + "; ".join(facts["bench"])
     if failed:
-        for text in failure_details(os.path.join(OUT, "console.log"), failed):
+        for text in failure_details(os.path.join(out, "console.log"), failed):
             say(f"[{xen}] {text}")
         reasons = facts.get("reasons", {})
         line += " failed: " + "; ".join(f"{n}" + (f" ({reasons[n][:100]})" if reasons.get(n) else "")
@@ -609,7 +639,7 @@ def run_version(xen: str, args) -> tuple[bool, str]:
         line += f" [pytest in dom0 exited {facts['rc']}]"
     if failure:
         line += f" [{failure}]"
-    with open(os.path.join(OUT, "summary.txt"), "w") as f:
+    with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(line + "\n")
     print(line, flush=True)
     return ok, line

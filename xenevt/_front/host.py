@@ -106,6 +106,21 @@ class Host:
             self._backends[read_only] = b
         return b
 
+    def existing_backend(self) -> Backend | None:
+        """The backend where there is one already (real Xen, or a simulated host that exists): none is created
+        for the asking, and None where none can be opened."""
+        if self._backends:
+            return self._backends.get(False) or self._backends[True]
+        from ..backend import select_backend
+        from ..errors import XenevtError
+
+        try:
+            b = select_backend(self._name, state_dir=self._state, caller=self._caller, read_only=True)
+        except XenevtError:
+            return None
+        self._backends[True] = b
+        return b
+
     def _fresh(self) -> Backend:
         """A read view as it is now: a read-only simulated host is the copy mapped when it was opened, so it is
         opened again (a read-write one is live)."""
@@ -145,6 +160,38 @@ class Host:
         """The domains' ids, ascending.  ``host.domains()  # [0, 1]``"""
         return self._backend(read_only=True).domains()
 
+    def domain_names(self) -> dict[int, str]:
+        """Each domain's name, as ``xl list`` shows it: xenstore's /local/domain/N/name (the simulator writes
+        one for each of its domains), dom0 ``Domain-0`` where xenstore names it not; a domain without a name is
+        left out.  ``host.domain_names()  # {0: "Domain-0", 1: "guest1"}``"""
+        from ..errors import XenevtError
+
+        b = self._backend(read_only=True)
+        try:
+            nodes, _ = b.xenstore()
+        except XenevtError:  # (no xenstore here: dom0 keeps its name)
+            nodes = {}
+        out = {}
+        for d in b.domains():
+            name = nodes.get(f"/local/domain/{d}/name") or ("Domain-0" if d == 0 else None)
+            if name:
+                out[d] = name
+        return out
+
+    def domain_by_name(self, name: str) -> int:
+        """The id of the domain called ``name`` (``domain_names``); UsageError naming the host's names if none
+        is, or if two are.  ``host.domain_by_name("Domain-0")  # 0``"""
+        from ..errors import UsageError
+
+        names = self.domain_names()
+        found = [d for d, n in names.items() if n == name]
+        if len(found) == 1:
+            return found[0]
+        known = ", ".join(f"{n} ({d})" for d, n in sorted(names.items())) or "none"
+        if found:
+            raise UsageError(f"{len(found)} domains are named {name!r} ({', '.join(map(str, found))}): give its id")
+        raise UsageError(f"no domain is named {name!r} (this host's: {known})")
+
     def ports(self, domain: int = 0) -> list[PortStatus]:
         """Every open port of ``domain``, ascending, each a PortStatus (state, vCPU, priority, remote end,
         FIFO flags where readable): what ``xenevt list`` prints.  ``[p.port for p in host.ports(0)]``"""
@@ -156,7 +203,7 @@ class Host:
         return self._backend(read_only=True).status(domain, port)
 
     def names(self, domain: int = 0, ports: Iterable[PortStatus] | None = None) -> Names:
-        """What each open port of ``domain`` (or each of ``ports``, their PortStatus) is for (a vif's queue, a
+        """What each open port of ``domain`` (or each of ``ports``, PortStatus of any domains) is for (a vif's queue, a
         console, xenstore, a VIRQ or IPI…), from the host's xenstore and, on a real guest, its kernel's
         /proc/interrupts rows (each name's ``irq``).  A guest that may not ask EVTCHNOP_status of its own ports
         is named from its frontends' xenstore nodes.
@@ -165,8 +212,8 @@ class Host:
         from ..evidence.names import for_backend
 
         b = self._backend(read_only=True)
-        if ports is not None:
-            return for_backend(b, [(domain, st) for st in ports])
+        if ports is not None:  # (each named in its own domain: a list of several domains' ports)
+            return for_backend(b, [(st.domain, st) for st in ports])
         try:
             return for_backend(b, [(domain, st) for st in b.list_ports(domain)])
         except XenevtError:  # EPERM on a domU listing itself: its frontends' ports are in its xenstore

@@ -169,11 +169,38 @@ def evidence(host: Host, source: Source, domains: tuple[int, ...] = ()) -> Evide
     if kind == "lsevtchn":
         from ..evidence import lsevtchn
 
-        return lsevtchn.read(str(source.path), source.domain)
+        ev = lsevtchn.read(str(source.path), source.domain)
+        _domain_list(host, ev, source.domain)
+        return ev
     (src,) = open_memory(host, source)
     label = {"raw": f"raw dump {source.path}", "dump-core": f"xl dump-core {source.path}",
              "guest-kernel": f"domain {source.domain}'s kernel"}.get(kind, src.kind)
     return collect.from_memory(src, label)
+
+
+def _domain_list(host: Host, ev: Evidence, domain: int) -> None:
+    """lsevtchn prints no domain list, so its text alone cannot tell a peer that is gone (the backend's view and
+    a whole 'e' dump can): the list of the host here is taken where it lists the domain the text is about (the
+    text is then this host's), else a warning says the peers went unchecked."""
+    from ..errors import XenevtError
+
+    dom = ev.domains.get(domain)
+    peers = sorted({p.remote_domain for p in (dom.ports.values() if dom is not None else ())
+                    if p.state in ("unbound", "interdomain") and p.remote_domain not in (None, domain)})
+    if not peers:
+        return
+    b = host.existing_backend()
+    try:
+        known = b.info().get("domains") if b is not None else None
+    except XenevtError:
+        known = None
+    listed = sorted(d["domain"] for d in known) if isinstance(known, list) else []
+    if domain in listed and b is not None:
+        ev.listed = listed
+        ev.source += f" + the {b.name} backend's domain list"
+        return
+    ev.warnings.append(f"lsevtchn prints no domain list and no host here lists domain {domain}: whether the "
+                       f"peer domain(s) {', '.join(map(str, peers))} still exist was not checked")
 
 
 def doctor(host: Host, source: Source, domains: tuple[int, ...] = (), interval: float | None = None,

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from ..sim.host import SimHost
 
 
+def sim_domain_name(domid: int) -> str:
+    """A simulated domain's name (xl's ``Domain-0`` for dom0; ``guestN`` for the others), as its xenstore shows
+    it where nothing wrote another."""
+    return "Domain-0" if domid == 0 else f"guest{domid}"
+
+
 class SimBackend:
     name = "sim"
     ports_live_with_process = False  # simulated ports stay bound until closed
@@ -135,7 +141,10 @@ class SimBackend:
 
     def xenstore(self) -> tuple[dict[str, str], str]:
         """The simulated xenstore's nodes (those `xenevt sim device add` wrote): what names ports."""
-        return self.host.xenstore_nodes(), "the simulated xenstore"
+        nodes = self.host.xenstore_nodes()
+        for d in self.host.domains:  # (libxl writes each domain's name as it creates it: the simulator's are these)
+            nodes.setdefault(f"/local/domain/{d}/name", sim_domain_name(d))
+        return nodes, "the simulated xenstore"
 
     def debug_dump(self, keys: str = "e") -> str:
         """What the simulated hypervisor prints for debug key 'e', as Xen's console shows it."""

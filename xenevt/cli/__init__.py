@@ -16,7 +16,7 @@ import sys
 import click
 
 from ..errors import XenevtError
-from .context import DOMAIN, Ctx
+from .context import context_of, global_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -85,24 +85,12 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--backend", "-b", type=click.Choice(["auto", "sim", "xen"]), default="auto", show_default=True,
-              envvar="XENEVT_BACKEND", help="auto: real Xen where /dev/xen/evtchn exists, else the simulator.")
-@click.option("--state", metavar="DIR", default=None,
-              help="Simulator state directory (default $XENEVT_STATE, $XDG_RUNTIME_DIR/xenevt, ~/.local/state/xenevt).")
-@click.option("--domain", "-d", type=DOMAIN, default=None, help="Domain to act on (default 0).")
-@click.option("--as", "caller", type=DOMAIN, default=None, metavar="DOMAIN",
-              help="Simulator: the domain making the calls (default: the domain itself; dom0 is privileged).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (errors too, as an object on stdout).")
-@click.option("--no-pager", "no_pager", is_flag=True,
-              help="Never pipe text views into $PAGER (else they go through XENEVT_PAGER, PAGER or 'less -FRX' when "
-                   "longer than the terminal).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@global_options
 @click.version_option(package_name="xenevt", prog_name="xenevt")
 @click.pass_context
-def cli(ctx: click.Context, backend, state, domain, caller, as_json, no_pager, debug):
+def cli(ctx: click.Context):
     """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator."""
-    ctx.obj = Ctx(backend, state, domain, caller, as_json, debug, pager=not no_pager)
-    ctx.call_on_close(ctx.obj.close)
+    ctx.call_on_close(context_of(ctx).close)
 
 
 

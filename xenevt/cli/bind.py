@@ -70,9 +70,9 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
 @domain_option
 @json_option
 @pass_ctx
-def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
+def unbound(c: Ctx, remote_domain, count, timeout, notify_every):
     """Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound)."""
-    d = c.domain(local_domain)
+    d = c.domain()
     _done(c, d, c.host.bind_unbound(d, remote_domain), count, timeout, notify_every)
 
 
@@ -83,11 +83,11 @@ def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
 @domain_option
 @json_option
 @pass_ctx
-def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout, notify_every):
+def interdomain(c: Ctx, remote_domain, remote_port, count, timeout, notify_every):
     """Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
 
     Xen sets the new local port pending, so an event sent before the bind is not lost."""
-    d = c.domain(local_domain)
+    d = c.domain()
     _done(c, d, c.host.bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
 
 
@@ -98,9 +98,9 @@ def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout
 @domain_option
 @json_option
 @pass_ctx
-def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
+def virq(c: Ctx, virq, vcpu, count, timeout, notify_every):
     """Bind a virtual IRQ (a name such as timer, console, debug, or its number)."""
-    d = c.domain(local_domain)
+    d = c.domain()
     _done(c, d, c.host.bind_virq(d, virq, vcpu), count, timeout, notify_every)
 
 
@@ -110,9 +110,9 @@ def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
 @domain_option
 @json_option
 @pass_ctx
-def ipi(c: Ctx, vcpu, local_domain, count, timeout, notify_every):
+def ipi(c: Ctx, vcpu, count, timeout, notify_every):
     """Bind an inter-processor interrupt port (a notify on it raises it on --vcpu)."""
-    d = c.domain(local_domain)
+    d = c.domain()
     _done(c, d, c.host.bind_ipi(d, vcpu), count, timeout, notify_every)
 
 

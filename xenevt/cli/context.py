@@ -12,6 +12,7 @@ import functools
 import gc
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -30,23 +31,145 @@ if TYPE_CHECKING:
 
 
 class Ctx:
-    def __init__(self, backend: str, state: str | None, domain: int | None, caller: int | None, as_json: bool,
-                 debug: bool, pager: bool = True):
-        self.backend_name = backend
-        from .._front.host import default_state_dir  # (here, not at import: `xenevt --help` needs no backend)
+    """What the global options say (before or after the command: ``note`` records each), the host they name,
+    and the output.  The domain rule lives here (``domain``, ``domains``, ``enter``), nowhere else."""
 
-        self.state_given = state is not None or bool(os.environ.get("XENEVT_STATE"))
-        self.state = state or default_state_dir()
-        self.domain_default = domain
-        self.caller = caller
-        self.json = as_json
-        self.debug = debug
-        self.pager = pager
+    def __init__(self) -> None:
+        self._given: dict[str, Any] = {}    # option name -> value, as given (either position)
+        self.domains_given: list[int | DomainName] = []  # every -d, in order, from both positions
+        self.all_domains = False
+        self.arity = NONE                   # what the running command does with a domain (pass_ctx says)
+        self.command = "xenevt"
         self._paged: Paged | None = None
         self._text: TextOut | None = None
         self._out: Console | None = None
         self._err: Console | None = None
         self._host: Host | None = None
+        self._caller: int | None = None
+        self._names_host: Host | None = None
+
+    # --- the global options: each recorded once, from whichever position gave it
+    def note_option(self, name: str, value: Any, shown: str) -> None:
+        """One global option as the command line gave it; the same option in both positions must agree."""
+        if name == "domain":
+            self.domains_given += list(value)
+            return
+        if name == "all_domains":
+            self.all_domains = True
+            return
+        was = self._given.get(name)
+        if was is not None and was != value and not isinstance(value, bool):
+            raise click.UsageError(f"{shown} given twice, as {was} and {value}: give it once")
+        self._given[name] = value
+
+    @property
+    def backend_name(self) -> str:
+        return self._given.get("backend") or os.environ.get("XENEVT_BACKEND") or "auto"
+
+    @property
+    def state_given(self) -> bool:
+        return self._given.get("state") is not None or bool(os.environ.get("XENEVT_STATE"))
+
+    @property
+    def state(self) -> str:
+        given = self._given.get("state")
+        if given is not None:
+            return given
+        from .._front.host import default_state_dir  # (here, not at import: `xenevt --help` needs no backend)
+
+        return default_state_dir()
+
+    @property
+    def json(self) -> bool:
+        return bool(self._given.get("json"))
+
+    @json.setter
+    def json(self, on: bool) -> None:
+        self._given["json"] = on
+
+    @property
+    def debug(self) -> bool:
+        return bool(self._given.get("debug"))
+
+    @property
+    def pager(self) -> bool:
+        return not self._given.get("no_pager")
+
+    @property
+    def caller(self) -> int | None:
+        """--as, resolved (a name through the host)."""
+        given = self._given.get("caller")
+        if given is None:
+            return None
+        if self._caller is None:
+            self._caller = self.resolve(given)
+        return self._caller
+
+    # --- the domain rule: one place for every command
+    def enter(self, command: str, arity: str) -> None:
+        """The command about to run, and what it does with domains: NONE refuses -d (an option a command
+        cannot honour is an error), ONE takes one, MANY several (and --all-domains)."""
+        self.command, self.arity = command, arity
+        if arity == NONE and self.domains_given:
+            raise click.UsageError(f"it acts on no domain, so it takes no -d/--domain (given: "
+                                   f"{', '.join(map(str, self.domains_given))})")
+
+    def resolve(self, value: int | DomainName) -> int:
+        """A domain's id from its id or its name (dom0 is ``Domain-0`` as xl calls it; other names are the
+        host's: xenstore's /local/domain/N/name, which the simulator writes too)."""
+        if not isinstance(value, DomainName):
+            return value
+        if value == DOM0_NAME:
+            return 0
+        from ..errors import UsageError
+
+        try:
+            return self._lookup().domain_by_name(str(value))
+        except UsageError as e:
+            raise click.UsageError(f"{value.shown}: {e}") from None
+
+    def _named(self, extra: tuple[int | DomainName | None, ...] = ()) -> list[int]:
+        out: list[int] = []
+        for v in [*self.domains_given, *(x for x in extra if x is not None)]:
+            d = self.resolve(v)
+            if d not in out:
+                out.append(d)
+        return out
+
+    def domain(self, *extra: int | DomainName | None) -> int:
+        """The one domain a command acts on: -d (either position) or a DOMID argument (``extra``; both must
+        agree), else --as's (a domain acts on itself), else dom0."""
+        named = self._named(extra)
+        if len(named) > 1:
+            raise click.UsageError(f"it acts on one domain, and {' and '.join(f'domain {d}' for d in named)} "
+                                   "were named")
+        if named:
+            return named[0]
+        return 0 if self.caller is None else self.caller
+
+    def confirm(self, what: str, yes: bool) -> None:
+        """Ask before a change that touches more than the domain named (``--yes`` answers for a script);
+        without a terminal to ask on, a usage error saying --yes is needed."""
+        if yes:
+            return
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise click.UsageError(f"this would {what}: add --yes to confirm (no terminal to ask on)")
+        if not click.confirm(f"xenevt: {what}?", default=False, err=True):
+            raise click.exceptions.Exit(1)
+
+    def domains(self, default: tuple[int, ...] | None = (0,)) -> list[int]:
+        """The domains a command that reads several reads: every -d (either position), or --all-domains, else
+        --as's, else ``default`` (None: every domain of the host)."""
+        named = self._named()
+        if named and self.all_domains:
+            raise click.UsageError("give -d/--domain or --all-domains, not both")
+        if named:
+            return named
+        if self.all_domains:
+            return self.host.domains()
+        if self.caller is not None:
+            return [self.caller]
+        return self.host.domains() if default is None else list(default)
 
     # --- output: plain text for the text views, rich only where a command draws with it (info, watch, demo)
     @property
@@ -119,12 +242,6 @@ class Ctx:
         stream_table(out.write, header, rows, right)
         out.flush()
 
-    def domain(self, local: int | None) -> int:
-        """The domain a command is about: its own --domain, else the global one, else dom0."""
-        if local is not None:
-            return local
-        return 0 if self.domain_default is None else self.domain_default
-
     @property
     def host(self):
         """The host the global options name (xenevt.open: the backend chosen once, opened on first use)."""
@@ -136,13 +253,26 @@ class Ctx:
                                    on_create=self._said_created)
         return self._host
 
+    def _lookup(self) -> Host:
+        """The host to look names up in: the command's own once open, else one opened without --as (whose
+        own name may be the one being looked up)."""
+        if self._host is not None:
+            return self._host
+        if self._names_host is None:
+            from .. import open as open_host
+
+            self._names_host = open_host(self.backend_name, self.state, None, create=not self.state_given,
+                                         on_create=self._said_created)
+        return self._names_host
+
     def _said_created(self, state: str) -> None:
         self.note(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 
     def close(self) -> None:
         try:
-            if self._host is not None:
-                self._host.shutdown()
+            for host in (self._host, self._names_host):
+                if host is not None:
+                    host.shutdown()
         finally:
             self.close_pager()
 
@@ -204,9 +334,6 @@ def _reader_left() -> None:
     raise BrokenPipeError
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
-
-
 class _IntRange(click.ParamType):
     """An integer (decimal or 0x hex) in a range, with an error that names the value and the range."""
 
@@ -229,8 +356,44 @@ class _IntRange(click.ParamType):
         return n
 
 
+class DomainName(str):
+    """A domain given by name on the command line: its id is looked up when the command runs (``Ctx.resolve``)."""
+
+    shown = ""  # the option or argument and the value, for the error when no domain has that name
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]{0,63}")  # (no ':' or '=': DOMAIN:PORT and DOMAIN=ABI split on them)
+
+
+class _Domain(_IntRange):
+    """A domain by id (decimal or 0x hex) or by name (``Domain-0``, a guest's xenstore name); a word that reads
+    as a number (nan, inf, 1e3) is a number, and must be an id in range."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, DomainName)):
+            return value
+        text = str(value)
+        if _NAME.fullmatch(text):
+            try:
+                float(text)
+            except ValueError:
+                name = DomainName(text)
+                name.shown = f"{param.get_error_hint(ctx) if param is not None else 'domain'} {text!r}"
+                return name
+        try:
+            int(text, 0)
+        except ValueError:
+            try:
+                float(text)
+            except ValueError:
+                self.fail(f"domain {text!r} is neither a domain id nor a domain name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 PORT = _IntRange("port", 1, abi.EVTCHN_FIFO_NR_CHANNELS - 1, " (port 0 is never valid; the FIFO ABI has 2^17 ports)")
-DOMAIN = _IntRange("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
+DOMAIN_ID = _IntRange("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
+DOMAIN = _Domain("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
+DOM0_NAME = "Domain-0"  # (xl's name for dom0, and what its xenstore node holds)
 VCPU = _IntRange("vCPU", 0, 4095)
 PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)")
 COUNT = _IntRange("count", 1, 1 << 31)
@@ -320,19 +483,129 @@ class _Virq(click.ParamType):
 VIRQ = _Virq()
 
 
+# --- the global options: declared once here, accepted before the command (the group) and after it (every
+# command, through pass_ctx); each recorded on the one Ctx by ``_noted``, which refuses two different values.
+NONE, ONE, MANY = "none", "one", "many"  # what a command does with domains (Ctx.enter)
+
+_GLOBALS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--backend", "-b", "backend"), {
+        "type": click.Choice(["auto", "sim", "xen"]), "metavar": "auto|sim|xen",
+        "help": "auto (default; $XENEVT_BACKEND): real Xen where /dev/xen/evtchn exists, else the simulator."}),
+    (("--state", "state"), {
+        "metavar": "DIR",
+        "help": "Simulator state directory (default $XENEVT_STATE, $XDG_RUNTIME_DIR/xenevt, ~/.local/state/xenevt)."}),
+    (("--domain", "-d", "domain"), {
+        "type": DOMAIN, "multiple": True, "metavar": "DOMAIN",
+        "help": "Domain to act on, by id or name (Domain-0, a guest's name); default: --as's, else 0."}),
+    (("--as", "caller"), {
+        "type": DOMAIN, "metavar": "DOMAIN",
+        "help": "Simulator: the domain making the calls (default: the domain itself; dom0 is privileged); "
+                "it is also the domain acted on where no --domain is given."}),
+    (("--json", "json"), {"is_flag": True, "help": "Print JSON (errors too, as an object on stdout)."}),
+    (("--no-pager", "no_pager"), {
+        "is_flag": True, "help": "Never pipe text views into $PAGER (else they go through XENEVT_PAGER, PAGER or "
+                                 "'less -FRX' when longer than the terminal)."}),
+    (("--debug", "debug"), {"is_flag": True, "help": "Show tracebacks of unexpected errors."}),
+)
+_ALL_DOMAINS = (("--all-domains", "all_domains"), {"is_flag": True, "help": "Every domain of the host."})
+
+
+def context_of(ctx: click.Context) -> Ctx:
+    """The one Ctx of a command line (made on the first option noted, or by the group)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Ctx):
+        root.obj = Ctx()
+    return root.obj
+
+
+def _noted(ctx: click.Context, param: click.Parameter, value):
+    if value is not None and value is not False and value != ():
+        context_of(ctx).note_option(str(param.name), value, "/".join(param.opts))
+    return value
+
+
+def _option(spec: tuple[tuple[str, ...], dict[str, Any]], hidden: bool) -> click.Option:
+    decls, kw = spec
+    return click.Option(list(decls), expose_value=False, callback=_noted, hidden=hidden, **kw)
+
+
+def global_options(f):
+    """The group's copy of the global options (before the command)."""
+    params = getattr(f, "__click_params__", None)
+    if params is None:
+        params = f.__click_params__ = []
+    params += [_option(spec, hidden=False) for spec in reversed(_GLOBALS)]
+    return f
+
+
+def pass_ctx(f):
+    """Every command's entry: the global options after the command too (hidden in its help), the command's
+    domain rule applied (Ctx.enter: NONE unless domain_option or domains_option says otherwise), and every
+    domain given by name (an argument, a DOMAIN:PORT) turned into its id; then ``f(ctx, ...)``."""
+
+    @functools.wraps(f)
+    def run(*args, **kwargs):
+        cctx = click.get_current_context()
+        c = context_of(cctx)
+        c.enter(cctx.command_path.removeprefix("xenevt").strip() or "xenevt", run.domain_arity)  # type: ignore[attr-defined]
+        return f(c, *args, **{k: _resolved(c, v) for k, v in kwargs.items()})
+
+    run.domain_arity = NONE  # type: ignore[attr-defined]
+    run.__click_params__ = [_option(spec, hidden=True) for spec in reversed(_GLOBALS)]  # type: ignore[attr-defined]
+    return run
+
+
+def _resolved(c: Ctx, value):
+    if isinstance(value, DomainName):
+        return c.resolve(value)
+    if isinstance(value, tuple) and any(isinstance(v, (DomainName, tuple)) for v in value):
+        return tuple(_resolved(c, v) for v in value)
+    return value
+
+
+def _show(f, name: str, help: str | None = None) -> None:
+    for p in f.__click_params__:
+        if p.name == name:
+            p.hidden = False
+            if help is not None:
+                p.help = help
+
+
 def domain_option(f):
-    return click.option("--domain", "-d", "local_domain", type=DOMAIN, default=None,
-                        help="Domain the port belongs to (default: the global --domain, else 0).")(f)
+    """The command acts on one domain (-d, either position; --as's; else dom0): Ctx.domain()."""
+    f.domain_arity = ONE
+    _show(f, "domain", "The domain acted on, by id or name (default: --as's, else 0).")
+    return f
+
+
+def domains_option(f):
+    """The command reads one or more domains (-d repeatable, --all-domains): Ctx.domains()."""
+    f.domain_arity = MANY
+    _show(f, "domain", "A domain to read, by id or name (repeatable; default: --as's, else 0).")
+    f.__click_params__.append(_option(_ALL_DOMAINS, hidden=False))
+    return f
+
+
+def targets_option(f):
+    """The command acts on the domains named (-d repeatable, --as's) and has its own word for all of them."""
+    f.domain_arity = MANY
+    _show(f, "domain", "A domain to act on, by id or name (repeatable).")
+    return f
+
+
+def yes_option(f):
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask (needed where no terminal can be asked).")(f)
+
+
+def settled(cmd: click.Command) -> click.Command:
+    """A command with an option of its own named as a global one (``sim device add --backend DOMAIN``): its own
+    wins, and the global one is accepted before the command only."""
+    own = {o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts}
+    cmd.params = [p for p in cmd.params if not (getattr(p, "hidden", False) and own & set(p.opts))]
+    return cmd
 
 
 def json_option(f):
-    """--json is accepted after the command too; it sets the global flag."""
-
-    def set_json(ctx, param, value):
-        if value:
-            ctx.find_object(Ctx).json = True
-        return value
-
-    return click.option("--json", "local_json", is_flag=True, expose_value=False, callback=set_json,
-                        help="Print JSON.")(f)
-
+    """--json (accepted after every command) listed in this command's help."""
+    _show(f, "json", "Print JSON.")
+    return f

@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from ..activity import STORM_RATE
-from .context import DOMAIN, DURATION, KASLR_OFFSET, RATE, SAMPLE_INTERVAL, Ctx, json_option, pass_ctx, whole_host
+from .context import (
+    DURATION,
+    KASLR_OFFSET,
+    RATE,
+    SAMPLE_INTERVAL,
+    Ctx,
+    domains_option,
+    json_option,
+    pass_ctx,
+    whole_host,
+)
 
 STUCK_AFTER = 10.0  # (evidence.doctor.STUCK_AFTER, kept here so --help imports nothing heavy)
 
@@ -17,7 +27,6 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
                "4 inconclusive (no finding, but part of the evidence could not be read, or it holds no port, or a "
                "finding cannot be told from a transient state on one sample: take a second with --since), "
                "1/2 when the evidence could not be read at all.")
-@click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True, help="Only these domains (repeatable).")
 @click.option("--edump", metavar="FILE", help="Read Xen's 'e' debug-key dump (xl dmesg output; - for stdin).")
 @click.option("--lsevtchn", "lsevtchn_file", metavar="FILE", help="Read lsevtchn's output for --domain (- for stdin).")
 @click.option("--from", "raw_file", metavar="FILE", help="Read a raw dump saved with `xenevt dump --raw`.")
@@ -37,10 +46,11 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
               metavar="SECONDS", help="A port pending in both samples at least this far apart is stuck.")
 @click.option("--list-rules", is_flag=True, help="List the rules doctor applies (id, family, severities, what "
               "each finds; --json adds what each needs) and exit.")
+@domains_option
 @json_option
 @pass_ctx
 @whole_host
-def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
+def doctor(c: Ctx, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
            save, since, interval, storm_rate, stuck_after, list_rules):
     """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
@@ -53,13 +63,16 @@ def doctor(c: Ctx, domains, edump, lsevtchn_file, raw_file, system_map, dump_cor
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
     a raw dump."""
     if list_rules:
-        if domains or edump or lsevtchn_file or raw_file or system_map or dump_core or save or since or interval:
+        if (c.domains_given or c.all_domains or edump or lsevtchn_file or raw_file or system_map or dump_core or save
+                or since or interval):
             raise click.UsageError("--list-rules lists the rules: it reads no evidence")
         _list_rules(c)
         return
     from .. import Source
     from ..errors import UsageError
 
+    # every domain by default (as --all-domains), else -d's, else --as's
+    domains = () if c.all_domains and not c.domains_given else tuple(c.domains(default=()))
     try:
         source = Source.from_options(domains=domains, from_file=raw_file, system_map=system_map, dump_core=dump_core,
                                      kaslr_offset=kaslr_offset, edump=edump, lsevtchn=lsevtchn_file)

@@ -24,7 +24,7 @@ from .context import (
     Ctx,
     Pair,
     _IntRange,
-    domain_option,
+    domains_option,
     json_option,
     pass_ctx,
     whole_host,
@@ -76,17 +76,15 @@ class _SharedInfo(click.ParamType):
 @click.option("--raw", "raw_file", metavar="FILE", type=click.Path(), help="Same as --format raw --output FILE.")
 @click.option("--all-words", is_flag=True, help="List every port's word (FIFO) or bits (2-level), those at rest "
               "too: 0 and plain MASKED.")
-@click.option("--all-domains", is_flag=True, help="Every domain of the host.")
 @click.option("--kcore", default="/proc/kcore", hidden=True)
 @click.option("--kallsyms", default="/proc/kallsyms", hidden=True)
 @click.option("--cpus-file", default="/sys/devices/system/cpu/possible", hidden=True)
-@domain_option
+@domains_option
 @json_option
 @pass_ctx
 @whole_host
 def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gfns, controls, control_gfn, offset,
-         shared_info, vcpu_infos, fmt, output, raw_file, all_words, all_domains, kcore, kallsyms, cpus_file,
-         local_domain):
+         shared_info, vcpu_infos, fmt, output, raw_file, all_words, kcore, kallsyms, cpus_file):
     """FIFO: queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
     and every event word that is not the boot default, with its PENDING/MASKED/LINKED/BUSY flags.
     A broken chain (a LINK past the array, to an unlinked word, a cycle) is shown with the port
@@ -107,8 +105,10 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
     from ..errors import UsageError
 
     cbs = list(controls) + ([(control_gfn, offset)] if control_gfn is not None else [])
+    all_domains = c.all_domains
+    named = [] if all_domains and not c.domains_given else c.domains()  # (-d with --all-domains: refused there)
     try:
-        source = Source.from_options(domains=(c.domain(local_domain),), all_domains=all_domains, from_file=from_file,
+        source = Source.from_options(domains=tuple(named[:1]), all_domains=all_domains, from_file=from_file,
                                      self_kernel=self_kernel, gfns=gfns, controls=cbs, shared_info=shared_info,
                                      vcpu_infos=vcpu_infos, system_map=system_map, dump_core=dump_core,
                                      kaslr_offset=kaslr_offset)
@@ -116,8 +116,11 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         raise click.UsageError(str(e)) from None
     if from_file and raw_file and raw_file != "-":
         raise click.UsageError("--from decodes a saved file: it takes no --raw")
-    if raw_file and all_domains:
-        raise click.UsageError("--raw saves one domain: pick it with --domain")
+    if raw_file and (all_domains or len(named) > 1):
+        raise click.UsageError("--raw saves one domain: pick it with one --domain")
+    if len(named) > 1 and source.kind != "live":
+        raise click.UsageError(f"{_flag(source.kind)} reads one domain: "
+                               f"{' and '.join(f'domain {d}' for d in named)} were given")
     if source.kind == "self":  # (this kernel's files, which tests point elsewhere)
         source = Source("self", kcore=kcore, kallsyms=kallsyms, cpus_file=cpus_file)
     host = c.host
@@ -137,13 +140,21 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
         c.emit(saved, f"saved the FIFO pages of domain {domain} ({saved['event_array_pages']} event-array page(s), "
                       f"{vcpus} vCPU(s)) to {raw_file}: {size} bytes")
         return
-    dumps = host.dump(source, all_words=all_words)
+    if len(named) > 1:  # (several domains of the host's own view: one live source each)
+        dumps = [x for d in named for x in host.dump(Source.live(d), all_words=all_words)]
+    else:
+        dumps = host.dump(source, all_words=all_words)
+    if c.domains_given and source.kind in FILE_KINDS:  # a file, a core, this kernel: its domain is its own
+        held = sorted({x.domain for x in dumps})
+        if held != named:
+            raise click.UsageError(f"{_flag(source.kind)} holds domain {', '.join(map(str, held)) or 'none'}, not "
+                                   f"{' and '.join(f'domain {d}' for d in named)} as -d/--domain says")
     if dumps and dumps[0].names is not None and not c.json:
         from .inspect import _notes
 
         _notes(c, dumps[0].names)
     if c.json:
-        _emit_json(c, dumps, len(dumps) == 1 and not all_domains)
+        _emit_json(c, dumps, len(dumps) == 1 and len(named) <= 1 and not all_domains)
         return
     from ..dump.render import render_dump
 
@@ -153,6 +164,14 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
             c.say()
         render_dump(x, c.text)
     c.stdout.flush()
+
+
+FILE_KINDS = ("raw", "self")  # sources whose domain is the one they hold (dump-core's is -d's)
+
+
+def _flag(kind: str) -> str:
+    return {"raw": "--from", "self": "--self", "frames": "--gfn", "shared-info": "--shared-info",
+            "guest-kernel": "--system-map", "dump-core": "--dump-core"}.get(kind, kind)
 
 
 def _emit_json(c: Ctx, dumps: list, one: bool) -> None:

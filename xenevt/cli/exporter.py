@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..activity import STORM_RATE
-from .context import COLLECT_INTERVAL, COLLECT_TIMEOUT, RATE, TOP, Ctx, pass_ctx
+from .context import COLLECT_INTERVAL, COLLECT_TIMEOUT, RATE, TOP, Ctx, domains_option, pass_ctx
 
 DEFAULT_LISTEN = "127.0.0.1:9874"
 SHIPPED = {"rules": "xenevt-alerts.yml", "dashboard": "xenevt-dashboard.json", "systemd": "xenevt-exporter.service"}
@@ -57,6 +57,7 @@ class Listen(click.ParamType):
               help="Events per second on one port or IRQ that doctor calls a storm.")
 @click.option("--print", "show", type=click.Choice(sorted(SHIPPED)), default=None,
               help="Print a shipped file (Prometheus alert rules, Grafana dashboard, systemd unit) and exit.")
+@domains_option
 @pass_ctx
 def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top, storm_rate, show):
     """Serve event-channel metrics for Prometheus: ports by state and the limit per domain, pending and masked
@@ -79,19 +80,24 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
 
     from ..metrics.serve import Exporter, exposition, registry, serve, write_textfile
 
-    ex = Exporter(c.host, timeout=timeout, ports=port_series, top=top, storm_rate=storm_rate)
+    # every domain the host lists, unless -d names some (a domU's exporter, or --as D: its own)
+    domains = () if c.all_domains and not c.domains_given else tuple(c.domains(default=()))
+    ex = Exporter(c.host, timeout=timeout, ports=port_series, top=top, storm_rate=storm_rate, domains=domains)
     reg = registry(ex)
-    if once:
+    if once:  # one shot: a source that fails is this command's error (with --textfile, written as metrics first)
         r = ex.round()
-        if r is not None and r.failed.get("evidence"):
-            c.note(f"xenevt: exporter: {r.failed['evidence']}")
-        data = exposition(reg)
         if textfile:
-            write_textfile(textfile, data)
-        else:
-            c.stdout.write(data.decode())
+            write_textfile(textfile, exposition(reg))
+        if r is None:
+            from ..errors import XenevtError
+
+            raise XenevtError(f"exporter: the collection took longer than --timeout {timeout:g} s")
+        if r.error is not None:
+            raise r.error
+        if not textfile:
+            c.stdout.write(exposition(reg).decode())
             c.stdout.flush()
-        return 0 if r is not None and r.diagnosis is not None else 1
+        return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # (systemd's stop: the loop ends, the port is closed)
     if textfile:

@@ -5,24 +5,31 @@ from __future__ import annotations
 import click
 
 from ..abi import word_flags
-from .context import PORT, Ctx, domain_option, json_option, pass_ctx, whole_host
+from .context import PORT, Ctx, domain_option, domains_option, json_option, pass_ctx, whole_host
 
 
 @click.command("status")
-@click.argument("port", type=PORT)
+@click.argument("ports", metavar="PORT...", type=PORT, nargs=-1, required=True)
 @domain_option
 @json_option
 @pass_ctx
-def status(c: Ctx, port, local_domain):
+def status(c: Ctx, ports):
     """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
-    d = c.domain(local_domain)
-    st = c.host.status(d, port)
-    names = c.host.names(d, [st])
-    if c.json:
-        c.emit(st.as_dict() | {"name": names.field(d, port)})
+    d = c.domain()
+    sts = [c.host.status(d, port) for port in ports]
+    names = c.host.names(d, sts)
+    if c.json:  # (one object per port, one a line, as notify's)
+        for st in sts:
+            c.emit(st.as_dict() | {"name": names.field(d, st.port)})
         return
     _notes(c, names)
     c.page()
+    for st in sts:
+        _status_text(c, d, st, names)
+
+
+def _status_text(c: Ctx, d: int, st, names) -> None:
+    port = st.port
     c.say(f"domain {d} port {port}: {st.state}")
     if names.get(d, port) is not None:
         c.say(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
@@ -40,23 +47,30 @@ def status(c: Ctx, port, local_domain):
 
 
 @click.command("list")
-@domain_option
+@domains_option
 @json_option
 @pass_ctx
 @whole_host
-def list_ports(c: Ctx, local_domain):
+def list_ports(c: Ctx):
     """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
-    d = c.domain(local_domain)
-    ports = c.host.ports(d)
-    names = c.host.names(d, ports)
-    if c.json:
-        _json_rows(c, (st.json_row(names.field(d, st.port)) for st in ports))
+    domains = c.domains()
+    listed = [(d, c.host.ports(d)) for d in domains]
+    names = c.host.names(domains[0] if domains else 0, [st for _, ports in listed for st in ports])
+    if c.json:  # (one array: each row names its domain)
+        _json_rows(c, (st.json_row(names.field(d, st.port)) for d, ports in listed for st in ports))
         return
     _notes(c, names)
+    c.page()
+    for i, (d, ports) in enumerate(listed):
+        if i:
+            c.say()
+        _list_text(c, d, ports, names)
+
+
+def _list_text(c: Ctx, d: int, ports, names) -> None:
     if not ports:
         c.say(f"domain {d}: no open ports")
         return
-    c.page()
     c.say(f"domain {d}: {len(ports)} open port(s)")
     c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
             ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),

@@ -23,13 +23,13 @@ def _flags_now(c: Ctx, domain: int, port: int) -> str:
 @domain_option
 @json_option
 @pass_ctx
-def notify(c: Ctx, ports, remotes, local_domain):
+def notify(c: Ctx, ports, remotes):
     """Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end
     (interdomain) or on this domain (IPI).  Notifying an unbound port is an error here,
     although Xen silently drops it."""
     if not ports and not remotes:
         raise click.UsageError("give a PORT to send on, or --to DOMAIN:PORT")
-    d = c.domain(local_domain)
+    d = c.domain()
     b = c.host
     for port in ports:
         r = b.notify(d, port)
@@ -47,8 +47,8 @@ def _simple(name: str, verb: str, doc: str, action):
     @domain_option
     @json_option
     @pass_ctx
-    def cmd(c: Ctx, port, local_domain):
-        d = c.domain(local_domain)
+    def cmd(c: Ctx, port):
+        d = c.domain()
         action(c.host, d, port)
         after = "" if name == "close" else f" ({_flags_now(c, d, port)})"
         c.emit({"domain": d, "port": port, "done": name}, f"{verb} port {port} of domain {d}{after}")
@@ -71,10 +71,10 @@ close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain 
 @domain_option
 @json_option
 @pass_ctx
-def set_priority(c: Ctx, port, priority, local_domain):
+def set_priority(c: Ctx, port, priority):
     """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue.
     A domain on the 2-level ABI has no priorities: Xen answers ENOSYS."""
-    d = c.domain(local_domain)
+    d = c.domain()
     c.host.set_priority(d, port, priority)
     c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")
 
@@ -85,9 +85,9 @@ def set_priority(c: Ctx, port, priority, local_domain):
 @domain_option
 @json_option
 @pass_ctx
-def bind_vcpu(c: Ctx, port, vcpu, local_domain):
+def bind_vcpu(c: Ctx, port, vcpu):
     """Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ ports cannot move."""
-    d = c.domain(local_domain)
+    d = c.domain()
     c.host.bind_vcpu(d, port, vcpu)
     c.emit({"domain": d, "port": port, "vcpu": vcpu}, f"port {port} of domain {d}: notifies vCPU {vcpu}")
 

@@ -6,17 +6,50 @@ import os
 
 import click
 
+from ..errors import XenevtError
 from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.domain import KERNEL_ABIS
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
-from .context import DOMAIN, DOMAINS, MAX_PORTS, QUEUES, SIM_VCPU, VCPUS, Ctx, json_option, pass_ctx
+from .context import (
+    DOMAIN,
+    DOMAIN_ID,
+    DOMAINS,
+    MAX_PORTS,
+    QUEUES,
+    SIM_VCPU,
+    VCPUS,
+    Ctx,
+    domain_option,
+    json_option,
+    pass_ctx,
+    settled,
+    targets_option,
+    yes_option,
+)
 from .inspect import render_info
 
 
 @click.group("sim")
 def sim():
     """The embedded simulated Xen host (state in one file under --state DIR)."""
+
+
+def _in_use(state: str) -> str:
+    """What makes a host live (open ports, consumers attached), in words; "" for none, or no host."""
+    if not os.path.exists(os.path.join(state, FILE_NAME)):
+        return ""
+    try:
+        with SimHost(state) as host:
+            doms = host.info()["domains"]
+            ports = {d["domain"]: d["ports_in_use"] for d in doms if d["ports_in_use"]}
+            eaten = sorted((d["domain"], v) for d in doms for v in range(d["vcpus"])
+                           if host.consumers.live(d["domain"], v))
+    except XenevtError:  # (a host that cannot be opened is replaced as it is: nothing of it is live)
+        return ""
+    said = [f"{n} open port(s) in domain {d}" for d, n in sorted(ports.items())]
+    said += [f"a consumer on vCPU {v} of domain {d}" for d, v in eaten]
+    return "; ".join(said)
 
 
 class DomainAbi(click.ParamType):
@@ -32,7 +65,7 @@ class DomainAbi(click.ParamType):
             self.fail(f"{value!r} is not DOMAIN=ABI (e.g. 1=2l)", param, ctx)
         if a not in KERNEL_ABIS:
             self.fail(f"ABI {a!r} of domain {d} is not one of {', '.join(KERNEL_ABIS)}", param, ctx)
-        return DOMAIN.convert(d, param, ctx), a
+        return DOMAIN_ID.convert(d, param, ctx), a
 
 
 @sim.command("init")
@@ -51,13 +84,18 @@ class DomainAbi(click.ParamType):
                    "one event-array page) or 2l (every port masked, as Linux with xen.fifo_events=0).")
 @click.option("--domain-abi", "domain_abis", type=DomainAbi(), multiple=True, metavar="DOMAIN=ABI",
               help="One domain's kernel chooses otherwise, e.g. 1=2l (repeatable).")
-@click.option("--force", is_flag=True, help="Replace an existing host.")
+@click.option("--force", is_flag=True, help="Replace an existing host (asked first when it is in use).")
+@yes_option
 @json_option
 @pass_ctx
-def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force):
+def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force, yes):
     """Create a fresh host: each guest kernel sets up the ABI it chooses (--abi, --domain-abi)."""
     if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
         check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")
+    if force:
+        in_use = _in_use(c.state)
+        if in_use:
+            c.confirm(f"replace the host at {c.state}, which is in use ({in_use})", yes)
     abis = dict(domain_abis)
     path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen, abi=abi_name,
                        abis=abis)
@@ -85,21 +123,28 @@ def info(c: Ctx):
 
 
 @sim.command("reset")
-@click.option("--domain", "-d", "domains", type=DOMAIN, multiple=True,
-              help="Only this domain (repeatable); default every domain.")
+@click.option("--all", "every", is_flag=True, help="Every domain (asked first; --yes where there is no terminal).")
+@yes_option
+@targets_option
 @json_option
 @pass_ctx
-def reset(c: Ctx, domains):
-    """Close every port (EVTCHNOP_reset) as --as (default dom0) and put the domain back on the 2-level ABI;
-    interdomain peers are left unbound.  A domain resets itself; a privileged one resets any other as a
-    toolstack does (paused around the reset, since Xen refuses to reset a running domain not its own).
-    Every target is checked before any is touched."""
+def reset(c: Ctx, every, yes):
+    """Close every port (EVTCHNOP_reset) of the domain named (-d, repeatable; --as's), as --as (default dom0),
+    and put it back on the 2-level ABI; interdomain peers are left unbound.  A domain resets itself; a
+    privileged one resets any other as a toolstack does (paused around the reset, since Xen refuses to reset a
+    running domain not its own).  Every target is checked before any is touched."""
+    if every and c.domains_given:
+        raise click.UsageError("give -d/--domain or --all, not both")
+    if not every and not c.domains_given and c.caller is None:
+        raise click.UsageError("name the domain to reset with -d DOMAIN (or --as it), or --all for every domain")
     caller = 0 if c.caller is None else c.caller
     with SimHost(c.state) as host:
-        targets = list(domains) or sorted(host.domains)
+        targets = sorted(host.domains) if every else c.domains()
         for domid in targets:  # EPERM/ESRCH for any target before any is touched
             host.check_access(caller, domid, "reset")
         before = {domid: len(host.list_ports(caller, domid)) for domid in targets}
+        if every:
+            c.confirm(f"reset every domain ({', '.join(f'{d}: {n} open port(s)' for d, n in before.items())})", yes)
         closed = {}
         for domid in targets:
             pause = domid != caller and not host.domains[domid].paused
@@ -116,46 +161,66 @@ def reset(c: Ctx, domains):
 
 
 @sim.command("pause")
-@click.argument("domid", type=DOMAIN)
+@click.argument("domid", type=DOMAIN, required=False)
+@domain_option
 @pass_ctx
 def pause(c: Ctx, domid):
     """Pause a domain, as ``xl pause`` does (the toolstack: --as a privileged domain): EVTCHNOP_reset may then
     name it."""
+    domid = _named(c, domid)
     with SimHost(c.state) as host:
         host.pause(domid, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
 
 
 @sim.command("unpause")
-@click.argument("domid", type=DOMAIN)
+@click.argument("domid", type=DOMAIN, required=False)
+@domain_option
 @pass_ctx
 def unpause(c: Ctx, domid):
     """Unpause a domain (``xl unpause``; the toolstack: --as a privileged domain)."""
+    domid = _named(c, domid)
     with SimHost(c.state) as host:
         host.pause(domid, False, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
 @sim.command("destroy")
-@click.argument("domid", type=DOMAIN)
+@click.argument("domid", type=DOMAIN, required=False)
 @click.option("--dying", is_flag=True, help="Leave it dying (still listed, as while something holds a reference "
               "to it), not gone.")
+@click.option("--all", "every", is_flag=True, help="Every domain but the privileged ones (asked first; --yes where "
+              "there is no terminal).")
+@yes_option
+@domain_option
 @json_option
 @pass_ctx
-def destroy(c: Ctx, domid, dying):
+def destroy(c: Ctx, domid, dying, every, yes):
     """Destroy a domain as ``xl destroy`` does, as --as (default dom0): Xen's evtchn_destroy() closes every port
     of it, so each interdomain peer goes back to unbound, waiting for the dead domid; the domain is then gone
     (ESRCH for every call naming it), or with --dying still listed as dying.  Run again on a dying domain to
     finish it."""
     caller = _toolstack(c)
     with SimHost(c.state) as host:
-        dom = host.domain(domid, "destroy")
-        ports = {d: {st.port for st in host.list_ports(0, d)} for d in host.domains if d != domid}
-        closed = len(host.list_ports(0, domid))
-        host.destroy_domain(caller, domid, dying)
-        peers = sorted((d, p) for d in host.domains if d != domid for p in ports[d]
-                       if (st := host.status(0, d, p)).state == "unbound" and st.remote_domain == domid)
-        del dom
+        if every:
+            if domid is not None or c.domains_given:
+                raise click.UsageError("give a DOMID (or -d) or --all, not both")
+            targets = sorted(d for d, dom in host.domains.items() if not dom.privileged)
+            c.confirm(f"destroy every unprivileged domain ({', '.join(map(str, targets)) or 'none'})", yes)
+        else:
+            targets = [_named(c, domid)]
+        for target in targets:
+            _destroy(c, host, caller, target, dying)
+
+
+def _destroy(c: Ctx, host, caller: int, domid: int, dying: bool) -> None:
+    dom = host.domain(domid, "destroy")
+    ports = {d: {st.port for st in host.list_ports(0, d)} for d in host.domains if d != domid}
+    closed = len(host.list_ports(0, domid))
+    host.destroy_domain(caller, domid, dying)
+    peers = sorted((d, p) for d in host.domains if d != domid for p in ports[d]
+                   if (st := host.status(0, d, p)).state == "unbound" and st.remote_domain == domid)
+    del dom
     what = "dying" if dying else "gone"
     c.emit({"domain": domid, "state": what, "closed": closed,
             "waiting": [{"domain": d, "port": p} for d, p in peers]},
@@ -165,15 +230,17 @@ def destroy(c: Ctx, domid, dying):
 
 
 @sim.command("xen-port")
-@click.argument("domid", type=DOMAIN)
+@click.argument("domid", type=DOMAIN, required=False)
 @click.option("--remote", type=DOMAIN, default=0, show_default=True, help="The domain that may bind to it.")
 @click.option("--vcpu", type=SIM_VCPU, default=0, show_default=True, help="Its notify vCPU.")
+@domain_option
 @json_option
 @pass_ctx
 def xen_port(c: Ctx, domid, remote, vcpu):
     """Allocate a port that Xen itself consumes, as an ioreq server or a vm_event ring does
     (alloc_unbound_xen_event_channel): the guest cannot send on, close or move it, a reset leaves it, and
     EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20."""
+    domid = _named(c, domid)
     with SimHost(c.state) as host:
         port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
     c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
@@ -209,6 +276,14 @@ def check(c: Ctx, repair):
         click.get_current_context().exit(1)
 
 
+def _named(c: Ctx, domid: int | None) -> int:
+    """The one domain a toolstack command acts on: its DOMID argument or -d (the same domain if both), else
+    --as's; never a default, as these change a domain."""
+    if domid is None and not c.domains_given and c.caller is None:
+        raise click.UsageError("name the domain: DOMID or -d DOMAIN")
+    return c.domain(domid)
+
+
 def _toolstack(c: Ctx) -> int:
     """The domain a toolstack operation (pause, destroy, device add, Xen's own ports) runs as: --as, else dom0."""
     return CONTROL_DOMAIN if c.caller is None else c.caller
@@ -219,18 +294,21 @@ def device():
     """PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes."""
 
 
+@settled
 @device.command("add")
 @click.argument("kind", type=click.Choice(["vif", "vbd", "console", "store"]))
-@click.argument("domid", type=DOMAIN)
+@click.argument("domid", type=DOMAIN, required=False)
 @click.option("--backend", type=DOMAIN, default=0, show_default=True, help="The domain serving it.")
 @click.option("--queues", type=QUEUES, default=1, show_default=True,
               help="Queues (vif, vbd): each has its own channel, a vif's a tx and an rx one.")
+@domain_option
 @json_option
 @pass_ctx
 def device_add(c: Ctx, kind, domid, backend, queues):
     """Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
     /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
     xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it)."""
+    domid = _named(c, domid)
     with SimHost(c.state) as host:
         made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
     what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")

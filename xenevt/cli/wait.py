@@ -19,11 +19,11 @@ from .context import COUNT, TIMEOUT, VCPU, Ctx, consume_events, domain_option, j
 @domain_option
 @json_option
 @pass_ctx
-def wait(c: Ctx, vcpu, count, timeout, local_domain):
+def wait(c: Ctx, vcpu, count, timeout):
     """Consume events as the guest's upcall handler does (FIFO: highest priority first; 2-level:
     Linux's round-robin scan of the bitmaps) and print each delivered port, one per line.
     Sleeps between events; one consumer per vCPU."""
-    d = c.domain(local_domain)
+    d = c.domain()
     with _ended_by_signals():
         got, stopped = consume_events(c, d, vcpu, count, timeout)
     if stopped:

@@ -11,7 +11,7 @@ import time
 import click
 
 from ..activity import SORTS, STORM_RATE
-from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domain_option, json_option, pass_ctx
+from .context import COUNT, RATE, WATCH_INTERVAL, Ctx, domains_option, json_option, pass_ctx
 
 NOTES = {"storm": "STORM", "stalled": "STALLED: pending, not delivered", "spurious": "spurious",
          "eoi-delayed": "EOI delayed"}
@@ -30,41 +30,72 @@ def _note(r) -> str:
 
 
 class _View:
-    """What each row is called and how the rows are ordered: the port's name where something names it (a vif
-    queue, the console), else what the row is (its state and peer, or the IRQ's handler)."""
+    """What each row is called, whose it is and how the rows are ordered: the port's name where something names
+    it (a vif queue, the console), else what the row is (its state and peer, or the IRQ's handler)."""
 
-    def __init__(self, names, domain: int, sort: str):
-        self.names, self.domain, self.sort = names, domain, sort
+    def __init__(self, names, domains: list[int], sort: str):
+        self.names, self.domains, self.sort = names, domains, sort
+        self.owners: dict[int, int] = {}  # id(row) -> its domain (the rows of several domains in one sample)
+
+    def sample(self, host):
+        """One sample of every domain's rows, each remembered as its domain's."""
+        from ..activity import Sample
+
+        rows = []
+        for d in self.domains:
+            for r in host.activity(d).rows:
+                if len(self.domains) > 1:
+                    r.key = f"d{d} {r.key}"  # (rates pair rows by key: one per domain)
+                self.owners[id(r)] = d
+                rows.append(r)
+        return Sample(f"{host.kind} domain {', '.join(map(str, self.domains))}", rows)
+
+    def domain(self, row) -> int:
+        return self.owners.get(id(row), self.domains[0])
 
     def port(self, row) -> int | None:
         """The port a row counts: the simulator's rows say it; a /proc/interrupts row only where names tied it."""
-        return row.port if row.port is not None else self.names.irq_port(self.domain, row.key)
+        if row.port is not None:
+            return row.port
+        key = row.key.split(" ", 1)[1] if len(self.domains) > 1 else row.key
+        return self.names.irq_port(self.domain(row), key)
 
     def name(self, rate) -> str:
         port = self.port(rate.row)
-        named = self.names.text(self.domain, port) if port is not None else ""
+        named = self.names.text(self.domain(rate.row), port) if port is not None else ""
         return named or rate.row.name
 
     def ordered(self, result):
         from ..activity import order
 
-        return order(result, self.sort, self.name)
+        return order(result, self.sort, self.name, lambda r: self.domain(r.row))
 
     def label(self, row) -> str:
         """The row in the one way xenevt writes a port (``d0:5``); an IRQ or device as its key."""
         port = row.port
-        return f"d{self.domain}:{port}" if port is not None else row.key
+        return f"d{self.domain(row)}:{port}" if port is not None else row.key
 
     def json_row(self, r) -> dict:
         row = r.row
+        d = self.domain(row)
         port = self.port(row)
-        return {"key": row.key, "port": port, "what": row.name,
-                "name": self.names.field(self.domain, port) if port is not None else None,
+        return {"domain": d, "key": row.key, "port": port, "what": row.name,
+                "name": self.names.field(d, port) if port is not None else None,
                 "counts": row.counts, "total": row.total, "delivered": r.delta,
                 "delivered_per_second": round(r.per_second, 2), "raised_total": row.raised, "raised": r.raised,
                 "raised_per_second": round(r.raised_per_second, 2), "pending": row.pending, "masked": row.masked,
                 "flags": r.flags, "spurious_total": row.spurious, "spurious": r.spurious,
                 "jiffies_eoi_delayed_total": row.eoi_delayed, "jiffies_eoi_delayed": r.eoi_delayed}
+
+
+def _names(host, domains: list[int]):
+    """The ports' names; a guest that may not list its own ports is named from its frontends' nodes."""
+    from ..errors import XenevtError
+
+    try:
+        return host.names(domains[0], [st for d in domains for st in host.ports(d)])
+    except XenevtError:
+        return host.names(domains[0])
 
 
 def _pm(row) -> str:
@@ -89,16 +120,16 @@ def _table(title: str, result, view: _View, height: int | None = None):
     caption = f"… {hidden} more row(s) (urgent first, then by {view.sort})" if hidden else None
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left", header_style="bold",
               box=None, pad_edge=False)
-    for col in ("port", "name", "total", "raised/s", "deliv/s", "PM", "note"):
-        numeric = col in ("total", "raised/s", "deliv/s")
-        t.add_column(col, justify="right" if numeric else "left", no_wrap=True, min_width=len(col),
-                     overflow="ellipsis" if col in ("name", "note") else "fold",
-                     ratio=1 if col in ("name", "note") else None)
-    for r in rows:
-        row = r.row
-        t.add_row(view.label(row), view.name(r), str(row.total), _rate(r.raised_per_second, row.raised is not None),
-                  _rate(r.per_second), _pm(row), _note(r),
-                  style="bold red" if r.urgent else "yellow" if r.spurious or r.eoi_delayed else None)
+    cells = [(view.label(r.row), view.name(r), str(r.row.total), _rate(r.raised_per_second, r.row.raised is not None),
+              _rate(r.per_second), _pm(r.row), _note(r)) for r in rows]
+    for i, col in enumerate(("port", "name", "total", "raised/s", "deliv/s", "PM", "note")):
+        squeezable = col in ("name", "note")  # (the rest are never cut: a port or a rate shown in part is wrong)
+        widest = max([len(col)] + [len(row[i]) for row in cells])
+        t.add_column(col, justify="right" if col in ("total", "raised/s", "deliv/s") else "left", no_wrap=True,
+                     min_width=len(col) if squeezable else widest, overflow="ellipsis",
+                     ratio=1 if squeezable else None)
+    for r, row_cells in zip(rows, cells, strict=True):
+        t.add_row(*row_cells, style="bold red" if r.urgent else "yellow" if r.spurious or r.eoi_delayed else None)
     return t
 
 
@@ -121,10 +152,10 @@ def _plain(out, stamp: str, result, view: _View) -> None:
               help="Row order after the urgent rows (storms, events nothing handles), which come first.")
 @click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one row flagged as a storm.")
-@domain_option
+@domains_option
 @json_option
 @pass_ctx
-def watch(c: Ctx, interval, once, count, sort, storm_rate, local_domain):
+def watch(c: Ctx, interval, once, count, sort, storm_rate):
     """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
     device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
@@ -142,25 +173,26 @@ def watch(c: Ctx, interval, once, count, sort, storm_rate, local_domain):
 
     if once:
         count = 1
-    d = c.domain(local_domain)
+    ds = c.domains()
     host = c.host
-    names = host.names(d)  # (a guest that may not list its own ports: named from its frontends' nodes)
-    view = _View(names, d, sort)
-    before = host.activity(d)
+    view = _View(_names(host, ds), ds, sort)
+    before = view.sample(host)
 
     def samples():
         nonlocal before
         taken = 0
         while count is None or taken < count:
             time.sleep(interval)
-            after = host.activity(d)
+            view.owners.clear()
+            view.owners.update({id(r): view.domain(r) for r in before.rows})
+            after = view.sample(host)
             yield rates(before, after, storm_rate), after.taken_at - before.taken_at, after.source
             before = after
             taken += 1
 
     if c.json:
         for i, (result, dt, source) in enumerate(samples(), 1):
-            c.emit({"domain": d, "source": source, "sample": i, "interval": round(dt, 3), "storm_rate": storm_rate,
+            c.emit({"domains": ds, "source": source, "sample": i, "interval": round(dt, 3), "storm_rate": storm_rate,
                     "rows": [view.json_row(r) for r in view.ordered(result)]})
         return
     if not c.stdout_is_terminal():

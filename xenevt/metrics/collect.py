@@ -33,23 +33,24 @@ class Round:
     diagnosis: Diagnosis | None
     seconds: float
     failed: dict[str, str] = field(default_factory=dict)  # source -> why
+    error: Exception | None = None  # the evidence's own error, where it failed (a one-shot run raises it)
 
 
 def collect(host: Host, previous: Diagnosis | None = None, *, ports: str = "named", top: int = 10,
-            storm_rate: float | None = None) -> Round:
-    """One round over ``host`` (refreshed first: a simulated host is read as a new consistent copy).  ``ports``:
-    which ports get per-port event series, "named", "all" or "none" (plus the ``top`` busiest others since the
-    previous round)."""
+            storm_rate: float | None = None, domains: tuple[int, ...] = ()) -> Round:
+    """One round over ``host`` (refreshed first: a simulated host is read as a new consistent copy), over every
+    domain or ``domains``.  ``ports``: which ports get per-port event series, "named", "all" or "none" (plus the
+    ``top`` busiest others since the previous round)."""
     from .. import XenevtError
 
     t0 = time.monotonic()
     host.refresh()
     failed: dict[str, str] = {}
     try:
-        diagnosis = host.doctor(since=previous, storm_rate=storm_rate)
+        diagnosis = host.doctor(since=previous, storm_rate=storm_rate, domains=domains)
     except XenevtError as e:
         failed["evidence"] = str(e)
-        return Round(_health(failed, time.monotonic() - t0, 0), None, time.monotonic() - t0, failed)
+        return Round(_health(failed, time.monotonic() - t0, 0), None, time.monotonic() - t0, failed, e)
     families = _families(diagnosis, previous, ports, top, failed)
     seconds = time.monotonic() - t0
     families += _health(failed, seconds, len(diagnosis.unread))

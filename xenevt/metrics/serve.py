@@ -25,9 +25,9 @@ class Exporter:
     """The collector prometheus_client's registry asks on each scrape (``collect``), and the rounds behind it."""
 
     def __init__(self, host: Host, *, timeout: float = 10.0, ports: str = "named", top: int = 10,
-                 storm_rate: float | None = None):
+                 storm_rate: float | None = None, domains: tuple[int, ...] = ()):
         self.host, self.timeout = host, timeout
-        self.options: dict[str, Any] = {"ports": ports, "top": top, "storm_rate": storm_rate}
+        self.options: dict[str, Any] = {"ports": ports, "top": top, "storm_rate": storm_rate, "domains": domains}
         self.latest: Round | None = None
         self.finished_at: float | None = None  # (time.time of the latest round that ended)
         self.rounds = 0
