@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bind": ("bind", 'Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI.'),
     "bind-vcpu": ("ports", "Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ "
                        'ports cannot move.'),
+    "completion": ("completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
     "close": ("ports", 'Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.'),
     "demo": ("demo", 'Two domains, an interdomain channel, events at two priorities, a masked port and '
                   'a consumer: each step says what Xen did and shows the queues.'),
@@ -39,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dump": ("dump", 'FIFO: queues per vCPU and priority as LINK chains (walked without changing a '
                   'bit), READY bits, and every event word that is not the boot default, with its '
                   'PENDING/MASKED/LINKED/BUSY flags.'),
+    "help": ("help", "Print the help of xenevt, or of COMMAND (and its subcommand), as its --help does."),
     "info": ("inspect", 'Which backend runs, and what it sees (domains, vCPUs, ports, ABI).'),
     "list": ("inspect", 'Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.'),
     "mask": ("ports", 'Set MASKED on PORT: events stay pending, nothing is queued or delivered.'),
@@ -62,7 +64,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped command with the names it is close to (difflib), as git does."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            if ctx.resilient_parsing or not name or self.get_command(ctx, name) is not None:
+                raise
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if not close:
+                raise
+            said = " or ".join(repr(c) for c in close)
+            # (worded as click 8.5 words it; 8.1 suggests nothing)
+            raise click.UsageError(f"No such command {name!r}. Did you mean {said}?", ctx) from None
+
+
+class LazyGroup(SuggestingGroup):
     """A group whose commands are imported on first use, and whose --help lists them from COMMANDS."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -114,6 +136,11 @@ def _json_wanted(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    complete = os.environ.get("_XENEVT_COMPLETE")
+    if complete:  # the shell asks for completions (cli/completion.py): click's hook, before our own parsing
+        from .completion import run_hook
+
+        return run_hook(cli, complete)
     debug = "--debug" in argv
     code = EXIT_OK
     try:
@@ -141,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except XenevtError as e:
         if debug:
             raise
+        from ..errors import with_errno_name
+
+        e = with_errno_name(e)
         code = _report(str(e), e.exit_code, e.as_dict(), argv)
     except BrokenPipeError:
         # the reader went away (`xenevt list | head`): not an error of ours

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ChannelError
+from . import SuggestingGroup
 from .context import (
     COUNT,
     DOMAIN,
@@ -27,7 +28,7 @@ HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until 
              "events or --timeout seconds; then the port is closed.")
 
 
-@click.group("bind")
+@click.group("bind", cls=SuggestingGroup)
 def bind():
     """Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI."""
 
@@ -56,9 +57,9 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
                     f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
                     " (Ctrl-C to release)")
     got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: host.notify(domain, port), notify_every)
-    if stopped:
+    if stopped:  # Ctrl-C: the port is released as asked, and the exit says it was interrupted (128 + SIGINT)
         c.note(f"xenevt: released port {port} after {got} event(s)")
-        return
+        raise click.exceptions.Exit(130)
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on port {port} of domain "
                            f"{domain}", domain=domain, port=port, call="bind")

@@ -10,11 +10,12 @@ from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.domain import KERNEL_ABIS
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
+from . import SuggestingGroup
 from .context import DOMAIN, DOMAINS, MAX_PORTS, QUEUES, SIM_VCPU, VCPUS, Ctx, json_option, pass_ctx
 from .inspect import render_info
 
 
-@click.group("sim")
+@click.group("sim", cls=SuggestingGroup)
 def sim():
     """The embedded simulated Xen host (state in one file under --state DIR)."""
 
@@ -76,7 +77,7 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, 
 @pass_ctx
 def info(c: Ctx):
     """Domains, vCPUs, ports in use and array sizes of the host."""
-    with SimHost(c.state, read_only=True) as host:
+    with SimHost(c.sim_state(), read_only=True) as host:
         data = host.info()
     if c.json:
         c.emit(data)
@@ -121,7 +122,7 @@ def reset(c: Ctx, domains):
 def pause(c: Ctx, domid):
     """Pause a domain, as ``xl pause`` does (the toolstack: --as a privileged domain): EVTCHNOP_reset may then
     name it."""
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         host.pause(domid, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
 
@@ -131,7 +132,7 @@ def pause(c: Ctx, domid):
 @pass_ctx
 def unpause(c: Ctx, domid):
     """Unpause a domain (``xl unpause``; the toolstack: --as a privileged domain)."""
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         host.pause(domid, False, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
@@ -174,7 +175,7 @@ def xen_port(c: Ctx, domid, remote, vcpu):
     """Allocate a port that Xen itself consumes, as an ioreq server or a vm_event ring does
     (alloc_unbound_xen_event_channel): the guest cannot send on, close or move it, a reset leaves it, and
     EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20."""
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
     c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
            f"domain {domid} port {port}: consumed by Xen, waiting for domain {remote}")
@@ -214,7 +215,7 @@ def _toolstack(c: Ctx) -> int:
     return CONTROL_DOMAIN if c.caller is None else c.caller
 
 
-@sim.group("device")
+@sim.group("device", cls=SuggestingGroup)
 def device():
     """PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes."""
 
@@ -231,7 +232,7 @@ def device_add(c: Ctx, kind, domid, backend, queues):
     """Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
     /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
     xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it)."""
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
     what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
     c.emit(made, f"domain {domid}: {what} served by domain {backend}: "
@@ -244,7 +245,7 @@ def device_add(c: Ctx, kind, domid, backend, queues):
 @pass_ctx
 def device_list(c: Ctx):
     """Every port the simulated xenstore names: its node and value."""
-    with SimHost(c.state, read_only=True) as host:
+    with SimHost(c.sim_state(), read_only=True) as host:
         nodes = host.xenstore_nodes()
         # xenstored shows a domain its own subtree only (dom0 every node)
         hidden = () if c.caller is None else tuple(f"/local/domain/{d}/" for d in host.domains

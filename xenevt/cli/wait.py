@@ -26,9 +26,9 @@ def wait(c: Ctx, vcpu, count, timeout, local_domain):
     d = c.domain(local_domain)
     with _ended_by_signals():
         got, stopped = consume_events(c, d, vcpu, count, timeout)
-    if stopped:
+    if stopped:  # Ctrl-C: what came is printed, and the exit says it was interrupted (128 + SIGINT)
         c.note(f"xenevt: stopped after {got} event(s)")
-        return
+        raise click.exceptions.Exit(130)
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on vCPU {vcpu} of domain {d}",
                            domain=d, vcpu=vcpu, call="wait")
