@@ -30,7 +30,16 @@ HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until 
 
 @click.group("bind", cls=SuggestingGroup)
 def bind():
-    """Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI."""
+    """Open a port: unbound, interdomain, VIRQ or IPI.
+
+    Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers a port to dom0: prints it (1)
+      xenevt bind interdomain 1 1          # dom0 connects to dom1's port 1
+      xenevt bind virq timer --vcpu 1      # dom0's timer VIRQ on its vCPU 1
+    """
 
 
 def hold_options(f):
@@ -72,7 +81,15 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
 @json_option
 @pass_ctx
 def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
-    """Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound)."""
+    """Allocate a port that REMOTE_DOMAIN may bind to.
+
+    Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound).
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers a port to dom0
+      xenevt --json bind unbound 1         # dom0 offers one to dom1: the port as JSON
+    """
     d = c.domain(local_domain)
     _done(c, d, c.host.bind_unbound(d, remote_domain), count, timeout, notify_every)
 
@@ -85,9 +102,17 @@ def unbound(c: Ctx, remote_domain, local_domain, count, timeout, notify_every):
 @json_option
 @pass_ctx
 def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout, notify_every):
-    """Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
+    """Connect to REMOTE_PORT of REMOTE_DOMAIN.
 
-    Xen sets the new local port pending, so an event sent before the bind is not lost."""
+    Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
+
+    Xen sets the new local port pending, so an event sent before the bind is not lost.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers port 1 to dom0
+      xenevt bind interdomain 1 1          # dom0 connects to it
+    """
     d = c.domain(local_domain)
     _done(c, d, c.host.bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
 
@@ -100,7 +125,15 @@ def interdomain(c: Ctx, remote_domain, remote_port, local_domain, count, timeout
 @json_option
 @pass_ctx
 def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
-    """Bind a virtual IRQ (a name such as timer, console, debug, or its number)."""
+    """Bind a virtual IRQ, by its name or number.
+
+    Bind a virtual IRQ (a name such as timer, console, debug, or its number).
+
+    \b
+    Examples:
+      xenevt bind virq timer               # dom0's timer, on vCPU 0
+      xenevt -d 1 bind virq debug --vcpu 1
+    """
     d = c.domain(local_domain)
     _done(c, d, c.host.bind_virq(d, virq, vcpu), count, timeout, notify_every)
 
@@ -112,7 +145,14 @@ def virq(c: Ctx, virq, vcpu, local_domain, count, timeout, notify_every):
 @json_option
 @pass_ctx
 def ipi(c: Ctx, vcpu, local_domain, count, timeout, notify_every):
-    """Bind an inter-processor interrupt port (a notify on it raises it on --vcpu)."""
+    """Bind an inter-processor interrupt port.
+
+    Bind an inter-processor interrupt port (a notify on it raises it on --vcpu).
+
+    \b
+    Examples:
+      xenevt bind ipi --vcpu 1             # a notify on it raises it on vCPU 1
+    """
     d = c.domain(local_domain)
     _done(c, d, c.host.bind_ipi(d, vcpu), count, timeout, notify_every)
 

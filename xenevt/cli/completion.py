@@ -125,17 +125,17 @@ def virqs(incomplete: str) -> list[CompletionItem]:
 @click.argument("shell", type=click.Choice(SHELLS))
 @pass_ctx
 def completion(c, shell):
-    """Print the shell completion script for SHELL (bash, zsh or fish).
+    """Print the shell completion script for bash, zsh or fish.
 
     It completes commands, options, domain ids and names, the open ports of the domain chosen with -d, and
     VIRQ names, reading the host as it is (a missing host offers nothing and creates none).
 
     \b
     Examples:
-      source <(xenevt completion bash)                           # this shell
-      xenevt completion bash > ~/.local/share/bash-completion/completions/xenevt
-      xenevt completion zsh > "${fpath[1]}/_xenevt"
-      xenevt completion fish > ~/.config/fish/completions/xenevt.fish
+      source <(xenevt completion bash)              # in this bash
+      xenevt completion bash > ~/.xenevt-completion # then in ~/.bashrc: source ~/.xenevt-completion
+      xenevt completion zsh > _xenevt               # into a folder on $fpath
+      xenevt completion fish > xenevt.fish          # into ~/.config/fish/completions/
     """
     root = _root(click.get_current_context()).command
     c.say(script(root, shell).rstrip("\n"))

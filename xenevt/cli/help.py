@@ -9,7 +9,9 @@ import click
 @click.argument("names", nargs=-1, metavar="[COMMAND]...")
 @click.pass_context
 def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Print the help of xenevt, or of COMMAND (and its subcommand), as its --help does.
+    """Print the help of xenevt or of a command, as --help does.
+
+    COMMAND may be a group's subcommand too (`xenevt help sim init`).
 
     \b
     Examples:

@@ -14,7 +14,16 @@ from .context import PORT, Ctx, domain_option, json_option, pass_ctx, whole_host
 @json_option
 @pass_ctx
 def status(c: Ctx, port, local_domain):
-    """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
+    """Show what Xen knows of PORT and its event word.
+
+    What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1's port 1
+      xenevt status -d 1 1
+      xenevt --json status -d 1 1
+    """
     d = c.domain(local_domain)
     st = c.host.status(d, port)
     names = _names(c.backend(read_only=True), [(d, st)])
@@ -45,7 +54,15 @@ def status(c: Ctx, port, local_domain):
 @pass_ctx
 @whole_host
 def list_ports(c: Ctx, local_domain):
-    """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
+    """List every open port of a domain, with its state and flags.
+
+    Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.
+
+    \b
+    Examples:
+      xenevt list                          # dom0's ports
+      xenevt -d 1 list --json              # dom1's, as JSON
+    """
     d = c.domain(local_domain)
     ports = c.host.ports(d)
     names = _names(c.backend(read_only=True), [(d, st) for st in ports])
@@ -128,7 +145,15 @@ def render_info(data: dict, out) -> None:
 @json_option
 @pass_ctx
 def info(c: Ctx):
-    """Which backend runs, and what it sees (domains, vCPUs, ports, ABI)."""
+    """Show which backend runs and what it sees.
+
+    Which backend runs, and what it sees (domains, vCPUs, ports, ABI).
+
+    \b
+    Examples:
+      xenevt info
+      xenevt --json info
+    """
     data = c.host.info()
     if c.json:
         c.emit(data)

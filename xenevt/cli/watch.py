@@ -57,10 +57,18 @@ def _table(title: str, rates, storm_rate: float, names=None, domain: int = 0) ->
 @json_option
 @pass_ctx
 def watch(c: Ctx, interval, once, count, storm_rate, local_domain):
-    """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
+    """Watch event activity: rates, storms, stuck ports.
+
+    Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
     device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
-    (a storm), and ports whose count stopped moving while their PENDING bit is set."""
+    (a storm), and ports whose count stopped moving while their PENDING bit is set.
+
+    \b
+    Examples:
+      xenevt watch --once                  # two samples a second apart, printed once
+      xenevt watch -i 0.5 -n 2             # two refreshes, half a second apart
+    """
     from ..activity import Sample
     from ..activity import rates as measure
 
