@@ -4,6 +4,7 @@ metavars, `xenevt help X` the same as `X --help`; and the usage contract: "did y
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -33,12 +34,12 @@ IDS = [" ".join(p) for p, _ in TREE]
 
 def examples(cmd: click.Command) -> list[str]:
     """The lines of the command's "Examples:" section (its help text), each a shell command line."""
-    text = cmd.help or ""
+    text = inspect.cleandoc(cmd.help or "")
     _, found, rest = text.partition("Examples:\n")
     assert found, "no Examples: section"
     lines = []
     for line in rest.splitlines():
-        if not line.startswith("  "):
+        if not line.startswith("  ") or not line.strip():
             break
         lines.append(line.strip())
     return lines

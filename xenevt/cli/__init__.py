@@ -100,7 +100,14 @@ class LazyGroup(SuggestingGroup):
 @click.version_option(package_name="xenevt", prog_name="xenevt")
 @click.pass_context
 def cli(ctx: click.Context, backend, state, domain, caller, as_json, no_pager, debug):
-    """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator."""
+    """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator.
+
+    \b
+    Examples:
+      xenevt list              # dom0's ports (no Xen here: a simulated host's)
+      xenevt -d 1 list --json  # dom1's, as JSON
+      xenevt help status       # a command's help, as: xenevt status --help
+    """
     ctx.obj = Ctx(backend, state, domain, caller, as_json, debug, pager=not no_pager)
     ctx.call_on_close(ctx.obj.close)
 
