@@ -47,6 +47,8 @@ def test_status_offers_the_open_ports_of_the_domain_named(state):
     assert complete("xenevt -d 1 status ", env) == (0, ["1", "2", "3"])  # the global -d as well
     assert complete("xenevt status ", env) == (0, ["1"])  # dom0's
     assert complete(f"xenevt --state {state} -b sim mask -d 1 ", {}) == (0, ["1", "2", "3"])
+    assert complete("xenevt --as 1 status -d 1 ", env) == (0, ["1", "2", "3"])  # dom1 reads its own
+    assert complete("xenevt --as 1 status -d 0 ", env) == (0, [])  # and not dom0's (EPERM): nothing offered
     assert complete("xenevt -d 1 notify 1 ", env)[1] == ["1", "2", "3"]
 
 

@@ -24,7 +24,12 @@ def test_the_shipped_pages_are_what_the_commands_make_now():
     made = pages()
     assert sorted(made) == SHIPPED, "run `make man`"
     stale = [name for name, text in made.items() if (MAN / name).read_text(encoding="utf-8") != text]
-    assert not stale, f"stale man pages (run `make man`): {stale}"
+    if stale:
+        import difflib
+
+        first = "".join(list(difflib.unified_diff((MAN / stale[0]).read_text(encoding="utf-8").splitlines(True),
+                                                  made[stale[0]].splitlines(True), "shipped", "made now"))[:12])
+        pytest.fail(f"stale man pages (run `make man`): {stale}\n{first}")
 
 
 def test_a_page_for_every_command_and_subcommand():

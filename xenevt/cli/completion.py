@@ -64,7 +64,7 @@ def _host(ctx: click.Context):
 
     params = _root(ctx).params
     state = params.get("state") or os.environ.get("XENEVT_STATE") or None
-    return open_host(params.get("backend") or "auto", state)
+    return open_host(params.get("backend") or "auto", state, params.get("caller"))  # (--as: read as that domain)
 
 
 def _quietly(read):
@@ -122,10 +122,12 @@ def virqs(incomplete: str) -> list[CompletionItem]:
 
 
 @click.command("completion")
-@click.argument("shell", type=click.Choice(SHELLS))
+@click.argument("shell", type=click.Choice(SHELLS), required=False, metavar="[SHELL]")
 @pass_ctx
 def completion(c, shell):
     """Print the shell completion script for bash, zsh or fish.
+
+    Without SHELL, for the shell $SHELL names.
 
     It completes commands, options, domain ids and names, the open ports of the domain chosen with -d, and
     VIRQ names, reading the host as it is (a missing host offers nothing and creates none).
@@ -137,6 +139,12 @@ def completion(c, shell):
       xenevt completion zsh > _xenevt               # into a folder on $fpath
       xenevt completion fish > xenevt.fish          # into ~/.config/fish/completions/
     """
+    if shell is None:
+        import os
+
+        shell = os.path.basename(os.environ.get("SHELL", ""))
+        if shell not in SHELLS:
+            raise click.UsageError(f"name the shell (bash, zsh or fish): $SHELL is {shell or 'unset'!r}")
     root = _root(click.get_current_context()).command
     c.say(script(root, shell).rstrip("\n"))
 

@@ -88,12 +88,11 @@ def page(cmd: click.Command, ctx: click.Context, path: tuple[str, ...], version:
 
 def pages(root: click.Group | None = None) -> dict[str, str]:
     """Every page, by file name (xenevt.1, xenevt-list.1, xenevt-sim-init.1, …)."""
-    from importlib.metadata import version
-
+    from .. import __version__
     from . import cli
 
     root = root or cli
-    ver = version("xenevt")
+    ver = __version__  # (the package's own: an installed distribution's metadata may be another checkout's)
     out: dict[str, str] = {}
 
     def walk(cmd: click.Command, ctx: click.Context, path: tuple[str, ...]) -> None:
@@ -106,7 +105,7 @@ def pages(root: click.Group | None = None) -> dict[str, str]:
                 if c is not None:
                     walk(c, click.Context(c, info_name=sub, parent=ctx), path + (sub,))
 
-    with click.Context(root, info_name="xenevt") as ctx:
+    with click.Context(root, info_name="xenevt", **root.context_settings) as ctx:  # (-h as well as --help)
         walk(root, ctx, ())
     return out
 
