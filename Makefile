@@ -14,7 +14,7 @@ demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 docs: setup ## the API reference, from the docstrings of xenevt's public names (pdoc), into build/api
 	bash ci/docs.sh build/api
 
-.PHONY: docs help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint wheel clean
+.PHONY: docs help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint man wheel clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ build/guest/xenevt-test-guest: $(GUEST_SRC)
 	@mkdir -p build/guest
 	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -Itests/guest tests/guest/head.S tests/guest/guest.c -o $@.tmp
 	mv $@.tmp $@
+
+man: setup ## make the man pages in man/ again from the commands' help (shipped in the wheel: share/man/man1)
+	$(VPY) -m xenevt.cli.manpage man
 
 wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
 	$(VPY) -m build --outdir dist .

@@ -48,6 +48,8 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim xen-port": ("one", ["sim", "xen-port"]),
     "sim device add": ("one", ["sim", "device", "add", "vif"]),
     "info": ("none", ["info"]),
+    "help": ("none", ["help", "list"]),
+    "completion": ("none", ["completion", "bash"]),
     "demo": ("none", ["demo"]),
     "sim init": ("none", ["sim", "init", "--force", "--yes"]),
     "sim info": ("none", ["sim", "info"]),

@@ -107,7 +107,7 @@ def test_device_add_errors_are_one_line(host, capsys):
     code, _, err = run(capsys, "sim", "device", "add", "vif", 7)
     assert code != 0 and err.count("\n") == 1 and "7" in err
     code, _, err = run(capsys, "sim", "device", "add", "vif", 0)
-    assert err == "xenevt: domain 0 cannot be its own vif's backend\n"
+    assert code == 2 and err == "xenevt: domain 0 cannot be its own vif's backend\n"
     code, out, _ = run(capsys, "sim", "device", "list")
     assert code == 0 and "/local/domain/2/device/vif/0/event-channel-tx = " in out
 

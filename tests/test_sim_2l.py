@@ -15,7 +15,7 @@ import pytest
 from xenevt import abi
 from xenevt.cli import main
 from xenevt.engine.layout import ABI_2L, ABI_FIFO
-from xenevt.errors import ChannelError, StateError
+from xenevt.errors import ChannelError, StateError, UsageError
 from xenevt.sim.check import check_host
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
 from xenevt.sim.statefile import DOM_BARE, DOM_ENTRY, DOM_KERNEL_2L, DOM_TABLE, RAISE
@@ -90,14 +90,14 @@ def test_the_kernels_choice_is_a_flag_of_the_domain_table(state, tmp_path):
         SimHost(state)
 
 
-def test_create_host_refuses_what_no_kernel_chooses(tmp_path):
-    with pytest.raises(StateError, match="event-channel ABI 'lifo' of domain 1 is not one a guest kernel chooses"):
+def test_create_host_refuses_what_no_kernel_chooses(tmp_path):  # (the caller's mistake: a usage error)
+    with pytest.raises(UsageError, match="event-channel ABI 'lifo' of domain 1 is not one a guest kernel chooses"):
         create_host(str(tmp_path), abis={1: "lifo"})
-    with pytest.raises(StateError, match="event-channel ABI '3l' of domain 0"):
+    with pytest.raises(UsageError, match="event-channel ABI '3l' of domain 0"):
         create_host(str(tmp_path), abi="3l")
-    with pytest.raises(StateError, match=r"no domain 4 to give the 2l ABI \(the host has domains 0..1\)"):
+    with pytest.raises(UsageError, match=r"no domain 4 to give the 2l ABI \(the host has domains 0..1\)"):
         create_host(str(tmp_path), abis={4: "2l"})
-    with pytest.raises(StateError, match="domain 1 is bare: it has no kernel to choose the 2l ABI"):
+    with pytest.raises(UsageError, match="domain 1 is bare: it has no kernel to choose the 2l ABI"):
         create_host(str(tmp_path), bare=(1,), abis={1: "2l"})
     create_host(str(tmp_path), abi="2l", bare=(1,))  # every kernel 2-level; the bare domain has none
     with SimHost(str(tmp_path)) as h:
@@ -447,7 +447,7 @@ def test_cli_sim_init_abi_options(tmp_path, capsys):
     rc, _, err = cli(state, capsys, "sim", "init", "--force", "--domain-abi", "1=3l")
     assert rc == 2 and "Invalid value for '--domain-abi': ABI '3l' of domain 1 is not one of fifo, 2l" in err
     rc, _, err = cli(state, capsys, "sim", "init", "--force", "--domain-abi", "7=2l")
-    assert rc == 1 and err == "xenevt: no domain 7 to give the 2l ABI (the host has domains 0..1)\n"
+    assert rc == 2 and err == "xenevt: no domain 7 to give the 2l ABI (the host has domains 0..1)\n"
 
 
 def test_cli_commands_on_a_2l_domain(state, capsys):

@@ -105,6 +105,21 @@ def test_wheel_carries_the_sim_sources_inside_the_package(dist):
     assert {f"{p}/__init__.py" for p in pkgs} <= names
 
 
+def test_wheel_installs_the_man_pages(dist, installed):
+    """The pages of man/ are the wheel's data files (share/man/man1), installed under the venv's prefix, where
+    `man` finds them by name."""
+    pages = sorted(p.name for p in (ROOT / "man").glob("*.1"))
+    with zipfile.ZipFile(dist[1]) as whl:
+        shipped = sorted(n.rsplit("/", 1)[1] for n in whl.namelist() if "/data/share/man/man1/" in n)
+    assert shipped == pages and "xenevt-sim-init.1" in pages
+    _, venv, _ = installed
+    assert sorted(p.name for p in (venv / "share" / "man" / "man1").glob("*.1")) == pages
+    if shutil.which("man"):
+        r = subprocess.run(["man", "-M", str(venv / "share" / "man"), "xenevt-dump"], capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, MANWIDTH="80", MANPAGER="cat", PAGER="cat"))
+        assert r.returncode == 0 and "xenevt-dump" in r.stdout, r.stderr
+
+
 def test_installed_xenevt_is_the_wheel_not_the_checkout(installed):
     home, venv, _ = installed
     r = _run(installed, "python", "-c",

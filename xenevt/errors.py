@@ -132,6 +132,29 @@ def read_input(path: str, what: str, error: type[XenevtError] = XenevtError, std
         raise error(f"cannot read {what} {path}: {(e.strerror or str(e)).lower()}") from None
 
 
+def with_errno_name(e: XenevtError) -> XenevtError:
+    """``e`` with the errno name of the OS error it quotes (``…: no such file or directory (ENOENT)``), for the
+    CLI's one line and its JSON: the readers word an OSError as its text and raise from it (or ``from None``,
+    which keeps it as the context), so the name is added here once rather than at each of them."""
+    message = str(e)
+    cause: BaseException | None = e
+    for _ in range(8):  # (a chain is short; a cycle is not followed)
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if cause is None:
+            return e
+        if isinstance(cause, OSError) and cause.errno and cause.strerror \
+                and cause.strerror.lower() in message.lower():  # (a message that said it in its own words: kept)
+            break
+    else:
+        return e
+    name = _errno.errorcode.get(cause.errno, str(cause.errno))
+    if e.errno is None:
+        e.errno = cause.errno
+    if name not in message:
+        e.args = (f"{message} ({name})",) + e.args[1:]
+    return e
+
+
 def channel_error(call: str, err: int, reason: str, *, domain: int, port: int | None = None,
                   vcpu: int | None = None) -> ChannelError:
     """Build the standard text: ``cannot CALL port P of domain D: REASON (ENAME)``."""

@@ -24,48 +24,49 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Each command, the module that defines it, and its line in `xenevt --help` (its docstring's first sentence: a
 # test holds the two equal).  Commands are imported when run, so `--help` and each command load only what they use.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bind": ("bind", 'Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI.'),
-    "bind-vcpu": ("ports", "Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ "
-                       'ports cannot move.'),
-    "close": ("ports", 'Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.'),
-    "demo": ("demo", 'Two domains, an interdomain channel, events at two priorities, a masked port and '
-                  'a consumer: each step says what Xen did and shows the queues.'),
-    "doctor": ("doctor", 'Examine event channels for stuck ports: pending but masked, pending but never '
-                    'queued, LINKED but unreachable, broken or cyclic chains, READY/head mismatches, '
-                    'BUSY left set, events on a queue their channel left, interdomain ends that '
-                    'disagree, vCPUs without a control block, ports connected to or waiting for a '
-                    'domain that is dying or gone, domains stuck dying, and domains near their '
-                    'event-channel limit.'),
-    "dump": ("dump", 'FIFO: queues per vCPU and priority as LINK chains (walked without changing a '
-                  'bit), READY bits, and every event word that is not the boot default, with its '
-                  'PENDING/MASKED/LINKED/BUSY flags.'),
-    "exporter": ("exporter", 'Serve event-channel metrics for Prometheus: ports by state and the limit per '
-                          'domain, pending and masked ports, READY queues per vCPU, event counters, '
-                          "doctor's findings by rule, and the collection's own health."),
-    "info": ("inspect", 'Which backend runs, and what it sees (domains, vCPUs, ports, ABI).'),
-    "list": ("inspect", 'Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.'),
-    "mask": ("ports", 'Set MASKED on PORT: events stay pending, nothing is queued or delivered.'),
-    "notify": ("ports", 'Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end '
-                    '(interdomain) or on this domain (IPI).'),
-    "set-priority": ("ports", "Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays "
-                          'on its old queue.'),
-    "sim": ("sim", 'The embedded simulated Xen host (state in one file under --state DIR).'),
-    "status": ("inspect", 'What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word.'),
-    "unmask": ("ports", 'Clear MASKED on PORT; if it is pending Xen links it and raises the upcall '
-                    '(EVTCHNOP_unmask; on 2-level the guest sets the selector bit and the upcall '
-                    'itself).'),
-    "wait": ("wait", "Consume events as the guest's upcall handler does (FIFO: highest priority first; "
-                  "2-level: Linux's round-robin scan of the bitmaps) and print each delivered port, "
-                  'one per line.'),
-    "watch": ("watch", 'Event activity: per port on the simulator (deliveries, raises, flags), per Xen '
-                   'interrupt on a real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, '
-                   'xen-percpu, xen-pirq rows) and per xenbus device (events, spurious events, EOI '
-                   'delay); totals, rates, rows raising faster than --storm-rate (a storm), and '
-                   'ports whose count stopped moving while their PENDING bit is set.'),
+    "bind": ("bind", 'Open a port: unbound, interdomain, VIRQ or IPI.'),
+    "bind-vcpu": ("ports", "Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu)."),
+    "close": ("ports", 'Close PORT (EVTCHNOP_close).'),
+    "completion": ("completion", 'Print the shell completion script for bash, zsh or fish.'),
+    "demo": ("demo", 'Run a guided scenario on a throw-away simulated host.'),
+    "doctor": ("doctor", 'Examine event channels for stuck ports and say why.'),
+    "dump": ("dump", "Show a domain's event-channel queues, bits and words."),
+    "exporter": ("exporter", 'Serve event-channel metrics for Prometheus.'),
+    "help": ("help", 'Print the help of xenevt or of a command, as --help does.'),
+    "info": ("inspect", 'Show which backend runs and what it sees.'),
+    "list": ("inspect", 'List every open port of a domain, with its state and flags.'),
+    "mask": ("ports", 'Set MASKED on PORT: events stay pending, none is delivered.'),
+    "notify": ("ports", 'Send an event on each PORT (EVTCHNOP_send).'),
+    "set-priority": ("ports", "Set PORT's FIFO priority (0 highest, 15 lowest)."),
+    "sim": ("sim", 'Create, describe and change the embedded simulated Xen host.'),
+    "status": ("inspect", 'Show what Xen knows of PORT and its event word.'),
+    "unmask": ("ports", 'Clear MASKED on PORT (EVTCHNOP_unmask).'),
+    "wait": ("wait", "Consume events as the guest's upcall handler does."),
+    "watch": ("watch", 'Watch event activity: rates, storms, stuck ports.'),
 }
 
 
-class LazyGroup(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped command with the names it is close to (difflib), as git does."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            if ctx.resilient_parsing or not name or self.get_command(ctx, name) is not None:
+                raise
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if not close:
+                raise
+            said = " or ".join(repr(c) for c in close)
+            # (worded as click 8.5 words it; 8.1 suggests nothing)
+            raise click.UsageError(f"No such command {name!r}. Did you mean {said}?", ctx) from None
+
+
+class LazyGroup(SuggestingGroup):
     """A group whose commands are imported on first use, and whose --help lists them from COMMANDS."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -89,7 +90,14 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="xenevt", prog_name="xenevt")
 @click.pass_context
 def cli(ctx: click.Context):
-    """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator."""
+    """Drive and inspect Xen event channels (FIFO and 2-level ABIs), on Xen or on the embedded simulator.
+
+    \b
+    Examples:
+      xenevt list              # dom0's ports (no Xen here: a simulated host's)
+      xenevt -d 1 list --json  # dom1's, as JSON
+      xenevt help status       # a command's help, as: xenevt status --help
+    """
     ctx.call_on_close(context_of(ctx).close)
 
 
@@ -105,6 +113,11 @@ def _json_wanted(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    complete = os.environ.get("_XENEVT_COMPLETE")
+    if complete:  # the shell asks for completions (cli/completion.py): click's hook, before our own parsing
+        from .completion import run_hook
+
+        return run_hook(cli, complete)
     debug = "--debug" in argv
     code = EXIT_OK
     try:
@@ -132,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except XenevtError as e:
         if debug:
             raise
+        from ..errors import with_errno_name
+
+        e = with_errno_name(e)
         code = _report(str(e), e.exit_code, e.as_dict(), argv)
     except BrokenPipeError:
         # the reader went away (`xenevt list | head`): not an error of ours

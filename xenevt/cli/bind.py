@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ChannelError
+from . import SuggestingGroup
 from .context import (
     COUNT,
     DOMAIN,
@@ -27,9 +28,18 @@ HELP_TAIL = ("Prints the new port.  On the simulator the port stays bound until 
              "events or --timeout seconds; then the port is closed.")
 
 
-@click.group("bind")
+@click.group("bind", cls=SuggestingGroup)
 def bind():
-    """Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI."""
+    """Open a port: unbound, interdomain, VIRQ or IPI.
+
+    Open a port: unbound (for a peer to connect), interdomain, VIRQ or IPI.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers a port to dom0: prints it (1)
+      xenevt bind interdomain 1 1          # dom0 connects to dom1's port 1
+      xenevt bind virq timer --vcpu 1      # dom0's timer VIRQ on its vCPU 1
+    """
 
 
 def hold_options(f):
@@ -56,9 +66,9 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
                     f"{f' for {count} event(s)' if count else ''}{f', {timeout:g} s at most' if timeout else ''}"
                     " (Ctrl-C to release)")
     got, stopped = consume_events(c, domain, vcpu, count, timeout, lambda: host.notify(domain, port), notify_every)
-    if stopped:
+    if stopped:  # Ctrl-C: the port is released as asked, and the exit says it was interrupted (128 + SIGINT)
         c.note(f"xenevt: released port {port} after {got} event(s)")
-        return
+        raise click.exceptions.Exit(130)
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on port {port} of domain "
                            f"{domain}", domain=domain, port=port, call="bind")
@@ -71,7 +81,15 @@ def _hold(c: Ctx, domain: int, port: int, vcpu: int, count, timeout, notify_ever
 @json_option
 @pass_ctx
 def unbound(c: Ctx, remote_domain, count, timeout, notify_every):
-    """Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound)."""
+    """Allocate a port that REMOTE_DOMAIN may bind to.
+
+    Allocate a port that REMOTE_DOMAIN may bind to (EVTCHNOP_alloc_unbound).
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers a port to dom0
+      xenevt --json bind unbound 1         # dom0 offers one to dom1: the port as JSON
+    """
     d = c.domain()
     _done(c, d, c.host.bind_unbound(d, remote_domain), count, timeout, notify_every)
 
@@ -84,9 +102,17 @@ def unbound(c: Ctx, remote_domain, count, timeout, notify_every):
 @json_option
 @pass_ctx
 def interdomain(c: Ctx, remote_domain, remote_port, count, timeout, notify_every):
-    """Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
+    """Connect to REMOTE_PORT of REMOTE_DOMAIN.
 
-    Xen sets the new local port pending, so an event sent before the bind is not lost."""
+    Connect to REMOTE_PORT of REMOTE_DOMAIN, which must be unbound for this domain.
+
+    Xen sets the new local port pending, so an event sent before the bind is not lost.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1 offers port 1 to dom0
+      xenevt bind interdomain 1 1          # dom0 connects to it
+    """
     d = c.domain()
     _done(c, d, c.host.bind_interdomain(d, remote_domain, remote_port), count, timeout, notify_every)
 
@@ -99,7 +125,15 @@ def interdomain(c: Ctx, remote_domain, remote_port, count, timeout, notify_every
 @json_option
 @pass_ctx
 def virq(c: Ctx, virq, vcpu, count, timeout, notify_every):
-    """Bind a virtual IRQ (a name such as timer, console, debug, or its number)."""
+    """Bind a virtual IRQ, by its name or number.
+
+    Bind a virtual IRQ (a name such as timer, console, debug, or its number).
+
+    \b
+    Examples:
+      xenevt bind virq timer               # dom0's timer, on vCPU 0
+      xenevt -d 1 bind virq debug --vcpu 1
+    """
     d = c.domain()
     _done(c, d, c.host.bind_virq(d, virq, vcpu), count, timeout, notify_every)
 
@@ -111,7 +145,14 @@ def virq(c: Ctx, virq, vcpu, count, timeout, notify_every):
 @json_option
 @pass_ctx
 def ipi(c: Ctx, vcpu, count, timeout, notify_every):
-    """Bind an inter-processor interrupt port (a notify on it raises it on --vcpu)."""
+    """Bind an inter-processor interrupt port.
+
+    Bind an inter-processor interrupt port (a notify on it raises it on --vcpu).
+
+    \b
+    Examples:
+      xenevt bind ipi --vcpu 1             # a notify on it raises it on vCPU 1
+    """
     d = c.domain()
     _done(c, d, c.host.bind_ipi(d, vcpu), count, timeout, notify_every)
 

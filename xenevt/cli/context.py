@@ -265,6 +265,17 @@ class Ctx:
                                          on_create=self._said_created)
         return self._names_host
 
+    def sim_state(self) -> str:
+        """The simulator's folder for a ``sim`` command, with a host in it: at the default place one is made
+        first, as any command's first use of the host makes it (``host``); a folder named with --state or
+        $XENEVT_STATE never gets one unasked (``xenevt sim init`` makes it; the error says so)."""
+        if not self.state_given:
+            from .. import open as open_host
+
+            with open_host("sim", self.state, create=True, on_create=self._said_created) as made:
+                made.domains()  # (the first look makes it)
+        return self.state
+
     def _said_created(self, state: str) -> None:
         self.note(f"xenevt: no Xen here; created a simulated host (2 domains, 2 vCPUs each) at {state}")
 
@@ -337,9 +348,24 @@ def _reader_left() -> None:
 class _IntRange(click.ParamType):
     """An integer (decimal or 0x hex) in a range, with an error that names the value and the range."""
 
-    def __init__(self, what: str, lo: int, hi: int, why: str = "", align: int = 1):
+    def __init__(self, what: str, lo: int, hi: int, why: str = "", align: int = 1, metavar: str = "N",
+                 complete: str = ""):
         self.name = what
         self.lo, self.hi, self.why, self.align = lo, hi, why, align
+        self.metavar, self.complete = metavar, complete
+
+    def get_metavar(self, param, ctx=None):  # (click 8.2 passes ctx; 8.1 does not)
+        """One token in an option's help (``--gfn GFN``), where click would write the name (``FRAME NUMBER``);
+        an argument keeps its own name (REMOTE_PORT)."""
+        return None if isinstance(param, click.Argument) else self.metavar
+
+    def shell_complete(self, ctx, param, incomplete):
+        """A TAB on a domain or port: the host's own (cli/completion.py; nothing when it has none)."""
+        if not self.complete:
+            return []
+        from . import completion
+
+        return getattr(completion, self.complete)(ctx, incomplete)
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
@@ -390,19 +416,21 @@ class _Domain(_IntRange):
         return super().convert(value, param, ctx)
 
 
-PORT = _IntRange("port", 1, abi.EVTCHN_FIFO_NR_CHANNELS - 1, " (port 0 is never valid; the FIFO ABI has 2^17 ports)")
-DOMAIN_ID = _IntRange("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
-DOMAIN = _Domain("domain", 0, abi.DOMID_FIRST_RESERVED - 1)
+PORT = _IntRange("port", 1, abi.EVTCHN_FIFO_NR_CHANNELS - 1, " (port 0 is never valid; the FIFO ABI has 2^17 ports)",
+                 metavar="PORT", complete="ports")
+DOMAIN_ID = _IntRange("domain", 0, abi.DOMID_FIRST_RESERVED - 1, metavar="DOMAIN")
+DOMAIN = _Domain("domain", 0, abi.DOMID_FIRST_RESERVED - 1, metavar="DOMAIN", complete="domains")
 DOM0_NAME = "Domain-0"  # (xl's name for dom0, and what its xenstore node holds)
-VCPU = _IntRange("vCPU", 0, 4095)
-PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)")
+VCPU = _IntRange("vCPU", 0, 4095, metavar="VCPU")
+PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)",
+                     metavar="PRIORITY")
 COUNT = _IntRange("count", 1, 1 << 31)
-GFN = _IntRange("frame number", 0, (1 << 52) - 1)
+GFN = _IntRange("frame number", 0, (1 << 52) - 1, metavar="GFN")
 CB_OFFSET = _IntRange("control-block offset", 0, abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE,
-                      f" inside the page (0..{abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE})", align=8)
+                      f" inside the page (0..{abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE})", align=8, metavar="OFFSET")
 # KASLR moves an x86-64 kernel inside its 1 GiB window in 2 MiB steps (dump's and doctor's --kaslr-offset)
 KASLR_OFFSET = _IntRange("KASLR offset", 0, (1 << 30) - (2 << 20), " (2 MiB steps inside the kernel's 1 GiB window)",
-                         align=2 << 20)
+                         align=2 << 20, metavar="OFFSET")
 
 
 class _Number(click.ParamType):
@@ -410,9 +438,13 @@ class _Number(click.ParamType):
     click's FloatRange lets nan through every comparison (a wait that never ends, a storm rate that is never
     exceeded).  The error names the option, the value and the range."""
 
-    def __init__(self, what: str, lo: float, hi: float, unit: str = ""):
+    def __init__(self, what: str, lo: float, hi: float, unit: str = "", metavar: str = "SECONDS"):
         self.name = what
         self.lo, self.hi, self.unit = lo, hi, unit
+        self.metavar = metavar
+
+    def get_metavar(self, param, ctx=None):
+        return None if isinstance(param, click.Argument) else self.metavar
 
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -436,15 +468,15 @@ DURATION = _Number("duration", 0, YEAR, unit=" s")
 PING_INTERVAL = _Number("interval", 0.001, 3600, unit=" s")
 WATCH_INTERVAL = _Number("interval", 0.05, 3600, unit=" s")
 SAMPLE_INTERVAL = _Number("interval", 0.1, 3600, unit=" s")
-RATE = _Number("rate", 1, 1e9, unit=" events/s")
+RATE = _Number("rate", 1, 1e9, unit=" events/s", metavar="RATE")
 COLLECT_INTERVAL = _Number("interval", 1, 3600, unit=" s")
 COLLECT_TIMEOUT = _Number("timeout", 0.5, 3600, unit=" s")
 DOMAINS = _IntRange("domain count", 1, abi.DOMID_FIRST_RESERVED)  # (domids 0..n-1: sim.statefile.MAX_DOMAINS)
 VCPUS = _IntRange("vCPU count", 1, 256)
 MAX_PORTS = _IntRange("port limit", 2, abi.EVTCHN_FIFO_NR_CHANNELS)
-QUEUES = _IntRange("queue count", 1, 64)
-TOP = _IntRange("count", 0, 10_000)  # (sim.xenstore.MAX_QUEUES)
-SIM_VCPU = _IntRange("vCPU", 0, 255)
+QUEUES = _IntRange("queue count", 1, 64)  # (sim.xenstore.MAX_QUEUES)
+TOP = _IntRange("count", 0, 10_000)
+SIM_VCPU = _IntRange("vCPU", 0, 255, metavar="VCPU")
 
 
 class Pair(click.ParamType):
@@ -464,6 +496,14 @@ class Pair(click.ParamType):
 
 class _Virq(click.ParamType):
     name = "virq"
+
+    def get_metavar(self, param, ctx=None):
+        return None if isinstance(param, click.Argument) else "VIRQ"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from .completion import virqs
+
+        return virqs(incomplete)
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):

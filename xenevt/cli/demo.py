@@ -11,8 +11,15 @@ from .context import Ctx, pass_ctx
 @click.command("demo")
 @pass_ctx
 def demo(c: Ctx):
-    """Two domains, an interdomain channel, events at two priorities, a masked port and a consumer:
-    each step says what Xen did and shows the queues.  Leaves your own host untouched."""
+    """Run a guided scenario on a throw-away simulated host.
+
+    Two domains, an interdomain channel, events at two priorities, a masked port and a consumer:
+    each step says what Xen did and shows the queues.  Leaves your own host untouched.
+
+    \b
+    Examples:
+      xenevt demo
+    """
     scenario.run(c.out)
 
 

@@ -52,7 +52,9 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 @whole_host
 def doctor(c: Ctx, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_offset,
            save, since, interval, storm_rate, stuck_after, list_rules):
-    """Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
+    """Examine event channels for stuck ports and say why.
+
+    Examine event channels for stuck ports: pending but masked, pending but never queued, LINKED
     but unreachable, broken or cyclic chains, READY/head mismatches, BUSY left set, events on a
     queue their channel left, interdomain ends that disagree, vCPUs without a control block, ports
     connected to or waiting for a domain that is dying or gone, domains stuck dying, and domains
@@ -61,7 +63,15 @@ def doctor(c: Ctx, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_
     pending across samples.  On the 2-level ABI: pending and unmasked but its
     selector bit or the vCPU's upcall flag clear, selector bits with nothing under them, and the
     4096-port limit.  Evidence comes from the backend (default), an 'e' dump, lsevtchn output, or
-    a raw dump."""
+    a raw dump.
+
+    \b
+    Examples:
+      xenevt doctor                        # every domain of the host
+      xenevt doctor -d 1 --json            # dom1, as JSON
+      xenevt doctor --save before.json; xenevt doctor --since before.json   # what is still wrong
+      xl dmesg | xenevt doctor --edump -   # on Xen: Xen's 'e' debug-key dump
+    """
     if list_rules:
         if (c.domains_given or c.all_domains or edump or lsevtchn_file or raw_file or system_map or dump_core or save
                 or since or interval):

@@ -85,14 +85,24 @@ class _SharedInfo(click.ParamType):
 @whole_host
 def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gfns, controls, control_gfn, offset,
          shared_info, vcpu_infos, fmt, output, raw_file, all_words, kcore, kallsyms, cpus_file):
-    """FIFO: queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
+    """Show a domain's event-channel queues, bits and words.
+
+    FIFO: queues per vCPU and priority as LINK chains (walked without changing a bit), READY bits,
     and every event word that is not the boot default, with its PENDING/MASKED/LINKED/BUSY flags.
     A broken chain (a LINK past the array, to an unlinked word, a cycle) is shown with the port
     where it breaks.
 
     2-level: each vCPU's evtchn_upcall_pending, evtchn_upcall_mask and evtchn_pending_sel, the
     ports Linux's next upcall on it would deliver, in order, and every port pending or open with
-    its pending, mask and selector bits."""
+    its pending, mask and selector bits.
+
+    \b
+    Examples:
+      xenevt dump -d 1                     # dom1's queues and flagged words
+      xenevt dump --raw d0.raw             # save dom0's event-channel pages
+      xenevt dump --from d0.raw --json     # decode them later, anywhere
+      xenevt dump --self                   # on Xen: this guest's own kernel (root)
+    """
     if fmt == "json":
         c.json = True
     if fmt == "raw" or raw_file:

@@ -60,15 +60,18 @@ class Listen(click.ParamType):
 @domains_option
 @pass_ctx
 def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top, storm_rate, show):
-    """Serve event-channel metrics for Prometheus: ports by state and the limit per domain, pending and masked
-    ports, READY queues per vCPU, event counters, doctor's findings by rule, and the collection's own health.
+    """Serve event-channel metrics for Prometheus.
+
+    Ports by state and the limit per domain, pending and masked ports, READY queues per vCPU, event counters,
+    doctor's findings by rule, and the collection's own health; over HTTP, or as a file for node_exporter's
+    textfile collector.
 
     \b
     Examples:
-      xenevt exporter                                  # http://127.0.0.1:9874/metrics
-      xenevt exporter --once | promtool check metrics
-      xenevt exporter --textfile /var/lib/prometheus/node-exporter --interval 30
-      xenevt exporter --print rules > /etc/prometheus/rules/xenevt.yml
+      xenevt exporter --once                           # one collection, on stdout
+      xenevt exporter --listen 127.0.0.1:9874          # your service: /metrics served until stopped
+      xenevt exporter --textfile /var/lib/prometheus/node-exporter   # your node_exporter's textfile folder
+      xenevt exporter --print rules                    # the alert rules, for Prometheus' rule_files
     """
     if show is not None:
         from importlib.resources import files

@@ -14,7 +14,16 @@ from .context import PORT, Ctx, domain_option, domains_option, json_option, pass
 @json_option
 @pass_ctx
 def status(c: Ctx, ports):
-    """What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word."""
+    """Show what Xen knows of PORT and its event word.
+
+    What Xen knows of PORT (EVTCHNOP_status) and its FIFO event word.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1's port 1
+      xenevt status -d 1 1
+      xenevt --json status -d 1 1
+    """
     d = c.domain()
     sts = [c.host.status(d, port) for port in ports]
     names = c.host.names(d, sts)
@@ -52,7 +61,15 @@ def _status_text(c: Ctx, d: int, st, names) -> None:
 @pass_ctx
 @whole_host
 def list_ports(c: Ctx):
-    """Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags."""
+    """List every open port of a domain, with its state and flags.
+
+    Every open port of a domain with its state, vCPU, priority, remote end and FIFO flags.
+
+    \b
+    Examples:
+      xenevt list                          # dom0's ports
+      xenevt -d 1 list --json              # dom1's, as JSON
+    """
     domains = c.domains()
     listed = [(d, c.host.ports(d)) for d in domains]
     names = c.host.names(domains[0] if domains else 0, [st for _, ports in listed for st in ports])
@@ -135,7 +152,15 @@ def render_info(data: dict, out) -> None:
 @json_option
 @pass_ctx
 def info(c: Ctx):
-    """Which backend runs, and what it sees (domains, vCPUs, ports, ABI)."""
+    """Show which backend runs and what it sees.
+
+    Which backend runs, and what it sees (domains, vCPUs, ports, ABI).
+
+    \b
+    Examples:
+      xenevt info
+      xenevt --json info
+    """
     data = c.host.info()
     if c.json:
         c.emit(data)

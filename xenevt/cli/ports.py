@@ -24,9 +24,20 @@ def _flags_now(c: Ctx, domain: int, port: int) -> str:
 @json_option
 @pass_ctx
 def notify(c: Ctx, ports, remotes):
-    """Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end
+    """Send an event on each PORT (EVTCHNOP_send).
+
+    Send an event on each PORT (EVTCHNOP_send): it is raised on the remote end
     (interdomain) or on this domain (IPI).  Notifying an unbound port is an error here,
-    although Xen silently drops it."""
+    although Xen silently drops it.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1's port 1 ...
+      xenevt bind interdomain 1 1          # ... connected to dom0's port 1
+      xenevt -d 1 notify 1                 # dom1 sends: raised on dom0's port 1
+      xenevt -d 1 bind unbound 0           # dom1's port 2, for dom0
+      xenevt notify --to 1:2               # dom0 binds to it, sends once, closes
+    """
     if not ports and not remotes:
         raise click.UsageError("give a PORT to send on, or --to DOMAIN:PORT")
     d = c.domain()
@@ -56,12 +67,24 @@ def _simple(name: str, verb: str, doc: str, action):
     return cmd
 
 
-mask = _simple("mask", "masked", "Set MASKED on PORT: events stay pending, nothing is queued or delivered.",
+def _examples(*lines: str) -> str:
+    return "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+mask = _simple("mask", "masked", "Set MASKED on PORT: events stay pending, none is delivered.\n\nNothing is queued "
+               "or delivered until it is unmasked." + _examples(
+                   "xenevt -d 1 bind unbound 0           # dom1's port 1",
+                   "xenevt -d 1 mask 1"),
                lambda b, d, p: b.mask(d, p))
-unmask = _simple("unmask", "unmasked", "Clear MASKED on PORT; if it is pending Xen links it and raises the upcall "
-                 "(EVTCHNOP_unmask; on 2-level the guest sets the selector bit and the upcall itself).",
+unmask = _simple("unmask", "unmasked", "Clear MASKED on PORT (EVTCHNOP_unmask).\n\nIf it is pending Xen links it "
+                 "and raises the upcall (on 2-level the guest sets the selector bit and the upcall itself)."
+                 + _examples("xenevt -d 1 bind unbound 0           # dom1's port 1",
+                             "xenevt -d 1 mask 1",
+                             "xenevt -d 1 unmask 1"),
                  lambda b, d, p: b.unmask(d, p))
-close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain peer becomes unbound again.",
+close = _simple("close", "closed", "Close PORT (EVTCHNOP_close).\n\nAn interdomain peer becomes unbound again."
+                + _examples("xenevt -d 1 bind unbound 0           # dom1's port 1",
+                            "xenevt -d 1 close 1"),
                 lambda b, d, p: b.close(d, p))
 
 
@@ -72,8 +95,16 @@ close = _simple("close", "closed", "Close PORT (EVTCHNOP_close); an interdomain 
 @json_option
 @pass_ctx
 def set_priority(c: Ctx, port, priority):
-    """Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue.
-    A domain on the 2-level ABI has no priorities: Xen answers ENOSYS."""
+    """Set PORT's FIFO priority (0 highest, 15 lowest).
+
+    Set PORT's FIFO priority (0 highest, 7 default, 15 lowest); a linked event stays on its old queue.
+    A domain on the 2-level ABI has no priorities: Xen answers ENOSYS.
+
+    \b
+    Examples:
+      xenevt bind ipi                      # port 1
+      xenevt set-priority 1 2              # its events now go on queue 2
+    """
     d = c.domain()
     c.host.set_priority(d, port, priority)
     c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")
@@ -86,7 +117,15 @@ def set_priority(c: Ctx, port, priority):
 @json_option
 @pass_ctx
 def bind_vcpu(c: Ctx, port, vcpu):
-    """Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ ports cannot move."""
+    """Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu).
+
+    Deliver PORT's future events to VCPU (EVTCHNOP_bind_vcpu); IPI and per-vCPU VIRQ ports cannot move.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1's port 1
+      xenevt -d 1 bind-vcpu 1 1            # delivered to dom1's vCPU 1 from now on
+    """
     d = c.domain()
     c.host.bind_vcpu(d, port, vcpu)
     c.emit({"domain": d, "port": port, "vcpu": vcpu}, f"port {port} of domain {d}: notifies vCPU {vcpu}")

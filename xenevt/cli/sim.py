@@ -11,6 +11,7 @@ from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.domain import KERNEL_ABIS
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
+from . import SuggestingGroup
 from .context import (
     DOMAIN,
     DOMAIN_ID,
@@ -30,9 +31,17 @@ from .context import (
 from .inspect import render_info
 
 
-@click.group("sim")
+@click.group("sim", cls=SuggestingGroup)
 def sim():
-    """The embedded simulated Xen host (state in one file under --state DIR)."""
+    """Create, describe and change the embedded simulated Xen host.
+
+    The embedded simulated Xen host (state in one file under --state DIR).
+
+    \b
+    Examples:
+      xenevt sim info                      # the host (made at the default place on first use)
+      xenevt --state ./h sim init --domains 3   # another host, in ./h
+    """
 
 
 def _in_use(state: str) -> str:
@@ -89,7 +98,15 @@ class DomainAbi(click.ParamType):
 @json_option
 @pass_ctx
 def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force, yes):
-    """Create a fresh host: each guest kernel sets up the ABI it chooses (--abi, --domain-abi)."""
+    """Create a fresh simulated host.
+
+    Each guest kernel sets up the ABI it chooses (--abi, --domain-abi).
+
+    \b
+    Examples:
+      xenevt --state ./h sim init                       # 2 domains, 2 vCPUs each, FIFO
+      xenevt --state ./h sim init --force --domains 3 --vcpus 4 --domain-abi 1=2l
+    """
     if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
         check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")
     if force:
@@ -113,8 +130,16 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, 
 @json_option
 @pass_ctx
 def info(c: Ctx):
-    """Domains, vCPUs, ports in use and array sizes of the host."""
-    with SimHost(c.state, read_only=True) as host:
+    """Show the host's domains, vCPUs, ports in use and arrays.
+
+    Domains, vCPUs, ports in use and array sizes of the host.
+
+    \b
+    Examples:
+      xenevt sim info
+      xenevt --json sim info
+    """
+    with SimHost(c.sim_state(), read_only=True) as host:
         data = host.info()
     if c.json:
         c.emit(data)
@@ -129,16 +154,24 @@ def info(c: Ctx):
 @json_option
 @pass_ctx
 def reset(c: Ctx, every, yes):
-    """Close every port (EVTCHNOP_reset) of the domain named (-d, repeatable; --as's), as --as (default dom0),
-    and put it back on the 2-level ABI; interdomain peers are left unbound.  A domain resets itself; a
-    privileged one resets any other as a toolstack does (paused around the reset, since Xen refuses to reset a
-    running domain not its own).  Every target is checked before any is touched."""
+    """Close every port of a domain (EVTCHNOP_reset).
+
+    Close every port (EVTCHNOP_reset) as --as (default dom0) and put the domain back on the 2-level ABI;
+    interdomain peers are left unbound.  A domain resets itself; a privileged one resets any other as a
+    toolstack does (paused around the reset, since Xen refuses to reset a running domain not its own).
+    Every target is checked before any is touched.
+
+    \b
+    Examples:
+      xenevt -d 1 bind unbound 0           # dom1's port 1
+      xenevt sim reset -d 1                # closed again
+    """
     if every and c.domains_given:
         raise click.UsageError("give -d/--domain or --all, not both")
     if not every and not c.domains_given and c.caller is None:
         raise click.UsageError("name the domain to reset with -d DOMAIN (or --as it), or --all for every domain")
     caller = 0 if c.caller is None else c.caller
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         targets = sorted(host.domains) if every else c.domains()
         for domid in targets:  # EPERM/ESRCH for any target before any is touched
             host.check_access(caller, domid, "reset")
@@ -165,10 +198,18 @@ def reset(c: Ctx, every, yes):
 @domain_option
 @pass_ctx
 def pause(c: Ctx, domid):
-    """Pause a domain, as ``xl pause`` does (the toolstack: --as a privileged domain): EVTCHNOP_reset may then
-    name it."""
+    """Pause a domain, as xl pause does.
+
+    Pause a domain, as ``xl pause`` does (the toolstack: --as a privileged domain): EVTCHNOP_reset may then
+    name it.
+
+    \b
+    Examples:
+      xenevt sim pause 1
+      xenevt sim unpause 1
+    """
     domid = _named(c, domid)
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         host.pause(domid, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
 
@@ -178,9 +219,17 @@ def pause(c: Ctx, domid):
 @domain_option
 @pass_ctx
 def unpause(c: Ctx, domid):
-    """Unpause a domain (``xl unpause``; the toolstack: --as a privileged domain)."""
+    """Unpause a domain, as xl unpause does.
+
+    Unpause a domain (``xl unpause``; the toolstack: --as a privileged domain).
+
+    \b
+    Examples:
+      xenevt sim pause 1
+      xenevt sim unpause 1
+    """
     domid = _named(c, domid)
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         host.pause(domid, False, caller=_toolstack(c))
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
@@ -196,12 +245,21 @@ def unpause(c: Ctx, domid):
 @json_option
 @pass_ctx
 def destroy(c: Ctx, domid, dying, every, yes):
-    """Destroy a domain as ``xl destroy`` does, as --as (default dom0): Xen's evtchn_destroy() closes every port
+    """Destroy a domain, as xl destroy does.
+
+    Destroy a domain as ``xl destroy`` does, as --as (default dom0): Xen's evtchn_destroy() closes every port
     of it, so each interdomain peer goes back to unbound, waiting for the dead domid; the domain is then gone
     (ESRCH for every call naming it), or with --dying still listed as dying.  Run again on a dying domain to
-    finish it."""
+    finish it.
+
+    \b
+    Examples:
+      xenevt --state ./h sim init --domains 3
+      xenevt --state ./h sim destroy 2 --dying   # still listed, dying
+      xenevt --state ./h sim destroy 2           # gone
+    """
     caller = _toolstack(c)
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         if every:
             if domid is not None or c.domains_given:
                 raise click.UsageError("give a DOMID (or -d) or --all, not both")
@@ -237,11 +295,18 @@ def _destroy(c: Ctx, host, caller: int, domid: int, dying: bool) -> None:
 @json_option
 @pass_ctx
 def xen_port(c: Ctx, domid, remote, vcpu):
-    """Allocate a port that Xen itself consumes, as an ioreq server or a vm_event ring does
+    """Allocate a port that Xen itself consumes.
+
+    Allocate a port that Xen itself consumes, as an ioreq server or a vm_event ring does
     (alloc_unbound_xen_event_channel): the guest cannot send on, close or move it, a reset leaves it, and
-    EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20."""
+    EVTCHNOP_status refuses it on Xen 4.17 (EACCES) but reports it on 4.20.
+
+    \b
+    Examples:
+      xenevt sim xen-port 1                # dom1's port, for an ioreq server in dom0
+    """
     domid = _named(c, domid)
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
     c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
            f"domain {domid} port {port}: consumed by Xen, waiting for domain {remote}")
@@ -252,9 +317,17 @@ def xen_port(c: Ctx, domid, remote, vcpu):
 @json_option
 @pass_ctx
 def check(c: Ctx, repair):
-    """Report every inconsistency of the state file, one line each (domain, port or vCPU queue, field): peers
+    """Report every inconsistency of the state file.
+
+    Report every inconsistency of the state file, one line each (domain, port or vCPU queue, field): peers
     that disagree, channel records against event words, queues, an update cut short by a kill.  Exit 0 when
-    clean, 1 when not (after --repair: when something is left)."""
+    clean, 1 when not (after --repair: when something is left).
+
+    \b
+    Examples:
+      xenevt sim check
+      xenevt sim check --repair            # mend what can be mended
+    """
     from ..sim.check import check_host
 
     if repair and c.caller is not None:  # mending the file is the machine's administrator's, not a domain's
@@ -289,9 +362,17 @@ def _toolstack(c: Ctx) -> int:
     return CONTROL_DOMAIN if c.caller is None else c.caller
 
 
-@sim.group("device")
+@sim.group("device", cls=SuggestingGroup)
 def device():
-    """PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes."""
+    """Add and list PV devices with their event channels.
+
+    PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes.
+
+    \b
+    Examples:
+      xenevt sim device add vif 1          # dom1's vif 0, served by dom0
+      xenevt sim device list
+    """
 
 
 @settled
@@ -305,11 +386,19 @@ def device():
 @json_option
 @pass_ctx
 def device_add(c: Ctx, kind, domid, backend, queues):
-    """Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
+    """Add a PV device to DOMID, its ports bound by the backend.
+
+    Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
     /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
-    xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it)."""
+    xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it).
+
+    \b
+    Examples:
+      xenevt sim device add vif 1 --queues 2   # two queues: a tx and an rx port each
+      xenevt sim device add console 1
+    """
     domid = _named(c, domid)
-    with SimHost(c.state) as host:
+    with SimHost(c.sim_state()) as host:
         made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
     what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
     c.emit(made, f"domain {domid}: {what} served by domain {backend}: "
@@ -321,8 +410,16 @@ def device_add(c: Ctx, kind, domid, backend, queues):
 @json_option
 @pass_ctx
 def device_list(c: Ctx):
-    """Every port the simulated xenstore names: its node and value."""
-    with SimHost(c.state, read_only=True) as host:
+    """List every port the simulated xenstore names.
+
+    Every port the simulated xenstore names: its node and value.
+
+    \b
+    Examples:
+      xenevt sim device add vbd 1
+      xenevt sim device list
+    """
+    with SimHost(c.sim_state(), read_only=True) as host:
         nodes = host.xenstore_nodes()
         # xenstored shows a domain its own subtree only (dom0 every node)
         hidden = () if c.caller is None else tuple(f"/local/domain/{d}/" for d in host.domains
@@ -341,9 +438,17 @@ def device_list(c: Ctx):
 @sim.command("libpath")
 @pass_ctx
 def libpath(c: Ctx):
-    """Print the folder holding libxenevtchn-sim.so (built on first use): Xen's C libraries over
+    """Print the folder holding libxenevtchn-sim.so.
+
+    Print the folder holding libxenevtchn-sim.so (built on first use): Xen's C libraries over
     the simulator.  LD_LIBRARY_PATH=$(xenevt sim libpath) ./program runs an unmodified
-    libxenevtchn program as dom0 ($XENEVT_SIM_DOMAIN to act as another domain)."""
+    libxenevtchn program as dom0 ($XENEVT_SIM_DOMAIN to act as another domain).
+
+    \b
+    Examples:
+      xenevt sim libpath
+      LD_LIBRARY_PATH=$(xenevt sim libpath) ./program   # your libxenevtchn program, as dom0
+    """
     from ..sim.simlib import libpath as build
 
     c.emit({"libpath": build()}, build())

@@ -20,15 +20,24 @@ from .context import COUNT, TIMEOUT, VCPU, Ctx, consume_events, domain_option, j
 @json_option
 @pass_ctx
 def wait(c: Ctx, vcpu, count, timeout):
-    """Consume events as the guest's upcall handler does (FIFO: highest priority first; 2-level:
+    """Consume events as the guest's upcall handler does.
+
+    Consume events as the guest's upcall handler does (FIFO: highest priority first; 2-level:
     Linux's round-robin scan of the bitmaps) and print each delivered port, one per line.
-    Sleeps between events; one consumer per vCPU."""
+    Sleeps between events; one consumer per vCPU.
+
+    \b
+    Examples:
+      xenevt bind ipi                      # dom0's port 1
+      xenevt notify 1                      # raised on it
+      xenevt wait -n 1 -t 5                # prints: domain 0 vCPU 0: event on port 1
+    """
     d = c.domain()
     with _ended_by_signals():
         got, stopped = consume_events(c, d, vcpu, count, timeout)
-    if stopped:
+    if stopped:  # Ctrl-C: what came is printed, and the exit says it was interrupted (128 + SIGINT)
         c.note(f"xenevt: stopped after {got} event(s)")
-        return
+        raise click.exceptions.Exit(130)
     if count is not None and got < count:
         raise ChannelError(f"timed out after {timeout:g} s with {got} of {count} event(s) on vCPU {vcpu} of domain {d}",
                            domain=d, vcpu=vcpu, call="wait")

@@ -156,7 +156,9 @@ def _plain(out, stamp: str, result, view: _View) -> None:
 @json_option
 @pass_ctx
 def watch(c: Ctx, interval, once, count, sort, storm_rate):
-    """Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
+    """Watch event activity: rates, storms, stuck ports.
+
+    Event activity: per port on the simulator (deliveries, raises, flags), per Xen interrupt on a
     real guest (/proc/interrupts: xen-dyn, xen-dyn-lateeoi, xen-percpu, xen-pirq rows) and per xenbus
     device (events, spurious events, EOI delay); totals, rates, rows raising faster than --storm-rate
     (a storm), and ports whose count stopped moving while their PENDING bit is set.
@@ -166,8 +168,8 @@ def watch(c: Ctx, interval, once, count, sort, storm_rate):
 
     \b
     Examples:
-      xenevt watch --sort activity
-      xenevt watch --json -n 3 -i 0.5 | jq '.rows[] | select(.flags != [])'
+      xenevt watch --sort activity -n 2     # the busiest rows first (storms pinned above), two refreshes
+      xenevt watch --json -n 3 -i 0.5       # three samples, one JSON object per line
     """
     from ..activity import rates
 

@@ -15,7 +15,7 @@ import time
 from ..abi import ECS_RESERVED, EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_NR_CHANNELS, MAX_EVENT_ARRAY_PAGES, PAGE_SIZE
 from ..engine import DomainMemory, Geometry, LayoutError
 from ..engine.layout import ABI_2L
-from ..errors import StateError
+from ..errors import StateError, UsageError
 from .domain import KERNEL_ABIS, kernel_boot
 from .hot import format_lock
 from .statedir import StateDir, default_state_dir, errtext
@@ -65,14 +65,14 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
     kernels = {}
     for domid, name in [(d, abi) for d in range(nr_domains)] + sorted(abis.items()):
         if name not in KERNEL_ABIS:
-            raise StateError(f"event-channel ABI {name!r} of domain {domid} is not one a guest kernel chooses "
+            raise UsageError(f"event-channel ABI {name!r} of domain {domid} is not one a guest kernel chooses "
                              f"({' or '.join(KERNEL_ABIS)})")
         kernels[domid] = KERNEL_ABIS[name]
     for domid, name in sorted(abis.items()):
         if not 0 <= domid < nr_domains:
-            raise StateError(f"no domain {domid} to give the {name} ABI (the host has domains 0..{nr_domains - 1})")
+            raise UsageError(f"no domain {domid} to give the {name} ABI (the host has domains 0..{nr_domains - 1})")
         if domid in bare:
-            raise StateError(f"domain {domid} is bare: it has no kernel to choose the {name} ABI")
+            raise UsageError(f"domain {domid} is bare: it has no kernel to choose the {name} ABI")
     geos = []
     for domid in range(nr_domains):
         ports = max_ports_dom0 if domid == 0 else max_ports_domu

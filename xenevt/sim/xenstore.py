@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import StateError
+from ..errors import StateError, UsageError
 from .access import Access
 from .statedir import errtext
 from .store import HostFile
@@ -105,12 +105,12 @@ class SimXenstore:
         backend binds interdomain to it; ``console`` and ``store`` are the ports the domain builder
         allocates and xenconsoled / xenstored bind; ``caller`` is the toolstack (privileged).  Returns what was made."""
         if kind not in KINDS:
-            raise StateError(f"device kind {kind!r} is not one of {', '.join(KINDS)}")
+            raise UsageError(f"device kind {kind!r} is not one of {', '.join(KINDS)}")
         if not 1 <= queues <= MAX_QUEUES or (queues > 1 and kind in ("console", "store")):
-            raise StateError(f"{queues} queues for a {kind}: expected 1..{MAX_QUEUES} (a {kind} has one)"
+            raise UsageError(f"{queues} queues for a {kind}: expected 1..{MAX_QUEUES} (a {kind} has one)"
                              if kind in ("vif", "vbd") else f"{queues} queues for a {kind}: it has one")
         if domid == backend:
-            raise StateError(f"domain {domid} cannot be its own {kind}'s backend")
+            raise UsageError(f"domain {domid} cannot be its own {kind}'s backend")
         binds = self.binds
         if binds is None:
             self.file.writable()  # (a host opened to inspect: the one line saying so)
