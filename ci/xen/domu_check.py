@@ -101,7 +101,12 @@ class Hypercalls:
     def __init__(self):
         import ctypes
 
-        self.lib = lib = ctypes.CDLL("libxencall.so.1", use_errno=True)
+        # by path where Debian puts it: a root without /etc/ld.so.cache (the runner's initramfs) finds no
+        # multiarch library by soname alone
+        where = [os.path.join(d, "libxencall.so.1") for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                                                              "/usr/lib64", "/usr/lib")]
+        path = next((p for p in where if os.path.exists(p)), "libxencall.so.1")
+        self.lib = lib = ctypes.CDLL(path, use_errno=True)
         lib.xencall_open.restype = lib.xencall_alloc_buffer.restype = ctypes.c_void_p
         lib.xencall_open.argtypes = [ctypes.c_void_p, ctypes.c_uint]
         lib.xencall_alloc_buffer.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
