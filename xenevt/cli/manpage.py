@@ -72,8 +72,12 @@ def page(cmd: click.Command, ctx: click.Context, path: tuple[str, ...], version:
                 continue
             lines += [".TP", f"\\fB{esc(sub)}\\fR", f"{esc(c.get_short_help_str(limit=10**6))} See",
                       f"\\fB{esc(title(path + (sub,)))}\\fR({SECTION})."]
-    options = [rec for p in cmd.get_params(ctx)
+    # the command's own options, then its help option as this context names it (-h, --help): not the one click
+    # made and kept on the command the first time any context asked, which may have named --help alone
+    options = [rec for p in cmd.params
                if isinstance(p, click.Option) and (rec := p.get_help_record(ctx)) is not None]
+    if cmd.add_help_option and ctx.help_option_names:
+        options.append((", ".join(ctx.help_option_names), "Show this message and exit."))
     if options:
         lines.append(".SH OPTIONS")
         for opts, text in options:
