@@ -13,8 +13,8 @@ from .registry import Needs, Rule, Subject, check
 
 
 @check(Rule("masked-ipi", ("info",), "A vCPU's only pending, masked IPI: Linux's PV-spinlock kicker, normal."),
-       Rule("masked-busy", ("info",), "Pending and masked in both samples, yet events were delivered in between: "
-            "a busy lateeoi port, not a stuck one."),
+       Rule("masked-busy", ("info",), "Pending and masked, yet events were delivered on it since the earlier "
+            "sample: a busy lateeoi port, not a stuck one."),
        Rule("pending-masked", ("warning", "error"), "A port pending but masked: its event waits for an unmask "
             "(an error when already so in the earlier sample)."),
        needs=Needs.EARLIER)
@@ -40,11 +40,15 @@ def pending_masked(s: Subject) -> None:
         before = prev.ports.get(p.port) if prev is not None else None
         still = before is not None and before.pending and before.masked
         evidence = f"PENDING and MASKED ({p.state}{remote(p)})"
-        flowed = delivered(s, p.port) if still else None
-        if flowed:  # real Xen, xen-ci: netback's port under a flood rests masked between its delayed EOIs
+        # real Xen, xen-ci: netback's port under a flood rests masked between its delayed EOIs, so a sample may
+        # find it masked in one sample or both while events flow
+        flowed = delivered(s, p.port) if prev is not None else None
+        if flowed:
+            both = "in both samples" if still else "now"
             s.add("info", "masked-busy", [p.port],
-                  f"port {p.port} is pending and masked in both samples, yet {flowed:,} events were delivered on "
-                  "it in between", evidence + f"; {age:.0f} s earlier too; {flowed:,} events handled in between",
+                  f"port {p.port} is pending and masked {both}, yet {flowed:,} events were delivered on it since "
+                  "the earlier sample", evidence + (f"; {age:.0f} s earlier too" if still else "") +
+                  f"; {flowed:,} events handled in the {age:.0f} s between the samples",
                   "Not stuck: Linux keeps a port masked while its handler runs and, for a lateeoi device (netback, "
                   "blkback, /dev/xen/evtchn users), until its EOI, which it holds back while the other end "
                   "notifies with nothing to do. A port masked for good delivers nothing between samples.")
