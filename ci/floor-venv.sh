@@ -11,7 +11,7 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 print(" ".join(re.sub(r">=", "==", d) for d in deps))
 PY
 )
-debs="python3-click python3-rich python3-cffi python3-prometheus-client python3-pytest python3-hypothesis python3-venv python3-dev"
+debs="python3-click python3-rich python3-cffi python3-pytest python3-hypothesis python3-venv python3-dev"
 if [ -x /usr/bin/python3 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     installed=$(dpkg-query -W -f='${db:Status-Status}\n' $debs 2>/dev/null | grep -cx installed || true)
     if [ "$installed" -ne "$(echo $debs | wc -w)" ]; then  # one not installed, or unknown to dpkg

@@ -22,6 +22,7 @@ import pytest
 import xenevt
 from xenevt.cli import main
 
+pytest.importorskip("prometheus_client")  # (an optional extra: the floor venv runs without it)
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "xenevt" / "metrics" / "data"
 PROMTOOL = shutil.which("promtool")

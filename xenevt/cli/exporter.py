@@ -81,6 +81,13 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
     import signal
     import threading
 
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        from ..errors import XenevtError
+
+        raise XenevtError("the exporter needs prometheus-client: apt install python3-prometheus-client, or pip "
+                          "install 'xenevt[exporter]'") from None
     from ..metrics.serve import Exporter, exposition, registry, serve, write_textfile
 
     # every domain the host lists, unless -d names some (a domU's exporter, or --as D: its own)
