@@ -313,40 +313,34 @@ def test_doctor_ties_netbacks_irq_row_to_the_vif_port_it_storms(tmp_path, monkey
     assert f["ports"] == [back] and f["names"][0]["device"] == "vif 0" and f["names"][0]["end"] == "backend"
 
 
+def netback_flood(masked_before: bool, handled_then: int, handled_now: int):
+    """doctor over two samples of netback's port 29 (its IRQ row tied to it), pending and masked in the second,
+    as in the first only when ``masked_before``."""
+    now_port = PortFacts(29, "interdomain", vcpu=0, remote_domain=2, remote_port=15, pending=True, masked=True)
+    then_port = PortFacts(29, "interdomain", vcpu=0, remote_domain=2, remote_port=15, pending=masked_before,
+                          masked=masked_before)
+    now, then = two([CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_then)],
+                    [CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_now)],
+                    ports={29: now_port})
+    then.domain(0).ports = {29: then_port}
+    return doctor.examine(now, then, storm_rate=1e9)
+
+
 def test_a_port_masked_in_both_samples_that_delivered_in_between_is_not_stuck():
     """netback's port under a flood (real Xen, xen-ci): pending and masked in both samples, because Linux holds
     a lateeoi port masked until its delayed EOI, yet its IRQ counted thousands of events in between: info, not
     the pending-masked error; the same port with nothing delivered stays an error."""
-    port = PortFacts(29, "interdomain", vcpu=0, remote_domain=2, remote_port=15, pending=True, masked=True)
-
-    def sample(handled_then, handled_now):
-        now, then = two([CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_then)],
-                        [CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_now)],
-                        ports={29: port})
-        then.domain(0).ports = {29: port}
-        return doctor.examine(now, then, storm_rate=1e9)
-
-    rep = sample(100, 2_834)
+    rep = netback_flood(True, 100, 2_834)
     assert rules(rep) == {("masked-busy", 0, (29,), "info")}
     assert "in both samples, yet 2,734 events were delivered on it since the earlier sample" in rep.findings[0].title
-    assert rules(sample(100, 100)) == {("pending-masked", 0, (29,), "error")}
+    assert rules(netback_flood(True, 100, 100)) == {("pending-masked", 0, (29,), "error")}
 
 
 def test_a_port_masked_now_that_delivered_since_the_earlier_sample_is_not_stuck():
     """The same port found masked in the second sample only (a sample between two delayed EOIs, real Xen 4.20 in
     xen-ci): events flowed since the first, so masked-busy, not a pending-masked warning; nothing delivered is
     still the warning."""
-    now_port = PortFacts(29, "interdomain", vcpu=0, remote_domain=2, remote_port=15, pending=True, masked=True)
-    then_port = PortFacts(29, "interdomain", vcpu=0, remote_domain=2, remote_port=15, pending=False, masked=False)
-
-    def sample(handled_then, handled_now):
-        now, then = two([CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_then)],
-                        [CounterFacts("irq 48", "xen-dyn-lateeoi vif2.0-q0-tx", port=29, handled=handled_now)],
-                        ports={29: now_port})
-        then.domain(0).ports = {29: then_port}
-        return doctor.examine(now, then, storm_rate=1e9)
-
-    rep = sample(100, 3_739)
+    rep = netback_flood(False, 100, 3_739)
     assert rules(rep) == {("masked-busy", 0, (29,), "info")}
     assert "pending and masked now, yet 3,639 events were delivered" in rep.findings[0].title
-    assert rules(sample(100, 100)) == {("pending-masked", 0, (29,), "warning")}
+    assert rules(netback_flood(False, 100, 100)) == {("pending-masked", 0, (29,), "warning")}

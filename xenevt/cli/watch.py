@@ -35,7 +35,6 @@ class _View:
 
     def __init__(self, names, domains: list[int], sort: str):
         self.names, self.domains, self.sort = names, domains, sort
-        self.owners: dict[int, int] = {}  # id(row) -> its domain (the rows of several domains in one sample)
 
     def sample(self, host):
         """One sample of every domain's rows, each remembered as its domain's."""
@@ -45,13 +44,13 @@ class _View:
         for d in self.domains:
             for r in host.activity(d).rows:
                 if len(self.domains) > 1:
-                    r.key = f"d{d} {r.key}"  # (rates pair rows by key: one per domain)
-                self.owners[id(r)] = d
+                    r.key = f"d{d} {r.key}"  # (rates pair rows by key: one per domain; domain() reads it back)
                 rows.append(r)
         return Sample(f"{host.kind} domain {', '.join(map(str, self.domains))}", rows)
 
     def domain(self, row) -> int:
-        return self.owners.get(id(row), self.domains[0])
+        """The row's domain: the only one read, else the ``dN`` its key starts with."""
+        return self.domains[0] if len(self.domains) == 1 else int(row.key.split(" ", 1)[0][1:])
 
     def port(self, row) -> int | None:
         """The port a row counts: the simulator's rows say it; a /proc/interrupts row only where names tied it."""
@@ -185,8 +184,6 @@ def watch(c: Ctx, interval, once, count, sort, storm_rate):
         taken = 0
         while count is None or taken < count:
             time.sleep(interval)
-            view.owners.clear()
-            view.owners.update({id(r): view.domain(r) for r in before.rows})
             after = view.sample(host)
             yield rates(before, after, storm_rate), after.taken_at - before.taken_at, after.source
             before = after

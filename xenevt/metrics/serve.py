@@ -182,6 +182,7 @@ def _why(e: OSError) -> str:
 def serve(exporter: Exporter, reg, host: str, port: int, interval: float, stop: threading.Event,
           ready=None) -> None:
     """Serve ``/metrics`` on host:port and collect every ``interval`` seconds until ``stop`` is set."""
+    import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -205,10 +206,8 @@ def serve(exporter: Exporter, reg, host: str, port: int, interval: float, stop: 
         def log_message(self, format: str, *args: object) -> None:
             pass  # (a scrape every few seconds is not news)
 
-    family = __import__("socket").AF_INET6 if ":" in host else __import__("socket").AF_INET
-
     class Server(ThreadingHTTPServer):
-        address_family = family
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True
 
     server = Server((host, port), Handler)
