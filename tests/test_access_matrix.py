@@ -157,7 +157,8 @@ def test_the_privileged_control_naming_another_domain(host, tmp_path, capfd, pat
 
 
 @pytest.mark.parametrize("path", sorted(set(ALLOWED) - {"sim libpath", "sim check", "exporter"}))
-def test_allowed_commands_change_nothing(host, tmp_path, capfd, path):
+def test_allowed_commands_change_nothing(host, tmp_path, capfd, monkeypatch, path):
+    monkeypatch.setenv("SHELL", "/bin/bash")  # (completion without SHELL asks $SHELL; CI's may be unset)
     out = str(tmp_path / "written")
     before = snapshot(host, out)
     code = main(["--as", "1"] + path.split())
