@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import gzip
 import importlib.util
 import io
 import os
+import shutil
 import stat
 
 import pytest
