@@ -615,6 +615,15 @@ def test_the_exporter_names_netbacks_vif_ports_and_promtool_reads_it(xen, domu, 
             assert got and got[0].labels["device"].startswith(f"d{d} vif 0"), (d, port, got)
 
 
+def test_a_domus_own_exporter_covers_itself(xen, domu):
+    """In the FIFO domU, `xenevt exporter --once` (domu_check.py runs it, as a guest's monitoring agent would):
+    it covers its own domain only, reads its evidence, and counts the ports dom0 lists for it."""
+    got = ask_domu(domu, "exporter", wait=240)
+    assert got.get("rc") == 0, got
+    assert got["domains"] == [domu] and got["evidence"] == [1.0] and got["series"] > 0, got
+    assert got["ports"] == len(xenevt_json("list", "-d", str(domu))), got
+
+
 def first_vif_port(xen, domu: int, direction: str) -> tuple[int, int, str]:
     """The domU's vif port of its first queue in ``direction`` (tx, rx), once connected: (its port, dom0's end,
     the name doctor gives it)."""
