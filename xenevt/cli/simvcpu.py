@@ -1,0 +1,92 @@
+"""``xenevt sim vcpu down|up D V``: a guest's CPU taken offline or online, as Linux and Xen do it."""
+
+from __future__ import annotations
+
+import click
+
+from ..engine.layout import VCPU_STATES
+from ..sim.host import SimHost
+from . import SuggestingGroup
+from .context import DOMAIN, SIM_VCPU, Ctx, json_option, pass_ctx
+
+
+@click.group("vcpu", cls=SuggestingGroup)
+def vcpu():
+    """Take a guest's vCPUs down and bring them up.
+
+    A guest's vCPUs taken down and brought up: Linux's CPU hotplug path over Xen's VCPUOP_down and VCPUOP_up.
+
+    \b
+    Examples:
+      xenevt sim vcpu down 1 1            # dom1's CPU 1 offline, as echo 0 > .../cpu1/online does
+      xenevt sim vcpu up 1 1
+    """
+
+
+_XEN_ONLY = click.option("--xen-only", is_flag=True,
+                         help="Make the hypercall alone, behind the guest kernel's back: no port moved, closed or "
+                              "bound (events bound to a down vCPU still queue there).")
+
+
+def _run(c: Ctx, domid: int, v: int, up: bool, xen_only: bool) -> None:
+    domid = c.domain(domid)
+    caller = domid if c.caller is None else c.caller  # the guest itself, or --as (the toolstack: xl vcpu-set)
+    with SimHost(c.sim_state()) as host:
+        if xen_only:
+            host.vcpu_op(caller, domid, v, up)
+            steps = [f"VCPUOP_{'up' if up else 'down'} of vCPU {v}"]
+        else:
+            steps = (host.cpu_up if up else host.cpu_down)(caller, domid, v)
+        state = VCPU_STATES[host.file.domains[domid].mem.vcpu_state(v)]
+    if c.json:
+        c.emit({"domain": domid, "vcpu": v, "state": state, "steps": steps})
+        return
+    for line in steps:
+        c.out.print(line)
+    c.out.print(f"vCPU {v} of domain {domid} is {state}")
+
+
+@vcpu.command("down")
+@click.argument("domid", type=DOMAIN)
+@click.argument("v", metavar="VCPU", type=SIM_VCPU)
+@_XEN_ONLY
+@json_option
+@pass_ctx
+def down(c: Ctx, domid, v, xen_only):
+    """Take a guest's vCPU offline, as Linux does.
+
+    Take vCPU VCPU of domain DOMID offline as Linux does (its ports that may move go to an online vCPU, masked
+    around EVTCHNOP_bind_vcpu; VCPUOP_down; its IPIs and per-CPU VIRQs closed; its queues drained, the events
+    left pending).  Xen keeps the vCPU's control block.  As the guest itself, or --as a privileged domain.
+
+    \b
+    Examples:
+      xenevt sim vcpu down 1 1
+      xenevt sim vcpu down 1 1 --xen-only   # VCPUOP_down alone: events bound to it still queue there
+    """
+    _run(c, domid, v, False, xen_only)
+
+
+@vcpu.command("up")
+@click.argument("domid", type=DOMAIN)
+@click.argument("v", metavar="VCPU", type=SIM_VCPU)
+@_XEN_ONLY
+@json_option
+@pass_ctx
+def up(c: Ctx, domid, v, xen_only):
+    """Bring a guest's vCPU online, as Linux does.
+
+    Bring vCPU VCPU of domain DOMID online as Linux does (its per-CPU ports bound at the lowest free numbers, a
+    control block registered only if it never had one, VCPUOP_up).  As the guest itself, or --as a privileged
+    domain.
+
+    \b
+    Examples:
+      xenevt sim vcpu up 1 1
+      xenevt sim vcpu up 1 1 --xen-only     # VCPUOP_up alone
+    """
+    _run(c, domid, v, True, xen_only)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(vcpu)
