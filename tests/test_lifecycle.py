@@ -284,3 +284,54 @@ def test_cli(tmp_path, capfd, monkeypatch):
     assert main(["sim", "vcpu", "down", "1", "x"]) == 2
     assert main(["sim", "init", "--force", "--yes", "--vcpus", "3", "--maxvcpus", "2"]) == 2
     assert "Invalid value for '--maxvcpus': 2 is fewer than the 3 vCPUs online at boot" in capfd.readouterr().err
+
+
+def _doctor(state: str):
+    from xenevt.backend import select_backend
+    from xenevt.evidence import collect, doctor
+
+    b = select_backend("sim", state_dir=state, read_only=True)
+    try:
+        return doctor.examine(collect.from_backend(b))
+    finally:
+        b.shutdown()
+
+
+def test_doctor_is_quiet_through_a_plain_hotplug_cycle(state):
+    with SimHost(state) as h:
+        p = h.alloc_unbound(1, 1, 0)
+        q = h.bind_interdomain(0, 0, 1, p)
+        h.bind_vcpu(1, 1, p, 1)
+        h.send(0, 0, q)
+        assert h.consume(1, 1) == [p]  # the dying CPU handles what is queued for it
+        h.cpu_down(0, 1, 1)
+    assert _doctor(state).findings == []
+    with SimHost(state) as h:
+        h.send(0, 0, q)
+        assert h.consume(1, 0) == [p]
+        h.cpu_up(0, 1, 1)
+        h.cpu_up(0, 1, 2)
+    assert _doctor(state).findings == []
+
+
+def test_doctor_names_events_queued_on_a_down_vcpu_and_a_vcpu_never_brought_up(state, capfd, monkeypatch):
+    with SimHost(state) as h:
+        h.vcpu_op(1, 1, 1, up=False)  # behind Linux's back: its IPIs and timer stay on it
+        h.send(1, 1, 8)
+        h.raise_virq(1, TIMER, 1)
+        p = h.alloc_unbound(1, 1, 0)
+        h.bind_vcpu(1, 1, p, 2)
+    found = {(f.severity, f.rule, tuple(f.ports), f.vcpu): f for f in _doctor(state).findings}
+    assert set(found) == {("warning", "queued-on-down-vcpu", (8, 6), 1),
+                          ("error", "vcpu-without-control-block", (p,), 2)}
+    f = found[("warning", "queued-on-down-vcpu", (8, 6), 1)]
+    assert f.title == "2 event(s) queued on vCPU 1, which is down (priority 7)"
+    assert "`xenevt sim vcpu up 1 1`" in f.advice
+    f = found[("error", "vcpu-without-control-block", (p,), 2)]
+    assert f.title.endswith("(never brought up)") and "vCPU 2 was never brought up" in f.evidence
+    assert "offline" not in f.title and "merely taken offline keeps its block" in f.advice
+    monkeypatch.setenv("XENEVT_STATE", state)
+    assert main(["-d", "1", "dump"]) == 0
+    text = capfd.readouterr().out
+    assert "  vCPU 1 (down): READY 0x0080 [7]" in text
+    assert "  vCPU 2 (never up): no control block (events for it are dropped)" in text

@@ -7,7 +7,7 @@ import click
 from ..engine.layout import VCPU_STATES
 from ..sim.host import SimHost
 from . import SuggestingGroup
-from .context import DOMAIN, SIM_VCPU, Ctx, json_option, pass_ctx
+from .context import DOMAIN, SIM_VCPU, Ctx, domain_option, json_option, pass_ctx
 
 
 @click.group("vcpu", cls=SuggestingGroup)
@@ -50,6 +50,7 @@ def _run(c: Ctx, domid: int, v: int, up: bool, xen_only: bool) -> None:
 @click.argument("domid", type=DOMAIN)
 @click.argument("v", metavar="VCPU", type=SIM_VCPU)
 @_XEN_ONLY
+@domain_option
 @json_option
 @pass_ctx
 def down(c: Ctx, domid, v, xen_only):
@@ -71,6 +72,7 @@ def down(c: Ctx, domid, v, xen_only):
 @click.argument("domid", type=DOMAIN)
 @click.argument("v", metavar="VCPU", type=SIM_VCPU)
 @_XEN_ONLY
+@domain_option
 @json_option
 @pass_ctx
 def up(c: Ctx, domid, v, xen_only):
