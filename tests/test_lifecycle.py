@@ -273,6 +273,8 @@ def test_cli(tmp_path, capfd, monkeypatch):
     assert main(["sim", "info"]) == 0
     row = next(line.split() for line in capfd.readouterr().out.splitlines() if line.split()[:1] == ["1"])
     assert row[:4] == ["1", "no", "3", "0,2"]  # vCPUs 0 and 2 online
+    assert main(["-d", "1", "list"]) == 0
+    assert capfd.readouterr().out.splitlines()[0] == "domain 1: 10 open port(s); vCPU 1 down"
     assert main(["sim", "vcpu", "up", "1", "1", "--xen-only"]) == 0
     assert capfd.readouterr().out.splitlines() == ["VCPUOP_up of vCPU 1", "vCPU 1 of domain 1 is online"]
     assert main(["--as", "0", "sim", "vcpu", "down", "1", "1", "--xen-only"]) == 1

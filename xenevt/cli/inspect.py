@@ -88,7 +88,9 @@ def _list_text(c: Ctx, d: int, ports, names) -> None:
     if not ports:
         c.say(f"domain {d}: no open ports")
         return
-    c.say(f"domain {d}: {len(ports)} open port(s)")
+    states = c.host.vcpu_states(d)
+    off = [f"vCPU {v} {s}" for v, s in enumerate(states or ()) if s != "online"]
+    c.say(f"domain {d}: {len(ports)} open port(s)" + (f"; {', '.join(off)}" if off else ""))
     c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
             ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
               word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",

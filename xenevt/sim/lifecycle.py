@@ -24,7 +24,7 @@ import struct
 
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_PIRQ, ECS_UNBOUND, ECS_VIRQ, PER_VCPU_VIRQS, VIRQS
-from ..engine.layout import ABI_FIFO, CHAN_XEN, VCPU_DOWN, VCPU_NEVER_UP, VCPU_ONLINE, VCPU_STATES
+from ..engine.layout import ABI_FIFO, CHAN_XEN, VCPU_DOWN, VCPU_NEVER_UP, VCPU_ONLINE
 from ..errors import channel_error
 from .access import Access
 from .binds import Binds
@@ -212,9 +212,3 @@ class Lifecycle:
                 ports.append(port)
         return sorted(ports, key=lambda p: (self.file.rec(dom, p).aux == VIRQS["timer"] and
                                             self.file.rec(dom, p).state == ECS_VIRQ, p))
-
-
-def describe(state: int) -> str:
-    """A vCPU state's name, as views print it."""
-    return VCPU_STATES.get(state, f"state {state}")
-
