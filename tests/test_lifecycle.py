@@ -337,3 +337,33 @@ def test_doctor_names_events_queued_on_a_down_vcpu_and_a_vcpu_never_brought_up(s
     text = capfd.readouterr().out
     assert "  vCPU 1 (down): READY 0x0080 [7]" in text
     assert "  vCPU 2 (never up): no control block (events for it are dropped)" in text
+
+
+@pytest.mark.parametrize("two_level", [False, True], ids=["fifo", "2l"])
+def test_the_real_xen_harness_predicts_a_simulated_guest_exactly(tmp_path, two_level):
+    """tests/scenarios/hotplug.py, which test_lifecycle_xen.py runs against a real domU, checked here against a
+    simulated guest standing in for it: the replica of its table predicts its hotplug port for port."""
+    from tests.scenarios import hotplug
+
+    real = str(tmp_path / "real")
+    create_host(real, nr_domains=2, nr_vcpus=2, percpu=True, abis={1: "2l" if two_level else "fifo"})
+    with SimHost(real) as h:
+        p = h.alloc_unbound(1, 1, 0)
+        h.bind_interdomain(0, 0, 1, p)  # a frontend's port on CPU 1, a hole, a global VIRQ moved there
+        h.bind_vcpu(1, 1, p, 1)
+        h.close_port(1, 1, h.bind_ipi(1, 1, 0))
+        h.bind_vcpu(1, 1, h.bind_virq(1, 1, VIRQS["console"], 0), 1)
+        h.alloc_unbound(1, 1, 0)
+        before = hotplug.table_of(h.list_ports(0, 1))
+    rep = str(tmp_path / "replica")
+    hotplug.replica(rep, before, 2, two_level)
+    with SimHost(rep) as h:
+        assert hotplug.table_of(h.list_ports(0, 1)) == before
+    for up in (False, True):
+        want = hotplug.predict(rep, 1, up)
+        with SimHost(real) as h:
+            (h.cpu_up if up else h.cpu_down)(1, 1, 1)
+            assert hotplug.table_of(h.list_ports(0, 1)) == want
+    assert want != before  # (the IPIs came back at the lowest free ports, not where they were)
+    assert hotplug.with_spinlock_kicker({1: ("ipi", 0, None, None), 3: ("ipi", 0, None, None)}, 1) == \
+        {1: ("ipi", 0, None, None), 2: ("ipi", 1, None, None), 3: ("ipi", 0, None, None)}
