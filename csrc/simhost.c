@@ -682,6 +682,16 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
     }
 }
 
+int xe_host_vcpu_online(xe_host *h, uint32_t domid, uint32_t vcpu)
+{
+    uint32_t di;
+    xe_host_dom *d = dom_of(h, domid, &di);
+
+    if (d == NULL || vcpu >= d->nr_vcpus)
+        return -1;
+    return __atomic_load_n(d->image + H_VCPU_STATE + vcpu, __ATOMIC_ACQUIRE) == 0;
+}
+
 /* --- the guest kernel's mask and unmask (Linux's, on the ABI it chose) ------------------------------------------- */
 /* What both need (GuestKernel._own_word): the caller's own domain, a bound port with a plain record, its word (FIFO)
  * or a port inside the 2-level bitmaps; NULL: the Python path says what is wrong. */

@@ -367,3 +367,19 @@ def test_the_real_xen_harness_predicts_a_simulated_guest_exactly(tmp_path, two_l
     assert want != before  # (the IPIs came back at the lowest free ports, not where they were)
     assert hotplug.with_spinlock_kicker({1: ("ipi", 0, None, None), 3: ("ipi", 0, None, None)}, 1) == \
         {1: ("ipi", 0, None, None), 2: ("ipi", 1, None, None), 3: ("ipi", 0, None, None)}
+
+
+@pytest.mark.parametrize("hot", ["c", "python"])
+def test_no_upcall_handler_runs_on_a_down_vcpu_in_c_or_python(tmp_path, monkeypatch, hot):
+    if hot == "python":
+        monkeypatch.setenv("XENEVT_SIM_HOT", "python")
+    d = str(tmp_path / hot)
+    create_host(d, nr_domains=2, nr_vcpus=2, percpu=True)
+    with SimHost(d) as h:
+        h.claim_vcpu(1, 1, caller=1)
+        h.send(1, 1, 7)
+        h.vcpu_op(1, 1, 1, up=False)
+        with pytest.raises(ChannelError, match=r"vCPU 1 is down: no upcall handler runs on it"):
+            h.consume(1, 1, timeout=0.2, caller=1)
+        h.vcpu_op(1, 1, 1, up=True)
+        assert h.consume(1, 1, timeout=0, caller=1) == [7]

@@ -28,7 +28,19 @@ _XEN_ONLY = click.option("--xen-only", is_flag=True,
                               "bound (events bound to a down vCPU still queue there).")
 
 
-def _run(c: Ctx, domid: int, v: int, up: bool, xen_only: bool) -> None:
+def _target(first: str | None, second: str | None) -> tuple[int | None, int]:
+    """``DOMID VCPU``, or ``VCPU`` alone (the domain then by the domain rule: -d, else --as's)."""
+    ctx = click.get_current_context()
+    args = [a for a in (first, second) if a is not None]
+    if not args:
+        raise click.UsageError("name the vCPU: DOMID VCPU, or -d DOMAIN VCPU", ctx)
+    domid = DOMAIN.convert(args[0], None, ctx) if len(args) == 2 else None
+    return domid, SIM_VCPU.convert(args[-1], None, ctx)
+
+
+def _run(c: Ctx, domid: int | None, v: int, up: bool, xen_only: bool) -> None:
+    if domid is None and not c.domains_given and c.caller is None:
+        raise click.UsageError("name the domain: DOMID VCPU, or -d DOMAIN")
     domid = c.domain(domid)
     caller = domid if c.caller is None else c.caller  # the guest itself, or --as (the toolstack: xl vcpu-set)
     with SimHost(c.sim_state()) as host:
@@ -47,47 +59,47 @@ def _run(c: Ctx, domid: int, v: int, up: bool, xen_only: bool) -> None:
 
 
 @vcpu.command("down")
-@click.argument("domid", type=DOMAIN)
-@click.argument("v", metavar="VCPU", type=SIM_VCPU)
+@click.argument("first", metavar="DOMID", required=False)
+@click.argument("second", metavar="VCPU", required=False)
 @_XEN_ONLY
 @domain_option
 @json_option
 @pass_ctx
-def down(c: Ctx, domid, v, xen_only):
+def down(c: Ctx, first, second, xen_only):
     """Take a guest's vCPU offline, as Linux does.
 
-    Take vCPU VCPU of domain DOMID offline as Linux does (its ports that may move go to an online vCPU, masked
+    Take vCPU VCPU of domain DOMID (or -d's) offline as Linux does (its ports that may move go to an online vCPU, masked
     around EVTCHNOP_bind_vcpu; VCPUOP_down; its IPIs and per-CPU VIRQs closed; its queues drained, the events
     left pending).  Xen keeps the vCPU's control block.  As the guest itself, or --as a privileged domain.
 
     \b
     Examples:
       xenevt sim vcpu down 1 1
-      xenevt sim vcpu down 1 1 --xen-only   # VCPUOP_down alone: events bound to it still queue there
+      xenevt -d 1 sim vcpu down 1 --xen-only   # VCPUOP_down alone: events bound to it still queue there
     """
-    _run(c, domid, v, False, xen_only)
+    _run(c, *_target(first, second), False, xen_only)
 
 
 @vcpu.command("up")
-@click.argument("domid", type=DOMAIN)
-@click.argument("v", metavar="VCPU", type=SIM_VCPU)
+@click.argument("first", metavar="DOMID", required=False)
+@click.argument("second", metavar="VCPU", required=False)
 @_XEN_ONLY
 @domain_option
 @json_option
 @pass_ctx
-def up(c: Ctx, domid, v, xen_only):
+def up(c: Ctx, first, second, xen_only):
     """Bring a guest's vCPU online, as Linux does.
 
-    Bring vCPU VCPU of domain DOMID online as Linux does (its per-CPU ports bound at the lowest free numbers, a
-    control block registered only if it never had one, VCPUOP_up).  As the guest itself, or --as a privileged
-    domain.
+    Bring vCPU VCPU of domain DOMID (or -d's) online as Linux does (its per-CPU ports bound at the lowest free
+    numbers, a control block registered only if it never had one, VCPUOP_up).  As the guest itself, or --as a
+    privileged domain.
 
     \b
     Examples:
       xenevt sim vcpu up 1 1
       xenevt sim vcpu up 1 1 --xen-only     # VCPUOP_up alone
     """
-    _run(c, domid, v, True, xen_only)
+    _run(c, *_target(first, second), True, xen_only)
 
 
 def register(group: click.Group) -> None:
