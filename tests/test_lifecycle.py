@@ -383,3 +383,24 @@ def test_no_upcall_handler_runs_on_a_down_vcpu_in_c_or_python(tmp_path, monkeypa
             h.consume(1, 1, timeout=0.2, caller=1)
         h.vcpu_op(1, 1, 1, up=True)
         assert h.consume(1, 1, timeout=0, caller=1) == [7]
+
+
+def test_a_cpu_down_across_a_reset_comes_up_with_a_clean_control_block(state):
+    """EVTCHNOP_reset lets every control block go; the kernel that follows registers its online CPUs' only, and a
+    CPU coming up later clears its page before its own init_control (Linux's init_control_block): what the old
+    queues left there is not taken for events."""
+    with SimHost(state) as h:
+        mem = h.file.domains[1].mem
+        h.cpu_down(1, 1, 1)
+        h.vcpu_op(1, 1, 1, up=True)  # (behind the kernel's back: an event queued on it, never consumed)
+        h.bind_vcpu(1, 1, h.alloc_unbound(1, 1, 0), 1)
+        p = h.alloc_unbound(1, 1, 0)
+        h.bind_vcpu(1, 1, p, 1)
+        h.send(0, 0, h.bind_interdomain(0, 0, 1, p))
+        h.vcpu_op(1, 1, 1, up=False)
+        assert mem.control_block(1)[0]  # READY set on the down vCPU's block
+        h.reset(1, 1)
+        assert mem.cb_offset(1) is None and mem.cb_offset(0) == 0
+        assert "registered vCPU 1's control block" in h.cpu_up(1, 1, 1)
+        assert list(mem.control_block(1)) == [0] * 18
+    assert check_host(state)[0] == []

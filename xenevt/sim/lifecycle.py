@@ -159,6 +159,13 @@ class Lifecycle:
                         port = self.binds.bind_ipi(domid, domid, vcpu)
                     done.append(f"bound {name} on port {port}")
             if mem.event_abi == ABI_FIFO and mem.cb_offset(vcpu) is None:  # CPUHP_XEN_EVTCHN_PREPARE
+                # init_control_block(): the page cleared and the CPU's local heads zeroed first (a block let go
+                # by a reset still holds what its queues held)
+                at = mem.geometry.cb_pages_offset + vcpu * abi.PAGE_SIZE
+                mem.buffer[at: at + abi.PAGE_SIZE] = bytes(abi.PAGE_SIZE)
+                with mem.guest(vcpu) as g:
+                    for i in range(len(g)):
+                        g[i] = 0
                 self.binds.init_control(domid, domid, vcpu, CONTROL_BLOCK_GFN + vcpu, 0)
                 done.append(f"registered vCPU {vcpu}'s control block")
             if mem.vcpu_state(vcpu) == VCPU_NEVER_UP:  # VCPUOP_initialise (no event-channel state of its own)
