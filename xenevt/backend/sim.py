@@ -133,10 +133,15 @@ class SimBackend:
         rows: list[Row] = []
         append = rows.append
         for st in self.list_ports(domain):
-            raised, delivered = counts[st.port]
-            remote, flags = st.remote(), st.flags
-            append(Row(f"port {st.port}", f"{st.state} {remote}" if remote else st.state, [delivered], st.port,
-                       flags.get("pending"), flags.get("masked"), raised))
+            port = st.port
+            raised, delivered = counts[port]
+            if st.state == "interdomain" and not st.xen_owned:  # (most of a host's ports: st.remote()'s words)
+                name = f"interdomain domain {st.remote_domain} port {st.remote_port}"
+            else:
+                remote = st.remote()
+                name = f"{st.state} {remote}" if remote else st.state
+            flags = st.flags
+            append(Row(f"port {port}", name, [delivered], port, flags.get("pending"), flags.get("masked"), raised))
         return rows
 
     def xenstore(self) -> tuple[dict[str, str], str]:
@@ -154,6 +159,12 @@ class SimBackend:
             self.host.permit_host(self.caller, "press debug key 'e' (every domain's channels)")
         lines = self.host.debug_key_e()
         return "(XEN) " + "\n(XEN) ".join(lines) + "\n" if lines else ""  # (one join: 40,000 lines)
+
+    def debug_rows(self) -> list[tuple[int, list[tuple]]]:
+        """The facts of debug key 'e''s port lines, per domain, without printing them (console.ROW_FIELDS)."""
+        if self.caller is not None:
+            self.host.permit_host(self.caller, "press debug key 'e' (every domain's channels)")
+        return self.host.debug_key_e_rows()
 
     def channels(self, domain: int) -> dict[int, PortStatus]:
         """Every open port's status, keyed by port: what dumps annotate words with."""

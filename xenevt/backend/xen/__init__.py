@@ -387,3 +387,7 @@ class XenBackend:
     def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
         """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
         return hostinfo.debug_dump(*self._ctrl(), self.domid or 0, keys, settle, limit)
+
+    def debug_rows(self) -> list[tuple[int, list[tuple]]]:
+        """Xen prints the 'e' dump as console text only: its facts are read from debug_dump's text."""
+        raise BackendUnavailable("Xen prints debug key 'e' as console text: read it with debug_dump")
