@@ -105,6 +105,13 @@ class SimBackend:
             self._claimed.add((domain, vcpu))
         return self.host.consume(domain, vcpu, max_events, timeout, caller=caller)
 
+    def notify_wait(self, domain: int, port: int, wait_domain: int, vcpu: int, max_events: int,
+                    timeout: float | None) -> list[int]:
+        """A send on ``port`` of ``domain``, then ``wait_domain``'s events on ``vcpu`` as its kernel takes them:
+        the C send and the C upcall loop, from one call."""
+        self.host.send(self._as(domain), domain, port)
+        return self.consume(wait_domain, vcpu, max_events, timeout)
+
     def fifo_memory(self, domain: int) -> DomainMemory:
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.permit(self._as(domain), domain, "read the event-channel memory of").mem
