@@ -151,23 +151,27 @@ def host_figures(state: str, domains: int, nr: int, reps: int) -> None:
     with xenevt.open("sim", state) as host:
         doms = host.domains()
 
-        def timed(fn) -> float:
-            out = []
+        def timed(fn) -> tuple[float, float]:
+            """Median wall and CPU seconds (on a busy machine the CPU time is what the call itself costs)."""
+            wall, cpu = [], []
             for _ in range(reps):
                 host.refresh()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                out.append(time.perf_counter() - t0)
-            return statistics.median(out)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            return statistics.median(wall), statistics.median(cpu)
 
         ref = timed(lambda: [host.ports(d) for d in doms])
         doc = timed(host.doctor)
         dump = timed(lambda: host.dump(xenevt.Source.live(all_domains=True)))
-    print(f"a host of {len(doms)} domains, {made:,} channels (median of {reps}, in process, a fresh view each):")
-    print(f"  {'reference: host.ports of every domain':44s} {ref:6.2f} s")
-    print(f"  {'host.doctor()':44s} {doc:6.2f} s   {doc / ref:5.1f}x the listing (goal < 0.5 s: "
-          f"{'met' if doc < 0.5 else 'NOT met'})")
-    print(f"  {'host.dump(Source.live(all_domains=True))':44s} {dump:6.2f} s   {dump / ref:5.1f}x the listing")
+    print(f"a host of {len(doms)} domains, {made:,} channels (median of {reps}, in process, a fresh view each; "
+          "wall and CPU seconds):")
+    print(f"  {'reference: host.ports of every domain':44s} {ref[0]:6.2f} s  CPU {ref[1]:6.2f} s")
+    print(f"  {'host.doctor()':44s} {doc[0]:6.2f} s  CPU {doc[1]:6.2f} s   {doc[1] / ref[1]:5.1f}x the listing's "
+          f"CPU (goal < 0.5 s: {'met' if doc[0] < 0.5 else 'NOT met'}, by CPU {'met' if doc[1] < 0.5 else 'NOT met'})")
+    print(f"  {'host.dump(Source.live(all_domains=True))':44s} {dump[0]:6.2f} s  CPU {dump[1]:6.2f} s   "
+          f"{dump[1] / ref[1]:5.1f}x the listing's CPU")
 
 
 def main() -> None:
