@@ -148,11 +148,16 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         statuses = backend.list_ports(domid)
         listed = listed or bool(statuses)
         tables[domid] = {st.port for st in statuses}
-        made = {}  # the ports whose facts are exactly their status's (not merged into facts already there)
-        for st in statuses:
-            if st.port not in dom.ports:
-                made[st.port] = st
-            merge_port(dom, port_from_status(st))
+        # the ports whose facts are exactly their status's (not merged into facts already there)
+        made = {st.port: st for st in statuses}
+        if not dom.ports and len(made) == len(statuses):  # (the first source: nothing to merge with, each port once)
+            dom.ports.update({port: port_from_status(st) for port, st in made.items()})
+        else:
+            made = {}
+            for st in statuses:
+                if st.port not in dom.ports:
+                    made[st.port] = st
+                merge_port(dom, port_from_status(st))
         dom.counters = _counters(backend, domid)
         try:
             img = memory.open_source(memory.Ask(domain=domid), backend).image()
