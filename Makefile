@@ -64,11 +64,12 @@ sanitize: setup ## C tests under AddressSanitizer + UBSan: the engine's, then li
 		rc=$$?; tail -1 build/misuse.out; grep FAIL build/misuse.out; rm -rf $$S; exit $$rc; \
 	else echo "sanitize: /usr/include/xenevtchn.h missing (apt install libxen-dev): sim-library program skipped"; fi
 
-bench: setup ## print figures: consume loops, notify->wake (sim vs eventfd/pipe), cost as the host grows, the CLI start, the exporter
+bench: setup ## print figures: consume loops, notify->wake (sim vs eventfd/pipe), cost as the host grows, the CLI start, the exporter, the public API
 	$(VPY) bench/bench_engine.py
 	$(VPY) bench/bench_notify.py
 	$(VPY) bench/bench_host.py
 	$(VPY) bench/bench_exporter.py
+	$(VPY) bench/bench_api.py
 
 fuzz: setup ## every reader's fuzz target, 100,000 inputs each (FUZZ_COUNT=N to change)
 	$(VPY) -m tests.fuzz --count $${FUZZ_COUNT:-100000}

@@ -95,3 +95,10 @@ int xe_evtchn_consume(xe_evtchn *e, uint32_t *out, int max, int timeout_ms)
     }
     return n;
 }
+
+int xe_evtchn_notify_consume(xe_evtchn *e, uint32_t port, uint32_t *out, int max, int timeout_ms)
+{
+    if (xe_evtchn_notify(e, port) < 0)
+        return XE_EVTCHN_FAILED;
+    return xe_evtchn_consume(e, out, max, timeout_ms);
+}

@@ -820,7 +820,13 @@ static void t_evtchn_loop(void)
     CHECK(xe_evtchn_consume(&e, out, 4, 0) == 2 && out[0] == 5 && out[1] == 9);
     CHECK(f.nr_unmasked == 2 && f.unmasked[0] == 5 && f.unmasked[1] == 9);
     passed++;
-    /* a send the library refuses: its errno, the call and the port */
+    /* the round trip's one call: the send (the fake library loops it back), then its event taken */
+    CHECK(xe_evtchn_notify_consume(&e, 9, out, 4, 0) == 1 && out[0] == 9 && f.unmasked[2] == 9);
+    f.nr_unmasked = 2;
+    passed++;
+    /* a send the library refuses: its errno, the call and the port; nothing waited for */
+    CHECK(xe_evtchn_notify_consume(&e, 4095, out, 4, 5000) == XE_EVTCHN_FAILED && e.err == ENOTCONN &&
+          e.failed_call == XE_CALL_NOTIFY && e.failed_port == 4095 && e.taken == 0);
     CHECK(xe_evtchn_notify(&e, 4095) == XE_EVTCHN_FAILED && e.err == ENOTCONN && e.failed_call == XE_CALL_NOTIFY &&
           e.failed_port == 4095);
     passed++;

@@ -45,3 +45,8 @@ int xe_evtchn_notify(xe_evtchn *e, uint32_t port);
  * before its unbind) is dropped, not unmasked, and counted in ->stale.  Returns the count (0: none came in
  * time), XE_EVTCHN_INTR or XE_EVTCHN_FAILED. */
 int xe_evtchn_consume(xe_evtchn *e, uint32_t *out, int max, int timeout_ms);
+
+/* A round trip's one call: xe_evtchn_notify on port, then xe_evtchn_consume.  A send that fails returns
+ * XE_EVTCHN_FAILED (->failed_call XE_CALL_NOTIFY, nothing taken); after XE_EVTCHN_INTR the send has been made:
+ * call xe_evtchn_consume with ->left_ms. */
+int xe_evtchn_notify_consume(xe_evtchn *e, uint32_t port, uint32_t *out, int max, int timeout_ms);

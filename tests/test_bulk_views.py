@@ -341,3 +341,32 @@ def test_unusual_words_are_found_over_the_whole_array():
     words = [0, m, 1, m | 1, 1 << 16, 1 << 8, abi.WORD_PENDING, abi.WORD_LINKED | 5, m | abi.WORD_BUSY, 0, m] * 37
     assert _unusual(words) == {i for i, w in enumerate(words) if w and w != m}
     assert _unusual([]) == set()
+
+
+@pytest.mark.parametrize("xen", ["4.17", "4.20"])
+def test_the_e_dumps_rows_give_the_evidence_its_text_gives(tmp_path, xen):
+    """doctor reads the simulator's 'e' dump as rows of facts (no text printed and parsed): the evidence, every
+    domain's and some domains', is what the text read by edump.parse gives."""
+    from xenevt.backend.sim import SimBackend
+    from xenevt.errors import BackendUnavailable
+    from xenevt.evidence import collect
+
+    class TextOnly(SimBackend):
+        def debug_rows(self):
+            raise BackendUnavailable("as on Xen: text only")
+
+    def facts(ev) -> dict:
+        out = json.loads(ev.to_json())
+        out.pop("taken_at")
+        return out
+
+    d = str(tmp_path / "h")
+    varied_host(d, xen)
+    with SimHost(d) as h:
+        h.bind_virq(1, 1, 1, 1)
+        h.xen_port(0, 0)
+    for domains in (None, [1], [0, 2]):
+        rows = collect.from_backend(SimBackend(d, read_only=True), domains)
+        text = collect.from_backend(TextOnly(d, read_only=True), domains)
+        assert "+ 'e' dump" in rows.source and rows.listed == [0, 1, 2, 3]
+        assert facts(rows) == facts(text)

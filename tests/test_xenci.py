@@ -160,3 +160,100 @@ def test_a_file_from_dom0_is_put_back_together_and_checked(tmp_path):
     if shutil.which("promtool"):
         said, bad = xenci.check_files({"bad.prom": b"xenevt_ports{domain=\"0\"} x\n"}, str(tmp_path))
         assert bad and bad[0].startswith("promtool check metrics bad.prom:")
+
+
+def fake_apt(debs_made: list, overlaps: list, slow: float = 0.3):
+    """xenci.run for fetch's apt commands: policy and depends answer at once; a download is slow and writes its
+    .debs a byte at a time, noting any other download running at the same moment (two runs' apt clashing)."""
+    import threading
+    import time
+
+    busy = threading.Lock()
+
+    def run(cmd, stage, timeout, **kw):
+        text = " ".join(cmd)
+        out = ""
+        if "policy" in cmd:
+            out = "xen-hypervisor:\n  Candidate: 4.17\n"
+        elif "depends" in cmd and "--recurse" in cmd:
+            out = "busybox\n  Depends: libc6\nlibc6\npython3\n"
+        elif "depends" in cmd:
+            out = "linux-image-amd64\n  Depends: linux-image-6.1.0-9-amd64\n"
+        elif "download" in text:
+            if not busy.acquire(blocking=False):
+                overlaps.append(text)
+                busy.acquire()
+            try:
+                for name in cmd[cmd.index("download") + 1:]:
+                    path = os.path.join(kw["cwd"], f"{name}_1_amd64.deb")
+                    with open(path, "wb") as f:
+                        f.write(b"!")
+                        f.flush()
+                        time.sleep(slow / 8)
+                        f.write(b"<arch>\n")
+                    debs_made.append(name)
+            finally:
+                busy.release()
+        return argparse.Namespace(stdout=out, stderr="", returncode=0)
+
+    return run
+
+
+def test_two_runs_fill_the_package_cache_one_after_the_other(tmp_path, monkeypatch, capsys):
+    """Two runs' fetches at once (threads: flock locks conflict between two opens in one process as between
+    processes): the second waits for the first, says so, then finds every package cached."""
+    import threading
+
+    made, overlaps = [], []
+    monkeypatch.setattr(xenci, "CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(xenci, "run", fake_apt(made, overlaps))
+    monkeypatch.setattr(xenci, "HOST_SUITE", "bookworm")
+    monkeypatch.setattr(xenci.shutil, "which", lambda name: f"/usr/bin/{name}")
+    results: list = []
+    errors: list = []
+
+    def one() -> None:
+        try:
+            results.append(xenci.fetch("4.17", 60))
+        except Exception as e:  # (a clash would surface here)
+            errors.append(e)
+
+    runs = [threading.Thread(target=one) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    assert not errors and not overlaps
+    assert len(results) == 2 and results[0] == results[1]
+    assert sorted(made) == sorted(set(made))  # every package downloaded once: the second run found them cached
+    assert all(open(d, "rb").read() == b"!<arch>\n" for d in results[0]["root"])
+    out = capsys.readouterr().out
+    assert out.count("fetch: waiting for the package cache") == 1 and "packages cached in" in out
+
+
+def test_a_cache_lock_held_too_long_is_one_stage_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(xenci, "CACHE", str(tmp_path))
+    with xenci.cache_lock("fetch"):
+        with pytest.raises(xenci.StageFailed, match=r"stayed locked by pid \d+ for 0 s"):
+            with xenci.cache_lock("build-initramfs", patience=0.1, poll=0.05):
+                pass
+    with xenci.cache_lock("build-initramfs", patience=0.1):  # given back: taken at once
+        pass
+
+
+def test_an_extraction_keeps_a_tree_another_run_put_in_place_first(tmp_path, monkeypatch):
+    """Each run unpacks into its own temporary tree; one finishing after another's keeps the first's."""
+    dest = str(tmp_path / "rootfs-x")
+    calls = []
+
+    def dpkg(cmd, stage, timeout, **kw):
+        calls.append(cmd[-1])
+        if len(calls) == 1:  # another run's whole extraction, between this one's start and its rename
+            os.makedirs(dest)
+            open(os.path.join(dest, "theirs"), "w").close()
+        open(os.path.join(cmd[-1], "ours"), "w").close()
+
+    monkeypatch.setattr(xenci, "run", dpkg)
+    xenci._extract(["a.deb"], dest, "build-initramfs", 10)
+    assert os.listdir(dest) == ["theirs"] and os.listdir(tmp_path) == ["rootfs-x"]
+    assert calls[0].endswith(f".tmp{os.getpid()}")

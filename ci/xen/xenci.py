@@ -19,6 +19,8 @@ every exit path.  Results: build/xen-ci/results.txt (per test) and summary.txt (
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import glob
 import gzip
 import hashlib
@@ -130,7 +132,48 @@ def _host_suite() -> str:
 HOST_SUITE = _host_suite()
 
 
+LOCK_NAME = ".lock"  # in the cache: held by the run filling it (fetch, build), its pid written inside
+LOCK_PATIENCE = 3 * 3600.0  # seconds a run waits for another's fetch or build (both are bounded: 600 s a stage)
+
+
+@contextlib.contextmanager
+def cache_lock(stage: str, patience: float = LOCK_PATIENCE, poll: float = 0.5):
+    """The cache filled by one run at a time (another run's apt, extractions and staging trees would clash with
+    this one's): an exclusive flock on a file in the cache, waited for with one line naming the holder.  The
+    wait is not counted in the stage's own timeout; the lock goes with the process, however it ends."""
+    os.makedirs(CACHE, exist_ok=True)
+    fd = os.open(os.path.join(CACHE, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            say(f"{stage}: waiting for the package cache {CACHE}: another xen-ci run (pid {holder}) is filling it")
+            deadline = time.monotonic() + patience
+            while True:
+                time.sleep(poll)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StageFailed(stage, f"the package cache {CACHE} stayed locked by pid {holder} for "
+                                                 f"{patience:.0f} s") from None
+            say(f"{stage}: the package cache is ours")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # (the flock goes with its last descriptor)
+
+
 def fetch(xen: str, timeout: float) -> dict:
+    """The packages of ``xen``'s release, downloaded into the cache (under its lock)."""
+    with cache_lock("fetch"):
+        return _fetch(xen, timeout)
+
+
+def _fetch(xen: str, timeout: float) -> dict:
     stage = "fetch"
     suite = VERSIONS[xen]
     deadline = time.monotonic() + timeout
@@ -177,15 +220,21 @@ def fetch(xen: str, timeout: float) -> dict:
 
 # --- build ---------------------------------------------------------------------------------------------------
 def _extract(debs: list[str], dest: str, stage: str, timeout: float, prepare=None) -> None:
-    """Unpack ``debs`` into ``dest`` (and ``prepare`` it) aside, then rename: a cache entry is whole or absent."""
-    tmp = dest + ".tmp"
+    """Unpack ``debs`` into ``dest`` (and ``prepare`` it) aside, then rename: a cache entry is whole or absent.
+    The tree aside is this process's own; one another process put in place meanwhile is kept (the same
+    packages make the same tree)."""
+    tmp = f"{dest}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for d in debs:
-        run(["dpkg-deb", "-x", d, tmp], stage, timeout)
-    if prepare is not None:
-        prepare(tmp)
-    os.replace(tmp, dest)
+    try:
+        for d in debs:
+            run(["dpkg-deb", "-x", d, tmp], stage, timeout)
+        if prepare is not None:
+            prepare(tmp)
+        if not os.path.isdir(dest):
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _digest(paths: list[str]) -> str:
@@ -251,6 +300,12 @@ def build_pingpong(stage: str, timeout: float) -> str | None:
 
 
 def build(pk: dict, timeout: float) -> dict:
+    """dom0's boot files from ``pk``'s packages, made into the cache (under its lock) or found there."""
+    with cache_lock("build-initramfs"):
+        return _build(pk, timeout)
+
+
+def _build(pk: dict, timeout: float) -> dict:
     stage = "build-initramfs"
     t0 = time.monotonic()
     names = "\n".join(os.path.basename(d) for d in pk["root"])

@@ -300,6 +300,15 @@ class Host:
 
         return Events(self._backend(), domain, vcpu, count, timeout, ping, every)
 
+    def notify_wait(self, domain: int, port: int, wait_domain: int | None = None, vcpu: int = 0, *,
+                    max_events: int = 1, timeout: float | None = None) -> list[int]:
+        """A round trip's one call: ``notify(domain, port)``, then up to ``max_events`` events of ``wait_domain``
+        (default ``domain``) on ``vcpu`` as its kernel takes them, waiting at most ``timeout`` seconds for the
+        first (None: no limit); returns their ports ([] when none came in time).  On Xen the wait is for this
+        process's own ports.  ``host.notify_wait(1, p, 0, timeout=1)  # [q]``"""
+        return self._backend().notify_wait(domain, port, domain if wait_domain is None else wait_domain, vcpu,
+                                           max_events, timeout)
+
     # --- reading memory and evidence ----------------------------------------------------------------
     def dump(self, source: Source | None = None, *, all_words: bool = False) -> list[DomainDump | TwoLevelDump]:
         """The event-channel memory ``source`` names (default: the host's view of dom0), decoded: one dump

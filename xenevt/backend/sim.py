@@ -105,6 +105,13 @@ class SimBackend:
             self._claimed.add((domain, vcpu))
         return self.host.consume(domain, vcpu, max_events, timeout, caller=caller)
 
+    def notify_wait(self, domain: int, port: int, wait_domain: int, vcpu: int, max_events: int,
+                    timeout: float | None) -> list[int]:
+        """A send on ``port`` of ``domain``, then ``wait_domain``'s events on ``vcpu`` as its kernel takes them:
+        the C send and the C upcall loop, from one call."""
+        self.host.send(self._as(domain), domain, port)
+        return self.consume(wait_domain, vcpu, max_events, timeout)
+
     def fifo_memory(self, domain: int) -> DomainMemory:
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.permit(self._as(domain), domain, "read the event-channel memory of").mem
@@ -139,10 +146,15 @@ class SimBackend:
         rows: list[Row] = []
         append = rows.append
         for st in self.list_ports(domain):
-            raised, delivered = counts[st.port]
-            remote, flags = st.remote(), st.flags
-            append(Row(f"port {st.port}", f"{st.state} {remote}" if remote else st.state, [delivered], st.port,
-                       flags.get("pending"), flags.get("masked"), raised))
+            port = st.port
+            raised, delivered = counts[port]
+            if st.state == "interdomain" and not st.xen_owned:  # (most of a host's ports: st.remote()'s words)
+                name = f"interdomain domain {st.remote_domain} port {st.remote_port}"
+            else:
+                remote = st.remote()
+                name = f"{st.state} {remote}" if remote else st.state
+            flags = st.flags
+            append(Row(f"port {port}", name, [delivered], port, flags.get("pending"), flags.get("masked"), raised))
         return rows
 
     def xenstore(self) -> tuple[dict[str, str], str]:
@@ -160,6 +172,12 @@ class SimBackend:
             self.host.permit_host(self.caller, "press debug key 'e' (every domain's channels)")
         lines = self.host.debug_key_e()
         return "(XEN) " + "\n(XEN) ".join(lines) + "\n" if lines else ""  # (one join: 40,000 lines)
+
+    def debug_rows(self) -> list[tuple[int, list[tuple]]]:
+        """The facts of debug key 'e''s port lines, per domain, without printing them (console.ROW_FIELDS)."""
+        if self.caller is not None:
+            self.host.permit_host(self.caller, "press debug key 'e' (every domain's channels)")
+        return self.host.debug_key_e_rows()
 
     def channels(self, domain: int) -> dict[int, PortStatus]:
         """Every open port's status, keyed by port: what dumps annotate words with."""

@@ -36,8 +36,14 @@ def merge_port(dom: DomainFacts, new: PortFacts) -> None:
         return
     # (on the instances' dicts: three sources of a host's 20,000 ports are merged field by field)
     have = old.__dict__
-    if have == new.__dict__:  # (the same facts from a second source: most ports of a healthy host)
+    fresh = new.__dict__
+    if have == fresh:  # (the same facts from a second source: most ports of a healthy host)
         return
+    x = fresh["xen_consumer"]
+    if x is not None and have["xen_consumer"] is None:  # the 'e' dump's x=, which no status has: often its only news
+        have["xen_consumer"] = x
+        if have == fresh:
+            return
     unknown = have["state"] == "unknown"
     for key, value in new.__dict__.items():
         if value is not None and (have[key] is None or unknown and key == "state"):
@@ -144,11 +150,16 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         statuses = backend.list_ports(domid)
         listed = listed or bool(statuses)
         tables[domid] = {st.port for st in statuses}
-        made = {}  # the ports whose facts are exactly their status's (not merged into facts already there)
-        for st in statuses:
-            if st.port not in dom.ports:
-                made[st.port] = st
-            merge_port(dom, port_from_status(st))
+        # the ports whose facts are exactly their status's (not merged into facts already there)
+        made = {st.port: st for st in statuses}
+        if not dom.ports and len(made) == len(statuses):  # (the first source: nothing to merge with, each port once)
+            dom.ports.update({port: port_from_status(st) for port, st in made.items()})
+        else:
+            made = {}
+            for st in statuses:
+                if st.port not in dom.ports:
+                    made[st.port] = st
+                merge_port(dom, port_from_status(st))
         dom.counters = _counters(backend, domid)
         try:
             img = memory.open_source(memory.Ask(domain=domid), backend).image()
@@ -167,15 +178,20 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
                                 guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made,
                                 vcpu_states=img.vcpu_states),
                  made)
-    # the hypervisor's own view of every domain's words, where the backend can press 'e'
+    # the hypervisor's own view of every domain's words, where the backend can press 'e': its lines' facts where
+    # the backend has them at hand (the simulator), else the text it prints (real Xen), parsed
     try:
-        text = backend.debug_dump("e")
+        try:
+            seen = edump.from_rows(backend.debug_rows(), f"{backend.name} 'e' dump", wanted)
+            _cut(seen, tables, pressed=True)
+        except BackendUnavailable:
+            text = backend.debug_dump("e")
+            seen = edump.parse(text, f"{backend.name} 'e' dump", wanted)
+            edump_cut(text, seen, tables)
     except (BackendUnavailable, ChannelError) as e:  # not here, or refused: the rest still stands
         ev.warnings.append(f"no 'e' debug-key dump ({e})")
         return ev
-    seen = edump.parse(text, f"{backend.name} 'e' dump", wanted)
     ev.warnings += seen.warnings
-    edump_cut(text, seen, {d: tables[d] for d in tables})
     # an 'e' dump with no port is news only when the port tables have some
     tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
@@ -201,7 +217,8 @@ def _counters(backend, domid: int) -> list[CounterFacts]:
         rows = backend.activity(domid)
     except (BackendUnavailable, XenevtError):
         return []
-    return [CounterFacts(r.key, r.name, r.port, r.raised, r.total, r.spurious, r.eoi_delayed) for r in rows]
+    # (Row.total's sum, inline: a host's 40,000 rows)
+    return [CounterFacts(r.key, r.name, r.port, r.raised, sum(r.counts), r.spurious, r.eoi_delayed) for r in rows]
 
 
 CUT = "the 'e' dump's end"  # where a dump that looks cut short is recorded as unread
@@ -218,10 +235,13 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
     sets ``ev.listed``: a peer with no section is gone."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
-    start = text.rfind("'e' pressed")
-    first = text.find("Event channel information for")
+    _cut(ev, tables, text.rfind("'e' pressed") >= 0, text.find("Event channel information for") >= 0)
+
+
+def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sections: bool = True) -> None:
+    """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section."""
     why = []
-    if start < 0 and first >= 0:
+    if not pressed and sections:
         why.append(f"it has no \"'e' pressed\" line: the console ring (by default {CONRING_DEFAULT // 1024} KiB) "
                    "had already overwritten its start; boot Xen with conring_size=1M, or read the ring right after "
                    "pressing the key")
@@ -238,5 +258,5 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
             break
     if why:
         ev.skip(CUT, "the dump looks cut short: " + "; ".join(why))
-    elif start >= 0 and not ev.unread:
+    elif pressed and not ev.unread:
         ev.listed = sorted(ev.domains)

@@ -38,7 +38,7 @@ from ..errors import read_input
 from .bounds import INT_MAX, MAX_DIGITS, Impossible, number
 from .model import DomainFacts, Evidence, EvidenceError, PortFacts
 
-__all__ = ["parse", "read"]
+__all__ = ["from_rows", "parse", "read"]
 
 # Every pattern is anchored and its repeats are over disjoint classes or bounded: linear in the line's length.
 _STAMP = re.compile(r"\[[^\]\n]{0,40}\] ?", re.A)
@@ -448,6 +448,30 @@ def parse(text: str | bytes, source: str = "'e' dump", domains=None) -> Evidence
                 continue
         line(n, raw.rstrip("\r"))
     return r.finish()
+
+
+def from_rows(rows, source: str = "'e' dump", domains=None) -> Evidence:
+    """What ``parse`` makes of a whole dump, from its port lines' facts rather than their text: ``rows``, per
+    domain in domid order, one tuple per port line in PortFacts' order (a backend that has the facts at hand:
+    the simulator's console rows).  Nothing in them can be unread; ``domains`` as in ``parse``."""
+    ev = Evidence(source)
+    only = None if domains is None else set(domains)
+    passed = 0
+    for domid, lines in rows:
+        dom = ev.domain(domid)
+        dom.polling = []
+        if only is not None and domid not in only:
+            passed += len(lines)
+            continue
+        ports = dom.ports
+        for row in lines:
+            ports[row[0]] = PortFacts(*row)
+        kinds = {"FIFO" if f.selector is None else "2-level" for f in ports.values()}
+        if len(kinds) == 1:
+            dom.abi = kinds.pop()
+    if not any(d.ports for d in ev.domains.values()) and not passed:
+        ev.skip(NO_PORTS, "no port lines in any domain's section: nothing about ports was read")
+    return ev
 
 
 def read(path: str) -> Evidence:

@@ -73,9 +73,12 @@ class Hypercalls:
         """What a send the C hot path made answers (``code``: SP bits | port << 12 | domain << 32), made once."""
         if len(self._sent) > 4096:
             self._sent.clear()
+        bits = code & hot.SP_BITS
+        outcome = _OUTCOMES.get(bits)
+        if outcome is None:  # (the few outcomes' words made once each, not per port: a first send on each of 20,000)
+            outcome = _OUTCOMES[bits] = _outcome(SP(bits))
         r = self._sent[(code, domid, port)] = NotifyResult(domid, port, code >> hot.SP_DOM_SHIFT,
-                                                           code >> hot.SP_PORT_SHIFT & hot.PORT_BITS,
-                                                           _outcome(SP(code & hot.SP_BITS)))
+                                                           code >> hot.SP_PORT_SHIFT & hot.PORT_BITS, outcome)
         return r
 
     def _send(self, caller: int, domid: int, port: int, tell_unbound: bool = True) -> NotifyResult:
@@ -216,6 +219,9 @@ class Hypercalls:
                         mask[port // 64] &= ~(1 << port % 64)
                 return
             self.effects.raise_event(dom, port, unmask=True)
+
+
+_OUTCOMES: dict[int, str] = {}  # SP bits -> _outcome's words
 
 
 def _outcome(rc: SP) -> str:

@@ -39,6 +39,7 @@ class HostView:
         self.may = access.may
         self.check_access = access.check_access
         self.debug_key_e = console.debug_key_e
+        self.debug_key_e_rows = console.debug_key_e_rows
         self.gfns = frames.gfns
         self.frame_offsets = frames.frame_offsets
         self.read_frames = frames.read_frames

@@ -347,6 +347,17 @@ class XenBackend:
                                      "use `xenevt bind … --count N` to bind and wait")
         return (self._loop or self._events(domain)).consume(domain, max_events, timeout)
 
+    def notify_wait(self, domain: int, port: int, wait_domain: int, vcpu: int, max_events: int,
+                    timeout: float | None) -> list[int]:
+        """A send on ``port``, then this process's events (its handle's: ``wait_domain`` is this domain), in one C
+        call once the port has been sent on (what the send answers is then known): one call per round trip."""
+        loop = self._loop
+        sent = self._sent.get(port)
+        if sent is not None and sent.domain == domain and loop is not None and self._own:
+            return loop.notify_consume(domain, port, max_events, timeout)
+        self.notify(domain, port)  # (its first send: its checks and what it answers, learned once)
+        return self.consume(wait_domain, vcpu, max_events, timeout)
+
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """Copy frames of ``domain`` through privcmd, read-only (Xen refuses a domain naming itself as the foreign
         owner: its own frames go by DOMID_SELF)."""
@@ -391,3 +402,7 @@ class XenBackend:
     def debug_dump(self, keys: str = "e", settle: float = 0.3, limit: float = 5.0) -> str:
         """Press a debug key and return what the hypervisor printed for it (console ring, read incrementally)."""
         return hostinfo.debug_dump(*self._ctrl(), self.domid or 0, keys, settle, limit)
+
+    def debug_rows(self) -> list[tuple[int, list[tuple]]]:
+        """Xen prints the 'e' dump as console text only: its facts are read from debug_dump's text."""
+        raise BackendUnavailable("Xen prints debug key 'e' as console text: read it with debug_dump")

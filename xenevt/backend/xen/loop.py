@@ -30,6 +30,7 @@ class EventLoop:
     # (the backend's send and a loop's consume call these with .ev, .out and .ms themselves: one frame less)
     c_notify = staticmethod(lib.xe_evtchn_notify)
     c_consume = staticmethod(_consume)
+    c_notify_consume = staticmethod(lib.xe_evtchn_notify_consume)
     unpack = staticmethod(_unpack)
 
     def __init__(self, evtchn, handle, fd: int):
@@ -65,11 +66,22 @@ class EventLoop:
 
     def consume(self, domain: int, max_events: int, timeout: float | None) -> list[int]:
         """Up to ``max_events`` ports, waiting at most ``timeout`` seconds (None: for ever) for the first."""
-        if timeout != self.timeout:  # (a loop asks with the same timeout each time)
-            self.ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))  # poll's ms, rounded up
-            self.timeout = timeout
+        ms = self.wait_ms(timeout)
         out = self.out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
-        return self.finish(domain, out, max_events, _consume(self.ev, out, max_events, self.ms))
+        return self.finish(domain, out, max_events, _consume(self.ev, out, max_events, ms))
+
+    def wait_ms(self, timeout: float | None) -> int:
+        """poll's milliseconds for ``timeout`` seconds (None: -1, no limit), rounded up; the last one is kept."""
+        if timeout != self.timeout:  # (a loop asks with the same timeout each time)
+            self.ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+            self.timeout = timeout
+        return self.ms
+
+    def notify_consume(self, domain: int, port: int, max_events: int, timeout: float | None) -> list[int]:
+        """A send on ``port`` and then ``consume``, in one C call (a round trip's half)."""
+        ms = self.wait_ms(timeout)
+        out = self.out if max_events <= BATCH else ffi.new("uint32_t[]", max_events)
+        return self.finish(domain, out, max_events, lib.xe_evtchn_notify_consume(self.ev, port, out, max_events, ms))
 
     def finish(self, domain: int, out, max_events: int, n: int) -> list[int]:
         """The ports of a consume call that returned ``n``: after a signal (its handler has run, and may have
