@@ -42,10 +42,16 @@ class PortStatus(Record):
         self.xen_owned = xen_owned          # consumed by Xen itself (an ioreq server's, a vm_event ring's port)
 
     def as_dict(self) -> dict:
-        """The known fields (None and an empty flags dict left out), in declaration order; a plain copy, not
-        dataclasses.asdict's deep one, which cost most of `list --json` on a large host."""
+        """The port object of the JSON schema (xenevt/data/schema.json ``port``): the known fields (None and an
+        empty flags dict left out), in declaration order, ``flags`` the four booleans and the word's LINK beside
+        them as ``link``; a plain copy, not dataclasses.asdict's deep one, which cost most of `list --json` on a
+        large host."""
         out = {k: getattr(self, k) for k in _PORT_FIELDS}
-        out["flags"] = dict(self.flags)
+        flags = self.flags
+        out["flags"] = {k: flags[k] for k in _BOOL_FLAGS if k in flags}
+        if "link" in flags:
+            out = {k: v for k, v in out.items() if k != "xen_owned"} | {"link": flags["link"],
+                                                                         "xen_owned": self.xen_owned}
         return {k: v for k, v in out.items() if v is not None and v != {}}
 
     def json_row(self, name=None) -> str:
@@ -98,7 +104,7 @@ class PortStatus(Record):
             if v is not None and key not in skip:
                 parts.append(f'"{key}": {v if type(v) is int else enc(v)}')
         if self.flags and "flags" not in skip:
-            parts.append(f'"flags": {_flags_json(self.flags, enc)}')
+            parts.append(_flags_json(self.flags, enc))
         if self.xen_owned is not None:
             parts.append(f'"xen_owned": {enc(self.xen_owned)}')
         return ", ".join(parts)
@@ -110,11 +116,10 @@ class PortStatus(Record):
         return self._remote(short)
 
     def _remote(self, short: bool) -> str:
-        if self.state == "interdomain":
-            return f"dom{self.remote_domain}:{self.remote_port}" if short else \
-                f"domain {self.remote_domain} port {self.remote_port}"
+        if self.state == "interdomain":  # (a port written the one way: d1:3)
+            return f"d{self.remote_domain}:{self.remote_port}"
         if self.state == "unbound":
-            return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
+            return f"d{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
         if self.state == "virq":
             name = abi.VIRQ_NAMES.get(self.virq, "?") if self.virq is not None else "?"
             return f"VIRQ {self.virq} ({name})"
@@ -128,6 +133,7 @@ _OPTIONAL_INTS = ("vcpu", "remote_domain", "remote_port", "virq", "pirq", "prior
 assert _PORT_FIELDS == ("domain", "port", "state") + _OPTIONAL_INTS + ("flags", "xen_owned")
 _STATE_JSON = {s: f'"{s}"' for s in abi.STATES}
 _FLAG_KEYS = ("pending", "masked", "linked", "busy", "link")
+_BOOL_FLAGS = _FLAG_KEYS[:4]
 _BOOL_JSON = {True: "true", False: "false"}
 _ENCODE: list[Callable[[object], str]] = []
 
@@ -137,13 +143,15 @@ def _int(v, enc) -> str:
 
 
 def _flags_json(f: dict, enc) -> str:
-    """word_flag_dict's JSON, formatted directly when it has that shape (every port's word differs in its LINK)."""
+    """``"flags": {...}, "link": N`` of word_flag_dict's dict (as as_dict splits it), formatted directly when it
+    has that shape (every port's word differs in its LINK)."""
     if tuple(f) == _FLAG_KEYS:
         p, m, li, b, link = f.values()
         if type(p) is bool and type(m) is bool and type(li) is bool and type(b) is bool and type(link) is int:
-            return (f'{{"pending": {_BOOL_JSON[p]}, "masked": {_BOOL_JSON[m]}, "linked": {_BOOL_JSON[li]}, '
-                    f'"busy": {_BOOL_JSON[b]}, "link": {link}}}')
-    return enc(f)
+            return (f'"flags": {{"pending": {_BOOL_JSON[p]}, "masked": {_BOOL_JSON[m]}, "linked": {_BOOL_JSON[li]}, '
+                    f'"busy": {_BOOL_JSON[b]}}}, "link": {link}')
+    text = f'"flags": {enc({k: f[k] for k in _BOOL_FLAGS if k in f})}'
+    return text + (f', "link": {enc(f["link"])}' if "link" in f else "")
 
 
 def _encoder():
