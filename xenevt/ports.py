@@ -61,12 +61,13 @@ class PortStatus(Record):
         return f'{{{self._json_body(())}, "name": {"null" if name is None else enc(name)}}}'
 
     def json_fields(self, skip=()) -> str:
-        """``json.dumps`` of ``as_dict()`` without the keys in ``skip``, byte for byte (a dump's words)."""
+        """``json.dumps`` of ``as_dict()`` without the keys in ``skip`` (``flags``: its ``link`` too), byte for
+        byte."""
         return f"{{{self._json_body(skip)}}}"
 
     def json_channel(self) -> str:
-        """``json_fields(("domain", "port", "word", "flags"))`` written out field by field: a dump's 20,000 words
-        each carry their channel so."""
+        """``json_fields(("domain", "port", "word", "flags"))`` (the port's channel) written out field by field: a
+        dump's 20,000 words each carry their channel so."""
         enc = _ENCODE[0] if _ENCODE else _encoder()
         text = '{"state": ' + (_STATE_JSON.get(self.state) or enc(self.state))
         v: int | None = self.vcpu

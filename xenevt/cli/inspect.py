@@ -32,7 +32,7 @@ def status(c: Ctx, ports):
             c.emit(st.as_dict() | {"name": names.field(d, st.port)})
         return
     _notes(c, names)
-    two_level = any(st.word is not None for st in sts) and _abi(c, d) == "2-level"
+    two_level = any(st.word is not None for st in sts) and c.host.abi(d) == "2-level"
     c.page()
     for st in sts:
         _status_text(c, d, st, names, two_level)
@@ -91,15 +91,6 @@ def list_ports(c: Ctx):
         _list_text(c, d, ports, names)
 
 
-def _abi(c: Ctx, d: int) -> str | None:
-    """Domain ``d``'s event-channel ABI as the backend reports it (real Xen: this kernel's only), or None."""
-    info = c.host.info()
-    for entry in info.get("domains") or ():
-        if entry.get("domain") == d and "abi" in entry:
-            return entry["abi"]
-    return info.get("abi") if info.get("self_domain") == d else None
-
-
 def _list_text(c: Ctx, d: int, ports, names) -> None:
     if not ports:
         c.say(f"domain {d}: no open ports")
@@ -107,7 +98,7 @@ def _list_text(c: Ctx, d: int, ports, names) -> None:
     c.say(f"domain {d}: {len(ports)} open port(s)")
     # the flag columns of the ABI: FIFO's word (PMLB, LINK, a priority), 2-level's two bits, none where unread
     words = any(st.word is not None for st in ports)
-    if words and _abi(c, d) == "2-level":
+    if words and c.host.abi(d) == "2-level":
         c.table(("port", "state", "vcpu", "PM", "remote", "name"),
                 ((str(st.port), st.state, str(st.vcpu), word_flags(st.word)[:2] if st.word is not None else "",
                   st.remote(), names.text(d, st.port)) for st in ports),

@@ -67,7 +67,10 @@ def _simple(name: str, verb: str, doc: str, action):
             c.emit({"domain": d, "port": port, "state": "closed"}, f"closed d{d}:{port}")
             return
         st = c.host.status(d, port)  # the port object after the change, as its text shows it
-        after = f"now {word_flags(st.word)}" if st.word is not None else "no event word"
+        flags = word_flags(st.word) if st.word is not None else None
+        if flags is not None and c.host.abi(d) == "2-level":
+            flags = flags[:2]  # (the bitmaps' pending and mask bits: nothing is linked or busy on 2-level)
+        after = f"now {flags}" if flags is not None else "no event word"
         c.emit(st.as_dict(), f"{verb} d{d}:{port} ({after})")
 
     return cmd

@@ -145,6 +145,11 @@ class XenBackend:
             info["xen_version"] = version
         return info
 
+    def abi(self, domain: int) -> str | None:
+        """This kernel's ABI, as it logged it at boot (another domain's words are not read here)."""
+        found = hostinfo.kernel_abi() if self._mine(domain) else None
+        return found if found in ("FIFO", "2-level") else None
+
     def domains(self) -> list[int]:
         return [d for d, _ in self._domain_flags()]
 
