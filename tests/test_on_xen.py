@@ -777,7 +777,7 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
 def l2_view(dump: dict) -> dict:
     """A 2-level dump's facts as ci/xen/domu_check.py reports them: per vCPU [upcall_pending, upcall_mask,
     pending_sel], the ports pending, the ports unmasked."""
-    return {"vcpus": [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], int(v["evtchn_pending_sel"], 16)]
+    return {"vcpus": [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], v["evtchn_pending_sel"]]
                       if v["vcpu_info_known"] else None for v in dump["vcpus"]],
             "pending": sorted(p["port"] for p in dump["ports"] if p["flags"]["pending"]),
             "unmasked": sorted(p["port"] for p in dump["ports"] if not p["flags"]["masked"])}

@@ -33,7 +33,7 @@ CASES: dict[str, list[list[str]]] = {
     "dump": [["dump"], ["dump", "-d", "2"], ["dump", "--all-domains"], ["dump", "-d", "1", "--all-words"],
              ["dump", "-d", "1", "--raw", "{out}"], ["dump", "-d", "2", "--raw", "{out}"]],
     "info": [["info"]],
-    "list": [["list"], ["list", "--all-domains"], ["-d", "2", "list"]],
+    "list": [["list"], ["list", "--all-domains"], ["-d", "2", "list"], ["-d", "3", "list"]],
     "mask": [["-d", "1", "mask", "1"]],
     "notify": [["-d", "1", "notify", "1"], ["notify", "1", "4"], ["notify", "--to", "1:2"]],
     "set-priority": [["set-priority", "1", "3"]],

@@ -247,7 +247,7 @@ class TwoLevelDump:
             vd: dict = {"vcpu": v.vcpu, "vcpu_info_known": v.known}
             if v.known:
                 vd |= {"evtchn_upcall_pending": v.upcall_pending, "evtchn_upcall_mask": v.upcall_mask,
-                       "evtchn_pending_sel": f"{v.pending_sel:#018x}", "selector_words": v.selector_words}
+                       "evtchn_pending_sel": v.pending_sel, "selector_words": v.selector_words}
             if v.scan is not None:
                 vd["scan"] = {"word": v.scan[0], "bit": v.scan[1]}
             if v.next_upcall is not None:
