@@ -126,6 +126,30 @@ def test_sim_init_and_reset_one_domain(tmp_path, xe):
     assert code == 0 and out.strip() == "domain 1: closed 1 port(s)"
 
 
+def test_text_writes_a_port_one_way_and_each_abi_its_own_columns(tmp_path, xe):
+    """A port is d1:3 in text (status, a remote end, notify, mask); status says yes/no, never Python's booleans;
+    list and status on a 2-level domain show its two bits (PM), not FIFO's PMLB, LINK and priority."""
+    d = str(tmp_path / "h")
+    create_host(d, abis={1: "2l"})
+    with SimHost(d) as h:
+        p1 = h.alloc_unbound(1, 1, 0)
+        h.bind_interdomain(0, 0, 1, p1)
+    code, out, _ = xe("--state", d, "status", "1")
+    assert code == 0 and out.startswith("d0:1: interdomain\n  remote:   d1:1\n"), out
+    assert "(pending yes, masked no, linked yes, busy no, link 0)" in out and "True" not in out
+    code, out, _ = xe("--state", d, "list")
+    assert code == 0 and out.splitlines()[1].split() == ["port", "state", "vcpu", "prio", "PMLB", "link", "remote",
+                                                         "name"]
+    assert out.splitlines()[2].split()[-1] == "d1:1", out
+    code, out, _ = xe("--state", d, "-d", "1", "list")
+    assert code == 0 and out.splitlines()[1].split() == ["port", "state", "vcpu", "PM", "remote", "name"], out
+    assert out.splitlines()[2].split() == ["1", "interdomain", "0", "--", "d0:1"], out
+    code, out, _ = xe("--state", d, "-d", "1", "status", "1")
+    assert "  bits:     pending no, masked no\n" in out and "word" not in out and "priority" not in out, out
+    assert xe("--state", d, "-d", "1", "notify", "1")[1] == "notified d1:1 -> d0:1: coalesced\n"  # (bind left it)
+    assert xe("--state", d, "mask", "1")[1] == "masked d0:1 (now PML-)\n"
+
+
 # --- every error: one line, the right exit code, the state unchanged -----------------------
 ERRORS = [
     (["notify", "999"], 1, "cannot notify port 999 of domain 0: port is not bound"),

@@ -216,3 +216,21 @@ def test_the_wheel_data_is_the_schema():
     here = os.path.join(os.path.dirname(__file__), "..", "xenevt", "data", "schema.json")
     with open(here) as f:
         assert json.load(f) == schema()
+
+
+def test_a_snapshot_of_another_schema_is_refused(host, tmp_path, capfd):
+    """doctor --save writes xenevt/1; --since reads it (and one saved before the version was named, without it),
+    and refuses a snapshot of another version in one line."""
+    snap = tmp_path / "snap.json"
+    assert main(["doctor", "--save", str(snap)]) in (0, 3)
+    saved = json.loads(snap.read_text())
+    assert next(iter(saved)) == "schema" and saved["schema"] == VERSION
+    capfd.readouterr()
+    assert main(["doctor", "--since", str(snap)]) in (0, 3)
+    snap.write_text(json.dumps({k: v for k, v in saved.items() if k != "schema"}))
+    assert main(["doctor", "--since", str(snap)]) in (0, 3)
+    snap.write_text(json.dumps(saved | {"schema": "xenevt/2"}))
+    capfd.readouterr()
+    assert main(["doctor", "--since", str(snap)]) == 1
+    err = capfd.readouterr().err
+    assert "unsupported schema 'xenevt/2' (this xenevt reads xenevt/1)" in err and err.count("\n") == 1, err
