@@ -79,7 +79,8 @@ def test_json_row_is_json_dumps_of_the_dict(tmp_path):
         ports = [st for domid in h.domains for st in h.port_table(0, domid)]
     for st in ports + odd:
         for n in (None, name):
-            assert st.json_row(n) == json.dumps(st.as_dict() | {"name": n}), st
+            for two_level in (False, True):
+                assert st.json_row(n, two_level) == json.dumps(st.as_dict(two_level) | {"name": n}), st
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 511, 512, 513, 1500])

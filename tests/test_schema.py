@@ -234,3 +234,20 @@ def test_a_snapshot_of_another_schema_is_refused(host, tmp_path, capfd):
     assert main(["doctor", "--since", str(snap)]) == 1
     err = capfd.readouterr().err
     assert "unsupported schema 'xenevt/2' (this xenevt reads xenevt/1)" in err and err.count("\n") == 1, err
+
+
+def test_a_port_is_the_same_object_in_list_status_and_dump(host, capfd):
+    """dom0:1 (FIFO: its word, four flags and LINK) and dom2:1 (2-level: its pending and mask bits alone, and its
+    selector bit in a dump) are one object whichever command shows them."""
+    for d, two_level in ((0, False), (2, True)):
+        assert main(["--json", "-d", str(d), "list"]) == 0
+        listed = {p["port"]: p for p in json.loads(capfd.readouterr().out)["ports"]}[1]
+        assert main(["--json", "-d", str(d), "status", "1"]) == 0
+        status = json.loads(capfd.readouterr().out)
+        assert main(["--json", "-d", str(d), "dump"]) == 0
+        dumped = {p["port"]: p for p in json.loads(capfd.readouterr().out)["domains"][0]["ports"]}[1]
+        assert {k: v for k, v in status.items() if k != "schema"} == listed
+        assert set(listed["flags"]) == ({"pending", "masked"} if two_level else {"pending", "masked", "linked",
+                                                                                 "busy"})
+        assert ("word" in listed, "link" in listed) == (not two_level, not two_level)
+        assert {k: v for k, v in dumped.items() if k != "selector"} == listed

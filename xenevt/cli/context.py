@@ -297,6 +297,11 @@ class Ctx:
             self._text = self._out = None
             paged.close()
 
+    def two_level(self, domain: int, ports) -> bool:
+        """Whether ``ports`` of ``domain`` were read in the 2-level ABI (their flags are its pending and mask bits
+        alone, their word those two bits): the host is asked only where a port's word was read."""
+        return any(st.word is not None for st in ports) and self.host.abi(domain) == "2-level"
+
     def emit(self, data: dict, text: str | None = None) -> None:
         """JSON when --json (one document of the schema, ``"schema"`` first: a stream's line), else ``text`` (or
         nothing)."""

@@ -27,12 +27,12 @@ def status(c: Ctx, ports):
     d = c.domain()
     sts = [c.host.status(d, port) for port in ports]
     names = c.host.names(d, sts)
+    two_level = c.two_level(d, sts)
     if c.json:  # (one port object per port, one a line, as notify's)
         for st in sts:
-            c.emit(st.as_dict() | {"name": names.field(d, st.port)})
+            c.emit(st.as_dict(two_level) | {"name": names.field(d, st.port)})
         return
     _notes(c, names)
-    two_level = any(st.word is not None for st in sts) and c.host.abi(d) == "2-level"
     c.page()
     for st in sts:
         _status_text(c, d, st, names, two_level)
@@ -81,7 +81,8 @@ def list_ports(c: Ctx):
     listed = [(d, c.host.ports(d)) for d in domains]
     names = c.host.names(domains[0] if domains else 0, [st for _, ports in listed for st in ports])
     if c.json:  # (one document: each port object names its domain)
-        _json_rows(c, "ports", (st.json_row(names.field(d, st.port)) for d, ports in listed for st in ports))
+        two = {d: c.two_level(d, ports) for d, ports in listed}
+        _json_rows(c, "ports", (st.json_row(names.field(d, st.port), two[d]) for d, ports in listed for st in ports))
         return
     _notes(c, names)
     c.page()
@@ -98,7 +99,7 @@ def _list_text(c: Ctx, d: int, ports, names) -> None:
     c.say(f"domain {d}: {len(ports)} open port(s)")
     # the flag columns of the ABI: FIFO's word (PMLB, LINK, a priority), 2-level's two bits, none where unread
     words = any(st.word is not None for st in ports)
-    if words and c.host.abi(d) == "2-level":
+    if c.two_level(d, ports):
         c.table(("port", "state", "vcpu", "PM", "remote", "name"),
                 ((str(st.port), st.state, str(st.vcpu), word_flags(st.word)[:2] if st.word is not None else "",
                   st.remote(), names.text(d, st.port)) for st in ports),

@@ -67,11 +67,12 @@ def _simple(name: str, verb: str, doc: str, action):
             c.emit({"domain": d, "port": port, "state": "closed"}, f"closed d{d}:{port}")
             return
         st = c.host.status(d, port)  # the port object after the change, as its text shows it
+        two_level = c.two_level(d, [st])
         flags = word_flags(st.word) if st.word is not None else None
-        if flags is not None and c.host.abi(d) == "2-level":
+        if flags is not None and two_level:
             flags = flags[:2]  # (the bitmaps' pending and mask bits: nothing is linked or busy on 2-level)
         after = f"now {flags}" if flags is not None else "no event word"
-        c.emit(st.as_dict(), f"{verb} d{d}:{port} ({after})")
+        c.emit(st.as_dict(two_level), f"{verb} d{d}:{port} ({after})")
 
     return cmd
 
@@ -142,7 +143,10 @@ def bind_vcpu(c: Ctx, port, vcpu):
 
 def _after(c: Ctx, d: int, port: int) -> dict:
     """The port object after a change (--json only: the text says what changed)."""
-    return c.host.status(d, port).as_dict() if c.json else {"domain": d, "port": port}
+    if not c.json:
+        return {"domain": d, "port": port}
+    st = c.host.status(d, port)
+    return st.as_dict(c.two_level(d, [st]))
 
 
 def register(cli: click.Group) -> None:
