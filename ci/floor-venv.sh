@@ -11,7 +11,8 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 print(" ".join(re.sub(r">=", "==", d) for d in deps))
 PY
 )
-debs="python3-click python3-rich python3-cffi python3-pytest python3-hypothesis python3-venv python3-dev"
+# python3-jsonschema: tests/test_schema.py validates every command's --json with it (Debian 12: 4.10.3)
+debs="python3-click python3-rich python3-cffi python3-pytest python3-hypothesis python3-jsonschema python3-venv python3-dev"
 if [ -x /usr/bin/python3 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     installed=$(dpkg-query -W -f='${db:Status-Status}\n' $debs 2>/dev/null | grep -cx installed || true)
     if [ "$installed" -ne "$(echo $debs | wc -w)" ]; then  # one not installed, or unknown to dpkg
@@ -23,7 +24,7 @@ if [ -x /usr/bin/python3 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 
 else
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q $floors 'pytest>=7' 'hypothesis>=6'
+    "$venv/bin/python" -m pip install -q $floors 'pytest>=7' 'hypothesis>=6' 'jsonschema==4.10.3'
     how="PyPI, pinned"
 fi
 "$venv/bin/python" -m pip install -q --no-deps -e .

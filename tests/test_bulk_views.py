@@ -79,7 +79,8 @@ def test_json_row_is_json_dumps_of_the_dict(tmp_path):
         ports = [st for domid in h.domains for st in h.port_table(0, domid)]
     for st in ports + odd:
         for n in (None, name):
-            assert st.json_row(n) == json.dumps(st.as_dict() | {"name": n}), st
+            for two_level in (False, True):
+                assert st.json_row(n, two_level) == json.dumps(st.as_dict(two_level) | {"name": n}), st
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 511, 512, 513, 1500])
@@ -88,8 +89,8 @@ def test_streamed_json_array_is_json_dumps_of_the_list(n, capsys):
         stdout = __import__("sys").stdout
 
     rows = [{"port": i, "s": "x" * (i % 3)} for i in range(n)]
-    _json_rows(C, (json.dumps(r) for r in rows))
-    assert capsys.readouterr().out == json.dumps(rows) + "\n"
+    _json_rows(C, "ports", (json.dumps(r) for r in rows))
+    assert capsys.readouterr().out == json.dumps({"schema": "xenevt/1", "ports": rows}) + "\n"
 
 
 def test_list_views_agree_with_the_port_table(tmp_path, monkeypatch, capsys):
@@ -100,7 +101,7 @@ def test_list_views_agree_with_the_port_table(tmp_path, monkeypatch, capsys):
     with SimHost(d, read_only=True) as h:
         want = [st.as_dict() for st in h.list_ports(0, 0)]
     assert main(["--json", "list"]) == 0
-    got = json.loads(capsys.readouterr().out)
+    got = json.loads(capsys.readouterr().out)["ports"]
     assert [{k: v for k, v in r.items() if k != "name"} for r in got] == want
     assert any(r["name"] and r["name"]["kind"] == "vif" for r in got)
     assert main(["list"]) == 0
@@ -122,12 +123,13 @@ def test_dump_json_chunks_are_json_dumps_of_the_dict(tmp_path):
             if isinstance(x, DomainDump):
                 assert "".join(x.json_chunks(chunk=3)) == json.dumps(x.as_dict()), domid
                 for w in x.words:
-                    assert w.json_row() == json.dumps(w.as_dict())
+                    assert w.json_row(domid) == json.dumps(w.as_dict(domid))
             for st in channels.values():
-                for skip in ((), ("domain", "port", "word", "flags"), ("domain", "port", "word", "flags", "priority")):
+                word = ("domain", "port", "word", "flags", "link")  # (skipping the flags skips their LINK too)
+                for skip in ((), word, word + ("priority",)):
                     want = {k: v for k, v in st.as_dict().items() if k not in skip}
                     assert st.json_fields(skip) == json.dumps(want)
-                    if len(skip) == 4:
+                    if skip == word:
                         assert st.json_channel() == json.dumps(want)
 
 

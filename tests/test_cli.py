@@ -18,6 +18,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from xenevt.abi import WORD_MASKED as MASKED
 from xenevt.cli import cli, main
 from xenevt.sim.host import FILE_NAME, SimHost, create_host
 
@@ -72,7 +73,7 @@ def test_every_command_on_the_simulator(state, tmp_path):
     virq = int(ok(r.invoke(cli, ["bind", "virq", "timer", "--vcpu", "1"])))
     ipi = int(ok(r.invoke(cli, ["bind", "ipi", "--vcpu", "1"])))
     assert "waiting for domain 1" in ok(r.invoke(cli, ["list"]))
-    rows = {p["port"]: p for p in json.loads(ok(r.invoke(cli, ["list", "--json"])))}
+    rows = {p["port"]: p for p in json.loads(ok(r.invoke(cli, ["list", "--json"])))["ports"]}
     assert rows[virq]["virq"] == 0 and rows[virq]["vcpu"] == 1 and rows[ipi]["state"] == "ipi"
     # drain what the binds left pending on vCPU 0, then drive one port through its life
     out = ok(r.invoke(cli, ["wait", "--count", "2", "--timeout", "2"]))
@@ -82,21 +83,22 @@ def test_every_command_on_the_simulator(state, tmp_path):
     assert "(now -M--)" in ok(r.invoke(cli, ["mask", str(p0)]))
     assert "pending, masked" in ok(r.invoke(cli, ["-d", "1", "notify", str(p1)]))
     st = json.loads(ok(r.invoke(cli, ["status", str(p0), "--json"])))
-    assert st["flags"] == {"pending": True, "masked": True, "linked": False, "busy": False, "link": 0}
+    assert st["flags"] == {"pending": True, "masked": True, "linked": False, "busy": False} and st["link"] == 0
     assert "(now P-L-)" in ok(r.invoke(cli, ["unmask", str(p0)]))
-    dump = json.loads(ok(r.invoke(cli, ["dump", "--json"])))
+    (dump,) = json.loads(ok(r.invoke(cli, ["dump", "--json"])))["domains"]
     q = [q for v in dump["vcpus"] for q in v["queues"] if q["chain"]]
     assert q == [dict(q[0], vcpu=1, priority=3, chain=[p0], status="end")]
     text = ok(r.invoke(cli, ["dump"]))
     assert f"head {p0} (control block): {p0}  [end]" in text and "P-L-" in text
     saved = tmp_path / "d0.raw"
     assert "bytes" in ok(r.invoke(cli, ["dump", "--raw", str(saved)]))
-    assert json.loads(ok(r.invoke(cli, ["dump", "--from", str(saved), "--json"])))["vcpus"] == dump["vcpus"]
+    assert json.loads(ok(r.invoke(cli, ["dump", "--from", str(saved), "--json"])))["domains"][0]["vcpus"] == \
+        dump["vcpus"]
     ipi_out = ok(r.invoke(cli, ["notify", str(ipi)]))
-    assert f"-> domain 0 port {ipi}: queued" in ipi_out
+    assert f"-> d0:{ipi}: queued" in ipi_out
     assert ok(r.invoke(cli, ["wait", "--vcpu", "1", "-n", "2", "-t", "2"])).split() == (
         f"domain 0 vCPU 1: event on port {p0} domain 0 vCPU 1: event on port {ipi}".split())
-    assert f"closed port {p0}" in ok(r.invoke(cli, ["close", str(p0)]))
+    assert f"closed d0:{p0}" in ok(r.invoke(cli, ["close", str(p0)]))
     assert "waiting for domain 0" in ok(r.invoke(cli, ["-d", "1", "status", str(p1)]))
     assert "domain 0: closed" in ok(r.invoke(cli, ["sim", "reset", "--all", "--yes"]))
     assert "no open ports" in ok(r.invoke(cli, ["list"]))
@@ -122,6 +124,30 @@ def test_sim_init_and_reset_one_domain(tmp_path, xe):
     xe("--state", d, "-d", "1", "bind", "ipi")
     code, out, _ = xe("--state", d, "sim", "reset", "-d", "1")
     assert code == 0 and out.strip() == "domain 1: closed 1 port(s)"
+
+
+def test_text_writes_a_port_one_way_and_each_abi_its_own_columns(tmp_path, xe):
+    """A port is d1:3 in text (status, a remote end, notify, mask); status says yes/no, never Python's booleans;
+    list and status on a 2-level domain show its two bits (PM), not FIFO's PMLB, LINK and priority."""
+    d = str(tmp_path / "h")
+    create_host(d, abis={1: "2l"})
+    with SimHost(d) as h:
+        p1 = h.alloc_unbound(1, 1, 0)
+        h.bind_interdomain(0, 0, 1, p1)
+    code, out, _ = xe("--state", d, "status", "1")
+    assert code == 0 and out.startswith("d0:1: interdomain\n  remote:   d1:1\n"), out
+    assert "(pending yes, masked no, linked yes, busy no, link 0)" in out and "True" not in out
+    code, out, _ = xe("--state", d, "list")
+    assert code == 0 and out.splitlines()[1].split() == ["port", "state", "vcpu", "prio", "PMLB", "link", "remote",
+                                                         "name"]
+    assert out.splitlines()[2].split()[-1] == "d1:1", out
+    code, out, _ = xe("--state", d, "-d", "1", "list")
+    assert code == 0 and out.splitlines()[1].split() == ["port", "state", "vcpu", "PM", "remote", "name"], out
+    assert out.splitlines()[2].split() == ["1", "interdomain", "0", "--", "d0:1"], out
+    code, out, _ = xe("--state", d, "-d", "1", "status", "1")
+    assert "  bits:     pending no, masked no\n" in out and "word" not in out and "priority" not in out, out
+    assert xe("--state", d, "-d", "1", "notify", "1")[1] == "notified d1:1 -> d0:1: coalesced\n"  # (bind left it)
+    assert xe("--state", d, "mask", "1")[1] == "masked d0:1 (now PML-)\n"
 
 
 # --- every error: one line, the right exit code, the state unchanged -----------------------
@@ -242,8 +268,8 @@ def test_raw_dump_round_trip_and_every_corruption_named(state, tmp_path, xe):
     live = xe("-d", "1", "dump", "--json")[1]
     rc, saved, _ = xe("dump", "--from", path, "--json")
     assert rc == 0
-    a, b = json.loads(live), json.loads(saved)
-    assert b["source"].startswith("file ") and a["words"] == b["words"] and a["vcpus"] == b["vcpus"]
+    (a,), (b,) = json.loads(live)["domains"], json.loads(saved)["domains"]
+    assert b["source"].startswith("file ") and a["ports"] == b["ports"] and a["vcpus"] == b["vcpus"]
     data = path.read_bytes()
     cases = {
         "empty": (b"", "empty file"),
@@ -275,19 +301,20 @@ def test_dump_shows_a_corrupted_link_where_it_breaks(state, xe):
     rc, out, _ = xe("dump")
     assert rc == 0
     assert f"1 -> {p}  [range]" in out and "LINK/head 5000 has no event word" in out
-    q = json.loads(xe("dump", "--json")[1])["vcpus"][0]["queues"][0]
+    q = json.loads(xe("dump", "--json")[1])["domains"][0]["vcpus"][0]["queues"][0]
     assert (q["chain"], q["status"], q["bad_port"], q["broken"]) == ([1, p], "range", 5000, True)
 
 
 def test_all_words_lists_every_word(state, xe):
     """--all-words: every port of the array, the boot default (plain MASKED) and 0 (bound, at rest) too."""
-    short = json.loads(xe("-d", "1", "dump", "--json")[1])
-    full = json.loads(xe("-d", "1", "dump", "--json", "--all-words")[1])
-    assert [w["port"] for w in full["words"]] == list(range(full["event_array_pages"] * 1024))
-    extra = [w for w in full["words"] if w["port"] not in {x["port"] for x in short["words"]}]
-    assert sum(w["flags"] == "-M--" for w in extra) == short["plain_masked_words"] > 1000
-    assert all(w["flags"] in ("-M--", "----") for w in extra)
-    assert len(json.loads(xe("--json", "dump", "--all-domains")[1])) == 2
+    (short,) = json.loads(xe("-d", "1", "dump", "--json")[1])["domains"]
+    (full,) = json.loads(xe("-d", "1", "dump", "--json", "--all-words")[1])["domains"]
+    assert [w["port"] for w in full["ports"]] == list(range(full["event_array_pages"] * 1024))
+    extra = [w for w in full["ports"] if w["port"] not in {x["port"] for x in short["ports"]}]
+    plain = {"pending": False, "masked": True, "linked": False, "busy": False}
+    assert sum(w["flags"] == plain and w["word"] == MASKED for w in extra) == short["plain_masked_ports"] > 1000
+    assert all(w["word"] in (MASKED, 0) for w in extra)
+    assert len(json.loads(xe("--json", "dump", "--all-domains")[1])["domains"]) == 2
 
 
 # --- real processes -----------------------------------------------------------------
@@ -381,7 +408,8 @@ def test_dump_formats_agree(state, tmp_path, xe):
     assert rc == 0 and json.loads(as_json) == json.loads(xe("--json", "dump")[1])
     out = tmp_path / "d.raw"
     assert xe("dump", "--format", "raw", "-o", out)[0] == 0
-    assert json.loads(xe("dump", "--from", out, "--json")[1])["vcpus"] == json.loads(as_json)["vcpus"]
+    assert json.loads(xe("dump", "--from", out, "--json")[1])["domains"][0]["vcpus"] == \
+        json.loads(as_json)["domains"][0]["vcpus"]
     r = subprocess.run(xenevt_cmd("dump", "--format", "raw"), env=dict(os.environ, XENEVT_STATE=state),
                        capture_output=True)
     assert r.returncode == 0 and r.stdout[:8] == b"XENEVTDP" and len(r.stdout) == out.stat().st_size

@@ -455,7 +455,7 @@ def test_cli_doctor_exit_codes_json_and_snapshots(host, tmp_path, capsys):
     time.sleep(1.1)
     assert main(["doctor", "--since", str(snap)]) == 3
     text = capsys.readouterr().out
-    assert f"ERROR   dom0 port {p0}: port {p0} is pending but masked for at least 1 s" in text
+    assert f"ERROR   d0:{p0}: port {p0} is pending but masked for at least 1 s" in text
     assert main(["doctor", "-d", "1"]) == 0
     capsys.readouterr()
 

@@ -51,6 +51,7 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim vcpu up": ("one", ["sim", "vcpu", "up", "1"]),
     "info": ("none", ["info"]),
     "help": ("none", ["help", "list"]),
+    "schema": ("none", ["schema"]),
     "completion": ("none", ["completion", "bash"]),
     "demo": ("none", ["demo"]),
     "sim init": ("none", ["sim", "init", "--force", "--yes"]),
@@ -189,7 +190,7 @@ def test_list_takes_several_domains_and_all_of_them(fresh):
     assert r["code"] == 0 and "domain 0: 3 open port(s)" in r["out"] and "domain 1: 2 open port(s)" in r["out"]
     assert fresh(["-d", "0", "list", "-d", "1"])["out"] == r["out"]  # (both positions add up)
     assert fresh(["list", "--all-domains"])["out"] == r["out"]
-    rows = json.loads(fresh(["list", "-d", "0", "-d", "1", "--json"])["out"])
+    rows = json.loads(fresh(["list", "-d", "0", "-d", "1", "--json"])["out"])["ports"]
     assert sorted({row["domain"] for row in rows}) == [0, 1]
 
 
@@ -262,7 +263,7 @@ def test_global_options_after_the_command(fresh, tmp_path):
 
 def test_status_takes_several_ports(fresh):
     r = fresh(["status", "1", "3"])
-    assert r["code"] == 0 and "domain 0 port 1: interdomain" in r["out"] and "domain 0 port 3: unbound" in r["out"]
+    assert r["code"] == 0 and "d0:1: interdomain" in r["out"] and "d0:3: unbound" in r["out"]
     rows = [json.loads(line) for line in fresh(["status", "1", "3", "--json"])["out"].splitlines()]
     assert [row["port"] for row in rows] == [1, 3]
 
@@ -281,7 +282,7 @@ def test_a_port_waiting_for_a_gone_domain_is_a_warning_from_every_source(tmp_pat
     edump, ls = tmp_path / "e.txt", tmp_path / "ls.txt"
     edump.write_text(SimBackend(state, read_only=True).debug_dump("e"))
     ls.write_text(lsevtchn_line(port, 0, "unbound", d=2) + "\n")
-    title = f"dom0 port {port}: port {port} is waiting for domain 2, which no longer exists"
+    title = f"d0:{port}: port {port} is waiting for domain 2, which no longer exists"
     for source in ([], ["--edump", str(edump)], ["--lsevtchn", str(ls)]):
         r = run_one(["--state", state, "doctor", "-d", "0", *source])
         assert r["code"] == 3 and title in r["out"], (source, r)

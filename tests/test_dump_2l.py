@@ -38,6 +38,13 @@ def host(tmp_path):
         yield state, h
 
 
+def pms(p: dict) -> str:
+    """A 2-level port object's bits as the text view writes them: P, M, and S (selector set; '?' not known)."""
+    sel = p["selector"]
+    return ("P" if p["flags"]["pending"] else "-") + ("M" if p["flags"]["masked"] else "-") + \
+        ("S" if sel else "?" if sel is None else "-")
+
+
 def ports_on(h, n: int, vcpu: int = 0) -> list[int]:
     return [h.bind_ipi(1, 1, vcpu) for _ in range(n)]
 
@@ -85,19 +92,19 @@ def test_dump_shows_vcpu_info_ports_and_the_next_upcall_in_order(host):
     assert j["abi"] == "2-level" and j["ports_with_bits"] == mem.nr_chans == 1024 and j["scan_position_known"]
     v0, v1 = j["vcpus"]
     assert (v0["evtchn_upcall_pending"], v0["evtchn_upcall_mask"], v0["selector_words"]) == (1, 0, [0, 1])
-    assert v0["evtchn_pending_sel"] == "0x0000000000000003" and v0["scan"] == {"word": 0, "bit": 11}
+    assert v0["evtchn_pending_sel"] == 3 and v0["scan"] == {"word": 0, "bit": 11}
     # word 0 from bit 11, word 1, then word 0 again whole: Linux's round robin
     assert v0["next_upcall"] == [65, 70, 3, 10]
     assert (v1["selector_words"], v1["next_upcall"]) == ([1], [other])
-    flags = {p["port"]: (p["flags"], p["vcpu"]) for p in j["ports"]}
+    flags = {p["port"]: (pms(p), p["vcpu"]) for p in j["ports"]}
     assert flags[3] == ("P-S", 0) and flags[5] == ("PMS", 0) and flags[other] == ("P-S", 1) and flags[4] == ("--S", 0)
-    assert "priority" not in j["ports"][0]["channel"] and len(ports) == 70
+    assert "priority" not in j["ports"][0] and j["ports"][0]["state"] and len(ports) == 70
 
 
 def test_fifo_json_says_its_abi_and_is_otherwise_unchanged(host):
     state, h = host
     j = build_dump(image(h, 0), 0, "sim").as_dict()
-    assert j["abi"] == "FIFO" and "event_array_pages" in j and "words" in j and "ports" not in j
+    assert j["abi"] == "FIFO" and "event_array_pages" in j and "ports" in j and "ports_with_bits" not in j
 
 
 def test_text_view(host, monkeypatch, capsys):
@@ -112,7 +119,7 @@ def test_text_view(host, monkeypatch, capsys):
            "[words 0]" in out
     assert f"next upcall delivers: {p} (resuming at word 0 bit 0)" in out
     assert main(["-d", "1", "dump", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["vcpus"][0]["next_upcall"] == [p]
+    assert json.loads(capsys.readouterr().out)["domains"][0]["vcpus"][0]["next_upcall"] == [p]
 
 
 def test_impossible_vcpu_info_and_scan_are_warned_not_followed(host):
@@ -204,9 +211,9 @@ def test_cli_saves_and_reads_a_2_level_dump(host, tmp_path, monkeypatch, capsys)
     assert main(["-d", "1", "dump", "--raw", str(path)]) == 0
     assert "saved the 2-level state of domain 1 (shared_info and 2 vcpu_info(s))" in capsys.readouterr().out
     assert main(["--json", "-d", "1", "dump"]) == 0
-    live = json.loads(capsys.readouterr().out)
+    (live,) = json.loads(capsys.readouterr().out)["domains"]
     assert main(["--json", "dump", "--from", str(path)]) == 0
-    saved = json.loads(capsys.readouterr().out)
+    (saved,) = json.loads(capsys.readouterr().out)["domains"]
     assert saved["ports"] == live["ports"] and saved["vcpus"] == live["vcpus"] and saved["abi"] == "2-level"
     assert main(["doctor", "--from", str(path), "--json"]) == 3
     found = json.loads(capsys.readouterr().out)["findings"]
@@ -225,7 +232,7 @@ def test_self_on_a_2_level_kernel_follows_xen_vcpu_not_the_stale_slot(host, tmp_
     assert "2-level ABI, 2 CPU(s), 2 vcpu_info(s) read" in what and known == [True, True]
     want, got = build_dump(mem, 1, "x").as_dict(), build_dump(mem2, 1, "x").as_dict()
     assert got["vcpus"] == want["vcpus"] and got["vcpus"][1]["scan"] == {"word": 0, "bit": 5}
-    assert [(p["port"], p["flags"], p["vcpu"]) for p in got["ports"]] == [(a, "P-S", 0), (b, "P-S", 1)]
+    assert [(p["port"], pms(p), p["vcpu"]) for p in got["ports"]] == [(a, "P-S", 0), (b, "P-S", 1)]
 
 
 def test_self_vcpu_in_shared_info_or_missing(host, tmp_path):
@@ -250,12 +257,12 @@ def test_cli_dump_self_2_level_and_its_raw_file(host, tmp_path, capsys):
     core, syms, cpus = kcore_writer.write(image(h), tmp_path)
     args = ["dump", "--self", "--kcore", core, "--kallsyms", syms, "--cpus-file", cpus]
     assert main(args + ["--json"]) == 0
-    live = json.loads(capsys.readouterr().out)
+    (live,) = json.loads(capsys.readouterr().out)["domains"]
     assert live["abi"] == "2-level" and live["vcpus"][1]["next_upcall"] == [1]
     assert main(args + ["--raw", str(tmp_path / "self.raw")]) == 0
     capsys.readouterr()
     assert main(["dump", "--from", str(tmp_path / "self.raw"), "--json"]) == 0
-    saved = json.loads(capsys.readouterr().out)
+    (saved,) = json.loads(capsys.readouterr().out)["domains"]
     assert saved["vcpus"] == live["vcpus"] and saved["ports"] == live["ports"]
 
 
@@ -301,7 +308,7 @@ def test_frames_source_reads_shared_info_and_named_vcpu_infos(host):
                    vcpu_known=img.vcpu_known).as_dict()
     assert "shared_info frame 0x5000 and 0 vcpu_info frame(s)" in img.source
     assert [v["vcpu_info_known"] for v in d["vcpus"]] == [False, False]
-    assert d["ports"][0]["flags"] == "P-?" and d["ports"][0]["vcpu"] == 1
+    assert pms(d["ports"][0]) == "P-?" and d["ports"][0]["vcpu"] == 1
     img = open_source(Ask(domain=1, shared_info=0x5000, vcpu_infos=((0x6000, 0x40), (0x6001, 0x40))),
                       b).image()
     d = build_dump(img.mem, 1, img.source, channels=b.statuses, guest_known=False, vcpu_known=img.vcpu_known)
@@ -486,7 +493,7 @@ def test_a_simulated_linux_guest_on_2_level(tmp_path, monkeypatch, capsys):
         h.send(0, 0, b)
     monkeypatch.setenv("XENEVT_STATE", state)
     assert main(["--json", "-d", "1", "dump"]) == 0
-    j = json.loads(capsys.readouterr().out)
+    (j,) = json.loads(capsys.readouterr().out)["domains"]
     assert j["abi"] == "2-level" and j["plain_masked_ports"] == abi.EVTCHN_2L_NR_CHANNELS - 1
     assert j["vcpus"][0]["scan"] == {"word": 0, "bit": a + 1} and j["vcpus"][0]["next_upcall"] == [a]
     assert main(["doctor"]) == 0
@@ -514,6 +521,6 @@ def test_xen_backend_asks_getdomaininfo_for_the_shared_info_frame(tmp_path):
                          capture_output=True, text=True, timeout=60)
     import json
 
-    a, b = json.loads(mapped.stdout), json.loads(own.stdout)
+    (a,), (b,) = json.loads(mapped.stdout)["domains"], json.loads(own.stdout)["domains"]
     assert a["abi"] == b["abi"] == "2-level"
-    assert [(p["port"], p["flags"][:2]) for p in a["ports"]] == [(p["port"], p["flags"][:2]) for p in b["ports"]]
+    assert [(p["port"], p["flags"]) for p in a["ports"]] == [(p["port"], p["flags"]) for p in b["ports"]]

@@ -35,7 +35,7 @@ def test_self_reads_what_the_kernel_holds(tmp_path):
     mem, what = read_self(*kcore_writer.write(src, tmp_path))
     assert "2 event-array page(s), 2 CPU(s)" in what
     a, b = dump_of(src), dump_of(mem)
-    assert a["vcpus"] == b["vcpus"] and a["words"] == b["words"]
+    assert a["vcpus"] == b["vcpus"] and a["ports"] == b["ports"]
     q = {(q["vcpu"], q["priority"]): q for v in b["vcpus"] for q in v["queues"]}
     assert q[(0, 7)]["chain"] == [9, 12] and q[(0, 7)]["head_from"] == "guest"
     assert q[(0, 2)]["chain"] == [3]
@@ -120,7 +120,7 @@ def test_cli_dump_self(tmp_path, capsys):
     assert main(args + ["--raw", str(tmp_path / "self.raw")]) == 0
     capsys.readouterr()
     assert main(["dump", "--from", str(tmp_path / "self.raw"), "--json"]) == 0
-    saved = json.loads(capsys.readouterr().out)
+    (saved,) = json.loads(capsys.readouterr().out)["domains"]
     assert saved["vcpus"] == dump_of(read_self(core, syms, cpus)[0])["vcpus"]
     open(core, "wb").write(b"")
     assert main(args) == 1
@@ -146,13 +146,13 @@ def test_gfn_dump_equals_the_backend_view(tmp_path, monkeypatch, capsys):
         h.send(1, 1, p1)
         gfns = h.gfns(0)
     assert main(["--json", "dump"]) == 0
-    live = json.loads(capsys.readouterr().out)
+    (live,) = json.loads(capsys.readouterr().out)["domains"]
     cbs = [f"{g}:{o}" for g, o in gfns["control_blocks"].values()]
     args = ["--json", "dump"] + [f"--gfn={g:#x}" for g in gfns["event_array"]] + [f"--control={c}" for c in cbs]
     assert main(args) == 0
-    mapped = json.loads(capsys.readouterr().out)
+    (mapped,) = json.loads(capsys.readouterr().out)["domains"]
     assert mapped["vcpus"][0]["queues"] == [dict(q, head_from="control block") for q in live["vcpus"][0]["queues"]]
-    assert [w["port"] for w in mapped["words"]] == [w["port"] for w in live["words"]]
+    assert [w["port"] for w in mapped["ports"]] == [w["port"] for w in live["ports"]]
     assert main(["dump", "--gfn", "0x123"]) == 1
     assert "cannot map frames of domain 0: frame 0x123 is not an event-array, control-block or shared_info page" in (
         capsys.readouterr().err)

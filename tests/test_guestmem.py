@@ -133,7 +133,7 @@ def test_cli_dump_and_doctor_read_a_dump_core_file(tmp_path, capsys):
     g = gw.GuestImage(mem, slide=SLIDE, pv=True)
     core, smap = g.dump_core(tmp_path / "core"), g.system_map(tmp_path / "System.map")
     assert main(["--json", "dump", "--dump-core", core, "--system-map", smap]) == 0
-    d = json.loads(capsys.readouterr().out)
+    (d,) = json.loads(capsys.readouterr().out)["domains"]
     assert d["source"].startswith(f"xl dump-core file {core} (PV") and d["abi"] == "FIFO"
     assert main(["dump", "--dump-core", core, "--system-map", smap]) == 0
     assert "xl dump-core file" in capsys.readouterr().out
@@ -144,8 +144,8 @@ def test_cli_dump_and_doctor_read_a_dump_core_file(tmp_path, capsys):
     assert main(["dump", "--dump-core", core, "--system-map", smap, "--raw", str(raw)]) == 0
     capsys.readouterr()
     assert main(["--json", "dump", "--from", str(raw)]) == 0
-    saved = json.loads(capsys.readouterr().out)
-    assert saved["vcpus"] == d["vcpus"] and saved["words"] == d["words"]
+    (saved,) = json.loads(capsys.readouterr().out)["domains"]
+    assert saved["vcpus"] == d["vcpus"] and saved["ports"] == d["ports"]
 
 
 @pytest.mark.parametrize("args,text", [

@@ -40,7 +40,7 @@ def guest():
 
 def view(img, **kw):
     d = build_dump(img.mem, img.domain, img.source, guest_known=img.guest_known, **kw).as_dict()
-    return d["vcpus"], d["words"]
+    return d["vcpus"], d["ports"]
 
 
 # --- the chooser ---------------------------------------------------------------------------------------------

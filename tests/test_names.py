@@ -42,7 +42,7 @@ def test_every_kind_is_named_on_the_simulator(host, capsys):
     _, made = host
     code, out, _ = run(capsys, "list", "-d", 1, "--json")
     assert code == 0
-    names = {p["port"]: p["name"] for p in json.loads(out)}
+    names = {p["port"]: p["name"] for p in json.loads(out)["ports"]}
     vif = made["vif"]["ports"]
     assert [names[p["port"]]["text"] for p in vif] == [
         f"d1:{vif[0]['port']} vif 0 queue 0 tx ↔ d0:{vif[0]['peer']}",
@@ -78,7 +78,7 @@ def test_the_backend_end_is_named_by_its_peer(host, capsys):
 
 def test_json_is_unchanged_but_for_the_name(host, capsys):
     code, out, _ = run(capsys, "list", "-d", 1, "--json")
-    rows = json.loads(out)
+    rows = json.loads(out)["ports"]
     with SimHost(host[0], read_only=True) as h:
         plain = [st.as_dict() for st in h.list_ports(1, 1)]
     assert [{k: v for k, v in r.items() if k != "name"} for r in rows] == plain
@@ -91,7 +91,7 @@ def test_doctor_and_watch_name_ports(host, capsys):
         h.mask(1, 1, port)
         h.send(0, 0, made["vif"]["ports"][0]["peer"])
     code, out, _ = run(capsys, "doctor", "-d", 1)
-    assert code == 3 and f"dom1 port {port} (vif 0 queue 0 tx ↔ d0:" in out
+    assert code == 3 and f"d1:{port} (vif 0 queue 0 tx ↔ d0:" in out
     code, out, _ = run(capsys, "doctor", "-d", 1, "--json")
     finding = next(f for f in json.loads(out)["findings"] if f["ports"] == [port])
     assert finding["names"][0]["text"].startswith(f"d1:{port} vif 0 queue 0 tx")
@@ -281,7 +281,7 @@ def test_dump_names_the_ports_it_shows(host, capsys):
     vif = made["vif"]["ports"]
     code, out, _ = run(capsys, "dump", "-d", 1, "--json", "--all-words")
     assert code == 0
-    words = {w["port"]: w for w in json.loads(out)["words"]}
+    words = {w["port"]: w for w in json.loads(out)["domains"][0]["ports"]}
     assert words[vif[1]["port"]]["name"]["text"] == f"d1:{vif[1]['port']} vif 0 queue 0 rx ↔ d0:{vif[1]['peer']}"
     assert words[made["unbound"]]["name"] is None
     code, out, _ = run(capsys, "dump", "-d", 1, "--all-words")
@@ -290,7 +290,7 @@ def test_dump_names_the_ports_it_shows(host, capsys):
     with SimHost(host[0]) as h:  # the backend's end, seen from dom0's dump
         h.send(1, 1, vif[0]["port"])
     code, out, _ = run(capsys, "dump", "-d", 0, "--json")
-    words = {w["port"]: w for w in json.loads(out)["words"]}
+    words = {w["port"]: w for w in json.loads(out)["domains"][0]["ports"]}
     assert words[vif[0]["peer"]]["name"]["end"] == "backend"
 
 

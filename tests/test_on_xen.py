@@ -32,6 +32,8 @@ if not HAVE_XEN:
         pytest.fail("XENEVT_REQUIRE_XEN=1 but /dev/xen/evtchn does not exist", pytrace=False)
     pytest.skip("not running on Xen", allow_module_level=True)
 
+import jsonschema  # noqa: E402  (Debian's python3-jsonschema in the runner's dom0)
+
 from xenevt.backend import select_backend  # noqa: E402
 from xenevt.evidence import edump, lsevtchn  # noqa: E402
 from xenevt.memory.kcore import KernelMemory, read_self, read_symbols  # noqa: E402
@@ -44,6 +46,19 @@ def xen():
     b = select_backend("xen")
     yield b
     b.shutdown()
+
+
+def checked(path: str, stdout: str) -> list[dict]:
+    """Each document of a command's --json output (one per line), validated against the shipped schema: the
+    command's own definition (``path``: its command path), or ``error`` for a failure's object."""
+    from xenevt.schema import command_schema, schema
+
+    docs = [json.loads(line) for line in stdout.splitlines()]
+    assert docs, f"{path} printed no JSON"
+    for doc in docs:
+        want = command_schema(path) if "error" not in doc else {"$ref": "#/$defs/error", "$defs": schema()["$defs"]}
+        jsonschema.Draft202012Validator(want).validate(doc)
+    return docs
 
 
 def facts_of(statuses):
@@ -106,7 +121,7 @@ def test_dump_self_shows_every_online_cpu(xen):
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "dump", "--self"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
+    (d,) = checked("dump", r.stdout)[0]["domains"]
     assert d["abi"] == "FIFO" and d["event_array_pages"] >= 1
     assert not any(q["broken"] for v in d["vcpus"] for q in v["queues"])
 
@@ -135,10 +150,31 @@ def test_cli_list_and_status_on_xen():
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "list"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    ports = json.loads(r.stdout)
+    ports = checked("list", r.stdout)[0]["ports"]
     out = subprocess.run([LSEVTCHN, "0"], capture_output=True, text=True, check=True).stdout
     assert {p["port"] for p in ports} == set(lsevtchn.parse(out, 0).domains[0].ports)
     assert all("flags" in p for p in ports), "dom0's own ports carry their FIFO flags"
+    some = [str(p["port"]) for p in ports[:3]]
+    r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "status", *some], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and [st["port"] for st in checked("status", r.stdout)] == list(map(int, some)), r.stderr
+
+
+def test_every_json_that_runs_in_dom0_validates():
+    """What each command prints with --json on real Xen follows the shipped schema (tests/test_schema.py holds
+    every command to it on the simulator): info, list of every domain, doctor --list-rules, a bind held for a
+    second, a failure's error object; the rest (list, status, dump, doctor, watch, notify) in their own tests."""
+    xe = [sys.executable, "-m", "xenevt", "--json"]
+    for path, args, codes in (("info", ["info"], (0,)), ("list", ["list", "--all-domains"], (0,)),
+                              ("doctor", ["doctor", "--list-rules"], (0,)),
+                              ("bind unbound", ["bind", "unbound", "0", "--timeout", "1"], (0,)),
+                              ("status", ["status", "131071"], (1,)), ("list", ["list", "--no-such"], (2,))):
+        r = subprocess.run(xe + args, capture_output=True, text=True, timeout=300)
+        assert r.returncode in codes, (args, r.returncode, r.stderr)
+        docs = checked(path, r.stdout)
+        assert all(d["schema"] == "xenevt/1" for d in docs) and ("error" in docs[0]) == (codes != (0,)), docs
+    info = json.loads(subprocess.run(xe + ["info"], capture_output=True, text=True, timeout=120).stdout)
+    assert info["backend"] == "xen" and 0 in [d["domain"] for d in info["domains"]]
 
 
 def test_cli_bind_holds_and_notify_to_pings_it():
@@ -149,20 +185,34 @@ def test_cli_bind_holds_and_notify_to_pings_it():
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     port = holder.stdout.readline().strip()
     assert port.isdigit(), holder.stderr.read()
-    for _ in range(2):
-        r = subprocess.run(xe + ["notify", "--to", f"0:{port}"], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
+    r = subprocess.run(xe + ["notify", "--to", f"0:{port}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(xe + ["--json", "notify", "--to", f"0:{port}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (sent,) = checked("notify", r.stdout)
+    assert (sent["remote_domain"], sent["remote_port"]) == (0, int(port)), sent
     out, err = holder.communicate(timeout=120)
     assert holder.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 2 and all(line.endswith(f": event on port {port}") for line in lines), out
+    # the same held with --json: the port object, then each event (NDJSON)
+    holder = subprocess.Popen(xe + ["--json", "bind", "unbound", "0", "--count", "1", "--timeout", "200"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = holder.stdout.readline()
+    port = json.loads(first)["port"]
+    r = subprocess.run(xe + ["notify", "--to", f"0:{port}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out, err = holder.communicate(timeout=120)
+    assert holder.returncode == 0, err
+    docs = checked("bind unbound", first + out)
+    assert docs[0]["state"] == "unbound" and [d["port"] for d in docs[1:]] == [port], docs
 
 
 def test_doctor_reads_the_real_e_dump():
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode in (0, 3), r.stderr
-    rep = json.loads(r.stdout)
+    (rep,) = checked("doctor", r.stdout)
     assert rep["source"].endswith("'e' dump")
     assert not [f for f in rep["findings"] if f["rule"].startswith("chain-")], rep["findings"]
 
@@ -192,7 +242,7 @@ def test_watch_counts_this_guests_xen_interrupts(xen):
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "watch", "--interval", "0.5", "-n", "2"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    samples = [json.loads(line) for line in r.stdout.splitlines()]
+    samples = checked("watch", r.stdout)
     assert [s["sample"] for s in samples] == [1, 2]
     assert any(row["what"].startswith(("xen-dyn", "xen-percpu")) for row in samples[-1]["rows"])
 
@@ -264,7 +314,7 @@ def test_interdomain_channel_with_a_pv_domu(xen, domu):
     assert (seen.pending, seen.masked, seen.state, seen.remote_port) == (True, True, "interdomain", q)
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "doctor", "-d", "0", "-d", str(domu)],
                        capture_output=True, text=True, timeout=300)
-    found = {(f["rule"], f["domain"], tuple(f["ports"])) for f in json.loads(r.stdout)["findings"]}
+    found = {(f["rule"], f["domain"], tuple(f["ports"])) for f in checked("doctor", r.stdout)[0]["findings"]}
     assert ("pending-masked", domu, (p,)) in found
     assert not any(rule == "remote-end-mismatch" for rule, _, _ in found)
     xen.close(0, q)
@@ -352,9 +402,9 @@ def frames_view(domu: int, xen=None) -> dict:
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", "dump", "--domain", str(domu), "--shared-info",
                         "auto"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
+    (d,) = checked("dump", r.stdout)[0]["domains"]
     assert d["abi"] == "2-level", d
-    return {p["port"]: (p["pending"], p["masked"]) for p in d["ports"]}
+    return {p["port"]: (p["flags"]["pending"], p["flags"]["masked"]) for p in d["ports"]}
 
 
 def test_2l_domu_sees_its_own_bitmaps_as_xen_does(xen, domu_2l):
@@ -387,7 +437,7 @@ def test_2l_domu_doctor_healthy_then_a_stuck_port(xen, domu_2l):
         r = subprocess.run(xe, capture_output=True, text=True, timeout=300)
         if r.returncode == 0:
             break
-    rep = json.loads(r.stdout)
+    (rep,) = checked("doctor", r.stdout)
     assert r.returncode == 0 and rep["verdict"] == "healthy", rep
     assert rep["checked"][str(domu_2l)] >= 1
     p = xen.bind_unbound(domu_2l, 0)
@@ -402,7 +452,7 @@ def test_2l_domu_doctor_healthy_then_a_stuck_port(xen, domu_2l):
         assert (st.state, st.remote_domain, st.remote_port) == ("interdomain", 0, q)
         assert_frames_agree(domu_2l, got, chans, xen)
         r = subprocess.run(xe, capture_output=True, text=True, timeout=300)
-        rep = json.loads(r.stdout)
+        (rep,) = checked("doctor", r.stdout)
         found = {(f["rule"], f["domain"], tuple(f["ports"])) for f in rep["findings"]}
         assert r.returncode == 3 and ("pending-masked", domu_2l, (p,)) in found, rep
         assert not any(rule == "remote-end-mismatch" for rule, _, _ in found)
@@ -413,11 +463,13 @@ def test_2l_domu_doctor_healthy_then_a_stuck_port(xen, domu_2l):
 
 
 # --- issue 14: names, dead peers ------------------------------------------------------------------------------
-def xenevt_json(*args: str, ok=(0,)) -> object:
+def xenevt_json(*args: str, ok=(0,)) -> dict:
+    """``xenevt --json COMMAND ...`` (a one-word command), its document validated against the schema."""
     r = subprocess.run([sys.executable, "-m", "xenevt", "--json", *args], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode in ok, (args, r.returncode, r.stderr)
-    return json.loads(r.stdout)
+    (doc,) = checked(args[0], r.stdout)
+    return doc
 
 
 def xs_port(path: str) -> int:
@@ -430,7 +482,7 @@ def test_list_names_the_domus_console_and_xenstore_ports_from_both_ends(xen, dom
     domu_result(domu)  # booted: its console and xenstore are connected
     want = {"console": xs_port(f"/local/domain/{domu}/console/port"),
             "xenstore": xs_port(f"/local/domain/{domu}/store/port")}
-    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
+    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))["ports"]}
     ends = {}
     for kind, port in want.items():
         name = theirs[port]["name"]
@@ -439,7 +491,7 @@ def test_list_names_the_domus_console_and_xenstore_ports_from_both_ends(xen, dom
         assert theirs[port]["state"] == "interdomain" and theirs[port]["remote_domain"] == 0, theirs[port]
         assert name["peer"] == {"domain": 0, "port": theirs[port]["remote_port"]}
         ends[kind] = theirs[port]["remote_port"]
-    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
+    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")["ports"]}
     for kind, port in ends.items():
         name = ours[port]["name"]
         assert (name["kind"], name["owner"], name["end"]) == (kind, domu, "backend"), ours[port]
@@ -520,8 +572,8 @@ def test_list_names_each_domus_vif_ports_from_both_ends(xen, request, which):
     domu = request.getfixturevalue(which)
     got = domu_result(domu)
     want = vif_ports(domu)
-    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))}
-    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")}
+    theirs = {p["port"]: p for p in xenevt_json("list", "-d", str(domu))["ports"]}
+    ours = {p["port"]: p for p in xenevt_json("list", "-d", "0")["ports"]}
     print(f"domU {domu} vif ports: {want}")
     for (queue, direction), port in want.items():
         row = theirs[port]
@@ -602,7 +654,7 @@ def test_the_exporter_names_netbacks_vif_ports_and_promtool_reads_it(xen, domu, 
 
     assert [s.value for s in of("xenevt_collect_success", source="evidence")] == [1.0], text[-2000:]
     assert {int(s.labels["domain"]) for s in of("xenevt_domain_info")} >= {0, domu, domu_2l}
-    rows = xenevt_json("list", "-d", "0")
+    rows = xenevt_json("list", "-d", "0")["ports"]
     for state in ("interdomain", "virq", "ipi"):
         want = sum(1 for p in rows if p["state"] == state)
         assert [s.value for s in of("xenevt_ports", domain=0, state=state)] == [want], state
@@ -621,7 +673,7 @@ def test_a_domus_own_exporter_covers_itself(xen, domu):
     got = ask_domu(domu, "exporter", wait=240)
     assert got.get("rc") == 0, got
     assert got["domains"] == [domu] and got["evidence"] == [1.0] and got["series"] > 0, got
-    assert got["ports"] == len(xenevt_json("list", "-d", str(domu))), got
+    assert got["ports"] == len(xenevt_json("list", "-d", str(domu))["ports"]), got
 
 
 def first_vif_port(xen, domu: int, direction: str) -> tuple[int, int, str]:
@@ -661,7 +713,7 @@ def test_a_stuck_vif_port_in_the_domu_is_found_from_dom0_by_name(xen, domu_2l):
         text = subprocess.run([sys.executable, "-m", "xenevt", "doctor", "-d", str(domu)], capture_output=True,
                               text=True, timeout=300).stdout
         print(text)
-        assert f"port {p} ({where} {ARROW} d0:{q})" in text, text
+        assert f"d{domu}:{p} ({where} {ARROW} d0:{q})" in text, text
     finally:
         got = ask_domu(domu, "unmask", str(p))
     assert got == {"unmasked": p}, got
@@ -694,7 +746,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
         subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-result-{token}-stop", "1"], check=True)
     sent = domu_result(domu, f"data/xenci-result-{token}", 180)
     print(f"domU {domu} sent {sent}; doctor rc {r.returncode} in {took:.1f} s; dom0's end of its port {p}: {q}")
-    rep = json.loads(r.stdout)
+    (rep,) = checked("doctor", r.stdout)
     mine = [f for f in rep["findings"] if q in f["ports"]]
     for f in rep["findings"]:
         print(f["severity"], f["rule"], f["ports"], f["title"], "|", f["evidence"])
@@ -710,7 +762,7 @@ def test_a_domu_notifying_its_vif_in_a_loop_is_flagged_from_dom0(xen, domu_2l):
     assert storm["names"][storm["ports"].index(q)]["device"] == "vif 0", storm
 
 
-PLAIN = ("0x00000000", "0x40000000")
+PLAIN = (0, 0x40000000)
 
 
 def fifo_view(dump: dict, timers: set[int] = frozenset()) -> dict:
@@ -721,8 +773,9 @@ def fifo_view(dump: dict, timers: set[int] = frozenset()) -> dict:
     for v in dump["vcpus"]:
         late = {q["priority"] for q in v["queues"] if q["chain"] and set(q["chain"]) <= timers}
         vcpus.append([[p for p in v.get("ready", []) if p not in late], v.get("heads", {})])
-    return {"vcpus": vcpus, "words": [[w["port"], w["word"]] for w in dump["words"]
-                                      if w["word"] not in PLAIN and not (w["port"] in timers and w["pending"])]}
+    late_timers = {w["port"] for w in dump["ports"] if w["port"] in timers and w["flags"]["pending"]}
+    return {"vcpus": vcpus, "words": [[w["port"], w["word"]] for w in dump["ports"]
+                                      if w["word"] not in PLAIN and w["port"] not in late_timers]}
 
 
 @pytest.mark.timeout(600)  # xl dump-core of 512 MB under QEMU TCG
@@ -747,11 +800,11 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
         got = look_again(domu)
         subprocess.run([xl, "pause", str(domu)], check=True, timeout=60)
         try:
-            live = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))
+            (live,) = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))["domains"]
             if fifo_view(live, timers) != got["view"]:
                 continue  # an event arrived between the domU's look and the pause (in flight): look again
             subprocess.run([xl, "dump-core", str(domu), str(core)], check=True, timeout=300, capture_output=True)
-            dead = xenevt_json("dump", "--dump-core", str(core), "--system-map", str(smap))
+            (dead,) = xenevt_json("dump", "--dump-core", str(core), "--system-map", str(smap))["domains"]
             core.unlink()
             break
         finally:
@@ -760,7 +813,7 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
     assert live["abi"] == "FIFO" and live["domain"] == domu, live
     assert fifo_view(live, timers) == got["view"]
     # every port the domU's kernel unmasked (its bound ports) is a channel dom0 lists, unmasked
-    assert [w["port"] for w in live["words"] if not w["masked"]] == got["unmasked"]
+    assert [w["port"] for w in live["ports"] if not w["flags"]["masked"]] == got["unmasked"]
     assert fifo_view(dead, timers) == got["view"]
     assert (dead["abi"], dead["event_array_pages"]) == ("FIFO", live["event_array_pages"])
 
@@ -768,10 +821,10 @@ def test_dom0_reads_a_paused_domus_queues_as_the_domu_does(xen, domu, tmp_path):
 def l2_view(dump: dict) -> dict:
     """A 2-level dump's facts as ci/xen/domu_check.py reports them: per vCPU [upcall_pending, upcall_mask,
     pending_sel], the ports pending, the ports unmasked."""
-    return {"vcpus": [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], int(v["evtchn_pending_sel"], 16)]
+    return {"vcpus": [[v["evtchn_upcall_pending"], v["evtchn_upcall_mask"], v["evtchn_pending_sel"]]
                       if v["vcpu_info_known"] else None for v in dump["vcpus"]],
-            "pending": sorted(p["port"] for p in dump["ports"] if p["pending"]),
-            "unmasked": sorted(p["port"] for p in dump["ports"] if not p["masked"])}
+            "pending": sorted(p["port"] for p in dump["ports"] if p["flags"]["pending"]),
+            "unmasked": sorted(p["port"] for p in dump["ports"] if not p["flags"]["masked"])}
 
 
 def raised_during_pause(got: dict, seen: dict, timers: dict[int, int]) -> dict:
@@ -808,7 +861,7 @@ def test_dom0_reads_a_paused_2l_domus_bitmaps_as_the_domu_does(xen, domu_2l, tmp
         got = settled_look(domu)
         subprocess.run([xl, "pause", str(domu)], check=True, timeout=60)
         try:
-            live = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))
+            (live,) = xenevt_json("dump", "-d", str(domu), "--system-map", str(smap))["domains"]
         finally:
             subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
         seen = l2_view(live)

@@ -154,5 +154,5 @@ def test_colours_reach_the_pager_as_rich_wrote_them(host, tmp_path):
     got = tmp_path / "paged.txt"
     code, _ = run_on_tty(["doctor"], env_for(host, tmp_path, f"cat > {got}"))
     text = got.read_bytes()
-    assert code == 3 and b"\x1b[33mWARNING \x1b[0mdom0 port " in text
+    assert code == 3 and b"\x1b[33mWARNING \x1b[0md0:" in text
     assert re.sub(rb"\x1b\[[0-9;]*m", b"", text) == plain(["doctor"], host)

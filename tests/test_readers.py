@@ -285,7 +285,7 @@ def test_doctor_summarises_many_unread_lines_and_keeps_its_findings(tmp_path, ca
     e.write_text(ew.console(ew.domain_lines(0, ports)))
     assert main(["doctor", "--edump", str(e)]) == 3
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("WARNING dom0 port 1: port 1 is pending but masked")
+    assert out[0].startswith("WARNING d0:1: port 1 is pending but masked")
     assert out[3] == "UNREAD  1000 item(s) of the evidence could not be read, so this is no clean bill of health:"
     assert out[4].startswith("         line 6: s=42 is not a channel state Xen prints (ECS_* 1..6); line skipped")
     assert out[9] == "         ... and 995 more (--json lists the first 20)"

@@ -110,7 +110,7 @@ def test_list_rules_text_and_json():
     assert text.returncode == js.returncode == 0 and text.stderr == js.stderr == ""
     rows = [line.split(None, 3) for line in text.stdout.splitlines()]
     assert [(r[0], r[1], r[2]) for r in rows] == [(r.id, r.family, "/".join(r.severities)) for r in registry.rules()]
-    assert json.loads(js.stdout) == {"rules": [r.as_dict() for r in registry.rules()]}
+    assert json.loads(js.stdout) == {"schema": "xenevt/1", "rules": [r.as_dict() for r in registry.rules()]}
     assert json.loads(js.stdout)["rules"][-1]["needs"] == ["two samples"]
 
 

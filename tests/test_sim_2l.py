@@ -454,12 +454,12 @@ def test_cli_commands_on_a_2l_domain(state, capsys):
     assert cli(state, capsys, "-d", "1", "bind", "unbound", "0")[1] == "1\n"
     assert cli(state, capsys, "bind", "interdomain", "1", "1")[1] == "1\n"
     rc, out, _ = cli(state, capsys, "notify", "1")
-    assert out == "notified port 1 of domain 0 -> domain 1 port 1: raised\n"
+    assert out == "notified d0:1 -> d1:1: raised\n"
     rc, out, _ = cli(state, capsys, "-d", "1", "wait", "-n", "1", "-t", "5")
     assert rc == 0 and out == "domain 1 vCPU 0: event on port 1\n"
-    assert cli(state, capsys, "-d", "1", "mask", "1")[1] == "masked port 1 of domain 1 (now -M--)\n"
+    assert cli(state, capsys, "-d", "1", "mask", "1")[1] == "masked d1:1 (now -M)\n"
     assert cli(state, capsys, "notify", "1")[1].endswith(": pending, masked\n")
-    assert cli(state, capsys, "-d", "1", "unmask", "1")[1] == "unmasked port 1 of domain 1 (now P---)\n"
+    assert cli(state, capsys, "-d", "1", "unmask", "1")[1] == "unmasked d1:1 (now P-)\n"
     rc, out, _ = cli(state, capsys, "-d", "1", "--json", "wait", "-n", "1", "-t", "5")
     assert rc == 0 and json.loads(out)["port"] == 1
     rc, _, err = cli(state, capsys, "-d", "1", "set-priority", "1", "3")

@@ -78,13 +78,13 @@ def test_watch_on_the_simulator(tmp_path, monkeypatch, capsys):
     (sample,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows = {r["port"]: r for r in sample["rows"]}
     assert sample["rows"][0]["port"] == p0, "the stalled port is pinned first"
-    assert rows[p0]["flags"] == ["stalled"] and rows[p0]["pending"] and rows[p0]["raised_total"] == 2
+    assert rows[p0]["alarms"] == ["stalled"] and rows[p0]["flags"]["pending"] and rows[p0]["raised_total"] == 2
     assert rows[p0]["total"] == 1
-    assert not rows[ipi]["flags"] and rows[ipi]["delivered_per_second"] > 0 and rows[ipi]["total"] >= 10
+    assert not rows[ipi]["alarms"] and rows[ipi]["delivered_per_second"] > 0 and rows[ipi]["total"] >= 10
     assert rows[ipi]["raised_per_second"] > 0
     assert main(["watch", "--once", "-i", "0.05"]) == 0  # (piped: plain lines)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["time", "port", "total", "raised/s", "deliv/s", "PM", "flags", "name"]
+    assert out[0].split() == ["time", "port", "total", "raised/s", "deliv/s", "PM", "alarms", "name"]
     assert out[1].split()[1] == f"d0:{p0}" and out[1].split()[6] == "stalled", out
     assert main(["watch", "-n", "2", "-i", "0.05", "--json"]) == 0
     assert [json.loads(line)["sample"] for line in capsys.readouterr().out.splitlines()] == [1, 2]

@@ -105,6 +105,16 @@ def test_wheel_carries_the_sim_sources_inside_the_package(dist):
     assert {f"{p}/__init__.py" for p in pkgs} <= names
 
 
+def test_wheel_carries_the_json_schema(dist, installed):
+    """xenevt/data/schema.json is package data: in the wheel as in the checkout, and what the installed
+    `xenevt schema` prints (the JSON of every --json output is held to it: tests/test_schema.py)."""
+    with zipfile.ZipFile(dist[1]) as whl:
+        assert whl.read("xenevt/data/schema.json") == (ROOT / "xenevt" / "data" / "schema.json").read_bytes()
+    r = _run(installed, "xenevt", "schema")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads((ROOT / "xenevt" / "data" / "schema.json").read_text())
+
+
 def test_wheel_installs_the_man_pages(dist, installed):
     """The pages of man/ are the wheel's data files (share/man/man1), installed under the venv's prefix, where
     `man` finds them by name."""

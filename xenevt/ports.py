@@ -41,26 +41,34 @@ class PortStatus(Record):
         self.flags = {} if flags is _NEW else flags  # pending/masked/linked/busy/link where readable
         self.xen_owned = xen_owned          # consumed by Xen itself (an ioreq server's, a vm_event ring's port)
 
-    def as_dict(self) -> dict:
-        """The known fields (None and an empty flags dict left out), in declaration order; a plain copy, not
-        dataclasses.asdict's deep one, which cost most of `list --json` on a large host."""
-        out = {k: getattr(self, k) for k in _PORT_FIELDS}
-        out["flags"] = dict(self.flags)
+    def as_dict(self, two_level: bool = False) -> dict:
+        """The port object of the JSON schema (xenevt/data/schema.json ``port``): the known fields (None and an
+        empty flags dict left out), in declaration order, ``flags`` the four booleans and the word's LINK beside
+        them as ``link`` (``two_level``: the port's pending and mask bits alone, and no word, which the bitmaps
+        do not have); a plain copy, not dataclasses.asdict's deep one, which cost most of `list --json` on a large
+        host."""
+        out = {k: getattr(self, k) for k in _PORT_FIELDS[:-3]}  # (domain .. priority)
+        out["word"] = None if two_level else self.word
+        flags = self.flags
+        out["flags"] = {k: flags[k] for k in (_BOOL_FLAGS[:2] if two_level else _BOOL_FLAGS) if k in flags}
+        out["link"] = None if two_level else flags.get("link")
+        out["xen_owned"] = self.xen_owned
         return {k: v for k, v in out.items() if v is not None and v != {}}
 
-    def json_row(self, name=None) -> str:
-        """``json.dumps(self.as_dict() | {"name": name})``, byte for byte, without building either dict: what
-        ``list --json`` streams for each of a host's 40,000 ports."""
+    def json_row(self, name=None, two_level: bool = False) -> str:
+        """``json.dumps(self.as_dict(two_level) | {"name": name})``, byte for byte, without building either dict:
+        what ``list --json`` streams for each of a host's 40,000 ports."""
         enc = _ENCODE[0] if _ENCODE else _encoder()
-        return f'{{{self._json_body(())}, "name": {"null" if name is None else enc(name)}}}'
+        return f'{{{self._json_body((), two_level)}, "name": {"null" if name is None else enc(name)}}}'
 
     def json_fields(self, skip=()) -> str:
-        """``json.dumps`` of ``as_dict()`` without the keys in ``skip``, byte for byte (a dump's words)."""
+        """``json.dumps`` of ``as_dict()`` without the keys in ``skip`` (``flags``: its ``link`` too), byte for
+        byte."""
         return f"{{{self._json_body(skip)}}}"
 
     def json_channel(self) -> str:
-        """``json_fields(("domain", "port", "word", "flags"))`` written out field by field: a dump's 20,000 words
-        each carry their channel so."""
+        """``json_fields(("domain", "port", "word", "flags"))`` (the port's channel) written out field by field: a
+        dump's 20,000 words each carry their channel so."""
         enc = _ENCODE[0] if _ENCODE else _encoder()
         text = '{"state": ' + (_STATE_JSON.get(self.state) or enc(self.state))
         v: int | None = self.vcpu
@@ -85,7 +93,7 @@ class PortStatus(Record):
             text += f', "xen_owned": {enc(self.xen_owned)}'
         return text + "}"
 
-    def _json_body(self, skip) -> str:
+    def _json_body(self, skip, two_level: bool = False) -> str:
         enc = _ENCODE[0] if _ENCODE else _encoder()
         parts = []
         if "domain" not in skip:
@@ -94,11 +102,14 @@ class PortStatus(Record):
             parts.append(f'"port": {_int(self.port, enc)}')
         parts.append(f'"state": {_STATE_JSON.get(self.state) or enc(self.state)}')
         for key, v in (("vcpu", self.vcpu), ("remote_domain", self.remote_domain), ("remote_port", self.remote_port),
-                       ("virq", self.virq), ("pirq", self.pirq), ("priority", self.priority), ("word", self.word)):
+                       ("virq", self.virq), ("pirq", self.pirq), ("priority", self.priority),
+                       ("word", None if two_level else self.word)):
             if v is not None and key not in skip:
                 parts.append(f'"{key}": {v if type(v) is int else enc(v)}')
         if self.flags and "flags" not in skip:
-            parts.append(f'"flags": {_flags_json(self.flags, enc)}')
+            text = _flags_json(self.flags, enc) if not two_level else _pm_json(self.flags, enc)
+            if text:
+                parts.append(text)
         if self.xen_owned is not None:
             parts.append(f'"xen_owned": {enc(self.xen_owned)}')
         return ", ".join(parts)
@@ -110,11 +121,10 @@ class PortStatus(Record):
         return self._remote(short)
 
     def _remote(self, short: bool) -> str:
-        if self.state == "interdomain":
-            return f"dom{self.remote_domain}:{self.remote_port}" if short else \
-                f"domain {self.remote_domain} port {self.remote_port}"
+        if self.state == "interdomain":  # (a port written the one way: d1:3)
+            return f"d{self.remote_domain}:{self.remote_port}"
         if self.state == "unbound":
-            return f"dom{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
+            return f"d{self.remote_domain} (waiting)" if short else f"waiting for domain {self.remote_domain}"
         if self.state == "virq":
             name = abi.VIRQ_NAMES.get(self.virq, "?") if self.virq is not None else "?"
             return f"VIRQ {self.virq} ({name})"
@@ -128,6 +138,7 @@ _OPTIONAL_INTS = ("vcpu", "remote_domain", "remote_port", "virq", "pirq", "prior
 assert _PORT_FIELDS == ("domain", "port", "state") + _OPTIONAL_INTS + ("flags", "xen_owned")
 _STATE_JSON = {s: f'"{s}"' for s in abi.STATES}
 _FLAG_KEYS = ("pending", "masked", "linked", "busy", "link")
+_BOOL_FLAGS = _FLAG_KEYS[:4]
 _BOOL_JSON = {True: "true", False: "false"}
 _ENCODE: list[Callable[[object], str]] = []
 
@@ -137,13 +148,21 @@ def _int(v, enc) -> str:
 
 
 def _flags_json(f: dict, enc) -> str:
-    """word_flag_dict's JSON, formatted directly when it has that shape (every port's word differs in its LINK)."""
+    """``"flags": {...}, "link": N`` of word_flag_dict's dict (as as_dict splits it), formatted directly when it
+    has that shape (every port's word differs in its LINK)."""
     if tuple(f) == _FLAG_KEYS:
         p, m, li, b, link = f.values()
         if type(p) is bool and type(m) is bool and type(li) is bool and type(b) is bool and type(link) is int:
-            return (f'{{"pending": {_BOOL_JSON[p]}, "masked": {_BOOL_JSON[m]}, "linked": {_BOOL_JSON[li]}, '
-                    f'"busy": {_BOOL_JSON[b]}, "link": {link}}}')
-    return enc(f)
+            return (f'"flags": {{"pending": {_BOOL_JSON[p]}, "masked": {_BOOL_JSON[m]}, "linked": {_BOOL_JSON[li]}, '
+                    f'"busy": {_BOOL_JSON[b]}}}, "link": {link}')
+    text = f'"flags": {enc({k: f[k] for k in _BOOL_FLAGS if k in f})}'
+    return text + (f', "link": {enc(f["link"])}' if "link" in f else "")
+
+
+def _pm_json(f: dict, enc) -> str:
+    """``"flags": {"pending": …, "masked": …}``: a 2-level port's two bits (as_dict(two_level=True))."""
+    flags = {k: f[k] for k in _BOOL_FLAGS[:2] if k in f}
+    return f'"flags": {enc(flags)}' if flags else ""
 
 
 def _encoder():

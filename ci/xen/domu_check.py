@@ -30,7 +30,7 @@ def read(key: str) -> str:
     return r.stdout.strip() if r.returncode == 0 else ""
 
 
-PLAIN = ("0x00000000", "0x40000000")  # a bound port at rest, a port Linux never bound: listed with a channel only
+PLAIN = (0, 0x40000000)  # a bound port at rest, a port Linux never bound: listed with a channel only
 
 
 def fifo_view(dump: dict) -> dict:
@@ -38,7 +38,7 @@ def fifo_view(dump: dict) -> dict:
     dump --domain/--dump-core there, which list each channel's word too): each vCPU's READY bits and queue heads,
     every word not at rest (0, or plain MASKED)."""
     return {"vcpus": [[v.get("ready", []), v.get("heads", {})] for v in dump["vcpus"]],
-            "words": [[w["port"], w["word"]] for w in dump["words"] if w["word"] not in PLAIN]}
+            "words": [[w["port"], w["word"]] for w in dump["ports"] if w["word"] not in PLAIN]}
 
 
 def look(domid: int, ask_status: bool = True) -> dict:

@@ -45,7 +45,8 @@ DEFAULT_VERSIONS = "4.17 4.20"
 def root_packages(xen: str) -> list[str]:
     return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
             "python3-pytest", "python3-pytest-timeout", "python3-prometheus-client", "libxenevtchn1",
-            f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", f"xen-utils-{xen}", "busybox-static"]
+            f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", f"xen-utils-{xen}", "busybox-static",
+            "python3-jsonschema"]
 
 
 # pulled in by dependencies but not needed to run python3 and the Xen tools from /init

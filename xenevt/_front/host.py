@@ -144,6 +144,11 @@ class Host:
         """Which backend runs: "sim" or "xen" (opens the host).  ``host.kind``"""
         return self._backend(read_only=True).name
 
+    def abi(self, domain: int) -> str | None:
+        """The event-channel ABI ``domain``'s words are read in, "FIFO" or "2-level" (None: not known here; on real
+        Xen only this kernel's is).  ``host.abi(1)``"""
+        return self._backend(read_only=True).abi(domain)
+
     @property
     def ports_live_with_process(self) -> bool:
         """True on Xen: the ports this process binds (through /dev/xen/evtchn) are closed when it exits; a

@@ -46,6 +46,13 @@ class SimBackend:
     def info(self) -> dict:
         return self.host.info()
 
+    def abi(self, domain: int) -> str | None:
+        """The ABI the domain's kernel chose (its memory says), without the engines host.info() makes."""
+        from ..engine.layout import ABI_FIFO
+
+        dom = self.host.file.domains.get(domain)
+        return None if dom is None else "FIFO" if dom.mem.event_abi == ABI_FIFO else "2-level"
+
     def domains(self) -> list[int]:
         return sorted(self.host.domains)
 

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("ports", 'Set MASKED on PORT: events stay pending, none is delivered.'),
     "notify": ("ports", 'Send an event on each PORT (EVTCHNOP_send).'),
     "set-priority": ("ports", "Set PORT's FIFO priority (0 highest, 15 lowest)."),
+    "schema": ("schema", 'Print the JSON Schema of every --json output.'),
     "sim": ("sim", 'Create, describe and change the embedded simulated Xen host.'),
     "status": ("inspect", 'Show what Xen knows of PORT and its event word.'),
     "unmask": ("ports", 'Clear MASKED on PORT (EVTCHNOP_unmask).'),
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         code = _report(f"{where}{e.format_message()}", EXIT_USAGE, {"error": e.format_message(), "type": "UsageError"},
                        argv)
     except click.ClickException as e:
-        code = _report(e.format_message(), e.exit_code or EXIT_FAILED, {"error": e.format_message()}, argv)
+        code = _report(e.format_message(), e.exit_code or EXIT_FAILED,
+                       {"error": e.format_message(), "type": "ClickException"}, argv)
     except click.Abort:
         code = 130
     except KeyboardInterrupt:
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
         name = errno.errorcode.get(e.errno or 0, "")
         code = _report(f"{e.strerror or e}{': ' + e.filename if e.filename else ''} ({name})", EXIT_FAILED,
-                       {"error": str(e), "errno": name}, argv)
+                       {"error": str(e), "type": type(e).__name__, "errno": name}, argv)
     except Exception as e:  # a bug of ours: still one line, and how to see more
         if debug:
             raise
@@ -178,7 +180,9 @@ def _report(message: str, code: int, obj: dict, argv: list[str]) -> int:
         if _json_wanted(argv):
             import json
 
-            sys.stdout.write(json.dumps(obj | {"exit_code": code}) + "\n")
+            from ..schema import VERSION
+
+            sys.stdout.write(json.dumps({"schema": VERSION} | obj | {"exit_code": code}) + "\n")
             sys.stdout.flush()
         sys.stderr.write(f"xenevt: {line}\n")
         sys.stderr.flush()

@@ -53,7 +53,7 @@ def hold_options(f):
 
 def _done(c: Ctx, domain: int, port: int, count=None, timeout=None, notify_every=None) -> None:
     st = c.host.status(domain, port)
-    c.emit(st.as_dict(), str(port))
+    c.emit(st.as_dict(c.two_level(domain, [st])) if c.json else {}, str(port))
     if c.host.ports_live_with_process or count or timeout is not None or notify_every:
         _hold(c, domain, port, st.vcpu, count, timeout, notify_every)
 

@@ -106,13 +106,16 @@ class Ctx:
         return self._caller
 
     # --- the domain rule: one place for every command
-    def enter(self, command: str, arity: str) -> None:
+    def enter(self, command: str, arity: str, prints_json: bool = True) -> None:
         """The command about to run, and what it does with domains: NONE refuses -d (an option a command
-        cannot honour is an error), ONE takes one, MANY several (and --all-domains)."""
+        cannot honour is an error), ONE takes one, MANY several (and --all-domains); one that prints no JSON
+        (no json_option) refuses --json likewise."""
         self.command, self.arity = command, arity
         if arity == NONE and self.domains_given:
             raise click.UsageError(f"it acts on no domain, so it takes no -d/--domain (given: "
                                    f"{', '.join(map(str, self.domains_given))})")
+        if self.json and not prints_json:
+            raise click.UsageError("it prints no JSON, so it takes no --json")
 
     def resolve(self, value: int | DomainName) -> int:
         """A domain's id from its id or its name (dom0 is ``Domain-0`` as xl calls it; other names are the
@@ -294,13 +297,21 @@ class Ctx:
             self._text = self._out = None
             paged.close()
 
-    def emit(self, data, text: str | None = None) -> None:
-        """JSON when --json, else ``text`` (or nothing)."""
+    def two_level(self, domain: int, ports) -> bool:
+        """Whether ``ports`` of ``domain`` were read in the 2-level ABI (their flags are its pending and mask bits
+        alone, their word those two bits): the host is asked only where a port's word was read."""
+        return any(st.word is not None for st in ports) and self.host.abi(domain) == "2-level"
+
+    def emit(self, data: dict, text: str | None = None) -> None:
+        """JSON when --json (one document of the schema, ``"schema"`` first: a stream's line), else ``text`` (or
+        nothing)."""
         if self.json:
             import json
 
+            from ..schema import VERSION
+
             out = self.stdout
-            out.write(json.dumps(data, sort_keys=False) + "\n")
+            out.write(json.dumps({"schema": VERSION} | data, sort_keys=False) + "\n")
             out.flush()
         elif text is not None:
             out = self.stdout
@@ -587,10 +598,12 @@ def pass_ctx(f):
     def run(*args, **kwargs):
         cctx = click.get_current_context()
         c = context_of(cctx)
-        c.enter(cctx.command_path.removeprefix("xenevt").strip() or "xenevt", run.domain_arity)  # type: ignore[attr-defined]
+        c.enter(cctx.command_path.removeprefix("xenevt").strip() or "xenevt", run.domain_arity,  # type: ignore[attr-defined]
+                run.prints_json)  # type: ignore[attr-defined]
         return f(c, *args, **{k: _resolved(c, v) for k, v in kwargs.items()})
 
     run.domain_arity = NONE  # type: ignore[attr-defined]
+    run.prints_json = False  # type: ignore[attr-defined]
     run.__click_params__ = [_option(spec, hidden=True) for spec in reversed(_GLOBALS)]  # type: ignore[attr-defined]
     return run
 
@@ -646,6 +659,8 @@ def settled(cmd: click.Command) -> click.Command:
 
 
 def json_option(f):
-    """--json (accepted after every command) listed in this command's help."""
+    """The command prints JSON with --json (one document of the schema, xenevt/data/schema.json): the option,
+    accepted after every command, is listed in its help (a command without it refuses --json)."""
+    f.prints_json = True
     _show(f, "json", "Print JSON.")
     return f

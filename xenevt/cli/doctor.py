@@ -99,13 +99,14 @@ def doctor(c: Ctx, edump, lsevtchn_file, raw_file, system_map, dump_core, kaslr_
 
 
 def _port_words(names, domain: int, port: int) -> str:
-    """``12`` or ``12 (vif 0 queue 0 tx ↔ d0:87)``: a device's name (a VIRQ's or IPI's is the evidence line's)."""
+    """``d5:12`` or ``d5:12 (vif 0 queue 0 tx ↔ d0:87)``: a device's name (a VIRQ's or IPI's is the evidence
+    line's)."""
     name = names.get(domain, port) if names is not None else None
     if name is None or name.kind in ("virq", "ipi", "pirq"):
-        return str(port)
+        return f"d{domain}:{port}"
     text = name.text(domain)
     peer = names.peers.get((domain, port))
-    return f"{port} ({text}" + (f" ↔ d{peer[0]}:{peer[1]})" if peer else ")")
+    return f"d{domain}:{port} ({text}" + (f" ↔ d{peer[0]}:{peer[1]})" if peer else ")")
 
 
 def _render(c: Ctx, diag) -> None:
@@ -115,9 +116,8 @@ def _render(c: Ctx, diag) -> None:
     c.page()
     out = c.text
     for f in rep.findings:
-        ports = ", ".join(_port_words(names, f.domain, p) for p in f.ports)
-        where = f"dom{f.domain}" + (f" port {ports}" if f.ports else "") + (
-            f" vCPU {f.vcpu}" if f.vcpu is not None and not f.ports else "")
+        where = ", ".join(_port_words(names, f.domain, p) for p in f.ports) if f.ports else f"d{f.domain}" + (
+            f" vCPU {f.vcpu}" if f.vcpu is not None else "")
         out.line(f"{f.severity.upper():8s}", STYLE[f.severity], f"{where}: {f.title}")
         out.line(f"         evidence: {f.evidence}")
         out.line(f"         meaning:  {f.advice}")

@@ -164,7 +164,7 @@ def dump(c: Ctx, from_file, self_kernel, system_map, dump_core, kaslr_offset, gf
 
         _notes(c, dumps[0].names)
     if c.json:
-        _emit_json(c, dumps, len(dumps) == 1 and len(named) <= 1 and not all_domains)
+        _emit_json(c, dumps)
         return
     from ..dump.render import render_dump
 
@@ -184,11 +184,13 @@ def _flag(kind: str) -> str:
             "guest-kernel": "--system-map", "dump-core": "--dump-core"}.get(kind, kind)
 
 
-def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
-    """``json.dumps`` of the dump (or the list of them), written as it is encoded (dump.model's json_chunks)."""
+def _emit_json(c: Ctx, dumps: list) -> None:
+    """``{"schema": …, "domains": [dump, …]}`` (one domain or several, the same shape), written as it is encoded:
+    byte for byte its ``json.dumps`` (dump.model's json_chunks)."""
+    from ..schema import TAG
+
     out = c.stdout
-    if not one:
-        out.write("[")
+    out.write(f'{{{TAG}, "domains": [')
     for i, x in enumerate(dumps):
         if i:
             out.write(", ")
@@ -200,7 +202,7 @@ def _emit_json(c: Ctx, dumps: list, one: bool) -> None:
             continue
         for text in chunks():
             out.write(text)
-    out.write("\n" if one else "]\n")
+    out.write("]}\n")
     out.flush()
 
 

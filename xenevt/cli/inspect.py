@@ -27,19 +27,24 @@ def status(c: Ctx, ports):
     d = c.domain()
     sts = [c.host.status(d, port) for port in ports]
     names = c.host.names(d, sts)
-    if c.json:  # (one object per port, one a line, as notify's)
+    two_level = c.two_level(d, sts)
+    if c.json:  # (one port object per port, one a line, as notify's)
         for st in sts:
-            c.emit(st.as_dict() | {"name": names.field(d, st.port)})
+            c.emit(st.as_dict(two_level) | {"name": names.field(d, st.port)})
         return
     _notes(c, names)
     c.page()
     for st in sts:
-        _status_text(c, d, st, names)
+        _status_text(c, d, st, names, two_level)
 
 
-def _status_text(c: Ctx, d: int, st, names) -> None:
+def _yes(flag) -> str:
+    return "yes" if flag else "no"
+
+
+def _status_text(c: Ctx, d: int, st, names, two_level: bool) -> None:
     port = st.port
-    c.say(f"domain {d} port {port}: {st.state}")
+    c.say(f"d{d}:{port}: {st.state}")
     if names.get(d, port) is not None:
         c.say(f"  name:     {names.label(d, port)}  ({names.get(d, port).source})")
     if st.remote():
@@ -47,12 +52,14 @@ def _status_text(c: Ctx, d: int, st, names) -> None:
     c.say(f"  vCPU:     {st.vcpu}")
     if st.priority is not None:
         c.say(f"  priority: {st.priority}")
+    f = st.flags
     if st.word is None:
-        c.say("  word:     none (port beyond the event array)")
+        c.say("  word:     none (port beyond the event array, or not readable here)")
+    elif two_level:  # (the bitmaps' two bits: nothing is linked or busy on 2-level)
+        c.say(f"  bits:     pending {_yes(f['pending'])}, masked {_yes(f['masked'])}")
     else:
-        f = st.flags
-        c.say(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {f['pending']}, masked {f['masked']},"
-              f" linked {f['linked']}, busy {f['busy']}, link {f['link']})")
+        c.say(f"  word:     {st.word:#010x}  {word_flags(st.word)}  (pending {_yes(f['pending'])}, masked "
+              f"{_yes(f['masked'])}, linked {_yes(f['linked'])}, busy {_yes(f['busy'])}, link {f['link']})")
 
 
 @click.command("list")
@@ -73,8 +80,9 @@ def list_ports(c: Ctx):
     domains = c.domains()
     listed = [(d, c.host.ports(d)) for d in domains]
     names = c.host.names(domains[0] if domains else 0, [st for _, ports in listed for st in ports])
-    if c.json:  # (one array: each row names its domain)
-        _json_rows(c, (st.json_row(names.field(d, st.port)) for d, ports in listed for st in ports))
+    if c.json:  # (one document: each port object names its domain)
+        two = {d: c.two_level(d, ports) for d, ports in listed}
+        _json_rows(c, "ports", (st.json_row(names.field(d, st.port), two[d]) for d, ports in listed for st in ports))
         return
     _notes(c, names)
     c.page()
@@ -91,29 +99,40 @@ def _list_text(c: Ctx, d: int, ports, names) -> None:
     states = c.host.vcpu_states(d)
     off = [f"vCPU {v} {s}" for v, s in enumerate(states or ()) if s != "online"]
     c.say(f"domain {d}: {len(ports)} open port(s)" + (f"; {', '.join(off)}" if off else ""))
-    c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
-            ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
-              word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
-              st.remote(), names.text(d, st.port)) for st in ports),
+    # the flag columns of the ABI: FIFO's word (PMLB, LINK, a priority), 2-level's two bits, none where unread
+    words = any(st.word is not None for st in ports)
+    if c.two_level(d, ports):
+        c.table(("port", "state", "vcpu", "PM", "remote", "name"),
+                ((str(st.port), st.state, str(st.vcpu), word_flags(st.word)[:2] if st.word is not None else "",
+                  st.remote(), names.text(d, st.port)) for st in ports),
+                right=("port", "vcpu"))
+        return
+    c.table(("port", "state", "vcpu", "prio") + (("PMLB", "link") if words else ()) + ("remote", "name"),
+            ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority))
+             + ((word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", ""))) if words else ())
+             + (st.remote(), names.text(d, st.port)) for st in ports),
             right=("port", "vcpu", "prio", "link"))
 
 
-def _json_rows(c: Ctx, rows, chunk: int = 512) -> None:
-    """A JSON array written as its rows are encoded, byte for byte what ``json.dumps(list)`` gives."""
+def _json_rows(c: Ctx, key: str, rows, chunk: int = 512) -> None:
+    """A JSON document ``{"schema": …, key: [rows]}`` written as its rows are encoded, byte for byte what
+    ``json.dumps`` of it gives."""
+    from ..schema import TAG
+
     out = c.stdout
     it = iter(rows)
     first = next(it, None)
     if first is None:
-        out.write("[]\n")
+        out.write(f'{{{TAG}, "{key}": []}}\n')
         return
-    out.write("[" + first)
+    out.write(f'{{{TAG}, "{key}": [' + first)
     batch = []
     for row in it:
         batch.append(row)
         if len(batch) >= chunk:
             out.write(", " + ", ".join(batch))
             batch = []
-    out.write((", " + ", ".join(batch) if batch else "") + "]\n")
+    out.write((", " + ", ".join(batch) if batch else "") + "]}\n")
     out.flush()
 
 

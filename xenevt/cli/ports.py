@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import click
 
 from ..abi import word_flags
 from .context import DOMAIN, PORT, PRIORITY, VCPU, Ctx, Pair, domain_option, json_option, pass_ctx
 
 
-def _flags_now(c: Ctx, domain: int, port: int) -> str:
-    st = c.host.status(domain, port)
-    return f"now {word_flags(st.word)}" if st.word is not None else "no event word"
+def _sent(r) -> dict:
+    """A notify's result in the schema's words: the port sent on (--to: the one bound to send, closed again), and
+    where the event was raised as its remote end (null: dropped)."""
+    return {"domain": r.domain, "port": r.port, "remote_domain": r.target_domain, "remote_port": r.target_port,
+            "outcome": r.outcome}
 
 
 @click.command("notify", epilog="On real Xen a process can send only on ports it bound itself: use --to for a "
@@ -44,12 +44,14 @@ def notify(c: Ctx, ports, remotes):
     b = c.host
     for port in ports:
         r = b.notify(d, port)
-        c.emit(asdict(r), f"notified port {port} of domain {d} -> domain {r.target_domain} port {r.target_port}:"
-                          f" {r.outcome}")
+        c.emit(_sent(r), f"notified d{d}:{port} -> {_at(r.target_domain, r.target_port)}: {r.outcome}")
     for rdom, rport in remotes:
         r = b.notify_remote(d, rdom, rport)
-        c.emit(asdict(r), f"bound port {r.port} of domain {d} to domain {rdom} port {rport}, notified, closed:"
-                          f" {r.outcome}")
+        c.emit(_sent(r), f"bound d{d}:{r.port} to d{rdom}:{rport}, notified, closed: {r.outcome}")
+
+
+def _at(domain: int | None, port: int | None) -> str:
+    return "nowhere" if domain is None else f"d{domain}" if port is None else f"d{domain}:{port}"
 
 
 def _simple(name: str, verb: str, doc: str, action):
@@ -61,8 +63,16 @@ def _simple(name: str, verb: str, doc: str, action):
     def cmd(c: Ctx, port):
         d = c.domain()
         action(c.host, d, port)
-        after = "" if name == "close" else f" ({_flags_now(c, d, port)})"
-        c.emit({"domain": d, "port": port, "done": name}, f"{verb} port {port} of domain {d}{after}")
+        if name == "close":  # (the port object of a closed port: what EVTCHNOP_status would say of it now)
+            c.emit({"domain": d, "port": port, "state": "closed"}, f"closed d{d}:{port}")
+            return
+        st = c.host.status(d, port)  # the port object after the change, as its text shows it
+        two_level = c.two_level(d, [st])
+        flags = word_flags(st.word) if st.word is not None else None
+        if flags is not None and two_level:
+            flags = flags[:2]  # (the bitmaps' pending and mask bits: nothing is linked or busy on 2-level)
+        after = f"now {flags}" if flags is not None else "no event word"
+        c.emit(st.as_dict(two_level), f"{verb} d{d}:{port} ({after})")
 
     return cmd
 
@@ -107,7 +117,7 @@ def set_priority(c: Ctx, port, priority):
     """
     d = c.domain()
     c.host.set_priority(d, port, priority)
-    c.emit({"domain": d, "port": port, "priority": priority}, f"port {port} of domain {d}: priority {priority}")
+    c.emit(_after(c, d, port) | {"priority": priority}, f"d{d}:{port}: priority {priority}")
 
 
 @click.command("bind-vcpu")
@@ -128,7 +138,15 @@ def bind_vcpu(c: Ctx, port, vcpu):
     """
     d = c.domain()
     c.host.bind_vcpu(d, port, vcpu)
-    c.emit({"domain": d, "port": port, "vcpu": vcpu}, f"port {port} of domain {d}: notifies vCPU {vcpu}")
+    c.emit(_after(c, d, port) | {"vcpu": vcpu}, f"d{d}:{port}: notifies vCPU {vcpu}")
+
+
+def _after(c: Ctx, d: int, port: int) -> dict:
+    """The port object after a change (--json only: the text says what changed)."""
+    if not c.json:
+        return {"domain": d, "port": port}
+    st = c.host.status(d, port)
+    return st.as_dict(c.two_level(d, [st]))
 
 
 def register(cli: click.Group) -> None:

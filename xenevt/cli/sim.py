@@ -199,13 +199,14 @@ def reset(c: Ctx, every, yes):
                 if pause:
                     host.pause(domid, False, caller=caller)
             closed[domid] = before[domid] - len(host.list_ports(caller, domid))
-    c.emit({"closed": {str(k): v for k, v in closed.items()}},
+    c.emit({"domains": [{"domain": d, "closed": n} for d, n in closed.items()]},
            "; ".join(f"domain {d}: closed {n} port(s)" for d, n in closed.items()))
 
 
 @sim.command("pause")
 @click.argument("domid", type=DOMAIN, required=False)
 @domain_option
+@json_option
 @pass_ctx
 def pause(c: Ctx, domid):
     """Pause a domain, as xl pause does.
@@ -227,6 +228,7 @@ def pause(c: Ctx, domid):
 @sim.command("unpause")
 @click.argument("domid", type=DOMAIN, required=False)
 @domain_option
+@json_option
 @pass_ctx
 def unpause(c: Ctx, domid):
     """Unpause a domain, as xl unpause does.
@@ -318,8 +320,9 @@ def xen_port(c: Ctx, domid, remote, vcpu):
     domid = _named(c, domid)
     with SimHost(c.sim_state()) as host:
         port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
-    c.emit({"domain": domid, "port": port, "remote_domain": remote, "xen_owned": True},
-           f"domain {domid} port {port}: consumed by Xen, waiting for domain {remote}")
+    c.emit({"domain": domid, "port": port, "state": "unbound", "vcpu": vcpu, "remote_domain": remote,
+            "xen_owned": True},
+           f"d{domid}:{port}: consumed by Xen, waiting for domain {remote}")
 
 
 @sim.command("check")
@@ -411,9 +414,12 @@ def device_add(c: Ctx, kind, domid, backend, queues):
     with SimHost(c.sim_state()) as host:
         made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
     what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
-    c.emit(made, f"domain {domid}: {what} served by domain {backend}: "
-                 + ", ".join(f"d{domid}:{p['port']} ↔ d{backend}:{p['peer']} ({p['key'].split(base, 1)[-1]})"
-                             for p in made["ports"]))
+    # each port in the schema's words: the frontend's port, its backend end as the remote, the node naming it
+    ports = [{"domain": domid, "port": p["port"], "remote_domain": backend, "remote_port": p["peer"],
+              "node": p["key"]} for p in made["ports"]]
+    c.emit(made | {"ports": ports}, f"domain {domid}: {what} served by domain {backend}: "
+           + ", ".join(f"d{domid}:{p['port']} ↔ d{backend}:{p['remote_port']} ({p['node'].split(base, 1)[-1]})"
+                       for p in ports))
 
 
 @device.command("list")
@@ -446,6 +452,7 @@ def device_list(c: Ctx):
 
 
 @sim.command("libpath")
+@json_option
 @pass_ctx
 def libpath(c: Ctx):
     """Print the folder holding libxenevtchn-sim.so.

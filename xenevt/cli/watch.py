@@ -75,16 +75,20 @@ class _View:
         return f"d{self.domain(row)}:{port}" if port is not None else row.key
 
     def json_row(self, r) -> dict:
+        """The schema's ``sample_row``: what the row counts, its rates, the port's flags where read (pending,
+        masked), and its ``alarms`` (storm, stalled, spurious, eoi-delayed)."""
         row = r.row
         d = self.domain(row)
         port = self.port(row)
-        return {"domain": d, "key": row.key, "port": port, "what": row.name,
-                "name": self.names.field(d, port) if port is not None else None,
-                "counts": row.counts, "total": row.total, "delivered": r.delta,
-                "delivered_per_second": round(r.per_second, 2), "raised_total": row.raised, "raised": r.raised,
-                "raised_per_second": round(r.raised_per_second, 2), "pending": row.pending, "masked": row.masked,
-                "flags": r.flags, "spurious_total": row.spurious, "spurious": r.spurious,
-                "jiffies_eoi_delayed_total": row.eoi_delayed, "jiffies_eoi_delayed": r.eoi_delayed}
+        out = {"domain": d, "key": row.key, "port": port, "what": row.name,
+               "name": self.names.field(d, port) if port is not None else None,
+               "counts": row.counts, "total": row.total, "delivered": r.delta,
+               "delivered_per_second": round(r.per_second, 2), "raised_total": row.raised, "raised": r.raised,
+               "raised_per_second": round(r.raised_per_second, 2)}
+        if row.pending is not None:
+            out["flags"] = {"pending": row.pending, "masked": row.masked}
+        return out | {"alarms": r.flags, "spurious_total": row.spurious, "spurious": r.spurious,
+                      "jiffies_eoi_delayed_total": row.eoi_delayed, "jiffies_eoi_delayed": r.eoi_delayed}
 
 
 def _names(host, domains: list[int]):
@@ -133,7 +137,7 @@ def _table(title: str, result, view: _View, height: int | None = None):
 
 
 def _plain(out, stamp: str, result, view: _View) -> None:
-    """One line per row (piped text, as ``xentop -b``): time, port, total, raises/s, deliveries/s, PM, flags
+    """One line per row (piped text, as ``xentop -b``): time, port, total, raises/s, deliveries/s, PM, alarms
     (comma-separated, or -), then the name (the only field with spaces, so it comes last)."""
     lines = [f"{stamp} {view.label(r.row)} {r.row.total} "
              f"{r.raised_per_second:.1f} {r.per_second:.1f} {_pm(r.row) or '--'} {','.join(r.flags) or '-'} "
@@ -196,7 +200,7 @@ def watch(c: Ctx, interval, once, count, sort, storm_rate):
         return
     if not c.stdout_is_terminal():
         out = c.stdout
-        out.write("time port total raised/s deliv/s PM flags name\n")
+        out.write("time port total raised/s deliv/s PM alarms name\n")
         for result, _, _ in samples():
             _plain(out, time.strftime("%H:%M:%S"), result, view)
         return

@@ -78,23 +78,24 @@ class WordView:
     def flags(self) -> str:
         return abi.word_flags(self.word)
 
-    def as_dict(self) -> dict:
-        wd = {"port": self.port, "word": f"{self.word:#010x}", "flags": self.flags, "pending": self.pending,
-              "masked": self.masked, "linked": self.linked, "busy": self.busy, "link": self.link}
+    def as_dict(self, domain: int) -> dict:
+        """The port object of the JSON schema: the channel's fields where known, then the word (an integer), its
+        four flags and its LINK."""
+        wd: dict[str, Any] = {"domain": domain, "port": self.port}
         if self.channel is not None:
-            wd["channel"] = {k: v for k, v in self.channel.as_dict().items()
-                             if k not in ("domain", "port", "word", "flags")}
-        return wd
+            wd |= {k: v for k, v in self.channel.as_dict().items() if k not in _WORD_KEYS}
+        return wd | {"word": self.word, "flags": {"pending": self.pending, "masked": self.masked,
+                                                  "linked": self.linked, "busy": self.busy}, "link": self.link}
 
-    def json_row(self, name=_NO_NAME) -> str:
-        """``json.dumps(self.as_dict())`` (with ``"name": name`` last, when given), byte for byte, formatted
+    def json_row(self, domain: int, name=_NO_NAME) -> str:
+        """``json.dumps(self.as_dict(domain))`` (with ``"name": name`` last, when given), byte for byte, formatted
         directly (a dump's 20,000 words)."""
         b = _BOOL_JSON
-        text = (f'{{"port": {self.port}, "word": "{self.word:#010x}", "flags": "{self.flags}", '
-                f'"pending": {b[self.pending]}, "masked": {b[self.masked]}, "linked": {b[self.linked]}, '
-                f'"busy": {b[self.busy]}, "link": {self.link}')
+        text = f'{{"domain": {domain}, "port": {self.port}'
         if self.channel is not None:
-            text += f', "channel": {self.channel.json_channel()}'
+            text += ", " + self.channel.json_channel()[1:-1]
+        text += (f', "word": {self.word}, "flags": {{"pending": {b[self.pending]}, "masked": {b[self.masked]}, '
+                 f'"linked": {b[self.linked]}, "busy": {b[self.busy]}}}, "link": {self.link}')
         if name is _NO_NAME:
             return text + "}"
         if name is None:
@@ -102,6 +103,9 @@ class WordView:
         import json
 
         return text + f', "name": {json.dumps(name)}}}'
+
+
+_WORD_KEYS = ("domain", "port", "word", "flags", "link")
 
 
 @dataclass
@@ -127,8 +131,8 @@ class DomainDump:
     def as_dict(self, words: bool = True) -> dict:
         d: dict[str, Any] = {"domain": self.domain, "source": self.source, "abi": self.abi,
                              "event_array_pages": self.nr_pages,
-             "ports_with_words": self.nr_ports, "max_ports": self.max_ports, "plain_masked_words": self.plain_masked,
-             "warnings": list(self.warnings), "vcpus": [], "words": []}
+             "ports_with_words": self.nr_ports, "max_ports": self.max_ports, "plain_masked_ports": self.plain_masked,
+             "warnings": list(self.warnings), "vcpus": [], "ports": []}
         for v in self.vcpus:
             vd: dict[str, Any] = {"vcpu": v.vcpu, "control_block": v.control_block}
             if v.control_block:
@@ -140,7 +144,7 @@ class DomainDump:
             vd["queues"] = [_queue_dict(q) for q in v.queues]
             d["vcpus"].append(vd)
         if words:
-            d["words"] = [w.as_dict() | {"name": self._name(w.port)} for w in self.words]
+            d["ports"] = [w.as_dict(self.domain) | {"name": self._name(w.port)} for w in self.words]
         return d
 
     def _name(self, port: int):
@@ -152,12 +156,13 @@ class DomainDump:
         import json
 
         head = json.dumps(self.as_dict(words=False))
-        assert head.endswith('"words": []}')  # (words is the last key)
+        assert head.endswith('"ports": []}')  # (the ports are the last key)
         yield head[:-2]
         words = self.words
         names = self.names.fields(self.domain, [w.port for w in words]) if self.names is not None else \
             [None] * len(words)
-        rows = [w.json_row(name) for w, name in zip(words, names, strict=True)]
+        domain = self.domain
+        rows = [w.json_row(domain, name) for w, name in zip(words, names, strict=True)]
         for i in range(0, len(rows), chunk):
             yield ("" if i == 0 else ", ") + ", ".join(rows[i:i + chunk])
         yield "]}"
@@ -171,6 +176,8 @@ def _queue_dict(q: QueueView) -> dict:
     copied once, not deep-copied port by port)."""
     d = {f: getattr(q, f) for f in _QUEUE_FIELDS}
     d["chain"] = list(q.chain)
+    if q.other_queue is not None:
+        d["other_queue"] = {"vcpu": q.other_queue[0], "priority": q.other_queue[1]}
     return {k: v for k, v in d.items() if v is not None and v != ""} | {"broken": q.broken}
 
 
@@ -241,19 +248,21 @@ class TwoLevelDump:
             vd: dict = {"vcpu": v.vcpu, "vcpu_info_known": v.known}
             if v.known:
                 vd |= {"evtchn_upcall_pending": v.upcall_pending, "evtchn_upcall_mask": v.upcall_mask,
-                       "evtchn_pending_sel": f"{v.pending_sel:#018x}", "selector_words": v.selector_words}
+                       "evtchn_pending_sel": v.pending_sel, "selector_words": v.selector_words}
             if v.scan is not None:
                 vd["scan"] = {"word": v.scan[0], "bit": v.scan[1]}
             if v.next_upcall is not None:
                 vd["next_upcall"] = list(v.next_upcall)
             d["vcpus"].append(vd)
-        for p in self.ports:
-            pd = {"port": p.port, "flags": p.flags, "pending": p.pending, "masked": p.masked, "vcpu": p.vcpu,
-                  "selector": p.selector}
+        for p in self.ports:  # port objects: the channel's fields where known, the port's two bits, its selector
+            pd: dict[str, Any] = {"domain": self.domain, "port": p.port}
             if p.channel is not None:
-                pd["channel"] = {k: val for k, val in p.channel.as_dict().items()
-                                 if k not in ("domain", "port", "word", "flags", "priority")}  # 2-level: none
-            pd["name"] = self.names.field(self.domain, p.port) if self.names is not None else None
+                pd |= {k: val for k, val in p.channel.as_dict().items()
+                       if k not in ("domain", "port", "word", "flags", "link", "priority")}  # 2-level: no priority
+            if p.vcpu is not None:
+                pd["vcpu"] = p.vcpu  # (the vCPU it is delivered on: the channel's, or Linux's CPU masks)
+            pd |= {"flags": {"pending": p.pending, "masked": p.masked}, "selector": p.selector,
+                   "name": self.names.field(self.domain, p.port) if self.names is not None else None}
             d["ports"].append(pd)
         return d
 

@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..abi import EVTCHN_FIFO_MAX_QUEUES as QUEUES
 from ..errors import EvidenceError, MiB, read_input
+from ..schema import VERSION
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Evidence:
 
     # --- snapshots for --since ---------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"format": "xenevt-evidence", "version": 1, "source": self.source,
+        return json.dumps({"schema": VERSION, "format": "xenevt-evidence", "version": 1, "source": self.source,
                            "taken_at": self.taken_at, "warnings": self.warnings, "listed": self.listed,
                            "xen_version": self.xen_version,
                            "unread": [asdict(u) for u in self.unread],
@@ -196,6 +197,8 @@ class _Snapshot:
             raise self.fail("", "not a xenevt evidence snapshot (save one with doctor --save)")
         if raw.get("version") != 1 or isinstance(raw.get("version"), bool):
             raise self.fail("", f"unsupported version {_shown(raw.get('version'))}")
+        if raw.get("schema", VERSION) != VERSION:  # (a snapshot saved before the schema was named has none)
+            raise self.fail("schema", f"unsupported schema {_shown(raw.get('schema'))} (this xenevt reads {VERSION})")
         taken = raw.get("taken_at")
         if isinstance(taken, bool) or not isinstance(taken, (int, float)) or not math.isfinite(taken):
             raise self.fail("taken_at", f"expected a time in seconds, got {_shown(taken)}")

@@ -145,6 +145,15 @@ class XenBackend:
             info["xen_version"] = version
         return info
 
+    def abi(self, domain: int) -> str | None:
+        """This kernel's ABI, as its memory shows it (where the words are read: root), else as it logged it at
+        boot (the log may have moved on); another domain's words are not read here."""
+        if not self._mine(domain):
+            return None
+        mem = self._own_words(domain)
+        found = abi_of(mem) if mem is not None else hostinfo.kernel_abi()
+        return found if found in ("FIFO", "2-level") else None
+
     def domains(self) -> list[int]:
         return [d for d, _ in self._domain_flags()]
 

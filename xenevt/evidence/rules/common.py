@@ -9,7 +9,7 @@ from .registry import Subject
 
 def remote(p: PortFacts) -> str:
     if p.state == "interdomain" and p.remote_domain is not None:
-        return f" to domain {p.remote_domain} port {p.remote_port}"
+        return f" to d{p.remote_domain}:{p.remote_port}"
     if p.state == "unbound" and p.remote_domain is not None:
         return f" waiting for domain {p.remote_domain}"
     if p.state == "virq" and p.virq is not None:

@@ -30,11 +30,11 @@ def remote_ends(s: Subject) -> None:
         elif r.state != "interdomain":
             what = f"is {r.state}" + (f" (waiting for domain {r.remote_domain})" if r.state == "unbound" else "")
         elif (r.remote_domain, r.remote_port) != (dom.domain, p.port):
-            what = f"is connected to domain {r.remote_domain} port {r.remote_port} instead"
+            what = f"is connected to d{r.remote_domain}:{r.remote_port} instead"
         else:
             continue
         s.add("error", "remote-end-mismatch", [p.port],
-              f"port {p.port} is connected to domain {p.remote_domain} port {p.remote_port}, which {what}",
+              f"d{dom.domain}:{p.port} is connected to d{p.remote_domain}:{p.remote_port}, which {what}",
               f"local: interdomain -> {p.remote_domain}:{p.remote_port}; remote: {r.state if r else 'closed'}"
               + (f" -> {r.remote_domain}:{r.remote_port}" if r is not None and r.remote_port is not None else ""),
               "Notifications on this port go nowhere useful: the two ends disagree, which Xen itself never lets "
