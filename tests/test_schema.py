@@ -51,6 +51,8 @@ CASES: dict[str, list[list[str]]] = {
     "sim pause": [["sim", "pause", "3"]],
     "sim reset": [["sim", "reset", "-d", "3"]],
     "sim unpause": [["sim", "unpause", "3"]],
+    "sim vcpu down": [["sim", "vcpu", "down", "1", "1"], ["sim", "vcpu", "down", "1", "1", "--xen-only"]],
+    "sim vcpu up": [["sim", "vcpu", "up", "1", "1"]],
     "sim xen-port": [["sim", "xen-port", "1"]],
 }
 
@@ -251,3 +253,30 @@ def test_a_port_is_the_same_object_in_list_status_and_dump(host, capfd):
                                                                                  "busy"})
         assert ("word" in listed, "link" in listed) == (not two_level, not two_level)
         assert {k: v for k, v in dumped.items() if k != "selector"} == listed
+
+
+def test_a_host_with_vcpus_down_and_never_up_validates(tmp_path, monkeypatch, capfd, validators):
+    """vCPU lifecycle in every reading command: dom1's vCPU 1 down (Linux's hotplug path), vCPU 2 never brought up
+    (no control block: its queues walk to no_control)."""
+    monkeypatch.setenv("XENEVT_STATE", str(tmp_path / "h"))
+    assert main(["sim", "init", "--percpu", "--maxvcpus", "3"]) == 0
+    assert main(["sim", "vcpu", "down", "1", "1"]) == 0
+    capfd.readouterr()
+    snap = str(tmp_path / "snap.json")
+    for path, argv in (("info", ["info"]), ("sim info", ["sim", "info"]), ("list", ["-d", "1", "list"]),
+                       ("dump", ["-d", "1", "dump"]), ("doctor", ["doctor", "--save", snap]),
+                       ("watch", ["watch", "--all-domains", "--once", "-i", "0.05"])):
+        code = main(["--json", *argv])
+        stdout, stderr = capfd.readouterr()
+        assert code in ((0, 3) if path == "doctor" else (0,)), (argv, stderr)
+        for doc in documents(stdout):
+            validators[path].validate(doc)
+    assert any(q["status"] == "no_control" for v in json.loads(documents_text(main, capfd, ["-d", "1", "dump"]))
+               ["domains"][0]["vcpus"] for q in v.get("queues", []))
+    with open(snap) as f:
+        validators["snapshot"].validate(json.load(f))
+
+
+def documents_text(run, capfd, argv: list[str]) -> str:
+    assert run(["--json", *argv]) == 0
+    return capfd.readouterr().out
