@@ -38,7 +38,8 @@ class QueueView:
     head: int                   # where the walk started
     head_from: str              # "guest" (Linux's local head, mid-consume) or "control block"
     chain: list[int]
-    status: str                 # the walker's verdict: end, stale, range, unlinked, cycle, shared, truncated, no_control
+    status: str                 # the walker's verdict: end, stale, range, unlinked, cycle, shared, truncated,
+                                # no_control
     bad_port: int | None = None
     other_queue: tuple[int, int] | None = None  # (vcpu, priority) a shared chain joins
     note: str = ""
