@@ -276,17 +276,17 @@ def _intent(h):
 
 
 CHECK_CASES = {
-    "peers disagree": (_peers, ["domain 0 port 1: remote_port: names port 1 of domain 1, which is unbound (waiting "
+    "peers disagree": (_peers, ["d0:1: remote_port: names port 1 of domain 1, which is unbound (waiting "
                                 "for domain 0): the peers disagree"]),
-    "peer connected elsewhere": (_peer_elsewhere, ["domain 0 port 1: remote_port: names port 1 of domain 1, which "
+    "peer connected elsewhere": (_peer_elsewhere, ["d0:1: remote_port: names port 1 of domain 1, which "
                                                    "is connected to port 7 of domain 0: the peers disagree",
-                                                   "domain 1 port 1: remote_port: names port 7 of domain 0, which "
+                                                   "d1:1: remote_port: names port 7 of domain 0, which "
                                                    "is closed: the peers disagree"]),
-    "pending on a closed port": (_pending_closed, ["domain 0 port 1: word.pending: PENDING on a closed port (Xen's "
+    "pending on a closed port": (_pending_closed, ["d0:1: word.pending: PENDING on a closed port (Xen's "
                                                    "close clears it)"]),
-    "closed record not clean": (_stale_closed_record, ["domain 0 port 1: channel: a closed port's record keeps "
+    "closed record not clean": (_stale_closed_record, ["d0:1: channel: a closed port's record keeps "
                                                        "fields of its last binding (a close cut short)"]),
-    "bound without a word": (_no_word, ["domain 0 port 1500: event_word: bound, but the event array has no word "
+    "bound without a word": (_no_word, ["d0:1500: event_word: bound, but the event array has no word "
                                         "for it (1024 ports)"]),
     "stale local head": (_local_head, ["domain 0 vCPU 0 queue 7: local_head: the guest's local head names port 1, "
                                        "which is not linked in this queue (a consumer killed mid-batch)"]),

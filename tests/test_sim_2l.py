@@ -380,9 +380,9 @@ CHECK_CASES = {
     "selector without upcall": (_sel_no_upcall, ["domain 1 vCPU 0: evtchn_pending_sel: selector bits 0x1 but "
                                                  "evtchn_upcall_pending is clear: the guest will not look (an upcall "
                                                  "or a raise cut short)"]),
-    "pending port 0": (_pending_port0, ["domain 2 port 0: pending: PENDING in shared_info's bitmap, but Xen has no "
+    "pending port 0": (_pending_port0, ["d2:0: pending: PENDING in shared_info's bitmap, but Xen has no "
                                         "channel for the port (valid ports 1..63)"]),
-    "pending past valid": (_pending_past_valid, ["domain 2 port 4095: pending: PENDING in shared_info's bitmap, but "
+    "pending past valid": (_pending_past_valid, ["d2:4095: pending: PENDING in shared_info's bitmap, but "
                                                  "Xen has no channel for the port (valid ports 1..63)"]),
 }
 

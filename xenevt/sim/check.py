@@ -124,7 +124,7 @@ def _record_findings(host: SimHost, dom: SimDomain, two_level: bool) -> list[Fin
     states = mem.chan_states(0, mem.nr_chans)
     for port in range(1, mem.nr_chans):
         state = states[port]
-        where = f"domain {dom.domid} port {port}"
+        where = f"d{dom.domid}:{port}"
         if state in (ECS_FREE, ECS_RESERVED):
             if state == ECS_RESERVED:
                 continue
@@ -169,19 +169,19 @@ def _clean_free(dom, port: int) -> str:
     ch = dom.mem.chan(port)
     dom.mem.set_chan(port, Chan(last_priority=ch.last_priority, last_vcpu=ch.last_vcpu))
     dom.engine.clear_pending(port)
-    return f"domain {dom.domid} port {port}: cleared the closed record and PENDING"
+    return f"d{dom.domid}:{port}: cleared the closed record and PENDING"
 
 
 def _expand(host: SimHost, dom: SimDomain, port: int) -> str:
     host.binds.guest_setup(dom, port, dom.domid)
-    return f"domain {dom.domid} port {port}: grew the event array to {dom.mem.nr_pages} page(s)"
+    return f"d{dom.domid}:{port}: grew the event array to {dom.mem.nr_pages} page(s)"
 
 
 def _unbind(dom, port: int) -> str:
     ch = dom.mem.chan(port)
     ch.state, ch.remote_port = ECS_UNBOUND, 0
     dom.mem.set_chan(port, ch)
-    return f"domain {dom.domid} port {port}: unbound (waiting for domain {ch.remote_dom} again)"
+    return f"d{dom.domid}:{port}: unbound (waiting for domain {ch.remote_dom} again)"
 
 
 def check_host(state_dir: str | None, repair: bool = False) -> tuple[list[str], list[str], list[str]]:

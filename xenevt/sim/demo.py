@@ -75,7 +75,7 @@ def run(out=None) -> int:
             h.close_port(0, 0, p0)
             st = h.status(0, 1, p1)
             step("close", f"dom0 closed port {p0}; dom1's port {p1} is {st.state} again, waiting for "
-                          f"dom{st.remote_domain}.")
+                          f"domain {st.remote_domain}.")
             out.print()
             out.print("Try it on your own simulated host: xenevt sim init; xenevt bind unbound 1; xenevt list; "
                       "xenevt dump (xenevt --help lists every command).")

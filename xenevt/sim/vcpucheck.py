@@ -136,7 +136,7 @@ def _repair_queue(effects: Effects, dom: SimDomain, vcpu: int, prio: int) -> str
     def word(port: int) -> int:  # (every port here is one the queue's walk found a word for)
         w = mem.word(port)
         if w is None:
-            raise ValueError(f"domain {dom.domid} port {port}: no event word")
+            raise ValueError(f"d{dom.domid}:{port}: no event word")
         return w
 
     def control_block() -> memoryview:
@@ -279,7 +279,7 @@ def l2_domain_findings(dom) -> list[Finding]:
             bits &= bits - 1
             port = w * L2_WORDS + bit
             if port == 0 or port >= valid:
-                out.append(Finding(f"domain {dom.domid} port {port}", "pending", "PENDING in shared_info's bitmap, "
+                out.append(Finding(f"d{dom.domid}:{port}", "pending", "PENDING in shared_info's bitmap, "
                                    f"but Xen has no channel for the port (valid ports 1..{valid - 1})",
                                    partial(_clear_l2_pending, dom, port)))
     return out
@@ -288,7 +288,7 @@ def l2_domain_findings(dom) -> list[Finding]:
 def _clear_l2_pending(dom, port: int) -> str:
     with dom.mem.l2_pending() as pv:
         pv[port // L2_WORDS] &= ~(1 << port % L2_WORDS)
-    return f"domain {dom.domid} port {port}: cleared its pending bit"
+    return f"d{dom.domid}:{port}: cleared its pending bit"
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
