@@ -232,3 +232,23 @@ def test_readers_under_a_shrinking_file_are_never_killed(state):
 @pytest.mark.slow
 def test_500_readers_under_a_shrinking_file_are_never_killed(state):
     assert _readers_under_a_shrinking_file(state, 500) > 0  # (the guard's line was met, not only the header's)
+
+
+def test_a_mapping_a_view_keeps_stays_guarded_until_it_is_let_go(state):
+    """A host closed while something still holds a view of its mapping: the mapping cannot be unmapped yet, and
+    its SIGBUS guard must not outlive it (a guard over an address the kernel hands out again would turn a later
+    SIGBUS there into zero pages over unrelated memory).  Kept, guarded and referenced until a later close can
+    unmap it, then unguarded."""
+    from xenevt.sim import store
+
+    h = SimHost(str(state))
+    mm = h.file._mm
+    view = memoryview(mm)
+    h.close()
+    assert any(m is mm for m, _ in store._LINGERING) and not mm.closed
+    watch = next(w for m, w in store._LINGERING if m is mm)
+    assert watch > 0
+    view.release()
+    with SimHost(str(state)):
+        pass
+    assert mm.closed and not any(m is mm for m, _ in store._LINGERING)

@@ -48,6 +48,23 @@ from .statefile import (
     host_id,
 )
 
+# mappings a closed host could not let go (a view of them was still held), each with its guard's id
+_LINGERING: list[tuple[mmap.mmap, int]] = []
+
+
+def _close_watched(mm: mmap.mmap, watch: int) -> bool:
+    """Unmap ``mm`` and then drop its guard; False (both kept) while a view of it is held."""
+    try:
+        mm.close()
+    except BufferError:
+        return False
+    map_unwatch(watch)
+    return True
+
+
+def _close_lingering() -> None:
+    _LINGERING[:] = [(mm, watch) for mm, watch in _LINGERING if not _close_watched(mm, watch)]
+
 
 class HostFile:
     """One open state file: mapped, checked, and locked on demand (``locked``)."""
@@ -195,15 +212,16 @@ class HostFile:
             dom.mem = None  # type: ignore[assignment]  # (let go: a use after close fails at once)
         self.domains = {}
         self.gone = {}
+        _close_lingering()
         if self._mm is None:
             return
-        try:
-            self._mm.close()
-        except BufferError:  # a caller still holds a view; the OS unmaps at exit (watched until then)
-            return
-        self._mm = None
-        map_unwatch(self.watch)
-        self.watch = 0
+        mm, watch = self._mm, self.watch
+        self._mm, self.watch = None, 0
+        if not _close_watched(mm, watch):
+            # a caller still holds a view: the mapping stays, watched, and referenced here, so it is never unmapped
+            # behind its guard's back (a guard left over an address the kernel hands out again would turn a later
+            # SIGBUS there into zero pages over whatever was mapped next); closed at a later unmap, once free
+            _LINGERING.append((mm, watch))
 
     def close(self) -> None:
         """Unmap and close; the parts holding views of the mapping (the C hot path, the consumers' pids) close
