@@ -34,8 +34,9 @@ CACHE = os.environ.get("XENEVT_DEB_CACHE", "/var/cache/xenevt-deb")
 SUITES = {"bookworm": "deb12", "trixie": "deb13"}
 # what a build chroot holds beyond the buildd variant (build-essential); the Build-Depends are added per build
 # from debian/control (apt-get build-dep), so a change there needs no new chroot.  Bump RECIPE when this changes.
-BUILD_EXTRA = ["lintian", "git"]
-RECIPE = "1"
+BUILD_EXTRA = ["lintian"]
+RECIPE = "2"
+REFRESH_DAYS = 7  # a build chroot older than this is upgraded first (when the archive is reachable)
 # lintian's verdict: these severities fail the build (each tag left is overridden with a reason in
 # debian/xenevt.lintian-overrides or explained in the README)
 LINTIAN_FAIL_ON = "error,warning"
@@ -132,7 +133,7 @@ def run(cmd: Sequence[str], what: str, timeout: float = 1800, **kw) -> subproces
     except subprocess.TimeoutExpired:
         raise DebError(f"{what}: no result after {timeout:.0f} s") from None
     except FileNotFoundError as e:
-        raise DebError(f"{what}: {e.filename} is not installed (apt install mmdebstrap)") from None
+        raise DebError(f"{what}: {e.filename} is not installed") from None
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:])
         raise DebError(f"{what} failed (exit {r.returncode}):\n{tail}")
@@ -168,7 +169,10 @@ exec chroot "$R" "$@"
 def mmdebstrap(suite: str, variant: str, include: Sequence[str], target: str, what: str) -> None:
     say(f"{what}: mmdebstrap {suite} ({variant}{', ' + ', '.join(include) if include else ''}); minutes, once")
     t0 = time.monotonic()
-    cmd = ["mmdebstrap", "--mode=root", f"--variant={variant}", "--skip=cleanup/apt/lists", "--quiet"]
+    # root mode mounts /proc, /sys and /dev in the target: in a private mount namespace, a killed mmdebstrap
+    # leaves no mount behind under the cache (which a later rmtree would walk into)
+    cmd = ["unshare", "--mount", "--propagation", "private",
+           "mmdebstrap", "--mode=root", f"--variant={variant}", "--skip=cleanup/apt/lists", "--quiet"]
     if include:
         cmd.append("--include=" + ",".join(include))
     run([*cmd, suite, target], what, timeout=3600)
@@ -176,19 +180,46 @@ def mmdebstrap(suite: str, variant: str, include: Sequence[str], target: str, wh
 
 
 def build_root(suite: str) -> str:
-    """The cached build chroot of ``suite`` (the caller holds lock(suite)): made whole or not at all."""
+    """The cached build chroot of ``suite`` (the caller holds lock(suite)): made whole or not at all, upgraded
+    when it is older than REFRESH_DAYS."""
     path = os.path.join(CACHE, f"build-{suite}")
     stamp = os.path.join(path, ".xenevt-recipe")
-    if os.path.exists(stamp) and open(stamp).read() == RECIPE:
+    if _read(stamp) == RECIPE:
+        if time.time() - os.path.getmtime(stamp) > REFRESH_DAYS * 86400:
+            try:
+                in_root(path, ["sh", "-c", "apt-get -q update && apt-get -y -q dist-upgrade"], f"{suite}: upgrade",
+                        [archives(suite)])
+                os.utime(stamp)
+            except DebError as e:
+                say(f"{suite} build chroot not upgraded, built as it is: {e}".splitlines()[0])
         return path
     tmp = path + ".new"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     mmdebstrap(suite, "buildd", BUILD_EXTRA, tmp, f"{suite} build chroot")
     with open(os.path.join(tmp, ".xenevt-recipe"), "w") as f:
         f.write(RECIPE)
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
     os.rename(tmp, path)
     return path
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf ``path``, refused while anything is mounted under it (a chroot's /proc or /dev: never walk those)."""
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        mounted = [line.split()[1] for line in f]
+    inside = [m for m in mounted if m == real or m.startswith(real + "/")]
+    if inside:
+        raise DebError(f"{path} is not removed: {inside[0]} is mounted under it (umount -R it first)")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def base_tarball(suite: str) -> str:
@@ -198,6 +229,9 @@ def base_tarball(suite: str) -> str:
         if not os.path.exists(path):
             mmdebstrap(suite, "apt", [], path + ".new.tar", f"{suite} base root")
             os.rename(path + ".new.tar", path)
+            for old in os.listdir(CACHE):  # an older recipe's
+                if old.startswith(f"root-{suite}-r") and old.endswith(".tar") and old != os.path.basename(path):
+                    os.remove(os.path.join(CACHE, old))
     return path
 
 
@@ -255,7 +289,7 @@ def build(suite: str, out: str, root: str = ROOT) -> dict:
         chroot = build_root(suite)
         times["chroot"] = time.monotonic() - t0
         work = os.path.join(chroot, "build")
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
         src = os.path.join(work, f"xenevt-{version}")
         copy_tree(src, root)
         with open(os.path.join(src, "debian", "changelog"), "r+", encoding="utf-8") as f:
@@ -288,7 +322,7 @@ def build(suite: str, out: str, root: str = ROOT) -> dict:
             f.write(report[0])
         with open(os.path.join(out, name[:-4] + ".build.log"), "w") as f:
             f.write(log.stdout)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     if report[1].strip() != "0":
         raise DebError(f"lintian failed on {name} (tags of severity {LINTIAN_FAIL_ON}):\n{report[0].strip()}")
     times["total"] = time.monotonic() - t0
