@@ -8,7 +8,7 @@ default /var/cache/xenevt-deb, one lock per suite): its own python3, setuptools,
 .deb's Depends are that suite's, and its own lintian judges it.  The tree is copied clean (git's files, the
 worktree's content), the suite's changelog entry is added to the copy (as sbuild's --append-to-version does:
 0.1.0-1 becomes 0.1.0-1~deb12 for bookworm, ~deb13 for trixie, so a dist-upgrade moves to the newer), and
-`dpkg-buildpackage -us -uc -b` runs there.  The host needs mmdebstrap and the network to the Debian archive on
+`dpkg-buildpackage -us -uc -b` runs there.  The host needs root, mmdebstrap and the network to the Debian archive on
 the first (cold) build of a suite; a warm build needs the network only when the suite's packages have moved on.
 Standard library only: it runs with any python3.
 """
