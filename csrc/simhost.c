@@ -46,6 +46,7 @@
 #define ECS_FREE 0
 #define H_CB_STATE (64 / 4)
 #define H_UPCALL (2048 / 4)
+#define H_VCPU_STATE 1536  /* u8 per vCPU (engine/layout.py VCPU_STATE_OFFSET): 0 online */
 #define ABI_2L 0u
 #define ABI_FIFO 1u
 #define ECS_UNBOUND 2
@@ -644,6 +645,10 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
     word = &d->hdr[H_UPCALL + vcpu];
     for (;;) {
         seq = __atomic_load_n(word, __ATOMIC_ACQUIRE) & XE_UPCALL_COUNT;
+        /* no upcall handler runs on a vCPU that is down or was never up: the Python path says so (a vCPU taken
+         * down while its consumer slept wakes it, VCPUOP_down's kick) */
+        if (__atomic_load_n(d->image + H_VCPU_STATE + vcpu, __ATOMIC_ACQUIRE) != 0)
+            return XE_HOST_SLOW;
         abi = __atomic_load_n(&d->hdr[H_ABI], __ATOMIC_ACQUIRE);
         memset(err, 0, sizeof(*err));
         if (abi == ABI_FIFO) {
@@ -675,6 +680,16 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
         if (xe_upcall_sleep(word, seq, left) == -EINTR)
             return XE_HOST_INTR;
     }
+}
+
+int xe_host_vcpu_online(xe_host *h, uint32_t domid, uint32_t vcpu)
+{
+    uint32_t di;
+    xe_host_dom *d = dom_of(h, domid, &di);
+
+    if (d == NULL || vcpu >= d->nr_vcpus)
+        return -1;
+    return __atomic_load_n(d->image + H_VCPU_STATE + vcpu, __ATOMIC_ACQUIRE) == 0;
 }
 
 /* --- the guest kernel's mask and unmask (Linux's, on the ABI it chose) ------------------------------------------- */

@@ -187,6 +187,10 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
 int xe_host_guest_mask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port);
 int xe_host_guest_unmask(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port);
 
+/* Whether vCPU `vcpu` of domain `domid` is up (1), down or never up (0: no upcall handler runs on it), or -1
+ * (no such domain or vCPU). */
+int xe_host_vcpu_online(xe_host *h, uint32_t domid, uint32_t vcpu);
+
 /* vcpu_mark_events_pending(): vcpu_info's upcall flag, the upcall word
  * bumped, sleepers woken (a futex wake only when one announced itself). */
 void xe_host_kick(xe_host *h, uint32_t index, uint32_t vcpu);

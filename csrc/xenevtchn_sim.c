@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "xen_api.h"
@@ -168,6 +169,7 @@ static void sim_load(void)
 static void *upcall_loop(void *arg)
 {
     uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i, slot;
+    struct timespec poll = {0, SIM_POLL_NS};
     xe_error err;
     int n;
 
@@ -178,6 +180,10 @@ static void *upcall_loop(void *arg)
         n = xe_host_consume(h, sim_domid, vcpu, out, SIM_BATCH, SIM_POLL_NS, &err);
         if (n == XE_HOST_INTR)
             continue;
+        if (n == XE_HOST_SLOW && xe_host_vcpu_online(h, sim_domid, vcpu) == 0) {
+            nanosleep(&poll, NULL);  /* a vCPU down (VCPUOP_down) runs no upcall handler: wait for it to be up */
+            continue;
+        }
         if (n < 0)
             break;  /* (an engine error on the queues, a domain gone: the Python kernel stops there too) */
         for (i = 0; i < (uint32_t)n; i++) {

@@ -2,7 +2,8 @@
 SIGKILLed at random instants; after each round the next open must leave the file consistent (``sim check``).
 
 Each round forks ``workers`` processes (bind unbound/interdomain/IPI/VIRQ, close, notify, reset, mask, unmask,
-set-priority, bind-vcpu, status, consume) on a small host whose kernels chose both ABIs (by default dom0 and dom2
+set-priority, bind-vcpu, status, a vCPU taken down and up as Linux does or by VCPUOP alone, consume) on a small
+host whose kernels bind Linux's per-CPU ports and chose both ABIs (by default dom0 and dom2
 FIFO, dom1 2-level: interdomain channels cross them), so ports are reused all the time; after a random delay each is
 killed with SIGKILL.  In half the rounds ``XENEVT_SIM_CRASH_SLEEP`` makes every step of an update sleep a little,
 so kills land inside updates more often.  Then a writable open recovers (its ``recovered`` lines say whether a
@@ -67,8 +68,14 @@ def _worker(state: str, seed: int, crash_sleep: float) -> None:
                 h.set_priority(d, d, port, rng.randrange(16))
             elif op < 0.83:
                 h.bind_vcpu(d, d, port, rng.randrange(VCPUS))
-            elif op < 0.87:  # (a reader holds the host lock too, in C: killed there, the next taker sees it)
+            elif op < 0.86:  # (a reader holds the host lock too, in C: killed there, the next taker sees it)
                 h.status(d if rng.random() < 0.8 else 0, d, port)
+            elif op < 0.88:  # CPU hotplug, Linux's path (cut short, the next run finishes it)
+                h.cpu_down(d, d, rng.randrange(1, VCPUS))
+            elif op < 0.90:
+                h.cpu_up(d, d, rng.randrange(1, VCPUS))
+            elif op < 0.91:  # VCPUOP alone, behind the kernel's back
+                h.vcpu_op(d, d, rng.randrange(1, VCPUS), rng.random() < 0.5)
             else:
                 v = rng.randrange(VCPUS)
                 if (d, v) not in claimed:
@@ -88,7 +95,7 @@ def run(kills: int, workers: int = 2, seed: int = 1, keep: str | None = None, qu
     base = tempfile.mkdtemp(prefix="xenevt-kill-")
     state = os.path.join(base, "host")
     create_host(state, nr_domains=DOMAINS, nr_vcpus=VCPUS, max_ports_dom0=64, max_ports_domu=48,
-                abis=dict(enumerate(abis)))
+                abis=dict(enumerate(abis)), percpu=True)
     figures = {"kills": 0, "rounds": 0, "inside_update": 0, "intents_redone": 0, "raises_finished": 0,
                "consumers_cleared": 0, "lock_holders_dead": 0, "inconsistent": 0, "lines": []}
     start = time.monotonic()

@@ -12,12 +12,18 @@ domain (nothing masked, as Xen creates it), the same operations but
 set-priority (which 2-level has not), a vCPU
 move done as Linux does it (mask, EVTCHNOP_bind_vcpu, unmask, so the event
 is raised again on its new vCPU), and the guest's upcall scan as consume.
+Every guest kernel binds Linux's per-CPU ports (VIRQ_TIMER, the IPIs), and takes
+its CPU 1 down and up as Linux does (``hotplug``: the dying CPU first handles
+what is queued for it, as it runs until interrupts go off); a correct guest
+binds, moves and consumes on online vCPUs only.
 
 ``inject`` then breaks such a history in one of the ways doctor knows, by
 writing the simulator's memory as a buggy guest, a lost write or a corrupted
 table would, by destroying a peer domain (sim destroy, gone or dying), by an
 unbound port for a domain that never existed, by a peer flooding a port
-between two samples, or by a vCPU that stops taking events, and says which
+between two samples, by a vCPU that stops taking events, by a vCPU taken down
+behind its kernel's back with an event queued on it, or by a port bound to a
+vCPU that was never brought up, and says which
 finding (rule, domain, port) must name it.
 ``measure`` runs both over a process pool; ``python -m tests.histories``
 prints the figures (``make doctor-check``).
@@ -42,7 +48,7 @@ from xenevt.abi import ECS_FREE, ECS_IPI
 from xenevt.backend import select_backend
 from xenevt.dump import build_dump
 from xenevt.engine import Consume, DomainMemory
-from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET
+from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET, VCPU_NEVER_UP, VCPU_ONLINE
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
@@ -65,7 +71,7 @@ def fresh_host(state_dir: str, two_level: bool = False) -> None:
     creates it."""
     if two_level not in _templates:
         with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as tdir:
-            create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True,
+            create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True, percpu=True,
                         **({"abi": "2l", "bare": (DOMAINS - 1,)} if two_level else {}))
             with open(os.path.join(tdir, FILE_NAME), "rb") as f:
                 _templates[two_level] = f.read()
@@ -87,6 +93,11 @@ def is_2l(h: SimHost, d: int) -> bool:
     return h.domains[d].mem.event_abi != ABI_FIFO
 
 
+def online(h: SimHost, d: int) -> list[int]:
+    """The vCPUs of domain ``d`` that are up: the only ones a correct guest binds, moves or consumes on."""
+    return [v for v, s in enumerate(h.domains[d].mem.vcpu_states()) if s == VCPU_ONLINE]
+
+
 def l2_consume(h: SimHost, d: int, v: int, n: int) -> list[int]:
     """Linux's 2-level upcall on vCPU ``v``: up to ``n`` ports delivered (and acknowledged)."""
     ports, err = h.domains[d].l2.consume(v, Consume.ACK, n)
@@ -100,9 +111,20 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
     ports = _open_ports(h, d)
     two = is_2l(h, d)
     op = rng.choices(["bind", "send", "burst", "consume", "mask", "unmask", "prio", "move", "requeue", "close",
-                      "many"], [14, 24, 6, 16, 6, 8, 0 if two else 6, 6, 0 if two else 3, 8, 1])[0]
+                      "many", "hotplug"], [14, 24, 6, 16, 6, 8, 0 if two else 6, 6, 0 if two else 3, 8, 1, 2])[0]
     try:
-        if op == "bind":
+        if op == "hotplug":
+            if h.domains[d].bare:
+                return
+            if VCPUS - 1 in online(h, d):  # the dying CPU handles what is queued for it before it goes down
+                while l2_consume(h, d, VCPUS - 1, 4096) if two else h.consume(d, VCPUS - 1, 4096, timeout=0):
+                    pass
+                h.cpu_down(d, d, VCPUS - 1)
+                log.append(f"d{d} cpu {VCPUS - 1} down")
+            else:
+                h.cpu_up(d, d, VCPUS - 1)
+                log.append(f"d{d} cpu {VCPUS - 1} up")
+        elif op == "bind":
             kind = rng.choice(["inter", "inter", "unbound", "virq", "ipi"])
             if kind == "inter":
                 r = rng.randrange(DOMAINS)
@@ -113,9 +135,9 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 log.append(f"d{d} unbound {h.alloc_unbound(0, d, rng.randrange(DOMAINS))}")
             elif kind == "virq":
                 virq = rng.choice([1, 2, 3, 5, 7])
-                log.append(f"d{d} virq {virq} -> {h.bind_virq(d, d, virq, rng.randrange(VCPUS))}")
+                log.append(f"d{d} virq {virq} -> {h.bind_virq(d, d, virq, rng.choice(online(h, d)))}")
             else:
-                log.append(f"d{d} ipi {h.bind_ipi(d, d, rng.randrange(VCPUS))}")
+                log.append(f"d{d} ipi {h.bind_ipi(d, d, rng.choice(online(h, d)))}")
         elif op == "many":  # dom0 adds an event-array page (1024 ports each); a domU fills its one page
             mem = h.domains[d].mem
             limit = (min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS) if two else mem.nr_chans) - 1
@@ -125,7 +147,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 n = rng.randint(300, 1100)
             n = min(n, int(FILL * limit) - len(ports))
             for _ in range(n):
-                h.bind_ipi(d, d, rng.randrange(VCPUS))
+                h.bind_ipi(d, d, rng.choice(online(h, d)))
             log.append(f"d{d} {max(n, 0)} ipis")
         elif not ports:
             return
@@ -158,7 +180,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 h.send(d, d, st.port, tell_unbound=False)
                 log.append(f"d{rd} requeue {rp}: priority {p1}, event, consumed {got}, priority {p2}, event")
             elif op == "consume":
-                v = rng.randrange(VCPUS)
+                v = rng.choice(online(h, d))
                 n = rng.randint(1, 3)
                 got = l2_consume(h, d, v, n) if two else h.consume(d, v, n, timeout=0)
                 log.append(f"d{d} vcpu {v} consumes {got}")
@@ -174,7 +196,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                 log.append(f"d{d} set-priority {st.port} {pr}")
             elif op == "move" and two:
                 # Linux's rebind_irq_to_cpu(): masked around the move, so unmasking raises it on the new vCPU
-                v = rng.randrange(VCPUS)
+                v = rng.choice(online(h, d))
                 was = h.domains[d].mem.l2_bit("mask", st.port)
                 h.mask(d, d, st.port)
                 try:
@@ -184,7 +206,7 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
                     if not was:
                         h.unmask(d, d, st.port)
             elif op == "move":
-                v = rng.randrange(VCPUS)
+                v = rng.choice(online(h, d))
                 h.bind_vcpu(d, d, st.port, v)
                 log.append(f"d{d} bind-vcpu {st.port} {v}")
             elif op == "close":
@@ -211,7 +233,7 @@ def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset(), hold: set[tuple
                 masked = w is not None and w & abi.WORD_MASKED
             if masked and (d, port) not in keep:
                 h.unmask(d, d, port)
-        for v in range(VCPUS):
+        for v in online(h, d):
             while (d, v) not in hold and (l2_consume(h, d, v, 4096) if two else h.consume(d, v, 4096, timeout=0)):
                 pass
 
@@ -308,6 +330,7 @@ class Expect:
     severity: str | None = None      # the finding's severity, where it is not the default's
     between: object = None           # instead of settling: what happens between the two samples (h -> None)
     window: float = 10.0             # seconds between the two samples
+    title: str | None = None         # words the finding's title must hold
 
     def matches(self, f: doctor.Finding) -> bool:
         if (f.rule, f.domain) != (self.rule, self.domain):
@@ -318,6 +341,8 @@ class Expect:
         if self.port is not None and self.port not in f.ports:
             return False
         if self.vcpu is not None and f.vcpu != self.vcpu:
+            return False
+        if self.title is not None and self.title not in f.title:
             return False
         return self.priority is None or f"priority {self.priority}:" in f.title
 
@@ -656,10 +681,35 @@ def inj_storm(h, rng):
 
 def inj_vcpu_stopped(h, rng):
     """A vCPU that stops taking events (blocked with events off): an event queued on it stays pending."""
-    d, v = rng.randrange(DOMAINS), rng.randrange(VCPUS)
+    d = rng.randrange(DOMAINS)
+    v = rng.choice(online(h, d))
     port = h.bind_ipi(d, d, v)
     h.send(d, d, port)
     return Expect("pending-stuck", d, port, samples=2, severity="warning", hold={(d, v)})
+
+
+def inj_queued_on_down_vcpu(h, rng):
+    """VCPUOP_down behind the kernel's back (no port moved, no queue drained), then an event for that vCPU."""
+    d, v = rng.randrange(DOMAINS), VCPUS - 1
+    if v not in online(h, d):
+        h.cpu_up(d, d, v)
+    port = h.bind_ipi(d, d, v)
+    h.vcpu_op(d, d, v, up=False)
+    h.send(d, d, port)
+    return Expect("queued-on-down-vcpu", d, port, vcpu=v, severity="warning")
+
+
+def inj_never_up(h, rng):
+    """A port bound to a vCPU that was never brought up (past the online count): no control block."""
+    d, v = rng.randrange(DOMAINS), VCPUS - 1
+    if v in online(h, d):
+        h.cpu_down(d, d, v)
+    mem = h.domains[d].mem
+    mem._words[CB_STATE_OFFSET // 4 + v] = 0  # (as a host booted with it offline has it)
+    mem.set_vcpu_state(v, VCPU_NEVER_UP)
+    port = h.alloc_unbound(d, d, 0)
+    h.bind_vcpu(d, d, port, v)
+    return Expect("vcpu-without-control-block", d, port, vcpu=v, title="never brought up")
 
 
 KINDS_2L = {
@@ -689,6 +739,8 @@ KINDS = {
     "unbound for a domain that does not exist": inj_waiting_for_nobody,
     "event storm (2 samples)": inj_storm,
     "vCPU stopped taking events (2 samples)": inj_vcpu_stopped,
+    "events queued on a down vCPU": inj_queued_on_down_vcpu,
+    "a port on a vCPU never brought up": inj_never_up,
 }
 ALL_KINDS = KINDS | KINDS_2L
 

@@ -54,6 +54,10 @@ CASES: dict[str, tuple[str, list[list[str]]]] = {
     "sim reset": (TARGET, [["sim", "reset", "-d", "{d}"]]),
     "sim unpause": (PRIV, [["sim", "unpause", "{d}"]]),
     "sim xen-port": (PRIV, [["sim", "xen-port", "{d}", "--remote", "2"]]),
+    # a guest's CPU hotplug: its own, or the toolstack asking it (--xen-only, the guest's own VCPUOP alone, is
+    # SELF: tests/test_lifecycle.py)
+    "sim vcpu down": (TARGET, [["sim", "vcpu", "down", "{d}", "1"]]),
+    "sim vcpu up": (TARGET, [["sim", "vcpu", "up", "{d}", "1"]]),
     # the host as a whole: only its control domain may replace or mend it ({d} unused)
     "sim init": (PRIV, [["sim", "init", "--force", "--yes"]]),
     "sim check": (PRIV, [["sim", "check", "--repair"]]),

@@ -47,6 +47,8 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim destroy": ("one", ["sim", "destroy"]),
     "sim xen-port": ("one", ["sim", "xen-port"]),
     "sim device add": ("one", ["sim", "device", "add", "vif"]),
+    "sim vcpu down": ("one", ["sim", "vcpu", "down", "1"]),
+    "sim vcpu up": ("one", ["sim", "vcpu", "up", "1"]),
     "info": ("none", ["info"]),
     "help": ("none", ["help", "list"]),
     "completion": ("none", ["completion", "bash"]),
@@ -143,7 +145,8 @@ def same(a: dict, b: dict, argv: list[str]) -> None:
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """The command's words and its arguments (the words before the first argument that is not a command)."""
     n = 2 if argv[0] in ("bind", "sim") else 1
-    if argv[:3] in (["sim", "device", "add"], ["sim", "device", "list"]):
+    if argv[:3] in (["sim", "device", "add"], ["sim", "device", "list"], ["sim", "vcpu", "down"],
+                    ["sim", "vcpu", "up"]):
         n = 3
     return argv[:n], argv[n:]
 

@@ -580,6 +580,50 @@ def set_l2_mask(xen, domu: int, port: int) -> None:
         subprocess.run([xl, "unpause", str(domu)], check=True, timeout=60)
 
 
+def test_the_exporter_names_netbacks_vif_ports_and_promtool_reads_it(xen, domu, domu_2l):
+    """`xenevt exporter --once` in dom0 on real Xen: every domain listed, dom0's ports by state as `list` counts
+    them, and netback's end of each domU's vif queues a series of its own, labelled with the vif; the exposition
+    goes to the runner's host (tests/console_file.py), where the real promtool checks it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.console_file import console_lines
+
+    for d in (domu, domu_2l):
+        vif_ports(d)  # (connected first: netback binds its ends when the frontend connects)
+    r = subprocess.run([sys.executable, "-m", "xenevt", "exporter", "--once", "--timeout", "200"],
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    text = r.stdout.decode()
+    print("\n".join(console_lines(f"exporter-{os.uname().release}.prom", r.stdout)))
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def of(name: str, **labels) -> list:
+        return [s for s in samples if s.name == name and all(s.labels.get(k) == str(v) for k, v in labels.items())]
+
+    assert [s.value for s in of("xenevt_collect_success", source="evidence")] == [1.0], text[-2000:]
+    assert {int(s.labels["domain"]) for s in of("xenevt_domain_info")} >= {0, domu, domu_2l}
+    rows = xenevt_json("list", "-d", "0")
+    for state in ("interdomain", "virq", "ipi"):
+        want = sum(1 for p in rows if p["state"] == state)
+        assert [s.value for s in of("xenevt_ports", domain=0, state=state)] == [want], state
+    for d in (domu, domu_2l):
+        backs = {p["port"]: p for p in rows if p["state"] == "interdomain" and p["remote_domain"] == d
+                 and p["remote_port"] in vif_ports(d).values()}
+        assert backs, (d, rows)
+        for port in backs:
+            got = of("xenevt_port_events_total", domain=0, port=port)
+            assert got and got[0].labels["device"].startswith(f"d{d} vif 0"), (d, port, got)
+
+
+def test_a_domus_own_exporter_covers_itself(xen, domu):
+    """In the FIFO domU, `xenevt exporter --once` (domu_check.py runs it, as a guest's monitoring agent would):
+    it covers its own domain only, reads its evidence, and counts the ports dom0 lists for it."""
+    got = ask_domu(domu, "exporter", wait=240)
+    assert got.get("rc") == 0, got
+    assert got["domains"] == [domu] and got["evidence"] == [1.0] and got["series"] > 0, got
+    assert got["ports"] == len(xenevt_json("list", "-d", str(domu))), got
+
+
 def first_vif_port(xen, domu: int, direction: str) -> tuple[int, int, str]:
     """The domU's vif port of its first queue in ``direction`` (tx, rx), once connected: (its port, dom0's end,
     the name doctor gives it)."""

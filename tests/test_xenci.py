@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import io
 import os
+import shutil
 import stat
 
 import pytest
@@ -130,3 +131,32 @@ def test_a_failed_tests_own_account_is_taken_from_the_console(tmp_path):
     assert xenci.failure_details(str(tmp_path / "absent"), ["x"]) == []
     log.write_text("= ERRORS =\n____ ERROR at setup of test_g[a] ____\nE   GuestRunError: no END after 240 s\n")
     assert xenci.failure_details(str(log), ["tests/test_scenarios.py::test_g[a]"])[1].strip().endswith("240 s")
+
+
+def test_a_file_from_dom0_is_put_back_together_and_checked(tmp_path):
+    from tests.console_file import console_lines
+
+    data = b"# HELP xenevt_ports Open event channels by state.\n# TYPE xenevt_ports gauge\n" + b"".join(
+        b'xenevt_ports{domain="%d",state="interdomain"} %d.0\n' % (d, d) for d in range(400))
+    lines = console_lines("exporter.prom", data)
+    assert len(lines) > 3
+    w = xenci.ConsoleWatcher(report=lambda msg: None)
+    for line in lines + ["(XEN) noise", *lines]:  # (-rA prints a passed test's output again)
+        w.feed(line)
+    assert w.facts["files"] == {"exporter.prom": data}
+    said, bad = xenci.check_files(w.facts["files"], str(tmp_path))
+    assert (tmp_path / "exporter.prom").read_bytes() == data and not bad
+    if shutil.which("promtool"):
+        assert said == ["promtool check metrics: exporter.prom ok (400 series)"]
+    # a line lost, and a line damaged: each one reason, never a file
+    for broken in (lines[:1] + lines[2:], [lines[0][:-4] + "AAAA", *lines[1:]]):
+        w = xenci.ConsoleWatcher(report=lambda msg: None)
+        for line in broken:
+            w.feed(line)
+        why = w.facts["files"]["exporter.prom"]
+        assert isinstance(why, str) and "exporter.prom from dom0 unreadable" in why, why
+        assert xenci.check_files(w.facts["files"], str(tmp_path))[1] == [why]
+    # what promtool refuses fails the run, naming the file
+    if shutil.which("promtool"):
+        said, bad = xenci.check_files({"bad.prom": b"xenevt_ports{domain=\"0\"} x\n"}, str(tmp_path))
+        assert bad and bad[0].startswith("promtool check metrics bad.prom:")

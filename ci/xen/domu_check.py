@@ -151,8 +151,33 @@ class Hypercalls:
         self.lib.xencall_close(self.h)
 
 
+def exporter() -> dict:
+    """`xenevt exporter --once` as a domU's monitoring agent would run it: its exit code, and what its exposition
+    says (the domains it covers, whether the evidence was read, its series), small enough for xenstore."""
+    r = subprocess.run([sys.executable, "-m", "xenevt", "exporter", "--once", "--timeout", "100"], capture_output=True,
+                       text=True, timeout=200, cwd="/xenevt")
+    if r.returncode != 0:
+        return {"rc": r.returncode, "error": r.stderr.strip()[-300:]}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [s for f in text_string_to_metric_families(r.stdout) for s in f.samples]
+    return {"rc": 0, "series": len(samples),
+            "domains": sorted({int(s.labels["domain"]) for s in samples if s.name == "xenevt_domain_info"}),
+            "evidence": [s.value for s in samples if s.name == "xenevt_collect_success"
+                         and s.labels.get("source") == "evidence"],
+            "ports": sum(s.value for s in samples if s.name == "xenevt_ports")}
+
+
 def command(key: str, words: list[str]) -> None:
-    """dom0's "unmask PORT" or "storm PORT SECONDS", done on this guest's own ports; the outcome to ``key``."""
+    """dom0's "unmask PORT", "storm PORT SECONDS" (done on this guest's own ports) or "exporter"; the outcome to
+    ``key``."""
+    if words == ["exporter"]:
+        try:
+            out = exporter()
+        except Exception as e:
+            out = {"error": f"{type(e).__name__}: {e}"}
+        write(key, out)
+        return
     try:
         hc = Hypercalls()
         try:

@@ -17,7 +17,7 @@ mkdir -p /proc/xen
 mount -t xenfs xenfs /proc/xen || echo "XENCI-ERROR cannot mount xenfs"
 dmesg | grep -m1 "xen:events" | sed 's/^/XENCI-KERNEL /'
 TIMEOUT=120
-SELECT="test_on_xen or xen-real or bad_input_on_xen or xen-guest"
+SELECT="test_on_xen or xen-real or bad_input_on_xen or xen-guest or lifecycle_xen"
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         xenci_break=1) export XENCI_BREAK=1 ;;
@@ -81,7 +81,7 @@ echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --durations=60 --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \
     --timeout-method=signal -k "$SELECT" tests/test_on_xen.py tests/test_contract.py \
-    tests/test_scenarios.py tests/test_cli_errors.py tests/test_guest.py 2>&1
+    tests/test_scenarios.py tests/test_cli_errors.py tests/test_guest.py tests/test_lifecycle_xen.py 2>&1
 echo "XENCI-SUMMARY rc=$?"
 sync
 poweroff -f

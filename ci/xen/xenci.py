@@ -42,8 +42,8 @@ DEFAULT_VERSIONS = "4.17 4.20"
 
 def root_packages(xen: str) -> list[str]:
     return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
-            "python3-pytest", "python3-pytest-timeout", "libxenevtchn1", f"libxenmisc{xen}", "libxenforeignmemory1",
-            "libxencall1", f"xen-utils-{xen}", "busybox-static"]
+            "python3-pytest", "python3-pytest-timeout", "python3-prometheus-client", "libxenevtchn1",
+            f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", f"xen-utils-{xen}", "busybox-static"]
 
 
 # pulled in by dependencies but not needed to run python3 and the Xen tools from /init
@@ -67,6 +67,11 @@ RESULT = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS
 # pytest's short summary (-rA): one clean line per test at the end, whatever interleaved with the progress lines
 SCENARIO = re.compile(r"^XENCI-SCENARIO (identical|different) (\S+)")
 BENCH = re.compile(r"^XENCI-BENCH (.+)$")  # a figure a test measured in dom0, for the summary line
+# a file a test made in dom0 (the exporter's exposition), for checks only the host can run (promtool): gzipped,
+# base64 lines, then its SHA-256 (console lines can be split by Xen's own messages: a damaged file is said so)
+FILE = re.compile(r"^XENCI-FILE ([A-Za-z0-9._-]{1,64}) (\d{1,6}) ([A-Za-z0-9+/=]{1,200})\s*$")
+FILE_END = re.compile(r"^XENCI-FILE-END ([A-Za-z0-9._-]{1,64}) (\d{1,6}) ([0-9a-f]{64})\s*$")
+FILE_CAP = 4 << 20  # bytes of one file once unpacked
 REASON = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (tests/\S+?)(?: - (.*))?$")
 
 
@@ -375,8 +380,10 @@ class ConsoleWatcher:
 
     def __init__(self, report=say):
         self.stage = "boot-xen"
-        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None, "scenarios": {}, "bench": []}
+        self.facts: dict = {"results": [], "summary": {}, "reasons": {}, "rc": None, "scenarios": {}, "bench": [],
+                            "files": {}}
         self.report = report
+        self._chunks: dict[str, dict[int, str]] = {}
 
     def feed(self, line: str) -> str | None:
         """Take one console line; returns the new stage when this line starts one."""
@@ -406,6 +413,7 @@ class ConsoleWatcher:
         m = BENCH.match(line)
         if m and m.group(1) not in f["bench"]:  # -rA prints a passed test's output again at the end
             f["bench"].append(m.group(1))
+        self._file(line)
         if line.startswith(("XENCI-ERROR", "XENCI-INFO")):
             self.report(line)
         if CRASH.search(line):
@@ -419,6 +427,37 @@ class ConsoleWatcher:
                 self.stage = nxt
                 return nxt
         return None
+
+    def _file(self, line: str) -> None:
+        """Collect XENCI-FILE lines; at XENCI-FILE-END, the file (bytes) or, damaged, the reason (str), in
+        facts["files"]; the first whole copy wins (-rA prints a passed test's output a second time)."""
+        files = self.facts["files"]
+        m = FILE.match(line)
+        if m:
+            if not isinstance(files.get(m.group(1)), bytes):
+                self._chunks.setdefault(m.group(1), {})[int(m.group(2))] = m.group(3)
+            return
+        m = FILE_END.match(line)
+        if not m or isinstance(files.get(m.group(1)), bytes):
+            return
+        import base64
+        import zlib
+
+        name, count, digest = m.group(1), int(m.group(2)), m.group(3)
+        chunks = self._chunks.pop(name, {})
+        try:
+            if sorted(chunks) != list(range(count)):
+                raise ValueError(f"{count - len(chunks.keys() & set(range(count)))} of its {count} lines lost")
+            packed = base64.b64decode("".join(chunks[i] for i in range(count)), validate=True)
+            un = zlib.decompressobj(wbits=31)
+            data = un.decompress(packed, FILE_CAP + 1)
+            if len(data) > FILE_CAP or not un.eof:
+                raise ValueError("cut short or larger than its cap")
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise ValueError("its SHA-256 differs (a line damaged on the console)")
+            files[name] = data
+        except (ValueError, zlib.error) as e:
+            files[name] = f"{name} from dom0 unreadable: {e}"
 
     def results(self) -> list[tuple[str, str]]:
         """(status, test) per test; the end-of-run summary wins over progress lines, which the
@@ -553,6 +592,34 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def check_files(files: dict, where: str) -> tuple[list[str], list[str]]:
+    """Save the files dom0's tests sent (under ``where``) and check each as only the host can: an exposition
+    (``*.prom``) by the real promtool.  Returns (what was checked, what failed)."""
+    said, bad = [], []
+    for name, data in sorted(files.items()):
+        if isinstance(data, str):
+            bad.append(data)
+            continue
+        os.makedirs(where, exist_ok=True)
+        path = os.path.join(where, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        if not name.endswith(".prom"):
+            continue
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            said.append(f"{name}: promtool not installed here, not checked")
+            continue
+        r = subprocess.run([promtool, "check", "metrics"], input=data, capture_output=True, timeout=120)
+        series = sum(1 for ln in data.splitlines() if ln and not ln.startswith(b"#"))
+        if r.returncode == 0:
+            said.append(f"promtool check metrics: {name} ok ({series} series)")
+        else:
+            text = (r.stdout + r.stderr).decode(errors="replace").strip().splitlines()
+            bad.append(f"promtool check metrics {name}: {' / '.join(text[:3])[:300]}")
+    return said, bad
+
+
 def failure_details(log: str, failed: list[str], most: int = 60, tests: int = 5) -> list[str]:
     """For each failed test, pytest's own account of it from the console (its ``E`` lines and what it printed),
     so that a CI log shows why without the console file; at most ``most`` lines a test, ``tests`` tests."""
@@ -629,6 +696,12 @@ def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> 
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
     if facts["bench"]:
         line += "; " + "; ".join(facts["bench"])
+    checked, bad = check_files(facts["files"], os.path.join(out, "files"))
+    if checked:
+        line += "; " + "; ".join(checked)
+    if bad:
+        ok = False
+        line += " failed: " + "; ".join(bad)
     if failed:
         for text in failure_details(os.path.join(out, "console.log"), failed):
             say(f"[{xen}] {text}")

@@ -197,6 +197,11 @@ class Host:
         FIFO flags where readable): what ``xenevt list`` prints.  ``[p.port for p in host.ports(0)]``"""
         return self._backend(read_only=True).list_ports(domain)
 
+    def vcpu_states(self, domain: int = 0) -> list[str] | None:
+        """Each vCPU of ``domain`` "online", "down" (VCPUOP_down: its control block and queues kept) or "never
+        up", where the backend knows (the simulator); None where it does not.  ``host.vcpu_states(1)``"""
+        return self._backend(read_only=True).vcpu_states(domain)
+
     def status(self, domain: int, port: int) -> PortStatus:
         """What Xen knows of ``port`` (EVTCHNOP_status) and its event word: what ``xenevt status`` prints.
         ``host.status(0, 5).state  # "interdomain"``"""

@@ -100,7 +100,8 @@ def dump(host: Host, source: Source, all_words: bool = False) -> list[DomainDump
     for src in open_memory(host, source):
         img = src.image()
         dumps.append(build_dump(img.mem, img.domain, img.source, channels=src.channels(), guest_known=img.guest_known,
-                                all_words=all_words, max_ports=img.max_ports, vcpu_known=img.vcpu_known))
+                                all_words=all_words, max_ports=img.max_ports, vcpu_known=img.vcpu_known,
+                                vcpu_states=img.vcpu_states))
     if source.kind not in ("raw", "dump-core"):  # a saved file or a core outlives the xenstore that named its ports
         _name_dumps(host, dumps)
     return dumps

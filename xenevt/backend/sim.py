@@ -109,6 +109,12 @@ class SimBackend:
         """The domain's live FIFO memory (a DomainMemory), for dumps."""
         return self.host.permit(self._as(domain), domain, "read the event-channel memory of").mem
 
+    def vcpu_states(self, domain: int) -> list[str] | None:
+        """Each vCPU's state as the simulated Xen keeps it (VCPUOP_down/up; "never up": past the online count)."""
+        from ..engine.layout import VCPU_STATES
+
+        return [VCPU_STATES[s] for s in self.fifo_memory(domain).vcpu_states()]
+
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """The frames as privcmd would map them (see SimHost.gfns for their numbers)."""
         return self.host.read_frames(self._as(domain), domain, gfns)

@@ -55,11 +55,13 @@ class Listen(click.ParamType):
               help="Also the N busiest other ports since the last collection.")
 @click.option("--storm-rate", type=RATE, default=STORM_RATE, show_default=True, metavar="N",
               help="Events per second on one port or IRQ that doctor calls a storm.")
+@click.option("--web-config", metavar="FILE", default=None,
+              help="TLS and basic auth from a Prometheus exporter-toolkit web config file (as node_exporter's).")
 @click.option("--print", "show", type=click.Choice(sorted(SHIPPED)), default=None,
               help="Print a shipped file (Prometheus alert rules, Grafana dashboard, systemd unit) and exit.")
 @domains_option
 @pass_ctx
-def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top, storm_rate, show):
+def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top, storm_rate, web_config, show):
     """Serve event-channel metrics for Prometheus.
 
     Ports by state and the limit per domain, pending and masked ports, READY queues per vCPU, event counters,
@@ -72,6 +74,7 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
       xenevt exporter --listen 127.0.0.1:9874          # your service: /metrics served until stopped
       xenevt exporter --textfile /var/lib/prometheus/node-exporter   # your node_exporter's textfile folder
       xenevt exporter --print rules                    # the alert rules, for Prometheus' rule_files
+      xenevt exporter --listen :9874 --web-config /etc/xenevt/web.yml   # HTTPS and basic auth
     """
     if show is not None:
         from importlib.resources import files
@@ -89,6 +92,14 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
         raise XenevtError("the exporter needs prometheus-client: apt install python3-prometheus-client, or pip "
                           "install 'xenevt[exporter]'") from None
     from ..metrics.serve import Exporter, exposition, registry, serve, write_textfile
+
+    web = None
+    if web_config is not None:
+        if textfile or once:
+            raise click.UsageError("--web-config is for serving /metrics: not with --textfile or --once")
+        from ..metrics.webconfig import load
+
+        web = load(web_config)
 
     # every domain the host lists, unless -d names some (a domU's exporter, or --as D: its own)
     domains = () if c.all_domains and not c.domains_given else tuple(c.domains(default=()))
@@ -120,10 +131,13 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
 
     def ready(where) -> None:
         shown = f"[{where[0]}]" if ":" in where[0] else where[0]
-        c.note(f"xenevt: exporter: serving http://{shown}:{where[1]}/metrics, a collection every {interval:g} s")
+        scheme = "https" if web is not None and web.tls is not None else "http"
+        auth = ", basic auth" if web is not None and web.users else ""
+        c.note(f"xenevt: exporter: serving {scheme}://{shown}:{where[1]}/metrics{auth}, a collection every "
+               f"{interval:g} s")
 
     try:
-        serve(ex, reg, addr, port, interval, stop, ready)
+        serve(ex, reg, addr, port, interval, stop, ready, web)
     except OSError as e:
         import errno
 

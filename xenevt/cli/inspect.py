@@ -88,7 +88,9 @@ def _list_text(c: Ctx, d: int, ports, names) -> None:
     if not ports:
         c.say(f"domain {d}: no open ports")
         return
-    c.say(f"domain {d}: {len(ports)} open port(s)")
+    states = c.host.vcpu_states(d)
+    off = [f"vCPU {v} {s}" for v, s in enumerate(states or ()) if s != "online"]
+    c.say(f"domain {d}: {len(ports)} open port(s)" + (f"; {', '.join(off)}" if off else ""))
     c.table(("port", "state", "vcpu", "prio", "PMLB", "link", "remote", "name"),
             ((str(st.port), st.state, str(st.vcpu), "" if st.priority is None else str(st.priority),
               word_flags(st.word) if st.word is not None else "", str(st.flags.get("link", "")) or "",
@@ -138,13 +140,19 @@ def render_info(data: dict, out) -> None:
         out.print("domains: " + " ".join(str(d["domain"]) for d in doms))
         return
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("domain", "privileged", "vcpus", "ports in use", "highest port", "array pages", "control blocks"):
-        t.add_column(col, justify="left" if col == "control blocks" else "right")
+    # (the simulator says which vCPUs are up: a column where some vCPU is not)
+    online = any(len(d.get("vcpus_online", ())) != d["vcpus"] for d in doms if "vcpus_online" in d)
+    for col in ("domain", "privileged", "vcpus") + (("online",) if online else ()) + \
+            ("ports in use", "highest port", "array pages", "control blocks"):
+        t.add_column(col, justify="left" if col in ("control blocks", "online") else "right")
+
+    def some(vcpus: list[int], of: int) -> str:
+        return "all" if len(vcpus) == of else ",".join(map(str, vcpus)) or "none"
+
     for d in doms:
-        cbs = d["control_blocks"]
-        t.add_row(str(d["domain"]), "yes" if d["privileged"] else "no", str(d["vcpus"]), str(d["ports_in_use"]),
-                  str(d["max_ports"] - 1), str(d["event_array_pages"]),
-                  "all" if len(cbs) == d["vcpus"] else ",".join(map(str, cbs)) or "none")
+        up = (some(d.get("vcpus_online", []), d["vcpus"]),) if online else ()
+        t.add_row(str(d["domain"]), "yes" if d["privileged"] else "no", str(d["vcpus"]), *up, str(d["ports_in_use"]),
+                  str(d["max_ports"] - 1), str(d["event_array_pages"]), some(d["control_blocks"], d["vcpus"]))
     out.print(t)
 
 

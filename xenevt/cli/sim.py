@@ -80,7 +80,11 @@ class DomainAbi(click.ParamType):
 @sim.command("init")
 @click.option("--domains", type=DOMAINS, default=2, show_default=True,
               help="Domains to create: dom0 (privileged) plus domUs.")
-@click.option("--vcpus", type=VCPUS, default=2, show_default=True, help="vCPUs per domain.")
+@click.option("--vcpus", type=VCPUS, default=2, show_default=True, help="vCPUs per domain online at boot.")
+@click.option("--maxvcpus", type=VCPUS, default=None,
+              help="vCPUs per domain (xl's maxvcpus; default --vcpus): those past --vcpus were never brought up.")
+@click.option("--percpu", is_flag=True,
+              help="Each guest's kernel binds what Linux binds per online CPU (VIRQ_TIMER, the IPIs).")
 @click.option("--max-ports-dom0", type=MAX_PORTS, default=4096, show_default=True,
               help="Event-channel limit of dom0.")
 @click.option("--max-ports-domu", type=MAX_PORTS, default=1024, show_default=True,
@@ -97,7 +101,8 @@ class DomainAbi(click.ParamType):
 @yes_option
 @json_option
 @pass_ctx
-def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force, yes):
+def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force,
+         yes):
     """Create a fresh simulated host.
 
     Each guest kernel sets up the ABI it chooses (--abi, --domain-abi).
@@ -106,6 +111,7 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, 
     Examples:
       xenevt --state ./h sim init                       # 2 domains, 2 vCPUs each, FIFO
       xenevt --state ./h sim init --force --domains 3 --vcpus 4 --domain-abi 1=2l
+      xenevt --state ./h sim init --force --vcpus 2 --maxvcpus 4 --percpu
     """
     if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
         check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")
@@ -114,8 +120,11 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, 
         if in_use:
             c.confirm(f"replace the host at {c.state}, which is in use ({in_use})", yes)
     abis = dict(domain_abis)
-    path = create_host(c.state, domains, vcpus, max_ports_dom0, max_ports_domu, force, xen=xen, abi=abi_name,
-                       abis=abis)
+    if maxvcpus is not None and maxvcpus < vcpus:
+        raise click.BadParameter(f"{maxvcpus} is fewer than the {vcpus} vCPUs online at boot (--vcpus)",
+                                 param_hint="'--maxvcpus'")
+    path = create_host(c.state, domains, maxvcpus or vcpus, max_ports_dom0, max_ports_domu, force, xen=xen,
+                       abi=abi_name, abis=abis, online=vcpus, percpu=percpu)
     with SimHost(c.state, read_only=True) as host:
         info = host.info()
     chosen = {abis.get(d, abi_name) for d in range(domains)}
@@ -123,7 +132,8 @@ def init(c: Ctx, domains, vcpus, max_ports_dom0, max_ports_domu, xen, abi_name, 
     said = f"{names[chosen.pop()]} ABI" if len(chosen) == 1 else \
         "ABIs " + ", ".join(f"domain {d} {names[abis.get(d, abi_name)]}" for d in range(domains))
     c.emit(info, f"created a simulated Xen {xen} host at {path}: {domains} domain(s) (dom0 privileged), "
-                 f"{vcpus} vCPU(s) each, {said}")
+                 f"{vcpus} vCPU(s) each" + (f" online of {maxvcpus}" if maxvcpus and maxvcpus > vcpus else "")
+           + f", {said}")
 
 
 @sim.command("info")
@@ -455,4 +465,7 @@ def libpath(c: Ctx):
 
 
 def register(cli: click.Group) -> None:
+    from . import simvcpu
+
+    simvcpu.register(sim)
     cli.add_command(sim)

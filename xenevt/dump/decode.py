@@ -45,12 +45,14 @@ def abi_of(mem: DomainMemory) -> str:
 
 def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[int, PortStatus] | None = None,
                guest_known: bool = True, all_words: bool = False, max_ports: int | None = None,
-               engine=None, vcpu_known: list[bool] | None = None, omit: dict[int, PortStatus] | None = None):
+               engine=None, vcpu_known: list[bool] | None = None, omit: dict[int, PortStatus] | None = None,
+               vcpu_states: list[str] | None = None):
     """Decode ``mem``: a DomainDump (FIFO) or a TwoLevelDump.  ``guest_known``: the source holds Linux's
     local state (sim, kernel): FIFO walks start at its local heads, the 2-level upcall at its saved scan
     position; otherwise at the control blocks' heads, and at port 0.  ``vcpu_known`` (2-level): which
     vCPUs' vcpu_info was read (default: all).  ``omit`` (FIFO): statuses whose port's word, where it is the
-    word the status was read with, is left out of ``words`` (doctor has their facts: 20,000 words not made)."""
+    word the status was read with, is left out of ``words`` (doctor has their facts: 20,000 words not made).
+    ``vcpu_states`` (FIFO): each vCPU's state where the source knows it (EventImage.vcpu_states)."""
     if abi_of(mem) == "2-level":
         return build_l2_dump(mem, domain, source, channels=channels, guest_known=guest_known,
                              all_words=all_words, max_ports=max_ports, vcpu_known=vcpu_known)
@@ -65,6 +67,8 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
     for v in range(nv):
         cb = mem.control_block(v)
         view = VcpuView(v, cb is not None)
+        if vcpu_states is not None and v < len(vcpu_states):
+            view.state = vcpu_states[v]
         if cb is not None:
             view.ready = cb[0]
             view.heads = list(cb[2:18])

@@ -57,6 +57,7 @@ class VcpuView:
     guest_ready: int | None = None        # Linux's local copy of READY (None: not known for this source)
     guest_heads: list[int] | None = None  # Linux's local heads
     queues: list[QueueView] = field(default_factory=list)
+    state: str | None = None              # "online", "down", "never up" where the source knows (the simulator)
 
 
 _NO_NAME = object()  # (WordView.json_row without a name field)

@@ -39,11 +39,12 @@ def render_dump(d: DomainDump | TwoLevelDump, out) -> None:
     for w in d.warnings:
         console.line(f"  warning: {w}", "yellow")
     for v in d.vcpus:
+        said = f" ({v.state})" if v.state not in (None, "online") else ""
         if not v.control_block:
-            console.line(f"  vCPU {v.vcpu}: no control block (events for it are dropped)")
+            console.line(f"  vCPU {v.vcpu}{said}: no control block (events for it are dropped)")
             continue
         ready = ",".join(map(str, _bits(v.ready))) or "-"
-        line = f"  vCPU {v.vcpu}: READY {v.ready:#06x} [{ready}]"
+        line = f"  vCPU {v.vcpu}{said}: READY {v.ready:#06x} [{ready}]"
         if v.guest_ready:
             line += f"  guest still holds [{','.join(map(str, _bits(v.guest_ready)))}]"
         console.line(line)

@@ -34,6 +34,8 @@ from .layout import (
     UPCALL_OFFSET,
     VALID_WORD,
     VCPU_INFO,
+    VCPU_STATE_OFFSET,
+    VCPU_STATES,
     Chan,
     Geometry,
     LayoutError,
@@ -85,6 +87,7 @@ class DomainMemory:
         self._words = self.buffer.cast("I")
         for v in range(nr_vcpus):
             self.cb_offset(v)  # a control-block offset out of its page is refused now, not when followed
+            self.vcpu_state(v)
         if version >= 2:
             self.event_abi  # an unknown ABI is refused now  # noqa: B018
             if self.valid_ports > nr_chans:
@@ -302,6 +305,26 @@ class DomainMemory:
         simulator kicks through xe_upcall_bump)."""
         i = UPCALL_OFFSET // 4 + vcpu
         self._words[i] = (self._words[i] + 1) & UPCALL_COUNT
+
+    def vcpu_state(self, vcpu: int) -> int:
+        """VCPU_ONLINE, VCPU_DOWN or VCPU_NEVER_UP (layout.py); an unknown value is an error, never guessed at."""
+        if not 0 <= vcpu < self.nr_vcpus:
+            raise LayoutError(f"{self.origin}: vCPU {vcpu} out of range 0..{self.nr_vcpus - 1}")
+        value = self.buffer[VCPU_STATE_OFFSET + vcpu]
+        if value not in VCPU_STATES:
+            raise self._bad(VCPU_STATE_OFFSET + vcpu, f"vcpu_state[{vcpu}]", f"unknown vCPU state {value}")
+        return value
+
+    def vcpu_states(self) -> list[int]:
+        """Every vCPU's state (vcpu_state), in vCPU order."""
+        return [self.vcpu_state(v) for v in range(self.nr_vcpus)]
+
+    def set_vcpu_state(self, vcpu: int, state: int) -> None:
+        """One byte store: a kill leaves the old state or the new."""
+        if state not in VCPU_STATES:
+            raise LayoutError(f"unknown vCPU state {state}")
+        self.vcpu_state(vcpu)
+        self.buffer[VCPU_STATE_OFFSET + vcpu] = state
 
     def consumer(self, vcpu: int) -> int:
         return self._words[CONSUMER_OFFSET // 4 + vcpu]

@@ -7,7 +7,8 @@ care where the bytes live.  Sections, each 64-byte aligned:
 
 * header page: magic, geometry, array size, a count of ports freed (so a
   cached lowest-free-port hint can be revalidated), per-vCPU control-block
-  offsets;
+  offsets, per-vCPU online state (``VCPU_STATE_OFFSET``: zero in images made
+  before it, which read as every vCPU online);
 * the event array: ``max_pages`` pages of 1024 event words (Xen's view);
 * one guest page per vCPU holding its control block at a chosen offset;
 * hypervisor-private: queue tails (``vcpu * 16 + priority``) and channels;
@@ -53,6 +54,11 @@ CB_STATE_OFFSET = 64  # u32 per vCPU: 0 = no control block, else offset + 1
 UPCALL_OFFSET = 2048  # u32 per vCPU: bumped on each upcall (vcpu_info's upcall_pending, a futex word)
 UPCALL_COUNT = 0x7FFFFFFF  # its count; bit 31: a consumer sleeps on it (XE_UPCALL_WAITERS)
 CONSUMER_OFFSET = 3072  # u32 per vCPU: pid of the process consuming as this vCPU, 0 if none
+# u8 per vCPU: VCPU_ONLINE (0: every image made before it reads so), VCPU_DOWN (VCPUOP_down after it ran: its control
+# block and queues kept), VCPU_NEVER_UP (a vCPU beyond the online count at boot, maxvcpus: never initialised)
+VCPU_STATE_OFFSET = 1536
+VCPU_ONLINE, VCPU_DOWN, VCPU_NEVER_UP = 0, 1, 2
+VCPU_STATES = {VCPU_ONLINE: "online", VCPU_DOWN: "down", VCPU_NEVER_UP: "never up"}
 CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
 GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
 TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES

@@ -64,6 +64,7 @@ def add_dump(ev: Evidence, d: DomainDump | TwoLevelDump, known: dict[int, PortSt
     for v in d.vcpus:
         vf = VcpuFacts(v.vcpu, v.control_block, v.ready if v.control_block else None,
                        list(v.heads) if v.control_block else None)
+        vf.state = v.state
         # Linux's local READY and heads, where the source has them: they tell a queue being consumed
         # (READY already taken from the control block) from one nobody will look at again
         if v.guest_heads is not None:
@@ -113,7 +114,8 @@ def from_memory(source, label: str) -> Evidence:
     img = source.image()
     ev = Evidence(label)
     add_dump(ev, build_dump(img.mem, img.domain, label, channels=source.channels(), guest_known=img.guest_known,
-                            max_ports=img.max_ports, vcpu_known=img.vcpu_known))
+                            max_ports=img.max_ports, vcpu_known=img.vcpu_known,
+                                vcpu_states=img.vcpu_states))
     return ev
 
 
@@ -162,7 +164,8 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         if limit is not None and img.abi == "2-level":
             limit = min(limit, abi.EVTCHN_2L_NR_CHANNELS)  # Xen's 2-level ports: the bitmaps' 4096
         add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
-                                guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made),
+                                guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made,
+                                vcpu_states=img.vcpu_states),
                  made)
     # the hypervisor's own view of every domain's words, where the backend can press 'e'
     try:

@@ -66,6 +66,8 @@ class VcpuFacts:
     upcall_pending: bool | None = None
     upcall_mask: bool | None = None
     selector_words: list[int] | None = None
+    # "online", "down" (VCPUOP_down: its block and queues kept) or "never up", where the source knows (the simulator)
+    state: str | None = None
 
     @property
     def guest_known(self) -> bool:

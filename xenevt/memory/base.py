@@ -49,6 +49,10 @@ class MemoryBackend(Protocol):
         """Every open port's status, keyed by port: what dumps annotate words with."""
         ...
 
+    def vcpu_states(self, domain: int) -> list[str] | None:
+        """Each vCPU's state ("online", "down", "never up"), where the backend knows it; None where not."""
+        ...
+
     def map_frames(self, domain: int, gfns: list[int]) -> list[bytes]:
         """Copies of the domain's frames ``gfns`` (4 KiB each, in order), as privcmd maps them."""
         ...
@@ -81,6 +85,7 @@ class EventImage:
     channel_table: bool = False   # mem's channel records are the hypervisor's table: a raw save keeps them
     saved_source: str = ""  # what a raw dump's header records, where it says more than ``source`` (default: it)
     vcpu_known: list[bool] | None = None  # 2-level: which vCPUs' vcpu_info the source read (None: all)
+    vcpu_states: list[str] | None = None  # each vCPU "online", "down" or "never up", where the source knows
 
     def __post_init__(self) -> None:
         if not self.saved_source:

@@ -30,7 +30,8 @@ class LiveSource(MemorySource):
         # Xen's limit is the bitmaps' 4096 ports
         limit = mem.nr_chans if abi_of(mem) == "FIFO" else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
         return EventImage(mem, self.domain, name, guest_known=True, max_ports=limit, channel_table=True,
-                          saved_source=f"{name} domain {self.domain}")
+                          saved_source=f"{name} domain {self.domain}",
+                          vcpu_states=self.backend.vcpu_states(self.domain))
 
     def channels(self) -> dict[int, PortStatus]:
         return self.backend.channels(self.domain)

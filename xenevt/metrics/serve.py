@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .. import Host
 
 PROM_NAME = "xenevt.prom"
+CONNECTION_TIMEOUT = 10.0  # seconds a connection may take to shake hands and send its request
 
 
 class Exporter:
@@ -180,17 +181,30 @@ def _why(e: OSError) -> str:
 
 
 def serve(exporter: Exporter, reg, host: str, port: int, interval: float, stop: threading.Event,
-          ready=None) -> None:
-    """Serve ``/metrics`` on host:port and collect every ``interval`` seconds until ``stop`` is set."""
+          ready=None, web=None) -> None:
+    """Serve ``/metrics`` on host:port and collect every ``interval`` seconds until ``stop`` is set; ``web`` (a
+    loaded --web-config): TLS and basic authentication, its files watched for changes (webconfig.Guard)."""
     import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    from .webconfig import Guard
+
+    guard = Guard(web) if web is not None else None
+    conn = threading.local()  # (the config a connection was accepted under, for its requests)
+
     class Handler(BaseHTTPRequestHandler):
+        timeout = CONNECTION_TIMEOUT  # (a client that sends nothing holds one thread this long, no more)
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            cfg = getattr(conn, "cfg", None)
+            extra = dict(cfg.headers) if cfg is not None else {}
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if cfg is not None and guard is not None and not guard.allowed(cfg, self.headers.get("Authorization")):
+                body, ctype, code = b"unauthorized\n", "text/plain; charset=utf-8", 401
+                extra["WWW-Authenticate"] = 'Basic realm="xenevt exporter"'
+            elif path == "/metrics":
                 body, ctype, code = exposition(reg), CONTENT_TYPE_LATEST, 200
             elif path == "/":
                 body = b"xenevt exporter: event-channel metrics at /metrics\n"
@@ -200,6 +214,8 @@ def serve(exporter: Exporter, reg, host: str, port: int, interval: float, stop: 
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -209,6 +225,29 @@ def serve(exporter: Exporter, reg, host: str, port: int, interval: float, stop: 
     class Server(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True
+
+        def finish_request(self, request, client_address) -> None:
+            """In the connection's own thread: the config now in force, then the TLS handshake (a slow or bad
+            client costs its thread, never the accept loop), then the request."""
+            if guard is None:
+                conn.cfg = None
+                return super().finish_request(request, client_address)
+            request.settimeout(CONNECTION_TIMEOUT)
+            cfg = conn.cfg = guard.current()
+            if cfg is None:
+                return  # (a changed config that does not load: no connection until it does)
+            if cfg.tls is None:
+                return super().finish_request(request, client_address)
+            import ssl
+
+            try:
+                tls = cfg.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # (a failed handshake: nothing to answer; the client sees the TLS alert)
+            try:
+                super().finish_request(tls, client_address)
+            finally:
+                tls.close()
 
     server = Server((host, port), Handler)
     try:

@@ -50,6 +50,10 @@ RULES: dict[str, str] = {
     "register the control block of": SELF,
     "expand the event array of": SELF,
     "consume events of": SELF,
+    "make VCPUOP_up or VCPUOP_down for": SELF,  # vcpu_op() acts on current->domain's vCPUs
+    # a guest's CPU hotplug: its own (echo 0 > .../cpuN/online), or the toolstack asking it (xl vcpu-set)
+    "take down a vCPU of": TARGET,
+    "bring up a vCPU of": TARGET,
     # the toolstack: XEN_DOMCTL_pausedomain/unpausedomain/destroydomain (xsm_domctl's default, XSM_PRIV); a PV
     # device's backend nodes and the builder's console/xenstore ports (libxl in dom0); debug keys (sysctl)
     "pause": PRIV,

@@ -115,6 +115,17 @@ class Consumers:
         dom.mem.set_consumer(vcpu, os.getpid())
         self.claimed.add((domid, vcpu))
 
+    def release_one(self, domid: int, vcpu: int) -> None:
+        """Give back one vCPU this process claimed (its pid cleared first, then its lock)."""
+        if (domid, vcpu) not in self.claimed:
+            return
+        dom = self.file.domains.get(domid)
+        if dom is not None and dom.mem.consumer(vcpu) == os.getpid():
+            dom.mem.set_consumer(vcpu, 0)
+        if self._fd is not None:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self.file.consumer_byte(domid, vcpu))
+        self.claimed.discard((domid, vcpu))
+
     def release(self) -> None:
         """A consumer that leaves says so: its vCPUs show no consumer pid any more, their locks given back."""
         for domid, vcpu in self.claimed:

@@ -14,9 +14,9 @@ import time
 
 from ..abi import ECS_RESERVED, EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_NR_CHANNELS, MAX_EVENT_ARRAY_PAGES, PAGE_SIZE
 from ..engine import DomainMemory, Geometry, LayoutError
-from ..engine.layout import ABI_2L
+from ..engine.layout import ABI_2L, VCPU_NEVER_UP
 from ..errors import StateError, UsageError
-from .domain import KERNEL_ABIS, kernel_boot
+from .domain import KERNEL_ABIS, boot_percpu, kernel_boot
 from .hot import format_lock
 from .statedir import StateDir, default_state_dir, errtext
 from .statefile import (
@@ -24,6 +24,7 @@ from .statefile import (
     DOM_BARE,
     DOM_ENTRY,
     DOM_KERNEL_2L,
+    DOM_PERCPU,
     DOM_PRIVILEGED,
     DOM_TABLE,
     FILE_NAME,
@@ -44,14 +45,19 @@ from .statefile import (
 
 def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
                 max_ports_domu: int = 1024, force: bool = False, xen: str = DEFAULT_XEN,
-                bare: tuple[int, ...] = (), abi: str = "fifo", abis: dict[int, str] | None = None) -> str:
+                bare: tuple[int, ...] = (), abi: str = "fifo", abis: dict[int, str] | None = None,
+                online: int | None = None, percpu: bool = False) -> str:
     """Create a fresh host (dom0 + domUs) and return its state file's path.
 
     Each guest boots as Linux does (``kernel_boot``), on the ABI its kernel
     chooses: ``abi`` for every domain, ``abis`` per domain (``"fifo"`` or
     ``"2l"``, as ``xen.fifo_events=0`` makes Linux choose).  A ``bare`` domain
     has no guest kernel: it starts as Xen creates every domain (2-level ABI,
-    nothing masked) and changes only by the hypercalls made for it.  ``xen``
+    nothing masked) and changes only by the hypercalls made for it.  ``online``
+    vCPUs of each guest are up at boot (all by default); the others, up to
+    ``nr_vcpus`` (xl's maxvcpus), were never brought up: no control block.
+    ``percpu``: each guest's kernel binds what Linux binds per online CPU
+    (domain.percpu_ports).  ``xen``
     is the Xen version whose rules are followed where versions differ.  The
     file is built aside and renamed into place, so an existing host is never
     left half-written.
@@ -61,6 +67,10 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
         raise StateError(f"Xen {xen} is not a version the simulator follows (choose from {', '.join(XEN_VERSIONS)})")
     if not 1 <= nr_domains <= MAX_DOMAINS:
         raise StateError(f"domain count {nr_domains} out of range 1..{MAX_DOMAINS}")
+    if online is None:
+        online = nr_vcpus
+    if not 1 <= online <= nr_vcpus:
+        raise UsageError(f"online vCPU count {online} out of range 1..{nr_vcpus} (the vCPUs each domain has)")
     abis = dict(abis or {})
     kernels = {}
     for domid, name in [(d, abi) for d in range(nr_domains)] + sorted(abis.items()):
@@ -101,7 +111,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (a signal held back is delivered here)
                 _reserve(fd, size, state_dir)
-                _build(fd, size, nr_domains, geos, kernels, bare, xen)
+                _build(fd, size, nr_domains, geos, kernels, bare, xen, online, percpu)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -132,9 +142,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: dict[int, int], bare, xen: str) -> None:
+def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: dict[int, int], bare, xen: str,
+           online: int, percpu: bool) -> None:
     """Write a new host into the reserved file: the header (a fresh host id), the domain table, each domain as
-    its kernel boots it, the journal page's lock."""
+    its kernel boots it (its vCPUs past ``online`` never brought up), the journal page's lock."""
     with mmap.mmap(fd, size) as mm:
         HEADER.pack_into(mm, 0, MAGIC, VERSION, nr_domains, size, int(time.time()))
         JOURNAL_AT.pack_into(mm, JOURNAL_FIELD, size - PAGE_SIZE)
@@ -144,12 +155,16 @@ def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: d
         for domid, geo in enumerate(geos):
             two_level = domid not in bare and kernels[domid] == ABI_2L
             flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
-                (DOM_KERNEL_2L if two_level else 0)
+                (DOM_KERNEL_2L if two_level else 0) | (DOM_PERCPU if percpu and domid not in bare else 0)
             DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
             mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
             mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used
             if domid not in bare:
+                for v in range(online, geo.nr_vcpus):
+                    mem.set_vcpu_state(v, VCPU_NEVER_UP)
                 kernel_boot(mem, two_level)
+                if percpu:
+                    boot_percpu(mem, two_level)
             mem.release()
             del mem
             offset += geo.size

@@ -6,20 +6,63 @@ use ``kernel_boot``; the open file (store.py) makes one SimDomain per domain tab
 
 from __future__ import annotations
 
-from ..abi import ECS_FREE, ECS_RESERVED
-from ..engine import DomainMemory, engine_for, twolevel_for
-from ..engine.layout import ABI_2L, ABI_FIFO, L2_WORDS
-from .statefile import DOM_BARE, DOM_DYING, DOM_GONE, DOM_KERNEL_2L, DOM_PAUSED, DOM_PRIVILEGED
+from .. import abi
+from ..abi import ECS_FREE, ECS_IPI, ECS_RESERVED, ECS_VIRQ, VIRQS
+from ..engine import Chan, DomainMemory, engine_for, twolevel_for
+from ..engine.layout import ABI_2L, ABI_FIFO, L2_WORDS, VCPU_ONLINE
+from .statefile import DOM_BARE, DOM_DYING, DOM_GONE, DOM_KERNEL_2L, DOM_PAUSED, DOM_PERCPU, DOM_PRIVILEGED
 
 _OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 KERNEL_ABIS = {"fifo": ABI_FIFO, "2l": ABI_2L}  # what a simulated Linux kernel may choose at boot (sim init --abi)
 
 
+# What Linux binds per CPU, in its order (a PV guest, Linux 6.1, booted with nopvspin as xen-ci's guests are: no
+# spinlock kicker): xen_cpu_up_prepare_pv() binds VIRQ_TIMER (xen_setup_timer), then xen_smp_intr_init() the
+# reschedule, call-function, [VIRQ_DEBUG: 2-level kernels only, since Linux 5.10] and call-function-single IPIs,
+# then xen_smp_intr_init_pv() the irq_work IPI.  The boot CPU binds the same, its timer in start_kernel().
+PERCPU_NAMES = ("timer", "resched", "callfunc", "debug", "callfuncsingle", "irqwork")
+
+
+def percpu_ports(vcpu: int, two_level: bool) -> list[tuple[str, Chan]]:
+    """The per-CPU ports Linux binds for CPU ``vcpu``, named as /proc/interrupts names them, in Linux's order."""
+    out = []
+    for name in PERCPU_NAMES:
+        if name == "debug" and not two_level:
+            continue
+        virq = {"timer": VIRQS["timer"], "debug": VIRQS["debug"]}.get(name)
+        chan = Chan(state=ECS_IPI, notify_vcpu=vcpu) if virq is None else \
+            Chan(state=ECS_VIRQ, aux=virq, notify_vcpu=vcpu)
+        out.append((f"{name}{vcpu}", chan))
+    return out
+
+
+def boot_percpu(mem: DomainMemory, two_level: bool) -> None:
+    """A fresh image's per-CPU binds at boot, CPU 0 first then each online CPU as it comes up, each at the lowest
+    free port (a fresh table: the next one), enabled as Linux's bind leaves it (unmasked, nothing pending)."""
+    port = 1
+    for v in range(mem.nr_vcpus):
+        if mem.vcpu_state(v) != VCPU_ONLINE:
+            continue
+        for _, chan in percpu_ports(v, two_level):
+            while mem.chan(port).state != ECS_FREE:
+                port += 1
+            mem.set_chan(port, chan)
+            mem.grow_valid(port)
+            if two_level:
+                with mem.l2_mask() as mask:
+                    mask[port // 64] &= ~(1 << port % 64)
+            else:
+                word = mem.word(port)
+                assert word is not None  # (page 0 holds the boot CPUs' ports: 6 per CPU at most)
+                mem.set_word(port, word & ~abi.WORD_MASKED)
+
+
 def kernel_boot(mem: DomainMemory, two_level: bool) -> None:
     """What a simulated Linux kernel does to its event channels at boot (and after EVTCHNOP_reset, as the kernel
-    that follows one does): FIFO, a zeroed control block per vCPU (EVTCHNOP_init_control) then one MASKED array
-    page; 2-level, no hypercall: it masks every port (xen_evtchn_mask_all(), all 4096) and its upcall scan
-    starts at word 0, bit 0.  Idempotent: a reset redone after a kill runs it again."""
+    that follows one does): FIFO, a zeroed control block per online vCPU (EVTCHNOP_init_control: a vCPU never
+    brought up has none) then one MASKED array page; 2-level, no hypercall: it masks every port
+    (xen_evtchn_mask_all(), all 4096) and its upcall scan starts at word 0, bit 0.  Idempotent: a reset redone
+    after a kill runs it again."""
     if two_level:
         with mem.l2_mask() as mask:
             for i in range(L2_WORDS):
@@ -29,6 +72,8 @@ def kernel_boot(mem: DomainMemory, two_level: bool) -> None:
                 scan[0] = scan[1] = 0
         return
     for v in range(mem.nr_vcpus):
+        if mem.vcpu_state(v) != VCPU_ONLINE:
+            continue
         mem.register_control_block(v)
         view = mem.control_block(v)
         assert view is not None  # (registered just above)
@@ -47,6 +92,7 @@ class SimDomain:
         self.privileged = bool(flags & DOM_PRIVILEGED)
         self.bare = bool(flags & DOM_BARE)
         self.kernel_2l = bool(flags & DOM_KERNEL_2L)  # its kernel chose 2-level: after a reset it stays there
+        self.percpu = bool(flags & DOM_PERCPU)  # its kernel binds Linux's per-CPU ports (percpu_ports)
         self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
         self._engine = self._l2 = None  # made on first use: `list` and `status` of 168 domains run neither

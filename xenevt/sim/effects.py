@@ -20,7 +20,21 @@ from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN
 from ..ports import chan_is_open
 from . import hot
 from .domain import SimDomain, kernel_boot
-from .statefile import K_CHAN, K_CLOSE_WORD, K_CONTROL, K_DESTROY, K_ENABLE, K_FREES, K_PAGE, K_RAISE, K_RESET, RAISE
+from .statefile import (
+    HEADER,
+    K_CHAN,
+    K_CLOSE_WORD,
+    K_CONTROL,
+    K_DESTROY,
+    K_ENABLE,
+    K_FREES,
+    K_PAGE,
+    K_RAISE,
+    K_RESET,
+    K_VCPU,
+    RAISE,
+    VERSION,
+)
 from .stats import Stats
 from .store import HostFile
 
@@ -166,6 +180,15 @@ class Effects:
             if f & CHAN_DEFERRED and first + i:
                 self.raise_event(dom, first + i)
 
+    def vcpu_state(self, dom: SimDomain, vcpu: int, state: int) -> None:
+        """VCPUOP_down / VCPUOP_up, redone: the file made version 4 first (statefile.VERSIONS: an older xenevt then
+        refuses it), the state byte stored, and whoever sleeps on the vCPU's upcall word woken to see it.  Nothing
+        else: Xen keeps the vCPU's control block and queues, and events still link on them while it is down."""
+        struct.pack_into("<I", self.file.mm, 8, VERSION)
+        assert HEADER.unpack_from(self.file.mm, 0)[1] == VERSION
+        dom.mem.set_vcpu_state(vcpu, state)
+        hot.kick_word(self.file.upcall_word(dom, vcpu))
+
     def frees_entry(self, dom: SimDomain) -> tuple[int, int, int, bytes]:
         """The freed-channels count one higher: any process's lowest-free-port hint above a freed port is stale."""
         return (K_FREES, dom.domid, 0, struct.pack("<I12x", (dom.mem.frees + 1) & 0xFFFFFFFF))
@@ -283,3 +306,5 @@ class Effects:
                 self.control_block(dom, index, struct.unpack_from("<I", value)[0])
             elif kind == K_DESTROY:
                 self.destroy_all(dom, dying=bool(index))
+            elif kind == K_VCPU:
+                self.vcpu_state(dom, index, struct.unpack_from("<I", value)[0])

@@ -30,7 +30,7 @@ import time
 from .. import abi
 from ..engine import Consume
 from ..engine.codes import SP, engine_error
-from ..engine.layout import ABI_FIFO
+from ..engine.layout import ABI_FIFO, VCPU_NEVER_UP, VCPU_ONLINE
 from ..errors import channel_error
 from . import hot
 from .access import Access
@@ -45,6 +45,15 @@ CONSUME_BATCH = 256
 CONSUME_MAX = 4096  # the C loop's batch limit (hot.HotHost's buffer); larger asks go the Python way
 WAKE = 1.0  # a consumer's longest sleep before it checks that its host was not replaced (s)
 _hot_consume, _unpack, _monotonic = hot.consume, hot.unpack, time.monotonic
+
+
+def refuse_down(dom: SimDomain, vcpu: int, call: str) -> None:
+    """No upcall handler runs on a vCPU that is down or was never brought up (the C loop leaves it to this)."""
+    state = dom.mem.vcpu_state(vcpu) if 0 <= vcpu < dom.mem.nr_vcpus else VCPU_ONLINE
+    if state != VCPU_ONLINE:
+        how = "never brought up" if state == VCPU_NEVER_UP else "down"
+        raise channel_error(call, errno.EINVAL, f"vCPU {vcpu} is {how}: no upcall handler runs on it (xenevt sim "
+                            f"vcpu up {dom.domid} {vcpu})", domain=dom.domid, vcpu=vcpu)
 
 
 class GuestKernel:
@@ -111,6 +120,7 @@ class GuestKernel:
         self.file.writable()
         dom = self.access.own(caller, domid, call, vcpu=vcpu) if caller is not None else self.access.domain(domid, call)
         self.access.vcpu(dom, vcpu, call)
+        refuse_down(dom, vcpu, call)
         self.consumers.claim(dom, vcpu, call)
 
     def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
@@ -164,6 +174,7 @@ class GuestKernel:
         word = self.file.upcall_word(dom, vcpu)
         while True:
             seq = dom.mem.upcall_seq(vcpu)
+            refuse_down(dom, vcpu, call)  # (each pass: VCPUOP_down wakes a consumer that slept on it)
             fifo = dom.mem.event_abi == ABI_FIFO
             ports, err = (dom.engine if fifo else dom.l2).consume(vcpu, Consume.ACK, max_events)
             for port in ports:

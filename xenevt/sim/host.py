@@ -12,6 +12,7 @@ laid out by statefile.py); ``stats`` the activity counters (stats.py); ``hot`` t
 ``access`` who may call (access.py); ``effects`` Xen's restartable steps (effects.py) and ``journal`` the intent
 record and the recovery that replays it (journal.py); ``consumers`` one consumer per vCPU (consumers.py);
 ``binds`` and ``xen`` the hypercalls (binds.py, hypercalls.py); ``guest`` the guest kernel's own acts (guest.py);
+``lifecycle`` vCPUs going down and up (lifecycle.py);
 ``reader`` the status reads in bulk (reader.py); ``console`` the 'e' debug key (console.py); ``frames`` foreign
 mappings (foreign.py); ``xenstore`` the nodes that name ports (xenstore.py).  A host opened only to inspect is
 readhost.SimReadHost, made of the read parts alone; both are a HostView (view.py), which holds the read parts and
@@ -38,6 +39,7 @@ from .guest import CONSUME_BATCH, GuestKernel
 from .hotpath import HotPath
 from .hypercalls import Hypercalls
 from .journal import Journal
+from .lifecycle import Lifecycle
 from .reader import Reader
 from .readhost import SimReadHost
 from .statedir import default_state_dir
@@ -74,6 +76,7 @@ class SimHost(HostView):
         self.binds = Binds(file, access, self.effects, self.journal, hot)
         self.xen = Hypercalls(file, access, self.effects, self.journal, hot)
         self.guest = GuestKernel(file, access, self.effects, self.consumers, hot, stats)
+        self.lifecycle = Lifecycle(file, access, self.journal, self.binds, self.xen, self.guest, self.consumers)
         reader = Reader(file, access, hot)
         super().__init__(file, stats, access, reader, ForeignFrames(file, access), Console(file, reader),
                          SimXenstore(file, access, self.binds))
@@ -102,6 +105,9 @@ class SimHost(HostView):
         self.consume = guest.consume
         self.consumer_live = self.consumers.live
         self.device_add = self.xenstore.device_add
+        self.vcpu_op = self.lifecycle.vcpu_op
+        self.cpu_down = self.lifecycle.cpu_down
+        self.cpu_up = self.lifecycle.cpu_up
 
         if recover:
             file.on_take = self.journal.finish  # whoever takes the lock first finishes an update cut short

@@ -26,7 +26,7 @@ from .. import abi
 from .._native import ffi, lib
 from ..engine.layout import UPCALL_OFFSET
 from ..errors import StateError
-from .statefile import DOM_ENTRY, DOM_TABLE, HEADER, JOURNAL_AT, JOURNAL_FIELD, LOCK_SLOT, MAGIC, VERSION
+from .statefile import DOM_ENTRY, DOM_TABLE, HEADER, JOURNAL_AT, JOURNAL_FIELD, LOCK_SLOT, MAGIC, VERSIONS
 
 SLOW = lib.XE_HOST_SLOW
 INTR = lib.XE_HOST_INTR
@@ -109,7 +109,8 @@ class HostLock:
             return
         head = os.pread(fd, HEADER.size, 0)
         journal = JOURNAL_AT.unpack(os.pread(fd, JOURNAL_AT.size, JOURNAL_FIELD))[0]
-        if len(head) < HEADER.size or HEADER.unpack(head)[:2] != (MAGIC, VERSION) or journal != size - abi.PAGE_SIZE:
+        if len(head) < HEADER.size or HEADER.unpack(head)[0] != MAGIC or HEADER.unpack(head)[1] not in VERSIONS \
+                or journal != size - abi.PAGE_SIZE:
             return
         wfd = writable(fd) if writable is not None else None
         if wfd is None:

@@ -16,7 +16,7 @@ from itertools import compress
 from threading import get_ident
 
 from .. import abi
-from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN, L2_WORDS
+from ..engine.layout import ABI_FIFO, CHAN, CHAN_XEN, L2_WORDS, VCPU_ONLINE
 from ..errors import channel_error
 from ..ports import _PORT_FIELDS, PortStatus, chan_status, word_flag_dict
 from ..xenver import XEN_OWNED_STATUS_HIDDEN, behaves
@@ -179,6 +179,7 @@ def host_info(file: HostFile, frames: ForeignFrames) -> dict:
                      "max_ports": mem.nr_chans, "limit_from": "the simulated hypervisor's max_evtchn_port",
                      "event_array_pages": mem.nr_pages, "ports_in_use": d.nr_open(),
                      "control_blocks": [v for v in range(mem.nr_vcpus) if mem.cb_offset(v) is not None],
+                     "vcpus_online": [v for v, s in enumerate(mem.vcpu_states()) if s == VCPU_ONLINE],
                      "gfns": frames.gfns(d.domid)})
     abis = {"FIFO" if d.mem.event_abi == ABI_FIFO else "2-level" for d in file.domains.values()}
     return {"backend": "sim", "state_file": file.path, "xen_version": file.xen_version,

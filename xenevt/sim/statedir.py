@@ -24,6 +24,7 @@ import os
 import stat
 
 from ..errors import StateError
+from ..trust import check_ancestors
 
 _WRITABLE = stat.S_IWGRP | stat.S_IWOTH
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
@@ -114,20 +115,9 @@ class StateDir:
                 raise StateError(f"cannot create state directory {p}: {errtext(e)}", errno=e.errno) from None
 
     def _check_ancestors(self, real: str) -> None:
-        """ssh's rule for the path above the directory: root's or ours (or, reading, the host owner's), and
-        writable by others only when sticky."""
-        trusted = {0, self.uid, self.owner}
-        p = os.path.dirname(real)
-        while True:
-            st = os.lstat(p)
-            if st.st_uid not in trusted:
-                raise _refuse("state directory", self.path, f"lies under {p}, owned by uid {st.st_uid}")
-            if st.st_mode & _WRITABLE and not st.st_mode & stat.S_ISVTX:
-                raise _refuse("state directory", self.path, f"lies under {p}, writable by others "
-                              f"(mode {stat.S_IMODE(st.st_mode):04o}, not sticky)")
-            if p == "/":
-                return
-            p = os.path.dirname(p)
+        """ssh's rule for the path above the directory (xenevt.trust): root's or ours (or, reading, the host
+        owner's), and writable by others only when sticky."""
+        check_ancestors(real, {self.uid, self.owner}, "state directory", self.path, StateError)
 
     def where(self, name: str) -> str:
         return os.path.join(self.path, name)

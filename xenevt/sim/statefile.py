@@ -37,6 +37,10 @@ listed with XEN_DOMINF_dying, no port can be allocated in it) and
 ``DOM_GONE`` (destroyed: no hypercall finds it any more, ESRCH; its image stays
 in the file unused, so no other domain's offset moves, and its domid is not
 reused) are what a destroyed domain leaves; both together are refused.
+``DOM_PERCPU`` (``sim init --percpu``): its simulated Linux binds, per online
+vCPU, the ports Linux binds per CPU (domain.percpu_ports), at boot and when a
+vCPU comes up, and closes them when it goes down; a bare domain has no kernel
+to bind them, so ``DOM_BARE | DOM_PERCPU`` is refused too.
 
 The journal page (at the offset the header's u64 at byte 32 gives: the
 file's last page), a fixed layout that C code may
@@ -86,6 +90,10 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
 * ``K_CONTROL`` index=vCPU, value=u32 offset: EVTCHNOP_init_control (the
   first control block switches the domain to FIFO: 2-level pending bits kept
   as deferred events, every port's priority the default);
+* ``K_VCPU`` index=vCPU, value=u32 state (engine/layout.py ``VCPU_*``):
+  VCPUOP_down or VCPUOP_up (the control block and queues are kept either
+  way: a down vCPU's queues still take events); the header's version is made
+  4 first (``VERSIONS``);
 * ``K_DESTROY`` index=1 to leave the domain dying, 0 gone: Xen's
   evtchn_destroy() (every port closed, Xen's own included, so each
   interdomain peer goes back to unbound waiting for this domid; the FIFO
@@ -101,13 +109,17 @@ from itertools import compress
 from .. import abi, xenver
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_RESERVED, ECS_VIRQ
 from ..engine import Chan, DomainMemory, LayoutError
-from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, Record
+from ..engine.layout import CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, VCPU_STATES, Record
 from ..errors import StateError
 from ..ports import chan_problem
 
 FILE_NAME = "host.xes"
 MAGIC = b"XENEVTSM"
-VERSION = 3  # 2: the journal page; 3: domain images of layout version 2 (2-level section), the Xen version
+VERSION = 4  # 2: the journal page; 3: domain images of layout version 2 (2-level section), the Xen version;
+# 4: per-vCPU online state (engine/layout.py VCPU_STATE_OFFSET)
+# what this xenevt reads: a version 3 file's vCPU state bytes are 0, every vCPU online, as it was; the first vCPU
+# state stored in one (K_VCPU) makes it version 4 first, so an older xenevt then refuses it instead of misreading it
+VERSIONS = (3, 4)
 HEADER = struct.Struct("<8sIIQQ")  # magic, version, nr_domains, file_size, created
 DOM_ENTRY = struct.Struct("<IIQQ")  # domid, flags, offset, size
 DOM_TABLE = 64
@@ -118,7 +130,8 @@ DOM_PAUSED = 4  # paused by the toolstack (``xl pause``): EVTCHNOP_reset may nam
 DOM_KERNEL_2L = 8  # its simulated Linux kernel chose the 2-level ABI (xen.fifo_events=0), not FIFO
 DOM_DYING = 16  # destroyed but still listed (XEN_DOMINF_dying): every port closed, none can be allocated
 DOM_GONE = 32  # destroyed: not listed, ESRCH for every hypercall naming it; its image is kept, unused
-DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE
+DOM_PERCPU = 64  # its simulated Linux binds what Linux binds per CPU (VIRQ_TIMER, the IPIs; domain.percpu_ports)
+DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE | DOM_PERCPU
 XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
 # u64 of the host header: the host's identity, random and never 0 (0: a file made before it), so what lives beside
 # the state file (the counters, the consumer locks) belongs to this host and not to one it replaced
@@ -137,12 +150,12 @@ ENTRIES = 0x080
 ENTRY = struct.Struct("<IIII16s")  # kind, domain, index, reserved, value
 MAX_INTENT_ENTRIES = (abi.PAGE_SIZE - ENTRIES) // ENTRY.size
 INTENT_COMMITTED = 0x544E4958  # "XINT"
-K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL, K_DESTROY = range(1, 10)
+K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL, K_DESTROY, K_VCPU = range(1, 11)
 KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAISE: "raise", K_ENABLE: "enable",
-         K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block", K_DESTROY: "destroy"}
+         K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block", K_DESTROY: "destroy", K_VCPU: "vcpu-state"}
 # the hypercall an intent record belongs to (reports only)
 OPS = {1: "alloc_unbound", 2: "bind_interdomain", 3: "bind_virq", 4: "bind_ipi", 5: "close", 6: "reset",
-       7: "expand_array", 8: "init_control", 9: "destroy"}
+       7: "expand_array", 8: "init_control", 9: "destroy", 10: "vcpu_down", 11: "vcpu_up"}
 OP_CODES = {name: code for code, name in OPS.items()}
 
 
@@ -191,10 +204,11 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
     magic, version, nr_domains, file_size, _ = HEADER.unpack_from(mm, 0)
     if magic != MAGIC:
         raise StateError(f"state file {path}: not a xenevt state file (bad magic)")
-    if version != VERSION:
-        older = ": made by an older xenevt, re-create it with `xenevt sim init --force`" if version < VERSION else ""
-        raise corrupt(path, 8, "version",
-                      f"unsupported state file version {version} (this xenevt reads {VERSION}){older}")
+    if version not in VERSIONS:
+        older = ": made by an older xenevt, re-create it with `xenevt sim init --force`" if version < VERSIONS[0] \
+            else ""
+        raise corrupt(path, 8, "version", f"unsupported state file version {version} (this xenevt reads "
+                      f"{' and '.join(map(str, VERSIONS))}){older}")
     if file_size != size:
         raise corrupt(path, 16, "file_size", f"header says {file_size} bytes, the file has {size}")
     if not 1 <= nr_domains <= MAX_DOMAINS:
@@ -220,7 +234,7 @@ def check_file(mm, size: int, path: str, records: bool = True) -> list[tuple[int
             raise corrupt(path, at, f"{field}.domid", f"domain {domid} is not below {abi.DOMID_FIRST_RESERVED:#x}")
         if flags & ~DOM_FLAGS:
             raise corrupt(path, at + 4, f"{field}.flags", f"unknown flags {flags:#x}")
-        if flags & DOM_BARE and flags & DOM_KERNEL_2L:
+        if flags & DOM_BARE and flags & (DOM_KERNEL_2L | DOM_PERCPU):
             raise corrupt(path, at + 4, f"{field}.flags", f"flags {flags:#x}: domain {domid} is bare (no kernel), "
                           "yet names the ABI its kernel chose")
         if flags & DOM_DYING and flags & DOM_GONE:
@@ -416,6 +430,11 @@ def check_journal(mm, journal: int, path: str, mems: dict[int, DomainMemory]) ->
                 if index >= mem.nr_vcpus or offset % 8 or offset > abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE:
                     raise corrupt(path, at + 8, f"{field}.index", f"no control block of vCPU {index} at offset "
                                   f"{offset:#x} in domain {domid}")
+            if kind == K_VCPU:
+                state = struct.unpack_from("<I", value)[0]
+                if index >= mem.nr_vcpus or state not in VCPU_STATES:
+                    raise corrupt(path, at + 8, f"{field}.index", f"no vCPU {index} in domain {domid} to put in "
+                                  f"state {state}")
             if kind == K_PAGE:
                 if index >= mem.max_pages:
                     raise corrupt(path, at + 8, f"{field}.index",

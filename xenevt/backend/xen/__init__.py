@@ -357,6 +357,10 @@ class XenBackend:
         where no page is mapped there."""
         return mapping.translate_address(*self._ctrl(), domain, vcpu, virt)
 
+    def vcpu_states(self, domain: int) -> list[str] | None:
+        """Not read here (XEN_DOMCTL_getvcpuinfo would say which vCPUs are up): unknown, so no view claims one."""
+        return None
+
     def fifo_memory(self, domain: int) -> DomainMemory:
         """This kernel's own event memory, FIFO or 2-level (kcore); another domain's frames are known only to
         that domain (its shared_info: `xenevt dump --shared-info auto`)."""

@@ -15,6 +15,7 @@ from .registry import CHECKS, RULES, Check, Rule
 FAMILIES = (
     "masks",     # a port's pending and mask bits; where a 2-level guest's upcall looks
     "queues",    # FIFO queues: chains, READY and heads, LINKED ports no queue reaches, BUSY, control blocks
+    "lifecycle",  # vCPUs down and up: events left on a down vCPU's queues
     "peers",     # the other end: disagreeing, dying or gone; a domain stuck dying
     "limits",    # the event-channel limit
     "versions",  # what a Xen version does not report

@@ -167,11 +167,17 @@ def no_control_block(s: Subject) -> None:
             continue
         v = dom.vcpus.get(p.vcpu)
         if v is not None and v.control_block is False:
+            # a CPU merely taken offline keeps its block (Xen keeps it, Linux registers one per CPU once)
+            why = f"vCPU {p.vcpu} was never brought up" if v.state == "never up" else \
+                f"vCPU {p.vcpu} never registered a control block"
             s.add("error", "vcpu-without-control-block", [p.port],
-                  f"port {p.port} notifies vCPU {p.vcpu}, which has no control block",
-                  f"{p.state}{remote(p)}, notify vCPU {p.vcpu}; vCPU {p.vcpu} never registered a control block",
-                  "Xen drops every event for a vCPU without a control block (a CPU that is offline or never "
-                  "finished coming up); bind the port to an online vCPU (`xenevt bind-vcpu`) or bring the CPU up.",
+                  f"port {p.port} notifies vCPU {p.vcpu}, which has no control block" +
+                  (" (never brought up)" if v.state == "never up" else ""),
+                  f"{p.state}{remote(p)}, notify vCPU {p.vcpu}; {why}",
+                  "Xen drops every event for a vCPU without a control block: a CPU never brought up (past the "
+                  "online count, xl's maxvcpus), or one that was offline across a save/restore (Linux's resume "
+                  "frees an offline CPU's block); a CPU merely taken offline keeps its block and its events "
+                  "wait.  Bind the port to an online vCPU (`xenevt bind-vcpu`) or bring the CPU up.",
                   vcpu=p.vcpu)
 
 
