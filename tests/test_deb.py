@@ -135,6 +135,9 @@ def test_the_control_fields(built):
     recommends = [r.strip().split()[0] for r in f["Recommends"].split(",")]
     assert "libxenevtchn1" in recommends and "python3-prometheus-client" in recommends
     assert any(r.startswith("libxenmisc4.") for r in recommends), recommends
+    # what only some commands import: sim libpath's compiler and headers, the exporter's --web-config
+    suggests = [r.strip().split()[0] for r in f["Suggests"].split(",")]
+    assert sorted(suggests) == ["gcc", "python3-bcrypt", "python3-dev", "python3-yaml"], suggests
 
 
 def _site(unpacked: Path) -> Path:
