@@ -3,8 +3,8 @@ built in a chroot of the suite passes that suite's lintian, ships what it promis
 a bare root of the suite (no Xen there, no python3 before it), runs there on the simulator and purges cleanly.
 
 Cold (no cache under $XENEVT_DEB_CACHE) each suite's chroot and base root are made first: 12-14 min for both
-suites on a busy 2-core machine; warm 3-4 min for both (the test prints its stages' seconds).  Without root or
-mmdebstrap the slow tests skip; XENEVT_REQUIRE_DEB=1 (CI) makes that a failure."""
+suites on a busy 2-core machine; warm about 1 min for both (3-4 min busy; the test prints its stages' seconds).
+Without root or mmdebstrap the slow tests skip; XENEVT_REQUIRE_DEB=1 (CI) makes that a failure."""
 
 from __future__ import annotations
 
