@@ -14,7 +14,7 @@ demo: setup ## the main job: a guided scenario on a fresh simulated Xen host
 docs: setup ## the API reference, from the docstrings of xenevt's public names (pdoc), into build/api
 	bash ci/docs.sh build/api
 
-.PHONY: docs help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint man wheel clean
+.PHONY: docs help setup demo native test test-fast test-floor test-c sanitize bench fuzz doctor-check kill-campaign xen-ci guest lint man wheel deb clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ man: setup ## make the man pages in man/ again from the commands' help (shipped 
 
 wheel: setup ## build the sdist and, from it, the wheel into dist/ (python -m build)
 	$(VPY) -m build --outdir dist .
+
+deb: ## the Debian package for SUITE=bookworm|trixie (default: this machine's), built in a chroot of it, into dist/
+	$(PY) ci/deb.py build --out dist $(if $(SUITE),--suite $(SUITE))
 
 lint: setup ## ruff, the layers contract (import-linter), then mypy over xenevt/ (pyproject's [tool.mypy])
 	$(VPY) -m pip install -q ruff "import-linter>=2.1" "mypy>=1.8" && $(VENV)/bin/ruff check xenevt tests bench ci
