@@ -86,9 +86,13 @@ def cpio_newc(root: str, out: BinaryIO, keep_mtime: bool = False, prefix: str = 
 
 
 def pack(tree: str, dest: str, keep_mtime: bool = False, level: int = 6) -> None:
-    """``tree`` as a gzipped newc archive at ``dest`` (written aside, then renamed)."""
-    with gzip.open(dest + ".tmp", "wb", compresslevel=level) as f:
-        cpio_newc(tree, f, keep_mtime)  # type: ignore[arg-type]
+    """``tree`` as a newc archive at ``dest``, gzipped unless ``level`` is 0 (written aside, then renamed)."""
+    if level:
+        with gzip.open(dest + ".tmp", "wb", compresslevel=level) as f:
+            cpio_newc(tree, f, keep_mtime)  # type: ignore[arg-type]
+    else:
+        with open(dest + ".tmp", "wb") as out:
+            cpio_newc(tree, out, keep_mtime)
     os.replace(dest + ".tmp", dest)
 
 
@@ -158,6 +162,38 @@ def boot_images(pk: dict, cache: str, stage: str, timeout: float) -> tuple[str, 
             shutil.copyfileobj(src, dst)
         os.replace(xen_elf + ".tmp", xen_elf)
     return xen_elf, vmlinuz[0], kdir
+
+
+def elf_kernel(vmlinuz: str) -> str:
+    """The ELF inside a bzImage, unpacked once beside it (``vmlinux``), else ``vmlinuz`` itself.  Xen's PV dom0
+    builder takes either; unpacking the xz payload under TCG cost some 8 s of every boot (measured)."""
+    out = os.path.join(os.path.dirname(vmlinuz), "vmlinux")
+    if os.path.exists(out):
+        return out
+    with open(vmlinuz, "rb") as f:
+        data = f.read()
+    import lzma
+    import zlib
+
+    elf = None
+    for magic, unpack in ((b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor().decompress(b)),
+                          (b"\x1f\x8b\x08\x00", lambda b: zlib.decompressobj(wbits=31).decompress(b))):
+        at = data.find(magic)
+        if at < 0:
+            continue
+        try:
+            got = unpack(data[at:])
+        except (lzma.LZMAError, zlib.error):
+            continue
+        if got[:4] == b"\x7fELF":
+            elf = got
+            break
+    if elf is None:  # (a zstd payload, say: the standard library cannot unpack it, Xen can)
+        return vmlinuz
+    with open(out + ".tmp", "wb") as f:
+        f.write(elf)
+    os.replace(out + ".tmp", out)
+    return out
 
 
 def copy_drivers(kdir: str, drivers: list[str], dest: str, stage: str) -> None:

@@ -62,6 +62,7 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
     work = tempfile.mkdtemp(prefix="xenevt-runner-")
     log = os.path.abspath(opts.log)
     console = Console(output, report)
+    current = "fetch"  # the stage an OSError (a cache or log the runner cannot write) is said of
     try:
         accel, why = choose_accel(opts.accel)
         report(f"accel {accel} ({why})")
@@ -69,10 +70,12 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
         pk = fetch(opts.xen, root_packages(opts.xen), opts.cache, FETCH_TIMEOUT, report)
         stage_done("fetch", time.monotonic() - t)
         t = time.monotonic()
+        current = "build-initramfs"
         img = build(pk, opts.cache, opts.project, opts.command, work, BUILD_TIMEOUT, report)
         stage_done("build-initramfs", time.monotonic() - t)
         args = f"runner_domu={opts.domus} runner_abi={opts.abi}"
         report(f"console log {log}")
+        current = "boot"
         to_command = boot(img, qemu_command(img, accel, log, args), log, limits, console, stage_done)
         facts = console.facts
         report(f"xen {facts.get('xen', '?')}, dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
@@ -89,6 +92,10 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
             report(f"FAILED: {e} (the command's timeout, --timeout)")
             return EXIT_TIMEOUT
         report(f"FAILED: {e}" + (f" (console log {log})" if os.path.exists(log) else ""))
+        return EXIT_RUNNER
+    except OSError as e:
+        stage = console.stage if current == "boot" else current
+        report(f"FAILED: stage {stage}: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
         return EXIT_RUNNER
     finally:
         signal.signal(signal.SIGTERM, previous)
