@@ -43,9 +43,11 @@ def base_archive(pk: dict, cache: str, vmlinuz: str, kdir: str, timeout: float, 
     stage = "build-initramfs"
     key = hashlib.sha256("\n".join([cache_key(pk, RECIPE), data_file("init.sh"), data_file("domu-init.sh")])
                          .encode()).hexdigest()[:16]
-    out = os.path.join(cache, f"runner-base-{key}.cpio")
+    out = os.path.join(cache, f"runner-base-{pk['version']}-{key}.cpio")
     if os.path.exists(out):
         return out
+    for old in glob.glob(os.path.join(cache, f"runner-base-{pk['version']}-*.cpio")):
+        os.unlink(old)  # (~100 MB each: an older recipe's or package set's)
     root = os.path.join(cache, f"runner-root-{cache_key(pk, RECIPE)}")
 
     def prepare(tree: str) -> None:
@@ -116,6 +118,10 @@ def run_archive(base_root: str, project: str, command: list[str], dest: str, sta
         shutil.copytree(pkg, os.path.join(site, "xenevt"), ignore=SKIP)
         if not any(n.startswith("_native") and n.endswith(".so") for n in os.listdir(os.path.join(site, "xenevt"))):
             raise StageFailed(stage, f"{pkg} has no built C extension (_native*.so): build xenevt first")
+        csrc = os.path.join(site, "xenevt", "sim", "_csrc")
+        checkout = os.path.join(os.path.dirname(pkg), "csrc")
+        if not os.path.isdir(csrc) and os.path.isdir(checkout):  # an editable install: the C API is the checkout's
+            shutil.copytree(checkout, csrc, ignore=shutil.ignore_patterns("*.o", "*.so", "test*"))
         info = os.path.join(site, f"xenevt-{version}.dist-info")
         os.makedirs(info)
         with open(os.path.join(info, "METADATA"), "w") as f:

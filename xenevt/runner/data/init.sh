@@ -2,6 +2,8 @@
 # dom0's /init in `xenevt runner run`: bring up the Xen devices, start the domUs asked for, run the user's
 # command in /project, print markers the host reads from the serial console, power off.
 export PATH=/xenci-bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 COLUMNS=200
+# the console is a terminal, but a CI log reads the output: no pager, no terminal control
+export PAGER=cat TERM=dumb
 mkdir -p /proc /sys /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
