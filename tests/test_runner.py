@@ -183,3 +183,27 @@ def test_a_failing_check_fails_the_run_with_its_exit_code_and_its_name(tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]  # make's own code for a failed recipe
     assert "FAIL consume: last event on port" in r.stdout and "evtchn_check: FAILED" in r.stdout
     assert "runner: the command exited 2" in r.stderr
+
+
+def test_the_dependency_walk_is_kept_until_apts_lists_change(tmp_path, monkeypatch):
+    from xenevt.runner import fetch as f
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    apt = ["-o", f"Dir::State::Lists={lists}"]
+    calls = []
+
+    def apt_cache(cmd, stage, timeout, **kw):
+        calls.append(cmd)
+        kernel = cmd[-1] == "linux-image-amd64"
+        out = "Depends: linux-image-6.1.0-57-amd64\n" if kernel else "python3\nperl\n  Depends: x\n"
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(f, "run", apt_cache)
+    got = f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0)
+    assert got == (["python3", "python3-minimal"], "linux-image-6.1.0-57-amd64") and len(calls) == 2
+    assert f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0) == got
+    assert len(calls) == 2  # kept
+    os.utime(lists, ns=(1, 1))  # apt-get update rewrote the lists
+    f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0)
+    assert len(calls) == 4

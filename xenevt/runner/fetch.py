@@ -97,16 +97,8 @@ def fetch(xen: str, packages: Iterable[str], cache: str, timeout: float, say: Ca
     if "Candidate: (none)" in policy or "Candidate" not in policy:  # no package lists yet (a fresh machine)
         say(f"apt-get update ({suite})")
         run(["apt-get", *apt, "update", "-qq"], stage, left(), env=env)
-    deps = run(["apt-cache", *apt, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-                "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *packages], stage,
-               left()).stdout
-    names = sorted({line.strip() for line in deps.splitlines() if re.match(r"^[a-z0-9]", line)} - set(exclude)
-                   | {"python3-minimal"})
-    kernel = re.search(r"Depends: (linux-image-6\.\S+-amd64)",
-                       run(["apt-cache", *apt, "depends", "linux-image-amd64"], stage, left()).stdout)
-    if not kernel:
-        raise StageFailed(stage, "cannot resolve linux-image-amd64 to a versioned kernel package")
-    boot = [f"xen-hypervisor-{xen}-amd64", kernel.group(1)]
+    names, kernel = resolve(apt, suite, packages, set(exclude), cache, left)
+    boot = [f"xen-hypervisor-{xen}-amd64", kernel]
     debs = debs_dir(cache, suite)
     os.makedirs(debs, exist_ok=True)
     missing = [n for n in names + boot if not glob.glob(os.path.join(debs, f"{n}_*.deb"))]
@@ -123,6 +115,43 @@ def fetch(xen: str, packages: Iterable[str], cache: str, timeout: float, say: Ca
         return found[-1]
 
     return {"root": [deb(n) for n in names], "xen": deb(boot[0]), "kernel": deb(boot[1]), "version": xen}
+
+
+def resolve(apt: list[str], suite: str, packages: list[str], exclude: set[str], cache: str,
+            left: Callable[[], float]) -> tuple[list[str], str]:
+    """(the packages' dependency closure less ``exclude``, the release's versioned kernel package), from apt;
+    kept under the cache until apt's lists change (apt-cache's walk costs seconds of every run)."""
+    stage = "fetch"
+    lists = next((apt[i + 1].split("=", 1)[1] for i, o in enumerate(apt) if o == "-o" and
+                  apt[i + 1].startswith("Dir::State::Lists=")), "/var/lib/apt/lists")
+    try:
+        seen = os.stat(lists).st_mtime_ns
+    except OSError:
+        seen = 0
+    key = hashlib.sha256(repr((suite, sorted(packages), sorted(exclude), seen)).encode()).hexdigest()[:16]
+    saved = os.path.join(cache, f"resolved-{suite}-{key}.json")
+    import json
+
+    try:
+        with open(saved) as f:
+            got = json.load(f)
+        return list(got["names"]), str(got["kernel"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    deps = run(["apt-cache", *apt, "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *packages], stage,
+               left()).stdout
+    names = sorted({line.strip() for line in deps.splitlines() if re.match(r"^[a-z0-9]", line)} - exclude
+                   | {"python3-minimal"})
+    kernel = re.search(r"Depends: (linux-image-6\.\S+-amd64)",
+                       run(["apt-cache", *apt, "depends", "linux-image-amd64"], stage, left()).stdout)
+    if not kernel:
+        raise StageFailed(stage, "cannot resolve linux-image-amd64 to a versioned kernel package")
+    os.makedirs(cache, exist_ok=True)
+    with open(saved + ".tmp", "w") as f:
+        json.dump({"names": names, "kernel": kernel.group(1)}, f)
+    os.replace(saved + ".tmp", saved)
+    return names, kernel.group(1)
 
 
 def cache_key(pk: dict, recipe: str) -> str:
