@@ -131,9 +131,10 @@ def test_the_cache_key_follows_the_package_files_and_the_recipe():
 
 @pytest.mark.parametrize(("argv", "said"), [
     (["runner", "run", "--xen", "4.21", "--", "true"], "'4.21' is not one of '4.17', '4.20'"),
-    (["runner", "run", "--domu", "9", "--", "true"], "9 is not in the range 0<=x<=8"),
+    (["runner", "run", "--domu", "9", "--", "true"], "domU count 9 out of range 0..8"),
     (["runner", "run", "--project", "/nonexistent", "--", "true"], "'/nonexistent' does not exist"),
-    (["runner", "run", "--timeout", "0", "--", "true"], "0.0 is not in the range"),
+    (["runner", "run", "--timeout", "0", "--", "true"], "timeout 0 out of range 1..86400 s"),
+    (["runner", "run", "--timeout", "nan", "--", "true"], "timeout 'nan' is not a finite number"),
     (["runner", "run"], "Missing argument 'COMMAND...'"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(capfd, argv, said):

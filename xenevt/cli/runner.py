@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .context import RUNNER_DOMUS, RUNNER_TIMEOUT
+
 XEN_VERSIONS = ["4.17", "4.20"]  # xenevt/runner/fetch.py VERSIONS: Debian 12's and Debian 13's Xen
 EXIT_CODES = """\b
 Exit codes:
@@ -31,13 +33,13 @@ def runner() -> None:
 @runner.command("run", epilog=EXIT_CODES, context_settings={"allow_interspersed_args": False})
 @click.option("--xen", type=click.Choice(XEN_VERSIONS), default="4.17", show_default=True,
               help="Xen version: 4.17 (Debian 12) or 4.20 (Debian 13), with that release's dom0.")
-@click.option("--domu", type=click.IntRange(0, 8), default=0, show_default=True, metavar="N",
+@click.option("--domu", type=RUNNER_DOMUS, default=0, show_default=True,
               help="Start N Linux PV domUs (each with a vif) before the command.")
 @click.option("--domu-abi", type=click.Choice(["fifo", "2l"]), default="fifo", show_default=True,
               help="The domUs' event-channel ABI: FIFO or 2-level.")
 @click.option("--project", type=click.Path(exists=True, file_okay=False), default=".", show_default=True,
               metavar="DIR", help="Directory packed into dom0 at /project, where the command runs.")
-@click.option("--timeout", type=click.FloatRange(1, 86400), default=1800, show_default=True, metavar="S",
+@click.option("--timeout", type=RUNNER_TIMEOUT, default=1800, show_default=True,
               help="Seconds the command may run in dom0.")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="QEMU accelerator: KVM where /dev/kvm is usable (auto), else TCG.")
