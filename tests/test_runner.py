@@ -54,6 +54,15 @@ def test_a_crash_ends_the_run_naming_the_stage():
     c.feed("[    0.0] Linux version 6.1.0-57-amd64")
     with pytest.raises(StageFailed, match="stage boot-dom0: crash on the console: .*Kernel panic"):
         c.feed("[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs")
+    # the command's own words are not a crash; the hypervisor's are
+    out: list[str] = []
+    c = Console(out.append, lambda line: None)
+    for line in BOOT.splitlines()[:6]:
+        c.feed(line)
+    c.feed("test_panic: checks that 'Kernel panic' is reported")
+    assert out == ["test_panic: checks that 'Kernel panic' is reported"]
+    with pytest.raises(StageFailed, match="stage command: crash on the console: .XEN. Hardware Dom0 crashed"):
+        c.feed("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
 
 
 def test_the_accelerator_is_chosen_and_said(monkeypatch):
@@ -114,8 +123,18 @@ def test_cpio_prefix_and_the_kernels_elf(tmp_path):
 
     (tmp_path / "boot").mkdir()
     vmlinuz = tmp_path / "boot" / "vmlinuz-1"
-    vmlinuz.write_bytes(b"MZ" + b"\0" * 500 + lzma.compress(b"\x7fELF" + b"k" * 1000) + b"\0" * 64)
-    assert open(elf_kernel(str(vmlinuz)), "rb").read() == b"\x7fELF" + b"k" * 1000
+    import struct
+
+    elf = bytearray(b"\x7fELF\x02" + b"k" * 1000)
+    struct.pack_into("<Q", elf, 0x28, 900)  # section headers at 900: 1 of 64 bytes, inside the image
+    struct.pack_into("<HH", elf, 0x3A, 64, 1)
+    vmlinuz.write_bytes(b"MZ" + b"\0" * 500 + lzma.compress(bytes(elf)) + b"\0" * 64)
+    assert open(elf_kernel(str(vmlinuz)), "rb").read() == elf
+    cut = tmp_path / "cut"  # an image whose section headers lie past its end is not taken
+    cut.mkdir()
+    struct.pack_into("<Q", elf, 0x28, 2000)
+    (cut / "vmlinuz-3").write_bytes(b"MZ" + lzma.compress(bytes(elf)))
+    assert elf_kernel(str(cut / "vmlinuz-3")) == str(cut / "vmlinuz-3")
     other = tmp_path / "other"
     other.mkdir()
     (other / "vmlinuz-2").write_bytes(b"MZ" + b"\0" * 100)
