@@ -227,3 +227,23 @@ def test_the_dependency_walk_is_kept_until_apts_lists_change(tmp_path, monkeypat
     os.utime(lists, ns=(1, 1))  # apt-get update rewrote the lists
     f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0)
     assert len(calls) == 4
+
+
+def test_a_second_run_waits_for_the_cache_and_says_so(tmp_path):
+    import threading
+
+    from xenevt.runner.session import cache_lock
+
+    said: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        with cache_lock(str(tmp_path), said.append):
+            inside.set()
+
+    with cache_lock(str(tmp_path), said.append):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not inside.wait(0.5)  # held: the second waits
+    t.join(10)
+    assert inside.is_set() and said == [f"waiting for another run using the cache {tmp_path}"]

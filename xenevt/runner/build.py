@@ -155,5 +155,6 @@ def build(pk: dict, cache: str, project: str, command: list[str], workdir: str, 
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
     os.replace(initrd + ".tmp", initrd)
+    say(f"this run's archive: {os.path.getsize(mine) / 1e6:.1f} MB (the project, xenevt, the command)")
     os.unlink(mine)
     return {"xen": xen_elf, "kernel": image.elf_kernel(vmlinuz), "initrd": initrd}

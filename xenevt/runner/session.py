@@ -8,7 +8,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .boot import Console, boot, choose_accel, qemu_command
@@ -37,9 +38,26 @@ def say(msg: str) -> None:
     print(f"runner: {msg}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def cache_lock(cache: str, report: Callable[[str], None]) -> Iterator[None]:
+    """The cache to ourselves while fetching and building (apt's downloads and the cached roots are written
+    aside and renamed, but two runs would each do the work, and race on the same temporary names)."""
+    import fcntl
+
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, "lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"waiting for another run using the cache {cache}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def prefetch(xen: str, cache: str, report: Callable[[str], None] = say) -> str:
     """Fill the cache for ``xen``; returns the CI cache key."""
-    pk = fetch(xen, root_packages(xen), cache, FETCH_TIMEOUT, report)
+    with cache_lock(cache, report):
+        pk = fetch(xen, root_packages(xen), cache, FETCH_TIMEOUT, report)
     return f"xenevt-runner-{xen}-{cache_key(pk, RECIPE)}"
 
 
@@ -67,11 +85,12 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
         accel, why = choose_accel(opts.accel)
         report(f"accel {accel} ({why})")
         t = time.monotonic()
-        pk = fetch(opts.xen, root_packages(opts.xen), opts.cache, FETCH_TIMEOUT, report)
-        stage_done("fetch", time.monotonic() - t)
-        t = time.monotonic()
-        current = "build-initramfs"
-        img = build(pk, opts.cache, opts.project, opts.command, work, BUILD_TIMEOUT, report)
+        with cache_lock(opts.cache, report):  # another run filling the same cache finishes first
+            pk = fetch(opts.xen, root_packages(opts.xen), opts.cache, FETCH_TIMEOUT, report)
+            stage_done("fetch", time.monotonic() - t)
+            t = time.monotonic()
+            current = "build-initramfs"
+            img = build(pk, opts.cache, opts.project, opts.command, work, BUILD_TIMEOUT, report)
         stage_done("build-initramfs", time.monotonic() - t)
         args = f"runner_domu={opts.domus} runner_abi={opts.abi}"
         report(f"console log {log}")
