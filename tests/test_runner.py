@@ -247,3 +247,15 @@ def test_a_second_run_waits_for_the_cache_and_says_so(tmp_path):
         assert not inside.wait(0.5)  # held: the second waits
     t.join(10)
     assert inside.is_set() and said == [f"waiting for another run using the cache {tmp_path}"]
+
+
+def test_completion_offers_the_runners_commands_and_choices():
+    def complete(words: str) -> list[str]:
+        env = dict(os.environ, _XENEVT_COMPLETE="bash_complete", COMP_WORDS=words,
+                   COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)))
+        r = subprocess.run([sys.executable, "-m", "xenevt"], env=env, capture_output=True, text=True, timeout=60)
+        return [line.split(",", 1)[1] for line in r.stdout.splitlines()]
+
+    assert complete("xenevt runner ") == ["accel", "fetch", "run"]
+    assert complete("xenevt runner run --xen ") == ["4.17", "4.20"]
+    assert complete("xenevt runner run --domu-abi ") == ["fifo", "2l"]
