@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import RUNNER_DOMUS, RUNNER_TIMEOUT
+from .context import RUNNER_DOMUS, RUNNER_TIMEOUT, Ctx, pass_ctx
 
 XEN_VERSIONS = ["4.17", "4.20"]  # xenevt/runner/fetch.py VERSIONS: Debian 12's and Debian 13's Xen
 EXIT_CODES = """\b
@@ -46,7 +46,8 @@ def runner() -> None:
 @click.option("--log", "log", default="xenevt-runner-console.log", show_default=True, metavar="FILE",
               help="Where the whole serial console is kept.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(xen: str, domu: int, domu_abi: str, project: str, timeout: float, accel: str, log: str,
+@pass_ctx
+def run(c: Ctx, xen: str, domu: int, domu_abi: str, project: str, timeout: float, accel: str, log: str,
         command: tuple[str, ...]) -> int:
     """Run COMMAND in dom0 of a booted Xen; exit with its exit code.
 
@@ -71,7 +72,8 @@ def run(xen: str, domu: int, domu_abi: str, project: str, timeout: float, accel:
 @runner.command("fetch")
 @click.option("--xen", type=click.Choice(XEN_VERSIONS), default="4.17", show_default=True,
               help="Xen version whose Debian packages to download.")
-def fetch(xen: str) -> int:
+@pass_ctx
+def fetch(c: Ctx, xen: str) -> int:
     """Download the packages of a Xen and its dom0 into the cache.
 
     Prints a CI cache key: a digest of the exact package files and of the recipe that makes dom0's root.
@@ -97,7 +99,8 @@ def fetch(xen: str) -> int:
 
 
 @runner.command("accel")
-def accel() -> None:
+@pass_ctx
+def accel(c: Ctx) -> None:
     """Say which QEMU accelerator --accel auto takes here, and why.
 
     KVM where /dev/kvm is usable hardware virtualization (PV guests need no VMX, plain KVM suffices), TCG
