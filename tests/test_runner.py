@@ -259,3 +259,11 @@ def test_completion_offers_the_runners_commands_and_choices():
     assert complete("xenevt runner ") == ["accel", "fetch", "run"]
     assert complete("xenevt runner run --xen ") == ["4.17", "4.20"]
     assert complete("xenevt runner run --domu-abi ") == ["fifo", "2l"]
+
+
+@pytest.mark.slow
+def test_a_command_past_its_timeout_ends_the_run_with_124_naming_the_stage(tmp_path):
+    r = _runner(["--timeout", "5", "--", "sh", "-c", "echo started; sleep 600"], tmp_path)
+    assert r.returncode == 124, r.stderr[-2000:]
+    assert "started" in r.stdout
+    assert "runner: FAILED: stage command: timed out after 5 s (the command's timeout, --timeout)" in r.stderr
