@@ -59,6 +59,9 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim check": ("none", ["sim", "check"]),
     "sim libpath": ("none", ["sim", "libpath"]),
     "sim device list": ("none", ["sim", "device", "list"]),
+    "runner accel": ("none", ["runner", "accel"]),
+    "runner fetch": ("none", ["runner", "fetch", "--xen", "4.17"]),
+    "runner run": ("none", ["runner", "run", "--", "true"]),
 }
 
 
@@ -145,7 +148,7 @@ def same(a: dict, b: dict, argv: list[str]) -> None:
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """The command's words and its arguments (the words before the first argument that is not a command)."""
-    n = 2 if argv[0] in ("bind", "sim") else 1
+    n = 2 if argv[0] in ("bind", "sim", "runner") else 1
     if argv[:3] in (["sim", "device", "add"], ["sim", "device", "list"], ["sim", "vcpu", "down"],
                     ["sim", "vcpu", "up"]):
         n = 3

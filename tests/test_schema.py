@@ -61,6 +61,9 @@ NO_JSON: dict[str, str] = {
     "demo": "a guided scenario in prose",
     "exporter": "Prometheus's text format (its own contract: tests/test_exporter.py)",
     "help": "help text",
+    "runner run": "streams the dom0 command's own output, and exits with its code",
+    "runner fetch": "prints the CI cache key alone (a value for a cache step)",
+    "runner accel": "one line: the accelerator and why",
     "schema": "prints the schema itself (a JSON Schema document: test_the_schema_command_prints_the_shipped_file)",
 }
 
@@ -174,7 +177,7 @@ def test_errors_are_error_objects(host, capfd, validators, argv):
 
 @pytest.mark.parametrize("path", sorted(set(NO_JSON) - {"schema"}))
 def test_a_command_that_prints_no_json_refuses_json(host, capfd, validators, path):
-    code = main(["--json"] + path.split())
+    code = main(["--json"] + path.split() + (["--", "true"] if path == "runner run" else []))  # (its COMMAND)
     stdout, stderr = capfd.readouterr()
     assert code == 2 and "takes no --json" in stderr, stderr
     validators["error"].validate(json.loads(stdout))

@@ -205,9 +205,11 @@ def test_two_runs_fill_the_package_cache_one_after_the_other(tmp_path, monkeypat
     import threading
 
     made, overlaps = [], []
+    from xenevt.runner import fetch as runner_fetch
+
     monkeypatch.setattr(xenci, "CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(xenci, "run", fake_apt(made, overlaps))
-    monkeypatch.setattr(xenci, "HOST_SUITE", "bookworm")
+    monkeypatch.setattr(runner_fetch, "run", fake_apt(made, overlaps))  # (xenci's fetch is the runner's)
+    monkeypatch.setattr(runner_fetch, "host_suite", lambda: "bookworm")
     monkeypatch.setattr(xenci.shutil, "which", lambda name: f"/usr/bin/{name}")
     results: list = []
     errors: list = []
@@ -253,7 +255,9 @@ def test_an_extraction_keeps_a_tree_another_run_put_in_place_first(tmp_path, mon
             open(os.path.join(dest, "theirs"), "w").close()
         open(os.path.join(cmd[-1], "ours"), "w").close()
 
-    monkeypatch.setattr(xenci, "run", dpkg)
+    from xenevt.runner import image
+
+    monkeypatch.setattr(image, "run", dpkg)  # (xenci's extraction is the runner's)
     xenci._extract(["a.deb"], dest, "build-initramfs", 10)
     assert os.listdir(dest) == ["theirs"] and os.listdir(tmp_path) == ["rootfs-x"]
     assert calls[0].endswith(f".tmp{os.getpid()}")

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("ports", 'Set MASKED on PORT: events stay pending, none is delivered.'),
     "notify": ("ports", 'Send an event on each PORT (EVTCHNOP_send).'),
     "set-priority": ("ports", "Set PORT's FIFO priority (0 highest, 15 lowest)."),
+    "runner": ("runner", 'Run a command in dom0 of a real Xen booted under QEMU.'),
     "schema": ("schema", 'Print the JSON Schema of every --json output.'),
     "sim": ("sim", 'Create, describe and change the embedded simulated Xen host.'),
     "status": ("inspect", 'Show what Xen knows of PORT and its event word.'),

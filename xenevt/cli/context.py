@@ -488,6 +488,8 @@ MAX_PORTS = _IntRange("port limit", 2, abi.EVTCHN_FIFO_NR_CHANNELS)
 QUEUES = _IntRange("queue count", 1, 64)  # (sim.xenstore.MAX_QUEUES)
 TOP = _IntRange("count", 0, 10_000)
 SIM_VCPU = _IntRange("vCPU", 0, 255, metavar="VCPU")
+RUNNER_DOMUS = _IntRange("domU count", 0, 8)  # (xenevt runner: each a PV domU of 160 MB beside dom0's 1 GB)
+RUNNER_TIMEOUT = _Number("timeout", 1, 86400, unit=" s", metavar="S")
 
 
 class Pair(click.ParamType):

@@ -1,0 +1,269 @@
+"""``xenevt runner``: its parts on their own (fast), and real boots of Xen under QEMU (slow: a minute or more
+each under TCG) running tests/runner_project, a libxenevtchn project that is not xenevt."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_xenci import read_newc
+from xenevt.cli import main
+from xenevt.runner import EXIT_RUNNER, StageFailed
+from xenevt.runner.boot import Console, choose_accel, qemu_command
+from xenevt.runner.build import run_archive
+from xenevt.runner.fetch import cache_key
+from xenevt.runner.image import cpio_newc, elf_kernel
+from xenevt.runner.session import Options, run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.join(HERE, "runner_project")
+
+BOOT = """\
+(XEN) Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)
+[    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)
+[    1.3] xen:events: Using FIFO-based ABI
+XENEVT-RUNNER-STAGE dom0-init
+XENEVT-RUNNER-DOMU domu1 1
+XENEVT-RUNNER-BEGIN
+PASS bind-unbound: port 21
+(XEN) 'e' pressed -> dumping event-channel info
+FAIL consume: last event on port 21, expected 22
+XENEVT-RUNNER-END rc=2
+"""
+
+
+def test_the_console_gives_stages_the_commands_output_and_its_exit_code():
+    out, said = [], []
+    c = Console(out.append, said.append)
+    stages = [c.feed(line) for line in BOOT.splitlines()]
+    assert [s for s in stages if s] == ["boot-dom0", "dom0-init", "command", "shutdown"]
+    # only the command's lines, without the hypervisor's own
+    assert out == ["PASS bind-unbound: port 21", "FAIL consume: last event on port 21, expected 22"]
+    assert c.rc == 2 and said == ["XENEVT-RUNNER-DOMU domu1 1"]
+    assert c.facts == {"xen": "4.17.7", "linux": "6.1.0-57-amd64", "abi": "FIFO"}
+
+
+def test_a_crash_ends_the_run_naming_the_stage():
+    c = Console(lambda line: None, lambda line: None)
+    c.feed("[    0.0] Linux version 6.1.0-57-amd64")
+    with pytest.raises(StageFailed, match="stage boot-dom0: crash on the console: .*Kernel panic"):
+        c.feed("[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs")
+    # the command's own words are not a crash; the hypervisor's are
+    out: list[str] = []
+    c = Console(out.append, lambda line: None)
+    for line in BOOT.splitlines()[:6]:
+        c.feed(line)
+    c.feed("test_panic: checks that 'Kernel panic' is reported")
+    assert out == ["test_panic: checks that 'Kernel panic' is reported"]
+    with pytest.raises(StageFailed, match="stage command: crash on the console: .XEN. Hardware Dom0 crashed"):
+        c.feed("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
+
+
+def test_the_accelerator_is_chosen_and_said(monkeypatch):
+    assert choose_accel("tcg") == ("tcg", "asked for")
+    name, why = choose_accel("auto")
+    assert name in ("tcg", "kvm") and why
+    if name == "tcg":  # (this machine: a kvm_pvm /dev/kvm, or none) --accel kvm is refused, naming the reason
+        with pytest.raises(StageFailed, match=re.escape(f"stage boot-xen: --accel kvm: {why}")):
+            choose_accel("kvm")
+    cmd = qemu_command({"xen": "X", "kernel": "K", "initrd": "I"}, "tcg", "L", "runner_domu=2")
+    assert cmd[cmd.index("-cpu") + 1] == "qemu64" and cmd[-1].endswith("runner_domu=2,I")
+
+
+def test_the_runs_archive_holds_the_project_with_its_times_xenevt_and_the_command(tmp_path):
+    """What dom0 gets each run: /project (times kept, so make does not rebuild what the host built), xenevt
+    with its metadata and /usr/bin/xenevt, the command quoted for sh."""
+    base = _base_root()
+    if base is None:
+        pytest.skip("no runner root in the cache yet (xenevt runner fetch + one run make it)")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "Makefile").write_text("test:\n\ttrue\n")
+    os.utime(proj / "Makefile", (1_000_000_000, 1_000_000_000))
+    (proj / ".git").mkdir()
+    dest = str(tmp_path / "run.cpio")
+    run_archive(base, str(proj), ["sh", "-c", "echo 'a b'; exit 3"], dest, "build-initramfs", 300)
+    with open(dest, "rb") as f:
+        entries = read_newc(f.read())
+    assert entries["project/Makefile"][1] == b"test:\n\ttrue\n"
+    assert not any(n.startswith("project/.git") for n in entries)
+    assert entries["runner/command"][1] == b"exec sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'\n"
+    assert "usr/lib/python3/dist-packages/xenevt/runner/session.py" in entries
+    assert any(n.startswith("usr/lib/python3/dist-packages/xenevt/__pycache__/") for n in entries)
+    assert any(n.endswith(".dist-info/METADATA") for n in entries) and "usr/bin/xenevt" in entries
+    # the times: newc's mtime field is the sixth
+    with open(dest, "rb") as f:
+        data = f.read()
+    at = data.index(b"project/Makefile\0") - 110
+    assert int(data[at + 6 + 8 * 5: at + 6 + 8 * 6], 16) == 1_000_000_000
+
+
+def _base_root() -> str | None:
+    from xenevt.runner.fetch import default_cache
+
+    roots = sorted(p for p in (os.listdir(default_cache()) if os.path.isdir(default_cache()) else [])
+                   if p.startswith("runner-root-") and not p.endswith(".tmp"))
+    return os.path.join(default_cache(), roots[-1]) if roots else None
+
+
+def test_cpio_prefix_and_the_kernels_elf(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_text("x")
+    buf = io.BytesIO()
+    cpio_newc(str(tmp_path / "t"), buf, prefix="a/b")
+    assert set(read_newc(buf.getvalue())) == {"a", "a/b", "a/b/f"}
+    # a bzImage-like file: a header, then the xz payload of an ELF
+    import lzma
+
+    (tmp_path / "boot").mkdir()
+    vmlinuz = tmp_path / "boot" / "vmlinuz-1"
+    import struct
+
+    elf = bytearray(b"\x7fELF\x02" + b"k" * 1000)
+    struct.pack_into("<Q", elf, 0x28, 900)  # section headers at 900: 1 of 64 bytes, inside the image
+    struct.pack_into("<HH", elf, 0x3A, 64, 1)
+    vmlinuz.write_bytes(b"MZ" + b"\0" * 500 + lzma.compress(bytes(elf)) + b"\0" * 64)
+    assert open(elf_kernel(str(vmlinuz)), "rb").read() == elf
+    cut = tmp_path / "cut"  # an image whose section headers lie past its end is not taken
+    cut.mkdir()
+    struct.pack_into("<Q", elf, 0x28, 2000)
+    (cut / "vmlinuz-3").write_bytes(b"MZ" + lzma.compress(bytes(elf)))
+    assert elf_kernel(str(cut / "vmlinuz-3")) == str(cut / "vmlinuz-3")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vmlinuz-2").write_bytes(b"MZ" + b"\0" * 100)
+    assert elf_kernel(str(other / "vmlinuz-2")) == str(other / "vmlinuz-2")
+
+
+def test_the_cache_key_follows_the_package_files_and_the_recipe():
+    pk = {"root": ["/c/python3_3.11.2-1_amd64.deb"], "xen": "/c/xen_4.17.7_amd64.deb", "kernel": "/c/linux_6.1.deb"}
+    assert cache_key(pk, "r1") == cache_key(dict(pk), "r1")
+    assert cache_key(pk, "r1") != cache_key(pk, "r2")
+    assert cache_key(pk, "r1") != cache_key(dict(pk, root=["/c/python3_3.11.2-2_amd64.deb"]), "r1")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["runner", "run", "--xen", "4.21", "--", "true"], "'4.21' is not one of '4.17', '4.20'"),
+    (["runner", "run", "--domu", "9", "--", "true"], "domU count 9 out of range 0..8"),
+    (["runner", "run", "--project", "/nonexistent", "--", "true"], "'/nonexistent' does not exist"),
+    (["runner", "run", "--timeout", "0", "--", "true"], "timeout 0 out of range 1..86400 s"),
+    (["runner", "run", "--timeout", "nan", "--", "true"], "timeout 'nan' is not a finite number"),
+    (["runner", "run"], "Missing argument 'COMMAND...'"),
+])
+def test_bad_usage_is_one_line_and_exit_2(capfd, argv, said):
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert said in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_stage_that_fails_is_named_and_exits_125(tmp_path, monkeypatch, capfd):
+    """A cache the runner cannot write: the fetch stage fails, one line names it, exit 125 (not the command's)."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code = run(Options(command=["true"], project=str(tmp_path), cache=str(blocked / "cache"), accel="tcg",
+                       log=str(tmp_path / "log")))
+    assert code == EXIT_RUNNER
+    err = capfd.readouterr().err
+    assert "runner: FAILED: stage fetch:" in err or "runner: FAILED: stage build-initramfs:" in err, err
+
+
+def _runner(args: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
+    if not shutil.which("qemu-system-x86_64") or not os.path.exists("/usr/include/xenevtchn.h"):
+        pytest.skip("needs qemu-system-x86 and libxen-dev (the project is built on this host)")
+    build = tmp_path / "project"
+    shutil.copytree(PROJECT, build)
+    subprocess.run(["make", "-s", "-C", str(build)], check=True)
+    return subprocess.run([sys.executable, "-m", "xenevt", "runner", "run", "--project", str(build), "--log",
+                           str(tmp_path / "console.log"), "--timeout", "300", *args], capture_output=True,
+                          text=True, timeout=1800, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_project_of_its_own_passes_its_test_on_real_xen(tmp_path):
+    r = _runner(["--", "make", "test"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the command's own output, streamed, with its checks
+    assert "PASS notify: 100 of 100 round trips" in r.stdout and "evtchn_check: all checks passed" in r.stdout
+    assert "(XEN)" not in r.stdout
+    for stage in ("fetch", "build-initramfs", "boot-xen", "boot-dom0", "dom0-init", "command", "shutdown"):
+        assert f"runner: stage {stage}: " in r.stderr
+    assert "boot to command" in r.stderr and "runner: accel tcg" in r.stderr or "runner: accel kvm" in r.stderr
+    assert "XENEVT-RUNNER-BEGIN" in (tmp_path / "console.log").read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_failing_check_fails_the_run_with_its_exit_code_and_its_name(tmp_path):
+    r = _runner(["--", "make", "test", "BREAK=1"], tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]  # make's own code for a failed recipe
+    assert "FAIL consume: last event on port" in r.stdout and "evtchn_check: FAILED" in r.stdout
+    assert "runner: the command exited 2" in r.stderr
+
+
+def test_the_dependency_walk_is_kept_until_apts_lists_change(tmp_path, monkeypatch):
+    from xenevt.runner import fetch as f
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    apt = ["-o", f"Dir::State::Lists={lists}"]
+    calls = []
+
+    def apt_cache(cmd, stage, timeout, **kw):
+        calls.append(cmd)
+        kernel = cmd[-1] == "linux-image-amd64"
+        out = "Depends: linux-image-6.1.0-57-amd64\n" if kernel else "python3\nperl\n  Depends: x\n"
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(f, "run", apt_cache)
+    got = f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0)
+    assert got == (["python3", "python3-minimal"], "linux-image-6.1.0-57-amd64") and len(calls) == 2
+    assert f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0) == got
+    assert len(calls) == 2  # kept
+    os.utime(lists, ns=(1, 1))  # apt-get update rewrote the lists
+    f.resolve(apt, "bookworm", ["python3"], {"perl"}, str(tmp_path), lambda: 10.0)
+    assert len(calls) == 4
+
+
+def test_a_second_run_waits_for_the_cache_and_says_so(tmp_path):
+    import threading
+
+    from xenevt.runner.session import cache_lock
+
+    said: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        with cache_lock(str(tmp_path), said.append):
+            inside.set()
+
+    with cache_lock(str(tmp_path), said.append):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not inside.wait(0.5)  # held: the second waits
+    t.join(10)
+    assert inside.is_set() and said == [f"waiting for another run using the cache {tmp_path}"]
+
+
+def test_completion_offers_the_runners_commands_and_choices():
+    def complete(words: str) -> list[str]:
+        env = dict(os.environ, _XENEVT_COMPLETE="bash_complete", COMP_WORDS=words,
+                   COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)))
+        r = subprocess.run([sys.executable, "-m", "xenevt"], env=env, capture_output=True, text=True, timeout=60)
+        return [line.split(",", 1)[1] for line in r.stdout.splitlines()]
+
+    assert complete("xenevt runner ") == ["accel", "fetch", "run"]
+    assert complete("xenevt runner run --xen ") == ["4.17", "4.20"]
+    assert complete("xenevt runner run --domu-abi ") == ["fifo", "2l"]
+
+
+@pytest.mark.slow
+def test_a_command_past_its_timeout_ends_the_run_with_124_naming_the_stage(tmp_path):
+    r = _runner(["--timeout", "5", "--", "sh", "-c", "echo started; sleep 600"], tmp_path)
+    assert r.returncode == 124, r.stderr[-2000:]
+    assert "started" in r.stdout
+    assert "runner: FAILED: stage command: timed out after 5 s (the command's timeout, --timeout)" in r.stderr
