@@ -35,7 +35,7 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib
 # what each library is called and which Debian package ships it
 LIBRARIES = {
     "xenevtchn": ("libxenevtchn.so.1", "libxenevtchn1"),
-    "xenctrl": ("libxenctrl.so.4.*", "libxenmisc4.17"),
+    "xenctrl": ("libxenctrl.so.4.*", "libxenmisc4.X (libxenmisc4.17 on Debian 12, libxenmisc4.20 on 13)"),
     "xencall": ("libxencall.so.1", "libxencall1"),
     "xenforeignmemory": ("libxenforeignmemory.so.1", "libxenforeignmemory1"),
     "xentoollog": ("libxentoollog.so.1", "libxentoollog1"),
