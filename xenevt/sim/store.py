@@ -89,6 +89,7 @@ class HostFile:
         self._mm: mmap.mmap | None = None
         self.size = 0
         self.watch = 0  # the mapping's guard (hot.map_watch): a shrink under it is a flag, not SIGBUS
+        self.resize_told = False  # an operation's error has said the file changed size (close need not again)
         self._jw: memoryview | None = None  # the journal page's words
         self.journal = 0  # the journal page's offset
         self.host_id = 0
@@ -235,7 +236,7 @@ class HostFile:
         size = os.fstat(self.fd).st_size if faulted else 0
         os.close(self.fd)
         self.dir.close()
-        if faulted:  # what was read or written since the shrink was zero pages: the one line says so
+        if faulted and not self.resize_told:  # what was read or written since the shrink was zero pages: said once
             raise self.resized(size)
 
     @contextmanager
@@ -284,14 +285,17 @@ class HostFile:
         """Cheap, on each use: a file another process shrank would fault past its new end (zero pages: the guard)."""
         size = os.fstat(self.fd).st_size
         if size != self.size or map_faulted(self.watch):
-            raise self.resized(size)
+            raise self.resized(size, told=True)
 
     def check_mapping(self) -> None:
         """After an operation: what it read or wrote was zero pages if the file shrank under it (no system call)."""
         if map_faulted(self.watch):
-            raise self.resized(os.fstat(self.fd).st_size)
+            raise self.resized(os.fstat(self.fd).st_size, told=True)
 
-    def resized(self, size: int) -> StateError:
+    def resized(self, size: int, told: bool = False) -> StateError:
+        """The one line for a file that changed size under us; ``told``: it goes to the caller of an operation,
+        so closing the host does not say it a second time."""
+        self.resize_told = self.resize_told or told
         was = f"{self.size} -> {size} bytes" if size != self.size else f"{size} bytes, shorter in between"
         return StateError(f"state file {self.path}: offset {min(size, self.size):#x}: field file_size: the file "
                           f"changed size under us ({was})")
