@@ -95,6 +95,10 @@ def test_a_domus_cpu_offlined_and_onlined_as_the_simulator_predicts(tmp_path, va
         if "nopvspin" not in cmdline(domu):  # Linux's PV spinlock kicker, bound once the CPU is online
             want_up = hotplug.with_spinlock_kicker(want_up, 1)
         subprocess.run([XL, "vcpu-set", str(domu), "2"], check=True)
+        # the toolstack makes the CPU present; the guest's userspace (udev, here domu_check.py) puts it online
+        from tests.test_on_xen import ask_domu
+
+        assert ask_domu(domu, "online", "1", wait=120) == {"online": 1}
         up = settled_table(xen, domu, lambda t: online_vcpus(domu) == [0, 1] and len(t) == len(want_up))
         assert up == want_up, (up, want_up)
         assert doctor_errors(domu) == []
@@ -105,4 +109,6 @@ def test_a_domus_cpu_offlined_and_onlined_as_the_simulator_predicts(tmp_path, va
     finally:
         if online_vcpus(domu) != [0, 1]:
             subprocess.run([XL, "vcpu-set", str(domu), "2"], check=False)
+            subprocess.run(["xenstore-write", f"/local/domain/{domu}/data/xenci-request", "cmdrestore online 1"],
+                           check=False)
         xen.shutdown()

@@ -168,9 +168,28 @@ def exporter() -> dict:
             "ports": sum(s.value for s in samples if s.name == "xenevt_ports")}
 
 
+def online(cpu: int, wait: float = 60) -> dict:
+    """What udev does when the toolstack adds a vCPU (xl vcpu-set): Linux marks the CPU present, userspace puts it
+    online (this domU has no udev).  Waits for it to be present."""
+    path = f"/sys/devices/system/cpu/cpu{cpu}/online"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+            return {"online": cpu}
+        except OSError as e:
+            if time.monotonic() > deadline:
+                return {"error": f"cannot online CPU {cpu}: {e}"}
+        time.sleep(0.5)
+
+
 def command(key: str, words: list[str]) -> None:
     """dom0's "unmask PORT", "storm PORT SECONDS" (done on this guest's own ports) or "exporter"; the outcome to
     ``key``."""
+    if words[0] == "online" and len(words) == 2 and words[1].isdigit():
+        write(key, online(int(words[1])))
+        return
     if words == ["exporter"]:
         try:
             out = exporter()

@@ -74,7 +74,7 @@ def exporter(c: Ctx, listen, textfile, once, interval, timeout, port_series, top
       xenevt exporter --listen 127.0.0.1:9874          # your service: /metrics served until stopped
       xenevt exporter --textfile /var/lib/prometheus/node-exporter   # your node_exporter's textfile folder
       xenevt exporter --print rules                    # the alert rules, for Prometheus' rule_files
-      xenevt exporter --listen :9874 --web-config /etc/xenevt/web.yml   # HTTPS and basic auth
+      xenevt exporter --listen :9874 --web-config /etc/xenevt/web.yml   # your web config: HTTPS, basic auth
     """
     if show is not None:
         from importlib.resources import files

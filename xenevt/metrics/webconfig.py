@@ -86,6 +86,8 @@ def load(path: str) -> WebConfig:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         raise _bad(path, where, _key(getattr(e, "problem", None) or e)) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # a value the YAML constructor cannot make (an
+        raise _bad(path, "YAML", _key(e)) from None             # integer of 5,000 digits, nesting past the stack)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):

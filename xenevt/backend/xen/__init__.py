@@ -155,7 +155,17 @@ class XenBackend:
         return found if found in ("FIFO", "2-level") else None
 
     def domains(self) -> list[int]:
-        return [d for d, _ in self._domain_flags()]
+        """Every domain the hypervisor lists; a domU, which it lists none (getdomaininfolist is the control
+        domain's), sees itself."""
+        try:
+            listed = [d for d, _ in self._domain_flags()]
+        except BackendUnavailable:
+            if self.domid is None:
+                raise
+            listed = []
+        if not listed and self.domid is not None:
+            return [self.domid]
+        return listed
 
     def _domain_flags(self) -> list[tuple[int, int]]:
         return hostinfo.domain_flags(*self._ctrl())
