@@ -165,7 +165,8 @@ def exporter() -> dict:
             "domains": sorted({int(s.labels["domain"]) for s in samples if s.name == "xenevt_domain_info"}),
             "evidence": [s.value for s in samples if s.name == "xenevt_collect_success"
                          and s.labels.get("source") == "evidence"],
-            "ports": sum(s.value for s in samples if s.name == "xenevt_ports")}
+            "ports": sum(s.value for s in samples if s.name == "xenevt_ports"),
+            "unread": [s.value for s in samples if s.name == "xenevt_evidence_unread"]}
 
 
 def online(cpu: int, wait: float = 60) -> dict:

@@ -8,6 +8,8 @@ up on the same PortFacts.
 
 from __future__ import annotations
 
+import errno
+
 from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
 from ..errors import BackendUnavailable, ChannelError, StateError, XenevtError
@@ -147,7 +149,15 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         dom = ev.domain(domid)
         dom.dying = facts.get(domid, {}).get("dying")
         dom.limit_from = facts.get(domid, {}).get("limit_from")
-        statuses = backend.list_ports(domid)
+        try:
+            statuses = backend.list_ports(domid)
+        except ChannelError as e:
+            if e.errno not in (errno.EPERM, errno.EACCES) or info.get("self_domain") != domid:
+                raise  # (another domain's table refused: the caller's answer is that refusal)
+            # its own table refused (a domU whose privcmd is restricted: no EVTCHNOP_status): its memory may
+            # still be read, and the table it did not give is unread, never healthy
+            ev.skip(f"domain {domid}", f"its port table could not be read ({e})", domid)
+            statuses = []
         listed = listed or bool(statuses)
         tables[domid] = {st.port for st in statuses}
         # the ports whose facts are exactly their status's (not merged into facts already there)
