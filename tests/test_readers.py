@@ -185,15 +185,20 @@ def _pathological(size: int) -> dict[str, list[bytes]]:
     }
 
 
-def _slowest(reader: str, size: int) -> float:
+def _slowest(reader: str, size: int, tries: int = 1) -> float:
+    """The slowest pathological input's CPU seconds (the best of ``tries`` each: a loaded machine's other work
+    is not the reader's cost)."""
     worst = 0.0
     for data in _pathological(size)[reader]:
-        t0 = time.perf_counter()
-        try:
-            edump.parse(data) if reader == "edump" else lsevtchn.parse(data, 0)
-        except EvidenceError:
-            pass
-        worst = max(worst, time.perf_counter() - t0)
+        best = float("inf")
+        for _ in range(tries):
+            t0 = time.process_time()
+            try:
+                edump.parse(data) if reader == "edump" else lsevtchn.parse(data, 0)
+            except EvidenceError:
+                pass
+            best = min(best, time.process_time() - t0)
+        worst = max(worst, best)
     return worst
 
 
@@ -206,7 +211,7 @@ def test_a_long_line_costs_linear_time(reader):
 @pytest.mark.slow
 @pytest.mark.parametrize("reader", ["edump", "lsevtchn"])
 def test_ten_times_the_input_costs_about_ten_times_the_time(reader):
-    small, big = _slowest(reader, 1 << 20), _slowest(reader, 10 << 20)
+    small, big = _slowest(reader, 1 << 20, tries=3), _slowest(reader, 10 << 20, tries=2)
     assert big < 25 * max(small, 0.01), (small, big)
 
 
