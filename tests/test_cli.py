@@ -437,7 +437,7 @@ def test_help_imports_no_command_and_no_backend():
     rc, mods = r.stdout.strip().splitlines()[-1].split(" ", 1)
     assert rc == "0" and "Commands:" in r.stdout and "set-priority" in r.stdout
     # (`import xenevt` is the public API, every name of it imported on first use: --help asks for none)
-    assert eval(mods) == ["xenevt.abi", "xenevt.cli", "xenevt.cli.context", "xenevt.errors"], mods
+    assert eval(mods) == ["xenevt.abi", "xenevt.cli", "xenevt.cli.context", "xenevt.cli.params", "xenevt.errors"], mods
 
 
 def test_list_and_status_import_no_hypercalls_engine_or_codes(state):
