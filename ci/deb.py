@@ -357,13 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def host_suite() -> str:
-    """This machine's Debian codename (the default suite), from /etc/os-release."""
-    try:
-        with open("/etc/os-release") as f:
-            m = re.search(r"^VERSION_CODENAME=(\S+)", f.read(), re.M)
-    except OSError:
-        m = None
-    return m.group(1) if m and m.group(1) in SUITES else "bookworm"
+    """This machine's Debian codename (xenevt.runner's reading of /etc/os-release) where a package is built for
+    it, else bookworm."""
+    sys.path.insert(0, ROOT)  # (xenevt.runner: the standard library alone, for the system's python3)
+    from xenevt.runner.fetch import host_suite as codename
+
+    suite = codename()
+    return suite if suite in SUITES else "bookworm"
 
 
 if __name__ == "__main__":

@@ -203,24 +203,18 @@ def test_a_hotplug_killed_at_every_step_is_finished_by_running_it_again(tmp_path
         with SimHost(d) as h:
             h.bind_vcpu(1, 1, h.alloc_unbound(1, 1, 0), 1)
             calls = [0]
-            real = h.journal.transact
 
-            def transact(*a, real=real, calls=calls, cut_at=cut_at):
-                if calls[0] == cut_at:
-                    raise Killed
-                calls[0] += 1
-                return real(*a)
+            def cut(real, calls=calls, cut_at=cut_at):
+                """``real``, but the process is killed at the ``cut_at``-th write of either kind."""
+                def step(*a):
+                    if calls[0] == cut_at:
+                        raise Killed
+                    calls[0] += 1
+                    return real(*a)
+                return step
 
-            h.journal.transact = transact
-            real_store = h.xen._store_field
-
-            def store(*a, real_store=real_store, calls=calls, cut_at=cut_at):
-                if calls[0] == cut_at:
-                    raise Killed
-                calls[0] += 1
-                return real_store(*a)
-
-            h.xen._store_field = store
+            h.journal.transact = cut(h.journal.transact)
+            h.xen._store_field = cut(h.xen._store_field)
             with pytest.raises(Killed):
                 h.cpu_down(1, 1, 1)
         assert check_host(d)[0] == []

@@ -39,6 +39,7 @@ def default_cache() -> str:
 
 
 def host_suite() -> str:
+    """This machine's Debian codename, from /etc/os-release (bookworm where it names none)."""
     try:
         with open("/etc/os-release") as f:
             m = re.search(r"^VERSION_CODENAME=(\S+)", f.read(), re.M)
