@@ -32,8 +32,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # xenevt.runner (the standard library alone) from this checkout, for the system's python3
+from xenevt.runner import boot, image  # noqa: E402
 from xenevt.runner import fetch as runner_fetch  # noqa: E402
-from xenevt.runner import image  # noqa: E402
 from xenevt.runner.image import cpio_newc  # noqa: E402,F401  (tests/test_xenci.py reads it here)
 from xenevt.runner.stage import StageFailed, run  # noqa: E402
 
@@ -356,39 +356,24 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher, out: str) -> dict:
     t_start = started = time.monotonic()
     w.report(f"stage {w.stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
     qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pos, buf = 0, ""
+    tail = boot.LogTail(log)
     try:
         while True:
-            with open(log, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-            pos += len(chunk)
-            buf += chunk.decode(errors="replace")
-            lines = buf.split("\n")
-            buf = lines.pop()
-            for line in lines:
-                if w.feed(line.rstrip("\r")):
+            for line in tail.lines():
+                if w.feed(line):
                     w.report(f"stage {w.stage} after {time.monotonic() - t_start:.0f} s")
                     started = time.monotonic()
             if qemu.poll() is not None:
                 if w.stage == "shutdown":
                     break
-                said = (qemu.stdout.read() or b"").decode(errors="replace").strip().splitlines()
-                raise StageFailed(w.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended"
-                                  + (f": {said[-1][:200]}" if said else ""))
+                raise boot.qemu_exited(w.stage, qemu)
             if time.monotonic() - started > limits[w.stage]:
                 running = w.facts.get("current") if w.stage == "tests" else None
                 raise StageFailed(w.stage, f"timed out after {limits[w.stage]:.0f} s"
                                   + (f" while running {running}" if running else ""))
             time.sleep(0.2)
     finally:
-        if qemu.poll() is None:
-            qemu.terminate()
-            try:
-                qemu.wait(10)
-            except subprocess.TimeoutExpired:
-                qemu.kill()
-                qemu.wait()
+        boot.stop_qemu(qemu)
         w.facts["seconds"] = time.monotonic() - t_start
     return w.facts
 

@@ -101,6 +101,41 @@ class Console:
         return None
 
 
+class LogTail:
+    """The serial console's log file as QEMU writes it: each call, the whole lines added since the last."""
+
+    def __init__(self, log: str):
+        self.log, self.pos, self.buf = log, 0, ""
+
+    def lines(self) -> list[str]:
+        with open(self.log, "rb") as f:
+            f.seek(self.pos)
+            chunk = f.read()
+        self.pos += len(chunk)
+        self.buf += chunk.decode(errors="replace")
+        lines = self.buf.split("\n")
+        self.buf = lines.pop()
+        return [line.rstrip("\r") for line in lines]
+
+
+def qemu_exited(stage: str, qemu: subprocess.Popen) -> StageFailed:
+    """QEMU gone before ``stage`` ended: the stage's failure, with QEMU's last word."""
+    said = (qemu.stdout.read() if qemu.stdout else b"").decode(errors="replace").strip().splitlines()
+    return StageFailed(stage, f"QEMU exited (code {qemu.returncode}) before the stage ended"
+                       + (f": {said[-1][:200]}" if said else ""))
+
+
+def stop_qemu(qemu: subprocess.Popen) -> None:
+    """QEMU stopped, whatever way out was taken: asked, then killed after 10 s."""
+    if qemu.poll() is None:
+        qemu.terminate()
+        try:
+            qemu.wait(10)
+        except subprocess.TimeoutExpired:
+            qemu.kill()
+            qemu.wait()
+
+
 def boot(img: dict, cmd: list[str], log: str, limits: dict[str, float], console: Console,
          on_stage: Callable[[str, float], None]) -> float:
     """Run QEMU until dom0 powers off, feeding the console to ``console``; ``on_stage(stage, seconds)`` as
@@ -109,19 +144,12 @@ def boot(img: dict, cmd: list[str], log: str, limits: dict[str, float], console:
     started = t_stage = time.monotonic()
     to_command = 0.0
     qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pos, buf = 0, ""
+    tail = LogTail(log)
     try:
         while True:
-            with open(log, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-            pos += len(chunk)
-            buf += chunk.decode(errors="replace")
-            lines = buf.split("\n")
-            buf = lines.pop()
-            for line in lines:
+            for line in tail.lines():
                 was = console.stage
-                if console.feed(line.rstrip("\r")):
+                if console.feed(line):
                     now = time.monotonic()
                     on_stage(was, now - t_stage)
                     t_stage = now
@@ -131,18 +159,10 @@ def boot(img: dict, cmd: list[str], log: str, limits: dict[str, float], console:
                 if console.stage == "shutdown":
                     on_stage("shutdown", time.monotonic() - t_stage)
                     break
-                said = (qemu.stdout.read() if qemu.stdout else b"").decode(errors="replace").strip().splitlines()
-                raise StageFailed(console.stage, f"QEMU exited (code {qemu.returncode}) before the stage ended"
-                                  + (f": {said[-1][:200]}" if said else ""))
+                raise qemu_exited(console.stage, qemu)
             if time.monotonic() - t_stage > limits[console.stage]:
                 raise StageFailed(console.stage, f"timed out after {limits[console.stage]:.0f} s")
             time.sleep(0.1)
     finally:
-        if qemu.poll() is None:
-            qemu.terminate()
-            try:
-                qemu.wait(10)
-            except subprocess.TimeoutExpired:
-                qemu.kill()
-                qemu.wait()
+        stop_qemu(qemu)
     return to_command
