@@ -7,7 +7,6 @@ import os
 import click
 
 from ..errors import XenevtError
-from ..safetext import term
 from ..sim.access import CONTROL_DOMAIN, check_host_call
 from ..sim.domain import KERNEL_ABIS
 from ..sim.host import DEFAULT_XEN, FILE_NAME, XEN_VERSIONS, SimHost, create_host
@@ -17,14 +16,12 @@ from .context import (
     DOMAIN_ID,
     DOMAINS,
     MAX_PORTS,
-    QUEUES,
     SIM_VCPU,
     VCPUS,
     Ctx,
     domain_option,
     json_option,
     pass_ctx,
-    settled,
     targets_option,
     yes_option,
 )
@@ -219,9 +216,9 @@ def pause(c: Ctx, domid):
       xenevt sim pause 1
       xenevt sim unpause 1
     """
-    domid = _named(c, domid)
+    domid = toolstack_target(c, domid)
     with SimHost(c.sim_state()) as host:
-        host.pause(domid, caller=_toolstack(c))
+        host.pause(domid, caller=toolstack_caller(c))
     c.emit({"domain": domid, "paused": True}, f"domain {domid} paused")
 
 
@@ -240,9 +237,9 @@ def unpause(c: Ctx, domid):
       xenevt sim pause 1
       xenevt sim unpause 1
     """
-    domid = _named(c, domid)
+    domid = toolstack_target(c, domid)
     with SimHost(c.sim_state()) as host:
-        host.pause(domid, False, caller=_toolstack(c))
+        host.pause(domid, False, caller=toolstack_caller(c))
     c.emit({"domain": domid, "paused": False}, f"domain {domid} unpaused")
 
 
@@ -270,7 +267,7 @@ def destroy(c: Ctx, domid, dying, every, yes):
       xenevt --state ./h sim destroy 2 --dying   # still listed, dying
       xenevt --state ./h sim destroy 2           # gone
     """
-    caller = _toolstack(c)
+    caller = toolstack_caller(c)
     with SimHost(c.sim_state()) as host:
         if every:
             if domid is not None or c.domains_given:
@@ -278,7 +275,7 @@ def destroy(c: Ctx, domid, dying, every, yes):
             targets = sorted(d for d, dom in host.domains.items() if not dom.privileged)
             c.confirm(f"destroy every unprivileged domain ({', '.join(map(str, targets)) or 'none'})", yes)
         else:
-            targets = [_named(c, domid)]
+            targets = [toolstack_target(c, domid)]
         for target in targets:
             _destroy(c, host, caller, target, dying)
 
@@ -317,9 +314,9 @@ def xen_port(c: Ctx, domid, remote, vcpu):
     Examples:
       xenevt sim xen-port 1                # dom1's port, for an ioreq server in dom0
     """
-    domid = _named(c, domid)
+    domid = toolstack_target(c, domid)
     with SimHost(c.sim_state()) as host:
-        port = host.xen_port(domid, remote, vcpu, caller=_toolstack(c))
+        port = host.xen_port(domid, remote, vcpu, caller=toolstack_caller(c))
     c.emit({"domain": domid, "port": port, "state": "unbound", "vcpu": vcpu, "remote_domain": remote,
             "xen_owned": True},
            f"d{domid}:{port}: consumed by Xen, waiting for domain {remote}")
@@ -362,7 +359,7 @@ def check(c: Ctx, repair):
         click.get_current_context().exit(1)
 
 
-def _named(c: Ctx, domid: int | None) -> int:
+def toolstack_target(c: Ctx, domid: int | None) -> int:
     """The one domain a toolstack command acts on: its DOMID argument or -d (the same domain if both), else
     --as's; never a default, as these change a domain."""
     if domid is None and not c.domains_given and c.caller is None:
@@ -370,85 +367,9 @@ def _named(c: Ctx, domid: int | None) -> int:
     return c.domain(domid)
 
 
-def _toolstack(c: Ctx) -> int:
+def toolstack_caller(c: Ctx) -> int:
     """The domain a toolstack operation (pause, destroy, device add, Xen's own ports) runs as: --as, else dom0."""
     return CONTROL_DOMAIN if c.caller is None else c.caller
-
-
-@sim.group("device", cls=SuggestingGroup)
-def device():
-    """Add and list PV devices with their event channels.
-
-    PV devices as a toolstack and its drivers connect them: their event channels and xenstore nodes.
-
-    \b
-    Examples:
-      xenevt sim device add vif 1          # dom1's vif 0, served by dom0
-      xenevt sim device list
-    """
-
-
-@settled
-@device.command("add")
-@click.argument("kind", type=click.Choice(["vif", "vbd", "console", "store"]))
-@click.argument("domid", type=DOMAIN, required=False)
-@click.option("--backend", type=DOMAIN, default=0, show_default=True, help="The domain serving it.")
-@click.option("--queues", type=QUEUES, default=1, show_default=True,
-              help="Queues (vif, vbd): each has its own channel, a vif's a tx and an rx one.")
-@domain_option
-@json_option
-@pass_ctx
-def device_add(c: Ctx, kind, domid, backend, queues):
-    """Add a PV device to DOMID, its ports bound by the backend.
-
-    Add a vif or vbd to DOMID (the frontend allocates a port per queue and direction, writes it to
-    /local/domain/DOMID/device/KIND/ID/, and the backend binds interdomain to it), or its console or
-    xenstore port (the domain builder allocates it, xenconsoled or xenstored binds it).
-
-    \b
-    Examples:
-      xenevt sim device add vif 1 --queues 2   # two queues: a tx and an rx port each
-      xenevt sim device add console 1
-    """
-    domid = _named(c, domid)
-    with SimHost(c.sim_state()) as host:
-        made = host.device_add(kind, domid, backend, queues, caller=_toolstack(c))
-    what, base = (f"{kind} {made['id']}", f"/{made['id']}/") if "id" in made else (kind, f"/{kind}/")
-    # each port in the schema's words: the frontend's port, its backend end as the remote, the node naming it
-    ports = [{"domain": domid, "port": p["port"], "remote_domain": backend, "remote_port": p["peer"],
-              "node": p["key"]} for p in made["ports"]]
-    c.emit(made | {"ports": ports}, f"domain {domid}: {what} served by domain {backend}: "
-           + ", ".join(f"d{domid}:{p['port']} ↔ d{backend}:{p['remote_port']} ({p['node'].split(base, 1)[-1]})"
-                       for p in ports))
-
-
-@device.command("list")
-@json_option
-@pass_ctx
-def device_list(c: Ctx):
-    """List every port the simulated xenstore names.
-
-    Every port the simulated xenstore names: its node and value.
-
-    \b
-    Examples:
-      xenevt sim device add vbd 1
-      xenevt sim device list
-    """
-    with SimHost(c.sim_state(), read_only=True) as host:
-        nodes = host.xenstore_nodes()
-        # xenstored shows a domain its own subtree only (dom0 every node)
-        hidden = () if c.caller is None else tuple(f"/local/domain/{d}/" for d in host.domains
-                                                   if not host.may(c.caller, d, "read the xenstore nodes of"))
-    ends = ("/port", "/event-channel", "/event-channel-tx", "/event-channel-rx")
-    ports = {k: v for k, v in sorted(nodes.items()) if k.endswith(ends) and not k.startswith(hidden)}
-    if c.json:
-        c.emit({"nodes": ports})
-        return
-    if not ports:
-        c.out.print("no devices (add one with `xenevt sim device add vif DOMID`)")
-    for k, v in ports.items():
-        c.out.print(f"{term(k)} = {term(v)}")  # what a domain wrote: escaped before the terminal sees it
 
 
 @sim.command("libpath")
@@ -472,7 +393,8 @@ def libpath(c: Ctx):
 
 
 def register(cli: click.Group) -> None:
-    from . import simvcpu
+    from . import simdevice, simvcpu
 
+    simdevice.register(sim)
     simvcpu.register(sim)
     cli.add_command(sim)
