@@ -166,7 +166,8 @@ def exporter() -> dict:
             "evidence": [s.value for s in samples if s.name == "xenevt_collect_success"
                          and s.labels.get("source") == "evidence"],
             "ports": sum(s.value for s in samples if s.name == "xenevt_ports"),
-            "unread": [s.value for s in samples if s.name == "xenevt_evidence_unread"]}
+            "unread": [s.value for s in samples if s.name == "xenevt_evidence_unread"],
+            "stderr": r.stderr.strip()[-300:]}
 
 
 def online(cpu: int, wait: float = 60) -> dict:

@@ -33,14 +33,14 @@ class Exporter:
         self.finished_at: float | None = None  # (time.time of the latest round that ended)
         self.rounds = 0
         self.failures: dict[str, int] = {}
-        self._busy: threading.Thread | None = None
+        self._running = False  # a round started and not yet ended (set and cleared under the lock, by the round)
         self._lock = threading.Lock()
 
     def round(self) -> Round | None:
         """Run one collection, waiting at most ``timeout`` seconds for it; None while the previous one still runs
         (counted as a failure)."""
         with self._lock:
-            if self._busy is not None and self._busy.is_alive():
+            if self._running:
                 self._fail("evidence")
                 return None
             done = threading.Event()
@@ -50,10 +50,13 @@ class Exporter:
                 try:
                     box.append(collect(self.host, self.latest.diagnosis if self.latest else None, **self.options))
                 finally:
+                    # ended before anyone is told: a thread still alive after done.set() is not a stuck round
+                    with self._lock:
+                        self._running = False
                     done.set()
 
-            self._busy = threading.Thread(target=work, name="xenevt-collect", daemon=True)
-            self._busy.start()
+            self._running = True
+            threading.Thread(target=work, name="xenevt-collect", daemon=True).start()
         if not done.wait(self.timeout) or not box:
             self._fail("evidence")
             return None
@@ -80,7 +83,7 @@ class Exporter:
 
         with self._lock:
             latest, finished, rounds, failures = self.latest, self.finished_at, self.rounds, dict(self.failures)
-            stuck = self._busy is not None and self._busy.is_alive() and latest is not None
+            stuck = self._running and latest is not None
         if latest is not None:
             for family in latest.families:
                 if stuck and family.name == f"{PREFIX}_collect_success":
