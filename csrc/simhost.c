@@ -632,14 +632,15 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, uint32_t max_events,
-                    int64_t timeout_ns, xe_error *err)
+int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t flags, uint32_t *out,
+                    uint32_t max_events, int64_t timeout_ns, xe_error *err)
 {
     int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0, left;
     uint32_t di, seq, abi, n, i;
     uint32_t *word;
     xe_host_dom *d = dom_of(h, domid, &di);
 
+    flags &= XE_CONSUME_ACK | XE_CONSUME_MASK;
     if (d == NULL || vcpu >= d->nr_vcpus || !size_unchanged(h))
         return XE_HOST_SLOW;
     word = &d->hdr[H_UPCALL + vcpu];
@@ -654,10 +655,10 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, ui
         if (abi == ABI_FIFO) {
             if (fifo_of(h, d) == NULL)
                 return XE_HOST_SLOW;
-            n = xe_guest_consume(&d->fifo, vcpu, &d->guests[vcpu], XE_CONSUME_ACK, out, max_events, 1u << 30,
+            n = xe_guest_consume(&d->fifo, vcpu, &d->guests[vcpu], flags, out, max_events, 1u << 30,
                                  err);
         } else if (abi == ABI_2L && d->version >= 2) {
-            n = xe_l2_consume(&d->l2, vcpu, XE_CONSUME_ACK, out, max_events, 1u << 30, err);
+            n = xe_l2_consume(&d->l2, vcpu, flags, out, max_events, 1u << 30, err);
         } else {
             return XE_HOST_SLOW;
         }

@@ -703,8 +703,8 @@ static void t_host_send_consume(void)
     CHECK((*word & (1u << 31)) && (*word & (1u << 29)) && journal[0x60 / 4] == 0);
     CHECK(((uint32_t *)(f + IMG + 2048))[0] == 1);              /* the upcall word bumped */
     CHECK(f[IMG + 16384] == 1);                                /* vcpu_info's evtchn_upcall_pending */
-    CHECK(xe_host_consume(&h, 0, 0, out, 8, 0, &err) == 1 && out[0] == 1 && *word == 0);
-    CHECK(xe_host_consume(&h, 0, 0, out, 8, 1000, &err) == 0);  /* nothing: slept 1 us, timed out */
+    CHECK(xe_host_consume(&h, 0, 0, XE_CONSUME_ACK, out, 8, 0, &err) == 1 && out[0] == 1 && *word == 0);
+    CHECK(xe_host_consume(&h, 0, 0, XE_CONSUME_ACK, out, 8, 1000, &err) == 0);  /* nothing: slept 1 us, timed out */
     /* the cases the Python path decides: another caller, ports out of range or free, a record no Xen holds,
      * an update to finish, a domain gone */
     CHECK(xe_host_send(&h, 1, 0, 1) == XE_HOST_SLOW);

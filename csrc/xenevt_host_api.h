@@ -173,13 +173,15 @@ int xe_host_status(xe_host *h, uint32_t caller, uint32_t domid, uint32_t port, x
 int xe_host_free_port(xe_host *h, uint32_t domid, uint32_t start, uint32_t nr, uint32_t *first_free);
 
 /* The guest kernel's upcall handler on `vcpu` of domain `domid` (its vCPU
- * claimed by the caller): consume a batch (ACK), count deliveries, and
+ * claimed by the caller): consume a batch (`flags`: XE_CONSUME_ACK clears
+ * PENDING as Linux's ack_dynirq does; with XE_CONSUME_MASK the port is
+ * masked first, as lateeoi_ack_dynirq does), count deliveries, and
  * sleep on the upcall word until a kick when there is none, at most
  * timeout_ns (< 0: no limit).  Returns the number of ports in out (0: timed
  * out), XE_HOST_SLOW (the caller's Python path decides), XE_HOST_INTR (a
  * signal: call again), or -1 with *err set (an engine error on the queues). */
-int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t *out, uint32_t max_events,
-                    int64_t timeout_ns, xe_error *err);
+int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t flags, uint32_t *out,
+                    uint32_t max_events, int64_t timeout_ns, xe_error *err);
 
 /* The guest kernel's mask and unmask of its own port (Linux's: locally, or
  * EVTCHNOP_unmask when the port is pending); 0 (mask: the bit's old value),

@@ -41,6 +41,8 @@ static uint32_t sim_domid;
 static pthread_mutex_t sim_lock = PTHREAD_MUTEX_INITIALIZER;  /* the owner table against a handle closing */
 static struct { uint64_t hid; int rfd, wfd; } sim_handles[SIM_SLOTS];  /* by slot; hid 0: free */
 static uint16_t sim_owner[SIM_PORTS];     /* port -> slot of the handle that bound it, 0 none */
+static uint8_t sim_enabled[SIM_PORTS];    /* the evtchn driver's user_evtchn.enabled: no EOI outstanding */
+static uint64_t sim_not_enabled;          /* events delivered on a port not enabled (the driver's WARN) */
 static pthread_t sim_threads[256];
 static uint32_t sim_nthreads;
 static int sim_stop;
@@ -95,8 +97,10 @@ static void set_owner(uint64_t hid, uint32_t port, int own)
 {
     uint32_t slot = (uint32_t)(hid & (SIM_SLOTS - 1));
 
-    if (slot != 0 && port < SIM_PORTS && sim_handles[slot].hid == hid)
+    if (slot != 0 && port < SIM_PORTS && sim_handles[slot].hid == hid) {
+        sim_enabled[port] = 1;  /* evtchn_bind_to_user: a port starts enabled */
         __atomic_store_n(&sim_owner[port], own ? (uint16_t)slot : 0, __ATOMIC_RELEASE);
+    }
 }
 
 void xenevt_sim_own(uint64_t hid, uint32_t port, int own)
@@ -121,6 +125,11 @@ void xenevt_sim_release(uint64_t hid, uint32_t port)
 uint64_t xenevt_sim_dropped(void)
 {
     return __atomic_load_n(&sim_dropped, __ATOMIC_RELAXED);
+}
+
+uint64_t xenevt_sim_not_enabled(void)
+{
+    return __atomic_load_n(&sim_not_enabled, __ATOMIC_RELAXED);
 }
 
 /* fork(): the child shares every open handle's pipe (its events, and the holder count close relies on, as it shares
@@ -164,11 +173,35 @@ static void sim_load(void)
     atexit(at_exit);
 }
 
-/* Linux's upcall handler on one vCPU, routing each port as the evtchn driver does: masked until userspace unmasks
- * it, its number written to the owning handle's fd. */
+/* Linux's upcall handler on one vCPU, routing each port as the evtchn driver does since XSA-332 (drivers/xen/evtchn.c
+ * binds every port with the lateeoi chip): lateeoi_ack_dynirq masks the port (the EOI-pending reason) and only then
+ * clears PENDING (the consume's XE_CONSUME_MASK | XE_CONSUME_ACK, in that order), so an event the peer sends
+ * meanwhile stays pending and unlinked behind the mask; evtchn_interrupt marks the port not enabled and writes it to
+ * the owning handle's fd; the EOI (xen_irq_lateeoi from the driver's write(), here xenevtchn_unmask) unmasks it.  A
+ * port no handle owns (another process's) is dropped and unmasked again, as it was. */
+static void route(xe_host *h, uint32_t port)
+{
+    uint32_t slot;
+
+    pthread_mutex_lock(&sim_lock);
+    slot = port < SIM_PORTS ? sim_owner[port] : 0;
+    if (slot == 0 || sim_handles[slot].hid == 0) {
+        sim_dropped++;
+        pthread_mutex_unlock(&sim_lock);
+        xe_host_guest_unmask(h, sim_domid, sim_domid, port);
+        return;
+    }
+    if (!sim_enabled[port])
+        sim_not_enabled++;  /* evtchn_interrupt's WARN: "Interrupt for port %u, but apparently not enabled" */
+    sim_enabled[port] = 0;
+    if (write(sim_handles[slot].wfd, &port, sizeof(port)) != (ssize_t)sizeof(port))
+        sim_dropped++;
+    pthread_mutex_unlock(&sim_lock);
+}
+
 static void *upcall_loop(void *arg)
 {
-    uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i, slot;
+    uint32_t vcpu = (uint32_t)(uintptr_t)arg, out[SIM_BATCH], i;
     struct timespec poll = {0, SIM_POLL_NS};
     xe_error err;
     int n;
@@ -177,7 +210,7 @@ static void *upcall_loop(void *arg)
         xe_host *h = __atomic_load_n(&sim_host, __ATOMIC_ACQUIRE);
         if (h == NULL)
             break;
-        n = xe_host_consume(h, sim_domid, vcpu, out, SIM_BATCH, SIM_POLL_NS, &err);
+        n = xe_host_consume(h, sim_domid, vcpu, XE_CONSUME_MASK | XE_CONSUME_ACK, out, SIM_BATCH, SIM_POLL_NS, &err);
         if (n == XE_HOST_INTR)
             continue;
         if (n == XE_HOST_SLOW && xe_host_vcpu_online(h, sim_domid, vcpu) == 0) {
@@ -186,18 +219,8 @@ static void *upcall_loop(void *arg)
         }
         if (n < 0)
             break;  /* (an engine error on the queues, a domain gone: the Python kernel stops there too) */
-        for (i = 0; i < (uint32_t)n; i++) {
-            pthread_mutex_lock(&sim_lock);
-            slot = out[i] < SIM_PORTS ? sim_owner[out[i]] : 0;
-            if (slot == 0 || sim_handles[slot].hid == 0) {
-                sim_dropped++;
-            } else {
-                xe_host_guest_mask(h, sim_domid, sim_domid, out[i]);
-                if (write(sim_handles[slot].wfd, &out[i], sizeof(out[i])) != (ssize_t)sizeof(out[i]))
-                    sim_dropped++;
-            }
-            pthread_mutex_unlock(&sim_lock);
-        }
+        for (i = 0; i < (uint32_t)n; i++)
+            route(h, out[i]);
     }
     return NULL;
 }
@@ -260,10 +283,21 @@ xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)
     return -1;
 }
 
+/* The evtchn driver's write(): a port with an EOI outstanding (not enabled) is enabled again and EOIed
+ * (xen_irq_lateeoi(irq, 0): never spurious, so never delayed; the EOI unmasks it); an enabled one is skipped. */
 int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port)
 {
     xe_host *h = owned(xce, port);
 
+    if (h != NULL && __atomic_load_n(&sim_kernel, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&sim_lock);
+        if (sim_enabled[port]) {
+            pthread_mutex_unlock(&sim_lock);
+            return 0;
+        }
+        sim_enabled[port] = 1;
+        pthread_mutex_unlock(&sim_lock);
+    }
     if (h != NULL && xe_host_guest_unmask(h, sim_domid, sim_domid, port) == 0)
         return 0;
     return xenevt_sim_py_unmask(xce, port);

@@ -32,5 +32,8 @@ int xenevt_sim_kernel_start(uint32_t nr_vcpus);
 void xenevt_sim_kernel_stop(void);
 /* Events the C kernel had no handle for (or whose pipe was full). */
 uint64_t xenevt_sim_dropped(void);
+/* Events the C kernel delivered on a port whose EOI was still outstanding (the evtchn driver's WARN, "Interrupt for
+ * port %u, but apparently not enabled"): none while the port stays masked until its EOI. */
+uint64_t xenevt_sim_not_enabled(void);
 /* Whether exit() calls xenevt_sim_py_exit (a Python process gives back at its own exit, before C's handlers). */
 void xenevt_sim_arm(int armed);

@@ -162,6 +162,10 @@ class SimBackend:
                 name = f"{st.state} {remote}" if remote else st.state
             flags = st.flags
             append(Row(f"port {port}", name, [delivered], port, flags.get("pending"), flags.get("masked"), raised))
+        # its PV drivers' xenbus devices, as Linux's sysfs counts them (the lateeoi ones: vifs, vbds)
+        for node, dev, c in self.host.xenbus_counters(domain):
+            append(Row(f"xenbus {node}", f"xenbus {dev}", [c.events], spurious=c.spurious_events,
+                       eoi_delayed=c.jiffies_eoi_delayed))
         return rows
 
     def xenstore(self) -> tuple[dict[str, str], str]:

@@ -124,8 +124,12 @@ class GuestKernel:
         self.consumers.claim(dom, vcpu, call)
 
     def consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
-                caller: int | None = None) -> list[int]:
+                caller: int | None = None, flags: int = Consume.ACK) -> list[int]:
         """Run the guest's upcall handler for ``vcpu``; sleep up to ``timeout`` s until something arrives.
+
+        ``flags``: what is done to each delivered port as it is taken: ``Consume.ACK`` clears PENDING (Linux's
+        ack_dynirq); with ``Consume.MASK`` it is masked first (lateeoi_ack_dynirq: the EOI-pending mask, then
+        the clear, so an event sent meanwhile waits behind the mask, pending and unlinked, until the EOI).
 
         The ABI is read on each pass: a reset (back to 2-level, then the kernel's own again) may change it
         between two batches.  A sleep longer than ``WAKE`` s is cut into slices, and after each empty one the
@@ -134,7 +138,7 @@ class GuestKernel:
             deadline = None if timeout is None else _monotonic() + timeout
             while True:
                 left = WAKE if deadline is None else min(WAKE, max(deadline - _monotonic(), 0.0))
-                ports = self.consume(domid, vcpu, max_events, left, caller)
+                ports = self.consume(domid, vcpu, max_events, left, caller, flags)
                 if ports or (deadline is not None and _monotonic() >= deadline):
                     return ports
                 self.file.check_current()
@@ -145,17 +149,17 @@ class GuestKernel:
                 bufs = h.buffers(domid, vcpu)
             out, err = bufs
             if timeout is None:
-                n = _hot_consume(h.h, domid, vcpu, out, max_events, -1, err)
+                n = _hot_consume(h.h, domid, vcpu, flags, out, max_events, -1, err)
             elif timeout > 0:
                 t0 = _monotonic()
-                n = _hot_consume(h.h, domid, vcpu, out, max_events, int(timeout * 1e9), err)
+                n = _hot_consume(h.h, domid, vcpu, flags, out, max_events, int(timeout * 1e9), err)
             else:
-                n = _hot_consume(h.h, domid, vcpu, out, max_events, 0, err)
+                n = _hot_consume(h.h, domid, vcpu, flags, out, max_events, 0, err)
             if n > 0:
                 return _unpack(out, n)
             while n == hot.INTR:  # a signal while it slept: its Python handler runs here (Ctrl-C), then on
                 left = -1 if timeout is None else max(int((t0 + timeout - _monotonic()) * 1e9), 0)
-                n = _hot_consume(h.h, domid, vcpu, out, max_events, left, err)
+                n = _hot_consume(h.h, domid, vcpu, flags, out, max_events, left, err)
             if n >= 0:
                 return _unpack(out, n)
             if n == -1:
@@ -163,10 +167,10 @@ class GuestKernel:
                 fifo = self.file.domains[domid].mem.event_abi == ABI_FIFO
                 where = f" (vCPU {vcpu}, priority {e.priority})" if fifo else f" (vCPU {vcpu})"
                 raise engine_error(e.code, "consume events of", domid, e.port if fifo else None, vcpu, where)
-        return self._consume(domid, vcpu, max_events, timeout, caller)
+        return self._consume(domid, vcpu, max_events, timeout, caller, flags)
 
     def _consume(self, domid: int, vcpu: int, max_events: int = CONSUME_BATCH, timeout: float | None = 0,
-                 caller: int | None = None) -> list[int]:
+                 caller: int | None = None, flags: int = Consume.ACK) -> list[int]:
         """The upcall loop in Python: the reference, and whatever the C loop leaves (errors say which)."""
         call = "consume events of"
         dom = self.access.own(caller, domid, call, vcpu=vcpu) if caller is not None else self.access.domain(domid, call)
@@ -176,7 +180,7 @@ class GuestKernel:
             seq = dom.mem.upcall_seq(vcpu)
             refuse_down(dom, vcpu, call)  # (each pass: VCPUOP_down wakes a consumer that slept on it)
             fifo = dom.mem.event_abi == ABI_FIFO
-            ports, err = (dom.engine if fifo else dom.l2).consume(vcpu, Consume.ACK, max_events)
+            ports, err = (dom.engine if fifo else dom.l2).consume(vcpu, flags, max_events)
             for port in ports:
                 self.stats.count(domid, port, 1)
             if err[0] != 0:

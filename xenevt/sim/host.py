@@ -12,7 +12,8 @@ laid out by statefile.py); ``stats`` the activity counters (stats.py); ``hot`` t
 ``access`` who may call (access.py); ``effects`` Xen's restartable steps (effects.py) and ``journal`` the intent
 record and the recovery that replays it (journal.py); ``consumers`` one consumer per vCPU (consumers.py);
 ``binds`` and ``xen`` the hypercalls (binds.py, hypercalls.py); ``guest`` the guest kernel's own acts (guest.py);
-``lifecycle`` vCPUs going down and up (lifecycle.py);
+``lifecycle`` vCPUs going down and up (lifecycle.py); ``lateeoi`` the PV drivers' lateeoi handling and its
+delayed EOIs (lateeoi.py);
 ``reader`` the status reads in bulk (reader.py); ``console`` the 'e' debug key (console.py); ``frames`` foreign
 mappings (foreign.py); ``xenstore`` the nodes that name ports (xenstore.py).  A host opened only to inspect is
 readhost.SimReadHost, made of the read parts alone; both are a HostView (view.py), which holds the read parts and
@@ -39,6 +40,7 @@ from .guest import CONSUME_BATCH, GuestKernel
 from .hotpath import HotPath
 from .hypercalls import Hypercalls
 from .journal import Journal
+from .lateeoi import LATEEOI_NAME
 from .lifecycle import Lifecycle
 from .reader import Reader
 from .readhost import SimReadHost
@@ -49,7 +51,8 @@ from .store import HostFile
 from .view import HostView
 from .xenstore import XENSTORE_NAME, SimXenstore
 
-__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LOCK_NAME", "STATS_NAME", "SimDomain",
+__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LATEEOI_NAME", "LOCK_NAME", "STATS_NAME",
+           "SimDomain",
            "SimHost", "SimReadHost", "XENSTORE_NAME", "chan_status", "create_host", "default_state_dir"]
 
 
@@ -104,7 +107,8 @@ class SimHost(HostView):
         self.claim_vcpu = guest.claim_vcpu
         self.consume = guest.consume
         self.consumer_live = self.consumers.live
-        self.device_add = self.xenstore.device_add
+        self.serve = self.lateeoi.serve
+        self.push = self.lateeoi.push
         self.vcpu_op = self.lifecycle.vcpu_op
         self.cpu_down = self.lifecycle.cpu_down
         self.cpu_up = self.lifecycle.cpu_up
@@ -121,6 +125,16 @@ class SimHost(HostView):
                 self.consumers.recover()
 
         file.open(at_open)
+
+    def device_add(self, kind: str, domid: int, backend: int = 0, queues: int = 1, caller: int = 0) -> dict:
+        """xenstore.device_add, then each vif's and vbd's channel bound with the lateeoi chip at both ends, as
+        netback/blkback and (since XSA-391) netfront/blkfront bind theirs; a console's and xenstore's are not."""
+        made = self.xenstore.device_add(kind, domid, backend, queues, caller)
+        if kind in ("vif", "vbd"):
+            for p in made["ports"]:
+                self.lateeoi.bind(domid, p["port"])
+                self.lateeoi.bind(backend, p["peer"])
+        return made
 
     def fileno(self) -> int:
         return self.file.fd

@@ -27,6 +27,7 @@ import struct
 import threading
 
 from .. import abi
+from ..engine import Consume
 from ..engine.layout import ABI_FIFO
 from ..errors import ChannelError, XenevtError, channel_error
 from .foreign import SHARED_INFO_GFN
@@ -79,6 +80,8 @@ class SimLibraries:
         self._kernel: list[threading.Thread | None] = []  # None: the C upcall threads
         self._stop = threading.Event()
         self.dropped = 0  # events for ports no handle owns (the kernel had no handler for them)
+        self.enabled: set[int] = set()  # ports with no EOI outstanding (the driver's user_evtchn.enabled)
+        self.not_enabled = 0  # events delivered while their port's EOI was outstanding (the driver's WARN)
         self._c = None
         hot = self.host.hot.get() if c_half is not None else None
         if hot is not None:
@@ -105,9 +108,13 @@ class SimLibraries:
             self._kernel.append(t)
 
     def _upcall_loop(self, vcpu: int) -> None:
+        """The evtchn driver's lateeoi order (drivers/xen/evtchn.c since XSA-332; the C half's route()): each port
+        masked (the EOI-pending reason) before its PENDING is cleared, marked not enabled and written to its
+        handle's pipe; the EOI is xenevtchn_unmask.  A port no handle owns is dropped and unmasked again."""
+        host, domid = self.host, self.domid
         while not self._stop.is_set():
             try:
-                ports = self.host.consume(self.domid, vcpu, 256, 0.2)
+                ports = host.consume(domid, vcpu, 256, 0.2, flags=Consume.MASK | Consume.ACK)
             except XenevtError:
                 return
             for port in ports:
@@ -115,9 +122,14 @@ class SimLibraries:
                     h = self.owner.get(port)
                     if h is None:
                         self.dropped += 1
+                        try:
+                            host.unmask(domid, domid, port)
+                        except XenevtError:
+                            pass  # (closed since it was taken: nothing to give back)
                         continue
-                    dom = self.host.domain(self.domid, "deliver")
-                    self.host.effects.guest_mask(dom, port)  # the evtchn driver masks until userspace unmasks
+                    if port not in self.enabled:
+                        self.not_enabled += 1  # evtchn_interrupt's WARN: "... but apparently not enabled"
+                    self.enabled.discard(port)
                     try:
                         os.write(h.wfd, struct.pack("<I", port))
                     except BlockingIOError:
@@ -225,6 +237,7 @@ class SimLibraries:
                 self._c.xenevt_sim_release(h.hid if port is not None else 0, port or 0)
         h.ports.add(port)
         self.owner[port] = h
+        self.enabled.add(port)  # evtchn_bind_to_user: a port starts enabled
         return port
 
     def _restricted(self, h: _Handle, remote: int | None, call: str) -> None:
@@ -295,10 +308,19 @@ class SimLibraries:
         return struct.unpack("<I", data)[0]
 
     def unmask(self, hid: int, port: int) -> None:
-        """The driver's write(): a port this handle did not bind is skipped, not an error."""
+        """The driver's write(): a port this handle did not bind is skipped, not an error; one whose EOI is
+        outstanding is enabled again and EOIed (xen_irq_lateeoi(irq, 0): never spurious, so the EOI unmasks at
+        once); once this process receives, an enabled one is skipped as the driver skips it.  (With the C half
+        attached, its xenevtchn_unmask keeps the enabled flags and calls this only to finish an unmask.)"""
         h = self._h(hid)
-        if port in h.ports:
-            self.host.unmask(self.domid, self.domid, port)
+        if port not in h.ports:
+            return
+        if self._c is None and self._kernel:
+            with self._lock:
+                if port in self.enabled:
+                    return
+                self.enabled.add(port)
+        self.host.unmask(self.domid, self.domid, port)
 
     def restrict(self, hid: int, domid: int) -> None:
         h = self._h(hid)
@@ -402,6 +424,7 @@ class SimLibraries:
         if self._c is not None:
             self._c.xenevt_sim_kernel_stop()
             self.dropped += self._c.xenevt_sim_dropped()
+            self.not_enabled += self._c.xenevt_sim_not_enabled()
             self._c.xenevt_sim_attach(0, 0)
             self._c = None
 

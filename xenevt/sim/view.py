@@ -14,6 +14,7 @@ from .access import Access
 from .console import Console
 from .domain import SimDomain
 from .foreign import ForeignFrames
+from .lateeoi import Counters, LateEoi
 from .reader import Reader, host_info
 from .statedir import StateDir
 from .stats import Stats
@@ -28,6 +29,7 @@ class HostView:
                  console: Console, xenstore: SimXenstore):
         self.file, self.stats, self.access, self.reader = file, stats, access, reader
         self.frames, self.console, self.xenstore = frames, console, xenstore
+        self.lateeoi = LateEoi(file, self)  # (its serve and push need a SimHost's calls: SimHost binds them)
 
         # the reads others make, each its part's own method (no wrapper frame on the list/status paths)
         self.status = reader.status
@@ -84,6 +86,11 @@ class HostView:
         """(raised, delivered) per port of the domain, since the host was made."""
         return self.stats.counters(self.access.domain(domid, "count events of"))
 
+    def xenbus_counters(self, domid: int) -> list[tuple[str, str, Counters]]:
+        """The domain's PV devices' lateeoi counters, as its sysfs shows them (lateeoi.LateEoi.xenbus)."""
+        self.access.domain(domid, "count events of")
+        return self.lateeoi.xenbus(domid, self.xenstore_nodes())
+
     def info(self) -> dict:
         return host_info(self.file, self.frames)
 
@@ -91,6 +98,7 @@ class HostView:
         """The counters' view of the mapping first, then the file."""
         if self.file.closed:
             return
+        self.lateeoi.close()
         self.stats.close()
         self.file.close()
 

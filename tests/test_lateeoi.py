@@ -1,0 +1,199 @@
+"""lateeoi in the simulated Linux (drivers/xen/events/events_base.c since XSA-332/XSA-391): a PV device's port is
+masked for its EOI before it is acked, a peer flooding it with no work on the ring gets its EOIs delayed and counted
+in the xenbus device's counters, and doctor's rate rules name it as on real Xen; a well-behaved peer costs nothing.
+The same order in the simulated libxenevtchn (the evtchn driver's lateeoi)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from xenevt.backend import select_backend
+from xenevt.evidence import collect, doctor
+from xenevt.evidence.model import Evidence
+from xenevt.sim import lateeoi
+from xenevt.sim.host import SimHost, create_host
+from xenevt.sim.lateeoi import EVT_MASK_REASON_EOI_PENDING, R_ACTIVE, R_REASON
+
+
+@pytest.fixture(params=["fifo", "2l"])
+def vif(request, tmp_path):
+    """dom1's vif served by dom0's netback, dom0's vCPUs claimed by this process (its kernel runs here)."""
+    create_host(str(tmp_path), abi=request.param)
+    h = SimHost(str(tmp_path))
+    made = h.device_add("vif", 1, 0)
+    front, back = made["ports"][0]["port"], made["ports"][0]["peer"]
+    for v in (0, 1):
+        h.claim_vcpu(0, v)
+    h.serve(0, 0, 0.05)  # the channel's first event (Xen leaves a new interdomain end pending)
+    h.serve(0, 1, 0.05)
+    yield h, str(tmp_path), front, back
+    h.close()
+
+
+def sample(state: str) -> Evidence:
+    b = select_backend("sim", state_dir=state, read_only=True)
+    try:
+        return Evidence.from_json(collect.from_backend(b).to_json())
+    finally:
+        b.shutdown()
+
+
+def drive(h: SimHost, front: int, requests: int, seconds: float) -> int:
+    """dom1's netfront notifying (with ``requests`` on the ring each time) while dom0's kernel runs; returns how
+    many notifies it made."""
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        h.push(1, 1, front, requests)
+        n += 1
+        h.serve(0, 0)
+        h.serve(0, 1)
+    return n
+
+
+def findings(now: Evidence, then: Evidence) -> set[tuple[str, str]]:
+    return {(f.rule, f.title) for f in doctor.examine(now, then).findings if f.domain == 0}
+
+
+def test_rogue_frontend_flood_delays_eois_and_doctor_says_so(vif):
+    h, state, front, back = vif
+    before = sample(state)
+    sent = drive(h, front, 0, 1.0)
+    after = sample(state)
+    ((node, name, c),) = h.xenbus_counters(0)
+    assert (node, name) == ("backend/vif/1/0", "vif-1-0")
+    assert 10 <= c.spurious_events <= sent + 2 and c.jiffies_eoi_delayed > 0
+    got = findings(after, before)
+    rules = {r for r, _ in got}
+    assert {"spurious-events", "eoi-delayed"} <= rules, got
+    title = next(t for r, t in got if r == "eoi-delayed")
+    assert title.startswith("xenbus backend/vif/1/0 (xenbus vif-1-0): Linux held its EOI back for ")
+    # the frontend's own device counts nothing spurious: its rx port was never flooded
+    assert all(c.spurious_events <= 1 for _, _, c in h.xenbus_counters(1))
+
+
+def test_well_behaved_peer_costs_nothing(vif):
+    h, state, front, back = vif
+    before = sample(state)
+    sent = drive(h, front, 1, 1.0)
+    after = sample(state)
+    ((_, _, c),) = h.xenbus_counters(0)
+    # (the two spurious ones: each channel's first event, which Xen leaves pending on the new interdomain end)
+    assert c.events >= sent // 2 and c.spurious_events == 2 and c.jiffies_eoi_delayed == 0
+    assert not {r for r, _ in findings(after, before)} & {"spurious-events", "eoi-delayed", "pending-masked",
+                                                          "pending-stuck", "pending-not-queued"}
+
+
+def test_masked_for_eoi_first_so_a_flood_waits_pending_and_never_linked(vif):
+    """lateeoi_ack_dynirq's order: masked, then acked; the flood's events coalesce behind the mask, pending and
+    not LINKED (real Xen's netback under a flood), and doctor calls the port busy, not stuck."""
+    h, state, front, back = vif
+    h.push(1, 1, front, 0)  # spurious twice in a row (the channel's first event was): the EOI waits a jiffy
+    h.serve(0, 0)
+    h.serve(0, 1)
+    rec = h.lateeoi.record(0, back)
+    assert rec is not None and rec[R_REASON] == EVT_MASK_REASON_EOI_PENDING and rec[R_ACTIVE] == 1
+    before = sample(state)
+    for _ in range(50):
+        h.push(1, 1, front, 0)
+    st = h.status(0, 0, back)
+    assert st.flags["pending"] and st.flags["masked"] and not st.flags.get("linked")
+    h.lateeoi.flush(0)  # the delayed EOI: unmasked, the waiting event raised again and taken once
+    for _ in range(2):
+        h.serve(0, 0)
+        h.serve(0, 1)
+        h.push(1, 1, front, 0)  # the second time: masked for its EOI again, this one waits behind it
+    after = sample(state)
+    got = doctor.examine(after, before).findings
+    assert [f.rule for f in got if f.domain == 0 and back in f.ports and f.rule.startswith(("masked", "pending"))] \
+        == ["masked-busy"], [(f.rule, f.title) for f in got]
+
+
+def test_a_spurious_eoi_past_the_threshold_waits_for_the_delayed_work_which_starts_the_count_again(vif):
+    """xen_irq_lateeoi_locked: past the threshold (1) in a row a spurious EOI is delayed 1 << (count - 1 - 1)
+    jiffies; the delayed work EOIs it as non-spurious, so the count starts again (a flood's EOIs are held back a
+    jiffy every second event, not longer)."""
+    h, state, front, back = vif
+    assert h.lateeoi.record(0, back)[lateeoi.R_SPURIOUS_CNT] == 1  # the channel's first event found no work
+    h.push(1, 1, front, 0)
+    h.serve(0, 0)
+    h.serve(0, 1)
+    rec = h.lateeoi.record(0, back)
+    assert rec[lateeoi.R_SPURIOUS_CNT] == 2 and rec[lateeoi.R_FLAGS] & lateeoi.F_ON_LIST
+    assert h.xenbus_counters(0)[0][2].jiffies_eoi_delayed == 1
+    for _ in range(3):  # behind the mask: pending, never LINKED, handled by no one until the EOI
+        h.push(1, 1, front, 0)
+    assert h.status(0, 0, back).flags["pending"] and h.lateeoi.record(0, back)[lateeoi.R_EVENTS] == rec[
+        lateeoi.R_EVENTS]
+    assert h.lateeoi.flush(0) == 1
+    rec = h.lateeoi.record(0, back)
+    assert rec[R_REASON] == 0 and rec[lateeoi.R_SPURIOUS_CNT] == 0 and not h.status(0, 0, back).flags["masked"]
+    h.serve(0, 0)
+    h.serve(0, 1)  # the three coalesced into one event, raised again by the unmask: spurious, within the threshold
+    rec = h.lateeoi.record(0, back)
+    assert rec[lateeoi.R_SPURIOUS_CNT] == 1 and not rec[lateeoi.R_FLAGS] & lateeoi.F_ON_LIST
+    assert h.xenbus_counters(0)[0][2].jiffies_eoi_delayed == 1
+
+
+def test_closed_port_is_no_longer_lateeoi(vif):
+    h, state, front, back = vif
+    h.push(1, 1, front, 0)
+    h.serve(0, 0)
+    h.serve(0, 1)
+    assert h.xenbus_counters(0)[0][2].events == 3  # tx: its first event and the push; rx: its first
+    h.close_port(0, 0, back)
+    assert h.lateeoi.record(0, back) is None
+    assert h.xenbus_counters(0)[0][2].events == 1  # the rx channel's alone
+
+
+def test_killed_server_leaves_no_port_masked_for_good(vif):
+    """A server killed after masking for the EOI: the next server of that vCPU EOIs the port (recover)."""
+    h, state, front, back = vif
+    rec = h.lateeoi.record(0, back)
+    rec[R_REASON], rec[R_ACTIVE] = EVT_MASK_REASON_EOI_PENDING, 1
+    h.lateeoi._store(0, back, rec)
+    h.mask(0, 0, back)
+    h.lateeoi._mark(0, h.status(0, 0, back).vcpu, 1)  # it died inside an upcall
+    h.push(1, 1, front, 1)
+    assert h.status(0, 0, back).flags["masked"]
+    vcpu = h.status(0, 0, back).vcpu
+    assert h.serve(0, vcpu, 0.05) == [back]  # EOIed, the waiting event delivered once
+    assert not h.status(0, 0, back).flags["masked"] and h.lateeoi.record(0, back)[R_REASON] == 0
+
+
+def test_libxenevtchn_masks_for_the_eoi_before_it_acks(tmp_path):
+    """The simulated libxenevtchn (its Python half) routes as the evtchn driver does since XSA-332: a port taken
+    is masked before it is acked, so the peer's further notifies wait pending behind the mask and are never
+    LINKED; xenevtchn_unmask is the EOI (the waiting event delivered once); an unmask with no EOI outstanding is
+    skipped, as the driver's write() skips an enabled port."""
+    from xenevt.sim.libxen import SimLibraries
+
+    create_host(str(tmp_path))
+    lib = SimLibraries(str(tmp_path), domid=0)
+    try:
+        xce = lib.evtchn_open()
+        port = lib.bind_unbound(xce, 1)
+        peer = lib.host.bind_interdomain(1, 1, 0, port)
+        os_fd = lib.evtchn_fd(xce)  # this process receives: its kernel's upcall threads start
+        lib.host.send(1, 1, peer)
+        assert lib.pending(xce) == port
+        st = lib.host.status(0, 0, port)
+        assert st.flags["masked"] and not st.flags["pending"]
+        for _ in range(5):
+            lib.host.send(1, 1, peer)
+        st = lib.host.status(0, 0, port)
+        assert st.flags["pending"] and st.flags["masked"] and not st.flags.get("linked")
+        lib.unmask(xce, port)  # the EOI: EVTCHNOP_unmask raises the waiting event, delivered once
+        assert lib.pending(xce) == port
+        assert lib.not_enabled == 0
+        lib.unmask(xce, port)
+        lib.unmask(xce, port)  # (enabled already: skipped, nothing raised twice)
+        os.set_blocking(os_fd, False)
+        time.sleep(0.3)
+        with pytest.raises(BlockingIOError):
+            lib.pending(xce)
+        assert not lib.host.status(0, 0, port).flags["masked"]
+    finally:
+        lib.shutdown()
