@@ -259,6 +259,7 @@ class LateEoi:
                 if fifo:
                     dom.engine.guest_clear_pending(port)
                 else:
+                    self.file.crash_point()
                     self._unmask_word(domid, port)
                 continue
             loop.count += 1
@@ -278,14 +279,18 @@ class LateEoi:
                 rec[R_EOI_TIME] = jiffies() + EVENT_EOI_DELAY
             rec[R_REASON] |= EVT_MASK_REASON_EOI_PENDING  # do_mask(): the reason stored before the word is masked
             self._store(domid, port, rec)
+            self.file.crash_point()
             if fifo:  # lateeoi_ack_dynirq: masked, then PENDING cleared (on 2-level the consume did both)
                 self.host.mask(domid, domid, port)
+                self.file.crash_point()
                 dom.engine.guest_clear_pending(port)
+                self.file.crash_point()
             # the driver's handler: its ring's new requests are its work; none makes the event spurious
             produced = self._produced(domid, port)
             spurious = produced == rec[R_CONSUMED]
             rec[R_CONSUMED] = produced
             self._store(domid, port, rec)
+            self.file.crash_point()
             self.lateeoi(domid, vcpu, port, spurious)
 
     def _produced(self, domid: int, port: int) -> int:
@@ -332,6 +337,7 @@ class LateEoi:
         rec[R_REASON] &= ~reason
         if not rec[R_REASON]:
             self._unmask_word(domid, port)
+            self.file.crash_point()
         self._store(domid, port, rec)
 
     def _unmask_word(self, domid: int, port: int) -> None:
@@ -345,6 +351,9 @@ class LateEoi:
         present), earliest first, done as a non-spurious EOI.  Returns how many."""
         now = jiffies() if now is None else now
         due = sorted((rec[R_EOI_TIME], port) for port, rec in self._listed(domid, vcpu) if rec[R_EOI_TIME] <= now)
+        if not due:
+            return 0
+        self._mark(domid, vcpu, 1)  # (a kill from here on leaves an EOI taken off the list undone: recover)
         for _, port in due:
             rec = self.record(domid, port)
             if rec is None:
@@ -352,7 +361,9 @@ class LateEoi:
             rec[R_FLAGS] &= ~F_ON_LIST
             rec[R_EOI_TIME] = 0
             self._store(domid, port, rec)
+            self.file.crash_point()
             self.lateeoi(domid, vcpu, port, False)
+        self._mark(domid, vcpu, 0)
         return len(due)
 
     def _listed(self, domid: int, vcpu: int) -> list[tuple[int, list[int]]]:
