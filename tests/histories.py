@@ -52,7 +52,7 @@ from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET, VCPU_NEVER_UP, VCPU_
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
-from xenevt.sim.host import FILE_NAME, LOCK_NAME, STATS_NAME, SimHost, create_host
+from xenevt.sim.host import FILE_NAME, LATEEOI_NAME, LOCK_NAME, STATS_NAME, XENSTORE_NAME, SimHost, create_host
 
 DOMAINS, VCPUS = 3, 2
 STEPS = 40
@@ -76,7 +76,7 @@ def fresh_host(state_dir: str, two_level: bool = False) -> None:
             with open(os.path.join(tdir, FILE_NAME), "rb") as f:
                 _templates[two_level] = f.read()
     os.makedirs(state_dir, exist_ok=True)
-    for name in (STATS_NAME, LOCK_NAME):
+    for name in (STATS_NAME, LOCK_NAME, LATEEOI_NAME, XENSTORE_NAME):
         try:
             os.unlink(os.path.join(state_dir, name))
         except FileNotFoundError:
@@ -111,9 +111,12 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
     ports = _open_ports(h, d)
     two = is_2l(h, d)
     op = rng.choices(["bind", "send", "burst", "consume", "mask", "unmask", "prio", "move", "requeue", "close",
-                      "many", "hotplug"], [14, 24, 6, 16, 6, 8, 0 if two else 6, 6, 0 if two else 3, 8, 1, 2])[0]
+                      "many", "hotplug", "device"], [14, 24, 6, 16, 6, 8, 0 if two else 6, 6, 0 if two else 3, 8, 1, 2,
+                                                    3])[0]
     try:
-        if op == "hotplug":
+        if op == "device":
+            device_traffic(h, rng, d, log)
+        elif op == "hotplug":
             if h.domains[d].bare:
                 return
             if VCPUS - 1 in online(h, d):  # the dying CPU handles what is queued for it before it goes down
@@ -216,6 +219,34 @@ def step(h: SimHost, rng: random.Random, log: list[str]) -> None:
         if e.errno not in REFUSALS:
             raise
         log.append(f"refused: {e}")
+
+
+def device_traffic(h: SimHost, rng: random.Random, d: int, log: list[str]) -> None:
+    """A busy PV device of ``d`` (a vif, added the first time, served by another domain): its well-behaved
+    frontend puts work on the ring before each notify while the backend's kernel runs its lateeoi handler now and
+    then (lateeoi.py): a flood the driver keeps up with, its port masked for each EOI, spurious only where a
+    history's plain notify came with no work."""
+    if h.domains[d].bare:
+        return
+    nodes = h.xenstore_nodes()
+    fronts = sorted(int(v) for k, v in nodes.items() if k.startswith(f"/local/domain/{d}/device/vif/")
+                    and k.endswith(("-tx", "-rx")))
+    fronts = [p for p in fronts if p in _open_ports(h, d) and h.status(0, d, p).state == "interdomain"]
+    if not fronts:
+        b = rng.choice([x for x in range(DOMAINS) if x != d and not h.domains[x].bare])
+        made = h.device_add("vif", d, b)
+        fronts = [p["port"] for p in made["ports"]]
+        log.append(f"d{d} vif {made['id']} served by d{b}: ports {fronts}")
+    port = rng.choice(fronts)
+    b = h.status(0, d, port).remote_domain
+    n = rng.randint(5, 200)
+    for _ in range(n):
+        h.push(d, d, port, 1)
+        if rng.random() < 0.3:
+            h.serve(b, rng.choice(online(h, b)))
+    for v in online(h, b):
+        h.serve(b, v)
+    log.append(f"d{d} pushes {n} requests on {port}, d{b} serves them")
 
 
 def settle(h: SimHost, keep: set[tuple[int, int]] = frozenset(), hold: set[tuple[int, int]] = frozenset()) -> None:
