@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-# the engine's switches: the C header's XE_FAULT_* values (tests/test_codes_layout.py holds them equal)
+# the engine's switches: the C header's XE_FAULT_* values (tests/test_replay.py holds them equal); bits 0-15
 READY_EVERY_ADD = 1 << 0
-C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches
+C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
+# bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
+# libxenevtchn)
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1

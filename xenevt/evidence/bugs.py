@@ -1,4 +1,5 @@
-"""The catalogue of historical event-channel bugs (history.py's ``BUGS``) and their signatures, one block a bug.
+"""The catalogue of historical event-channel bugs (history.py's ``BUGS``) and their signatures, one block a bug:
+Xen's FIFO code here, Xen's other event-channel code in bugs_xen.py, Linux's in bugs_linux.py.
 
 Each entry's facts come from its fixing commit or advisory: the order of operations it changed and what that
 order left in the event words, queues and counters.  The replays that bring each back are in xenevt/replay.
@@ -27,3 +28,6 @@ def _stale_head_walked(f: Finding, dom: DomainFacts) -> bool:
     # READY over a head already consumed: a walk from a stale head took it, which only a READY set after the
     # queue was drained (an add at the tail) leads to
     return f.rule == "ready-head-consumed"
+
+
+from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..engine import faults
 
-MODULES = ("xen_fifo",)  # each declares its replays on import, in this order (the --list order)
+MODULES = ("xen_fifo", "xen_sim", "linux")  # each declares its replays on import, in this order (the --list order)
 
 
 @dataclass(frozen=True)
