@@ -7,6 +7,20 @@
  */
 #include "fifo_internal.h"
 
+uint32_t xe_fault_mask;
+xe_fault_hook_fn xe_fault_hook;
+
+void xe_faults_set(uint32_t mask, xe_fault_hook_fn hook)
+{
+    xe_fault_mask = mask;
+    xe_fault_hook = mask ? hook : NULL;
+}
+
+uint32_t xe_faults_get(void)
+{
+    return xe_fault_mask;
+}
+
 /* Xen's try_set_link(): write LINK only while the tail word is LINKED.
  * 1 linked, 0 tail no longer linked (queue emptied), -1 lost a race. */
 static int try_set_link(uint32_t *word, uint32_t *w, uint32_t link)
@@ -125,7 +139,12 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
     }
 
     /* READY only for a new head: setting it on every append let guests
-     * walk a stale head (fixed in Xen 4.4). */
+     * walk a stale head (fixed in Xen 4.4, 70ccddb14a; the fault puts the
+     * old order back, the guest's step forced in before READY). */
+    if (linked && xe_fault(XE_FAULT_READY_EVERY_ADD) && (result & XE_SP_LINKED)) {
+        xe_fault_point(XE_POINT_BEFORE_READY, port);
+        linked = 0;
+    }
     if (!linked && !xe_test_and_set(&d->cb[v]->ready, XE_BIT(prio)))
         result |= XE_SP_UPCALL;
     return result;

@@ -63,4 +63,19 @@ static inline uint32_t xe_xchg(uint32_t *w, uint32_t v)
     return __atomic_exchange_n(w, v, __ATOMIC_SEQ_CST);
 }
 
+/* The fault switches (xe_faults_set): zero but in a replay. */
+extern uint32_t xe_fault_mask;
+extern xe_fault_hook_fn xe_fault_hook;
+
+static inline int xe_fault(uint32_t fault)
+{
+    return (xe_fault_mask & fault) != 0;
+}
+
+static inline void xe_fault_point(uint32_t point, uint32_t port)
+{
+    if (xe_fault_hook != NULL)
+        xe_fault_hook(point, port);
+}
+
 #endif

@@ -235,3 +235,19 @@ uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t 
 int xe_l2_guest_mask(xe_l2_domain *d, uint32_t port);
 int xe_l2_guest_unmask(xe_l2_domain *d, uint32_t port, uint32_t vcpu, uint32_t flags);
 int xe_l2_guest_clear_pending(xe_l2_domain *d, uint32_t port);
+
+/*
+ * Fault switches: a historical bug's order of operations put back, for the
+ * replays (xenevt/engine/faults.py names them; off unless a replay turns one
+ * on, and only the simulator's engine reads them).  With a fault on, the
+ * engine calls the hook at that bug's racy point, so a replay runs the other
+ * side's step there: the interleaving forced, not hoped for.
+ */
+#define XE_FAULT_READY_EVERY_ADD 1   /* Xen before 70ccddb14a: READY set for every event added to a queue */
+
+/* Hook points (the hook's first argument). */
+#define XE_POINT_BEFORE_READY 1      /* set_pending: the event linked at a tail, READY not yet set */
+
+typedef void (*xe_fault_hook_fn)(uint32_t point, uint32_t port);
+void xe_faults_set(uint32_t mask, xe_fault_hook_fn hook);
+uint32_t xe_faults_get(void);

@@ -912,7 +912,29 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     fig = measure(args.healthy, args.per_kind, args.workers, args.seed, healthy_2l=args.healthy_2l)
     print(report(fig))
-    return 0 if passed(fig) else 1
+    replayed, text = replays()
+    print(text)
+    return 0 if passed(fig) and replayed else 1
+
+
+def replays() -> tuple[bool, str]:
+    """doctor's recall over the catalogue of historical bugs (xenevt/replay): each replay's finding made and the
+    bug named, and the same workload on the fixed code healthy."""
+    from xenevt.replay import catalogue, run
+
+    lines = ["doctor recall: historical bugs replayed (xenevt sim replay)"]
+    named = clean = 0
+    rows = catalogue()
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        got, fixed = run(r.name), run(r.name, fixed=True)
+        named += got.named
+        clean += fixed.ok
+        lines.append(f"  {r.name:{width}s}  {'named' if got.named else 'found' if got.found else 'MISSED':6s}  "
+                     f"fixed code: {'healthy' if fixed.ok else 'NOT HEALTHY'}")
+    lines.append(f"{len(rows)} replays: {named}/{len(rows)} named by doctor ({100 * named / len(rows):.2f}%), "
+                 f"{clean}/{len(rows)} healthy with the fix")
+    return named == clean == len(rows), "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ ALLOWED: dict[str, str] = {
     "sim check": "without --repair it reads the file and changes nothing (--repair is in CASES)",
     "sim device list": "shows an unprivileged caller its own /local/domain/D nodes only, as xenstored does",
     "sim libpath": "builds a library in the user's cache; no host, no domain",
+    "sim replay": "runs on its own throw-away host, never the one --state names (or in an empty --keep folder)",
     "help": "prints help text; no host, no domain",
     "schema": "prints the JSON Schema shipped in the package; no host, no domain",
     "completion": "prints a script; a TAB's candidates read the host as --as (a refusal offers nothing)",

@@ -54,6 +54,8 @@ CASES: dict[str, list[list[str]]] = {
     "sim vcpu down": [["sim", "vcpu", "down", "1", "1"], ["sim", "vcpu", "down", "1", "1", "--xen-only"]],
     "sim vcpu up": [["sim", "vcpu", "up", "1", "1"]],
     "sim xen-port": [["sim", "xen-port", "1"]],
+    "sim replay": [["sim", "replay", "--list"], ["sim", "replay", "xen-ready-every-add"],
+                   ["sim", "replay", "xen-ready-every-add", "--fixed", "--keep", "{out}"]],
 }
 
 NO_JSON: dict[str, str] = {

@@ -121,6 +121,9 @@ def _render(c: Ctx, diag) -> None:
         out.line(f"{f.severity.upper():8s}", STYLE[f.severity], f"{where}: {f.title}")
         out.line(f"         evidence: {f.evidence}")
         out.line(f"         meaning:  {f.advice}")
+        if f.resembles is not None:
+            old = f.as_dict()["resembles"]
+            out.line(f"         looks like: {old['title']} ({old['where']}; fixed by {old['fix']})")
     if rep.unread:
         out.line(f"{'UNREAD':8s}", "bold magenta", f"{len(rep.unread)} item(s) of the evidence could not be read, so "
                  "this is no clean bill of health:")

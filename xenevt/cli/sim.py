@@ -393,8 +393,9 @@ def libpath(c: Ctx):
 
 
 def register(cli: click.Group) -> None:
-    from . import simdevice, simvcpu
+    from . import simdevice, simreplay, simvcpu
 
     simdevice.register(sim)
     simvcpu.register(sim)
+    simreplay.register(sim)
     cli.add_command(sim)

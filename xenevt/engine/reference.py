@@ -10,6 +10,7 @@ ever driven by one thread.
 from __future__ import annotations
 
 from .. import abi
+from . import faults
 from .codes import CHAN_DEFERRED, SP, Err, Walk
 from .domainmem import DomainMemory
 
@@ -108,6 +109,9 @@ class ReferenceEngine:
             tails[q] = port
             result |= SP.LINKED
 
+        if linked and result & SP.LINKED and faults.on(faults.READY_EVERY_ADD):  # (Xen before 70ccddb14a)
+            faults.point(faults.POINT_BEFORE_READY, port)
+            linked = False
         if not linked:
             bit = 1 << prio
             if not cb[0] & bit:

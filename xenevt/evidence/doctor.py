@@ -26,6 +26,7 @@ The report model is ``evidence/report.py``.
 from __future__ import annotations
 
 from ..activity import STORM_RATE
+from .history import resemble
 from .model import Evidence
 from .report import EXIT_CODES, SEVERITIES, Finding, Report
 from .rules import checks, rules
@@ -57,5 +58,6 @@ def examine(ev: Evidence, since: Evidence | None = None, storm_rate: float = STO
             if s.runs(chk):
                 s.running = chk
                 chk.run(s)
+    resemble(rep, ev)
     rep.sort()
     return rep

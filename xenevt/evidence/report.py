@@ -23,9 +23,15 @@ class Finding:
     advice: str
     vcpu: int | None = None
     confirm: bool = False  # one sample cannot tell this from a transient state: take a second (--since)
+    resembles: str | None = None  # a historical bug whose signature this finding has (history.py)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.resembles is not None:
+            from .history import BUGS
+
+            d["resembles"] = BUGS[self.resembles].as_dict()
+        return d
 
 
 @dataclass

@@ -36,6 +36,18 @@ def one_sample(queues: Queues, before: Queues | None, port: int, age: float | No
                     "mid-upcall looks the same, so take a second sample with --since")
 
 
+def _ready_seen(queues: Queues, before: Queues | None, q: QueueFacts, age: float | None) -> tuple[str, str]:
+    """A READY bit over a consumed head: exact in a consistent copy (the guest's own state known); read from
+    frames, the control block and the word are two reads, so it takes a second sample showing it still."""
+    if queues.guest_known:
+        return "error", ""
+    if before is not None and any(b.facts.vcpu == q.vcpu and b.facts.priority == q.priority and b.facts.ready
+                                  and b.status == "stale" and b.facts.head == q.head for b in before.queues):
+        return "error", f"; already so {age:.0f} s earlier"
+    return "info", ("; one sample of frames read outside the guest (the control block and the word at two "
+                    "instants): take a second sample with --since")
+
+
 _CHAIN_SEVERITIES = {"shared": ("error",), "truncated": ("info", "warning")}  # the others: info or error
 
 
@@ -46,6 +58,8 @@ _CHAIN_SEVERITIES = {"shared": ("error",), "truncated": ("info", "warning")}  # 
             "consume."),
        Rule("head-without-ready", ("info", "error"), "A queue holding events with its READY bit clear and no "
             "guest consuming it: they sit until EVTCHNOP_reset."),
+       Rule("ready-head-consumed", ("info", "error"), "A queue's READY bit set while its head is no longer "
+            "LINKED: its events were taken through another queue (a walk from a stale head)."),
        needs=Needs.QUEUES | Needs.EARLIER)
 def chains(s: Subject) -> None:
     queues, before, age = s.queues, s.before, s.age
@@ -64,6 +78,18 @@ def chains(s: Subject) -> None:
                   "(Linux stops at it) or spins. It means the guest wrote the event array wrongly or memory "
                   "was corrupted; the domain needs its event channels reset (reboot or EVTCHNOP_reset).",
                   vcpu=q.vcpu)
+        elif qu.status == "stale" and q.ready and q.head_from != "guest":
+            # Xen sets READY only as it writes a new head, and only the guest clears LINKED, after taking READY:
+            # a READY bit over a head no longer LINKED means the head was consumed from another queue's walk
+            sev, note = _ready_seen(queues, before, q, age)
+            s.add(sev, "ready-head-consumed", [q.head],
+                  f"queue {where}: READY is set but its head, port {q.head}, is no longer LINKED",
+                  f"READY bit {q.priority} set, head[{q.priority}] = {q.head}, not LINKED{note}",
+                  "The guest consumed this queue's head before taking its READY bit: only a walk that started "
+                  "from another queue's stale head gets there, so that queue's guest handled this one's events "
+                  "on the wrong vCPU or priority, and whatever was linked behind the head is no longer reached "
+                  "from here. Xen has set READY for every add (fixed in 4.4), or the guest's walk is wrong.",
+                  vcpu=q.vcpu, confirm=sev == "info")
         elif qu.status == "empty" and q.ready:
             s.add("error", "ready-without-head", [], f"queue {where}: READY is set but the head is 0",
                   f"READY bit {q.priority} set, head[{q.priority}] = 0",

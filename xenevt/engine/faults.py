@@ -1,0 +1,94 @@
+"""Fault switches: a historical bug's order of operations put back, for the replays (xenevt/replay).
+
+Each switch is named after the bug it brings back; the C engine (csrc/fifo_*.c) and the Python reference test the
+same bit, and call the same hook at the bug's racy point, where a replay runs the other side's step: the
+interleaving that exposed the bug, forced rather than hoped for.  Every switch is off unless ``switched_on`` is in
+force, in this process only; only the simulator's engine reads them, so nothing reaches a real hypervisor.  Some
+bugs were in the toolstack's or the guest kernel's Python-side code of the simulator: their switches are bits
+above ``C_FAULTS`` and read with ``on()`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+# the engine's switches: the C header's XE_FAULT_* values (tests/test_replay.py holds them equal); bits 0-15
+READY_EVERY_ADD = 1 << 0
+C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
+# bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
+# libxenevtchn)
+
+# hook points: the C header's XE_POINT_* values
+POINT_BEFORE_READY = 1
+
+Hook = Callable[[int, int], None]
+
+_mask = 0
+_hook: Hook | None = None
+_raised: list[BaseException] = []
+
+
+def on(fault: int) -> bool:
+    """Whether ``fault`` is switched on (in a replay)."""
+    return bool(_mask & fault)
+
+
+def active() -> int:
+    return _mask
+
+
+def point(where: int, port: int) -> None:
+    """The racy point ``where`` reached with a fault on: the replay's step runs here (the reference's call; the
+    C engine's comes through xe_fault_hook_py)."""
+    if _hook is not None:
+        _hook(where, port)
+
+
+def _from_c(where: int, port: int) -> None:
+    try:
+        point(where, port)
+    except BaseException as e:  # (C cannot carry it: kept, and raised when the switch goes off)
+        _raised.append(e)
+
+
+@contextmanager
+def switched_on(mask: int, hook: Hook | None = None) -> Iterator[None]:
+    """Faults ``mask`` on, ``hook`` called at their points, until the block ends; an exception the hook raised
+    under C is raised at the end."""
+    global _mask, _hook
+    if _mask:
+        raise RuntimeError("fault switches are on already (one replay at a time)")
+    from .._native import lib
+
+    _mask, _hook = mask, hook
+    lib.xe_faults_set(mask & C_FAULTS, _c_hook() if hook is not None else _ffi_null())
+    try:
+        yield
+    finally:
+        lib.xe_faults_set(0, _ffi_null())
+        _mask, _hook = 0, None
+        if _raised:
+            e = _raised.pop()
+            _raised.clear()
+            raise e
+
+
+def _ffi_null():
+    from .._native import ffi
+
+    return ffi.NULL
+
+
+_registered = False
+
+
+def _c_hook():
+    """The C engine's pointer to ``_from_c`` (cffi's extern "Python", registered once)."""
+    global _registered
+    from .._native import ffi, lib
+
+    if not _registered:
+        ffi.def_extern(name="xe_fault_hook_py")(_from_c)
+        _registered = True
+    return lib.xe_fault_hook_py

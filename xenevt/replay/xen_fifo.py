@@ -1,0 +1,54 @@
+"""Replays of Xen's FIFO event-channel bugs (xen/common/event_fifo.c), each with its fault switch in the engine."""
+
+from __future__ import annotations
+
+from ..engine import faults
+from . import Expect, Stage, replay
+
+GUEST = 1      # the domU whose queues the bugs break
+PRIO = 7       # EVTCHN_FIFO_PRIORITY_DEFAULT: the queue Linux binds everything to
+
+
+def _pair(st: Stage) -> tuple[int, int]:
+    """A channel from dom0 to the guest, as a backend's: (the guest's port, dom0's)."""
+    h = st.host
+    mine = h.alloc_unbound(GUEST, GUEST, 0)
+    theirs = h.bind_interdomain(0, 0, GUEST, mine)
+    return mine, theirs
+
+
+@replay("xen-ready-every-add", "xen-ready-every-add",
+        "dom0 raises two events on a domU's vCPU 0 queue; the domU drains it between the LINK and Xen's READY; one "
+        "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY",
+        real_xen=("g-fifo-two-events-one-queue", "g-fifo-vcpu-move-while-linked"))
+def ready_every_add(st: Stage) -> Expect:
+    h = st.host
+    (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
+    st.say(f"d{GUEST} binds ports {a}, {b} and {c} to dom0 ({a0}, {b0}, {c0}), all on vCPU 0, priority {PRIO}")
+    h.send(0, 0, a0)
+    st.say(f"dom0 raises {a}: a new head of vCPU 0's queue {PRIO}, READY set")
+    drained: list[int] = []
+
+    def guest_drains(point: int, port: int) -> None:
+        if point == faults.POINT_BEFORE_READY and not drained:
+            drained.extend(h.consume(GUEST, 0, 16))
+            st.say(f"  (Xen has linked {port} after {a}, READY not yet set) d{GUEST}'s vCPU 0 handles {drained}: "
+                   f"its queue {PRIO} is empty")
+
+    with st.fault(faults.READY_EVERY_ADD, guest_drains):
+        h.send(0, 0, b0)
+        st.say(f"dom0 raises {b}: linked at the tail, after {a}; Xen then sets READY "
+               + ("again (the bug: for every add)" if not st.fixed else "only for a new head (as fixed)"))
+    if st.fixed:
+        drained.extend(h.consume(GUEST, 0, 16))
+        st.say(f"d{GUEST}'s vCPU 0 handles {drained}")
+    h.bind_vcpu(GUEST, GUEST, a, 1)
+    h.send(0, 0, a0)
+    h.bind_vcpu(GUEST, GUEST, c, 1)
+    h.send(0, 0, c0)
+    st.say(f"d{GUEST} moves {a} and {c} to vCPU 1; dom0 raises both: {a} heads vCPU 1's queue {PRIO}, {c} behind it, "
+           f"while vCPU 0's control block still names {a} as its head")
+    got = h.consume(GUEST, 0, 1)
+    st.say(f"d{GUEST}'s vCPU 0 takes its READY and handles {got or 'nothing'}"
+           + (f": it walked from the stale head {a} into vCPU 1's queue, and its next step is {c}" if got else ""))
+    return Expect("ready-head-consumed", GUEST, a, vcpu=1)
