@@ -11,6 +11,7 @@ import time
 import pytest
 
 from xenevt.backend import select_backend
+from xenevt.errors import XenevtError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
 from xenevt.sim import lateeoi
@@ -257,3 +258,23 @@ def test_a_server_killed_at_any_instant_leaves_no_eoi_lost(tmp_path, kernel):
             assert front["peer"] in h.serve(0, vcpu, 0.05)
             h.lateeoi.flush(0)
         assert check_host(state)[0] == []
+
+
+def test_enable_irq_leaves_a_port_masked_while_its_eoi_is_pending_unless_the_old_bug_is_back(vif):
+    """Mask reasons (Linux 25da4618af24): enable_dynirq clears only its own; with the replay's switch on, the one
+    mask of the code before it is cleared whoever set it."""
+    from xenevt.engine import faults
+
+    h, state, front, back = vif
+    h.push(1, 1, front, 0)
+    h.serve(0, 0, delayed=False)
+    h.serve(0, 1, delayed=False)  # spurious twice in a row: the EOI on the delayed list, the port masked for it
+    h.lateeoi.disable(0, back)
+    h.lateeoi.enable(0, back)
+    assert h.status(0, 0, back).flags["masked"] and h.lateeoi.record(0, back)[R_REASON] == EVT_MASK_REASON_EOI_PENDING
+    h.lateeoi.disable(0, back)
+    with faults.switched_on(faults.LINUX_UNMASK_DESPITE_EOI):
+        h.lateeoi.enable(0, back)
+    assert not h.status(0, 0, back).flags["masked"] and h.lateeoi.record(0, back)[R_REASON] == 0
+    with pytest.raises(XenevtError, match="not a lateeoi device port"):
+        h.lateeoi.enable(0, h.bind_interdomain(0, 0, 1, h.alloc_unbound(1, 1, 0)))  # a plain channel

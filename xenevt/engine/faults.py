@@ -19,6 +19,11 @@ C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
 
+# Linux's (bits 24-31), read by the simulated guest kernel (xenevt/sim/lateeoi.py):
+# an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
+# included: drivers/xen/events before 25da4618af24 (mask reasons), 2021
+LINUX_UNMASK_DESPITE_EOI = 1 << 24
+
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_VIRQ
-from ..engine import Consume
+from ..engine import Consume, faults
 from ..engine.layout import ABI_FIFO
 from ..errors import XenevtError, channel_error
 from .statefile import HEADER, host_id
@@ -207,21 +207,24 @@ class LateEoi:
         self.host.send(caller, domid, port)
 
     # --- the kernel: the upcall, the handler's EOI, the delayed work ---------------------------------------------
-    def serve(self, domid: int, vcpu: int, timeout: float = 0.0, max_events: int = 4096) -> list[int]:
+    def serve(self, domid: int, vcpu: int, timeout: float = 0.0, max_events: int = 4096,
+              delayed: bool = True) -> list[int]:
         """Run ``domid``'s kernel on ``vcpu`` for ``timeout`` s (0: one pass): its upcalls with every device
-        driver's handler and EOI, and the CPU's delayed EOIs when due.  The caller claims the vCPU first
+        driver's handler and EOI, and the CPU's delayed EOIs when due (``delayed=False``: not them; that work
+        runs on its own timer, which a replay orders itself with ``flush``).  The caller claims the vCPU first
         (``claim_vcpu``), as for consume.  Returns the ports handled (a device's and every other)."""
         self.file.writable()
         self.recover(domid, vcpu)
         deadline = time.monotonic() + timeout
         handled: list[int] = []
         while True:
-            self.run_delayed(domid, vcpu)
+            if delayed:
+                self.run_delayed(domid, vcpu)
             handled += self._upcall(domid, vcpu, max_events - len(handled), 0.0)
             left = deadline - time.monotonic()
             if left <= 0 or len(handled) >= max_events:
                 return handled
-            due = self._next_due(domid, vcpu)
+            due = self._next_due(domid, vcpu) if delayed else None
             wait = left if due is None else min(left, max((due - jiffies()) / HZ, 0.0))
             if wait > 0:  # asleep until an event or the next delayed EOI
                 handled += self._upcall(domid, vcpu, max_events - len(handled), min(wait, 0.05))
@@ -332,9 +335,30 @@ class LateEoi:
         rec[R_ACTIVE] = 0
         self._unmask(domid, port, rec, EVT_MASK_REASON_EOI_PENDING)
 
+    def disable(self, domid: int, port: int) -> None:
+        """disable_dynirq() of a device port (disable_irq, the irq core's irq_mask): do_mask(EXPLICIT)."""
+        rec = self.record(domid, port)
+        if rec is None:
+            raise channel_error("disable the irq of", errno.EINVAL, "not a lateeoi device port", domain=domid,
+                                port=port)
+        rec[R_REASON] |= EVT_MASK_REASON_EXPLICIT  # (stored before the word is masked)
+        self._store(domid, port, rec)
+        self.host.mask(domid, domid, port)
+
+    def enable(self, domid: int, port: int) -> None:
+        """enable_dynirq() of a device port (enable_irq, the irq core's irq_unmask): do_unmask(EXPLICIT), which
+        leaves it masked while its EOI is pending."""
+        rec = self.record(domid, port)
+        if rec is None:
+            raise channel_error("enable the irq of", errno.EINVAL, "not a lateeoi device port", domain=domid,
+                                port=port)
+        self._unmask(domid, port, rec, EVT_MASK_REASON_EXPLICIT)
+
     def _unmask(self, domid: int, port: int, rec: list[int], reason: int) -> None:
         """do_unmask(): the reason dropped; the word unmasked (before the record says so) when none is left."""
         rec[R_REASON] &= ~reason
+        if faults.on(faults.LINUX_UNMASK_DESPITE_EOI):
+            rec[R_REASON] = 0  # the replay of the code before 25da4618af24: one mask, whoever set it
         if not rec[R_REASON]:
             self._unmask_word(domid, port)
             self.file.crash_point()
