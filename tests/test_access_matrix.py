@@ -50,6 +50,9 @@ CASES: dict[str, tuple[str, list[list[str]]]] = {
     "sim destroy": (PRIV, [["sim", "destroy", "{d}"], ["sim", "destroy", "{d}", "--dying"]]),
     "sim device add": (PRIV, [["sim", "device", "add", "vif", "{d}", "--backend", "2"],
                               ["sim", "device", "add", "console", "{d}", "--backend", "2"]]),
+    # a PV driver's own acts: the ring and notify of its end, its domain's kernel serving its devices
+    "sim device push": (SELF, [["-d", "{d}", "sim", "device", "push", "1"]]),
+    "sim device serve": (SELF, [["sim", "device", "serve", "{d}", "--for", "0"]]),
     "sim pause": (PRIV, [["sim", "pause", "{d}"]]),
     "sim reset": (TARGET, [["sim", "reset", "-d", "{d}"]]),
     "sim unpause": (PRIV, [["sim", "unpause", "{d}"]]),

@@ -47,6 +47,8 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim destroy": ("one", ["sim", "destroy"]),
     "sim xen-port": ("one", ["sim", "xen-port"]),
     "sim device add": ("one", ["sim", "device", "add", "vif"]),
+    "sim device push": ("one", ["sim", "device", "push", "1"]),
+    "sim device serve": ("one", ["sim", "device", "serve", "--for", "0"]),
     "sim vcpu down": ("one", ["sim", "vcpu", "down", "1"]),
     "sim vcpu up": ("one", ["sim", "vcpu", "up", "1"]),
     "info": ("none", ["info"]),
@@ -59,6 +61,7 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim check": ("none", ["sim", "check"]),
     "sim libpath": ("none", ["sim", "libpath"]),
     "sim device list": ("none", ["sim", "device", "list"]),
+    "sim replay": ("none", ["sim", "replay", "--list"]),
     "runner accel": ("none", ["runner", "accel"]),
     "runner fetch": ("none", ["runner", "fetch", "--xen", "4.17"]),
     "runner run": ("none", ["runner", "run", "--", "true"]),
@@ -149,8 +152,8 @@ def same(a: dict, b: dict, argv: list[str]) -> None:
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """The command's words and its arguments (the words before the first argument that is not a command)."""
     n = 2 if argv[0] in ("bind", "sim", "runner") else 1
-    if argv[:3] in (["sim", "device", "add"], ["sim", "device", "list"], ["sim", "vcpu", "down"],
-                    ["sim", "vcpu", "up"]):
+    if argv[:3] in (["sim", "device", "add"], ["sim", "device", "list"], ["sim", "device", "push"],
+                    ["sim", "device", "serve"], ["sim", "vcpu", "down"], ["sim", "vcpu", "up"]):
         n = 3
     return argv[:n], argv[n:]
 

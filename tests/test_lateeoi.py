@@ -278,3 +278,26 @@ def test_enable_irq_leaves_a_port_masked_while_its_eoi_is_pending_unless_the_old
     assert not h.status(0, 0, back).flags["masked"] and h.lateeoi.record(0, back)[R_REASON] == 0
     with pytest.raises(XenevtError, match="not a lateeoi device port"):
         h.lateeoi.enable(0, h.bind_interdomain(0, 0, 1, h.alloc_unbound(1, 1, 0)))  # a plain channel
+
+
+def test_from_the_command_line_a_rogue_frontend_is_named_by_doctor(tmp_path, capsys):
+    """`sim device push --requests 0` as dom1's netfront, `sim device serve 0` as dom0's kernel, `doctor --since`:
+    the spurious events and the delayed EOIs of dom0's vif backend, as on a real dom0."""
+    import json
+
+    from xenevt.cli import main
+
+    st = ["--state", str(tmp_path)]
+    assert main([*st, "sim", "init"]) == 0
+    assert main([*st, "sim", "device", "add", "vif", "1"]) == 0
+    assert main([*st, "doctor", "--save", str(tmp_path / "before.json")]) in (0, 1)
+    for _ in range(12):
+        assert main([*st, "-d", "1", "sim", "device", "push", "1", "--requests", "0"]) == 0
+        assert main([*st, "sim", "device", "serve", "0", "--for", "0"]) == 0
+    capsys.readouterr()
+    assert main([*st, "--json", "sim", "device", "serve", "0", "--for", "0.05"]) == 0
+    (dev,) = json.loads(capsys.readouterr().out)["devices"]
+    assert dev["node"] == "backend/vif/1/0" and dev["spurious_events"] >= 12 and dev["jiffies_eoi_delayed"] > 0
+    main([*st, "--json", "doctor", "--since", str(tmp_path / "before.json")])
+    rules = {(f["rule"], f["domain"]) for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert {("spurious-events", 0), ("eoi-delayed", 0)} <= rules, rules

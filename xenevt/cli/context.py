@@ -37,6 +37,7 @@ from .params import (  # noqa: F401  (re-exported: commands take their types fro
     PRIORITY,
     QUEUES,
     RATE,
+    REQUESTS,
     RUNNER_DOMUS,
     RUNNER_TIMEOUT,
     SAMPLE_INTERVAL,

@@ -91,6 +91,7 @@ VCPU = _IntRange("vCPU", 0, 4095, metavar="VCPU")
 PRIORITY = _IntRange("priority", abi.EVTCHN_FIFO_PRIORITY_MAX, abi.EVTCHN_FIFO_PRIORITY_MIN, " (0 highest, 15 lowest)",
                      metavar="PRIORITY")
 COUNT = _IntRange("count", 1, 1 << 31)
+REQUESTS = _IntRange("requests", 0, 1 << 20, metavar="N")  # on a PV ring per notify (sim device push; 0: none)
 GFN = _IntRange("frame number", 0, (1 << 52) - 1, metavar="GFN")
 CB_OFFSET = _IntRange("control-block offset", 0, abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE,
                       f" inside the page (0..{abi.PAGE_SIZE - abi.CONTROL_BLOCK_SIZE})", align=8, metavar="OFFSET")

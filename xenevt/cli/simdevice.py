@@ -3,12 +3,15 @@ channels and xenstore nodes."""
 
 from __future__ import annotations
 
+import time
+
 import click
 
+from ..engine.layout import VCPU_ONLINE
 from ..safetext import term
 from ..sim.host import SimHost
 from . import SuggestingGroup
-from .context import DOMAIN, QUEUES, Ctx, domain_option, json_option, pass_ctx, settled
+from .context import COUNT, DOMAIN, PORT, QUEUES, REQUESTS, TIMEOUT, Ctx, domain_option, json_option, pass_ctx, settled
 from .sim import toolstack_caller, toolstack_target
 
 
@@ -22,6 +25,7 @@ def device():
     Examples:
       xenevt sim device add vif 1          # dom1's vif 0, served by dom0
       xenevt sim device list
+      xenevt -d 1 sim device push 1 --count 500 --requests 0; xenevt sim device serve 0 --for 0.5
     """
 
 
@@ -86,6 +90,85 @@ def device_list(c: Ctx):
         c.out.print("no devices (add one with `xenevt sim device add vif DOMID`)")
     for k, v in ports.items():
         c.out.print(f"{term(k)} = {term(v)}")  # what a domain wrote: escaped before the terminal sees it
+
+
+def _own(c: Ctx, domid: int | None) -> tuple[int, int]:
+    """(the domain acted on, the caller): a guest's own kernel or driver, as notify and wait act."""
+    domid = c.domain(domid)
+    return domid, domid if c.caller is None else c.caller
+
+
+@device.command("push")
+@click.argument("port", type=PORT)
+@click.option("--requests", type=REQUESTS, default=1, show_default=True,
+              help="Requests put on the ring before each notify; 0: a notify with no work (a rogue peer).")
+@click.option("--count", type=COUNT, default=1, show_default=True, help="Notifies to make, one after another.")
+@domain_option
+@json_option
+@pass_ctx
+def device_push(c: Ctx, port, requests, count):
+    """Put requests on a device's ring and notify, as its driver does.
+
+    As the driver at this end of a PV device's channel (-d's domain): put --requests on the shared ring, then
+    EVTCHNOP_send on PORT, --count times.  The other end's kernel (`sim device serve`) finds them as work; a notify
+    with no request is a spurious event there, and a run of them makes Linux hold its EOIs back (lateeoi).
+
+    \b
+    Examples:
+      xenevt sim device add vif 1                             # its tx channel: dom1's port 1
+      xenevt -d 1 sim device push 1 --count 100             # a well-behaved netfront
+      xenevt -d 1 sim device push 1 --count 100 --requests 0  # a rogue one: spurious events at the backend
+    """
+    domid, caller = _own(c, None)
+    with SimHost(c.sim_state()) as host:
+        for _ in range(count):
+            host.push(caller, domid, port, requests)
+    c.emit({"domain": domid, "port": port, "notifies": count, "requests": requests * count},
+           f"domain {domid} port {port}: {count} notif{'y' if count == 1 else 'ies'}, {requests * count} requests")
+
+
+@device.command("serve")
+@click.argument("domid", type=DOMAIN, required=False)
+@click.option("--for", "seconds", type=TIMEOUT, default=1.0, show_default=True,
+              help="How long the kernel runs (0: one pass).")
+@domain_option
+@json_option
+@pass_ctx
+def device_serve(c: Ctx, domid, seconds):
+    """Run a domain's kernel with its PV drivers for a while.
+
+    Run DOMID's (or -d's) simulated Linux on each of its online vCPUs for --for seconds: its upcalls, each PV
+    device's driver (a vif's or vbd's channel is lateeoi: masked before it is acked, EOIed when the driver is
+    done, the EOI held back when it found no work more than once in a row) and the delayed EOIs.  Then each of
+    its devices' counters, as Linux's sysfs shows them.  The guest's own kernel: as the domain itself.
+
+    \b
+    Examples:
+      xenevt sim device serve 0 --for 5       # dom0's netback and blkback, five seconds
+      xenevt --json sim device serve 0 --for 0
+    """
+    domid, caller = _own(c, domid)
+    with SimHost(c.sim_state()) as host:
+        states = host.domain(domid, "run the kernel of").mem.vcpu_states()
+        vcpus = [v for v, state in enumerate(states) if state == VCPU_ONLINE]
+        for v in vcpus:
+            host.claim_vcpu(domid, v, caller=caller)
+        handled, end = 0, time.monotonic() + seconds
+        while True:
+            for v in vcpus:
+                handled += len(host.serve(domid, v, min(0.01, seconds)))
+            if time.monotonic() >= end:
+                break
+        devices = host.xenbus_counters(domid)
+    if c.json:
+        c.emit({"domain": domid, "handled": handled, "devices": [
+            {"node": node, "name": name, "events": k.events, "spurious_events": k.spurious_events,
+             "jiffies_eoi_delayed": k.jiffies_eoi_delayed} for node, name, k in devices]})
+        return
+    c.out.print(f"domain {domid}: {handled} event(s) handled in {seconds:g} s")
+    for node, name, k in devices:  # (names from xenstore, which the domains write: escaped)
+        c.out.print(f"  xenbus {term(node)} ({term(name)}): events {k.events}, spurious_events "
+                    f"{k.spurious_events}, jiffies_eoi_delayed {k.jiffies_eoi_delayed}")
 
 
 def register(sim: click.Group) -> None:

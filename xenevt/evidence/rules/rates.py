@@ -84,7 +84,8 @@ def storms(s: Subject) -> None:
                   f"{label}: {spurious:,} spurious events in {secs(age)} s",
                   f"xenbus spurious_events {o.spurious} -> {c.spurious} ({spurious / age:,.1f}/s)",
                   "Events that needed no action: the other end notifies without putting work on the ring, a rogue or "
-                  "buggy frontend/backend (XSA-391). Linux delays the EOI of such a device more each time; find the "
+                  "buggy frontend/backend (XSA-391). Linux holds the EOI of such a device back once more than its "
+                  "spurious_threshold of them come in a row (lateeoi); find the "
                   "other end's domain in the device's xenstore node and check that guest.")
         delayed = delta(c.eoi_delayed, o.eoi_delayed)
         if delayed > 0:
