@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from .. import abi
 from ..abi import ECS_INTERDOMAIN, ECS_IPI, ECS_VIRQ
-from ..engine import Consume, faults
+from ..engine import faults
 from ..engine.layout import ABI_FIFO
 from ..errors import XenevtError, channel_error
 from .statefile import HEADER, host_id
@@ -240,6 +240,8 @@ class LateEoi:
         # FIFO: taken unacked, as Linux's consume_one_event leaves them (LINKED cleared), each acked by its chip
         # below; 2-level: Linux's scan needs each port acked as it is taken, so every port is masked then acked
         # there (lateeoi_ack_dynirq's order) and a plain one unmasked again
+        from ..engine.codes import Consume  # (here: a host opened to list ports loads no engine codes)
+
         flags = 0 if fifo else Consume.MASK | Consume.ACK
         self._mark(domid, vcpu, 1)
         while len(handled) < max_events:
