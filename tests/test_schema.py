@@ -45,6 +45,8 @@ CASES: dict[str, list[list[str]]] = {
     "sim destroy": [["sim", "destroy", "3", "--dying"]],
     "sim device add": [["sim", "device", "add", "vif", "1", "--queues", "2"], ["sim", "device", "add", "console", "2"]],
     "sim device list": [["sim", "device", "list"]],
+    "sim device push": [["-d", "1", "sim", "device", "push", "1", "--count", "3", "--requests", "0"]],
+    "sim device serve": [["sim", "device", "serve", "0", "--for", "0"]],
     "sim info": [["sim", "info"]],
     "sim init": [["--state", "{out}", "sim", "init", "--domains", "3", "--domain-abi", "1=2l"]],
     "sim libpath": [["sim", "libpath"]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Self
 
+from ..errors import StateError
 from .access import Access
 from .console import Console
 from .domain import SimDomain
@@ -87,9 +88,13 @@ class HostView:
         return self.stats.counters(self.access.domain(domid, "count events of"))
 
     def xenbus_counters(self, domid: int) -> list[tuple[str, str, Counters]]:
-        """The domain's PV devices' lateeoi counters, as its sysfs shows them (lateeoi.LateEoi.xenbus)."""
+        """The domain's PV devices' lateeoi counters, as its sysfs shows them (lateeoi.LateEoi.xenbus); none where
+        the kernels' records cannot be read (refused by the state directory's policy: the port rows still count)."""
         self.access.domain(domid, "count events of")
-        return self.lateeoi.xenbus(domid, self.xenstore_nodes())
+        try:
+            return self.lateeoi.xenbus(domid, self.xenstore_nodes())
+        except StateError:
+            return []
 
     def info(self) -> dict:
         return host_info(self.file, self.frames)
