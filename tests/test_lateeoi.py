@@ -154,9 +154,9 @@ def test_killed_server_leaves_no_port_masked_for_good(vif):
     h, state, front, back = vif
     rec = h.lateeoi.record(0, back)
     rec[R_REASON], rec[R_ACTIVE] = EVT_MASK_REASON_EOI_PENDING, 1
-    h.lateeoi._store(0, back, rec)
+    h.lateeoi.records.store(0, back, rec)
     h.mask(0, 0, back)
-    h.lateeoi._mark(0, h.status(0, 0, back).vcpu, 1)  # it died inside an upcall
+    h.lateeoi.records.mark(0, h.status(0, 0, back).vcpu, 1)  # it died inside an upcall
     h.push(1, 1, front, 1)
     assert h.status(0, 0, back).flags["masked"]
     vcpu = h.status(0, 0, back).vcpu
