@@ -52,7 +52,7 @@ from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET, VCPU_NEVER_UP, VCPU_
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
 from xenevt.evidence.model import Evidence
-from xenevt.sim.host import FILE_NAME, LATEEOI_NAME, LOCK_NAME, STATS_NAME, XENSTORE_NAME, SimHost, create_host
+from xenevt.sim.host import FILE_NAME, LOCK_NAME, STATS_NAME, XENSTORE_NAME, SimHost, create_host, lateeoi_name
 
 DOMAINS, VCPUS = 3, 2
 STEPS = 40
@@ -76,7 +76,7 @@ def fresh_host(state_dir: str, two_level: bool = False) -> None:
             with open(os.path.join(tdir, FILE_NAME), "rb") as f:
                 _templates[two_level] = f.read()
     os.makedirs(state_dir, exist_ok=True)
-    for name in (STATS_NAME, LOCK_NAME, LATEEOI_NAME, XENSTORE_NAME):
+    for name in (STATS_NAME, LOCK_NAME, XENSTORE_NAME, *(lateeoi_name(d) for d in range(DOMAINS))):
         try:
             os.unlink(os.path.join(state_dir, name))
         except FileNotFoundError:

@@ -23,7 +23,7 @@ import pytest
 from xenevt.cli import main
 from xenevt.errors import StateError
 from xenevt.sim import store
-from xenevt.sim.host import FILE_NAME, LATEEOI_NAME, LOCK_NAME, STATS_NAME, XENSTORE_NAME, SimHost, create_host
+from xenevt.sim.host import FILE_NAME, LOCK_NAME, STATS_NAME, XENSTORE_NAME, SimHost, create_host, lateeoi_name
 from xenevt.sim.statedir import StateDir
 
 NOBODY = 65534
@@ -163,7 +163,7 @@ def file_in_good_dir(tmp_path, name: str, make) -> str:
 # xenstore names are optional to a view: a bad xenstore file is a note and the view goes on (exit 0)
 LINKED = [(FILE_NAME, ("list",), 1), (STATS_NAME, ("-d", "1", "bind", "ipi"), 1), (LOCK_NAME, ("wait", "-t", "0"), 1),
           (XENSTORE_NAME, ("list",), 0), (XENSTORE_NAME, ("sim", "device", "add", "vif", "1"), 1),
-          (LATEEOI_NAME, ("sim", "device", "add", "vif", "1"), 1)]
+          (lateeoi_name(0), ("sim", "device", "add", "vif", "1"), 1)]
 
 
 @pytest.mark.parametrize("name, argv, want", LINKED)
@@ -177,7 +177,7 @@ def test_each_file_is_opened_without_following_a_link(name, argv, want, tmp_path
 
 FIFOS = [(XENSTORE_NAME, ("list",), 0), (XENSTORE_NAME, ("dump",), 0), (XENSTORE_NAME, ("doctor",), 0),
          (STATS_NAME, ("-d", "1", "bind", "ipi"), 1), (FILE_NAME, ("status", "1"), 1),
-         (LOCK_NAME, ("wait", "-t", "0"), 1), (LATEEOI_NAME, ("sim", "device", "serve", "0", "--for", "0"), 1)]
+         (LOCK_NAME, ("wait", "-t", "0"), 1), (lateeoi_name(0), ("sim", "device", "serve", "0", "--for", "0"), 1)]
 
 
 @pytest.mark.parametrize("name, argv, want", FIFOS)
@@ -228,7 +228,7 @@ def test_a_good_directory_is_made_private_whatever_the_umask(tmp_path, monkeypat
     for p in (d, os.path.dirname(d)):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o700, p
     names = sorted(os.listdir(d))
-    assert names == sorted([FILE_NAME, STATS_NAME, LOCK_NAME, XENSTORE_NAME, LATEEOI_NAME]), names
+    assert names == sorted([FILE_NAME, STATS_NAME, LOCK_NAME, XENSTORE_NAME, lateeoi_name(0), lateeoi_name(1)]), names
     for name in names:
         assert stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) == 0o600, name
 

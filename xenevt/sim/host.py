@@ -40,7 +40,7 @@ from .guest import CONSUME_BATCH, GuestKernel
 from .hotpath import HotPath
 from .hypercalls import Hypercalls
 from .journal import Journal
-from .lateeoi import LATEEOI_NAME
+from .lateeoi import LATEEOI_PREFIX, lateeoi_name
 from .lifecycle import Lifecycle
 from .reader import Reader
 from .readhost import SimReadHost
@@ -51,8 +51,8 @@ from .store import HostFile
 from .view import HostView
 from .xenstore import XENSTORE_NAME, SimXenstore
 
-__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LATEEOI_NAME", "LOCK_NAME", "STATS_NAME",
-           "SimDomain",
+__all__ = ["CONSUME_BATCH", "DEFAULT_XEN", "FILE_NAME", "XEN_VERSIONS", "LATEEOI_PREFIX", "LOCK_NAME", "STATS_NAME",
+           "SimDomain", "lateeoi_name",
            "SimHost", "SimReadHost", "XENSTORE_NAME", "chan_status", "create_host", "default_state_dir"]
 
 

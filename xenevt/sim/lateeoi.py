@@ -42,7 +42,7 @@ from .lateeoi_records import (  # noqa: F401  (the record's fields, re-exported 
     EPOCH,
     F_LATEEOI,
     F_ON_LIST,
-    LATEEOI_NAME,
+    LATEEOI_PREFIX,
     PRODUCED_AT,
     R_ACTIVE,
     R_CONSUMED,
@@ -58,6 +58,7 @@ from .lateeoi_records import (  # noqa: F401  (the record's fields, re-exported 
     R_SPURIOUS_CNT,
     Counters,
     Records,
+    lateeoi_name,
 )
 from .store import HostFile
 
@@ -296,12 +297,7 @@ class LateEoi:
         unmasked (taken, masked, the reason not yet stored), and on FIFO each of the vCPU's ports left pending,
         unmasked and not LINKED (taken, not yet acked) is raised again.  An EOI is never lost; at worst an event
         is delivered once more.  Returns what was done."""
-        view = self.records.view()
-        if view is None or self.file.read_only:
-            return []
-        at = view[1][domid][0] + EPOCH.size * vcpu
-        epoch, marked = EPOCH.unpack_from(view[0], at)
-        if not marked:
+        if self.file.read_only or not self.records.epoch(domid, vcpu, marked=True):
             return []
         dom, done = self.file.domains[domid], []
         fifo = dom.mem.event_abi == ABI_FIFO
@@ -323,7 +319,7 @@ class LateEoi:
                             and ch.notify_vcpu == vcpu and ch.state in (ECS_INTERDOMAIN, ECS_VIRQ, ECS_IPI)):
                         self.host.effects.raise_event(dom, port)
                         done.append(f"domain {domid} port {port}: raised again (taken by a server that is gone)")
-        EPOCH.pack_into(view[0], at, epoch, 0)
+        self.records.mark(domid, vcpu, 0)
         self.file.recovered += done
         return done
 

@@ -1,10 +1,10 @@
 """The simulated Linux's lateeoi records (lateeoi.py): what each kernel keeps in its irq_info for a PV device's
 port, and each vCPU's irq_epoch, in a file beside the state file.
 
-``lateeoi.xes``: a header naming the host (as the counters file's does), then per domain its vCPUs' epochs and
-in-upcall marks and one record per channel; made on first use, started again empty for another host or when the
-host gained a domain since.  The guests' memory, never Xen's: no journal entry covers it (lateeoi.py says why a
-kill at any instant is safe).
+``lateeoi-dN.xes``, one per domain: a header naming the host and the domain (as the counters file names the host),
+its vCPUs' epochs and in-upcall marks, then one record per channel; made on first use, started again empty for
+another host or another domain given the same id (a host that gains a domain keeps the others' files).  The
+guests' memory, never Xen's: no journal entry covers it (lateeoi.py says why a kill at any instant is safe).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from ..abi import ECS_INTERDOMAIN
 from .statefile import HEADER, host_id
 from .store import HostFile
 
-LATEEOI_NAME = "lateeoi.xes"
+LATEEOI_PREFIX = "lateeoi-d"  # lateeoi-d0.xes, ...: one file per domain, its kernel's
 MAGIC = b"XEVTLEOI"
 VERSION = 1
-FILE_HEADER = struct.Struct("<8sIQQQ")  # magic, version, and the host file's size, creation time and identity
+# magic, version, the host's creation time and identity, the domain's id and its entry in the host's domain table
+# (a domain destroyed and another given its id is told apart), its vCPUs and channels
+FILE_HEADER = struct.Struct("<8sIQQIIII")
 F_LATEEOI = 1   # bound with the lateeoi chip (a device's channel)
 F_ON_LIST = 2   # its EOI waits on its CPU's delayed list until eoi_time
 
@@ -37,6 +39,11 @@ PRODUCED_AT = struct.calcsize(RECORD.format[:13])  # byte offset of the peer's p
 EPOCH = struct.Struct("<II")  # per vCPU: irq_epoch, and 1 while a server is inside an upcall on it
 
 
+def lateeoi_name(domid: int) -> str:
+    """The file of domain ``domid``'s records, beside the state file."""
+    return f"{LATEEOI_PREFIX}{domid}.xes"
+
+
 @dataclass
 class Counters:
     """A xenbus device's lateeoi counters (Linux 5.12+ ``/sys/bus/xen*/devices/*/xenbus/``), summed over its ports."""
@@ -47,64 +54,69 @@ class Counters:
 
 
 class Records:
-    """The records file of the open host ``file``, mapped on first use."""
+    """The records files of the open host ``file``, each domain's mapped on first use."""
 
     def __init__(self, file: HostFile):
         self.file = file
-        self._view: tuple[mmap.mmap, dict[int, tuple[int, int]]] | None = None
+        self._maps: dict[int, mmap.mmap | None] = {}
 
-    def view(self) -> tuple[mmap.mmap, dict[int, tuple[int, int]]] | None:
-        """The records file: per domain its vCPUs' epochs, then one record per channel; made on first use (a host
-        read only and never served has none: no port is lateeoi).  Another host's, or one of another size (a
-        domain made since), is started again empty."""
+    def _map(self, domid: int) -> mmap.mmap | None:
+        """Domain ``domid``'s records file: its header, its vCPUs' epochs, then one record per channel; made on
+        first use (read only: None where never made, as then no port of it is lateeoi).  One of another host, or of
+        another domain that had this domid before, is started again empty."""
+        if domid in self._maps:
+            return self._maps[domid]
         file = self.file
-        if self._view is not None:
-            if len(self._view[1]) == len(file.domains):
-                return self._view
-            self.close()  # the host grew (a domain made since): mapped again at its new size
-        ident = FILE_HEADER.pack(MAGIC, VERSION, *HEADER.unpack_from(file.mm, 0)[3:5], host_id(file.mm))
-        layout, off = {}, FILE_HEADER.size
-        for domid in sorted(file.domains):
-            mem = file.domains[domid].mem
-            layout[domid] = (off, off + EPOCH.size * mem.nr_vcpus)
-            off += EPOCH.size * mem.nr_vcpus + RECORD.size * mem.nr_chans
-        fd = file.dir.open(LATEEOI_NAME, write=not file.read_only, create=not file.read_only)
-        if fd is None:
-            return None
-        try:
-            if os.pread(fd, FILE_HEADER.size, 0) != ident or os.fstat(fd).st_size != off:
-                if file.read_only:
-                    return None
-                os.close(fd)
-                fd = -1
-                fd = self._fresh(ident, off)
-            mm = mmap.mmap(fd, off, access=mmap.ACCESS_READ if file.read_only else mmap.ACCESS_WRITE)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        self._view = (mm, layout)
-        return self._view
+        dom = file.domains[domid]
+        mem = dom.mem
+        ident = FILE_HEADER.pack(MAGIC, VERSION, HEADER.unpack_from(file.mm, 0)[4], host_id(file.mm), domid,
+                                 dom.table_index, mem.nr_vcpus, mem.nr_chans)
+        size = FILE_HEADER.size + EPOCH.size * mem.nr_vcpus + RECORD.size * mem.nr_chans
+        name = lateeoi_name(domid)
+        fd = file.dir.open(name, write=not file.read_only, create=not file.read_only)
+        mm = None
+        if fd is not None:
+            try:
+                if os.pread(fd, FILE_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
+                    if not file.read_only:
+                        os.close(fd)
+                        fd = -1
+                        fd = self._fresh(name, ident, size)
+                if fd >= 0 and (not file.read_only or os.fstat(fd).st_size == size):
+                    mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if file.read_only else mmap.ACCESS_WRITE)
+                    if mm[:FILE_HEADER.size] != ident:
+                        mm.close()
+                        mm = None
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        self._maps[domid] = mm
+        return mm
 
-    def _fresh(self, ident: bytes, size: int) -> int:
+    def _fresh(self, name: str, ident: bytes, size: int) -> int:
         """An empty file made aside and renamed into place (as the counters file is: no mapping shrinks)."""
         dir = self.file.dir
         fd, tmp = dir.create_temp(".lateeoi-")
         try:
             os.ftruncate(fd, size)
             os.pwrite(fd, ident, 0)
-            dir.replace(tmp, LATEEOI_NAME)
+            dir.replace(tmp, name)
         except BaseException:
             os.close(fd)
             dir.unlink(tmp)
             raise
         return fd
 
+    def _base(self, domid: int) -> int:
+        """Where the domain's records start in its file (after its vCPUs' epochs)."""
+        return FILE_HEADER.size + EPOCH.size * self.file.domains[domid].mem.nr_vcpus
+
     def slot(self, domid: int, port: int) -> tuple[mmap.mmap, int] | None:
         """The mapping and offset of the port's record (None: no file, or no such port)."""
-        view = self.view()
-        if view is None or not 0 < port < self.file.domains[domid].mem.nr_chans:
+        if not 0 < port < self.file.domains[domid].mem.nr_chans:
             return None
-        return view[0], view[1][domid][1] + RECORD.size * port
+        mm = self._map(domid)
+        return None if mm is None else (mm, self._base(domid) + RECORD.size * port)
 
     def record(self, domid: int, port: int) -> list[int] | None:
         """The port's record while it is a lateeoi device channel to the same peer (a port closed and bound again
@@ -129,18 +141,19 @@ class Records:
         mm[at:at + PRODUCED_AT] = image[:PRODUCED_AT]
         mm[at + PRODUCED_AT + 8:at + RECORD.size] = image[PRODUCED_AT + 8:]
 
-    def epoch(self, domid: int, vcpu: int) -> int:
-        view = self.view()
-        assert view is not None
-        return EPOCH.unpack_from(view[0], view[1][domid][0] + EPOCH.size * vcpu)[0]
+    def epoch(self, domid: int, vcpu: int, marked: bool = False) -> int:
+        """The vCPU's irq_epoch (``marked``: its in-upcall mark instead)."""
+        mm = self._map(domid)
+        assert mm is not None
+        return EPOCH.unpack_from(mm, FILE_HEADER.size + EPOCH.size * vcpu)[1 if marked else 0]
 
     def mark(self, domid: int, vcpu: int, on: int, bump: bool = False) -> None:
         """The vCPU's in-upcall mark (and, leaving, its irq_epoch bumped)."""
-        view = self.view()
-        assert view is not None
-        at = view[1][domid][0] + EPOCH.size * vcpu
-        epoch = EPOCH.unpack_from(view[0], at)[0]
-        EPOCH.pack_into(view[0], at, (epoch + 1) & 0xFFFFFFFF if bump else epoch, on)
+        mm = self._map(domid)
+        assert mm is not None
+        at = FILE_HEADER.size + EPOCH.size * vcpu
+        epoch = EPOCH.unpack_from(mm, at)[0]
+        EPOCH.pack_into(mm, at, (epoch + 1) & 0xFFFFFFFF if bump else epoch, on)
 
     def produced(self, domid: int, port: int) -> int:
         slot = self.slot(domid, port)
@@ -161,11 +174,10 @@ class Records:
 
     def records(self, domid: int) -> list[tuple[int, list[int]]]:
         """The domain's lateeoi device ports and their records."""
-        view = self.view()
-        if view is None:
+        mm = self._map(domid)
+        if mm is None:
             return []
-        mm, layout = view
-        base, nr = layout[domid][1], self.file.domains[domid].mem.nr_chans
+        base, nr = self._base(domid), self.file.domains[domid].mem.nr_chans
         out = []
         for port, flags in enumerate(mm[base:base + RECORD.size * nr:RECORD.size]):
             if flags & F_LATEEOI:
@@ -204,9 +216,10 @@ class Records:
         return out
 
     def close(self) -> None:
-        if self._view is not None:
-            self._view[0].close()
-            self._view = None
+        for mm in self._maps.values():
+            if mm is not None:
+                mm.close()
+        self._maps = {}
 
 
 def _frontends(nodes: dict[str, str]) -> list[tuple[str, str, str, list[int]]]:
