@@ -58,6 +58,7 @@ MATRIX: dict[str, tuple[str, list[str]]] = {
     "sim info": ("none", ["sim", "info"]),
     "sim check": ("none", ["sim", "check"]),
     "sim libpath": ("none", ["sim", "libpath"]),
+    "sim replay": ("none", ["sim", "replay", "--list"]),
     "sim device list": ("none", ["sim", "device", "list"]),
     "runner accel": ("none", ["runner", "accel"]),
     "runner fetch": ("none", ["runner", "fetch", "--xen", "4.17"]),
