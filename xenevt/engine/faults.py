@@ -18,6 +18,8 @@ READY_EVERY_ADD = 1 << 0
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
+# Xen's Python-side switches (xenevt/sim), bits 16-23:
+REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
