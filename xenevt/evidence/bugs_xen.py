@@ -25,3 +25,20 @@ def _reused_while_linked(f: Finding, dom: DomainFacts) -> bool:
     # an IPI or a per-vCPU VIRQ cannot move, so LINKED on another vCPU's queue it was linked there before the
     # port was bound: a closed port still LINKED, handed out again
     return f.rule == "queued-on-wrong-vcpu"
+
+
+# --- reset: evtchn_reset() --------------------------------------------------------------------------------------
+
+bug("xen-reset-racing-open", "Xen", "EVTCHNOP_reset closed the ports without the event lock and switched FIFO -> "
+    "2-level whatever a racing bind had opened meanwhile; port_is_valid() then judged by the shrunk limit",
+    "XSA-338 (Xen e59ce972d1, \"evtchn: relax port_is_valid()\") and XSA-343 (Xen 8d385b247b, \"evtchn: "
+    "evtchn_reset() shouldn't succeed with still-open ports\", and e045199c7c), 4.15, 2020",
+    "a port bound during the reset, above the 2-level ABI's last port (the ports below still LINKED, so busy), "
+    "stays open after the switch to 2-level: no pending bit for it, and before XSA-338 no hypercall could name "
+    "it (its peer's close hit a BUG_ON)")
+
+
+@signature("xen-reset-racing-open")
+def _open_beyond_2l(f: Finding, dom: DomainFacts) -> bool:
+    # a guest's port open above 4095 on 2-level: only a bind that raced EVTCHNOP_reset's switch from FIFO leaves one
+    return f.rule == "port-beyond-2l-limit"

@@ -83,6 +83,7 @@ class Replay:
     abi: str = "fifo"   # the guests' ABI ("fifo" or "2l")
     domains: int = 2
     vcpus: int = 2
+    host: dict[str, Any] = field(default_factory=dict)  # more of create_host's settings (limits, kernels' ABIs)
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
@@ -152,7 +153,9 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, percpu=True, abi=r.abi, force=True)
+        settings: dict[str, Any] = {"nr_domains": r.domains, "nr_vcpus": r.vcpus, "percpu": True, "abi": r.abi,
+                                    "force": True} | r.host
+        create_host(where, **settings)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)
