@@ -25,7 +25,8 @@ RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI wh
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
 # the Python-side switches' points (no C counterpart), from 64 up
-POINT_RESET_CLOSED = 64     # EVTCHNOP_reset: every port closed, the lock let go, the ABI not yet switched
+POINT_RESET_CLOSED = 64     # EVTCHNOP_reset: every port closed, the lock let go, the ABI not yet switched; between
+# two intents, so this hook may make a hypercall (the racing vCPU's), where every other point's may not
 
 Hook = Callable[[int, int], None]
 

@@ -143,7 +143,9 @@ class Hypercalls:
                                     f"when it asks itself or is paused (xl pause {domid})", domain=domid)
             if faults.on(faults.RESET_UNLOCKED):
                 # before XSA-343: the ports closed with the event lock let go, a racing open let in, and the ABI
-                # switched whatever that open made: two intents, the racer's own between them
+                # switched whatever that open made: two intents, each whole after a kill.  The point is between
+                # them, no intent in flight and the host lock nesting, so the replay's racer may make its own
+                # hypercall there (the one point where a hook may)
                 self.journal.transact("reset", caller, [(K_RESET, domid, RESET_CLOSE, b"")])
                 faults.point(faults.POINT_RESET_CLOSED, 0)
                 self.journal.transact("reset", caller, [(K_RESET, domid, RESET_SWITCH, b"")])
