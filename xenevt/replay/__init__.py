@@ -83,12 +83,16 @@ class Replay:
     abi: str = "fifo"   # the guests' ABI ("fifo" or "2l")
     domains: int = 2
     vcpus: int = 2
+    # the differential scenarios (tests/scenarios) in which real Xen 4.17 and 4.20, booted in xen-ci, showed the
+    # fixed order of operations this replay's switch undoes, record for record as the simulator does
+    real_xen: tuple[str, ...] = ()
     host: dict[str, Any] = field(default_factory=dict)  # more of create_host's settings (limits, kernels' ABIs)
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
 
-        return {"name": self.name, "summary": self.summary, "abi": self.abi, **BUGS[self.bug].as_dict()}
+        return {"name": self.name, "summary": self.summary, "abi": self.abi, **BUGS[self.bug].as_dict(),
+                "real_xen": list(self.real_xen)}
 
 
 REPLAYS: dict[str, Replay] = {}

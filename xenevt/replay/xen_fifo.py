@@ -19,7 +19,8 @@ def _pair(st: Stage) -> tuple[int, int]:
 
 @replay("xen-ready-every-add", "xen-ready-every-add",
         "dom0 raises two events on a domU's vCPU 0 queue; the domU drains it between the LINK and Xen's READY; one "
-        "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY")
+        "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY",
+        real_xen=("g-fifo-two-events-one-queue", "g-fifo-vcpu-move-while-linked"))
 def ready_every_add(st: Stage) -> Expect:
     h = st.host
     (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
