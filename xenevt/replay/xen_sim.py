@@ -13,7 +13,8 @@ GUEST = 1      # the domU whose ports the bugs break
 
 @replay("xen-reuse-busy-port", "xen-reuse-busy-port",
         "a domU's port is raised on vCPU 1's queue and closed before vCPU 1 runs its handler; the domU binds an IPI "
-        "for vCPU 0, gets the same port, and raises it: the IPI goes onto vCPU 1's queue, vCPU 0 never hears of it")
+        "for vCPU 0, gets the same port, and raises it: the IPI goes onto vCPU 1's queue, vCPU 0 never hears of it",
+        real_xen=("g-fifo-close-while-linked",))
 def reuse_busy_port(st: Stage) -> Expect:
     h = st.host
     mine = h.alloc_unbound(GUEST, GUEST, 0)
