@@ -34,7 +34,8 @@ bug("xen-reset-racing-open", "Xen", "EVTCHNOP_reset closed the ports without the
     "XSA-338 (Xen e59ce972d1, \"evtchn: relax port_is_valid()\") and XSA-343 (Xen 8d385b247b, \"evtchn: "
     "evtchn_reset() shouldn't succeed with still-open ports\", and e045199c7c), 4.15 and the stable branches, 2020",
     "a port bound during the reset, above the 2-level ABI's last port (the ports below still LINKED, so busy), "
-    "stays open after the switch to 2-level: no pending bit for it, and before XSA-338 port_is_valid() judged it "
+    "stays open after the switch to 2-level: no pending bit for it (an event on it sets a bit past the pending "
+    "bitmap, in the mask bitmap), and before XSA-338 port_is_valid() judged it "
     "by the shrunk limit, so no hypercall could name it (its peer's close hit a BUG_ON)")
 
 
