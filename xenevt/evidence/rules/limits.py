@@ -69,6 +69,7 @@ def beyond_2l(s: Subject) -> None:
               f"{p.state}{remote(p)}" + (f", notify vCPU {p.vcpu}" if p.vcpu is not None else ""),
               "It was bound while the domain was on FIFO, and the domain went back to 2-level with it open: "
               "EVTCHNOP_reset lets no port stay open (since XSA-343 Xen fails it with EAGAIN when a port was "
-              "opened meanwhile), so a bind raced the reset.  The 2-level pending bitmap has no bit for it: Xen's 2-level set_pending sets the "
-              f"bit past it, in shared_info's mask bitmap (port {p.port - abi.EVTCHN_2L_NR_CHANNELS}'s mask).  "
-              "Close it; a guest that needs this many ports must stay on FIFO.")
+              "opened meanwhile), so a bind raced the reset.  The 2-level pending bitmap has no bit for it: "
+              "Xen's 2-level set_pending sets the bit past it, in shared_info's mask bitmap (port "
+              f"{p.port - abi.EVTCHN_2L_NR_CHANNELS}'s mask).  Close it; a guest that needs this many ports must "
+              "stay on FIFO.")
