@@ -18,9 +18,15 @@ READY_EVERY_ADD = 1 << 0
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
+# Xen's Python-side switches (xenevt/sim), bits 16-23:
+REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
+RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
+# the Python-side switches' points (no C counterpart), from 64 up
+POINT_RESET_CLOSED = 64     # EVTCHNOP_reset: every port closed, the lock let go, the ABI not yet switched; between
+# two intents, so this hook may make a hypercall (the racing vCPU's), where every other point's may not
 
 Hook = Callable[[int, int], None]
 

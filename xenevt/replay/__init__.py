@@ -86,6 +86,7 @@ class Replay:
     # the differential scenarios (tests/scenarios) in which real Xen 4.17 and 4.20, booted in xen-ci, showed the
     # fixed order of operations this replay's switch undoes, record for record as the simulator does
     real_xen: tuple[str, ...] = ()
+    host: dict[str, Any] = field(default_factory=dict)  # more of create_host's settings (limits, kernels' ABIs)
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
@@ -156,7 +157,9 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, percpu=True, abi=r.abi, force=True)
+        settings: dict[str, Any] = {"nr_domains": r.domains, "nr_vcpus": r.vcpus, "percpu": True, "abi": r.abi,
+                                    "force": True} | r.host
+        create_host(where, **settings)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)

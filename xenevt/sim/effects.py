@@ -33,6 +33,8 @@ from .statefile import (
     K_RESET,
     K_VCPU,
     RAISE,
+    RESET_CLOSE,
+    RESET_SWITCH,
     VERSION,
 )
 from .stats import Stats
@@ -210,11 +212,16 @@ class Effects:
         out.append(self.frees_entry(dom))
         return out
 
-    def reset_all(self, dom: SimDomain) -> None:
+    def reset_all(self, dom: SimDomain, part: int = 0) -> None:
         """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
         (a close cut short by a kill may have left a record half written).  Ports Xen consumes stay: the
-        guest's evtchn_close() refuses them."""
-        self.close_all(dom, xen_too=False)
+        guest's evtchn_close() refuses them.  ``part``: only the closing (RESET_CLOSE) or only the rest
+        (RESET_SWITCH), each restartable alone."""
+        if part != RESET_SWITCH:
+            self.close_all(dom, xen_too=False)
+        if part == RESET_CLOSE:
+            self.apply([self.frees_entry(dom)])
+            return
         self.fifo_destroy(dom)
         self.clean_free(dom)
 
@@ -301,7 +308,7 @@ class Effects:
             elif kind == K_PAGE:
                 self.page(dom, index)
             elif kind == K_RESET:
-                self.reset_all(dom)
+                self.reset_all(dom, index)
             elif kind == K_CONTROL:
                 self.control_block(dom, index, struct.unpack_from("<I", value)[0])
             elif kind == K_DESTROY:

@@ -9,7 +9,8 @@ guest's own queue state in the evidence, makes it an error.
 
 from __future__ import annotations
 
-from ..model import QueueFacts
+from ... import abi
+from ..model import PortFacts, QueueFacts
 from .common import remote
 from .registry import Needs, Rule, Subject, check
 from .walk import Queues
@@ -159,6 +160,8 @@ def queued_elsewhere(s: Subject) -> None:
         p = dom.ports.get(port)
         if p is None or p.priority is None and p.vcpu is None:
             continue
+        if pinned(p) and p.vcpu is not None and p.vcpu != vcpu:
+            continue  # queued-on-wrong-vcpu's
         moved = []
         if p.priority is not None and p.priority != prio:
             moved.append(f"priority {prio} -> {p.priority}")
@@ -170,6 +173,34 @@ def queued_elsewhere(s: Subject) -> None:
                   ", ".join(moved),
                   "Normal right after set-priority or bind-vcpu: this event is delivered from its old queue and "
                   "later ones use the new one. If it stays so, the old queue is not being consumed.", vcpu=vcpu)
+
+
+def pinned(p: PortFacts) -> bool:
+    """A port that cannot move to another vCPU (EVTCHNOP_bind_vcpu refuses an IPI and a per-vCPU VIRQ)."""
+    return p.state == "ipi" or (p.state == "virq" and p.virq in abi.PER_VCPU_VIRQS)
+
+
+@check(Rule("queued-on-wrong-vcpu", ("error",), "An IPI or per-vCPU VIRQ port LINKED on another vCPU's queue: it "
+            "cannot have moved there, so the port was handed out while an earlier channel's event was still "
+            "queued; its vCPU is never told of it."),
+       needs=Needs.QUEUES)
+def queued_on_wrong_vcpu(s: Subject) -> None:
+    dom, queues = s.dom, s.queues
+    assert queues is not None  # (Needs.QUEUES)
+    for port, qu in sorted(queues.owner.items()):
+        p = dom.ports.get(port)
+        if not qu.live or p is None or not pinned(p) or p.vcpu is None or p.vcpu == qu.facts.vcpu:
+            continue
+        what = "IPI" if p.state == "ipi" else f"VIRQ {p.virq}"
+        s.add("error", "queued-on-wrong-vcpu", [port],
+              f"port {port} ({what} of vCPU {p.vcpu}) is queued on vCPU {qu.facts.vcpu}'s queue",
+              f"{what} bound to vCPU {p.vcpu}, " + ("PENDING, " if p.pending else "") +
+              f"LINKED on vCPU {qu.facts.vcpu} priority {qu.facts.priority}",
+              f"An {what} cannot move between vCPUs, so its word was already LINKED there when the port was "
+              f"bound: a closed port handed out again while its old event was still queued (Xen before "
+              f"78e24c269b skipped no busy port).  vCPU {p.vcpu} is never told of this event; vCPU "
+              f"{qu.facts.vcpu} takes it as its own when it drains that queue.  Close and rebind the port.",
+              vcpu=qu.facts.vcpu)
 
 
 @check(Rule("busy-left-set", ("warning",), "BUSY set on an event word: a link was interrupted, and Xen's next "
