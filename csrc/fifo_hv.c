@@ -115,8 +115,10 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
         result |= XE_SP_ALREADY_LINKED;
     } else {
         /* Was it the tail of its last queue?  That queue is empty now and
-         * its tail must not be linked to by the next event there. */
-        if (d->tails[old_q] == port)
+         * its tail must not be linked to by the next event there.  Before
+         * Xen e33d4257fc only a re-add to the same queue was seen as one:
+         * a moved old tail stayed its old queue's tail (the fault). */
+        if (d->tails[old_q] == port && (old_q == q || !xe_fault(XE_FAULT_OLD_TAIL_LINKED)))
             d->tails[old_q] = 0;
         if (old_q != q) {
             ch->last_vcpu = (uint16_t)v;

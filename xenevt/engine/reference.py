@@ -93,7 +93,7 @@ class ReferenceEngine:
             result |= SP.ALREADY_LINKED
         else:
             self._set(port, w | abi.WORD_LINKED)
-            if tails[old_q] == port:
+            if tails[old_q] == port and (old_q == q or not faults.on(faults.OLD_TAIL_LINKED)):  # (e33d4257fc)
                 tails[old_q] = 0
             if old_q != q:
                 mem.update_chan(port, last_vcpu=v, last_priority=prio)

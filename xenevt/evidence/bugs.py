@@ -30,4 +30,30 @@ def _stale_head_walked(f: Finding, dom: DomainFacts) -> bool:
     return f.rule == "ready-head-consumed"
 
 
+
+bug("xen-old-tail-linked", "Xen", "A port moved to another vCPU or priority stays its old queue's tail",
+    "Xen e33d4257fc (\"evtchn/fifo: don't corrupt queues if an old tail is linked\", 4.4, 2014)",
+    "the next event on the old queue is linked after the moved port (now LINKED on its new queue) instead of "
+    "becoming a new HEAD: it joins the other vCPU's queue, and the next link there overwrites its LINK, so it "
+    "stays LINKED and PENDING, reachable from no head")
+
+
+@signature("xen-old-tail-linked")
+def _linked_after_moved_tail(f: Finding, dom: DomainFacts) -> bool:
+    # a lost link, on the queue whose control-block head is a port that has since moved to another vCPU or
+    # priority: that moved port was the old tail the lost event was linked after
+    if f.rule != "linked-unreachable" or not f.ports:
+        return False
+    lost = dom.ports.get(f.ports[0])
+    if lost is None or lost.vcpu is None or lost.priority is None:
+        return False
+    v = dom.vcpus.get(lost.vcpu)
+    heads = v.heads if v is not None else None
+    if not heads or not 0 <= lost.priority < len(heads):
+        return False
+    head = dom.ports.get(heads[lost.priority])
+    return head is not None and head.port != lost.port and head.vcpu is not None \
+        and (head.vcpu, head.priority) != (lost.vcpu, lost.priority)
+
+
 from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)

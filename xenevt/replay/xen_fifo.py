@@ -51,3 +51,34 @@ def ready_every_add(st: Stage) -> Expect:
     st.say(f"d{GUEST}'s vCPU 0 takes its READY and handles {got or 'nothing'}"
            + (f": it walked from the stale head {a} into vCPU 1's queue, and its next step is {c}" if got else ""))
     return Expect("ready-head-consumed", GUEST, a, vcpu=1)
+
+
+@replay("xen-old-tail-linked", "xen-old-tail-linked",
+        "a drained port, still its vCPU 0 queue's tail, moves to vCPU 1 and is raised there; the next event on "
+        "vCPU 0's queue is linked after it, and the next on vCPU 1's overwrites that link")
+def old_tail_linked(st: Stage) -> Expect:
+    h = st.host
+    (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
+    st.say(f"d{GUEST} binds ports {a}, {b} and {c} to dom0 ({a0}, {b0}, {c0}), all on vCPU 0, priority {PRIO}")
+    h.send(0, 0, a0)
+    got = h.consume(GUEST, 0, 16)
+    st.say(f"dom0 raises {a}, d{GUEST}'s vCPU 0 handles {got}: its queue {PRIO} is empty, {a} is still its tail")
+    h.bind_vcpu(GUEST, GUEST, a, 1)
+    h.bind_vcpu(GUEST, GUEST, c, 1)
+    st.say(f"d{GUEST} moves {a} and {c} to vCPU 1")
+    with st.fault(faults.OLD_TAIL_LINKED):
+        h.send(0, 0, a0)
+        st.say(f"dom0 raises {a}: the head of vCPU 1's queue {PRIO}, LINKED there; "
+               + ("vCPU 0's queue still names it as its tail (the bug)" if not st.fixed
+                  else "vCPU 0's queue forgets it as its tail (as fixed)"))
+        h.send(0, 0, b0)
+        st.say(f"dom0 raises {b} on vCPU 0: "
+               + (f"its old tail {a} is LINKED, so {b} is linked after it, into vCPU 1's queue, and no READY"
+                  if not st.fixed else f"a new head of vCPU 0's queue {PRIO}, READY set"))
+        h.send(0, 0, c0)
+        st.say(f"dom0 raises {c} on vCPU 1: linked after the tail {a}"
+               + (f", whose LINK to {b} it overwrites" if not st.fixed else ""))
+    got1, got0 = h.consume(GUEST, 1, 16), h.consume(GUEST, 0, 16)
+    st.say(f"d{GUEST}'s vCPU 1 handles {got1}, vCPU 0 handles {got0 or 'nothing'}"
+           + (f": {b} stays LINKED and PENDING, reached from no head" if b not in got0 + got1 else ""))
+    return Expect("linked-unreachable", GUEST, b)
