@@ -103,8 +103,13 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
     /* Control block not registered: Xen drops the event before it touches
      * the word (the guest may not unmask before registering, so nothing is
      * lost that it could see; real Xen leaves PENDING clear: xen-ci). */
-    if (d->cb == NULL || d->cb[v] == NULL)
+    if (d->cb == NULL || d->cb[v] == NULL) {
+        /* Before Xen 8aa0e9d2d1 PENDING was set first, and stayed set on
+         * a word nobody would ever link (the fault). */
+        if (xe_fault(XE_FAULT_PENDING_UNQUEUED))
+            xe_set(word, XE_W_PENDING);
         return XE_SP_NO_CONTROL;
+    }
 
     if (xe_test_and_set(word, XE_W_PENDING))
         result |= XE_SP_WAS_PENDING;

@@ -78,7 +78,9 @@ class ReferenceEngine:
                 return Err.STATE
 
         cb = mem.control_block(v)
-        if cb is None:  # dropped before the word is touched
+        if cb is None:  # dropped before the word is touched (Xen before 8aa0e9d2d1: after PENDING was set)
+            if faults.on(faults.PENDING_UNQUEUED):
+                self._set(port, w | abi.WORD_PENDING)
             return SP.NO_CONTROL
         result = 0
         if w & abi.WORD_PENDING:

@@ -56,4 +56,31 @@ def _linked_after_moved_tail(f: Finding, dom: DomainFacts) -> bool:
         and (head.vcpu, head.priority) != (lost.vcpu, lost.priority)
 
 
+
+bug("xen-pending-unqueued", "Xen", "PENDING set on an event Xen then drops: its vCPU has no control block (or its "
+    "queues could not be locked)",
+    "Xen 8aa0e9d2d1 (\"evtchn/fifo: Don't set PENDING bit if guest misbehaves\", 4.17, 2022)",
+    "an event raised for a vCPU that has not registered its control block yet is dropped unqueued but left "
+    "PENDING: once the vCPU comes up the port is pending and unmasked yet on no queue, and Xen's next event there "
+    "finds it already pending (no wake for the pollers)")
+
+
+@signature("xen-pending-unqueued")
+def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
+    # pending and unqueued on a queue Xen never linked anything to (its control-block head still the 0 the
+    # guest registered it with), raised by Xen and never delivered: Xen set PENDING without linking it
+    if f.rule != "pending-not-queued" or dom.abi != "FIFO" or not f.ports:
+        return False
+    p = dom.ports.get(f.ports[0])
+    if p is None or p.vcpu is None or p.priority is None:
+        return False
+    v = dom.vcpus.get(p.vcpu)
+    if v is None or not v.control_block or not v.heads or not 0 <= p.priority < len(v.heads):
+        return False
+    if v.heads[p.priority] != 0 or (v.ready or 0) >> p.priority & 1:
+        return False
+    c = next((c for c in dom.counters if c.port == p.port), None)
+    return c is not None and bool(c.raised) and c.handled == 0
+
+
 from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)

@@ -83,6 +83,7 @@ class Replay:
     abi: str = "fifo"   # the guests' ABI ("fifo" or "2l")
     domains: int = 2
     vcpus: int = 2
+    online: int | None = None  # the guests' vCPUs up at boot (the others never up: no control block); all
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
@@ -152,7 +153,8 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, percpu=True, abi=r.abi, force=True)
+        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, online=r.online, percpu=True, abi=r.abi,
+                    force=True)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)

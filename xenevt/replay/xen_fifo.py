@@ -82,3 +82,24 @@ def old_tail_linked(st: Stage) -> Expect:
     st.say(f"d{GUEST}'s vCPU 1 handles {got1}, vCPU 0 handles {got0 or 'nothing'}"
            + (f": {b} stays LINKED and PENDING, reached from no head" if b not in got0 + got1 else ""))
     return Expect("linked-unreachable", GUEST, b)
+
+
+@replay("xen-pending-unqueued", "xen-pending-unqueued",
+        "a domU moves a backend's port to its vCPU 1 before that vCPU is up (no control block yet: what Xen's fix "
+        "calls a misbehaving guest); the backend raises it; then the domU brings vCPU 1 up", online=1)
+def pending_unqueued(st: Stage) -> Expect:
+    h = st.host
+    a, a0 = _pair(st)
+    h.bind_vcpu(GUEST, GUEST, a, 1)
+    st.say(f"d{GUEST} binds port {a} to dom0 ({a0}) and moves it to vCPU 1, which was never brought up and has "
+           f"no control block (a guest misbehaving, as Xen's fix puts it)")
+    with st.fault(faults.PENDING_UNQUEUED):
+        h.send(0, 0, a0)
+    st.say(f"dom0 raises {a}: Xen drops it, vCPU 1 has no control block to queue it on, "
+           + ("having set PENDING first (the bug)" if not st.fixed else "PENDING left clear (as fixed)"))
+    for line in h.cpu_up(GUEST, GUEST, 1):
+        st.say(f"d{GUEST} brings vCPU 1 up: {line}")
+    got = h.consume(GUEST, 1, 16)
+    st.say(f"d{GUEST}'s vCPU 1 handles {got or 'nothing'}"
+           + (f": {a} is PENDING and unmasked, on no queue" if not st.fixed else ""))
+    return Expect("pending-not-queued", GUEST, a, samples=2)
