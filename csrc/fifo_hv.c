@@ -86,9 +86,12 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
         || ch->last_vcpu >= d->nr_vcpus)
         return XE_E_STATE;
 
-    /* No array page yet: remember it, add_page_to_event_array() re-raises. */
+    /* No array page yet: remember it, add_page_to_event_array() re-raises.
+     * Before Xen 917c123029 the event was dropped here (the fault). */
     word = xe_word(d, port);
     if (word == NULL) {
+        if (xe_fault(XE_FAULT_NO_PAGE_DROPPED))
+            return XE_OK;
         ch->flags |= XE_CHAN_DEFERRED;
         return XE_SP_DEFERRED;
     }

@@ -68,6 +68,8 @@ class ReferenceEngine:
             return Err.STATE
         w = self._word(port)
         if w is None:
+            if faults.on(faults.NO_PAGE_DROPPED):  # (Xen before 917c123029)
+                return Err.OK
             mem.update_chan(port, flags=ch.flags | CHAN_DEFERRED)
             return SP.DEFERRED
         tails = mem.tails()

@@ -68,7 +68,8 @@ bug("xen-pending-unqueued", "Xen", "PENDING set on an event Xen then drops: its 
 @signature("xen-pending-unqueued")
 def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
     # pending and unqueued on a queue Xen never linked anything to (its control-block head still the 0 the
-    # guest registered it with), raised by Xen and never delivered: Xen set PENDING without linking it
+    # guest registered it with), and where counted, no event raised to the guest nor delivered on this binding:
+    # PENDING came from a raise Xen dropped (the simulator counts no drop for want of a control block)
     if f.rule != "pending-not-queued" or dom.abi != "FIFO" or not f.ports:
         return False
     p = dom.ports.get(f.ports[0])
@@ -80,7 +81,29 @@ def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
     if v.heads[p.priority] != 0 or (v.ready or 0) >> p.priority & 1:
         return False
     c = next((c for c in dom.counters if c.port == p.port), None)
-    return c is not None and bool(c.raised) and c.handled == 0
+    return c is None or not (c.raised or c.handled)
+
+
+
+bug("xen-no-page-dropped", "Xen", "An event for a port without an event-array page dropped",
+    "Xen 917c123029 (\"evtchn: don't lose pending state if FIFO event array page is missing\", 4.4, 2013)",
+    "a port bound before the guest added the array page covering it (the toolstack's, or one just bound) loses "
+    "an event raised in between: once the page is there the port is idle, unmasked, nothing pending, the event "
+    "counted raised and never delivered")
+
+
+@signature("xen-no-page-dropped")
+def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
+    # every event raised on the port vanished, and nothing was ever linked on its queue since the control block
+    # was registered (its head still 0): the events never reached a word, unlike ones a guest consumed and lost
+    if f.rule != "raised-not-delivered" or not f.ports:
+        return False
+    p = dom.ports.get(f.ports[0])
+    if p is None or p.vcpu is None or p.priority is None:
+        return False
+    v = dom.vcpus.get(p.vcpu)
+    return v is not None and bool(v.control_block) and bool(v.heads) and 0 <= p.priority < len(v.heads or []) \
+        and (v.heads or [])[p.priority] == 0
 
 
 from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)

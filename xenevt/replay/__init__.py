@@ -84,6 +84,7 @@ class Replay:
     domains: int = 2
     vcpus: int = 2
     online: int | None = None  # the guests' vCPUs up at boot (the others never up: no control block); all
+    bare: tuple[int, ...] = ()  # domains without a guest kernel (create_host's): the script makes their calls
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
@@ -153,8 +154,8 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, online=r.online, percpu=True, abi=r.abi,
-                    force=True)
+        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, online=r.online, bare=r.bare, percpu=True,
+                    abi=r.abi, force=True)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)

@@ -103,3 +103,33 @@ def pending_unqueued(st: Stage) -> Expect:
     st.say(f"d{GUEST}'s vCPU 1 handles {got or 'nothing'}"
            + (f": {a} is PENDING and unmasked, on no queue" if not st.fixed else ""))
     return Expect("pending-not-queued", GUEST, a, samples=2)
+
+
+@replay("xen-no-page-dropped", "xen-no-page-dropped",
+        "the toolstack binds a port of a booting domU (as for xenstore); the domU's kernel moves to FIFO; the "
+        "port's event arrives before the kernel's first EVTCHNOP_expand_array, then the kernel adds the page and "
+        "unmasks the port", bare=(GUEST,))
+def no_page_dropped(st: Stage) -> Expect:
+    from ..sim.foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
+
+    h = st.host
+    mine = h.alloc_unbound(0, GUEST, 0)
+    theirs = h.bind_interdomain(0, 0, GUEST, mine)
+    st.say(f"the toolstack (dom0) allocates port {mine} in d{GUEST} and binds its end to it ({theirs}); d{GUEST}'s "
+           "kernel has not booted yet: 2-level, nothing masked")
+    for v in range(2):
+        h.init_control(GUEST, GUEST, v, CONTROL_BLOCK_GFN + v, 0)
+    st.say(f"d{GUEST}'s kernel registers a control block per vCPU (EVTCHNOP_init_control): FIFO, no event-array "
+           "page yet")
+    with st.fault(faults.NO_PAGE_DROPPED):
+        h.send(0, 0, theirs)
+    st.say(f"dom0 raises {mine}: it has no event word yet; Xen "
+           + ("drops the event (the bug)" if not st.fixed else "keeps it pending for when its page comes (as fixed)"))
+    h.expand_array(GUEST, GUEST, EVENT_ARRAY_GFN)
+    st.say(f"d{GUEST}'s kernel adds the first event-array page (EVTCHNOP_expand_array), every word MASKED"
+           + (f"; Xen raises {mine} again: PENDING" if st.fixed else ""))
+    h.evtchn_unmask(GUEST, GUEST, mine)
+    got = h.consume(GUEST, 0, 16)
+    st.say(f"d{GUEST} binds its IRQ to {mine} and unmasks it (EVTCHNOP_unmask); vCPU 0 handles {got or 'nothing'}"
+           + (": the event is gone, and whoever sent it waits for an answer" if not got else ""))
+    return Expect("raised-not-delivered", GUEST, mine, samples=2)
