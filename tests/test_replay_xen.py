@@ -1,10 +1,18 @@
-"""Xen FIFO replays' doctor side (xenevt/replay/xen_fifo.py): the rule the 917c123029 replay added, and that each
-signature names its bug only with the evidence that bug leaves, not on the same finding from another cause."""
+"""Xen FIFO replays (xenevt/replay/xen_fifo.py) beyond tests/test_replay.py: the rule the 917c123029 replay added
+and the counters it reads; that each signature names its bug only with the evidence that bug leaves, not on the
+same finding from another cause; and the switches acting alike in the C engine and the reference."""
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xenevt.engine import engine_for, faults
 from xenevt.evidence import doctor
 from xenevt.evidence.model import CounterFacts, DomainFacts, Evidence, PortFacts, VcpuFacts
+
+from . import writer
+from .test_differential import OPS, PORTS, apply, normalise
 
 
 def _dom(port: PortFacts, raised: int | None, handled: int | None, heads: list[int] | None = None,
@@ -74,7 +82,6 @@ def test_the_pending_unqueued_signature_needs_nothing_raised_or_delivered_on_a_n
 def _moved_tail(moved: bool) -> Evidence:
     """The e33d4257fc replay's end: port 12 LINKED and PENDING, reached from no head; vCPU 0's queue 7 still
     names port 11 as its head, which has (``moved``) or has not moved to vCPU 1 since."""
-    from tests import writer
     from xenevt.dump import build_dump
     from xenevt.evidence import collect
 
@@ -115,3 +122,35 @@ def test_a_port_bound_afresh_counts_from_zero_and_a_drop_for_want_of_a_control_b
         assert h.counters(1)[other] == (0, 0)
         h.send(1, 1, port)
         assert h.counters(1)[port] == (1, 0)
+
+
+# --- the switches in the C engine and the reference alike, on random operation sequences --------------------------
+SWITCHES = [faults.OLD_TAIL_LINKED, faults.PENDING_UNQUEUED, faults.NO_PAGE_DROPPED,
+            faults.OLD_TAIL_LINKED | faults.PENDING_UNQUEUED | faults.NO_PAGE_DROPPED | faults.READY_EVERY_ADD]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mask=st.sampled_from(SWITCHES),
+    nr_vcpus=st.integers(1, 3),
+    pages=st.sampled_from([1, 1, 0]),
+    cbs=st.one_of(st.just({0, 1, 2}), st.sets(st.integers(0, 2))),
+    unmasked=st.one_of(st.just(list(range(1, 13)) + list(range(1020, 1031))), st.lists(PORTS, max_size=30)),
+    ops=st.lists(OPS(), min_size=5, max_size=60),
+)
+def test_c_and_reference_agree_with_the_switches_on(mask, nr_vcpus, pages, cbs, unmasked, ops):
+    images = []
+    for _ in range(2):
+        mem = writer.domain(nr_vcpus=nr_vcpus, pages=pages, max_pages=2,
+                            control_blocks=tuple(v for v in cbs if v < nr_vcpus))
+        for port in unmasked:
+            if mem.word(port) is not None:
+                mem.set_word(port, 0)
+        images.append(mem)
+    c, ref = engine_for(images[0], "c"), engine_for(images[1], "python")
+    with faults.switched_on(mask):
+        for step, op in enumerate(ops):
+            got_c = normalise(apply(images[0], c, op))
+            got_ref = normalise(apply(images[1], ref, op))
+            assert got_c == got_ref, f"step {step} {op}: C {got_c} != reference {got_ref}"
+            assert images[0].snapshot() == images[1].snapshot(), f"images differ after step {step} {op}"
