@@ -50,6 +50,13 @@ def test_each_replay_names_a_catalogued_bug_once():
     assert len(set(REPLAYS)) == len(REPLAYS)
 
 
+def test_the_fixed_order_each_replay_undoes_is_proven_on_real_xen_by_scenarios_that_exist():
+    from tests.scenarios.catalog import BY_NAME
+
+    for r in catalogue():
+        assert all(name in BY_NAME for name in r.real_xen), (r.name, r.real_xen)
+
+
 def test_the_switches_are_off_unless_a_replay_turns_one_on():
     from xenevt._native import lib
 

@@ -71,6 +71,10 @@ def replay(c: Ctx, name, listing, fixed, keep):
     out.print(f"replay {bug['name']}: {bug['title']}", markup=False, highlight=False)
     out.print(f"  {bug['where']}, fixed by {bug['fix']}" + ("; run here with the fix (--fixed)" if fixed else ""),
               markup=False, highlight=False)
+    if bug["real_xen"]:
+        shown = ", ".join(bug["real_xen"])
+        out.print(f"  the fixed order shown on real Xen 4.17 and 4.20 by xen-ci's scenarios {shown}", markup=False,
+                  highlight=False)
     for i, step in enumerate(r.steps, 1):
         out.print(f"  {i}. {step}", markup=False, highlight=False)
     out.print(f"doctor: {r.diagnosis.report.verdict}", markup=False, highlight=False)

@@ -19,7 +19,8 @@ def _pair(st: Stage) -> tuple[int, int]:
 
 @replay("xen-ready-every-add", "xen-ready-every-add",
         "dom0 raises two events on a domU's vCPU 0 queue; the domU drains it between the LINK and Xen's READY; one "
-        "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY")
+        "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY",
+        real_xen=("g-fifo-two-events-one-queue", "g-fifo-vcpu-move-while-linked"))
 def ready_every_add(st: Stage) -> Expect:
     h = st.host
     (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
@@ -86,7 +87,8 @@ def old_tail_linked(st: Stage) -> Expect:
 
 @replay("xen-pending-unqueued", "xen-pending-unqueued",
         "a domU moves a backend's port to its vCPU 1 before that vCPU is up (no control block yet: what Xen's fix "
-        "calls a misbehaving guest); the backend raises it; then the domU brings vCPU 1 up", online=1)
+        "calls a misbehaving guest); the backend raises it; then the domU brings vCPU 1 up", online=1,
+        real_xen=("g-fifo-event-to-vcpu-without-control-block",))
 def pending_unqueued(st: Stage) -> Expect:
     h = st.host
     a, a0 = _pair(st)
@@ -108,7 +110,7 @@ def pending_unqueued(st: Stage) -> Expect:
 @replay("xen-no-page-dropped", "xen-no-page-dropped",
         "the toolstack binds a port of a booting domU (as for xenstore); the domU's kernel moves to FIFO; the "
         "port's event arrives before the kernel's first EVTCHNOP_expand_array, then the kernel adds the page and "
-        "unmasks the port", bare=(GUEST,))
+        "unmasks the port", bare=(GUEST,), real_xen=("g-fifo-deferred-until-expand",))
 def no_page_dropped(st: Stage) -> Expect:
     from ..sim.foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
 
