@@ -30,7 +30,6 @@ def _stale_head_walked(f: Finding, dom: DomainFacts) -> bool:
     return f.rule == "ready-head-consumed"
 
 
-
 bug("xen-old-tail-linked", "Xen", "A port moved to another vCPU or priority stays its old queue's tail",
     "Xen e33d4257fc (\"evtchn/fifo: don't corrupt queues if an old tail is linked\", 4.4, 2014)",
     "the next event on the old queue is linked after the moved port (now LINKED on its new queue) instead of "
@@ -54,7 +53,6 @@ def _linked_after_moved_tail(f: Finding, dom: DomainFacts) -> bool:
     head = dom.ports.get(heads[lost.priority])
     return head is not None and head.port != lost.port and head.vcpu is not None \
         and (head.vcpu, head.priority) != (lost.vcpu, lost.priority)
-
 
 
 bug("xen-pending-unqueued", "Xen", "PENDING set on an event Xen then drops: its vCPU has no control block (or its "
@@ -84,7 +82,6 @@ def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
     return c is None or not (c.raised or c.handled)
 
 
-
 bug("xen-no-page-dropped", "Xen", "An event for a port without an event-array page dropped",
     "Xen 917c123029 (\"evtchn: don't lose pending state if FIFO event array page is missing\", 4.4, 2013)",
     "a port bound before the guest added the array page covering it (the toolstack's, or one just bound) loses "
@@ -102,8 +99,8 @@ def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
     if p is None or p.vcpu is None or p.priority is None:
         return False
     v = dom.vcpus.get(p.vcpu)
-    return v is not None and bool(v.control_block) and bool(v.heads) and 0 <= p.priority < len(v.heads or []) \
-        and (v.heads or [])[p.priority] == 0
+    heads = v.heads if v is not None and v.control_block else None
+    return bool(heads) and 0 <= p.priority < len(heads or ()) and (heads or ())[p.priority] == 0
 
 
 from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)

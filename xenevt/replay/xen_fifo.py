@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..engine import faults
+from ..sim.foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
 from . import Expect, Stage, replay
 
 GUEST = 1      # the domU whose queues the bugs break
@@ -63,7 +64,7 @@ def old_tail_linked(st: Stage) -> Expect:
     st.say(f"d{GUEST} binds ports {a}, {b} and {c} to dom0 ({a0}, {b0}, {c0}), all on vCPU 0, priority {PRIO}")
     h.send(0, 0, a0)
     got = h.consume(GUEST, 0, 16)
-    st.say(f"dom0 raises {a}, d{GUEST}'s vCPU 0 handles {got}: its queue {PRIO} is empty, {a} is still its tail")
+    st.say(f"dom0 raises {a}, d{GUEST}'s vCPU 0 handles {got}: its queue {PRIO} is empty, {a} still Xen's tail for it")
     h.bind_vcpu(GUEST, GUEST, a, 1)
     h.bind_vcpu(GUEST, GUEST, c, 1)
     st.say(f"d{GUEST} moves {a} and {c} to vCPU 1")
@@ -112,14 +113,12 @@ def pending_unqueued(st: Stage) -> Expect:
         "port's event arrives before the kernel's first EVTCHNOP_expand_array, then the kernel adds the page and "
         "unmasks the port", bare=(GUEST,), real_xen=("g-fifo-deferred-until-expand",))
 def no_page_dropped(st: Stage) -> Expect:
-    from ..sim.foreign import CONTROL_BLOCK_GFN, EVENT_ARRAY_GFN
-
     h = st.host
     mine = h.alloc_unbound(0, GUEST, 0)
     theirs = h.bind_interdomain(0, 0, GUEST, mine)
     st.say(f"the toolstack (dom0) allocates port {mine} in d{GUEST} and binds its end to it ({theirs}); d{GUEST}'s "
            "kernel has not booted yet: 2-level, nothing masked")
-    for v in range(2):
+    for v in range(2):  # (the replay's two vCPUs)
         h.init_control(GUEST, GUEST, v, CONTROL_BLOCK_GFN + v, 0)
     st.say(f"d{GUEST}'s kernel registers a control block per vCPU (EVTCHNOP_init_control): FIFO, no event-array "
            "page yet")
