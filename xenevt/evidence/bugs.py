@@ -30,4 +30,4 @@ def _stale_head_walked(f: Finding, dom: DomainFacts) -> bool:
     return f.rule == "ready-head-consumed"
 
 
-from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)
+from . import bugs_linux, bugs_linux_close, bugs_xen  # noqa: E402,F401  (their entries, after these)
