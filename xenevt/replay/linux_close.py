@@ -43,3 +43,30 @@ def close_linked_offline(st: Stage) -> Expect:
     st.say(f"dom0 raises it three times; d{GUEST}'s vCPU 0 handles {got or 'nothing'}"
            + ("" if got else ": each send set PENDING in a word already LINKED on the dead CPU's queue"))
     return Expect("queued-on-down-vcpu", GUEST, port, vcpu=1)
+
+
+@replay("linux-offline-moved-port", "linux-close-linked-offline",
+        "a frontend's port on a domU's CPU 1 is raised and not yet handled when CPU 1 goes down; Linux moves it to "
+        "CPU 0 but does not drain CPU 1's queues: the backend's every later event on it is lost")
+def offline_moved_port(st: Stage) -> Expect:
+    h = st.host
+    port = h.alloc_unbound(GUEST, GUEST, 0)
+    peer = h.bind_interdomain(0, 0, GUEST, port)
+    h.bind_vcpu(GUEST, GUEST, port, 1)
+    st.say(f"d{GUEST}'s frontend binds port {port} to its backend in dom0 (port {peer}); its interrupt is on CPU 1")
+    h.send(0, 0, peer)
+    st.say(f"the backend raises {port}: LINKED on vCPU 1's queue; CPU 1 goes offline before its handler runs")
+    with st.fault(faults.CPU_DEAD_NO_DRAIN):
+        done = h.cpu_down(GUEST, GUEST, 1)
+    moved = next((line for line in done if line.startswith(f"moved port {port} ")), "")
+    st.say(f"d{GUEST} takes CPU 1 down: {moved or f'port {port} not moved'} (EVTCHNOP_bind_vcpu: the event stays "
+           "where it is queued), VCPUOP_down, its per-CPU ports closed"
+           + (", its queues drained (as fixed: the event unlinked, PENDING left)" if st.fixed else
+              ", its queues left as they are (the bug)"))
+    for _ in range(3):
+        h.send(0, 0, peer)
+    got = h.consume(GUEST, 0, 16)
+    st.say(f"the backend raises {port} three times; d{GUEST}'s vCPU 0 handles {got or 'nothing'}"
+           + (f": {port}'s word is still LINKED on the dead CPU's queue, so each event only finds PENDING set "
+              "(the disk stalls)" if not got else f" (the word unlinked: Xen links {port} on vCPU 0's queue)"))
+    return Expect("queued-on-down-vcpu", GUEST, port, vcpu=1)
