@@ -15,6 +15,9 @@ from contextlib import contextmanager
 
 # the engine's switches: the C header's XE_FAULT_* values (tests/test_replay.py holds them equal); bits 0-15
 READY_EVERY_ADD = 1 << 0
+OLD_TAIL_LINKED = 1 << 1   # Xen before e33d4257fc: a port moved to another queue stays its old queue's tail
+PENDING_UNQUEUED = 1 << 2  # Xen before 8aa0e9d2d1: PENDING set even where the event cannot be queued
+NO_PAGE_DROPPED = 1 << 3   # Xen before 917c123029: an event for a port without an event-array page dropped
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)

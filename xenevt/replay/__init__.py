@@ -84,6 +84,8 @@ class Replay:
     abi: str = "fifo"   # the guests' ABI ("fifo" or "2l")
     domains: int = 2
     vcpus: int = 2
+    online: int | None = None  # the guests' vCPUs up at boot (the others never up: no control block); all
+    bare: tuple[int, ...] = ()  # domains without a guest kernel (create_host's): the script makes their calls
     # the differential scenarios (tests/scenarios) in which real Xen 4.17 and 4.20, booted in xen-ci, showed the
     # fixed order of operations this replay's switch undoes, record for record as the simulator does
     real_xen: tuple[str, ...] = ()
@@ -158,8 +160,8 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        settings: dict[str, Any] = {"nr_domains": r.domains, "nr_vcpus": r.vcpus, "percpu": True, "abi": r.abi,
-                                    "force": True} | r.host
+        settings: dict[str, Any] = {"nr_domains": r.domains, "nr_vcpus": r.vcpus, "online": r.online,
+                                    "bare": r.bare, "percpu": True, "abi": r.abi, "force": True} | r.host
         create_host(where, **settings)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)

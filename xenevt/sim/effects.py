@@ -81,8 +81,8 @@ class Effects:
             jw[RAISE // 4] = 0
         if rc < 0:
             raise engine_error(rc, "raise", dom.domid, port, refused=True)
-        if not unmask:
-            self.stats.count(dom.domid, port, 0)
+        if not unmask and not rc & SP.NO_CONTROL:  # (dropped for want of a control block: never raised to the
+            self.stats.count(dom.domid, port, 0)    # guest; vcpu-without-control-block says so while it lasts)
         if rc & SP.UPCALL:
             self.kick(dom, self.file.rec(dom, port).notify_vcpu)
         return rc
@@ -294,6 +294,8 @@ class Effects:
                 new = Chan(*CHAN.unpack(value))
                 old = mem.chan(index)  # the engine's own fields: where the word is linked now
                 new.last_priority, new.last_vcpu = old.last_priority, old.last_vcpu
+                if old.state == ECS_FREE and new.state != ECS_FREE:
+                    self.stats.reset(domid, index)  # (a new binding's counters; redone, the port is bound: kept)
                 mem.set_chan(index, new)
             elif kind == K_FREES:
                 struct.pack_into("<I", mem.buffer, 4 * FREES_WORD, struct.unpack("<I", value[:4])[0])
