@@ -732,6 +732,19 @@ def inj_reused_busy_port(h, rng):
     return Expect("queued-on-wrong-vcpu", d, port, vcpu=1)
 
 
+
+def inj_offline_undrained(h, rng):
+    """Linux before fcdf31a7c162 (the replay's switch): a CPU taken down with an event of its own still queued,
+    its ports closed and its queues not drained, so the closed port stays LINKED on the down vCPU's queue."""
+    d, v = rng.choice([d for d in range(DOMAINS) if not is_2l(h, d) and not h.domains[d].bare]), VCPUS - 1
+    if v not in online(h, d):
+        h.cpu_up(d, d, v)
+    port = h.bind_ipi(d, d, v)
+    h.send(d, d, port)
+    with faults.switched_on(faults.CPU_DEAD_NO_DRAIN):
+        h.cpu_down(d, d, v)
+    return Expect("queued-on-down-vcpu", d, port, vcpu=v, severity="warning")
+
 KINDS_2L = {
     "2-level: selector bit lost (2 samples)": inj_l2_selector_lost,
     "2-level: upcall flag lost": inj_l2_upcall_lost,
@@ -762,6 +775,7 @@ KINDS = {
     "events queued on a down vCPU": inj_queued_on_down_vcpu,
     "a port on a vCPU never brought up": inj_never_up,
     "a busy port reused for an IPI (Xen before 78e24c269b)": inj_reused_busy_port,
+    "a CPU down, its closed ports left LINKED (Linux before fcdf31a7c162)": inj_offline_undrained,
 }
 ALL_KINDS = KINDS | KINDS_2L
 

@@ -24,6 +24,8 @@ C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side
 # Xen's Python-side switches (xenevt/sim), bits 16-23:
 REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
 RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
+# Linux's Python-side switches (the simulated kernel's CPU hotplug, close), bits 28-31:
+CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its closed ports LINKED (before fcdf31a7c162)
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1

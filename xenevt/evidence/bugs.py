@@ -103,4 +103,4 @@ def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
     return bool(heads) and 0 <= p.priority < len(heads or ()) and (heads or ())[p.priority] == 0
 
 
-from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)
+from . import bugs_linux, bugs_linux_close, bugs_xen  # noqa: E402,F401  (their entries, after these)

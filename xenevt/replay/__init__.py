@@ -24,7 +24,8 @@ from typing import Any
 
 from ..engine import faults
 
-MODULES = ("xen_fifo", "xen_sim", "linux")  # each declares its replays on import, in this order (the --list order)
+# each declares its replays on import, in this order (the --list order)
+MODULES = ("xen_fifo", "xen_sim", "linux", "linux_close")
 
 
 @dataclass(frozen=True)
