@@ -23,13 +23,11 @@ import contextlib
 import fcntl
 import glob
 import hashlib
-import io
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,14 +50,10 @@ def root_packages(xen: str) -> list[str]:
     return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
             "python3-pytest", "python3-pytest-timeout", "python3-prometheus-client", "libxenevtchn1",
             f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", f"xen-utils-{xen}", "busybox-static",
-            "python3-jsonschema", "dpkg", "libmd0", "libc-bin"]  # (dpkg: its Pre-Depends libmd0, its ldconfig)
+            "python3-jsonschema", *runner_fetch.DPKG]  # (dom0 installs xenevt's .deb with dpkg)
 
 
-# dom0 installs xenevt's .deb with dpkg: dpkg and what it needs stay in the root here (the runner leaves them out)
-# (and the libraries without which dpkg would call python3 and the Xen libraries broken: Berkeley DB for python3's
-# stdlib, ext2fs for libxenmisc)
-EXCLUDE = runner_fetch.EXCLUDE - {"dpkg", "tar", "libselinux1", "libpcre2-8-0", "libacl1", "libdb5.3", "libcom-err2",
-                                  "libext2fs2"}
+EXCLUDE = runner_fetch.EXCLUDE
 ROOTFS_RECIPE = "6"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
 # the Debian suite whose xenevt package each Xen's dom0 installs (ci/deb.py builds it)
 DEB_SUITES = dict(VERSIONS)
@@ -166,71 +160,6 @@ def build_pingpong(stage: str, timeout: float) -> str | None:
     return out
 
 
-def dpkg_status(debs: list[str], tree: str, stage: str, timeout: float) -> None:
-    """dpkg's database in ``tree``, so that ``dpkg -i`` of xenevt's .deb in dom0 finds its dependencies as apt
-    would have left them: each package unpacked there recorded as installed, from its own control fields.  The
-    root is trimmed on purpose (EXCLUDE: debconf, perl, udev ... are not there), so a dependency that one of those
-    left out would meet, and nothing unpacked does, is taken out of the record; a package whose other dependencies
-    are not all there is left out of the record itself (its files stay), as dpkg would refuse a database saying
-    otherwise."""
-    base = os.path.join(tree, "var", "lib", "dpkg")
-    for d in ("info", "updates", "triggers", "alternatives"):
-        os.makedirs(os.path.join(base, d), exist_ok=True)
-    controls = {}
-    unpacked = {os.path.basename(d).split("_", 1)[0] for d in debs}
-    for deb in sorted(debs):
-        text = run(["dpkg-deb", "-f", deb], stage, timeout).stdout.rstrip("\n")
-        fields = dict(re.findall(r"^([A-Za-z0-9-]+): ?((?:.*)(?:\n[ \t].*)*)", text, re.M))
-        for field in ("Pre-Depends", "Depends"):
-            if field in fields:
-                deps = [d.strip() for d in fields[field].split(",")
-                        if d.strip() and not (_alternatives(d) & EXCLUDE and not _alternatives(d) & unpacked)]
-                text = re.sub(rf"^{field}: .*(?:\n[ \t].*)*\n?", f"{field}: {', '.join(deps)}\n" if deps else "",
-                              text + "\n", count=1, flags=re.M).rstrip("\n")
-                fields[field] = ", ".join(deps)
-        controls[fields["Package"]] = (text, fields, deb)
-    kept = set(controls)
-    while True:
-        provided = kept | {re.split(r"[\s(]", p.strip())[0] for n in kept
-                           for p in controls[n][1].get("Provides", "").split(",") if p.strip()}
-        broken = {n for n in kept if not _deps_met(controls[n][1], provided)}
-        if not broken:
-            break
-        kept -= broken
-    stanzas = []
-    for name in sorted(kept):
-        lines = controls[name][0].splitlines()
-        stanzas.append("\n".join([lines[0], "Status: install ok installed", *lines[1:]]))
-        # its files, as dpkg lists them (what the root's trimming removed is still listed: dpkg would remove it)
-        fields = controls[name][1]
-        listed = name + (f":{fields['Architecture']}" if fields.get("Multi-Arch") == "same" else "")
-        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", controls[name][2]], capture_output=True, timeout=timeout,
-                             check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
-            paths = ["/." if m.name in (".", "./") else "/" + m.name.removeprefix("./").rstrip("/")
-                     for m in tf.getmembers()]
-        with open(os.path.join(base, "info", listed + ".list"), "w") as f:
-            f.write("\n".join(paths) + "\n")
-    with open(os.path.join(base, "status"), "w") as f:
-        f.write("\n\n".join(stanzas) + "\n")
-    open(os.path.join(base, "available"), "w").close()
-
-
-def _alternatives(dep: str) -> set[str]:
-    """The package names one dependency accepts (``a (>= 1) | b:any``: a, b)."""
-    return {re.split(r"[\s(]", alt.strip())[0].split(":")[0] for alt in dep.split("|") if alt.strip()}
-
-
-def _deps_met(fields: dict[str, str], present: set[str]) -> bool:
-    """Each of the package's Depends and Pre-Depends has an alternative among ``present`` (versions not compared:
-    one release's packages)."""
-    for field in ("Pre-Depends", "Depends"):
-        for dep in fields.get(field, "").split(","):
-            if dep.strip() and not _alternatives(dep) & present:
-                return False
-    return True
-
-
 def build_deb(xen: str, timeout: float) -> str:
     """xenevt's .deb for ``xen``'s dom0 suite, built by ci/deb.py in a chroot of that suite (warm: its chroot is
     cached); dom0 installs it with dpkg and the real-Xen tests run against it."""
@@ -269,7 +198,7 @@ def _build(pk: dict, timeout: float, deb: str | None = None) -> dict:
         pylibs = [p[len(tree):] for p in glob.glob(os.path.join(tree, "usr", "lib", "python3.*"))]
         run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", *pylibs,
              "/usr/lib/python3/dist-packages"], stage, timeout)
-        dpkg_status(pk["root"], tree, stage, timeout)
+        image.dpkg_status(pk["root"], tree, EXCLUDE, stage, timeout)
 
     if not os.path.isdir(base):
         say("extracting dom0's userspace")
