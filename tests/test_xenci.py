@@ -265,7 +265,7 @@ def test_an_extraction_keeps_a_tree_another_run_put_in_place_first(tmp_path, mon
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
 def test_dom0s_dpkg_database_records_what_is_there_and_nothing_it_would_refuse(tmp_path):
-    """The trimmed root's dpkg status (xenci.dpkg_status): a package recorded installed with its own fields and files;
+    """The trimmed root's dpkg status (xenevt/runner/image.py's dpkg_status, xen-ci's and the runner's): a package recorded installed with its own fields and files;
     a dependency only a deliberately left-out package meets (perl here) taken out of its record; a package needing
     something neither there nor left out on purpose not recorded, and one needing that package not either."""
 
@@ -286,7 +286,7 @@ def test_dom0s_dpkg_database_records_what_is_there_and_nothing_it_would_refuse(t
             deb("beta", "perl (>= 5), debconf | debconf-2.0"),
             deb("gamma", "nowhere"), deb("delta", "gamma")]
     tree = tmp_path / "root"
-    xenci.dpkg_status(debs, str(tree), "test", 60)
+    xenci.image.dpkg_status(debs, str(tree), frozenset({"perl", "debconf"}), "test", 60)
     status = (tree / "var" / "lib" / "dpkg" / "status").read_text()
     stanzas = {s.split("\n", 1)[0].removeprefix("Package: "): s for s in status.strip().split("\n\n")}
     assert set(stanzas) == {"alpha", "beta"}, status
