@@ -9,6 +9,8 @@ up on the same PortFacts.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from operator import attrgetter
 
 from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
@@ -190,14 +192,17 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
                  made)
     # the hypervisor's own view of every domain's words, where the backend can press 'e': its lines' facts where
     # the backend has them at hand (the simulator), else the text it prints (real Xen), parsed
+    label = f"{backend.name} 'e' dump"
     try:
+        rows = None
         try:
-            seen = edump.from_rows(backend.debug_rows(), f"{backend.name} 'e' dump", wanted)
-            _cut(seen, tables, pressed=True)
+            rows = backend.debug_rows()
         except BackendUnavailable:
             text = backend.debug_dump("e")
-            seen = edump.parse(text, f"{backend.name} 'e' dump", wanted)
+            seen = edump.parse(text, label, wanted)
             edump_cut(text, seen, tables)
+        else:
+            seen = merge_rows(ev, rows, label, wanted, tables)
     except (BackendUnavailable, ChannelError) as e:  # not here, or refused: the rest still stands
         ev.warnings.append(f"no 'e' debug-key dump ({e})")
         return ev
@@ -207,7 +212,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
                   and not (tables_empty and u.where == edump.NO_PORTS)]
     for domid, seen_dom in seen.domains.items():
-        if domid in wanted:
+        if domid in wanted and rows is None:  # (rows: merged already, by merge_rows)
             dom = ev.domain(domid)
             dom.abi = dom.abi or seen_dom.abi
             for port in seen_dom.ports.values():
@@ -218,6 +223,62 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
                 dom.unreported = missed
     ev.source += " + 'e' dump"
     return ev
+
+
+# a row's fields that a port's facts must already hold for the row to add nothing but what they leave unknown
+_SAME_HEAD, _SAME_FLAGS = slice(0, 7), slice(8, 13)  # port .. pirq; pending .. link (not priority, x=, selector)
+_FACTS = attrgetter(*PortFacts.__dataclass_fields__)  # (a row's fields are PortFacts', in order: from_rows)
+
+
+def merge_rows(ev: Evidence, rows, label: str, wanted: list[int], tables: dict[int, set[int]]) -> Evidence:
+    """The 'e' dump's rows of facts (a backend's ``debug_rows``) merged into ``ev``'s ``wanted`` domains, as
+    ``edump.from_rows`` then ``merge_port`` of each of its ports would, without making the rows' 40,000 PortFacts:
+    a row saying what the port's facts already say (the status it was listed with, from the same copy) only fills
+    what they leave unknown (its x=).  Returns what ``from_rows`` and ``_cut`` say of the dump itself: its unread
+    and its domains, with no ports (merged here, and ``missed`` set as the caller sets it)."""
+    from .edump import NO_PORTS
+
+    seen = Evidence(label)
+    only = set(wanted)
+    lines_of = {}
+    for domid, lines in rows:
+        seen.domain(domid).polling = []
+        lines_of[domid] = lines
+        if domid not in only:
+            continue
+        dom = ev.domain(domid)
+        ports, table = dom.ports, tables.get(domid, set())
+        missed = []
+        for row in lines:
+            port = row[0]
+            have = ports.get(port)
+            if have is None:
+                ports[port] = PortFacts(*row)
+            else:
+                known = _FACTS(have)
+                if known[_SAME_HEAD] == row[_SAME_HEAD] and known[_SAME_FLAGS] == row[_SAME_FLAGS]:
+                    if known[7] is None and row[7] is not None:
+                        have.priority = row[7]
+                    if known[13] is None and row[13] is not None:
+                        have.xen_consumer = row[13]
+                    if known[14] is None and row[14] is not None:
+                        have.selector = row[14]
+                else:
+                    merge_port(dom, PortFacts(*row))
+            if row[13] and port not in table:
+                missed.append(port)
+        # the ABI the lines print (edump.from_rows): a selector bit on each (2-level) or on none (FIFO)
+        kinds = {row[14] is None for row in lines}
+        if len(kinds) == 1 and not dom.abi:
+            dom.abi = "FIFO" if kinds.pop() else "2-level"
+        # ports the status walk was refused (Xen's own on 4.15-4.18) but the 'e' dump shows
+        if missed:
+            dom.unreported = sorted(set(missed))
+    if not any(lines_of.values()):
+        seen.skip(NO_PORTS, "no port lines in any domain's section: nothing about ports was read")
+    _cut(seen, tables, pressed=True,
+         ports_of=lambda d: {row[0] for row in lines_of.get(d, ())} if d in only else set())
+    return seen
 
 
 def _counters(backend, domid: int) -> list[CounterFacts]:
@@ -248,8 +309,10 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
     _cut(ev, tables, text.rfind("'e' pressed") >= 0, text.find("Event channel information for") >= 0)
 
 
-def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sections: bool = True) -> None:
-    """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section."""
+def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sections: bool = True,
+         ports_of: Callable[[int], set[int]] | None = None) -> None:
+    """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section
+    (``ports_of``: the ports of a domain's section, where ``ev`` does not hold them: merge_rows)."""
     why = []
     if not pressed and sections:
         why.append(f"it has no \"'e' pressed\" line: the console ring (by default {CONRING_DEFAULT // 1024} KiB) "
@@ -261,7 +324,8 @@ def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sectio
         got = ev.domains.get(domid)
         if last is None or domid < last or not ports:
             continue
-        lost = sorted(ports - set(got.ports)) if got is not None else sorted(ports)
+        lost = sorted(ports - (set(got.ports) if ports_of is None else ports_of(domid))) if got is not None \
+            else sorted(ports)
         if lost:
             where = f"domain {domid}'s section ends" if got is not None else f"domain {domid} has no section"
             why.append(f"{where} before {len(lost)} open port(s) of its port table (first {lost[0]})")
