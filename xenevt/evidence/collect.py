@@ -9,7 +9,8 @@ up on the same PortFacts.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from operator import attrgetter
 
 from .. import abi
@@ -146,7 +147,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     limits = {d["domain"]: d["max_ports"] for d in known or [] if "max_ports" in d}
     facts = {d["domain"]: d for d in known or []}
     listed = False  # any open port in the tables ('e' prints open ports only: not the words of closed ones)
-    tables: dict[int, set[int]] = {}
+    tables: dict[int, AbstractSet[int]] = {}
     for domid in wanted:
         dom = ev.domain(domid)
         dom.dying = facts.get(domid, {}).get("dying")
@@ -161,11 +162,12 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             ev.skip(f"domain {domid}", f"its port table could not be read ({e})", domid)
             statuses = []
         listed = listed or bool(statuses)
-        tables[domid] = {st.port for st in statuses}
-        # the ports whose facts are exactly their status's (not merged into facts already there)
-        made = {st.port: st for st in statuses}
+        # the ports whose facts are exactly their status's (not merged into facts already there); one dict of the
+        # statuses by port is the table, the statuses the dump annotates words with, and those facts (C loops)
+        by_port = made = dict(zip(map(_PORT, statuses), statuses, strict=True))
+        tables[domid] = by_port.keys()
         if not dom.ports and len(made) == len(statuses):  # (the first source: nothing to merge with, each port once)
-            dom.ports.update({port: port_from_status(st) for port, st in made.items()})
+            dom.ports.update(zip(made, map(port_from_status, statuses), strict=True))
         else:
             made = {}
             for st in statuses:
@@ -186,7 +188,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         limit = limits.get(domid)
         if limit is not None and img.abi == "2-level":
             limit = min(limit, abi.EVTCHN_2L_NR_CHANNELS)  # Xen's 2-level ports: the bitmaps' 4096
-        add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
+        add_dump(ev, build_dump(img.mem, domid, backend.name, channels=by_port,
                                 guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made,
                                 vcpu_states=img.vcpu_states),
                  made)
@@ -227,10 +229,11 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
 
 # a row's fields that a port's facts must already hold for the row to add nothing but what they leave unknown
 _SAME_HEAD, _SAME_FLAGS = slice(0, 7), slice(8, 13)  # port .. pirq; pending .. link (not priority, x=, selector)
+_PORT = attrgetter("port")
 _FACTS = attrgetter(*PortFacts.__dataclass_fields__)  # (a row's fields are PortFacts', in order: from_rows)
 
 
-def merge_rows(ev: Evidence, rows, label: str, wanted: list[int], tables: dict[int, set[int]]) -> Evidence:
+def merge_rows(ev: Evidence, rows, label: str, wanted: list[int], tables: Mapping[int, AbstractSet[int]]) -> Evidence:
     """The 'e' dump's rows of facts (a backend's ``debug_rows``) merged into ``ev``'s ``wanted`` domains, as
     ``edump.from_rows`` then ``merge_port`` of each of its ports would, without making the rows' 40,000 PortFacts:
     a row saying what the port's facts already say (the status it was listed with, from the same copy) only fills
@@ -296,7 +299,7 @@ CUT = "the 'e' dump's end"  # where a dump that looks cut short is recorded as u
 CONRING_DEFAULT = 16384   # Xen's smallest console ring (drivers/char/console.c: _CONRING_SIZE; conring_size=)
 
 
-def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | None = None) -> None:
+def edump_cut(text: str | bytes, ev: Evidence, tables: Mapping[int, AbstractSet[int]] | None = None) -> None:
     """Mark an 'e' dump that looks cut short (the console ring overwrote its start, or the read stopped before
     its end) as unread, so doctor does not call what is missing healthy.  Xen prints no end marker: what
     tells is a dump without its "'e' pressed" line (the ring wrapped), or a last domain section with fewer
@@ -309,8 +312,8 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
     _cut(ev, tables, text.rfind("'e' pressed") >= 0, text.find("Event channel information for") >= 0)
 
 
-def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sections: bool = True,
-         ports_of: Callable[[int], set[int]] | None = None) -> None:
+def _cut(ev: Evidence, tables: Mapping[int, AbstractSet[int]] | None, pressed: bool, sections: bool = True,
+         ports_of: Callable[[int], AbstractSet[int]] | None = None) -> None:
     """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section
     (``ports_of``: the ports of a domain's section, where ``ev`` does not hold them: merge_rows)."""
     why = []
