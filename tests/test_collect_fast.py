@@ -86,7 +86,7 @@ def plain_samples(dg, previous, which: str, top: int) -> set:
             rows = [c for c in plain if which == "named" and device(d, c.port)]
             kept = {c.key for c in rows}
 
-            def moved(c) -> int:
+            def moved(c, before=before) -> int:
                 b = before.get(c.key)
                 now = max(c.handled or 0, c.raised or 0)
                 return now - (max(b.handled or 0, b.raised or 0) if b is not None else now)
