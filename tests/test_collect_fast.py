@@ -15,8 +15,6 @@ from xenevt.evidence.model import CounterFacts
 from xenevt.ports import PortStatus, word_flag_dict
 from xenevt.sim.host import SimHost, create_host
 
-pytest.importorskip("prometheus_client")  # (an optional extra: the floor venv runs without it)
-
 
 def busy_host(d: str) -> None:
     """Named devices of every kind, VIRQs and IPIs, plain channels, a 2-level domain, pending and masked ports."""
@@ -123,6 +121,7 @@ def samples(families) -> set:
 
 @pytest.mark.parametrize("which", ["named", "all", "none"])
 def test_the_families_are_the_port_by_port_reading(tmp_path, which):
+    pytest.importorskip("prometheus_client")  # (an optional extra: the floor venv runs without it)
     from xenevt.metrics.collect import _families
 
     d = str(tmp_path / "h")
