@@ -17,7 +17,7 @@ from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
 from ..errors import BackendUnavailable, ChannelError, StateError, XenevtError
 from ..ports import PortStatus
-from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
+from .model import NO_PORTS, CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
 _STATUS_ORDER = ("port", "state", "vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "pending",
                  "masked", "linked", "busy", "link")
@@ -134,7 +134,6 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     """Everything the backend can say: port tables for every domain, FIFO pages where it has them."""
     from .. import memory
     from ..dump import build_dump
-    from . import edump
 
     ev = Evidence(f"{backend.name} backend")
     info = backend.info()
@@ -200,6 +199,8 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         try:
             rows = backend.debug_rows()
         except BackendUnavailable:
+            from . import edump  # (the text's reader, its patterns compiled on import: real Xen's path only)
+
             text = backend.debug_dump("e")
             seen = edump.parse(text, label, wanted)
             edump_cut(text, seen, tables)
@@ -212,7 +213,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     # an 'e' dump with no port is news only when the port tables have some
     tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
-                  and not (tables_empty and u.where == edump.NO_PORTS)]
+                  and not (tables_empty and u.where == NO_PORTS)]
     for domid, seen_dom in seen.domains.items():
         if domid in wanted and rows is None:  # (rows: merged already, by merge_rows)
             dom = ev.domain(domid)
@@ -239,8 +240,6 @@ def merge_rows(ev: Evidence, rows, label: str, wanted: list[int], tables: Mappin
     a row saying what the port's facts already say (the status it was listed with, from the same copy) only fills
     what they leave unknown (its x=).  Returns what ``from_rows`` and ``_cut`` say of the dump itself: its unread
     and its domains, with no ports (merged here, and ``missed`` set as the caller sets it)."""
-    from .edump import NO_PORTS
-
     seen = Evidence(label)
     only = set(wanted)
     lines_of = {}
