@@ -265,9 +265,10 @@ def test_an_extraction_keeps_a_tree_another_run_put_in_place_first(tmp_path, mon
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
 def test_dom0s_dpkg_database_records_what_is_there_and_nothing_it_would_refuse(tmp_path):
-    """The trimmed root's dpkg status (xenevt/runner/image.py's dpkg_status, xen-ci's and the runner's): a package recorded installed with its own fields and files;
-    a dependency only a deliberately left-out package meets (perl here) taken out of its record; a package needing
-    something neither there nor left out on purpose not recorded, and one needing that package not either."""
+    """The trimmed root's dpkg status (xenevt/runner/image.py's dpkg_status, xen-ci's and the runner's): a
+    package recorded installed with its own fields and files; a dependency only a deliberately left-out package
+    meets (perl here) taken out of its record; a package needing something neither there nor left out on purpose
+    not recorded, and one needing that package not either."""
 
     def deb(name: str, depends: str = "", files: tuple[str, ...] = ()) -> str:
         root = tmp_path / f"src-{name}"
