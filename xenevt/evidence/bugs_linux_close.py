@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # --- FIFO: ports closed or moved while LINKED on an offline CPU's queue ---------------------------------------------
 
-bug("linux-close-linked-offline", "Linux", "a CPU taken offline without draining its queues: its ports closed or "
+bug("linux-close-linked-offline", "Linux", "A CPU taken offline without draining its queues: its ports closed or "
     "moved while still LINKED there",
     "Linux fcdf31a7c162 (\"xen/events/fifo: Handle linked events when closing a port\", 4.3, 2015): a dead CPU's "
     "queues drained without handling (the drop path), as is a linked port's close on an offline CPU",

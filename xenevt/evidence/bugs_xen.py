@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # --- allocation: get_free_port() -------------------------------------------------------------------------------
 
-bug("xen-reuse-busy-port", "Xen", "a port closed while its event was still LINKED handed out again at once",
+bug("xen-reuse-busy-port", "Xen", "A port closed while its event was still LINKED handed out again at once",
     "Xen 78e24c269b (\"evtchn: don't reuse ports that are still busy\", 4.7, 2015)",
     "the reused port's first event finds its word still LINKED on the old port's queue: PENDING set, nothing "
     "linked where the new channel points, its vCPU never told; the event waits on (or is taken by) another "
