@@ -86,9 +86,12 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
         || ch->last_vcpu >= d->nr_vcpus)
         return XE_E_STATE;
 
-    /* No array page yet: remember it, add_page_to_event_array() re-raises. */
+    /* No array page yet: remember it, add_page_to_event_array() re-raises.
+     * Before Xen 917c123029 the event was dropped here (the fault). */
     word = xe_word(d, port);
     if (word == NULL) {
+        if (xe_fault(XE_FAULT_NO_PAGE_DROPPED))
+            return XE_OK;
         ch->flags |= XE_CHAN_DEFERRED;
         return XE_SP_DEFERRED;
     }
@@ -103,8 +106,13 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
     /* Control block not registered: Xen drops the event before it touches
      * the word (the guest may not unmask before registering, so nothing is
      * lost that it could see; real Xen leaves PENDING clear: xen-ci). */
-    if (d->cb == NULL || d->cb[v] == NULL)
+    if (d->cb == NULL || d->cb[v] == NULL) {
+        /* Before Xen 8aa0e9d2d1 PENDING was set first, and stayed set on
+         * a word nobody would ever link (the fault). */
+        if (xe_fault(XE_FAULT_PENDING_UNQUEUED))
+            xe_set(word, XE_W_PENDING);
         return XE_SP_NO_CONTROL;
+    }
 
     if (xe_test_and_set(word, XE_W_PENDING))
         result |= XE_SP_WAS_PENDING;
@@ -115,8 +123,10 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
         result |= XE_SP_ALREADY_LINKED;
     } else {
         /* Was it the tail of its last queue?  That queue is empty now and
-         * its tail must not be linked to by the next event there. */
-        if (d->tails[old_q] == port)
+         * its tail must not be linked to by the next event there.  Before
+         * Xen e33d4257fc only a re-add to the same queue was seen as one:
+         * a moved old tail stayed its old queue's tail (the fault). */
+        if (d->tails[old_q] == port && (old_q == q || !xe_fault(XE_FAULT_OLD_TAIL_LINKED)))
             d->tails[old_q] = 0;
         if (old_q != q) {
             ch->last_vcpu = (uint16_t)v;

@@ -476,7 +476,8 @@ static int64_t send_locked(xe_host *h, uint32_t caller, uint32_t domid, uint32_t
     rc = raise_locked(h, t, ti, tport, 0, wake);
     if (rc < 0)
         return XE_HOST_SLOW;  /* (the Python raise meets the same refusal and reports it) */
-    count(t, tport, 0);
+    if (!(rc & XE_SP_NO_CONTROL))  /* (as effects.py: a drop for want of a control block is not counted) */
+        count(t, tport, 0);
     return (int64_t)rc | (int64_t)tport << SP_SHIFT_PORT | (int64_t)t->domid << SP_SHIFT_DOM;
 }
 

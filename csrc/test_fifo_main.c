@@ -1047,6 +1047,56 @@ static void t_host_free_port(void)
     passed++;
 }
 
+/* The replays' fault switches (xenevt/engine/faults.py): each puts one old
+ * order back, and off, the engine is as fixed. */
+static void t_faults(void)
+{
+    tdom *t = mk(2, 1), *f = mk(2, 1);
+    uint32_t out[8];
+    xe_error e;
+    int r;
+
+    /* Xen before e33d4257fc: a moved old tail stays its old queue's tail */
+    *w(t, 3) = *w(t, 4) = *w(t, 5) = *w(f, 3) = *w(f, 4) = 0;
+    xe_faults_set(XE_FAULT_OLD_TAIL_LINKED, NULL);
+    CHECK(xe_faults_get() == XE_FAULT_OLD_TAIL_LINKED);
+    xe_hv_set_pending(&t->d, 3);
+    CHECK(consume(t, 0, out, 8, &e) == 1 && out[0] == 3 && t->tails[7] == 3);
+    t->chans[3].notify_vcpu = t->chans[5].notify_vcpu = 1;
+    r = xe_hv_set_pending(&t->d, 3);
+    CHECK(r & XE_SP_MOVED && r & XE_SP_NEW_HEAD && t->cb[1].head[7] == 3 && t->tails[7] == 3);
+    r = xe_hv_set_pending(&t->d, 4);
+    CHECK(!(r & XE_SP_NEW_HEAD) && (*w(t, 3) & 0x1ffff) == 4 && !(t->cb[0].ready & (1u << 7)));
+    xe_hv_set_pending(&t->d, 5);
+    CHECK((*w(t, 3) & 0x1ffff) == 5 && *w(t, 4) == (P | L));  /* 4: LINKED, reached from no head */
+    xe_faults_set(0, NULL);
+    xe_hv_set_pending(&f->d, 3);
+    CHECK(consume(f, 0, out, 8, &e) == 1);
+    f->chans[3].notify_vcpu = 1;
+    xe_hv_set_pending(&f->d, 3);
+    r = xe_hv_set_pending(&f->d, 4);
+    CHECK(r & XE_SP_NEW_HEAD && f->cb[0].head[7] == 4 && f->tails[7] == 4);
+
+    /* Xen before 8aa0e9d2d1: PENDING set on an event dropped for want of a control block */
+    t->cbs[1] = f->cbs[1] = NULL;
+    *w(t, 6) = *w(f, 6) = 0;
+    t->chans[6].notify_vcpu = f->chans[6].notify_vcpu = 1;
+    xe_faults_set(XE_FAULT_PENDING_UNQUEUED, NULL);
+    CHECK(xe_hv_set_pending(&t->d, 6) == XE_SP_NO_CONTROL && *w(t, 6) == P);
+    xe_faults_set(0, NULL);
+    CHECK(xe_hv_set_pending(&f->d, 6) == XE_SP_NO_CONTROL && *w(f, 6) == 0);
+
+    /* Xen before 917c123029: an event for a port without an array page dropped */
+    xe_faults_set(XE_FAULT_NO_PAGE_DROPPED, NULL);
+    CHECK(xe_hv_set_pending(&t->d, 2000) == XE_OK && !(t->chans[2000].flags & XE_CHAN_DEFERRED));
+    xe_faults_set(0, NULL);
+    CHECK(xe_hv_set_pending(&f->d, 2000) == XE_SP_DEFERRED && f->chans[2000].flags & XE_CHAN_DEFERRED);
+    CHECK(xe_faults_get() == 0);
+    rm(t);
+    rm(f);
+    passed++;
+}
+
 int main(void)
 {
     struct {
@@ -1063,6 +1113,7 @@ int main(void)
         {"map_guard", t_map_guard},           {"upcall_word", t_upcall_word},
         {"host_send_consume", t_host_send_consume}, {"evtchn_loop", t_evtchn_loop},
         {"host_status", t_host_status},       {"host_free_port", t_host_free_port},
+        {"faults", t_faults},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         int before = failed;

@@ -244,6 +244,9 @@ int xe_l2_guest_clear_pending(xe_l2_domain *d, uint32_t port);
  * side's step there: the interleaving forced, not hoped for.
  */
 #define XE_FAULT_READY_EVERY_ADD 1   /* Xen before 70ccddb14a: READY set for every event added to a queue */
+#define XE_FAULT_OLD_TAIL_LINKED 2   /* Xen before e33d4257fc: a moved port stays its old queue's tail */
+#define XE_FAULT_PENDING_UNQUEUED 4  /* Xen before 8aa0e9d2d1: PENDING set for a vCPU without a control block */
+#define XE_FAULT_NO_PAGE_DROPPED 8   /* Xen before 917c123029: an event for a port without an array page dropped */
 
 /* Hook points (the hook's first argument). */
 #define XE_POINT_BEFORE_READY 1      /* set_pending: the event linked at a tail, READY not yet set */

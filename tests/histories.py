@@ -47,7 +47,7 @@ from xenevt import abi
 from xenevt.abi import ECS_FREE, ECS_IPI
 from xenevt.backend import select_backend
 from xenevt.dump import build_dump
-from xenevt.engine import Consume, DomainMemory
+from xenevt.engine import Consume, DomainMemory, faults
 from xenevt.engine.layout import ABI_FIFO, CB_STATE_OFFSET, VCPU_NEVER_UP, VCPU_ONLINE
 from xenevt.errors import ChannelError
 from xenevt.evidence import collect, doctor
@@ -743,6 +743,39 @@ def inj_never_up(h, rng):
     return Expect("vcpu-without-control-block", d, port, vcpu=v, title="never brought up")
 
 
+def inj_reused_busy_port(h, rng):
+    """Xen's get_free_port() before 78e24c269b (the replay's switch): a port closed while LINKED on vCPU 1's queue
+    handed out to an IPI for vCPU 0, whose event then stays on vCPU 1's queue."""
+    d = rng.choice([d for d in range(DOMAINS) if not is_2l(h, d)])  # (a FIFO host: a domain reset stays FIFO)
+    for v in (0, 1):
+        if v not in online(h, d):
+            h.cpu_up(d, d, v)
+    mine = h.alloc_unbound(d, d, 0)
+    peer = h.bind_interdomain(0, 0, d, mine)
+    h.bind_vcpu(d, d, mine, 1)
+    h.send(0, 0, peer)
+    h.close_port(d, d, mine)
+    with faults.switched_on(faults.REUSE_BUSY_PORT):
+        port = 0
+        while port != mine:  # (the lowest free port first: the history's own freed ones below it)
+            port = h.bind_ipi(d, d, 0)
+    h.send(d, d, port)
+    return Expect("queued-on-wrong-vcpu", d, port, vcpu=1)
+
+
+
+def inj_offline_undrained(h, rng):
+    """Linux before fcdf31a7c162 (the replay's switch): a CPU taken down with an event of its own still queued,
+    its ports closed and its queues not drained, so the closed port stays LINKED on the down vCPU's queue."""
+    d, v = rng.choice([d for d in range(DOMAINS) if not is_2l(h, d) and not h.domains[d].bare]), VCPUS - 1
+    if v not in online(h, d):
+        h.cpu_up(d, d, v)
+    port = h.bind_ipi(d, d, v)
+    h.send(d, d, port)
+    with faults.switched_on(faults.CPU_DEAD_NO_DRAIN):
+        h.cpu_down(d, d, v)
+    return Expect("queued-on-down-vcpu", d, port, vcpu=v, severity="warning")
+
 KINDS_2L = {
     "2-level: selector bit lost (2 samples)": inj_l2_selector_lost,
     "2-level: upcall flag lost": inj_l2_upcall_lost,
@@ -772,6 +805,8 @@ KINDS = {
     "vCPU stopped taking events (2 samples)": inj_vcpu_stopped,
     "events queued on a down vCPU": inj_queued_on_down_vcpu,
     "a port on a vCPU never brought up": inj_never_up,
+    "a busy port reused for an IPI (Xen before 78e24c269b)": inj_reused_busy_port,
+    "a CPU down, its closed ports left LINKED (Linux before fcdf31a7c162)": inj_offline_undrained,
 }
 ALL_KINDS = KINDS | KINDS_2L
 

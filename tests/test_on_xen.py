@@ -983,3 +983,27 @@ def test_a_users_test_file_runs_on_the_real_host_through_the_plugin(tmp_path):
                         "-o", "addopts=", "test_user.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout + r.stderr
+
+
+def test_dom0_runs_xenevt_from_its_debian_package(xen):
+    """xen-ci's dom0 installed xenevt's .deb for its own Debian with dpkg (ci/xen/init.sh), as an admin would with
+    apt: the tests here import that package, the command is the package's, and dpkg knows every file of it."""
+    if not os.path.exists("/xenci/xenevt.deb"):
+        pytest.skip("dom0 runs the checkout's xenevt (xenci --deb no)")
+    version = os.environ.get("XENCI_DEB_VERSION")
+    assert version, "dom0 was given xenevt's .deb but dpkg did not install it (the console's XENCI-INFO dpkg lines)"
+    import xenevt
+
+    assert xenevt.__file__.startswith("/usr/lib/python3/dist-packages/xenevt/"), xenevt.__file__
+    status = subprocess.run(["/usr/bin/dpkg-query", "-W", "-f", "${Status}", "xenevt"], capture_output=True, text=True,
+                            timeout=60)
+    assert status.stdout == "install ok installed", status
+    upstream = version.split("-")[0]
+    shown = subprocess.run(["/usr/bin/xenevt", "--version"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.split()[-1] == upstream == xenevt.__version__, (shown, version)
+    files = subprocess.run(["/usr/bin/dpkg", "-L", "xenevt"], capture_output=True, text=True, timeout=60).stdout.split()
+    assert any(re.search(r"/xenevt/_native\..*so$", f) for f in files), files
+    assert "/usr/share/man/man1/xenevt.1.gz" in files and "/usr/bin/xenevt" in files
+    # the installed command on this host's real event channels
+    listed = subprocess.run(["/usr/bin/xenevt", "list", "--json"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["ports"], listed.stderr

@@ -47,6 +47,8 @@ def test_the_same_workload_on_the_fixed_code_is_healthy(name, path):
 def test_each_replay_names_a_catalogued_bug_once():
     bugs = [r.bug for r in catalogue()]
     assert all(b in BUGS for b in bugs)
+    for b in BUGS.values():  # (one style in --list and doctor's "looks like:")
+        assert b.title[:1].isupper() and not b.title.endswith(".") and b.fix and b.symptom, b
     assert len(set(REPLAYS)) == len(REPLAYS)
 
 

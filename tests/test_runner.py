@@ -49,6 +49,15 @@ def test_the_console_gives_stages_the_commands_output_and_its_exit_code():
     assert c.facts == {"xen": "4.17.7", "linux": "6.1.0-57-amd64", "abi": "FIFO"}
 
 
+def test_a_last_line_without_newline_is_still_the_commands_output():
+    out: list[str] = []
+    c = Console(out.append, lambda s: None)
+    c.stage = "command"
+    assert c.feed("first") is None
+    assert c.feed("install ok installedXENEVT-RUNNER-END rc=0") == "shutdown"
+    assert out == ["first", "install ok installed"] and c.rc == 0
+
+
 def test_a_crash_ends_the_run_naming_the_stage():
     c = Console(lambda line: None, lambda line: None)
     c.feed("[    0.0] Linux version 6.1.0-57-amd64")
@@ -267,3 +276,74 @@ def test_a_command_past_its_timeout_ends_the_run_with_124_naming_the_stage(tmp_p
     assert r.returncode == 124, r.stderr[-2000:]
     assert "started" in r.stdout
     assert "runner: FAILED: stage command: timed out after 5 s (the command's timeout, --timeout)" in r.stderr
+
+
+def _fake_deb(tmp_path, package: str = "xenevt", version: str = "0.1.0-1~deb12", depends: str = "") -> str:
+    """A small Debian package made with dpkg-deb: the runner's checks read its fields, dom0's dpkg installs it."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+    root = tmp_path / f"src-{package}-{version}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: amd64\nMaintainer: t <t@example.org>\n"
+        + (f"Depends: {depends}\n" if depends else "") + "Description: a test package\n")
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "xenevt").write_text("#!/bin/sh\necho \"xenevt from the test package\"\n")
+    (root / "usr" / "bin" / "xenevt").chmod(0o755)
+    out = tmp_path / f"{package}_{version}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)], check=True, capture_output=True)
+    return str(out)
+
+
+def test_deb_is_checked_to_be_xenevt_built_for_the_xen_asked(tmp_path, capfd):
+    """--deb: a file that is no package, another package, or xenevt built for the other Debian is a usage error
+    naming it (exit 2), before anything is fetched; the right one passes the check."""
+    from xenevt.runner.fetch import RELEASE_TAGS, deb_for
+
+    text = tmp_path / "notes.deb"
+    text.write_text("not a package")
+    cases = [([str(text)], "not a Debian package"),
+             ([_fake_deb(tmp_path, package="other")], "package 'other', not xenevt"),
+             ([_fake_deb(tmp_path, version="0.1.0-1~deb13")], "is not built for Xen 4.17's Debian (bookworm, ~deb12)")]
+    for deb, said in cases:
+        assert main(["runner", "run", "--deb", deb[0], "--", "true"]) == 2
+        err = capfd.readouterr().err
+        assert said in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert deb_for("4.20", cases[2][0][0]) == "0.1.0-1~deb13"
+    sys.path.insert(0, os.path.join(HERE, "..", "ci"))
+    import deb as ci_deb
+
+    assert ci_deb.SUITES == RELEASE_TAGS  # (ci/deb.py's suffixes are the ones the runner checks)
+
+
+def test_the_runs_archive_with_deb_holds_the_package_not_this_xenevt(tmp_path):
+    deb = _fake_deb(tmp_path)
+    dest = tmp_path / "run.cpio"
+    run_archive("/nonexistent-base", PROJECT, ["xenevt", "--version"], str(dest), "build-initramfs", 60, deb)
+    files = read_newc(dest.read_bytes())
+    assert "runner/xenevt.deb" in files and "runner/command" in files
+    assert not any(name.startswith("usr/lib/python3/dist-packages/xenevt") for name in files)
+
+
+@pytest.mark.slow
+def test_a_deb_is_installed_in_dom0_with_dpkg_and_a_broken_one_fails_the_run(tmp_path):
+    """On real Xen under QEMU: dom0 installs the --deb package with Debian's dpkg (its database records the
+    root's packages) and the command runs the installed one; a package whose dependency dom0 lacks fails the
+    run at dom0-init, naming dpkg, exit 125, and the command never runs."""
+    if not shutil.which("qemu-system-x86_64"):
+        pytest.skip("needs qemu-system-x86")
+
+    def runner(deb: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "xenevt", "runner", "run", "--deb", deb, "--project",
+                               str(tmp_path), "--log", str(tmp_path / "console.log"), "--timeout", "300", "--",
+                               "sh", "-c", "xenevt; dpkg-query -W -f '${Status}' xenevt"],
+                              capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+
+    r = runner(_fake_deb(tmp_path, depends="python3 (>= 3), libc6"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "xenevt from the test package" in r.stdout and "install ok installed" in r.stdout, r.stdout
+    assert "runner: xenevt 0.1.0-1~deb12 installed in dom0 from the --deb package" in r.stderr
+    r = runner(_fake_deb(tmp_path, version="0.2.0-1~deb12", depends="no-such-package-here"))
+    assert r.returncode == EXIT_RUNNER, r.stderr[-2000:]
+    assert "stage dom0-init: dpkg -i of the --deb package failed" in r.stderr
+    assert "xenevt from the test package" not in r.stdout

@@ -261,3 +261,38 @@ def test_an_extraction_keeps_a_tree_another_run_put_in_place_first(tmp_path, mon
     xenci._extract(["a.deb"], dest, "build-initramfs", 10)
     assert os.listdir(dest) == ["theirs"] and os.listdir(tmp_path) == ["rootfs-x"]
     assert calls[0].endswith(f".tmp{os.getpid()}")
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_dom0s_dpkg_database_records_what_is_there_and_nothing_it_would_refuse(tmp_path):
+    """The trimmed root's dpkg status (xenevt/runner/image.py's dpkg_status, xen-ci's and the runner's): a
+    package recorded installed with its own fields and files; a dependency only a deliberately left-out package
+    meets (perl here) taken out of its record; a package needing something neither there nor left out on purpose
+    not recorded, and one needing that package not either."""
+
+    def deb(name: str, depends: str = "", files: tuple[str, ...] = ()) -> str:
+        root = tmp_path / f"src-{name}"
+        (root / "DEBIAN").mkdir(parents=True)
+        control = f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        control += f"Depends: {depends}\n" if depends else ""
+        (root / "DEBIAN" / "control").write_text(control + "Description: test\n")
+        for f in files:
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            (root / f).write_text(name)
+        out = tmp_path / f"{name}_1.0_all.deb"
+        xenci.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)], "test", 60)
+        return str(out)
+
+    debs = [deb("alpha", "beta (>= 1), libzeta:any | beta", ("usr/share/alpha/a",)),
+            deb("beta", "perl (>= 5), debconf | debconf-2.0"),
+            deb("gamma", "nowhere"), deb("delta", "gamma")]
+    tree = tmp_path / "root"
+    xenci.image.dpkg_status(debs, str(tree), frozenset({"perl", "debconf"}), "test", 60)
+    status = (tree / "var" / "lib" / "dpkg" / "status").read_text()
+    stanzas = {s.split("\n", 1)[0].removeprefix("Package: "): s for s in status.strip().split("\n\n")}
+    assert set(stanzas) == {"alpha", "beta"}, status
+    assert "Status: install ok installed" in stanzas["alpha"] and "Depends: beta (>= 1), libzeta:any | beta" \
+        in stanzas["alpha"]
+    assert "Depends" not in stanzas["beta"], stanzas["beta"]  # (perl and debconf: left out of the root on purpose)
+    listed = (tree / "var" / "lib" / "dpkg" / "info" / "alpha.list").read_text().split()
+    assert "/usr/share/alpha/a" in listed

@@ -77,6 +77,17 @@ else
 fi
 [ -n "${XENCI_DOMU_ERROR:-}" ] && echo "XENCI-ERROR $XENCI_DOMU_ERROR"
 [ -n "${XENCI_DOMU_2L_ERROR:-}" ] && echo "XENCI-ERROR $XENCI_DOMU_2L_ERROR"
+# xenevt as a dom0 admin has it: its Debian package, installed with dpkg (the tests then import that, not a tree)
+if [ -e /xenci/xenevt.deb ]; then
+    # (Debian's dpkg and the dpkg-deb it calls, not busybox's, whose applets come first on /init's PATH)
+    if PATH=/usr/sbin:/usr/bin:/sbin:/bin:/xenci-bin /usr/bin/dpkg -i /xenci/xenevt.deb >/tmp/dpkg.log 2>&1; then
+        export XENCI_DEB_VERSION="$(/usr/bin/dpkg-query -W -f '${Version}' xenevt)"
+        echo "XENCI-STAGE installed xenevt $XENCI_DEB_VERSION"
+    else
+        sed 's/^/XENCI-INFO dpkg: /' /tmp/dpkg.log
+        echo "XENCI-ERROR dpkg -i xenevt.deb failed"
+    fi
+fi
 echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --durations=60 --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \

@@ -50,11 +50,13 @@ def root_packages(xen: str) -> list[str]:
     return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
             "python3-pytest", "python3-pytest-timeout", "python3-prometheus-client", "libxenevtchn1",
             f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", f"xen-utils-{xen}", "busybox-static",
-            "python3-jsonschema"]
+            "python3-jsonschema", *runner_fetch.DPKG]  # (dom0 installs xenevt's .deb with dpkg)
 
 
 EXCLUDE = runner_fetch.EXCLUDE
-ROOTFS_RECIPE = "2"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
+ROOTFS_RECIPE = "6"  # bump when prepare() changes what it makes of the packages: the cached roots are rebuilt
+# the Debian suite whose xenevt package each Xen's dom0 installs (ci/deb.py builds it)
+DEB_SUITES = dict(VERSIONS)
 # gntdev/gntalloc for xenstored; netback in dom0 and netfront in the domUs give each domU a real PV vif
 XEN_DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-netback", "xen-netfront"]
 PROJECT = ["xenevt", "csrc", "tests", "examples", "pyproject.toml"]  # csrc: xen_api.h, which the binding reads
@@ -158,13 +160,30 @@ def build_pingpong(stage: str, timeout: float) -> str | None:
     return out
 
 
-def build(pk: dict, timeout: float) -> dict:
-    """dom0's boot files from ``pk``'s packages, made into the cache (under its lock) or found there."""
+def build_deb(xen: str, timeout: float) -> str:
+    """xenevt's .deb for ``xen``'s dom0 suite, built by ci/deb.py in a chroot of that suite (warm: its chroot is
+    cached); dom0 installs it with dpkg and the real-Xen tests run against it."""
+    suite = DEB_SUITES[xen]
+    out = os.path.join(ROOT, "build", "deb", suite)
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.monotonic()
+    run([sys.executable, os.path.join(ROOT, "ci", "deb.py"), "build", "--suite", suite, "--out", out],
+        "build-deb", timeout)
+    debs = sorted(glob.glob(os.path.join(out, "xenevt_*.deb")))
+    if len(debs) != 1:
+        raise StageFailed("build-deb", f"ci/deb.py left {len(debs)} xenevt .deb files in {out}")
+    say(f"[{xen}] {os.path.basename(debs[0])} built in {time.monotonic() - t0:.0f} s")
+    return debs[0]
+
+
+def build(pk: dict, timeout: float, deb: str | None = None) -> dict:
+    """dom0's boot files from ``pk``'s packages, made into the cache (under its lock) or found there; with
+    ``deb``, dom0 installs that package instead of running the checkout's xenevt."""
     with cache_lock("build-initramfs"):
-        return _build(pk, timeout)
+        return _build(pk, timeout, deb)
 
 
-def _build(pk: dict, timeout: float) -> dict:
+def _build(pk: dict, timeout: float, deb: str | None = None) -> dict:
     stage = "build-initramfs"
     t0 = time.monotonic()
     names = "\n".join(os.path.basename(d) for d in pk["root"])
@@ -179,6 +198,7 @@ def _build(pk: dict, timeout: float) -> dict:
         pylibs = [p[len(tree):] for p in glob.glob(os.path.join(tree, "usr", "lib", "python3.*"))]
         run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", *pylibs,
              "/usr/lib/python3/dist-packages"], stage, timeout)
+        image.dpkg_status(pk["root"], tree, EXCLUDE, stage, timeout)
 
     if not os.path.isdir(base):
         say("extracting dom0's userspace")
@@ -189,7 +209,7 @@ def _build(pk: dict, timeout: float) -> dict:
     guest = build_guest(stage, timeout)
     pingpong = build_pingpong(stage, timeout)
     key = hashlib.sha256((deb_key + _digest([os.path.join(ROOT, p) for p in PROJECT] + [guest] + (
-        [pingpong] if pingpong else []) + [
+        [pingpong] if pingpong else []) + ([deb] if deb else []) + [
         os.path.join(HERE, f) for f in ("init.sh", "domu-init.sh", "domu_check.py")]) + os.path.basename(kdir)
                           ).encode()).hexdigest()[:16]
     initrd = os.path.join(CACHE, f"initrd-{key}.gz")
@@ -197,14 +217,20 @@ def _build(pk: dict, timeout: float) -> dict:
         say(f"initramfs cached ({os.path.getsize(initrd) / 1e6:.1f} MB)")
         return {"xen": xen_elf, "kernel": image.elf_kernel(vmlinuz), "initrd": initrd}
 
-    def root(tree: str, init: str) -> None:
-        """dom0's userspace + the Xen drivers + this checkout, byte-compiled, with ``init`` as /init."""
+    def root(tree: str, init: str, package: str | None = None) -> None:
+        """dom0's userspace + the Xen drivers + this checkout, byte-compiled, with ``init`` as /init; with
+        ``package``, the checkout's tests and tools without its xenevt, and the .deb at /xenci/xenevt.deb."""
         shutil.rmtree(tree, ignore_errors=True)
         run(["cp", "-a", base, tree], stage, timeout)
         image.copy_drivers(kdir, XEN_DRIVERS, os.path.join(tree, "lib", "modules", "xenci"), stage)
         proj = os.path.join(tree, "xenevt")
         os.makedirs(os.path.join(proj, "ci", "xen"))
+        if package is not None:
+            os.makedirs(os.path.join(tree, "xenci"))
+            shutil.copy(package, os.path.join(tree, "xenci", "xenevt.deb"))
         for p in PROJECT:
+            if package is not None and p == "xenevt":
+                continue  # (the tests import the installed package)
             src = os.path.join(ROOT, p)
             if os.path.isdir(src):
                 shutil.copytree(src, os.path.join(proj, p), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -216,7 +242,7 @@ def _build(pk: dict, timeout: float) -> dict:
         if pingpong:
             os.makedirs(os.path.join(proj, os.path.dirname(PINGPONG)))
             shutil.copy(pingpong, os.path.join(proj, PINGPONG))
-        if not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
+        if package is None and not glob.glob(os.path.join(proj, "xenevt", "_native*.so")):
             raise StageFailed(stage, "xenevt/_native*.so is not built: run `make setup` first")
         run(["chroot", tree, "/usr/bin/python3", "-m", "compileall", "-q", "/xenevt"], stage, timeout)
         shutil.copy(os.path.join(HERE, init), os.path.join(tree, "init"))
@@ -229,7 +255,7 @@ def _build(pk: dict, timeout: float) -> dict:
     # the PV domU: the same userspace with its own /init; dom0 starts it with the same kernel
     domu_tree, dom0_tree = os.path.join(CACHE, "staging-domu"), os.path.join(CACHE, "staging")
     root(domu_tree, "domu-init.sh")
-    root(dom0_tree, "init.sh")
+    root(dom0_tree, "init.sh", deb)
     boot = os.path.join(dom0_tree, "boot")
     os.makedirs(boot, exist_ok=True)
     shutil.copy(vmlinuz, os.path.join(boot, "vmlinuz"))
@@ -259,7 +285,8 @@ class ConsoleWatcher:
     def feed(self, line: str) -> str | None:
         """Take one console line; returns the new stage when this line starts one."""
         f = self.facts
-        for key, pattern in (("xen", r"Xen version (\S+)"), ("linux", r"Linux version (\S+)")):
+        for key, pattern in (("xen", r"Xen version (\S+)"), ("linux", r"Linux version (\S+)"),
+                             ("package", r"^XENCI-STAGE installed xenevt (\S+)")):
             m = re.search(pattern, line)
             if m and key not in f:
                 f[key] = m.group(1)
@@ -351,7 +378,7 @@ def boot_and_test(img: dict, args, w: ConsoleWatcher, out: str) -> dict:
            "-append", "console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 loglvl=all "
                       "guest_loglvl=all noreboot",
            "-initrd", f"{img['kernel']} {dom0},{img['initrd']}"]
-    limits = {"boot-xen": args.xen_timeout, "boot-dom0": args.dom0_timeout, "dom0-init": 120,
+    limits = {"boot-xen": args.xen_timeout, "boot-dom0": args.dom0_timeout, "dom0-init": 300,
               "tests": args.tests_timeout, "shutdown": 60}
     t_start = started = time.monotonic()
     w.report(f"stage {w.stage} (QEMU TCG, log {os.path.relpath(log, ROOT)})")
@@ -403,6 +430,9 @@ def main() -> int:
     ap.add_argument("--parallel", action="store_true", default=os.environ.get("XENCI_PARALLEL") == "1",
                     help="boot the versions side by side (XENCI_PARALLEL=1; for a machine with 4 cores or more)")
     ap.add_argument("--dom0-timeout", type=float, default=300)
+    ap.add_argument("--deb", choices=("yes", "no"), default=os.environ.get("XENCI_DEB"),
+                    help="dom0 installs xenevt's .deb for its Debian (built by ci/deb.py) and the tests run against "
+                         "it (default: yes for a whole run, no with --only; $XENCI_DEB)")
     ap.add_argument("--xen", action="append", choices=sorted(VERSIONS),
                     help="only this Xen version (repeatable; default $XENCI_VERSIONS, else " + DEFAULT_VERSIONS + ")")
     args = ap.parse_args()
@@ -416,12 +446,13 @@ def main() -> int:
     unknown = [v for v in versions if v not in VERSIONS]
     if unknown:
         ap.error(f"unknown Xen version(s) {', '.join(unknown)}; known: {', '.join(VERSIONS)}")
+    deb = (args.deb or ("no" if args.only else "yes")) == "yes"
     lines, ok = [], True
     if args.parallel and len(versions) > 1:
         # fetched and built one after the other (apt and the shared cache), then booted side by side
         import threading
 
-        prepared = [prepare(xen) for xen in versions]
+        prepared = [prepare(xen, deb) for xen in versions]
         results: dict[str, tuple[bool, str]] = {}
 
         def one(xen: str, img, failure, t0: float) -> None:
@@ -438,7 +469,7 @@ def main() -> int:
             lines.append(line)
     else:
         for xen in versions:
-            good, line = finish(*prepare(xen), args)
+            good, line = finish(*prepare(xen, deb), args)
             ok &= good
             lines.append(line)
     if len(lines) > 1:  # every version's verdict together at the end
@@ -509,15 +540,21 @@ def failure_details(log: str, failed: list[str], most: int = 60, tests: int = 5)
     return out
 
 
-def prepare(xen: str) -> tuple[str, dict | None, str | None, float]:
-    """Fetch and build one Xen version's boot files: (version, image or None, why it failed, start time)."""
+def prepare(xen: str, deb: bool = False) -> tuple[str, dict | None, str | None, float]:
+    """Fetch and build one Xen version's boot files (with ``deb``, xenevt's package for its dom0 first): (version,
+    image or None, why it failed, start time)."""
     t0 = time.monotonic()
     try:
         say(f"[{xen}] stage fetch ({VERSIONS[xen]})")
-        # worst case, every stage at its limit: 600+600+180+300+120+2700+60 s = 76 min; in practice 15-20 min a version
+        # worst case, every stage at its limit: 600+1800+600+180+300+300+2700+60 s = 109 min; in practice
+        # 15-20 min a version
         pk = fetch(xen, 600)
+        package = None
+        if deb:
+            say(f"[{xen}] stage build-deb ({DEB_SUITES[xen]})")
+            package = build_deb(xen, 1800)
         say(f"[{xen}] stage build-initramfs")
-        return xen, build(pk, 600), None, t0
+        return xen, build(pk, 600, package), None, t0
     except StageFailed as e:
         say(f"[{xen}] FAILED: {e}")
         return xen, None, str(e), t0
@@ -548,7 +585,8 @@ def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> 
             f"{f', {known} known differences' if known else ''}; ") if verdicts or known else ""
     line = (f"xen-ci: xen {facts.get('xen', xen + '.?')}: {scen}{passed} tests passed, {len(failed)} failed, "
             f"{skipped} skipped "
-            f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
+            f"(dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI"
+            + (f", xenevt {facts['package']} installed from its .deb" if facts.get("package") else "") + "; "
             f"boot to result {facts.get('seconds', 0):.0f} s, total {time.monotonic() - t0:.0f} s)")
     if facts["bench"]:
         line += "; " + "; ".join(facts["bench"])

@@ -45,13 +45,17 @@ def runner() -> None:
               help="QEMU accelerator: KVM where /dev/kvm is usable (auto), else TCG.")
 @click.option("--log", "log", default="xenevt-runner-console.log", show_default=True, metavar="FILE",
               help="Where the whole serial console is kept.")
+@click.option("--deb", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Install this xenevt package (make deb SUITE=bookworm for 4.17, trixie for 4.20) in dom0 with "
+                   "dpkg, instead of copying the xenevt running here.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_ctx
 def run(c: Ctx, xen: str, domu: int, domu_abi: str, project: str, timeout: float, accel: str, log: str,
-        command: tuple[str, ...]) -> int:
+        deb: str | None, command: tuple[str, ...]) -> int:
     """Run COMMAND in dom0 of a booted Xen; exit with its exit code.
 
-    The project directory is packed into dom0 at /project and xenevt is installed there; COMMAND's output is
+    The project directory is packed into dom0 at /project and xenevt is installed there (the xenevt running
+    here, or with --deb that package, installed with Debian's dpkg); COMMAND's output is
     streamed as dom0 prints it, the stages' seconds go to stderr. dom0 has python3, make and busybox, no
     compiler: build the project on this host first. The domUs' ids are in $XENEVT_RUNNER_DOMUS.
 
@@ -61,12 +65,21 @@ def run(c: Ctx, xen: str, domu: int, domu_abi: str, project: str, timeout: float
       xenevt runner run -- xenevt list                       # on Xen 4.17: dom0's ports
       xenevt runner run --xen 4.20 --domu 2 -- xenevt doctor  # on Xen 4.20, beside two domUs
       xenevt runner run --project myproj -- make test         # your project, built on this host
+      xenevt runner run --deb dist/xenevt_0.1.0-1~deb12_amd64.deb -- xenevt --version  # your package, with dpkg
     """
     from ..runner.session import Options
     from ..runner.session import run as run_session
 
+    if deb is not None:
+        from ..runner.fetch import deb_for
+        from ..runner.stage import StageFailed
+
+        try:
+            deb_for(xen, deb)
+        except StageFailed as e:
+            raise click.UsageError(str(e).removeprefix("stage build-initramfs: ")) from None
     return run_session(Options(command=list(command), xen=xen, domus=domu, abi=domu_abi, project=project,
-                               timeout=timeout, accel=accel, log=log))
+                               timeout=timeout, accel=accel, log=log, deb=deb))
 
 
 @runner.command("fetch")

@@ -15,17 +15,26 @@ from contextlib import contextmanager
 
 # the engine's switches: the C header's XE_FAULT_* values (tests/test_replay.py holds them equal); bits 0-15
 READY_EVERY_ADD = 1 << 0
+OLD_TAIL_LINKED = 1 << 1   # Xen before e33d4257fc: a port moved to another queue stays its old queue's tail
+PENDING_UNQUEUED = 1 << 2  # Xen before 8aa0e9d2d1: PENDING set even where the event cannot be queued
+NO_PAGE_DROPPED = 1 << 3   # Xen before 917c123029: an event for a port without an event-array page dropped
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
-
-# Linux's (bits 24-31), read by the simulated guest kernel (xenevt/sim/lateeoi.py):
+# Xen's Python-side switches (xenevt/sim), bits 16-23:
+REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
+RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
+# Linux's Python-side switches: bits 24-27 its lateeoi (xenevt/sim/lateeoi.py), 28-31 its CPU hotplug and close
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021
 LINUX_UNMASK_DESPITE_EOI = 1 << 24
+CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its closed ports LINKED (before fcdf31a7c162)
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
+# the Python-side switches' points (no C counterpart), from 64 up
+POINT_RESET_CLOSED = 64     # EVTCHNOP_reset: every port closed, the lock let go, the ABI not yet switched; between
+# two intents, so this hook may make a hypercall (the racing vCPU's), where every other point's may not
 
 Hook = Callable[[int, int], None]
 

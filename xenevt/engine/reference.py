@@ -68,6 +68,8 @@ class ReferenceEngine:
             return Err.STATE
         w = self._word(port)
         if w is None:
+            if faults.on(faults.NO_PAGE_DROPPED):  # (Xen before 917c123029)
+                return Err.OK
             mem.update_chan(port, flags=ch.flags | CHAN_DEFERRED)
             return SP.DEFERRED
         tails = mem.tails()
@@ -78,7 +80,9 @@ class ReferenceEngine:
                 return Err.STATE
 
         cb = mem.control_block(v)
-        if cb is None:  # dropped before the word is touched
+        if cb is None:  # dropped before the word is touched (Xen before 8aa0e9d2d1: after PENDING was set)
+            if faults.on(faults.PENDING_UNQUEUED):
+                self._set(port, w | abi.WORD_PENDING)
             return SP.NO_CONTROL
         result = 0
         if w & abi.WORD_PENDING:
@@ -93,7 +97,7 @@ class ReferenceEngine:
             result |= SP.ALREADY_LINKED
         else:
             self._set(port, w | abi.WORD_LINKED)
-            if tails[old_q] == port:
+            if tails[old_q] == port and (old_q == q or not faults.on(faults.OLD_TAIL_LINKED)):  # (e33d4257fc)
                 tails[old_q] = 0
             if old_q != q:
                 mem.update_chan(port, last_vcpu=v, last_priority=prio)

@@ -30,4 +30,77 @@ def _stale_head_walked(f: Finding, dom: DomainFacts) -> bool:
     return f.rule == "ready-head-consumed"
 
 
-from . import bugs_linux, bugs_xen  # noqa: E402,F401  (their entries, after these)
+bug("xen-old-tail-linked", "Xen", "A port moved to another vCPU or priority stays its old queue's tail",
+    "Xen e33d4257fc (\"evtchn/fifo: don't corrupt queues if an old tail is linked\", 4.4, 2014)",
+    "the next event on the old queue is linked after the moved port (now LINKED on its new queue) instead of "
+    "becoming a new HEAD: it joins the other vCPU's queue, and the next link there overwrites its LINK, so it "
+    "stays LINKED and PENDING, reachable from no head")
+
+
+@signature("xen-old-tail-linked")
+def _linked_after_moved_tail(f: Finding, dom: DomainFacts) -> bool:
+    # a lost link, on the queue whose control-block head is a port that has since moved to another vCPU or
+    # priority: that moved port was the old tail the lost event was linked after
+    if f.rule != "linked-unreachable" or not f.ports:
+        return False
+    lost = dom.ports.get(f.ports[0])
+    if lost is None or lost.vcpu is None or lost.priority is None:
+        return False
+    v = dom.vcpus.get(lost.vcpu)
+    heads = v.heads if v is not None else None
+    if not heads or not 0 <= lost.priority < len(heads):
+        return False
+    head = dom.ports.get(heads[lost.priority])
+    return head is not None and head.port != lost.port and head.vcpu is not None \
+        and (head.vcpu, head.priority) != (lost.vcpu, lost.priority)
+
+
+bug("xen-pending-unqueued", "Xen", "PENDING set on an event Xen then drops: its vCPU has no control block (or its "
+    "queues could not be locked)",
+    "Xen 8aa0e9d2d1 (\"evtchn/fifo: Don't set PENDING bit if guest misbehaves\", 4.17, 2022)",
+    "an event raised for a vCPU that has not registered its control block yet is dropped unqueued but left "
+    "PENDING: once the vCPU comes up the port is pending and unmasked yet on no queue, and Xen's next event there "
+    "finds it already pending (no wake for the pollers)")
+
+
+@signature("xen-pending-unqueued")
+def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
+    # pending and unqueued on a queue Xen never linked anything to (its control-block head still the 0 the
+    # guest registered it with), and where counted, no event raised to the guest nor delivered on this binding:
+    # PENDING came from a raise Xen dropped (the simulator counts no drop for want of a control block)
+    if f.rule != "pending-not-queued" or dom.abi != "FIFO" or not f.ports:
+        return False
+    p = dom.ports.get(f.ports[0])
+    if p is None or p.vcpu is None or p.priority is None:
+        return False
+    v = dom.vcpus.get(p.vcpu)
+    if v is None or not v.control_block or not v.heads or not 0 <= p.priority < len(v.heads):
+        return False
+    if v.heads[p.priority] != 0 or (v.ready or 0) >> p.priority & 1:
+        return False
+    c = next((c for c in dom.counters if c.port == p.port), None)
+    return c is None or not (c.raised or c.handled)
+
+
+bug("xen-no-page-dropped", "Xen", "An event for a port without an event-array page dropped",
+    "Xen 917c123029 (\"evtchn: don't lose pending state if FIFO event array page is missing\", 4.4, 2013)",
+    "a port bound before the guest added the array page covering it (the toolstack's, or one just bound) loses "
+    "an event raised in between: once the page is there the port is idle, unmasked, nothing pending, the event "
+    "counted raised and never delivered")
+
+
+@signature("xen-no-page-dropped")
+def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
+    # every event raised on the port vanished, and nothing was ever linked on its queue since the control block
+    # was registered (its head still 0): the events never reached a word, unlike ones a guest consumed and lost
+    if f.rule != "raised-not-delivered" or not f.ports:
+        return False
+    p = dom.ports.get(f.ports[0])
+    if p is None or p.vcpu is None or p.priority is None:
+        return False
+    v = dom.vcpus.get(p.vcpu)
+    heads = v.heads if v is not None and v.control_block else None
+    return bool(heads) and 0 <= p.priority < len(heads or ()) and (heads or ())[p.priority] == 0
+
+
+from . import bugs_linux, bugs_linux_close, bugs_xen  # noqa: E402,F401  (their entries, after these)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # --- Linux: drivers/xen/events/events_base.c --------------------------------------------------------------------
 
-bug("linux-unmask-despite-eoi", "Linux", "an event channel unmasked by the irq core while its lateeoi EOI is "
+bug("linux-unmask-despite-eoi", "Linux", "An event channel unmasked by the irq core while its lateeoi EOI is "
     "still pending", "Linux 25da4618af24 (\"xen/events: don't unmask an event channel when an eoi is pending\", "
     "5.12, 2021: mask reasons, explicit, temporary and EOI-pending, each cleared alone)",
     "a device port throttled by a delayed EOI is unmasked early (a driver's enable_irq, the irq core's unmask); "

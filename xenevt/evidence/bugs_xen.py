@@ -2,3 +2,44 @@
 close, reset, limits, control blocks), and their signatures (history.py)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .history import bug, signature
+
+if TYPE_CHECKING:
+    from .model import DomainFacts
+    from .report import Finding
+
+# --- allocation: get_free_port() -------------------------------------------------------------------------------
+
+bug("xen-reuse-busy-port", "Xen", "A port closed while its event was still LINKED handed out again at once",
+    "Xen 78e24c269b (\"evtchn: don't reuse ports that are still busy\", 4.7, 2015)",
+    "the reused port's first event finds its word still LINKED on the old port's queue: PENDING set, nothing "
+    "linked where the new channel points, its vCPU never told; the event waits on (or is taken by) another "
+    "vCPU's queue")
+
+
+@signature("xen-reuse-busy-port")
+def _reused_while_linked(f: Finding, dom: DomainFacts) -> bool:
+    # an IPI or a per-vCPU VIRQ cannot move, so LINKED on another vCPU's queue it was linked there before the
+    # port was bound: a closed port still LINKED, handed out again
+    return f.rule == "queued-on-wrong-vcpu"
+
+
+# --- reset: evtchn_reset() --------------------------------------------------------------------------------------
+
+bug("xen-reset-racing-open", "Xen", "EVTCHNOP_reset closed the ports without the event lock, then switched FIFO -> "
+    "2-level over whatever a racing bind had opened",
+    "XSA-338 (Xen e59ce972d1, \"evtchn: relax port_is_valid()\") and XSA-343 (Xen 8d385b247b, \"evtchn: "
+    "evtchn_reset() shouldn't succeed with still-open ports\", and e045199c7c), 4.15 and the stable branches, 2020",
+    "a port bound during the reset, above the 2-level ABI's last port (the ports below still LINKED, so busy), "
+    "stays open after the switch to 2-level: no pending bit for it (an event on it sets a bit past the pending "
+    "bitmap, in the mask bitmap), and before XSA-338 port_is_valid() judged it "
+    "by the shrunk limit, so no hypercall could name it (its peer's close hit a BUG_ON)")
+
+
+@signature("xen-reset-racing-open")
+def _open_beyond_2l(f: Finding, dom: DomainFacts) -> bool:
+    # a guest's port open above 4095 on 2-level: only a bind that raced EVTCHNOP_reset's switch from FIFO leaves one
+    return f.rule == "port-beyond-2l-limit"

@@ -9,12 +9,15 @@ up on the same PortFacts.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from operator import attrgetter
 
 from .. import abi
 from ..dump.model import DomainDump, TwoLevelDump
 from ..errors import BackendUnavailable, ChannelError, StateError, XenevtError
 from ..ports import PortStatus
-from .model import CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
+from .model import NO_PORTS, CounterFacts, DomainFacts, Evidence, PortFacts, QueueFacts, VcpuFacts
 
 _STATUS_ORDER = ("port", "state", "vcpu", "remote_domain", "remote_port", "virq", "pirq", "priority", "pending",
                  "masked", "linked", "busy", "link")
@@ -131,7 +134,6 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     """Everything the backend can say: port tables for every domain, FIFO pages where it has them."""
     from .. import memory
     from ..dump import build_dump
-    from . import edump
 
     ev = Evidence(f"{backend.name} backend")
     info = backend.info()
@@ -144,7 +146,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     limits = {d["domain"]: d["max_ports"] for d in known or [] if "max_ports" in d}
     facts = {d["domain"]: d for d in known or []}
     listed = False  # any open port in the tables ('e' prints open ports only: not the words of closed ones)
-    tables: dict[int, set[int]] = {}
+    tables: dict[int, AbstractSet[int]] = {}
     for domid in wanted:
         dom = ev.domain(domid)
         dom.dying = facts.get(domid, {}).get("dying")
@@ -159,11 +161,12 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
             ev.skip(f"domain {domid}", f"its port table could not be read ({e})", domid)
             statuses = []
         listed = listed or bool(statuses)
-        tables[domid] = {st.port for st in statuses}
-        # the ports whose facts are exactly their status's (not merged into facts already there)
-        made = {st.port: st for st in statuses}
+        # the ports whose facts are exactly their status's (not merged into facts already there); one dict of the
+        # statuses by port is the table, the statuses the dump annotates words with, and those facts (C loops)
+        by_port = made = dict(zip(map(_PORT, statuses), statuses, strict=True))
+        tables[domid] = by_port.keys()
         if not dom.ports and len(made) == len(statuses):  # (the first source: nothing to merge with, each port once)
-            dom.ports.update({port: port_from_status(st) for port, st in made.items()})
+            dom.ports.update(zip(made, map(port_from_status, statuses), strict=True))
         else:
             made = {}
             for st in statuses:
@@ -184,20 +187,25 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         limit = limits.get(domid)
         if limit is not None and img.abi == "2-level":
             limit = min(limit, abi.EVTCHN_2L_NR_CHANNELS)  # Xen's 2-level ports: the bitmaps' 4096
-        add_dump(ev, build_dump(img.mem, domid, backend.name, channels={st.port: st for st in statuses},
+        add_dump(ev, build_dump(img.mem, domid, backend.name, channels=by_port,
                                 guest_known=img.guest_known, max_ports=limit, vcpu_known=img.vcpu_known, omit=made,
                                 vcpu_states=img.vcpu_states),
                  made)
     # the hypervisor's own view of every domain's words, where the backend can press 'e': its lines' facts where
     # the backend has them at hand (the simulator), else the text it prints (real Xen), parsed
+    label = f"{backend.name} 'e' dump"
     try:
+        rows = None
         try:
-            seen = edump.from_rows(backend.debug_rows(), f"{backend.name} 'e' dump", wanted)
-            _cut(seen, tables, pressed=True)
+            rows = backend.debug_rows()
         except BackendUnavailable:
+            from . import edump  # (the text's reader, its patterns compiled on import: real Xen's path only)
+
             text = backend.debug_dump("e")
-            seen = edump.parse(text, f"{backend.name} 'e' dump", wanted)
+            seen = edump.parse(text, label, wanted)
             edump_cut(text, seen, tables)
+        else:
+            seen = merge_rows(ev, rows, label, wanted, tables)
     except (BackendUnavailable, ChannelError) as e:  # not here, or refused: the rest still stands
         ev.warnings.append(f"no 'e' debug-key dump ({e})")
         return ev
@@ -205,9 +213,9 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
     # an 'e' dump with no port is news only when the port tables have some
     tables_empty = not listed
     ev.unread += [u for u in seen.unread if (u.domain is None or u.domain in wanted)
-                  and not (tables_empty and u.where == edump.NO_PORTS)]
+                  and not (tables_empty and u.where == NO_PORTS)]
     for domid, seen_dom in seen.domains.items():
-        if domid in wanted:
+        if domid in wanted and rows is None:  # (rows: merged already, by merge_rows)
             dom = ev.domain(domid)
             dom.abi = dom.abi or seen_dom.abi
             for port in seen_dom.ports.values():
@@ -218,6 +226,61 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
                 dom.unreported = missed
     ev.source += " + 'e' dump"
     return ev
+
+
+# a row's fields that a port's facts must already hold for the row to add nothing but what they leave unknown
+_SAME_HEAD, _SAME_FLAGS = slice(0, 7), slice(8, 13)  # port .. pirq; pending .. link (not priority, x=, selector)
+_PORT = attrgetter("port")
+_FACTS = attrgetter(*PortFacts.__dataclass_fields__)  # (a row's fields are PortFacts', in order: from_rows)
+
+
+def merge_rows(ev: Evidence, rows, label: str, wanted: list[int], tables: Mapping[int, AbstractSet[int]]) -> Evidence:
+    """The 'e' dump's rows of facts (a backend's ``debug_rows``) merged into ``ev``'s ``wanted`` domains, as
+    ``edump.from_rows`` then ``merge_port`` of each of its ports would, without making the rows' 40,000 PortFacts:
+    a row saying what the port's facts already say (the status it was listed with, from the same copy) only fills
+    what they leave unknown (its x=).  Returns what ``from_rows`` and ``_cut`` say of the dump itself: its unread
+    and its domains, with no ports (merged here, and ``missed`` set as the caller sets it)."""
+    seen = Evidence(label)
+    only = set(wanted)
+    lines_of = {}
+    for domid, lines in rows:
+        seen.domain(domid).polling = []
+        lines_of[domid] = lines
+        if domid not in only:
+            continue
+        dom = ev.domain(domid)
+        ports, table = dom.ports, tables.get(domid, set())
+        missed = []
+        for row in lines:
+            port = row[0]
+            have = ports.get(port)
+            if have is None:
+                ports[port] = PortFacts(*row)
+            else:
+                known = _FACTS(have)
+                if known[_SAME_HEAD] == row[_SAME_HEAD] and known[_SAME_FLAGS] == row[_SAME_FLAGS]:
+                    if known[7] is None and row[7] is not None:
+                        have.priority = row[7]
+                    if known[13] is None and row[13] is not None:
+                        have.xen_consumer = row[13]
+                    if known[14] is None and row[14] is not None:
+                        have.selector = row[14]
+                else:
+                    merge_port(dom, PortFacts(*row))
+            if row[13] and port not in table:
+                missed.append(port)
+        # the ABI the lines print (edump.from_rows): a selector bit on each (2-level) or on none (FIFO)
+        kinds = {row[14] is None for row in lines}
+        if len(kinds) == 1 and not dom.abi:
+            dom.abi = "FIFO" if kinds.pop() else "2-level"
+        # ports the status walk was refused (Xen's own on 4.15-4.18) but the 'e' dump shows
+        if missed:
+            dom.unreported = sorted(set(missed))
+    if not any(lines_of.values()):
+        seen.skip(NO_PORTS, "no port lines in any domain's section: nothing about ports was read")
+    _cut(seen, tables, pressed=True,
+         ports_of=lambda d: {row[0] for row in lines_of.get(d, ())} if d in only else set())
+    return seen
 
 
 def _counters(backend, domid: int) -> list[CounterFacts]:
@@ -235,7 +298,7 @@ CUT = "the 'e' dump's end"  # where a dump that looks cut short is recorded as u
 CONRING_DEFAULT = 16384   # Xen's smallest console ring (drivers/char/console.c: _CONRING_SIZE; conring_size=)
 
 
-def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | None = None) -> None:
+def edump_cut(text: str | bytes, ev: Evidence, tables: Mapping[int, AbstractSet[int]] | None = None) -> None:
     """Mark an 'e' dump that looks cut short (the console ring overwrote its start, or the read stopped before
     its end) as unread, so doctor does not call what is missing healthy.  Xen prints no end marker: what
     tells is a dump without its "'e' pressed" line (the ring wrapped), or a last domain section with fewer
@@ -248,8 +311,10 @@ def edump_cut(text: str | bytes, ev: Evidence, tables: dict[int, set[int]] | Non
     _cut(ev, tables, text.rfind("'e' pressed") >= 0, text.find("Event channel information for") >= 0)
 
 
-def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sections: bool = True) -> None:
-    """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section."""
+def _cut(ev: Evidence, tables: Mapping[int, AbstractSet[int]] | None, pressed: bool, sections: bool = True,
+         ports_of: Callable[[int], AbstractSet[int]] | None = None) -> None:
+    """edump_cut's judgement, from whether the dump has its "'e' pressed" line and any domain's section
+    (``ports_of``: the ports of a domain's section, where ``ev`` does not hold them: merge_rows)."""
     why = []
     if not pressed and sections:
         why.append(f"it has no \"'e' pressed\" line: the console ring (by default {CONRING_DEFAULT // 1024} KiB) "
@@ -261,7 +326,8 @@ def _cut(ev: Evidence, tables: dict[int, set[int]] | None, pressed: bool, sectio
         got = ev.domains.get(domid)
         if last is None or domid < last or not ports:
             continue
-        lost = sorted(ports - set(got.ports)) if got is not None else sorted(ports)
+        lost = sorted(ports - (set(got.ports) if ports_of is None else ports_of(domid))) if got is not None \
+            else sorted(ports)
         if lost:
             where = f"domain {domid}'s section ends" if got is not None else f"domain {domid} has no section"
             why.append(f"{where} before {len(lost)} open port(s) of its port table (first {lost[0]})")

@@ -36,7 +36,7 @@ from ..abi import (
 from ..abi import EVTCHN_FIFO_MAX_PORT as MAX_PORT
 from ..errors import read_input
 from .bounds import INT_MAX, MAX_DIGITS, Impossible, number
-from .model import DomainFacts, Evidence, EvidenceError, PortFacts
+from .model import NO_PORTS, DomainFacts, Evidence, EvidenceError, PortFacts
 
 __all__ = ["from_rows", "parse", "read"]
 
@@ -66,7 +66,6 @@ _PLAIN = re.compile(r" *([0-9]{1,6}) \[([01])/([01])/(?:([01])|([B ]) (?:(-)   |
                     r"s=([12356]) n=([0-9]{1,4}) x=([0-7])(?: d=([0-9]{1,5})(?: p=([0-9]{1,6}))?| v=([0-9]{1,2}))?",
                     re.A)
 _SHOWN = 80
-NO_PORTS = "the dump"  # where a dump without any port line is recorded as unread
 
 
 def _strip(line: str) -> str:

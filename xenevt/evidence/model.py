@@ -104,6 +104,9 @@ class DomainFacts:
     counters: list[CounterFacts] = field(default_factory=list)
 
 
+NO_PORTS = "the dump"  # where an 'e' dump without any port line is recorded as unread (edump's, and its rows')
+
+
 @dataclass
 class Unread:
     """Something the source holds that did not become a fact: a skipped line, or a value Xen cannot print.

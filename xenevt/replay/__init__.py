@@ -24,7 +24,8 @@ from typing import Any
 
 from ..engine import faults
 
-MODULES = ("xen_fifo", "xen_sim", "linux")  # each declares its replays on import, in this order (the --list order)
+# each declares its replays on import, in this order (the --list order)
+MODULES = ("xen_fifo", "xen_sim", "linux", "linux_close")
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,12 @@ class Replay:
     abi: str = "fifo"   # the guests' ABI ("fifo" or "2l")
     domains: int = 2
     vcpus: int = 2
+    online: int | None = None  # the guests' vCPUs up at boot (the others never up: no control block); all
+    bare: tuple[int, ...] = ()  # domains without a guest kernel (create_host's): the script makes their calls
     # the differential scenarios (tests/scenarios) in which real Xen 4.17 and 4.20, booted in xen-ci, showed the
     # fixed order of operations this replay's switch undoes, record for record as the simulator does
     real_xen: tuple[str, ...] = ()
+    host: dict[str, Any] = field(default_factory=dict)  # more of create_host's settings (limits, kernels' ABIs)
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
@@ -156,7 +160,9 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
         raise XenevtError(f"sim replay: --keep {keep}: the directory is not empty")
     where = keep if keep is not None else tempfile.mkdtemp(prefix="xenevt-replay-")
     try:
-        create_host(where, nr_domains=r.domains, nr_vcpus=r.vcpus, percpu=True, abi=r.abi, force=True)
+        settings: dict[str, Any] = {"nr_domains": r.domains, "nr_vcpus": r.vcpus, "online": r.online,
+                                    "bare": r.bare, "percpu": True, "abi": r.abi, "force": True} | r.host
+        create_host(where, **settings)
         with SimHost(where) as h:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)

@@ -2,3 +2,72 @@
 fault switch in the simulator's Python-side Xen (xenevt/sim)."""
 
 from __future__ import annotations
+
+from .. import abi
+from ..engine import faults
+from ..sim.foreign import CONTROL_BLOCK_GFN
+from . import Expect, Stage, replay
+
+GUEST = 1      # the domU whose ports the bugs break
+
+
+@replay("xen-reuse-busy-port", "xen-reuse-busy-port",
+        "a domU's port is raised on vCPU 1's queue and closed before vCPU 1 runs its handler; the domU binds an IPI "
+        "for vCPU 0, gets the same port, and raises it: the IPI goes onto vCPU 1's queue, vCPU 0 never hears of it",
+        real_xen=("g-fifo-close-while-linked",))
+def reuse_busy_port(st: Stage) -> Expect:
+    h = st.host
+    mine = h.alloc_unbound(GUEST, GUEST, 0)
+    peer = h.bind_interdomain(0, 0, GUEST, mine)
+    h.bind_vcpu(GUEST, GUEST, mine, 1)
+    st.say(f"d{GUEST} binds port {mine} to dom0 (port {peer}) and moves it to vCPU 1")
+    h.send(0, 0, peer)
+    st.say(f"dom0 raises {mine}: LINKED on vCPU 1's queue; vCPU 1 has not run its upcall handler yet")
+    h.close_port(GUEST, GUEST, mine)
+    st.say(f"d{GUEST} closes {mine} (Linux's irq teardown does not wait for the event to be unlinked): "
+           "free, masked, its word still LINKED on vCPU 1's queue")
+    with st.fault(faults.REUSE_BUSY_PORT):
+        ipi = h.bind_ipi(GUEST, GUEST, 0)
+    st.say(f"d{GUEST} binds an IPI for vCPU 0: Xen hands out port {ipi}"
+           + (" (the bug: the busy port, still LINKED)" if ipi == mine else " (as fixed: the busy port skipped)"))
+    h.send(GUEST, GUEST, ipi)
+    st.say(f"d{GUEST} raises its IPI {ipi}: PENDING set; "
+           + ("the word is already LINKED, so Xen links nothing and tells vCPU 0 nothing" if ipi == mine
+              else "linked on vCPU 0's queue, vCPU 0 told"))
+    got = h.consume(GUEST, 0, 16)
+    st.say(f"d{GUEST}'s vCPU 0 runs its handler: {got or 'nothing'}"
+           + ("" if got else "; its IPI waits on vCPU 1's queue, where vCPU 1 would take it as its own"))
+    return Expect("queued-on-wrong-vcpu", GUEST, ipi, vcpu=1)
+
+
+@replay("xen-reset-racing-open", "xen-reset-racing-open",
+        "a domU on FIFO with every port below 4096 bound and LINKED resets itself (its next kernel uses 2-level); "
+        "its vCPU 1 opens a port while the reset has closed the others: that port, above 4095, stays bound on "
+        "2-level", host={"percpu": False, "abis": {GUEST: "2l"}, "max_ports_domu": 8192})
+def reset_racing_open(st: Stage) -> Expect:
+    h = st.host
+    for v in range(2):
+        h.init_control(GUEST, GUEST, v, CONTROL_BLOCK_GFN + v, 0)
+    port = 0
+    while port < abi.EVTCHN_2L_NR_CHANNELS - 1:
+        port = h.bind_ipi(GUEST, GUEST, 0)
+        h.send(GUEST, GUEST, port)
+    st.say(f"d{GUEST} (on FIFO, limit 8192, its next kernel on 2-level) binds IPIs 1..{port} on vCPU 0 and raises "
+           "each: all LINKED on vCPU 0's queue, not yet handled")
+    raced: list[int] = []
+
+    def vcpu1_opens(point: int, _port: int) -> None:
+        if point == faults.POINT_RESET_CLOSED and not raced:
+            raced.append(h.bind_ipi(GUEST, GUEST, 1))
+            st.say(f"  (the reset has closed every port, the event lock let go) d{GUEST}'s vCPU 1 binds an IPI: "
+                   f"port {raced[0]}, the ports below it closed but still LINKED (busy)")
+
+    with st.fault(faults.RESET_UNLOCKED, vcpu1_opens):
+        h.reset(GUEST, GUEST)
+    st.say(f"d{GUEST} resets its event channels (EVTCHNOP_reset): every port closed, FIFO torn down, back on "
+           "2-level" + (f", port {raced[0]} left bound (the bug: no check for ports opened meanwhile)" if raced
+                        else " (as fixed: under the event lock, nothing opened meanwhile)"))
+    if not raced:
+        raced.append(h.bind_ipi(GUEST, GUEST, 1))
+        st.say(f"d{GUEST}'s vCPU 1 binds its IPI after the reset: port {raced[0]}")
+    return Expect("port-beyond-2l-limit", GUEST, raced[0])

@@ -86,17 +86,25 @@ class Console:
             self.facts.setdefault("abi", "2-level")
         if CRASH.search(line) and (self.stage != "command" or SYSTEM_LINE.match(line)):
             raise StageFailed(self.stage, f"crash on the console: {line.strip()[:120]}")
+        if self.stage != "command" and line.startswith("XENEVT-RUNNER-FATAL "):  # dom0's /init gave up
+            raise StageFailed(self.stage, line.removeprefix("XENEVT-RUNNER-FATAL ").strip()[:200])
+        m = re.match(r"XENEVT-RUNNER-STAGE installed xenevt (\S+)", line)
+        if m and self.stage != "command":
+            self.facts["package"] = m.group(1)
+            self.report(f"xenevt {m.group(1)} installed in dom0 from the --deb package")
         nxt, marker = NEXT.get(self.stage, (None, None))
         m = marker.search(line) if marker else None
         if m and nxt:
             if self.stage == "command":
                 self.rc = int(m.group(1))
+                if m.start() > 0:  # the command's last line had no newline: the marker follows it on the line
+                    self.output(line[:m.start()])
             self.stage = nxt
             return nxt
         if self.stage == "command":
             if not line.startswith("(XEN)"):  # the hypervisor's own messages are the log file's
                 self.output(line)
-        elif line.startswith(("XENEVT-RUNNER-ERROR", "XENEVT-RUNNER-DOMU")):
+        elif line.startswith(("XENEVT-RUNNER-ERROR", "XENEVT-RUNNER-DOMU", "XENEVT-RUNNER-INFO")):
             self.report(line)
         return None
 

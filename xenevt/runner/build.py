@@ -16,10 +16,10 @@ from collections.abc import Callable
 from importlib import resources
 
 from . import image
-from .fetch import cache_key
+from .fetch import DPKG, EXCLUDE, cache_key
 from .stage import StageFailed
 
-RECIPE = "runner-1"  # bump when the base root changes for the same packages: cached bases are rebuilt
+RECIPE = "runner-2"  # bump when the base root changes for the same packages: cached bases are rebuilt
 DRIVERS = ["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-netback", "xen-netfront"]
 MODULES = "lib/modules/xenevt-runner"
 SITE = "usr/lib/python3/dist-packages"
@@ -31,7 +31,7 @@ def root_packages(xen: str) -> list[str]:
     busybox for /init, make for a project's `make test` (its build is the host's: see README)."""
     return ["python3", "python3-minimal", "python3-cffi", "python3-cffi-backend", "python3-click", "python3-rich",
             "libxenevtchn1", f"libxenmisc{xen}", "libxenforeignmemory1", "libxencall1", "libxengnttab1",
-            f"xen-utils-{xen}", "busybox-static", "make"]
+            f"xen-utils-{xen}", "busybox-static", "make", *DPKG]
 
 
 def data_file(name: str) -> str:
@@ -55,6 +55,7 @@ def base_archive(pk: dict, cache: str, vmlinuz: str, kdir: str, timeout: float, 
         image.busybox_links(tree, stage, timeout)
         pylibs = ["/" + os.path.relpath(p, tree) for p in glob.glob(os.path.join(tree, "usr", "lib", "python3*"))]
         image.compile_python(tree, tree, pylibs, stage, timeout)
+        image.dpkg_status(pk["root"], tree, EXCLUDE, stage, timeout)
 
     if not os.path.isdir(root):
         say("extracting dom0's userspace")
@@ -106,13 +107,21 @@ def xenevt_source() -> tuple[str, str]:
     return top, version
 
 
-def run_archive(base_root: str, project: str, command: list[str], dest: str, stage: str, timeout: float) -> None:
+def run_archive(base_root: str, project: str, command: list[str], dest: str, stage: str, timeout: float,
+                deb: str | None = None) -> None:
     """This run's archive at ``dest``: the project at /project (times kept: make compares them), xenevt in
-    dom0's python (byte-compiled by dom0's own python3) with its metadata and /usr/bin/xenevt, the command."""
+    dom0's python (byte-compiled by dom0's own python3) with its metadata and /usr/bin/xenevt, the command; with
+    ``deb``, that package at /runner/xenevt.deb instead, which dom0 installs with dpkg before the command."""
     staging = dest + ".d"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         shutil.copytree(project, os.path.join(staging, "project"), symlinks=True, ignore=SKIP)
+        os.makedirs(os.path.join(staging, "runner"))
+        _script(os.path.join(staging, "runner", "command"), "exec " + shlex.join(command) + "\n")
+        if deb is not None:
+            shutil.copy(deb, os.path.join(staging, "runner", "xenevt.deb"))
+            image.pack(staging, dest, keep_mtime=True, level=0)
+            return
         pkg, version = xenevt_source()
         site = os.path.join(staging, SITE)
         shutil.copytree(pkg, os.path.join(site, "xenevt"), ignore=SKIP)
@@ -132,29 +141,29 @@ def run_archive(base_root: str, project: str, command: list[str], dest: str, sta
         _script(os.path.join(staging, "usr", "bin", "xenevt"),
                 "#!/usr/bin/python3\nfrom xenevt.__main__ import run\nrun()\n")
         image.compile_python(base_root, staging, ["/" + SITE + "/xenevt"], stage, timeout)
-        os.makedirs(os.path.join(staging, "runner"))
-        _script(os.path.join(staging, "runner", "command"), "exec " + shlex.join(command) + "\n")
         image.pack(staging, dest, keep_mtime=True, level=0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def build(pk: dict, cache: str, project: str, command: list[str], workdir: str, timeout: float,
-          say: Callable[[str], None]) -> dict:
-    """Boot files for one run: {"xen": ELF, "kernel": vmlinuz, "initrd": base + this run's archive}."""
+          say: Callable[[str], None], deb: str | None = None) -> dict:
+    """Boot files for one run: {"xen": ELF, "kernel": vmlinuz, "initrd": base + this run's archive}; ``deb``:
+    xenevt's package for dom0 to install, instead of this xenevt."""
     stage = "build-initramfs"
     deadline = time.monotonic() + timeout
     xen_elf, vmlinuz, kdir = image.boot_images(pk, cache, stage, timeout)
     base = base_archive(pk, cache, vmlinuz, kdir, timeout, say)
     mine = os.path.join(workdir, "run.cpio")
     run_archive(os.path.join(cache, f"runner-root-{cache_key(pk, RECIPE)}"), project, command, mine, stage,
-                max(1.0, deadline - time.monotonic()))
+                max(1.0, deadline - time.monotonic()), deb)
     initrd = os.path.join(workdir, "initrd.cpio")
     with open(initrd + ".tmp", "wb") as out:
         for part in (base, mine):  # the kernel unpacks concatenated archives (each may be compressed or not)
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out)
     os.replace(initrd + ".tmp", initrd)
-    say(f"this run's archive: {os.path.getsize(mine) / 1e6:.1f} MB (the project, xenevt, the command)")
+    say(f"this run's archive: {os.path.getsize(mine) / 1e6:.1f} MB (the project, "
+        + (f"{os.path.basename(deb)}" if deb else "xenevt") + ", the command)")
     os.unlink(mine)
     return {"xen": xen_elf, "kernel": image.elf_kernel(vmlinuz), "initrd": initrd}

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 
@@ -17,14 +18,20 @@ from .stage import StageFailed, run
 
 # Debian release of each Xen: its own hypervisor, kernel, python3 and Xen tools make dom0's root
 VERSIONS = {"4.17": "bookworm", "4.20": "trixie"}
+# the tag a package built for each release carries in its version (ci/deb.py: 0.1.0-1~deb12), as Debian numbers them
+RELEASE_TAGS = {"bookworm": "deb12", "trixie": "deb13"}
 
-# pulled in by dependencies but not needed to run python3 and the Xen tools from /init
+# pulled in by dependencies but not needed to run python3 and the Xen tools from /init, nor dpkg to install a
+# .deb there (dpkg keeps tar, libselinux1 and libacl1; dpkg's database keeps Berkeley DB for python3's stdlib and
+# ext2fs for libxenmisc, so that it can call them installed)
 EXCLUDE = frozenset("""perl perl-base perl-modules-5.36 libperl5.36 perl-modules-5.40 libperl5.40 udev systemd
-systemd-sysv libsystemd-shared init-system-helpers adduser passwd debconf cdebconf dpkg install-info
-tar ucf sysvinit-utils lsb-base libpam-modules libpam0g libsemanage-common libsemanage2 libsepol2 libaudit-common
-libaudit1 libdebian-installer4 libnewt0.52 libslang2 libtextwrap1 sensible-utils mailcap mime-support libext2fs2
-libcap-ng0 libgdbm-compat4 libdb5.3 libkmod2 libudev1 libblkid1 libacl1 libcom-err2 libselinux1
-libpcre2-8-0""".split())
+systemd-sysv libsystemd-shared init-system-helpers adduser passwd debconf cdebconf install-info
+ucf sysvinit-utils lsb-base libpam-modules libpam0g libsemanage-common libsemanage2 libsepol2 libaudit-common
+libaudit1 libdebian-installer4 libnewt0.52 libslang2 libtextwrap1 sensible-utils mailcap mime-support
+libcap-ng0 libgdbm-compat4 libkmod2 libudev1 libblkid1""".split())
+# dpkg in dom0's root (a .deb installed there): dpkg, its Pre-Depends libmd0 (apt's resolve here takes no
+# Pre-Depends), ldconfig (libc-bin, essential: nothing depends on it)
+DPKG = ("dpkg", "libmd0", "libc-bin")
 
 
 def default_cache() -> str:
@@ -159,3 +166,29 @@ def cache_key(pk: dict, recipe: str) -> str:
     """A CI cache key: the exact package files (names carry versions) and the recipe that makes a root of them."""
     files = sorted(os.path.basename(d) for d in [*pk["root"], pk["xen"], pk["kernel"]])
     return hashlib.sha256("\n".join([recipe, *files]).encode()).hexdigest()[:16]
+
+
+def deb_for(xen: str, path: str, stage: str = "build-initramfs") -> str:
+    """The xenevt package at ``path``, checked to be one (dpkg-deb's fields: Package xenevt, amd64) built for
+    ``xen``'s Debian release (its version's ~debNN); returns its version.  A StageFailed names what is wrong."""
+    fields = {}
+    try:
+        r = subprocess.run(["dpkg-deb", "-f", path, "Package", "Version", "Architecture"], capture_output=True,
+                           text=True, timeout=60)
+    except FileNotFoundError:
+        raise StageFailed(stage, "--deb: dpkg-deb is not installed (apt install dpkg)") from None
+    if r.returncode != 0:
+        raise StageFailed(stage, f"--deb {path}: not a Debian package ({r.stderr.strip().splitlines()[-1:] or ''})")
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition(": ")
+        fields[key] = value.strip()
+    if fields.get("Package") != "xenevt":
+        raise StageFailed(stage, f"--deb {path}: package {fields.get('Package')!r}, not xenevt")
+    if fields.get("Architecture") != "amd64":
+        raise StageFailed(stage, f"--deb {path}: architecture {fields.get('Architecture')!r}; dom0 is amd64")
+    tag = RELEASE_TAGS[VERSIONS[xen]]
+    version = fields.get("Version", "")
+    if not version.endswith("~" + tag):
+        raise StageFailed(stage, f"--deb {path}: version {version} is not built for Xen {xen}'s Debian "
+                                 f"({VERSIONS[xen]}, ~{tag}): make deb SUITE={VERSIONS[xen]}")
+    return version

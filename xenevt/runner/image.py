@@ -9,11 +9,14 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import io
 import os
+import re
 import shutil
 import stat
 import struct
 import subprocess
+import tarfile
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -237,3 +240,68 @@ def copy_drivers(kdir: str, drivers: list[str], dest: str, stage: str) -> None:
                 shutil.copyfileobj(src, dst)
         else:
             shutil.copy(found[0], os.path.join(dest, f"{drv}.ko"))
+
+
+def dpkg_status(debs: list[str], tree: str, exclude: frozenset[str], stage: str, timeout: float) -> None:
+    """dpkg's database in ``tree``, so that ``dpkg -i`` of a .deb in dom0 (xenevt's) finds its dependencies as apt
+    would have left them: each package unpacked there recorded as installed, from its own control fields.  The
+    root is trimmed on purpose (``exclude``: debconf, perl, udev ... are not there), so a dependency that one of those
+    left out would meet, and nothing unpacked does, is taken out of the record; a package whose other dependencies
+    are not all there is left out of the record itself (its files stay), as dpkg would refuse a database saying
+    otherwise."""
+    base = os.path.join(tree, "var", "lib", "dpkg")
+    for d in ("info", "updates", "triggers", "alternatives"):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+    controls = {}
+    unpacked = {os.path.basename(d).split("_", 1)[0] for d in debs}
+    for deb in sorted(debs):
+        text = run(["dpkg-deb", "-f", deb], stage, timeout).stdout.rstrip("\n")
+        fields = dict(re.findall(r"^([A-Za-z0-9-]+): ?((?:.*)(?:\n[ \t].*)*)", text, re.M))
+        for field in ("Pre-Depends", "Depends"):
+            if field in fields:
+                deps = [d.strip() for d in fields[field].split(",")
+                        if d.strip() and not (_alternatives(d) & exclude and not _alternatives(d) & unpacked)]
+                text = re.sub(rf"^{field}: .*(?:\n[ \t].*)*\n?", f"{field}: {', '.join(deps)}\n" if deps else "",
+                              text + "\n", count=1, flags=re.M).rstrip("\n")
+                fields[field] = ", ".join(deps)
+        controls[fields["Package"]] = (text, fields, deb)
+    kept = set(controls)
+    while True:
+        provided = kept | {re.split(r"[\s(]", p.strip())[0] for n in kept
+                           for p in controls[n][1].get("Provides", "").split(",") if p.strip()}
+        broken = {n for n in kept if not _deps_met(controls[n][1], provided)}
+        if not broken:
+            break
+        kept -= broken
+    stanzas = []
+    for name in sorted(kept):
+        lines = controls[name][0].splitlines()
+        stanzas.append("\n".join([lines[0], "Status: install ok installed", *lines[1:]]))
+        # its files, as dpkg lists them (what the root's trimming removed is still listed: dpkg would remove it)
+        fields = controls[name][1]
+        listed = name + (f":{fields['Architecture']}" if fields.get("Multi-Arch") == "same" else "")
+        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", controls[name][2]], capture_output=True, timeout=timeout,
+                             check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+            paths = ["/." if m.name in (".", "./") else "/" + m.name.removeprefix("./").rstrip("/")
+                     for m in tf.getmembers()]
+        with open(os.path.join(base, "info", listed + ".list"), "w") as f:
+            f.write("\n".join(paths) + "\n")
+    with open(os.path.join(base, "status"), "w") as f:
+        f.write("\n\n".join(stanzas) + "\n")
+    open(os.path.join(base, "available"), "w").close()
+
+
+def _alternatives(dep: str) -> set[str]:
+    """The package names one dependency accepts (``a (>= 1) | b:any``: a, b)."""
+    return {re.split(r"[\s(]", alt.strip())[0].split(":")[0] for alt in dep.split("|") if alt.strip()}
+
+
+def _deps_met(fields: dict[str, str], present: set[str]) -> bool:
+    """Each of the package's Depends and Pre-Depends has an alternative among ``present`` (versions not compared:
+    one release's packages)."""
+    for field in ("Pre-Depends", "Depends"):
+        for dep in fields.get(field, "").split(","):
+            if dep.strip() and not _alternatives(dep) & present:
+                return False
+    return True

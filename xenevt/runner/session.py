@@ -32,6 +32,7 @@ class Options:
     accel: str = "auto"
     log: str = "xenevt-runner-console.log"
     cache: str = field(default_factory=default_cache)
+    deb: str | None = None  # xenevt's .deb for dom0 to install with dpkg (else this xenevt is copied in)
 
 
 def say(msg: str) -> None:
@@ -90,7 +91,7 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
             stage_done("fetch", time.monotonic() - t)
             t = time.monotonic()
             current = "build-initramfs"
-            img = build(pk, opts.cache, opts.project, opts.command, work, BUILD_TIMEOUT, report)
+            img = build(pk, opts.cache, opts.project, opts.command, work, BUILD_TIMEOUT, report, opts.deb)
         stage_done("build-initramfs", time.monotonic() - t)
         args = f"runner_domu={opts.domus} runner_abi={opts.abi}"
         report(f"console log {log}")

@@ -13,7 +13,7 @@ import struct
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_IPI, ECS_UNBOUND, ECS_VIRQ, NR_VIRQS, PER_VCPU_VIRQS
-from ..engine import Chan
+from ..engine import Chan, faults
 from ..engine.layout import ABI_FIFO, CHAN_DEFERRED, CHAN_XEN
 from ..errors import channel_error
 from .access import Access, resolve_self
@@ -111,22 +111,26 @@ class Binds:
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
         hh, port = self.hot.made, _SLOW
-        if hh is not None:
+        busy_ok = faults.on(faults.REUSE_BUSY_PORT)  # (a replay's: the C scan knows only the fixed order)
+        if busy_ok:
+            pass
+        elif hh is not None:
             port = _hot_free_port(hh.h, dom.domid, start, nr, hh.first_free)
             first = hh.first_free[0]
         elif self.hot.unmade and self.hot.get() is not None:
             return self.get_free_port(dom, call)
         if port < 0:  # (C left it: a header Python's reads refuse, which they then name)
-            port, first = self.free_port_scan(dom, start, nr)
+            port, first = self.free_port_scan(dom, start, nr, busy_ok)
         dom.frees_seen, dom.free_hint = frees, first
         if port:
             return port
         raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
 
     @staticmethod
-    def free_port_scan(dom: SimDomain, start: int, nr: int) -> tuple[int, int]:
+    def free_port_scan(dom: SimDomain, start: int, nr: int, busy_ok: bool = False) -> tuple[int, int]:
         """The lowest port in ``start..nr-1`` that is free and not LINKED, 0 if none, and the first free port
-        there, busy or not (``nr`` if none): a search of the channel states' bytes, not a Python loop over ports."""
+        there, busy or not (``nr`` if none): a search of the channel states' bytes, not a Python loop over ports.
+        ``busy_ok``: a LINKED one too, as Xen did before 78e24c269b (the replay's fault)."""
         mem, first = dom.mem, nr
         for base in range(start, nr, FREE_SCAN_CHUNK):
             states = mem.chan_states(base, min(base + FREE_SCAN_CHUNK, nr))
@@ -135,7 +139,7 @@ class Binds:
                 first = base + i
             while i >= 0:
                 word = mem.word(base + i)
-                if word is None or not word & abi.WORD_LINKED:
+                if busy_ok or word is None or not word & abi.WORD_LINKED:
                     return base + i, first
                 i = states.find(ECS_FREE_BYTE, i + 1)  # freed but its event is still queued: Xen skips it too
         return 0, first

@@ -33,6 +33,8 @@ from .statefile import (
     K_RESET,
     K_VCPU,
     RAISE,
+    RESET_CLOSE,
+    RESET_SWITCH,
     VERSION,
 )
 from .stats import Stats
@@ -79,8 +81,8 @@ class Effects:
             jw[RAISE // 4] = 0
         if rc < 0:
             raise engine_error(rc, "raise", dom.domid, port, refused=True)
-        if not unmask:
-            self.stats.count(dom.domid, port, 0)
+        if not unmask and not rc & SP.NO_CONTROL:  # (dropped for want of a control block: never raised to the
+            self.stats.count(dom.domid, port, 0)    # guest; vcpu-without-control-block says so while it lasts)
         if rc & SP.UPCALL:
             self.kick(dom, self.file.rec(dom, port).notify_vcpu)
         return rc
@@ -210,11 +212,16 @@ class Effects:
         out.append(self.frees_entry(dom))
         return out
 
-    def reset_all(self, dom: SimDomain) -> None:
+    def reset_all(self, dom: SimDomain, part: int = 0) -> None:
         """EVTCHNOP_reset, restartable: close what is still open, then make every free record and word clean
         (a close cut short by a kill may have left a record half written).  Ports Xen consumes stay: the
-        guest's evtchn_close() refuses them."""
-        self.close_all(dom, xen_too=False)
+        guest's evtchn_close() refuses them.  ``part``: only the closing (RESET_CLOSE) or only the rest
+        (RESET_SWITCH), each restartable alone."""
+        if part != RESET_SWITCH:
+            self.close_all(dom, xen_too=False)
+        if part == RESET_CLOSE:
+            self.apply([self.frees_entry(dom)])
+            return
         self.fifo_destroy(dom)
         self.clean_free(dom)
 
@@ -287,6 +294,8 @@ class Effects:
                 new = Chan(*CHAN.unpack(value))
                 old = mem.chan(index)  # the engine's own fields: where the word is linked now
                 new.last_priority, new.last_vcpu = old.last_priority, old.last_vcpu
+                if old.state == ECS_FREE and new.state != ECS_FREE:
+                    self.stats.reset(domid, index)  # (a new binding's counters; redone, the port is bound: kept)
                 mem.set_chan(index, new)
             elif kind == K_FREES:
                 struct.pack_into("<I", mem.buffer, 4 * FREES_WORD, struct.unpack("<I", value[:4])[0])
@@ -301,7 +310,7 @@ class Effects:
             elif kind == K_PAGE:
                 self.page(dom, index)
             elif kind == K_RESET:
-                self.reset_all(dom)
+                self.reset_all(dom, index)
             elif kind == K_CONTROL:
                 self.control_block(dom, index, struct.unpack_from("<I", value)[0])
             elif kind == K_DESTROY:

@@ -22,7 +22,7 @@ from ..abi import (
     PER_VCPU_VIRQS,
     STATES,
 )
-from ..engine import Chan
+from ..engine import Chan, faults
 from ..engine.codes import SP
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_FIELDS, CHAN_XEN
 from ..errors import channel_error
@@ -34,7 +34,7 @@ from .domain import SimDomain
 from .effects import SIM_BREAK, Effects
 from .hotpath import HotPath
 from .journal import Journal
-from .statefile import K_DESTROY, K_RESET
+from .statefile import K_DESTROY, K_RESET, RESET_CLOSE, RESET_SWITCH
 from .store import HostFile
 
 _hot_send = hot.send
@@ -141,6 +141,15 @@ class Hypercalls:
             if caller != domid and not dom.paused:
                 raise channel_error("reset", errno.EINVAL, f"domain {domid} is running: Xen resets a domain only "
                                     f"when it asks itself or is paused (xl pause {domid})", domain=domid)
+            if faults.on(faults.RESET_UNLOCKED):
+                # before XSA-343: the ports closed with the event lock let go, a racing open let in, and the ABI
+                # switched whatever that open made: two intents, each whole after a kill.  The point is between
+                # them, no intent in flight and the host lock nesting, so the replay's racer may make its own
+                # hypercall there (the one point where a hook may)
+                self.journal.transact("reset", caller, [(K_RESET, domid, RESET_CLOSE, b"")])
+                faults.point(faults.POINT_RESET_CLOSED, 0)
+                self.journal.transact("reset", caller, [(K_RESET, domid, RESET_SWITCH, b"")])
+                return
             self.journal.transact("reset", caller, [(K_RESET, domid, 0, b"")])
 
     def destroy_domain(self, caller: int, domid: int, dying: bool = False) -> None:

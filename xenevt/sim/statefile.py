@@ -86,7 +86,9 @@ re-checks that port's queues and raises it again.  Entry kinds (``K_*``):
   raise nr_pages if it has not yet), re-raise its deferred events;
 * ``K_RESET`` : close every open port of the domain (EVTCHNOP_reset) and put
   it back on 2-level (a simulated Linux guest then sets up again the ABI its
-  kernel chose: ``DOM_KERNEL_2L`` above);
+  kernel chose: ``DOM_KERNEL_2L`` above); index ``RESET_CLOSE`` does only the
+  closing, ``RESET_SWITCH`` only the rest (the two halves Xen before XSA-343
+  ran with the event lock let go between them: a replay's fault), 0 both;
 * ``K_CONTROL`` index=vCPU, value=u32 offset: EVTCHNOP_init_control (the
   first control block switches the domain to FIFO: 2-level pending bits kept
   as deferred events, every port's priority the default);
@@ -151,6 +153,7 @@ ENTRY = struct.Struct("<IIII16s")  # kind, domain, index, reserved, value
 MAX_INTENT_ENTRIES = (abi.PAGE_SIZE - ENTRIES) // ENTRY.size
 INTENT_COMMITTED = 0x544E4958  # "XINT"
 K_CHAN, K_FREES, K_CLOSE_WORD, K_RAISE, K_ENABLE, K_PAGE, K_RESET, K_CONTROL, K_DESTROY, K_VCPU = range(1, 11)
+RESET_CLOSE, RESET_SWITCH = 1, 2  # K_RESET's halves (index; 0: the whole reset)
 KINDS = {K_CHAN: "channel", K_FREES: "frees", K_CLOSE_WORD: "close-word", K_RAISE: "raise", K_ENABLE: "enable",
          K_PAGE: "page", K_RESET: "reset", K_CONTROL: "control-block", K_DESTROY: "destroy", K_VCPU: "vcpu-state"}
 # the hypercall an intent record belongs to (reports only)
@@ -435,6 +438,8 @@ def check_journal(mm, journal: int, path: str, mems: dict[int, DomainMemory]) ->
                 if index >= mem.nr_vcpus or state not in VCPU_STATES:
                     raise corrupt(path, at + 8, f"{field}.index", f"no vCPU {index} in domain {domid} to put in "
                                   f"state {state}")
+            if kind == K_RESET and index not in (0, RESET_CLOSE, RESET_SWITCH):
+                raise corrupt(path, at + 8, f"{field}.index", f"{index} is no part of a reset")
             if kind == K_PAGE:
                 if index >= mem.max_pages:
                     raise corrupt(path, at + 8, f"{field}.index",

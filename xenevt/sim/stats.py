@@ -88,6 +88,17 @@ class Stats:
         at = offsets[domid] + 16 * port + 8 * which
         struct.pack_into("<Q", mm, at, struct.unpack_from("<Q", mm, at)[0] + 1)
 
+    def reset(self, domid: int, port: int) -> None:
+        """A port bound afresh starts from zero, as a new IRQ's row in /proc/interrupts does (its last binding's
+        events are not this one's)."""
+        if self.file.read_only:
+            return
+        view = self.view()
+        if view is None or not 0 <= port < self.file.nr_chans[domid]:
+            return
+        mm, offsets = view
+        struct.pack_into("<QQ", mm, offsets[domid] + 16 * port, 0, 0)
+
     def counters(self, dom: SimDomain) -> list[tuple[int, int]]:
         """(raised, delivered) per port of the domain, since the host was made."""
         domid = dom.domid

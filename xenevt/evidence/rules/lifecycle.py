@@ -31,6 +31,8 @@ def queued_on_down_vcpu(s: Subject) -> None:
               f"no upcall handler runs on a down vCPU: the events wait until it comes up (`xenevt sim vcpu up {d} "
               f"{vcpu}`; in the guest `echo 1 > /sys/devices/system/cpu/cpu{vcpu}/online`).  A kernel that takes a "
               "CPU down moves its ports first and drains its queues, so these were bound to it behind the "
-              "kernel's back: move those that may move to an online vCPU (`xenevt bind-vcpu`; an IPI or a "
-              "per-vCPU VIRQ cannot).  While LINKED a closed port stays busy and Xen will not give it out again.",
+              "kernel's back, or closed or moved by a kernel that did not drain them (Linux before "
+              "fcdf31a7c162).  Moving a port (`xenevt bind-vcpu`) does not move an event already queued: its word "
+              "stays LINKED here and each later event on it only finds PENDING set, until this vCPU comes up.  "
+              "While LINKED a closed port stays busy and Xen will not give it out again.",
               vcpu=vcpu)

@@ -1,4 +1,4 @@
-"""Rules on a domain's event-channel limit: no free port left, or nearly none.
+"""Rules on a domain's event-channel limit: no free port left, or nearly none; a port open beyond its ABI's.
 
 Ports in use count what Xen's get_free_port() cannot hand out: every open port, and a closed one whose event
 is still LINKED.  The limit is the domain's max_event_channels where the source knows it, the 2-level ABI's
@@ -8,6 +8,7 @@ is still LINKED.  The limit is the domain's max_event_channels where the source 
 from __future__ import annotations
 
 from ... import abi
+from .common import remote
 from .registry import Rule, Subject, check
 
 
@@ -50,3 +51,25 @@ def busy_note(busy: int) -> str:
     return f" ({busy} of them closed but still LINKED: Xen reuses no port until its event is consumed)" if busy else ""
 
 
+
+
+@check(Rule("port-beyond-2l-limit", ("error",), "A guest's port open above the 2-level ABI's last port on a domain "
+            "now on 2-level: no pending bit exists for it, and an event on it lands past the bitmap."))
+def beyond_2l(s: Subject) -> None:
+    dom = s.dom
+    if dom.abi != "2-level":
+        return
+    for p in s.ordered:
+        if p.port < abi.EVTCHN_2L_NR_CHANNELS or p.state in ("closed", "reserved", "unknown") or \
+                p.xen_consumer:
+            continue  # (Xen's own ports outlive EVTCHNOP_reset wherever they are: Xen reads them, not bitmaps)
+        s.add("error", "port-beyond-2l-limit", [p.port],
+              f"port {p.port} is open on domain {dom.domain}, which is on the 2-level ABI (ports 1.."
+              f"{abi.EVTCHN_2L_NR_CHANNELS - 1})",
+              f"{p.state}{remote(p)}" + (f", notify vCPU {p.vcpu}" if p.vcpu is not None else ""),
+              "It was bound while the domain was on FIFO, and the domain went back to 2-level with it open: "
+              "EVTCHNOP_reset lets no port stay open (since XSA-343 Xen fails it with EAGAIN when a port was "
+              "opened meanwhile), so a bind raced the reset.  The 2-level pending bitmap has no bit for it: "
+              "Xen's 2-level set_pending sets the bit past it, in shared_info's mask bitmap (port "
+              f"{p.port - abi.EVTCHN_2L_NR_CHANNELS}'s mask).  Close it; a guest that needs this many ports must "
+              "stay on FIFO.")

@@ -9,7 +9,8 @@ guest's own queue state in the evidence, makes it an error.
 
 from __future__ import annotations
 
-from ..model import QueueFacts
+from ... import abi
+from ..model import PortFacts, QueueFacts
 from .common import remote
 from .registry import Needs, Rule, Subject, check
 from .walk import Queues
@@ -159,6 +160,8 @@ def queued_elsewhere(s: Subject) -> None:
         p = dom.ports.get(port)
         if p is None or p.priority is None and p.vcpu is None:
             continue
+        if pinned(p) and p.vcpu is not None and p.vcpu != vcpu:
+            continue  # queued-on-wrong-vcpu's
         moved = []
         if p.priority is not None and p.priority != prio:
             moved.append(f"priority {prio} -> {p.priority}")
@@ -170,6 +173,34 @@ def queued_elsewhere(s: Subject) -> None:
                   ", ".join(moved),
                   "Normal right after set-priority or bind-vcpu: this event is delivered from its old queue and "
                   "later ones use the new one. If it stays so, the old queue is not being consumed.", vcpu=vcpu)
+
+
+def pinned(p: PortFacts) -> bool:
+    """A port that cannot move to another vCPU (EVTCHNOP_bind_vcpu refuses an IPI and a per-vCPU VIRQ)."""
+    return p.state == "ipi" or (p.state == "virq" and p.virq in abi.PER_VCPU_VIRQS)
+
+
+@check(Rule("queued-on-wrong-vcpu", ("error",), "An IPI or per-vCPU VIRQ port LINKED on another vCPU's queue: it "
+            "cannot have moved there, so the port was handed out while an earlier channel's event was still "
+            "queued; its vCPU is never told of it."),
+       needs=Needs.QUEUES)
+def queued_on_wrong_vcpu(s: Subject) -> None:
+    dom, queues = s.dom, s.queues
+    assert queues is not None  # (Needs.QUEUES)
+    for port, qu in sorted(queues.owner.items()):
+        p = dom.ports.get(port)
+        if not qu.live or p is None or not pinned(p) or p.vcpu is None or p.vcpu == qu.facts.vcpu:
+            continue
+        what = "IPI" if p.state == "ipi" else f"VIRQ {p.virq}"
+        s.add("error", "queued-on-wrong-vcpu", [port],
+              f"port {port} ({what} of vCPU {p.vcpu}) is queued on vCPU {qu.facts.vcpu}'s queue",
+              f"{what} bound to vCPU {p.vcpu}, " + ("PENDING, " if p.pending else "") +
+              f"LINKED on vCPU {qu.facts.vcpu} priority {qu.facts.priority}",
+              f"An {what} cannot move between vCPUs, so its word was already LINKED there when the port was "
+              f"bound: a closed port handed out again while its old event was still queued (Xen before "
+              f"78e24c269b skipped no busy port).  vCPU {p.vcpu} is never told of this event; vCPU "
+              f"{qu.facts.vcpu} takes it as its own when it drains that queue.  Close and rebind the port.",
+              vcpu=qu.facts.vcpu)
 
 
 @check(Rule("busy-left-set", ("warning",), "BUSY set on an event word: a link was interrupted, and Xen's next "
@@ -207,3 +238,36 @@ def no_control_block(s: Subject) -> None:
                   vcpu=p.vcpu)
 
 
+
+
+@check(Rule("raised-not-delivered", ("warning", "error"), "FIFO: events Xen raised on an unmasked port, none "
+            "delivered, none pending or queued: lost before they reached the event array."),
+       needs=Needs.EARLIER)
+def raised_not_delivered(s: Subject) -> None:
+    """Where the source counts the events Xen raised per port (the simulator): every event raised on a port
+    vanished.  A masked port is left out (its guest may clear PENDING without handling, by design)."""
+    dom, prev, age = s.dom, s.prev, s.age
+    if dom.abi != "FIFO":
+        return
+    counters, before = s.counters, s.counters_before
+    for p in s.ordered:
+        if p.state in ("closed", "reserved", "unknown") or p.pending is not False or p.masked is not False \
+                or p.linked is not False:
+            continue
+        c = counters.get(p.port)
+        if c is None or not c.raised or c.handled != 0:
+            continue
+        then = before.get(p.port)
+        was = prev.ports.get(p.port) if prev is not None else None
+        still = then is not None and then.handled == 0 and bool(then.raised) and was is not None \
+            and was.state == p.state and was.pending is False
+        s.add("error" if still else "warning", "raised-not-delivered", [p.port],
+              f"port {p.port}: {c.raised} event(s) raised, none delivered, none waiting",
+              f"{p.state}{remote(p)}; raised {c.raised}, delivered 0; PENDING, MASKED and LINKED clear"
+              + (f"; already so {age:.0f} s earlier" if still and age is not None else
+                 " (one sample: a guest mid-upcall clears PENDING before it counts the event; confirm with "
+                 "--since)"),
+              "Xen counted these events raised, yet the guest never handled one and none waits: they were lost "
+              "before reaching the event array (Xen before 4.4 dropped an event for a port whose array page the "
+              "guest had not added yet), and whoever sent them may be waiting for an answer. A notify on the port "
+              "delivers the next one.")

@@ -4,12 +4,17 @@ growing: the XSA-332/XSA-391 class of rogue peer) and a port still pending with 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import compress
+from operator import attrgetter, ne
+
 from ..model import CounterFacts, DomainFacts
 from .common import delta, remote, secs, unseen
 from .registry import Needs, Rule, Subject, check
 
 STUCK_AFTER = 10.0                 # seconds a port may stay pending across samples before it is called stuck
 SPURIOUS_MIN = 10                  # spurious events between samples (and 1/s) before they are a finding
+_KEY, _COUNTS = attrgetter("key"), attrgetter("raised", "handled", "spurious", "eoi_delayed")
 
 
 @check(Rule("pending-stuck", ("warning",), "A port pending, unmasked, in both samples at least --stuck-after "
@@ -58,8 +63,12 @@ def storms(s: Subject) -> None:
     """Rates from two samples of the domain's counters: a storm, spurious events growing, EOIs delayed."""
     dom, prev, age, storm_rate = s.dom, s.prev, s.age, s.storm_rate
     assert prev is not None and age is not None  # (Needs.TWO_SAMPLES)
-    old = {c.key: c for c in prev.counters}
-    for c in dom.counters:
+    old = dict(zip(map(_KEY, prev.counters), prev.counters, strict=True))
+    counters: Iterable[CounterFacts] = dom.counters
+    if storm_rate > 0:  # a counter with nothing counted since has no rate: only the others looked at (C loops)
+        then = dict(zip(map(_KEY, prev.counters), map(_COUNTS, prev.counters), strict=True))
+        counters = compress(counters, map(ne, map(_COUNTS, counters), map(then.get, map(_KEY, counters))))
+    for c in counters:
         o = old.get(c.key)
         if o is None:
             continue

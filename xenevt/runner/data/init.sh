@@ -71,6 +71,18 @@ CFG
     fi
 fi
 export XENEVT_RUNNER_DOMUS="${XENEVT_RUNNER_DOMUS# }" XENEVT_RUNNER_ABI="$ABI"
+# --deb: xenevt's package installed with Debian's dpkg (not busybox's applet, first on PATH; nor the dpkg-deb it
+# calls), as an admin's apt would; a failed install is the runner's failure, the command does not run
+if [ -e /runner/xenevt.deb ]; then
+    if PATH=/usr/sbin:/usr/bin:/sbin:/bin:/xenci-bin /usr/bin/dpkg -i /runner/xenevt.deb >/tmp/dpkg.log 2>&1; then
+        echo "XENEVT-RUNNER-STAGE installed xenevt $(/usr/bin/dpkg-query -W -f '${Version}' xenevt)"
+    else
+        sed 's/^/XENEVT-RUNNER-INFO dpkg: /' /tmp/dpkg.log
+        echo "XENEVT-RUNNER-FATAL dpkg -i of the --deb package failed: $(grep -m1 -i 'error\|depends' /tmp/dpkg.log)"
+        sync
+        poweroff -f
+    fi
+fi
 echo "XENEVT-RUNNER-BEGIN"
 cd /project && sh /runner/command </dev/null 2>&1
 echo "XENEVT-RUNNER-END rc=$?"
