@@ -92,7 +92,8 @@ echo "XENCI-BEGIN"
 cd /xenevt
 XENEVT_REQUIRE_XEN=1 python3 -m pytest -v -rA --durations=60 --color=no -p no:cacheprovider -o addopts="" --timeout="$TIMEOUT" \
     --timeout-method=signal -k "$SELECT" tests/test_on_xen.py tests/test_contract.py \
-    tests/test_scenarios.py tests/test_cli_errors.py tests/test_guest.py tests/test_lifecycle_xen.py 2>&1
+    tests/test_scenarios.py tests/test_cli_errors.py tests/test_guest.py tests/test_lifecycle_xen.py \
+    tests/test_lateeoi_xen.py 2>&1
 echo "XENCI-SUMMARY rc=$?"
 sync
 poweroff -f
