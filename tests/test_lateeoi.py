@@ -297,7 +297,10 @@ def test_from_the_command_line_a_rogue_frontend_is_named_by_doctor(tmp_path, cap
     capsys.readouterr()
     assert main([*st, "--json", "sim", "device", "serve", "0", "--for", "0.05"]) == 0
     (dev,) = json.loads(capsys.readouterr().out)["devices"]
-    assert dev["node"] == "backend/vif/1/0" and dev["spurious_events"] >= 12 and dev["jiffies_eoi_delayed"] > 0
+    # every event a rogue's notify makes is spurious (no request); events raised while the port waits masked for
+    # a delayed EOI coalesce, so how many of the 12 became events depends on the machine's pace
+    assert dev["node"] == "backend/vif/1/0" and dev["spurious_events"] == dev["events"] >= 2, dev
+    assert dev["jiffies_eoi_delayed"] > 0, dev
     main([*st, "--json", "doctor", "--since", str(tmp_path / "before.json")])
     rules = {(f["rule"], f["domain"]) for f in json.loads(capsys.readouterr().out)["findings"]}
     assert {("spurious-events", 0), ("eoi-delayed", 0)} <= rules, rules
