@@ -245,3 +245,17 @@ def test_demo_runs_and_shows_priority_order():
     text = buf.getvalue()
     assert "delivered [2, 1]: priority 2 first" in text
     assert "0xc0000000  PM--" in text and "unbound again" in text
+
+
+def test_a_host_made_again_with_force_starts_with_an_empty_xenstore(tmp_path):
+    """sim init --force replaces the host and its xenstore with it: the old host's device nodes would name ports
+    the new one never bound (its devices added again collided with them: "domain 1 has a console already")."""
+    from xenevt.cli import main
+
+    st = ["--state", str(tmp_path)]
+    assert main([*st, "sim", "init"]) == 0
+    assert main([*st, "sim", "device", "add", "console", "1"]) == 0
+    assert (tmp_path / "xenstore.json").exists()
+    assert main([*st, "sim", "init", "--force", "--yes"]) == 0
+    assert not (tmp_path / "xenstore.json").exists()
+    assert main([*st, "sim", "device", "add", "console", "1"]) == 0

@@ -41,6 +41,7 @@ from .statefile import (
     new_host_id,
     table_end,
 )
+from .xenstore import XENSTORE_NAME
 
 
 def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
@@ -115,6 +116,9 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            # the replaced host's xenstore goes first (its devices' nodes would name ports the new host never bound;
+            # killed between the two, the old host merely loses its device names)
+            sd.unlink(XENSTORE_NAME)
             sd.replace(tmp, FILE_NAME)
         except BaseException:
             sd.unlink(tmp)
