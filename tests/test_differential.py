@@ -127,7 +127,12 @@ def normalise(result):
     ops=st.lists(OPS(), min_size=5, max_size=80),
 )
 def test_c_and_reference_agree(nr_vcpus, max_pages, pages, cbs, unmasked, ops):
-    pages = min(pages, max_pages)
+    lockstep(nr_vcpus, min(pages, max_pages), max_pages, cbs, unmasked, ops)
+
+
+def lockstep(nr_vcpus: int, pages: int, max_pages: int, cbs, unmasked, ops) -> None:
+    """The same domain image twice, ``ops`` applied to one by the C engine and to the other by the reference:
+    every result and every byte of the two images equal after each step."""
     images = []
     for _ in range(2):
         mem = writer.domain(nr_vcpus=nr_vcpus, pages=pages, max_pages=max_pages,

@@ -17,30 +17,22 @@ from xenevt.replay import catalogue, run
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAYS = [r.name for r in catalogue()]
-PATHS = {"c": {}, "python": {"XENEVT_ENGINE": "python", "XENEVT_SIM_HOT": "python"}}
 
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request, monkeypatch):
-    """The simulator's C hot path and engine, or the Python path and reference: the fault must act in both."""
-    for k, v in PATHS[request.param].items():
-        monkeypatch.setenv(k, v)
-    return request.param
 
 
 @pytest.mark.parametrize("name", REPLAYS)
-def test_the_bug_comes_back_and_doctor_names_it(name, path):
+def test_the_bug_comes_back_and_doctor_names_it(name, sim_path):
     r = run(name)
-    assert r.found, (name, path, r.steps, [f.as_dict() for f in r.diagnosis.report.findings])
+    assert r.found, (name, sim_path, r.steps, [f.as_dict() for f in r.diagnosis.report.findings])
     assert r.named, f"{name}: the finding does not say it looks like {r.replay.bug}: {r.found}"
     assert r.diagnosis.report.verdict != "healthy"
     assert faults.active() == 0, "the switch stays on after the replay"
 
 
 @pytest.mark.parametrize("name", REPLAYS)
-def test_the_same_workload_on_the_fixed_code_is_healthy(name, path):
+def test_the_same_workload_on_the_fixed_code_is_healthy(name, sim_path):
     r = run(name, fixed=True)
-    assert r.ok, (name, path, r.steps, [f.as_dict() for f in r.diagnosis.report.findings])
+    assert r.ok, (name, sim_path, r.steps, [f.as_dict() for f in r.diagnosis.report.findings])
     assert not any(f.resembles for f in r.diagnosis.report.findings)
 
 

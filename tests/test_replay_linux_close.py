@@ -13,15 +13,8 @@ from xenevt.engine import faults
 from xenevt.sim.check import check_host
 from xenevt.sim.host import SimHost, create_host
 
-PATHS = {"c": {}, "python": {"XENEVT_ENGINE": "python", "XENEVT_SIM_HOT": "python"}}
 BUG = "linux-close-linked-offline"
 
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request, monkeypatch):
-    for k, v in PATHS[request.param].items():
-        monkeypatch.setenv(k, v)
-    return request.param
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def _findings(state: str) -> list:
 
 
 @pytest.mark.parametrize("on", [False, True])
-def test_the_switch_alone_decides_whether_the_dead_cpus_queues_are_drained(state, path, on):
+def test_the_switch_alone_decides_whether_the_dead_cpus_queues_are_drained(state, sim_path, on):
     with SimHost(state) as h:
         port = _moved_while_linked(h)
         if on:
@@ -68,7 +61,7 @@ def test_the_switch_alone_decides_whether_the_dead_cpus_queues_are_drained(state
         assert not [f for f in found if f.rule == "queued-on-down-vcpu" or f.resembles], found
 
 
-def test_an_event_queued_on_a_vcpu_downed_behind_the_kernels_back_is_not_the_bug(state, path):
+def test_an_event_queued_on_a_vcpu_downed_behind_the_kernels_back_is_not_the_bug(state, sim_path):
     with SimHost(state) as h:
         ipi = h.bind_ipi(1, 1, 1)
         h.vcpu_op(1, 1, 1, up=False)  # (VCPUOP_down alone: nothing moved, closed or drained)

@@ -16,18 +16,10 @@ from xenevt.sim.foreign import CONTROL_BLOCK_GFN
 from xenevt.sim.host import SimHost, create_host
 from xenevt.sim.statefile import K_RESET
 
-PATHS = {"c": {}, "python": {"XENEVT_ENGINE": "python", "XENEVT_SIM_HOT": "python"}}
-
 
 class Killed(BaseException):
     """Stands for SIGKILL in-process: nothing after it runs."""
 
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request, monkeypatch):
-    for k, v in PATHS[request.param].items():
-        monkeypatch.setenv(k, v)
-    return request.param
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ def _busy_port(h: SimHost) -> int:
     return p
 
 
-def test_a_busy_port_is_handed_out_only_with_the_switch_on(state, path):
+def test_a_busy_port_is_handed_out_only_with_the_switch_on(state, sim_path):
     with SimHost(state) as h:
         busy = _busy_port(h)
         assert h.bind_ipi(1, 1, 0) != busy  # Xen since 78e24c269b: skipped while LINKED
@@ -72,7 +64,7 @@ def test_a_movable_port_queued_on_another_vcpu_is_not_called_a_reused_busy_port(
     assert "queued-on-wrong-vcpu" not in rules and "queued-elsewhere" in rules
 
 
-def test_a_reset_split_by_the_switch_runs_the_racer_between_its_halves(state, path):
+def test_a_reset_split_by_the_switch_runs_the_racer_between_its_halves(state, sim_path):
     with SimHost(state) as h:
         h.bind_ipi(1, 1, 0)
         seen = []

@@ -7,12 +7,12 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xenevt.engine import engine_for, faults
+from xenevt.engine import faults
 from xenevt.evidence import doctor
 from xenevt.evidence.model import CounterFacts, DomainFacts, Evidence, PortFacts, VcpuFacts
 
 from . import writer
-from .test_differential import OPS, PORTS, apply, normalise
+from .test_differential import OPS, PORTS, lockstep
 
 
 def _dom(port: PortFacts, raised: int | None, handled: int | None, heads: list[int] | None = None,
@@ -139,18 +139,5 @@ SWITCHES = [faults.OLD_TAIL_LINKED, faults.PENDING_UNQUEUED, faults.NO_PAGE_DROP
     ops=st.lists(OPS(), min_size=5, max_size=60),
 )
 def test_c_and_reference_agree_with_the_switches_on(mask, nr_vcpus, pages, cbs, unmasked, ops):
-    images = []
-    for _ in range(2):
-        mem = writer.domain(nr_vcpus=nr_vcpus, pages=pages, max_pages=2,
-                            control_blocks=tuple(v for v in cbs if v < nr_vcpus))
-        for port in unmasked:
-            if mem.word(port) is not None:
-                mem.set_word(port, 0)
-        images.append(mem)
-    c, ref = engine_for(images[0], "c"), engine_for(images[1], "python")
     with faults.switched_on(mask):
-        for step, op in enumerate(ops):
-            got_c = normalise(apply(images[0], c, op))
-            got_ref = normalise(apply(images[1], ref, op))
-            assert got_c == got_ref, f"step {step} {op}: C {got_c} != reference {got_ref}"
-            assert images[0].snapshot() == images[1].snapshot(), f"images differ after step {step} {op}"
+        lockstep(nr_vcpus, pages, 2, cbs, unmasked, ops)
