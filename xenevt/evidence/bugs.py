@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .history import bug, signature
 
 if TYPE_CHECKING:
-    from .model import DomainFacts
+    from .model import DomainFacts, PortFacts, VcpuFacts
     from .report import Finding
 
 # --- Xen: xen/common/event_fifo.c ------------------------------------------------------------------------------
@@ -37,20 +37,29 @@ bug("xen-old-tail-linked", "Xen", "A port moved to another vCPU or priority stay
     "stays LINKED and PENDING, reachable from no head")
 
 
+def _on_its_queue(f: Finding, dom: DomainFacts, rule: str) -> tuple[PortFacts, VcpuFacts, int] | None:
+    """(the finding's first port, its vCPU's facts, its queue's head in that vCPU's control block), where ``f`` is
+    ``rule``'s finding and all three are known; else None."""
+    if f.rule != rule or not f.ports:
+        return None
+    p = dom.ports.get(f.ports[0])
+    if p is None or p.vcpu is None or p.priority is None:
+        return None
+    v = dom.vcpus.get(p.vcpu)
+    if v is None or not v.heads or not 0 <= p.priority < len(v.heads):
+        return None
+    return p, v, v.heads[p.priority]
+
+
 @signature("xen-old-tail-linked")
 def _linked_after_moved_tail(f: Finding, dom: DomainFacts) -> bool:
     # a lost link, on the queue whose control-block head is a port that has since moved to another vCPU or
     # priority: that moved port was the old tail the lost event was linked after
-    if f.rule != "linked-unreachable" or not f.ports:
+    got = _on_its_queue(f, dom, "linked-unreachable")
+    if got is None:
         return False
-    lost = dom.ports.get(f.ports[0])
-    if lost is None or lost.vcpu is None or lost.priority is None:
-        return False
-    v = dom.vcpus.get(lost.vcpu)
-    heads = v.heads if v is not None else None
-    if not heads or not 0 <= lost.priority < len(heads):
-        return False
-    head = dom.ports.get(heads[lost.priority])
+    lost, _, first = got
+    head = dom.ports.get(first)
     return head is not None and head.port != lost.port and head.vcpu is not None \
         and (head.vcpu, head.priority) != (lost.vcpu, lost.priority)
 
@@ -68,15 +77,12 @@ def _pending_never_linked(f: Finding, dom: DomainFacts) -> bool:
     # pending and unqueued on a queue Xen never linked anything to (its control-block head still the 0 the
     # guest registered it with), and where counted, no event raised to the guest nor delivered on this binding:
     # PENDING came from a raise Xen dropped (the simulator counts no drop for want of a control block)
-    if f.rule != "pending-not-queued" or dom.abi != "FIFO" or not f.ports:
+    got = _on_its_queue(f, dom, "pending-not-queued") if dom.abi == "FIFO" else None
+    if got is None:
         return False
-    p = dom.ports.get(f.ports[0])
-    if p is None or p.vcpu is None or p.priority is None:
-        return False
-    v = dom.vcpus.get(p.vcpu)
-    if v is None or not v.control_block or not v.heads or not 0 <= p.priority < len(v.heads):
-        return False
-    if v.heads[p.priority] != 0 or (v.ready or 0) >> p.priority & 1:
+    p, v, head = got
+    assert p.priority is not None  # (_on_its_queue)
+    if not v.control_block or head != 0 or (v.ready or 0) >> p.priority & 1:
         return False
     c = next((c for c in dom.counters if c.port == p.port), None)
     return c is None or not (c.raised or c.handled)
@@ -93,14 +99,8 @@ bug("xen-no-page-dropped", "Xen", "An event for a port without an event-array pa
 def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
     # every event raised on the port vanished, and nothing was ever linked on its queue since the control block
     # was registered (its head still 0): the events never reached a word, unlike ones a guest consumed and lost
-    if f.rule != "raised-not-delivered" or not f.ports:
-        return False
-    p = dom.ports.get(f.ports[0])
-    if p is None or p.vcpu is None or p.priority is None:
-        return False
-    v = dom.vcpus.get(p.vcpu)
-    heads = v.heads if v is not None and v.control_block else None
-    return bool(heads) and 0 <= p.priority < len(heads or ()) and (heads or ())[p.priority] == 0
+    got = _on_its_queue(f, dom, "raised-not-delivered")
+    return got is not None and bool(got[1].control_block) and got[2] == 0
 
 
 from . import bugs_linux, bugs_linux_close, bugs_xen  # noqa: E402,F401  (their entries, after these)
