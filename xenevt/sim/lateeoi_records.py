@@ -10,7 +10,6 @@ guests' memory, never Xen's: no journal entry covers it (lateeoi.py says why a k
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 from dataclasses import dataclass
 
@@ -72,40 +71,9 @@ class Records:
         ident = FILE_HEADER.pack(MAGIC, VERSION, HEADER.unpack_from(file.mm, 0)[4], host_id(file.mm), domid,
                                  dom.table_index, mem.nr_vcpus, mem.nr_chans)
         size = FILE_HEADER.size + EPOCH.size * mem.nr_vcpus + RECORD.size * mem.nr_chans
-        name = lateeoi_name(domid)
-        fd = file.dir.open(name, write=not file.read_only, create=not file.read_only)
-        mm = None
-        if fd is not None:
-            try:
-                if os.pread(fd, FILE_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
-                    if not file.read_only:
-                        os.close(fd)
-                        fd = -1
-                        fd = self._fresh(name, ident, size)
-                if fd >= 0 and (not file.read_only or os.fstat(fd).st_size == size):
-                    mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if file.read_only else mmap.ACCESS_WRITE)
-                    if mm[:FILE_HEADER.size] != ident:
-                        mm.close()
-                        mm = None
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+        mm = file.dir.map_own(lateeoi_name(domid), ident, size, file.read_only, ".lateeoi-")
         self._maps[domid] = mm
         return mm
-
-    def _fresh(self, name: str, ident: bytes, size: int) -> int:
-        """An empty file made aside and renamed into place (as the counters file is: no mapping shrinks)."""
-        dir = self.file.dir
-        fd, tmp = dir.create_temp(".lateeoi-")
-        try:
-            os.ftruncate(fd, size)
-            os.pwrite(fd, ident, 0)
-            dir.replace(tmp, name)
-        except BaseException:
-            os.close(fd)
-            dir.unlink(tmp)
-            raise
-        return fd
 
     def _base(self, domid: int) -> int:
         """Where the domain's records start in its file (after its vCPUs' epochs)."""

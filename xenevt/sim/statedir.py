@@ -20,6 +20,7 @@ created or locked.  A refusal is one ``StateError`` naming the path and the reas
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 
@@ -187,6 +188,43 @@ class StateDir:
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError as e:
             raise StateError(f"cannot put {self.where(name)} in place: {errtext(e)}", errno=e.errno) from None
+
+    def map_own(self, name: str, ident: bytes, size: int, read_only: bool, prefix: str) -> mmap.mmap | None:
+        """``name``, a file beside the host whose header ``ident`` names the host (and what the file is of) and
+        whose size is ``size``, mapped.  Written to: one that is missing or another's (another host's, an older
+        shape) is made afresh, all zero but its header, aside (``prefix``) and renamed into place, never truncated
+        in place (no lock to take, so a process stopped at any instant blocks no other, and no mapping of the old
+        file shrinks under its reader).  Read only: None where it is missing or not this one."""
+        fd = self.open(name, write=not read_only, create=not read_only)
+        if fd is None:
+            return None
+        try:
+            if os.pread(fd, len(ident), 0) != ident or os.fstat(fd).st_size != size:
+                if read_only:
+                    return None
+                os.close(fd)
+                fd = -1
+                fd = self._fresh(name, ident, size, prefix)
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if read_only else mmap.ACCESS_WRITE)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if mm[:len(ident)] != ident:  # (replaced between the check and the mapping: taken as not there)
+            mm.close()
+            return None
+        return mm
+
+    def _fresh(self, name: str, ident: bytes, size: int, prefix: str) -> int:
+        fd, tmp = self.create_temp(prefix)
+        try:
+            os.ftruncate(fd, size)
+            os.pwrite(fd, ident, 0)
+            self.replace(tmp, name)
+        except BaseException:
+            os.close(fd)
+            self.unlink(tmp)
+            raise
+        return fd
 
     def unlink(self, name: str) -> None:
         try:

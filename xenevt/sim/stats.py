@@ -7,7 +7,6 @@ counting never touches the host's records or its lock.
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 
 from .domain import SimDomain
@@ -36,44 +35,17 @@ class Stats:
         file = self.file
         ident = STATS_HEADER.pack(STATS_MAGIC, STATS_VERSION, *HEADER.unpack_from(file.mm, 0)[3:5], host_id(file.mm))
         size = STATS_HEADER.size + sum(16 * d.mem.nr_chans for d in file.domains.values())
-        fd = file.dir.open(STATS_NAME, write=not file.read_only, create=not file.read_only)
-        if fd is None:
-            return None  # read-only and never made: every counter reads 0
-        try:
-            if not file.read_only:
-                if os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
-                    os.close(fd)
-                    fd = -1
-                    fd = self._fresh(ident, size)
-            elif os.pread(fd, STATS_HEADER.size, 0) != ident or os.fstat(fd).st_size != size:
-                return None
-            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ if file.read_only else mmap.ACCESS_WRITE)
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        # (two processes starting the same new host at once may each put a file in place: counts made in the
+        # first until the second lands are lost, nothing else)
+        mm = file.dir.map_own(STATS_NAME, ident, size, file.read_only, ".stats-")
+        if mm is None:
+            return None  # read-only and never made (or another host's): every counter reads 0
         offsets, off = {}, STATS_HEADER.size
         for domid in sorted(file.domains):
             offsets[domid] = off
             off += 16 * file.domains[domid].mem.nr_chans
         self._view = (mm, offsets)
         return self._view
-
-    def _fresh(self, ident: bytes, size: int) -> int:
-        """A new host's counters, all zero: a file made aside and renamed into place, never one truncated in
-        place (no lock to take, so a process stopped at any instant, Ctrl-Z included, blocks no other, and no
-        mapping of the old file shrinks under its reader).  Two processes starting the same new host at once
-        may each put one in place: counts made in the first until the second lands are lost, nothing else."""
-        dir = self.file.dir
-        fd, tmp = dir.create_temp(".stats-")
-        try:
-            os.ftruncate(fd, size)
-            os.pwrite(fd, ident, 0)
-            dir.replace(tmp, STATS_NAME)
-        except BaseException:
-            os.close(fd)
-            dir.unlink(tmp)
-            raise
-        return fd
 
     def count(self, domid: int, port: int, which: int) -> None:
         """One more event raised (``which`` 0) or delivered (1) on the port."""
