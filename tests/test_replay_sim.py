@@ -16,10 +16,7 @@ from xenevt.sim.foreign import CONTROL_BLOCK_GFN
 from xenevt.sim.host import SimHost, create_host
 from xenevt.sim.statefile import K_RESET
 
-
-class Killed(BaseException):
-    """Stands for SIGKILL in-process: nothing after it runs."""
-
+from .test_crash import Killed
 
 
 @pytest.fixture
