@@ -46,7 +46,7 @@ uint32_t xe_guest_consume(xe_domain *d, uint32_t vcpu, xe_guest_vcpu *g, uint32_
                           uint32_t *out, uint32_t out_len, uint32_t max_steps, xe_error *err)
 {
     xe_control_block *cb;
-    uint32_t ready, q, head, port, link, w, n = 0, steps = 0;
+    uint32_t ready, q, head, port, link, w, n = 0, steps = 0, upcall;
     uint32_t *word;
 
     fail(err, XE_OK, 0, 0, 0, 0);
@@ -56,6 +56,10 @@ uint32_t xe_guest_consume(xe_domain *d, uint32_t vcpu, xe_guest_vcpu *g, uint32_
     if (cb == NULL)
         return fail(err, XE_E_NO_CONTROL, 0, vcpu, 0, 0);
 
+    /* Nothing READY, here or kept: no upcall, nothing written. */
+    if (!((xe_load(&g->ready) | xe_load(&cb->ready)) & XE_QUEUE_MASK))
+        return 0;
+    upcall = xe_upcall_begin(g);
     /* Bits above the 16 queues are never set by Xen; Linux's find_first_bit
      * would index past its queue array with them, so they are dropped. */
     ready = (g->ready | xe_xchg(&cb->ready, 0)) & XE_QUEUE_MASK;
@@ -92,7 +96,7 @@ uint32_t xe_guest_consume(xe_domain *d, uint32_t vcpu, xe_guest_vcpu *g, uint32_
         g->head[q] = link;
         ready |= xe_xchg(&cb->ready, 0) & XE_QUEUE_MASK;
     }
-    g->ready = ready;
+    xe_store(&g->ready, ready | upcall);
     return n;
 
     /* A bad queue is reported and dropped from this vCPU's local state so
@@ -107,7 +111,7 @@ bad_queue_unlinked:
     fail(err, XE_E_UNLINKED, port, vcpu, q, n);
 drop:
     g->head[q] = 0;
-    g->ready = ready & ~XE_BIT(q);
+    xe_store(&g->ready, (ready & ~XE_BIT(q)) | upcall);
     return n;
 }
 

@@ -152,7 +152,7 @@ int xe_hv_set_pending(xe_domain *d, uint32_t port)
      * walk a stale head (fixed in Xen 4.4, 70ccddb14a; the fault puts the
      * old order back, the guest's step forced in before READY). */
     if (linked && xe_fault(XE_FAULT_READY_EVERY_ADD) && (result & XE_SP_LINKED)) {
-        xe_fault_point(XE_POINT_BEFORE_READY, port);
+        (void)xe_fault_point(XE_POINT_BEFORE_READY, port);
         linked = 0;
     }
     if (!linked && !xe_test_and_set(&d->cb[v]->ready, XE_BIT(prio)))

@@ -63,6 +63,21 @@ static inline uint32_t xe_xchg(uint32_t *w, uint32_t v)
     return __atomic_exchange_n(w, v, __ATOMIC_SEQ_CST);
 }
 
+/* The upcall count in a vCPU's xe_guest_vcpu.ready (above its READY bits): made odd before an upcall's first
+ * write, and even again by the store of the value returned here, after its last; an upcall with nothing to do
+ * writes nothing and leaves it alone.  A count a killed upcall left odd stays odd until the next one ends. */
+static inline uint32_t xe_upcall_begin(xe_guest_vcpu *g)
+{
+    uint32_t r = xe_load(&g->ready), count = r & ~XE_QUEUE_MASK;
+
+    if (!(count & XE_GUEST_UPCALL_ONE)) {
+        count += XE_GUEST_UPCALL_ONE;
+        __atomic_store_n(&g->ready, (r & XE_QUEUE_MASK) | count, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+    return count + XE_GUEST_UPCALL_ONE;
+}
+
 /* The fault switches (xe_faults_set): zero but in a replay. */
 extern uint32_t xe_fault_mask;
 extern xe_fault_hook_fn xe_fault_hook;
@@ -72,10 +87,9 @@ static inline int xe_fault(uint32_t fault)
     return (xe_fault_mask & fault) != 0;
 }
 
-static inline void xe_fault_point(uint32_t point, uint32_t port)
+static inline uint32_t xe_fault_point(uint32_t point, uint32_t port)
 {
-    if (xe_fault_hook != NULL)
-        xe_fault_hook(point, port);
+    return xe_fault_hook != NULL ? xe_fault_hook(point, port) : 0;
 }
 
 #endif

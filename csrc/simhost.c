@@ -131,6 +131,7 @@ static int dom_setup(xe_host *h, xe_host_dom *d)
             (xe_vcpu_info *)(d->image + d->l2_extra_offset) : NULL;
         d->l2.scan = (xe_l2_scan *)(d->image + d->l2_scan_offset);
         d->l2.chans = d->fifo.chans;
+        d->l2.guests = d->guests;
         d->l2.nr_vcpus = d->nr_vcpus;
         d->l2.nr_chans = d->nr_chans;
         if (xe_l2_check(&d->l2, d->image, isz, &where) < 0)
@@ -669,7 +670,8 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t flags, u
             return -1;  /* (what it delivered first is counted, as the Python loop counts it) */
         if (n)
             return (int)n;
-        if (abi == ABI_FIFO && __atomic_load_n(&d->guests[vcpu].ready, __ATOMIC_ACQUIRE))
+        if (abi == ABI_FIFO
+            && (__atomic_load_n(&d->guests[vcpu].ready, __ATOMIC_ACQUIRE) & (XE_GUEST_UPCALL_ONE - 1)))
             continue;  /* local READY bits left: more to take without sleeping */
         if (timeout_ns == 0)
             return 0;

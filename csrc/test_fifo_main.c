@@ -107,7 +107,10 @@ static void t_link_order(void)
     CHECK(t->cb[0].head[7] == 3 && *w(t, 3) == (P | L | 4) && t->tails[7] == 5);
     CHECK(consume(t, 0, out, 8, &e) == 3 && e.code == XE_OK);
     CHECK(out[0] == 3 && out[1] == 4 && out[2] == 5 && *w(t, 4) == 0);
-    CHECK(t->cb[0].ready == 0 && t->g[0].ready == 0);
+    /* no READY bit left; the upcall count (above them) even again, one upcall on */
+    CHECK(t->cb[0].ready == 0 && t->g[0].ready == 2 * XE_GUEST_UPCALL_ONE);
+    /* nothing READY: no upcall, nothing written */
+    CHECK(consume(t, 0, out, 8, &e) == 0 && e.code == XE_OK && t->g[0].ready == 2 * XE_GUEST_UPCALL_ONE);
     /* the tail was consumed: the next event is a new head again */
     CHECK(xe_hv_set_pending(&t->d, 4) & XE_SP_NEW_HEAD);
     rm(t);

@@ -11,6 +11,7 @@
  * anything; every loop is bounded.
  */
 #include "xenevt_fifo.h"
+#include "fifo_internal.h"
 
 _Static_assert(sizeof(xe_vcpu_info) == 64, "struct vcpu_info is 64 bytes on x86_64");
 _Static_assert(sizeof(xe_l2_scan) == 8, "xe_l2_scan is 8 bytes");
@@ -146,7 +147,8 @@ static uint64_t active_bits(const xe_l2_domain *d, uint32_t vcpu, uint32_t word)
     while (cand) {
         bit = (uint32_t)__builtin_ctzll(cand);
         cand &= cand - 1;
-        if (base + bit < d->nr_chans && d->chans[base + bit].notify_vcpu == vcpu)
+        if (base + bit < d->nr_chans && d->chans[base + bit].notify_vcpu == vcpu
+            && !(xe_fault(XE_FAULT_L2_CPU_MASK_UNSET) && xe_fault_point(XE_POINT_L2_CPU_MASK, base + bit)))
             act |= BIT64(bit);
     }
     return act;
@@ -172,8 +174,8 @@ static uint64_t active_bits(const xe_l2_domain *d, uint32_t vcpu, uint32_t word)
  * always makes progress: at worst the start word's first visit finds
  * nothing, the next visit finds a port, and the third step delivers it.
  */
-uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t *out, uint32_t out_len,
-                       uint32_t max_steps, xe_error *err)
+static uint32_t l2_upcall(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t *out, uint32_t out_len,
+                          uint32_t max_steps, xe_error *err)
 {
     xe_vcpu_info *vi = vinfo(d, vcpu);
     xe_l2_scan *sc;
@@ -247,6 +249,26 @@ uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t 
 stop:
     __atomic_fetch_or(&vi->evtchn_pending_sel, words_left, __ATOMIC_SEQ_CST);
     __atomic_store_n(&vi->evtchn_upcall_pending, 1, __ATOMIC_SEQ_CST);
+    return n;
+}
+
+uint32_t xe_l2_consume(xe_l2_domain *d, uint32_t vcpu, uint32_t flags, uint32_t *out, uint32_t out_len,
+                       uint32_t max_steps, xe_error *err)
+{
+    xe_vcpu_info *vi = vinfo(d, vcpu);
+    xe_guest_vcpu *g = vi != NULL && d->guests != NULL ? &d->guests[vcpu] : NULL;
+    uint32_t end = 0, n;
+
+    /* The upcall count (xe_upcall_begin) moves where something is pending: else nothing is written (but a
+     * corrupt scan position mended). */
+    if (g != NULL && !__atomic_load_n(&vi->evtchn_upcall_pending, __ATOMIC_ACQUIRE)
+        && !__atomic_load_n(&vi->evtchn_pending_sel, __ATOMIC_ACQUIRE))
+        g = NULL;
+    if (g != NULL)
+        end = xe_upcall_begin(g);
+    n = l2_upcall(d, vcpu, flags, out, out_len, max_steps, err);
+    if (g != NULL)
+        __atomic_store_n(&g->ready, (xe_load(&g->ready) & XE_QUEUE_MASK) | end, __ATOMIC_RELEASE);
     return n;
 }
 

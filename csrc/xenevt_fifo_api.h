@@ -70,11 +70,16 @@ typedef struct xe_domain {
 } xe_domain;
 
 /* Linux's per-CPU cpu_queue plus the handler's local copy of READY, kept
- * across calls so that a batch may stop early without losing a READY bit. */
+ * across calls so that a batch may stop early without losing a READY bit.
+ * ready's low 16 bits are the READY bits; its high 16 count upcalls, odd
+ * while one runs (a reader copying the domain without the consumer's
+ * cooperation compares the count before and after its copy: a seqcount). */
 typedef struct xe_guest_vcpu {
     uint32_t ready;
     uint32_t head[16];
 } xe_guest_vcpu;
+
+#define XE_GUEST_UPCALL_ONE 0x10000   /* one step of the upcall count in ready */
 
 typedef struct xe_error {
     int32_t code;      /* XE_OK or an XE_E_* code */
@@ -206,6 +211,7 @@ typedef struct xe_l2_domain {
     xe_chan *chans;
     uint32_t nr_vcpus;
     uint32_t nr_chans;
+    xe_guest_vcpu *guests;  /* each vCPU's upcall count (xe_guest_vcpu.ready); NULL: not kept */
 } xe_l2_domain;
 
 /* Where xe_l2_check found a pointer out of the image (*where). */
@@ -247,10 +253,14 @@ int xe_l2_guest_clear_pending(xe_l2_domain *d, uint32_t port);
 #define XE_FAULT_OLD_TAIL_LINKED 2   /* Xen before e33d4257fc: a moved port stays its old queue's tail */
 #define XE_FAULT_PENDING_UNQUEUED 4  /* Xen before 8aa0e9d2d1: PENDING set for a vCPU without a control block */
 #define XE_FAULT_NO_PAGE_DROPPED 8   /* Xen before 917c123029: an event for a port without an array page dropped */
+#define XE_FAULT_L2_CPU_MASK_UNSET 16  /* Linux before b0097adeec27: a port in no CPU's cpu_evtchn_mask (2-level) */
 
 /* Hook points (the hook's first argument). */
 #define XE_POINT_BEFORE_READY 1      /* set_pending: the event linked at a tail, READY not yet set */
+#define XE_POINT_L2_CPU_MASK 2       /* 2-level upcall, a pending unmasked port of this vCPU: the hook's answer,
+                                        nonzero where Linux's cpu_evtchn_mask has the port on no CPU */
 
-typedef void (*xe_fault_hook_fn)(uint32_t point, uint32_t port);
+/* The hook's answer matters only at a point that asks (XE_POINT_L2_CPU_MASK); elsewhere it is ignored. */
+typedef uint32_t (*xe_fault_hook_fn)(uint32_t point, uint32_t port);
 void xe_faults_set(uint32_t mask, xe_fault_hook_fn hook);
 uint32_t xe_faults_get(void);

@@ -32,6 +32,7 @@ def test_abi_constants_match_c_header():
     assert ffi.offsetof("xe_control_block", "head") == abi.CONTROL_BLOCK_HEAD_OFFSET
     assert ffi.sizeof("xe_chan") == L.CHAN.size
     assert ffi.sizeof("xe_guest_vcpu") == L.GUEST_VCPU.size
+    assert lib.XE_GUEST_UPCALL_ONE == L.GUEST_UPCALL_ONE == L.GUEST_READY_BITS + 1
     assert abi.INIT_CONTROL.size == 24
 
 

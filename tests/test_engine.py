@@ -39,7 +39,7 @@ def test_consume_serves_highest_priority_first(make_engine):
     assert ports == [12, 13, 10, 11]
     assert err[0] == Err.OK
     assert all(mem.word(p) == 0 for p in (10, 11, 12, 13))
-    assert mem.control_block(0)[0] == 0 and mem.guest(0)[0] == 0
+    assert mem.control_block(0)[0] == 0 and mem.guest_ready(0) == 0 and mem.upcall_counts()[0] == 2
 
 
 def test_pending_coalesces_while_linked(make_engine):

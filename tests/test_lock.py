@@ -217,6 +217,12 @@ def _readers_under_a_shrinking_file(state, runs: int):
     path = str(state / store.FILE_NAME)
     for c in results:
         lines = c["err"].splitlines()
+        if c["argv"][3] == "doctor" and c["code"] == 3:
+            # the shrinker writes the old bytes back without the host lock, over a notify or a wait mid-way: the
+            # file it leaves can be torn for real (a word raised, its queue put back), and doctor saying so is its
+            # job; what it must not do is fail, or be killed, reading it
+            assert c["err"] == "" and "doctor: problems found: " in c["out"], c
+            continue
         assert c["code"] in (0, 1), c
         if c["code"] == 1:
             assert len(lines) == 1 and lines[0].startswith("xenevt: "), c

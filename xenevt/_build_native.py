@@ -29,7 +29,7 @@ for _header in HEADERS:
     with open(os.path.join(CSRC, _header)) as f:
         ffibuilder.cdef(f.read())
 # the fault switches' hook into Python (xenevt/engine/faults.py); cffi's own syntax, so not in a C header
-ffibuilder.cdef('extern "Python" void xe_fault_hook_py(uint32_t point, uint32_t port);')
+ffibuilder.cdef('extern "Python" uint32_t xe_fault_hook_py(uint32_t point, uint32_t port);')
 ffibuilder.set_source(
     "xenevt._native",
     '#include "xenevt_host.h"\n#include "xenevt_evtchn.h"',

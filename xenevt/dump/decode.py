@@ -80,7 +80,7 @@ def build_dump(mem: DomainMemory, domain: int, source: str, *, channels: dict[in
             warn.queue_state(f"vCPU {v} control block", view.ready, view.heads, mem.nr_ports)
         if guest_known:
             g = mem.guest(v)
-            view.guest_ready, view.guest_heads = g[0], list(g[1:17])
+            view.guest_ready, view.guest_heads = mem.guest_ready(v), list(g[1:17])
             warn.queue_state(f"vCPU {v} guest (Linux's cpu_queue)", view.guest_ready, view.guest_heads,
                              mem.nr_ports)
         for p in range(Q):

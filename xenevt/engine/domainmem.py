@@ -8,6 +8,7 @@ the simulator and the dump readers each field by name, so none of them computes 
 from __future__ import annotations
 
 import struct
+import time
 
 from .. import abi
 from .layout import (
@@ -19,6 +20,8 @@ from .layout import (
     CONSUMER_OFFSET,
     EVTCHNS_PER_BUCKET,
     FREES_WORD,
+    GUEST_READY_BITS,
+    GUEST_UPCALL_ONE,
     GUEST_VCPU,
     HEADER,
     HEADER_FIELDS,
@@ -41,6 +44,12 @@ from .layout import (
     LayoutError,
 )
 
+# a copy made while a guest's upcall ran is made again, this many times, this many seconds apart (an upcall is
+# microseconds; a consumer descheduled mid-upcall for longer leaves the copy unsettled: its queues read as
+# frames outside the guest are)
+SETTLE_TRIES = 50
+SETTLE_PAUSE = 0.0005
+
 
 class DomainMemory:
     """A view of one domain image inside ``buf`` (any writable buffer)."""
@@ -50,6 +59,8 @@ class DomainMemory:
         self.origin = origin
         self.offset = offset
         self.warnings: list[str] = []  # impossible values a loader found and left in place; dumps show them
+        # a copy's: whether its guest queues are of one moment (settled_snapshot); None: the buffer is live
+        self.settled: bool | None = None
         view = memoryview(buf)
         try:
             self._attach(view, offset)
@@ -363,9 +374,18 @@ class DomainMemory:
 
     # --- guest-private ------------------------------------------------
     def guest(self, vcpu: int) -> memoryview:
-        """``ready, head[16]``: Linux's local state for vCPU ``vcpu``."""
+        """``ready, head[16]``: Linux's local state for vCPU ``vcpu`` (ready's upcall count included: the
+        READY bits are ``guest_ready``'s)."""
         start = (self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4
         return self._words[start : start + 17]
+
+    def guest_ready(self, vcpu: int) -> int:
+        """The READY bits Linux holds for vCPU ``vcpu`` (its local copy, without the upcall count)."""
+        return self._words[(self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4] & GUEST_READY_BITS
+
+    def guest_at(self, vcpu: int) -> int:
+        """Where vCPU ``vcpu``'s guest state starts in the buffer (its ready word: the upcall count's seqcount)."""
+        return self.offset + self.geometry.guest_offset + vcpu * GUEST_VCPU.size
 
     # --- 2-level (version 2) ------------------------------------------
     def _l2(self) -> int:
@@ -412,3 +432,49 @@ class DomainMemory:
 
     def snapshot(self) -> bytes:
         return bytes(self.buffer)
+
+    def begin_upcall(self, vcpu: int) -> int:
+        """vCPU ``vcpu``'s upcall count made odd before an upcall's first write (kept odd if a killed upcall left
+        it so); the even value ``end_upcall`` stores after its last (xe_upcall_begin's rule)."""
+        at = (self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4
+        words = self._words
+        count = words[at] & ~GUEST_READY_BITS
+        if not count & GUEST_UPCALL_ONE:
+            count = count + GUEST_UPCALL_ONE & 0xFFFFFFFF
+            words[at] = words[at] & GUEST_READY_BITS | count
+        return count + GUEST_UPCALL_ONE & 0xFFFFFFFF
+
+    def end_upcall(self, vcpu: int, end: int | None = None) -> bool:
+        """vCPU ``vcpu``'s upcall count set to ``end`` (``begin_upcall``'s); without it, made even if an upcall
+        was left under way (a killed consumer's vCPU mended); whether one was."""
+        at = (self.geometry.guest_offset + vcpu * GUEST_VCPU.size) // 4
+        words = self._words
+        if end is None:
+            if not words[at] & GUEST_UPCALL_ONE:
+                return False
+            end = words[at] + GUEST_UPCALL_ONE & ~GUEST_READY_BITS & 0xFFFFFFFF
+        words[at] = words[at] & GUEST_READY_BITS | end
+        return True
+
+    def upcall_counts(self) -> list[int]:
+        """Each vCPU's upcall count as the buffer holds it now: odd while that vCPU's upcall handler runs."""
+        at = self.geometry.guest_offset // 4
+        step = GUEST_VCPU.size // 4
+        return [self._words[at + v * step] >> 16 for v in range(self.nr_vcpus)]
+
+    def settled_snapshot(self, tries: int = SETTLE_TRIES) -> tuple[bytes, bool]:
+        """A copy, and whether the guest's queues in it are of one moment: no upcall ran while it was made (the
+        upcall counts the same before and after, and even), tried again while one did.  A guest's consumer
+        takes no lock (Linux's does not), so a copy made mid-upcall holds LINKs it has cleared beside local
+        heads it has not yet moved on.  A buffer that is already a copy says what its copier found
+        (``settled``)."""
+        if self.settled is not None:
+            return bytes(self.buffer), self.settled
+        copy = b""
+        for _ in range(tries):
+            before = self.upcall_counts()
+            copy = bytes(self.buffer)
+            if self.upcall_counts() == before and not any(c & 1 for c in before):
+                return copy, True
+            time.sleep(SETTLE_PAUSE)
+        return copy, False

@@ -18,6 +18,9 @@ READY_EVERY_ADD = 1 << 0
 OLD_TAIL_LINKED = 1 << 1   # Xen before e33d4257fc: a port moved to another queue stays its old queue's tail
 PENDING_UNQUEUED = 1 << 2  # Xen before 8aa0e9d2d1: PENDING set even where the event cannot be queued
 NO_PAGE_DROPPED = 1 << 3   # Xen before 917c123029: an event for a port without an event-array page dropped
+# Linux's 2-level upcall (the engine's guest side, csrc/twolevel.c): cpu_evtchn_mask set up for the first 64 ports
+# only, so a port past them bound by no explicit affinity is on no CPU (before b0097adeec27, 2009)
+L2_CPU_MASK_UNSET = 1 << 4
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
@@ -32,11 +35,12 @@ CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its cl
 
 # hook points: the C header's XE_POINT_* values
 POINT_BEFORE_READY = 1
+POINT_L2_CPU_MASK = 2       # asks: is this pending port of the upcall's vCPU on no CPU in cpu_evtchn_mask? (nonzero)
 # the Python-side switches' points (no C counterpart), from 64 up
 POINT_RESET_CLOSED = 64     # EVTCHNOP_reset: every port closed, the lock let go, the ABI not yet switched; between
 # two intents, so this hook may make a hypercall (the racing vCPU's), where every other point's may not
 
-Hook = Callable[[int, int], None]
+Hook = Callable[[int, int], "int | None"]  # (an answer only where the point asks one; None is 0)
 
 _mask = 0
 _hook: Hook | None = None
@@ -52,18 +56,18 @@ def active() -> int:
     return _mask
 
 
-def point(where: int, port: int) -> None:
-    """The racy point ``where`` reached with a fault on: the replay's step runs here (the reference's call; the
-    C engine's comes through xe_fault_hook_py)."""
-    if _hook is not None:
-        _hook(where, port)
+def point(where: int, port: int) -> int:
+    """The racy point ``where`` reached with a fault on: the replay's step runs here, and says its answer where the
+    point asks (the reference's call; the C engine's comes through xe_fault_hook_py)."""
+    return (_hook(where, port) or 0) if _hook is not None else 0
 
 
-def _from_c(where: int, port: int) -> None:
+def _from_c(where: int, port: int) -> int:
     try:
-        point(where, port)
+        return point(where, port) & 0xFFFFFFFF
     except BaseException as e:  # (C cannot carry it: kept, and raised when the switch goes off)
         _raised.append(e)
+        return 0
 
 
 @contextmanager

@@ -61,6 +61,8 @@ VCPU_ONLINE, VCPU_DOWN, VCPU_NEVER_UP = 0, 1, 2
 VCPU_STATES = {VCPU_ONLINE: "online", VCPU_DOWN: "down", VCPU_NEVER_UP: "never up"}
 CHAN = struct.Struct("<BBBBHHHHI")  # xe_chan
 GUEST_VCPU = struct.Struct("<I16I")  # xe_guest_vcpu
+GUEST_READY_BITS = 0xFFFF  # its ready word: the READY bits below, the upcall count above (odd: one runs)
+GUEST_UPCALL_ONE = 0x10000
 TAILS_PER_VCPU = abi.EVTCHN_FIFO_MAX_QUEUES
 # the 2-level section: Xen's shared_info (public/xen.h, x86_64) as far as events go, and vcpu_info
 L2_SHARED_VCPUS = 32  # XEN_LEGACY_MAX_VCPUS: vcpu_info slots inside shared_info

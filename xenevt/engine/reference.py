@@ -171,6 +171,9 @@ class ReferenceEngine:
         if cb is None:
             return out, (Err.NO_CONTROL, 0, vcpu, 0)
         g = mem.guest(vcpu)
+        if not (g[0] | cb[0]) & QUEUE_MASK:
+            return out, (Err.OK, 0, 0, 0)  # nothing READY, here or kept: no upcall, nothing written
+        upcall = mem.begin_upcall(vcpu)  # (the even count the last store of ready puts back: xe_upcall_begin)
         ready = (g[0] | cb[0]) & QUEUE_MASK
         cb[0] = 0
         steps = 0
@@ -181,13 +184,13 @@ class ReferenceEngine:
             if head == 0:
                 head = cb[2 + q]
                 if head == 0:
-                    return self._drop(g, ready, q, out, (Err.ZERO_HEAD, 0, vcpu, q))
+                    return self._drop(g, ready, upcall, q, out, (Err.ZERO_HEAD, 0, vcpu, q))
             port = head
             w = self._word(port)
             if w is None:
-                return self._drop(g, ready, q, out, (Err.RANGE, port, vcpu, q))
+                return self._drop(g, ready, upcall, q, out, (Err.RANGE, port, vcpu, q))
             if not w & abi.WORD_LINKED:
-                return self._drop(g, ready, q, out, (Err.UNLINKED, port, vcpu, q))
+                return self._drop(g, ready, upcall, q, out, (Err.UNLINKED, port, vcpu, q))
             link = w & LINK_MASK
             w &= ~(abi.WORD_LINKED | LINK_MASK)
             if link == 0:
@@ -202,13 +205,13 @@ class ReferenceEngine:
             g[1 + q] = link
             ready |= cb[0] & QUEUE_MASK
             cb[0] = 0
-        g[0] = ready
+        g[0] = ready | upcall
         return out, (Err.OK, 0, 0, 0)
 
     @staticmethod
-    def _drop(g, ready, q, out, err):
+    def _drop(g, ready, upcall, q, out, err):
         g[1 + q] = 0
-        g[0] = ready & ~(1 << q)
+        g[0] = ready & ~(1 << q) | upcall
         return out, err
 
     def guest_mask(self, port: int) -> int:

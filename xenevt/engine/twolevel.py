@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 
 from .. import abi
+from . import faults
 from .codes import SP, Consume, Err
 from .domainmem import DomainMemory
 
@@ -147,11 +148,24 @@ class TwoLevelReference:
         act = 0
         for bit in range(WORDS):
             port = word * WORDS + bit
-            if cand >> bit & 1 and port < mem.nr_chans and mem.chan(port).notify_vcpu == vcpu:
+            if cand >> bit & 1 and port < mem.nr_chans and mem.chan(port).notify_vcpu == vcpu \
+                    and not (faults.on(faults.L2_CPU_MASK_UNSET) and faults.point(faults.POINT_L2_CPU_MASK, port)):
                 act |= 1 << bit
         return act
 
     def consume(self, vcpu: int, flags: int, max_events: int, max_steps: int = 1 << 30):
+        """Linux's upcall on ``vcpu`` (``_upcall``), the vCPU's upcall count moved around it where something is
+        pending (xe_l2_consume)."""
+        at = self._vcpu_at(vcpu)
+        if at is None or not (self.mem.buffer[at] or self._sel(at)):
+            return self._upcall(vcpu, flags, max_events, max_steps)
+        end = self.mem.begin_upcall(vcpu)
+        try:
+            return self._upcall(vcpu, flags, max_events, max_steps)
+        finally:
+            self.mem.end_upcall(vcpu, end)
+
+    def _upcall(self, vcpu: int, flags: int, max_events: int, max_steps: int = 1 << 30):
         """Linux's upcall on ``vcpu``: returns (ports, (code, port, vcpu, priority)) like xe_l2_consume.
 
         Each pass clears evtchn_upcall_pending, takes the selector (xchg with 0), and scans the words it

@@ -33,6 +33,7 @@ class NativeTwoLevel:
         d.chans = ffi.cast("xe_chan *", self._base + geo.chans_offset)
         d.nr_vcpus = mem.nr_vcpus
         d.nr_chans = mem.nr_chans
+        d.guests = ffi.cast("xe_guest_vcpu *", self._base + geo.guest_offset)  # (the upcall counts)
         self._err = ffi.new("xe_error *")
         self._out = ffi.new("uint32_t[]", 4096)
         where = ffi.new("uint32_t *")

@@ -28,3 +28,25 @@ def _lost_behind_an_early_unmask(f: Finding, dom: DomainFacts) -> bool:
     p = dom.ports.get(f.ports[0]) if f.ports else None
     return (f.rule == "pending-not-queued" and p is not None and p.state == "interdomain"
             and any(c.key.startswith("xenbus ") and (c.eoi_delayed or 0) > 0 for c in dom.counters))
+
+
+# --- Linux: drivers/xen/events (2-level): cpu_evtchn_mask ---------------------------------------------------------
+
+bug("linux-l2-port-on-no-cpu", "Linux", "Linux's 2-level cpu_evtchn_mask set up for the first 64 ports only: a "
+    "port past them, bound with no explicit affinity, is on no CPU",
+    "Linux b0097adeec27 (\"xen: ensure that all event channels start off bound to VCPU 0\", 2009: the mask "
+    "initialised by the size of the whole structure, not of a pointer)",
+    "an upcall takes the selector bit of the port's word and finds no port of its CPU there: the port stays "
+    "pending and unmasked under a cleared selector bit, and Xen, finding it pending already, never sets the bit "
+    "again; the channel is dead until another port of the same word is raised on that vCPU")
+
+
+@signature("linux-l2-port-on-no-cpu")
+def _unseen_past_first_word(f: Finding, dom: DomainFacts) -> bool:
+    # 2-level, an interdomain port (bound with no explicit affinity) past the first selector word, pending and
+    # unmasked with its word's selector bit clear on vCPU 0 (every port starts there): the upcall skipped it, as
+    # one whose cpu_evtchn_mask had it on no CPU did; a lateeoi-throttled device's early unmask is another bug
+    p = dom.ports.get(f.ports[0]) if f.ports else None
+    return (f.rule == "pending-not-queued" and dom.abi == "2-level" and p is not None and p.port >= 64
+            and p.state == "interdomain" and p.vcpu == 0
+            and not any(c.key.startswith("xenbus ") and (c.eoi_delayed or 0) > 0 for c in dom.counters))

@@ -23,13 +23,16 @@ class LiveSource(MemorySource):
         self.kind = f"the {backend.name} backend"
 
     def image(self) -> EventImage:
-        mem = DomainMemory(bytearray(self.backend.fifo_memory(self.domain).snapshot()))
+        data, settled = self.backend.fifo_memory(self.domain).settled_snapshot()
+        mem = DomainMemory(bytearray(data))
         name = self.backend.name
         # the simulator's memory carries the hypervisor's channel table, its size the domain's limit (on Xen,
         # this kernel's array has no table and its size is no limit: shown as dump always has); on 2-level
         # Xen's limit is the bitmaps' 4096 ports
         limit = mem.nr_chans if abi_of(mem) == "FIFO" else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)
-        return EventImage(mem, self.domain, name, guest_known=True, max_ports=limit, channel_table=True,
+        # the guest's own queue state is exact where no upcall ran while it was copied; else the queues read
+        # as frames read outside the guest do (one sample cannot tell an upcall midway from a lost event)
+        return EventImage(mem, self.domain, name, guest_known=settled, max_ports=limit, channel_table=True,
                           saved_source=f"{name} domain {self.domain}",
                           vcpu_states=self.backend.vcpu_states(self.domain))
 

@@ -77,9 +77,10 @@ class Consumers:
             return []
         from .vcpucheck import repair_vcpu_l2, repair_vcpu_queues
 
-        if dom.mem.event_abi != ABI_FIFO:
-            return repair_vcpu_l2(self.effects, dom, vcpu)
-        return repair_vcpu_queues(self.effects, dom, vcpu)
+        done = (repair_vcpu_l2 if dom.mem.event_abi != ABI_FIFO else repair_vcpu_queues)(self.effects, dom, vcpu)
+        if dom.mem.end_upcall(vcpu):
+            done.append("ended the upcall it was killed in (its upcall count made even)")
+        return done
 
     def recover(self) -> None:
         """A consumer killed mid-batch leaves its pid, and maybe local READY bits and heads that no longer

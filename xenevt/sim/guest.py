@@ -188,7 +188,7 @@ class GuestKernel:
                 raise engine_error(err[0], call, domid, err[1] if fifo else None, vcpu, where)
             if ports:
                 return ports
-            if fifo and dom.mem.guest(vcpu)[0]:
+            if fifo and dom.mem.guest_ready(vcpu):
                 continue  # local READY bits left: more to consume without sleeping
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

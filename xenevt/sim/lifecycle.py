@@ -189,7 +189,7 @@ class Lifecycle:
             while True:
                 ports, err = dom.engine.consume(vcpu, 0, DRAIN_BATCH)
                 total += len(ports)
-                if err[0] != 0 or (not ports and not mem.guest(vcpu)[0]):
+                if err[0] != 0 or (not ports and not mem.guest_ready(vcpu)):
                     return total
         finally:
             self.consumers.release_one(dom.domid, vcpu)

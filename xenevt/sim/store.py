@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .. import abi
-from ..engine import Chan
+from ..engine import Chan, DomainMemory
+from ..engine.domainmem import SETTLE_PAUSE, SETTLE_TRIES
 from ..errors import StateError
 from .domain import SimDomain
 from .hot import (
@@ -64,6 +65,19 @@ def _close_watched(mm: mmap.mmap, watch: int) -> bool:
 
 def _close_lingering() -> None:
     _LINGERING[:] = [(mm, watch) for mm, watch in _LINGERING if not _close_watched(mm, watch)]
+
+
+def _upcall_counts(fd: int, mem: DomainMemory) -> list[int]:
+    """Each vCPU's upcall count in the file itself (DomainMemory.upcall_counts, read past a private mapping)."""
+    return [int.from_bytes(os.pread(fd, 4, mem.guest_at(v)), "little") >> 16 for v in range(mem.nr_vcpus)]
+
+
+def _own_every_page(mm: mmap.mmap, size: int) -> None:
+    """Make a private mapping a copy of this instant (called under the host lock): until a page of a private
+    mapping is written, Linux shows the file's page itself, so a reader would see the next writer's updates half
+    made, after the lock was let go.  Writing one byte of each page back gives the reader its own page."""
+    for at in range(0, size, abi.PAGE_SIZE):
+        mm[at] = mm[at]
 
 
 class HostFile:
@@ -164,6 +178,8 @@ class HostFile:
             raise self.resized(os.fstat(self.fd).st_size) from None
         self.cbase = buffer_of("uint8_t[]", mm)  # (released in unmap) C pointers into the mapping
         self.watch = max(map_watch(self.cbase, self.size), 0)  # before any byte is read
+        if self.read_only:
+            _own_every_page(mm, self.size)
         self.domains = {}
         self.gone = {}
         try:
@@ -185,10 +201,34 @@ class HostFile:
             raise
         for i, (domid, _, _) in enumerate(checked):
             (self.domains.get(domid) or self.gone[domid]).table_index = i
+        if self.read_only:
+            self._settle(mm)
         self.nr_chans = {domid: d.mem.nr_chans for domid, d in self.domains.items()}
         self.host_id = host_id(mm)
         self.journal = self.size - abi.PAGE_SIZE  # check_file: the header says so
         self._jw = memoryview(mm)[self.journal:].cast("I")  # the journal page's words
+
+    def _settle(self, mm: mmap.mmap) -> None:
+        """A private copy's guest queues made of one moment (under the host lock, which no guest's consumer takes):
+        each domain's image (with a guest kernel) copied again while an upcall ran or started meanwhile, as
+        DomainMemory.settled_snapshot does for a live one; what stays unsettled is marked so."""
+        for dom in self.domains.values():
+            mem = dom.mem
+            mem.settled = True
+            if dom.bare:
+                continue
+            start, size = mem.offset, len(mem.buffer)
+            for _ in range(SETTLE_TRIES):
+                before = _upcall_counts(self.fd, mem)
+                data = os.pread(self.fd, size, start)
+                if len(data) != size:
+                    raise self.resized(os.fstat(self.fd).st_size)
+                mm[start: start + size] = data
+                if _upcall_counts(self.fd, mem) == before and not any(c & 1 for c in before):
+                    break
+                time.sleep(SETTLE_PAUSE)
+            else:
+                mem.settled = False
 
     @property
     def xen_version(self) -> str:

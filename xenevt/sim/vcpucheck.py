@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_RESERVED
-from ..engine.layout import L2_WORDS
+from ..engine.layout import GUEST_READY_BITS, L2_WORDS
 from .domain import SimDomain
 
 if TYPE_CHECKING:  # (loaded by recovery only: the effects are the caller's)
@@ -73,7 +73,7 @@ def linked_ports(mem) -> dict[tuple[int, int], set[int]]:
 def _queue_state(mem, vcpu: int, prio: int, mine: set[int]):
     """(local head, head, chain from the live start, the port the last LINK names, ready) of one queue."""
     with mem.guest(vcpu) as g, mem.control_block(vcpu) as cb:
-        gready, ghead, cready, chead = g[0], g[1 + prio], cb[0], cb[2 + prio]
+        gready, ghead, cready, chead = g[0] & GUEST_READY_BITS, g[1 + prio], cb[0], cb[2 + prio]
     ready = bool((gready | cready) & (1 << prio))
     start = ghead if ghead else chead  # Linux continues from its local head, else takes the shared one
     chain, seen, port = [], set(), start
