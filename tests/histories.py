@@ -966,9 +966,9 @@ def replays() -> tuple[bool, str]:
         named += got.named
         clean += fixed.ok
         lines.append(f"  {r.name:{width}s}  {'named' if got.named else 'found' if got.found else 'MISSED':6s}  "
-                     f"fixed code: {'healthy' if fixed.ok else 'NOT HEALTHY'}")
+                     f"fixed code: {('as it must be' if r.fixed_findings else 'healthy') if fixed.ok else 'NOT OK'}")
     lines.append(f"{len(rows)} replays: {named}/{len(rows)} named by doctor ({100 * named / len(rows):.2f}%), "
-                 f"{clean}/{len(rows)} healthy with the fix")
+                 f"{clean}/{len(rows)} healthy with the fix (or showing only what the fix rightly leaves)")
     return named == clean == len(rows), "\n".join(lines)
 
 

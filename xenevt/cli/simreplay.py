@@ -90,7 +90,13 @@ def replay(c: Ctx, name, listing, fixed, keep):
                       highlight=False)
     e = r.expect
     want = f"{e.rule} on d{e.domain}" + (f" port {e.port}" if e.port is not None else "")
-    if fixed:
+    if fixed and r.replay.fixed_findings:
+        rules = ", ".join(r.replay.fixed_findings)
+        out.print("the fixed code: " + (f"only what it rightly shows for this workload ({rules}), none naming this "
+                                        "bug, as it must be" if r.ok else
+                                        "NOT as it must be (a finding beyond " + rules + ", or one naming this bug)"),
+                  markup=False, highlight=False)
+    elif fixed:
         out.print("the fixed code: " + ("healthy, as it must be" if r.ok else "NOT healthy (a false finding, or "
                                         "the replay's workload is wrong)"), markup=False, highlight=False)
     else:
