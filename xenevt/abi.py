@@ -80,6 +80,16 @@ DOMID_MAX = 0xFFFF
 XEN_MAX_VCPUS = 8192
 # event_channel.h: EVTCHN_2L_NR_CHANNELS with a 64-bit xen_ulong_t
 EVTCHN_2L_NR_CHANNELS = 64 * 64
+# ... and with a 32-bit guest's (x86 compat: xen_ulong_t is its unsigned long): Xen's BITS_PER_EVTCHN_WORD(d)
+# squared, 32 words of 32 bits in its shared_info
+EVTCHN_2L_NR_CHANNELS_32 = 32 * 32
+
+
+def l2_nr_channels(guest_bits: int | None) -> int:
+    """The 2-level ABI's ports for a guest of ``guest_bits`` (32 or 64): 1024 for a 32-bit guest, else 4096 (a
+    64-bit guest's, and the most any guest has: what to assume where the bitness is not known)."""
+    return EVTCHN_2L_NR_CHANNELS_32 if guest_bits == 32 else EVTCHN_2L_NR_CHANNELS
+
 # the largest FIFO port (EVTCHN_FIFO_NR_CHANNELS - 1): dom0's channel limit, and the widest port Xen prints
 EVTCHN_FIFO_MAX_PORT = EVTCHN_FIFO_NR_CHANNELS - 1
 # tools/libs/light/libxl_create.c: a guest's max_event_channels when its config names none

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import abi
 from ..abi import word_flags
 from .context import PORT, Ctx, domain_option, domains_option, json_option, pass_ctx, whole_host
 
@@ -161,7 +162,8 @@ def render_info(data: dict, out) -> None:
     t = Table(box=None, header_style="bold", pad_edge=False)
     # (the simulator says which vCPUs are up: a column where some vCPU is not)
     online = any(len(d.get("vcpus_online", ())) != d["vcpus"] for d in doms if "vcpus_online" in d)
-    for col in ("domain", "privileged", "vcpus") + (("online",) if online else ()) + \
+    bits = any(d.get("guest_bits") == 32 for d in doms)  # (a column where some guest is 32-bit)
+    for col in ("domain", "privileged", "vcpus") + (("online",) if online else ()) + (("guest",) if bits else ()) + \
             ("ports in use", "highest port", "array pages", "control blocks"):
         t.add_column(col, justify="left" if col in ("control blocks", "online") else "right")
 
@@ -169,10 +171,20 @@ def render_info(data: dict, out) -> None:
         return "all" if len(vcpus) == of else ",".join(map(str, vcpus)) or "none"
 
     for d in doms:
-        up = (some(d.get("vcpus_online", []), d["vcpus"]),) if online else ()
+        up: tuple[str, ...] = (some(d.get("vcpus_online", []), d["vcpus"]),) if online else ()
+        up += (f"{d['guest_bits']}-bit" if "guest_bits" in d else "?",) if bits else ()
         t.add_row(str(d["domain"]), "yes" if d["privileged"] else "no", str(d["vcpus"]), *up, str(d["ports_in_use"]),
-                  str(d["max_ports"] - 1), str(d["event_array_pages"]), some(d["control_blocks"], d["vcpus"]))
+                  str(_highest(d)), str(d["event_array_pages"]), some(d["control_blocks"], d["vcpus"]))
     out.print(t)
+
+
+def _highest(d: dict) -> int:
+    """The highest port a bind can get: the domain's limit, and on 2-level its guest's bitmaps' (4096 ports for a
+    64-bit guest, 1024 for a 32-bit one)."""
+    top = d["max_ports"]
+    if d.get("abi") == "2-level":
+        top = min(top, abi.l2_nr_channels(d.get("guest_bits")))
+    return top - 1
 
 
 @click.command("info")

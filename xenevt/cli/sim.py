@@ -94,12 +94,15 @@ class DomainAbi(click.ParamType):
                    "one event-array page) or 2l (every port masked, as Linux with xen.fifo_events=0).")
 @click.option("--domain-abi", "domain_abis", type=DomainAbi(), multiple=True, metavar="DOMAIN=ABI",
               help="One domain's kernel chooses otherwise, e.g. 1=2l (repeatable).")
+@click.option("--guest-32", "guest_32", type=DOMAIN_ID, multiple=True, metavar="DOMAIN",
+              help="This domain's guest is 32-bit (x86 compat): 1024 ports on the 2-level ABI, not 4096 "
+                   "(repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing host (asked first when it is in use).")
 @yes_option
 @json_option
 @pass_ctx
-def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis, force,
-         yes):
+def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_domu, xen, abi_name, domain_abis,
+         guest_32, force, yes):
     """Create a fresh simulated host.
 
     Each guest kernel sets up the ABI it chooses (--abi, --domain-abi).
@@ -109,6 +112,7 @@ def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_dom
       xenevt --state ./h sim init                       # 2 domains, 2 vCPUs each, FIFO
       xenevt --state ./h sim init --force --domains 3 --vcpus 4 --domain-abi 1=2l
       xenevt --state ./h sim init --force --vcpus 2 --maxvcpus 4 --percpu
+      xenevt --state ./h sim init --force --domain-abi 1=2l --guest-32 1 --max-ports-domu 4096
     """
     if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
         check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")
@@ -121,7 +125,7 @@ def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_dom
         raise click.BadParameter(f"{maxvcpus} is fewer than the {vcpus} vCPUs online at boot (--vcpus)",
                                  param_hint="'--maxvcpus'")
     path = create_host(c.state, domains, maxvcpus or vcpus, max_ports_dom0, max_ports_domu, force, xen=xen,
-                       abi=abi_name, abis=abis, online=vcpus, percpu=percpu)
+                       abi=abi_name, abis=abis, online=vcpus, percpu=percpu, guest_32=tuple(guest_32))
     with SimHost(c.state, read_only=True) as host:
         info = host.info()
     chosen = {abis.get(d, abi_name) for d in range(domains)}
@@ -130,7 +134,8 @@ def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_dom
         "ABIs " + ", ".join(f"domain {d} {names[abis.get(d, abi_name)]}" for d in range(domains))
     c.emit(info, f"created a simulated Xen {xen} host at {path}: {domains} domain(s) (dom0 privileged), "
                  f"{vcpus} vCPU(s) each" + (f" online of {maxvcpus}" if maxvcpus and maxvcpus > vcpus else "")
-           + f", {said}")
+           + f", {said}" + (f"; 32-bit guest(s): {', '.join(f'domain {d}' for d in sorted(set(guest_32)))}"
+                            if guest_32 else ""))
 
 
 @sim.command("info")

@@ -27,6 +27,9 @@ C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side
 # Xen's Python-side switches (xenevt/sim), bits 16-23:
 REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
 RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
+# the 2-level port limit recorded when the domain was created, before its guest's bitness was known: a 64-bit
+# guest's 4096 for a 32-bit guest too, whose bitmaps hold 1024 (Xen before 62bcdc4edb, XSA-342)
+COMPAT_LIMIT_AT_CREATE = 1 << 18
 # Linux's Python-side switches: bits 24-27 its lateeoi (xenevt/sim/lateeoi.py), 28-31 its CPU hotplug and close
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import abi
 from .history import bug, signature
 
 if TYPE_CHECKING:
@@ -41,5 +42,34 @@ bug("xen-reset-racing-open", "Xen", "EVTCHNOP_reset closed the ports without the
 
 @signature("xen-reset-racing-open")
 def _open_beyond_2l(f: Finding, dom: DomainFacts) -> bool:
-    # a guest's port open above 4095 on 2-level: only a bind that raced EVTCHNOP_reset's switch from FIFO leaves one
-    return f.rule == "port-beyond-2l-limit"
+    # a guest's port open above 4095 on 2-level, beyond any guest's bitmaps: only a bind that raced
+    # EVTCHNOP_reset's switch from FIFO leaves one (a 32-bit guest's in 1024..4095 may be XSA-342's, below)
+    return f.rule == "port-beyond-2l-limit" and bool(f.ports) and f.ports[0] >= abi.EVTCHN_2L_NR_CHANNELS
+
+
+# --- limits: evtchn_allocate_port() -----------------------------------------------------------------------------
+
+bug("xen-compat-2l-limit", "Xen", "A 32-bit guest on 2-level allowed a 64-bit guest's 4096 ports: the limit was "
+    "recorded at domain creation, before the guest's bitness was known",
+    "XSA-342 (Xen 62bcdc4edb, \"evtchn/x86: enforce correct upper limit for 32-bit guests\"), 4.15 and the stable "
+    "branches, 2020",
+    "a 32-bit guest (its 2-level bitmaps 32 words of 32 bits: ports 1..1023) with all of them in use binds again "
+    "and gets port 1024 or above: it cannot see the port, and Xen's pending and selector bits for it land past "
+    "its bitmaps, in the mask bitmap, the shared_info fields after it and vcpu_info's arch fields")
+
+
+@signature("xen-compat-2l-limit")
+def _compat_past_1024(f: Finding, dom: DomainFacts) -> bool:
+    # a known 32-bit guest's port in 1024..4095, every port below 1024 open: the state in which Xen's
+    # get_free_port() (the lowest free port) hands out 1024 and up, which only the limit recorded as 4096 let
+    # through (a port bound on FIFO and left open by a reset race finds the ports below it closed)
+    if f.rule != "port-beyond-2l-limit" or dom.guest_bits != 32 or not f.ports:
+        return False
+    if not abi.EVTCHN_2L_NR_CHANNELS_32 <= f.ports[0] < abi.EVTCHN_2L_NR_CHANNELS:
+        return False
+    ports = dom.ports
+    return all((p := ports.get(port)) is not None and p.state not in _NOT_OPEN
+               for port in range(1, abi.EVTCHN_2L_NR_CHANNELS_32))
+
+
+_NOT_OPEN = ("closed", "reserved", "unknown")

@@ -151,6 +151,7 @@ def from_backend(backend, domains: list[int] | None = None) -> Evidence:
         dom = ev.domain(domid)
         dom.dying = facts.get(domid, {}).get("dying")
         dom.limit_from = facts.get(domid, {}).get("limit_from")
+        dom.guest_bits = facts.get(domid, {}).get("guest_bits")
         try:
             statuses = backend.list_ports(domid)
         except ChannelError as e:

@@ -102,6 +102,9 @@ class DomainFacts:
     limit_from: str | None = None    # where max_ports was read (the hypervisor, `xl list -l` ...)
     unreported: list[int] | None = None  # ports EVTCHNOP_status refused (EACCES: Xen's own, on 4.15-4.18)
     counters: list[CounterFacts] = field(default_factory=list)
+    # the guest's word size where the source knows it (the simulator's domain table): 32, an x86 compat guest,
+    # has 1024 ports on 2-level; None is not known, and the rules then assume 4096, never fewer
+    guest_bits: int | None = None
 
 
 NO_PORTS = "the dump"  # where an 'e' dump without any port line is recorded as unread (edump's, and its rows')

@@ -3,8 +3,11 @@ fault switch in the simulator's Python-side Xen (xenevt/sim)."""
 
 from __future__ import annotations
 
+import errno
+
 from .. import abi
 from ..engine import faults
+from ..errors import ChannelError
 from ..sim.foreign import CONTROL_BLOCK_GFN
 from . import Expect, Stage, replay
 
@@ -71,3 +74,42 @@ def reset_racing_open(st: Stage) -> Expect:
         raced.append(h.bind_ipi(GUEST, GUEST, 1))
         st.say(f"d{GUEST}'s vCPU 1 binds its IPI after the reset: port {raced[0]}")
     return Expect("port-beyond-2l-limit", GUEST, raced[0])
+
+
+DRIVER, FRONT = 1, 2  # a 32-bit PV driver domain on 2-level, and the domain whose frontends it serves
+
+
+@replay("xen-compat-2l-limit", "xen-compat-2l-limit",
+        "a 32-bit PV driver domain on 2-level (max_event_channels 4096) binds a backend channel for each one a "
+        "frontend offers, until its ports 1..1023 are in use; the frontend offers one more and the backend binds it",
+        domains=3, host={"abis": {DRIVER: "2l"}, "guest_32": (DRIVER,), "max_ports_domu": 4096},
+        fixed_findings=("ports-exhausted",))
+def compat_2l_limit(st: Stage) -> Expect:
+    h = st.host
+    limit = abi.EVTCHN_2L_NR_CHANNELS_32 - 1
+    first = back = 0
+    while back < limit:
+        back = h.bind_interdomain(DRIVER, DRIVER, FRONT, h.alloc_unbound(FRONT, FRONT, DRIVER))
+        first = first or back
+    st.say(f"d{DRIVER} (a 32-bit guest, on 2-level: 32 words of 32 bits, ports 1..{limit}; its per-CPU ports below "
+           f"{first}) binds a backend channel for each one d{FRONT}'s frontends offer: ports {first}..{back}, "
+           "every port it can see in use")
+    offered = h.alloc_unbound(FRONT, FRONT, DRIVER)
+    with st.fault(faults.COMPAT_LIMIT_AT_CREATE):
+        try:
+            back = h.bind_interdomain(DRIVER, DRIVER, FRONT, offered)
+        except ChannelError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            st.say(f"d{FRONT} offers port {offered}; d{DRIVER}'s backend binds it: refused, ENOSPC (as fixed: Xen "
+                   f"judges the limit by the guest's bitness, {limit + 1} ports for a 32-bit guest): \"{e}\"")
+            h.close_port(FRONT, FRONT, offered)
+            st.say(f"the backend reports the failure; d{FRONT}'s frontend closes port {offered}.  d{DRIVER} is at "
+                   "its limit, which doctor rightly reports")
+            return Expect("port-beyond-2l-limit", DRIVER, limit + 1)  # (the port the bug would have handed out)
+    st.say(f"d{FRONT} offers port {offered}; d{DRIVER}'s backend binds it: port {back} (the bug: Xen recorded the "
+           f"limit when it created d{DRIVER}, before its bitness was known, as a 64-bit guest's 4096)")
+    st.say(f"port {back} is past d{DRIVER}'s bitmaps: on Xen its pending bit is port {back - limit - 1}'s mask bit "
+           f"and its selector bit ({back // 32}) lies past the 32-bit evtchn_pending_sel, in vcpu_info's arch "
+           "fields (the simulator keeps its 2-level bitmaps in the 64-bit layout, so no event is raised on it here)")
+    return Expect("port-beyond-2l-limit", DRIVER, back)

@@ -107,7 +107,7 @@ class Binds:
         mem = dom.mem
         if dom.dying:  # get_free_port(): after evtchn_destroy() no allocation
             raise channel_error(call, errno.EINVAL, "the domain is dying", domain=dom.domid)
-        nr = mem.nr_chans if mem.event_abi == ABI_FIFO else min(mem.nr_chans, abi.EVTCHN_2L_NR_CHANNELS)  # max_evtchns
+        nr = min(mem.nr_chans, dom.max_evtchns())  # evtchn_allocate_port(): max_evtchn_port, then max_evtchns(d)
         frees = mem.frees
         start = dom.free_hint if dom.frees_seen == frees and 1 <= dom.free_hint <= nr else 1
         hh, port = self.hot.made, _SLOW
@@ -124,7 +124,10 @@ class Binds:
         dom.frees_seen, dom.free_hint = frees, first
         if port:
             return port
-        raise channel_error(call, errno.ENOSPC, f"no free port (all {nr - 1} in use)", domain=dom.domid)
+        why = f"no free port (all {nr - 1} in use" + (
+            f": a 32-bit guest on the 2-level ABI has ports 1..{nr - 1} only)" if nr < mem.nr_chans and dom.guest_32
+            else ")")
+        raise channel_error(call, errno.ENOSPC, why, domain=dom.domid)
 
     @staticmethod
     def free_port_scan(dom: SimDomain, start: int, nr: int, busy_ok: bool = False) -> tuple[int, int]:

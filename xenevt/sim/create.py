@@ -23,6 +23,7 @@ from .statefile import (
     DEFAULT_XEN,
     DOM_BARE,
     DOM_ENTRY,
+    DOM_GUEST_32,
     DOM_KERNEL_2L,
     DOM_PERCPU,
     DOM_PRIVILEGED,
@@ -47,7 +48,7 @@ from .xenstore import XENSTORE_NAME
 def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, max_ports_dom0: int = 4096,
                 max_ports_domu: int = 1024, force: bool = False, xen: str = DEFAULT_XEN,
                 bare: tuple[int, ...] = (), abi: str = "fifo", abis: dict[int, str] | None = None,
-                online: int | None = None, percpu: bool = False) -> str:
+                online: int | None = None, percpu: bool = False, guest_32: tuple[int, ...] = ()) -> str:
     """Create a fresh host (dom0 + domUs) and return its state file's path.
 
     Each guest boots as Linux does (``kernel_boot``), on the ABI its kernel
@@ -58,7 +59,8 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
     vCPUs of each guest are up at boot (all by default); the others, up to
     ``nr_vcpus`` (xl's maxvcpus), were never brought up: no control block.
     ``percpu``: each guest's kernel binds what Linux binds per online CPU
-    (domain.percpu_ports).  ``xen``
+    (domain.percpu_ports).  ``guest_32``: the domains whose guest is 32-bit
+    (x86 compat: 1024 ports on 2-level, statefile.DOM_GUEST_32).  ``xen``
     is the Xen version whose rules are followed where versions differ.  The
     file is built aside and renamed into place, so an existing host is never
     left half-written.
@@ -84,6 +86,9 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
             raise UsageError(f"no domain {domid} to give the {name} ABI (the host has domains 0..{nr_domains - 1})")
         if domid in bare:
             raise UsageError(f"domain {domid} is bare: it has no kernel to choose the {name} ABI")
+    for domid in guest_32:
+        if not 0 <= domid < nr_domains:
+            raise UsageError(f"no domain {domid} to make a 32-bit guest (the host has domains 0..{nr_domains - 1})")
     geos = []
     for domid in range(nr_domains):
         ports = max_ports_dom0 if domid == 0 else max_ports_domu
@@ -112,7 +117,7 @@ def create_host(state_dir: str | None, nr_domains: int = 2, nr_vcpus: int = 2, m
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (a signal held back is delivered here)
                 _reserve(fd, size, state_dir)
-                _build(fd, size, nr_domains, geos, kernels, bare, xen, online, percpu)
+                _build(fd, size, nr_domains, geos, kernels, bare, xen, online, percpu, frozenset(guest_32))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -147,7 +152,7 @@ def _size(n: int) -> str:
 
 
 def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: dict[int, int], bare, xen: str,
-           online: int, percpu: bool) -> None:
+           online: int, percpu: bool, guest_32: frozenset[int]) -> None:
     """Write a new host into the reserved file: the header (a fresh host id), the domain table, each domain as
     its kernel boots it (its vCPUs past ``online`` never brought up), the journal page's lock."""
     with mmap.mmap(fd, size) as mm:
@@ -159,7 +164,8 @@ def _build(fd: int, size: int, nr_domains: int, geos: list[Geometry], kernels: d
         for domid, geo in enumerate(geos):
             two_level = domid not in bare and kernels[domid] == ABI_2L
             flags = (DOM_PRIVILEGED if domid == 0 else 0) | (DOM_BARE if domid in bare else 0) | \
-                (DOM_KERNEL_2L if two_level else 0) | (DOM_PERCPU if percpu and domid not in bare else 0)
+                (DOM_KERNEL_2L if two_level else 0) | (DOM_PERCPU if percpu and domid not in bare else 0) | \
+                (DOM_GUEST_32 if domid in guest_32 else 0)
             DOM_ENTRY.pack_into(mm, DOM_TABLE + domid * DOM_ENTRY.size, domid, flags, offset, geo.size)
             mem = DomainMemory.create(geo.nr_vcpus, geo.max_pages, geo.nr_chans, buf=mm, offset=offset)
             mem.update_chan(0, state=ECS_RESERVED)  # port 0 is never used

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_IPI, ECS_RESERVED, ECS_VIRQ, VIRQS
-from ..engine import Chan, DomainMemory, engine_for, twolevel_for
+from ..engine import Chan, DomainMemory, engine_for, faults, twolevel_for
 from ..engine.layout import ABI_2L, ABI_FIFO, L2_WORDS, VCPU_ONLINE
-from .statefile import DOM_BARE, DOM_DYING, DOM_GONE, DOM_KERNEL_2L, DOM_PAUSED, DOM_PERCPU, DOM_PRIVILEGED
+from .statefile import (
+    DOM_BARE,
+    DOM_DYING,
+    DOM_GONE,
+    DOM_GUEST_32,
+    DOM_KERNEL_2L,
+    DOM_PAUSED,
+    DOM_PERCPU,
+    DOM_PRIVILEGED,
+)
 
 _OPEN_STATES = bytes(0 if b in (ECS_FREE, ECS_RESERVED) else 1 for b in range(256))
 KERNEL_ABIS = {"fifo": ABI_FIFO, "2l": ABI_2L}  # what a simulated Linux kernel may choose at boot (sim init --abi)
@@ -93,6 +102,7 @@ class SimDomain:
         self.bare = bool(flags & DOM_BARE)
         self.kernel_2l = bool(flags & DOM_KERNEL_2L)  # its kernel chose 2-level: after a reset it stays there
         self.percpu = bool(flags & DOM_PERCPU)  # its kernel binds Linux's per-CPU ports (percpu_ports)
+        self.guest_32 = bool(flags & DOM_GUEST_32)  # a 32-bit (x86 compat) guest: 1024 ports on 2-level
         self._entry = entry  # the domain table entry's words (domid, flags, ...): flags change (pause)
         self.mem = mem
         self._engine = self._l2 = None  # made on first use: `list` and `status` of 168 domains run neither
@@ -120,6 +130,19 @@ class SimDomain:
             if e is not None:
                 e.close()
         self._engine = self._l2 = None
+
+    def max_evtchns(self) -> int:
+        """Xen's max_evtchns(d): the ports the domain's ABI has room for (a bind also stops at its own limit,
+        mem.nr_chans).  FIFO's 131072; 2-level's one bit per port in the guest's words, 64 x 64, or 32 x 32 for a
+        32-bit guest: decided from its bitness at each use, as Xen does since 62bcdc4edb (XSA-342).  Before, Xen
+        recorded the limit when it created the domain, its bitness not yet known, as a 64-bit guest's 4096
+        (``faults.COMPAT_LIMIT_AT_CREATE``; Xen then recorded it again only when EVTCHNOP_reset took a domain
+        back from FIFO, which the replay's guest never is)."""
+        if self.mem.event_abi == ABI_FIFO:
+            return abi.EVTCHN_FIFO_NR_CHANNELS
+        if self.guest_32 and faults.on(faults.COMPAT_LIMIT_AT_CREATE):
+            return abi.EVTCHN_2L_NR_CHANNELS
+        return abi.l2_nr_channels(32 if self.guest_32 else 64)
 
     @property
     def paused(self) -> bool:

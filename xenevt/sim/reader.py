@@ -177,6 +177,7 @@ def host_info(file: HostFile, frames: ForeignFrames) -> dict:
         doms.append({"domain": d.domid, "privileged": d.privileged, "paused": d.paused, "dying": d.dying,
                      "abi": "FIFO" if mem.event_abi == ABI_FIFO else "2-level", "vcpus": mem.nr_vcpus,
                      "max_ports": mem.nr_chans, "limit_from": "the simulated hypervisor's max_evtchn_port",
+                     "guest_bits": 32 if d.guest_32 else 64,
                      "event_array_pages": mem.nr_pages, "ports_in_use": d.nr_open(),
                      "control_blocks": [v for v in range(mem.nr_vcpus) if mem.cb_offset(v) is not None],
                      "vcpus_online": [v for v, s in enumerate(mem.vcpu_states()) if s == VCPU_ONLINE],

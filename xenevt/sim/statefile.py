@@ -40,7 +40,14 @@ reused) are what a destroyed domain leaves; both together are refused.
 ``DOM_PERCPU`` (``sim init --percpu``): its simulated Linux binds, per online
 vCPU, the ports Linux binds per CPU (domain.percpu_ports), at boot and when a
 vCPU comes up, and closes them when it goes down; a bare domain has no kernel
-to bind them, so ``DOM_BARE | DOM_PERCPU`` is refused too.
+to bind them, so ``DOM_BARE | DOM_PERCPU`` is refused too.  ``DOM_GUEST_32``
+(``sim init --guest-32``): the domain's guest is 32-bit (an x86 compat guest:
+its xen_ulong_t is 32 bits), so the 2-level ABI gives it 32 words of 32 bits,
+ports 1..1023 (Xen's max_evtchns(d), SimDomain.max_evtchns); the simulator keeps
+its 2-level bitmaps in the 64-bit layout, whose bits for ports below 1024 are the
+same bytes and bits as the 32-bit one's on little-endian x86.  Files made before
+the bit existed read as 64-bit guests, as they were; an older xenevt refuses a
+file that has it (unknown flag) rather than give its guest 4096 ports.
 
 The journal page (at the offset the header's u64 at byte 32 gives: the
 file's last page), a fixed layout that C code may
@@ -133,7 +140,8 @@ DOM_KERNEL_2L = 8  # its simulated Linux kernel chose the 2-level ABI (xen.fifo_
 DOM_DYING = 16  # destroyed but still listed (XEN_DOMINF_dying): every port closed, none can be allocated
 DOM_GONE = 32  # destroyed: not listed, ESRCH for every hypercall naming it; its image is kept, unused
 DOM_PERCPU = 64  # its simulated Linux binds what Linux binds per CPU (VIRQ_TIMER, the IPIs; domain.percpu_ports)
-DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE | DOM_PERCPU
+DOM_GUEST_32 = 128  # its guest is 32-bit (x86 compat): 1024 ports on the 2-level ABI
+DOM_FLAGS = DOM_PRIVILEGED | DOM_BARE | DOM_PAUSED | DOM_KERNEL_2L | DOM_DYING | DOM_GONE | DOM_PERCPU | DOM_GUEST_32
 XEN_VERSION_FIELD = 40  # u32 of the host header: the Xen version simulated, major << 8 | minor
 # u64 of the host header: the host's identity, random and never 0 (0: a file made before it), so what lives beside
 # the state file (the counters, the consumer locks) belongs to this host and not to one it replaced
