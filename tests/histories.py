@@ -67,12 +67,12 @@ _templates: dict[bool, bytes] = {}
 
 def fresh_host(state_dir: str, two_level: bool = False) -> None:
     """A just-booted host in ``state_dir``: a copy of one made once per process (create_host costs ~30 ms).
-    ``two_level``: Linux guests on 2-level (domains 0 and 1) and a bare domain (2), so on 2-level as Xen
-    creates it."""
+    ``two_level``: Linux guests on 2-level (domains 0 and 1, 1 a 32-bit guest: 1024 ports) and a bare domain (2),
+    so on 2-level as Xen creates it."""
     if two_level not in _templates:
         with tempfile.TemporaryDirectory(prefix="xenevt-histories-") as tdir:
             create_host(tdir, nr_domains=DOMAINS, nr_vcpus=VCPUS, force=True, percpu=True,
-                        **({"abi": "2l", "bare": (DOMAINS - 1,)} if two_level else {}))
+                        **({"abi": "2l", "bare": (DOMAINS - 1,), "guest_32": (1,)} if two_level else {}))
             with open(os.path.join(tdir, FILE_NAME), "rb") as f:
                 _templates[two_level] = f.read()
     os.makedirs(state_dir, exist_ok=True)

@@ -112,7 +112,7 @@ def init(c: Ctx, domains, vcpus, maxvcpus, percpu, max_ports_dom0, max_ports_dom
       xenevt --state ./h sim init                       # 2 domains, 2 vCPUs each, FIFO
       xenevt --state ./h sim init --force --domains 3 --vcpus 4 --domain-abi 1=2l
       xenevt --state ./h sim init --force --vcpus 2 --maxvcpus 4 --percpu
-      xenevt --state ./h sim init --force --domain-abi 1=2l --guest-32 1 --max-ports-domu 4096
+      xenevt --state ./h sim init --force --yes --domain-abi 1=2l --guest-32 1 --max-ports-domu 4096
     """
     if c.caller is not None:  # a domain of the host may not replace it (the machine's administrator may)
         check_host_call(c.caller, c.caller == CONTROL_DOMAIN, "create or replace the host")

@@ -43,9 +43,11 @@ vCPU comes up, and closes them when it goes down; a bare domain has no kernel
 to bind them, so ``DOM_BARE | DOM_PERCPU`` is refused too.  ``DOM_GUEST_32``
 (``sim init --guest-32``): the domain's guest is 32-bit (an x86 compat guest:
 its xen_ulong_t is 32 bits), so the 2-level ABI gives it 32 words of 32 bits,
-ports 1..1023 (Xen's max_evtchns(d), SimDomain.max_evtchns); the simulator keeps
-its 2-level bitmaps in the 64-bit layout, whose bits for ports below 1024 are the
-same bytes and bits as the 32-bit one's on little-endian x86.  Files made before
+ports 1..1023 (Xen's max_evtchns(d), SimDomain.max_evtchns): that limit is what
+the flag changes.  The simulator keeps such a guest's 2-level state in the 64-bit
+layout (the pending and mask bits of ports below 1024 are the same bytes either
+way on little-endian x86; its selector bits stay one per 64 ports, not 32, and
+its vcpu_info and shared_info fields where a 64-bit guest has them).  Files made before
 the bit existed read as 64-bit guests, as they were; an older xenevt refuses a
 file that has it (unknown flag) rather than give its guest 4096 ports.
 
