@@ -27,6 +27,7 @@ C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side
 # Xen's Python-side switches (xenevt/sim), bits 16-23:
 REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
 RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
+CLOSE_KEEPS_PENDING = 1 << 19  # evtchn_close() leaves the 2-level pending bit set (before Xen 120785c177, 2008)
 # Mini-OS (Xen's stub-domain kernel; a replay's bare domain is it, its script Mini-OS's calls), from bit 20:
 MINIOS_BIND_CLEARS_PENDING = 1 << 20  # evtchn_bind_interdomain() clears the new port's pending bit (before b9d1950675)
 # Linux's Python-side switches: bits 24-27 its lateeoi (xenevt/sim/lateeoi.py), 28-31 its CPU hotplug and close
