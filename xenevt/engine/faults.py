@@ -30,6 +30,9 @@ RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI wh
 # the 2-level port limit recorded when the domain was created, before its guest's bitness was known: a 64-bit
 # guest's 4096 for a 32-bit guest too, whose bitmaps hold 1024 (Xen before 62bcdc4edb, XSA-342)
 COMPAT_LIMIT_AT_CREATE = 1 << 18
+CLOSE_KEEPS_PENDING = 1 << 19  # evtchn_close() leaves the 2-level pending bit set (before Xen 120785c177, 2008)
+# Mini-OS (Xen's stub-domain kernel; a replay's bare domain is it, its script Mini-OS's calls), from bit 20:
+MINIOS_BIND_CLEARS_PENDING = 1 << 20  # evtchn_bind_interdomain() clears the new port's pending bit (before b9d1950675)
 # Linux's Python-side switches: bits 24-27 its lateeoi (xenevt/sim/lateeoi.py), 28-31 its CPU hotplug and close
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021

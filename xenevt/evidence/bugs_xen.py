@@ -28,6 +28,23 @@ def _reused_while_linked(f: Finding, dom: DomainFacts) -> bool:
     return f.rule == "queued-on-wrong-vcpu"
 
 
+# --- close: evtchn_close() -------------------------------------------------------------------------------------
+
+bug("xen-close-keeps-pending", "Xen", "A port closed with its event pending kept the pending bit for the next "
+    "channel bound to it", "Xen 120785c177 (\"evtchn: Avoid spurious event-channel notifications across "
+    "unbind/bind\", 2008: evtchn_close() clears the pending bit)",
+    "the next binding of the port number (Linux hands the lowest free one to its next IPI or VIRQ) is delivered "
+    "the old channel's event as soon as it is unmasked: a handler runs for an event nobody sent on it, counted "
+    "delivered with nothing raised on this binding")
+
+
+@signature("xen-close-keeps-pending")
+def _stray_from_the_last_channel(f: Finding, dom: DomainFacts) -> bool:
+    # 2-level (the ABI of the time; FIFO's close clears PENDING and keeps a LINKED port from reuse): a binding
+    # that got an event nobody raised on it
+    return f.rule == "delivered-never-raised" and dom.abi == "2-level"
+
+
 # --- reset: evtchn_reset() --------------------------------------------------------------------------------------
 
 bug("xen-reset-racing-open", "Xen", "EVTCHNOP_reset closed the ports without the event lock, then switched FIFO -> "

@@ -43,6 +43,29 @@ def reuse_busy_port(st: Stage) -> Expect:
     return Expect("queued-on-wrong-vcpu", GUEST, ipi, vcpu=1)
 
 
+@replay("xen-close-keeps-pending", "xen-close-keeps-pending",
+        "a 2-level domU's frontend is torn down while dom0's last event on it is pending; the domU then binds an "
+        "IPI, which gets the same port number, and unmasks it", abi="2l")
+def close_keeps_pending(st: Stage) -> Expect:
+    h = st.host
+    mine = h.alloc_unbound(GUEST, GUEST, 0)
+    peer = h.bind_interdomain(0, 0, GUEST, mine)
+    h.consume(GUEST, 0, 16)  # (the new end's first event, if any)
+    st.say(f"d{GUEST} (2-level) offers port {mine} to dom0's backend, which binds its end ({peer})")
+    h.mask(GUEST, GUEST, mine)
+    h.send(0, 0, peer)
+    st.say(f"d{GUEST}'s driver shuts down and masks {mine}; dom0's last event arrives: pending behind the mask")
+    with st.fault(faults.CLOSE_KEEPS_PENDING):
+        h.close_port(GUEST, GUEST, mine)
+    st.say(f"d{GUEST} closes {mine}: " + ("its pending bit left set (the bug)" if not st.fixed
+                                        else "Xen clears its pending bit (as fixed)"))
+    ipi = h.bind_ipi(GUEST, GUEST, 0)
+    got = h.consume(GUEST, 0, 16)
+    st.say(f"d{GUEST} binds an IPI for vCPU 0: port {ipi}; Linux unmasks it; vCPU 0 handles {got or 'nothing'}"
+           + (": an IPI no CPU sent, the old channel's event" if ipi in got else ""))
+    return Expect("delivered-never-raised", GUEST, ipi, vcpu=0)
+
+
 @replay("xen-reset-racing-open", "xen-reset-racing-open",
         "a domU on FIFO with every port below 4096 bound and LINKED resets itself (its next kernel uses 2-level); "
         "its vCPU 1 opens a port while the reset has closed the others: that port, above 4095, stays bound on "

@@ -14,7 +14,7 @@ import struct
 
 from .. import abi
 from ..abi import ECS_FREE, ECS_INTERDOMAIN, ECS_UNBOUND
-from ..engine import Chan
+from ..engine import Chan, faults
 from ..engine.codes import SP, engine_error
 from ..engine.layout import ABI_FIFO, CHAN, CHAN_DEFERRED, CHAN_FIELDS, CHAN_XEN, FREES_WORD, HEADER_FIELDS
 from ..ports import chan_is_open
@@ -102,7 +102,8 @@ class Effects:
         if dom.mem.event_abi != ABI_FIFO:
             if not dom.bare:
                 dom.l2.guest_mask(port)
-            dom.l2.clear_pending(port)
+            if not faults.on(faults.CLOSE_KEEPS_PENDING):
+                dom.l2.clear_pending(port)
             return
         if dom.mem.word(port) is not None and not dom.bare:
             dom.engine.guest_mask(port)

@@ -125,3 +125,23 @@ def selector_idle(s: Subject) -> None:
                   "Harmless: the next upcall scans those words and finds nothing. Xen leaves a selector bit set when "
                   "the port under it was masked or its event cleared before the guest's upcall ran.", vcpu=v.vcpu)
 
+
+
+@check(Rule("delivered-never-raised", ("warning",), "More events delivered on a port's binding than Xen raised on it: "
+            "a pending bit left over from the port's previous channel."))
+def delivered_never_raised(s: Subject) -> None:
+    """Where the source counts both per binding (the simulator: counted from zero at each bind), a raise may merge
+    into one delivery but never the other way: an extra delivery is a pending bit nobody raised on this binding."""
+    for p in s.ordered:
+        if p.state in ("closed", "reserved", "unknown"):
+            continue
+        c = s.counters.get(p.port)
+        if c is None or c.raised is None or c.handled is None or c.handled <= c.raised:
+            continue
+        s.add("warning", "delivered-never-raised", [p.port],
+              f"port {p.port}: {c.handled} event(s) delivered, {c.raised} raised on this binding",
+              f"{p.state}{remote(p)}; raised {c.raised}, delivered {c.handled} since it was bound",
+              "The guest handled an event no one sent on this channel: a pending bit left over from the port's "
+              "previous channel (Xen before 120785c177, 2008, closed a port without clearing it, so the next "
+              "binding of the number got a stray event), or a guest setting pending bits itself. A handler that "
+              "trusts every event (an IPI, a VIRQ) acted on nothing.", vcpu=p.vcpu if s.dom.abi == "2-level" else None)
