@@ -121,6 +121,11 @@ def test_a_32_bit_guest_s_port_past_1023_is_found_and_named_after_xsa_342():
     found = _findings(_l2_dom(range(1, COMPAT), COMPAT, 32))
     assert found["port-beyond-2l-limit"] == ((COMPAT,), "xen-compat-2l-limit")
     assert found["ports-exhausted"][1] is None  # (1024 in use of 1023: true, and no old bug's)
+    ev = Evidence("t")
+    ev.domains[1] = _l2_dom(range(1, COMPAT), 1, 32)  # (ports 1..1023, all it has)
+    f = next(f for f in doctor.examine(ev).findings if f.rule == "ports-exhausted")
+    assert f.evidence == "1023 ports in use, of the 2-level ABI's 1024 ports for a 32-bit guest (port 0 is never used)"
+    assert "no setting gives more than 1024 ports to a 32-bit guest" in f.advice
 
 
 def test_the_same_port_of_a_64_bit_guest_or_of_one_not_known_is_no_finding():

@@ -43,8 +43,9 @@ def limit(s: Subject) -> None:
         limit = abi.EVTCHN_FIFO_MAX_PORT if dom.domain == 0 else abi.LIBXL_DEFAULT_EVENT_CHANNELS
         said = (f"assuming Xen's default limit of {limit} (max_event_channels: the hypervisor reports no domain's "
                 "limit, and this source had no toolstack config to read it from)")
-    more = (f" On the 2-level ABI no setting gives {_guest(dom)} more than {l2} ports: a guest that needs more "
-            "must use FIFO (Linux does when Xen offers it, unless booted with xen.fifo_events=0).") if two else ""
+    more = (f" On the 2-level ABI no setting gives more than {l2} ports"
+            + (" to a 32-bit guest" if dom.guest_bits == 32 else "") + ": a guest that needs more must use FIFO "
+            "(Linux does when Xen offers it, unless booted with xen.fifo_events=0).") if two else ""
     if used >= limit:
         s.add("error", "ports-exhausted", [], f"domain {dom.domain} has no free event channel",
               f"{used} ports in use{busy_note(busy)}, {said}",
