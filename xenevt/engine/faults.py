@@ -21,6 +21,10 @@ NO_PAGE_DROPPED = 1 << 3   # Xen before 917c123029: an event for a port without 
 # Linux's 2-level upcall (the engine's guest side, csrc/twolevel.c): cpu_evtchn_mask set up for the first 64 ports
 # only, so a port past them bound by no explicit affinity is on no CPU (before b0097adeec27, 2009)
 L2_CPU_MASK_UNSET = 1 << 4
+# Linux's 2-level unmask resending a pending port on the vCPU it runs on, whichever vCPU the port is bound to: its
+# selector bit and upcall flag set there, never on the port's own (the sparse tree's unmask_evtchn(), before Xen
+# 3e61615263 added EVTCHNOP_unmask for another vCPU's port, 2005)
+L2_UNMASK_HERE = 1 << 5
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)

@@ -50,3 +50,12 @@ def _unseen_past_first_word(f: Finding, dom: DomainFacts) -> bool:
     return (f.rule == "pending-not-queued" and dom.abi == "2-level" and p is not None and p.port >= 64
             and p.state == "interdomain" and p.vcpu == 0
             and not any(c.key.startswith("xenbus ") and (c.eoi_delayed or 0) > 0 for c in dom.counters))
+
+
+bug("linux-l2-unmask-on-own-vcpu", "Linux", "Linux's 2-level unmask resent a pending port on the vCPU it ran on, "
+    "whichever vCPU the port was bound to",
+    "Xen 3e61615263 (\"Fix unmask_evtchn() when the port is bound to a different VCPU\", 2005: the sparse Linux "
+    "tree's unmask makes the new EVTCHNOP_unmask for another vCPU's port, and Xen raises it on the port's vCPU)",
+    "the selector bit and upcall flag land on the unmasking vCPU, whose upcall finds no port of its own under "
+    "them; the port's own vCPU is never told: pending and unmasked under a clear selector bit, and Xen, finding it "
+    "pending, never sets one again (nothing in the event state tells this from another lost selector write)")
