@@ -52,7 +52,7 @@ def port_on_no_cpu(st: Stage) -> Expect:
 @replay("linux-l2-unmask-on-own-vcpu", "linux-l2-unmask-on-own-vcpu",
         "a 2-level domU's driver masks a backend's port of vCPU 0; dom0 raises it; the driver unmasks it from vCPU "
         "1: the resend goes to vCPU 1's selector and upcall flag, whose upcall finds no port of its own there",
-        abi="2l", nameable=False)
+        abi="2l", nameable=False, real_xen=("g-2l-unmask-re-raises-pending",))
 def unmask_on_own_vcpu(st: Stage) -> Expect:
     h = st.host
     mine = h.alloc_unbound(GUEST, GUEST, 0)
