@@ -33,7 +33,7 @@ RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI wh
 LINUX_UNMASK_DESPITE_EOI = 1 << 24
 # a PV device's channel bound with the plain edge chip at both ends (bind_interdomain_evtchn_to_irqhandler): each
 # event acked, handled and unmasked at once, never counted spurious nor its EOI delayed, no xenbus counters: Linux
-# before XSA-332's lateeoi (54c9de89895e, 23025393dbeb, e99502f76271, 2020) and XSA-391's frontends (2021)
+# before XSA-332's lateeoi (54c9de89895e, 23025393dbeb, 5f7f77400ab5, 2020) and XSA-391's frontends (2021)
 LINUX_NO_LATEEOI = 1 << 25
 CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its closed ports LINKED (before fcdf31a7c162)
 

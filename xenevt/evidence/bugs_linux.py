@@ -36,7 +36,8 @@ bug("linux-flood-no-lateeoi", "Linux", "A PV device's event channel bound withou
     "loop costs the victim an upcall for each event",
     "Linux XSA-332 (2020): 54c9de89895e (\"xen/events: add a new \"late EOI\" evtchn framework\"), 23025393dbeb "
     "(\"xen/netback: use lateeoi irq binding\"), 01263a1fabe3 (\"xen/blkback: use lateeoi irq binding\"), "
-    "e99502f76271 (\"xen/events: defer eoi in case of excessive number of events\"); XSA-391 (2021): b27d47950e48 "
+    "5f7f77400ab5 (\"xen/events: block rogue events for some time\"), e99502f76271 (\"xen/events: defer eoi in "
+    "case of excessive number of events\"); XSA-391 (2021): b27d47950e48 "
     "(\"xen/netfront: harden netfront against event channel storms\"), 0fd08a34e8e3 (\"xen/blkfront: harden "
     "blkfront against event channel storms\"); the counters: 06f45fe96fcd (\"xen/events: add per-xenbus device "
     "event statistics and settings\", 5.12)",
