@@ -27,6 +27,8 @@ C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side
 # Xen's Python-side switches (xenevt/sim), bits 16-23:
 REUSE_BUSY_PORT = 1 << 16   # get_free_port() hands out a freed port still LINKED (before Xen 78e24c269b)
 RESET_UNLOCKED = 1 << 17    # EVTCHNOP_reset closes unlocked and switches ABI whatever opened meanwhile (XSA-343)
+# Mini-OS (Xen's stub-domain kernel; a replay's bare domain is it, its script Mini-OS's calls), from bit 20:
+MINIOS_BIND_CLEARS_PENDING = 1 << 20  # evtchn_bind_interdomain() clears the new port's pending bit (before b9d1950675)
 # Linux's Python-side switches: bits 24-27 its lateeoi (xenevt/sim/lateeoi.py), 28-31 its CPU hotplug and close
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021

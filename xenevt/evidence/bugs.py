@@ -99,8 +99,8 @@ bug("xen-no-page-dropped", "Xen", "An event for a port without an event-array pa
 def _raised_before_page(f: Finding, dom: DomainFacts) -> bool:
     # every event raised on the port vanished, and nothing was ever linked on its queue since the control block
     # was registered (its head still 0): the events never reached a word, unlike ones a guest consumed and lost
-    got = _on_its_queue(f, dom, "raised-not-delivered")
+    got = _on_its_queue(f, dom, "raised-not-delivered") if dom.abi == "FIFO" else None
     return got is not None and bool(got[1].control_block) and got[2] == 0
 
 
-from . import bugs_linux, bugs_linux_close, bugs_xen  # noqa: E402,F401  (their entries, after these)
+from . import bugs_linux, bugs_linux_close, bugs_minios, bugs_xen  # noqa: E402,F401  (their entries, after these)

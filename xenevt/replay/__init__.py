@@ -25,7 +25,7 @@ from typing import Any
 from ..engine import faults
 
 # each declares its replays on import, in this order (the --list order)
-MODULES = ("xen_fifo", "xen_sim", "linux", "linux_close", "linux_l2")
+MODULES = ("xen_fifo", "xen_sim", "minios", "linux", "linux_close", "linux_l2")
 
 
 @dataclass(frozen=True)

@@ -240,19 +240,21 @@ def no_control_block(s: Subject) -> None:
 
 
 
-@check(Rule("raised-not-delivered", ("warning", "error"), "FIFO: events Xen raised on an unmasked port, none "
-            "delivered, none pending or queued: lost before they reached the event array."),
+@check(Rule("raised-not-delivered", ("warning", "error"), "Events Xen raised on an unmasked port, none "
+            "delivered, none pending or queued: lost before the guest saw them."),
        needs=Needs.EARLIER)
 def raised_not_delivered(s: Subject) -> None:
     """Where the source counts the events Xen raised per port (the simulator): every event raised on a port
-    vanished.  A masked port is left out (its guest may clear PENDING without handling, by design)."""
+    vanished.  A masked port is left out (its guest may clear PENDING without handling, by design).  On 2-level
+    there is no LINKED bit to look at: nothing pending is nothing waiting."""
     dom, prev, age = s.dom, s.prev, s.age
-    if dom.abi != "FIFO":
+    fifo = dom.abi == "FIFO"
+    if not fifo and dom.abi != "2-level":
         return
     counters, before = s.counters, s.counters_before
     for p in s.ordered:
         if p.state in ("closed", "reserved", "unknown") or p.pending is not False or p.masked is not False \
-                or p.linked is not False:
+                or (fifo and p.linked is not False):
             continue
         c = counters.get(p.port)
         if c is None or not c.raised or c.handled != 0:
@@ -263,11 +265,12 @@ def raised_not_delivered(s: Subject) -> None:
             and was.state == p.state and was.pending is False
         s.add("error" if still else "warning", "raised-not-delivered", [p.port],
               f"port {p.port}: {c.raised} event(s) raised, none delivered, none waiting",
-              f"{p.state}{remote(p)}; raised {c.raised}, delivered 0; PENDING, MASKED and LINKED clear"
+              f"{p.state}{remote(p)}; raised {c.raised}, delivered 0; PENDING, MASKED"
+              + (" and LINKED clear" if fifo else " clear")
               + (f"; already so {age:.0f} s earlier" if still and age is not None else
                  " (one sample: a guest mid-upcall clears PENDING before it counts the event; confirm with "
                  "--since)"),
               "Xen counted these events raised, yet the guest never handled one and none waits: they were lost "
-              "before reaching the event array (Xen before 4.4 dropped an event for a port whose array page the "
-              "guest had not added yet), and whoever sent them may be waiting for an answer. A notify on the port "
-              "delivers the next one.")
+              "before the guest saw them (Xen before 4.4 dropped an event for a port whose array page the guest "
+              "had not added yet; a guest that clears PENDING while binding throws one away), and whoever sent "
+              "them may be waiting for an answer. A notify on the port delivers the next one.")
