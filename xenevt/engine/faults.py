@@ -38,6 +38,10 @@ MINIOS_BIND_CLEARS_PENDING = 1 << 20  # evtchn_bind_interdomain() clears the new
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021
 LINUX_UNMASK_DESPITE_EOI = 1 << 24
+# a PV device's channel bound with the plain edge chip at both ends (bind_interdomain_evtchn_to_irqhandler): each
+# event acked, handled and unmasked at once, never counted spurious nor its EOI delayed, no xenbus counters: Linux
+# before XSA-332's lateeoi (54c9de89895e, 23025393dbeb, 5f7f77400ab5, 2020) and XSA-391's frontends (2021)
+LINUX_NO_LATEEOI = 1 << 25
 CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its closed ports LINKED (before fcdf31a7c162)
 
 # hook points: the C header's XE_POINT_* values
