@@ -302,7 +302,8 @@ int xe_l2_guest_unmask(xe_l2_domain *d, uint32_t port, uint32_t vcpu, uint32_t f
     vi = vinfo(d, vcpu);
     if (vi == NULL)
         return XE_E_VCPU;
-    if (vcpu != own)
+    /* (Linux before Xen's 3e61615263 resent on the vCPU it ran on, whoever's the port was) */
+    if (vcpu != own && !xe_fault(XE_FAULT_L2_UNMASK_HERE))
         return 0;
     test_and_clear64(&d->mask[word], bit);
     if (!test64(&d->pending[word], bit))

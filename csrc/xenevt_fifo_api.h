@@ -254,6 +254,7 @@ int xe_l2_guest_clear_pending(xe_l2_domain *d, uint32_t port);
 #define XE_FAULT_PENDING_UNQUEUED 4  /* Xen before 8aa0e9d2d1: PENDING set for a vCPU without a control block */
 #define XE_FAULT_NO_PAGE_DROPPED 8   /* Xen before 917c123029: an event for a port without an array page dropped */
 #define XE_FAULT_L2_CPU_MASK_UNSET 16  /* Linux before b0097adeec27: a port in no CPU's cpu_evtchn_mask (2-level) */
+#define XE_FAULT_L2_UNMASK_HERE 32   /* Linux before Xen's 3e61615263: unmask resends on its own vCPU, any port's */
 
 /* Hook points (the hook's first argument). */
 #define XE_POINT_BEFORE_READY 1      /* set_pending: the event linked at a tail, READY not yet set */

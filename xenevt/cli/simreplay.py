@@ -99,6 +99,9 @@ def replay(c: Ctx, name, listing, fixed, keep):
     elif fixed:
         out.print("the fixed code: " + ("healthy, as it must be" if r.ok else "NOT healthy (a false finding, or "
                                         "the replay's workload is wrong)"), markup=False, highlight=False)
+    elif not r.replay.nameable:
+        out.print(f"expected {want} (this bug leaves nothing that tells it from another cause of the finding, so "
+                  "doctor names no old bug): " + ("found" if r.ok else "NOT found"), markup=False, highlight=False)
     else:
         out.print(f"expected {want}, naming this bug: " + ("found" if r.ok else "NOT found"), markup=False,
                   highlight=False)

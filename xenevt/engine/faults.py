@@ -21,6 +21,10 @@ NO_PAGE_DROPPED = 1 << 3   # Xen before 917c123029: an event for a port without 
 # Linux's 2-level upcall (the engine's guest side, csrc/twolevel.c): cpu_evtchn_mask set up for the first 64 ports
 # only, so a port past them bound by no explicit affinity is on no CPU (before b0097adeec27, 2009)
 L2_CPU_MASK_UNSET = 1 << 4
+# Linux's 2-level unmask resending a pending port on the vCPU it runs on, whichever vCPU the port is bound to: its
+# selector bit and upcall flag set there, never on the port's own (the sparse tree's unmask_evtchn(), before Xen
+# 3e61615263 added EVTCHNOP_unmask for another vCPU's port, 2005)
+L2_UNMASK_HERE = 1 << 5
 C_FAULTS = 0xFFFF  # bits the C engine knows; above, the simulator's Python-side switches:
 # bits 16-23 Xen's Python-side code (xenevt/sim: allocation, close, reset), bits 24-31 Linux's (the guest kernel,
 # libxenevtchn)
@@ -37,6 +41,10 @@ MINIOS_BIND_CLEARS_PENDING = 1 << 20  # evtchn_bind_interdomain() clears the new
 # an unmask (the irq core's enable_dynirq) clears the event channel's one mask whatever masked it, an EOI pending
 # included: drivers/xen/events before 25da4618af24 (mask reasons), 2021
 LINUX_UNMASK_DESPITE_EOI = 1 << 24
+# a PV device's channel bound with the plain edge chip at both ends (bind_interdomain_evtchn_to_irqhandler): each
+# event acked, handled and unmasked at once, never counted spurious nor its EOI delayed, no xenbus counters: Linux
+# before XSA-332's lateeoi (54c9de89895e, 23025393dbeb, 5f7f77400ab5, 2020) and XSA-391's frontends (2021)
+LINUX_NO_LATEEOI = 1 << 25
 CPU_DEAD_NO_DRAIN = 1 << 28  # an offlined CPU's queues left as they are, its closed ports LINKED (before fcdf31a7c162)
 
 # hook points: the C header's XE_POINT_* values

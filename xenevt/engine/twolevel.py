@@ -257,7 +257,7 @@ class TwoLevelReference:
         at = self._vcpu_at(vcpu)
         if at is None:
             return Err.VCPU
-        if vcpu != own:
+        if vcpu != own and not faults.on(faults.L2_UNMASK_HERE):  # (before 3e61615263: resent here, any port's)
             return 0
         mask = self.mem.l2_mask()
         self._test_and_clear(mask, port)

@@ -94,12 +94,16 @@ class Replay:
     # holds at its limit): these rules' findings are allowed there, none saying it looks like this bug; empty:
     # the fixed code must be healthy
     fixed_findings: tuple[str, ...] = ()
+    # False where the bug leaves nothing that tells it from another cause of the same finding: doctor must make
+    # the finding (rule, domain, port) and name no other bug, but cannot say which old bug it looks like
+    nameable: bool = True
 
     def as_dict(self) -> dict:
         from ..evidence.history import BUGS
 
         return {"name": self.name, "summary": self.summary, "abi": self.abi, **BUGS[self.bug].as_dict(),
-                "real_xen": list(self.real_xen), "fixed_findings": list(self.fixed_findings)}
+                "real_xen": list(self.real_xen), "fixed_findings": list(self.fixed_findings),
+                "nameable": self.nameable}
 
 
 REPLAYS: dict[str, Replay] = {}
@@ -143,14 +147,17 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        """The replay showed what it must: the finding and the bug named; with ``fixed``, no finding but those the
-        fixed code rightly makes for this workload (``Replay.fixed_findings``), and none naming this bug."""
+        """The replay showed what it must: the finding and the bug named (a bug that leaves nothing to tell it by,
+        ``Replay.nameable`` False: the finding, naming no other); with ``fixed``, no finding but those the fixed
+        code rightly makes for this workload (``Replay.fixed_findings``), and none naming this bug."""
         rep = self.diagnosis.report
         if self.fixed:
             allowed = self.replay.fixed_findings
             if not allowed:
                 return not rep.findings and rep.verdict == "healthy"
             return all(f.rule in allowed and f.resembles != self.replay.bug for f in rep.findings)
+        if not self.replay.nameable:
+            return bool(self.found) and not any(f.resembles for f in self.found)
         return self.named
 
 

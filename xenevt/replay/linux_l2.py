@@ -47,3 +47,35 @@ def port_on_no_cpu(st: Stage) -> Expect:
             "channel is dead until another port of its word is raised on vCPU 0" if mine not in got
             else f"vCPU 0 handles {got}"))
     return Expect("pending-not-queued", GUEST, mine, vcpu=0)
+
+
+@replay("linux-l2-unmask-on-own-vcpu", "linux-l2-unmask-on-own-vcpu",
+        "a 2-level domU's driver masks a backend's port of vCPU 0; dom0 raises it; the driver unmasks it from vCPU "
+        "1: the resend goes to vCPU 1's selector and upcall flag, whose upcall finds no port of its own there",
+        abi="2l", nameable=False, real_xen=("g-2l-unmask-re-raises-pending",))
+def unmask_on_own_vcpu(st: Stage) -> Expect:
+    h = st.host
+    mine = h.alloc_unbound(GUEST, GUEST, 0)
+    theirs = h.bind_interdomain(0, 0, GUEST, mine)
+    h.consume(GUEST, 0, 16)  # (the new end's first event, if any)
+    h.mask(GUEST, GUEST, mine)
+    st.say(f"d{GUEST} (2-level) binds port {mine} to dom0 ({theirs}), on vCPU 0; its driver masks it")
+    h.send(0, 0, theirs)
+    st.say(f"dom0 raises {mine}: pending behind the mask, no selector bit, no upcall")
+    with st.fault(faults.L2_UNMASK_HERE):
+        rc = h.file.domains[GUEST].l2.guest_unmask(mine, vcpu=1)  # Linux's unmask, run on vCPU 1
+    if rc == 0:
+        h.evtchn_unmask(GUEST, GUEST, mine)
+        st.say(f"the driver, on vCPU 1, unmasks {mine}: another vCPU's port, so Linux makes EVTCHNOP_unmask and Xen "
+               "sets the selector bit and upcall flag of the port's vCPU 0 (as fixed)")
+    else:
+        st.say(f"the driver, on vCPU 1, unmasks {mine}: Linux clears the mask and, finding it pending, sets the "
+               "selector bit and upcall flag of the vCPU it runs on, vCPU 1 (the bug)")
+    got1, got0 = h.consume(GUEST, 1, 16), h.consume(GUEST, 0, 16)
+    st.say(f"vCPU 1 runs its upcall: {got1 or 'nothing'} (the port is not its own); vCPU 0 runs its upcall: "
+           + (f"{got0}" if got0 else "it was never told"))
+    h.send(0, 0, theirs)
+    got0 = h.consume(GUEST, 0, 16)
+    st.say(f"dom0 raises {mine} again: " + (f"vCPU 0 handles {got0}" if got0 else
+                                           "already pending, so no selector bit, no upcall: the channel is dead"))
+    return Expect("pending-not-queued", GUEST, mine, vcpu=0)

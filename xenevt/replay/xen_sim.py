@@ -45,7 +45,7 @@ def reuse_busy_port(st: Stage) -> Expect:
 
 @replay("xen-close-keeps-pending", "xen-close-keeps-pending",
         "a 2-level domU's frontend is torn down while dom0's last event on it is pending; the domU then binds an "
-        "IPI, which gets the same port number, and unmasks it", abi="2l")
+        "IPI, which gets the same port number, and unmasks it", abi="2l", real_xen=("g-2l-close-clears-pending",))
 def close_keeps_pending(st: Stage) -> Expect:
     h = st.host
     mine = h.alloc_unbound(GUEST, GUEST, 0)

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from ..abi import ECS_INTERDOMAIN
+from ..engine import faults
 from .statefile import HEADER, host_id
 from .store import HostFile
 
@@ -136,7 +137,10 @@ class Records:
             return
         ch = self.file.domains[domid].mem.chan(port)
         rec = [0] * N_FIELDS
-        rec[R_FLAGS], rec[R_PEER_DOM], rec[R_PEER_PORT] = F_LATEEOI, ch.remote_dom, ch.remote_port
+        rec[R_PEER_DOM], rec[R_PEER_PORT] = ch.remote_dom, ch.remote_port
+        # the replay of a kernel before lateeoi (XSA-332/391): the plain edge chip, so no record (a plain port,
+        # acked and unmasked at once) and no xenbus counters
+        rec[R_FLAGS] = 0 if faults.on(faults.LINUX_NO_LATEEOI) else F_LATEEOI
         mm, at = slot
         mm[at:at + RECORD.size] = RECORD.pack(*rec)
 
