@@ -149,3 +149,23 @@ def test_a_snapshot_keeps_the_bitness():
     ev = Evidence("t")
     ev.domains[1] = _l2_dom(range(1, 3), 5, 32)
     assert Evidence.from_json(ev.to_json()).domains[1].guest_bits == 32
+
+
+def test_a_32_bit_guests_own_kernel_knows_its_1024_ports(state):
+    """The guest side agrees with Xen's: Linux's xen_evtchn_nr_channels() and its own mask and unmask on a 32-bit
+    kernel reach 1024 ports (its words squared), whatever a buggy Xen let it open above them."""
+    from xenevt.sim.libxen import SimLibraries
+
+    with SimHost(state) as h:
+        _fill(h, 1, COMPAT - 1)
+        with faults.switched_on(faults.COMPAT_LIMIT_AT_CREATE):
+            high = h.bind_ipi(1, 1, 0)
+        with pytest.raises(ChannelError, match=r"past the 2-level ABI's bitmaps \(a 32-bit guest's: 1024 ports\)"):
+            h.mask(1, 1, high)
+        h.mask(1, 1, COMPAT - 1)  # (its last port is its own to mask)
+        h.mask(2, 2, h.bind_ipi(2, 2, 0))
+    lib = SimLibraries(state, domid=1)
+    try:
+        assert lib._nr_channels() == COMPAT
+    finally:
+        lib.shutdown()

@@ -103,8 +103,9 @@ class GuestKernel:
         dom = self.access.own(caller, domid, call, port)
         self.access.chan(dom, port, call)
         if dom.mem.event_abi != ABI_FIFO:
-            if port >= abi.EVTCHN_2L_NR_CHANNELS:
-                raise channel_error(call, errno.EINVAL, "port is past the 2-level ABI's bitmaps", domain=domid,
+            if port >= abi.l2_nr_channels(32 if dom.guest_32 else 64):
+                raise channel_error(call, errno.EINVAL, "port is past the 2-level ABI's bitmaps"
+                                    + (" (a 32-bit guest's: 1024 ports)" if dom.guest_32 else ""), domain=domid,
                                     port=port)
         elif dom.mem.word(port) is None:
             raise channel_error(call, errno.EINVAL, "port has no event word yet", domain=domid, port=port)

@@ -294,9 +294,11 @@ class SimLibraries:
             self._unbind(h, port)
 
     def _nr_channels(self) -> int:
-        """xen_evtchn_nr_channels(): 2-level's fixed count, or the ports the FIFO event array covers now."""
-        mem = self.host.domain(self.domid, "act as").mem
-        return mem.nr_ports if mem.event_abi == ABI_FIFO else abi.EVTCHN_2L_NR_CHANNELS
+        """xen_evtchn_nr_channels(): 2-level's fixed count (the kernel's words squared: 1024 for a 32-bit one), or
+        the ports the FIFO event array covers now."""
+        dom = self.host.domain(self.domid, "act as")
+        mem = dom.mem
+        return mem.nr_ports if mem.event_abi == ABI_FIFO else abi.l2_nr_channels(32 if dom.guest_32 else 64)
 
     def pending(self, hid: int) -> int:
         """The next port with an event (blocks like read() on the device unless the fd is non-blocking)."""
