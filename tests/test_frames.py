@@ -179,3 +179,26 @@ def test_cli_bad_frame_numbers(capsys):
     assert "frame number 'zz' is not a number" in capsys.readouterr().err
     assert main(["dump", "--gfn", "1", "--control", "1"]) == 2
     assert "'1' is not GFN:OFFSET" in capsys.readouterr().err
+
+
+def test_a_kernel_whose_upcall_moved_between_two_reads_is_read_as_frames_from_outside(tmp_path, monkeypatch):
+    """A running kernel's upcall takes no lock: a read inside one sees LINKs cleared beside local heads not yet
+    moved on.  Read twice, Linux's per-CPU state must hold still for its own heads to be trusted."""
+    from xenevt.memory import kcore
+
+    src = kcore.KcoreSource(*kcore_writer.write(guest_mid_consume(), tmp_path))
+    assert src.image().guest_known
+    real, reads = kcore.read_image, []
+
+    def moving(*a, **kw):
+        mem, what, known = real(*a, **kw)
+        reads.append(mem)
+        if len(reads) == 1:  # the first read caught an upcall that then moved its local head on
+            g = mem.guest(0)
+            g[1 + 7] = g[1 + 7] + 1
+        return mem, what, known
+
+    monkeypatch.setattr(kcore, "read_image", moving)
+    img = src.image()
+    assert len(reads) == 2 and not img.guest_known and img.mem.settled is False
+    assert build_dump(img.mem, 0, img.source, guest_known=img.guest_known).vcpus[0].guest_heads is None

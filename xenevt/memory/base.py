@@ -12,8 +12,9 @@ callers ask and report instead of checking which source they hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..errors import BackendUnavailable
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from ..engine import DomainMemory
     from ..ports import PortStatus
 
+T = TypeVar("T")
 
 KCORE = "/proc/kcore"  # this kernel's memory, symbols and CPUs, where kcore.py reads them (the defaults of Ask)
 KALLSYMS = "/proc/kallsyms"
@@ -127,3 +129,24 @@ class MemorySource:
     def read_symbol(self, name: str, size: int, offset: int = 0) -> bytes:
         """``size`` bytes at the guest kernel's symbol ``name`` plus ``offset``."""
         raise MemoryUnavailable(f"{self.kind} cannot read kernel symbols")
+
+
+def guest_state(mem: DomainMemory) -> bytes:
+    """Linux's own per-CPU event state in ``mem``: what an upcall under way moves (FIFO: each CPU's local READY
+    and queue heads; 2-level: each CPU's scan position)."""
+    from ..engine.layout import ABI_FIFO
+
+    if mem.geometry.version < 2 or mem.event_abi == ABI_FIFO:
+        return b"".join(bytes(mem.guest(v)) for v in range(mem.nr_vcpus))
+    return b"".join(bytes(mem.l2_scan(v)) for v in range(mem.nr_vcpus))
+
+
+def read_twice(read: Callable[[], T], mem_of: Callable[[T], DomainMemory]) -> tuple[T, bool]:
+    """A running kernel read twice: the second read, and whether Linux's own per-CPU state was the same in both.
+    Its upcall takes no lock, so a read can land inside one (a LINK cleared, the local head not yet moved on);
+    one that moved between the reads is read as frames outside the guest are (a finding needs a second sample).
+    One stalled inside an upcall across both reads still passes: rare on a running kernel, where an upcall takes
+    microseconds."""
+    first = guest_state(mem_of(read()))
+    second = read()
+    return second, guest_state(mem_of(second)) == first

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from .. import abi
 from ..errors import BackendUnavailable, MiB, cap_text, open_input
-from .base import EventImage, MemoryBackend, MemoryUnavailable
+from .base import EventImage, MemoryBackend, MemoryUnavailable, read_twice
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
@@ -314,11 +314,12 @@ class GuestKernelSource(LiveSource):
     def image(self) -> EventImage:
         km, run, slide, nr_vcpus = self._kernel()
         cpus = guest_cpus(km, run, nr_vcpus)
-        mem, what, known = read_guest(km, run, cpus, self.system_map)
+        (mem, what, known), settled = read_twice(lambda: read_guest(km, run, cpus, self.system_map),
+                                                 lambda got: got[0])  # (a running guest)
         source = (f"domain {self.domain}'s kernel through {self.backend.name} privcmd and its page tables "
                   f"({self.system_map}, {slide_text(slide, self.kaslr_offset is not None)}, {what})")
         limit = abi.EVTCHN_2L_NR_CHANNELS if known is not None else None
-        return EventImage(mem, self.domain, source, guest_known=True, max_ports=limit, vcpu_known=known)
+        return EventImage(mem, self.domain, source, guest_known=settled, max_ports=limit, vcpu_known=known)
 
     def read_symbol(self, name: str, size: int, offset: int = 0) -> bytes:
         km, run, _, _ = self._kernel(WANTED | {name})

@@ -20,7 +20,7 @@ import struct
 
 from .. import abi
 from ..errors import BackendUnavailable, open_input, read_input
-from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, MemorySource
+from .base import CPUS_POSSIBLE, KALLSYMS, KCORE, EventImage, MemorySource, read_twice
 from .linux import (
     ABI_SYMBOLS,
     L2_NEEDED,
@@ -236,18 +236,21 @@ def read_self(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPU
 
 
 def read_self_image(kcore: str = KCORE, kallsyms: str = KALLSYMS, cpus_file: str = CPUS_POSSIBLE):
-    """(DomainMemory, description, which vCPUs' vcpu_info was read or None for FIFO) of this kernel."""
+    """(DomainMemory, description, which vCPUs' vcpu_info was read or None for FIFO) of this kernel, read twice
+    (``read_twice``: the DomainMemory's ``settled`` says whether Linux's per-CPU state held still)."""
     syms = read_symbols(kallsyms)
     if syms and all(a == 0 for a in syms.values()):
         raise BackendUnavailable(f"{kallsyms} hides kernel addresses (kptr_restrict): run as root")
     cpus = read_cpus(cpus_file)
     try:
         with KernelMemory(kcore) as km:
-            mem, what, known = read_image(km, syms, cpus, kallsyms, read_own_frame)
+            (mem, what, known), settled = read_twice(lambda: read_image(km, syms, cpus, kallsyms, read_own_frame),
+                                                     lambda got: got[0])
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             raise BackendUnavailable(f"cannot read {kcore}: permission denied (run as root)") from None
         raise
+    mem.settled = settled
     return mem, f"this kernel ({kcore}, {what})", known
 
 
@@ -263,7 +266,7 @@ class KcoreSource(MemorySource):
 
     def image(self) -> EventImage:
         mem, source, known = read_self_image(self.kcore, self.kallsyms, self.cpus_file)
-        return EventImage(mem, self.domain, source, guest_known=True, vcpu_known=known)
+        return EventImage(mem, self.domain, source, guest_known=bool(mem.settled), vcpu_known=known)
 
     def read_symbol(self, name: str, size: int, offset: int = 0) -> bytes:
         addr = read_symbols(self.kallsyms, (name,)).get(name)
