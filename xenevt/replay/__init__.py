@@ -39,6 +39,7 @@ class Expect:
     vcpu: int | None = None
     samples: int = 1
     between: Callable[[], None] | None = None
+    storm_rate: float | None = None  # doctor's --storm-rate for this replay (None: its default)
 
     def matches(self, f: Any) -> bool:
         return (f.rule == self.rule and f.domain == self.domain
@@ -183,12 +184,12 @@ def run(name: str, *, fixed: bool = False, keep: str | None = None) -> Result:
             stage = Stage(h, where, fixed)
             expect = r.script(stage)
         with open_host("sim", where) as host:
-            diag = host.doctor()
+            diag = host.doctor(storm_rate=expect.storm_rate)
             if expect.samples == 2:
                 if expect.between is not None:
                     expect.between()
                 host.refresh()
-                diag = host.doctor(since=diag)
+                diag = host.doctor(since=diag, storm_rate=expect.storm_rate)
         found = [f for f in diag.report.findings if expect.matches(f)]
         return Result(r, fixed, stage.steps, expect, diag, keep, found)
     finally:
