@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from xenevt.backend import select_backend
+from tests.test_lateeoi import sample
 from xenevt.engine import faults
 from xenevt.errors import XenevtError
-from xenevt.evidence import collect, doctor
+from xenevt.evidence import doctor
 from xenevt.evidence.history import resemble
 from xenevt.evidence.model import CounterFacts, DomainFacts, Evidence, PortFacts
 from xenevt.evidence.report import Finding, Report
@@ -107,14 +107,6 @@ def test_the_signature_is_a_storm_taken_event_by_event_by_a_kernel_without_xenbu
     assert not _storm(30_000, 30_000, rule="spurious-events")
 
 
-def _sample(state: str) -> Evidence:
-    b = select_backend("sim", state_dir=state, read_only=True)
-    try:
-        return Evidence.from_json(collect.from_backend(b).to_json())
-    finally:
-        b.shutdown()
-
-
 def test_a_storm_nobody_takes_does_not_look_like_it(tmp_path):
     """A plain channel flooded while its kernel takes nothing (a stopped guest, histories' storm): a storm, not
     this bug."""
@@ -123,10 +115,10 @@ def test_a_storm_nobody_takes_does_not_look_like_it(tmp_path):
     with SimHost(d) as h:
         back = h.alloc_unbound(0, 0, 1)
         front = h.bind_interdomain(1, 1, 0, back)
-        before = _sample(d)
+        before = sample(d)
         for _ in range(300):
             h.send(1, 1, front)
-    after = _sample(d)
+    after = sample(d)
     after.taken_at = before.taken_at + 0.01
     got = [f for f in doctor.examine(after, before).findings if f.rule == "event-storm"]
     assert [(f.domain, f.ports, f.resembles) for f in got] == [(0, [back], None)]
