@@ -88,6 +88,50 @@ def test_console_watcher_stops_on_a_crash_naming_the_stage():
         w.feed("(XEN) Hardware Dom0 crashed: rebooting machine in 5 seconds.")
 
 
+def _booted(outcomes: list):
+    """A stand-in for boot_and_test: each call raises its outcome or feeds the console lines it names."""
+    calls = []
+
+    def boot(img, args, w, out):
+        calls.append(out)
+        with open(os.path.join(out, "console.log"), "w") as f:
+            f.write(f"boot {len(calls)}\n")
+        got = outcomes[len(calls) - 1]
+        if isinstance(got, Exception):
+            raise got
+        for line in got.splitlines():
+            w.feed(line)
+    return boot, calls
+
+
+@pytest.mark.parametrize("stage", ["boot-xen", "boot-dom0"])
+def test_a_boot_that_crashes_before_dom0s_init_is_booted_once_more_and_said(tmp_path, monkeypatch, capsys, stage):
+    passing = CONSOLE.replace("FAILED tests/test_on_xen.py::test_b - AssertionError: assert 1 == 2",
+                              "PASSED tests/test_on_xen.py::test_b").replace("rc=1", "rc=0")
+    crash = xenci.StageFailed(stage, "crash on the console: [    2.6] Kernel panic - not syncing: Fatal exception")
+    boot, calls = _booted([crash, passing])
+    monkeypatch.setattr(xenci, "boot_and_test", boot)
+    monkeypatch.setattr(xenci, "OUT_TOP", str(tmp_path))
+    ok, line = xenci.finish("4.20", {"xen": "x"}, None, 0.0, argparse.Namespace())
+    assert ok and len(calls) == 2
+    assert line.endswith(f"[booted twice: the first boot's stage {stage}: crash on the console: [    2.6] Kernel "
+                         "panic - not syncing: Fatal exception]")
+    assert open(tmp_path / "4.20" / "console-first-boot.log").read() == "boot 1\n"
+    assert open(tmp_path / "4.20" / "console.log").read() == "boot 2\n"
+
+
+def test_a_failure_once_dom0_runs_or_a_second_boot_crash_is_not_retried(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(xenci, "OUT_TOP", str(tmp_path))
+    crash = xenci.StageFailed("boot-dom0", "crash on the console: Oops")
+    for outcomes, tries in (([xenci.StageFailed("tests", "timed out after 2700 s")], 1),
+                            ([xenci.StageFailed("dom0-init", "crash on the console: Oops")], 1), ([crash, crash], 2)):
+        boot, calls = _booted(outcomes)
+        monkeypatch.setattr(xenci, "boot_and_test", boot)
+        ok, line = xenci.finish("4.17", {"xen": "x"}, None, 0.0, argparse.Namespace())
+        assert not ok and len(calls) == tries, line
+        assert line.endswith(f"[{outcomes[-1]}]")
+
+
 def test_scenario_verdicts_are_counted():
     w = xenci.ConsoleWatcher(report=lambda msg: None)
     for line in ["XENCI-SCENARIO identical bind-virq-twice", "XENCI-SCENARIO different close-peer",

@@ -560,17 +560,34 @@ def prepare(xen: str, deb: bool = False) -> tuple[str, dict | None, str | None, 
         return xen, None, str(e), t0
 
 
+# the stages before dom0's /init: a crash there is of Xen or Linux booting under QEMU's TCG, before anything of
+# xenevt's ran (seen: an int3 Oops in a kernel function while the kernel patched its own text, at 2.6 s)
+BOOT_STAGES = ("boot-xen", "boot-dom0")
+
+
 def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> tuple[bool, str]:
-    """Boot and test one prepared version; its files under build/xen-ci/<version>/."""
+    """Boot and test one prepared version; its files under build/xen-ci/<version>/.  A boot that fails before
+    dom0's /init is booted once more, and the result line says so with the first boot's failure."""
     out = os.path.join(OUT_TOP, xen)
     os.makedirs(out, exist_ok=True)
     watcher = ConsoleWatcher(report=lambda msg: say(f"[{xen}] {msg}"))
-    if img is not None:
+    first_boot = None
+    while img is not None:
         try:
             boot_and_test(img, args, watcher, out)
         except StageFailed as e:
+            if first_boot is None and e.stage in BOOT_STAGES:
+                first_boot = str(e)
+                say(f"[{xen}] {first_boot}: before dom0's /init, so before anything of xenevt's ran; booting once more "
+                    "(the first boot's console: console-first-boot.log)")
+                log = os.path.join(out, "console.log")
+                if os.path.exists(log):
+                    os.replace(log, os.path.join(out, "console-first-boot.log"))
+                watcher = ConsoleWatcher(report=lambda msg: say(f"[{xen}] {msg}"))
+                continue
             failure = str(e)
             say(f"[{xen}] FAILED: {failure}")
+        break
     facts = watcher.facts
     results = watcher.results()
     with open(os.path.join(out, "results.txt"), "w") as f:
@@ -604,6 +621,8 @@ def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> 
                                         for n in failed)
     elif facts.get("rc") not in (0, None) and failure is None:
         line += f" [pytest in dom0 exited {facts['rc']}]"
+    if first_boot:
+        line += f" [booted twice: the first boot's {first_boot}]"
     if failure:
         line += f" [{failure}]"
     with open(os.path.join(out, "summary.txt"), "w") as f:
