@@ -347,3 +347,56 @@ def test_a_deb_is_installed_in_dom0_with_dpkg_and_a_broken_one_fails_the_run(tmp
     assert r.returncode == EXIT_RUNNER, r.stderr[-2000:]
     assert "stage dom0-init: dpkg -i of the --deb package failed" in r.stderr
     assert "xenevt from the test package" not in r.stdout
+
+
+def _stand_ins(monkeypatch, outcomes: list):
+    """The runner with its fetch, build and boot stood in for: each boot raises its outcome or plays a console."""
+    from xenevt.runner import session
+
+    boots = []
+
+    def boot(img, cmd, log, limits, console, stage_done):
+        boots.append(log)
+        with open(log, "w") as f:
+            f.write(f"boot {len(boots)}\n")
+        got = outcomes[len(boots) - 1]
+        if isinstance(got, Exception):
+            raise got
+        for line in got:
+            console.feed(line)
+        return 1.0
+
+    monkeypatch.setattr(session, "choose_accel", lambda accel: ("tcg", "asked"))
+    monkeypatch.setattr(session, "fetch", lambda *a, **kw: {})
+    monkeypatch.setattr(session, "build", lambda *a, **kw: {"xen": "xen.gz", "kernel": "vmlinuz", "initrd": "initrd"})
+    monkeypatch.setattr(session, "boot", boot)
+    return boots
+
+
+RAN = ["Xen version 4.20.1 (x)", "Linux version 6.12.1", "XENEVT-RUNNER-STAGE dom0-init", "XENEVT-RUNNER-BEGIN",
+       "ok from the command", "XENEVT-RUNNER-END rc=0"]
+
+
+@pytest.mark.parametrize("stage", ["boot-xen", "boot-dom0"])
+def test_a_boot_that_crashes_before_dom0s_init_is_booted_once_more(tmp_path, monkeypatch, stage):
+    crash = StageFailed(stage, "crash on the console: [    2.6] Kernel panic - not syncing: Fatal exception")
+    boots = _stand_ins(monkeypatch, [crash, RAN])
+    said, out = [], []
+    log = str(tmp_path / "console.log")
+    code = run(Options(command=["true"], project=str(tmp_path), cache=str(tmp_path / "cache"), accel="tcg",
+                       log=log), output=out.append, report=said.append)
+    assert code == 0 and len(boots) == 2 and out == ["ok from the command"]
+    assert f"stage {stage}: crash on the console: [    2.6] Kernel panic - not syncing: Fatal exception: before " \
+        f"dom0's /init, so before the command ran; booting once more (the first boot's console: {log}.first-boot)" \
+        in said
+    assert open(f"{log}.first-boot").read() == "boot 1\n" and open(log).read() == "boot 2\n"
+
+
+def test_a_crash_once_dom0_runs_or_twice_is_the_runs_failure(tmp_path, monkeypatch):
+    crash = StageFailed("boot-dom0", "crash on the console: Oops")
+    for outcomes, tries in (([StageFailed("dom0-init", "crash on the console: Oops")], 1), ([crash, crash], 2)):
+        boots, said = _stand_ins(monkeypatch, outcomes), []
+        code = run(Options(command=["true"], project=str(tmp_path), cache=str(tmp_path / "cache"), accel="tcg",
+                           log=str(tmp_path / "console.log")), output=lambda line: None, report=said.append)
+        assert code == EXIT_RUNNER and len(boots) == tries
+        assert said[-1].startswith(f"FAILED: {outcomes[-1]}")

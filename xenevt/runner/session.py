@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .boot import Console, boot, choose_accel, qemu_command
+from .boot import BOOT_STAGES, Console, boot, choose_accel, qemu_command
 from .build import RECIPE, build, root_packages
 from .fetch import cache_key, default_cache, fetch
 from .stage import EXIT_RUNNER, EXIT_TIMEOUT, StageFailed
@@ -96,7 +96,18 @@ def run(opts: Options, output: Callable[[str], None] | None = None, report: Call
         args = f"runner_domu={opts.domus} runner_abi={opts.abi}"
         report(f"console log {log}")
         current = "boot"
-        to_command = boot(img, qemu_command(img, accel, log, args), log, limits, console, stage_done)
+        try:
+            to_command = boot(img, qemu_command(img, accel, log, args), log, limits, console, stage_done)
+        except StageFailed as e:
+            if e.stage not in BOOT_STAGES:
+                raise
+            first = f"{log}.first-boot"
+            if os.path.exists(log):
+                os.replace(log, first)
+            report(f"{e}: before dom0's /init, so before the command ran; booting once more (the first boot's "
+                   f"console: {first})")
+            console = Console(output, report)
+            to_command = boot(img, qemu_command(img, accel, log, args), log, limits, console, stage_done)
         facts = console.facts
         report(f"xen {facts.get('xen', '?')}, dom0 linux {facts.get('linux', '?')}, {facts.get('abi', '?')} ABI; "
                f"boot to command {to_command:.1f} s ({accel})")
