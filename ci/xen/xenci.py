@@ -560,11 +560,6 @@ def prepare(xen: str, deb: bool = False) -> tuple[str, dict | None, str | None, 
         return xen, None, str(e), t0
 
 
-# the stages before dom0's /init: a crash there is of Xen or Linux booting under QEMU's TCG, before anything of
-# xenevt's ran (seen: an int3 Oops in a kernel function while the kernel patched its own text, at 2.6 s)
-BOOT_STAGES = ("boot-xen", "boot-dom0")
-
-
 def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> tuple[bool, str]:
     """Boot and test one prepared version; its files under build/xen-ci/<version>/.  A boot that fails before
     dom0's /init is booted once more, and the result line says so with the first boot's failure."""
@@ -576,7 +571,7 @@ def finish(xen: str, img: dict | None, failure: str | None, t0: float, args) -> 
         try:
             boot_and_test(img, args, watcher, out)
         except StageFailed as e:
-            if first_boot is None and e.stage in BOOT_STAGES:
+            if first_boot is None and e.stage in boot.BOOT_STAGES:  # (the runner's rule: before dom0's /init)
                 first_boot = str(e)
                 say(f"[{xen}] {first_boot}: before dom0's /init, so before anything of xenevt's ran; booting once more "
                     "(the first boot's console: console-first-boot.log)")
