@@ -671,7 +671,7 @@ int xe_host_consume(xe_host *h, uint32_t domid, uint32_t vcpu, uint32_t flags, u
         if (n)
             return (int)n;
         if (abi == ABI_FIFO
-            && (__atomic_load_n(&d->guests[vcpu].ready, __ATOMIC_ACQUIRE) & (XE_GUEST_UPCALL_ONE - 1)))
+            && (__atomic_load_n(&d->guests[vcpu].ready, __ATOMIC_ACQUIRE) & XE_QUEUE_MASK))
             continue;  /* local READY bits left: more to take without sleeping */
         if (timeout_ns == 0)
             return 0;

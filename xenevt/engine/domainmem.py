@@ -8,7 +8,6 @@ the simulator and the dump readers each field by name, so none of them computes 
 from __future__ import annotations
 
 import struct
-import time
 
 from .. import abi
 from .layout import (
@@ -43,12 +42,7 @@ from .layout import (
     Geometry,
     LayoutError,
 )
-
-# a copy made while a guest's upcall ran is made again, this many times, this many seconds apart (an upcall is
-# microseconds; a consumer descheduled mid-upcall for longer leaves the copy unsettled: its queues read as
-# frames outside the guest are)
-SETTLE_TRIES = 50
-SETTLE_PAUSE = 0.0005
+from .settle import SETTLE_TRIES, settle
 
 
 class DomainMemory:
@@ -460,21 +454,11 @@ class DomainMemory:
         """Each vCPU's upcall count as the buffer holds it now: odd while that vCPU's upcall handler runs."""
         at = self.geometry.guest_offset // 4
         step = GUEST_VCPU.size // 4
-        return [self._words[at + v * step] >> 16 for v in range(self.nr_vcpus)]
+        return [self._words[at + v * step] // GUEST_UPCALL_ONE for v in range(self.nr_vcpus)]
 
     def settled_snapshot(self, tries: int = SETTLE_TRIES) -> tuple[bytes, bool]:
-        """A copy, and whether the guest's queues in it are of one moment: no upcall ran while it was made (the
-        upcall counts the same before and after, and even), tried again while one did.  A guest's consumer
-        takes no lock (Linux's does not), so a copy made mid-upcall holds LINKs it has cleared beside local
-        heads it has not yet moved on.  A buffer that is already a copy says what its copier found
-        (``settled``)."""
+        """A copy, and whether the guest's queues in it are of one moment (settle.py: made again while an upcall
+        ran).  A buffer that is already a copy says what its copier found (``settled``)."""
         if self.settled is not None:
             return bytes(self.buffer), self.settled
-        copy = b""
-        for _ in range(tries):
-            before = self.upcall_counts()
-            copy = bytes(self.buffer)
-            if self.upcall_counts() == before and not any(c & 1 for c in before):
-                return copy, True
-            time.sleep(SETTLE_PAUSE)
-        return copy, False
+        return settle(self.upcall_counts, lambda: bytes(self.buffer), tries)

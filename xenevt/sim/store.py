@@ -18,7 +18,8 @@ from contextlib import contextmanager
 
 from .. import abi
 from ..engine import Chan, DomainMemory
-from ..engine.domainmem import SETTLE_PAUSE, SETTLE_TRIES
+from ..engine.layout import GUEST_UPCALL_ONE
+from ..engine.settle import settle
 from ..errors import StateError
 from .domain import SimDomain
 from .hot import (
@@ -69,7 +70,8 @@ def _close_lingering() -> None:
 
 def _upcall_counts(fd: int, mem: DomainMemory) -> list[int]:
     """Each vCPU's upcall count in the file itself (DomainMemory.upcall_counts, read past a private mapping)."""
-    return [int.from_bytes(os.pread(fd, 4, mem.guest_at(v)), "little") >> 16 for v in range(mem.nr_vcpus)]
+    return [int.from_bytes(os.pread(fd, 4, mem.guest_at(v)), "little") // GUEST_UPCALL_ONE
+            for v in range(mem.nr_vcpus)]
 
 
 def _own_every_page(mm: mmap.mmap, size: int) -> None:
@@ -210,25 +212,26 @@ class HostFile:
 
     def _settle(self, mm: mmap.mmap) -> None:
         """A private copy's guest queues made of one moment (under the host lock, which no guest's consumer takes):
-        each domain's image (with a guest kernel) copied again while an upcall ran or started meanwhile, as
-        DomainMemory.settled_snapshot does for a live one; what stays unsettled is marked so."""
+        each domain's image (with a guest kernel) read again from the file while an upcall ran or started
+        meanwhile (settle.py), as DomainMemory.settled_snapshot does for a live one; what stays unsettled is
+        marked so."""
         for dom in self.domains.values():
             mem = dom.mem
             mem.settled = True
             if dom.bare:
                 continue
             start, size = mem.offset, len(mem.buffer)
-            for _ in range(SETTLE_TRIES):
-                before = _upcall_counts(self.fd, mem)
+
+            def counts(mem: DomainMemory = mem) -> list[int]:
+                return _upcall_counts(self.fd, mem)
+
+            def recopy(start: int = start, size: int = size) -> None:
                 data = os.pread(self.fd, size, start)
                 if len(data) != size:
                     raise self.resized(os.fstat(self.fd).st_size)
                 mm[start: start + size] = data
-                if _upcall_counts(self.fd, mem) == before and not any(c & 1 for c in before):
-                    break
-                time.sleep(SETTLE_PAUSE)
-            else:
-                mem.settled = False
+
+            _, mem.settled = settle(counts, recopy)
 
     @property
     def xen_version(self) -> str:
