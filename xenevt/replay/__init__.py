@@ -58,6 +58,12 @@ class Stage:
         self.host, self.state_dir, self.fixed = host, state_dir, fixed
         self.steps: list[str] = []
 
+    def backend_channel(self, guest: int) -> tuple[int, int]:
+        """A channel as a backend in dom0 makes one with ``guest``: the guest offers a port on vCPU 0
+        (EVTCHNOP_alloc_unbound), dom0 binds its end; (the guest's port, dom0's)."""
+        mine = self.host.alloc_unbound(guest, guest, 0)
+        return mine, self.host.bind_interdomain(0, 0, guest, mine)
+
     def say(self, text: str) -> None:
         """One line of what happened, in order (``sim replay`` prints them)."""
         self.steps.append(text)

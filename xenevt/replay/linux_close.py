@@ -32,8 +32,7 @@ def close_linked_offline(st: Stage) -> Expect:
               ", its queues left as they are (the bug: ports "
               f"{timer} and {resched} closed while still LINKED on vCPU 1's queue)"))
     with faults.switched_on(faults.REUSE_BUSY_PORT):  # (the Xen Linux then ran on, fixed or not)
-        port = h.alloc_unbound(GUEST, GUEST, 0)
-        peer = h.bind_interdomain(0, 0, GUEST, port)
+        port, peer = st.backend_channel(GUEST)
     st.say(f"a backend in dom0 connects a new channel (d{GUEST}'s port {port}, dom0's {peer}, on vCPU 0): Xen "
            "before 78e24c269b hands out the lowest free port, busy or not"
            + (" (the busy one)" if port == timer and not drained else ""))
@@ -50,8 +49,7 @@ def close_linked_offline(st: Stage) -> Expect:
         "CPU 0 but does not drain CPU 1's queues: the backend's every later event on it is lost")
 def offline_moved_port(st: Stage) -> Expect:
     h = st.host
-    port = h.alloc_unbound(GUEST, GUEST, 0)
-    peer = h.bind_interdomain(0, 0, GUEST, port)
+    port, peer = st.backend_channel(GUEST)
     h.bind_vcpu(GUEST, GUEST, port, 1)
     st.say(f"d{GUEST}'s frontend binds port {port} to its backend in dom0 (port {peer}); its interrupt is on CPU 1")
     h.send(0, 0, peer)

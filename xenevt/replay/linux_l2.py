@@ -19,8 +19,7 @@ def port_on_no_cpu(st: Stage) -> Expect:
     ipis = [h.bind_ipi(GUEST, GUEST, v % 2) for v in range(WORD - 1)]
     st.say(f"d{GUEST} (2-level) binds IPIs on ports {ipis[0]}..{ipis[-1]}, each on its vCPU: bound explicitly, "
            "so in that CPU's cpu_evtchn_mask")
-    mine = h.alloc_unbound(GUEST, GUEST, 0)
-    theirs = h.bind_interdomain(0, 0, GUEST, mine)
+    mine, theirs = st.backend_channel(GUEST)
     h.consume(GUEST, 0, 64)  # (the new end's first event, if any, is the guest's to take now)
     st.say(f"d{GUEST} offers port {mine} to dom0, which binds its end ({theirs}): bind_evtchn_to_irq() sets no "
            f"affinity, so {mine} is on CPU 0 only if cpu_evtchn_mask was set up that far "
@@ -55,8 +54,7 @@ def port_on_no_cpu(st: Stage) -> Expect:
         abi="2l", nameable=False, real_xen=("g-2l-unmask-re-raises-pending",))
 def unmask_on_own_vcpu(st: Stage) -> Expect:
     h = st.host
-    mine = h.alloc_unbound(GUEST, GUEST, 0)
-    theirs = h.bind_interdomain(0, 0, GUEST, mine)
+    mine, theirs = st.backend_channel(GUEST)
     h.consume(GUEST, 0, 16)  # (the new end's first event, if any)
     h.mask(GUEST, GUEST, mine)
     st.say(f"d{GUEST} (2-level) binds port {mine} to dom0 ({theirs}), on vCPU 0; its driver masks it")

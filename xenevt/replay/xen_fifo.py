@@ -10,21 +10,13 @@ GUEST = 1      # the domU whose queues the bugs break
 PRIO = 7       # EVTCHN_FIFO_PRIORITY_DEFAULT: the queue Linux binds everything to
 
 
-def _pair(st: Stage) -> tuple[int, int]:
-    """A channel from dom0 to the guest, as a backend's: (the guest's port, dom0's)."""
-    h = st.host
-    mine = h.alloc_unbound(GUEST, GUEST, 0)
-    theirs = h.bind_interdomain(0, 0, GUEST, mine)
-    return mine, theirs
-
-
 @replay("xen-ready-every-add", "xen-ready-every-add",
         "dom0 raises two events on a domU's vCPU 0 queue; the domU drains it between the LINK and Xen's READY; one "
         "port moves to vCPU 1 and is raised there with another behind it; vCPU 0 takes the stale READY",
         real_xen=("g-fifo-two-events-one-queue", "g-fifo-vcpu-move-while-linked"))
 def ready_every_add(st: Stage) -> Expect:
     h = st.host
-    (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
+    (a, a0), (b, b0), (c, c0) = (st.backend_channel(GUEST) for _ in range(3))
     st.say(f"d{GUEST} binds ports {a}, {b} and {c} to dom0 ({a0}, {b0}, {c0}), all on vCPU 0, priority {PRIO}")
     h.send(0, 0, a0)
     st.say(f"dom0 raises {a}: a new head of vCPU 0's queue {PRIO}, READY set")
@@ -60,7 +52,7 @@ def ready_every_add(st: Stage) -> Expect:
         "vCPU 0's queue is linked after it, and the next on vCPU 1's overwrites that link")
 def old_tail_linked(st: Stage) -> Expect:
     h = st.host
-    (a, a0), (b, b0), (c, c0) = _pair(st), _pair(st), _pair(st)
+    (a, a0), (b, b0), (c, c0) = (st.backend_channel(GUEST) for _ in range(3))
     st.say(f"d{GUEST} binds ports {a}, {b} and {c} to dom0 ({a0}, {b0}, {c0}), all on vCPU 0, priority {PRIO}")
     h.send(0, 0, a0)
     got = h.consume(GUEST, 0, 16)
@@ -92,7 +84,7 @@ def old_tail_linked(st: Stage) -> Expect:
         real_xen=("g-fifo-event-to-vcpu-without-control-block",))
 def pending_unqueued(st: Stage) -> Expect:
     h = st.host
-    a, a0 = _pair(st)
+    a, a0 = st.backend_channel(GUEST)
     h.bind_vcpu(GUEST, GUEST, a, 1)
     st.say(f"d{GUEST} binds port {a} to dom0 ({a0}) and moves it to vCPU 1, which was never brought up and has "
            f"no control block (a guest misbehaving, as Xen's fix puts it)")

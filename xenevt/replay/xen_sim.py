@@ -20,8 +20,7 @@ GUEST = 1      # the domU whose ports the bugs break
         real_xen=("g-fifo-close-while-linked",))
 def reuse_busy_port(st: Stage) -> Expect:
     h = st.host
-    mine = h.alloc_unbound(GUEST, GUEST, 0)
-    peer = h.bind_interdomain(0, 0, GUEST, mine)
+    mine, peer = st.backend_channel(GUEST)
     h.bind_vcpu(GUEST, GUEST, mine, 1)
     st.say(f"d{GUEST} binds port {mine} to dom0 (port {peer}) and moves it to vCPU 1")
     h.send(0, 0, peer)
@@ -48,8 +47,7 @@ def reuse_busy_port(st: Stage) -> Expect:
         "IPI, which gets the same port number, and unmasks it", abi="2l", real_xen=("g-2l-close-clears-pending",))
 def close_keeps_pending(st: Stage) -> Expect:
     h = st.host
-    mine = h.alloc_unbound(GUEST, GUEST, 0)
-    peer = h.bind_interdomain(0, 0, GUEST, mine)
+    mine, peer = st.backend_channel(GUEST)
     h.consume(GUEST, 0, 16)  # (the new end's first event, if any)
     st.say(f"d{GUEST} (2-level) offers port {mine} to dom0's backend, which binds its end ({peer})")
     h.mask(GUEST, GUEST, mine)
