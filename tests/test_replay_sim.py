@@ -17,6 +17,7 @@ from xenevt.sim.host import SimHost, create_host
 from xenevt.sim.statefile import K_RESET
 
 from .test_crash import Killed
+from .test_replay_linux_close import _moved_while_linked
 
 
 @pytest.fixture
@@ -28,10 +29,7 @@ def state(tmp_path):
 
 def _busy_port(h: SimHost) -> int:
     """A port of d1 closed while its event is LINKED on vCPU 1's queue."""
-    p = h.alloc_unbound(1, 1, 0)
-    peer = h.bind_interdomain(0, 0, 1, p)
-    h.bind_vcpu(1, 1, p, 1)
-    h.send(0, 0, peer)
+    p = _moved_while_linked(h)
     h.close_port(1, 1, p)
     assert h.domains[1].mem.word(p) & abi.WORD_LINKED
     return p
